@@ -1,0 +1,3 @@
+from cqrs_flow.cli import main
+
+main()

@@ -1,0 +1,129 @@
+"""Per-node credentials that enforce the topology's wiring on every gRPC call.
+
+Each node has a token derived from a secret of the whole system: HMAC-SHA256(secret, node name).
+`cqrs-flow up` makes a fresh secret per run and hands each node only its own token and the token
+hashes of the nodes allowed to call it; a node run by hand (`cqrs-flow node`) derives both from
+CQRS_FLOW_SECRET, which must then be the same on every node. A server interceptor refuses any call
+from a node the topology does not wire to that service with PERMISSION_DENIED, so a writer cannot
+read the store and a reader cannot write it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import secrets
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable, Mapping
+
+import grpc
+
+from cqrs_flow.errors import NodeError
+from cqrs_flow.topology.model import Topology
+
+__all__ = [
+    "CallerCheck",
+    "Credentials",
+    "ENV_CALLERS",
+    "ENV_SECRET",
+    "ENV_TOKEN",
+    "credentials_from_env",
+    "derive_token",
+    "launch_environment",
+    "new_secret",
+]
+
+ENV_SECRET = "CQRS_FLOW_SECRET"
+ENV_TOKEN = "CQRS_FLOW_TOKEN"
+ENV_CALLERS = "CQRS_FLOW_CALLERS"
+METADATA_NODE = "x-cqrs-flow-node"
+METADATA_TOKEN = "x-cqrs-flow-token"
+PUBLIC_SERVICES = {"grpc.health.v1.Health"}  # readiness probes need no credentials
+
+
+def new_secret() -> str:
+    return secrets.token_hex(32)
+
+
+def derive_token(secret: str, node: str) -> str:
+    return hmac.new(secret.encode(), f"cqrs-flow node {node}".encode(), hashlib.sha256).hexdigest()
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """A node's identity on outgoing calls, and the hashes of the callers it accepts."""
+
+    node: str
+    token: str
+    callers: Mapping[str, str] = field(default_factory=dict)  # caller node -> sha256(token)
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        return ((METADATA_NODE, self.node), (METADATA_TOKEN, self.token))
+
+
+def _callers(topology: Topology, node: str, secret: str) -> dict[str, str]:
+    names = set().union(*topology.callers_of(node).values()) if topology.callers_of(node) else set()
+    return {caller: _digest(derive_token(secret, caller)) for caller in sorted(names)}
+
+
+def launch_environment(topology: Topology, node: str, secret: str) -> dict[str, str]:
+    """What `up` puts in a node's environment: its own token and its callers' token hashes."""
+    return {ENV_TOKEN: derive_token(secret, node),
+            ENV_CALLERS: json.dumps(_callers(topology, node, secret))}
+
+
+def credentials_from_env(topology: Topology, node: str,
+                         env: Mapping[str, str] = os.environ) -> Credentials:
+    """The node's credentials, from what `up` handed it or from CQRS_FLOW_SECRET."""
+    if env.get(ENV_TOKEN):
+        try:
+            callers = json.loads(env.get(ENV_CALLERS) or "{}")
+        except ValueError:
+            raise NodeError(f"{ENV_CALLERS} is not valid JSON") from None
+        return Credentials(node, env[ENV_TOKEN], callers)
+    if env.get(ENV_SECRET):
+        secret = env[ENV_SECRET]
+        return Credentials(node, derive_token(secret, node), _callers(topology, node, secret))
+    raise NodeError(
+        f"node '{node}' has no credentials: run it with `cqrs-flow up`, or set {ENV_SECRET} to the "
+        f"same secret on every node (for example: export {ENV_SECRET}=$(openssl rand -hex 32))")
+
+
+class CallerCheck(grpc.aio.ServerInterceptor):
+    """Refuses calls from nodes the topology does not wire to the called service."""
+
+    def __init__(self, allowed: Mapping[str, set[str]], credentials: Credentials) -> None:
+        self._allowed = allowed  # service full name -> caller node names
+        self._callers = credentials.callers
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        service = details.method.lstrip("/").partition("/")[0]
+        if service in PUBLIC_SERVICES:
+            return await continuation(details)
+        metadata = dict(details.invocation_metadata or ())
+        caller, token = metadata.get(METADATA_NODE, ""), metadata.get(METADATA_TOKEN, "")
+        expected = self._callers.get(caller)
+        if not caller or expected is None or not hmac.compare_digest(expected, _digest(token)):
+            return _deny(f"caller {caller or '(anonymous)'!r} is not a node of this system "
+                         "or its credentials are wrong")
+        if caller not in self._allowed.get(service, set()):
+            return _deny(f"node '{caller}' may not call {service}: the topology does not wire it there")
+        return await continuation(details)
+
+
+def _deny(message: str) -> grpc.RpcMethodHandler:
+    async def abort(request: bytes, context: grpc.aio.ServicerContext) -> None:
+        await context.abort(grpc.StatusCode.PERMISSION_DENIED, message)
+
+    return grpc.unary_unary_rpc_method_handler(abort)

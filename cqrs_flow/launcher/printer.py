@@ -1,0 +1,40 @@
+"""One printer owns the terminal: every line prefixed with the time and its node's name."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Callable, TextIO
+
+__all__ = ["Printer"]
+
+_COLOURS = ("36", "33", "32", "35", "34", "96", "93", "92", "95", "94")
+_RESET = "\033[0m"
+
+
+class Printer:
+    def __init__(self, stream: TextIO | None = None, colour: bool | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.stream = stream or sys.stdout
+        self.colour = self.stream.isatty() if colour is None else colour
+        self.clock = clock
+        self.width = 9
+        self._colours: dict[str, str] = {}
+
+    def set_names(self, names: list[str]) -> None:
+        self.width = max([self.width, *map(len, names)])
+        for i, name in enumerate(names):
+            self._colours[name] = _COLOURS[i % len(_COLOURS)]
+
+    def line(self, name: str, text: str) -> None:
+        stamp = time.strftime("%H:%M:%S", time.localtime(self.clock()))
+        prefix = f"{stamp} {name:<{self.width}} |"
+        if self.colour:
+            colour = self._colours.get(name, "1")
+            prefix = f"\033[{colour}m{prefix}{_RESET}"
+        self.stream.write(f"{prefix} {text}\n")
+        self.stream.flush()
+
+    def system(self, text: str) -> None:
+        """A line from the launcher itself."""
+        self.line("cqrs-flow", text)

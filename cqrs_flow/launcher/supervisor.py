@@ -1,0 +1,171 @@
+"""`cqrs-flow up`: start every node of a topology in dependency order, then stop them in reverse.
+
+A node is spawned once all the nodes it depends on are ready (by probe, never by sleeping);
+nodes whose dependencies are met start together. Ctrl-C or SIGTERM, or any node exiting, stops
+the nodes that run, latest first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from typing import Callable, Mapping
+
+from cqrs_flow.auth import ENV_SECRET, launch_environment, new_secret
+from cqrs_flow.errors import StartError
+from cqrs_flow.launcher.printer import Printer
+from cqrs_flow.launcher.probes import Probe
+from cqrs_flow.launcher.process import NodeProcess
+from cqrs_flow.topology.graph import sorter
+from cqrs_flow.topology.model import GatewayNode, Topology
+
+__all__ = ["Launcher"]
+
+ProcessFactory = Callable[[str, list[str], Mapping[str, str], Printer], NodeProcess]
+
+
+class _Interrupted(Exception):
+    """Ctrl-C or SIGTERM during start-up."""
+
+
+class Launcher:
+    def __init__(self, topology: Topology, printer: Printer | None = None,
+                 env: Mapping[str, str] | None = None, process_factory: ProcessFactory = NodeProcess,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.topology = topology
+        self.printer = printer or Printer()
+        self.env = dict(os.environ if env is None else env)
+        self.process_factory = process_factory
+        self.clock = clock
+        # The secret exists only in this process; each node gets just its own credentials.
+        self.secret = self.env.pop(ENV_SECRET, None) or new_secret()
+        self.processes: dict[str, NodeProcess] = {}
+        self.ready_order: list[str] = []
+        self._stop = asyncio.Event()
+
+    async def run(self) -> int:
+        """Start everything, run until told to stop or a node exits; the exit status for `up`."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._stop.set)
+        self.printer.set_names(["cqrs-flow", *self.topology.nodes])
+        status = 0
+        try:
+            started = self.clock()
+            await self._start_all()
+            self.printer.system(self._ready_line(self.clock() - started))
+            status = await self._supervise()
+        except _Interrupted:
+            self.printer.system("interrupted during start-up")
+        except StartError as exc:
+            self.printer.system(f"error: {exc}")
+            status = 1
+        finally:
+            await self._stop_all()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+        return status
+
+    # -- start ---------------------------------------------------------------------------------
+
+    async def _start_all(self) -> None:
+        graph = sorter(self.topology)
+        starting: dict[asyncio.Task, str] = {}
+        stop_wait = asyncio.ensure_future(self._stop.wait())
+        try:
+            while graph.is_active():
+                batch = sorted(graph.get_ready())
+                if batch:
+                    self.printer.system(f"starting {', '.join(batch)}")
+                for name in batch:
+                    starting[asyncio.ensure_future(self._start_node(name))] = name
+                done, _ = await asyncio.wait([*starting, stop_wait], return_when=asyncio.FIRST_COMPLETED)
+                if stop_wait in done:
+                    raise _Interrupted()
+                for task in done:
+                    name = starting.pop(task)
+                    task.result()  # raises StartError
+                    self.ready_order.append(name)
+                    graph.done(name)
+        finally:
+            stop_wait.cancel()
+            for task in starting:
+                task.cancel()
+            await asyncio.gather(*starting, return_exceptions=True)
+
+    async def _start_node(self, name: str) -> None:
+        node = self.topology.nodes[name]
+        argv = [sys.executable, "-m", "cqrs_flow", "node", str(self.topology.source), name]
+        env = {**self.env, **launch_environment(self.topology, name, self.secret)}
+        process = self.process_factory(name, argv, env, self.printer)
+        self.processes[name] = process
+        began = self.clock()
+        await process.start()
+        probe = Probe(node, process)
+        interval = 0.02
+        try:
+            while True:
+                if process.returncode is not None:
+                    await process.wait()
+                    raise StartError(f"node '{name}' ({node.kind}) exited with status "
+                                     f"{process.returncode} before it was ready"
+                                     + _last_words(process))
+                if await probe.ready():
+                    self.printer.system(f"{name} ready in {self.clock() - began:.2f}s")
+                    return
+                if self.clock() - began > self.topology.ready_timeout:
+                    raise StartError(f"node '{name}' ({node.kind}) was not ready after "
+                                     f"{self.topology.ready_timeout:g}s (ready_timeout)"
+                                     + _last_words(process))
+                await asyncio.sleep(interval)
+                interval = min(interval * 1.5, 0.25)
+        finally:
+            await probe.close()
+
+    def _ready_line(self, elapsed: float) -> str:
+        gateways = self.topology.nodes_of(GatewayNode)
+        where = "; ".join(
+            f"GraphQL endpoint {g.url}" + (f" (playground: http://{g.listen.target}/)" if g.playground else "")
+            for g in gateways)
+        return f"all {len(self.processes)} nodes ready in {elapsed:.1f}s" + (f" — {where}" if where else "")
+
+    # -- run and stop --------------------------------------------------------------------------
+
+    async def _supervise(self) -> int:
+        """Wait for Ctrl-C/SIGTERM (status 0) or a node exiting on its own (status 1)."""
+        waits = {asyncio.ensure_future(p.wait()): name for name, p in self.processes.items()}
+        stop_wait = asyncio.ensure_future(self._stop.wait())
+        done, _ = await asyncio.wait([*waits, stop_wait], return_when=asyncio.FIRST_COMPLETED)
+        for task in [*waits, stop_wait]:
+            task.cancel()
+        if stop_wait in done:
+            self.printer.system("stopping")
+            return 0
+        name = waits[next(t for t in done if t in waits)]
+        code = self.processes[name].returncode
+        self.printer.system(f"error: node '{name}' exited with status {code}; stopping the others")
+        return 1
+
+    async def _stop_all(self) -> None:
+        """Stop nodes in reverse start order, each given the grace period before SIGKILL."""
+        not_ready = [n for n in self.processes if n not in self.ready_order]
+        for name in [*not_ready, *reversed(self.ready_order)]:
+            process = self.processes[name]
+            if process.returncode is None:
+                self.printer.system(f"stopping {name}")
+            await process.stop(self.topology.stop_timeout)
+        if self.processes:
+            self.printer.system("all nodes stopped")
+
+
+def _last_words(process: NodeProcess) -> str:
+    """The node's last log lines that look like the reason it failed."""
+    lines = [line for line in process.output if line.strip()]
+    errors = [line for line in lines if line.startswith(("ERROR", "CRITICAL", "error:"))]
+    tail = (errors or lines)[-3:]
+    return (": " + " / ".join(line.strip() for line in tail)) if tail else ""
+
+

@@ -1,0 +1,54 @@
+"""The reader: the read API the gateway calls, forwarding to the store's read service.
+
+It is the place where read-side business logic plugs in; it can only reach the store's read
+service (its credentials are refused by the write service).
+"""
+
+from __future__ import annotations
+
+import grpc
+
+from cqrs_flow.auth import CallerCheck
+from cqrs_flow.errors import TopologyError
+from cqrs_flow.nodes.runtime import NodeService
+from cqrs_flow.plans import Report, reader_plan
+from cqrs_flow.rpc import Handler, ServiceClient, service_handler, start_server
+from cqrs_flow.topology.model import ReaderNode
+
+__all__ = ["ReaderService"]
+
+
+class ReaderService(NodeService):
+    node: ReaderNode
+
+    async def start(self) -> None:
+        report = Report(self.topology)
+        plan = reader_plan(self.topology, self.node, self.protos, report)
+        if report.problems:
+            raise TopologyError(report.problems, str(self.topology.source))
+        store = self.topology.store_of(self.node.store)
+        self.store = ServiceClient(self.protos, self.protos.service(store.read.name),
+                                   store.read.listen.target, self.credentials)
+        handlers = {rpc: self._forward(target) for rpc, target in plan.items()}
+        generic = service_handler(self.protos, self.protos.service(self.node.service), handlers)
+        check = CallerCheck(self.topology.callers_of(self.node.name), self.credentials)
+        self.server = await start_server(self.node.listen, [generic], [check])
+        self.log.info("%s on %s, reading from %s", self.node.service, self.node.listen, store.read.listen)
+
+    def _forward(self, target: str) -> Handler:
+        async def forward(request, context: grpc.aio.ServicerContext):
+            try:
+                return await self.store.call(target, request)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                    self.log.warning("store read service %s: %s", self.store.target, exc.details())
+                    await context.abort(exc.code(), "the store's read service is unavailable")
+                await context.abort(exc.code(), exc.details() or "")
+
+        return forward
+
+    async def stop(self) -> None:
+        if hasattr(self, "server"):
+            await self.server.stop(grace=1.0)
+        if hasattr(self, "store"):
+            await self.store.close()

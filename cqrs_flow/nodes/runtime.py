@@ -1,0 +1,115 @@
+"""What every node process shares: logging, the setup/cleanup pair, signals, readiness and
+background tasks whose errors end the node instead of vanishing."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from abc import ABC, abstractmethod
+from typing import Any, Coroutine
+
+from cqrs_flow.auth import Credentials
+from cqrs_flow.errors import NodeError
+from cqrs_flow.protos import ProtoSet
+from cqrs_flow.topology.model import Node, Topology
+
+__all__ = ["ENV_READY_FD", "NodeService", "configure_logging", "serve"]
+
+ENV_READY_FD = "CQRS_FLOW_READY_FD"
+log = logging.getLogger("cqrs_flow.node")
+
+
+def configure_logging(level: str | None = None) -> None:
+    """One line per record on stdout; `up` prefixes each line with the node's name."""
+    level = (level or os.environ.get("CQRS_FLOW_LOG_LEVEL") or "INFO").upper()
+    logging.basicConfig(stream=sys.stdout, level=level, format="%(levelname)-7s %(message)s", force=True)
+    # The libraries are chatty at INFO (every connection, every packet); keep their warnings.
+    for name in ("amqtt", "transitions", "gmqtt", "tartiflette", "aiohttp.access"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+class NodeService(ABC):
+    """One running node: `start` sets it up, `stop` cleans up; `spawn` runs background work."""
+
+    def __init__(self, topology: Topology, node: Node, protos: ProtoSet, credentials: Credentials) -> None:
+        self.topology = topology
+        self.node = node
+        self.protos = protos
+        self.credentials = credentials
+        self.log = logging.getLogger(f"cqrs_flow.{node.kind}")
+        self._tasks: set[asyncio.Task] = set()
+        self._failure: asyncio.Future | None = None
+
+    @abstractmethod
+    async def start(self) -> None:
+        """Open listeners and connections; return when the node can do its job."""
+
+    @abstractmethod
+    async def stop(self) -> None:
+        """Close what `start` opened. Called once, also after a failed `start`."""
+
+    def spawn(self, coroutine: Coroutine[Any, Any, Any], name: str) -> asyncio.Task:
+        """Run background work; if it fails, the node stops and exits with its error."""
+        task = asyncio.get_running_loop().create_task(coroutine, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if task.cancelled() or task.exception() is None:
+            return
+        if self._failure is not None and not self._failure.done():
+            self._failure.set_exception(task.exception())
+
+    async def cancel_tasks(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    @property
+    def failure(self) -> asyncio.Future:
+        if self._failure is None:
+            self._failure = asyncio.get_running_loop().create_future()
+        return self._failure
+
+
+async def serve(service: NodeService) -> None:
+    """Start the node, tell the launcher it is ready, run until SIGTERM/SIGINT or a failure."""
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    signals = (signal.SIGTERM, signal.SIGINT)
+    for sig in signals:
+        loop.add_signal_handler(sig, stopping.set)
+    failure = service.failure
+    try:
+        await service.start()
+        _notify_ready()
+        log.info("%s '%s' ready", service.node.kind, service.node.name)
+        stop_wait = loop.create_task(stopping.wait())
+        await asyncio.wait([stop_wait, failure], return_when=asyncio.FIRST_COMPLETED)
+        stop_wait.cancel()
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+        log.info("%s '%s' stopping", service.node.kind, service.node.name)
+        await service.cancel_tasks()
+        await service.stop()
+    if failure.done() and failure.exception() is not None:
+        raise failure.exception()
+
+
+def _notify_ready() -> None:
+    """Write to the pipe `cqrs-flow up` gave us, if any: the readiness signal of nodes that do
+    not listen on a port (a writer). Servers are also probed on their ports."""
+    fd = os.environ.pop(ENV_READY_FD, None)
+    if fd is None:
+        return
+    try:
+        os.write(int(fd), b"ready\n")
+        os.close(int(fd))
+    except (OSError, ValueError) as exc:
+        raise NodeError(f"cannot signal readiness on fd {fd}: {exc}") from None

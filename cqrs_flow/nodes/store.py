@@ -1,0 +1,65 @@
+"""The store: a document collection behind two gRPC services, one for writes and one for reads.
+
+Each RPC is bound to a store operation in the topology (see cqrs_flow.operations); an interceptor
+lets only the nodes wired to a service call it.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+from cqrs_flow.auth import CallerCheck
+from cqrs_flow.errors import TopologyError
+from cqrs_flow.nodes.runtime import NodeService
+from cqrs_flow.operations import BoundOperation, InvalidRequest
+from cqrs_flow.plans import Report, store_plan
+from cqrs_flow.rpc import Handler, service_handler, start_server
+from cqrs_flow.stores import DocumentStore, DuplicateKey, MemoryStore, NotFound
+from cqrs_flow.topology.model import StoreNode
+
+__all__ = ["StoreService"]
+
+
+class StoreService(NodeService):
+    node: StoreNode
+
+    async def start(self) -> None:
+        report = Report(self.topology)
+        plan = store_plan(self.topology, self.node, self.protos, report)
+        if report.problems:
+            raise TopologyError(report.problems, str(self.topology.source))
+        self.backend: DocumentStore = MemoryStore(self.node.collection)
+        self.document_class = self.protos.message_class(self.node.document)
+        self.entity = self.node.document.rpartition(".")[2].lower()
+        check = CallerCheck(self.topology.callers_of(self.node.name), self.credentials)
+        self.servers: list[grpc.aio.Server] = []
+        for side in ("write", "read"):
+            service = self.node.service(side)
+            handlers = {rpc: self._handler(bound) for rpc, bound in plan[service.name].items()}
+            generic = service_handler(self.protos, self.protos.service(service.name), handlers)
+            self.servers.append(await start_server(service.listen, [generic], [check]))
+            self.log.info("%s service %s on %s", side, service.name, service.listen)
+
+    def _handler(self, bound: BoundOperation) -> Handler:
+        response_class = self.protos.class_of(bound.method.output_type)
+        node = self.node
+
+        async def handle(request, context: grpc.aio.ServicerContext):
+            try:
+                return await bound.run(request, self.backend, self.document_class, response_class,
+                                       node.timestamp, node.list_limit)
+            except NotFound as exc:
+                await context.abort(grpc.StatusCode.NOT_FOUND, f"no {self.entity} with {node.key} '{exc}'")
+            except DuplicateKey as exc:
+                await context.abort(grpc.StatusCode.ALREADY_EXISTS, f"{self.entity} '{exc}' exists already")
+            except InvalidRequest as exc:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+
+        return handle
+
+    async def stop(self) -> None:
+        # Stop accepting calls, let those in flight finish (up to a second), then drop the data.
+        for server in getattr(self, "servers", []):
+            await server.stop(grace=1.0)
+        if hasattr(self, "backend"):
+            await self.backend.close()

@@ -1,0 +1,136 @@
+"""The writer: takes commands off MQTT topics, waits the write delay, applies them to the store.
+
+Commands on the same entity are applied in the order they arrived; commands on different
+entities wait their delays side by side, so N commands take about one delay, not N. A command
+is acknowledged to the broker (QoS 1) only once the store has answered, so one that was not
+applied when the writer stopped is delivered again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Awaitable, Callable
+
+import gmqtt
+import grpc
+from google.protobuf.message import DecodeError, Message
+
+from cqrs_flow.errors import TopologyError
+from cqrs_flow.messages import get_path
+from cqrs_flow.mqtt import client_id, connect
+from cqrs_flow.nodes.runtime import NodeService
+from cqrs_flow.plans import CommandPlan, Report, writer_plan
+from cqrs_flow.rpc import ServiceClient
+from cqrs_flow.topology.model import BrokerNode, WriterNode
+
+__all__ = ["EntityLanes", "WriterService"]
+
+# Store answers worth waiting out: the store is restarting or overloaded.
+RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+             grpc.StatusCode.RESOURCE_EXHAUSTED}
+PUBACK_SUCCESS = 0
+
+
+class EntityLanes:
+    """Runs work per key in arrival order; different keys run concurrently.
+
+    `run(key, due, work)` waits for the previous work on the same key, then until `due`
+    (a loop time), then does `work`. The due time is fixed on arrival, so queueing behind a
+    predecessor does not add its delay again. An empty key has no order to keep.
+    """
+
+    def __init__(self, clock: Callable[[], float] | None = None) -> None:
+        self._tails: dict[str, asyncio.Future] = {}
+        self._clock = clock
+
+    def __len__(self) -> int:
+        return len(self._tails)
+
+    async def run(self, key: str, due: float, work: Callable[[], Awaitable[None]]) -> None:
+        loop = asyncio.get_running_loop()
+        clock = self._clock or loop.time
+        previous = self._tails.get(key) if key else None
+        mine = loop.create_future()
+        if key:
+            self._tails[key] = mine
+        try:
+            if previous is not None:
+                await asyncio.wait([previous])
+            await asyncio.sleep(max(0.0, due - clock()))
+            await work()
+        finally:
+            mine.set_result(None)
+            if key and self._tails.get(key) is mine:
+                del self._tails[key]
+
+
+class WriterService(NodeService):
+    node: WriterNode
+
+    async def start(self) -> None:
+        report = Report(self.topology)
+        self.plans = writer_plan(self.topology, self.node, self.protos, report)
+        if report.problems:
+            raise TopologyError(report.problems, str(self.topology.source))
+        store = self.topology.store_of(self.node.store)
+        self.store = ServiceClient(self.protos, self.protos.service(store.write.name),
+                                   store.write.listen.target, self.credentials)
+        self.lanes = EntityLanes()
+        self.subscribed = asyncio.Event()
+        broker = self.topology.nodes[self.node.broker]
+        assert isinstance(broker, BrokerNode)
+        self.mqtt = gmqtt.Client(client_id(self.topology.name, self.node.name, persistent=True),
+                                 clean_session=False)
+        self.mqtt.on_connect = self._on_connect
+        self.mqtt.on_subscribe = lambda *_: self.subscribed.set()
+        self.mqtt.on_message = self._on_message
+        await connect(self.mqtt, broker.listen)
+        await self.subscribed.wait()
+        self.log.info("applying %s to %s after %.3gs", ", ".join(self.plans), store.write.listen,
+                      self.node.delay)
+
+    def _on_connect(self, client: gmqtt.Client, flags, rc, properties) -> None:
+        # Subscribe on every (re)connect: cheap, and right even if the broker lost the session.
+        client.subscribe([gmqtt.Subscription(topic, qos=1) for topic in self.plans])
+
+    async def _on_message(self, client, topic: str, payload: bytes, qos: int, properties) -> int:
+        """Returns once the command is applied or set aside; gmqtt then sends the PUBACK."""
+        plan = self.plans.get(topic)
+        if plan is None:
+            self.log.warning("set aside: message on %s, which this writer does not consume", topic)
+            return PUBACK_SUCCESS
+        try:
+            command = plan.request.FromString(payload)
+        except DecodeError as exc:
+            self.log.warning("set aside: payload on %s is not a valid %s (%d bytes): %s",
+                             topic, plan.request.DESCRIPTOR.full_name, len(payload), exc)
+            return PUBACK_SUCCESS
+        key = str(get_path(command, plan.key_path)) if plan.key_path else ""
+        due = asyncio.get_running_loop().time() + self.node.delay
+        await self.lanes.run(key, due, lambda: self._apply(plan, command, key))
+        return PUBACK_SUCCESS
+
+    async def _apply(self, plan: CommandPlan, command: Message, key: str) -> None:
+        delay = 0.1
+        while True:
+            try:
+                await self.store.call(plan.rpc, command)
+                self.log.info("applied %s %s", plan.name, key)
+                return
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() not in RETRYABLE:
+                    self.log.warning("set aside: %s %s refused by the store: %s %s",
+                                     plan.name, key, exc.code().name, exc.details())
+                    return
+                self.log.warning("store unavailable for %s %s (%s); retrying in %.1fs",
+                                 plan.name, key, exc.code().name, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def stop(self) -> None:
+        # Disconnect first: commands still waiting are not acknowledged, so the broker keeps them
+        # in the writer's persistent session and delivers them again after a restart.
+        if hasattr(self, "mqtt") and self.mqtt.is_connected:
+            await self.mqtt.disconnect()
+        if hasattr(self, "store"):
+            await self.store.close()

@@ -1,0 +1,155 @@
+"""Store operations: how an RPC's request and response messages map onto the document store.
+
+`bind` checks that an RPC's messages have the shape its operation needs and remembers which
+fields to use; `validate` and the store node both go through it, so a topology that validates
+is one the store can serve.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Callable
+
+from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor
+from google.protobuf.message import Message
+
+from cqrs_flow.messages import INTEGER_TYPES, from_document, is_repeated, to_document, to_update
+from cqrs_flow.stores.base import DocumentStore
+
+__all__ = ["BoundOperation", "ShapeError", "bind", "rfc3339_now"]
+
+WRITE_OPS = {"insert", "update", "delete", "insert_many", "delete_many"}
+READ_OPS = {"get", "list"}
+
+
+class ShapeError(Exception):
+    """An RPC whose messages do not fit the store operation it is mapped to."""
+
+
+class InvalidRequest(Exception):
+    """A request the operation cannot carry out (e.g. an update without a key)."""
+
+
+def rfc3339_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class BoundOperation:
+    op: str
+    method: MethodDescriptor
+    document: Descriptor
+    key: str
+    request_field: str  # the document, documents, key, keys or count field of the request
+    response_field: str | None  # read ops: the document(s) field; write ops: unused
+
+    @property
+    def side(self) -> str:
+        return "write" if self.op in WRITE_OPS else "read"
+
+    async def run(self, request: Message, store: DocumentStore, document_class: type[Message],
+                  response_class: type[Message], timestamp: str | None, list_limit: int,
+                  clock: Callable[[], str] = rfc3339_now) -> Message:
+        """Carry out the operation; raises NotFound, DuplicateKey or InvalidRequest."""
+        value = getattr(request, self.request_field)
+        response = response_class()
+        if self.op in ("insert", "update"):
+            document = to_document(value) if self.op == "insert" else to_update(value)
+            key = document.get(self.key) or (str(uuid.uuid4()) if self.op == "insert" else "")
+            if not key:
+                raise InvalidRequest(f"{self.method.name} needs '{self.request_field}.{self.key}'")
+            document[self.key] = key
+            if timestamp:
+                document[timestamp] = clock()
+            if self.op == "insert":
+                await store.insert(key, document)
+            else:
+                await store.update(key, document)
+            _fill_write_response(response, self.key, key, 1)
+        elif self.op == "delete":
+            if not value:
+                raise InvalidRequest(f"{self.method.name} needs '{self.request_field}'")
+            await store.delete(value)
+            _fill_write_response(response, self.key, value, 1)
+        elif self.op == "insert_many":
+            now = clock() if timestamp else None
+            documents = {}
+            for item in value:
+                document = to_document(item)
+                document[self.key] = document.get(self.key) or str(uuid.uuid4())
+                if now:
+                    document[timestamp] = now
+                documents[document[self.key]] = document
+            _fill_write_response(response, self.key, "", await store.insert_many(documents))
+        elif self.op == "delete_many":
+            _fill_write_response(response, self.key, "", await store.delete_many(list(value)))
+        elif self.op == "get":
+            if not value:
+                raise InvalidRequest(f"{self.method.name} needs '{self.request_field}'")
+            found = from_document(await store.get(value), document_class)
+            if self.response_field is None:
+                response.CopyFrom(found)
+            else:
+                getattr(response, self.response_field).CopyFrom(found)
+        elif self.op == "list":
+            if value < 0:
+                raise InvalidRequest(f"{self.request_field} must not be negative")
+            documents = await store.list(min(value, list_limit))
+            getattr(response, self.response_field).extend(
+                from_document(d, document_class) for d in documents)
+        return response
+
+
+def _fill_write_response(response: Message, key_name: str, key: str, count: int) -> None:
+    """Write responses carry what they can: the key of the document and the number changed."""
+    fields = response.DESCRIPTOR.fields_by_name
+    if key and key_name in fields and fields[key_name].type == FieldDescriptor.TYPE_STRING:
+        setattr(response, key_name, key)
+    if "count" in fields and fields["count"].type in INTEGER_TYPES:
+        response.count = count
+
+
+def bind(op: str, method: MethodDescriptor, document: Descriptor, key: str) -> BoundOperation:
+    """Match `method`'s messages to `op`; ShapeError says what is missing."""
+    request, response = method.input_type, method.output_type
+    key_field = document.fields_by_name.get(key)
+    if key_field is None or key_field.type != FieldDescriptor.TYPE_STRING or is_repeated(key_field):
+        raise ShapeError(f"the document {document.full_name} needs a string key field '{key}'")
+
+    def one(fields: list[FieldDescriptor], what: str, where: Descriptor) -> str:
+        if len(fields) != 1:
+            found = f"found {len(fields)}" if fields else "found none"
+            raise ShapeError(f"{method.name} ({op}) needs exactly one {what} in {where.full_name}; {found}")
+        return fields[0].name
+
+    def documents(where: Descriptor, repeated: bool) -> list[FieldDescriptor]:
+        return [f for f in where.fields if f.message_type is not None
+                and f.message_type.full_name == document.full_name and is_repeated(f) == repeated]
+
+    doc_name = document.full_name
+    if op in ("insert", "update"):
+        return BoundOperation(op, method, document, key,
+                              one(documents(request, False), f"{doc_name} field", request), None)
+    if op == "insert_many":
+        return BoundOperation(op, method, document, key,
+                              one(documents(request, True), f"repeated {doc_name} field", request), None)
+    if op in ("delete", "get"):
+        field = request.fields_by_name.get(key)
+        if field is None or field.type != FieldDescriptor.TYPE_STRING or is_repeated(field):
+            raise ShapeError(f"{method.name} ({op}) needs a string field '{key}' in {request.full_name}")
+        if op == "delete":
+            return BoundOperation(op, method, document, key, key, None)
+        if response.full_name == doc_name:
+            return BoundOperation(op, method, document, key, key, None)
+        return BoundOperation(op, method, document, key, key,
+                              one(documents(response, False), f"{doc_name} field", response))
+    if op == "delete_many":
+        keys = [f for f in request.fields if is_repeated(f) and f.type == FieldDescriptor.TYPE_STRING]
+        return BoundOperation(op, method, document, key, one(keys, "repeated string field", request), None)
+    if op == "list":
+        counts = [f for f in request.fields if f.type in INTEGER_TYPES and not is_repeated(f)]
+        return BoundOperation(op, method, document, key, one(counts, "integer (count) field", request),
+                              one(documents(response, True), f"repeated {doc_name} field", response))
+    raise ShapeError(f"unknown store operation '{op}'")

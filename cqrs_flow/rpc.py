@@ -1,0 +1,111 @@
+"""gRPC from descriptors: serve a proto service with plain async handlers, and call one.
+
+No generated stubs: message classes come from the compiled descriptor set (cqrs_flow.protos).
+"""
+
+from __future__ import annotations
+
+from typing import Awaitable, Callable, Mapping, Sequence
+
+import grpc
+from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
+from google.protobuf.message import Message
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from cqrs_flow.auth import Credentials
+from cqrs_flow.protos import ProtoSet
+from cqrs_flow.topology.model import Address
+
+__all__ = ["Handler", "ServiceClient", "channel", "method_path", "start_server", "service_handler"]
+
+Handler = Callable[[Message, grpc.aio.ServicerContext], Awaitable[Message]]
+
+# Requests and responses beyond this size are refused with RESOURCE_EXHAUSTED.
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
+# gRPC backs off up to 2 minutes between reconnects by default; a node whose peer restarts
+# should find it again within a couple of seconds.
+RECONNECT_OPTIONS = (
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+)
+
+
+def channel(target: str, *, fast_retry: bool = False) -> grpc.aio.Channel:
+    """An insecure channel with our size limits and reconnect backoff (`fast_retry`: 20 ms steps,
+    for readiness probes that poll a server that is just starting)."""
+    options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+               ("grpc.max_send_message_length", MAX_MESSAGE_BYTES), *RECONNECT_OPTIONS]
+    if fast_retry:
+        options += [("grpc.initial_reconnect_backoff_ms", 20), ("grpc.min_reconnect_backoff_ms", 20),
+                    ("grpc.max_reconnect_backoff_ms", 200)]
+    return grpc.aio.insecure_channel(target, options=options)
+
+
+def method_path(method: MethodDescriptor) -> str:
+    return f"/{method.containing_service.full_name}/{method.name}"
+
+
+def service_handler(protos: ProtoSet, service: ServiceDescriptor,
+                    handlers: Mapping[str, Handler]) -> grpc.GenericRpcHandler:
+    """A generic handler serving `handlers` (RPC name -> async fn) as `service`."""
+    methods = {}
+    for name, handler in handlers.items():
+        method = service.methods_by_name[name]
+        methods[name] = grpc.unary_unary_rpc_method_handler(
+            handler,
+            request_deserializer=protos.class_of(method.input_type).FromString,
+            response_serializer=protos.class_of(method.output_type).SerializeToString,
+        )
+    return grpc.method_handlers_generic_handler(service.full_name, methods)
+
+
+async def start_server(listen: Address, handlers: Sequence[grpc.GenericRpcHandler],
+                       interceptors: Sequence[grpc.aio.ServerInterceptor] = ()) -> grpc.aio.Server:
+    """Start a gRPC server on `listen` with the standard health service (the readiness probe)."""
+    server = grpc.aio.server(
+        interceptors=list(interceptors),
+        options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                 ("grpc.so_reuseport", 0)],  # a second server on a taken port must fail, not share it
+    )
+    server.add_generic_rpc_handlers(tuple(handlers))
+    health_service = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_service, server)
+    if server.add_insecure_port(str(listen)) == 0:
+        raise OSError(f"cannot listen on {listen}")
+    await server.start()
+    await health_service.set("", health_pb2.HealthCheckResponse.SERVING)
+    return server
+
+
+class ServiceClient:
+    """Calls the RPCs of one service on one channel, identifying the caller with its credentials."""
+
+    def __init__(self, protos: ProtoSet, service: ServiceDescriptor, target: str,
+                 credentials: Credentials, timeout: float = 10.0) -> None:
+        self.service = service
+        self.target = target
+        self._protos = protos
+        self._credentials = credentials
+        self._timeout = timeout
+        self._channel = channel(target)
+        self._calls: dict[str, grpc.aio.UnaryUnaryMultiCallable] = {}
+
+    def request_class(self, rpc: str) -> type[Message]:
+        return self._protos.class_of(self.service.methods_by_name[rpc].input_type)
+
+    async def call(self, rpc: str, request: Message, timeout: float | None = None) -> Message:
+        if rpc not in self._calls:
+            method = self.service.methods_by_name[rpc]
+            self._calls[rpc] = self._channel.unary_unary(
+                method_path(method),
+                request_serializer=lambda m: m.SerializeToString(),
+                response_deserializer=self._protos.class_of(method.output_type).FromString,
+            )
+        return await self._calls[rpc](request, timeout=timeout or self._timeout,
+                                      metadata=self._credentials.metadata, wait_for_ready=False)
+
+    async def close(self) -> None:
+        await self._channel.close()

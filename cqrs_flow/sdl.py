@@ -1,0 +1,105 @@
+"""Read a GraphQL SDL file into the few facts the framework needs: root fields and their types."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["Schema", "SchemaField", "TypeRef", "parse_schema"]
+
+
+@dataclass(frozen=True)
+class TypeRef:
+    base: str  # the named type, e.g. Contact
+    is_list: bool
+    text: str  # as written, e.g. [Contact]!
+
+
+@dataclass(frozen=True)
+class SchemaField:
+    owner: str
+    name: str
+    arguments: dict[str, TypeRef]
+    returns: TypeRef
+
+
+@dataclass(frozen=True)
+class Schema:
+    text: str
+    query_type: str
+    mutation_type: str
+    queries: dict[str, SchemaField] = field(default_factory=dict)
+    mutations: dict[str, SchemaField] = field(default_factory=dict)
+    object_fields: dict[str, dict[str, TypeRef]] = field(default_factory=dict)
+    input_types: set[str] = field(default_factory=set)
+    enums: set[str] = field(default_factory=set)
+
+    def fields_of(self, type_name: str) -> dict[str, TypeRef]:
+        return self.object_fields.get(type_name, {})
+
+    def example_query(self) -> str:
+        """A query to show first in the playground: the first list query if there is one."""
+        fields = sorted(self.queries.values(), key=lambda f: not f.returns.is_list)
+        if not fields:
+            return "{ __typename }"
+        chosen = fields[0]
+        samples = {"Int": "10", "Float": "1.5", "Boolean": "true", "String": '""', "ID": '""'}
+        args = ", ".join(f"{name}: {samples.get(t.base, 'null')}" for name, t in chosen.arguments.items())
+        scalars = [name for name, t in self.fields_of(chosen.returns.base).items()
+                   if t.base not in self.object_fields]
+        selection = f" {{ {' '.join(scalars)} }}" if scalars else ""
+        operation = chosen.name[:1].upper() + chosen.name[1:]
+        return f"query {operation} {{\n  {chosen.name}{f'({args})' if args else ''}{selection}\n}}\n"
+
+
+def _type_ref(node) -> TypeRef:
+    kind = type(node).__name__
+    if kind == "NonNullTypeNode":
+        inner = _type_ref(node.type)
+        return TypeRef(inner.base, inner.is_list, inner.text + "!")
+    if kind == "ListTypeNode":
+        inner = _type_ref(node.type)
+        return TypeRef(inner.base, True, f"[{inner.text}]")
+    return TypeRef(node.name.value, False, node.name.value)
+
+
+def parse_schema(text: str) -> Schema:
+    """Parse SDL text; ValueError with the parser's message (and line) when it is not valid."""
+    from tartiflette.language.parsers.lark import parse_to_document
+
+    try:
+        document = parse_to_document(text)
+    except Exception as exc:  # the parser raises its own exception types, all with a clear message
+        raise ValueError(f"not valid GraphQL SDL: {exc}") from None
+    roots = {"query": "Query", "mutation": "Mutation"}
+    objects: dict[str, object] = {}
+    input_types, enums = set(), set()
+    for definition in document.definitions:
+        kind = type(definition).__name__
+        if kind == "SchemaDefinitionNode":
+            for operation in definition.operation_type_definitions:
+                roots[operation.operation_type] = operation.type.name.value
+        elif kind in ("ObjectTypeDefinitionNode", "ObjectTypeExtensionNode"):
+            objects.setdefault(definition.name.value, []).extend(definition.fields or [])
+        elif kind == "InputObjectTypeDefinitionNode":
+            input_types.add(definition.name.value)
+        elif kind == "EnumTypeDefinitionNode":
+            enums.add(definition.name.value)
+
+    def root_fields(type_name: str) -> dict[str, SchemaField]:
+        return {
+            f.name.value: SchemaField(type_name, f.name.value,
+                                      {a.name.value: _type_ref(a.type) for a in f.arguments or []},
+                                      _type_ref(f.type))
+            for f in objects.get(type_name, [])
+        }
+
+    return Schema(
+        text=text,
+        query_type=roots["query"],
+        mutation_type=roots["mutation"],
+        queries=root_fields(roots["query"]),
+        mutations=root_fields(roots["mutation"]),
+        object_fields={name: {f.name.value: _type_ref(f.type) for f in fields} for name, fields in objects.items()},
+        input_types=input_types,
+        enums=enums,
+    )

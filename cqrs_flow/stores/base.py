@@ -1,0 +1,57 @@
+"""The interface every store backend implements: keyed documents in one collection."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+__all__ = ["DocumentStore", "DuplicateKey", "NotFound", "StoreError"]
+
+Document = dict[str, Any]
+
+
+class StoreError(Exception):
+    """Base of the errors a backend raises for a request it cannot carry out."""
+
+
+class NotFound(StoreError):
+    """No document has the key."""
+
+
+class DuplicateKey(StoreError):
+    """A document with the key exists already."""
+
+
+class DocumentStore(ABC):
+    """Documents keyed by a string; async so that network backends fit the same interface."""
+
+    @abstractmethod
+    async def insert(self, key: str, document: Document) -> None:
+        """Store a new document; DuplicateKey if the key is taken."""
+
+    @abstractmethod
+    async def update(self, key: str, fields: Document) -> Document:
+        """Set `fields` on the document and return it; NotFound if there is none."""
+
+    @abstractmethod
+    async def delete(self, key: str) -> None:
+        """Remove the document; NotFound if there is none."""
+
+    @abstractmethod
+    async def insert_many(self, documents: dict[str, Document]) -> int:
+        """Store every new document (key -> document); DuplicateKey, storing none, if a key is taken."""
+
+    @abstractmethod
+    async def delete_many(self, keys: list[str]) -> int:
+        """Remove the documents that exist; return how many were removed."""
+
+    @abstractmethod
+    async def get(self, key: str) -> Document:
+        """The document; NotFound if there is none."""
+
+    @abstractmethod
+    async def list(self, count: int) -> list[Document]:
+        """Up to `count` documents, oldest first."""
+
+    async def close(self) -> None:
+        """Release what the backend holds."""

@@ -1,0 +1,150 @@
+"""Wiring checks that need the whole model but not the protos: references, segregation,
+topics, listen addresses, cycles and files.
+
+Each check returns problems; nothing raises until every problem is known.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections import defaultdict
+from typing import Iterable
+
+from cqrs_flow.errors import Problem
+from cqrs_flow.topology.graph import find_cycle
+from cqrs_flow.topology.model import (
+    Address,
+    BrokerNode,
+    Endpoint,
+    GatewayNode,
+    ReaderNode,
+    StoreNode,
+    Topology,
+    WriterNode,
+)
+from cqrs_flow.topology.yamlsource import KeyPath, LocatedData
+
+__all__ = ["check_wiring"]
+
+_WILDCARD_HOSTS = {"0.0.0.0", "::", ""}
+
+
+def check_wiring(topology: Topology) -> list[Problem]:
+    report = _Reporter(topology.located or LocatedData({}))
+    _check_references(topology, report)
+    _check_commands(topology, report)
+    _check_listeners(topology, report)
+    _check_files(topology, report)
+    cycle = find_cycle(topology)
+    if cycle:
+        report(("nodes", cycle[0]), "dependency cycle: " + " -> ".join(cycle))
+    return report.problems
+
+
+class _Reporter:
+    def __init__(self, located: LocatedData) -> None:
+        self.located = located
+        self.problems: list[Problem] = []
+
+    def __call__(self, path: KeyPath, message: str) -> None:
+        self.problems.append(self.located.problem(path, message))
+
+
+def _check_references(topology: Topology, report: _Reporter) -> None:
+    def ref(node: str, key: str, target: str, kind: type, what: str) -> None:
+        path = ("nodes", node, key)
+        if not target:
+            return  # missing or malformed, reported by the spec checker
+        found = topology.nodes.get(target)
+        if found is None:
+            report(path, f"no node named '{target}'{_hint(target, topology.nodes)}")
+        elif not isinstance(found, kind):
+            report(path, f"'{target}' is a {found.kind} node; expected {what}")
+
+    def store_ref(node: str, endpoint: Endpoint, side: str, role: str) -> None:
+        if not endpoint.node:
+            return
+        ref(node, "store", endpoint.node, StoreNode, "a store node")
+        if endpoint.side != side:
+            report(("nodes", node, "store"),
+                   f"a {role} may use only a store's {side} service, not '{endpoint}' "
+                   f"(read/write segregation); use '{endpoint.node}.{side}'")
+
+    for node in topology.nodes.values():
+        if isinstance(node, WriterNode):
+            ref(node.name, "broker", node.broker, BrokerNode, "a broker node")
+            store_ref(node.name, node.store, "write", "writer")
+        elif isinstance(node, ReaderNode):
+            store_ref(node.name, node.store, "read", "reader")
+        elif isinstance(node, GatewayNode):
+            ref(node.name, "broker", node.broker, BrokerNode, "a broker node")
+            ref(node.name, "reader", node.reader, ReaderNode, "a reader node")
+        elif isinstance(node, StoreNode) and node.write.name and node.write.name == node.read.name:
+            report(("nodes", node.name, "read", "service"),
+                   "the read and write services must be different gRPC services")
+
+
+def _check_commands(topology: Topology, report: _Reporter) -> None:
+    published: dict[str, list[str]] = defaultdict(list)
+    for gateway in topology.nodes_of(GatewayNode):
+        for field, mutation in gateway.mutations.items():
+            path = ("nodes", gateway.name, "mutations", field, "command")
+            if mutation.command not in topology.commands:
+                report(path, f"no command named '{mutation.command}'{_hint(mutation.command, topology.commands)}")
+            published[mutation.command].append(gateway.name)
+    consumed: dict[str, list[str]] = defaultdict(list)
+    for writer in topology.nodes_of(WriterNode):
+        for i, command in enumerate(writer.commands):
+            if command not in topology.commands:
+                report(("nodes", writer.name, "commands", i),
+                       f"no command named '{command}'{_hint(command, topology.commands)}")
+            consumed[command].append(writer.name)
+
+    by_topic: dict[str, list[str]] = defaultdict(list)
+    for name, command in topology.commands.items():
+        path = ("commands", name)
+        by_topic[command.topic].append(name)
+        if not consumed[name]:
+            report(path, f"topic '{command.topic}' is consumed by no writer: its commands would never "
+                         "be applied; add the command to a writer's 'commands'")
+        if not published[name]:
+            report(path, f"topic '{command.topic}' is published by no gateway mutation: "
+                         f"{', '.join(consumed[name]) or 'nothing'} would wait for commands that never come")
+    for topic, names in by_topic.items():
+        if len(names) > 1:
+            report(("commands", names[1], "topic"),
+                   f"topic '{topic}' is used by commands {', '.join(names)}; each command needs its own topic")
+
+
+def _check_listeners(topology: Topology, report: _Reporter) -> None:
+    seen: list[tuple[Address, KeyPath, str]] = []
+    for node in topology.nodes.values():
+        for what, address in node.listens:
+            path = _listen_path(node, what)
+            for other, other_path, other_what in seen:
+                if other.port == address.port and (
+                        other.host == address.host
+                        or other.host in _WILDCARD_HOSTS or address.host in _WILDCARD_HOSTS):
+                    report(path, f"port {address.port} is already taken by "
+                                 f"{'.'.join(map(str, other_path[:2]))} ({other_what}, {other})")
+            seen.append((address, path, what))
+
+
+def _listen_path(node, what: str) -> KeyPath:
+    if isinstance(node, StoreNode):
+        return ("nodes", node.name, what.split()[0], "listen")
+    return ("nodes", node.name, "listen")
+
+
+def _check_files(topology: Topology, report: _Reporter) -> None:
+    files: list[tuple[KeyPath, str]] = [(("proto", i), str(p)) for i, p in enumerate(topology.protos)]
+    files += [(("nodes", g.name, "schema"), str(g.schema)) for g in topology.nodes_of(GatewayNode)
+              if str(g.schema) not in ("", ".")]
+    for path, relative in files:
+        if not (topology.root / relative).is_file():
+            report(path, f"file not found: {relative} (paths are relative to the topology file)")
+
+
+def _hint(word: str, choices: Iterable[str]) -> str:
+    matches = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"; did you mean '{matches[0]}'?" if matches else ""

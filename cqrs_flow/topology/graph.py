@@ -1,0 +1,43 @@
+"""Dependencies between nodes: start order, start batches and cycles."""
+
+from __future__ import annotations
+
+from graphlib import CycleError, TopologicalSorter
+
+from cqrs_flow.topology.model import Topology
+
+__all__ = ["find_cycle", "sorter", "start_batches", "start_order"]
+
+
+def sorter(topology: Topology) -> TopologicalSorter:
+    """A prepared TopologicalSorter over the nodes; raises CycleError on a cycle."""
+    graph = TopologicalSorter({
+        name: [d for d in node.dependencies if d in topology.nodes]
+        for name, node in topology.nodes.items()
+    })
+    graph.prepare()
+    return graph
+
+
+def start_batches(topology: Topology) -> list[list[str]]:
+    """Nodes grouped into batches that can start together, in start order."""
+    graph = sorter(topology)
+    batches = []
+    while graph.is_active():
+        ready = sorted(graph.get_ready())
+        batches.append(ready)
+        graph.done(*ready)
+    return batches
+
+
+def start_order(topology: Topology) -> list[str]:
+    return [name for batch in start_batches(topology) for name in batch]
+
+
+def find_cycle(topology: Topology) -> list[str] | None:
+    """The nodes of one dependency cycle, or None when there is none."""
+    try:
+        sorter(topology)
+    except CycleError as exc:
+        return list(exc.args[1])
+    return None

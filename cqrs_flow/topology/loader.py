@@ -1,0 +1,146 @@
+"""Topology file -> checked plain data -> the immutable model, with every problem reported."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from cqrs_flow.errors import Problem, TopologyError
+from cqrs_flow.topology import spec
+from cqrs_flow.topology.model import (
+    Address,
+    BrokerNode,
+    Command,
+    Endpoint,
+    GatewayNode,
+    Mutation,
+    Node,
+    Query,
+    ReaderNode,
+    Service,
+    StoreNode,
+    Topology,
+    WriterNode,
+    frozen_map,
+)
+from cqrs_flow.topology.yamlsource import LocatedData, parse_yaml
+
+__all__ = ["load_topology", "parse_topology"]
+
+MAX_FILE_BYTES = 1_000_000
+
+
+def load_topology(path: str | Path) -> Topology:
+    """Load and check a topology file; raise TopologyError listing every problem in it."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise TopologyError([Problem(None, "", f"file is {size} bytes; a topology is at most "
+                                                    f"{MAX_FILE_BYTES}")], str(path))
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TopologyError([Problem(None, "", f"cannot read topology: {exc}")], str(path)) from None
+    return parse_topology(text, path)
+
+
+def parse_topology(text: str, path: Path) -> Topology:
+    """Parse topology text as if read from `path` (which anchors its relative paths)."""
+    from cqrs_flow.topology.checks import check_wiring  # checks imports the model, not the loader
+
+    source = str(path)
+    located = parse_yaml(text, source)
+    data, problems = spec.check(located)
+    topology = _build(data, path.resolve(), located)
+    problems += check_wiring(topology)
+    if problems:
+        raise TopologyError(problems, source)
+    return topology
+
+
+def _build(data: dict[str, Any], path: Path, located: LocatedData) -> Topology:
+    commands = {
+        name: Command(name=name, topic=c["topic"] or "", rpc=c["rpc"] or "", key=c["key"])
+        for name, c in (data.get("commands") or {}).items()
+    }
+    nodes = {name: _node(name, raw) for name, raw in (data.get("nodes") or {}).items()}
+    return Topology(
+        name=data["name"],
+        source=path,
+        protos=tuple(Path(p) for p in data.get("proto") or ()),
+        commands=frozen_map(commands),
+        nodes=frozen_map(nodes),
+        ready_timeout=data["ready_timeout"],
+        stop_timeout=data["stop_timeout"],
+        located=located,
+    )
+
+
+def _address(value: tuple[str, int] | None) -> Address | None:
+    return Address(*value) if value else None
+
+
+def _service(raw: dict[str, Any] | None) -> Service:
+    raw = raw or {}
+    listen = _address(raw.get("listen")) or Address("127.0.0.1", 0)
+    return Service(name=raw.get("service") or "", listen=listen, rpcs=frozen_map(raw.get("rpcs")))
+
+
+def _endpoint(value: tuple[str, str] | None) -> Endpoint:
+    return Endpoint(*value) if value else Endpoint("", "")
+
+
+def _node(name: str, raw: dict[str, Any]) -> Node:
+    """Build one node from its checked data; missing keys were reported already, so build anyway."""
+    kind = raw.get("kind")
+    if kind == "broker":
+        return BrokerNode(name=name, listen=_address(raw.get("listen")) or Address("127.0.0.1", 0))
+    if kind == "store":
+        return StoreNode(
+            name=name,
+            document=raw.get("document") or "",
+            collection=raw.get("collection") or name,
+            key=raw["key"],
+            timestamp=raw.get("timestamp"),
+            list_limit=raw["list_limit"],
+            write=_service(raw.get("write")),
+            read=_service(raw.get("read")),
+        )
+    if kind == "reader":
+        return ReaderNode(
+            name=name,
+            listen=_address(raw.get("listen")) or Address("127.0.0.1", 0),
+            service=raw.get("service") or "",
+            store=_endpoint(raw.get("store")),
+            rpcs=frozen_map(raw.get("rpcs")),
+        )
+    if kind == "writer":
+        return WriterNode(
+            name=name,
+            broker=raw.get("broker") or "",
+            store=_endpoint(raw.get("store")),
+            commands=tuple(raw.get("commands") or ()),
+            delay=raw["delay"],
+        )
+    if kind == "gateway":
+        return GatewayNode(
+            name=name,
+            listen=_address(raw.get("listen")) or Address("127.0.0.1", 0),
+            schema=Path(raw.get("schema") or ""),
+            broker=raw.get("broker") or "",
+            reader=raw.get("reader") or "",
+            queries=frozen_map({
+                field: Query(field=field, rpc=q["rpc"], arguments=frozen_map(q.get("arguments")),
+                             result=q.get("result"))
+                for field, q in (raw.get("queries") or {}).items() if q.get("rpc")
+            }),
+            mutations=frozen_map({
+                field: Mutation(field=field, command=m["command"],
+                                arguments=frozen_map(m.get("arguments")),
+                                generate=frozen_map(m.get("generate")), exists=m.get("exists"),
+                                message=m["message"], not_found=m["not_found"])
+                for field, m in (raw.get("mutations") or {}).items() if m.get("command")
+            }),
+            playground=raw["playground"],
+        )
+    return Node(name=name, kind=str(kind))  # an unknown kind, already reported by the checker

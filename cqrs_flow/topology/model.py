@@ -1,0 +1,254 @@
+"""The topology model: immutable descriptions of a CQRS system's nodes and how they are wired.
+
+The model only describes; cqrs_flow.launcher runs it and cqrs_flow.nodes implement each kind.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import Mapping
+
+from cqrs_flow.topology.yamlsource import LocatedData
+
+__all__ = [
+    "Address",
+    "Endpoint",
+    "Command",
+    "Service",
+    "Query",
+    "Mutation",
+    "Node",
+    "BrokerNode",
+    "StoreNode",
+    "ReaderNode",
+    "WriterNode",
+    "GatewayNode",
+    "Topology",
+    "frozen_map",
+]
+
+
+def frozen_map(items: Mapping | None = None) -> Mapping:
+    """A read-only view of a copy of `items`, for use in frozen dataclasses."""
+    return MappingProxyType(dict(items or {}))
+
+
+@dataclass(frozen=True)
+class Address:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    @property
+    def connect_host(self) -> str:
+        """Where a client on this machine connects: a wildcard listen address means loopback."""
+        return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.host, self.host)
+
+    @property
+    def target(self) -> str:
+        """The address as a client dials it (a gRPC target, an MQTT host:port)."""
+        host = self.connect_host
+        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A reference to one of a store's two services: ('store', 'read') is written 'store.read'."""
+
+    node: str
+    side: str  # "read" or "write"
+
+    def __str__(self) -> str:
+        return f"{self.node}.{self.side}"
+
+
+@dataclass(frozen=True)
+class Command:
+    """A write command: published on `topic`, applied by the store write RPC `rpc`."""
+
+    name: str
+    topic: str
+    rpc: str
+    key: str | None = None  # field path of the entity key in the request; None: found by name
+
+
+@dataclass(frozen=True)
+class Service:
+    """One gRPC service of a store: its proto name, listen address and RPC -> operation table."""
+
+    name: str
+    listen: Address
+    rpcs: Mapping[str, str] = field(default_factory=frozen_map)
+
+
+@dataclass(frozen=True)
+class Query:
+    """A GraphQL query field answered by a reader RPC."""
+
+    field: str
+    rpc: str
+    arguments: Mapping[str, str] = field(default_factory=frozen_map)
+    result: str | None = None
+
+
+@dataclass(frozen=True)
+class Mutation:
+    """A GraphQL mutation field that publishes a command."""
+
+    field: str
+    command: str
+    arguments: Mapping[str, str] = field(default_factory=frozen_map)
+    generate: Mapping[str, str] = field(default_factory=frozen_map)
+    exists: str | None = None
+    message: str = "Queued"
+    not_found: str = "{entity} {id} not found"
+
+
+@dataclass(frozen=True)
+class Node:
+    """Base of every node kind. `dependencies` are the names of the nodes it needs running."""
+
+    name: str
+    kind: str = ""
+
+    @property
+    def dependencies(self) -> tuple[str, ...]:
+        return ()
+
+    @property
+    def listens(self) -> tuple[tuple[str, Address], ...]:
+        """(what, address) for every listener of the node."""
+        return ()
+
+
+@dataclass(frozen=True)
+class BrokerNode(Node):
+    kind: str = "broker"
+    listen: Address = Address("127.0.0.1", 1883)
+
+    @property
+    def listens(self) -> tuple[tuple[str, Address], ...]:
+        return (("mqtt", self.listen),)
+
+
+@dataclass(frozen=True)
+class StoreNode(Node):
+    kind: str = "store"
+    document: str = ""
+    collection: str = ""
+    key: str = "id"
+    timestamp: str | None = None
+    list_limit: int = 1000
+    write: Service = Service("", Address("127.0.0.1", 50051))
+    read: Service = Service("", Address("127.0.0.1", 50052))
+
+    def service(self, side: str) -> Service:
+        return self.write if side == "write" else self.read
+
+    @property
+    def listens(self) -> tuple[tuple[str, Address], ...]:
+        return (("write service", self.write.listen), ("read service", self.read.listen))
+
+
+@dataclass(frozen=True)
+class ReaderNode(Node):
+    kind: str = "reader"
+    listen: Address = Address("127.0.0.1", 50053)
+    service: str = ""
+    store: Endpoint = Endpoint("store", "read")
+    rpcs: Mapping[str, str] = field(default_factory=frozen_map)
+
+    @property
+    def dependencies(self) -> tuple[str, ...]:
+        return (self.store.node,)
+
+    @property
+    def listens(self) -> tuple[tuple[str, Address], ...]:
+        return (("grpc", self.listen),)
+
+
+@dataclass(frozen=True)
+class WriterNode(Node):
+    kind: str = "writer"
+    broker: str = "broker"
+    store: Endpoint = Endpoint("store", "write")
+    commands: tuple[str, ...] = ()
+    delay: float = 0.0
+
+    @property
+    def dependencies(self) -> tuple[str, ...]:
+        return (self.broker, self.store.node)
+
+
+@dataclass(frozen=True)
+class GatewayNode(Node):
+    kind: str = "gateway"
+    listen: Address = Address("127.0.0.1", 8080)
+    schema: Path = Path("schema.graphql")
+    broker: str = "broker"
+    reader: str = "reader"
+    queries: Mapping[str, Query] = field(default_factory=frozen_map)
+    mutations: Mapping[str, Mutation] = field(default_factory=frozen_map)
+    playground: bool = True
+
+    @property
+    def dependencies(self) -> tuple[str, ...]:
+        return (self.broker, self.reader)
+
+    @property
+    def listens(self) -> tuple[tuple[str, Address], ...]:
+        return (("http", self.listen),)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.listen.target}/graphql"
+
+
+@dataclass(frozen=True)
+class Topology:
+    """A whole CQRS system: its commands, its nodes and where its files are."""
+
+    name: str
+    source: Path  # the topology file; relative paths in it are relative to its directory
+    protos: tuple[Path, ...]
+    commands: Mapping[str, Command]
+    nodes: Mapping[str, Node]
+    ready_timeout: float = 30.0
+    stop_timeout: float = 5.0
+    located: LocatedData | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def root(self) -> Path:
+        return self.source.parent
+
+    def nodes_of(self, kind: type) -> list:
+        return [n for n in self.nodes.values() if isinstance(n, kind)]
+
+    def writers_of(self, command: str) -> list[WriterNode]:
+        return [w for w in self.nodes_of(WriterNode) if command in w.commands]
+
+    def store_of(self, endpoint: Endpoint) -> StoreNode:
+        node = self.nodes[endpoint.node]
+        assert isinstance(node, StoreNode), "validated at load time"
+        return node
+
+    def callers_of(self, node_name: str) -> dict[str, set[str]]:
+        """proto service name -> names of the nodes the topology wires to call it."""
+        node = self.nodes[node_name]
+        callers: dict[str, set[str]] = {}
+        if isinstance(node, StoreNode):
+            for side in ("write", "read"):
+                wanted = WriterNode if side == "write" else ReaderNode
+                callers[node.service(side).name] = {
+                    n.name for n in self.nodes_of(wanted) if n.store == Endpoint(node.name, side)}
+        elif isinstance(node, ReaderNode):
+            callers[node.service] = {g.name for g in self.nodes_of(GatewayNode) if g.reader == node.name}
+        return callers
+
+    def with_node(self, node: Node) -> "Topology":
+        """A copy with `node` added or replaced."""
+        return replace(self, nodes=frozen_map({**self.nodes, node.name: node}))

@@ -1,0 +1,366 @@
+"""The shape of a topology file: every key, its type and its default, in one table.
+
+`check(data)` walks plain data (from yamlsource) against the table, fills in the defaults and
+collects every problem: unknown keys (with a did-you-mean), missing keys, wrong types. The
+model is built from its output, so no default lives anywhere else.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from cqrs_flow.errors import Problem
+from cqrs_flow.topology.yamlsource import KeyPath, LocatedData
+
+__all__ = ["STORE_OPS", "TOPOLOGY", "NODE_KINDS", "Invalid", "check", "parse_duration", "parse_address"]
+
+
+class Invalid(Exception):
+    """A value of the wrong type or form; the message says what was expected."""
+
+
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class Field:
+    type: Callable[[Any], Any] | "Section" | "MapOf" | "ListOf" | "ByKind"
+    required: bool = False
+    default: Any = None
+    doc: str = ""
+
+
+# -- scalar types ---------------------------------------------------------------------------
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*$")
+_FIELD_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_FULL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+def string(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise Invalid(f"expected a non-empty string, got {_show(value)}")
+    return value
+
+
+def name(value: Any) -> str:
+    if not isinstance(value, str) or not _NAME.match(value):
+        raise Invalid(f"expected a name (letters, digits, '_' or '-'), got {_show(value)}")
+    return value
+
+
+def full_name(value: Any) -> str:
+    """A protobuf name: package.Message, package.Service or a bare RPC name."""
+    if not isinstance(value, str) or not _FULL_NAME.match(value):
+        raise Invalid(f"expected a protobuf name such as 'package.Name', got {_show(value)}")
+    return value
+
+
+def field_path(value: Any) -> str:
+    if not isinstance(value, str) or not _FIELD_PATH.match(value):
+        raise Invalid(f"expected a message field path such as 'contact.name', got {_show(value)}")
+    return value
+
+
+def boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise Invalid(f"expected true or false, got {_show(value)}")
+    return value
+
+
+def positive_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise Invalid(f"expected a whole number of at least 1, got {_show(value)}")
+    return value
+
+
+def parse_duration(value: Any) -> float:
+    """3, 3s, 2.5s, 500ms, 1m -> seconds."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+        return float(value)
+    match = _DURATION.match(value) if isinstance(value, str) else None
+    if not match:
+        raise Invalid(f"expected a duration such as 3s, 500ms or 0, got {_show(value)}")
+    number, unit = float(match.group(1)), match.group(2) or "s"
+    return number * {"ms": 0.001, "s": 1.0, "m": 60.0}[unit]
+
+
+def parse_address(value: Any) -> tuple[str, int]:
+    """'127.0.0.1:1883', 'localhost:8080', '[::1]:50051' or a bare port (host 127.0.0.1)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        host, port_text = "127.0.0.1", str(value)
+    elif isinstance(value, str) and value.startswith("["):
+        host, _, port_text = value[1:].partition("]:")
+    elif isinstance(value, str) and ":" in value:
+        host, _, port_text = value.rpartition(":")
+    else:
+        raise Invalid(f"expected host:port such as 127.0.0.1:8080, got {_show(value)}")
+    if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise Invalid(f"expected host:port with a port from 1 to 65535, got {_show(value)}")
+    return host, int(port_text)
+
+
+def topic(value: Any) -> str:
+    if not isinstance(value, str) or not value or "\x00" in value:
+        raise Invalid(f"expected an MQTT topic, got {_show(value)}")
+    if "+" in value or "#" in value:
+        raise Invalid(f"a command topic is a topic name, not a filter: no '+' or '#' in {value!r}")
+    if value.startswith("$"):
+        raise Invalid(f"topics starting with '$' are reserved by the broker: {value!r}")
+    return value
+
+
+def endpoint(value: Any) -> tuple[str, str]:
+    """'store.write' -> ('store', 'write')."""
+    if isinstance(value, str) and value.count(".") == 1:
+        node, side = value.split(".")
+        if _NAME.match(node) and side in ("read", "write"):
+            return node, side
+    raise Invalid(f"expected '<store node>.read' or '<store node>.write', got {_show(value)}")
+
+
+def one_of(*choices: str) -> Callable[[Any], str]:
+    def check_choice(value: Any) -> str:
+        if value not in choices:
+            hint = _did_you_mean(value, choices) if isinstance(value, str) else ""
+            raise Invalid(f"expected one of {', '.join(choices)}, got {_show(value)}{hint}")
+        return value
+    check_choice.__name__ = "one of " + ", ".join(choices)
+    return check_choice
+
+
+def one_or_many(item: Callable[[Any], Any]) -> Callable[[Any], tuple]:
+    def check_items(value: Any) -> tuple:
+        values = value if isinstance(value, list) else [value]
+        return tuple(item(v) for v in values)
+    return check_items
+
+
+# -- containers -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Section:
+    """A mapping with a fixed set of keys. `shorthand` names the key a bare scalar stands for."""
+
+    fields: dict[str, Field]
+    shorthand: str | None = None
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class MapOf:
+    """A mapping from user-chosen names to values of one type."""
+
+    value: Any
+    key: Callable[[Any], Any] = string
+
+
+@dataclass(frozen=True)
+class ListOf:
+    item: Any
+
+
+@dataclass(frozen=True)
+class ByKind:
+    """A mapping whose 'kind' key chooses which Section describes the rest."""
+
+    kinds: dict[str, Section]
+
+
+# -- the table --------------------------------------------------------------------------------
+
+STORE_OPS = ("insert", "update", "delete", "insert_many", "delete_many", "get", "list")
+
+SERVICE = Section({
+    "service": Field(full_name, required=True, doc="full name of the gRPC service in the protos"),
+    "listen": Field(parse_address, required=True, doc="host:port the service listens on"),
+    "rpcs": Field(MapOf(one_of(*STORE_OPS), key=full_name), required=True,
+                  doc="RPC name -> store operation"),
+})
+
+COMMAND = Section({
+    "topic": Field(topic, required=True, doc="MQTT topic the command is published on"),
+    "rpc": Field(full_name, required=True, doc="store write RPC that applies the command"),
+    "key": Field(field_path, doc="field path of the entity key in the request message"),
+})
+
+QUERY = Section({
+    "rpc": Field(full_name, required=True, doc="reader RPC that answers the query"),
+    "arguments": Field(MapOf(field_path), default={}, doc="GraphQL argument -> request field path"),
+    "result": Field(field_path, doc="response field returned as the query's value"),
+}, shorthand="rpc")
+
+MUTATION = Section({
+    "command": Field(name, required=True, doc="command published by the mutation"),
+    "arguments": Field(MapOf(field_path), default={}, doc="GraphQL argument -> request field path"),
+    "generate": Field(MapOf(one_of("uuid"), key=field_path), default={},
+                      doc="request field path -> generated value"),
+    "exists": Field(full_name, doc="reader RPC asked first; NOT_FOUND answers ERROR"),
+    "message": Field(string, default="Queued", doc="message of an OK answer"),
+    "not_found": Field(string, default="{entity} {id} not found",
+                       doc="message of an ERROR answer when 'exists' finds nothing"),
+}, shorthand="command")
+
+BROKER = Section({
+    "kind": Field(string, required=True),
+    "listen": Field(parse_address, default=("127.0.0.1", 1883), doc="host:port of the MQTT listener"),
+})
+
+STORE = Section({
+    "kind": Field(string, required=True),
+    "document": Field(full_name, required=True, doc="protobuf message type of the stored documents"),
+    "collection": Field(name, doc="collection name (default: the node name)"),
+    "key": Field(name, default="id", doc="document field that is the primary key"),
+    "timestamp": Field(name, doc="document field set to RFC 3339 time on every write"),
+    "list_limit": Field(positive_int, default=1000, doc="most documents one list call returns"),
+    "write": Field(SERVICE, required=True, doc="the write service"),
+    "read": Field(SERVICE, required=True, doc="the read service"),
+})
+
+READER = Section({
+    "kind": Field(string, required=True),
+    "listen": Field(parse_address, required=True),
+    "service": Field(full_name, required=True, doc="gRPC service the reader serves"),
+    "store": Field(endpoint, required=True, doc="'<store>.read': where reads go"),
+    "rpcs": Field(MapOf(full_name, key=full_name), default={},
+                  doc="reader RPC -> store read RPC (default: the same name)"),
+})
+
+WRITER = Section({
+    "kind": Field(string, required=True),
+    "broker": Field(name, required=True, doc="broker node the writer subscribes on"),
+    "store": Field(endpoint, required=True, doc="'<store>.write': where commands are applied"),
+    "commands": Field(one_or_many(name), required=True, doc="commands this writer applies"),
+    "delay": Field(parse_duration, default=0.0, doc="wait between receiving and applying"),
+})
+
+GATEWAY = Section({
+    "kind": Field(string, required=True),
+    "listen": Field(parse_address, default=("127.0.0.1", 8080)),
+    "schema": Field(string, required=True, doc="GraphQL SDL file"),
+    "broker": Field(name, required=True, doc="broker node mutations publish on"),
+    "reader": Field(name, required=True, doc="reader node queries go to"),
+    "queries": Field(MapOf(QUERY), default={}, doc="Query field -> reader RPC"),
+    "mutations": Field(MapOf(MUTATION), default={}, doc="Mutation field -> command"),
+    "playground": Field(boolean, default=True, doc="serve the GraphQL IDE on GET /"),
+})
+
+NODE_KINDS = {"broker": BROKER, "store": STORE, "reader": READER, "writer": WRITER, "gateway": GATEWAY}
+
+TOPOLOGY = Section({
+    "name": Field(name, default="cqrs-flow", doc="system name; prefixes MQTT client ids"),
+    "proto": Field(one_or_many(string), required=True, doc=".proto files, relative to this file"),
+    "commands": Field(MapOf(COMMAND, key=name), required=True, doc="command name -> topic and RPC"),
+    "nodes": Field(MapOf(ByKind(NODE_KINDS), key=name), required=True),
+    "ready_timeout": Field(parse_duration, default=30.0, doc="how long a node may take to be ready"),
+    "stop_timeout": Field(parse_duration, default=5.0,
+                          doc="grace period between SIGTERM and SIGKILL when stopping"),
+})
+
+
+# -- the checker ------------------------------------------------------------------------------
+
+def check(located: LocatedData) -> tuple[dict[str, Any], list[Problem]]:
+    """Check located data against TOPOLOGY; return it with defaults filled in, and the problems."""
+    checker = _Checker(located)
+    result = checker.section(TOPOLOGY, located.data, ())
+    return (result if isinstance(result, dict) else {}), checker.problems
+
+
+class _Checker:
+    def __init__(self, located: LocatedData) -> None:
+        self.located = located
+        self.problems: list[Problem] = []
+
+    def report(self, path: KeyPath, message: str) -> None:
+        self.problems.append(self.located.problem(path, message))
+
+    def value(self, kind: Any, value: Any, path: KeyPath) -> Any:
+        if isinstance(kind, Section):
+            return self.section(kind, value, path)
+        if isinstance(kind, MapOf):
+            return self.mapping(kind, value, path)
+        if isinstance(kind, ListOf):
+            if not isinstance(value, list):
+                self.report(path, f"expected a list, got {_show(value)}")
+                return _MISSING
+            items = [self.value(kind.item, v, path + (i,)) for i, v in enumerate(value)]
+            return tuple(i for i in items if i is not _MISSING)
+        if isinstance(kind, ByKind):
+            return self.by_kind(kind, value, path)
+        try:
+            return kind(value)
+        except Invalid as exc:
+            self.report(path, str(exc))
+            return _MISSING
+
+    def section(self, section: Section, value: Any, path: KeyPath) -> Any:
+        if section.shorthand and not isinstance(value, dict):
+            value = {section.shorthand: value}
+        if not isinstance(value, dict):
+            self.report(path, f"expected a mapping of {', '.join(section.fields)}, got {_show(value)}")
+            return _MISSING
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if key not in section.fields:
+                hint = _did_you_mean(key, section.fields)
+                self.report(path + (key,), f"unknown key{hint or '; expected one of ' + ', '.join(section.fields)}")
+        for key, spec in section.fields.items():
+            if key in value:
+                checked = self.value(spec.type, value[key], path + (key,))
+                # An invalid value was reported; stand in its default so the model can still be
+                # built and checked further (nothing runs from a topology with problems).
+                out[key] = spec.default if checked is _MISSING else checked
+            elif spec.required:
+                self.report(path, f"missing required key '{key}'" + (f" ({spec.doc})" if spec.doc else ""))
+            else:
+                out[key] = spec.default
+        return out
+
+    def mapping(self, kind: MapOf, value: Any, path: KeyPath) -> Any:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.report(path, f"expected a mapping, got {_show(value)}")
+            return _MISSING
+        out = {}
+        for key, item in value.items():
+            try:
+                checked_key = kind.key(key)
+            except Invalid as exc:
+                self.report(path + (key,), f"bad name: {exc}")
+                continue
+            checked = self.value(kind.value, item, path + (key,))
+            if checked is not _MISSING:
+                out[checked_key] = checked
+        return out
+
+    def by_kind(self, kind: ByKind, value: Any, path: KeyPath) -> Any:
+        if not isinstance(value, dict):
+            self.report(path, f"expected a mapping with a 'kind' key, got {_show(value)}")
+            return _MISSING
+        node_kind = value.get("kind")
+        if node_kind not in kind.kinds:
+            hint = _did_you_mean(node_kind, kind.kinds) if isinstance(node_kind, str) else ""
+            where = path + ("kind",) if "kind" in value else path
+            self.report(where, f"{'unknown' if 'kind' in value else 'missing'} kind"
+                               f"{' ' + repr(node_kind) if 'kind' in value else ''}{hint}; "
+                               f"expected one of {', '.join(kind.kinds)}")
+            return _MISSING
+        return self.section(kind.kinds[node_kind], value, path)
+
+
+def _did_you_mean(word: Any, choices: Any) -> str:
+    matches = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f"; did you mean '{matches[0]}'?" if matches else ""
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -1,0 +1,117 @@
+"""YAML text -> plain Python data, remembering the line of every key path.
+
+PyYAML's composer gives nodes with source marks; we build plain dicts and lists from them
+ourselves so that every value can be traced back to its line for error messages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from cqrs_flow.errors import Problem, TopologyError
+
+__all__ = ["KeyPath", "LocatedData", "format_path", "parse_yaml"]
+
+KeyPath = tuple[Any, ...]
+
+# Alias expansion can turn a small file into a huge tree ("billion laughs"); no real topology
+# comes anywhere near this many values.
+MAX_VALUES = 100_000
+
+
+def format_path(path: KeyPath) -> str:
+    """('nodes', 'writer', 'commands', 0) -> 'nodes.writer.commands[0]'."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+@dataclass
+class LocatedData:
+    """Plain data parsed from YAML plus the 1-based line of every key path in it."""
+
+    data: Any
+    lines: dict[KeyPath, int] = field(default_factory=dict)
+
+    def line(self, path: KeyPath) -> int | None:
+        """The line of `path`, or of its nearest ancestor that has one."""
+        path = tuple(path)
+        while path:
+            if path in self.lines:
+                return self.lines[path]
+            path = path[:-1]
+        return self.lines.get(())
+
+    def problem(self, path: KeyPath, message: str) -> Problem:
+        return Problem(self.line(path), format_path(path), message)
+
+
+def parse_yaml(text: str, source: str = "") -> LocatedData:
+    """Parse one YAML document; raise TopologyError with the line of any syntax error."""
+    loader = yaml.SafeLoader(text)
+    try:
+        root = loader.get_single_node()
+        if root is None:
+            return LocatedData({}, {(): 1})
+        return _Builder(loader, source).build(root)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else None
+        detail = exc.problem or str(exc)
+        raise TopologyError([Problem(line, "", f"not valid YAML: {detail}")], source) from None
+    except yaml.YAMLError as exc:
+        raise TopologyError([Problem(None, "", f"not valid YAML: {exc}")], source) from None
+    finally:
+        loader.dispose()
+
+
+class _Builder:
+    def __init__(self, loader: yaml.SafeLoader, source: str) -> None:
+        self.loader = loader
+        self.source = source
+        self.lines: dict[KeyPath, int] = {}
+        self.problems: list[Problem] = []
+        self.count = 0
+
+    def build(self, root: yaml.Node) -> LocatedData:
+        data = self.value(root, ())
+        if self.problems:
+            raise TopologyError(self.problems, self.source)
+        return LocatedData(data, self.lines)
+
+    def value(self, node: yaml.Node, path: KeyPath) -> Any:
+        self.count += 1
+        if self.count > MAX_VALUES:
+            raise TopologyError(
+                [Problem(node.start_mark.line + 1, format_path(path),
+                         f"more than {MAX_VALUES} values (alias expansion?); refusing to load")],
+                self.source,
+            )
+        self.lines.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            self.loader.flatten_mapping(node)  # resolves '<<' merge keys
+            out: dict[Any, Any] = {}
+            for key_node, value_node in node.value:
+                key = self.loader.construct_object(key_node, deep=True)
+                if not isinstance(key, (str, int, float, bool)) or key is None:
+                    self.problems.append(Problem(key_node.start_mark.line + 1, format_path(path),
+                                                 f"keys must be plain scalars, not {key!r}"))
+                    continue
+                child = path + (key,)
+                if key in out:
+                    self.problems.append(Problem(key_node.start_mark.line + 1, format_path(child),
+                                                 "duplicate key (the later one would silently win)"))
+                    continue
+                self.lines[child] = key_node.start_mark.line + 1
+                out[key] = self.value(value_node, child)
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [self.value(item, path + (i,)) for i, item in enumerate(node.value)]
+        return self.loader.construct_object(node, deep=True)
