@@ -5,6 +5,7 @@ No generated stubs: message classes come from the compiled descriptor set (cqrs_
 
 from __future__ import annotations
 
+import socket
 from typing import Awaitable, Callable, Mapping, Sequence
 
 import grpc
@@ -13,6 +14,7 @@ from google.protobuf.message import Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from cqrs_flow.auth import Credentials
+from cqrs_flow.errors import NodeError
 from cqrs_flow.protos import ProtoSet
 from cqrs_flow.topology.model import Address
 
@@ -73,11 +75,24 @@ async def start_server(listen: Address, handlers: Sequence[grpc.GenericRpcHandle
     server.add_generic_rpc_handlers(tuple(handlers))
     health_service = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_service, server)
-    if server.add_insecure_port(str(listen)) == 0:
-        raise OSError(f"cannot listen on {listen}")
+    try:
+        server.add_insecure_port(str(listen))
+    except RuntimeError:  # gRPC says only "Failed to bind"; ask the OS why
+        raise NodeError(f"gRPC server cannot listen on {listen}: {_bind_error(listen)}") from None
     await server.start()
     await health_service.set("", health_pb2.HealthCheckResponse.SERVING)
     return server
+
+
+def _bind_error(listen: Address) -> str:
+    family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
+    try:
+        with socket.socket(family) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((listen.host, listen.port))
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return "the address could not be bound"
 
 
 class ServiceClient:

@@ -17,7 +17,7 @@ import grpc
 from aiohttp import web
 from tartiflette import Resolver, TartifletteError, create_engine
 
-from cqrs_flow.errors import TopologyError
+from cqrs_flow.errors import NodeError, TopologyError
 from cqrs_flow.messages import get_path, set_path, to_data
 from cqrs_flow.mqtt import client_id, connect
 from cqrs_flow.nodes.runtime import NodeService
@@ -62,10 +62,13 @@ class GatewayService(NodeService):
         app.router.add_get("/health", self._health)
         if self.node.playground:
             app.router.add_static("/playground/static/", PLAYGROUND / "static")
-        self.runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self.runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await self.runner.setup()
         site = web.TCPSite(self.runner, self.node.listen.host, self.node.listen.port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            raise NodeError(f"HTTP server cannot listen on {self.node.listen}: {exc.strerror or exc}") from None
         self.log.info("GraphQL on %s (reader %s, broker %s)", self.node.url, reader.listen, broker.listen)
 
     async def stop(self) -> None:

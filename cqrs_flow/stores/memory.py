@@ -28,7 +28,7 @@ class MemoryStore(DocumentStore):
 
     async def update(self, key: str, fields: Document) -> Document:
         found = self._collection.find_one_and_update(
-            {"_id": key}, {"$set": fields}, return_document=mongomock.ReturnDocument.AFTER)
+            {"_id": key}, {"$set": fields}, return_document=True)  # pymongo.ReturnDocument.AFTER
         if found is None:
             raise NotFound(key)
         return _strip(found)

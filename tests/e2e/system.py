@@ -1,0 +1,182 @@
+"""End-to-end helpers: run `cqrs-flow up` as a real process on a test topology with free ports,
+and talk to it with real clients (HTTP, MQTT, gRPC)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cqrs_flow.auth import derive_token
+from cqrs_flow.protos import compile_protos
+from cqrs_flow.topology import load_topology
+
+TOPOLOGIES = Path(__file__).resolve().parent.parent / "topologies"
+SECRET = "e2e-test-secret"
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free ports (all held open while choosing, so none comes back twice)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def cli() -> list[str]:
+    """The installed console script, as a user runs it."""
+    script = shutil.which("cqrs-flow", path=os.path.dirname(sys.executable)) or shutil.which("cqrs-flow")
+    return [script] if script else [sys.executable, "-m", "cqrs_flow"]
+
+
+def prepare(name: str, directory: Path, **overrides: Any) -> Path:
+    """Copy tests/topologies/<name> into `directory` with free ports and absolute file paths."""
+    source = TOPOLOGIES / name
+    data = yaml.safe_load(source.read_text())
+    protos = data["proto"] if isinstance(data["proto"], list) else [data["proto"]]
+    data["proto"] = [str((source.parent / p).resolve()) for p in protos]
+    holders = [holder for node in data["nodes"].values()
+               for holder in (node, node.get("write") or {}, node.get("read") or {}) if "listen" in holder]
+    for holder, port in zip(holders, free_ports(len(holders))):
+        holder["listen"] = f"127.0.0.1:{port}"
+    for node in data["nodes"].values():
+        if "schema" in node:
+            node["schema"] = str((source.parent / node["schema"]).resolve())
+    for path, value in overrides.items():
+        target = data
+        *parents, last = path.split(".")
+        for part in parents:
+            target = target[part]
+        target[last] = value
+    out = directory / name
+    out.write_text(yaml.safe_dump(data, sort_keys=False))
+    return out
+
+
+class System:
+    """A running `cqrs-flow up` and clients for it."""
+
+    def __init__(self, topology_file: Path, env: dict[str, str] | None = None) -> None:
+        self.file = topology_file
+        self.topology = load_topology(topology_file)
+        self.protos = compile_protos(list(self.topology.protos), self.topology.root)
+        self.env = {**os.environ, "CQRS_FLOW_SECRET": SECRET, **(env or {})}
+        self.lines: list[str] = []
+        self.process: subprocess.Popen | None = None
+        self._reader: threading.Thread | None = None
+
+    # -- lifecycle --
+    def start(self, timeout: float = 60.0) -> "System":
+        self.process = subprocess.Popen(
+            [*cli(), "up", str(self.file)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, env=self.env, text=True, bufsize=1)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self.wait_for_line(r"all \d+ nodes ready", timeout)
+        return self
+
+    def _read(self) -> None:
+        assert self.process and self.process.stdout
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait_for_line(self, pattern: str, timeout: float = 30.0) -> str:
+        deadline = time.monotonic() + timeout
+        regex = re.compile(pattern)
+        while time.monotonic() < deadline:
+            for line in list(self.lines):
+                if regex.search(line):
+                    return line
+            if self.process and self.process.poll() is not None and not self._reader.is_alive():
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"no line matching {pattern!r}; output:\n{self.output()}")
+
+    def stop(self, sig: int | None = signal.SIGTERM, timeout: float = 30.0) -> int:
+        """Send `sig` (None: just wait) and return the exit status of `cqrs-flow up`."""
+        if self.process is None:
+            return 0
+        if self.process.poll() is None and sig is not None:
+            self.process.send_signal(sig)
+        try:
+            code = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            raise AssertionError(f"`cqrs-flow up` did not stop within {timeout}s:\n{self.output()}")
+        if self._reader:
+            self._reader.join(5)
+        return code
+
+    def node_pids(self) -> list[int]:
+        """Processes still running a node of this topology."""
+        pids = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"node" in cmdline and str(self.file).encode() in cmdline:
+                pids.append(int(entry.name))
+        return pids
+
+    # -- clients --
+    @property
+    def gateway(self):
+        return self.topology.nodes["gateway"]
+
+    def http(self, path: str = "/graphql", body: bytes | None = None, method: str = "POST",
+             content_type: str = "application/json") -> tuple[int, bytes, dict[str, str]]:
+        request = urllib.request.Request(f"http://{self.gateway.listen.target}{path}", data=body,
+                                         method=method, headers={"Content-Type": content_type})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, response.read(), dict(response.headers)
+        except urllib.error.HTTPError as error:
+            return error.code, error.read(), dict(error.headers)
+
+    def graphql(self, query: str, variables: dict | None = None) -> dict:
+        status, body, _ = self.http(body=json.dumps({"query": query, "variables": variables}).encode())
+        assert status == 200, (status, body)
+        return json.loads(body)
+
+    def data(self, query: str, variables: dict | None = None) -> dict:
+        answer = self.graphql(query, variables)
+        assert "errors" not in answer, answer
+        return answer["data"]
+
+    def token(self, node: str) -> str:
+        return derive_token(SECRET, node)
+
+
+def wait_until(check, timeout: float = 10.0, interval: float = 0.05):
+    """Poll `check` until it returns something truthy; that value, or AssertionError."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s (last value: {value!r})")
+        time.sleep(interval)
