@@ -86,7 +86,10 @@ def credentials_from_env(topology: Topology, node: str,
         try:
             callers = json.loads(env.get(ENV_CALLERS) or "{}")
         except ValueError:
-            raise NodeError(f"{ENV_CALLERS} is not valid JSON") from None
+            callers = None
+        if not isinstance(callers, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in callers.items()):
+            raise NodeError(f"{ENV_CALLERS} must be a JSON object of node name -> token hash")
         return Credentials(node, env[ENV_TOKEN], callers)
     if env.get(ENV_SECRET):
         secret = env[ENV_SECRET]

@@ -16,7 +16,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescri
 from google.protobuf.message import Message
 
 from cqrs_flow.messages import INTEGER_TYPES, from_document, is_repeated, to_document, to_update
-from cqrs_flow.stores.base import DocumentStore
+from cqrs_flow.stores.base import DocumentStore, DuplicateKey
 
 __all__ = ["BoundOperation", "ShapeError", "bind", "rfc3339_now"]
 
@@ -81,6 +81,8 @@ class BoundOperation:
                 document[self.key] = document.get(self.key) or str(uuid.uuid4())
                 if now:
                     document[timestamp] = now
+                if document[self.key] in documents:
+                    raise DuplicateKey(document[self.key])  # twice in one request: store neither
                 documents[document[self.key]] = document
             _fill_write_response(response, self.key, "", await store.insert_many(documents))
         elif self.op == "delete_many":

@@ -330,6 +330,12 @@ def gateway_plan(topology: Topology, gateway: GatewayNode, protos: ProtoSet, rep
             except PathError as exc:
                 report(path + ("result",), str(exc))
                 continue
+            is_object = sdl_field.returns.base in schema.object_fields
+            if is_object != (result_field.message_type is not None):
+                report(path + ("result",), f"Query.{name} returns {sdl_field.returns.text} but "
+                                           f"{response.full_name}.{result} is "
+                                           f"{'a message' if result_field.message_type else 'a scalar'}")
+                continue
             if is_repeated(result_field) != sdl_field.returns.is_list:
                 report(path + ("result",), f"Query.{name} returns {sdl_field.returns.text} but "
                                            f"{response.full_name}.{result} is "

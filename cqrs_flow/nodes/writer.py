@@ -59,9 +59,15 @@ class EntityLanes:
             await asyncio.sleep(max(0.0, due - clock()))
             await work()
         finally:
-            mine.set_result(None)
-            if key and self._tails.get(key) is mine:
-                del self._tails[key]
+            def release(_: object = None) -> None:
+                mine.set_result(None)
+                if key and self._tails.get(key) is mine:
+                    del self._tails[key]
+
+            if previous is not None and not previous.done():
+                previous.add_done_callback(release)  # cancelled while waiting: keep the order
+            else:
+                release()
 
 
 class WriterService(NodeService):

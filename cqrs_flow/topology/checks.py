@@ -27,10 +27,14 @@ from cqrs_flow.topology.yamlsource import KeyPath, LocatedData
 __all__ = ["check_wiring"]
 
 _WILDCARD_HOSTS = {"0.0.0.0", "::", ""}
+_LOOPBACK_NAMES = {"localhost": "127.0.0.1", "ip6-localhost": "::1"}
 
 
 def check_wiring(topology: Topology) -> list[Problem]:
     report = _Reporter(topology.located or LocatedData({}))
+    if not topology.nodes and "nodes" in (topology.located.data if topology.located else {}):
+        report(("nodes",), "no nodes: a topology needs at least a broker, a store, a writer, "
+                           "a reader and a gateway to do anything")
     _check_references(topology, report)
     _check_commands(topology, report)
     _check_listeners(topology, report)
@@ -58,7 +62,7 @@ def _check_references(topology: Topology, report: _Reporter) -> None:
         found = topology.nodes.get(target)
         if found is None:
             report(path, f"no node named '{target}'{_hint(target, topology.nodes)}")
-        elif not isinstance(found, kind):
+        elif found.kind and not isinstance(found, kind):  # no kind: its own problem is reported
             report(path, f"'{target}' is a {found.kind} node; expected {what}")
 
     def store_ref(node: str, endpoint: Endpoint, side: str, role: str) -> None:
@@ -122,9 +126,8 @@ def _check_listeners(topology: Topology, report: _Reporter) -> None:
         for what, address in node.listens:
             path = _listen_path(node, what)
             for other, other_path, other_what in seen:
-                if other.port == address.port and (
-                        other.host == address.host
-                        or other.host in _WILDCARD_HOSTS or address.host in _WILDCARD_HOSTS):
+                hosts = {_LOOPBACK_NAMES.get(h, h) for h in (other.host, address.host)}
+                if other.port == address.port and (len(hosts) == 1 or hosts & _WILDCARD_HOSTS):
                     report(path, f"port {address.port} is already taken by "
                                  f"{'.'.join(map(str, other_path[:2]))} ({other_what}, {other})")
             seen.append((address, path, what))

@@ -51,6 +51,8 @@ def parse_topology(text: str, path: Path) -> Topology:
     source = str(path)
     located = parse_yaml(text, source)
     data, problems = spec.check(located)
+    if not isinstance(located.data, dict):
+        raise TopologyError(problems, source)  # nothing to build a model from
     topology = _build(data, path.resolve(), located)
     problems += check_wiring(topology)
     if problems:
@@ -143,4 +145,4 @@ def _node(name: str, raw: dict[str, Any]) -> Node:
             }),
             playground=raw["playground"],
         )
-    return Node(name=name, kind=str(kind))  # an unknown kind, already reported by the checker
+    return Node(name=name)  # an unknown kind, already reported by the checker

@@ -8,6 +8,7 @@ model is built from its output, so no default lives anywhere else.
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -80,7 +81,7 @@ def positive_int(value: Any) -> int:
 
 def parse_duration(value: Any) -> float:
     """3, 3s, 2.5s, 500ms, 1m -> seconds."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < math.inf:
         return float(value)
     match = _DURATION.match(value) if isinstance(value, str) else None
     if not match:
@@ -344,13 +345,13 @@ class _Checker:
             self.report(path, f"expected a mapping with a 'kind' key, got {_show(value)}")
             return _MISSING
         node_kind = value.get("kind")
-        if node_kind not in kind.kinds:
+        if not isinstance(node_kind, str) or node_kind not in kind.kinds:
             hint = _did_you_mean(node_kind, kind.kinds) if isinstance(node_kind, str) else ""
             where = path + ("kind",) if "kind" in value else path
             self.report(where, f"{'unknown' if 'kind' in value else 'missing'} kind"
-                               f"{' ' + repr(node_kind) if 'kind' in value else ''}{hint}; "
+                               f"{' ' + _show(node_kind) if 'kind' in value else ''}{hint}; "
                                f"expected one of {', '.join(kind.kinds)}")
-            return _MISSING
+            return {"kind": None}  # keeps the node known, so references to it are not reported too
         return self.section(kind.kinds[node_kind], value, path)
 
 

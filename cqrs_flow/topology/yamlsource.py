@@ -79,6 +79,8 @@ class _Builder:
         self.lines: dict[KeyPath, int] = {}
         self.problems: list[Problem] = []
         self.count = 0
+        self.ancestors: set[int] = set()  # ids of the nodes being built: an alias to one recurses
+        self.merged: dict[int, int] = {}  # mapping node id -> how many of its pairs '<<' merged in
 
     def build(self, root: yaml.Node) -> LocatedData:
         data = self.value(root, ())
@@ -95,20 +97,38 @@ class _Builder:
                 self.source,
             )
         self.lines.setdefault(path, node.start_mark.line + 1)
+        if id(node) in self.ancestors:
+            self.problems.append(Problem(node.start_mark.line + 1, format_path(path),
+                                         "recursive alias: a value that contains itself"))
+            return None
+        self.ancestors.add(id(node))
+        try:
+            return self._collection(node, path)
+        finally:
+            self.ancestors.discard(id(node))
+
+    def _collection(self, node: yaml.Node, path: KeyPath) -> Any:
         if isinstance(node, yaml.MappingNode):
-            self.loader.flatten_mapping(node)  # resolves '<<' merge keys
+            if id(node) not in self.merged:  # an alias visits the same node again, flattened
+                written = sum(1 for k, _ in node.value if k.tag != "tag:yaml.org,2002:merge")
+                self.loader.flatten_mapping(node)  # puts the pairs merged in by '<<' first
+                self.merged[id(node)] = len(node.value) - written
+            merged = self.merged[id(node)]
             out: dict[Any, Any] = {}
-            for key_node, value_node in node.value:
+            written_keys: dict[Any, bool] = {}
+            for index, (key_node, value_node) in enumerate(node.value):
                 key = self.loader.construct_object(key_node, deep=True)
                 if not isinstance(key, (str, int, float, bool)) or key is None:
                     self.problems.append(Problem(key_node.start_mark.line + 1, format_path(path),
                                                  f"keys must be plain scalars, not {key!r}"))
                     continue
                 child = path + (key,)
-                if key in out:
+                is_written = index >= merged
+                if key in out and is_written and written_keys.get(key):
                     self.problems.append(Problem(key_node.start_mark.line + 1, format_path(child),
                                                  "duplicate key (the later one would silently win)"))
                     continue
+                written_keys[key] = is_written  # a written key overrides a merged one, as in YAML
                 self.lines[child] = key_node.start_mark.line + 1
                 out[key] = self.value(value_node, child)
             return out

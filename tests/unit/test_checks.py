@@ -122,11 +122,11 @@ def test_same_port_on_distinct_addresses_is_fine(edit, parse, address):
     parse(edit(("listen: 127.0.0.1:50053", f"listen: {address}")))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: 'localhost' and '127.0.0.1' on the same port are not "
-                                       "detected as a clash (hosts are compared as strings)")
 def test_localhost_and_loopback_on_the_same_port_clash(edit, problems_of):
+    # Regression: hosts used to be compared as strings, so this clash went unnoticed.
     problems = problems_of(edit(("listen: 127.0.0.1:50053", "listen: localhost:50051")))
-    assert at(problems, "nodes.reader.listen")
+    assert at(problems, "nodes.reader.listen") == [
+        "port 50051 is already taken by nodes.store (write service, 127.0.0.1:50051)"]
 
 
 # -- cycles -----------------------------------------------------------------------------------
