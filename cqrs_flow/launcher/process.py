@@ -104,6 +104,11 @@ class NodeProcess:
         self._signal(signal.SIGKILL)  # also whatever the node started and left behind
         return await self.wait()
 
+    def kill(self) -> None:
+        """SIGKILL the process group now; `stop` then only collects the exit status."""
+        if self._process is not None and self._process.returncode is None:
+            self._signal(signal.SIGKILL)
+
     def _signal(self, sig: int) -> None:
         try:
             os.killpg(self._process.pid, sig)

@@ -20,7 +20,7 @@ from cqrs_flow.launcher.printer import Printer
 from cqrs_flow.launcher.probes import Probe
 from cqrs_flow.launcher.process import NodeProcess
 from cqrs_flow.topology.graph import sorter
-from cqrs_flow.topology.model import GatewayNode, Topology
+from cqrs_flow.topology.model import GatewayNode, Topology, WriterNode
 
 __all__ = ["Launcher"]
 
@@ -45,12 +45,13 @@ class Launcher:
         self.processes: dict[str, NodeProcess] = {}
         self.ready_order: list[str] = []
         self._stop = asyncio.Event()
+        self._stop_requested_at = 0.0
 
     async def run(self) -> int:
         """Start everything, run until told to stop or a node exits; the exit status for `up`."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self._stop.set)
+            loop.add_signal_handler(sig, self._on_signal)
         self.printer.set_names(["cqrs-flow", *self.topology.nodes])
         status = 0
         try:
@@ -68,6 +69,19 @@ class Launcher:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
         return status
+
+    def _on_signal(self) -> None:
+        """The first Ctrl-C stops gracefully; another one a second or more later (an impatient
+        user, not a supervisor signalling the whole process group) kills what is left at once."""
+        if not self._stop.is_set():
+            self._stop.set()
+            self._stop_requested_at = self.clock()
+            return
+        if self.clock() - self._stop_requested_at < 1.0:
+            return
+        self.printer.system("stopping now (second interrupt): killing every node")
+        for process in self.processes.values():
+            process.kill()
 
     # -- start ---------------------------------------------------------------------------------
 
@@ -149,6 +163,12 @@ class Launcher:
         self.printer.system(f"error: node '{name}' exited with status {code}; stopping the others")
         return 1
 
+    def _grace(self, name: str) -> float:
+        """A writer finishes the commands it holds before it exits: give it their delay too."""
+        node = self.topology.nodes[name]
+        extra = node.delay + 2.0 if isinstance(node, WriterNode) else 0.0
+        return max(self.topology.stop_timeout, extra)
+
     async def _stop_all(self) -> None:
         """Stop nodes in reverse start order, each given the grace period before SIGKILL."""
         not_ready = [n for n in self.processes if n not in self.ready_order]
@@ -156,7 +176,7 @@ class Launcher:
             process = self.processes[name]
             if process.returncode is None:
                 self.printer.system(f"stopping {name}")
-            await process.stop(self.topology.stop_timeout)
+            await process.stop(self._grace(name))
         if self.processes:
             self.printer.system("all nodes stopped")
 

@@ -41,16 +41,32 @@ class EntityLanes:
 
     def __init__(self, clock: Callable[[], float] | None = None) -> None:
         self._tails: dict[str, asyncio.Future] = {}
+        self._pending: set[asyncio.Future] = set()  # one per run not finished yet
         self._clock = clock
 
     def __len__(self) -> int:
+        """Runs not finished yet."""
+        return len(self._pending)
+
+    @property
+    def keys(self) -> int:
+        """Keys with runs queued or running."""
         return len(self._tails)
+
+    async def drain(self, timeout: float) -> int:
+        """Wait up to `timeout` for the runs started so far; return how many did not finish."""
+        if not self._pending:
+            return 0
+        _, unfinished = await asyncio.wait(set(self._pending), timeout=timeout)
+        return len(unfinished)
 
     async def run(self, key: str, due: float, work: Callable[[], Awaitable[None]]) -> None:
         loop = asyncio.get_running_loop()
         clock = self._clock or loop.time
         previous = self._tails.get(key) if key else None
         mine = loop.create_future()
+        self._pending.add(mine)
+        mine.add_done_callback(self._pending.discard)
         if key:
             self._tails[key] = mine
         try:
@@ -134,8 +150,14 @@ class WriterService(NodeService):
                 delay = min(delay * 2, 5.0)
 
     async def stop(self) -> None:
-        # Disconnect first: commands still waiting are not acknowledged, so the broker keeps them
-        # in the writer's persistent session and delivers them again after a restart.
+        # Finish the commands already received (they were accepted; the delay is the only thing
+        # between them and the store), within the delay plus a second. What is left is not
+        # acknowledged, so a broker that keeps the writer's session delivers it again.
+        if hasattr(self, "lanes") and len(self.lanes):
+            self.log.info("finishing %d command(s) before stopping", len(self.lanes))
+            left = await self.lanes.drain(self.node.delay + 1.0)
+            if left:
+                self.log.warning("stopping with %d command(s) not applied", left)
         if hasattr(self, "mqtt") and self.mqtt.is_connected:
             await self.mqtt.disconnect()
         if hasattr(self, "store"):

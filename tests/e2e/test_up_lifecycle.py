@@ -46,6 +46,18 @@ def test_signal_stops_every_node_in_reverse_order_and_exits_0(tmp_path, sig):
     assert system.node_pids() == []
 
 
+def test_stopping_applies_the_commands_the_writer_holds(tmp_path):
+    system = System(prepare("contacts_fast.yaml", tmp_path, **{"nodes.writer.delay": "2s"})).start()
+    ids = [system.data(f'mutation {{ addContact(name: "late {i}") {{ id }} }}')["addContact"]["id"]
+           for i in range(3)]
+    assert system.stop(signal.SIGTERM) == 0
+    output = system.output()
+    held = output[output.index("cqrs-flow | stopping writer"):output.index("cqrs-flow | stopping store")]
+    assert "finishing 3 command(s) before stopping" in held
+    for contact_id in ids:
+        assert f"applied add_contact {contact_id}" in held
+
+
 def test_start_order_follows_dependencies(tmp_path):
     system = System(prepare("contacts_fast.yaml", tmp_path)).start()
     try:

@@ -53,6 +53,17 @@ def test_compiled_protos_are_cached(proto_cache):
     assert set(again.message_descriptor("contacts.Contact").fields_by_name) == {"id", "name", "last_updated"}
 
 
+def test_changing_a_proto_recompiles(make_project, proto_cache):
+    topology = load_topology(make_project())
+    before = compile_protos(list(topology.protos), topology.root)
+    proto = topology.root / topology.protos[0]
+    proto.write_text(proto.read_text().replace("string last_updated = 3;", "string last_updated = 3;\n  int32 age = 4;"))
+    after = compile_protos(list(topology.protos), topology.root)
+    assert after.path != before.path
+    assert "age" in after.message_descriptor("contacts.Contact").fields_by_name
+    assert len(list((proto_cache / "protos").glob("*.pb"))) == 2
+
+
 def test_broken_proto_is_a_proto_error(make_project, proto_cache):
     path = make_project(proto=[("message Contact {", "message Contact {{")])
     topology = load_topology(path)

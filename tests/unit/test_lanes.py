@@ -36,9 +36,9 @@ def test_same_key_runs_in_arrival_order_even_when_the_first_is_slow():
         tasks = [await arrive(lanes, "k", now, worker(log, "slow", D)),
                  await arrive(lanes, "k", now, worker(log, "fast")),
                  await arrive(lanes, "k", now, worker(log, "last"))]
-        assert len(lanes) == 1
+        assert lanes.keys == 1
         await asyncio.gather(*tasks)
-        assert len(lanes) == 0  # nothing is kept once a lane is empty
+        assert lanes.keys == 0 and len(lanes) == 0  # nothing is kept once a lane is empty
         return log
 
     assert asyncio.run(main()) == [("start", "slow"), ("end", "slow"), ("start", "fast"), ("end", "fast"),
@@ -53,7 +53,7 @@ def test_different_keys_run_side_by_side():
         loop = asyncio.get_running_loop()
         started = loop.time()
         tasks = [await arrive(lanes, f"k{i}", started, worker(log, f"w{i}", D)) for i in range(n)]
-        assert len(lanes) == n
+        assert lanes.keys == n
         await asyncio.gather(*tasks)
         return log, loop.time() - started
 
@@ -123,7 +123,7 @@ def test_an_empty_key_keeps_no_order():
         now = asyncio.get_running_loop().time()
         tasks = [await arrive(lanes, "", now, worker(log, "slow", D)),
                  await arrive(lanes, "", now, worker(log, "fast"))]
-        assert len(lanes) == 0
+        assert lanes.keys == 0
         await asyncio.gather(*tasks)
         return log
 
@@ -144,3 +144,25 @@ def test_cancelled_waiter_does_not_let_its_successor_overtake():
         return log
 
     assert asyncio.run(main()) == [("start", "first"), ("end", "first"), ("start", "third"), ("end", "third")]
+
+
+def test_drain_waits_for_runs_in_progress_and_reports_the_unfinished():
+    async def scenario():
+        lanes = EntityLanes()
+        loop = asyncio.get_running_loop()
+        done = []
+
+        async def work(name):
+            done.append(name)
+
+        quick = loop.create_task(lanes.run("a", loop.time() + 0.05, lambda: work("quick")))
+        slow = loop.create_task(lanes.run("b", loop.time() + 5.0, lambda: work("slow")))
+        await asyncio.sleep(0)
+        assert len(lanes) == 2
+        left = await lanes.drain(0.5)
+        slow.cancel()
+        await asyncio.gather(quick, slow, return_exceptions=True)
+        return left, done, len(lanes)
+
+    left, done, pending_after = asyncio.run(scenario())
+    assert left == 1 and done == ["quick"] and pending_after == 0
