@@ -17,6 +17,7 @@ from google.protobuf.message import Message
 
 from cqrs_flow.errors import Problem, ProtoError
 from cqrs_flow.messages import INTEGER_TYPES, PathError, find_field, is_repeated, resolve_path
+from cqrs_flow.plugins import Plugin, PluginError, load_plugin_class
 from cqrs_flow.operations import READ_OPS, WRITE_OPS, BoundOperation, ShapeError, bind
 from cqrs_flow.protos import ProtoSet
 from cqrs_flow.sdl import Schema, SchemaField, parse_schema
@@ -91,8 +92,22 @@ def store_plan(topology: Topology, store: StoreNode, protos: ProtoSet,
 
 # -- reader -----------------------------------------------------------------------------------
 
-def reader_plan(topology: Topology, reader: ReaderNode, protos: ProtoSet, report: Report) -> dict[str, str]:
-    """reader RPC -> the store read RPC it forwards to."""
+# -- plugins ----------------------------------------------------------------------------------
+
+def plugin_classes(topology: Topology, node, report: Report) -> list[type[Plugin]]:
+    """The plugin classes a node names, each that cannot be loaded reported at its entry."""
+    classes = []
+    for i, ref in enumerate(getattr(node, "plugins", ())):
+        try:
+            classes.append(load_plugin_class(ref, node, topology))
+        except PluginError as exc:
+            report(("nodes", node.name, "plugins", i), str(exc))
+    return classes
+
+
+def reader_plan(topology: Topology, reader: ReaderNode, protos: ProtoSet, report: Report) -> dict[str, str | None]:
+    """reader RPC -> the store read RPC it forwards to, or None when a plugin answers it."""
+    plugins = plugin_classes(topology, reader, report)
     base = ("nodes", reader.name)
     try:
         service = protos.service(reader.service)
@@ -109,14 +124,18 @@ def reader_plan(topology: Topology, reader: ReaderNode, protos: ProtoSet, report
     for rpc in reader.rpcs:
         if rpc not in service.methods_by_name:
             report(base + ("rpcs", rpc), f"{reader.service} has no RPC '{rpc}'")
-    plan = {}
+    plan: dict[str, str | None] = {}
     for rpc, method in service.methods_by_name.items():
+        if rpc not in reader.rpcs and any(p.serves(rpc) for p in plugins):
+            plan[rpc] = None
+            continue
         target = reader.rpcs.get(rpc, rpc)
         path = base + ("rpcs", rpc) if rpc in reader.rpcs else base + ("service",)
         store_method = store_service.methods_by_name.get(target)
         if store_method is None:
             report(path, f"{reader.service}.{rpc} forwards to {store.read.name}.{target}, which does not "
-                         f"exist; map it under 'rpcs' to one of {', '.join(store_service.methods_by_name)}")
+                         f"exist; map it under 'rpcs' to one of {', '.join(store_service.methods_by_name)}, "
+                         "or add a reader plugin with a method of that name")
             continue
         if (method.input_type, method.output_type) != (store_method.input_type, store_method.output_type):
             report(path, f"{reader.service}.{rpc} and {store.read.name}.{target} must take and return "
@@ -173,8 +192,8 @@ def writer_plan(topology: Topology, writer: WriterNode, protos: ProtoSet,
     if not isinstance(store, StoreNode):
         return {}
     plans = {}
-    for i, name in enumerate(writer.commands):
-        plan = command_plan(topology, name, store, protos, report, ("nodes", writer.name, "commands", i))
+    for name in topology.commands_of(writer):
+        plan = command_plan(topology, name, store, protos, report, ("nodes", writer.name))
         if plan is not None:
             plans[plan.topic] = plan
     return plans
@@ -399,8 +418,10 @@ def check_contracts(topology: Topology, protos: ProtoSet) -> list[Problem]:
             reader_plan(topology, node, protos, report)
         elif isinstance(node, WriterNode):
             writer_plan(topology, node, protos, report)
+            plugin_classes(topology, node, report)
         elif isinstance(node, GatewayNode):
             gateway_plan(topology, node, protos, report)
+            plugin_classes(topology, node, report)
     return _unique(report.problems)
 
 

@@ -55,7 +55,7 @@ class Probe:
     async def ready(self) -> bool:
         node = self.node
         if isinstance(node, BrokerNode):
-            return await mqtt_connack(node.listen)
+            return await mqtt_connack(node.address)
         if isinstance(node, StoreNode):
             return all([await self._grpc_health(node.write.listen), await self._grpc_health(node.read.listen)])
         if isinstance(node, ReaderNode):

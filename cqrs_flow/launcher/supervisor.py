@@ -112,28 +112,32 @@ class Launcher:
 
     async def _start_node(self, name: str) -> None:
         node = self.topology.nodes[name]
-        argv = [sys.executable, "-m", "cqrs_flow", "node", str(self.topology.source), name]
-        env = {**self.env, **launch_environment(self.topology, name, self.secret)}
-        process = self.process_factory(name, argv, env, self.printer)
-        self.processes[name] = process
         began = self.clock()
-        await process.start()
+        process = None
+        if node.external:
+            self.printer.system(f"waiting for {name} ({node.kind}, external: {node.url})")
+        else:
+            argv = [sys.executable, "-m", "cqrs_flow", "node", str(self.topology.source), name]
+            env = {**self.env, **launch_environment(self.topology, name, self.secret)}
+            process = self.process_factory(name, argv, env, self.printer)
+            self.processes[name] = process
+            await process.start()
         probe = Probe(node, process)
         interval = 0.02
         try:
             while True:
-                if process.returncode is not None:
+                if process is not None and process.returncode is not None:
                     await process.wait()
                     raise StartError(f"node '{name}' ({node.kind}) exited with status "
-                                     f"{process.returncode} before it was ready"
-                                     + _last_words(process))
+                                     f"{process.returncode} before it was ready" + _last_words(process))
                 if await probe.ready():
                     self.printer.system(f"{name} ready in {self.clock() - began:.2f}s")
                     return
                 if self.clock() - began > self.topology.ready_timeout:
-                    raise StartError(f"node '{name}' ({node.kind}) was not ready after "
-                                     f"{self.topology.ready_timeout:g}s (ready_timeout)"
-                                     + _last_words(process))
+                    what = f"external {node.kind} '{name}' at {node.url} was not reachable" if process is None \
+                        else f"node '{name}' ({node.kind}) was not ready"
+                    raise StartError(f"{what} after {self.topology.ready_timeout:g}s (ready_timeout)"
+                                     + (_last_words(process) if process else ""))
                 await asyncio.sleep(interval)
                 interval = min(interval * 1.5, 0.25)
         finally:
@@ -144,7 +148,7 @@ class Launcher:
         where = "; ".join(
             f"GraphQL endpoint {g.url}" + (f" (playground: http://{g.listen.target}/)" if g.playground else "")
             for g in gateways)
-        return f"all {len(self.processes)} nodes ready in {elapsed:.1f}s" + (f" — {where}" if where else "")
+        return f"all {len(self.topology.nodes)} nodes ready in {elapsed:.1f}s" + (f" — {where}" if where else "")
 
     # -- run and stop --------------------------------------------------------------------------
 
@@ -173,7 +177,9 @@ class Launcher:
         """Stop nodes in reverse start order, each given the grace period before SIGKILL."""
         not_ready = [n for n in self.processes if n not in self.ready_order]
         for name in [*not_ready, *reversed(self.ready_order)]:
-            process = self.processes[name]
+            process = self.processes.get(name)
+            if process is None:
+                continue  # external: not ours to stop
             if process.returncode is None:
                 self.printer.system(f"stopping {name}")
             await process.stop(self._grace(name))

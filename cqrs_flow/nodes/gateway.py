@@ -22,6 +22,7 @@ from cqrs_flow.messages import get_path, set_path, to_data
 from cqrs_flow.mqtt import client_id, connect
 from cqrs_flow.nodes.runtime import NodeService
 from cqrs_flow.plans import Call, GatewayPlan, MutationPlan, QueryPlan, Report, gateway_plan
+from cqrs_flow.plugins import PluginContext, Rejected, start_plugins, stop_plugins
 from cqrs_flow.rpc import ServiceClient
 from cqrs_flow.topology.model import BrokerNode, GatewayNode, ReaderNode
 
@@ -30,6 +31,8 @@ __all__ = ["GatewayService"]
 PLAYGROUND = Path(__file__).resolve().parent.parent / "playground"
 MAX_BODY_BYTES = 1024 * 1024
 GENERATORS = {"uuid": lambda: str(uuid.uuid4())}
+_CLIENT_ERRORS = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION,
+                  grpc.StatusCode.OUT_OF_RANGE}
 
 
 class RequestFailed(Exception):
@@ -49,8 +52,9 @@ class GatewayService(NodeService):
         assert isinstance(reader, ReaderNode) and isinstance(broker, BrokerNode)
         self.reader = ServiceClient(self.protos, self.protos.service(reader.service),
                                     reader.listen.target, self.credentials)
+        self.plugins = await start_plugins(self.node, PluginContext(self.topology, self.node, self.protos, self.log))
         self.mqtt = gmqtt.Client(client_id(self.topology.name, self.node.name, persistent=False))
-        await connect(self.mqtt, broker.listen)
+        await connect(self.mqtt, broker.address)
         self.engine = await self._engine(plan)
         self.playground = _playground_page(self.topology.name, plan.schema.example_query())
 
@@ -69,7 +73,7 @@ class GatewayService(NodeService):
             await site.start()
         except OSError as exc:
             raise NodeError(f"HTTP server cannot listen on {self.node.listen}: {exc.strerror or exc}") from None
-        self.log.info("GraphQL on %s (reader %s, broker %s)", self.node.url, reader.listen, broker.listen)
+        self.log.info("GraphQL on %s (reader %s, broker %s)", self.node.url, reader.listen, broker.address)
 
     async def stop(self) -> None:
         # HTTP first so no request arrives with its backends gone, then the backends.
@@ -79,6 +83,7 @@ class GatewayService(NodeService):
             await self.mqtt.disconnect()
         if hasattr(self, "reader"):
             await self.reader.close()
+        await stop_plugins(getattr(self, "plugins", []), self.log)
 
     # -- GraphQL ------------------------------------------------------------------------------
 
@@ -105,12 +110,17 @@ class GatewayService(NodeService):
         try:
             return await self.reader.call(call.rpc, request)
         except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.NOT_FOUND:
+            code = exc.code()
+            if code == grpc.StatusCode.NOT_FOUND:
                 raise
-            if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
-                raise RequestFailed(exc.details() or "invalid argument") from None
-            self.log.warning("reader %s: %s %s", call.rpc, exc.code().name, exc.details())
-            raise RequestFailed("the reader is unavailable; try again") from None
+            if code in _CLIENT_ERRORS:  # meant for the client (a plugin's Rejected, a bad argument)
+                raise RequestFailed(exc.details() or code.name.lower().replace("_", " ")) from None
+            if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                self.log.warning("reader %s: %s %s", call.rpc, code.name, exc.details())
+                raise RequestFailed("the reader is unavailable; try again") from None
+            error_id = uuid.uuid4().hex[:12]
+            self.log.error("reader %s failed (error id %s): %s %s", call.rpc, error_id, code.name, exc.details())
+            raise RequestFailed(f"internal error (id {error_id}; details are in the gateway log)") from None
 
     def _query_resolver(self, plan: QueryPlan):
         async def resolve(parent: Any, args: dict[str, Any], ctx: Any, info: Any) -> Any:
@@ -143,6 +153,9 @@ class GatewayService(NodeService):
                     return {"status": "ERROR", "message": plan.not_found.format_map(words), "id": key}
                 except RequestFailed as exc:
                     return {"status": "ERROR", "message": f"nothing was queued: {exc}", "id": key}
+            refusal = await self._before_publish(plan, command, args)
+            if refusal is not None:
+                return {"status": "ERROR", "message": refusal, "id": key}
             if not self.mqtt.is_connected:
                 return {"status": "ERROR", "message": "the broker is unavailable; nothing was queued",
                         "id": key}
@@ -150,6 +163,19 @@ class GatewayService(NodeService):
             return {"status": "OK", "message": plan.message.format_map(words), "id": key}
 
         return resolve
+
+    async def _before_publish(self, plan: MutationPlan, command, args: dict[str, Any]) -> str | None:
+        """Run the plugins' checks; the message to answer with if one refuses, else None."""
+        for plugin in self.plugins:
+            try:
+                await plugin.before_publish(plan.field, command, args)
+            except Rejected as exc:
+                return str(exc)
+            except Exception:
+                error_id = uuid.uuid4().hex[:12]
+                self.log.exception("plugin '%s' failed on %s (error id %s)", plugin.name, plan.field, error_id)
+                return f"plugin '{plugin.name}' failed; nothing was queued (error id {error_id})"
+        return None
 
     # -- HTTP ---------------------------------------------------------------------------------
 

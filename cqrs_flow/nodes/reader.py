@@ -12,6 +12,7 @@ from cqrs_flow.auth import CallerCheck
 from cqrs_flow.errors import TopologyError
 from cqrs_flow.nodes.runtime import NodeService
 from cqrs_flow.plans import Report, reader_plan
+from cqrs_flow.plugins import PluginContext, ReaderPlugin, Rejected, start_plugins, stop_plugins
 from cqrs_flow.rpc import Handler, ServiceClient, service_handler, start_server
 from cqrs_flow.topology.model import ReaderNode
 
@@ -29,7 +30,15 @@ class ReaderService(NodeService):
         store = self.topology.store_of(self.node.store)
         self.store = ServiceClient(self.protos, self.protos.service(store.read.name),
                                    store.read.listen.target, self.credentials)
-        handlers = {rpc: self._forward(target) for rpc, target in plan.items()}
+        context = PluginContext(self.topology, self.node, self.protos, self.log, store=self.store)
+        self.plugins = await start_plugins(self.node, context)
+        handlers = {}
+        for rpc, target in plan.items():
+            if target is not None:
+                handlers[rpc] = self._forward(target)
+            else:
+                plugin = next(p for p in self.plugins if type(p).serves(rpc))
+                handlers[rpc] = self._plugin(plugin, rpc)
         generic = service_handler(self.protos, self.protos.service(self.node.service), handlers)
         check = CallerCheck(self.topology.callers_of(self.node.name), self.credentials)
         self.server = await start_server(self.node.listen, [generic], [check])
@@ -47,8 +56,27 @@ class ReaderService(NodeService):
 
         return forward
 
+    def _plugin(self, plugin: ReaderPlugin, rpc: str) -> Handler:
+        method = getattr(plugin, rpc)
+
+        async def answer(request, context: grpc.aio.ServicerContext):
+            try:
+                return await method(request, context)
+            except grpc.aio.AbortError:
+                raise  # the plugin aborted the call itself, with its own status
+            except grpc.aio.AioRpcError as exc:  # a call the plugin made failed: pass its status on
+                await context.abort(exc.code(), exc.details() or "")
+            except Rejected as exc:
+                await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+            except Exception:
+                self.log.exception("plugin '%s' failed on %s", plugin.name, rpc)
+                await context.abort(grpc.StatusCode.INTERNAL, f"plugin '{plugin.name}' failed on {rpc}")
+
+        return answer
+
     async def stop(self) -> None:
         if hasattr(self, "server"):
             await self.server.stop(grace=1.0)
+        await stop_plugins(getattr(self, "plugins", []), self.log)
         if hasattr(self, "store"):
             await self.store.close()

@@ -20,7 +20,9 @@ from cqrs_flow.messages import get_path
 from cqrs_flow.mqtt import client_id, connect
 from cqrs_flow.nodes.runtime import NodeService
 from cqrs_flow.plans import CommandPlan, Report, writer_plan
+from cqrs_flow.plugins import PluginContext, Rejected, start_plugins, stop_plugins
 from cqrs_flow.rpc import ServiceClient
+from cqrs_flow.topology.topics import matches
 from cqrs_flow.topology.model import BrokerNode, WriterNode
 
 __all__ = ["EntityLanes", "WriterService"]
@@ -97,6 +99,11 @@ class WriterService(NodeService):
         store = self.topology.store_of(self.node.store)
         self.store = ServiceClient(self.protos, self.protos.service(store.write.name),
                                    store.write.listen.target, self.credentials)
+        # The writer's filters, plus the topics of commands it names that no filter covers
+        # (overlapping subscriptions could deliver a message twice).
+        named = [self.topology.commands[c].topic for c in self.node.commands if c in self.topology.commands]
+        self.subscriptions = [*self.node.topics,
+                              *(t for t in named if not any(matches(f, t) for f in self.node.topics))]
         self.lanes = EntityLanes()
         self.subscribed = asyncio.Event()
         broker = self.topology.nodes[self.node.broker]
@@ -106,20 +113,21 @@ class WriterService(NodeService):
         self.mqtt.on_connect = self._on_connect
         self.mqtt.on_subscribe = lambda *_: self.subscribed.set()
         self.mqtt.on_message = self._on_message
-        await connect(self.mqtt, broker.listen)
+        self.plugins = await start_plugins(self.node, PluginContext(self.topology, self.node, self.protos, self.log))
+        await connect(self.mqtt, broker.address)
         await self.subscribed.wait()
-        self.log.info("applying %s to %s after %.3gs", ", ".join(self.plans), store.write.listen,
-                      self.node.delay)
+        self.log.info("subscribed to %s; applying %s to %s after %.3gs", ", ".join(self.subscriptions),
+                      ", ".join(p.name for p in self.plans.values()), store.write.listen, self.node.delay)
 
     def _on_connect(self, client: gmqtt.Client, flags, rc, properties) -> None:
         # Subscribe on every (re)connect: cheap, and right even if the broker lost the session.
-        client.subscribe([gmqtt.Subscription(topic, qos=1) for topic in self.plans])
+        client.subscribe([gmqtt.Subscription(topic, qos=1) for topic in self.subscriptions])
 
     async def _on_message(self, client, topic: str, payload: bytes, qos: int, properties) -> int:
         """Returns once the command is applied or set aside; gmqtt then sends the PUBACK."""
         plan = self.plans.get(topic)
         if plan is None:
-            self.log.warning("set aside: message on %s, which this writer does not consume", topic)
+            self.log.warning("set aside: message on %s, which is no command's topic", topic)
             return PUBACK_SUCCESS
         try:
             command = plan.request.FromString(payload)
@@ -133,6 +141,15 @@ class WriterService(NodeService):
         return PUBACK_SUCCESS
 
     async def _apply(self, plan: CommandPlan, command: Message, key: str) -> None:
+        for plugin in self.plugins:
+            try:
+                await plugin.before_apply(plan.name, command)
+            except Rejected as exc:
+                self.log.warning("set aside: %s %s rejected by plugin '%s': %s", plan.name, key, plugin.name, exc)
+                return
+            except Exception:
+                self.log.exception("set aside: %s %s: plugin '%s' failed", plan.name, key, plugin.name)
+                return
         delay = 0.1
         while True:
             try:
@@ -162,3 +179,4 @@ class WriterService(NodeService):
             await self.mqtt.disconnect()
         if hasattr(self, "store"):
             await self.store.close()
+        await stop_plugins(getattr(self, "plugins", []), self.log)

@@ -12,6 +12,7 @@ from typing import Iterable
 
 from cqrs_flow.errors import Problem
 from cqrs_flow.topology.graph import find_cycle
+from cqrs_flow.topology.topics import matches
 from cqrs_flow.topology.model import (
     Address,
     BrokerNode,
@@ -83,9 +84,19 @@ def _check_references(topology: Topology, report: _Reporter) -> None:
         elif isinstance(node, GatewayNode):
             ref(node.name, "broker", node.broker, BrokerNode, "a broker node")
             ref(node.name, "reader", node.reader, ReaderNode, "a reader node")
+        elif isinstance(node, BrokerNode) and node.url and "listen" in _raw(topology, node.name):
+            report(("nodes", node.name, "listen"), "an external broker (url) is not started by `up`, "
+                                                   "so it has no 'listen'; keep one of the two")
         elif isinstance(node, StoreNode) and node.write.name and node.write.name == node.read.name:
             report(("nodes", node.name, "read", "service"),
                    "the read and write services must be different gRPC services")
+
+
+def _raw(topology: Topology, node: str) -> dict:
+    """The node's mapping as written in the file (to tell a written key from a default)."""
+    data = topology.located.data if topology.located else {}
+    raw = data.get("nodes", {}).get(node) if isinstance(data, dict) and isinstance(data.get("nodes"), dict) else None
+    return raw if isinstance(raw, dict) else {}
 
 
 def _check_commands(topology: Topology, report: _Reporter) -> None:
@@ -98,10 +109,19 @@ def _check_commands(topology: Topology, report: _Reporter) -> None:
             published[mutation.command].append(gateway.name)
     consumed: dict[str, list[str]] = defaultdict(list)
     for writer in topology.nodes_of(WriterNode):
+        if not writer.commands and not writer.topics:
+            report(("nodes", writer.name), "a writer needs 'commands' (names) or 'topics' (filters) "
+                                           "saying which commands it applies")
         for i, command in enumerate(writer.commands):
             if command not in topology.commands:
                 report(("nodes", writer.name, "commands", i),
                        f"no command named '{command}'{_hint(command, topology.commands)}")
+        for i, topic_filter in enumerate(writer.topics):
+            if not any(matches(topic_filter, c.topic) for c in topology.commands.values()):
+                topics = ", ".join(sorted(c.topic for c in topology.commands.values()))
+                report(("nodes", writer.name, "topics", i),
+                       f"filter '{topic_filter}' matches no command topic (topics: {topics or 'none'})")
+        for command in topology.commands_of(writer):
             consumed[command].append(writer.name)
 
     by_topic: dict[str, list[str]] = defaultdict(list)

@@ -15,6 +15,7 @@ from cqrs_flow.topology.model import (
     GatewayNode,
     Mutation,
     Node,
+    PluginRef,
     Query,
     ReaderNode,
     Service,
@@ -72,6 +73,7 @@ def _build(data: dict[str, Any], path: Path, located: LocatedData) -> Topology:
         protos=tuple(Path(p) for p in data.get("proto") or ()),
         commands=frozen_map(commands),
         nodes=frozen_map(nodes),
+        plugin_path=tuple(Path(p) for p in data["plugin_path"] or ()),
         ready_timeout=data["ready_timeout"],
         stop_timeout=data["stop_timeout"],
         located=located,
@@ -92,11 +94,17 @@ def _endpoint(value: tuple[str, str] | None) -> Endpoint:
     return Endpoint(*value) if value else Endpoint("", "")
 
 
+def _plugins(raw: dict[str, Any]) -> tuple[PluginRef, ...]:
+    return tuple(PluginRef(p["use"], frozen_map(p.get("config"))) for p in raw.get("plugins") or ()
+                 if isinstance(p, dict) and p.get("use"))
+
+
 def _node(name: str, raw: dict[str, Any]) -> Node:
     """Build one node from its checked data; missing keys were reported already, so build anyway."""
     kind = raw.get("kind")
     if kind == "broker":
-        return BrokerNode(name=name, listen=_address(raw.get("listen")) or Address("127.0.0.1", 0))
+        return BrokerNode(name=name, listen=_address(raw.get("listen")) or Address("127.0.0.1", 0),
+                          url=raw.get("url"))
     if kind == "store":
         return StoreNode(
             name=name,
@@ -115,6 +123,7 @@ def _node(name: str, raw: dict[str, Any]) -> Node:
             service=raw.get("service") or "",
             store=_endpoint(raw.get("store")),
             rpcs=frozen_map(raw.get("rpcs")),
+            plugins=_plugins(raw),
         )
     if kind == "writer":
         return WriterNode(
@@ -122,7 +131,9 @@ def _node(name: str, raw: dict[str, Any]) -> Node:
             broker=raw.get("broker") or "",
             store=_endpoint(raw.get("store")),
             commands=tuple(raw.get("commands") or ()),
+            topics=tuple(raw.get("topics") or ()),
             delay=raw["delay"],
+            plugins=_plugins(raw),
         )
     if kind == "gateway":
         return GatewayNode(
@@ -144,5 +155,6 @@ def _node(name: str, raw: dict[str, Any]) -> Node:
                 for field, m in (raw.get("mutations") or {}).items() if m.get("command")
             }),
             playground=raw["playground"],
+            plugins=_plugins(raw),
         )
     return Node(name=name)  # an unknown kind, already reported by the checker

@@ -20,6 +20,7 @@ __all__ = [
     "Query",
     "Mutation",
     "Node",
+    "PluginRef",
     "BrokerNode",
     "StoreNode",
     "ReaderNode",
@@ -109,6 +110,14 @@ class Mutation:
 
 
 @dataclass(frozen=True)
+class PluginRef:
+    """A plugin a node uses: its class (dotted path or entry point name) and its settings."""
+
+    use: str
+    config: Mapping[str, object] = field(default_factory=frozen_map)
+
+
+@dataclass(frozen=True)
 class Node:
     """Base of every node kind. `dependencies` are the names of the nodes it needs running."""
 
@@ -124,15 +133,37 @@ class Node:
         """(what, address) for every listener of the node."""
         return ()
 
+    @property
+    def external(self) -> bool:
+        """Run by someone else (given by URL): `up` waits for it but does not start it."""
+        return False
+
 
 @dataclass(frozen=True)
 class BrokerNode(Node):
     kind: str = "broker"
     listen: Address = Address("127.0.0.1", 1883)
+    url: str | None = None  # an external broker; `listen` is then unused
+
+    @property
+    def external(self) -> bool:
+        return self.url is not None
+
+    @property
+    def address(self) -> Address:
+        """Where clients connect: the external broker's URL, or the embedded broker's listener."""
+        if self.url is None:
+            return self.listen
+        rest = self.url.split("://", 1)[1].rstrip("/").rpartition("@")[2]
+        if rest.startswith("["):
+            host, _, port = rest[1:].partition("]")
+            return Address(host, int(port.lstrip(":") or 1883))
+        host, _, port = rest.partition(":")
+        return Address(host, int(port or 1883))
 
     @property
     def listens(self) -> tuple[tuple[str, Address], ...]:
-        return (("mqtt", self.listen),)
+        return () if self.external else (("mqtt", self.listen),)
 
 
 @dataclass(frozen=True)
@@ -161,6 +192,7 @@ class ReaderNode(Node):
     service: str = ""
     store: Endpoint = Endpoint("store", "read")
     rpcs: Mapping[str, str] = field(default_factory=frozen_map)
+    plugins: tuple[PluginRef, ...] = ()
 
     @property
     def dependencies(self) -> tuple[str, ...]:
@@ -176,8 +208,10 @@ class WriterNode(Node):
     kind: str = "writer"
     broker: str = "broker"
     store: Endpoint = Endpoint("store", "write")
-    commands: tuple[str, ...] = ()
+    commands: tuple[str, ...] = ()  # by name
+    topics: tuple[str, ...] = ()  # topic filters selecting commands by their topic
     delay: float = 0.0
+    plugins: tuple[PluginRef, ...] = ()
 
     @property
     def dependencies(self) -> tuple[str, ...]:
@@ -194,6 +228,7 @@ class GatewayNode(Node):
     queries: Mapping[str, Query] = field(default_factory=frozen_map)
     mutations: Mapping[str, Mutation] = field(default_factory=frozen_map)
     playground: bool = True
+    plugins: tuple[PluginRef, ...] = ()
 
     @property
     def dependencies(self) -> tuple[str, ...]:
@@ -217,6 +252,7 @@ class Topology:
     protos: tuple[Path, ...]
     commands: Mapping[str, Command]
     nodes: Mapping[str, Node]
+    plugin_path: tuple[Path, ...] = (Path("."),)
     ready_timeout: float = 30.0
     stop_timeout: float = 5.0
     located: LocatedData | None = field(default=None, compare=False, repr=False)
@@ -228,8 +264,15 @@ class Topology:
     def nodes_of(self, kind: type) -> list:
         return [n for n in self.nodes.values() if isinstance(n, kind)]
 
+    def commands_of(self, writer: WriterNode) -> list[str]:
+        """The commands a writer applies: named ones, and those whose topic one of its filters matches."""
+        from cqrs_flow.topology.topics import matches
+
+        return [name for name, command in self.commands.items()
+                if name in writer.commands or any(matches(f, command.topic) for f in writer.topics)]
+
     def writers_of(self, command: str) -> list[WriterNode]:
-        return [w for w in self.nodes_of(WriterNode) if command in w.commands]
+        return [w for w in self.nodes_of(WriterNode) if command in self.commands_of(w)]
 
     def store_of(self, endpoint: Endpoint) -> StoreNode:
         node = self.nodes[endpoint.node]

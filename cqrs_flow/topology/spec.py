@@ -67,6 +67,11 @@ def field_path(value: Any) -> str:
     return value
 
 
+def anything(value: Any) -> Any:
+    """Any YAML value, passed on as it is (plugin settings)."""
+    return value
+
+
 def boolean(value: Any) -> bool:
     if not isinstance(value, bool):
         raise Invalid(f"expected true or false, got {_show(value)}")
@@ -112,6 +117,29 @@ def topic(value: Any) -> str:
         raise Invalid(f"a command topic is a topic name, not a filter: no '+' or '#' in {value!r}")
     if value.startswith("$"):
         raise Invalid(f"topics starting with '$' are reserved by the broker: {value!r}")
+    return value
+
+
+def topic_filter(value: Any) -> str:
+    """A subscription filter: a topic name, or one with '+' and '#' wildcards."""
+    from cqrs_flow.topology.topics import filter_problem
+
+    if not isinstance(value, str):
+        raise Invalid(f"expected an MQTT topic filter, got {_show(value)}")
+    problem = filter_problem(value)
+    if problem:
+        raise Invalid(problem)
+    return value
+
+
+_URL = re.compile(r"^(mqtt|tcp)://(?:[^@/]+@)?(\[[0-9A-Fa-f:.]+\]|[^:/@]+)(?::(\d+))?/?$")
+
+
+def broker_url(value: Any) -> str:
+    """mqtt://host[:port] (port 1883 when left out)."""
+    match = _URL.match(value) if isinstance(value, str) else None
+    if not match or (match.group(3) and not 0 < int(match.group(3)) < 65536):
+        raise Invalid(f"expected a broker URL such as mqtt://127.0.0.1:1883, got {_show(value)}")
     return value
 
 
@@ -206,9 +234,19 @@ MUTATION = Section({
                        doc="message of an ERROR answer when 'exists' finds nothing"),
 }, shorthand="command")
 
+PLUGIN = Section({
+    "use": Field(string, required=True,
+                 doc="plugin class: 'package.module.Class', or an entry point name in cqrs_flow.plugins"),
+    "config": Field(MapOf(anything), default={}, doc="settings handed to the plugin"),
+}, shorthand="use")
+
+PLUGINS = Field(ListOf(PLUGIN), default=(), doc="plugins hooked into this node, in order")
+
 BROKER = Section({
     "kind": Field(string, required=True),
-    "listen": Field(parse_address, default=("127.0.0.1", 1883), doc="host:port of the MQTT listener"),
+    "listen": Field(parse_address, default=("127.0.0.1", 1883),
+                    doc="host:port of the embedded MQTT broker `up` starts"),
+    "url": Field(broker_url, doc="an external broker (not started by `up`), e.g. mqtt://host:1883"),
 })
 
 STORE = Section({
@@ -229,14 +267,18 @@ READER = Section({
     "store": Field(endpoint, required=True, doc="'<store>.read': where reads go"),
     "rpcs": Field(MapOf(full_name, key=full_name), default={},
                   doc="reader RPC -> store read RPC (default: the same name)"),
+    "plugins": PLUGINS,
 })
 
 WRITER = Section({
     "kind": Field(string, required=True),
     "broker": Field(name, required=True, doc="broker node the writer subscribes on"),
     "store": Field(endpoint, required=True, doc="'<store>.write': where commands are applied"),
-    "commands": Field(one_or_many(name), required=True, doc="commands this writer applies"),
+    "commands": Field(one_or_many(name), default=(), doc="commands this writer applies, by name"),
+    "topics": Field(one_or_many(topic_filter), default=(),
+                    doc="or: topic filters ('+' and '#' allowed) selecting the commands it applies"),
     "delay": Field(parse_duration, default=0.0, doc="wait between receiving and applying"),
+    "plugins": PLUGINS,
 })
 
 GATEWAY = Section({
@@ -248,6 +290,7 @@ GATEWAY = Section({
     "queries": Field(MapOf(QUERY), default={}, doc="Query field -> reader RPC"),
     "mutations": Field(MapOf(MUTATION), default={}, doc="Mutation field -> command"),
     "playground": Field(boolean, default=True, doc="serve the GraphQL IDE on GET /"),
+    "plugins": PLUGINS,
 })
 
 NODE_KINDS = {"broker": BROKER, "store": STORE, "reader": READER, "writer": WRITER, "gateway": GATEWAY}
@@ -257,6 +300,8 @@ TOPOLOGY = Section({
     "proto": Field(one_or_many(string), required=True, doc=".proto files, relative to this file"),
     "commands": Field(MapOf(COMMAND, key=name), required=True, doc="command name -> topic and RPC"),
     "nodes": Field(MapOf(ByKind(NODE_KINDS), key=name), required=True),
+    "plugin_path": Field(one_or_many(string), default=(".",),
+                         doc="directories, relative to this file, that plugins are imported from"),
     "ready_timeout": Field(parse_duration, default=30.0, doc="how long a node may take to be ready"),
     "stop_timeout": Field(parse_duration, default=5.0,
                           doc="grace period between SIGTERM and SIGKILL when stopping"),

@@ -46,12 +46,17 @@ def cli() -> list[str]:
     return [script] if script else [sys.executable, "-m", "cqrs_flow"]
 
 
-def prepare(name: str, directory: Path, **overrides: Any) -> Path:
-    """Copy tests/topologies/<name> into `directory` with free ports and absolute file paths."""
-    source = TOPOLOGIES / name
+def prepare(name: str, directory: Path, source: Path | None = None, **overrides: Any) -> Path:
+    """Copy tests/topologies/<name> into `directory` with free ports and absolute file paths.
+
+    `source` takes the topology from any file instead (e.g. examples/<domain>/topology.yaml); the
+    copy is still called `name`. `overrides` set keys by dotted path: {"nodes.writer.delay": "200ms"}."""
+    source = Path(source) if source is not None else TOPOLOGIES / name
     data = yaml.safe_load(source.read_text())
     protos = data["proto"] if isinstance(data["proto"], list) else [data["proto"]]
     data["proto"] = [str((source.parent / p).resolve()) for p in protos]
+    paths = data.get("plugin_path", ".")
+    data["plugin_path"] = [str((source.parent / p).resolve()) for p in (paths if isinstance(paths, list) else [paths])]
     holders = [holder for node in data["nodes"].values()
                for holder in (node, node.get("write") or {}, node.get("read") or {}) if "listen" in holder]
     for holder, port in zip(holders, free_ports(len(holders))):

@@ -12,8 +12,10 @@ from cqrs_flow.topology.checks import check_wiring
 from cqrs_flow.topology.model import (
     Address,
     BrokerNode,
+    Command,
     Endpoint,
     GatewayNode,
+    Mutation,
     ReaderNode,
     StoreNode,
     Topology,
@@ -243,8 +245,10 @@ def test_check_wiring_on_a_hand_built_topology_without_problems():
         "b": BrokerNode("b"),
         "s": store,
         "r": ReaderNode("r", store=Endpoint("s", "read")),
-        "w": WriterNode("w", broker="b", store=Endpoint("s", "write")),
-        "g": GatewayNode("g", broker="b", reader="r", schema=Path("")),
+        "w": WriterNode("w", broker="b", store=Endpoint("s", "write"), topics=("T/+",)),
+        "g": GatewayNode("g", broker="b", reader="r", schema=Path(""),
+                         mutations=frozen_map({"add": Mutation("add", command="c")})),
     }
-    topology = Topology("t", Path("/nowhere/t.yaml"), (), frozen_map(), frozen_map(nodes))
+    commands = frozen_map({"c": Command("c", topic="T/C", rpc="Add")})
+    topology = Topology("t", Path("/nowhere/t.yaml"), (), commands, frozen_map(nodes))
     assert check_wiring(topology) == []

@@ -1,0 +1,189 @@
+"""Plugins: business logic hooked into readers, gateways and writers.
+
+A topology names the plugins a node uses:
+
+    plugins:
+      - plugins.contacts.NameRules                # a class, by dotted path
+      - {use: name-rules, config: {max_length: 80}}  # an entry point in group cqrs_flow.plugins
+
+A plugin subclasses the base class of the node kind it serves:
+
+- ReaderPlugin: serves reader RPCs. A method named like an RPC of the reader's service,
+  `async def ReverseName(self, request, context)`, answers that RPC (in place of forwarding it
+  to the store); `self.context.store` calls the store's read service.
+- GatewayPlugin: `async def before_publish(self, mutation, command, arguments)` runs before a
+  mutation's command is published; raise Rejected("why") to answer ERROR with that message and
+  publish nothing, or change `command` in place to enrich it.
+- WriterPlugin: `async def before_apply(self, command_name, command)` runs before a command is
+  applied; raise Rejected to set it aside, or change it in place.
+
+`start()` and `stop()` run with the node. A plugin that cannot be imported, is of the wrong
+kind, or raises, is reported with its name.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import logging
+import sys
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Mapping
+
+from google.protobuf.message import Message
+
+from cqrs_flow.errors import CqrsFlowError
+from cqrs_flow.topology.model import GatewayNode, Node, PluginRef, ReaderNode, Topology, WriterNode
+
+if TYPE_CHECKING:
+    from cqrs_flow.protos import ProtoSet
+    from cqrs_flow.rpc import ServiceClient
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "GatewayPlugin",
+    "Plugin",
+    "PluginContext",
+    "PluginError",
+    "ReaderPlugin",
+    "Rejected",
+    "WriterPlugin",
+    "load_plugin_class",
+    "start_plugins",
+]
+
+ENTRY_POINT_GROUP = "cqrs_flow.plugins"
+
+
+class PluginError(CqrsFlowError):
+    """A plugin that cannot be loaded or used."""
+
+
+class Rejected(Exception):
+    """Raised by a hook to refuse a command; the message is what the client (or log) is told."""
+
+
+@dataclass
+class PluginContext:
+    """What a plugin can use: its node, the topology, the compiled protos and a logger.
+    A reader's plugins also get `store`, a client of the store's read service."""
+
+    topology: Topology
+    node: Node
+    protos: "ProtoSet"
+    log: logging.Logger
+    store: "ServiceClient | None" = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def message_class(self, full_name: str) -> type[Message]:
+        return self.protos.message_class(full_name)
+
+
+class Plugin:
+    """Base of every plugin. `config` is the plugin's `config` mapping from the topology."""
+
+    kind = ""  # the node kind it serves
+
+    def __init__(self, context: PluginContext, config: Mapping[str, Any]) -> None:
+        self.context = context
+        self.config = dict(config)
+
+    @property
+    def name(self) -> str:
+        return f"{type(self).__module__}.{type(self).__qualname__}"
+
+    async def start(self) -> None:
+        """Called once the node is set up, before it serves anything."""
+
+    async def stop(self) -> None:
+        """Called when the node stops."""
+
+
+class ReaderPlugin(Plugin):
+    """Answers reader RPCs with methods named like them: `async def Rpc(self, request, context)`."""
+
+    kind = "reader"
+
+    @classmethod
+    def serves(cls, rpc: str) -> bool:
+        return callable(getattr(cls, rpc, None)) and not hasattr(Plugin, rpc)
+
+
+class GatewayPlugin(Plugin):
+    kind = "gateway"
+
+    async def before_publish(self, mutation: str, command: Message, arguments: Mapping[str, Any]) -> None:
+        """Check or enrich a command before it is published; raise Rejected to refuse it."""
+
+
+class WriterPlugin(Plugin):
+    kind = "writer"
+
+    async def before_apply(self, command_name: str, command: Message) -> None:
+        """Check or enrich a command before it is applied; raise Rejected to set it aside."""
+
+
+_BASES: dict[type[Node], type[Plugin]] = {
+    ReaderNode: ReaderPlugin, GatewayNode: GatewayPlugin, WriterNode: WriterPlugin}
+
+
+def load_plugin_class(ref: PluginRef, node: Node, topology: Topology) -> type[Plugin]:
+    """Import the plugin class `ref.use` names for `node`; PluginError says what went wrong."""
+    for directory in reversed(topology.plugin_path):
+        path = str((topology.root / directory).resolve())
+        if path not in sys.path:
+            sys.path.insert(0, path)
+    target = _import(ref.use)
+    base = _BASES.get(type(node))
+    if not isinstance(target, type) or not issubclass(target, Plugin):
+        raise PluginError(f"plugin '{ref.use}' is not a cqrs_flow plugin class "
+                          "(subclass ReaderPlugin, GatewayPlugin or WriterPlugin)")
+    if base is None or not issubclass(target, base):
+        wanted = base.__name__ if base else "no plugin"
+        raise PluginError(f"plugin '{ref.use}' is a {target.kind or 'generic'} plugin; a {node.kind} "
+                          f"node takes {wanted}")
+    return target
+
+
+def _import(use: str) -> Any:
+    if "." not in use and ":" not in use:
+        found = [e for e in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP) if e.name == use]
+        if not found:
+            raise PluginError(f"plugin '{use}' is neither a dotted path nor an installed entry point "
+                              f"in the '{ENTRY_POINT_GROUP}' group")
+        try:
+            return found[0].load()
+        except Exception as exc:
+            raise PluginError(f"plugin '{use}' ({found[0].value}) cannot be imported: "
+                              f"{type(exc).__name__}: {exc}") from None
+    module_name, _, attribute = use.partition(":") if ":" in use else use.rpartition(".")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:
+        raise PluginError(f"plugin '{use}' cannot be imported: {type(exc).__name__}: {exc}") from None
+    try:
+        return getattr(module, attribute)
+    except AttributeError:
+        raise PluginError(f"plugin '{use}': module {module_name} has no '{attribute}'") from None
+
+
+async def start_plugins(node: Node, context: PluginContext) -> list[Plugin]:
+    """Load, create and start the plugins of `node`, in the order the topology lists them."""
+    plugins = []
+    for ref in getattr(node, "plugins", ()):
+        cls = load_plugin_class(ref, node, context.topology)
+        try:
+            plugin = cls(context, ref.config)
+            await plugin.start()
+        except Exception as exc:
+            raise PluginError(f"plugin '{ref.use}' failed to start: {type(exc).__name__}: {exc}") from exc
+        plugins.append(plugin)
+    return plugins
+
+
+async def stop_plugins(plugins: list[Plugin], log: logging.Logger) -> None:
+    for plugin in reversed(plugins):
+        try:
+            await plugin.stop()
+        except Exception:
+            log.exception("plugin '%s' failed to stop", plugin.name)

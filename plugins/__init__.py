@@ -1,0 +1,1 @@
+"""Example plugins for cqrs-flow topologies (see plugins/README.md)."""
