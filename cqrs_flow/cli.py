@@ -12,6 +12,7 @@ import click
 from cqrs_flow import __version__
 from cqrs_flow.errors import CqrsFlowError, TopologyError
 from cqrs_flow.topology import Topology, load_topology, start_batches
+from cqrs_flow.topology.diagram import FORMATS
 
 __all__ = ["main"]
 
@@ -80,6 +81,27 @@ def node(file: str, name: str) -> None:
         _fail(exc)
     except KeyboardInterrupt:
         pass
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--format", "fmt", type=click.Choice(list(FORMATS)), default="mermaid",
+              show_default=True, help="Mermaid flowchart or Graphviz DOT.")
+def graph(file: str, fmt: str) -> None:
+    """Print the topology as a diagram: nodes, command topics, and the write and read sides."""
+    try:
+        topology = load_topology(file)  # not the protos: a diagram needs only the wiring
+    except CqrsFlowError as exc:
+        _fail(exc)
+    click.echo(FORMATS[fmt](topology), nl=False)
+
+
+@main.command()
+def schema() -> None:
+    """Print the JSON Schema of topology files (cqrs-flow schema > topology.schema.json)."""
+    from cqrs_flow.topology.jsonschema import schema_text
+
+    click.echo(schema_text(), nl=False)
 
 
 def _summary(topology: Topology) -> str:
