@@ -12,14 +12,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import gmqtt
 import grpc
 from aiohttp import web
 from tartiflette import Resolver, TartifletteError, create_engine
 
 from cqrs_flow.errors import NodeError, TopologyError
 from cqrs_flow.messages import get_path, set_path, to_data
-from cqrs_flow.mqtt import client_id, connect
+from cqrs_flow.mqtt import connect, new_client
 from cqrs_flow.nodes.runtime import NodeService
 from cqrs_flow.plans import Call, GatewayPlan, MutationPlan, QueryPlan, Report, gateway_plan
 from cqrs_flow.plugins import PluginContext, Rejected, start_plugins, stop_plugins
@@ -53,8 +52,8 @@ class GatewayService(NodeService):
         self.reader = ServiceClient(self.protos, self.protos.service(reader.service),
                                     reader.listen.target, self.credentials)
         self.plugins = await start_plugins(self.node, PluginContext(self.topology, self.node, self.protos, self.log))
-        self.mqtt = gmqtt.Client(client_id(self.topology.name, self.node.name, persistent=False))
-        await connect(self.mqtt, broker.address)
+        self.mqtt = new_client(self.topology.name, self.node.name, broker, persistent=False)
+        await connect(self.mqtt, broker)
         self.engine = await self._engine(plan)
         self.playground = _playground_page(self.topology.name, plan.schema.example_query())
 

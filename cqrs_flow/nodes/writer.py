@@ -17,7 +17,7 @@ from google.protobuf.message import DecodeError, Message
 
 from cqrs_flow.errors import TopologyError
 from cqrs_flow.messages import get_path
-from cqrs_flow.mqtt import client_id, connect
+from cqrs_flow.mqtt import connect, new_client
 from cqrs_flow.nodes.runtime import NodeService
 from cqrs_flow.plans import CommandPlan, Report, writer_plan
 from cqrs_flow.plugins import PluginContext, Rejected, start_plugins, stop_plugins
@@ -108,13 +108,12 @@ class WriterService(NodeService):
         self.subscribed = asyncio.Event()
         broker = self.topology.nodes[self.node.broker]
         assert isinstance(broker, BrokerNode)
-        self.mqtt = gmqtt.Client(client_id(self.topology.name, self.node.name, persistent=True),
-                                 clean_session=False)
+        self.mqtt = new_client(self.topology.name, self.node.name, broker, persistent=True)
         self.mqtt.on_connect = self._on_connect
         self.mqtt.on_subscribe = lambda *_: self.subscribed.set()
         self.mqtt.on_message = self._on_message
         self.plugins = await start_plugins(self.node, PluginContext(self.topology, self.node, self.protos, self.log))
-        await connect(self.mqtt, broker.address)
+        await connect(self.mqtt, broker)
         await self.subscribed.wait()
         self.log.info("subscribed to %s; applying %s to %s after %.3gs", ", ".join(self.subscriptions),
                       ", ".join(p.name for p in self.plans.values()), store.write.listen, self.node.delay)

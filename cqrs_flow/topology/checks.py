@@ -87,6 +87,9 @@ def _check_references(topology: Topology, report: _Reporter) -> None:
         elif isinstance(node, BrokerNode) and node.url and "listen" in _raw(topology, node.name):
             report(("nodes", node.name, "listen"), "an external broker (url) is not started by `up`, "
                                                    "so it has no 'listen'; keep one of the two")
+        elif isinstance(node, BrokerNode) and not node.url and node.protocol != "3.1.1":
+            report(("nodes", node.name, "protocol"), "the embedded broker speaks MQTT 3.1.1 only; "
+                                                     "MQTT 5 needs an external broker (url)")
         elif isinstance(node, StoreNode) and node.write.name and node.write.name == node.read.name:
             report(("nodes", node.name, "read", "service"),
                    "the read and write services must be different gRPC services")

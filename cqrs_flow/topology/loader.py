@@ -104,7 +104,7 @@ def _node(name: str, raw: dict[str, Any]) -> Node:
     kind = raw.get("kind")
     if kind == "broker":
         return BrokerNode(name=name, listen=_address(raw.get("listen")) or Address("127.0.0.1", 0),
-                          url=raw.get("url"))
+                          url=raw.get("url"), protocol=raw["protocol"])
     if kind == "store":
         return StoreNode(
             name=name,

@@ -144,6 +144,7 @@ class BrokerNode(Node):
     kind: str = "broker"
     listen: Address = Address("127.0.0.1", 1883)
     url: str | None = None  # an external broker; `listen` is then unused
+    protocol: str = "3.1.1"
 
     @property
     def external(self) -> bool:

@@ -49,20 +49,20 @@ def string(value: Any) -> str:
 
 
 def name(value: Any) -> str:
-    if not isinstance(value, str) or not _NAME.match(value):
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
         raise Invalid(f"expected a name (letters, digits, '_' or '-'), got {_show(value)}")
     return value
 
 
 def full_name(value: Any) -> str:
     """A protobuf name: package.Message, package.Service or a bare RPC name."""
-    if not isinstance(value, str) or not _FULL_NAME.match(value):
+    if not isinstance(value, str) or not _FULL_NAME.fullmatch(value):
         raise Invalid(f"expected a protobuf name such as 'package.Name', got {_show(value)}")
     return value
 
 
 def field_path(value: Any) -> str:
-    if not isinstance(value, str) or not _FIELD_PATH.match(value):
+    if not isinstance(value, str) or not _FIELD_PATH.fullmatch(value):
         raise Invalid(f"expected a message field path such as 'contact.name', got {_show(value)}")
     return value
 
@@ -88,7 +88,7 @@ def parse_duration(value: Any) -> float:
     """3, 3s, 2.5s, 500ms, 1m -> seconds."""
     if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < math.inf:
         return float(value)
-    match = _DURATION.match(value) if isinstance(value, str) else None
+    match = _DURATION.fullmatch(value) if isinstance(value, str) else None
     if not match:
         raise Invalid(f"expected a duration such as 3s, 500ms or 0, got {_show(value)}")
     number, unit = float(match.group(1)), match.group(2) or "s"
@@ -105,7 +105,7 @@ def parse_address(value: Any) -> tuple[str, int]:
         host, _, port_text = value.rpartition(":")
     else:
         raise Invalid(f"expected host:port such as 127.0.0.1:8080, got {_show(value)}")
-    if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    if not host or not port_text.isascii() or not port_text.isdigit() or not 0 < int(port_text) < 65536:
         raise Invalid(f"expected host:port with a port from 1 to 65535, got {_show(value)}")
     return host, int(port_text)
 
@@ -137,7 +137,7 @@ _URL = re.compile(r"^(mqtt|tcp)://(?:[^@/]+@)?(\[[0-9A-Fa-f:.]+\]|[^:/@]+)(?::(\
 
 def broker_url(value: Any) -> str:
     """mqtt://host[:port] (port 1883 when left out)."""
-    match = _URL.match(value) if isinstance(value, str) else None
+    match = _URL.fullmatch(value) if isinstance(value, str) else None
     if not match or (match.group(3) and not 0 < int(match.group(3)) < 65536):
         raise Invalid(f"expected a broker URL such as mqtt://127.0.0.1:1883, got {_show(value)}")
     return value
@@ -147,7 +147,7 @@ def endpoint(value: Any) -> tuple[str, str]:
     """'store.write' -> ('store', 'write')."""
     if isinstance(value, str) and value.count(".") == 1:
         node, side = value.split(".")
-        if _NAME.match(node) and side in ("read", "write"):
+        if _NAME.fullmatch(node) and side in ("read", "write"):
             return node, side
     raise Invalid(f"expected '<store node>.read' or '<store node>.write', got {_show(value)}")
 
@@ -159,6 +159,7 @@ def one_of(*choices: str) -> Callable[[Any], str]:
             raise Invalid(f"expected one of {', '.join(choices)}, got {_show(value)}{hint}")
         return value
     check_choice.__name__ = "one of " + ", ".join(choices)
+    check_choice.choices = choices  # type: ignore[attr-defined]  # read by the JSON Schema
     return check_choice
 
 
@@ -166,6 +167,7 @@ def one_or_many(item: Callable[[Any], Any]) -> Callable[[Any], tuple]:
     def check_items(value: Any) -> tuple:
         values = value if isinstance(value, list) else [value]
         return tuple(item(v) for v in values)
+    check_items.item = item  # type: ignore[attr-defined]  # read by the JSON Schema
     return check_items
 
 
@@ -247,6 +249,9 @@ BROKER = Section({
     "listen": Field(parse_address, default=("127.0.0.1", 1883),
                     doc="host:port of the embedded MQTT broker `up` starts"),
     "url": Field(broker_url, doc="an external broker (not started by `up`), e.g. mqtt://host:1883"),
+    "protocol": Field(one_of("3.1.1", "5"), default="3.1.1",
+                      doc="MQTT version clients speak; with 5, writers acknowledge a command only "
+                          "once it is applied (the embedded broker speaks 3.1.1 only)"),
 })
 
 STORE = Section({

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from system import System, prepare
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from cqrs_flow.launcher.probes import mqtt_connack
+from cqrs_flow.topology import Address
+from system import EXAMPLES, System, free_ports, prepare, wait_until
 
 
 def pytest_collection_modifyitems(items):
@@ -20,3 +27,34 @@ def contacts(tmp_path_factory) -> System:
     system = System(prepare("contacts_fast.yaml", tmp_path_factory.mktemp("contacts"))).start()
     yield system
     system.stop()
+
+
+@pytest.fixture(scope="session")
+def mosquitto(tmp_path_factory) -> Address:
+    """Debian's Mosquitto with the example's configuration, on a free port (.ci/run installs it)."""
+    binary = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail("mosquitto is not installed; .ci/run installs it with apt-get")
+        pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
+    directory = tmp_path_factory.mktemp("mosquitto")
+    port = free_ports(1)[0]
+    config = (EXAMPLES / "contacts-mosquitto" / "mosquitto.conf").read_text()
+    config = config.replace("listener 1885 127.0.0.1", f"listener {port} 127.0.0.1")
+    config = config.replace("/tmp/cqrs-flow-mosquitto/", f"{directory}/")
+    if os.geteuid() == 0:
+        config += "user root\n"  # as root, Mosquitto would switch to its own user and lose the directory
+    (directory / "mosquitto.conf").write_text(config)
+    log = open(directory / "mosquitto.log", "w")
+    process = subprocess.Popen([binary, "-c", str(directory / "mosquitto.conf")], stdout=log, stderr=subprocess.STDOUT)
+    address = Address("127.0.0.1", port)
+    import asyncio
+
+    try:
+        wait_until(lambda: process.poll() is not None or asyncio.run(mqtt_connack(address)), timeout=15)
+        assert process.poll() is None, (directory / "mosquitto.log").read_text()
+        yield address
+    finally:
+        process.terminate()
+        process.wait(10)
+        log.close()

@@ -25,6 +25,7 @@ from cqrs_flow.protos import compile_protos
 from cqrs_flow.topology import load_topology
 
 TOPOLOGIES = Path(__file__).resolve().parent.parent / "topologies"
+EXAMPLES = TOPOLOGIES.parent.parent / "examples"
 SECRET = "e2e-test-secret"
 
 
@@ -152,8 +153,9 @@ class System:
         return self.topology.nodes["gateway"]
 
     def http(self, path: str = "/graphql", body: bytes | None = None, method: str = "POST",
-             content_type: str = "application/json") -> tuple[int, bytes, dict[str, str]]:
-        request = urllib.request.Request(f"http://{self.gateway.listen.target}{path}", data=body,
+             content_type: str = "application/json", gateway: str = "gateway") -> tuple[int, bytes, dict[str, str]]:
+        address = self.topology.nodes[gateway].listen.target
+        request = urllib.request.Request(f"http://{address}{path}", data=body,
                                          method=method, headers={"Content-Type": content_type})
         try:
             with urllib.request.urlopen(request, timeout=10) as response:
@@ -161,13 +163,14 @@ class System:
         except urllib.error.HTTPError as error:
             return error.code, error.read(), dict(error.headers)
 
-    def graphql(self, query: str, variables: dict | None = None) -> dict:
-        status, body, _ = self.http(body=json.dumps({"query": query, "variables": variables}).encode())
+    def graphql(self, query: str, variables: dict | None = None, gateway: str = "gateway") -> dict:
+        status, body, _ = self.http(body=json.dumps({"query": query, "variables": variables}).encode(),
+                                    gateway=gateway)
         assert status == 200, (status, body)
         return json.loads(body)
 
-    def data(self, query: str, variables: dict | None = None) -> dict:
-        answer = self.graphql(query, variables)
+    def data(self, query: str, variables: dict | None = None, gateway: str = "gateway") -> dict:
+        answer = self.graphql(query, variables, gateway)
         assert "errors" not in answer, answer
         return answer["data"]
 
