@@ -24,6 +24,10 @@ from cqrs_flow.topology.model import GatewayNode, Topology, WriterNode
 
 __all__ = ["Launcher"]
 
+RESTART_BACKOFF = 0.5  # seconds before the first restart; doubles with each restart in a row
+MAX_RESTART_BACKOFF = 10.0
+STABLE_AFTER = 30.0  # seconds of running after which a node's restarts in a row count from 0 again
+
 ProcessFactory = Callable[[str, list[str], Mapping[str, str], Printer], NodeProcess]
 
 
@@ -45,6 +49,7 @@ class Launcher:
         self.processes: dict[str, NodeProcess] = {}
         self.ready_order: list[str] = []
         self._stop = asyncio.Event()
+        self._restarts: dict[str, tuple[int, float]] = {}  # node -> (restarts in a row, last restart time)
         self._stop_requested_at = 0.0
 
     async def run(self) -> int:
@@ -153,19 +158,52 @@ class Launcher:
     # -- run and stop --------------------------------------------------------------------------
 
     async def _supervise(self) -> int:
-        """Wait for Ctrl-C/SIGTERM (status 0) or a node exiting on its own (status 1)."""
-        waits = {asyncio.ensure_future(p.wait()): name for name, p in self.processes.items()}
+        """Run until Ctrl-C/SIGTERM (status 0), restarting nodes that exit as their `restart`
+        policy says; a node that exits and may not be restarted stops the system (status 1)."""
         stop_wait = asyncio.ensure_future(self._stop.wait())
-        done, _ = await asyncio.wait([*waits, stop_wait], return_when=asyncio.FIRST_COMPLETED)
-        for task in [*waits, stop_wait]:
-            task.cancel()
-        if stop_wait in done:
-            self.printer.system("stopping")
-            return 0
-        name = waits[next(t for t in done if t in waits)]
-        code = self.processes[name].returncode
-        self.printer.system(f"error: node '{name}' exited with status {code}; stopping the others")
-        return 1
+        try:
+            while True:
+                waits = {asyncio.ensure_future(p.wait()): name for name, p in self.processes.items()}
+                done, _ = await asyncio.wait([*waits, stop_wait], return_when=asyncio.FIRST_COMPLETED)
+                for task in waits:
+                    task.cancel()
+                if stop_wait in done:
+                    self.printer.system("stopping")
+                    return 0
+                for task in done:
+                    if not await self._restart(waits[task]):
+                        return 1
+        finally:
+            stop_wait.cancel()
+
+    async def _restart(self, name: str) -> bool:
+        """Restart node `name`, which exited, if its policy allows; False when it may not."""
+        node, code = self.topology.nodes[name], self.processes[name].returncode
+        count, last_start = self._restarts.get(name, (0, 0.0))
+        if self.clock() - last_start > STABLE_AFTER:
+            count = 0  # it ran long enough: a new crash starts a new series
+        if node.restart == "never" or (node.restart == "on-failure" and code == 0):
+            self.printer.system(f"error: node '{name}' exited with status {code} (restart: {node.restart}); "
+                                "stopping the others")
+            return False
+        if count >= node.restart_limit:
+            self.printer.system(f"error: node '{name}' exited with status {code} after {count} restarts in a "
+                                f"row (restart_limit {node.restart_limit}); stopping the others")
+            return False
+        backoff = min(RESTART_BACKOFF * 2 ** count, MAX_RESTART_BACKOFF)
+        self.printer.system(f"node '{name}' exited with status {code}; restarting it in {backoff:g}s "
+                            f"(restart {count + 1} of at most {node.restart_limit})")
+        try:
+            await asyncio.wait_for(self._stop.wait(), backoff)
+            return True  # stopping instead: the caller sees the stop request next
+        except asyncio.TimeoutError:
+            pass
+        self._restarts[name] = (count + 1, self.clock())
+        try:
+            await self._start_node(name)
+        except StartError as exc:
+            self.printer.system(f"restart of '{name}' failed: {exc}")  # it has exited: the loop sees it
+        return True
 
     def _grace(self, name: str) -> float:
         """A writer finishes the commands it holds before it exits: give it their delay too."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +103,13 @@ def _plugins(raw: dict[str, Any]) -> tuple[PluginRef, ...]:
 def _node(name: str, raw: dict[str, Any]) -> Node:
     """Build one node from its checked data; missing keys were reported already, so build anyway."""
     kind = raw.get("kind")
+    node = _kind_node(name, kind, raw)
+    if not node.kind:
+        return node
+    return replace(node, restart=raw["restart"], restart_limit=raw["restart_limit"])
+
+
+def _kind_node(name: str, kind: str | None, raw: dict[str, Any]) -> Node:
     if kind == "broker":
         return BrokerNode(name=name, listen=_address(raw.get("listen")) or Address("127.0.0.1", 0),
                           url=raw.get("url"), protocol=raw["protocol"])

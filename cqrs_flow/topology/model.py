@@ -123,6 +123,8 @@ class Node:
 
     name: str
     kind: str = ""
+    restart: str = "on-failure"  # never, on-failure or always
+    restart_limit: int = 5
 
     @property
     def dependencies(self) -> tuple[str, ...]:

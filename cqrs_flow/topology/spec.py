@@ -244,8 +244,18 @@ PLUGIN = Section({
 
 PLUGINS = Field(ListOf(PLUGIN), default=(), doc="plugins hooked into this node, in order")
 
+# Supervision by `up`, the same keys on every kind.
+RESTART = {
+    "restart": Field(one_of("on-failure", "always", "never"), default="on-failure",
+                     doc="when `up` restarts the node after it exits: on-failure (status not 0), "
+                         "always, or never (then the whole system stops)"),
+    "restart_limit": Field(positive_int, default=5,
+                           doc="restarts in a row (without 30 s of running in between) before `up` gives up"),
+}
+
 BROKER = Section({
     "kind": Field(string, required=True),
+    **RESTART,
     "listen": Field(parse_address, default=("127.0.0.1", 1883),
                     doc="host:port of the embedded MQTT broker `up` starts"),
     "url": Field(broker_url, doc="an external broker (not started by `up`), e.g. mqtt://host:1883"),
@@ -256,6 +266,7 @@ BROKER = Section({
 
 STORE = Section({
     "kind": Field(string, required=True),
+    **RESTART,
     "document": Field(full_name, required=True, doc="protobuf message type of the stored documents"),
     "collection": Field(name, doc="collection name (default: the node name)"),
     "key": Field(name, default="id", doc="document field that is the primary key"),
@@ -267,6 +278,7 @@ STORE = Section({
 
 READER = Section({
     "kind": Field(string, required=True),
+    **RESTART,
     "listen": Field(parse_address, required=True),
     "service": Field(full_name, required=True, doc="gRPC service the reader serves"),
     "store": Field(endpoint, required=True, doc="'<store>.read': where reads go"),
@@ -277,6 +289,7 @@ READER = Section({
 
 WRITER = Section({
     "kind": Field(string, required=True),
+    **RESTART,
     "broker": Field(name, required=True, doc="broker node the writer subscribes on"),
     "store": Field(endpoint, required=True, doc="'<store>.write': where commands are applied"),
     "commands": Field(one_or_many(name), default=(), doc="commands this writer applies, by name"),
@@ -288,6 +301,7 @@ WRITER = Section({
 
 GATEWAY = Section({
     "kind": Field(string, required=True),
+    **RESTART,
     "listen": Field(parse_address, default=("127.0.0.1", 8080)),
     "schema": Field(string, required=True, doc="GraphQL SDL file"),
     "broker": Field(name, required=True, doc="broker node mutations publish on"),

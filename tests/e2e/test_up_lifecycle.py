@@ -99,13 +99,42 @@ def test_a_node_that_cannot_start_stops_the_others(tmp_path):
     assert system.node_pids() == []
 
 
-def test_a_node_that_dies_later_stops_the_system_with_status_1(tmp_path):
+def node_pid(system: System, name: str) -> int:
+    return next(pid for pid in system.node_pids()
+                if open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")[-2] == name.encode())
+
+
+def test_a_crashed_node_is_restarted_and_the_system_goes_on(tmp_path):
     system = System(prepare("contacts_fast.yaml", tmp_path)).start()
-    writer_pid = next(pid for pid in system.node_pids()
-                      if open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")[-2] == b"writer")
-    os.kill(writer_pid, signal.SIGKILL)
+    try:
+        first = node_pid(system, "writer")
+        os.kill(first, signal.SIGKILL)
+        system.wait_for_line(r"node 'writer' exited with status -9; restarting it in 0.5s \(restart 1 of at most 5\)")
+        wait_until(lambda: sum("cqrs-flow | writer ready in" in line for line in system.lines) == 2)
+        assert node_pid(system, "writer") != first
+        contact_id = system.data('mutation { addContact(name: "After restart") { id } }')["addContact"]["id"]
+        query = f'{{ contact(id: "{contact_id}") {{ name }} }}'
+        assert wait_until(lambda: system.data(query)["contact"]) == {"name": "After restart"}
+    finally:
+        assert system.stop() == 0
+    assert system.node_pids() == []
+
+
+def test_a_node_with_restart_never_stops_the_system_with_status_1(tmp_path):
+    system = System(prepare("contacts_fast.yaml", tmp_path, **{"nodes.writer.restart": "never"})).start()
+    os.kill(node_pid(system, "writer"), signal.SIGKILL)
     assert system.stop(sig=None) == 1
-    assert "error: node 'writer' exited with status -9; stopping the others" in system.output()
+    assert "error: node 'writer' exited with status -9 (restart: never); stopping the others" in system.output()
+    assert system.node_pids() == []
+
+
+def test_up_gives_up_after_the_restart_limit(tmp_path):
+    system = System(prepare("contacts_fast.yaml", tmp_path, **{"nodes.reader.restart_limit": 1})).start()
+    os.kill(node_pid(system, "reader"), signal.SIGKILL)
+    wait_until(lambda: sum("cqrs-flow | reader ready in" in line for line in system.lines) == 2)
+    os.kill(node_pid(system, "reader"), signal.SIGKILL)
+    assert system.stop(sig=None) == 1
+    assert "error: node 'reader' exited with status -9 after 1 restarts in a row (restart_limit 1)" in system.output()
     assert system.node_pids() == []
 
 
