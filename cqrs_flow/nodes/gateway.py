@@ -50,7 +50,7 @@ class GatewayService(NodeService):
         broker = self.topology.nodes[self.node.broker]
         assert isinstance(reader, ReaderNode) and isinstance(broker, BrokerNode)
         self.reader = ServiceClient(self.protos, self.protos.service(reader.service),
-                                    reader.listen.target, self.credentials)
+                                    reader.listen.target, self.credentials, timeout=self.node.reader_timeout)
         self.plugins = await start_plugins(self.node, PluginContext(self.topology, self.node, self.protos, self.log))
         self.mqtt = new_client(self.topology.name, self.node.name, broker, persistent=False)
         await connect(self.mqtt, broker)

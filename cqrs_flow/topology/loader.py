@@ -163,6 +163,7 @@ def _kind_node(name: str, kind: str | None, raw: dict[str, Any]) -> Node:
                 for field, m in (raw.get("mutations") or {}).items() if m.get("command")
             }),
             playground=raw["playground"],
+            reader_timeout=raw["reader_timeout"],
             plugins=_plugins(raw),
         )
     return Node(name=name)  # an unknown kind, already reported by the checker

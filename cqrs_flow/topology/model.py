@@ -231,6 +231,7 @@ class GatewayNode(Node):
     queries: Mapping[str, Query] = field(default_factory=frozen_map)
     mutations: Mapping[str, Mutation] = field(default_factory=frozen_map)
     playground: bool = True
+    reader_timeout: float = 5.0
     plugins: tuple[PluginRef, ...] = ()
 
     @property

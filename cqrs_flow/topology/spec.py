@@ -309,6 +309,8 @@ GATEWAY = Section({
     "queries": Field(MapOf(QUERY), default={}, doc="Query field -> reader RPC"),
     "mutations": Field(MapOf(MUTATION), default={}, doc="Mutation field -> command"),
     "playground": Field(boolean, default=True, doc="serve the GraphQL IDE on GET /"),
+    "reader_timeout": Field(parse_duration, default=5.0,
+                            doc="how long a query waits for the reader before answering an error"),
     "plugins": PLUGINS,
 })
 
