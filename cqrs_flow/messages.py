@@ -93,19 +93,21 @@ def set_path(message: Message, path: str, value: Any) -> None:
             for item in value:
                 json_format.ParseDict(item, container.add())
         else:
-            container.extend(_enum_values(field, value))
+            container.extend(_scalar(field, v) for v in value)
     elif field.type == FieldDescriptor.TYPE_MESSAGE:
         json_format.ParseDict(value, getattr(target, last))
-    elif field.type == FieldDescriptor.TYPE_ENUM and isinstance(value, str):
-        setattr(target, last, field.enum_type.values_by_name[value].number)
     else:
-        setattr(target, last, value)
+        setattr(target, last, _scalar(field, value))
 
 
-def _enum_values(field: FieldDescriptor, values: Any) -> list:
-    if field.type != FieldDescriptor.TYPE_ENUM:
-        return list(values)
-    return [field.enum_type.values_by_name[v].number if isinstance(v, str) else v for v in values]
+def _scalar(field: FieldDescriptor, value: Any) -> Any:
+    """An enum value by name as its number; an integer given as a string (a GraphQL ID, a 64-bit
+    integer beyond what GraphQL's Int holds) as an int. ValueError/KeyError when it is neither."""
+    if field.type == FieldDescriptor.TYPE_ENUM and isinstance(value, str):
+        return field.enum_type.values_by_name[value].number
+    if field.type in INTEGER_TYPES and isinstance(value, str):
+        return int(value, 10)
+    return value
 
 
 def to_data(message: Message) -> dict[str, Any]:

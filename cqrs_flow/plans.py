@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import string
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
@@ -20,7 +20,7 @@ from cqrs_flow.messages import INTEGER_TYPES, PathError, find_field, is_repeated
 from cqrs_flow.plugins import Plugin, PluginError, load_plugin_class
 from cqrs_flow.operations import READ_OPS, WRITE_OPS, BoundOperation, ShapeError, bind
 from cqrs_flow.protos import ProtoSet
-from cqrs_flow.sdl import Schema, SchemaField, parse_schema
+from cqrs_flow.sdl import Schema, SchemaField, TypeRef, parse_schema
 from cqrs_flow.topology.model import GatewayNode, ReaderNode, StoreNode, Topology, WriterNode
 from cqrs_flow.topology.yamlsource import KeyPath, LocatedData
 
@@ -240,14 +240,107 @@ class GatewayPlan:
     mutations: dict[str, MutationPlan] = field(default_factory=dict)
 
 
+_FLOATS = (FieldDescriptor.TYPE_FLOAT, FieldDescriptor.TYPE_DOUBLE)
+
+# Which proto fields an argument of a built-in scalar can fill. The gateway gets a Float argument
+# as a Python float, which protobuf refuses for an integer field (even 4.0), so Float fills only
+# float fields; an ID arrives as a string, which set_path turns into an integer for integer fields.
 _GRAPHQL_TO_PROTO: dict[str, Callable[[FieldDescriptor], bool]] = {
     "String": lambda f: f.type in (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_ENUM),
     "ID": lambda f: f.type == FieldDescriptor.TYPE_STRING or f.type in INTEGER_TYPES,
     "Int": lambda f: f.type in INTEGER_TYPES,
-    "Float": lambda f: f.type in (FieldDescriptor.TYPE_FLOAT, FieldDescriptor.TYPE_DOUBLE)
-    or f.type in INTEGER_TYPES,
+    "Float": lambda f: f.type in _FLOATS,
     "Boolean": lambda f: f.type == FieldDescriptor.TYPE_BOOL,
 }
+
+# Which proto fields a result field of a built-in scalar can answer with (as to_data gives them).
+_PROTO_TO_GRAPHQL: dict[str, Callable[[FieldDescriptor], bool]] = {
+    "String": lambda f: f.message_type is None,
+    "ID": lambda f: f.type == FieldDescriptor.TYPE_STRING or f.type in INTEGER_TYPES,
+    "Int": lambda f: f.type in INTEGER_TYPES,
+    "Float": lambda f: f.type in _FLOATS or f.type in INTEGER_TYPES,
+    "Boolean": lambda f: f.type == FieldDescriptor.TYPE_BOOL,
+}
+
+_PROTO_TYPE_NAMES = {value: key[len("TYPE_"):].lower() for key, value in vars(FieldDescriptor).items()
+                     if key.startswith("TYPE_") and isinstance(value, int)}
+
+
+def _proto_type(field: FieldDescriptor) -> str:
+    if field.message_type is not None:
+        return field.message_type.full_name
+    if field.enum_type is not None:
+        return field.enum_type.full_name
+    return _PROTO_TYPE_NAMES.get(field.type, "?")
+
+
+def _list_misfit(type_ref: TypeRef, field: FieldDescriptor) -> str | None:
+    if type_ref.is_list == is_repeated(field):
+        return None
+    return (f"{type_ref.text} is {'a list' if type_ref.is_list else 'not a list'} but {field.full_name} is "
+            f"{'repeated' if is_repeated(field) else 'not repeated'}")
+
+
+def _input_misfits(type_ref: TypeRef, field: FieldDescriptor, schema: Schema,
+                   seen: frozenset[str] = frozenset()) -> Iterator[str]:
+    """Why a GraphQL input value of `type_ref` cannot fill the proto `field` (nothing when it can)."""
+    base = type_ref.base
+    if (problem := _list_misfit(type_ref, field)) is not None:
+        yield problem
+    elif base in _GRAPHQL_TO_PROTO:
+        if not _GRAPHQL_TO_PROTO[base](field):
+            yield f"{base} cannot fill {field.full_name} ({_proto_type(field)})"
+    elif base in schema.enums:
+        if field.type == FieldDescriptor.TYPE_ENUM:
+            missing = [v for v in schema.enum_values.get(base, ()) if v not in field.enum_type.values_by_name]
+            if missing:
+                yield f"enum {base} has {', '.join(missing)}, which {field.enum_type.full_name} lacks"
+        elif field.type != FieldDescriptor.TYPE_STRING:  # a string field takes the value's name
+            yield f"enum {base} cannot fill {field.full_name} ({_proto_type(field)})"
+    elif base in schema.input_types:
+        if field.message_type is None:
+            yield f"input {base} cannot fill {field.full_name} ({_proto_type(field)})"
+        elif base not in seen:
+            for name, ref in schema.input_fields.get(base, {}).items():
+                inner = field.message_type.fields_by_name.get(name)
+                if inner is None:
+                    yield f"input {base} has a field '{name}', which {field.message_type.full_name} lacks"
+                else:
+                    yield from (f"{base}.{name}: {p}" for p in _input_misfits(ref, inner, schema, seen | {base}))
+    else:
+        yield f"{base} is not a type the gateway can put in a protobuf field"
+
+
+def _result_misfits(type_name: str, message: Descriptor, schema: Schema,
+                    seen: frozenset[str] = frozenset()) -> Iterator[str]:
+    """Why the GraphQL object type `type_name` cannot show `message` as to_data gives it: the
+    gateway answers with proto field names, enums by value name, messages as nested objects."""
+    if type_name in seen:
+        return
+    for name, ref in schema.fields_of(type_name).items():
+        field = message.fields_by_name.get(name)
+        if field is None:
+            yield (f"{type_name}.{name} matches no field of {message.full_name} (the gateway answers with "
+                   f"its field names: {', '.join(message.fields_by_name)})")
+            continue
+        where = f"{type_name}.{name}: {ref.text}"
+        if (problem := _list_misfit(ref, field)) is not None:
+            yield f"{where}: {problem}"
+        elif ref.base in schema.object_fields:
+            if field.message_type is None:
+                yield f"{where} is an object type but {field.full_name} is {_proto_type(field)}"
+            else:
+                yield from _result_misfits(ref.base, field.message_type, schema, seen | {type_name})
+        elif ref.base in schema.enums:
+            if field.type == FieldDescriptor.TYPE_ENUM:
+                missing = [v.name for v in field.enum_type.values if v.name not in schema.enum_values.get(ref.base, ())]
+                if missing:
+                    yield (f"{where}: enum {ref.base} lacks {', '.join(missing)}, which {field.full_name} "
+                           f"may hold (an unset enum field reads as its zero value)")
+            elif field.type != FieldDescriptor.TYPE_STRING:
+                yield f"{where} cannot show {field.full_name} ({_proto_type(field)})"
+        elif ref.base in _PROTO_TO_GRAPHQL and not _PROTO_TO_GRAPHQL[ref.base](field):
+            yield f"{where} cannot show {field.full_name} ({_proto_type(field)})"
 
 
 def _map_arguments(sdl_field: SchemaField, request: Descriptor, explicit: dict[str, str],
@@ -273,12 +366,11 @@ def _map_arguments(sdl_field: SchemaField, request: Descriptor, explicit: dict[s
         except PathError as exc:
             report(where, str(exc))
             continue
-        if argument.is_list != is_repeated(proto_field) or (
-                argument.base in _GRAPHQL_TO_PROTO and not _GRAPHQL_TO_PROTO[argument.base](proto_field)) or (
-                argument.base not in _GRAPHQL_TO_PROTO and argument.base not in schema.input_types
-                and argument.base not in schema.enums):
-            report(where, f"argument '{name}: {argument.text}' of {sdl_field.owner}.{sdl_field.name} does not "
-                          f"fit {request.full_name}.{target}")
+        misfits = list(_input_misfits(argument, proto_field, schema))
+        if misfits:
+            for misfit in misfits:
+                report(where, f"argument '{name}: {argument.text}' of {sdl_field.owner}.{sdl_field.name} does "
+                              f"not fit {request.full_name}.{target}: {misfit}")
             continue
         mapping[name] = target
     return mapping
@@ -359,6 +451,16 @@ def gateway_plan(topology: Topology, gateway: GatewayNode, protos: ProtoSet, rep
                 report(path + ("result",), f"Query.{name} returns {sdl_field.returns.text} but "
                                            f"{response.full_name}.{result} is "
                                            f"{'a list' if is_repeated(result_field) else 'not a list'}")
+                continue
+            shown = result_field.message_type
+        else:
+            shown = response
+        if shown is not None and sdl_field.returns.base in schema.object_fields:
+            misfits = list(_result_misfits(sdl_field.returns.base, shown, schema))
+            for misfit in misfits:
+                report(path + ("result",) if query.result else path,
+                       f"Query.{name} returns {sdl_field.returns.text}, which does not fit {shown.full_name}: {misfit}")
+            if misfits:
                 continue
         plan.queries[name] = QueryPlan(name, mapped, result, sdl_field.returns.is_list)
     for name in gateway.queries:

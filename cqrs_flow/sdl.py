@@ -32,6 +32,8 @@ class Schema:
     object_fields: dict[str, dict[str, TypeRef]] = field(default_factory=dict)
     input_types: set[str] = field(default_factory=set)
     enums: set[str] = field(default_factory=set)
+    input_fields: dict[str, dict[str, TypeRef]] = field(default_factory=dict)  # input type -> its fields
+    enum_values: dict[str, tuple[str, ...]] = field(default_factory=dict)  # enum -> its value names
 
     def fields_of(self, type_name: str) -> dict[str, TypeRef]:
         return self.object_fields.get(type_name, {})
@@ -72,7 +74,8 @@ def parse_schema(text: str) -> Schema:
         raise ValueError(f"not valid GraphQL SDL: {exc}") from None
     roots = {"query": "Query", "mutation": "Mutation"}
     objects: dict[str, object] = {}
-    input_types, enums = set(), set()
+    inputs: dict[str, list] = {}
+    enums: dict[str, list] = {}
     for definition in document.definitions:
         kind = type(definition).__name__
         if kind == "SchemaDefinitionNode":
@@ -80,10 +83,10 @@ def parse_schema(text: str) -> Schema:
                 roots[operation.operation_type] = operation.type.name.value
         elif kind in ("ObjectTypeDefinitionNode", "ObjectTypeExtensionNode"):
             objects.setdefault(definition.name.value, []).extend(definition.fields or [])
-        elif kind == "InputObjectTypeDefinitionNode":
-            input_types.add(definition.name.value)
-        elif kind == "EnumTypeDefinitionNode":
-            enums.add(definition.name.value)
+        elif kind in ("InputObjectTypeDefinitionNode", "InputObjectTypeExtensionNode"):
+            inputs.setdefault(definition.name.value, []).extend(definition.fields or [])
+        elif kind in ("EnumTypeDefinitionNode", "EnumTypeExtensionNode"):
+            enums.setdefault(definition.name.value, []).extend(definition.values or [])
 
     def root_fields(type_name: str) -> dict[str, SchemaField]:
         return {
@@ -100,6 +103,8 @@ def parse_schema(text: str) -> Schema:
         queries=root_fields(roots["query"]),
         mutations=root_fields(roots["mutation"]),
         object_fields={name: {f.name.value: _type_ref(f.type) for f in fields} for name, fields in objects.items()},
-        input_types=input_types,
-        enums=enums,
+        input_types=set(inputs),
+        enums=set(enums),
+        input_fields={name: {f.name.value: _type_ref(f.type) for f in fields} for name, fields in inputs.items()},
+        enum_values={name: tuple(v.name.value for v in values) for name, values in enums.items()},
     )

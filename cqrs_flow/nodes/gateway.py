@@ -14,6 +14,7 @@ from typing import Any
 
 import grpc
 from aiohttp import web
+from google.protobuf import json_format
 from tartiflette import Resolver, TartifletteError, create_engine
 
 from cqrs_flow.errors import NodeError, TopologyError
@@ -229,7 +230,7 @@ def _build(message_class, arguments: dict[str, str], args: dict[str, Any]):
         if args.get(name) is not None:
             try:
                 set_path(message, path, args[name])
-            except (ValueError, TypeError, KeyError) as exc:
+            except (ValueError, TypeError, KeyError, json_format.ParseError) as exc:
                 raise RequestFailed(f"argument '{name}' does not fit: {exc}") from None
     return message
 

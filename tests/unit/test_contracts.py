@@ -189,7 +189,8 @@ def test_graphql_argument_mapped_explicitly(contracts, make_project):
 def test_graphql_argument_of_the_wrong_type(contracts, make_project):
     path = make_project(schema=[("listContacts(count: Int!)", "listContacts(count: String!)")])
     assert at(contracts(path), "nodes.gateway.queries.listContacts") == [
-        "argument 'count: String!' of Query.listContacts does not fit contacts.ListContactsRequest.count"]
+        "argument 'count: String!' of Query.listContacts does not fit contacts.ListContactsRequest.count: "
+        "String cannot fill contacts.ListContactsRequest.count (int32)"]
 
 
 def test_list_query_answered_by_a_single_field(contracts, make_project):
