@@ -29,8 +29,11 @@ __all__ = ["EntityLanes", "WriterService"]
 
 # Store answers worth waiting out: the store is restarting or overloaded.
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
-             grpc.StatusCode.RESOURCE_EXHAUSTED}
+             grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.CANCELLED}
 PUBACK_SUCCESS = 0
+# Store calls one writer has open at once: enough to keep the store busy, few enough that a
+# burst queues here (in order, per entity) rather than as thousands of open calls.
+MAX_IN_FLIGHT = 32
 
 
 class EntityLanes:
@@ -105,6 +108,7 @@ class WriterService(NodeService):
         self.subscriptions = [*self.node.topics,
                               *(t for t in named if not any(matches(f, t) for f in self.node.topics))]
         self.lanes = EntityLanes()
+        self.in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
         self.subscribed = asyncio.Event()
         broker = self.topology.nodes[self.node.broker]
         assert isinstance(broker, BrokerNode)
@@ -149,13 +153,17 @@ class WriterService(NodeService):
             except Exception:
                 self.log.exception("set aside: %s %s: plugin '%s' failed", plan.name, key, plugin.name)
                 return
-        delay = 0.1
+        delay, retried = 0.1, False
         while True:
             try:
-                await self.store.call(plan.rpc, command)
+                async with self.in_flight:
+                    await self.store.call(plan.rpc, command)
                 self.log.info("applied %s %s", plan.name, key)
                 return
             except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.ALREADY_EXISTS and retried:
+                    self.log.info("applied %s %s (by the attempt before this one)", plan.name, key)
+                    return
                 if exc.code() not in RETRYABLE:
                     self.log.warning("set aside: %s %s refused by the store: %s %s",
                                      plan.name, key, exc.code().name, exc.details())
@@ -163,7 +171,7 @@ class WriterService(NodeService):
                 self.log.warning("store unavailable for %s %s (%s); retrying in %.1fs",
                                  plan.name, key, exc.code().name, delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                delay, retried = min(delay * 2, 5.0), True
 
     async def stop(self) -> None:
         # Finish the commands already received (they were accepted; the delay is the only thing

@@ -3,6 +3,7 @@ and talk to it with real clients (HTTP, MQTT, gRPC)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -176,6 +177,11 @@ class System:
 
     def token(self, node: str) -> str:
         return derive_token(SECRET, node)
+
+
+async def acknowledged(client, timeout: float = 20.0) -> None:
+    """Wait until the broker has acknowledged every QoS 1 message `client` (gmqtt) published."""
+    await asyncio.wait_for(client._persistent_storage.wait_empty(), timeout)
 
 
 def wait_until(check, timeout: float = 10.0, interval: float = 0.05):

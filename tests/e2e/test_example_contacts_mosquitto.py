@@ -10,7 +10,7 @@ import gmqtt
 import pytest
 from gmqtt.mqtt.constants import MQTTv311
 
-from system import EXAMPLES, System, cli, prepare, wait_until
+from system import EXAMPLES, System, acknowledged, cli, prepare, wait_until
 
 EXAMPLE = EXAMPLES / "contacts-mosquitto" / "topology.yaml"
 
@@ -78,7 +78,7 @@ def test_a_qos1_burst_beyond_mosquittos_default_queue_is_applied_whole(on_mosqui
             request = request_class()
             request.contact.id, request.contact.name = f"{batch}-{i}", f"burst {i}"
             client.publish("CONTACT/ADD", request.SerializeToString(), qos=1)
-        await asyncio.sleep(0.5)
+        await acknowledged(client)
         await client.disconnect()
 
     asyncio.run(burst())

@@ -8,7 +8,7 @@ import uuid
 import gmqtt
 from gmqtt.mqtt.constants import MQTTv311
 
-from system import wait_until
+from system import acknowledged, wait_until
 
 
 async def _connect(system, name: str) -> gmqtt.Client:
@@ -55,7 +55,7 @@ def test_writer_sets_aside_garbage_and_applies_the_next_command(contacts):
         client.publish("CONTACT/ADD", b"\xff\xff\xff not a protobuf", qos=1)
         client.publish("CONTACT/DELETE", b"\x0a\x05", qos=1)  # truncated field
         client.publish("CONTACT/ADD", good.SerializeToString(), qos=1)
-        await asyncio.sleep(0.2)
+        await acknowledged(client)
         await client.disconnect()
 
     asyncio.run(publish())
