@@ -104,6 +104,50 @@ def schema() -> None:
     click.echo(schema_text(), nl=False)
 
 
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.argument("directory", metavar="DIR", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("entity_spec", nargs=-1, type=click.UNPROCESSED, metavar="--entity NAME FIELD:TYPE...")
+@click.option("--port-base", type=click.IntRange(1024, 65535 - 883), default=18000, show_default=True,
+              help="Ports: broker +883, store write/read +51/+52, reader +53, gateway +80.")
+@click.option("--name", "name", help="Project name (proto package, plugin module, topics); default: DIR's name.")
+def init(directory: Path, entity_spec: tuple[str, ...], port_base: int, name: str | None) -> None:
+    """Scaffold a new project in DIR (new or empty) that `cqrs-flow up DIR/topology.yaml` runs.
+
+    Describe its entity with --entity NAME (PascalCase) and its fields as NAME:TYPE, TYPE being
+    String, Int, Float, Boolean or ID, or a list such as [String] (quote it in a shell). The id
+    key and the updated_at timestamp are added. One entity per project: a gateway reads
+    through one reader, and a reader from one store.
+
+    \b
+    Example: cqrs-flow init bookshop --entity Book title:String year:Int 'tags:[String]'
+    """
+    from cqrs_flow import scaffold
+
+    if str(directory).startswith("-"):
+        raise click.UsageError("DIR comes first: cqrs-flow init DIR --entity NAME FIELD:TYPE...")
+    try:
+        project_name = scaffold.project_name(directory, name)
+    except scaffold.ScaffoldError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--name'" if name else "'DIR'") from None
+    try:
+        project = scaffold.make_project(project_name, scaffold.parse_entities(entity_spec), port_base)
+    except scaffold.UnknownOption as exc:
+        raise click.NoSuchOption(exc.option, possibilities=["--entity", "--port-base", "--name"]) from None
+    except scaffold.ScaffoldError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--entity'") from None
+    try:
+        written = scaffold.write_project(directory, scaffold.render(project))
+    except scaffold.ScaffoldError as exc:
+        raise click.BadParameter(str(exc), param_hint="'DIR'") from None
+    except OSError as exc:
+        _fail(CqrsFlowError(f"cannot write {directory}: {exc.strerror or exc}"))
+    for path in written:
+        click.echo(f"created {path}")
+    topology_file = directory / "topology.yaml"
+    click.echo(f"\nRun it:  cqrs-flow up {topology_file}\n"
+               f"GraphQL: http://127.0.0.1:{project.port('gateway')}/graphql (see {directory / 'README.md'})")
+
+
 def _summary(topology: Topology) -> str:
     order = " -> ".join("{" + ", ".join(b) + "}" if len(b) > 1 else b[0] for b in start_batches(topology))
     return f"{len(topology.nodes)} nodes, {len(topology.commands)} commands; start order: {order}"
