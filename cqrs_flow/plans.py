@@ -154,6 +154,7 @@ class CommandPlan:
     rpc: str
     request: type[Message]
     key_path: str | None  # where the entity key is in the request; None: no per-entity order
+    command_id_path: str | None  # where the command id goes; None: the request has no such field
 
 
 def command_plan(topology: Topology, name: str, store: StoreNode, protos: ProtoSet,
@@ -182,7 +183,10 @@ def command_plan(topology: Topology, name: str, store: StoreNode, protos: ProtoS
             return None
     else:
         key_path = find_field(request, store.key)
-    return CommandPlan(name, command.topic, command.rpc, protos.class_of(request), key_path)
+    id_field = request.fields_by_name.get(topology.command_id)
+    id_path = topology.command_id if id_field is not None and id_field.type == FieldDescriptor.TYPE_STRING \
+        and not is_repeated(id_field) else None
+    return CommandPlan(name, command.topic, command.rpc, protos.class_of(request), key_path, id_path)
 
 
 def writer_plan(topology: Topology, writer: WriterNode, protos: ProtoSet,
@@ -227,6 +231,7 @@ class MutationPlan:
     arguments: dict[str, str]
     generate: dict[str, str]  # request field path -> generator name
     key_path: str | None
+    command_id_path: str | None
     exists: Call | None
     message: str
     not_found: str
@@ -503,7 +508,7 @@ def gateway_plan(topology: Topology, gateway: GatewayNode, protos: ProtoSet, rep
         _template(mutation.not_found, names, report, path + ("not_found",))
         plan.mutations[name] = MutationPlan(
             name, mutation.command, planned.topic, planned.request, arguments, dict(mutation.generate),
-            planned.key_path, exists, mutation.message, mutation.not_found, entity)
+            planned.key_path, planned.command_id_path, exists, mutation.message, mutation.not_found, entity)
     for name in gateway.mutations:
         if name not in schema.mutations:
             report(base + ("mutations", name), f"{gateway.schema} has no field Mutation.{name}")

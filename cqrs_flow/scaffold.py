@@ -62,7 +62,7 @@ _PROJECT = re.compile(r"^[a-z][a-z0-9_]*$")
 _TYPE = re.compile(r"^\s*(\[)?\s*([A-Za-z]+)\s*(!)?\s*(\])?\s*(!)?\s*$")
 # Names the generated GraphQL schema or protos define themselves, or GraphQL reserves.
 _RESERVED_ENTITIES = {*TYPES, "Query", "Mutation", "Subscription", "RequestResponse", "RequestStatus",
-                      "WriteResponse"}
+                      "WriteResponse", "CommandStatus", "CommandState"}
 
 
 class ScaffoldError(ValueError):
@@ -193,6 +193,7 @@ def parse_entity(name: str, field_texts: Sequence[str]) -> Entity:
             KEY: f"every entity has the key '{KEY}: String' already (the store fills it with a UUID)",
             TIMESTAMP: f"the store sets '{TIMESTAMP}' to the RFC 3339 time of every write already",
             entity_snake: f"'{entity_snake}' names the request field that carries a {name}",
+            "command_id": "'command_id' is the request field that carries each command's id",
         }
         if found.name in reserved:
             raise ScaffoldError(f"field name {found.name!r} of {name} is reserved: {reserved[found.name]}")
@@ -406,9 +407,10 @@ message {n} {{
 {field_lines}
 }}
 
-message Add{n}Request {{ {n} {s} = 1; }}
-message Update{n}Request {{ {n} {s} = 1; }}
-message Delete{n}Request {{ string {KEY} = 1; }}
+// Commands; the gateway sets command_id, and the store applies each command id once.
+message Add{n}Request {{ {n} {s} = 1; string command_id = 15; }}
+message Update{n}Request {{ {n} {s} = 1; string command_id = 15; }}
+message Delete{n}Request {{ string {KEY} = 1; string command_id = 15; }}
 message Add{pl}Request {{ repeated {n} {ps} = 1; }}
 message Delete{pl}Request {{ repeated string ids = 1; }}
 
@@ -467,6 +469,8 @@ type RequestResponse {{
   message: String!
   "The id of the {e.words} the command is about (for add{e.name}: the new {e.words}'s id)."
   id: String
+  "The id of the queued command: ask commandStatus(id) what became of it."
+  command_id: String
 }}
 
 type {e.name} {{

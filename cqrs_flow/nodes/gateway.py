@@ -20,6 +20,7 @@ from tartiflette import Resolver, TartifletteError, create_engine
 from cqrs_flow.errors import NodeError, TopologyError
 from cqrs_flow.messages import get_path, set_path, to_data
 from cqrs_flow.mqtt import connect, new_client
+from cqrs_flow.nodes.commands import STATUS_SDL, CommandBook
 from cqrs_flow.nodes.runtime import NodeService
 from cqrs_flow.plans import Call, GatewayPlan, MutationPlan, QueryPlan, Report, gateway_plan
 from cqrs_flow.plugins import PluginContext, Rejected, start_plugins, stop_plugins
@@ -53,7 +54,10 @@ class GatewayService(NodeService):
         self.reader = ServiceClient(self.protos, self.protos.service(reader.service),
                                     reader.listen.target, self.credentials, timeout=self.node.reader_timeout)
         self.plugins = await start_plugins(self.node, PluginContext(self.topology, self.node, self.protos, self.log))
+        self.book = CommandBook()
         self.mqtt = new_client(self.topology.name, self.node.name, broker, persistent=False)
+        self.mqtt.on_connect = lambda client, *_: client.subscribe(self.topology.status_topic, qos=1)
+        self.mqtt.on_message = self._on_status
         await connect(self.mqtt, broker)
         self.engine = await self._engine(plan)
         self.playground = _playground_page(self.topology.name, plan.schema.example_query())
@@ -85,16 +89,29 @@ class GatewayService(NodeService):
             await self.reader.close()
         await stop_plugins(getattr(self, "plugins", []), self.log)
 
+    def _on_status(self, client, topic: str, payload: bytes, qos: int, properties) -> int:
+        if topic == self.topology.status_topic and not self.book.heard(payload):
+            self.log.warning("ignored a status report that is not one (%d bytes)", len(payload))
+        return 0
+
     # -- GraphQL ------------------------------------------------------------------------------
 
     async def _engine(self, plan: GatewayPlan):
         schema_name = f"cqrs-flow:{self.topology.name}:{self.node.name}"
+        sdl = plan.schema.text
+        if "commandStatus" not in plan.schema.queries:
+            sdl += STATUS_SDL.format(query_type=plan.schema.query_type)
+            Resolver(f"{plan.schema.query_type}.commandStatus", schema_name=schema_name)(
+                self._command_status)
         for name, query in plan.queries.items():
             Resolver(f"{plan.schema.query_type}.{name}", schema_name=schema_name)(self._query_resolver(query))
         for name, mutation in plan.mutations.items():
             Resolver(f"{plan.schema.mutation_type}.{name}", schema_name=schema_name)(
                 self._mutation_resolver(mutation))
-        return await create_engine(plan.schema.text, schema_name=schema_name, error_coercer=self._coerce_error)
+        return await create_engine(sdl, schema_name=schema_name, error_coercer=self._coerce_error)
+
+    async def _command_status(self, parent: Any, args: dict[str, Any], ctx: Any, info: Any):
+        return self.book.get(args["id"])
 
     async def _coerce_error(self, exception: Exception, error: dict[str, Any]) -> dict[str, Any]:
         """Clients see the message of failures we expect; anything else is logged, not leaked."""
@@ -159,8 +176,13 @@ class GatewayService(NodeService):
             if not self.mqtt.is_connected:
                 return {"status": "ERROR", "message": "the broker is unavailable; nothing was queued",
                         "id": key}
+            command_id = str(uuid.uuid4())
+            if plan.command_id_path:
+                set_path(command, plan.command_id_path, command_id)
+                self.book.queued(command_id, plan.command, key)
             self.mqtt.publish(plan.topic, command.SerializeToString(), qos=1)
-            return {"status": "OK", "message": plan.message.format_map(words), "id": key}
+            return {"status": "OK", "message": plan.message.format_map(words), "id": key,
+                    "command_id": command_id if plan.command_id_path else None}
 
         return resolve
 

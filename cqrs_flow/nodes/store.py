@@ -10,6 +10,7 @@ import grpc
 
 from cqrs_flow.auth import CallerCheck
 from cqrs_flow.errors import TopologyError
+from cqrs_flow.nodes.commands import AppliedCommands
 from cqrs_flow.nodes.runtime import NodeService
 from cqrs_flow.operations import BoundOperation, InvalidRequest
 from cqrs_flow.plans import Report, store_plan
@@ -31,6 +32,7 @@ class StoreService(NodeService):
         self.backend: DocumentStore = MemoryStore(self.node.collection)
         self.document_class = self.protos.message_class(self.node.document)
         self.entity = self.node.document.rpartition(".")[2].lower()
+        self.applied = AppliedCommands()
         check = CallerCheck(self.topology.callers_of(self.node.name), self.credentials)
         self.servers: list[grpc.aio.Server] = []
         for side in ("write", "read"):
@@ -43,11 +45,20 @@ class StoreService(NodeService):
     def _handler(self, bound: BoundOperation) -> Handler:
         response_class = self.protos.class_of(bound.method.output_type)
         node = self.node
+        id_field = bound.method.input_type.fields_by_name.get(self.topology.command_id)
+        command_ids = bound.side == "write" and id_field is not None and id_field.type == id_field.TYPE_STRING
 
         async def handle(request, context: grpc.aio.ServicerContext):
+            command_id = getattr(request, self.topology.command_id) if command_ids else ""
+            if command_id and (done := self.applied.get(command_id)) is not None:
+                self.log.info("command %s was applied before; not applying it again", command_id)
+                return response_class.FromString(done)
             try:
-                return await bound.run(request, self.backend, self.document_class, response_class,
-                                       node.timestamp, node.list_limit)
+                response = await bound.run(request, self.backend, self.document_class, response_class,
+                                           node.timestamp, node.list_limit)
+                if command_id:
+                    self.applied.add(command_id, response.SerializeToString())
+                return response
             except NotFound as exc:
                 await context.abort(grpc.StatusCode.NOT_FOUND, f"no {self.entity} with {node.key} '{exc}'")
             except DuplicateKey as exc:

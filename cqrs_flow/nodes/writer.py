@@ -9,6 +9,8 @@ applied when the writer stopped is delivered again.
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 from typing import Awaitable, Callable
 
 import gmqtt
@@ -30,6 +32,11 @@ __all__ = ["EntityLanes", "WriterService"]
 # Store answers worth waiting out: the store is restarting or overloaded.
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
              grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.CANCELLED}
+# Answers about the command itself: trying again would get the same answer.
+REFUSALS = {grpc.StatusCode.NOT_FOUND, grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.INVALID_ARGUMENT,
+            grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.OUT_OF_RANGE,
+            grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED,
+            grpc.StatusCode.UNIMPLEMENTED}
 PUBACK_SUCCESS = 0
 # Store calls one writer has open at once: enough to keep the store busy, few enough that a
 # burst queues here (in order, per entity) rather than as thousands of open calls.
@@ -127,51 +134,87 @@ class WriterService(NodeService):
         client.subscribe([gmqtt.Subscription(topic, qos=1) for topic in self.subscriptions])
 
     async def _on_message(self, client, topic: str, payload: bytes, qos: int, properties) -> int:
-        """Returns once the command is applied or set aside; gmqtt then sends the PUBACK."""
+        """Returns once the command is applied or set aside; then the PUBACK goes out (MQTT 5)."""
         plan = self.plans.get(topic)
         if plan is None:
-            self.log.warning("set aside: message on %s, which is no command's topic", topic)
+            self._set_aside(topic, payload, None, "", "", f"{topic} is no command's topic")
             return PUBACK_SUCCESS
         try:
             command = plan.request.FromString(payload)
         except DecodeError as exc:
-            self.log.warning("set aside: payload on %s is not a valid %s (%d bytes): %s",
-                             topic, plan.request.DESCRIPTOR.full_name, len(payload), exc)
+            reason = f"not a valid {plan.request.DESCRIPTOR.full_name} ({len(payload)} bytes): {exc}"
+            self._set_aside(topic, payload, plan, "", "", reason)
             return PUBACK_SUCCESS
         key = str(get_path(command, plan.key_path)) if plan.key_path else ""
+        command_id = str(get_path(command, plan.command_id_path)) if plan.command_id_path else ""
         due = asyncio.get_running_loop().time() + self.node.delay
-        await self.lanes.run(key, due, lambda: self._apply(plan, command, key))
+
+        async def apply() -> None:
+            reason = await self._apply(plan, command, key)
+            if reason is None:
+                self._report(plan, command_id, key, "APPLIED", "")
+            else:
+                self._set_aside(topic, payload, plan, command_id, key, reason)
+
+        await self.lanes.run(key, due, apply)
         return PUBACK_SUCCESS
 
-    async def _apply(self, plan: CommandPlan, command: Message, key: str) -> None:
-        for plugin in self.plugins:
-            try:
-                await plugin.before_apply(plan.name, command)
-            except Rejected as exc:
-                self.log.warning("set aside: %s %s rejected by plugin '%s': %s", plan.name, key, plugin.name, exc)
-                return
-            except Exception:
-                self.log.exception("set aside: %s %s: plugin '%s' failed", plan.name, key, plugin.name)
-                return
-        delay, retried = 0.1, False
+    async def _apply(self, plan: CommandPlan, command: Message, key: str) -> str | None:
+        """Apply one command; None when applied, else why it was not. An unavailable store is
+        waited for; unexpected failures are tried `attempts` times; refusals are final."""
+        failures, delay = 0, 0.1
         while True:
             try:
+                for plugin in self.plugins:
+                    await plugin.before_apply(plan.name, command)
                 async with self.in_flight:
                     await self.store.call(plan.rpc, command)
                 self.log.info("applied %s %s", plan.name, key)
-                return
+                return None
+            except Rejected as exc:
+                return f"rejected by plugin: {exc}"
             except grpc.aio.AioRpcError as exc:
-                if exc.code() == grpc.StatusCode.ALREADY_EXISTS and retried:
+                code = exc.code()
+                if code == grpc.StatusCode.ALREADY_EXISTS and (failures or delay > 0.1):
                     self.log.info("applied %s %s (by the attempt before this one)", plan.name, key)
-                    return
-                if exc.code() not in RETRYABLE:
-                    self.log.warning("set aside: %s %s refused by the store: %s %s",
-                                     plan.name, key, exc.code().name, exc.details())
-                    return
-                self.log.warning("store unavailable for %s %s (%s); retrying in %.1fs",
-                                 plan.name, key, exc.code().name, delay)
-                await asyncio.sleep(delay)
-                delay, retried = min(delay * 2, 5.0), True
+                    return None
+                if code in REFUSALS:
+                    return f"refused by the store: {code.name} {exc.details()}"
+                if code in RETRYABLE:
+                    self.log.warning("store unavailable for %s %s (%s); retrying in %.1fs",
+                                     plan.name, key, code.name, delay)
+                else:
+                    failures += 1
+                    self.log.warning("%s %s failed (%s %s), attempt %d of %d", plan.name, key,
+                                     code.name, exc.details(), failures, self.node.attempts)
+                    if failures >= self.node.attempts:
+                        return f"failed {failures} times: {code.name} {exc.details()}"
+            except Exception as exc:  # a plugin that failed
+                failures += 1
+                self.log.exception("%s %s: attempt %d of %d failed", plan.name, key, failures, self.node.attempts)
+                if failures >= self.node.attempts:
+                    return f"failed {failures} times: {type(exc).__name__}: {exc}"
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    def _set_aside(self, topic: str, payload: bytes, plan: CommandPlan | None, command_id: str,
+                   key: str, reason: str) -> None:
+        """Log a command that will not be applied, send it to the dead-letter topic, report it."""
+        what = " ".join(part for part in (plan.name if plan else "message", key) if part)
+        self.log.warning("set aside: %s on %s: %s", what, topic, reason)
+        if self.node.dead_letter and self.mqtt.is_connected:
+            letter = {"topic": topic, "command": plan.name if plan else None, "command_id": command_id or None,
+                      "key": key or None, "reason": reason, "writer": self.node.name,
+                      "payload": base64.b64encode(payload).decode()}
+            self.mqtt.publish(self.node.dead_letter, json.dumps(letter).encode(), qos=1)
+        if plan is not None:
+            self._report(plan, command_id, key, "FAILED", reason)
+
+    def _report(self, plan: CommandPlan, command_id: str, key: str, state: str, reason: str) -> None:
+        """Tell the gateways what became of a command (they answer commandStatus with it)."""
+        if command_id and self.mqtt.is_connected:
+            status = {"id": command_id, "state": state, "command": plan.name, "key": key, "reason": reason}
+            self.mqtt.publish(self.topology.status_topic, json.dumps(status).encode(), qos=1)
 
     async def stop(self) -> None:
         # Finish the commands already received (they were accepted; the delay is the only thing

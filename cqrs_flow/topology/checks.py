@@ -137,6 +137,18 @@ def _check_commands(topology: Topology, report: _Reporter) -> None:
         if not published[name]:
             report(path, f"topic '{command.topic}' is published by no gateway mutation: "
                          f"{', '.join(consumed[name]) or 'nothing'} would wait for commands that never come")
+    reserved = {topology.status_topic: ("status_topic",)}
+    reserved.update({w.dead_letter: ("nodes", w.name, "dead_letter") for w in topology.nodes_of(WriterNode)
+                     if w.dead_letter})
+    for topic, path in reserved.items():
+        if topic in by_topic:
+            report(path, f"'{topic}' is also the topic of command {by_topic[topic][0]}; "
+                         "status and dead-letter topics need their own")
+        for writer in topology.nodes_of(WriterNode):
+            for i, topic_filter in enumerate(writer.topics):
+                if matches(topic_filter, topic):
+                    report(("nodes", writer.name, "topics", i),
+                           f"filter '{topic_filter}' also matches '{topic}', which carries no commands")
     for topic, names in by_topic.items():
         if len(names) > 1:
             report(("commands", names[1], "topic"),

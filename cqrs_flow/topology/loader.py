@@ -74,6 +74,8 @@ def _build(data: dict[str, Any], path: Path, located: LocatedData) -> Topology:
         protos=tuple(Path(p) for p in data.get("proto") or ()),
         commands=frozen_map(commands),
         nodes=frozen_map(nodes),
+        command_id=data["command_id"],
+        status=data.get("status_topic"),
         plugin_path=tuple(Path(p) for p in data["plugin_path"] or ()),
         ready_timeout=data["ready_timeout"],
         stop_timeout=data["stop_timeout"],
@@ -141,6 +143,8 @@ def _kind_node(name: str, kind: str | None, raw: dict[str, Any]) -> Node:
             commands=tuple(raw.get("commands") or ()),
             topics=tuple(raw.get("topics") or ()),
             delay=raw["delay"],
+            dead_letter=raw.get("dead_letter"),
+            attempts=raw["attempts"],
             plugins=_plugins(raw),
         )
     if kind == "gateway":

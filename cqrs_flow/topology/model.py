@@ -214,6 +214,8 @@ class WriterNode(Node):
     commands: tuple[str, ...] = ()  # by name
     topics: tuple[str, ...] = ()  # topic filters selecting commands by their topic
     delay: float = 0.0
+    dead_letter: str | None = None
+    attempts: int = 5
     plugins: tuple[PluginRef, ...] = ()
 
     @property
@@ -256,6 +258,8 @@ class Topology:
     protos: tuple[Path, ...]
     commands: Mapping[str, Command]
     nodes: Mapping[str, Node]
+    command_id: str = "command_id"
+    status: str | None = None  # as written; see status_topic
     plugin_path: tuple[Path, ...] = (Path("."),)
     ready_timeout: float = 30.0
     stop_timeout: float = 5.0
@@ -264,6 +268,11 @@ class Topology:
     @property
     def root(self) -> Path:
         return self.source.parent
+
+    @property
+    def status_topic(self) -> str:
+        """Where writers report what became of each command."""
+        return self.status or f"{self.name}/status"
 
     def nodes_of(self, kind: type) -> list:
         return [n for n in self.nodes.values() if isinstance(n, kind)]

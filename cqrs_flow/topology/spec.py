@@ -296,6 +296,11 @@ WRITER = Section({
     "topics": Field(one_or_many(topic_filter), default=(),
                     doc="or: topic filters ('+' and '#' allowed) selecting the commands it applies"),
     "delay": Field(parse_duration, default=0.0, doc="wait between receiving and applying"),
+    "dead_letter": Field(topic, doc="topic commands that cannot be applied are set aside on, "
+                                    "with the reason (default: only logged)"),
+    "attempts": Field(positive_int, default=5,
+                      doc="tries of a command that fails unexpectedly before it is set aside "
+                          "(an unavailable store is waited for, not counted)"),
     "plugins": PLUGINS,
 })
 
@@ -321,6 +326,11 @@ TOPOLOGY = Section({
     "proto": Field(one_or_many(string), required=True, doc=".proto files, relative to this file"),
     "commands": Field(MapOf(COMMAND, key=name), required=True, doc="command name -> topic and RPC"),
     "nodes": Field(MapOf(ByKind(NODE_KINDS), key=name), required=True),
+    "command_id": Field(name, default="command_id",
+                        doc="request field the gateway puts each command's id in, where the request "
+                            "message has such a field (the store then applies each id once)"),
+    "status_topic": Field(topic, doc="topic writers report applied and failed commands on, for the "
+                                     "gateways (default: <name>/status)"),
     "plugin_path": Field(one_or_many(string), default=(".",),
                          doc="directories, relative to this file, that plugins are imported from"),
     "ready_timeout": Field(parse_duration, default=30.0, doc="how long a node may take to be ready"),

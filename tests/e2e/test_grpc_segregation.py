@@ -72,3 +72,21 @@ def test_health_service_answers_without_credentials(contacts):
         with grpc.insecure_channel(address.target) as channel:
             answer = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
         assert answer.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_a_command_id_is_applied_once(contacts):
+    request = contacts.protos.message_class("contacts.UpdateContactRequest")()
+    added = call(contacts, "writer", "contacts.ContactWriteService", "AddContacts", add_many_request(contacts, "Once"))
+    listed = call(contacts, "reader", "contacts.ContactReadService", "ListContacts",
+                  contacts.protos.message_class("contacts.ListContactsRequest")(count=1000))
+    contact = next(c for c in listed.contacts if c.name == "Once")
+    assert added.count == 1
+    request.contact.id, request.contact.name, request.command_id = contact.id, "Twice?", "cmd-once"
+    first = call(contacts, "writer", "contacts.ContactWriteService", "UpdateContact", request)
+    stamp = call(contacts, "reader", "contacts.ContactReadService", "GetContact",
+                 get_request(contacts, contact.id)).contact.last_updated
+    request.contact.name = "Changed on the way"  # a redelivery carries the same id: not applied again
+    again = call(contacts, "writer", "contacts.ContactWriteService", "UpdateContact", request)
+    assert again == first
+    now = call(contacts, "reader", "contacts.ContactReadService", "GetContact", get_request(contacts, contact.id))
+    assert now.contact.name == "Twice?" and now.contact.last_updated == stamp

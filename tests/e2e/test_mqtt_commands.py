@@ -61,6 +61,6 @@ def test_writer_sets_aside_garbage_and_applies_the_next_command(contacts):
     asyncio.run(publish())
     query = f'{{ contact(id: "{good.contact.id}") {{ name }} }}'
     assert wait_until(lambda: contacts.data(query)["contact"]) == {"name": "Published directly"}
-    contacts.wait_for_line(r"writer .*set aside: payload on CONTACT/ADD is not a valid contacts.AddContactRequest")
-    contacts.wait_for_line(r"writer .*set aside: payload on CONTACT/DELETE is not a valid")
+    contacts.wait_for_line(r"writer .*set aside: add_contact on CONTACT/ADD: not a valid contacts.AddContactRequest")
+    contacts.wait_for_line(r"writer .*set aside: delete_contact on CONTACT/DELETE: not a valid")
     assert contacts.process.poll() is None

@@ -1,0 +1,83 @@
+"""What became of each command, as the gateway knows it: the book behind commandStatus."""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from typing import Any
+
+__all__ = ["AppliedCommands", "CommandBook", "STATUS_SDL"]
+
+# Added to every gateway's schema (unless it defines commandStatus itself).
+STATUS_SDL = '''
+"What became of a command: QUEUED until a writer reports it APPLIED or FAILED."
+enum CommandState {{ QUEUED APPLIED FAILED }}
+
+type CommandStatus {{
+  "The command id a mutation answered with."
+  id: String!
+  state: CommandState!
+  "The command's name in the topology."
+  command: String
+  "The key of the entity the command is about."
+  key: String
+  "Why it failed."
+  reason: String
+}}
+
+extend type {query_type} {{
+  "What became of a command, by the command id its mutation answered with; null if unknown."
+  commandStatus(id: String!): CommandStatus
+}}
+'''
+
+
+class CommandBook:
+    """The last `capacity` commands this gateway queued or heard about, by id."""
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self._entries: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._capacity = capacity
+
+    def queued(self, command_id: str, command: str, key: str | None) -> None:
+        self._put({"id": command_id, "state": "QUEUED", "command": command, "key": key, "reason": None})
+
+    def heard(self, payload: bytes) -> bool:
+        """Take a writer's status report; False (and nothing changes) if it is not one."""
+        try:
+            report = json.loads(payload)
+        except (ValueError, UnicodeDecodeError):
+            return False
+        if not isinstance(report, dict) or not isinstance(report.get("id"), str) \
+                or report.get("state") not in ("APPLIED", "FAILED"):
+            return False
+        self._put({"id": report["id"], "state": report["state"], "command": report.get("command"),
+                   "key": report.get("key") or None, "reason": report.get("reason") or None})
+        return True
+
+    def get(self, command_id: str) -> dict[str, Any] | None:
+        return self._entries.get(command_id)
+
+    def _put(self, entry: dict[str, Any]) -> None:
+        self._entries[entry["id"]] = entry
+        self._entries.move_to_end(entry["id"])
+        while len(self._entries) > self._capacity:
+            self._entries.popitem(last=False)
+
+
+class AppliedCommands:
+    """The store's memory of the command ids it applied, with the response each got: a command
+    delivered again (after a writer restarted, say) is answered the same and not applied twice.
+    Kept for the last `capacity` commands, in memory: a store restart forgets them."""
+
+    def __init__(self, capacity: int = 200_000) -> None:
+        self._responses: OrderedDict[str, bytes] = OrderedDict()
+        self._capacity = capacity
+
+    def get(self, command_id: str) -> bytes | None:
+        return self._responses.get(command_id)
+
+    def add(self, command_id: str, response: bytes) -> None:
+        self._responses[command_id] = response
+        if len(self._responses) > self._capacity:
+            self._responses.popitem(last=False)

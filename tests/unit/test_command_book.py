@@ -1,0 +1,53 @@
+"""The gateway's book of commands: queued, then what the writers report."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cqrs_flow.nodes.commands import CommandBook
+
+
+def report(**fields) -> bytes:
+    return json.dumps(fields).encode()
+
+
+def test_queued_then_applied():
+    book = CommandBook()
+    book.queued("c1", "add_contact", "k1")
+    assert book.get("c1") == {"id": "c1", "state": "QUEUED", "command": "add_contact", "key": "k1", "reason": None}
+    assert book.heard(report(id="c1", state="APPLIED", command="add_contact", key="k1", reason=""))
+    assert book.get("c1")["state"] == "APPLIED"
+
+
+def test_a_failure_keeps_its_reason_and_a_report_from_another_gateway_is_kept_too():
+    book = CommandBook()
+    assert book.heard(report(id="elsewhere", state="FAILED", command="update_contact", key="k", reason="NOT_FOUND"))
+    assert book.get("elsewhere")["reason"] == "NOT_FOUND"
+
+
+@pytest.mark.parametrize("payload", [b"\xff", b"[]", report(id=5, state="APPLIED"), report(id="x", state="LOST"),
+                                     report(state="APPLIED")])
+def test_what_is_not_a_report_is_ignored(payload):
+    book = CommandBook()
+    assert not book.heard(payload)
+    assert book.get("x") is None
+
+
+def test_the_oldest_entries_go_first():
+    book = CommandBook(capacity=2)
+    for i in range(3):
+        book.queued(f"c{i}", "add_contact", None)
+    assert book.get("c0") is None and book.get("c1") and book.get("c2")
+
+
+def test_status_and_dead_letter_topics_must_not_be_command_topics_or_caught_by_filters(edit, problems_of):
+    text = edit(("    delay: 3s\n", "    delay: 3s\n    dead_letter: CONTACT/ADD\n"))
+    problems = problems_of(text)
+    assert any(p.path == "nodes.writer.dead_letter" and "also the topic of command add_contact" in p.message
+               for p in problems)
+    text = edit(("    commands: [add_contact, update_contact, delete_contact]\n", "    topics: ['#']\n"))
+    problems = problems_of(text)
+    assert any(p.path == "nodes.writer.topics[0]" and "also matches 'contacts/status'" in p.message
+               for p in problems)
