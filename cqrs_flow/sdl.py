@@ -27,6 +27,7 @@ class Schema:
     text: str
     query_type: str
     mutation_type: str
+    subscription_type: str | None  # None: a schema definition that names no subscription type
     queries: dict[str, SchemaField] = field(default_factory=dict)
     mutations: dict[str, SchemaField] = field(default_factory=dict)
     object_fields: dict[str, dict[str, TypeRef]] = field(default_factory=dict)
@@ -73,6 +74,7 @@ def parse_schema(text: str) -> Schema:
     except Exception as exc:  # the parser raises its own exception types, all with a clear message
         raise ValueError(f"not valid GraphQL SDL: {exc}") from None
     roots = {"query": "Query", "mutation": "Mutation"}
+    has_schema_definition = any(type(d).__name__ == "SchemaDefinitionNode" for d in document.definitions)
     objects: dict[str, object] = {}
     inputs: dict[str, list] = {}
     enums: dict[str, list] = {}
@@ -100,6 +102,7 @@ def parse_schema(text: str) -> Schema:
         text=text,
         query_type=roots["query"],
         mutation_type=roots["mutation"],
+        subscription_type=roots.get("subscription", None if has_schema_definition else "Subscription"),
         queries=root_fields(roots["query"]),
         mutations=root_fields(roots["mutation"]),
         object_fields={name: {f.name.value: _type_ref(f.type) for f in fields} for name, fields in objects.items()},

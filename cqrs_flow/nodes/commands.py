@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import OrderedDict
 from typing import Any
 
-__all__ = ["AppliedCommands", "CommandBook", "STATUS_SDL"]
+__all__ = ["AppliedCommands", "CommandBook", "STATUS_SDL", "SUBSCRIPTION_SDL"]
 
 # Added to every gateway's schema (unless it defines commandStatus itself).
 STATUS_SDL = '''
@@ -31,6 +32,14 @@ extend type {query_type} {{
 }}
 '''
 
+# Added when the schema lets the gateway define the Subscription type.
+SUBSCRIPTION_SDL = '''
+{keyword} type {subscription_type} {{
+  "Notifies once, when a writer reports the command APPLIED or FAILED; null if it is unknown."
+  commandSettled(id: String!): CommandStatus
+}}
+'''
+
 
 class CommandBook:
     """The last `capacity` commands this gateway queued or heard about, by id."""
@@ -38,6 +47,23 @@ class CommandBook:
     def __init__(self, capacity: int = 100_000) -> None:
         self._entries: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._capacity = capacity
+        self._waiters: dict[str, list[asyncio.Future]] = {}
+
+    async def settled(self, command_id: str) -> dict[str, Any] | None:
+        """The command's entry once it is APPLIED or FAILED; None at once if it is unknown."""
+        entry = self._entries.get(command_id)
+        if entry is None or entry["state"] != "QUEUED":
+            return entry
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(command_id, []).append(waiter)
+        try:
+            return await waiter
+        finally:
+            waiters = self._waiters.get(command_id, [])
+            if waiter in waiters:
+                waiters.remove(waiter)
+            if not waiters:
+                self._waiters.pop(command_id, None)
 
     def queued(self, command_id: str, command: str, key: str | None) -> None:
         self._put({"id": command_id, "state": "QUEUED", "command": command, "key": key, "reason": None})
@@ -51,8 +77,12 @@ class CommandBook:
         if not isinstance(report, dict) or not isinstance(report.get("id"), str) \
                 or report.get("state") not in ("APPLIED", "FAILED"):
             return False
-        self._put({"id": report["id"], "state": report["state"], "command": report.get("command"),
-                   "key": report.get("key") or None, "reason": report.get("reason") or None})
+        entry = {"id": report["id"], "state": report["state"], "command": report.get("command"),
+                 "key": report.get("key") or None, "reason": report.get("reason") or None}
+        self._put(entry)
+        for waiter in self._waiters.pop(entry["id"], []):
+            if not waiter.done():
+                waiter.set_result(entry)
         return True
 
     def get(self, command_id: str) -> dict[str, Any] | None:

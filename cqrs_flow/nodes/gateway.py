@@ -15,13 +15,14 @@ from typing import Any
 import grpc
 from aiohttp import web
 from google.protobuf import json_format
-from tartiflette import Resolver, TartifletteError, create_engine
+from tartiflette import Resolver, Subscription, TartifletteError, create_engine
 
 from cqrs_flow.errors import NodeError, TopologyError
 from cqrs_flow.messages import get_path, set_path, to_data
 from cqrs_flow.mqtt import connect, new_client
-from cqrs_flow.nodes.commands import STATUS_SDL, CommandBook
+from cqrs_flow.nodes.commands import STATUS_SDL, SUBSCRIPTION_SDL, CommandBook
 from cqrs_flow.nodes.runtime import NodeService
+from cqrs_flow.nodes.websocket import serve_websocket
 from cqrs_flow.plans import Call, GatewayPlan, MutationPlan, QueryPlan, Report, gateway_plan
 from cqrs_flow.plugins import PluginContext, Rejected, start_plugins, stop_plugins
 from cqrs_flow.rpc import ServiceClient
@@ -103,6 +104,11 @@ class GatewayService(NodeService):
             sdl += STATUS_SDL.format(query_type=plan.schema.query_type)
             Resolver(f"{plan.schema.query_type}.commandStatus", schema_name=schema_name)(
                 self._command_status)
+            subscription = plan.schema.subscription_type
+            if subscription is not None:
+                keyword = "extend" if subscription in plan.schema.object_fields else ""
+                sdl += SUBSCRIPTION_SDL.format(keyword=keyword, subscription_type=subscription)
+                Subscription(f"{subscription}.commandSettled", schema_name=schema_name)(self._command_settled)
         for name, query in plan.queries.items():
             Resolver(f"{plan.schema.query_type}.{name}", schema_name=schema_name)(self._query_resolver(query))
         for name, mutation in plan.mutations.items():
@@ -112,6 +118,9 @@ class GatewayService(NodeService):
 
     async def _command_status(self, parent: Any, args: dict[str, Any], ctx: Any, info: Any):
         return self.book.get(args["id"])
+
+    async def _command_settled(self, parent: Any, args: dict[str, Any], ctx: Any, info: Any):
+        yield {"commandSettled": await self.book.settled(args["id"])}
 
     async def _coerce_error(self, exception: Exception, error: dict[str, Any]) -> dict[str, Any]:
         """Clients see the message of failures we expect; anything else is logged, not leaked."""
@@ -205,6 +214,8 @@ class GatewayService(NodeService):
         return web.json_response({"status": "ok", "broker": self.mqtt.is_connected})
 
     async def _get(self, request: web.Request) -> web.StreamResponse:
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            return await serve_websocket(request, self.engine, {"request": request})
         if self.node.playground:
             return web.Response(text=self.playground, content_type="text/html")
         return _graphql_error("send GraphQL requests as POST with a JSON body", status=405)

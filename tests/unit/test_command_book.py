@@ -51,3 +51,32 @@ def test_status_and_dead_letter_topics_must_not_be_command_topics_or_caught_by_f
     problems = problems_of(text)
     assert any(p.path == "nodes.writer.topics[0]" and "also matches 'contacts/status'" in p.message
                for p in problems)
+
+
+def test_settled_waits_for_the_writers_report_and_unknown_ids_settle_at_once():
+    import asyncio
+
+    async def scenario():
+        book = CommandBook()
+        book.queued("c1", "add_contact", "k")
+        waiting = asyncio.ensure_future(book.settled("c1"))
+        await asyncio.sleep(0.01)
+        assert not waiting.done()
+        book.heard(report(id="c1", state="APPLIED", command="add_contact", key="k"))
+        return await asyncio.wait_for(waiting, 1), await book.settled("nope"), await book.settled("c1")
+
+    settled, unknown, again = asyncio.run(scenario())
+    assert settled["state"] == "APPLIED" and unknown is None and again == settled
+
+
+@pytest.mark.parametrize("query, name, expected", [
+    ("subscription { a }", None, True),
+    ("{ a }", None, False),
+    ("query Q { a } subscription S { b }", "S", True),
+    ("query Q { a } subscription S { b }", "Q", False),
+    ('# subscription in a comment\nquery { a(x: "subscription") }', None, False),
+])
+def test_is_subscription(query, name, expected):
+    from cqrs_flow.nodes.websocket import is_subscription
+
+    assert is_subscription(query, name) is expected
