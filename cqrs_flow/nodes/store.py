@@ -1,7 +1,9 @@
 """The store: a document collection behind two gRPC services, one for writes and one for reads.
 
 Each RPC is bound to a store operation in the topology (see cqrs_flow.operations); an interceptor
-lets only the nodes wired to a service call it.
+lets only the nodes wired to a service call it. The documents are in memory (stores/memory.py),
+or, with `data: <directory>`, also journaled on disk before a write is answered
+(stores/durable.py), so a restarted store has every write it acknowledged.
 """
 
 from __future__ import annotations
@@ -9,13 +11,14 @@ from __future__ import annotations
 import grpc
 
 from cqrs_flow.auth import CallerCheck
-from cqrs_flow.errors import TopologyError
+from cqrs_flow.errors import NodeError, TopologyError
 from cqrs_flow.nodes.commands import AppliedCommands
 from cqrs_flow.nodes.runtime import NodeService
 from cqrs_flow.operations import BoundOperation, InvalidRequest
 from cqrs_flow.plans import Report, store_plan
 from cqrs_flow.rpc import Handler, service_handler, start_server
-from cqrs_flow.stores import DocumentStore, DuplicateKey, MemoryStore, NotFound
+from cqrs_flow.stores import (DocumentStore, DuplicateKey, DurableStore, InvalidDocument, MemoryStore,
+                              NotFound, StoreError)
 from cqrs_flow.topology.model import StoreNode
 
 __all__ = ["StoreService"]
@@ -29,7 +32,15 @@ class StoreService(NodeService):
         plan = store_plan(self.topology, self.node, self.protos, report)
         if report.problems:
             raise TopologyError(report.problems, str(self.topology.source))
-        self.backend: DocumentStore = MemoryStore(self.node.collection)
+        if self.node.data is None:
+            self.backend: DocumentStore = MemoryStore(self.node.collection)
+        else:
+            try:
+                self.backend = await DurableStore.open(self.topology.root / self.node.data,
+                                                       self.node.collection)
+            except StoreError as exc:
+                raise NodeError(str(exc)) from None
+        self.spawn(self.backend.wait_failure(), "store backend")
         self.document_class = self.protos.message_class(self.node.document)
         self.entity = self.node.document.rpartition(".")[2].lower()
         self.applied = AppliedCommands()
@@ -63,13 +74,16 @@ class StoreService(NodeService):
                 await context.abort(grpc.StatusCode.NOT_FOUND, f"no {self.entity} with {node.key} '{exc}'")
             except DuplicateKey as exc:
                 await context.abort(grpc.StatusCode.ALREADY_EXISTS, f"{self.entity} '{exc}' exists already")
-            except InvalidRequest as exc:
+            except (InvalidRequest, InvalidDocument) as exc:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            except StoreError as exc:  # the backend cannot serve (its journal failed): try later
+                await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
 
         return handle
 
     async def stop(self) -> None:
-        # Stop accepting calls, let those in flight finish (up to a second), then drop the data.
+        # Stop accepting calls, let those in flight finish (up to a second), then drop the data
+        # (a durable store has it on disk already).
         for server in getattr(self, "servers", []):
             await server.stop(grace=1.0)
         if hasattr(self, "backend"):

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from typing import Any
 
-__all__ = ["DocumentStore", "DuplicateKey", "NotFound", "StoreError"]
+__all__ = ["DocumentStore", "DuplicateKey", "InvalidDocument", "NotFound", "StoreError"]
 
 Document = dict[str, Any]
 
@@ -20,6 +21,10 @@ class NotFound(StoreError):
 
 class DuplicateKey(StoreError):
     """A document with the key exists already."""
+
+
+class InvalidDocument(StoreError):
+    """A document the backend cannot store as it is (trying again will not help)."""
 
 
 class DocumentStore(ABC):
@@ -52,6 +57,11 @@ class DocumentStore(ABC):
     @abstractmethod
     async def list(self, count: int) -> list[Document]:
         """Up to `count` documents, oldest first."""
+
+    async def wait_failure(self) -> None:
+        """Raise the error that leaves the backend unable to serve (its disk failed, say);
+        never returns otherwise. The store node runs it in the background and ends with it."""
+        await asyncio.Event().wait()
 
     async def close(self) -> None:
         """Release what the backend holds."""

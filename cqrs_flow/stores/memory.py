@@ -1,8 +1,39 @@
-"""The embedded backend: an in-memory mongomock collection, nothing to install or run."""
+"""The embedded backend: documents in memory, in a mongomock collection, nothing to install or run.
+
+Keyed operations stay flat as the collection grows. mongomock answers every query by scanning
+the whole collection (its `find` starts with `list(<every document>)`), even
+`find_one({"_id": key})`, and so do `delete_one` and `update_one`/`find_one_and_update`, which
+find before they write: ~1 ms per call at 1,000 documents, ~1 s at 1,000,000. So the store
+keeps its own index, an insertion-ordered dict key -> document, and answers get, update,
+delete and list from it: O(1) per keyed operation, O(count) per list. The mongomock collection
+is kept in step with every write, holding the very same document objects (no second copy),
+so its query features (`store.collection.find(...)`) see what the store serves; writes must
+go through the store (one made to the collection directly would not reach the index). The
+index is an OrderedDict rather than a dict: a dict iterates over the holes its deleted entries
+leave until it next grows, so `list` after deleting the oldest half of a million documents
+would cost ~100 us instead of ~1 us.
+
+Keeping mongomock in step without its scans: `insert_one` does not scan (a dict lookup for the
+duplicate check) as long as the collection has no unique index besides `_id`, so inserts go
+through it. Replacing and removing a document by key has no scan-free public call, so those
+write to the collection's own per-collection store: `Collection._store`, mongomock's
+`store.CollectionStore`, whose `__setitem__`/`__delitem__` are what mongomock's own writes end
+with (as of mongomock 4.3). That is not a documented API; `_mirror_store` checks for it and,
+if a mongomock release changes it, the store falls back to the public calls (correct, but
+scanning again: writes get slow, reads stay flat) and logs a warning. tests/unit/test_stores.py
+checks that the installed mongomock takes the fast path.
+
+Documents in the index are never changed in place: an update stores a new dict. So a shallow
+copy of the index is a consistent snapshot (the durable store relies on that), and what a
+caller gets back is always a copy of its own.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+from collections import OrderedDict
+from itertools import islice
+from typing import Any, Iterable
 
 import mongomock
 
@@ -10,54 +41,151 @@ from cqrs_flow.stores.base import Document, DocumentStore, DuplicateKey, NotFoun
 
 __all__ = ["MemoryStore"]
 
+log = logging.getLogger("cqrs_flow.store")
+
 
 class MemoryStore(DocumentStore):
-    """Documents in a mongomock collection, keyed by `_id`.
+    """Documents keyed by a string, in an ordered index and a mongomock collection (`_id` = key).
 
-    mongomock answers from memory in the calling thread, so the calls below never block on I/O.
+    Everything happens in memory in the calling thread, so the calls below never block on I/O.
+    The synchronous `_insert` ... `_delete_many` carry out each write; the durable store wraps
+    them with its journal.
     """
 
     def __init__(self, collection: str) -> None:
-        self._collection = mongomock.MongoClient().get_database("cqrs_flow")[collection]
+        self.collection = mongomock.MongoClient().get_database("cqrs_flow")[collection]
+        # key -> stored document (with "_id"), oldest first; the same objects as in mongomock.
+        self._documents: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._mirror = _mirror_store(self.collection)
+
+    def __len__(self) -> int:
+        return len(self._documents)
+
+    # -- the interface ------------------------------------------------------------------------
 
     async def insert(self, key: str, document: Document) -> None:
-        try:
-            self._collection.insert_one({**document, "_id": key})
-        except mongomock.DuplicateKeyError:
-            raise DuplicateKey(key) from None
+        self._insert(key, document)
 
     async def update(self, key: str, fields: Document) -> Document:
-        found = self._collection.find_one_and_update(
-            {"_id": key}, {"$set": fields}, return_document=True)  # pymongo.ReturnDocument.AFTER
-        if found is None:
-            raise NotFound(key)
-        return _strip(found)
+        return self._update(key, fields)
 
     async def delete(self, key: str) -> None:
-        if self._collection.delete_one({"_id": key}).deleted_count == 0:
-            raise NotFound(key)
+        self._delete(key)
 
     async def insert_many(self, documents: dict[str, Document]) -> int:
-        taken = [d["_id"] for d in self._collection.find({"_id": {"$in": list(documents)}}, {"_id": 1})]
-        if taken:
-            raise DuplicateKey(", ".join(taken))
-        if documents:
-            self._collection.insert_many([{**doc, "_id": key} for key, doc in documents.items()])
-        return len(documents)
+        return self._insert_many(documents)
 
     async def delete_many(self, keys: list[str]) -> int:
-        return self._collection.delete_many({"_id": {"$in": list(keys)}}).deleted_count
+        return len(self._delete_many(keys))
 
     async def get(self, key: str) -> Document:
-        found = self._collection.find_one({"_id": key})
-        if found is None:
-            raise NotFound(key)
-        return _strip(found)
+        return self._get(key)
 
     async def list(self, count: int) -> list[Document]:
-        return [_strip(d) for d in self._collection.find().limit(count)] if count > 0 else []
+        return self._list(count)
+
+    # -- the operations -----------------------------------------------------------------------
+
+    def _get(self, key: str) -> Document:
+        stored = self._documents.get(key)
+        if stored is None:
+            raise NotFound(key)
+        return _copy_out(stored)
+
+    def _list(self, count: int) -> list[Document]:
+        return [_copy_out(d) for d in islice(self._documents.values(), count)] if count > 0 else []
+
+    def _insert(self, key: str, document: Document) -> None:
+        if key in self._documents:
+            raise DuplicateKey(key)
+        self._put_new(key, document)
+
+    def _update(self, key: str, fields: Document) -> Document:
+        stored = self._documents.get(key)
+        if stored is None:
+            raise NotFound(key)
+        updated = {**stored, **_copy(fields), "_id": key}  # a new dict: stored ones never change
+        self._replace(key, updated)
+        return _copy_out(updated)
+
+    def _delete(self, key: str) -> None:
+        if key not in self._documents:
+            raise NotFound(key)
+        self._remove(key)
+
+    def _insert_many(self, documents: dict[str, Document]) -> int:
+        taken = [key for key in documents if key in self._documents]
+        if taken:
+            raise DuplicateKey(", ".join(taken))
+        for key, document in documents.items():
+            self._put_new(key, document)
+        return len(documents)
+
+    def _delete_many(self, keys: Iterable[str]) -> list[str]:
+        """Remove the documents that exist; the keys removed, each once."""
+        removed = []
+        for key in keys:
+            if key in self._documents:
+                self._remove(key)
+                removed.append(key)
+        return removed
+
+    # -- index and collection in step ----------------------------------------------------------
+
+    def _put_new(self, key: str, document: Document) -> None:
+        """Store a document under a key that is not taken (checked by the caller)."""
+        try:
+            self.collection.insert_one({**document, "_id": key})  # mongomock copies it
+        except mongomock.DuplicateKeyError:  # only if someone wrote to the collection directly
+            raise DuplicateKey(key) from None
+        if self._mirror is not None:
+            # mongomock stores its own copy of what it is given; index that very object.
+            self._documents[key] = self._mirror[key]
+        else:
+            self._documents[key] = self.collection.find_one({"_id": key})
+
+    def _replace(self, key: str, document: dict[str, Any]) -> None:
+        if self._mirror is not None:
+            self._mirror[key] = document  # an existing key keeps its place, as in the index
+        else:
+            self.collection.replace_one({"_id": key}, document)
+        self._documents[key] = document
+
+    def _remove(self, key: str) -> None:
+        if self._mirror is not None:
+            del self._mirror[key]
+        else:
+            self.collection.delete_one({"_id": key})
+        del self._documents[key]
 
 
-def _strip(document: dict[str, Any]) -> Document:
-    document.pop("_id", None)
-    return document
+def _mirror_store(collection: mongomock.Collection) -> Any:
+    """mongomock's per-collection document store, if this mongomock has the one we know."""
+    store_class = getattr(getattr(mongomock, "store", None), "CollectionStore", None)
+    try:
+        store = collection._store  # a property: the CollectionStore of this collection
+    except Exception:  # noqa: BLE001 - any change in mongomock's internals means: not known
+        store = None
+    if store_class is not None and isinstance(store, store_class) and all(
+            hasattr(store_class, name) for name in ("__getitem__", "__setitem__", "__delitem__")):
+        return store
+    log.warning("mongomock %s: unknown internals; the store's writes fall back to mongomock's "
+                "public calls, which scan the whole collection", getattr(mongomock, "__version__", "?"))
+    return None
+
+
+_IMMUTABLE = frozenset({str, int, float, bool, bytes, type(None)})
+
+
+def _copy(value: Any) -> Any:
+    """A deep copy of document data (dicts, lists and immutable scalars), faster than deepcopy."""
+    if isinstance(value, dict):
+        return {k: v if v.__class__ in _IMMUTABLE else _copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [v if v.__class__ in _IMMUTABLE else _copy(v) for v in value]
+    return value
+
+
+def _copy_out(stored: dict[str, Any]) -> Document:
+    """What a caller gets: a copy without mongomock's `_id`."""
+    return {k: v if v.__class__ in _IMMUTABLE else _copy(v) for k, v in stored.items() if k != "_id"}

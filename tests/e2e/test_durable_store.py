@@ -1,0 +1,68 @@
+"""A store with `data:` keeps every write it acknowledged through a kill -9 and `up`'s restart."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import uuid
+
+import gmqtt
+from gmqtt.mqtt.constants import MQTTv311
+
+from system import System, acknowledged, prepare, wait_until
+from test_up_lifecycle import node_pid
+
+COMMANDS = 300
+KILL_AT = 120  # commands published before the store is killed
+
+
+def applied(system: System) -> list[str]:
+    """Ids of the add_contact commands the writer reported applied, in order."""
+    return [m.group(1) for line in list(system.lines)
+            if (m := re.search(r"applied add_contact (\S+)", line))]
+
+
+def test_acknowledged_writes_survive_a_kill_9_of_the_store(tmp_path):
+    # `data` is relative to the topology file, which prepare() writes into tmp_path.
+    system = System(prepare("contacts_fast.yaml", tmp_path, **{"nodes.store.data": "store-data"})).start()
+    request_class = system.protos.message_class("contacts.AddContactRequest")
+    published: list[str] = []
+    before_kill: list[str] = []
+
+    async def publish() -> None:
+        broker = system.topology.nodes["broker"].listen
+        client = gmqtt.Client(f"test-durable-{uuid.uuid4().hex[:6]}")
+        await client.connect(broker.connect_host, broker.port, version=MQTTv311)
+        for i in range(COMMANDS):
+            if i == KILL_AT:
+                before_kill.extend(applied(system))
+                os.kill(node_pid(system, "store"), signal.SIGKILL)
+            command = request_class()
+            command.contact.id = f"durable-{i:03d}-{uuid.uuid4().hex[:8]}"
+            command.contact.name = f"Contact {i}"
+            client.publish("CONTACT/ADD", command.SerializeToString(), qos=1)
+            published.append(command.contact.id)
+            await asyncio.sleep(0.01)
+        await acknowledged(client)
+        await client.disconnect()
+
+    try:
+        asyncio.run(publish())
+        system.wait_for_line(r"node 'store' exited with status -9; restarting it")
+        assert len(before_kill) >= 30, "the store was killed before the writer had applied much"
+        # The writer retries what the store did not answer; in the end every command is applied.
+        wait_until(lambda: set(applied(system)) >= set(published), timeout=15)
+        assert sum("cqrs-flow | store ready in" in line for line in system.lines) == 2
+        loaded = [int(m.group(1)) for line in system.lines
+                  if (m := re.search(r"store .*data in .*store-data: (\d+) documents", line))]
+        assert loaded[0] == 0 and loaded[1] >= len(before_kill)  # the restart replayed the journal
+
+        stored = {c["id"] for c in system.data(f"{{ listContacts(count: {COMMANDS + 10}) {{ id }} }}")["listContacts"]}
+        assert set(before_kill) <= stored, sorted(set(before_kill) - stored)
+        assert set(applied(system)) <= stored
+        assert stored == set(published)
+        assert (tmp_path / "store-data" / "journal.0").exists()
+    finally:
+        assert system.stop() == 0

@@ -1,0 +1,555 @@
+"""The store backends: the flat in-memory store (same answers as mongomock's own calls, no scans)
+and the durable store (journal replayed after a crash, torn tails, compaction, fsync before
+the answer, group commit)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import zlib
+from pathlib import Path
+
+import mongomock
+import pytest
+
+from cqrs_flow.stores import DurableStore, DuplicateKey, InvalidDocument, MemoryStore, NotFound, StoreError
+from cqrs_flow.stores import durable
+from cqrs_flow.stores.durable import HEADER, frame
+from cqrs_flow.topology.loader import parse_topology
+
+
+def run(coroutine):
+    return asyncio.run(coroutine)
+
+
+class ReferenceStore:
+    """The store as it was before the index: every operation through mongomock's public calls."""
+
+    def __init__(self) -> None:
+        self.c = mongomock.MongoClient().db.reference
+
+    async def insert(self, key, document):
+        try:
+            self.c.insert_one({**document, "_id": key})
+        except mongomock.DuplicateKeyError:
+            raise DuplicateKey(key) from None
+
+    async def update(self, key, fields):
+        found = self.c.find_one_and_update({"_id": key}, {"$set": fields}, return_document=True)
+        if found is None:
+            raise NotFound(key)
+        found.pop("_id")
+        return found
+
+    async def delete(self, key):
+        if self.c.delete_one({"_id": key}).deleted_count == 0:
+            raise NotFound(key)
+
+    async def insert_many(self, documents):
+        taken = [d["_id"] for d in self.c.find({"_id": {"$in": list(documents)}}, {"_id": 1})]
+        if taken:
+            raise DuplicateKey(", ".join(taken))
+        if documents:
+            self.c.insert_many([{**doc, "_id": key} for key, doc in documents.items()])
+        return len(documents)
+
+    async def delete_many(self, keys):
+        return self.c.delete_many({"_id": {"$in": list(keys)}}).deleted_count
+
+    async def get(self, key):
+        found = self.c.find_one({"_id": key})
+        if found is None:
+            raise NotFound(key)
+        found.pop("_id")
+        return found
+
+    async def list(self, count):
+        return [{k: v for k, v in d.items() if k != "_id"} for d in self.c.find().limit(count)] if count > 0 else []
+
+
+async def outcome(call):
+    try:
+        return ("ok", await call)
+    except (NotFound, DuplicateKey) as exc:
+        # insert_many names the taken keys in the order of the request (mongomock: of the collection)
+        return (type(exc).__name__, sorted(str(exc).split(", ")))
+
+
+def random_operation(rng: random.Random, step: int):
+    key = lambda: f"k{rng.randrange(12)}"  # noqa: E731 - few keys, so that they collide
+    doc = lambda k: {"id": k, "name": f"n{step}", "tags": [step, {"deep": step}], "address": {"city": "Oslo"}}  # noqa: E731
+    op = rng.choice(["insert", "insert", "update", "delete", "insert_many", "delete_many", "get", "list"])
+    if op == "insert":
+        k = key()
+        return op, (k, doc(k))
+    if op == "update":
+        return op, (key(), {"name": f"u{step}", "address": {"city": f"c{step}"}})
+    if op in ("delete", "get"):
+        return op, (key(),)
+    if op == "insert_many":
+        keys = list(dict.fromkeys(key() for _ in range(rng.randrange(4))))
+        return op, ({k: doc(k) for k in keys},)
+    if op == "delete_many":
+        return op, ([key() for _ in range(rng.randrange(4))],)
+    return op, (rng.randrange(-1, 15),)
+
+
+@pytest.fixture(params=["memory", "durable"])
+def make_store(request, tmp_path):
+    """An async factory of the backend under test; durable ones are closed at the end."""
+    opened = []
+
+    async def make():
+        if request.param == "memory":
+            return MemoryStore("contacts")
+        store = await DurableStore.open(tmp_path / f"data{len(opened)}", "contacts", compact_min_records=20)
+        opened.append(store)
+        return store
+
+    yield make
+
+
+# -- the same answers as before ---------------------------------------------------------------
+
+@pytest.mark.parametrize("seed", range(4))
+def test_every_operation_answers_as_mongomock_did(make_store, seed):
+    async def scenario():
+        store, reference, rng = await make_store(), ReferenceStore(), random.Random(seed)
+        for step in range(300):
+            op, args = random_operation(rng, step)
+            mine = await outcome(getattr(store, op)(*args))
+            theirs = await outcome(getattr(reference, op)(*args))
+            assert mine == theirs, (step, op, args)
+            assert await store.list(100) == await reference.list(100), (step, op, args)
+        # mongomock's collection holds what the store serves, in the same order
+        assert list(store.collection.find()) == list(reference.c.find())
+        await store.close()
+
+    run(scenario())
+
+
+def test_keyed_operations_and_list_never_scan_the_collection(monkeypatch):
+    store = MemoryStore("contacts")
+    assert store._mirror is not None, "this mongomock's internals changed: writes would scan"
+
+    def scan(*args, **kwargs):
+        raise AssertionError("a scan of the whole collection")
+
+    monkeypatch.setattr(mongomock.collection.Collection, "_iter_documents", scan)
+
+    async def scenario():
+        await store.insert("a", {"id": "a", "name": "Ann"})
+        await store.insert_many({"b": {"id": "b"}, "c": {"id": "c"}})
+        assert (await store.update("a", {"name": "Bea"}))["name"] == "Bea"
+        assert (await store.get("a"))["name"] == "Bea"
+        await store.delete("b")
+        assert await store.delete_many(["c", "zz"]) == 1
+        assert [d["id"] for d in await store.list(10)] == ["a"]
+        with pytest.raises(DuplicateKey):
+            await store.insert("a", {"id": "a"})
+
+    run(scenario())
+
+
+def test_list_is_oldest_first_and_an_update_keeps_the_place(make_store):
+    async def scenario():
+        store = await make_store()
+        for key in "abcd":
+            await store.insert(key, {"id": key})
+        await store.update("b", {"name": "changed"})
+        await store.delete("a")
+        await store.insert("a", {"id": "a"})
+        assert [d["id"] for d in await store.list(10)] == ["b", "c", "d", "a"]
+        assert [d["id"] for d in await store.list(2)] == ["b", "c"]
+        assert await store.list(0) == []
+        await store.close()
+
+    run(scenario())
+
+
+def test_documents_go_in_and_out_as_copies(make_store):
+    async def scenario():
+        store = await make_store()
+        given = {"id": "a", "address": {"city": "Oslo"}, "tags": ["x"]}
+        await store.insert("a", given)
+        given["address"]["city"] = "changed by the caller"
+        given["tags"].append("y")
+        got = await store.get("a")
+        assert got == {"id": "a", "address": {"city": "Oslo"}, "tags": ["x"]}
+        got["address"]["city"] = "changed again"
+        (await store.list(1))[0]["tags"].append("z")
+        updated = await store.update("a", {"name": "Ann"})
+        updated["address"]["city"] = "and again"
+        assert await store.get("a") == {"id": "a", "address": {"city": "Oslo"}, "tags": ["x"], "name": "Ann"}
+        await store.close()
+
+    run(scenario())
+
+
+def test_insert_many_stores_none_when_a_key_is_taken(make_store):
+    async def scenario():
+        store = await make_store()
+        await store.insert("b", {"id": "b"})
+        with pytest.raises(DuplicateKey, match="b"):
+            await store.insert_many({"a": {"id": "a"}, "b": {"id": "b"}})
+        assert [d["id"] for d in await store.list(10)] == ["b"]
+        assert await store.delete_many(["b", "b", "nobody"]) == 1
+        await store.close()
+
+    run(scenario())
+
+
+# -- the durable store: replay ------------------------------------------------------------------
+
+async def fill(store: DurableStore) -> None:
+    for i in range(30):
+        await store.insert(f"k{i}", {"id": f"k{i}", "n": i, "nested": {"list": [i, {"deep": True}]}})
+    await store.update("k3", {"n": 333, "name": "änne ✓"})
+    await store.delete("k4")
+    assert await store.delete_many(["k5", "k6", "nobody"]) == 2
+    await store.insert_many({"m1": {"id": "m1", "f": 1.5}, "m2": {"id": "m2", "b": False}})
+    await store.delete("k0")
+    await store.insert("k0", {"id": "k0", "again": True})
+
+
+def test_a_reopened_store_has_every_write(tmp_path):
+    async def scenario():
+        store = await DurableStore.open(tmp_path / "data", "contacts")
+        await fill(store)
+        before = await store.list(1000)
+        await store.close()
+        store = await DurableStore.open(tmp_path / "data", "contacts")
+        assert await store.list(1000) == before
+        assert len(before) == 30 - 3 + 2  # k4, k5, k6 deleted; m1, m2 added
+        assert [d["id"] for d in before][-1] == "k0"  # re-inserted: last
+        assert list(store.collection.find({"n": {"$gt": 100}}, {"_id": 0, "id": 1})) == [{"id": "k3"}]
+        await store.close()
+
+    run(scenario())
+
+
+def test_the_data_directory_is_held_by_one_store_at_a_time(tmp_path):
+    async def scenario():
+        store = await DurableStore.open(tmp_path / "data", "contacts")
+        with pytest.raises(StoreError, match="in use by another store process"):
+            await DurableStore.open(tmp_path / "data", "contacts")
+        await store.close()
+        await (await DurableStore.open(tmp_path / "data", "contacts")).close()
+
+    run(scenario())
+
+
+CRASHING_WRITER = """
+import asyncio, sys
+from cqrs_flow.stores import DurableStore
+
+async def main():
+    store = await DurableStore.open(sys.argv[1], "contacts")
+    async def one(i):
+        await store.insert(f"k{i}", {"id": f"k{i}", "payload": "x" * (i % 500)})
+        print(f"acknowledged k{i}", flush=True)
+    i = 0
+    while True:
+        await asyncio.gather(*(one(i + j) for j in range(16)))
+        i += 16
+
+asyncio.run(main())
+"""
+
+
+def test_every_acknowledged_write_survives_a_kill_9(tmp_path):
+    child = subprocess.Popen([sys.executable, "-c", CRASHING_WRITER, str(tmp_path / "data")],
+                             stdout=subprocess.PIPE, text=True)
+    acknowledged = []
+    try:
+        for line in child.stdout:
+            acknowledged.append(line.split()[1])
+            if len(acknowledged) >= 3000:
+                break
+        child.send_signal(signal.SIGKILL)
+        acknowledged += [line.split()[1] for line in child.stdout if line.startswith("acknowledged")]
+    finally:
+        child.kill()
+        child.wait()
+
+    async def scenario():
+        store = await DurableStore.open(tmp_path / "data", "contacts")
+        stored = {d["id"] for d in await store.list(1_000_000)}
+        assert set(acknowledged) <= stored
+        await store.close()
+
+    run(scenario())
+
+
+def journal_of(directory: Path) -> Path:
+    (path,) = sorted(directory.glob("journal.*[0-9]"))
+    return path
+
+
+@pytest.mark.parametrize("tail", [
+    "half of a record",
+    "a header only",
+    "a bad checksum",
+    "zeros",
+    "a payload that is not an object",
+])
+def test_a_torn_tail_is_dropped_and_kept_aside(tmp_path, caplog, tail):
+    async def scenario():
+        store = await DurableStore.open(tmp_path / "data", "contacts")
+        await fill(store)
+        before = await store.list(1000)
+        await store.close()
+        journal = journal_of(tmp_path / "data")
+        whole = journal.stat().st_size
+        record = frame({"op": "insert", "key": "torn", "doc": {"id": "torn"}})
+        garbage = {
+            "half of a record": record[:len(record) // 2],
+            "a header only": record[:HEADER.size],
+            "a bad checksum": record[:-1] + b"X",
+            "zeros": b"\0" * 4096,
+            "a payload that is not an object": HEADER.pack(2, zlib.crc32(b"[]")) + b"[]",
+        }[tail]
+        with open(journal, "ab") as file:
+            file.write(garbage)
+        with caplog.at_level(logging.WARNING, "cqrs_flow.store"):
+            store = await DurableStore.open(tmp_path / "data", "contacts")
+        assert await store.list(1000) == before
+        assert f"dropped a torn tail of {len(garbage)} bytes" in caplog.text
+        assert journal.stat().st_size == whole
+        assert (journal.parent / f"{journal.name}.torn-{whole}").read_bytes() == garbage
+        await store.insert("after", {"id": "after"})  # appends after the last whole record
+        await store.close()
+        store = await DurableStore.open(tmp_path / "data", "contacts")
+        assert [d["id"] for d in await store.list(1000)] == [d["id"] for d in before] + ["after"]
+        await store.close()
+
+    run(scenario())
+
+
+# -- the durable store: compaction ---------------------------------------------------------------
+
+def test_compaction_keeps_every_document_and_drops_old_journals(tmp_path):
+    async def scenario():
+        directory = tmp_path / "data"
+        store = await DurableStore.open(directory, "contacts", compact_min_records=25)
+        rng = random.Random(7)
+        for step in range(400):
+            key = f"k{rng.randrange(40)}"
+            try:
+                if rng.random() < 0.6:
+                    await store.insert(key, {"id": key, "step": step})
+                elif rng.random() < 0.5:
+                    await store.update(key, {"step": step})
+                else:
+                    await store.delete(key)
+            except (NotFound, DuplicateKey):
+                pass
+        if store._compaction:
+            await store._compaction
+        before = await store.list(1000)
+        generation = store._generation
+        assert generation > 3  # compacted several times
+        assert sorted(p.name for p in directory.iterdir()) == ["journal." + str(generation), "lock", "snapshot"]
+        await store.close()
+        store = await DurableStore.open(directory, "contacts")
+        assert await store.list(1000) == before
+        await store.close()
+
+    run(scenario())
+
+
+def test_a_long_journal_is_compacted_at_start_up(tmp_path):
+    async def scenario():
+        directory = tmp_path / "data"
+        store = await DurableStore.open(directory, "contacts")
+        await fill(store)
+        before = await store.list(1000)
+        await store.close()
+        assert not (directory / "snapshot").exists()
+        store = await DurableStore.open(directory, "contacts", compact_min_records=10)
+        await store._compaction
+        assert (directory / "snapshot").exists() and not (directory / "journal.0").exists()
+        assert journal_of(directory).stat().st_size == 0
+        await store.close()
+        store = await DurableStore.open(directory, "contacts")
+        assert await store.list(1000) == before
+        await store.close()
+
+    run(scenario())
+
+
+def test_a_compaction_cut_short_loses_nothing(tmp_path):
+    """A crash at each step of a compaction: after the switch to the next journal (no snapshot),
+    during the snapshot (snapshot.tmp), and after the snapshot (the old journal still there)."""
+    async def scenario():
+        directory = tmp_path / "data"
+        store = await DurableStore.open(directory, "contacts")
+        await fill(store)
+        before = await store.list(1000)
+        await store.close()
+        # switched to journal.1 and wrote to it, but no snapshot yet
+        store = await DurableStore.open(directory, "contacts")
+        old, store._fd = store._fd, os.open(directory / "journal.1", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        store.journal.rotate(store._fd)
+        await store.insert("later", {"id": "later"})
+        os.close(old)
+        before.append({"id": "later"})
+        (directory / "snapshot.tmp").write_bytes(b"half a snapshot")
+        await store.close()
+        store = await DurableStore.open(directory, "contacts")
+        assert await store.list(1000) == before
+        assert not (directory / "snapshot.tmp").exists()
+        # a snapshot of generation 1 written, journal.0 not yet deleted
+        store._write_snapshot(1, [{**d, "_id": d["id"]} for d in before if d["id"] != "later"])
+        (directory / "journal.0").write_bytes(frame({"op": "insert", "key": "stale", "doc": {}}))
+        await store.close()
+        store = await DurableStore.open(directory, "contacts")
+        assert await store.list(1000) == before
+        assert not (directory / "journal.0").exists()
+        await store.close()
+
+    run(scenario())
+
+
+def test_a_damaged_snapshot_or_a_missing_journal_stops_the_store(tmp_path):
+    async def scenario():
+        directory = tmp_path / "data"
+        store = await DurableStore.open(directory, "contacts", compact_min_records=5)
+        await fill(store)
+        await store._compaction
+        await store.close()
+        snapshot = (directory / "snapshot").read_bytes()
+        (directory / "snapshot").write_bytes(snapshot[:-3])
+        with pytest.raises(StoreError, match="snapshot is damaged"):
+            await DurableStore.open(directory, "contacts")
+        (directory / "snapshot").unlink()
+        with pytest.raises(StoreError, match=r"journal.0 is missing"):
+            await DurableStore.open(directory, "contacts")
+
+    run(scenario())
+
+
+# -- the durable store: fsync before the answer ----------------------------------------------------
+
+def test_an_awaited_write_is_in_the_journal_file(tmp_path):
+    async def scenario():
+        store = await DurableStore.open(tmp_path / "data", "contacts")
+        journal = journal_of(tmp_path / "data")
+        await store.insert("k1", {"id": "k1", "name": "Ann"})
+        assert journal.read_bytes() == frame({"op": "insert", "key": "k1", "doc": {"id": "k1", "name": "Ann"}})
+        await store.update("k1", {"name": "Bea"})
+        assert journal.read_bytes().endswith(frame({"op": "update", "key": "k1", "fields": {"name": "Bea"}}))
+        assert store.journal.syncs == 2
+        await store.close()
+
+    run(scenario())
+
+
+class SlowDisk:
+    """Stands in for write + fdatasync: counts the syncs, and holds them while `hold` is clear."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.hold = threading.Event()
+        self.hold.set()
+        self.syncs = 0
+        self.write = durable._write_and_sync
+        monkeypatch.setattr(durable, "_write_and_sync", self)
+
+    def __call__(self, fd, data) -> None:
+        self.hold.wait(10)
+        time.sleep(0.01)
+        self.write(fd, data)
+        self.syncs += 1
+
+
+def test_a_write_answers_only_after_its_sync_and_reads_wait_for_it(tmp_path, monkeypatch):
+    disk = SlowDisk(monkeypatch)
+
+    async def scenario():
+        store = await DurableStore.open(tmp_path / "data", "contacts")
+        disk.hold.clear()
+        write = asyncio.ensure_future(store.insert("k1", {"id": "k1"}))
+        read = asyncio.ensure_future(store.get("k1"))
+        await asyncio.sleep(0.2)
+        assert not write.done() and not read.done()
+        assert journal_of(tmp_path / "data").read_bytes() == b""
+        disk.hold.set()
+        await write
+        assert await read == {"id": "k1"}
+        assert disk.syncs == 1
+        await store.close()
+
+    run(scenario())
+
+
+def test_concurrent_writes_share_their_syncs(tmp_path, monkeypatch):
+    disk = SlowDisk(monkeypatch)
+
+    async def scenario():
+        store = await DurableStore.open(tmp_path / "data", "contacts")
+        await asyncio.gather(*(store.insert(f"k{i}", {"id": f"k{i}"}) for i in range(100)))
+        assert disk.syncs <= 3  # the first write alone, then everything that queued behind it
+        await store.close()
+        alone = await DurableStore.open(tmp_path / "other", "contacts", group_commit=False)
+        await asyncio.gather(*(alone.insert(f"k{i}", {"id": f"k{i}"}) for i in range(20)))
+        assert alone.journal.syncs == 20
+        await alone.close()
+
+    run(scenario())
+
+
+def test_a_failing_disk_fails_the_writes_and_the_store(tmp_path, monkeypatch):
+    def broken(fd, data):
+        raise OSError(28, "No space left on device")
+
+    async def scenario():
+        store = await DurableStore.open(tmp_path / "data", "contacts")
+        await store.insert("k1", {"id": "k1"})
+        monkeypatch.setattr(durable, "_write_and_sync", broken)
+        watcher = asyncio.ensure_future(store.wait_failure())
+        with pytest.raises(StoreError, match="cannot write the journal: .*No space left"):
+            await store.insert("k2", {"id": "k2"})
+        with pytest.raises(StoreError, match="No space left"):
+            await watcher
+        with pytest.raises(StoreError):
+            await store.delete("k1")
+        with pytest.raises(StoreError):
+            await store.list(10)  # nor a read: the store is going down
+        await store.close()
+        monkeypatch.undo()
+        store = await DurableStore.open(tmp_path / "data", "contacts")
+        assert [d["id"] for d in await store.list(10)] == ["k1"]  # k2 was never acknowledged
+        await store.close()
+
+    run(scenario())
+
+
+def test_a_document_that_is_no_json_data_is_refused_unchanged(tmp_path):
+    async def scenario():
+        store = await DurableStore.open(tmp_path / "data", "contacts")
+        with pytest.raises(InvalidDocument, match="cannot journal the document"):
+            await store.insert("k1", {"id": "k1", "when": object()})
+        with pytest.raises(NotFound):
+            await store.get("k1")
+        await store.close()
+
+    run(scenario())
+
+
+# -- the topology key ------------------------------------------------------------------------------
+
+def test_the_store_data_key(shipped):
+    text = shipped.source.read_text()
+    assert shipped.nodes["store"].data is None
+    durable_text = text.replace("    document: contacts.Contact", "    document: contacts.Contact\n    data: state/store", 1)
+    assert durable_text != text
+    topology = parse_topology(durable_text, shipped.source)
+    assert topology.nodes["store"].data == Path("state/store")
