@@ -6,6 +6,7 @@ reader over gRPC and are answered with what it returns.
 
 from __future__ import annotations
 
+import asyncio
 import html
 import json
 import uuid
@@ -20,7 +21,7 @@ from tartiflette import Resolver, Subscription, TartifletteError, create_engine
 from cqrs_flow.errors import NodeError, TopologyError
 from cqrs_flow.messages import get_path, set_path, to_data
 from cqrs_flow.mqtt import connect, new_client
-from cqrs_flow.nodes.commands import STATUS_SDL, SUBSCRIPTION_SDL, CommandBook
+from cqrs_flow.nodes.commands import STATUS_SDL, SUBSCRIPTION_SDL, CommandBook, Outbox
 from cqrs_flow.nodes.runtime import NodeService
 from cqrs_flow.nodes.websocket import serve_websocket
 from cqrs_flow.plans import Call, GatewayPlan, MutationPlan, QueryPlan, Report, gateway_plan
@@ -56,10 +57,12 @@ class GatewayService(NodeService):
                                     reader.listen.target, self.credentials, timeout=self.node.reader_timeout)
         self.plugins = await start_plugins(self.node, PluginContext(self.topology, self.node, self.protos, self.log))
         self.book = CommandBook()
+        self.outbox = Outbox(self.topology.redeliver_after(self.node))
         self.mqtt = new_client(self.topology.name, self.node.name, broker, persistent=False)
         self.mqtt.on_connect = lambda client, *_: client.subscribe(self.topology.status_topic, qos=1)
         self.mqtt.on_message = self._on_status
         await connect(self.mqtt, broker)
+        self.spawn(self._redeliver(), "redeliver")
         self.engine = await self._engine(plan)
         self.playground = _playground_page(self.topology.name, plan.schema.example_query())
 
@@ -91,9 +94,28 @@ class GatewayService(NodeService):
         await stop_plugins(getattr(self, "plugins", []), self.log)
 
     def _on_status(self, client, topic: str, payload: bytes, qos: int, properties) -> int:
-        if topic == self.topology.status_topic and not self.book.heard(payload):
+        if topic != self.topology.status_topic:
+            return 0
+        command_id = self.book.heard(payload)
+        if command_id is None:
             self.log.warning("ignored a status report that is not one (%d bytes)", len(payload))
+        else:
+            self.outbox.settle(command_id)
         return 0
+
+    async def _redeliver(self) -> None:
+        """Publish again the commands no writer has reported on within redeliver_after."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(1.0)
+            if not self.mqtt.is_connected:
+                continue
+            due = self.outbox.due(loop.time())
+            for _, topic, payload in due:
+                self.mqtt.publish(topic, payload, qos=1)
+            if due:
+                self.log.warning("published %d command(s) again: no writer reported on them within %gs",
+                                 len(due), self.outbox.redeliver_after)
 
     # -- GraphQL ------------------------------------------------------------------------------
 
@@ -186,10 +208,16 @@ class GatewayService(NodeService):
                 return {"status": "ERROR", "message": "the broker is unavailable; nothing was queued",
                         "id": key}
             command_id = str(uuid.uuid4())
+            payload = command.SerializeToString()
             if plan.command_id_path:
+                if self.outbox.full:
+                    return {"status": "ERROR", "id": key, "message": f"{len(self.outbox)} commands are waiting "
+                            "for a writer; nothing was queued, try again later"}
                 set_path(command, plan.command_id_path, command_id)
+                payload = command.SerializeToString()
                 self.book.queued(command_id, plan.command, key)
-            self.mqtt.publish(plan.topic, command.SerializeToString(), qos=1)
+                self.outbox.add(command_id, plan.topic, payload, asyncio.get_running_loop().time())
+            self.mqtt.publish(plan.topic, payload, qos=1)
             return {"status": "OK", "message": plan.message.format_map(words), "id": key,
                     "command_id": command_id if plan.command_id_path else None}
 

@@ -123,6 +123,7 @@ def _kind_node(name: str, kind: str | None, raw: dict[str, Any]) -> Node:
             key=raw["key"],
             timestamp=raw.get("timestamp"),
             list_limit=raw["list_limit"],
+            data=Path(raw["data"]) if raw.get("data") else None,
             write=_service(raw.get("write")),
             read=_service(raw.get("read")),
         )
@@ -168,6 +169,7 @@ def _kind_node(name: str, kind: str | None, raw: dict[str, Any]) -> Node:
             }),
             playground=raw["playground"],
             reader_timeout=raw["reader_timeout"],
+            redeliver_after=raw.get("redeliver_after"),
             plugins=_plugins(raw),
         )
     return Node(name=name)  # an unknown kind, already reported by the checker

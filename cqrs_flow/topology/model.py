@@ -177,6 +177,7 @@ class StoreNode(Node):
     key: str = "id"
     timestamp: str | None = None
     list_limit: int = 1000
+    data: Path | None = None  # directory of the durable store, relative to the topology file
     write: Service = Service("", Address("127.0.0.1", 50051))
     read: Service = Service("", Address("127.0.0.1", 50052))
 
@@ -234,6 +235,7 @@ class GatewayNode(Node):
     mutations: Mapping[str, Mutation] = field(default_factory=frozen_map)
     playground: bool = True
     reader_timeout: float = 5.0
+    redeliver_after: float | None = None  # None: see Topology.redeliver_after
     plugins: tuple[PluginRef, ...] = ()
 
     @property
@@ -276,6 +278,13 @@ class Topology:
 
     def nodes_of(self, kind: type) -> list:
         return [n for n in self.nodes.values() if isinstance(n, kind)]
+
+    def redeliver_after(self, gateway: GatewayNode) -> float:
+        """How long a gateway waits for a writer's report before it publishes a command again."""
+        if gateway.redeliver_after is not None:
+            return gateway.redeliver_after
+        delays = [w.delay for m in gateway.mutations.values() for w in self.writers_of(m.command)]
+        return max(delays, default=0.0) + 10.0
 
     def commands_of(self, writer: WriterNode) -> list[str]:
         """The commands a writer applies: named ones, and those whose topic one of its filters matches."""

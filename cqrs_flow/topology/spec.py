@@ -272,6 +272,10 @@ STORE = Section({
     "key": Field(name, default="id", doc="document field that is the primary key"),
     "timestamp": Field(name, doc="document field set to RFC 3339 time on every write"),
     "list_limit": Field(positive_int, default=1000, doc="most documents one list call returns"),
+    "data": Field(string, doc="directory (relative to this file) where the store keeps its documents "
+                              "on disk: a write-ahead journal, fsync'ed before each write is "
+                              "acknowledged, and snapshots; created if missing. Default: none, "
+                              "the documents live in memory only and are lost when the store stops"),
     "write": Field(SERVICE, required=True, doc="the write service"),
     "read": Field(SERVICE, required=True, doc="the read service"),
 })
@@ -314,6 +318,9 @@ GATEWAY = Section({
     "queries": Field(MapOf(QUERY), default={}, doc="Query field -> reader RPC"),
     "mutations": Field(MapOf(MUTATION), default={}, doc="Mutation field -> command"),
     "playground": Field(boolean, default=True, doc="serve the GraphQL IDE on GET /"),
+    "redeliver_after": Field(parse_duration,
+                             doc="publish a command again when no writer has reported on it for this long "
+                                 "(default: 10 s more than the longest write delay)"),
     "reader_timeout": Field(parse_duration, default=5.0,
                             doc="how long a query waits for the reader before answering an error"),
     "plugins": PLUGINS,
