@@ -22,6 +22,7 @@ from cqrs_flow.errors import NodeError, TopologyError
 from cqrs_flow.messages import get_path, set_path, to_data
 from cqrs_flow.mqtt import connect, new_client
 from cqrs_flow.nodes.commands import STATUS_SDL, SUBSCRIPTION_SDL, CommandBook, Outbox
+from cqrs_flow.nodes.reader import UNAVAILABLE_PEER
 from cqrs_flow.nodes.runtime import NodeService
 from cqrs_flow.nodes.websocket import serve_websocket
 from cqrs_flow.plans import Call, GatewayPlan, MutationPlan, QueryPlan, Report, gateway_plan
@@ -165,7 +166,8 @@ class GatewayService(NodeService):
                 raise RequestFailed(exc.details() or code.name.lower().replace("_", " ")) from None
             if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                 self.log.warning("reader %s: %s %s", call.rpc, code.name, exc.details())
-                raise RequestFailed("the reader is unavailable; try again") from None
+                peer = dict(exc.trailing_metadata() or ()).get(UNAVAILABLE_PEER, "reader")
+                raise RequestFailed(f"the {peer} is unavailable; try again") from None
             error_id = uuid.uuid4().hex[:12]
             self.log.error("reader %s failed (error id %s): %s %s", call.rpc, error_id, code.name, exc.details())
             raise RequestFailed(f"internal error (id {error_id}; details are in the gateway log)") from None

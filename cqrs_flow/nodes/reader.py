@@ -16,7 +16,10 @@ from cqrs_flow.plugins import PluginContext, ReaderPlugin, Rejected, start_plugi
 from cqrs_flow.rpc import Handler, ServiceClient, service_handler, start_server
 from cqrs_flow.topology.model import ReaderNode
 
-__all__ = ["ReaderService"]
+__all__ = ["UNAVAILABLE_PEER", "ReaderService"]
+
+# Trailing metadata naming the node that is down, when it is not the reader itself.
+UNAVAILABLE_PEER = "x-cqrs-flow-unavailable"
 
 
 class ReaderService(NodeService):
@@ -51,7 +54,8 @@ class ReaderService(NodeService):
             except grpc.aio.AioRpcError as exc:
                 if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                     self.log.warning("store read service %s: %s", self.store.target, exc.details())
-                    await context.abort(exc.code(), "the store's read service is unavailable")
+                    context.set_trailing_metadata(((UNAVAILABLE_PEER, "store"),))
+                    await context.abort(exc.code(), "the store is unavailable; try again")
                 await context.abort(exc.code(), exc.details() or "")
 
         return forward
