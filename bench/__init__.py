@@ -1,0 +1,1 @@
+"""cqrs-flow's benchmark suite: `python -m bench` (see bench/__main__.py and docs/PERFORMANCE.md)."""
