@@ -37,12 +37,12 @@ RECONNECT_OPTIONS = (
 def channel(target: str, *, fast_retry: bool = False) -> grpc.aio.Channel:
     """An insecure channel with our size limits and reconnect backoff (`fast_retry`: 20 ms steps,
     for readiness probes that poll a server that is just starting)."""
-    options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-               ("grpc.max_send_message_length", MAX_MESSAGE_BYTES), *RECONNECT_OPTIONS]
-    if fast_retry:
-        options += [("grpc.initial_reconnect_backoff_ms", 20), ("grpc.min_reconnect_backoff_ms", 20),
-                    ("grpc.max_reconnect_backoff_ms", 200)]
-    return grpc.aio.insecure_channel(target, options=options)
+    options = {"grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
+               "grpc.max_send_message_length": MAX_MESSAGE_BYTES, **dict(RECONNECT_OPTIONS)}
+    if fast_retry:  # replaces the values above: gRPC would take the first of two equal keys
+        options.update({"grpc.initial_reconnect_backoff_ms": 20, "grpc.min_reconnect_backoff_ms": 20,
+                        "grpc.max_reconnect_backoff_ms": 200})
+    return grpc.aio.insecure_channel(target, options=list(options.items()))
 
 
 def method_path(method: MethodDescriptor) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import os
 from typing import Mapping
 
@@ -15,16 +16,20 @@ from cqrs_flow.topology.model import Topology
 __all__ = ["NodeService", "build_service", "run_node"]
 
 
-def _kinds() -> dict[str, type[NodeService]]:
-    # Imported here so that loading one kind does not import every library.
-    from cqrs_flow.nodes.broker import BrokerService
-    from cqrs_flow.nodes.gateway import GatewayService
-    from cqrs_flow.nodes.reader import ReaderService
-    from cqrs_flow.nodes.store import StoreService
-    from cqrs_flow.nodes.writer import WriterService
+# Node kind -> (module, class). Only the node's own module is imported, so a broker does not
+# load aiohttp and tartiflette: faster start-up and less memory per process.
+_KINDS = {
+    "broker": ("cqrs_flow.nodes.broker", "BrokerService"),
+    "store": ("cqrs_flow.nodes.store", "StoreService"),
+    "reader": ("cqrs_flow.nodes.reader", "ReaderService"),
+    "writer": ("cqrs_flow.nodes.writer", "WriterService"),
+    "gateway": ("cqrs_flow.nodes.gateway", "GatewayService"),
+}
 
-    return {"broker": BrokerService, "store": StoreService, "reader": ReaderService,
-            "writer": WriterService, "gateway": GatewayService}
+
+def _service_class(kind: str) -> type[NodeService]:
+    module, name = _KINDS[kind]
+    return getattr(importlib.import_module(module), name)
 
 
 def build_service(topology: Topology, name: str, protos: ProtoSet,
@@ -34,7 +39,7 @@ def build_service(topology: Topology, name: str, protos: ProtoSet,
         raise NodeError(f"no node named '{name}' in {topology.source.name}; "
                         f"nodes: {', '.join(topology.nodes)}")
     credentials = credentials_from_env(topology, name, env)
-    return _kinds()[node.kind](topology, node, protos, credentials)
+    return _service_class(node.kind)(topology, node, protos, credentials)
 
 
 def run_node(topology: Topology, name: str, protos: ProtoSet) -> None:
