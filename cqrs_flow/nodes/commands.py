@@ -68,23 +68,25 @@ class CommandBook:
     def queued(self, command_id: str, command: str, key: str | None) -> None:
         self._put({"id": command_id, "state": "QUEUED", "command": command, "key": key, "reason": None})
 
-    def heard(self, payload: bytes) -> str | None:
-        """Take a writer's status report; the command id, or None (and nothing changes) if it is
-        not a report."""
+    def heard(self, payload: bytes) -> list[str] | None:
+        """Take a writer's status message (a JSON list of reports, or one report); the ids of the
+        commands it settles, or None (and nothing changes) if it is no status message."""
         try:
-            report = json.loads(payload)
+            reports = json.loads(payload)
         except (ValueError, UnicodeDecodeError):
             return None
-        if not isinstance(report, dict) or not isinstance(report.get("id"), str) \
-                or report.get("state") not in ("APPLIED", "FAILED"):
+        reports = reports if isinstance(reports, list) else [reports]
+        if not reports or not all(isinstance(r, dict) and isinstance(r.get("id"), str)
+                                  and r.get("state") in ("APPLIED", "FAILED") for r in reports):
             return None
-        entry = {"id": report["id"], "state": report["state"], "command": report.get("command"),
-                 "key": report.get("key") or None, "reason": report.get("reason") or None}
-        self._put(entry)
-        for waiter in self._waiters.pop(entry["id"], []):
-            if not waiter.done():
-                waiter.set_result(entry)
-        return entry["id"]
+        for report in reports:
+            entry = {"id": report["id"], "state": report["state"], "command": report.get("command"),
+                     "key": report.get("key") or None, "reason": report.get("reason") or None}
+            self._put(entry)
+            for waiter in self._waiters.pop(entry["id"], []):
+                if not waiter.done():
+                    waiter.set_result(entry)
+        return [r["id"] for r in reports]
 
     def get(self, command_id: str) -> dict[str, Any] | None:
         return self._entries.get(command_id)

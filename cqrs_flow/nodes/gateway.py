@@ -97,10 +97,10 @@ class GatewayService(NodeService):
     def _on_status(self, client, topic: str, payload: bytes, qos: int, properties) -> int:
         if topic != self.topology.status_topic:
             return 0
-        command_id = self.book.heard(payload)
-        if command_id is None:
-            self.log.warning("ignored a status report that is not one (%d bytes)", len(payload))
-        else:
+        settled = self.book.heard(payload)
+        if settled is None:
+            self.log.warning("ignored a status message that is not one (%d bytes)", len(payload))
+        for command_id in settled or ():
             self.outbox.settle(command_id)
         return 0
 

@@ -41,6 +41,8 @@ PUBACK_SUCCESS = 0
 # Store calls one writer has open at once: enough to keep the store busy, few enough that a
 # burst queues here (in order, per entity) rather than as thousands of open calls.
 MAX_IN_FLIGHT = 32
+STATUS_BATCH = 200  # status reports per message at most
+STATUS_INTERVAL = 0.02  # seconds a report may wait for others to share its message
 
 
 class EntityLanes:
@@ -115,6 +117,7 @@ class WriterService(NodeService):
         self.subscriptions = [*self.node.topics,
                               *(t for t in named if not any(matches(f, t) for f in self.node.topics))]
         self.lanes = EntityLanes()
+        self.statuses: list[dict[str, str]] = []
         self.in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
         self.subscribed = asyncio.Event()
         broker = self.topology.nodes[self.node.broker]
@@ -211,10 +214,23 @@ class WriterService(NodeService):
             self._report(plan, command_id, key, "FAILED", reason)
 
     def _report(self, plan: CommandPlan, command_id: str, key: str, state: str, reason: str) -> None:
-        """Tell the gateways what became of a command (they answer commandStatus with it)."""
-        if command_id and self.mqtt.is_connected:
-            status = {"id": command_id, "state": state, "command": plan.name, "key": key, "reason": reason}
-            self.mqtt.publish(self.topology.status_topic, json.dumps(status).encode(), qos=1)
+        """Tell the gateways what became of a command (they answer commandStatus with it).
+        Reports go out in batches, every STATUS_INTERVAL or STATUS_BATCH reports: one broker
+        message per command on top of the command itself halved what the embedded broker carried."""
+        if not command_id:
+            return
+        self.statuses.append({"id": command_id, "state": state, "command": plan.name, "key": key,
+                              "reason": reason})
+        if len(self.statuses) >= STATUS_BATCH:
+            self._flush_statuses()
+        elif len(self.statuses) == 1:
+            asyncio.get_running_loop().call_later(STATUS_INTERVAL, self._flush_statuses)
+
+    def _flush_statuses(self) -> None:
+        if not self.statuses or not self.mqtt.is_connected:
+            return  # unreported commands are published again by the gateway and reported then
+        batch, self.statuses = self.statuses, []
+        self.mqtt.publish(self.topology.status_topic, json.dumps(batch).encode(), qos=1)
 
     async def stop(self) -> None:
         # Finish the commands already received (they were accepted; the delay is the only thing
@@ -226,6 +242,7 @@ class WriterService(NodeService):
             if left:
                 self.log.warning("stopping with %d command(s) not applied", left)
         if hasattr(self, "mqtt") and self.mqtt.is_connected:
+            self._flush_statuses()
             await self.mqtt.disconnect()
         if hasattr(self, "store"):
             await self.store.close()

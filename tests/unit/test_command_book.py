@@ -96,3 +96,12 @@ def test_outbox_publishes_again_what_no_writer_reported_on():
     outbox.add("c", "T/C", b"3", now=10.0)
     outbox.add("d", "T/D", b"4", now=10.0)
     assert outbox.full
+
+
+def test_a_status_message_may_carry_many_reports_and_is_refused_whole_if_one_is_bad():
+    book = CommandBook()
+    both = json.dumps([{"id": "a", "state": "APPLIED"}, {"id": "b", "state": "FAILED", "reason": "NOT_FOUND"}])
+    assert book.heard(both.encode()) == ["a", "b"]
+    assert book.get("b")["reason"] == "NOT_FOUND"
+    assert book.heard(json.dumps([{"id": "c", "state": "APPLIED"}, {"id": 5}]).encode()) is None
+    assert book.get("c") is None
