@@ -11,7 +11,6 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -22,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
+from cqrs_flow.topology.relocate import free_ports, relocate  # noqa: F401 (free_ports: used by figures)
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = REPO / "topology.yaml"
@@ -38,46 +37,12 @@ def say(text: str = "") -> None:
 # -- topology copies -------------------------------------------------------------------------
 
 
-def free_ports(count: int) -> list[int]:
-    """`count` distinct free ports on 127.0.0.1 (held open together while choosing)."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
 def prepare(source: Path, directory: Path, overrides: dict[str, Any] | None = None,
             name: str = "topology.yaml") -> Path:
     """Copy the topology `source` into `directory` with free ports and absolute paths.
 
     `overrides` set keys by dotted path, e.g. {"nodes.writer.delay": "0s"}."""
-    data = yaml.safe_load(source.read_text())
-    protos = data["proto"] if isinstance(data["proto"], list) else [data["proto"]]
-    data["proto"] = [str((source.parent / p).resolve()) for p in protos]
-    paths = data.get("plugin_path", ".")
-    data["plugin_path"] = [str((source.parent / p).resolve())
-                           for p in (paths if isinstance(paths, list) else [paths])]
-    holders = [holder for node in data["nodes"].values()
-               for holder in (node, node.get("write") or {}, node.get("read") or {}) if "listen" in holder]
-    for holder, port in zip(holders, free_ports(len(holders))):
-        holder["listen"] = f"127.0.0.1:{port}"
-    for node in data["nodes"].values():
-        if "schema" in node:
-            node["schema"] = str((source.parent / node["schema"]).resolve())
-    for path, value in (overrides or {}).items():
-        target = data
-        *parents, last = path.split(".")
-        for part in parents:
-            target = target[part]
-        target[last] = value
-    directory.mkdir(parents=True, exist_ok=True)
-    out = directory / name
-    out.write_text(yaml.safe_dump(data, sort_keys=False))
-    return out
+    return relocate(source, directory / name, overrides)
 
 
 def cli() -> list[str]:

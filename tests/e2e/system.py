@@ -9,7 +9,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -19,27 +18,15 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from cqrs_flow.auth import derive_token
 from cqrs_flow.protos import compile_protos
 from cqrs_flow.topology import load_topology
+from cqrs_flow.topology.relocate import free_ports, relocate  # noqa: F401 (free_ports: used by tests)
 
 TOPOLOGIES = Path(__file__).resolve().parent.parent / "topologies"
 EXAMPLES = TOPOLOGIES.parent.parent / "examples"
 SECRET = "e2e-test-secret"
-
-
-def free_ports(count: int) -> list[int]:
-    """`count` distinct free ports (all held open while choosing, so none comes back twice)."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def cli() -> list[str]:
@@ -54,27 +41,7 @@ def prepare(name: str, directory: Path, source: Path | None = None, **overrides:
     `source` takes the topology from any file instead (e.g. examples/<domain>/topology.yaml); the
     copy is still called `name`. `overrides` set keys by dotted path: {"nodes.writer.delay": "200ms"}."""
     source = Path(source) if source is not None else TOPOLOGIES / name
-    data = yaml.safe_load(source.read_text())
-    protos = data["proto"] if isinstance(data["proto"], list) else [data["proto"]]
-    data["proto"] = [str((source.parent / p).resolve()) for p in protos]
-    paths = data.get("plugin_path", ".")
-    data["plugin_path"] = [str((source.parent / p).resolve()) for p in (paths if isinstance(paths, list) else [paths])]
-    holders = [holder for node in data["nodes"].values()
-               for holder in (node, node.get("write") or {}, node.get("read") or {}) if "listen" in holder]
-    for holder, port in zip(holders, free_ports(len(holders))):
-        holder["listen"] = f"127.0.0.1:{port}"
-    for node in data["nodes"].values():
-        if "schema" in node:
-            node["schema"] = str((source.parent / node["schema"]).resolve())
-    for path, value in overrides.items():
-        target = data
-        *parents, last = path.split(".")
-        for part in parents:
-            target = target[part]
-        target[last] = value
-    out = directory / name
-    out.write_text(yaml.safe_dump(data, sort_keys=False))
-    return out
+    return relocate(source, directory / name, overrides)
 
 
 class System:
