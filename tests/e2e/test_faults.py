@@ -23,8 +23,8 @@ def test_a_query_while_the_reader_hangs_gets_a_clear_error_not_a_hang(tmp_path):
         assert mutation == {"status": "ERROR", "message": "nothing was queued: the reader is unavailable; try again"}
     finally:
         os.kill(reader, signal.SIGCONT)
-    try:
-        assert system.data("{ listContacts(count: 1) { id } }") == {"listContacts": []}
+    try:  # once it runs again, queries are answered again within moments
+        wait_until(lambda: not system.graphql("{ listContacts(count: 1) { id } }").get("errors"), timeout=10)
     finally:
         system.stop()
 
