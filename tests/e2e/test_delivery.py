@@ -78,7 +78,7 @@ def test_killing_the_broker_mid_stream_loses_no_accepted_command(tmp_path):
         accepted = asyncio.run(stream(system, STREAM, "broker",
                                       during=lambda: os.kill(node_pid(system, "broker"), signal.SIGKILL)))
         # While the broker restarts the gateway answers ERROR (nothing queued); what it accepted must land.
-        assert len(accepted) > STREAM // 3
+        assert len(accepted) > STREAM // 5  # those before the kill, give or take the ones in flight
         wait_until(lambda: not set(accepted) - set(stored_ids(system)), timeout=60, interval=0.5)
         ids = stored_ids(system)
         assert len(ids) == len(set(ids)) and set(ids) == set(accepted)
