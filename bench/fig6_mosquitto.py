@@ -15,7 +15,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from bench.common import MOSQUITTO_EXAMPLE, Figure, free_ports, prepare, say
+from bench.common import MOSQUITTO_EXAMPLE, Figure, free_ports, prepare
 from bench.fig1_write import measure
 
 

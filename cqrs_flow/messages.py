@@ -110,17 +110,19 @@ def _scalar(field: FieldDescriptor, value: Any) -> Any:
     return value
 
 
-def to_data(message: Message) -> dict[str, Any]:
-    """Every field by its proto name, defaults included: enums as names, 64-bit ints as ints."""
-    return json_format.MessageToDict(
-        message, always_print_fields_with_no_presence=True, preserving_proto_field_name=True,
-        **_UNQUOTED_INT64)
-
-
 # protobuf >= 5.28 can leave 64-bit integers as numbers; older releases quote them as JSON does.
 _UNQUOTED_INT64: dict[str, bool] = (
     {"unquote_int64_if_possible": True}
     if "unquote_int64_if_possible" in inspect.signature(json_format.MessageToDict).parameters else {})
+
+
+def to_data(message: Message) -> dict[str, Any]:
+    """Every field by its proto name, defaults included: enums as names, 64-bit ints as numbers
+    (beyond 2**53 as strings, as protobuf gives them)."""
+    return json_format.MessageToDict(
+        message, always_print_fields_with_no_presence=True, preserving_proto_field_name=True,
+        **_UNQUOTED_INT64)
+
 
 to_document = to_data
 

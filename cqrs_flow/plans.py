@@ -17,8 +17,8 @@ from google.protobuf.message import Message
 
 from cqrs_flow.errors import Problem, ProtoError
 from cqrs_flow.messages import INTEGER_TYPES, PathError, find_field, is_repeated, resolve_path
-from cqrs_flow.plugins import Plugin, PluginError, load_plugin_class
 from cqrs_flow.operations import READ_OPS, WRITE_OPS, BoundOperation, ShapeError, bind
+from cqrs_flow.plugins import Plugin, PluginError, load_plugin_class
 from cqrs_flow.protos import ProtoSet
 from cqrs_flow.sdl import Schema, SchemaField, TypeRef, parse_schema
 from cqrs_flow.topology.model import GatewayNode, ReaderNode, StoreNode, Topology, WriterNode

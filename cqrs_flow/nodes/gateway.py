@@ -210,13 +210,13 @@ class GatewayService(NodeService):
                 return {"status": "ERROR", "message": "the broker is unavailable; nothing was queued",
                         "id": key}
             command_id = str(uuid.uuid4())
-            payload = command.SerializeToString()
             if plan.command_id_path:
                 if self.outbox.full:
                     return {"status": "ERROR", "id": key, "message": f"{len(self.outbox)} commands are waiting "
                             "for a writer; nothing was queued, try again later"}
                 set_path(command, plan.command_id_path, command_id)
-                payload = command.SerializeToString()
+            payload = command.SerializeToString()
+            if plan.command_id_path:
                 self.book.queued(command_id, plan.command, key)
                 self.outbox.add(command_id, plan.topic, payload, asyncio.get_running_loop().time())
             self.mqtt.publish(plan.topic, payload, qos=1)

@@ -66,7 +66,7 @@ def test_start_order_follows_dependencies(tmp_path):
             for name in ("broker", "store", "reader", "writer", "gateway"):
                 if f"cqrs-flow | {name} ready" in line:
                     ready_at[name] = i
-                if f"cqrs-flow | starting" in line and name in line.split("starting")[1]:
+                if "cqrs-flow | starting" in line and name in line.split("starting")[1]:
                     ready_at.setdefault(f"start:{name}", i)
         assert ready_at["store"] < ready_at["start:reader"] and ready_at["broker"] < ready_at["start:writer"]
         assert ready_at["reader"] < ready_at["start:gateway"] and ready_at["broker"] < ready_at["start:gateway"]
