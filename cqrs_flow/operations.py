@@ -16,9 +16,10 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescri
 from google.protobuf.message import Message
 
 from cqrs_flow.messages import INTEGER_TYPES, from_document, is_repeated, to_document, to_update
+from cqrs_flow.ordering import supersedes
 from cqrs_flow.stores.base import DocumentStore, DuplicateKey
 
-__all__ = ["BoundOperation", "ShapeError", "bind", "rfc3339_now"]
+__all__ = ["BoundOperation", "ShapeError", "Stale", "bind", "rfc3339_now"]
 
 WRITE_OPS = {"insert", "update", "delete", "insert_many", "delete_many"}
 READ_OPS = {"get", "list"}
@@ -30,6 +31,15 @@ class ShapeError(Exception):
 
 class InvalidRequest(Exception):
     """A request the operation cannot carry out (e.g. an update without a key)."""
+
+
+class Stale(Exception):
+    """A command that must not be applied to its key: the key's last command is the same one (a
+    redelivery) or a newer one (see cqrs_flow.ordering). `response` answers it as done."""
+
+    def __init__(self, key: str, last: str, response: Message) -> None:
+        super().__init__(key)
+        self.key, self.last, self.response = key, last, response
 
 
 def rfc3339_now() -> str:
@@ -51,27 +61,38 @@ class BoundOperation:
 
     async def run(self, request: Message, store: DocumentStore, document_class: type[Message],
                   response_class: type[Message], timestamp: str | None, list_limit: int,
-                  clock: Callable[[], str] = rfc3339_now) -> Message:
-        """Carry out the operation; raises NotFound, DuplicateKey or InvalidRequest."""
+                  clock: Callable[[], str] = rfc3339_now, command: str | None = None) -> Message:
+        """Carry out the operation as `command` (its command id, if it has one); raises NotFound,
+        DuplicateKey, InvalidRequest, or Stale for a command that must not apply to its key.
+        Bulk operations leave out the keys the command must not apply to."""
         value = getattr(request, self.request_field)
         response = response_class()
+
+        def check(key: str) -> None:
+            last = store.last_command(key) if command else None
+            if last is not None and not supersedes(command, last):
+                _fill_write_response(response, self.key, key, 0)
+                raise Stale(key, last, response)
+
         if self.op in ("insert", "update"):
             document = to_document(value) if self.op == "insert" else to_update(value)
             key = document.get(self.key) or (str(uuid.uuid4()) if self.op == "insert" else "")
             if not key:
                 raise InvalidRequest(f"{self.method.name} needs '{self.request_field}.{self.key}'")
+            check(key)
             document[self.key] = key
             if timestamp:
                 document[timestamp] = clock()
             if self.op == "insert":
-                await store.insert(key, document)
+                await store.insert(key, document, command)
             else:
-                await store.update(key, document)
+                await store.update(key, document, command)
             _fill_write_response(response, self.key, key, 1)
         elif self.op == "delete":
             if not value:
                 raise InvalidRequest(f"{self.method.name} needs '{self.request_field}'")
-            await store.delete(value)
+            check(value)
+            await store.delete(value, command)
             _fill_write_response(response, self.key, value, 1)
         elif self.op == "insert_many":
             now = clock() if timestamp else None
@@ -84,9 +105,13 @@ class BoundOperation:
                 if document[self.key] in documents:
                     raise DuplicateKey(document[self.key])  # twice in one request: store neither
                 documents[document[self.key]] = document
-            _fill_write_response(response, self.key, "", await store.insert_many(documents))
+            if command:
+                documents = {k: d for k, d in documents.items() if _fresh(store, k, command)}
+            count = await store.insert_many(documents, command) if documents else 0
+            _fill_write_response(response, self.key, "", count)
         elif self.op == "delete_many":
-            _fill_write_response(response, self.key, "", await store.delete_many(list(value)))
+            keys = [k for k in value if not command or _fresh(store, k, command)]
+            _fill_write_response(response, self.key, "", await store.delete_many(keys, command) if keys else 0)
         elif self.op == "get":
             if not value:
                 raise InvalidRequest(f"{self.method.name} needs '{self.request_field}'")
@@ -102,6 +127,10 @@ class BoundOperation:
             getattr(response, self.response_field).extend(
                 from_document(d, document_class) for d in documents)
         return response
+
+
+def _fresh(store: DocumentStore, key: str, command: str) -> bool:
+    return supersedes(command, store.last_command(key))
 
 
 def _fill_write_response(response: Message, key_name: str, key: str, count: int) -> None:

@@ -101,7 +101,9 @@ class CommandBook:
 class AppliedCommands:
     """The store's memory of the command ids it applied, with the response each got: a command
     delivered again (after a writer restarted, say) is answered the same and not applied twice.
-    Kept for the last `capacity` commands, in memory: a store restart forgets them."""
+    Kept for the last `capacity` commands, in memory: a store restart forgets them, and then
+    the keys' last command ids (kept by the backend, on disk for a durable store) still keep the
+    command from being applied twice; it is answered with its key only."""
 
     def __init__(self, capacity: int = 200_000) -> None:
         self._responses: OrderedDict[str, bytes] = OrderedDict()

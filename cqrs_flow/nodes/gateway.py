@@ -25,6 +25,7 @@ from cqrs_flow.nodes.commands import STATUS_SDL, SUBSCRIPTION_SDL, CommandBook, 
 from cqrs_flow.nodes.reader import UNAVAILABLE_PEER
 from cqrs_flow.nodes.runtime import NodeService
 from cqrs_flow.nodes.websocket import serve_websocket
+from cqrs_flow.ordering import CommandClock
 from cqrs_flow.plans import Call, GatewayPlan, MutationPlan, QueryPlan, Report, gateway_plan
 from cqrs_flow.plugins import PluginContext, Rejected, start_plugins, stop_plugins
 from cqrs_flow.rpc import ServiceClient
@@ -58,6 +59,7 @@ class GatewayService(NodeService):
                                     reader.listen.target, self.credentials, timeout=self.node.reader_timeout)
         self.plugins = await start_plugins(self.node, PluginContext(self.topology, self.node, self.protos, self.log))
         self.book = CommandBook()
+        self.clock = CommandClock()  # command ids in the order this gateway accepts commands
         self.outbox = Outbox(self.topology.redeliver_after(self.node))
         self.mqtt = new_client(self.topology.name, self.node.name, broker, persistent=False)
         self.mqtt.on_connect = lambda client, *_: client.subscribe(self.topology.status_topic, qos=1)
@@ -209,7 +211,7 @@ class GatewayService(NodeService):
             if not self.mqtt.is_connected:
                 return {"status": "ERROR", "message": "the broker is unavailable; nothing was queued",
                         "id": key}
-            command_id = str(uuid.uuid4())
+            command_id = self.clock.next_id()
             if plan.command_id_path:
                 if self.outbox.full:
                     return {"status": "ERROR", "id": key, "message": f"{len(self.outbox)} commands are waiting "

@@ -4,6 +4,11 @@ Each RPC is bound to a store operation in the topology (see cqrs_flow.operations
 lets only the nodes wired to a service call it. The documents are in memory (stores/memory.py),
 or, with `data: <directory>`, also journaled on disk before a write is answered
 (stores/durable.py), so a restarted store has every write it acknowledged.
+
+Commands are applied once and in order per entity: the backend keeps each key's last command id
+(in the journal too), and a write whose command id is that one, or older (cqrs_flow.ordering),
+is answered as done without being applied. The ids of recent commands are also kept with their
+responses (AppliedCommands), so a command delivered again gets the very answer it got first.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from cqrs_flow.auth import CallerCheck
 from cqrs_flow.errors import NodeError, TopologyError
 from cqrs_flow.nodes.commands import AppliedCommands
 from cqrs_flow.nodes.runtime import NodeService
-from cqrs_flow.operations import BoundOperation, InvalidRequest
+from cqrs_flow.operations import BoundOperation, InvalidRequest, Stale
 from cqrs_flow.plans import Report, store_plan
 from cqrs_flow.rpc import Handler, service_handler, start_server
 from cqrs_flow.stores import (DocumentStore, DuplicateKey, DurableStore, InvalidDocument, MemoryStore,
@@ -66,10 +71,14 @@ class StoreService(NodeService):
                 return response_class.FromString(done)
             try:
                 response = await bound.run(request, self.backend, self.document_class, response_class,
-                                           node.timestamp, node.list_limit)
+                                           node.timestamp, node.list_limit, command=command_id or None)
                 if command_id:
                     self.applied.add(command_id, response.SerializeToString())
                 return response
+            except Stale as stale:
+                why = "was applied before" if stale.last == command_id else f"is older than {stale.last}"
+                self.log.info("command %s on %s %s: not applied (it %s)", command_id, self.entity, stale.key, why)
+                return stale.response
             except NotFound as exc:
                 await context.abort(grpc.StatusCode.NOT_FOUND, f"no {self.entity} with {node.key} '{exc}'")
             except DuplicateKey as exc:

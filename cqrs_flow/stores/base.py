@@ -28,27 +28,37 @@ class InvalidDocument(StoreError):
 
 
 class DocumentStore(ABC):
-    """Documents keyed by a string; async so that network backends fit the same interface."""
+    """Documents keyed by a string; async so that network backends fit the same interface.
+
+    Every write may name the `command` (its command id) it carries out; the store then keeps it
+    as the key's last command, and keeps it after a delete too (a tombstone), so the caller can
+    ask `last_command` before a write and skip a command that is stale (cqrs_flow.ordering).
+    """
 
     @abstractmethod
-    async def insert(self, key: str, document: Document) -> None:
+    async def insert(self, key: str, document: Document, command: str | None = None) -> None:
         """Store a new document; DuplicateKey if the key is taken."""
 
     @abstractmethod
-    async def update(self, key: str, fields: Document) -> Document:
+    async def update(self, key: str, fields: Document, command: str | None = None) -> Document:
         """Set `fields` on the document and return it; NotFound if there is none."""
 
     @abstractmethod
-    async def delete(self, key: str) -> None:
+    async def delete(self, key: str, command: str | None = None) -> None:
         """Remove the document; NotFound if there is none."""
 
     @abstractmethod
-    async def insert_many(self, documents: dict[str, Document]) -> int:
+    async def insert_many(self, documents: dict[str, Document], command: str | None = None) -> int:
         """Store every new document (key -> document); DuplicateKey, storing none, if a key is taken."""
 
     @abstractmethod
-    async def delete_many(self, keys: list[str]) -> int:
-        """Remove the documents that exist; return how many were removed."""
+    async def delete_many(self, keys: list[str], command: str | None = None) -> int:
+        """Remove the documents that exist; return how many were removed. With a command, every
+        key in `keys` gets it as its last command, whether a document was there or not."""
+
+    @abstractmethod
+    def last_command(self, key: str) -> str | None:
+        """The id of the last command written to the key (a delete included), or None."""
 
     @abstractmethod
     async def get(self, key: str) -> Document:

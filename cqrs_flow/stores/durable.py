@@ -8,7 +8,8 @@ Design
 The documents live in memory exactly as in MemoryStore (same code, same flat costs); the disk
 holds what it takes to rebuild them:
 
-    <data>/snapshot       every document as of the start of journal generation G
+    <data>/snapshot       every document (and each key's last command) as of the start of
+                          journal generation G
     <data>/journal.<G>    the writes since, appended one record per write
     <data>/lock           flock'ed while a store process has the directory open
 
@@ -312,6 +313,8 @@ class DurableStore(MemoryStore):
                 if "docs" in record:
                     for stored in record["docs"]:
                         self._restore(stored["_id"], stored)
+                elif "commands" in record:
+                    self._commands.update(record["commands"])
                 else:
                     count = record.get("end")
                     break
@@ -359,54 +362,55 @@ class DurableStore(MemoryStore):
         return replayed
 
     def _apply(self, record: dict[str, Any]) -> None:
-        op = record.get("op")
+        op, command = record.get("op"), record.get("cmd")
         if op == "insert":
-            self._insert(record["key"], record["doc"])
+            self._insert(record["key"], record["doc"], command)
         elif op == "update":
-            self._update(record["key"], record["fields"])
+            self._update(record["key"], record["fields"], command)
         elif op == "delete":
-            self._delete(record["key"])
+            self._delete(record["key"], command)
         elif op == "insert_many":
-            self._insert_many(record["docs"])
+            self._insert_many(record["docs"], command)
         elif op == "delete_many":
-            self._delete_many(record["keys"])
+            self._delete_many(record["keys"], command)
         else:
             raise KeyError(f"unknown operation {op!r}")
 
     # -- writes: applied, journaled, synced -----------------------------------------------------
 
-    async def insert(self, key: str, document: Document) -> None:
+    async def insert(self, key: str, document: Document, command: str | None = None) -> None:
         self.journal.check()
-        record = _record({"op": "insert", "key": key, "doc": document})
-        self._insert(key, document)
+        record = _record({"op": "insert", "key": key, "doc": document}, command)
+        self._insert(key, document, command)
         await self._log(record)
 
-    async def update(self, key: str, fields: Document) -> Document:
+    async def update(self, key: str, fields: Document, command: str | None = None) -> Document:
         self.journal.check()
-        record = _record({"op": "update", "key": key, "fields": fields})
-        updated = self._update(key, fields)
+        record = _record({"op": "update", "key": key, "fields": fields}, command)
+        updated = self._update(key, fields, command)
         await self._log(record)
         return updated
 
-    async def delete(self, key: str) -> None:
+    async def delete(self, key: str, command: str | None = None) -> None:
         self.journal.check()
-        record = _record({"op": "delete", "key": key})
-        self._delete(key)
+        record = _record({"op": "delete", "key": key}, command)
+        self._delete(key, command)
         await self._log(record)
 
-    async def insert_many(self, documents: dict[str, Document]) -> int:
+    async def insert_many(self, documents: dict[str, Document], command: str | None = None) -> int:
         self.journal.check()
-        record = _record({"op": "insert_many", "docs": documents})
-        count = self._insert_many(documents)
+        record = _record({"op": "insert_many", "docs": documents}, command)
+        count = self._insert_many(documents, command)
         if count:
             await self._log(record)
         return count
 
-    async def delete_many(self, keys: list[str]) -> int:
+    async def delete_many(self, keys: list[str], command: str | None = None) -> int:
         self.journal.check()
-        record = _record({"op": "delete_many", "keys": list(keys)})  # replays the same: absent then too
-        removed = self._delete_many(keys)
-        if removed:
+        # Replays the same: absent keys are absent then too, and get the command again.
+        record = _record({"op": "delete_many", "keys": list(keys)}, command)
+        removed = self._delete_many(keys, command)
+        if removed or command:
             await self._log(record)
         return len(removed)
 
@@ -448,6 +452,7 @@ class DurableStore(MemoryStore):
         last_old = self.journal.rotate(fd)
         self._generation, counted = generation, self._records
         documents = list(self._documents.values())  # point in time: stored documents never change
+        commands = list(self._commands.items())  # str -> str: the pairs never change either
         paused = time.monotonic() - started
         try:
             await _wait(last_old)  # the old journal is complete on disk
@@ -455,7 +460,7 @@ class DurableStore(MemoryStore):
             if old_fd is not None:
                 os.close(old_fd)
         try:
-            size = await asyncio.to_thread(self._write_snapshot, generation, documents)
+            size = await asyncio.to_thread(self._write_snapshot, generation, documents, commands)
         except OSError as exc:
             log.error("compaction: cannot write the snapshot (journals are kept, so nothing is "
                       "lost): %s", exc)
@@ -465,13 +470,16 @@ class DurableStore(MemoryStore):
                  "(%.0f ms in the event loop)", counted, len(documents), size / 1e6,
                  time.monotonic() - started, paused * 1000)
 
-    def _write_snapshot(self, generation: int, documents: list[dict[str, Any]]) -> int:
+    def _write_snapshot(self, generation: int, documents: list[dict[str, Any]],
+                        commands: list[tuple[str, str]]) -> int:
         """In a worker thread: write, sync and rename the snapshot, then drop older journals."""
         temporary, path = self.directory / "snapshot.tmp", self.directory / "snapshot"
         with open(temporary, "wb") as file:
             file.write(frame({"snapshot": generation, "format": SNAPSHOT_FORMAT}))
             for start in range(0, len(documents), SNAPSHOT_CHUNK):
                 file.write(frame({"docs": documents[start:start + SNAPSHOT_CHUNK]}))
+            for start in range(0, len(commands), SNAPSHOT_CHUNK):
+                file.write(frame({"commands": dict(commands[start:start + SNAPSHOT_CHUNK])}))
             file.write(frame({"end": len(documents)}))
             file.flush()
             os.fsync(file.fileno())
@@ -508,8 +516,10 @@ class DurableStore(MemoryStore):
             self._lock = None
 
 
-def _record(payload: dict[str, Any]) -> bytes:
+def _record(payload: dict[str, Any], command: str | None) -> bytes:
     """The framed record of a write, made before the write changes anything."""
+    if command:
+        payload["cmd"] = command
     try:
         return frame(payload)
     except (TypeError, ValueError) as exc:

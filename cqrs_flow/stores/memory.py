@@ -26,6 +26,10 @@ checks that the installed mongomock takes the fast path.
 Documents in the index are never changed in place: an update stores a new dict. So a shallow
 copy of the index is a consistent snapshot (the durable store relies on that), and what a
 caller gets back is always a copy of its own.
+
+The last command written to each key (see DocumentStore) is kept in a dict of its own beside the
+index, key -> command id: about 150 bytes a key, for keys written by commands only; deleted
+keys keep theirs (tombstones), so that dict only grows.
 """
 
 from __future__ import annotations
@@ -57,26 +61,30 @@ class MemoryStore(DocumentStore):
         # key -> stored document (with "_id"), oldest first; the same objects as in mongomock.
         self._documents: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._mirror = _mirror_store(self.collection)
+        self._commands: dict[str, str] = {}  # key -> id of the last command written to it
 
     def __len__(self) -> int:
         return len(self._documents)
 
     # -- the interface ------------------------------------------------------------------------
 
-    async def insert(self, key: str, document: Document) -> None:
-        self._insert(key, document)
+    async def insert(self, key: str, document: Document, command: str | None = None) -> None:
+        self._insert(key, document, command)
 
-    async def update(self, key: str, fields: Document) -> Document:
-        return self._update(key, fields)
+    async def update(self, key: str, fields: Document, command: str | None = None) -> Document:
+        return self._update(key, fields, command)
 
-    async def delete(self, key: str) -> None:
-        self._delete(key)
+    async def delete(self, key: str, command: str | None = None) -> None:
+        self._delete(key, command)
 
-    async def insert_many(self, documents: dict[str, Document]) -> int:
-        return self._insert_many(documents)
+    async def insert_many(self, documents: dict[str, Document], command: str | None = None) -> int:
+        return self._insert_many(documents, command)
 
-    async def delete_many(self, keys: list[str]) -> int:
-        return len(self._delete_many(keys))
+    async def delete_many(self, keys: list[str], command: str | None = None) -> int:
+        return len(self._delete_many(keys, command))
+
+    def last_command(self, key: str) -> str | None:
+        return self._commands.get(key)
 
     async def get(self, key: str) -> Document:
         return self._get(key)
@@ -95,39 +103,49 @@ class MemoryStore(DocumentStore):
     def _list(self, count: int) -> list[Document]:
         return [_copy_out(d) for d in islice(self._documents.values(), count)] if count > 0 else []
 
-    def _insert(self, key: str, document: Document) -> None:
+    def _insert(self, key: str, document: Document, command: str | None = None) -> None:
         if key in self._documents:
             raise DuplicateKey(key)
         self._put_new(key, document)
+        if command:
+            self._commands[key] = command
 
-    def _update(self, key: str, fields: Document) -> Document:
+    def _update(self, key: str, fields: Document, command: str | None = None) -> Document:
         stored = self._documents.get(key)
         if stored is None:
             raise NotFound(key)
         updated = {**stored, **_copy(fields), "_id": key}  # a new dict: stored ones never change
         self._replace(key, updated)
+        if command:
+            self._commands[key] = command
         return _copy_out(updated)
 
-    def _delete(self, key: str) -> None:
+    def _delete(self, key: str, command: str | None = None) -> None:
         if key not in self._documents:
             raise NotFound(key)
         self._remove(key)
+        if command:
+            self._commands[key] = command
 
-    def _insert_many(self, documents: dict[str, Document]) -> int:
+    def _insert_many(self, documents: dict[str, Document], command: str | None = None) -> int:
         taken = [key for key in documents if key in self._documents]
         if taken:
             raise DuplicateKey(", ".join(taken))
         for key, document in documents.items():
             self._put_new(key, document)
+            if command:
+                self._commands[key] = command
         return len(documents)
 
-    def _delete_many(self, keys: Iterable[str]) -> list[str]:
+    def _delete_many(self, keys: Iterable[str], command: str | None = None) -> list[str]:
         """Remove the documents that exist; the keys removed, each once."""
         removed = []
         for key in keys:
             if key in self._documents:
                 self._remove(key)
                 removed.append(key)
+            if command:
+                self._commands[key] = command
         return removed
 
     # -- index and collection in step ----------------------------------------------------------

@@ -11,6 +11,7 @@ import uuid
 import gmqtt
 from gmqtt.mqtt.constants import MQTTv311
 
+from cqrs_flow.ordering import CommandClock
 from system import System, acknowledged, prepare, wait_until
 from test_up_lifecycle import node_pid
 
@@ -64,5 +65,41 @@ def test_acknowledged_writes_survive_a_kill_9_of_the_store(tmp_path):
         assert set(applied(system)) <= stored
         assert stored == set(published)
         assert (tmp_path / "store-data" / "journal.0").exists()
+    finally:
+        assert system.stop() == 0
+
+
+def test_a_restarted_store_still_applies_each_command_once_and_in_order(tmp_path):
+    """The store's memory of recent command ids dies with it; each key's last command id is in
+    the journal, so commands delivered again after the restart change nothing."""
+    system = System(prepare("contacts_fast.yaml", tmp_path, **{"nodes.store.data": "store-data"})).start()
+    message = system.protos.message_class
+    clock = CommandClock()
+    key = f"once-{uuid.uuid4().hex[:8]}"
+    add = message("contacts.AddContactRequest")(command_id=clock.next_id())
+    add.contact.id, add.contact.name = key, "First"
+    update = message("contacts.UpdateContactRequest")(command_id=clock.next_id())
+    update.contact.id, update.contact.name = key, "Second"
+    name = lambda: (system.data(f'{{ contact(id: "{key}") {{ name }} }}')["contact"] or {}).get("name")
+
+    async def publish(*commands: tuple[str, bytes]) -> None:
+        broker = system.topology.nodes["broker"].listen
+        client = gmqtt.Client(f"test-once-{uuid.uuid4().hex[:6]}")
+        await client.connect(broker.connect_host, broker.port, version=MQTTv311)
+        for topic, payload in commands:
+            client.publish(topic, payload, qos=1)
+        await acknowledged(client)
+        await client.disconnect()
+
+    try:
+        asyncio.run(publish(("CONTACT/ADD", add.SerializeToString()), ("CONTACT/UPDATE", update.SerializeToString())))
+        assert wait_until(lambda: name() == "Second")
+        os.kill(node_pid(system, "store"), signal.SIGKILL)
+        wait_until(lambda: sum("cqrs-flow | store ready in" in line for line in system.lines) == 2, timeout=15)
+        asyncio.run(publish(("CONTACT/UPDATE", update.SerializeToString()), ("CONTACT/ADD", add.SerializeToString())))
+        system.wait_for_line(rf"store .*command {update.command_id} on contact {key}: not applied \(it was applied before\)")
+        system.wait_for_line(rf"store .*command {add.command_id} on contact {key}: not applied \(it is older than")
+        assert name() == "Second"
+        assert "exists already" not in system.output()  # the add was not refused as a duplicate: it was done
     finally:
         assert system.stop() == 0

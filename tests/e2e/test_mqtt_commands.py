@@ -8,6 +8,7 @@ import uuid
 import gmqtt
 from gmqtt.mqtt.constants import MQTTv311
 
+from cqrs_flow.ordering import CommandClock
 from system import acknowledged, wait_until
 
 
@@ -64,3 +65,38 @@ def test_writer_sets_aside_garbage_and_applies_the_next_command(contacts):
     contacts.wait_for_line(r"writer .*set aside: add_contact on CONTACT/ADD: not a valid contacts.AddContactRequest")
     contacts.wait_for_line(r"writer .*set aside: delete_contact on CONTACT/DELETE: not a valid")
     assert contacts.process.poll() is None
+
+
+def test_commands_on_one_entity_take_effect_in_the_order_of_their_ids(contacts):
+    """A command published again late (as a gateway's outbox does after a broker crash) must not
+    undo a newer one; one delivered twice is applied once."""
+    message = contacts.protos.message_class
+    key = f"ordered-{uuid.uuid4().hex[:8]}"
+    clock = CommandClock()
+    add_id, older_id, newer_id = clock.next_id(), clock.next_id(), clock.next_id()
+
+    def update(name: str, command_id: str) -> bytes:
+        request = message("contacts.UpdateContactRequest")(command_id=command_id)
+        request.contact.id, request.contact.name = key, name
+        return request.SerializeToString()
+
+    add = message("contacts.AddContactRequest")(command_id=add_id)
+    add.contact.id, add.contact.name = key, "Added"
+
+    async def publish():
+        client = await _connect(contacts, "reorder")
+        client.publish("CONTACT/ADD", add.SerializeToString(), qos=1)
+        client.publish("CONTACT/UPDATE", update("Newer", newer_id), qos=1)
+        client.publish("CONTACT/UPDATE", update("Older", older_id), qos=1)  # accepted before "Newer"
+        client.publish("CONTACT/ADD", add.SerializeToString(), qos=1)  # delivered again
+        await acknowledged(client)
+        await client.disconnect()
+
+    asyncio.run(publish())
+    contacts.wait_for_line(rf"store .*command {older_id} on contact {key}: not applied \(it is older than {newer_id}\)")
+    contacts.wait_for_line(rf"store .*command {add_id} .*was applied before")
+    assert contacts.data(f'{{ contact(id: "{key}") {{ name }} }}')["contact"] == {"name": "Newer"}
+    # Writers report every command they carried out, the stale ones too (their effect is there).
+    states = lambda: {contacts.data(f'{{ commandStatus(id: "{c}") {{ state }} }}')["commandStatus"]["state"]
+                      for c in (add_id, older_id, newer_id)}
+    assert wait_until(lambda: states() == {"APPLIED"})

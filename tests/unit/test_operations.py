@@ -7,7 +7,8 @@ import uuid
 
 import pytest
 
-from cqrs_flow.operations import InvalidRequest, ShapeError, bind
+from cqrs_flow.operations import InvalidRequest, ShapeError, Stale, bind
+from cqrs_flow.ordering import CommandClock
 from cqrs_flow.plans import Report, store_plan
 from cqrs_flow.protos import compile_protos
 from cqrs_flow.stores import DuplicateKey, MemoryStore, NotFound
@@ -37,11 +38,11 @@ def contacts(shipped_protos):
 @pytest.fixture
 def call(ops, contacts, shipped_protos):
     """call(store, 'AddContact', request, timestamp=..., list_limit=...) -> response."""
-    def run(store, rpc, request, timestamp="last_updated", list_limit=1000):
+    def run(store, rpc, request, timestamp="last_updated", list_limit=1000, command=None):
         bound = ops[rpc]
         response_class = shipped_protos.class_of(bound.method.output_type)
         return asyncio.run(bound.run(request, store, contacts("Contact"), response_class, timestamp,
-                                     list_limit, clock=fake_clock))
+                                     list_limit, clock=fake_clock, command=command))
     return run
 
 
@@ -326,3 +327,65 @@ def test_list_with_a_negative_count_is_invalid(call, contacts, store):
     with pytest.raises(InvalidRequest, match="count must not be negative"):
         call(store, "ListContacts", contacts("ListContactsRequest")(count=-1))
 
+
+
+# -- commands apply once, and in order per key --------------------------------------------------
+
+
+def test_a_command_delivered_again_is_not_applied_again(call, contacts, store):
+    command = CommandClock().next_id()
+    request = contacts("AddContactRequest")(contact=contacts("Contact")(id="c1", name="Ann"))
+    call(store, "AddContact", request, command=command)
+    with pytest.raises(Stale) as stale:  # not DuplicateKey: the insert is done, not refused
+        call(store, "AddContact", request, command=command)
+    assert (stale.value.key, stale.value.last) == ("c1", command)
+    assert (stale.value.response.id, stale.value.response.count) == ("c1", 0)
+
+
+def test_an_older_command_does_not_undo_a_newer_one(call, contacts, store):
+    clock = CommandClock()
+    add_id, older, newer = clock.next_id(), clock.next_id(), clock.next_id()
+    call(store, "AddContact", contacts("AddContactRequest")(contact=contacts("Contact")(id="c1", name="Ann")),
+         command=add_id)
+    update = lambda name: contacts("UpdateContactRequest")(contact=contacts("Contact")(id="c1", name=name))
+    call(store, "UpdateContact", update("Newer"), command=newer)
+    with pytest.raises(Stale):
+        call(store, "UpdateContact", update("Older"), command=older)
+    assert stored(store, "c1")["name"] == "Newer"
+
+
+def test_a_delete_leaves_a_tombstone_that_an_older_insert_respects(call, contacts, store):
+    clock = CommandClock()
+    insert_id, delete_id = clock.next_id(), clock.next_id()
+    request = contacts("AddContactRequest")(contact=contacts("Contact")(id="c1", name="Ann"))
+    call(store, "AddContact", request, command=insert_id)
+    call(store, "DeleteContact", contacts("DeleteContactRequest")(id="c1"), command=delete_id)
+    with pytest.raises(Stale):  # the insert delivered again after the delete: stays deleted
+        call(store, "AddContact", request, command=insert_id)
+    with pytest.raises(NotFound):
+        stored(store, "c1")
+    call(store, "AddContact", request, command=clock.next_id())  # a newer insert brings it back
+    assert stored(store, "c1")["name"] == "Ann"
+
+
+def test_bulk_commands_leave_out_the_keys_they_must_not_touch(call, contacts, store):
+    clock = CommandClock()
+    old, new = clock.next_id(), clock.next_id()
+    add(call, contacts, store, id="plain", name="no command")
+    call(store, "AddContact", contacts("AddContactRequest")(contact=contacts("Contact")(id="c1", name="Ann")),
+         command=new)
+    response = call(store, "DeleteContacts", contacts("DeleteContactsRequest")(ids=["c1", "plain"]), command=old)
+    assert response.count == 1  # c1 holds a newer command; the one written without a command goes
+    assert stored(store, "c1")["name"] == "Ann"
+    with pytest.raises(NotFound):
+        stored(store, "plain")
+
+
+def test_commands_with_ids_of_their_own_apply_once_each(call, contacts, store):
+    add(call, contacts, store, id="c1", name="Ann")
+    update = lambda name: contacts("UpdateContactRequest")(contact=contacts("Contact")(id="c1", name=name))
+    call(store, "UpdateContact", update("B"), command="client-b")
+    call(store, "UpdateContact", update("A"), command="client-a")  # no order known: applies
+    with pytest.raises(Stale):
+        call(store, "UpdateContact", update("A"), command="client-a")
+    assert stored(store, "c1")["name"] == "A"

@@ -365,6 +365,36 @@ def test_compaction_keeps_every_document_and_drops_old_journals(tmp_path):
     run(scenario())
 
 
+def test_each_keys_last_command_survives_a_reopen_and_a_compaction(tmp_path):
+    async def scenario():
+        directory = tmp_path / "data"
+        store = await DurableStore.open(directory, "contacts", compact_min_records=25)
+        expected = {}
+        for step in range(120):
+            key, command = f"k{step % 30}", f"cmd-{step}"
+            if step % 30 == 29:
+                await store.delete_many([key, "never-stored"], command)  # tombstones for both
+                expected["never-stored"] = command
+            elif key in store._documents:
+                await store.update(key, {"step": step}, command)
+            else:
+                await store.insert(key, {"id": key}, command)
+            expected[key] = command
+        await store.insert("plain", {"id": "plain"})  # written without a command: none kept
+        if store._compaction:
+            await store._compaction
+        assert store._generation > 1 and (directory / "snapshot").exists()
+        await store.update("k3", {"last": True}, "cmd-final")  # in the journal after the snapshot
+        expected["k3"] = "cmd-final"
+        await store.close()
+        store = await DurableStore.open(directory, "contacts")
+        assert {k: store.last_command(k) for k in expected} == expected
+        assert store.last_command("plain") is None
+        await store.close()
+
+    run(scenario())
+
+
 def test_a_long_journal_is_compacted_at_start_up(tmp_path):
     async def scenario():
         directory = tmp_path / "data"
@@ -407,7 +437,7 @@ def test_a_compaction_cut_short_loses_nothing(tmp_path):
         assert await store.list(1000) == before
         assert not (directory / "snapshot.tmp").exists()
         # a snapshot of generation 1 written, journal.0 not yet deleted
-        store._write_snapshot(1, [{**d, "_id": d["id"]} for d in before if d["id"] != "later"])
+        store._write_snapshot(1, [{**d, "_id": d["id"]} for d in before if d["id"] != "later"], [])
         (directory / "journal.0").write_bytes(frame({"op": "insert", "key": "stale", "doc": {}}))
         await store.close()
         store = await DurableStore.open(directory, "contacts")
