@@ -25,15 +25,12 @@ the writes were applied in memory, since both happen in the event loop's one thr
 Reads also wait for the journal when writes are pending, after computing their answer: a read
 never shows a write a crash could still take back.
 
-Records are framed: 4 bytes length, 4 bytes CRC-32 of the payload (both little-endian), then
-the payload, a JSON object (documents are protobuf messages as JSON data; the journal stays
-readable with a few lines of Python). At start-up the snapshot is loaded and the journals from
-its generation on are replayed in order. A crash can leave the journal's last record torn
-(half-written): replay stops at the first record whose frame is short, whose CRC does not match
-or whose payload is no JSON object, keeps the bytes from there in `journal.<G>.torn-<offset>`
-for inspection, truncates the journal to the last whole record, and goes on: a torn record was
-never acknowledged, since its fsync had not returned. A damaged snapshot, by contrast, stops the
-store with an error, since it was written whole and renamed into place.
+Records are framed JSON objects (stores/journal.py; documents are protobuf messages as JSON
+data, and a write made by a command carries its id as "cmd"). At start-up the snapshot is
+loaded and the journals from its generation on are replayed in order. A crash can leave the
+journal's last record torn (half-written): replay drops it, keeping the bytes aside, and goes
+on: a torn record was never acknowledged, since its fsync had not returned. A damaged snapshot,
+by contrast, stops the store with an error, since it was written whole and renamed into place.
 
 Compaction keeps the journal from growing without bound: once it holds more records than
 `max(compact_min_records, documents stored)` (so rewriting everything costs O(1) per write,
@@ -53,182 +50,26 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
-import json
 import logging
 import os
 import re
-import struct
 import time
-import zlib
-from collections import deque
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO
 
 from cqrs_flow.stores.base import Document, DuplicateKey, InvalidDocument, NotFound, StoreError
+from cqrs_flow.stores.journal import (Journal, Records, frame, open_journal, replay, sync_directory,
+                                      wait)
 from cqrs_flow.stores.memory import MemoryStore
 
-__all__ = ["DurableStore", "Journal"]
+__all__ = ["DurableStore"]
 
 log = logging.getLogger("cqrs_flow.store")
 
-HEADER = struct.Struct("<II")  # payload length, CRC-32 of the payload
 SNAPSHOT_FORMAT = 1
 SNAPSHOT_CHUNK = 1000  # documents per snapshot record
 COMPACT_MIN_RECORDS = 10_000
 _JOURNAL = re.compile(r"^journal\.(\d+)$")
-
-
-def frame(payload: dict[str, Any]) -> bytes:
-    """One record: header + JSON. TypeError/ValueError for data that is not JSON data."""
-    data = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
-    return HEADER.pack(len(data), zlib.crc32(data)) + data
-
-
-class _Records:
-    """Iterates over the whole records of a file; `end` is then where the last one ends."""
-
-    def __init__(self, file: BinaryIO) -> None:
-        self.file = file
-        self.size = os.fstat(file.fileno()).st_size
-        self.end = 0
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        file, offset = self.file, 0
-        file.seek(0)
-        while self.size - offset >= HEADER.size:
-            length, crc = HEADER.unpack(file.read(HEADER.size))
-            if length == 0 or length > self.size - offset - HEADER.size:
-                return
-            payload = file.read(length)
-            if len(payload) != length or zlib.crc32(payload) != crc:
-                return
-            try:
-                record = json.loads(payload)
-            except ValueError:
-                return
-            if not isinstance(record, dict):
-                return
-            offset += HEADER.size + length
-            self.end = offset
-            yield record
-
-
-class _Batch:
-    __slots__ = ("fd", "data", "done", "taken")
-
-    def __init__(self, fd: int, done: asyncio.Future) -> None:
-        self.fd = fd
-        self.data = bytearray()
-        self.done = done
-        self.taken = False
-
-
-class Journal:
-    """Appends records to a file; one fdatasync covers every record waiting for it (group commit).
-
-    `append` queues a record and returns a future that is done once the record is on disk. One
-    task writes the queued records and syncs them in a worker thread; the records appended in
-    the meantime form the next batch. `group_commit=False` syncs every record on its own (only
-    to measure what grouping gains).
-    """
-
-    def __init__(self, fd: int, group_commit: bool = True) -> None:
-        self._fd = fd
-        self._group = group_commit
-        self._batches: deque[_Batch] = deque()
-        self._wake = asyncio.Event()
-        self._newest: asyncio.Future | None = None
-        self._error: StoreError | None = None
-        self.syncs = 0
-        self.task = asyncio.get_running_loop().create_task(self._run(), name="journal")
-
-    def check(self) -> None:
-        """StoreError if the journal failed: nothing may be changed any more."""
-        if self._error is not None:
-            raise self._error
-
-    def append(self, record: bytes) -> asyncio.Future:
-        self.check()
-        tail = self._batches[-1] if self._batches else None
-        if tail is None or tail.taken or tail.fd != self._fd or not self._group:
-            tail = _Batch(self._fd, asyncio.get_running_loop().create_future())
-            self._batches.append(tail)
-        tail.data += record
-        self._newest = tail.done
-        self._wake.set()
-        return tail.done
-
-    async def settled(self) -> None:
-        """Return once every record appended so far is on disk."""
-        await _wait(self._newest)
-
-    def rotate(self, fd: int) -> asyncio.Future | None:
-        """Append to `fd` from now on; the future of the last record for the old file."""
-        newest, self._fd = self._newest, fd
-        return newest
-
-    async def _run(self) -> None:
-        while True:
-            if not self._batches:
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            batch = self._batches[0]
-            batch.taken = True
-            try:
-                await asyncio.to_thread(_write_and_sync, batch.fd, batch.data)
-            except OSError as exc:
-                self._error = StoreError(f"cannot write the journal: {exc}")
-                for failed in self._batches:
-                    failed.done.set_exception(self._error)
-                    failed.done.exception()  # retrieved: callers that still wait get it anyway
-                self._batches.clear()
-                raise self._error from exc
-            self.syncs += 1
-            self._batches.popleft()
-            batch.done.set_result(None)
-
-    async def close(self) -> None:
-        """Wait for what is queued, then stop; the caller closes the file."""
-        if not self.task.done():
-            try:
-                await self.settled()
-            finally:
-                self.task.cancel()
-                await asyncio.gather(self.task, return_exceptions=True)
-
-
-async def _wait(future: asyncio.Future | None) -> None:
-    if future is None:
-        return
-    if future.done():
-        future.result()  # raises the journal's error, if it failed
-        return
-    await asyncio.shield(future)  # a cancelled caller must not cancel everyone's batch
-
-
-def _write_and_sync(fd: int, data: bytearray) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-    os.fdatasync(fd)
-
-
-def _sync_directory(directory: Path) -> None:
-    """Make created, renamed and removed names in `directory` durable."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _open_journal(path: Path) -> int:
-    existed = path.exists()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
-    if not existed:
-        _sync_directory(path.parent)
-    return fd
 
 
 class DurableStore(MemoryStore):
@@ -292,7 +133,7 @@ class DurableStore(MemoryStore):
         for generation in journals:
             self._records += self._replay(self.directory / f"journal.{generation}")
         self._generation = journals[-1] if journals else snapshot_generation
-        self._fd = _open_journal(self.directory / f"journal.{self._generation}")
+        self._fd = open_journal(self.directory / f"journal.{self._generation}")
         self.journal = Journal(self._fd, self._group_commit)
         log.info("data in %s: %d documents (snapshot generation %d, %d journal records replayed) "
                  "in %.2fs", self.directory, len(self), snapshot_generation, self._records,
@@ -303,7 +144,7 @@ class DurableStore(MemoryStore):
         if not path.exists():
             return 0
         with open(path, "rb") as file:
-            records = _Records(file)
+            records = Records(file)
             items = iter(records)
             head = next(items, None)
             if not head or head.get("format") != SNAPSHOT_FORMAT or not isinstance(head.get("snapshot"), int):
@@ -334,29 +175,17 @@ class DurableStore(MemoryStore):
             self._put_new(key, stored)
 
     def _replay(self, path: Path) -> int:
-        replayed = anomalies = 0
-        with open(path, "r+b") as file:
-            records = _Records(file)
-            for record in records:
-                replayed += 1
-                try:
-                    self._apply(record)
-                except (NotFound, DuplicateKey, KeyError, TypeError, AttributeError) as exc:
-                    anomalies += 1
-                    log.error("%s: record %d (%s) does not apply: %r", path, replayed,
-                              record.get("op"), exc)
-            if records.end < records.size:
-                file.seek(records.end)
-                tail = file.read()
-                aside = path.with_name(f"{path.name}.torn-{records.end}")
-                aside.write_bytes(tail)
-                file.truncate(records.end)
-                file.flush()
-                os.fsync(file.fileno())
-                _sync_directory(self.directory)
-                log.warning("%s: dropped a torn tail of %d bytes after %d whole records (a write "
-                            "cut short by a crash, never acknowledged); kept in %s",
-                            path, len(tail), replayed, aside.name)
+        anomalies = 0
+
+        def apply(record: dict[str, Any]) -> None:
+            nonlocal anomalies
+            try:
+                self._apply(record)
+            except (NotFound, DuplicateKey, KeyError, TypeError, AttributeError) as exc:
+                anomalies += 1
+                log.error("%s: a record (%s) does not apply: %r", path, record.get("op"), exc)
+
+        replayed = replay(path, apply)
         if anomalies:
             log.error("%s: %d of %d records did not apply", path, anomalies, replayed)
         return replayed
@@ -418,7 +247,7 @@ class DurableStore(MemoryStore):
         done = self.journal.append(record)  # right after the change in memory: the same order
         self._records += 1
         self._maybe_compact()
-        await _wait(done)
+        await wait(done)
 
     # -- reads: never show what a crash could take back -----------------------------------------
 
@@ -443,7 +272,7 @@ class DurableStore(MemoryStore):
     async def _compact(self) -> None:
         generation = self._generation + 1
         try:
-            fd = await asyncio.to_thread(_open_journal, self.directory / f"journal.{generation}")
+            fd = await asyncio.to_thread(open_journal, self.directory / f"journal.{generation}")
         except OSError as exc:
             log.error("compaction: cannot start journal.%d: %s", generation, exc)
             return
@@ -455,7 +284,7 @@ class DurableStore(MemoryStore):
         commands = list(self._commands.items())  # str -> str: the pairs never change either
         paused = time.monotonic() - started
         try:
-            await _wait(last_old)  # the old journal is complete on disk
+            await wait(last_old)  # the old journal is complete on disk
         finally:
             if old_fd is not None:
                 os.close(old_fd)
@@ -485,7 +314,7 @@ class DurableStore(MemoryStore):
             os.fsync(file.fileno())
             size = file.tell()
         os.replace(temporary, path)
-        _sync_directory(self.directory)
+        sync_directory(self.directory)
         for name in os.listdir(self.directory):
             match = _JOURNAL.match(name)
             if match and int(match.group(1)) < generation:

@@ -20,8 +20,8 @@ import mongomock
 import pytest
 
 from cqrs_flow.stores import DurableStore, DuplicateKey, InvalidDocument, MemoryStore, NotFound, StoreError
-from cqrs_flow.stores import durable
-from cqrs_flow.stores.durable import HEADER, frame
+from cqrs_flow.stores import journal
+from cqrs_flow.stores.journal import HEADER, frame
 from cqrs_flow.topology.loader import parse_topology
 
 
@@ -489,8 +489,8 @@ class SlowDisk:
         self.hold = threading.Event()
         self.hold.set()
         self.syncs = 0
-        self.write = durable._write_and_sync
-        monkeypatch.setattr(durable, "_write_and_sync", self)
+        self.write = journal._write_and_sync
+        monkeypatch.setattr(journal, "_write_and_sync", self)
 
     def __call__(self, fd, data) -> None:
         self.hold.wait(10)
@@ -542,7 +542,7 @@ def test_a_failing_disk_fails_the_writes_and_the_store(tmp_path, monkeypatch):
     async def scenario():
         store = await DurableStore.open(tmp_path / "data", "contacts")
         await store.insert("k1", {"id": "k1"})
-        monkeypatch.setattr(durable, "_write_and_sync", broken)
+        monkeypatch.setattr(journal, "_write_and_sync", broken)
         watcher = asyncio.ensure_future(store.wait_failure())
         with pytest.raises(StoreError, match="cannot write the journal: .*No space left"):
             await store.insert("k2", {"id": "k2"})
