@@ -161,20 +161,32 @@ class Launcher:
         """Run until Ctrl-C/SIGTERM (status 0), restarting nodes that exit as their `restart`
         policy says; a node that exits and may not be restarted stops the system (status 1)."""
         stop_wait = asyncio.ensure_future(self._stop.wait())
+        # Each restart runs on its own: nodes that died together (a host's worth, say) come back
+        # together, and one that waits for a peer to be ready does not hold up the peer's restart.
+        restarts: dict[asyncio.Task, str] = {}
         try:
             while True:
-                waits = {asyncio.ensure_future(p.wait()): name for name, p in self.processes.items()}
-                done, _ = await asyncio.wait([*waits, stop_wait], return_when=asyncio.FIRST_COMPLETED)
+                waits = {asyncio.ensure_future(p.wait()): name for name, p in self.processes.items()
+                         if name not in restarts.values()}
+                done, _ = await asyncio.wait([*waits, *restarts, stop_wait], return_when=asyncio.FIRST_COMPLETED)
                 for task in waits:
                     task.cancel()
                 if stop_wait in done:
                     self.printer.system("stopping")
                     return 0
                 for task in done:
-                    if not await self._restart(waits[task]):
-                        return 1
+                    if task in waits:
+                        name = waits[task]
+                        restarts[asyncio.ensure_future(self._restart(name))] = name
+                    else:  # a restart finished: False if the node may not be restarted
+                        restarts.pop(task)
+                        if not task.result():
+                            return 1
         finally:
             stop_wait.cancel()
+            for task in restarts:
+                task.cancel()
+            await asyncio.gather(*restarts, return_exceptions=True)
 
     async def _restart(self, name: str) -> bool:
         """Restart node `name`, which exited, if its policy allows; False when it may not."""

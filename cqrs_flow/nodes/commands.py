@@ -7,7 +7,7 @@ import json
 from collections import OrderedDict
 from typing import Any
 
-__all__ = ["AppliedCommands", "CommandBook", "Outbox", "STATUS_SDL", "SUBSCRIPTION_SDL"]
+__all__ = ["AppliedCommands", "CommandBook", "STATUS_SDL", "SUBSCRIPTION_SDL"]
 
 # Added to every gateway's schema (unless it defines commandStatus itself).
 STATUS_SDL = '''
@@ -116,40 +116,3 @@ class AppliedCommands:
         self._responses[command_id] = response
         if len(self._responses) > self._capacity:
             self._responses.popitem(last=False)
-
-
-class Outbox:
-    """Commands a gateway published and no writer has reported on yet.
-
-    The embedded broker speaks MQTT 3.1.1, where a writer's client acknowledges a message on
-    receipt; a command a writer held when it was killed, or one a broker lost in a crash, would
-    be gone. The gateway therefore keeps each command until a writer reports it APPLIED or FAILED
-    and publishes it again when that takes longer than `redeliver_after`. The store applies a
-    command id once, so a command published twice is still applied once.
-    """
-
-    def __init__(self, redeliver_after: float, capacity: int = 100_000) -> None:
-        self.redeliver_after = redeliver_after
-        self.capacity = capacity
-        self._waiting: OrderedDict[str, tuple[str, bytes, float]] = OrderedDict()  # id -> topic, payload, due
-
-    def __len__(self) -> int:
-        return len(self._waiting)
-
-    @property
-    def full(self) -> bool:
-        return len(self._waiting) >= self.capacity
-
-    def add(self, command_id: str, topic: str, payload: bytes, now: float) -> None:
-        self._waiting[command_id] = (topic, payload, now + self.redeliver_after)
-
-    def settle(self, command_id: str) -> None:
-        self._waiting.pop(command_id, None)
-
-    def due(self, now: float) -> list[tuple[str, str, bytes]]:
-        """The commands to publish again now; each is due again `redeliver_after` later."""
-        found = [(cid, topic, payload) for cid, (topic, payload, due) in self._waiting.items() if due <= now]
-        for command_id, topic, payload in found:
-            self._waiting[command_id] = (topic, payload, now + self.redeliver_after)
-            self._waiting.move_to_end(command_id)
-        return found

@@ -21,7 +21,8 @@ from tartiflette import Resolver, Subscription, TartifletteError, create_engine
 from cqrs_flow.errors import NodeError, TopologyError
 from cqrs_flow.messages import get_path, set_path, to_data
 from cqrs_flow.mqtt import connect, new_client
-from cqrs_flow.nodes.commands import STATUS_SDL, SUBSCRIPTION_SDL, CommandBook, Outbox
+from cqrs_flow.nodes.commands import STATUS_SDL, SUBSCRIPTION_SDL, CommandBook
+from cqrs_flow.nodes.outbox import Outbox
 from cqrs_flow.nodes.reader import UNAVAILABLE_PEER
 from cqrs_flow.nodes.runtime import NodeService
 from cqrs_flow.nodes.websocket import serve_websocket
@@ -29,6 +30,7 @@ from cqrs_flow.ordering import CommandClock
 from cqrs_flow.plans import Call, GatewayPlan, MutationPlan, QueryPlan, Report, gateway_plan
 from cqrs_flow.plugins import PluginContext, Rejected, start_plugins, stop_plugins
 from cqrs_flow.rpc import ServiceClient
+from cqrs_flow.stores.journal import JournalError
 from cqrs_flow.topology.model import BrokerNode, GatewayNode, ReaderNode
 
 __all__ = ["GatewayService"]
@@ -60,7 +62,8 @@ class GatewayService(NodeService):
         self.plugins = await start_plugins(self.node, PluginContext(self.topology, self.node, self.protos, self.log))
         self.book = CommandBook()
         self.clock = CommandClock()  # command ids in the order this gateway accepts commands
-        self.outbox = Outbox(self.topology.redeliver_after(self.node))
+        self.outbox = await self._outbox()
+        self.spawn(self.outbox.wait_failure(), "outbox")
         self.mqtt = new_client(self.topology.name, self.node.name, broker, persistent=False)
         self.mqtt.on_connect = lambda client, *_: client.subscribe(self.topology.status_topic, qos=1)
         self.mqtt.on_message = self._on_status
@@ -86,12 +89,24 @@ class GatewayService(NodeService):
             raise NodeError(f"HTTP server cannot listen on {self.node.listen}: {exc.strerror or exc}") from None
         self.log.info("GraphQL on %s (reader %s, broker %s)", self.node.url, reader.listen, broker.address)
 
+    async def _outbox(self) -> Outbox:
+        redeliver_after = self.topology.redeliver_after(self.node)
+        if self.node.data is None:
+            return Outbox(redeliver_after)
+        try:
+            return await Outbox.open(self.topology.root / self.node.data, redeliver_after,
+                                     now=asyncio.get_running_loop().time())
+        except JournalError as exc:
+            raise NodeError(str(exc)) from None
+
     async def stop(self) -> None:
         # HTTP first so no request arrives with its backends gone, then the backends.
         if hasattr(self, "runner"):
             await self.runner.cleanup()
         if hasattr(self, "mqtt") and self.mqtt.is_connected:
             await self.mqtt.disconnect()
+        if hasattr(self, "outbox"):
+            await self.outbox.close()
         if hasattr(self, "reader"):
             await self.reader.close()
         await stop_plugins(getattr(self, "plugins", []), self.log)
@@ -102,8 +117,7 @@ class GatewayService(NodeService):
         settled = self.book.heard(payload)
         if settled is None:
             self.log.warning("ignored a status message that is not one (%d bytes)", len(payload))
-        for command_id in settled or ():
-            self.outbox.settle(command_id)
+        self.outbox.settle(settled or [])
         return 0
 
     async def _redeliver(self) -> None:
@@ -219,8 +233,13 @@ class GatewayService(NodeService):
                 set_path(command, plan.command_id_path, command_id)
             payload = command.SerializeToString()
             if plan.command_id_path:
+                try:  # with a data directory: on disk before it is published and answered
+                    await self.outbox.add(command_id, plan.topic, payload, asyncio.get_running_loop().time())
+                except JournalError as exc:
+                    self.log.error("cannot keep command %s in the outbox: %s", command_id, exc)
+                    return {"status": "ERROR", "id": key,
+                            "message": "the gateway cannot record commands; nothing was queued"}
                 self.book.queued(command_id, plan.command, key)
-                self.outbox.add(command_id, plan.topic, payload, asyncio.get_running_loop().time())
             self.mqtt.publish(plan.topic, payload, qos=1)
             return {"status": "OK", "message": plan.message.format_map(words), "id": key,
                     "command_id": command_id if plan.command_id_path else None}

@@ -49,7 +49,6 @@ anything any more: the waiting calls and every later write fail with StoreError,
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import logging
 import os
 import re
@@ -58,8 +57,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from cqrs_flow.stores.base import Document, DuplicateKey, InvalidDocument, NotFound, StoreError
-from cqrs_flow.stores.journal import (Journal, Records, frame, open_journal, replay, sync_directory,
-                                      wait)
+from cqrs_flow.stores.journal import (Journal, Records, frame, lock_directory, open_journal, replay,
+                                      sync_directory, wait)
 from cqrs_flow.stores.memory import MemoryStore
 
 __all__ = ["DurableStore"]
@@ -108,16 +107,7 @@ class DurableStore(MemoryStore):
 
     def _open(self) -> None:
         started = time.monotonic()
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            self._lock = open(self.directory / "lock", "a+b")
-        except OSError as exc:
-            raise StoreError(f"cannot open the data directory {self.directory}: {exc}") from None
-        try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise StoreError(f"the data directory {self.directory} is in use by another store "
-                             f"process") from None
+        self._lock = lock_directory(self.directory, "store")
         (self.directory / "snapshot.tmp").unlink(missing_ok=True)  # a compaction cut short
 
         snapshot_generation = self._load_snapshot()

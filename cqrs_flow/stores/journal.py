@@ -15,6 +15,7 @@ record was never acknowledged, since its fsync had not returned.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import logging
 import os
@@ -26,8 +27,8 @@ from typing import Any, BinaryIO, Callable, Iterator
 
 from cqrs_flow.stores.base import StoreError
 
-__all__ = ["HEADER", "Journal", "JournalError", "Records", "frame", "open_journal", "replay",
-           "sync_directory", "wait"]
+__all__ = ["HEADER", "Journal", "JournalError", "Records", "frame", "lock_directory", "open_journal",
+           "replay", "sync_directory", "wait"]
 
 log = logging.getLogger("cqrs_flow.journal")
 
@@ -213,3 +214,20 @@ def replay(path: Path, apply: Callable[[dict[str, Any]], None]) -> int:
                         "short by a crash, never acknowledged); kept in %s",
                         path, len(torn), count, aside.name)
     return count
+
+
+def lock_directory(directory: Path, what: str) -> BinaryIO:
+    """Create `directory` if needed and hold its `lock` file (flock) for this process: two
+    processes appending to one journal would interleave their records. Close the file to release.
+    JournalError if the directory cannot be used or another process holds it."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        lock = open(directory / "lock", "a+b")
+    except OSError as exc:
+        raise JournalError(f"cannot open the data directory {directory}: {exc}") from None
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        lock.close()
+        raise JournalError(f"the data directory {directory} is in use by another {what} process") from None
+    return lock

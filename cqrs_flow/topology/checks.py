@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 from collections import defaultdict
+from pathlib import Path
 from typing import Iterable
 
 from cqrs_flow.errors import Problem
@@ -40,6 +41,7 @@ def check_wiring(topology: Topology) -> list[Problem]:
     _check_commands(topology, report)
     _check_listeners(topology, report)
     _check_files(topology, report)
+    _check_data_directories(topology, report)
     cycle = find_cycle(topology)
     if cycle:
         report(("nodes", cycle[0]), "dependency cycle: " + " -> ".join(cycle))
@@ -181,6 +183,20 @@ def _check_files(topology: Topology, report: _Reporter) -> None:
     for path, relative in files:
         if not (topology.root / relative).is_file():
             report(path, f"file not found: {relative} (paths are relative to the topology file)")
+
+
+def _check_data_directories(topology: Topology, report: _Reporter) -> None:
+    """Two nodes must not share a data directory: each holds it locked while it runs."""
+    owners: dict[Path, str] = {}
+    for node in topology.nodes.values():
+        data = getattr(node, "data", None)
+        if data is None:
+            continue
+        directory = (topology.root / data).resolve()
+        if directory in owners:
+            report(("nodes", node.name, "data"), f"directory '{data}' is the data directory of node "
+                                                 f"'{owners[directory]}' too; give each node its own")
+        owners.setdefault(directory, node.name)
 
 
 def _hint(word: str, choices: Iterable[str]) -> str:

@@ -168,6 +168,7 @@ def _kind_node(name: str, kind: str | None, raw: dict[str, Any]) -> Node:
                 for field, m in (raw.get("mutations") or {}).items() if m.get("command")
             }),
             playground=raw["playground"],
+            data=Path(raw["data"]) if raw.get("data") else None,
             reader_timeout=raw["reader_timeout"],
             redeliver_after=raw.get("redeliver_after"),
             plugins=_plugins(raw),

@@ -234,6 +234,7 @@ class GatewayNode(Node):
     queries: Mapping[str, Query] = field(default_factory=frozen_map)
     mutations: Mapping[str, Mutation] = field(default_factory=frozen_map)
     playground: bool = True
+    data: Path | None = None  # directory of the outbox journal, relative to the topology file
     reader_timeout: float = 5.0
     redeliver_after: float | None = None  # None: see Topology.redeliver_after
     plugins: tuple[PluginRef, ...] = ()

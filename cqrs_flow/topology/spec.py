@@ -318,6 +318,11 @@ GATEWAY = Section({
     "queries": Field(MapOf(QUERY), default={}, doc="Query field -> reader RPC"),
     "mutations": Field(MapOf(MUTATION), default={}, doc="Mutation field -> command"),
     "playground": Field(boolean, default=True, doc="serve the GraphQL IDE on GET /"),
+    "data": Field(string, doc="directory (relative to this file) where the gateway journals its outbox "
+                              "(commands not yet reported applied), fsync'ed before a mutation is "
+                              "answered, so they are published again after a crash of the gateway "
+                              "and the broker; created if missing. Default: none, the outbox is in "
+                              "memory only"),
     "redeliver_after": Field(parse_duration,
                              doc="publish a command again when no writer has reported on it for this long "
                                  "(default: 10 s more than the longest write delay)"),

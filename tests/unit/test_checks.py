@@ -252,3 +252,11 @@ def test_check_wiring_on_a_hand_built_topology_without_problems():
     commands = frozen_map({"c": Command("c", topic="T/C", rpc="Add")})
     topology = Topology("t", Path("/nowhere/t.yaml"), (), commands, frozen_map(nodes))
     assert check_wiring(topology) == []
+
+
+def test_two_nodes_may_not_share_a_data_directory(edit, problems_of):
+    problems = problems_of(edit(("    key: id\n", "    key: id\n    data: var/store\n"),
+                                ("    schema: schema/contacts.graphql\n",
+                                 "    schema: schema/contacts.graphql\n    data: var/../var/store\n")))
+    assert at(problems, "nodes.gateway.data") == [
+        "directory 'var/../var/store' is the data directory of node 'store' too; give each node its own"]

@@ -80,28 +80,3 @@ def test_is_subscription(query, name, expected):
     from cqrs_flow.nodes.websocket import is_subscription
 
     assert is_subscription(query, name) is expected
-
-
-def test_outbox_publishes_again_what_no_writer_reported_on():
-    from cqrs_flow.nodes.commands import Outbox
-
-    outbox = Outbox(redeliver_after=5.0, capacity=3)
-    outbox.add("a", "T/A", b"1", now=0.0)
-    outbox.add("b", "T/B", b"2", now=1.0)
-    assert outbox.due(4.9) == []
-    assert outbox.due(5.0) == [("a", "T/A", b"1")]
-    outbox.settle("b")
-    assert outbox.due(7.0) == [] and len(outbox) == 1
-    assert outbox.due(10.0) == [("a", "T/A", b"1")]  # due again redeliver_after later
-    outbox.add("c", "T/C", b"3", now=10.0)
-    outbox.add("d", "T/D", b"4", now=10.0)
-    assert outbox.full
-
-
-def test_a_status_message_may_carry_many_reports_and_is_refused_whole_if_one_is_bad():
-    book = CommandBook()
-    both = json.dumps([{"id": "a", "state": "APPLIED"}, {"id": "b", "state": "FAILED", "reason": "NOT_FOUND"}])
-    assert book.heard(both.encode()) == ["a", "b"]
-    assert book.get("b")["reason"] == "NOT_FOUND"
-    assert book.heard(json.dumps([{"id": "c", "state": "APPLIED"}, {"id": 5}]).encode()) is None
-    assert book.get("c") is None

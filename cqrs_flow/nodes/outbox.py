@@ -1,0 +1,195 @@
+"""The gateway's outbox: commands it accepted that no writer has reported on yet.
+
+A writer on the embedded broker (MQTT 3.1.1) acknowledges a message on receipt, and the embedded
+broker keeps its queues in memory: a command a writer held when it was killed, or one a broker
+lost in a crash, would be gone. The gateway therefore keeps each command until a writer reports
+it APPLIED or FAILED, and publishes it again when that takes longer than `redeliver_after`.
+The store applies a command id once, and never after a newer command on the same entity
+(cqrs_flow.ordering), so a command published twice, or late, changes nothing.
+
+Without a data directory the outbox is in memory: it covers every crash but the gateway's own.
+With one (`data:` on the gateway), it is journaled there (stores/journal.py), and the gateway
+answers a mutation only once its command is on disk: a command answered OK is published again
+by the restarted gateway even if the broker lost it meanwhile. Records:
+
+    {"add": id, "topic": topic, "payload": base64}     a command accepted
+    {"settled": [id, ...]}                             commands a writer reported on (not
+                                                       synced: one lost is published again)
+    {"pending": [[id, topic, base64], ...]}            every waiting command: opens each journal
+                                                       generation after the first
+
+Files: `<data>/outbox.<G>` and `<data>/lock`. When a generation holds more records than
+max(COMPACT_MIN_RECORDS, 4 x the commands waiting), the outbox moves on to G+1, whose first
+record lists what is waiting, and deletes G once that record is on disk. At start-up every
+generation left is replayed in order; a generation whose opening record is torn is empty, so
+what G said stands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import os
+import re
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from cqrs_flow.stores.journal import Journal, JournalError, frame, lock_directory, open_journal, replay, wait
+
+__all__ = ["Outbox"]
+
+log = logging.getLogger("cqrs_flow.outbox")
+
+COMPACT_MIN_RECORDS = 10_000
+_GENERATION = re.compile(r"^outbox\.(\d+)$")
+
+
+class Outbox:
+    """Commands published and not yet reported on, in the order they were accepted.
+
+    `Outbox(redeliver_after)` is in memory; `await Outbox.open(directory, redeliver_after)`
+    journals to `directory` (and needs a running event loop).
+    """
+
+    def __init__(self, redeliver_after: float, capacity: int = 100_000) -> None:
+        self.redeliver_after = redeliver_after
+        self.capacity = capacity
+        self._waiting: OrderedDict[str, tuple[str, bytes, float]] = OrderedDict()  # id -> topic, payload, due
+        self.directory: Path | None = None
+        self.journal: Journal | None = None
+        self._lock: BinaryIO | None = None
+        self._fd: int | None = None
+        self._generation = 0
+        self._records = 0
+        self._compaction: asyncio.Task | None = None
+
+    @classmethod
+    async def open(cls, directory: Path, redeliver_after: float, capacity: int = 100_000,
+                   now: float = 0.0) -> "Outbox":
+        """The outbox journaled in `directory`, with what it held before: all due at `now`.
+        JournalError if the directory cannot be used."""
+        outbox = cls(redeliver_after, capacity)
+        outbox.directory = directory
+        outbox._lock = lock_directory(directory, "gateway")
+        try:
+            generations = sorted(int(m.group(1)) for p in directory.iterdir() if (m := _GENERATION.match(p.name)))
+            for generation in generations:
+                outbox._records = replay(directory / f"outbox.{generation}", lambda r: outbox._replay(r, now))
+            outbox._generation = generations[-1] if generations else 0
+            outbox._fd = open_journal(directory / f"outbox.{outbox._generation}")
+        except OSError as exc:
+            outbox._release()
+            raise JournalError(f"cannot read the outbox in {directory}: {exc}") from None
+        outbox.journal = Journal(outbox._fd)
+        if outbox._waiting:
+            log.info("outbox in %s: %d command(s) accepted before a restart and not reported on; "
+                     "publishing them again", directory, len(outbox._waiting))
+        return outbox
+
+    def _replay(self, record: dict[str, Any], now: float) -> None:
+        if "add" in record:
+            self._waiting[record["add"]] = (record["topic"], base64.b64decode(record["payload"]), now)
+        elif "settled" in record:
+            for command_id in record["settled"]:
+                self._waiting.pop(command_id, None)
+        elif "pending" in record:
+            self._waiting = OrderedDict((cid, (topic, base64.b64decode(payload), now))
+                                        for cid, topic, payload in record["pending"])
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    @property
+    def full(self) -> bool:
+        return len(self._waiting) >= self.capacity
+
+    async def add(self, command_id: str, topic: str, payload: bytes, now: float) -> None:
+        """Keep a command until it is settled; with a journal, return once it is on disk
+        (JournalError, and the command is not kept, if it cannot be)."""
+        self._waiting[command_id] = (topic, payload, now + self.redeliver_after)
+        if self.journal is None:
+            return
+        try:
+            done = self.journal.append(frame({"add": command_id, "topic": topic,
+                                              "payload": base64.b64encode(payload).decode()}))
+            self._count_record()
+            await wait(done)
+        except JournalError:
+            self._waiting.pop(command_id, None)
+            raise
+
+    def settle(self, command_ids: list[str]) -> None:
+        """Forget commands a writer reported on."""
+        known = [cid for cid in command_ids if self._waiting.pop(cid, None) is not None]
+        if known and self.journal is not None:
+            try:
+                self.journal.append(frame({"settled": known}))
+                self._count_record()
+            except JournalError:
+                pass  # the outbox is failing: the node ends with wait_failure
+
+    def due(self, now: float) -> list[tuple[str, str, bytes]]:
+        """The commands to publish again now; each is due again `redeliver_after` later."""
+        found = [(cid, topic, payload) for cid, (topic, payload, due) in self._waiting.items() if due <= now]
+        for command_id, topic, payload in found:
+            self._waiting[command_id] = (topic, payload, now + self.redeliver_after)
+            self._waiting.move_to_end(command_id)
+        return found
+
+    # -- the journal ----------------------------------------------------------------------------
+
+    def _count_record(self) -> None:
+        self._records += 1
+        if self._records > max(COMPACT_MIN_RECORDS, 4 * len(self._waiting)) and (
+                self._compaction is None or self._compaction.done()):
+            self._compaction = asyncio.get_running_loop().create_task(self._compact(), name="outbox compaction")
+
+    async def _compact(self) -> None:
+        assert self.journal is not None and self.directory is not None
+        generation = self._generation + 1
+        try:
+            fd = open_journal(self.directory / f"outbox.{generation}")
+        except OSError as exc:
+            log.error("outbox: cannot start outbox.%d (the current one goes on): %s", generation, exc)
+            return
+        old_fd, self._fd, self._generation = self._fd, fd, generation
+        last_old = self.journal.rotate(fd)
+        pending = [[cid, topic, base64.b64encode(payload).decode()]
+                   for cid, (topic, payload, _) in self._waiting.items()]
+        opened = self.journal.append(frame({"pending": pending}))
+        self._records = 1
+        try:
+            await wait(last_old)
+        finally:
+            if old_fd is not None:
+                os.close(old_fd)
+        await wait(opened)
+        for path in self.directory.iterdir():
+            if (m := _GENERATION.match(path.name)) and int(m.group(1)) < generation:
+                path.unlink()
+
+    async def wait_failure(self) -> None:
+        """Raise JournalError if the journal fails; never returns otherwise."""
+        if self.journal is None:
+            await asyncio.Event().wait()
+        await asyncio.shield(self.journal.task)
+
+    async def close(self) -> None:
+        if self._compaction is not None:
+            await asyncio.gather(self._compaction, return_exceptions=True)
+        if self.journal is not None:
+            try:
+                await self.journal.close()
+            except JournalError:
+                pass  # reported by wait_failure already
+        self._release()
+
+    def _release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
