@@ -16,8 +16,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescri
 from google.protobuf.message import Message
 
 from cqrs_flow.messages import INTEGER_TYPES, from_document, is_repeated, to_document, to_update
-from cqrs_flow.ordering import supersedes
-from cqrs_flow.stores.base import DocumentStore, DuplicateKey
+from cqrs_flow.stores.base import DocumentStore, DuplicateKey, StaleCommand
 
 __all__ = ["BoundOperation", "ShapeError", "Stale", "bind", "rfc3339_now"]
 
@@ -65,21 +64,23 @@ class BoundOperation:
         """Carry out the operation as `command` (its command id, if it has one); raises NotFound,
         DuplicateKey, InvalidRequest, or Stale for a command that must not apply to its key.
         Bulk operations leave out the keys the command must not apply to."""
-        value = getattr(request, self.request_field)
         response = response_class()
+        try:
+            return await self._run(request, store, document_class, response, timestamp, list_limit,
+                                   clock, command)
+        except StaleCommand as stale:
+            _fill_write_response(response, self.key, stale.key, 0)
+            raise Stale(stale.key, stale.last, response) from None
 
-        def check(key: str) -> None:
-            last = store.last_command(key) if command else None
-            if last is not None and not supersedes(command, last):
-                _fill_write_response(response, self.key, key, 0)
-                raise Stale(key, last, response)
-
+    async def _run(self, request: Message, store: DocumentStore, document_class: type[Message],
+                   response: Message, timestamp: str | None, list_limit: int,
+                   clock: Callable[[], str], command: str | None) -> Message:
+        value = getattr(request, self.request_field)
         if self.op in ("insert", "update"):
             document = to_document(value) if self.op == "insert" else to_update(value)
             key = document.get(self.key) or (str(uuid.uuid4()) if self.op == "insert" else "")
             if not key:
                 raise InvalidRequest(f"{self.method.name} needs '{self.request_field}.{self.key}'")
-            check(key)
             document[self.key] = key
             if timestamp:
                 document[timestamp] = clock()
@@ -91,7 +92,6 @@ class BoundOperation:
         elif self.op == "delete":
             if not value:
                 raise InvalidRequest(f"{self.method.name} needs '{self.request_field}'")
-            check(value)
             await store.delete(value, command)
             _fill_write_response(response, self.key, value, 1)
         elif self.op == "insert_many":
@@ -105,13 +105,9 @@ class BoundOperation:
                 if document[self.key] in documents:
                     raise DuplicateKey(document[self.key])  # twice in one request: store neither
                 documents[document[self.key]] = document
-            if command:
-                documents = {k: d for k, d in documents.items() if _fresh(store, k, command)}
-            count = await store.insert_many(documents, command) if documents else 0
-            _fill_write_response(response, self.key, "", count)
+            _fill_write_response(response, self.key, "", await store.insert_many(documents, command))
         elif self.op == "delete_many":
-            keys = [k for k in value if not command or _fresh(store, k, command)]
-            _fill_write_response(response, self.key, "", await store.delete_many(keys, command) if keys else 0)
+            _fill_write_response(response, self.key, "", await store.delete_many(list(value), command))
         elif self.op == "get":
             if not value:
                 raise InvalidRequest(f"{self.method.name} needs '{self.request_field}'")
@@ -127,10 +123,6 @@ class BoundOperation:
             getattr(response, self.response_field).extend(
                 from_document(d, document_class) for d in documents)
         return response
-
-
-def _fresh(store: DocumentStore, key: str, command: str) -> bool:
-    return supersedes(command, store.last_command(key))
 
 
 def _fill_write_response(response: Message, key_name: str, key: str, count: int) -> None:

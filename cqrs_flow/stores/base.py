@@ -6,7 +6,7 @@ import asyncio
 from abc import ABC, abstractmethod
 from typing import Any
 
-__all__ = ["DocumentStore", "DuplicateKey", "InvalidDocument", "NotFound", "StoreError"]
+__all__ = ["DocumentStore", "DuplicateKey", "InvalidDocument", "NotFound", "StaleCommand", "StoreError"]
 
 Document = dict[str, Any]
 
@@ -27,12 +27,23 @@ class InvalidDocument(StoreError):
     """A document the backend cannot store as it is (trying again will not help)."""
 
 
+class StaleCommand(StoreError):
+    """The key's last command is this very command (a redelivery) or a newer one: the write is
+    not made (see cqrs_flow.ordering)."""
+
+    def __init__(self, key: str, last: str) -> None:
+        super().__init__(key)
+        self.key, self.last = key, last
+
+
 class DocumentStore(ABC):
     """Documents keyed by a string; async so that network backends fit the same interface.
 
-    Every write may name the `command` (its command id) it carries out; the store then keeps it
-    as the key's last command, and keeps it after a delete too (a tombstone), so the caller can
-    ask `last_command` before a write and skip a command that is stale (cqrs_flow.ordering).
+    Every write may name the `command` (its command id) it carries out. The backend keeps each
+    key's last command, after a delete too (a tombstone), and makes a write only if its command
+    supersedes the key's last one (cqrs_flow.ordering.supersedes), checking and writing in one
+    step: single-key writes raise StaleCommand otherwise, bulk writes leave such keys out. A
+    backend shared by several store processes must make that step atomic where the data is.
     """
 
     @abstractmethod
@@ -54,11 +65,7 @@ class DocumentStore(ABC):
     @abstractmethod
     async def delete_many(self, keys: list[str], command: str | None = None) -> int:
         """Remove the documents that exist; return how many were removed. With a command, every
-        key in `keys` gets it as its last command, whether a document was there or not."""
-
-    @abstractmethod
-    def last_command(self, key: str) -> str | None:
-        """The id of the last command written to the key (a delete included), or None."""
+        key in `keys` it supersedes gets it as its last command, whether a document was there or not."""
 
     @abstractmethod
     async def get(self, key: str) -> Document:

@@ -56,7 +56,7 @@ import time
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from cqrs_flow.stores.base import Document, DuplicateKey, InvalidDocument, NotFound, StoreError
+from cqrs_flow.stores.base import Document, DuplicateKey, InvalidDocument, NotFound, StaleCommand, StoreError
 from cqrs_flow.stores.journal import (Journal, Records, frame, lock_directory, open_journal, replay,
                                       sync_directory, wait)
 from cqrs_flow.stores.memory import MemoryStore
@@ -171,7 +171,7 @@ class DurableStore(MemoryStore):
             nonlocal anomalies
             try:
                 self._apply(record)
-            except (NotFound, DuplicateKey, KeyError, TypeError, AttributeError) as exc:
+            except (NotFound, DuplicateKey, StaleCommand, KeyError, TypeError, AttributeError) as exc:
                 anomalies += 1
                 log.error("%s: a record (%s) does not apply: %r", path, record.get("op"), exc)
 

@@ -41,7 +41,8 @@ from typing import Any, Iterable
 
 import mongomock
 
-from cqrs_flow.stores.base import Document, DocumentStore, DuplicateKey, NotFound
+from cqrs_flow.ordering import supersedes
+from cqrs_flow.stores.base import Document, DocumentStore, DuplicateKey, NotFound, StaleCommand
 
 __all__ = ["MemoryStore"]
 
@@ -84,6 +85,7 @@ class MemoryStore(DocumentStore):
         return len(self._delete_many(keys, command))
 
     def last_command(self, key: str) -> str | None:
+        """The id of the last command written to the key (a delete included), or None."""
         return self._commands.get(key)
 
     async def get(self, key: str) -> Document:
@@ -104,6 +106,7 @@ class MemoryStore(DocumentStore):
         return [_copy_out(d) for d in islice(self._documents.values(), count)] if count > 0 else []
 
     def _insert(self, key: str, document: Document, command: str | None = None) -> None:
+        self._admit(key, command)
         if key in self._documents:
             raise DuplicateKey(key)
         self._put_new(key, document)
@@ -111,6 +114,7 @@ class MemoryStore(DocumentStore):
             self._commands[key] = command
 
     def _update(self, key: str, fields: Document, command: str | None = None) -> Document:
+        self._admit(key, command)
         stored = self._documents.get(key)
         if stored is None:
             raise NotFound(key)
@@ -121,6 +125,7 @@ class MemoryStore(DocumentStore):
         return _copy_out(updated)
 
     def _delete(self, key: str, command: str | None = None) -> None:
+        self._admit(key, command)
         if key not in self._documents:
             raise NotFound(key)
         self._remove(key)
@@ -128,6 +133,8 @@ class MemoryStore(DocumentStore):
             self._commands[key] = command
 
     def _insert_many(self, documents: dict[str, Document], command: str | None = None) -> int:
+        if command:
+            documents = {k: d for k, d in documents.items() if supersedes(command, self._commands.get(k))}
         taken = [key for key in documents if key in self._documents]
         if taken:
             raise DuplicateKey(", ".join(taken))
@@ -141,12 +148,18 @@ class MemoryStore(DocumentStore):
         """Remove the documents that exist; the keys removed, each once."""
         removed = []
         for key in keys:
+            if command and not supersedes(command, self._commands.get(key)):
+                continue
             if key in self._documents:
                 self._remove(key)
                 removed.append(key)
             if command:
                 self._commands[key] = command
         return removed
+
+    def _admit(self, key: str, command: str | None) -> None:
+        if command and not supersedes(command, last := self._commands.get(key)):
+            raise StaleCommand(key, last)
 
     # -- index and collection in step ----------------------------------------------------------
 
