@@ -38,11 +38,11 @@ class StoreService(NodeService):
         if report.problems:
             raise TopologyError(report.problems, str(self.topology.source))
         if self.node.data is None:
-            self.backend: DocumentStore = MemoryStore(self.node.collection)
+            self.backend: DocumentStore = MemoryStore(self.node.collection, self.node.last_writer_wins)
         else:
             try:
-                self.backend = await DurableStore.open(self.topology.root / self.node.data,
-                                                       self.node.collection)
+                self.backend = await DurableStore.open(self.topology.root / self.node.data, self.node.collection,
+                                                       last_writer_wins=self.node.last_writer_wins)
             except StoreError as exc:
                 raise NodeError(str(exc)) from None
         self.spawn(self.backend.wait_failure(), "store backend")

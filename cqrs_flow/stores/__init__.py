@@ -1,8 +1,9 @@
 """Store backends behind one small interface."""
 
-from cqrs_flow.stores.base import DocumentStore, DuplicateKey, InvalidDocument, NotFound, StoreError
+from cqrs_flow.stores.base import (DocumentStore, DuplicateKey, InvalidDocument, NotFound, StaleCommand,
+                                   StoreError)
 from cqrs_flow.stores.durable import DurableStore
 from cqrs_flow.stores.memory import MemoryStore
 
 __all__ = ["DocumentStore", "DuplicateKey", "DurableStore", "InvalidDocument", "MemoryStore", "NotFound",
-           "StoreError"]
+           "StaleCommand", "StoreError"]

@@ -78,8 +78,8 @@ class DurableStore(MemoryStore):
     """
 
     def __init__(self, directory: Path, collection: str, compact_min_records: int,
-                 group_commit: bool) -> None:
-        super().__init__(collection)
+                 group_commit: bool, last_writer_wins: bool = False) -> None:
+        super().__init__(collection, last_writer_wins)
         self.directory = directory
         self.compact_min_records = compact_min_records
         self._group_commit = group_commit
@@ -93,8 +93,8 @@ class DurableStore(MemoryStore):
     @classmethod
     async def open(cls, directory: str | Path, collection: str, *,
                    compact_min_records: int = COMPACT_MIN_RECORDS,
-                   group_commit: bool = True) -> "DurableStore":
-        store = cls(Path(directory), collection, compact_min_records, group_commit)
+                   group_commit: bool = True, last_writer_wins: bool = False) -> "DurableStore":
+        store = cls(Path(directory), collection, compact_min_records, group_commit, last_writer_wins)
         try:
             store._open()
         except BaseException:
@@ -181,15 +181,16 @@ class DurableStore(MemoryStore):
         return replayed
 
     def _apply(self, record: dict[str, Any]) -> None:
-        op, command = record.get("op"), record.get("cmd")
+        # A record replays under the rules it was written with, whatever the store's are now.
+        op, command, lww = record.get("op"), record.get("cmd"), bool(record.get("lww"))
         if op == "insert":
-            self._insert(record["key"], record["doc"], command)
+            self._insert(record["key"], record["doc"], command, lww)
         elif op == "update":
-            self._update(record["key"], record["fields"], command)
+            self._update(record["key"], record["fields"], command, lww)
         elif op == "delete":
-            self._delete(record["key"], command)
+            self._delete(record["key"], command, lww)
         elif op == "insert_many":
-            self._insert_many(record["docs"], command)
+            self._insert_many(record["docs"], command, lww)
         elif op == "delete_many":
             self._delete_many(record["keys"], command)
         else:
@@ -199,27 +200,31 @@ class DurableStore(MemoryStore):
 
     async def insert(self, key: str, document: Document, command: str | None = None) -> None:
         self.journal.check()
-        record = _record({"op": "insert", "key": key, "doc": document}, command)
-        self._insert(key, document, command)
+        lww = self._lww(command)
+        record = _record({"op": "insert", "key": key, "doc": document}, command, lww)
+        self._insert(key, document, command, lww)
         await self._log(record)
 
     async def update(self, key: str, fields: Document, command: str | None = None) -> Document:
         self.journal.check()
-        record = _record({"op": "update", "key": key, "fields": fields}, command)
-        updated = self._update(key, fields, command)
+        lww = self._lww(command)
+        record = _record({"op": "update", "key": key, "fields": fields}, command, lww)
+        updated = self._update(key, fields, command, lww)
         await self._log(record)
         return updated
 
     async def delete(self, key: str, command: str | None = None) -> None:
         self.journal.check()
-        record = _record({"op": "delete", "key": key}, command)
-        self._delete(key, command)
+        lww = self._lww(command)
+        record = _record({"op": "delete", "key": key}, command, lww)
+        self._delete(key, command, lww)
         await self._log(record)
 
     async def insert_many(self, documents: dict[str, Document], command: str | None = None) -> int:
         self.journal.check()
-        record = _record({"op": "insert_many", "docs": documents}, command)
-        count = self._insert_many(documents, command)
+        lww = self._lww(command)
+        record = _record({"op": "insert_many", "docs": documents}, command, lww)
+        count = self._insert_many(documents, command, lww)
         if count:
             await self._log(record)
         return count
@@ -227,7 +232,7 @@ class DurableStore(MemoryStore):
     async def delete_many(self, keys: list[str], command: str | None = None) -> int:
         self.journal.check()
         # Replays the same: absent keys are absent then too, and get the command again.
-        record = _record({"op": "delete_many", "keys": list(keys)}, command)
+        record = _record({"op": "delete_many", "keys": list(keys)}, command, False)
         removed = self._delete_many(keys, command)
         if removed or command:
             await self._log(record)
@@ -335,10 +340,12 @@ class DurableStore(MemoryStore):
             self._lock = None
 
 
-def _record(payload: dict[str, Any], command: str | None) -> bytes:
+def _record(payload: dict[str, Any], command: str | None, lww: bool) -> bytes:
     """The framed record of a write, made before the write changes anything."""
     if command:
         payload["cmd"] = command
+    if lww:
+        payload["lww"] = True
     try:
         return frame(payload)
     except (TypeError, ValueError) as exc:

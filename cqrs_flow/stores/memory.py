@@ -55,9 +55,17 @@ class MemoryStore(DocumentStore):
     Everything happens in memory in the calling thread, so the calls below never block on I/O.
     The synchronous `_insert` ... `_delete_many` carry out each write; the durable store wraps
     them with its journal.
+
+    `last_writer_wins`: every write made by a command is an assignment of the key's state, and
+    the newest command on a key wins whatever order commands arrive in: an update of a missing
+    document creates it, a delete of a missing one succeeds (leaving its tombstone), an insert
+    over a live document replaces it. Several writers applying one entity's commands side by
+    side (writer replicas) then converge to the state the commands give in the order they were
+    accepted. Writes without a command keep the default rules.
     """
 
-    def __init__(self, collection: str) -> None:
+    def __init__(self, collection: str, last_writer_wins: bool = False) -> None:
+        self.last_writer_wins = last_writer_wins
         self.collection = mongomock.MongoClient().get_database("cqrs_flow")[collection]
         # key -> stored document (with "_id"), oldest first; the same objects as in mongomock.
         self._documents: OrderedDict[str, dict[str, Any]] = OrderedDict()
@@ -70,16 +78,16 @@ class MemoryStore(DocumentStore):
     # -- the interface ------------------------------------------------------------------------
 
     async def insert(self, key: str, document: Document, command: str | None = None) -> None:
-        self._insert(key, document, command)
+        self._insert(key, document, command, self._lww(command))
 
     async def update(self, key: str, fields: Document, command: str | None = None) -> Document:
-        return self._update(key, fields, command)
+        return self._update(key, fields, command, self._lww(command))
 
     async def delete(self, key: str, command: str | None = None) -> None:
-        self._delete(key, command)
+        self._delete(key, command, self._lww(command))
 
     async def insert_many(self, documents: dict[str, Document], command: str | None = None) -> int:
-        return self._insert_many(documents, command)
+        return self._insert_many(documents, command, self._lww(command))
 
     async def delete_many(self, keys: list[str], command: str | None = None) -> int:
         return len(self._delete_many(keys, command))
@@ -105,41 +113,55 @@ class MemoryStore(DocumentStore):
     def _list(self, count: int) -> list[Document]:
         return [_copy_out(d) for d in islice(self._documents.values(), count)] if count > 0 else []
 
-    def _insert(self, key: str, document: Document, command: str | None = None) -> None:
+    # The writes. `lww`: last-writer-wins rules for this write (see the class).
+
+    def _insert(self, key: str, document: Document, command: str | None = None, lww: bool = False) -> None:
         self._admit(key, command)
         if key in self._documents:
-            raise DuplicateKey(key)
-        self._put_new(key, document)
+            if not lww:
+                raise DuplicateKey(key)
+            self._replace(key, {**_copy(document), "_id": key})
+        else:
+            self._put_new(key, document)
         if command:
             self._commands[key] = command
 
-    def _update(self, key: str, fields: Document, command: str | None = None) -> Document:
+    def _update(self, key: str, fields: Document, command: str | None = None, lww: bool = False) -> Document:
         self._admit(key, command)
         stored = self._documents.get(key)
         if stored is None:
-            raise NotFound(key)
+            if not lww:
+                raise NotFound(key)
+            self._put_new(key, fields)
+            self._commands[key] = command
+            return _copy_out(self._documents[key])
         updated = {**stored, **_copy(fields), "_id": key}  # a new dict: stored ones never change
         self._replace(key, updated)
         if command:
             self._commands[key] = command
         return _copy_out(updated)
 
-    def _delete(self, key: str, command: str | None = None) -> None:
+    def _delete(self, key: str, command: str | None = None, lww: bool = False) -> None:
         self._admit(key, command)
-        if key not in self._documents:
+        if key in self._documents:
+            self._remove(key)
+        elif not lww:
             raise NotFound(key)
-        self._remove(key)
         if command:
             self._commands[key] = command
 
-    def _insert_many(self, documents: dict[str, Document], command: str | None = None) -> int:
+    def _insert_many(self, documents: dict[str, Document], command: str | None = None,
+                     lww: bool = False) -> int:
         if command:
             documents = {k: d for k, d in documents.items() if supersedes(command, self._commands.get(k))}
         taken = [key for key in documents if key in self._documents]
-        if taken:
+        if taken and not lww:
             raise DuplicateKey(", ".join(taken))
         for key, document in documents.items():
-            self._put_new(key, document)
+            if key in self._documents:
+                self._replace(key, {**_copy(document), "_id": key})
+            else:
+                self._put_new(key, document)
             if command:
                 self._commands[key] = command
         return len(documents)
@@ -156,6 +178,9 @@ class MemoryStore(DocumentStore):
             if command:
                 self._commands[key] = command
         return removed
+
+    def _lww(self, command: str | None) -> bool:
+        return self.last_writer_wins and bool(command)
 
     def _admit(self, key: str, command: str | None) -> None:
         if command and not supersedes(command, last := self._commands.get(key)):

@@ -124,6 +124,7 @@ def _kind_node(name: str, kind: str | None, raw: dict[str, Any]) -> Node:
             timestamp=raw.get("timestamp"),
             list_limit=raw["list_limit"],
             data=Path(raw["data"]) if raw.get("data") else None,
+            last_writer_wins=raw["last_writer_wins"],
             write=_service(raw.get("write")),
             read=_service(raw.get("read")),
         )

@@ -178,6 +178,7 @@ class StoreNode(Node):
     timestamp: str | None = None
     list_limit: int = 1000
     data: Path | None = None  # directory of the durable store, relative to the topology file
+    last_writer_wins: bool = False
     write: Service = Service("", Address("127.0.0.1", 50051))
     read: Service = Service("", Address("127.0.0.1", 50052))
 

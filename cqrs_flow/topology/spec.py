@@ -276,6 +276,13 @@ STORE = Section({
                               "on disk: a write-ahead journal, fsync'ed before each write is "
                               "acknowledged, and snapshots; created if missing. Default: none, "
                               "the documents live in memory only and are lost when the store stops"),
+    "last_writer_wins": Field(boolean, default=False,
+                              doc="every write made by a command assigns the key's state and the newest "
+                                  "command on a key wins, whatever order commands arrive in: an update of "
+                                  "a missing document creates it, a delete of a missing one succeeds, an "
+                                  "insert over a live one replaces it. Needed by writer replicas, which "
+                                  "apply one entity's commands side by side. Default: updates and deletes "
+                                  "of missing documents are refused (NOT_FOUND), inserts of taken keys too"),
     "write": Field(SERVICE, required=True, doc="the write service"),
     "read": Field(SERVICE, required=True, doc="the read service"),
 })

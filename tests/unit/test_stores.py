@@ -395,6 +395,23 @@ def test_each_keys_last_command_survives_a_reopen_and_a_compaction(tmp_path):
     run(scenario())
 
 
+def test_last_writer_wins_records_replay_under_their_own_rules(tmp_path):
+    async def scenario():
+        store = await DurableStore.open(tmp_path / "data", "contacts", last_writer_wins=True)
+        await store.update("made-by-update", {"id": "made-by-update", "n": 2}, "cmd-2")
+        await store.delete("never-there", "cmd-3")
+        await store.insert("made-by-update", {"id": "made-by-update", "n": 4}, "cmd-4")  # replaces
+        await store.close()
+        store = await DurableStore.open(tmp_path / "data", "contacts")  # the flag is off now
+        assert await store.list(10) == [{"id": "made-by-update", "n": 4}]
+        assert store.last_command("never-there") == "cmd-3"
+        with pytest.raises(NotFound):  # new writes follow the store's rules of today
+            await store.update("other", {"id": "other"}, "cmd-5")
+        await store.close()
+
+    run(scenario())
+
+
 def test_a_long_journal_is_compacted_at_start_up(tmp_path):
     async def scenario():
         directory = tmp_path / "data"
