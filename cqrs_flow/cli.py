@@ -54,15 +54,20 @@ def validate(file: str) -> None:
 
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False))
-def up(file: str) -> None:
+@click.option("--only", metavar="NODE[,NODE...]",
+              help="Run just these nodes on this host; the nodes they depend on run on other hosts and are "
+                   "waited for where the topology says they listen. Needs CQRS_FLOW_SECRET, the same on every host.")
+def up(file: str, only: str | None) -> None:
     """Start every node of the topology, in dependency order; Ctrl-C stops them all."""
     from cqrs_flow.launcher import Launcher
 
+    names = [n.strip() for n in only.split(",") if n.strip()] if only is not None else None
     try:
         topology, _ = _load_checked(file)
+        launcher = Launcher(topology, only=names)
     except CqrsFlowError as exc:
         _fail(exc)
-    sys.exit(asyncio.run(Launcher(topology).run()))
+    sys.exit(asyncio.run(launcher.run()))
 
 
 @main.command()

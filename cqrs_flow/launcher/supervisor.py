@@ -3,19 +3,24 @@
 A node is spawned once all the nodes it depends on are ready (by probe, never by sleeping);
 nodes whose dependencies are met start together. Ctrl-C or SIGTERM, or any node exiting, stops
 the nodes that run, latest first.
+
+With `only` (`up --only`), this host runs just those nodes: the nodes they depend on run on
+other hosts, and are waited for by probing them where the topology says they listen; nodes
+nobody here depends on are left alone.
 """
 
 from __future__ import annotations
 
 import asyncio
+import difflib
 import os
 import signal
 import sys
 import time
-from typing import Callable, Mapping
+from typing import Callable, Collection, Mapping
 
 from cqrs_flow.auth import ENV_SECRET, launch_environment, new_secret
-from cqrs_flow.errors import StartError
+from cqrs_flow.errors import CqrsFlowError, StartError
 from cqrs_flow.launcher.printer import Printer
 from cqrs_flow.launcher.probes import Probe
 from cqrs_flow.launcher.process import NodeProcess
@@ -38,14 +43,27 @@ class _Interrupted(Exception):
 class Launcher:
     def __init__(self, topology: Topology, printer: Printer | None = None,
                  env: Mapping[str, str] | None = None, process_factory: ProcessFactory = NodeProcess,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, only: Collection[str] | None = None) -> None:
         self.topology = topology
+        self.local = set(topology.nodes if only is None else only)  # the nodes this host runs
+        unknown = self.local - set(topology.nodes)
+        if unknown:
+            hints = [f"did you mean '{m[0]}'?" for u in sorted(unknown)
+                     if (m := difflib.get_close_matches(u, topology.nodes, n=1))]
+            raise CqrsFlowError(f"no node {', '.join(map(repr, sorted(unknown)))} in {topology.source}"
+                                + (f" ({'; '.join(hints)})" if hints else "")
+                                + f"; its nodes: {', '.join(topology.nodes)}")
+        self.remote = _dependencies(topology, self.local) - self.local  # waited for, run elsewhere
         self.printer = printer or Printer()
         self.env = dict(os.environ if env is None else env)
         self.process_factory = process_factory
         self.clock = clock
         # The secret exists only in this process; each node gets just its own credentials.
         self.secret = self.env.pop(ENV_SECRET, None) or new_secret()
+        if only is not None and ENV_SECRET not in (os.environ if env is None else env):
+            raise CqrsFlowError(
+                f"nodes on several hosts must share one secret, and `up --only` has none: set {ENV_SECRET} "
+                f"to the same value on every host (for example: export {ENV_SECRET}=$(openssl rand -hex 32))")
         self.processes: dict[str, NodeProcess] = {}
         self.ready_order: list[str] = []
         self._stop = asyncio.Event()
@@ -57,7 +75,7 @@ class Launcher:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._on_signal)
-        self.printer.set_names(["cqrs-flow", *self.topology.nodes])
+        self.printer.set_names(["cqrs-flow", *(n for n in self.topology.nodes if n in self.local | self.remote)])
         status = 0
         try:
             started = self.clock()
@@ -97,8 +115,14 @@ class Launcher:
         try:
             while graph.is_active():
                 batch = sorted(graph.get_ready())
-                if batch:
-                    self.printer.system(f"starting {', '.join(batch)}")
+                for name in [n for n in batch if n not in self.local | self.remote]:
+                    graph.done(name)  # runs elsewhere, and nothing here needs it
+                    batch.remove(name)
+                if not batch and not starting:
+                    continue  # what was skipped may have made others ready
+                here = [n for n in batch if n in self.local]
+                if here:
+                    self.printer.system(f"starting {', '.join(here)}")
                 for name in batch:
                     starting[asyncio.ensure_future(self._start_node(name))] = name
                 done, _ = await asyncio.wait([*starting, stop_wait], return_when=asyncio.FIRST_COMPLETED)
@@ -121,6 +145,9 @@ class Launcher:
         process = None
         if node.external:
             self.printer.system(f"waiting for {name} ({node.kind}, external: {node.url})")
+        elif name in self.remote:
+            where = ", ".join(str(address) for _, address in node.listens)
+            self.printer.system(f"waiting for {name} ({node.kind}, on another host: {where})")
         else:
             argv = [sys.executable, "-m", "cqrs_flow", "node", str(self.topology.source), name]
             env = {**self.env, **launch_environment(self.topology, name, self.secret)}
@@ -139,8 +166,12 @@ class Launcher:
                     self.printer.system(f"{name} ready in {self.clock() - began:.2f}s")
                     return
                 if self.clock() - began > self.topology.ready_timeout:
-                    what = f"external {node.kind} '{name}' at {node.url} was not reachable" if process is None \
-                        else f"node '{name}' ({node.kind}) was not ready"
+                    if node.external:
+                        what = f"external {node.kind} '{name}' at {node.url} was not reachable"
+                    elif process is None:
+                        what = f"{node.kind} '{name}' on another host was not reachable"
+                    else:
+                        what = f"node '{name}' ({node.kind}) was not ready"
                     raise StartError(f"{what} after {self.topology.ready_timeout:g}s (ready_timeout)"
                                      + (_last_words(process) if process else ""))
                 await asyncio.sleep(interval)
@@ -149,11 +180,13 @@ class Launcher:
             await probe.close()
 
     def _ready_line(self, elapsed: float) -> str:
-        gateways = self.topology.nodes_of(GatewayNode)
+        gateways = [g for g in self.topology.nodes_of(GatewayNode) if g.name in self.local]
         where = "; ".join(
             f"GraphQL endpoint {g.url}" + (f" (playground: http://{g.listen.target}/)" if g.playground else "")
             for g in gateways)
-        return f"all {len(self.topology.nodes)} nodes ready in {elapsed:.1f}s" + (f" — {where}" if where else "")
+        count = len(self.local)
+        here = "" if count == len(self.topology.nodes) else f" on this host (of {len(self.topology.nodes)})"
+        return f"all {count} nodes ready{here} in {elapsed:.1f}s" + (f" — {where}" if where else "")
 
     # -- run and stop --------------------------------------------------------------------------
 
@@ -245,3 +278,14 @@ def _last_words(process: NodeProcess) -> str:
     return (": " + " / ".join(line.strip() for line in tail)) if tail else ""
 
 
+
+
+def _dependencies(topology: Topology, names: set[str]) -> set[str]:
+    """`names` and every node they depend on, directly or not."""
+    found, todo = set(), list(names)
+    while todo:
+        name = todo.pop()
+        if name not in found:
+            found.add(name)
+            todo.extend(topology.nodes[name].dependencies)
+    return found

@@ -16,7 +16,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 
 from cqrs_flow.auth import derive_token
@@ -47,8 +47,9 @@ def prepare(name: str, directory: Path, source: Path | None = None, **overrides:
 class System:
     """A running `cqrs-flow up` and clients for it."""
 
-    def __init__(self, topology_file: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, topology_file: Path, env: dict[str, str] | None = None, args: Sequence[str] = ()) -> None:
         self.file = topology_file
+        self.args = list(args)  # more arguments for `cqrs-flow up`, e.g. ["--only", "gateway"]
         self.topology = load_topology(topology_file)
         self.protos = compile_protos(list(self.topology.protos), self.topology.root)
         self.env = {**os.environ, "CQRS_FLOW_SECRET": SECRET, **(env or {})}
@@ -59,7 +60,7 @@ class System:
     # -- lifecycle --
     def start(self, timeout: float = 60.0) -> "System":
         self.process = subprocess.Popen(
-            [*cli(), "up", str(self.file)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            [*cli(), "up", str(self.file), *self.args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, env=self.env, text=True, bufsize=1)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
