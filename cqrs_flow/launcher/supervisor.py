@@ -20,7 +20,9 @@ from cqrs_flow.launcher.printer import Printer
 from cqrs_flow.launcher.probes import Probe
 from cqrs_flow.launcher.process import NodeProcess
 from cqrs_flow.topology.graph import sorter
-from cqrs_flow.topology.model import GatewayNode, Topology, WriterNode
+from cqrs_flow.mqtt_auth import MqttLogin, derive_mqtt_password, mqtt_launch_environment
+from cqrs_flow.topology.access import mqtt_access
+from cqrs_flow.topology.model import BrokerNode, GatewayNode, Node, Topology, WriterNode
 
 __all__ = ["Launcher"]
 
@@ -123,11 +125,12 @@ class Launcher:
             self.printer.system(f"waiting for {name} ({node.kind}, external: {node.url})")
         else:
             argv = [sys.executable, "-m", "cqrs_flow", "node", str(self.topology.source), name]
-            env = {**self.env, **launch_environment(self.topology, name, self.secret)}
+            env = {**self.env, **launch_environment(self.topology, name, self.secret),
+                   **mqtt_launch_environment(self.topology, name, self.secret)}
             process = self.process_factory(name, argv, env, self.printer)
             self.processes[name] = process
             await process.start()
-        probe = Probe(node, process)
+        probe = Probe(node, process, self._probe_login(node))
         interval = 0.02
         try:
             while True:
@@ -147,6 +150,14 @@ class Launcher:
                 interval = min(interval * 1.5, 0.05)  # a probe is cheap; readiness seen sooner is start-up saved
         finally:
             await probe.close()
+
+    def _probe_login(self, node: Node) -> MqttLogin | None:
+        """A broker is probed by logging in as one of its users: a broker that does not know
+        them is found now, not by nodes failing one by one."""
+        if not isinstance(node, BrokerNode):
+            return None
+        users = sorted(mqtt_access(self.topology, node))
+        return MqttLogin(users[0], derive_mqtt_password(self.secret, users[0])) if users else None
 
     def _ready_line(self, elapsed: float) -> str:
         gateways = self.topology.nodes_of(GatewayNode)

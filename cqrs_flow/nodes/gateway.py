@@ -21,6 +21,7 @@ from tartiflette import Resolver, Subscription, TartifletteError, create_engine
 from cqrs_flow.errors import NodeError, TopologyError
 from cqrs_flow.messages import get_path, set_path, to_data
 from cqrs_flow.mqtt import connect, new_client
+from cqrs_flow.mqtt_auth import login_from_env
 from cqrs_flow.nodes.commands import STATUS_SDL, SUBSCRIPTION_SDL, CommandBook, Outbox
 from cqrs_flow.nodes.reader import UNAVAILABLE_PEER
 from cqrs_flow.nodes.runtime import NodeService
@@ -59,7 +60,8 @@ class GatewayService(NodeService):
         self.plugins = await start_plugins(self.node, PluginContext(self.topology, self.node, self.protos, self.log))
         self.book = CommandBook()
         self.outbox = Outbox(self.topology.redeliver_after(self.node))
-        self.mqtt = new_client(self.topology.name, self.node.name, broker, persistent=False)
+        self.mqtt = new_client(self.topology.name, self.node.name, broker, persistent=False,
+                               login=login_from_env(self.topology, self.node.name))
         self.mqtt.on_connect = lambda client, *_: client.subscribe(self.topology.status_topic, qos=1)
         self.mqtt.on_message = self._on_status
         await connect(self.mqtt, broker)

@@ -39,6 +39,7 @@ def check_wiring(topology: Topology) -> list[Problem]:
     _check_references(topology, report)
     _check_commands(topology, report)
     _check_listeners(topology, report)
+    _check_mqtt_clients(topology, report)
     _check_files(topology, report)
     cycle = find_cycle(topology)
     if cycle:
@@ -153,6 +154,16 @@ def _check_commands(topology: Topology, report: _Reporter) -> None:
         if len(names) > 1:
             report(("commands", names[1], "topic"),
                    f"topic '{topic}' is used by commands {', '.join(names)}; each command needs its own topic")
+
+
+def _check_mqtt_clients(topology: Topology, report: _Reporter) -> None:
+    """A broker's clients log in by name, as nodes do: a client named like a node would be it."""
+    for broker in topology.nodes_of(BrokerNode):
+        for name in broker.clients:
+            if name in topology.nodes:
+                report(("nodes", broker.name, "clients", name),
+                       f"'{name}' is the name of a node, which logs in to the broker as itself; "
+                       "give the client a name of its own")
 
 
 def _check_listeners(topology: Topology, report: _Reporter) -> None:

@@ -14,6 +14,7 @@ from cqrs_flow.topology.model import (
     Command,
     Endpoint,
     GatewayNode,
+    MqttClient,
     Mutation,
     Node,
     PluginRef,
@@ -114,7 +115,10 @@ def _node(name: str, raw: dict[str, Any]) -> Node:
 def _kind_node(name: str, kind: str | None, raw: dict[str, Any]) -> Node:
     if kind == "broker":
         return BrokerNode(name=name, listen=_address(raw.get("listen")) or Address("127.0.0.1", 0),
-                          url=raw.get("url"), protocol=raw["protocol"])
+                          url=raw.get("url"), protocol=raw["protocol"],
+                          clients=frozen_map({
+                              user: MqttClient(user, tuple(c["publish"] or ()), tuple(c["subscribe"] or ()))
+                              for user, c in (raw.get("clients") or {}).items()}))
     if kind == "store":
         return StoreNode(
             name=name,

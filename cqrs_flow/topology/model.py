@@ -22,6 +22,7 @@ __all__ = [
     "Node",
     "PluginRef",
     "BrokerNode",
+    "MqttClient",
     "StoreNode",
     "ReaderNode",
     "WriterNode",
@@ -142,11 +143,21 @@ class Node:
 
 
 @dataclass(frozen=True)
+class MqttClient:
+    """An MQTT user that is not a node (a tool, a dashboard) and the topics it may use."""
+
+    name: str
+    publish: tuple[str, ...] = ()  # topic filters
+    subscribe: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class BrokerNode(Node):
     kind: str = "broker"
     listen: Address = Address("127.0.0.1", 1883)
     url: str | None = None  # an external broker; `listen` is then unused
     protocol: str = "3.1.1"
+    clients: Mapping[str, MqttClient] = field(default_factory=frozen_map)
 
     @property
     def external(self) -> bool:

@@ -253,6 +253,11 @@ RESTART = {
                            doc="restarts in a row (without 30 s of running in between) before `up` gives up"),
 }
 
+MQTT_CLIENT = Section({
+    "publish": Field(one_or_many(topic_filter), default=(), doc="topic filters the client may publish to"),
+    "subscribe": Field(one_or_many(topic_filter), default=(), doc="topic filters the client may subscribe to"),
+})
+
 BROKER = Section({
     "kind": Field(string, required=True),
     **RESTART,
@@ -262,6 +267,10 @@ BROKER = Section({
     "protocol": Field(one_of("3.1.1", "5"), default="3.1.1",
                       doc="MQTT version clients speak; with 5, writers acknowledge a command only "
                           "once it is applied (the embedded broker speaks 3.1.1 only)"),
+    "clients": Field(MapOf(MQTT_CLIENT, key=name), default={},
+                     doc="MQTT clients besides the nodes (tools, dashboards): user name -> the topics "
+                         "it may publish and subscribe to; its password is derived from the system "
+                         "secret (`cqrs-flow mqtt-password`). Nodes log in as their own name"),
 })
 
 STORE = Section({
