@@ -19,7 +19,7 @@ class BrokerService(NodeService):
     async def start(self) -> None:
         with warnings.catch_warnings():  # amqtt warns about its own deprecated config keys
             warnings.simplefilter("ignore", DeprecationWarning)
-            from amqtt.broker import Broker
+            from cqrs_flow.nodes.broker_access import RoutingBroker as Broker
 
             access = mqtt_access(self.topology, self.node)
             self._broker = Broker({
