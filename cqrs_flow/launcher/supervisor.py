@@ -14,13 +14,14 @@ import sys
 import time
 from typing import Callable, Mapping
 
-from cqrs_flow.auth import ENV_SECRET, launch_environment, new_secret
+from cqrs_flow.auth import launch_environment, new_secret
 from cqrs_flow.errors import StartError
 from cqrs_flow.launcher.printer import Printer
 from cqrs_flow.launcher.probes import Probe
 from cqrs_flow.launcher.process import NodeProcess
 from cqrs_flow.topology.graph import sorter
 from cqrs_flow.mqtt_auth import MqttLogin, derive_mqtt_password, mqtt_launch_environment
+from cqrs_flow.system_secret import read_secret, secret_variables
 from cqrs_flow.topology.access import mqtt_access
 from cqrs_flow.topology.model import BrokerNode, GatewayNode, Node, Topology, WriterNode
 
@@ -47,7 +48,9 @@ class Launcher:
         self.process_factory = process_factory
         self.clock = clock
         # The secret exists only in this process; each node gets just its own credentials.
-        self.secret = self.env.pop(ENV_SECRET, None) or new_secret()
+        self.secret = read_secret(topology, self.env) or new_secret()
+        for name in secret_variables(topology):
+            self.env.pop(name, None)
         self.processes: dict[str, NodeProcess] = {}
         self.ready_order: list[str] = []
         self._stop = asyncio.Event()

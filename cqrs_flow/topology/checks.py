@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 from collections import defaultdict
+from pathlib import Path
 from typing import Iterable
 
 from cqrs_flow.errors import Problem
@@ -40,6 +41,7 @@ def check_wiring(topology: Topology) -> list[Problem]:
     _check_commands(topology, report)
     _check_listeners(topology, report)
     _check_mqtt_clients(topology, report)
+    _check_secret(topology, report)
     _check_files(topology, report)
     cycle = find_cycle(topology)
     if cycle:
@@ -164,6 +166,28 @@ def _check_mqtt_clients(topology: Topology, report: _Reporter) -> None:
                 report(("nodes", broker.name, "clients", name),
                        f"'{name}' is the name of a node, which logs in to the broker as itself; "
                        "give the client a name of its own")
+
+
+def outside_project(relative: Path) -> str | None:
+    """Why a path in the topology may not be used, or None: paths are relative to the topology
+    file and stay inside its directory, so a topology cannot point a node at any file it likes."""
+    if relative.is_absolute():
+        return f"'{relative}' is an absolute path; write it relative to the topology file"
+    if ".." in relative.parts:
+        return f"'{relative}' leaves the topology's directory; keep the file inside it"
+    return None
+
+
+def _check_secret(topology: Topology, report: _Reporter) -> None:
+    source = topology.secret
+    if source is None:
+        return
+    if bool(source.env) == bool(source.file):
+        report(("secret",), "give exactly one of 'env' (an environment variable's name) or 'file'")
+    if source.file is not None:
+        problem = outside_project(source.file)
+        if problem:
+            report(("secret", "file"), problem)
 
 
 def _check_listeners(topology: Topology, report: _Reporter) -> None:

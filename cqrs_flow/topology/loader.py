@@ -20,6 +20,7 @@ from cqrs_flow.topology.model import (
     PluginRef,
     Query,
     ReaderNode,
+    SecretSource,
     Service,
     StoreNode,
     Topology,
@@ -77,11 +78,17 @@ def _build(data: dict[str, Any], path: Path, located: LocatedData) -> Topology:
         nodes=frozen_map(nodes),
         command_id=data["command_id"],
         status=data.get("status_topic"),
+        secret=SecretSource(data["secret"].get("env"), _path(data["secret"].get("file")))
+        if data.get("secret") else None,
         plugin_path=tuple(Path(p) for p in data["plugin_path"] or ()),
         ready_timeout=data["ready_timeout"],
         stop_timeout=data["stop_timeout"],
         located=located,
     )
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value) if value else None
 
 
 def _address(value: tuple[str, int] | None) -> Address | None:

@@ -21,6 +21,7 @@ __all__ = [
     "Mutation",
     "Node",
     "PluginRef",
+    "SecretSource",
     "BrokerNode",
     "MqttClient",
     "StoreNode",
@@ -263,6 +264,18 @@ class GatewayNode(Node):
 
 
 @dataclass(frozen=True)
+class SecretSource:
+    """Where the system secret is read: an environment variable or a file (relative to the
+    topology). The topology never holds the secret itself."""
+
+    env: str | None = None
+    file: Path | None = None
+
+    def __str__(self) -> str:
+        return f"environment variable {self.env}" if self.env else f"file {self.file}"
+
+
+@dataclass(frozen=True)
 class Topology:
     """A whole CQRS system: its commands, its nodes and where its files are."""
 
@@ -273,6 +286,7 @@ class Topology:
     nodes: Mapping[str, Node]
     command_id: str = "command_id"
     status: str | None = None  # as written; see status_topic
+    secret: SecretSource | None = None
     plugin_path: tuple[Path, ...] = (Path("."),)
     ready_timeout: float = 30.0
     stop_timeout: float = 5.0

@@ -335,6 +335,12 @@ GATEWAY = Section({
     "plugins": PLUGINS,
 })
 
+SECRET = Section({
+    "env": Field(string, doc="name of the environment variable holding the secret"),
+    "file": Field(string, doc="file holding the secret, relative to this file and inside its directory "
+                              "(keep it out of version control, readable by its owner only)"),
+})
+
 NODE_KINDS = {"broker": BROKER, "store": STORE, "reader": READER, "writer": WRITER, "gateway": GATEWAY}
 
 TOPOLOGY = Section({
@@ -347,6 +353,10 @@ TOPOLOGY = Section({
                             "message has such a field (the store then applies each id once)"),
     "status_topic": Field(topic, doc="topic writers report applied and failed commands on, for the "
                                      "gateways (default: <name>/status)"),
+    "secret": Field(SECRET, doc="where the system secret that every node credential (gRPC tokens, MQTT "
+                                "passwords) derives from is read: {env: NAME} or {file: path}, never the "
+                                "secret itself. Default: $CQRS_FLOW_SECRET, else `up` makes a new one per run. "
+                                "$CQRS_FLOW_SECRET, when set, wins"),
     "plugin_path": Field(one_or_many(string), default=(".",),
                          doc="directories, relative to this file, that plugins are imported from"),
     "ready_timeout": Field(parse_duration, default=30.0, doc="how long a node may take to be ready"),
