@@ -10,10 +10,13 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cqrs_flow import rpc
-from cqrs_flow.errors import StartError
+from cqrs_flow.errors import NodeError, StartError
 from cqrs_flow.launcher.process import NodeProcess
 from cqrs_flow.mqtt_auth import MqttLogin
-from cqrs_flow.topology.model import Address, BrokerNode, GatewayNode, Node, ReaderNode, StoreNode
+from cqrs_flow.tls import ChannelSecurity, channel_security
+from cqrs_flow.topology.checks import grpc_endpoints
+from cqrs_flow.topology.model import (Address, BrokerNode, GatewayNode, Node, ReaderNode, StoreNode, TlsServer,
+                                      Topology)
 
 __all__ = ["Probe", "mqtt_connack", "mqtt_connack_code"]
 
@@ -77,10 +80,12 @@ async def mqtt_connack(address: Address, timeout: float = ATTEMPT_TIMEOUT, login
 class Probe:
     """One probe per node; `ready()` makes one attempt and answers True or False."""
 
-    def __init__(self, node: Node, process: NodeProcess | None = None, login: MqttLogin | None = None) -> None:
+    def __init__(self, node: Node, process: NodeProcess | None = None, login: MqttLogin | None = None,
+                 topology: Topology | None = None) -> None:
         self.node = node
         self.process = process
         self.login = login  # a broker: one of its users, to check it knows them
+        self.topology = topology  # to reach TLS endpoints: where the certificates are
         self._channels: dict[str, grpc.aio.Channel] = {}
 
     async def ready(self) -> bool:
@@ -88,9 +93,10 @@ class Probe:
         if isinstance(node, BrokerNode):
             return self._broker_ready(await mqtt_connack_code(node.address, self.login))
         if isinstance(node, StoreNode):
-            return all([await self._grpc_health(node.write.listen), await self._grpc_health(node.read.listen)])
+            return all([await self._grpc_health(node.write.listen, ("nodes", node.name, "write"), node.write.tls),
+                        await self._grpc_health(node.read.listen, ("nodes", node.name, "read"), node.read.tls)])
         if isinstance(node, ReaderNode):
-            return await self._grpc_health(node.listen)
+            return await self._grpc_health(node.listen, ("nodes", node.name), node.tls)
         if isinstance(node, GatewayNode):
             return await self._http_health(node.listen)
         # A writer listens on nothing; it signals on the readiness pipe once subscribed.
@@ -105,10 +111,22 @@ class Probe:
                 "its password derived from the system secret (for Mosquitto: `cqrs-flow mosquitto-auth`)")
         return code == 0 or (code in CONNACK_REFUSALS and self.login is None)
 
-    async def _grpc_health(self, address: Address) -> bool:
+    def _security(self, endpoint: tuple, tls: TlsServer | None) -> ChannelSecurity | None:
+        """TLS as a caller of the endpoint sees it; with client_auth, one caller's certificate."""
+        if tls is None or self.topology is None:
+            return None
+        callers = next((c for path, _, _, c in grpc_endpoints(self.topology) if path == endpoint), [])
+        client = next((c.client_tls for c in callers if c.client_tls), None) if tls.client_auth else None
+        try:
+            return channel_security(self.topology, tls, client)
+        except NodeError as exc:
+            raise StartError(str(exc)) from None
+
+    async def _grpc_health(self, address: Address, endpoint: tuple = (), tls: TlsServer | None = None) -> bool:
         channel = self._channels.get(address.target)
         if channel is None:
-            channel = self._channels[address.target] = rpc.channel(address.target, fast_retry=True)
+            channel = self._channels[address.target] = rpc.channel(
+                address.target, fast_retry=True, security=self._security(endpoint, tls))
         try:
             answer = await health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=""), timeout=ATTEMPT_TIMEOUT)

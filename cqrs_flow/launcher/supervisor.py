@@ -133,7 +133,7 @@ class Launcher:
             process = self.process_factory(name, argv, env, self.printer)
             self.processes[name] = process
             await process.start()
-        probe = Probe(node, process, self._probe_login(node))
+        probe = Probe(node, process, self._probe_login(node), self.topology)
         interval = 0.02
         try:
             while True:

@@ -29,6 +29,7 @@ from cqrs_flow.nodes.websocket import serve_websocket
 from cqrs_flow.plans import Call, GatewayPlan, MutationPlan, QueryPlan, Report, gateway_plan
 from cqrs_flow.plugins import PluginContext, Rejected, start_plugins, stop_plugins
 from cqrs_flow.rpc import ServiceClient
+from cqrs_flow.tls import channel_security
 from cqrs_flow.topology.model import BrokerNode, GatewayNode, ReaderNode
 
 __all__ = ["GatewayService"]
@@ -56,7 +57,8 @@ class GatewayService(NodeService):
         broker = self.topology.nodes[self.node.broker]
         assert isinstance(reader, ReaderNode) and isinstance(broker, BrokerNode)
         self.reader = ServiceClient(self.protos, self.protos.service(reader.service),
-                                    reader.listen.target, self.credentials, timeout=self.node.reader_timeout)
+                                    reader.listen.target, self.credentials, timeout=self.node.reader_timeout,
+                                    security=channel_security(self.topology, reader.tls, self.node.client_tls))
         self.plugins = await start_plugins(self.node, PluginContext(self.topology, self.node, self.protos, self.log))
         self.book = CommandBook()
         self.outbox = Outbox(self.topology.redeliver_after(self.node))

@@ -25,6 +25,7 @@ from cqrs_flow.nodes.runtime import NodeService
 from cqrs_flow.plans import CommandPlan, Report, writer_plan
 from cqrs_flow.plugins import PluginContext, Rejected, start_plugins, stop_plugins
 from cqrs_flow.rpc import ServiceClient
+from cqrs_flow.tls import channel_security
 from cqrs_flow.topology.access import writer_subscriptions
 from cqrs_flow.topology.model import BrokerNode, WriterNode
 
@@ -111,7 +112,8 @@ class WriterService(NodeService):
             raise TopologyError(report.problems, str(self.topology.source))
         store = self.topology.store_of(self.node.store)
         self.store = ServiceClient(self.protos, self.protos.service(store.write.name),
-                                   store.write.listen.target, self.credentials)
+                                   store.write.listen.target, self.credentials,
+                                   security=channel_security(self.topology, store.write.tls, self.node.client_tls))
         self.subscriptions = writer_subscriptions(self.topology, self.node)
         self.lanes = EntityLanes()
         self.statuses: list[dict[str, str]] = []

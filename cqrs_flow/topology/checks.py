@@ -21,6 +21,7 @@ from cqrs_flow.topology.model import (
     GatewayNode,
     ReaderNode,
     StoreNode,
+    TlsServer,
     Topology,
     WriterNode,
 )
@@ -42,6 +43,7 @@ def check_wiring(topology: Topology) -> list[Problem]:
     _check_listeners(topology, report)
     _check_mqtt_clients(topology, report)
     _check_secret(topology, report)
+    _check_tls(topology, report)
     _check_files(topology, report)
     cycle = find_cycle(topology)
     if cycle:
@@ -188,6 +190,50 @@ def _check_secret(topology: Topology, report: _Reporter) -> None:
         problem = outside_project(source.file)
         if problem:
             report(("secret", "file"), problem)
+
+
+def grpc_endpoints(topology: Topology) -> list[tuple[KeyPath, Address, TlsServer | None, list]]:
+    """Every gRPC endpoint: (key path of its settings, listen address, TLS, nodes wired to call it)."""
+    endpoints: list[tuple[KeyPath, Address, TlsServer | None, list]] = []
+    for store in topology.nodes_of(StoreNode):
+        for side, caller_kind in (("write", WriterNode), ("read", ReaderNode)):
+            callers = [n for n in topology.nodes_of(caller_kind) if n.store == Endpoint(store.name, side)]
+            service = store.service(side)
+            endpoints.append((("nodes", store.name, side), service.listen, service.tls, callers))
+    for reader in topology.nodes_of(ReaderNode):
+        callers = [g for g in topology.nodes_of(GatewayNode) if g.reader == reader.name]
+        endpoints.append((("nodes", reader.name), reader.listen, reader.tls, callers))
+    return endpoints
+
+
+def _check_tls(topology: Topology, report: _Reporter) -> None:
+    def check_file(path: KeyPath, relative: Path | None) -> None:
+        if relative is None:
+            return
+        problem = outside_project(relative)
+        if problem:
+            report(path, problem)
+        elif not (topology.root / relative).is_file():
+            report(path, f"file not found: {relative} (paths are relative to the topology file)")
+
+    for path, _, tls, callers in grpc_endpoints(topology):
+        if tls is None:
+            continue
+        for key in ("cert", "key", "ca"):
+            check_file(path + ("tls", key), getattr(tls, key))
+        if tls.client_auth and tls.ca is None:
+            report(path + ("tls", "client_auth"), "mutual TLS needs 'ca': the CA certificate that signed "
+                                                  "the callers' certificates")
+        for caller in callers if tls.client_auth else ():
+            if caller.client_tls is None:
+                report(("nodes", caller.name), f"{'.'.join(map(str, path[1:]))} accepts only callers with a "
+                                               f"certificate (client_auth); give '{caller.name}' a 'client_tls' "
+                                               "with its certificate and key")
+    for node in topology.nodes.values():
+        client_tls = getattr(node, "client_tls", None)
+        if client_tls is not None:
+            check_file(("nodes", node.name, "client_tls", "cert"), client_tls.cert)
+            check_file(("nodes", node.name, "client_tls", "key"), client_tls.key)
 
 
 def _check_listeners(topology: Topology, report: _Reporter) -> None:

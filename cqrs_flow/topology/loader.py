@@ -23,6 +23,8 @@ from cqrs_flow.topology.model import (
     SecretSource,
     Service,
     StoreNode,
+    TlsClient,
+    TlsServer,
     Topology,
     WriterNode,
     frozen_map,
@@ -98,7 +100,20 @@ def _address(value: tuple[str, int] | None) -> Address | None:
 def _service(raw: dict[str, Any] | None) -> Service:
     raw = raw or {}
     listen = _address(raw.get("listen")) or Address("127.0.0.1", 0)
-    return Service(name=raw.get("service") or "", listen=listen, rpcs=frozen_map(raw.get("rpcs")))
+    return Service(name=raw.get("service") or "", listen=listen, rpcs=frozen_map(raw.get("rpcs")),
+                   tls=_tls(raw.get("tls")))
+
+
+def _tls(raw: dict[str, Any] | None) -> TlsServer | None:
+    if not raw or not raw.get("cert") or not raw.get("key"):
+        return None  # none, or missing keys already reported
+    return TlsServer(cert=Path(raw["cert"]), key=Path(raw["key"]), ca=_path(raw.get("ca")),
+                     client_auth=raw["client_auth"], server_name=raw.get("server_name"))
+
+
+def _client_tls(raw: dict[str, Any]) -> TlsClient | None:
+    tls = raw.get("client_tls")
+    return TlsClient(Path(tls["cert"]), Path(tls["key"])) if tls and tls.get("cert") and tls.get("key") else None
 
 
 def _endpoint(value: tuple[str, str] | None) -> Endpoint:
@@ -146,6 +161,8 @@ def _kind_node(name: str, kind: str | None, raw: dict[str, Any]) -> Node:
             store=_endpoint(raw.get("store")),
             rpcs=frozen_map(raw.get("rpcs")),
             plugins=_plugins(raw),
+            tls=_tls(raw.get("tls")),
+            client_tls=_client_tls(raw),
         )
     if kind == "writer":
         return WriterNode(
@@ -158,6 +175,7 @@ def _kind_node(name: str, kind: str | None, raw: dict[str, Any]) -> Node:
             dead_letter=raw.get("dead_letter"),
             attempts=raw["attempts"],
             plugins=_plugins(raw),
+            client_tls=_client_tls(raw),
         )
     if kind == "gateway":
         return GatewayNode(
@@ -182,5 +200,6 @@ def _kind_node(name: str, kind: str | None, raw: dict[str, Any]) -> Node:
             reader_timeout=raw["reader_timeout"],
             redeliver_after=raw.get("redeliver_after"),
             plugins=_plugins(raw),
+            client_tls=_client_tls(raw),
         )
     return Node(name=name)  # an unknown kind, already reported by the checker

@@ -22,6 +22,8 @@ __all__ = [
     "Node",
     "PluginRef",
     "SecretSource",
+    "TlsClient",
+    "TlsServer",
     "BrokerNode",
     "MqttClient",
     "StoreNode",
@@ -80,12 +82,32 @@ class Command:
 
 
 @dataclass(frozen=True)
+class TlsServer:
+    """TLS of a gRPC endpoint; paths are relative to the topology file."""
+
+    cert: Path
+    key: Path
+    ca: Path | None = None
+    client_auth: bool = False  # mutual TLS: callers present a certificate signed by `ca`
+    server_name: str | None = None  # the name callers expect in the certificate
+
+
+@dataclass(frozen=True)
+class TlsClient:
+    """The certificate a node presents to endpoints with client_auth."""
+
+    cert: Path
+    key: Path
+
+
+@dataclass(frozen=True)
 class Service:
     """One gRPC service of a store: its proto name, listen address and RPC -> operation table."""
 
     name: str
     listen: Address
     rpcs: Mapping[str, str] = field(default_factory=frozen_map)
+    tls: TlsServer | None = None
 
 
 @dataclass(frozen=True)
@@ -209,6 +231,8 @@ class ReaderNode(Node):
     store: Endpoint = Endpoint("store", "read")
     rpcs: Mapping[str, str] = field(default_factory=frozen_map)
     plugins: tuple[PluginRef, ...] = ()
+    tls: TlsServer | None = None
+    client_tls: TlsClient | None = None
 
     @property
     def dependencies(self) -> tuple[str, ...]:
@@ -230,6 +254,7 @@ class WriterNode(Node):
     dead_letter: str | None = None
     attempts: int = 5
     plugins: tuple[PluginRef, ...] = ()
+    client_tls: TlsClient | None = None
 
     @property
     def dependencies(self) -> tuple[str, ...]:
@@ -249,6 +274,7 @@ class GatewayNode(Node):
     reader_timeout: float = 5.0
     redeliver_after: float | None = None  # None: see Topology.redeliver_after
     plugins: tuple[PluginRef, ...] = ()
+    client_tls: TlsClient | None = None
 
     @property
     def dependencies(self) -> tuple[str, ...]:

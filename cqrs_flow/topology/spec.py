@@ -206,11 +206,32 @@ class ByKind:
 
 STORE_OPS = ("insert", "update", "delete", "insert_many", "delete_many", "get", "list")
 
+TLS = Section({
+    "cert": Field(string, required=True,
+                  doc="the server's certificate chain (PEM file; paths are relative to this file and inside "
+                      "its directory)"),
+    "key": Field(string, required=True, doc="its private key (PEM file, readable by its owner only)"),
+    "ca": Field(string, doc="CA certificates (PEM file) callers check the server's certificate against and, "
+                            "with client_auth, the server checks callers' certificates against "
+                            "(default for callers: the system's trusted roots)"),
+    "client_auth": Field(boolean, default=False,
+                         doc="mutual TLS: accept only callers presenting a certificate signed by 'ca' "
+                             "(their 'client_tls')"),
+    "server_name": Field(string, doc="the name callers expect in the server's certificate "
+                                     "(default: the host callers dial, from 'listen')"),
+})
+
+CLIENT_TLS = Section({
+    "cert": Field(string, required=True, doc="this node's certificate (PEM file, relative to this file)"),
+    "key": Field(string, required=True, doc="its private key (PEM file)"),
+})
+
 SERVICE = Section({
     "service": Field(full_name, required=True, doc="full name of the gRPC service in the protos"),
     "listen": Field(parse_address, required=True, doc="host:port the service listens on"),
     "rpcs": Field(MapOf(one_of(*STORE_OPS), key=full_name), required=True,
                   doc="RPC name -> store operation"),
+    "tls": Field(TLS, doc="serve over TLS (default: plain-text gRPC, for loopback only)"),
 })
 
 COMMAND = Section({
@@ -297,6 +318,8 @@ READER = Section({
     "store": Field(endpoint, required=True, doc="'<store>.read': where reads go"),
     "rpcs": Field(MapOf(full_name, key=full_name), default={},
                   doc="reader RPC -> store read RPC (default: the same name)"),
+    "tls": Field(TLS, doc="serve over TLS (default: plain-text gRPC, for loopback only)"),
+    "client_tls": Field(CLIENT_TLS, doc="certificate this node presents to gRPC services with client_auth"),
     "plugins": PLUGINS,
 })
 
@@ -314,6 +337,7 @@ WRITER = Section({
     "attempts": Field(positive_int, default=5,
                       doc="tries of a command that fails unexpectedly before it is set aside "
                           "(an unavailable store is waited for, not counted)"),
+    "client_tls": Field(CLIENT_TLS, doc="certificate this node presents to gRPC services with client_auth"),
     "plugins": PLUGINS,
 })
 
@@ -332,6 +356,7 @@ GATEWAY = Section({
                                  "(default: 10 s more than the longest write delay)"),
     "reader_timeout": Field(parse_duration, default=5.0,
                             doc="how long a query waits for the reader before answering an error"),
+    "client_tls": Field(CLIENT_TLS, doc="certificate this node presents to gRPC services with client_auth"),
     "plugins": PLUGINS,
 })
 
