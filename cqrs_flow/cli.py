@@ -30,6 +30,14 @@ def _load_checked(path: str):
     return topology, protos
 
 
+def _warn_exposure(topology: Topology, file: str) -> None:
+    """Links open to the network without TLS or a login: allowed, but never by accident."""
+    from cqrs_flow.topology.exposure import exposure_warnings
+
+    for warning in exposure_warnings(topology):
+        click.echo(f"warning: {warning.format(file)}", err=True)
+
+
 def _fail(exc: CqrsFlowError) -> None:
     click.echo(f"error: {exc}" if not isinstance(exc, TopologyError) else str(exc), err=True)
     sys.exit(1)
@@ -49,6 +57,7 @@ def validate(file: str) -> None:
         topology, _ = _load_checked(file)
     except CqrsFlowError as exc:
         _fail(exc)
+    _warn_exposure(topology, file)
     click.echo(f"{file}: valid — {_summary(topology)}")
 
 
@@ -63,6 +72,7 @@ def up(file: str) -> None:
         launcher = Launcher(topology)  # reads the system secret
     except CqrsFlowError as exc:
         _fail(exc)
+    _warn_exposure(topology, file)
     sys.exit(asyncio.run(launcher.run()))
 
 

@@ -66,3 +66,44 @@ def test_unreadable_or_non_pem_files_fail_the_node_with_the_file_named(make_proj
     with pytest.raises(NodeError, match="cannot read the TLS CA certificate gone.pem"):
         channel_security(topology, TlsServer(Path("s.pem"), Path("s.key"), ca=Path("gone.pem")), None)
     assert channel_security(topology, None, None) is None
+
+
+# -- warnings about links open to the network ----------------------------------------------------
+
+def test_listeners_beyond_loopback_without_tls_are_warned_about(make_project, proto_cache, monkeypatch):
+    from click.testing import CliRunner
+
+    from cqrs_flow.cli import main
+
+    monkeypatch.delenv("CQRS_FLOW_SECRET", raising=False)
+    from .conftest import ROOT
+
+    path = make_project(yaml=[
+        ("proto:", f"plugin_path: {ROOT}\nproto:"),
+        ("listen: 127.0.0.1:1883", "listen: 0.0.0.0:1883"),
+        (WRITE_LISTEN, "      listen: 10.0.0.5:50051\n"),
+        ("listen: 127.0.0.1:50052", "listen: localhost:50052"),
+        ("listen: 127.0.0.1:8080", "listen: '[::]:8080'")])
+    result = CliRunner().invoke(main, ["validate", str(path)])
+    assert result.exit_code == 0, result.output
+    warnings = [line.split(": ", 3)[2:] for line in result.stderr.splitlines()]
+    assert [w[0] for w in warnings] == ["nodes.store.write.listen", "nodes.broker.listen", "nodes.gateway.listen"]
+    assert "10.0.0.5:50051 is reachable beyond this machine: gRPC in plain text" in warnings[0][1]
+    assert "valid —" in result.output
+
+
+@pytest.mark.parametrize("host, loopback", [("127.0.0.1", True), ("127.3.2.1", True), ("::1", True),
+                                            ("localhost", True), ("0.0.0.0", False), ("::", False),
+                                            ("10.0.0.5", False), ("store.internal", False)])
+def test_is_loopback(host, loopback):
+    from cqrs_flow.topology.exposure import is_loopback
+
+    assert is_loopback(host) is loopback
+
+
+def test_tls_silences_the_warning(make_project):
+    from cqrs_flow.topology.exposure import exposure_warnings
+
+    path = with_files(make_project(yaml=[(WRITE_LISTEN, "      listen: 0.0.0.0:50051\n"
+                                                        "      tls: {cert: s.pem, key: s.key}\n")]), "s.pem", "s.key")
+    assert exposure_warnings(load_topology(path)) == []
