@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import ssl
 
 import gmqtt
 from gmqtt.mqtt.constants import MQTTv50, MQTTv311
@@ -50,8 +51,9 @@ def new_client(system: str, node: str, broker: BrokerNode, *, persistent: bool,
     return client
 
 
-async def connect(client: gmqtt.Client, broker: BrokerNode, *, attempts: int | None = None) -> None:
-    """Connect, retrying with backoff while the broker is not there yet."""
+async def connect(client: gmqtt.Client, broker: BrokerNode, *, attempts: int | None = None,
+                  tls: ssl.SSLContext | None = None) -> None:
+    """Connect (over TLS with `tls`), retrying with backoff while the broker is not there yet."""
     address = broker.address
     version = MQTTv50 if broker.protocol == "5" else MQTTv311
     client.set_config({"reconnect_retries": -1, "reconnect_delay": 1})  # then reconnect forever
@@ -59,7 +61,8 @@ async def connect(client: gmqtt.Client, broker: BrokerNode, *, attempts: int | N
     while True:
         attempt += 1
         try:
-            await client.connect(address.connect_host, address.port, version=version, keepalive=30)
+            await client.connect(address.connect_host, address.port, version=version, keepalive=30,
+                                 ssl=tls or False)
             return
         except MQTTConnectError as exc:  # a refusal: retrying with the same login cannot help
             raise NodeError(

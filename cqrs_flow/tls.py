@@ -8,15 +8,16 @@ a NodeError naming the key.
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 
 from cqrs_flow.errors import NodeError
-from cqrs_flow.topology.model import TlsClient, TlsServer, Topology
+from cqrs_flow.topology.model import BrokerNode, TlsClient, TlsServer, Topology
 
-__all__ = ["ChannelSecurity", "channel_security", "server_credentials"]
+__all__ = ["ChannelSecurity", "broker_listener_tls", "channel_security", "mqtt_client_context", "server_credentials"]
 
 MAX_PEM_BYTES = 1_000_000
 
@@ -66,3 +67,27 @@ def channel_security(topology: Topology, tls: TlsServer | None,
         cert = _read(topology, client_tls.cert, "TLS client certificate")
     return ChannelSecurity(grpc.ssl_channel_credentials(root_certificates=ca, private_key=key,
                                                         certificate_chain=cert), tls.server_name)
+
+
+def mqtt_client_context(topology: Topology, broker: BrokerNode) -> ssl.SSLContext | None:
+    """The TLS context MQTT clients of `broker` connect with (None: plain text): the broker's
+    certificate is checked against its 'ca', or the system's trusted roots, and the host dialed."""
+    if not broker.secure:
+        return None
+    ca = broker.tls.ca if broker.tls else None
+    if ca is not None:
+        _read(topology, ca, "MQTT TLS CA certificate")  # a clear error before ssl's
+    try:
+        return ssl.create_default_context(cafile=str(topology.root / ca) if ca else None)
+    except (OSError, ssl.SSLError) as exc:
+        raise NodeError(f"cannot use the MQTT TLS CA certificate {ca}: {exc}") from None
+
+
+def broker_listener_tls(topology: Topology, broker: BrokerNode) -> dict[str, object]:
+    """amqtt listener settings for the embedded broker's TLS (empty: plain text)."""
+    if broker.tls is None or broker.tls.cert is None or broker.tls.key is None:
+        return {}
+    _read(topology, broker.tls.cert, "MQTT TLS certificate")
+    _read(topology, broker.tls.key, "MQTT TLS private key")
+    return {"ssl": True, "certfile": str(topology.root / broker.tls.cert),
+            "keyfile": str(topology.root / broker.tls.key)}

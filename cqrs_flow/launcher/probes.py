@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl
 
 import aiohttp
 import grpc
@@ -13,7 +14,7 @@ from cqrs_flow import rpc
 from cqrs_flow.errors import NodeError, StartError
 from cqrs_flow.launcher.process import NodeProcess
 from cqrs_flow.mqtt_auth import MqttLogin
-from cqrs_flow.tls import ChannelSecurity, channel_security
+from cqrs_flow.tls import ChannelSecurity, channel_security, mqtt_client_context
 from cqrs_flow.topology.checks import grpc_endpoints
 from cqrs_flow.topology.model import (Address, BrokerNode, GatewayNode, Node, ReaderNode, StoreNode, TlsServer,
                                       Topology)
@@ -40,9 +41,9 @@ def _remaining_length(n: int) -> bytes:
 
 
 async def mqtt_connack_code(address: Address, login: MqttLogin | None = None,
-                            timeout: float = ATTEMPT_TIMEOUT) -> int | None:
-    """Open an MQTT 3.1.1 session (logging in with `login`, if given) and return the broker's
-    CONNACK return code; None when no broker answers."""
+                            timeout: float = ATTEMPT_TIMEOUT, tls: ssl.SSLContext | None = None) -> int | None:
+    """Open an MQTT 3.1.1 session (logging in with `login`, if given; over TLS with `tls`) and
+    return the broker's CONNACK return code; None when no broker answers."""
     client_id = f"cqrs-flow-probe-{os.getpid()}".encode()
     flags = 0x02 | (0xC0 if login else 0)  # clean session; user name and password
     variable = b"\x00\x04MQTT\x04" + bytes([flags]) + b"\x00\x0a"  # level 4, keepalive 10
@@ -53,8 +54,8 @@ async def mqtt_connack_code(address: Address, login: MqttLogin | None = None,
     packet = b"\x10" + _remaining_length(len(body)) + body
     try:
         reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(address.connect_host, address.port), timeout)
-    except (OSError, asyncio.TimeoutError):
+            asyncio.open_connection(address.connect_host, address.port, ssl=tls), timeout)
+    except (OSError, asyncio.TimeoutError):  # ssl.SSLError is an OSError
         return None
     try:
         writer.write(packet)
@@ -91,7 +92,7 @@ class Probe:
     async def ready(self) -> bool:
         node = self.node
         if isinstance(node, BrokerNode):
-            return self._broker_ready(await mqtt_connack_code(node.address, self.login))
+            return self._broker_ready(await mqtt_connack_code(node.address, self.login, tls=self._mqtt_tls()))
         if isinstance(node, StoreNode):
             return all([await self._grpc_health(node.write.listen, ("nodes", node.name, "write"), node.write.tls),
                         await self._grpc_health(node.read.listen, ("nodes", node.name, "read"), node.read.tls)])
@@ -101,6 +102,14 @@ class Probe:
             return await self._http_health(node.listen)
         # A writer listens on nothing; it signals on the readiness pipe once subscribed.
         return self.process is not None and self.process.ready_signal.is_set()
+
+    def _mqtt_tls(self) -> ssl.SSLContext | None:
+        if self.topology is None or not isinstance(self.node, BrokerNode):
+            return None
+        try:
+            return mqtt_client_context(self.topology, self.node)
+        except NodeError as exc:
+            raise StartError(str(exc)) from None
 
     def _broker_ready(self, code: int | None) -> bool:
         """Answering is ready; refusing the login of a node that needs it is an error."""

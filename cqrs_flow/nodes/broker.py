@@ -6,6 +6,7 @@ import warnings
 
 from cqrs_flow.errors import NodeError
 from cqrs_flow.mqtt_auth import users_from_env
+from cqrs_flow.tls import broker_listener_tls
 from cqrs_flow.nodes.runtime import NodeService
 from cqrs_flow.topology.access import mqtt_access
 from cqrs_flow.topology.model import BrokerNode
@@ -23,7 +24,8 @@ class BrokerService(NodeService):
 
             access = mqtt_access(self.topology, self.node)
             self._broker = Broker({
-                "listeners": {"default": {"type": "tcp", "bind": str(self.node.listen)}},
+                "listeners": {"default": {"type": "tcp", "bind": str(self.node.listen),
+                                          **broker_listener_tls(self.topology, self.node)}},
                 # Every client logs in and keeps to the topics the topology gives it; no anonymous
                 # access and no $SYS topics, wherever the broker listens.
                 "plugins": {
@@ -39,8 +41,8 @@ class BrokerService(NodeService):
         except Exception as exc:  # amqtt wraps socket errors in its own BrokerError
             cause = exc.__cause__ or exc
             raise NodeError(f"MQTT broker cannot listen on {self.node.listen}: {cause}") from None
-        self.log.info("MQTT broker listening on %s (%d users, no anonymous access)",
-                      self.node.listen, len(access))
+        self.log.info("MQTT broker listening on %s%s (%d users, no anonymous access)",
+                      self.node.listen, " over TLS" if self.node.tls else "", len(access))
 
     async def stop(self) -> None:
         broker = getattr(self, "_broker", None)

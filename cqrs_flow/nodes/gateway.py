@@ -29,7 +29,7 @@ from cqrs_flow.nodes.websocket import serve_websocket
 from cqrs_flow.plans import Call, GatewayPlan, MutationPlan, QueryPlan, Report, gateway_plan
 from cqrs_flow.plugins import PluginContext, Rejected, start_plugins, stop_plugins
 from cqrs_flow.rpc import ServiceClient
-from cqrs_flow.tls import channel_security
+from cqrs_flow.tls import channel_security, mqtt_client_context
 from cqrs_flow.topology.model import BrokerNode, GatewayNode, ReaderNode
 
 __all__ = ["GatewayService"]
@@ -66,7 +66,7 @@ class GatewayService(NodeService):
                                login=login_from_env(self.topology, self.node.name))
         self.mqtt.on_connect = lambda client, *_: client.subscribe(self.topology.status_topic, qos=1)
         self.mqtt.on_message = self._on_status
-        await connect(self.mqtt, broker)
+        await connect(self.mqtt, broker, tls=mqtt_client_context(self.topology, broker))
         self.spawn(self._redeliver(), "redeliver")
         self.engine = await self._engine(plan)
         self.playground = _playground_page(self.topology.name, plan.schema.example_query())

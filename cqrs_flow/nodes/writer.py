@@ -25,7 +25,7 @@ from cqrs_flow.nodes.runtime import NodeService
 from cqrs_flow.plans import CommandPlan, Report, writer_plan
 from cqrs_flow.plugins import PluginContext, Rejected, start_plugins, stop_plugins
 from cqrs_flow.rpc import ServiceClient
-from cqrs_flow.tls import channel_security
+from cqrs_flow.tls import channel_security, mqtt_client_context
 from cqrs_flow.topology.access import writer_subscriptions
 from cqrs_flow.topology.model import BrokerNode, WriterNode
 
@@ -127,7 +127,7 @@ class WriterService(NodeService):
         self.mqtt.on_subscribe = lambda *_: self.subscribed.set()
         self.mqtt.on_message = self._on_message
         self.plugins = await start_plugins(self.node, PluginContext(self.topology, self.node, self.protos, self.log))
-        await connect(self.mqtt, broker)
+        await connect(self.mqtt, broker, tls=mqtt_client_context(self.topology, broker))
         await self.subscribed.wait()
         self.log.info("subscribed to %s; applying %s to %s after %.3gs", ", ".join(self.subscriptions),
                       ", ".join(p.name for p in self.plans.values()), store.write.listen, self.node.delay)

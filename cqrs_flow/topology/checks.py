@@ -229,6 +229,16 @@ def _check_tls(topology: Topology, report: _Reporter) -> None:
                 report(("nodes", caller.name), f"{'.'.join(map(str, path[1:]))} accepts only callers with a "
                                                f"certificate (client_auth); give '{caller.name}' a 'client_tls' "
                                                "with its certificate and key")
+    for broker in topology.nodes_of(BrokerNode):
+        if broker.tls is None:
+            continue
+        path = ("nodes", broker.name, "tls")
+        for key in ("cert", "key", "ca"):
+            check_file(path + (key,), getattr(broker.tls, key))
+        if not broker.external and (broker.tls.cert is None or broker.tls.key is None):
+            report(path, "the embedded broker serves TLS with 'cert' and 'key': give both")
+        elif broker.external and (broker.tls.cert or broker.tls.key):
+            report(path, "an external broker has its own certificate; give only 'ca', to check it")
     for node in topology.nodes.values():
         client_tls = getattr(node, "client_tls", None)
         if client_tls is not None:

@@ -39,14 +39,16 @@ def exposure_warnings(topology: Topology) -> list[Problem]:
                  "gRPC in plain text, node tokens and documents readable on the network; add 'tls' "
                  "(with client_auth: true to also refuse callers without a certificate)")
     for broker in topology.nodes_of(BrokerNode):
+        if broker.secure:
+            continue
         if broker.external and not is_loopback(broker.address.host):
             warn(("nodes", broker.name, "url"), broker.address,
-                 "MQTT in plain text, passwords and commands readable on the network; reach the broker "
-                 "over a private network or a tunnel (see docs/SECURITY.md)")
+                 "MQTT in plain text, passwords and commands readable on the network; use TLS "
+                 "(mqtts:// and 'tls: {ca: ...}')")
         elif not broker.external and not is_loopback(broker.listen.host):
             warn(("nodes", broker.name, "listen"), broker.listen,
-                 "clients must log in, but the embedded broker has no TLS: passwords and commands are "
-                 "readable on the network; keep it on loopback or use a private network or a tunnel")
+                 "clients log in, but in plain text: passwords and commands are readable on the "
+                 "network; add 'tls' with the broker's certificate and key")
     for gateway in topology.nodes_of(GatewayNode):
         if not is_loopback(gateway.listen.host):
             warn(("nodes", gateway.name, "listen"), gateway.listen,

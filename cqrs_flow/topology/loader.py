@@ -15,6 +15,7 @@ from cqrs_flow.topology.model import (
     Endpoint,
     GatewayNode,
     MqttClient,
+    MqttTls,
     Mutation,
     Node,
     PluginRef,
@@ -140,7 +141,9 @@ def _kind_node(name: str, kind: str | None, raw: dict[str, Any]) -> Node:
                           url=raw.get("url"), protocol=raw["protocol"],
                           clients=frozen_map({
                               user: MqttClient(user, tuple(c["publish"] or ()), tuple(c["subscribe"] or ()))
-                              for user, c in (raw.get("clients") or {}).items()}))
+                              for user, c in (raw.get("clients") or {}).items()}),
+                          tls=MqttTls(_path(raw["tls"].get("cert")), _path(raw["tls"].get("key")),
+                                      _path(raw["tls"].get("ca"))) if raw.get("tls") else None)
     if kind == "store":
         return StoreNode(
             name=name,

@@ -26,6 +26,7 @@ __all__ = [
     "TlsServer",
     "BrokerNode",
     "MqttClient",
+    "MqttTls",
     "StoreNode",
     "ReaderNode",
     "WriterNode",
@@ -175,12 +176,27 @@ class MqttClient:
 
 
 @dataclass(frozen=True)
+class MqttTls:
+    """MQTT over TLS: the embedded broker's certificate and key, the CA clients check it against."""
+
+    cert: Path | None = None
+    key: Path | None = None
+    ca: Path | None = None
+
+
+@dataclass(frozen=True)
 class BrokerNode(Node):
     kind: str = "broker"
     listen: Address = Address("127.0.0.1", 1883)
     url: str | None = None  # an external broker; `listen` is then unused
     protocol: str = "3.1.1"
     clients: Mapping[str, MqttClient] = field(default_factory=frozen_map)
+    tls: MqttTls | None = None
+
+    @property
+    def secure(self) -> bool:
+        """Whether clients speak TLS to the broker."""
+        return self.tls is not None or (self.url or "").startswith("mqtts://")
 
     @property
     def external(self) -> bool:
@@ -194,9 +210,13 @@ class BrokerNode(Node):
         rest = self.url.split("://", 1)[1].rstrip("/").rpartition("@")[2]
         if rest.startswith("["):
             host, _, port = rest[1:].partition("]")
-            return Address(host, int(port.lstrip(":") or 1883))
+            return Address(host, int(port.lstrip(":") or self._default_port))
         host, _, port = rest.partition(":")
-        return Address(host, int(port or 1883))
+        return Address(host, int(port or self._default_port))
+
+    @property
+    def _default_port(self) -> int:
+        return 8883 if self.url and self.url.startswith("mqtts://") else 1883
 
     @property
     def listens(self) -> tuple[tuple[str, Address], ...]:

@@ -132,11 +132,11 @@ def topic_filter(value: Any) -> str:
     return value
 
 
-_URL = re.compile(r"^(mqtt|tcp)://(?:[^@/]+@)?(\[[0-9A-Fa-f:.]+\]|[^:/@]+)(?::(\d+))?/?$")
+_URL = re.compile(r"^(mqtts?|tcp)://(?:[^@/]+@)?(\[[0-9A-Fa-f:.]+\]|[^:/@]+)(?::(\d+))?/?$")
 
 
 def broker_url(value: Any) -> str:
-    """mqtt://host[:port] (port 1883 when left out)."""
+    """mqtt://host[:port] (port 1883 when left out), or mqtts://host[:port] over TLS (port 8883)."""
     match = _URL.fullmatch(value) if isinstance(value, str) else None
     if not match or (match.group(3) and not 0 < int(match.group(3)) < 65536):
         raise Invalid(f"expected a broker URL such as mqtt://127.0.0.1:1883, got {_show(value)}")
@@ -279,6 +279,12 @@ MQTT_CLIENT = Section({
     "subscribe": Field(one_or_many(topic_filter), default=(), doc="topic filters the client may subscribe to"),
 })
 
+MQTT_TLS = Section({
+    "cert": Field(string, doc="the embedded broker's certificate chain (PEM file, relative to this file)"),
+    "key": Field(string, doc="its private key (PEM file)"),
+    "ca": Field(string, doc="CA certificates (PEM file) clients check the broker's certificate against"),
+})
+
 BROKER = Section({
     "kind": Field(string, required=True),
     **RESTART,
@@ -288,6 +294,9 @@ BROKER = Section({
     "protocol": Field(one_of("3.1.1", "5"), default="3.1.1",
                       doc="MQTT version clients speak; with 5, writers acknowledge a command only "
                           "once it is applied (the embedded broker speaks 3.1.1 only)"),
+    "tls": Field(MQTT_TLS, doc="MQTT over TLS: the embedded broker serves 'cert' and 'key'; clients check "
+                               "the broker's certificate against 'ca' (default: the system's trusted roots). "
+                               "An external broker's url may also say mqtts://"),
     "clients": Field(MapOf(MQTT_CLIENT, key=name), default={},
                      doc="MQTT clients besides the nodes (tools, dashboards): user name -> the topics "
                          "it may publish and subscribe to; its password is derived from the system "

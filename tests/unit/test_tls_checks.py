@@ -107,3 +107,21 @@ def test_tls_silences_the_warning(make_project):
     path = with_files(make_project(yaml=[(WRITE_LISTEN, "      listen: 0.0.0.0:50051\n"
                                                         "      tls: {cert: s.pem, key: s.key}\n")]), "s.pem", "s.key")
     assert exposure_warnings(load_topology(path)) == []
+
+
+def test_broker_tls(make_project):
+    path = with_files(make_project(yaml=[("listen: 127.0.0.1:1883", "listen: 0.0.0.0:1883\n    tls: {cert: b.pem, key: b.key}")]),
+                      "b.pem", "b.key")
+    from cqrs_flow.topology.exposure import exposure_warnings
+
+    broker = load_topology(path).nodes["broker"]
+    assert broker.secure and broker.tls.cert == Path("b.pem")
+    assert not [w for w in exposure_warnings(load_topology(path)) if w.path.startswith("nodes.broker")]
+    assert problems(make_project, [("listen: 127.0.0.1:1883", "listen: 127.0.0.1:1883\n    tls: {cert: b.pem}")], ["b.pem"]) == [
+        "nodes.broker.tls: the embedded broker serves TLS with 'cert' and 'key': give both"]
+
+
+def test_an_mqtts_url_means_tls_on_port_8883(make_project):
+    path = make_project(yaml=[("listen: 127.0.0.1:1883", "url: mqtts://broker.internal")])
+    broker = load_topology(path).nodes["broker"]
+    assert broker.secure and broker.address.port == 8883 and broker.tls is None
