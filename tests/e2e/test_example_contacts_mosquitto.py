@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import uuid
 
@@ -146,3 +147,14 @@ def test_mosquitto_enforces_the_generated_acl(on_mosquitto, mosquitto):
     assert ("CONTACT/ADD", marker) in seen
     assert not any(b"forged" in payload for _, payload in seen), seen
     assert not any(topic != "contacts-mosquitto/status" for topic, _ in spied), spied
+
+
+def test_up_stops_at_once_when_the_broker_does_not_know_the_nodes(mosquitto, tmp_path):
+    """A secret other than the one the password file was written with: the readiness probe's
+    login is refused, and `up` says so instead of starting nodes that cannot connect."""
+    file = prepare("topology.yaml", tmp_path, source=EXAMPLE, **{"nodes.broker.url": f"mqtt://{mosquitto.target}"})
+    proc = subprocess.run([*cli(), "up", str(file)], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "CQRS_FLOW_SECRET": "not-the-secret-of-the-password-file"})
+    assert proc.returncode == 1, proc.stdout
+    assert "refused the login of node 'gateway' (not authorised)" in proc.stdout
+    assert "cqrs-flow mosquitto-auth" in proc.stdout
