@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from cqrs_flow.auth import ENV_SECRET
+from cqrs_flow.auth import ENV_SECRET, derive_token
 from cqrs_flow.errors import NodeError
 from cqrs_flow.mqtt_auth import (
     ENV_MQTT_PASSWORD,
@@ -18,7 +18,6 @@ from cqrs_flow.mqtt_auth import (
     mqtt_launch_environment,
     users_from_env,
 )
-from cqrs_flow.auth import derive_token
 from cqrs_flow.topology.access import MqttAccess, covers, mqtt_access
 
 SECRET = "0123456789abcdef" * 4
