@@ -30,6 +30,14 @@ def _load_checked(path: str):
     return topology, protos
 
 
+def _warn_exposure(topology: Topology, file: str) -> None:
+    """Links open to the network without TLS or a login: allowed, but never by accident."""
+    from cqrs_flow.topology.exposure import exposure_warnings
+
+    for warning in exposure_warnings(topology):
+        click.echo(f"warning: {warning.format(file)}", err=True)
+
+
 def _fail(exc: CqrsFlowError) -> None:
     click.echo(f"error: {exc}" if not isinstance(exc, TopologyError) else str(exc), err=True)
     sys.exit(1)
@@ -49,6 +57,7 @@ def validate(file: str) -> None:
         topology, _ = _load_checked(file)
     except CqrsFlowError as exc:
         _fail(exc)
+    _warn_exposure(topology, file)
     click.echo(f"{file}: valid — {_summary(topology)}")
 
 
@@ -64,9 +73,10 @@ def up(file: str, only: str | None) -> None:
     names = [n.strip() for n in only.split(",") if n.strip()] if only is not None else None
     try:
         topology, _ = _load_checked(file)
-        launcher = Launcher(topology, only=names)
+        launcher = Launcher(topology, only=names)  # reads the system secret
     except CqrsFlowError as exc:
         _fail(exc)
+    _warn_exposure(topology, file)
     sys.exit(asyncio.run(launcher.run()))
 
 
@@ -107,6 +117,76 @@ def schema() -> None:
     from cqrs_flow.topology.jsonschema import schema_text
 
     click.echo(schema_text(), nl=False)
+
+
+def _secret_for(topology: Topology, what: str) -> str:
+    from cqrs_flow.auth import ENV_SECRET
+    from cqrs_flow.system_secret import read_secret
+
+    secret = read_secret(topology)
+    if secret is None:
+        raise CqrsFlowError(
+            f"{what} derive from the system secret, and there is none: set {ENV_SECRET} or the "
+            f"topology's 'secret' ({{env: NAME}} or {{file: path}}) to the secret `up` and the nodes use")
+    return secret
+
+
+def _broker(topology: Topology, name: str | None):
+    from cqrs_flow.topology.model import BrokerNode
+
+    brokers = {b.name: b for b in topology.nodes_of(BrokerNode)}
+    if name is None and len(brokers) == 1:
+        return next(iter(brokers.values()))
+    if name in brokers:
+        return brokers[name]
+    raise click.BadParameter(f"choose one of the brokers: {', '.join(brokers)}", param_hint="'--broker'")
+
+
+@main.command("mosquitto-auth")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("directory", metavar="DIR", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--broker", "broker_name", help="The broker node (default: the only one).")
+def mosquitto_auth(file: str, directory: Path, broker_name: str | None) -> None:
+    """Write a Mosquitto password file and ACL for the topology's broker into DIR.
+
+    The passwords are the nodes' (and the broker's `clients`'), derived from the system secret:
+    run it with the CQRS_FLOW_SECRET (or topology `secret`) that `up` will use. The ACL lets each
+    user publish and subscribe only where the topology says.
+    """
+    from cqrs_flow.mosquitto import write_auth_files
+
+    try:
+        topology = load_topology(file)
+        broker = _broker(topology, broker_name)
+        passwords, acl = write_auth_files(topology, broker, _secret_for(topology, "MQTT passwords"), directory)
+    except CqrsFlowError as exc:
+        _fail(exc)
+    except OSError as exc:
+        _fail(CqrsFlowError(f"cannot write {directory}: {exc.strerror or exc}"))
+    click.echo(f"wrote {passwords} and {acl}; in mosquitto.conf:\n"
+               f"  allow_anonymous false\n  password_file {passwords.resolve()}\n  acl_file {acl.resolve()}")
+
+
+@main.command("mqtt-password")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("user")
+@click.option("--broker", "broker_name", help="The broker node (default: the only one).")
+def mqtt_password(file: str, user: str, broker_name: str | None) -> None:
+    """Print the MQTT password of USER, a node or one of the broker's `clients`, for your own
+    MQTT client (it logs in with user name USER)."""
+    from cqrs_flow.mqtt_auth import derive_mqtt_password
+    from cqrs_flow.topology.access import mqtt_access
+
+    try:
+        topology = load_topology(file)
+        broker = _broker(topology, broker_name)
+        users = mqtt_access(topology, broker)
+        if user not in users:
+            raise CqrsFlowError(f"'{user}' is not a user of broker '{broker.name}'; users: {', '.join(sorted(users))} "
+                                f"(declare other clients under nodes.{broker.name}.clients)")
+        click.echo(derive_mqtt_password(_secret_for(topology, "MQTT passwords"), user))
+    except CqrsFlowError as exc:
+        _fail(exc)
 
 
 @main.command(context_settings={"ignore_unknown_options": True})

@@ -5,10 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import ssl
 
 import gmqtt
 from gmqtt.mqtt.constants import MQTTv50, MQTTv311
+from gmqtt.mqtt.handler import MQTTConnectError
 
+from cqrs_flow.errors import NodeError
+from cqrs_flow.mqtt_auth import MqttLogin
 from cqrs_flow.topology.model import BrokerNode
 
 __all__ = ["client_id", "connect", "new_client"]
@@ -16,10 +20,11 @@ __all__ = ["client_id", "connect", "new_client"]
 log = logging.getLogger("cqrs_flow.mqtt")
 
 
-def client_id(system: str, node: str, persistent: bool) -> str:
+def client_id(system: str, node: str, persistent: bool, tag: str = "") -> str:
     """A stable id for persistent sessions (the broker keeps a writer's queue across restarts);
-    a unique one otherwise, so two processes never kick each other off."""
-    base = f"{system}-{node}"
+    a unique one otherwise, so two processes never kick each other off. `tag` (see MqttLogin.tag)
+    makes it unguessable."""
+    base = f"{system}-{node}" + (f"-{tag}" if tag else "")
     return base if persistent else f"{base}-{os.getpid()}"
 
 
@@ -27,18 +32,28 @@ def client_id(system: str, node: str, persistent: bool) -> str:
 SESSION_FOREVER = 0xFFFFFFFF
 
 
-def new_client(system: str, node: str, broker: BrokerNode, *, persistent: bool) -> gmqtt.Client:
-    """A client for `broker`. With MQTT 5, a persistent client acknowledges each message when its
-    handler returns (gmqtt acknowledges MQTT 3.1.1 messages on receipt, whatever the handler does)."""
+def new_client(system: str, node: str, broker: BrokerNode, *, persistent: bool,
+               login: MqttLogin | None = None) -> gmqtt.Client:
+    """A client for `broker`, logging in with `login`. With MQTT 5, a persistent client acknowledges
+    each message when its handler returns (gmqtt acknowledges MQTT 3.1.1 messages on receipt,
+    whatever the handler does)."""
+    # Only on the embedded broker: an external one checks the password before it looks at the
+    # client id, and keeps a writer's session across runs that may use another secret.
+    tag = login.tag if login is not None and not broker.external else ""
     if broker.protocol == "5":
         extra = {"session_expiry_interval": SESSION_FOREVER} if persistent else {}
-        return gmqtt.Client(client_id(system, node, persistent), clean_session=not persistent,
-                            optimistic_acknowledgement=not persistent, **extra)
-    return gmqtt.Client(client_id(system, node, persistent), clean_session=not persistent)
+        client = gmqtt.Client(client_id(system, node, persistent, tag), clean_session=not persistent,
+                              optimistic_acknowledgement=not persistent, **extra)
+    else:
+        client = gmqtt.Client(client_id(system, node, persistent, tag), clean_session=not persistent)
+    if login is not None:
+        client.set_auth_credentials(login.user, login.password)
+    return client
 
 
-async def connect(client: gmqtt.Client, broker: BrokerNode, *, attempts: int | None = None) -> None:
-    """Connect, retrying with backoff while the broker is not there yet."""
+async def connect(client: gmqtt.Client, broker: BrokerNode, *, attempts: int | None = None,
+                  tls: ssl.SSLContext | None = None) -> None:
+    """Connect (over TLS with `tls`), retrying with backoff while the broker is not there yet."""
     address = broker.address
     version = MQTTv50 if broker.protocol == "5" else MQTTv311
     client.set_config({"reconnect_retries": -1, "reconnect_delay": 1})  # then reconnect forever
@@ -46,8 +61,14 @@ async def connect(client: gmqtt.Client, broker: BrokerNode, *, attempts: int | N
     while True:
         attempt += 1
         try:
-            await client.connect(address.connect_host, address.port, version=version, keepalive=30)
+            await client.connect(address.connect_host, address.port, version=version, keepalive=30,
+                                 ssl=tls or False)
             return
+        except MQTTConnectError as exc:  # a refusal: retrying with the same login cannot help
+            raise NodeError(
+                f"MQTT broker {address.target} refused the connection: {exc}. The broker must know "
+                "this node's user name (the node's name) and password (derived from the system "
+                "secret); for an external broker, see `cqrs-flow mosquitto-auth`") from None
         except (OSError, asyncio.TimeoutError) as exc:
             if attempts is not None and attempt >= attempts:
                 raise

@@ -16,6 +16,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from cqrs_flow.auth import Credentials
 from cqrs_flow.errors import NodeError
 from cqrs_flow.protos import ProtoSet
+from cqrs_flow.tls import ChannelSecurity
 from cqrs_flow.topology.model import Address
 
 __all__ = ["Handler", "ServiceClient", "channel", "method_path", "start_server", "service_handler"]
@@ -34,14 +35,17 @@ RECONNECT_OPTIONS = (
 )
 
 
-def channel(target: str, *, fast_retry: bool = False) -> grpc.aio.Channel:
-    """An insecure channel with our size limits and reconnect backoff (`fast_retry`: 20 ms steps,
-    for readiness probes that poll a server that is just starting)."""
+def channel(target: str, *, fast_retry: bool = False, security: ChannelSecurity | None = None) -> grpc.aio.Channel:
+    """A channel with our size limits and reconnect backoff (`fast_retry`: 20 ms steps, for
+    readiness probes that poll a server that is just starting); over TLS with `security`."""
     options = {"grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
                "grpc.max_send_message_length": MAX_MESSAGE_BYTES, **dict(RECONNECT_OPTIONS)}
     if fast_retry:  # replaces the values above: gRPC would take the first of two equal keys
         options.update({"grpc.initial_reconnect_backoff_ms": 20, "grpc.min_reconnect_backoff_ms": 20,
                         "grpc.max_reconnect_backoff_ms": 200})
+    if security is not None:
+        options.update(security.options)
+        return grpc.aio.secure_channel(target, security.credentials, options=list(options.items()))
     return grpc.aio.insecure_channel(target, options=list(options.items()))
 
 
@@ -64,8 +68,10 @@ def service_handler(protos: ProtoSet, service: ServiceDescriptor,
 
 
 async def start_server(listen: Address, handlers: Sequence[grpc.GenericRpcHandler],
-                       interceptors: Sequence[grpc.aio.ServerInterceptor] = ()) -> grpc.aio.Server:
-    """Start a gRPC server on `listen` with the standard health service (the readiness probe)."""
+                       interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+                       credentials: grpc.ServerCredentials | None = None) -> grpc.aio.Server:
+    """Start a gRPC server on `listen` with the standard health service (the readiness probe);
+    over TLS with `credentials` (cqrs_flow.tls.server_credentials)."""
     server = grpc.aio.server(
         interceptors=list(interceptors),
         options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -76,7 +82,10 @@ async def start_server(listen: Address, handlers: Sequence[grpc.GenericRpcHandle
     health_service = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_service, server)
     try:
-        server.add_insecure_port(str(listen))
+        if credentials is not None:
+            server.add_secure_port(str(listen), credentials)
+        else:
+            server.add_insecure_port(str(listen))
     except RuntimeError:  # gRPC says only "Failed to bind"; ask the OS why
         raise NodeError(f"gRPC server cannot listen on {listen}: {_bind_error(listen)}") from None
     await server.start()
@@ -99,13 +108,14 @@ class ServiceClient:
     """Calls the RPCs of one service on one channel, identifying the caller with its credentials."""
 
     def __init__(self, protos: ProtoSet, service: ServiceDescriptor, target: str,
-                 credentials: Credentials, timeout: float = 10.0) -> None:
+                 credentials: Credentials, timeout: float = 10.0,
+                 security: ChannelSecurity | None = None) -> None:
         self.service = service
         self.target = target
         self._protos = protos
         self._credentials = credentials
         self._timeout = timeout
-        self._channel = channel(target)
+        self._channel = channel(target, security=security)
         self._calls: dict[str, grpc.aio.UnaryUnaryMultiCallable] = {}
 
     def request_class(self, rpc: str) -> type[Message]:

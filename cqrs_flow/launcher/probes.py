@@ -4,71 +4,138 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl
 
 import aiohttp
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cqrs_flow import rpc
+from cqrs_flow.errors import NodeError, StartError
 from cqrs_flow.launcher.process import NodeProcess
-from cqrs_flow.topology.model import Address, BrokerNode, GatewayNode, Node, ReaderNode, StoreNode
+from cqrs_flow.mqtt_auth import MqttLogin
+from cqrs_flow.tls import ChannelSecurity, channel_security, mqtt_client_context
+from cqrs_flow.topology.checks import grpc_endpoints
+from cqrs_flow.topology.model import (Address, BrokerNode, GatewayNode, Node, ReaderNode, StoreNode, TlsServer,
+                                      Topology)
 
-__all__ = ["Probe", "mqtt_connack"]
+__all__ = ["Probe", "mqtt_connack", "mqtt_connack_code"]
 
 ATTEMPT_TIMEOUT = 1.0
 
 
-async def mqtt_connack(address: Address, timeout: float = ATTEMPT_TIMEOUT) -> bool:
-    """Open an MQTT 3.1.1 session and check the broker accepts it (CONNACK code 0)."""
+CONNACK_REFUSALS = {4: "bad user name or password", 5: "not authorised"}
+
+
+def _string(value: bytes) -> bytes:
+    return len(value).to_bytes(2, "big") + value
+
+
+def _remaining_length(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        n, digit = divmod(n, 128)
+        out.append(digit | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+async def mqtt_connack_code(address: Address, login: MqttLogin | None = None,
+                            timeout: float = ATTEMPT_TIMEOUT, tls: ssl.SSLContext | None = None) -> int | None:
+    """Open an MQTT 3.1.1 session (logging in with `login`, if given; over TLS with `tls`) and
+    return the broker's CONNACK return code; None when no broker answers."""
     client_id = f"cqrs-flow-probe-{os.getpid()}".encode()
-    variable = b"\x00\x04MQTT\x04\x02\x00\x0a"  # protocol name, level 4, clean session, keepalive 10
-    payload = len(client_id).to_bytes(2, "big") + client_id
+    flags = 0x02 | (0xC0 if login else 0)  # clean session; user name and password
+    variable = b"\x00\x04MQTT\x04" + bytes([flags]) + b"\x00\x0a"  # level 4, keepalive 10
+    payload = _string(client_id)
+    if login:
+        payload += _string(login.user.encode()) + _string(login.password.encode())
     body = variable + payload
-    packet = b"\x10" + bytes([len(body)]) + body
+    packet = b"\x10" + _remaining_length(len(body)) + body
     try:
         reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(address.connect_host, address.port), timeout)
-    except (OSError, asyncio.TimeoutError):
-        return False
+            asyncio.open_connection(address.connect_host, address.port, ssl=tls), timeout)
+    except (OSError, asyncio.TimeoutError):  # ssl.SSLError is an OSError
+        return None
     try:
         writer.write(packet)
         await writer.drain()
         answer = await asyncio.wait_for(reader.readexactly(4), timeout)
-        ok = answer[0] == 0x20 and answer[3] == 0
-        writer.write(b"\xe0\x00")  # DISCONNECT
-        await writer.drain()
-        return ok
+        if answer[0] != 0x20:
+            return None
+        if answer[3] == 0:
+            writer.write(b"\xe0\x00")  # DISCONNECT
+            await writer.drain()
+        return answer[3]
     except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError):
-        return False
+        return None
     finally:
         writer.close()
+
+
+async def mqtt_connack(address: Address, timeout: float = ATTEMPT_TIMEOUT, login: MqttLogin | None = None) -> bool:
+    """Whether the broker accepts an MQTT 3.1.1 session (CONNACK code 0)."""
+    return await mqtt_connack_code(address, login, timeout) == 0
 
 
 class Probe:
     """One probe per node; `ready()` makes one attempt and answers True or False."""
 
-    def __init__(self, node: Node, process: NodeProcess | None = None) -> None:
+    def __init__(self, node: Node, process: NodeProcess | None = None, login: MqttLogin | None = None,
+                 topology: Topology | None = None) -> None:
         self.node = node
         self.process = process
+        self.login = login  # a broker: one of its users, to check it knows them
+        self.topology = topology  # to reach TLS endpoints: where the certificates are
         self._channels: dict[str, grpc.aio.Channel] = {}
 
     async def ready(self) -> bool:
         node = self.node
         if isinstance(node, BrokerNode):
-            return await mqtt_connack(node.address)
+            return self._broker_ready(await mqtt_connack_code(node.address, self.login, tls=self._mqtt_tls()))
         if isinstance(node, StoreNode):
-            return all([await self._grpc_health(node.write.listen), await self._grpc_health(node.read.listen)])
+            return all([await self._grpc_health(node.write.listen, ("nodes", node.name, "write"), node.write.tls),
+                        await self._grpc_health(node.read.listen, ("nodes", node.name, "read"), node.read.tls)])
         if isinstance(node, ReaderNode):
-            return await self._grpc_health(node.listen)
+            return await self._grpc_health(node.listen, ("nodes", node.name), node.tls)
         if isinstance(node, GatewayNode):
             return await self._http_health(node.listen)
         # A writer listens on nothing; it signals on the readiness pipe once subscribed.
         return self.process is not None and self.process.ready_signal.is_set()
 
-    async def _grpc_health(self, address: Address) -> bool:
+    def _mqtt_tls(self) -> ssl.SSLContext | None:
+        if self.topology is None or not isinstance(self.node, BrokerNode):
+            return None
+        try:
+            return mqtt_client_context(self.topology, self.node)
+        except NodeError as exc:
+            raise StartError(str(exc)) from None
+
+    def _broker_ready(self, code: int | None) -> bool:
+        """Answering is ready; refusing the login of a node that needs it is an error."""
+        if code in CONNACK_REFUSALS and self.login is not None:
+            raise StartError(
+                f"broker '{self.node.name}' at {self.node.address.target} refused the login of node "
+                f"'{self.login.user}' ({CONNACK_REFUSALS[code]}): it must accept each node's name and "
+                "its password derived from the system secret (for Mosquitto: `cqrs-flow mosquitto-auth`)")
+        return code == 0 or (code in CONNACK_REFUSALS and self.login is None)
+
+    def _security(self, endpoint: tuple, tls: TlsServer | None) -> ChannelSecurity | None:
+        """TLS as a caller of the endpoint sees it; with client_auth, one caller's certificate."""
+        if tls is None or self.topology is None:
+            return None
+        callers = next((c for path, _, _, c in grpc_endpoints(self.topology) if path == endpoint), [])
+        client = next((c.client_tls for c in callers if c.client_tls), None) if tls.client_auth else None
+        try:
+            return channel_security(self.topology, tls, client)
+        except NodeError as exc:
+            raise StartError(str(exc)) from None
+
+    async def _grpc_health(self, address: Address, endpoint: tuple = (), tls: TlsServer | None = None) -> bool:
         channel = self._channels.get(address.target)
         if channel is None:
-            channel = self._channels[address.target] = rpc.channel(address.target, fast_retry=True)
+            channel = self._channels[address.target] = rpc.channel(
+                address.target, fast_retry=True, security=self._security(endpoint, tls))
         try:
             answer = await health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=""), timeout=ATTEMPT_TIMEOUT)

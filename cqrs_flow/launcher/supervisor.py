@@ -25,7 +25,10 @@ from cqrs_flow.launcher.printer import Printer
 from cqrs_flow.launcher.probes import Probe
 from cqrs_flow.launcher.process import NodeProcess
 from cqrs_flow.topology.graph import sorter
-from cqrs_flow.topology.model import GatewayNode, Topology, WriterNode
+from cqrs_flow.mqtt_auth import MqttLogin, derive_mqtt_password, mqtt_launch_environment
+from cqrs_flow.system_secret import read_secret, secret_variables
+from cqrs_flow.topology.access import mqtt_access
+from cqrs_flow.topology.model import BrokerNode, GatewayNode, Node, Topology, WriterNode
 
 __all__ = ["Launcher"]
 
@@ -59,11 +62,15 @@ class Launcher:
         self.process_factory = process_factory
         self.clock = clock
         # The secret exists only in this process; each node gets just its own credentials.
-        self.secret = self.env.pop(ENV_SECRET, None) or new_secret()
-        if only is not None and ENV_SECRET not in (os.environ if env is None else env):
+        configured = read_secret(topology, self.env)
+        if only is not None and configured is None:
             raise CqrsFlowError(
                 f"nodes on several hosts must share one secret, and `up --only` has none: set {ENV_SECRET} "
-                f"to the same value on every host (for example: export {ENV_SECRET}=$(openssl rand -hex 32))")
+                f"or the topology's `secret` ({{env: NAME}} or {{file: path}}) to the same value on every host "
+                f"(for example: export {ENV_SECRET}=$(openssl rand -hex 32))")
+        self.secret = configured or new_secret()
+        for name in secret_variables(topology):
+            self.env.pop(name, None)
         self.processes: dict[str, NodeProcess] = {}
         self.ready_order: list[str] = []
         self._stop = asyncio.Event()
@@ -150,11 +157,12 @@ class Launcher:
             self.printer.system(f"waiting for {name} ({node.kind}, on another host: {where})")
         else:
             argv = [sys.executable, "-m", "cqrs_flow", "node", str(self.topology.source), name]
-            env = {**self.env, **launch_environment(self.topology, name, self.secret)}
+            env = {**self.env, **launch_environment(self.topology, name, self.secret),
+                   **mqtt_launch_environment(self.topology, name, self.secret)}
             process = self.process_factory(name, argv, env, self.printer)
             self.processes[name] = process
             await process.start()
-        probe = Probe(node, process)
+        probe = Probe(node, process, self._probe_login(node), self.topology)
         interval = 0.02
         try:
             while True:
@@ -178,6 +186,14 @@ class Launcher:
                 interval = min(interval * 1.5, 0.05)  # a probe is cheap; readiness seen sooner is start-up saved
         finally:
             await probe.close()
+
+    def _probe_login(self, node: Node) -> MqttLogin | None:
+        """A broker is probed by logging in as one of its users: a broker that does not know
+        them is found now, not by nodes failing one by one."""
+        if not isinstance(node, BrokerNode):
+            return None
+        users = sorted(mqtt_access(self.topology, node))
+        return MqttLogin(users[0], derive_mqtt_password(self.secret, users[0])) if users else None
 
     def _ready_line(self, elapsed: float) -> str:
         gateways = [g for g in self.topology.nodes_of(GatewayNode) if g.name in self.local]

@@ -7,10 +7,11 @@ import importlib
 import os
 from typing import Mapping
 
-from cqrs_flow.auth import credentials_from_env
+from cqrs_flow.auth import ENV_SECRET, ENV_TOKEN, credentials_from_env
 from cqrs_flow.errors import NodeError
 from cqrs_flow.nodes.runtime import NodeService, configure_logging, serve
 from cqrs_flow.protos import ProtoSet
+from cqrs_flow.system_secret import read_secret
 from cqrs_flow.topology.model import Topology
 
 __all__ = ["NodeService", "build_service", "run_node"]
@@ -45,5 +46,9 @@ def build_service(topology: Topology, name: str, protos: ProtoSet,
 def run_node(topology: Topology, name: str, protos: ProtoSet) -> None:
     """Run node `name` until SIGTERM or SIGINT; raises what made it fail."""
     configure_logging()
+    if ENV_TOKEN not in os.environ:  # run by hand, not by `up`: the secret may be where the topology says
+        secret = read_secret(topology)
+        if secret:
+            os.environ[ENV_SECRET] = secret
     service = build_service(topology, name, protos)
     asyncio.run(serve(service))

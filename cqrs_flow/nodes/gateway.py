@@ -21,6 +21,7 @@ from tartiflette import Resolver, Subscription, TartifletteError, create_engine
 from cqrs_flow.errors import NodeError, TopologyError
 from cqrs_flow.messages import get_path, set_path, to_data
 from cqrs_flow.mqtt import connect, new_client
+from cqrs_flow.mqtt_auth import login_from_env
 from cqrs_flow.nodes.commands import STATUS_SDL, SUBSCRIPTION_SDL, CommandBook
 from cqrs_flow.nodes.outbox import Outbox
 from cqrs_flow.nodes.reader import UNAVAILABLE_PEER
@@ -31,6 +32,7 @@ from cqrs_flow.plans import Call, GatewayPlan, MutationPlan, QueryPlan, Report, 
 from cqrs_flow.plugins import PluginContext, Rejected, start_plugins, stop_plugins
 from cqrs_flow.rpc import ServiceClient
 from cqrs_flow.stores.journal import JournalError
+from cqrs_flow.tls import channel_security, mqtt_client_context
 from cqrs_flow.topology.model import BrokerNode, GatewayNode, ReaderNode
 
 __all__ = ["GatewayService"]
@@ -58,16 +60,18 @@ class GatewayService(NodeService):
         broker = self.topology.nodes[self.node.broker]
         assert isinstance(reader, ReaderNode) and isinstance(broker, BrokerNode)
         self.reader = ServiceClient(self.protos, self.protos.service(reader.service),
-                                    reader.listen.target, self.credentials, timeout=self.node.reader_timeout)
+                                    reader.listen.target, self.credentials, timeout=self.node.reader_timeout,
+                                    security=channel_security(self.topology, reader.tls, self.node.client_tls))
         self.plugins = await start_plugins(self.node, PluginContext(self.topology, self.node, self.protos, self.log))
         self.book = CommandBook()
         self.clock = CommandClock()  # command ids in the order this gateway accepts commands
         self.outbox = await self._outbox()
         self.spawn(self.outbox.wait_failure(), "outbox")
-        self.mqtt = new_client(self.topology.name, self.node.name, broker, persistent=False)
+        self.mqtt = new_client(self.topology.name, self.node.name, broker, persistent=False,
+                               login=login_from_env(self.topology, self.node.name))
         self.mqtt.on_connect = lambda client, *_: client.subscribe(self.topology.status_topic, qos=1)
         self.mqtt.on_message = self._on_status
-        await connect(self.mqtt, broker)
+        await connect(self.mqtt, broker, tls=mqtt_client_context(self.topology, broker))
         self.spawn(self._redeliver(), "redeliver")
         self.engine = await self._engine(plan)
         self.playground = _playground_page(self.topology.name, plan.schema.example_query())

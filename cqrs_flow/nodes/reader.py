@@ -14,6 +14,7 @@ from cqrs_flow.nodes.runtime import NodeService
 from cqrs_flow.plans import Report, reader_plan
 from cqrs_flow.plugins import PluginContext, ReaderPlugin, Rejected, start_plugins, stop_plugins
 from cqrs_flow.rpc import Handler, ServiceClient, service_handler, start_server
+from cqrs_flow.tls import channel_security, server_credentials
 from cqrs_flow.topology.model import ReaderNode
 
 __all__ = ["UNAVAILABLE_PEER", "ReaderService"]
@@ -32,7 +33,8 @@ class ReaderService(NodeService):
             raise TopologyError(report.problems, str(self.topology.source))
         store = self.topology.store_of(self.node.store)
         self.store = ServiceClient(self.protos, self.protos.service(store.read.name),
-                                   store.read.listen.target, self.credentials)
+                                   store.read.listen.target, self.credentials,
+                                   security=channel_security(self.topology, store.read.tls, self.node.client_tls))
         context = PluginContext(self.topology, self.node, self.protos, self.log, store=self.store)
         self.plugins = await start_plugins(self.node, context)
         handlers = {}
@@ -44,8 +46,10 @@ class ReaderService(NodeService):
                 handlers[rpc] = self._plugin(plugin, rpc)
         generic = service_handler(self.protos, self.protos.service(self.node.service), handlers)
         check = CallerCheck(self.topology.callers_of(self.node.name), self.credentials)
-        self.server = await start_server(self.node.listen, [generic], [check])
-        self.log.info("%s on %s, reading from %s", self.node.service, self.node.listen, store.read.listen)
+        tls = server_credentials(self.topology, self.node.tls) if self.node.tls else None
+        self.server = await start_server(self.node.listen, [generic], [check], tls)
+        self.log.info("%s on %s%s, reading from %s", self.node.service, self.node.listen,
+                      " over TLS" if tls else "", store.read.listen)
 
     def _forward(self, target: str) -> Handler:
         async def forward(request, context: grpc.aio.ServicerContext):

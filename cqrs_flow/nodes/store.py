@@ -24,9 +24,16 @@ from cqrs_flow.plans import Report, store_plan
 from cqrs_flow.rpc import Handler, service_handler, start_server
 from cqrs_flow.stores import (DocumentStore, DuplicateKey, DurableStore, InvalidDocument, MemoryStore,
                               NotFound, StoreError)
-from cqrs_flow.topology.model import StoreNode
+from cqrs_flow.tls import server_credentials
+from cqrs_flow.topology.model import StoreNode, TlsServer
 
 __all__ = ["StoreService"]
+
+
+def _tls_note(tls: TlsServer | None) -> str:
+    if tls is None:
+        return ""
+    return " over TLS" + (" with client certificates" if tls.client_auth else "")
 
 
 class StoreService(NodeService):
@@ -55,8 +62,9 @@ class StoreService(NodeService):
             service = self.node.service(side)
             handlers = {rpc: self._handler(bound) for rpc, bound in plan[service.name].items()}
             generic = service_handler(self.protos, self.protos.service(service.name), handlers)
-            self.servers.append(await start_server(service.listen, [generic], [check]))
-            self.log.info("%s service %s on %s", side, service.name, service.listen)
+            tls = server_credentials(self.topology, service.tls) if service.tls else None
+            self.servers.append(await start_server(service.listen, [generic], [check], tls))
+            self.log.info("%s service %s on %s%s", side, service.name, service.listen, _tls_note(service.tls))
 
     def _handler(self, bound: BoundOperation) -> Handler:
         response_class = self.protos.class_of(bound.method.output_type)

@@ -20,11 +20,13 @@ from google.protobuf.message import DecodeError, Message
 from cqrs_flow.errors import TopologyError
 from cqrs_flow.messages import get_path
 from cqrs_flow.mqtt import connect, new_client
+from cqrs_flow.mqtt_auth import login_from_env
 from cqrs_flow.nodes.runtime import NodeService
 from cqrs_flow.plans import CommandPlan, Report, writer_plan
 from cqrs_flow.plugins import PluginContext, Rejected, start_plugins, stop_plugins
 from cqrs_flow.rpc import ServiceClient
-from cqrs_flow.topology.topics import matches
+from cqrs_flow.tls import channel_security, mqtt_client_context
+from cqrs_flow.topology.access import writer_subscriptions
 from cqrs_flow.topology.model import BrokerNode, WriterNode
 
 __all__ = ["EntityLanes", "WriterService"]
@@ -110,24 +112,22 @@ class WriterService(NodeService):
             raise TopologyError(report.problems, str(self.topology.source))
         store = self.topology.store_of(self.node.store)
         self.store = ServiceClient(self.protos, self.protos.service(store.write.name),
-                                   store.write.listen.target, self.credentials)
-        # The writer's filters, plus the topics of commands it names that no filter covers
-        # (overlapping subscriptions could deliver a message twice).
-        named = [self.topology.commands[c].topic for c in self.node.commands if c in self.topology.commands]
-        self.subscriptions = [*self.node.topics,
-                              *(t for t in named if not any(matches(f, t) for f in self.node.topics))]
+                                   store.write.listen.target, self.credentials,
+                                   security=channel_security(self.topology, store.write.tls, self.node.client_tls))
+        self.subscriptions = writer_subscriptions(self.topology, self.node)
         self.lanes = EntityLanes()
         self.statuses: list[dict[str, str]] = []
         self.in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
         self.subscribed = asyncio.Event()
         broker = self.topology.nodes[self.node.broker]
         assert isinstance(broker, BrokerNode)
-        self.mqtt = new_client(self.topology.name, self.node.name, broker, persistent=True)
+        self.mqtt = new_client(self.topology.name, self.node.name, broker, persistent=True,
+                               login=login_from_env(self.topology, self.node.name))
         self.mqtt.on_connect = self._on_connect
         self.mqtt.on_subscribe = lambda *_: self.subscribed.set()
         self.mqtt.on_message = self._on_message
         self.plugins = await start_plugins(self.node, PluginContext(self.topology, self.node, self.protos, self.log))
-        await connect(self.mqtt, broker)
+        await connect(self.mqtt, broker, tls=mqtt_client_context(self.topology, broker))
         await self.subscribed.wait()
         self.log.info("subscribed to %s; applying %s to %s after %.3gs", ", ".join(self.subscriptions),
                       ", ".join(p.name for p in self.plans.values()), store.write.listen, self.node.delay)

@@ -21,6 +21,7 @@ from cqrs_flow.topology.model import (
     GatewayNode,
     ReaderNode,
     StoreNode,
+    TlsServer,
     Topology,
     WriterNode,
 )
@@ -40,6 +41,9 @@ def check_wiring(topology: Topology) -> list[Problem]:
     _check_references(topology, report)
     _check_commands(topology, report)
     _check_listeners(topology, report)
+    _check_mqtt_clients(topology, report)
+    _check_secret(topology, report)
+    _check_tls(topology, report)
     _check_files(topology, report)
     _check_data_directories(topology, report)
     cycle = find_cycle(topology)
@@ -155,6 +159,92 @@ def _check_commands(topology: Topology, report: _Reporter) -> None:
         if len(names) > 1:
             report(("commands", names[1], "topic"),
                    f"topic '{topic}' is used by commands {', '.join(names)}; each command needs its own topic")
+
+
+def _check_mqtt_clients(topology: Topology, report: _Reporter) -> None:
+    """A broker's clients log in by name, as nodes do: a client named like a node would be it."""
+    for broker in topology.nodes_of(BrokerNode):
+        for name in broker.clients:
+            if name in topology.nodes:
+                report(("nodes", broker.name, "clients", name),
+                       f"'{name}' is the name of a node, which logs in to the broker as itself; "
+                       "give the client a name of its own")
+
+
+def outside_project(relative: Path) -> str | None:
+    """Why a path in the topology may not be used, or None: paths are relative to the topology
+    file and stay inside its directory, so a topology cannot point a node at any file it likes."""
+    if relative.is_absolute():
+        return f"'{relative}' is an absolute path; write it relative to the topology file"
+    if ".." in relative.parts:
+        return f"'{relative}' leaves the topology's directory; keep the file inside it"
+    return None
+
+
+def _check_secret(topology: Topology, report: _Reporter) -> None:
+    source = topology.secret
+    if source is None:
+        return
+    if bool(source.env) == bool(source.file):
+        report(("secret",), "give exactly one of 'env' (an environment variable's name) or 'file'")
+    if source.file is not None:
+        problem = outside_project(source.file)
+        if problem:
+            report(("secret", "file"), problem)
+
+
+def grpc_endpoints(topology: Topology) -> list[tuple[KeyPath, Address, TlsServer | None, list]]:
+    """Every gRPC endpoint: (key path of its settings, listen address, TLS, nodes wired to call it)."""
+    endpoints: list[tuple[KeyPath, Address, TlsServer | None, list]] = []
+    for store in topology.nodes_of(StoreNode):
+        for side, caller_kind in (("write", WriterNode), ("read", ReaderNode)):
+            callers = [n for n in topology.nodes_of(caller_kind) if n.store == Endpoint(store.name, side)]
+            service = store.service(side)
+            endpoints.append((("nodes", store.name, side), service.listen, service.tls, callers))
+    for reader in topology.nodes_of(ReaderNode):
+        callers = [g for g in topology.nodes_of(GatewayNode) if g.reader == reader.name]
+        endpoints.append((("nodes", reader.name), reader.listen, reader.tls, callers))
+    return endpoints
+
+
+def _check_tls(topology: Topology, report: _Reporter) -> None:
+    def check_file(path: KeyPath, relative: Path | None) -> None:
+        if relative is None:
+            return
+        problem = outside_project(relative)
+        if problem:
+            report(path, problem)
+        elif not (topology.root / relative).is_file():
+            report(path, f"file not found: {relative} (paths are relative to the topology file)")
+
+    for path, _, tls, callers in grpc_endpoints(topology):
+        if tls is None:
+            continue
+        for key in ("cert", "key", "ca"):
+            check_file(path + ("tls", key), getattr(tls, key))
+        if tls.client_auth and tls.ca is None:
+            report(path + ("tls", "client_auth"), "mutual TLS needs 'ca': the CA certificate that signed "
+                                                  "the callers' certificates")
+        for caller in callers if tls.client_auth else ():
+            if caller.client_tls is None:
+                report(("nodes", caller.name), f"{'.'.join(map(str, path[1:]))} accepts only callers with a "
+                                               f"certificate (client_auth); give '{caller.name}' a 'client_tls' "
+                                               "with its certificate and key")
+    for broker in topology.nodes_of(BrokerNode):
+        if broker.tls is None:
+            continue
+        path = ("nodes", broker.name, "tls")
+        for key in ("cert", "key", "ca"):
+            check_file(path + (key,), getattr(broker.tls, key))
+        if not broker.external and (broker.tls.cert is None or broker.tls.key is None):
+            report(path, "the embedded broker serves TLS with 'cert' and 'key': give both")
+        elif broker.external and (broker.tls.cert or broker.tls.key):
+            report(path, "an external broker has its own certificate; give only 'ca', to check it")
+    for node in topology.nodes.values():
+        client_tls = getattr(node, "client_tls", None)
+        if client_tls is not None:
+            check_file(("nodes", node.name, "client_tls", "cert"), client_tls.cert)
+            check_file(("nodes", node.name, "client_tls", "key"), client_tls.key)
 
 
 def _check_listeners(topology: Topology, report: _Reporter) -> None:

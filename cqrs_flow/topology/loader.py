@@ -14,13 +14,18 @@ from cqrs_flow.topology.model import (
     Command,
     Endpoint,
     GatewayNode,
+    MqttClient,
+    MqttTls,
     Mutation,
     Node,
     PluginRef,
     Query,
     ReaderNode,
+    SecretSource,
     Service,
     StoreNode,
+    TlsClient,
+    TlsServer,
     Topology,
     WriterNode,
     frozen_map,
@@ -76,11 +81,17 @@ def _build(data: dict[str, Any], path: Path, located: LocatedData) -> Topology:
         nodes=frozen_map(nodes),
         command_id=data["command_id"],
         status=data.get("status_topic"),
+        secret=SecretSource(data["secret"].get("env"), _path(data["secret"].get("file")))
+        if data.get("secret") else None,
         plugin_path=tuple(Path(p) for p in data["plugin_path"] or ()),
         ready_timeout=data["ready_timeout"],
         stop_timeout=data["stop_timeout"],
         located=located,
     )
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value) if value else None
 
 
 def _address(value: tuple[str, int] | None) -> Address | None:
@@ -90,7 +101,20 @@ def _address(value: tuple[str, int] | None) -> Address | None:
 def _service(raw: dict[str, Any] | None) -> Service:
     raw = raw or {}
     listen = _address(raw.get("listen")) or Address("127.0.0.1", 0)
-    return Service(name=raw.get("service") or "", listen=listen, rpcs=frozen_map(raw.get("rpcs")))
+    return Service(name=raw.get("service") or "", listen=listen, rpcs=frozen_map(raw.get("rpcs")),
+                   tls=_tls(raw.get("tls")))
+
+
+def _tls(raw: dict[str, Any] | None) -> TlsServer | None:
+    if not raw or not raw.get("cert") or not raw.get("key"):
+        return None  # none, or missing keys already reported
+    return TlsServer(cert=Path(raw["cert"]), key=Path(raw["key"]), ca=_path(raw.get("ca")),
+                     client_auth=raw["client_auth"], server_name=raw.get("server_name"))
+
+
+def _client_tls(raw: dict[str, Any]) -> TlsClient | None:
+    tls = raw.get("client_tls")
+    return TlsClient(Path(tls["cert"]), Path(tls["key"])) if tls and tls.get("cert") and tls.get("key") else None
 
 
 def _endpoint(value: tuple[str, str] | None) -> Endpoint:
@@ -114,7 +138,12 @@ def _node(name: str, raw: dict[str, Any]) -> Node:
 def _kind_node(name: str, kind: str | None, raw: dict[str, Any]) -> Node:
     if kind == "broker":
         return BrokerNode(name=name, listen=_address(raw.get("listen")) or Address("127.0.0.1", 0),
-                          url=raw.get("url"), protocol=raw["protocol"])
+                          url=raw.get("url"), protocol=raw["protocol"],
+                          clients=frozen_map({
+                              user: MqttClient(user, tuple(c["publish"] or ()), tuple(c["subscribe"] or ()))
+                              for user, c in (raw.get("clients") or {}).items()}),
+                          tls=MqttTls(_path(raw["tls"].get("cert")), _path(raw["tls"].get("key")),
+                                      _path(raw["tls"].get("ca"))) if raw.get("tls") else None)
     if kind == "store":
         return StoreNode(
             name=name,
@@ -136,6 +165,8 @@ def _kind_node(name: str, kind: str | None, raw: dict[str, Any]) -> Node:
             store=_endpoint(raw.get("store")),
             rpcs=frozen_map(raw.get("rpcs")),
             plugins=_plugins(raw),
+            tls=_tls(raw.get("tls")),
+            client_tls=_client_tls(raw),
         )
     if kind == "writer":
         return WriterNode(
@@ -148,6 +179,7 @@ def _kind_node(name: str, kind: str | None, raw: dict[str, Any]) -> Node:
             dead_letter=raw.get("dead_letter"),
             attempts=raw["attempts"],
             plugins=_plugins(raw),
+            client_tls=_client_tls(raw),
         )
     if kind == "gateway":
         return GatewayNode(
@@ -173,5 +205,6 @@ def _kind_node(name: str, kind: str | None, raw: dict[str, Any]) -> Node:
             reader_timeout=raw["reader_timeout"],
             redeliver_after=raw.get("redeliver_after"),
             plugins=_plugins(raw),
+            client_tls=_client_tls(raw),
         )
     return Node(name=name)  # an unknown kind, already reported by the checker

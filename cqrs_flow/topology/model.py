@@ -21,7 +21,12 @@ __all__ = [
     "Mutation",
     "Node",
     "PluginRef",
+    "SecretSource",
+    "TlsClient",
+    "TlsServer",
     "BrokerNode",
+    "MqttClient",
+    "MqttTls",
     "StoreNode",
     "ReaderNode",
     "WriterNode",
@@ -78,12 +83,32 @@ class Command:
 
 
 @dataclass(frozen=True)
+class TlsServer:
+    """TLS of a gRPC endpoint; paths are relative to the topology file."""
+
+    cert: Path
+    key: Path
+    ca: Path | None = None
+    client_auth: bool = False  # mutual TLS: callers present a certificate signed by `ca`
+    server_name: str | None = None  # the name callers expect in the certificate
+
+
+@dataclass(frozen=True)
+class TlsClient:
+    """The certificate a node presents to endpoints with client_auth."""
+
+    cert: Path
+    key: Path
+
+
+@dataclass(frozen=True)
 class Service:
     """One gRPC service of a store: its proto name, listen address and RPC -> operation table."""
 
     name: str
     listen: Address
     rpcs: Mapping[str, str] = field(default_factory=frozen_map)
+    tls: TlsServer | None = None
 
 
 @dataclass(frozen=True)
@@ -142,11 +167,36 @@ class Node:
 
 
 @dataclass(frozen=True)
+class MqttClient:
+    """An MQTT user that is not a node (a tool, a dashboard) and the topics it may use."""
+
+    name: str
+    publish: tuple[str, ...] = ()  # topic filters
+    subscribe: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class MqttTls:
+    """MQTT over TLS: the embedded broker's certificate and key, the CA clients check it against."""
+
+    cert: Path | None = None
+    key: Path | None = None
+    ca: Path | None = None
+
+
+@dataclass(frozen=True)
 class BrokerNode(Node):
     kind: str = "broker"
     listen: Address = Address("127.0.0.1", 1883)
     url: str | None = None  # an external broker; `listen` is then unused
     protocol: str = "3.1.1"
+    clients: Mapping[str, MqttClient] = field(default_factory=frozen_map)
+    tls: MqttTls | None = None
+
+    @property
+    def secure(self) -> bool:
+        """Whether clients speak TLS to the broker."""
+        return self.tls is not None or (self.url or "").startswith("mqtts://")
 
     @property
     def external(self) -> bool:
@@ -160,9 +210,13 @@ class BrokerNode(Node):
         rest = self.url.split("://", 1)[1].rstrip("/").rpartition("@")[2]
         if rest.startswith("["):
             host, _, port = rest[1:].partition("]")
-            return Address(host, int(port.lstrip(":") or 1883))
+            return Address(host, int(port.lstrip(":") or self._default_port))
         host, _, port = rest.partition(":")
-        return Address(host, int(port or 1883))
+        return Address(host, int(port or self._default_port))
+
+    @property
+    def _default_port(self) -> int:
+        return 8883 if self.url and self.url.startswith("mqtts://") else 1883
 
     @property
     def listens(self) -> tuple[tuple[str, Address], ...]:
@@ -198,6 +252,8 @@ class ReaderNode(Node):
     store: Endpoint = Endpoint("store", "read")
     rpcs: Mapping[str, str] = field(default_factory=frozen_map)
     plugins: tuple[PluginRef, ...] = ()
+    tls: TlsServer | None = None
+    client_tls: TlsClient | None = None
 
     @property
     def dependencies(self) -> tuple[str, ...]:
@@ -219,6 +275,7 @@ class WriterNode(Node):
     dead_letter: str | None = None
     attempts: int = 5
     plugins: tuple[PluginRef, ...] = ()
+    client_tls: TlsClient | None = None
 
     @property
     def dependencies(self) -> tuple[str, ...]:
@@ -239,6 +296,7 @@ class GatewayNode(Node):
     reader_timeout: float = 5.0
     redeliver_after: float | None = None  # None: see Topology.redeliver_after
     plugins: tuple[PluginRef, ...] = ()
+    client_tls: TlsClient | None = None
 
     @property
     def dependencies(self) -> tuple[str, ...]:
@@ -254,6 +312,18 @@ class GatewayNode(Node):
 
 
 @dataclass(frozen=True)
+class SecretSource:
+    """Where the system secret is read: an environment variable or a file (relative to the
+    topology). The topology never holds the secret itself."""
+
+    env: str | None = None
+    file: Path | None = None
+
+    def __str__(self) -> str:
+        return f"environment variable {self.env}" if self.env else f"file {self.file}"
+
+
+@dataclass(frozen=True)
 class Topology:
     """A whole CQRS system: its commands, its nodes and where its files are."""
 
@@ -264,6 +334,7 @@ class Topology:
     nodes: Mapping[str, Node]
     command_id: str = "command_id"
     status: str | None = None  # as written; see status_topic
+    secret: SecretSource | None = None
     plugin_path: tuple[Path, ...] = (Path("."),)
     ready_timeout: float = 30.0
     stop_timeout: float = 5.0

@@ -132,11 +132,11 @@ def topic_filter(value: Any) -> str:
     return value
 
 
-_URL = re.compile(r"^(mqtt|tcp)://(?:[^@/]+@)?(\[[0-9A-Fa-f:.]+\]|[^:/@]+)(?::(\d+))?/?$")
+_URL = re.compile(r"^(mqtts?|tcp)://(?:[^@/]+@)?(\[[0-9A-Fa-f:.]+\]|[^:/@]+)(?::(\d+))?/?$")
 
 
 def broker_url(value: Any) -> str:
-    """mqtt://host[:port] (port 1883 when left out)."""
+    """mqtt://host[:port] (port 1883 when left out), or mqtts://host[:port] over TLS (port 8883)."""
     match = _URL.fullmatch(value) if isinstance(value, str) else None
     if not match or (match.group(3) and not 0 < int(match.group(3)) < 65536):
         raise Invalid(f"expected a broker URL such as mqtt://127.0.0.1:1883, got {_show(value)}")
@@ -206,11 +206,32 @@ class ByKind:
 
 STORE_OPS = ("insert", "update", "delete", "insert_many", "delete_many", "get", "list")
 
+TLS = Section({
+    "cert": Field(string, required=True,
+                  doc="the server's certificate chain (PEM file; paths are relative to this file and inside "
+                      "its directory)"),
+    "key": Field(string, required=True, doc="its private key (PEM file, readable by its owner only)"),
+    "ca": Field(string, doc="CA certificates (PEM file) callers check the server's certificate against and, "
+                            "with client_auth, the server checks callers' certificates against "
+                            "(default for callers: the system's trusted roots)"),
+    "client_auth": Field(boolean, default=False,
+                         doc="mutual TLS: accept only callers presenting a certificate signed by 'ca' "
+                             "(their 'client_tls')"),
+    "server_name": Field(string, doc="the name callers expect in the server's certificate "
+                                     "(default: the host callers dial, from 'listen')"),
+})
+
+CLIENT_TLS = Section({
+    "cert": Field(string, required=True, doc="this node's certificate (PEM file, relative to this file)"),
+    "key": Field(string, required=True, doc="its private key (PEM file)"),
+})
+
 SERVICE = Section({
     "service": Field(full_name, required=True, doc="full name of the gRPC service in the protos"),
     "listen": Field(parse_address, required=True, doc="host:port the service listens on"),
     "rpcs": Field(MapOf(one_of(*STORE_OPS), key=full_name), required=True,
                   doc="RPC name -> store operation"),
+    "tls": Field(TLS, doc="serve over TLS (default: plain-text gRPC, for loopback only)"),
 })
 
 COMMAND = Section({
@@ -253,6 +274,17 @@ RESTART = {
                            doc="restarts in a row (without 30 s of running in between) before `up` gives up"),
 }
 
+MQTT_CLIENT = Section({
+    "publish": Field(one_or_many(topic_filter), default=(), doc="topic filters the client may publish to"),
+    "subscribe": Field(one_or_many(topic_filter), default=(), doc="topic filters the client may subscribe to"),
+})
+
+MQTT_TLS = Section({
+    "cert": Field(string, doc="the embedded broker's certificate chain (PEM file, relative to this file)"),
+    "key": Field(string, doc="its private key (PEM file)"),
+    "ca": Field(string, doc="CA certificates (PEM file) clients check the broker's certificate against"),
+})
+
 BROKER = Section({
     "kind": Field(string, required=True),
     **RESTART,
@@ -262,6 +294,13 @@ BROKER = Section({
     "protocol": Field(one_of("3.1.1", "5"), default="3.1.1",
                       doc="MQTT version clients speak; with 5, writers acknowledge a command only "
                           "once it is applied (the embedded broker speaks 3.1.1 only)"),
+    "tls": Field(MQTT_TLS, doc="MQTT over TLS: the embedded broker serves 'cert' and 'key'; clients check "
+                               "the broker's certificate against 'ca' (default: the system's trusted roots). "
+                               "An external broker's url may also say mqtts://"),
+    "clients": Field(MapOf(MQTT_CLIENT, key=name), default={},
+                     doc="MQTT clients besides the nodes (tools, dashboards): user name -> the topics "
+                         "it may publish and subscribe to; its password is derived from the system "
+                         "secret (`cqrs-flow mqtt-password`). Nodes log in as their own name"),
 })
 
 STORE = Section({
@@ -295,6 +334,8 @@ READER = Section({
     "store": Field(endpoint, required=True, doc="'<store>.read': where reads go"),
     "rpcs": Field(MapOf(full_name, key=full_name), default={},
                   doc="reader RPC -> store read RPC (default: the same name)"),
+    "tls": Field(TLS, doc="serve over TLS (default: plain-text gRPC, for loopback only)"),
+    "client_tls": Field(CLIENT_TLS, doc="certificate this node presents to gRPC services with client_auth"),
     "plugins": PLUGINS,
 })
 
@@ -312,6 +353,7 @@ WRITER = Section({
     "attempts": Field(positive_int, default=5,
                       doc="tries of a command that fails unexpectedly before it is set aside "
                           "(an unavailable store is waited for, not counted)"),
+    "client_tls": Field(CLIENT_TLS, doc="certificate this node presents to gRPC services with client_auth"),
     "plugins": PLUGINS,
 })
 
@@ -335,7 +377,14 @@ GATEWAY = Section({
                                  "(default: 10 s more than the longest write delay)"),
     "reader_timeout": Field(parse_duration, default=5.0,
                             doc="how long a query waits for the reader before answering an error"),
+    "client_tls": Field(CLIENT_TLS, doc="certificate this node presents to gRPC services with client_auth"),
     "plugins": PLUGINS,
+})
+
+SECRET = Section({
+    "env": Field(string, doc="name of the environment variable holding the secret"),
+    "file": Field(string, doc="file holding the secret, relative to this file and inside its directory "
+                              "(keep it out of version control, readable by its owner only)"),
 })
 
 NODE_KINDS = {"broker": BROKER, "store": STORE, "reader": READER, "writer": WRITER, "gateway": GATEWAY}
@@ -350,6 +399,10 @@ TOPOLOGY = Section({
                             "message has such a field (the store then applies each id once)"),
     "status_topic": Field(topic, doc="topic writers report applied and failed commands on, for the "
                                      "gateways (default: <name>/status)"),
+    "secret": Field(SECRET, doc="where the system secret that every node credential (gRPC tokens, MQTT "
+                                "passwords) derives from is read: {env: NAME} or {file: path}, never the "
+                                "secret itself. Default: $CQRS_FLOW_SECRET, else `up` makes a new one per run. "
+                                "$CQRS_FLOW_SECRET, when set, wins"),
     "plugin_path": Field(one_or_many(string), default=(".",),
                          doc="directories, relative to this file, that plugins are imported from"),
     "ready_timeout": Field(parse_duration, default=30.0, doc="how long a node may take to be ready"),

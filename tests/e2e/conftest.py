@@ -9,9 +9,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from cqrs_flow.launcher.probes import mqtt_connack
+from cqrs_flow.launcher.probes import mqtt_connack_code
 from cqrs_flow.topology import Address
-from system import EXAMPLES, System, free_ports, prepare, wait_until
+from system import EXAMPLES, SECRET, System, cli, free_ports, prepare, wait_until
 
 
 def pytest_collection_modifyitems(items):
@@ -38,6 +38,9 @@ def mosquitto(tmp_path_factory) -> Address:
             pytest.fail("mosquitto is not installed; .ci/run installs it with apt-get")
         pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
     directory = tmp_path_factory.mktemp("mosquitto")
+    # Its users and their topics, written the way the example's README says, for the tests' secret.
+    subprocess.run([*cli(), "mosquitto-auth", str(EXAMPLES / "contacts-mosquitto" / "topology.yaml"), str(directory)],
+                   env={**os.environ, "CQRS_FLOW_SECRET": SECRET}, check=True, capture_output=True, timeout=60)
     port = free_ports(1)[0]
     config = (EXAMPLES / "contacts-mosquitto" / "mosquitto.conf").read_text()
     config = config.replace("listener 1885 127.0.0.1", f"listener {port} 127.0.0.1")
@@ -51,7 +54,8 @@ def mosquitto(tmp_path_factory) -> Address:
     import asyncio
 
     try:
-        wait_until(lambda: process.poll() is not None or asyncio.run(mqtt_connack(address)), timeout=15)
+        wait_until(lambda: process.poll() is not None or asyncio.run(mqtt_connack_code(address)) is not None,
+                   timeout=15)
         assert process.poll() is None, (directory / "mosquitto.log").read_text()
         yield address
     finally:

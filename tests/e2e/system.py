@@ -20,6 +20,7 @@ from typing import Any, Sequence
 
 
 from cqrs_flow.auth import derive_token
+from cqrs_flow.mqtt_auth import MqttLogin, derive_mqtt_password
 from cqrs_flow.protos import compile_protos
 from cqrs_flow.topology import load_topology
 from cqrs_flow.topology.relocate import free_ports, relocate  # noqa: F401 (free_ports: used by tests)
@@ -145,6 +146,19 @@ class System:
 
     def token(self, node: str) -> str:
         return derive_token(SECRET, node)
+
+    def mqtt_login(self, user: str = "observer") -> MqttLogin:
+        """A broker login: 'observer' is the tests' own client (the topologies' broker `clients`)."""
+        return MqttLogin(user, derive_mqtt_password(SECRET, user))
+
+    def mqtt_client(self, client_id: str, user: str = "observer"):
+        """A gmqtt client that logs in as `user`; connect it to the system's broker yourself."""
+        import gmqtt
+
+        client = gmqtt.Client(client_id)
+        login = self.mqtt_login(user)
+        client.set_auth_credentials(login.user, login.password)
+        return client
 
 
 async def acknowledged(client, timeout: float = 20.0) -> None:

@@ -7,7 +7,6 @@ import base64
 import json
 import uuid
 
-import gmqtt
 from gmqtt.mqtt.constants import MQTTv311
 
 from system import acknowledged, wait_until
@@ -41,7 +40,7 @@ def test_a_refused_command_fails_with_its_reason_and_goes_to_the_dead_letter_top
     async def scenario():
         letters = []
         broker = contacts.topology.nodes["broker"].listen
-        client = gmqtt.Client(f"dead-letters-{uuid.uuid4().hex[:6]}")
+        client = contacts.mqtt_client(f"dead-letters-{uuid.uuid4().hex[:6]}")
         subscribed = asyncio.Event()
         client.on_message = lambda c, topic, payload, qos, props: letters.append(json.loads(payload)) or 0
         client.on_subscribe = lambda *args: subscribed.set()

@@ -97,7 +97,6 @@ def test_killing_the_broker_mid_stream_loses_no_accepted_command(tmp_path):
 
 
 def test_garbage_on_every_command_topic_mid_stream_is_set_aside_and_nothing_is_lost(tmp_path):
-    import gmqtt
     from gmqtt.mqtt.constants import MQTTv311
 
     from system import acknowledged
@@ -108,7 +107,7 @@ def test_garbage_on_every_command_topic_mid_stream_is_set_aside_and_nothing_is_l
     def garbage():
         async def publish():
             broker = system.topology.nodes["broker"].listen
-            client = gmqtt.Client("garbage")
+            client = system.mqtt_client("garbage")
             await client.connect(broker.connect_host, broker.port, version=MQTTv311)
             for i in range(100):
                 for topic in topics:

@@ -8,7 +8,6 @@ import re
 import signal
 import uuid
 
-import gmqtt
 from gmqtt.mqtt.constants import MQTTv311
 
 from cqrs_flow.ordering import CommandClock
@@ -34,7 +33,7 @@ def test_acknowledged_writes_survive_a_kill_9_of_the_store(tmp_path):
 
     async def publish() -> None:
         broker = system.topology.nodes["broker"].listen
-        client = gmqtt.Client(f"test-durable-{uuid.uuid4().hex[:6]}")
+        client = system.mqtt_client(f"test-durable-{uuid.uuid4().hex[:6]}")
         await client.connect(broker.connect_host, broker.port, version=MQTTv311)
         for i in range(COMMANDS):
             if i == KILL_AT:
@@ -84,7 +83,7 @@ def test_a_restarted_store_still_applies_each_command_once_and_in_order(tmp_path
 
     async def publish(*commands: tuple[str, bytes]) -> None:
         broker = system.topology.nodes["broker"].listen
-        client = gmqtt.Client(f"test-once-{uuid.uuid4().hex[:6]}")
+        client = system.mqtt_client(f"test-once-{uuid.uuid4().hex[:6]}")
         await client.connect(broker.connect_host, broker.port, version=MQTTv311)
         for topic, payload in commands:
             client.publish(topic, payload, qos=1)

@@ -14,7 +14,7 @@ from system import acknowledged, wait_until
 
 async def _connect(system, name: str) -> gmqtt.Client:
     broker = system.topology.nodes["broker"].listen
-    client = gmqtt.Client(f"test-{name}-{uuid.uuid4().hex[:6]}")
+    client = system.mqtt_client(f"test-{name}-{uuid.uuid4().hex[:6]}")
     await client.connect(broker.connect_host, broker.port, version=MQTTv311)
     return client
 

@@ -6,7 +6,6 @@ import asyncio
 import time
 import uuid
 
-import gmqtt
 import pytest
 from gmqtt.mqtt.constants import MQTTv311
 
@@ -18,7 +17,7 @@ def observe(system: System, topic_filter: str, action):
     async def scenario():
         seen: list[str] = []
         broker = system.topology.nodes["broker"].listen
-        client = gmqtt.Client(f"observer-{uuid.uuid4().hex[:6]}")
+        client = system.mqtt_client(f"observer-{uuid.uuid4().hex[:6]}")
         subscribed = asyncio.Event()
         client.on_message = lambda c, topic, payload, qos, props: seen.append(topic) or 0
         client.on_subscribe = lambda *args: subscribed.set()

@@ -163,8 +163,9 @@ def test_node_runs_one_node_in_the_foreground(tmp_path):
     process = subprocess.Popen([*cli(), "node", str(file), "broker"], stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True,
                                env={**os.environ, "CQRS_FLOW_SECRET": SECRET})
+    login = System(file).mqtt_login("gateway")
     try:
-        wait_until(lambda: asyncio.run(mqtt_connack(address)), timeout=20)
+        wait_until(lambda: asyncio.run(mqtt_connack(address, login=login)), timeout=20)
     finally:
         process.send_signal(signal.SIGTERM)
         output = process.communicate(timeout=20)[0]

@@ -210,7 +210,7 @@ def test_missing_top_level_keys(problems_of):
     ("topic: CONTACT/ADD", "topic: CONTACT/#", "commands.add_contact.topic", "CONTACT/#",
      "a command topic is a topic name, not a filter: no '+' or '#' in 'CONTACT/#'"),
     ("    read:\n", "    read: 5\n    unused:\n", "nodes.store.read", "read: 5",
-     "expected a mapping of service, listen, rpcs, got 5"),
+     "expected a mapping of service, listen, rpcs, tls, got 5"),
 ])
 def test_wrong_types(edit, problems_of, old, new, path, needle, message):
     text = edit((old, new))

@@ -134,7 +134,7 @@ def test_check_fills_defaults():
     assert data["ready_timeout"] == 30.0
     assert data["stop_timeout"] == 5.0
     assert data["nodes"]["b"] == {"kind": "broker", "restart": "on-failure", "restart_limit": 5,
-                                  "listen": ("127.0.0.1", 1883), "url": None, "protocol": "3.1.1"}
+                                  "listen": ("127.0.0.1", 1883), "url": None, "protocol": "3.1.1", "tls": None, "clients": {}}
     assert data["nodes"]["w"]["delay"] == 0.0
     assert data["nodes"]["w"]["commands"] == ("c",)
     assert data["nodes"]["w"]["store"] == ("s", "write")
@@ -149,5 +149,5 @@ def test_check_reports_unknown_key_with_hint_path_and_line():
 def test_check_lists_the_keys_when_nothing_is_close():
     text = MINIMAL.replace("  b: {kind: broker}", "  b: {kind: broker, zzz: 1}")
     _, problems = check(parse_yaml(text))
-    assert problems == [Problem(4, "nodes.b.zzz", "unknown key; expected one of kind, restart, restart_limit, listen, url, protocol")]
+    assert problems == [Problem(4, "nodes.b.zzz", "unknown key; expected one of kind, restart, restart_limit, listen, url, protocol, tls, clients")]
 
