@@ -5,11 +5,13 @@ The model only describes; cqrs_flow.launcher runs it and cqrs_flow.nodes impleme
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Mapping
 
+from cqrs_flow.topology.spec import LIMITS
 from cqrs_flow.topology.yamlsource import LocatedData
 
 __all__ = [
@@ -224,6 +226,24 @@ class WriterNode(Node):
         return (self.broker, self.store.node)
 
 
+def _limit(key: str) -> int:
+    return LIMITS.fields[key].default  # the defaults live in the spec table
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request to a gateway may ask for (topology key `limits`)."""
+
+    body_bytes: int = _limit("body_bytes")
+    depth: int = _limit("depth")
+    fields: int = _limit("fields")
+    aliases: int = _limit("aliases")
+    list_count: int = _limit("list_count")
+    list_length: int = _limit("list_length")
+    string_length: int = _limit("string_length")
+    in_flight: int = _limit("in_flight")
+
+
 @dataclass(frozen=True)
 class GatewayNode(Node):
     kind: str = "gateway"
@@ -234,6 +254,9 @@ class GatewayNode(Node):
     queries: Mapping[str, Query] = field(default_factory=frozen_map)
     mutations: Mapping[str, Mutation] = field(default_factory=frozen_map)
     playground: bool = True
+    introspection: bool = True
+    limits: Limits = field(default_factory=Limits)
+    cors_origins: tuple[str, ...] = ()  # none: browsers on other origins may not call the gateway
     reader_timeout: float = 5.0
     redeliver_after: float | None = None  # None: see Topology.redeliver_after
     plugins: tuple[PluginRef, ...] = ()
@@ -263,13 +286,20 @@ class Topology:
     command_id: str = "command_id"
     status: str | None = None  # as written; see status_topic
     plugin_path: tuple[Path, ...] = (Path("."),)
+    project: Path = Path(".")  # as written (key `root`); relative paths may not lead out of it
     ready_timeout: float = 30.0
     stop_timeout: float = 5.0
     located: LocatedData | None = field(default=None, compare=False, repr=False)
 
     @property
     def root(self) -> Path:
+        """The directory relative paths in the topology are relative to."""
         return self.source.parent
+
+    @property
+    def project_root(self) -> Path:
+        """The directory that relative file paths may not lead out of (key `root`)."""
+        return Path(os.path.normpath(self.root / self.project))
 
     @property
     def status_topic(self) -> str:
