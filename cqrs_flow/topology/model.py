@@ -235,6 +235,7 @@ class Limits:
     """What one request to a gateway may ask for (topology key `limits`)."""
 
     body_bytes: int = _limit("body_bytes")
+    tokens: int = _limit("tokens")
     depth: int = _limit("depth")
     fields: int = _limit("fields")
     aliases: int = _limit("aliases")

@@ -322,6 +322,8 @@ WRITER = Section({
 LIMITS = Section({
     "body_bytes": Field(positive_int, default=1024 * 1024,
                         doc="largest HTTP request body or WebSocket message, in bytes"),
+    "tokens": Field(positive_int, default=10_000,
+                    doc="most tokens (names, values, punctuation) in one query document"),
     "depth": Field(positive_int, default=15, doc="deepest nesting of fields in a query (fragments expanded)"),
     "fields": Field(positive_int, default=500, doc="most fields one operation selects (fragments expanded)"),
     "aliases": Field(positive_int, default=30, doc="most aliases in one operation"),
