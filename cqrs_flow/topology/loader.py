@@ -148,6 +148,7 @@ def _kind_node(name: str, kind: str | None, raw: dict[str, Any]) -> Node:
             delay=raw["delay"],
             dead_letter=raw.get("dead_letter"),
             attempts=raw["attempts"],
+            payload_bytes=raw["payload_bytes"],
             plugins=_plugins(raw),
         )
     if kind == "gateway":

@@ -219,6 +219,7 @@ class WriterNode(Node):
     delay: float = 0.0
     dead_letter: str | None = None
     attempts: int = 5
+    payload_bytes: int = 1024 * 1024
     plugins: tuple[PluginRef, ...] = ()
 
     @property

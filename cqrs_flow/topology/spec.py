@@ -314,6 +314,8 @@ WRITER = Section({
     "attempts": Field(positive_int, default=5,
                       doc="tries of a command that fails unexpectedly before it is set aside "
                           "(an unavailable store is waited for, not counted)"),
+    "payload_bytes": Field(positive_int, default=1024 * 1024,
+                           doc="largest command payload; larger ones are set aside without decoding"),
     "plugins": PLUGINS,
 })
 
