@@ -65,7 +65,8 @@ def parse_topology(text: str, path: Path) -> Topology:
 
 def _build(data: dict[str, Any], path: Path, located: LocatedData) -> Topology:
     commands = {
-        name: Command(name=name, topic=c["topic"] or "", rpc=c["rpc"] or "", key=c["key"])
+        # a missing required key was reported; build the rest anyway, to check it too
+        name: Command(name=name, topic=c.get("topic") or "", rpc=c.get("rpc") or "", key=c.get("key"))
         for name, c in (data.get("commands") or {}).items()
     }
     nodes = {name: _node(name, raw) for name, raw in (data.get("nodes") or {}).items()}

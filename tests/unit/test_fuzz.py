@@ -137,6 +137,7 @@ def _spliced_shipped() -> st.SearchStrategy[str]:
          "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
          "e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: [*e, *e, *e, *e, *e, *e, *e, *e, *e]\n")
 @example("a: &a\n  b: *a\n")
+@example(SHIPPED_TEXT.replace("add_contact:    {topic: CONTACT/ADD,    rpc: AddContact}", "add_contact: {}"))
 def test_topology_text_is_a_topology_or_a_topology_error(text: str) -> None:
     try:
         topology = parse_topology(text, SHIPPED)
