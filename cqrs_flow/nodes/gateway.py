@@ -248,9 +248,9 @@ class GatewayService(NodeService):
             except Rejected as exc:
                 return str(exc)
             except Exception:
-                error_id = uuid.uuid4().hex[:12]
-                self.log.exception("plugin '%s' failed on %s (error id %s)", plugin.name, plan.field, error_id)
-                return f"plugin '{plugin.name}' failed; nothing was queued (error id {error_id})"
+                request_id = REQUEST_ID.get()
+                self.log.exception("request %s: plugin '%s' failed on %s", request_id, plugin.name, plan.field)
+                return f"plugin '{plugin.name}' failed; nothing was queued (request {request_id})"
         return None
 
     # -- HTTP ---------------------------------------------------------------------------------
