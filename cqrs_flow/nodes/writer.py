@@ -281,7 +281,8 @@ class WriterService(NodeService):
             if left:
                 self.log.warning("stopping with %d command(s) not applied", left)
         if getattr(self, "set_aside", None):
-            self.log.info("set aside while running: %s", ", ".join(f"{n} {k}" for k, n in sorted(self.set_aside.items())))
+            totals = ", ".join(f"{count} {kind}" for kind, count in sorted(self.set_aside.items()))
+            self.log.info("set aside while running: %s", totals)
         if hasattr(self, "mqtt") and self.mqtt.is_connected:
             self._flush_statuses()
             await self.mqtt.disconnect()
