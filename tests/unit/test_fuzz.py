@@ -5,6 +5,7 @@ Budgets come from the hypothesis profiles in tests/conftest.py (`ci` by default)
 
 from __future__ import annotations
 
+import pytest
 import yaml
 from hypothesis import example, given
 from hypothesis import strategies as st
@@ -14,7 +15,7 @@ from cqrs_flow.messages import is_repeated
 from cqrs_flow.nodes.limits import LimitExceeded, check_query, check_variables
 from cqrs_flow.nodes.writer import Command, Refused, decode_command
 from cqrs_flow.plans import Report, writer_plan
-from cqrs_flow.topology import parse_topology
+from cqrs_flow.topology import load_topology, parse_topology
 from cqrs_flow.topology.model import Limits
 
 from .conftest import SHIPPED
@@ -25,10 +26,11 @@ PAYLOAD_BYTES = 512
 # -- command decoding in the writer ---------------------------------------------------------------
 
 
-def _plans(shipped, shipped_protos):
-    writer = shipped.nodes["writer"]
-    report = Report(shipped)
-    plans = writer_plan(shipped, writer, shipped_protos, report)
+@pytest.fixture(scope="module")
+def plans(shipped_protos):
+    topology = load_topology(SHIPPED)
+    report = Report(topology)
+    plans = writer_plan(topology, topology.nodes["writer"], shipped_protos, report)
     assert not report.problems and plans
     return plans
 
@@ -50,31 +52,39 @@ def _valid_payloads(plans) -> st.SearchStrategy[tuple[str, bytes]]:
                      st.integers(0, 3), st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=3))
 
 
-def test_command_decoding_never_raises(shipped, shipped_protos):
-    plans = _plans(shipped, shipped_protos)
+def _messages(plans) -> st.SearchStrategy[tuple[str, bytes]]:
     topics = st.one_of(st.sampled_from(sorted(plans)), st.text(max_size=80),
                        st.sampled_from(sorted(plans)).map(lambda t: t + "/extra"))
-    arbitrary = st.tuples(topics, st.binary(max_size=2 * PAYLOAD_BYTES))
+    return st.one_of(st.tuples(topics, st.binary(max_size=2 * PAYLOAD_BYTES)), _valid_payloads(plans))
 
-    @given(st.one_of(arbitrary, _valid_payloads(plans)))
-    @example(("CONTACT/ADD", b"\x0a" * 600))
-    @example(("CONTACT/ADD", b"\x0a\x80\x80\x80\x80\x80\x80\x80\x80\x80\x01"))  # a varint too long
-    @example(("no/such/topic", b""))
-    def check(topic_and_payload: tuple[str, bytes]) -> None:
-        topic, payload = topic_and_payload
-        decoded = decode_command(plans, topic, payload, PAYLOAD_BYTES)
-        assert isinstance(decoded, (Command, Refused))
-        if topic not in plans:
-            assert decoded == Refused("unknown topic", f"{topic} is no command's topic")
-        elif len(payload) > PAYLOAD_BYTES:
-            assert isinstance(decoded, Refused) and decoded.kind == "oversized"
-        elif isinstance(decoded, Refused):
-            assert decoded.kind == "undecodable" and decoded.plan is plans[topic]
-            assert decoded.reason.startswith(f"not a valid {plans[topic].request.DESCRIPTOR.full_name}")
-        else:
-            assert decoded.plan is plans[topic] and isinstance(decoded.key, str)
 
-    check()
+def check_decoding(plans, topic: str, payload: bytes) -> None:
+    decoded = decode_command(plans, topic, payload, PAYLOAD_BYTES)
+    assert isinstance(decoded, (Command, Refused))
+    if topic not in plans:
+        assert decoded == Refused("unknown topic", f"{topic} is no command's topic")
+    elif len(payload) > PAYLOAD_BYTES:
+        assert isinstance(decoded, Refused) and decoded.kind == "oversized"
+    elif isinstance(decoded, Refused):
+        assert decoded.kind == "undecodable" and decoded.plan is plans[topic]
+        assert decoded.reason.startswith(f"not a valid {plans[topic].request.DESCRIPTOR.full_name}")
+    else:
+        assert decoded.plan is plans[topic] and isinstance(decoded.key, str)
+
+
+@given(data=st.data())
+def test_command_decoding_never_raises(plans, data) -> None:
+    check_decoding(plans, *data.draw(_messages(plans)))
+
+
+@pytest.mark.parametrize("topic, payload", [
+    ("CONTACT/ADD", b"\x0a" * 600),  # oversized
+    ("CONTACT/ADD", b"\x0a\x80\x80\x80\x80\x80\x80\x80\x80\x80\x01"),  # a varint too long
+    ("CONTACT/ADD", b"\x0a\x02\x0a\xff"),  # a string that is not UTF-8
+    ("no/such/topic", b""),
+])
+def test_command_decoding_examples(plans, topic, payload) -> None:
+    check_decoding(plans, topic, payload)
 
 
 # -- the topology loader --------------------------------------------------------------------------
