@@ -79,6 +79,7 @@ class GatewayService(NodeService):
         self.engine = await self._engine(plan)
         self.playground = _playground_page(self.topology.name, plan.schema.example_query())
         self.gate = RequestGate(self.node.limits, self.node.introspection)
+        self.list_count = self.topology.list_count(self.node)
 
         app = web.Application(client_max_size=self.node.limits.body_bytes, middlewares=[self._edge])
         app.router.add_get("/", self._get)
@@ -188,7 +189,7 @@ class GatewayService(NodeService):
     def _query_resolver(self, plan: QueryPlan):
         async def resolve(parent: Any, args: dict[str, Any], ctx: Any, info: Any) -> Any:
             if plan.many:
-                _check_counts(args, self.node.limits.list_count)
+                _check_counts(args, self.list_count)
             try:
                 response = await self._ask(plan.call, args)
             except grpc.aio.AioRpcError:  # NOT_FOUND: a missing entity is null, not an error

@@ -240,7 +240,7 @@ class Limits:
     depth: int = _limit("depth")
     fields: int = _limit("fields")
     aliases: int = _limit("aliases")
-    list_count: int = _limit("list_count")
+    list_count: int | None = None  # None: see Topology.list_count
     list_length: int = _limit("list_length")
     string_length: int = _limit("string_length")
     in_flight: int = _limit("in_flight")
@@ -317,6 +317,15 @@ class Topology:
             return gateway.redeliver_after
         delays = [w.delay for m in gateway.mutations.values() for w in self.writers_of(m.command)]
         return max(delays, default=0.0) + 10.0
+
+    def list_count(self, gateway: GatewayNode) -> int:
+        """The largest count a gateway passes on to a list query: by default what the store
+        behind its reader would return at most anyway."""
+        if gateway.limits.list_count is not None:
+            return gateway.limits.list_count
+        reader = self.nodes.get(gateway.reader)
+        store = self.nodes.get(reader.store.node) if isinstance(reader, ReaderNode) else None
+        return store.list_limit if isinstance(store, StoreNode) else StoreNode.list_limit
 
     def commands_of(self, writer: WriterNode) -> list[str]:
         """The commands a writer applies: named ones, and those whose topic one of its filters matches."""

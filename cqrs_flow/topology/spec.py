@@ -329,8 +329,9 @@ LIMITS = Section({
     "depth": Field(positive_int, default=15, doc="deepest nesting of fields in a query (fragments expanded)"),
     "fields": Field(positive_int, default=500, doc="most fields one operation selects (fragments expanded)"),
     "aliases": Field(positive_int, default=30, doc="most aliases in one operation"),
-    "list_count": Field(positive_int, default=1000,
-                        doc="largest whole-number argument (such as `count`) of a query that returns a list"),
+    "list_count": Field(positive_int,
+                        doc="largest whole-number argument (such as `count`) of a query that returns a "
+                            "list (default: the list_limit of the store the gateway's reader reads)"),
     "list_length": Field(positive_int, default=1000, doc="most items in one list argument or variable"),
     "string_length": Field(positive_int, default=10_000,
                            doc="longest string argument or variable, in characters"),

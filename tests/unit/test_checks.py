@@ -300,3 +300,11 @@ def test_gateway_limits_cors_and_introspection_keys(edit, parse, problems_of):
     assert at(problems, "nodes.gateway.limits.deph") == ["unknown key; did you mean 'depth'?"]
     assert at(problems, "nodes.gateway.limits.fields") == ["expected a whole number of at least 1, got 0"]
     assert "no path" in at(problems, "nodes.gateway.cors.origins")[0]
+
+
+def test_list_count_follows_the_store_behind_the_reader_unless_set(edit, parse):
+    topology = parse(edit(("    kind: store\n", "    kind: store\n    list_limit: 5000\n")))
+    assert topology.list_count(topology.nodes["gateway"]) == 5000
+    topology = parse(edit(("    kind: gateway\n", "    kind: gateway\n    limits: {list_count: 20}\n")))
+    assert topology.list_count(topology.nodes["gateway"]) == 20
+    assert parse(edit()).list_count(parse(edit()).nodes["gateway"]) == 1000
