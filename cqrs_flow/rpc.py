@@ -10,7 +10,7 @@ from typing import Awaitable, Callable, Mapping, Sequence
 
 import grpc
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from cqrs_flow.auth import Credentials
@@ -59,12 +59,41 @@ def service_handler(protos: ProtoSet, service: ServiceDescriptor,
     methods = {}
     for name, handler in handlers.items():
         method = service.methods_by_name[name]
+        request_class = protos.class_of(method.input_type)
         methods[name] = grpc.unary_unary_rpc_method_handler(
-            handler,
-            request_deserializer=protos.class_of(method.input_type).FromString,
+            _refusing_malformed(handler, request_class.DESCRIPTOR.full_name),
+            request_deserializer=_lenient(request_class),
             response_serializer=protos.class_of(method.output_type).SerializeToString,
         )
     return grpc.method_handlers_generic_handler(service.full_name, methods)
+
+
+class _Malformed:
+    """Stands in for a request whose bytes are no valid message (see `_lenient`)."""
+
+    def __init__(self, size: int, error: Exception) -> None:
+        self.size = size
+        self.error = error
+
+
+def _lenient(request_class: type[Message]) -> Callable[[bytes], Message | _Malformed]:
+    """A deserializer that does not raise: gRPC answers a raising one with UNKNOWN and details
+    naming the Python exception, which blames the server and shows its insides."""
+    def deserialize(data: bytes) -> Message | _Malformed:
+        try:
+            return request_class.FromString(data)
+        except (DecodeError, RecursionError, ValueError) as exc:
+            return _Malformed(len(data), exc)
+    return deserialize
+
+
+def _refusing_malformed(handler: Handler, type_name: str) -> Handler:
+    async def handle(request: Message | _Malformed, context: grpc.aio.ServicerContext) -> Message:
+        if isinstance(request, _Malformed):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"the request is not a valid {type_name} ({request.size} bytes)")
+        return await handler(request, context)
+    return handle
 
 
 async def start_server(listen: Address, handlers: Sequence[grpc.GenericRpcHandler],

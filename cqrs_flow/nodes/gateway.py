@@ -2,13 +2,20 @@
 
 Mutations become commands published on MQTT and are answered at once; queries go to the
 reader over gRPC and are answered with what it returns.
+
+Every request gets a request id: the X-Request-Id header of the answer, `extensions.request_id`
+of each error, and the log lines about it. Requests over the topology's `limits` are answered
+with a GraphQL error before anything runs (cqrs_flow.nodes.limits); failures the client cannot
+act on are logged in full and answered only with the request id.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import html
 import json
+import re
 import uuid
 from pathlib import Path
 from typing import Any
@@ -23,10 +30,11 @@ from cqrs_flow.messages import get_path, set_path, to_data
 from cqrs_flow.mqtt import connect, new_client
 from cqrs_flow.mqtt_auth import login_from_env
 from cqrs_flow.nodes.commands import STATUS_SDL, SUBSCRIPTION_SDL, CommandBook
+from cqrs_flow.nodes.limits import LimitExceeded, RequestGate
 from cqrs_flow.nodes.outbox import Outbox
 from cqrs_flow.nodes.reader import UNAVAILABLE_PEER
 from cqrs_flow.nodes.runtime import NodeService
-from cqrs_flow.nodes.websocket import serve_websocket
+from cqrs_flow.nodes.websocket import serve_websocket, with_request_id
 from cqrs_flow.ordering import CommandClock
 from cqrs_flow.plans import Call, GatewayPlan, MutationPlan, QueryPlan, Report, gateway_plan
 from cqrs_flow.plugins import PluginContext, Rejected, start_plugins, stop_plugins
@@ -38,7 +46,11 @@ from cqrs_flow.topology.model import BrokerNode, GatewayNode, ReaderNode
 __all__ = ["GatewayService"]
 
 PLAYGROUND = Path(__file__).resolve().parent.parent / "playground"
-MAX_BODY_BYTES = 1024 * 1024
+REQUEST_ID_HEADER = "X-Request-Id"
+# A client may name its request (to find it in the log); anything else gets a fresh id.
+_CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+# The id of the request being answered: tartiflette runs resolvers in tasks that inherit it.
+REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 GENERATORS = {"uuid": lambda: str(uuid.uuid4())}
 _CLIENT_ERRORS = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION,
                   grpc.StatusCode.OUT_OF_RANGE}
@@ -75,8 +87,10 @@ class GatewayService(NodeService):
         self.spawn(self._redeliver(), "redeliver")
         self.engine = await self._engine(plan)
         self.playground = _playground_page(self.topology.name, plan.schema.example_query())
+        self.gate = RequestGate(self.node.limits, self.node.introspection)
+        self.list_count = self.topology.list_count(self.node)
 
-        app = web.Application(client_max_size=MAX_BODY_BYTES)
+        app = web.Application(client_max_size=self.node.limits.body_bytes, middlewares=[self._edge])
         app.router.add_get("/", self._get)
         app.router.add_post("/", self._post)
         app.router.add_get("/graphql", self._get)
@@ -170,9 +184,9 @@ class GatewayService(NodeService):
         original = getattr(exception, "original_error", None)
         if original is None or isinstance(original, (RequestFailed, TartifletteError)):
             return error  # tartiflette's own errors (syntax, validation, coercion) and ours
-        error_id = uuid.uuid4().hex[:12]
-        self.log.error("internal error %s: %r", error_id, original, exc_info=original)
-        return {**error, "message": f"internal error (id {error_id}; details are in the gateway log)"}
+        request_id = REQUEST_ID.get()
+        self.log.error("request %s: internal error: %r", request_id, original, exc_info=original)
+        return {**error, "message": f"internal error (request {request_id}; details are in the gateway log)"}
 
     async def _ask(self, call: Call, args: dict[str, Any]):
         request = _build(call.request, call.arguments, args)
@@ -184,16 +198,18 @@ class GatewayService(NodeService):
                 raise
             if code in _CLIENT_ERRORS:  # meant for the client (a plugin's Rejected, a bad argument)
                 raise RequestFailed(exc.details() or code.name.lower().replace("_", " ")) from None
+            request_id = REQUEST_ID.get()
             if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                self.log.warning("reader %s: %s %s", call.rpc, code.name, exc.details())
+                self.log.warning("request %s: reader %s: %s %s", request_id, call.rpc, code.name, exc.details())
                 peer = dict(exc.trailing_metadata() or ()).get(UNAVAILABLE_PEER, "reader")
                 raise RequestFailed(f"the {peer} is unavailable; try again") from None
-            error_id = uuid.uuid4().hex[:12]
-            self.log.error("reader %s failed (error id %s): %s %s", call.rpc, error_id, code.name, exc.details())
-            raise RequestFailed(f"internal error (id {error_id}; details are in the gateway log)") from None
+            self.log.error("request %s: reader %s failed: %s %s", request_id, call.rpc, code.name, exc.details())
+            raise RequestFailed(f"internal error (request {request_id}; details are in the gateway log)") from None
 
     def _query_resolver(self, plan: QueryPlan):
         async def resolve(parent: Any, args: dict[str, Any], ctx: Any, info: Any) -> Any:
+            if plan.many:
+                _check_counts(args, self.list_count)
             try:
                 response = await self._ask(plan.call, args)
             except grpc.aio.AioRpcError:  # NOT_FOUND: a missing entity is null, not an error
@@ -258,43 +274,99 @@ class GatewayService(NodeService):
             except Rejected as exc:
                 return str(exc)
             except Exception:
-                error_id = uuid.uuid4().hex[:12]
-                self.log.exception("plugin '%s' failed on %s (error id %s)", plugin.name, plan.field, error_id)
-                return f"plugin '{plugin.name}' failed; nothing was queued (error id {error_id})"
+                request_id = REQUEST_ID.get()
+                self.log.exception("request %s: plugin '%s' failed on %s", request_id, plugin.name, plan.field)
+                return f"plugin '{plugin.name}' failed; nothing was queued (request {request_id})"
         return None
 
     # -- HTTP ---------------------------------------------------------------------------------
+
+    @web.middleware
+    async def _edge(self, request: web.Request, handler) -> web.StreamResponse:
+        """Give each request its id; answer CORS preflights; never let a failure out as a trace."""
+        request_id = request.headers.get(REQUEST_ID_HEADER, "")
+        if not _CLIENT_REQUEST_ID.fullmatch(request_id):
+            request_id = uuid.uuid4().hex[:16]
+        request["request_id"] = request_id
+        REQUEST_ID.set(request_id)
+        origin = request.headers.get("Origin")
+        allowed = origin is not None and self._origin_allowed(origin)
+        try:
+            if request.method == "OPTIONS" and allowed and request.path in ("/", "/graphql"):
+                response: web.StreamResponse = web.Response(status=204, headers={
+                    "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+                    "Access-Control-Allow-Headers": f"Content-Type, {REQUEST_ID_HEADER}",
+                    "Access-Control-Max-Age": "600"})
+            else:
+                response = await handler(request)
+        except web.HTTPException as exc:  # aiohttp's own answers: 404, 405, ...
+            exc.headers[REQUEST_ID_HEADER] = request_id
+            raise
+        except Exception:
+            self.log.exception("request %s: %s %s failed", request_id, request.method, request.path)
+            response = _graphql_error(f"internal error (request {request_id}; details are in the gateway log)",
+                                      500, request_id)
+        if not response.prepared:  # a WebSocket answer went out already, with its own headers
+            response.headers[REQUEST_ID_HEADER] = request_id
+            if allowed:
+                response.headers["Access-Control-Allow-Origin"] = origin
+                response.headers["Access-Control-Expose-Headers"] = REQUEST_ID_HEADER
+                response.headers["Vary"] = "Origin"
+        return response
+
+    def _origin_allowed(self, origin: str) -> bool:
+        return "*" in self.node.cors_origins or origin in self.node.cors_origins
 
     async def _health(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "broker": self.mqtt.is_connected})
 
     async def _get(self, request: web.Request) -> web.StreamResponse:
         if request.headers.get("Upgrade", "").lower() == "websocket":
-            return await serve_websocket(request, self.engine, {"request": request})
+            # Browsers do not apply CORS to WebSockets: refuse pages from other origins here.
+            origin = request.headers.get("Origin")
+            if origin is not None and not _same_origin(origin, request.host) and not self._origin_allowed(origin):
+                return _graphql_error(f"WebSocket from origin {origin[:100]!r} refused: not listed in "
+                                      "the gateway's cors.origins", 403, request["request_id"])
+            return await serve_websocket(request, self.engine, {"request": request}, self.gate,
+                                         request["request_id"])
         if self.node.playground:
             return web.Response(text=self.playground, content_type="text/html")
-        return _graphql_error("send GraphQL requests as POST with a JSON body", status=405)
+        return _graphql_error("send GraphQL requests as POST with a JSON body", 405, request["request_id"])
 
     async def _post(self, request: web.Request) -> web.StreamResponse:
+        request_id = request["request_id"]
         try:
             query, variables, operation = await _read_request(request)
-        except RequestFailed as exc:
-            return _graphql_error(str(exc), status=400)
+            self.gate.check(query, variables)
+        except (RequestFailed, LimitExceeded) as exc:
+            return _graphql_error(str(exc), 400, request_id)
         except web.HTTPRequestEntityTooLarge:
-            return _graphql_error(f"request body is larger than {MAX_BODY_BYTES} bytes", status=413)
-        result = await self.engine.execute(query, operation_name=operation, variables=variables,
-                                           context={"request": request})
-        return web.json_response(result)
+            return _graphql_error(f"request body is larger than {self.node.limits.body_bytes} bytes "
+                                  "(limits.body_bytes)", 413, request_id)
+        try:
+            # Counted from here: a client sending its body slowly holds a connection, not a place.
+            with self.gate.admitted():
+                result = await self.engine.execute(query, operation_name=operation, variables=variables,
+                                                   context={"request": request})
+        except LimitExceeded as exc:  # Busy: refused at once, so callers back off instead of piling up
+            return _graphql_error(str(exc), 503, request_id)
+        return web.json_response(with_request_id(result, request_id))
 
 
 async def _read_request(request: web.Request) -> tuple[str, dict[str, Any] | None, str | None]:
     """The query, variables and operation name of a POST, or RequestFailed saying what is wrong."""
+    raw = await request.read()
     if request.content_type == "application/graphql":
-        return await request.text(), None, None
+        try:
+            return raw.decode("utf-8"), None, None
+        except UnicodeDecodeError:
+            raise RequestFailed("request body is not UTF-8 text") from None
     try:
-        body = json.loads(await request.read() or b"null")
+        body = json.loads(raw or b"null")
     except (ValueError, UnicodeDecodeError):
         raise RequestFailed("request body is not valid JSON") from None
+    except RecursionError:  # JSON nested thousands deep: nothing a query needs
+        raise RequestFailed("request body is JSON nested too deeply") from None
     if not isinstance(body, dict):
         raise RequestFailed('request body must be a JSON object like {"query": "..."}')
     query, variables, operation = body.get("query"), body.get("variables"), body.get("operationName")
@@ -307,8 +379,22 @@ async def _read_request(request: web.Request) -> tuple[str, dict[str, Any] | Non
     return query, variables, operation
 
 
-def _graphql_error(message: str, status: int) -> web.Response:
-    return web.json_response({"data": None, "errors": [{"message": message}]}, status=status)
+def _graphql_error(message: str, status: int, request_id: str) -> web.Response:
+    return web.json_response(with_request_id({"data": None, "errors": [{"message": message}]}, request_id),
+                             status=status)
+
+
+def _same_origin(origin: str, host: str) -> bool:
+    """Whether a browser page on `origin` is on the gateway's own host:port."""
+    return origin.partition("://")[2] == host
+
+
+def _check_counts(args: dict[str, Any], cap: int) -> None:
+    """A list query's whole-number arguments (its `count`) may not ask for more than `cap`."""
+    for name, value in args.items():
+        if isinstance(value, int) and not isinstance(value, bool) and value > cap:
+            raise RequestFailed(f"argument '{name}' is {value}; a list query returns at most {cap} "
+                                "(limits.list_count)")
 
 
 def _build(message_class, arguments: dict[str, str], args: dict[str, Any]):

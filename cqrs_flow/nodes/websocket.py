@@ -4,6 +4,10 @@ served from aiohttp for a tartiflette engine: subscriptions, and queries and mut
 One connection: connection_init -> connection_ack, then any number of `subscribe` messages by id,
 each answered with `next` payloads and a `complete`; `complete` from the client stops one;
 ping/pong. Protocol violations close the socket with the protocol's 44xx codes.
+
+The gateway's limits hold here as for HTTP: a message larger than limits.body_bytes closes the
+socket (1009), an operation over a limit is answered with an `error` message, and queries and
+mutations count towards limits.in_flight.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-__all__ = ["PROTOCOL", "serve_websocket"]
+from cqrs_flow.nodes.limits import LimitExceeded, RequestGate
+
+__all__ = ["PROTOCOL", "serve_websocket", "with_request_id"]
 
 PROTOCOL = "graphql-transport-ws"
 INIT_TIMEOUT = 10.0
@@ -36,21 +42,34 @@ def is_subscription(query: str, operation_name: str | None) -> bool:
     return len(operations) == 1 and operations[0][0] == "subscription"
 
 
-async def serve_websocket(request: web.Request, engine: Any, context: dict[str, Any]) -> web.WebSocketResponse:
-    ws = web.WebSocketResponse(protocols=(PROTOCOL,), heartbeat=30.0)
+def with_request_id(result: dict[str, Any], request_id: str) -> dict[str, Any]:
+    """`result` with the request id in the extensions of each of its errors (HTTP and WebSocket)."""
+    for error in result.get("errors") or ():
+        if isinstance(error, dict):
+            error["extensions"] = {**(error.get("extensions") or {}), "request_id": request_id}
+    return result
+
+
+async def serve_websocket(request: web.Request, engine: Any, context: dict[str, Any], gate: RequestGate,
+                          request_id: str) -> web.WebSocketResponse:
+    ws = web.WebSocketResponse(protocols=(PROTOCOL,), heartbeat=30.0, max_msg_size=gate.limits.body_bytes)
+    ws.headers["X-Request-Id"] = request_id
     await ws.prepare(request)
     if ws.ws_protocol != PROTOCOL:
         await ws.close(code=4406, message=b"Subprotocol not acceptable")
         return ws
-    await _Connection(ws, engine, context).run()
+    await _Connection(ws, engine, context, gate, request_id).run()
     return ws
 
 
 class _Connection:
-    def __init__(self, ws: web.WebSocketResponse, engine: Any, context: dict[str, Any]) -> None:
+    def __init__(self, ws: web.WebSocketResponse, engine: Any, context: dict[str, Any], gate: RequestGate,
+                 request_id: str) -> None:
         self.ws = ws
         self.engine = engine
         self.context = context
+        self.gate = gate
+        self.request_id = request_id
         self.acknowledged = False
         self.operations: dict[str, asyncio.Task] = {}
 
@@ -75,7 +94,7 @@ class _Connection:
         try:
             message = json.loads(text)
             kind = message["type"]
-        except (ValueError, TypeError, KeyError):
+        except (ValueError, TypeError, KeyError, RecursionError):
             await self.ws.close(code=4400, message=b"Invalid message")
             return
         if kind == "connection_init":
@@ -103,14 +122,21 @@ class _Connection:
             return
         operation_id, payload = message.get("id"), message.get("payload")
         if not isinstance(operation_id, str) or not isinstance(payload, dict) \
-                or not isinstance(payload.get("query"), str):
+                or not isinstance(payload.get("query"), str) \
+                or not isinstance(payload.get("variables") or {}, dict) \
+                or not isinstance(payload.get("operationName") or "", str):
             await self.ws.close(code=4400, message=b"Invalid subscribe message")
             return
         if operation_id in self.operations:
             await self.ws.close(code=4409, message=f"Subscriber for {operation_id} already exists".encode()[:120])
             return
         if len(self.operations) >= MAX_SUBSCRIPTIONS:
-            await self._send(operation_id, "error", [{"message": f"at most {MAX_SUBSCRIPTIONS} operations at once"}])
+            await self._error(operation_id, f"at most {MAX_SUBSCRIPTIONS} operations at once")
+            return
+        try:
+            self.gate.check(payload["query"], payload.get("variables"))
+        except LimitExceeded as exc:
+            await self._error(operation_id, str(exc))
             return
         self.operations[operation_id] = asyncio.ensure_future(self._operate(operation_id, payload))
 
@@ -122,21 +148,28 @@ class _Connection:
                 async for result in self.engine.subscribe(query, operation_name=name, variables=variables,
                                                           context=self.context):
                     if result.get("data") is None and result.get("errors"):
-                        await self._send(operation_id, "error", result["errors"])
+                        await self._send(operation_id, "error", with_request_id(result, self.request_id)["errors"])
                         return
-                    await self._send(operation_id, "next", result)
+                    await self._send(operation_id, "next", with_request_id(result, self.request_id))
             else:
-                result = await self.engine.execute(query, operation_name=name, variables=variables,
-                                                   context=self.context)
-                await self._send(operation_id, "next", result)
+                with self.gate.admitted():
+                    result = await self.engine.execute(query, operation_name=name, variables=variables,
+                                                       context=self.context)
+                await self._send(operation_id, "next", with_request_id(result, self.request_id))
             await self._send(operation_id, "complete")
         except asyncio.CancelledError:
             raise
+        except LimitExceeded as exc:  # Busy
+            await self._error(operation_id, str(exc))
         except Exception:
-            log.exception("subscription %s failed", operation_id)
-            await self._send(operation_id, "error", [{"message": "internal error; details are in the gateway log"}])
+            log.exception("request %s: operation %r failed", self.request_id, operation_id[:100])
+            await self._error(operation_id, f"internal error (request {self.request_id}; "
+                                            "details are in the gateway log)")
         finally:
             self.operations.pop(operation_id, None)
+
+    async def _error(self, operation_id: str, message: str) -> None:
+        await self._send(operation_id, "error", [{"message": message, "extensions": {"request_id": self.request_id}}])
 
     async def _send(self, operation_id: str, kind: str, payload: Any = None) -> None:
         if self.ws.closed:

@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from typing import Awaitable, Callable
+from collections import Counter
+from dataclasses import dataclass
+from typing import Awaitable, Callable, Mapping
 
 import gmqtt
 import grpc
@@ -29,7 +31,7 @@ from cqrs_flow.tls import channel_security, mqtt_client_context
 from cqrs_flow.topology.access import writer_subscriptions
 from cqrs_flow.topology.model import BrokerNode, WriterNode
 
-__all__ = ["EntityLanes", "WriterService"]
+__all__ = ["Command", "EntityLanes", "Refused", "WriterService", "decode_command"]
 
 # Store answers worth waiting out: the store is restarting or overloaded.
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -45,6 +47,45 @@ PUBACK_SUCCESS = 0
 MAX_IN_FLIGHT = 32
 STATUS_BATCH = 200  # status reports per message at most
 STATUS_INTERVAL = 0.02  # seconds a report may wait for others to share its message
+
+
+@dataclass(frozen=True)
+class Command:
+    """A command taken off its topic, ready to apply."""
+
+    plan: CommandPlan
+    message: Message
+    key: str  # the entity key ("" when the command has none): commands on one key keep their order
+    command_id: str
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A message that is no command this writer can apply: set aside with `reason`, counted by `kind`."""
+
+    kind: str  # "unknown topic", "oversized" or "undecodable"
+    reason: str
+    plan: CommandPlan | None = None
+
+
+def decode_command(plans: Mapping[str, CommandPlan], topic: str, payload: bytes,
+                   payload_bytes: int) -> Command | Refused:
+    """The command in one MQTT message, or why there is none. Never raises: anything can arrive
+    on a topic (a filter with wildcards takes topics no command uses, and any client may publish)."""
+    plan = plans.get(topic)
+    if plan is None:
+        return Refused("unknown topic", f"{topic} is no command's topic")
+    if len(payload) > payload_bytes:
+        return Refused("oversized", f"{len(payload)} bytes; commands are at most {payload_bytes} "
+                                    "(the writer's payload_bytes)", plan)
+    try:
+        message = plan.request.FromString(payload)
+        key = str(get_path(message, plan.key_path)) if plan.key_path else ""
+        command_id = str(get_path(message, plan.command_id_path)) if plan.command_id_path else ""
+    except (DecodeError, RecursionError, ValueError, UnicodeError) as exc:
+        return Refused("undecodable", f"not a valid {plan.request.DESCRIPTOR.full_name} "
+                                      f"({len(payload)} bytes): {exc}", plan)
+    return Command(plan, message, key, command_id)
 
 
 class EntityLanes:
@@ -116,6 +157,7 @@ class WriterService(NodeService):
                                    security=channel_security(self.topology, store.write.tls, self.node.client_tls))
         self.subscriptions = writer_subscriptions(self.topology, self.node)
         self.lanes = EntityLanes()
+        self.set_aside: Counter[str] = Counter()  # messages set aside, by kind of reason
         self.statuses: list[dict[str, str]] = []
         self.in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
         self.subscribed = asyncio.Event()
@@ -138,18 +180,11 @@ class WriterService(NodeService):
 
     async def _on_message(self, client, topic: str, payload: bytes, qos: int, properties) -> int:
         """Returns once the command is applied or set aside; then the PUBACK goes out (MQTT 5)."""
-        plan = self.plans.get(topic)
-        if plan is None:
-            self._set_aside(topic, payload, None, "", "", f"{topic} is no command's topic")
+        decoded = decode_command(self.plans, topic, payload, self.node.payload_bytes)
+        if isinstance(decoded, Refused):
+            self._set_aside(topic, payload, decoded.plan, "", "", decoded.reason, decoded.kind)
             return PUBACK_SUCCESS
-        try:
-            command = plan.request.FromString(payload)
-        except DecodeError as exc:
-            reason = f"not a valid {plan.request.DESCRIPTOR.full_name} ({len(payload)} bytes): {exc}"
-            self._set_aside(topic, payload, plan, "", "", reason)
-            return PUBACK_SUCCESS
-        key = str(get_path(command, plan.key_path)) if plan.key_path else ""
-        command_id = str(get_path(command, plan.command_id_path)) if plan.command_id_path else ""
+        plan, command, key, command_id = decoded.plan, decoded.message, decoded.key, decoded.command_id
         due = asyncio.get_running_loop().time() + self.node.delay
 
         async def apply() -> None:
@@ -157,7 +192,7 @@ class WriterService(NodeService):
             if reason is None:
                 self._report(plan, command_id, key, "APPLIED", "")
             else:
-                self._set_aside(topic, payload, plan, command_id, key, reason)
+                self._set_aside(topic, payload, plan, command_id, key, reason, "not applied")
 
         await self.lanes.run(key, due, apply)
         return PUBACK_SUCCESS
@@ -201,14 +236,18 @@ class WriterService(NodeService):
             delay = min(delay * 2, 5.0)
 
     def _set_aside(self, topic: str, payload: bytes, plan: CommandPlan | None, command_id: str,
-                   key: str, reason: str) -> None:
-        """Log a command that will not be applied, send it to the dead-letter topic, report it."""
+                   key: str, reason: str, kind: str) -> None:
+        """Log a command that will not be applied, count it, send it to the dead-letter topic, report it."""
+        self.set_aside[kind] += 1
         what = " ".join(part for part in (plan.name if plan else "message", key) if part)
-        self.log.warning("set aside: %s on %s: %s", what, topic, reason)
+        self.log.warning("set aside: %s on %s: %s (%s: %d so far)", what, topic[:200], reason, kind,
+                         self.set_aside[kind])
         if self.node.dead_letter and self.mqtt.is_connected:
+            # An oversized payload is not copied into the letter: the letter would be oversized too.
+            kept = payload if kind != "oversized" else b""
             letter = {"topic": topic, "command": plan.name if plan else None, "command_id": command_id or None,
-                      "key": key or None, "reason": reason, "writer": self.node.name,
-                      "payload": base64.b64encode(payload).decode()}
+                      "key": key or None, "reason": reason, "kind": kind, "writer": self.node.name,
+                      "payload": base64.b64encode(kept).decode(), "payload_bytes": len(payload)}
             self.mqtt.publish(self.node.dead_letter, json.dumps(letter).encode(), qos=1)
         if plan is not None:
             self._report(plan, command_id, key, "FAILED", reason)
@@ -241,6 +280,9 @@ class WriterService(NodeService):
             left = await self.lanes.drain(self.node.delay + 1.0)
             if left:
                 self.log.warning("stopping with %d command(s) not applied", left)
+        if getattr(self, "set_aside", None):
+            totals = ", ".join(f"{count} {kind}" for kind, count in sorted(self.set_aside.items()))
+            self.log.info("set aside while running: %s", totals)
         if hasattr(self, "mqtt") and self.mqtt.is_connected:
             self._flush_statuses()
             await self.mqtt.disconnect()

@@ -7,6 +7,7 @@ Each check returns problems; nothing raises until every problem is known.
 from __future__ import annotations
 
 import difflib
+import os
 from collections import defaultdict
 from pathlib import Path
 from typing import Iterable
@@ -266,13 +267,40 @@ def _listen_path(node, what: str) -> KeyPath:
     return ("nodes", node.name, "listen")
 
 
+# Proto and schema files beyond this are refused before anything reads them.
+MAX_INPUT_BYTES = 4 * 1024 * 1024
+
+
 def _check_files(topology: Topology, report: _Reporter) -> None:
     files: list[tuple[KeyPath, str]] = [(("proto", i), str(p)) for i, p in enumerate(topology.protos)]
     files += [(("nodes", g.name, "schema"), str(g.schema)) for g in topology.nodes_of(GatewayNode)
               if str(g.schema) not in ("", ".")]
+    folders: list[tuple[KeyPath, str]] = [(("plugin_path", i), str(p)) for i, p in enumerate(topology.plugin_path)]
+    folders += [(("nodes", s.name, "data"), str(s.data)) for s in topology.nodes_of(StoreNode) if s.data]
+    outside = {path for path, relative in files + folders if _leaves_project(topology, path, relative, report)}
     for path, relative in files:
-        if not (topology.root / relative).is_file():
+        if path in outside:
+            continue
+        target = topology.root / relative
+        if not target.is_file():
             report(path, f"file not found: {relative} (paths are relative to the topology file)")
+        elif target.stat().st_size > MAX_INPUT_BYTES:
+            report(path, f"{relative} is {target.stat().st_size} bytes; proto and schema files are at most "
+                         f"{MAX_INPUT_BYTES}")
+
+
+def _leaves_project(topology: Topology, path: KeyPath, relative: str, report: _Reporter) -> bool:
+    """Whether a relative path leads out of the project (reported). Absolute paths are taken as
+    written: they say plainly where they go, and copies made by `relocate` use them."""
+    if Path(relative).is_absolute():
+        return False
+    project = topology.project_root
+    target = Path(os.path.normpath(topology.root / relative))
+    if target == project or project in target.parents:
+        return False
+    report(path, f"{relative} leads out of the project directory {project}; keep files inside it, "
+                 f"or say where the project is with the top-level key 'root' (e.g. root: ..)")
+    return True
 
 
 def _check_data_directories(topology: Topology, report: _Reporter) -> None:

@@ -160,6 +160,7 @@ _SCALARS: dict[str, Callable[[], Schema]] = {
                              "pattern": r"^(?!$)(?!\$)(?:(?:[^/+#]*|\+)/)*(?:[^/+#]*|\+|#)$"},
     "broker_url": lambda: _pattern("_URL", (r"(\d+)", f"({_PORT})")),
     "endpoint": _endpoint,
+    "origin": lambda: {"anyOf": [{"const": "*"}, _pattern("_ORIGIN")]},
 }
 
 # Renders a parsed default back into the form a topology file would write it in.

@@ -16,6 +16,7 @@ from cqrs_flow.topology.model import (
     GatewayNode,
     MqttClient,
     MqttTls,
+    Limits,
     Mutation,
     Node,
     PluginRef,
@@ -69,7 +70,8 @@ def parse_topology(text: str, path: Path) -> Topology:
 
 def _build(data: dict[str, Any], path: Path, located: LocatedData) -> Topology:
     commands = {
-        name: Command(name=name, topic=c["topic"] or "", rpc=c["rpc"] or "", key=c["key"])
+        # a missing required key was reported; build the rest anyway, to check it too
+        name: Command(name=name, topic=c.get("topic") or "", rpc=c.get("rpc") or "", key=c.get("key"))
         for name, c in (data.get("commands") or {}).items()
     }
     nodes = {name: _node(name, raw) for name, raw in (data.get("nodes") or {}).items()}
@@ -84,6 +86,7 @@ def _build(data: dict[str, Any], path: Path, located: LocatedData) -> Topology:
         secret=SecretSource(data["secret"].get("env"), _path(data["secret"].get("file")))
         if data.get("secret") else None,
         plugin_path=tuple(Path(p) for p in data["plugin_path"] or ()),
+        project=Path(data["root"] or "."),
         ready_timeout=data["ready_timeout"],
         stop_timeout=data["stop_timeout"],
         located=located,
@@ -178,6 +181,7 @@ def _kind_node(name: str, kind: str | None, raw: dict[str, Any]) -> Node:
             delay=raw["delay"],
             dead_letter=raw.get("dead_letter"),
             attempts=raw["attempts"],
+            payload_bytes=raw["payload_bytes"],
             plugins=_plugins(raw),
             client_tls=_client_tls(raw),
         )
@@ -202,6 +206,9 @@ def _kind_node(name: str, kind: str | None, raw: dict[str, Any]) -> Node:
             }),
             playground=raw["playground"],
             data=Path(raw["data"]) if raw.get("data") else None,
+            introspection=raw["introspection"],
+            limits=Limits(**(raw.get("limits") or {})),
+            cors_origins=tuple((raw.get("cors") or {}).get("origins") or ()),
             reader_timeout=raw["reader_timeout"],
             redeliver_after=raw.get("redeliver_after"),
             plugins=_plugins(raw),

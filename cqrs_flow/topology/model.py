@@ -5,11 +5,13 @@ The model only describes; cqrs_flow.launcher runs it and cqrs_flow.nodes impleme
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Mapping
 
+from cqrs_flow.topology.spec import LIMITS
 from cqrs_flow.topology.yamlsource import LocatedData
 
 __all__ = [
@@ -274,12 +276,32 @@ class WriterNode(Node):
     delay: float = 0.0
     dead_letter: str | None = None
     attempts: int = 5
+    payload_bytes: int = 1024 * 1024
     plugins: tuple[PluginRef, ...] = ()
     client_tls: TlsClient | None = None
 
     @property
     def dependencies(self) -> tuple[str, ...]:
         return (self.broker, self.store.node)
+
+
+def _limit(key: str) -> int:
+    return LIMITS.fields[key].default  # the defaults live in the spec table
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request to a gateway may ask for (topology key `limits`)."""
+
+    body_bytes: int = _limit("body_bytes")
+    tokens: int = _limit("tokens")
+    depth: int = _limit("depth")
+    fields: int = _limit("fields")
+    aliases: int = _limit("aliases")
+    list_count: int | None = None  # None: see Topology.list_count
+    list_length: int = _limit("list_length")
+    string_length: int = _limit("string_length")
+    in_flight: int = _limit("in_flight")
 
 
 @dataclass(frozen=True)
@@ -293,6 +315,9 @@ class GatewayNode(Node):
     mutations: Mapping[str, Mutation] = field(default_factory=frozen_map)
     playground: bool = True
     data: Path | None = None  # directory of the outbox journal, relative to the topology file
+    introspection: bool = True
+    limits: Limits = field(default_factory=Limits)
+    cors_origins: tuple[str, ...] = ()  # none: browsers on other origins may not call the gateway
     reader_timeout: float = 5.0
     redeliver_after: float | None = None  # None: see Topology.redeliver_after
     plugins: tuple[PluginRef, ...] = ()
@@ -336,13 +361,20 @@ class Topology:
     status: str | None = None  # as written; see status_topic
     secret: SecretSource | None = None
     plugin_path: tuple[Path, ...] = (Path("."),)
+    project: Path = Path(".")  # as written (key `root`); relative paths may not lead out of it
     ready_timeout: float = 30.0
     stop_timeout: float = 5.0
     located: LocatedData | None = field(default=None, compare=False, repr=False)
 
     @property
     def root(self) -> Path:
+        """The directory relative paths in the topology are relative to."""
         return self.source.parent
+
+    @property
+    def project_root(self) -> Path:
+        """The directory that relative file paths may not lead out of (key `root`)."""
+        return Path(os.path.normpath(self.root / self.project))
 
     @property
     def status_topic(self) -> str:
@@ -358,6 +390,15 @@ class Topology:
             return gateway.redeliver_after
         delays = [w.delay for m in gateway.mutations.values() for w in self.writers_of(m.command)]
         return max(delays, default=0.0) + 10.0
+
+    def list_count(self, gateway: GatewayNode) -> int:
+        """The largest count a gateway passes on to a list query: by default what the store
+        behind its reader would return at most anyway."""
+        if gateway.limits.list_count is not None:
+            return gateway.limits.list_count
+        reader = self.nodes.get(gateway.reader)
+        store = self.nodes.get(reader.store.node) if isinstance(reader, ReaderNode) else None
+        return store.list_limit if isinstance(store, StoreNode) else StoreNode.list_limit
 
     def commands_of(self, writer: WriterNode) -> list[str]:
         """The commands a writer applies: named ones, and those whose topic one of its filters matches."""

@@ -39,6 +39,7 @@ class Field:
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*$")
 _FIELD_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?$|^https?://\[[0-9A-Fa-f:.]+\](:\d{1,5})?$")
 _FULL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 
@@ -82,6 +83,14 @@ def positive_int(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise Invalid(f"expected a whole number of at least 1, got {_show(value)}")
     return value
+
+
+def origin(value: Any) -> str:
+    """A web origin allowed to call the gateway from a browser: scheme://host[:port], or '*'."""
+    if value == "*" or (isinstance(value, str) and _ORIGIN.fullmatch(value)):
+        return value
+    raise Invalid(f"expected an origin such as https://app.example.com or http://localhost:3000 "
+                  f"(scheme, host and port only; no path), or '*', got {_show(value)}")
 
 
 def parse_duration(value: Any) -> float:
@@ -180,6 +189,7 @@ class Section:
     fields: dict[str, Field]
     shorthand: str | None = None
     doc: str = ""
+    filled: bool = False  # left out, it stands for its defaults (else: None)
 
 
 @dataclass(frozen=True)
@@ -354,8 +364,35 @@ WRITER = Section({
                       doc="tries of a command that fails unexpectedly before it is set aside "
                           "(an unavailable store is waited for, not counted)"),
     "client_tls": Field(CLIENT_TLS, doc="certificate this node presents to gRPC services with client_auth"),
+    "payload_bytes": Field(positive_int, default=1024 * 1024,
+                           doc="largest command payload; larger ones are set aside without decoding"),
     "plugins": PLUGINS,
 })
+
+# What one request to a gateway may ask for; over a limit is a GraphQL error, checked before
+# anything runs. The defaults leave room for the playground's introspection query.
+LIMITS = Section({
+    "body_bytes": Field(positive_int, default=1024 * 1024,
+                        doc="largest HTTP request body or WebSocket message, in bytes"),
+    "tokens": Field(positive_int, default=10_000,
+                    doc="most tokens (names, values, punctuation) in one query document"),
+    "depth": Field(positive_int, default=15, doc="deepest nesting of fields in a query (fragments expanded)"),
+    "fields": Field(positive_int, default=500, doc="most fields one operation selects (fragments expanded)"),
+    "aliases": Field(positive_int, default=30, doc="most aliases in one operation"),
+    "list_count": Field(positive_int,
+                        doc="largest whole-number argument (such as `count`) of a query that returns a "
+                            "list (default: the list_limit of the store the gateway's reader reads)"),
+    "list_length": Field(positive_int, default=1000, doc="most items in one list argument or variable"),
+    "string_length": Field(positive_int, default=10_000,
+                           doc="longest string argument or variable, in characters"),
+    "in_flight": Field(positive_int, default=100,
+                       doc="requests the gateway works on at once; more are refused at once (HTTP 503)"),
+}, doc="limits on what one request may ask for", filled=True)
+
+CORS = Section({
+    "origins": Field(one_or_many(origin), default=(),
+                     doc="web origins whose pages may call the gateway ('*' for any)"),
+}, doc="cross-origin requests from browsers (off unless origins are listed)", filled=True)
 
 GATEWAY = Section({
     "kind": Field(string, required=True),
@@ -372,6 +409,11 @@ GATEWAY = Section({
                               "answered, so they are published again after a crash of the gateway "
                               "and the broker; created if missing. Default: none, the outbox is in "
                               "memory only"),
+    "introspection": Field(boolean, default=True,
+                           doc="answer __schema and __type queries (the playground needs them); "
+                               "switch off in production"),
+    "limits": Field(LIMITS, default=None, doc="limits on what one request may ask for"),
+    "cors": Field(CORS, default=None, doc="browser pages on other origins allowed to call the gateway"),
     "redeliver_after": Field(parse_duration,
                              doc="publish a command again when no writer has reported on it for this long "
                                  "(default: 10 s more than the longest write delay)"),
@@ -391,6 +433,9 @@ NODE_KINDS = {"broker": BROKER, "store": STORE, "reader": READER, "writer": WRIT
 
 TOPOLOGY = Section({
     "name": Field(name, default="cqrs-flow", doc="system name; prefixes MQTT client ids"),
+    "root": Field(string, default=".",
+                  doc="the project directory, relative to this file: relative proto, schema, data and "
+                      "plugin paths may not lead out of it"),
     "proto": Field(one_or_many(string), required=True, doc=".proto files, relative to this file"),
     "commands": Field(MapOf(COMMAND, key=name), required=True, doc="command name -> topic and RPC"),
     "nodes": Field(MapOf(ByKind(NODE_KINDS), key=name), required=True),
@@ -466,6 +511,8 @@ class _Checker:
                 out[key] = spec.default if checked is _MISSING else checked
             elif spec.required:
                 self.report(path, f"missing required key '{key}'" + (f" ({spec.doc})" if spec.doc else ""))
+            elif isinstance(spec.type, Section) and spec.type.filled and spec.default is None:
+                out[key] = self.section(spec.type, {}, path + (key,))  # a section left out: its defaults
             else:
                 out[key] = spec.default
         return out

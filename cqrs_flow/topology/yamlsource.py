@@ -55,7 +55,11 @@ class LocatedData:
 
 def parse_yaml(text: str, source: str = "") -> LocatedData:
     """Parse one YAML document; raise TopologyError with the line of any syntax error."""
-    loader = yaml.SafeLoader(text)
+    try:
+        # The reader checks the characters at once: a control character fails here already.
+        loader = yaml.SafeLoader(text)
+    except yaml.YAMLError as exc:
+        raise TopologyError([Problem(None, "", f"not valid YAML: {exc}")], source) from None
     try:
         root = loader.get_single_node()
         if root is None:

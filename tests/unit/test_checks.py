@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from cqrs_flow.errors import Problem
+from cqrs_flow.errors import Problem, TopologyError
+from cqrs_flow.topology import load_topology
 from cqrs_flow.topology.checks import check_wiring
 from cqrs_flow.topology.model import (
     Address,
@@ -260,3 +261,58 @@ def test_two_nodes_may_not_share_a_data_directory(edit, problems_of):
                                  "    schema: schema/contacts.graphql\n    data: var/../var/store\n")))
     assert at(problems, "nodes.gateway.data") == [
         "directory 'var/../var/store' is the data directory of node 'store' too; give each node its own"]
+
+
+# -- files outside the project --------------------------------------------------------------------
+
+def test_schema_path_leading_out_of_the_project_is_refused(edit, problems_of):
+    text = edit(("schema: schema/contacts.graphql", "schema: ../../etc/passwd"))
+    [message] = at(problems_of(text), "nodes.gateway.schema")
+    assert message.startswith("../../etc/passwd leads out of the project directory")
+    assert "root: .." in message
+
+
+def test_proto_and_plugin_paths_leading_out_are_refused(edit, problems_of):
+    text = edit(("proto: proto/contacts.proto", "proto: [proto/contacts.proto, proto/../../x.proto]\n"
+                                                 "plugin_path: ../plugins"))
+    problems = problems_of(text)
+    assert at(problems, "proto[1]") and "leads out of the project" in at(problems, "proto[1]")[0]
+    assert "leads out of the project" in at(problems, "plugin_path[0]")[0]
+
+
+def test_root_widens_the_project(edit, parse, shipped):
+    up = shipped.root.name
+    text = edit(("proto: proto/contacts.proto", f"root: ..\nproto: ../{up}/proto/contacts.proto"))
+    assert parse(text).project_root == shipped.root.parent
+
+
+def test_oversized_schema_file_is_refused(make_project, tmp_path):
+    topology = make_project()
+    schema = topology.parent / "schema" / "contacts.graphql"
+    schema.write_text("# padding\n" * 500_000)
+    with pytest.raises(TopologyError, match=r"nodes.gateway.schema.*is 5000000 bytes; proto and schema files"):
+        load_topology(topology)
+
+
+def test_gateway_limits_cors_and_introspection_keys(edit, parse, problems_of):
+    gateway = parse(edit()).nodes["gateway"]
+    assert gateway.limits.depth == 15 and gateway.introspection and gateway.cors_origins == ()
+    text = edit(("    kind: gateway\n", "    kind: gateway\n    introspection: false\n    limits: {depth: 4}\n"
+                                      "    cors: {origins: [https://app.example.com]}\n"))
+    gateway = parse(text).nodes["gateway"]
+    assert (gateway.limits.depth, gateway.limits.fields) == (4, 500)
+    assert gateway.cors_origins == ("https://app.example.com",) and not gateway.introspection
+    bad = edit(("    kind: gateway\n", "    kind: gateway\n    limits: {deph: 4, fields: 0}\n"
+                                     "    cors: {origins: [https://app.example.com/path]}\n"))
+    problems = problems_of(bad)
+    assert at(problems, "nodes.gateway.limits.deph") == ["unknown key; did you mean 'depth'?"]
+    assert at(problems, "nodes.gateway.limits.fields") == ["expected a whole number of at least 1, got 0"]
+    assert "no path" in at(problems, "nodes.gateway.cors.origins")[0]
+
+
+def test_list_count_follows_the_store_behind_the_reader_unless_set(edit, parse):
+    topology = parse(edit(("    kind: store\n", "    kind: store\n    list_limit: 5000\n")))
+    assert topology.list_count(topology.nodes["gateway"]) == 5000
+    topology = parse(edit(("    kind: gateway\n", "    kind: gateway\n    limits: {list_count: 20}\n")))
+    assert topology.list_count(topology.nodes["gateway"]) == 20
+    assert parse(edit()).list_count(parse(edit()).nodes["gateway"]) == 1000
