@@ -42,6 +42,7 @@ def check_wiring(topology: Topology) -> list[Problem]:
     _check_listeners(topology, report)
     _check_files(topology, report)
     _check_data_directories(topology, report)
+    _check_store_backends(topology, report)
     cycle = find_cycle(topology)
     if cycle:
         report(("nodes", cycle[0]), "dependency cycle: " + " -> ".join(cycle))
@@ -197,6 +198,24 @@ def _check_data_directories(topology: Topology, report: _Reporter) -> None:
             report(("nodes", node.name, "data"), f"directory '{data}' is the data directory of node "
                                                  f"'{owners[directory]}' too; give each node its own")
         owners.setdefault(directory, node.name)
+
+
+def _check_store_backends(topology: Topology, report: _Reporter) -> None:
+    """`backend: mongodb` comes with its `mongodb` settings, and only with them; `data` is the
+    embedded backend's journal, so the two exclude each other."""
+    for store in topology.nodes_of(StoreNode):
+        raw = _raw(topology, store.name)
+        path = ("nodes", store.name)
+        if store.backend == "mongodb":
+            if "mongodb" not in raw:
+                report(path + ("backend",), "backend: mongodb needs a 'mongodb' section saying where its "
+                                            "connection URL is read, e.g. mongodb: {url: {env: MONGODB_URL}}")
+            if store.data is not None:
+                report(path + ("data",), "'data' is the embedded backend's journal directory; with backend: "
+                                         "mongodb the documents are kept by MongoDB: remove 'data'")
+        elif "mongodb" in raw:
+            report(path + ("mongodb",), "the 'mongodb' settings are used only with backend: mongodb; "
+                                        "add backend: mongodb, or remove them")
 
 
 def _hint(word: str, choices: Iterable[str]) -> str:

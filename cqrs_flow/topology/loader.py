@@ -14,11 +14,13 @@ from cqrs_flow.topology.model import (
     Command,
     Endpoint,
     GatewayNode,
+    MongoSettings,
     Mutation,
     Node,
     PluginRef,
     Query,
     ReaderNode,
+    SecretSource,
     Service,
     StoreNode,
     Topology,
@@ -93,6 +95,18 @@ def _service(raw: dict[str, Any] | None) -> Service:
     return Service(name=raw.get("service") or "", listen=listen, rpcs=frozen_map(raw.get("rpcs")))
 
 
+def _secret(value: dict[str, str] | None) -> SecretSource | None:
+    if not value:
+        return None
+    return SecretSource(env=value.get("env"), file=Path(value["file"]) if value.get("file") else None)
+
+
+def _mongodb(raw: dict[str, Any] | None) -> MongoSettings | None:
+    if not raw or not raw.get("url"):
+        return None  # missing url: reported by the spec checker
+    return MongoSettings(url=_secret(raw["url"]) or SecretSource(), database=raw["database"])
+
+
 def _endpoint(value: tuple[str, str] | None) -> Endpoint:
     return Endpoint(*value) if value else Endpoint("", "")
 
@@ -124,6 +138,8 @@ def _kind_node(name: str, kind: str | None, raw: dict[str, Any]) -> Node:
             timestamp=raw.get("timestamp"),
             list_limit=raw["list_limit"],
             data=Path(raw["data"]) if raw.get("data") else None,
+            backend=raw["backend"],
+            mongodb=_mongodb(raw.get("mongodb")),
             write=_service(raw.get("write")),
             read=_service(raw.get("read")),
         )
