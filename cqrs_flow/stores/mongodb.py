@@ -30,8 +30,9 @@ The command rule as a filter
 A write carrying command C may be made only if `supersedes(C, last)` (cqrs_flow.ordering):
 always when the key has no last command, never when the last one is C itself, and, when both
 are UUIDv7 ids, only if C is the newer. Canonical UUIDv7 text sorts as the ids do, and MongoDB
-compares strings byte by byte (the simple collation, passed explicitly with every write), so
-`_cmd < C` is that comparison. `applicable(C)` is the filter:
+compares strings byte by byte under the simple collation, so `_cmd < C` is that comparison. (A
+collection created with another default collation would compare ids, and match keys, by its
+locale's rules; the store refuses to open one.) `applicable(C)` is the filter:
 
     C ordered:     {$or: [{_cmd: {$lt: C}}, {_cmd: {$not: /<UUIDv7>/}}]}
                    (`$not` also matches a key without `_cmd`, and one whose last id has no order)
@@ -92,8 +93,8 @@ from cqrs_flow.ordering import CommandClock, is_ordered, supersedes
 from cqrs_flow.stores.base import (Document, DocumentStore, DuplicateKey, InvalidDocument, NotFound,
                                    StaleCommand, StoreError)
 
-__all__ = ["KeyState", "MongoStore", "applicable", "delete_op", "insert_op", "redact", "update_op",
-           "verdict"]
+__all__ = ["KeyState", "MongoStore", "applicable", "check_collation", "delete_op", "insert_op", "redact",
+           "update_op", "verdict"]
 
 log = logging.getLogger("cqrs_flow.store")
 
@@ -187,6 +188,16 @@ def redact(url: str) -> str:
     return re.sub(r"^([a-z+]+://)[^@/]*@", r"\1***@", url)
 
 
+def check_collation(info: dict[str, Any] | None, name: str) -> None:
+    """StoreError if the collection (its listCollections entry) has a collation other than simple."""
+    collation = ((info or {}).get("options") or {}).get("collation")
+    if collation and collation.get("locale") != "simple":
+        raise StoreError(f"the collection {name} has the default collation {collation.get('locale')!r}: "
+                         "the store needs the simple (binary) one, under which keys match exactly and "
+                         "command ids compare byte by byte; give the store another collection "
+                         "(its 'collection' key), or recreate this one without a collation")
+
+
 # -- errors ----------------------------------------------------------------------------------
 
 @contextmanager
@@ -210,6 +221,7 @@ def driver_errors(what: str) -> Iterator[None]:
 def _first_line(exc: Exception) -> str:
     details = getattr(exc, "details", None)
     message = details.get("errmsg") if isinstance(details, dict) and details.get("errmsg") else str(exc)
+    message = message.split(", Topology Description:")[0]  # server selection: the rest is internals
     return message.splitlines()[0][:300] if message else type(exc).__name__
 
 
@@ -225,7 +237,6 @@ class MongoStore(DocumentStore):
     def __init__(self, collection: Any, *, last_writer_wins: bool = False, client: Any = None,
                  clock: CommandClock | None = None) -> None:
         from pymongo import ReturnDocument
-        from pymongo.collation import Collation
 
         self.collection = collection
         self.last_writer_wins = last_writer_wins
@@ -233,8 +244,6 @@ class MongoStore(DocumentStore):
         self._clock = clock or CommandClock()
         self._after = ReturnDocument.AFTER
         self._before = ReturnDocument.BEFORE
-        # Strings compare byte by byte whatever collation the collection was created with.
-        self._collation = Collation(locale="simple")
 
     @classmethod
     async def open(cls, url: str, database: str, collection: str, *, last_writer_wins: bool = False,
@@ -266,8 +275,15 @@ class MongoStore(DocumentStore):
                              "(w=majority is the setting to use)")
         store = cls(client[database][collection], last_writer_wins=last_writer_wins, client=client)
         try:
-            with driver_errors(f"be reached at {where}"):
-                await client[database].command("ping")
+            try:
+                with driver_errors(f"be reached at {where}"):
+                    await client[database].command("ping")
+            except StoreError as exc:
+                raise StoreError(f"{exc}; check that MongoDB runs there and that the URL is right") from None
+            with driver_errors(f"list the collections of {database}"):
+                found = [info async for info in await client[database].list_collections(
+                    filter={"name": collection})]
+            check_collation(found[0] if found else None, f"{database}.{collection}")
             with driver_errors(f"make the index of {database}.{collection}"):
                 await store.collection.create_index(
                     [("_seq", 1)], name=SEQ_INDEX, partialFilterExpression=LIVE)
@@ -317,7 +333,7 @@ class MongoStore(DocumentStore):
                 return before
             if self.last_writer_wins and command:  # a live document a newer command replaces
                 where, update = insert_op(key, document, seq, command, live=True)
-                if (await self.collection.update_one(where, update, collation=self._collation)).matched_count:
+                if (await self.collection.update_one(where, update)).matched_count:
                     return REPLACED
             self._refuse("insert", key, await self._state(key), command)
         raise self._busy(key)
@@ -331,8 +347,7 @@ class MongoStore(DocumentStore):
         where, update = insert_op(key, document, seq, command)
         try:
             before = await self.collection.find_one_and_update(
-                where, update, upsert=True, projection={"_cmd": 1}, return_document=self._before,
-                collation=self._collation)
+                where, update, upsert=True, projection={"_cmd": 1}, return_document=self._before)
         except DuplicateKeyError:
             return False, None
         return True, before.get("_cmd") if before else None
@@ -350,8 +365,7 @@ class MongoStore(DocumentStore):
             for _ in range(RETRIES):
                 where, update = update_op(key, fields, command)
                 found = await self.collection.find_one_and_update(
-                    where, update, projection={"d": 1}, return_document=self._after,
-                    collation=self._collation)
+                    where, update, projection={"d": 1}, return_document=self._after)
                 if found is not None:
                     return found.get("d", {})
                 if self.last_writer_wins:  # no live document: this update makes one
@@ -379,7 +393,7 @@ class MongoStore(DocumentStore):
                 if gone.deleted_count:
                     return True
             where, update = delete_op(key, command)
-            if (await self.collection.update_one(where, update, collation=self._collation)).matched_count:
+            if (await self.collection.update_one(where, update)).matched_count:
                 return True
             if not command:
                 if self.last_writer_wins:
@@ -390,8 +404,7 @@ class MongoStore(DocumentStore):
                 where, update = delete_op(key, command, anything=True)
                 try:
                     before = await self.collection.find_one_and_update(
-                        where, update, upsert=True, projection={"_seq": 1}, return_document=self._before,
-                        collation=self._collation)
+                        where, update, upsert=True, projection={"_seq": 1}, return_document=self._before)
                     return before is not None and "_seq" in before
                 except DuplicateKeyError:
                     pass
@@ -471,8 +484,7 @@ class MongoStore(DocumentStore):
             for _ in range(RETRIES):
                 try:
                     before = await self.collection.find_one_and_update(
-                        where, update, upsert=True, projection={"_seq": 1}, return_document=self._before,
-                        collation=self._collation)
+                        where, update, upsert=True, projection={"_seq": 1}, return_document=self._before)
                     return before is not None and "_seq" in before
                 except DuplicateKeyError:  # the key's last command is C or newer: leave it out
                     if verdict("delete", await self._state(key), command, True) == "stale":

@@ -27,12 +27,10 @@ class EmulatedCollection:
 
     async def find_one_and_update(self, filter: dict, update: dict, **options: Any) -> dict | None:
         self.calls.append("find_one_and_update")
-        options.pop("collation", None)  # mongomock compares strings by code point anyway
         return self.collection.find_one_and_update(filter, update, **options)
 
     async def update_one(self, filter: dict, update: dict, **options: Any) -> Any:
         self.calls.append("update_one")
-        options.pop("collation", None)
         return self.collection.update_one(filter, update, **options)
 
     async def delete_one(self, filter: dict) -> Any:

@@ -285,3 +285,14 @@ def test_a_store_node_without_its_mongodb_does_not_start(edit, parse, monkeypatc
                        f"mongodb://127.0.0.1:{free_port()}/?serverSelectionTimeoutMS=200")
     with pytest.raises(NodeError, match="store store: MongoDB could not be reached at mongodb://127.0.0.1"):
         run(open_backend(topology, node))
+
+
+def test_a_collection_with_a_collation_of_its_own_is_refused():
+    from cqrs_flow.stores.mongodb import check_collation
+
+    check_collation(None, "db.contacts")  # not there yet: created with the simple collation
+    check_collation({"name": "contacts", "options": {}}, "db.contacts")
+    check_collation({"name": "contacts", "options": {"collation": {"locale": "simple"}}}, "db.contacts")
+    with pytest.raises(StoreError, match="db.contacts has the default collation 'en'.*simple"):
+        check_collation({"name": "contacts", "options": {"collation": {"locale": "en", "strength": 2}}},
+                        "db.contacts")
