@@ -42,15 +42,17 @@ Each write is ONE conditional operation by `_id`, its filter = "the key is in th
 write needs" AND applicable(C), so the check and the write are one atomic step in MongoDB,
 whatever other store processes do at the same time:
 
-    insert     update_one({_id: k, _seq: {$exists: false}, applicable(C)},
-                          {$set: {d: doc, _seq: s, _cmd: C}}, upsert=True)
+    insert     find_one_and_update({_id: k, _seq: {$exists: false}, applicable(C)},
+                                   {$set: {d: doc, _seq: s, _cmd: C}}, upsert=True)
                matches a tombstone C may overwrite, or nothing (then the upsert inserts);
-               a live document or a stale C makes the upsert collide on _id: DuplicateKeyError
+               a live document or a stale C makes the upsert collide on _id: DuplicateKeyError.
+               (It returns the tombstone it replaced, which insert_many needs to undo it.)
     update     find_one_and_update({_id: k, _seq: {$exists: true}, applicable(C)},
                                    {$set: {d.<field>: value, ..., _cmd: C}}) -> the new document
     delete     update_one({_id: k, _seq: {$exists: true}, applicable(C)},
                           {$unset: {d, _seq}, $set: {_cmd: C}})
-    (no C)     delete_one({_id: k, _seq: exists, _cmd: {$exists: false}}), else the update above
+    (no C)     delete_one({_id: k, _seq: {$exists: true}, _cmd: {$exists: false}}) (nothing to
+               remember), else the update above, which keeps the key's `_cmd`
     bulk       the single-key operation for each key, run concurrently; delete_many's per key is
                an upsert ({_id: k, applicable(C)}, unset d and _seq, set _cmd), which leaves a
                tombstone for a key that had nothing, as the interface asks
