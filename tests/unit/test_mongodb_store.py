@@ -1,5 +1,5 @@
 """The MongoDB backend without a server: the filters it builds, its verdicts, its errors, its
-start-up, the last-writer-wins flag, and the topology keys that select it. The behaviour it
+start-up, and the topology keys that select it. The behaviour it
 shares with every backend is in test_store_contract.py."""
 
 from __future__ import annotations
@@ -143,33 +143,6 @@ def test_fields_named_like_the_bookkeeping_are_plain_fields():
         assert await store.get("k") == {"id": "k", "_cmd": "mine", "_seq": 0, "d": "x"}
         with pytest.raises(StaleCommand):
             await store.update("k", {"_cmd": "again"}, first)
-
-    run(scenario())
-
-
-# -- last writer wins ----------------------------------------------------------------------------------
-
-def test_last_writer_wins_makes_every_write_an_assignment():
-    async def scenario():
-        store, clock = MongoStore(EmulatedCollection(), last_writer_wins=True), CommandClock()
-        c = [clock.next_id() for _ in range(8)]
-        assert await store.update("a", {"id": "a", "name": "made"}, c[1]) == {"id": "a", "name": "made"}
-        assert await store.get("a") == {"id": "a", "name": "made"}
-        await store.delete("ghost", c[2])  # nothing there: succeeds, and remembers the command
-        with pytest.raises(StaleCommand):
-            await store.insert("ghost", {"id": "ghost"}, c[0])
-        await store.insert("b", {"id": "b"}, c[3])
-        await store.insert("a", {"id": "a", "name": "replaced"}, c[4])  # over a live document
-        assert [d for d in await store.list(10)] == [{"id": "a", "name": "replaced"}, {"id": "b"}]
-        with pytest.raises(StaleCommand):
-            await store.insert("a", {"id": "a", "name": "older"}, c[0])
-        with pytest.raises(DuplicateKey):
-            await store.insert("b", {"id": "b"})  # no command: nothing says which is newer
-        assert await store.insert_many({"b": {"id": "b", "n": 2}, "c": {"id": "c"}}, c[5]) == 2
-        assert await store.delete_many(["b", "nobody"], c[6]) == 1
-        await store.delete("b", c[7])  # a tombstone already: fine
-        await store.delete("b")
-        assert [d["id"] for d in await store.list(10)] == ["a", "c"]
 
     run(scenario())
 

@@ -10,6 +10,7 @@ MongoDB when MONGODB_URL is set (each test in a database of its own, dropped aft
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import random
 import uuid
@@ -105,20 +106,21 @@ def make_store(request, tmp_path):
     """An async factory of the backend under test (call it inside the test's event loop)."""
     databases: list[str] = []
 
-    async def make():
+    async def make(**options):
+        """`options`: constructor flags (last_writer_wins); a backend without one is skipped."""
         if request.param == "memory":
-            return MemoryStore("contacts")
+            return MemoryStore("contacts", **supported(MemoryStore, options))
         if request.param == "durable":
             return await DurableStore.open(tmp_path / f"data{len(databases)}", "contacts",
-                                           compact_min_records=20)
+                                           compact_min_records=20, **supported(DurableStore.open, options))
         from cqrs_flow.stores.mongodb import MongoStore
 
         if request.param == "mongodb-emulated":
             from .mongo_emulation import EmulatedCollection
 
-            return MongoStore(EmulatedCollection())
+            return MongoStore(EmulatedCollection(), **options)
         databases.append(f"cqrs_flow_test_{uuid.uuid4().hex[:12]}")
-        return await MongoStore.open(MONGODB_URL, databases[-1], "contacts")
+        return await MongoStore.open(MONGODB_URL, databases[-1], "contacts", **options)
 
     if request.param.startswith("mongodb"):
         pytest.importorskip("pymongo", reason="the mongodb extra is not installed")
@@ -135,6 +137,13 @@ def make_store(request, tmp_path):
             await client.close()
 
         run(drop())
+
+
+def supported(constructor, options: dict) -> dict:
+    missing = [name for name in options if name not in inspect.signature(constructor).parameters]
+    if missing:
+        pytest.skip(f"{constructor.__qualname__} has no {', '.join(missing)} flag (yet)")
+    return options
 
 
 # -- the documents ---------------------------------------------------------------------------------
@@ -378,6 +387,37 @@ def test_commands_in_any_order_answer_as_the_embedded_backend(make_store, seed):
             theirs = await answer(getattr(reference, op)(*args))
             assert mine == theirs, (step, op, args)
             assert await store.list(100) == await reference.list(100), (step, op, args)
+        await store.close()
+
+    run(scenario())
+
+
+# -- last writer wins -----------------------------------------------------------------------------
+
+def test_last_writer_wins_makes_every_write_an_assignment(make_store):
+    """With the flag, a write with a newer command applies whatever the key holds: an update of a
+    missing document creates it, a delete of a missing one succeeds (and leaves a tombstone), an
+    insert over a live document replaces it (in its place). Stale commands are still refused,
+    and an insert without a command over a live document is still a duplicate."""
+    async def scenario():
+        store, clock = await make_store(last_writer_wins=True), CommandClock()
+        c = [clock.next_id() for _ in range(8)]
+        assert await store.update("a", {"id": "a", "name": "made"}, c[1]) == {"id": "a", "name": "made"}
+        assert await store.get("a") == {"id": "a", "name": "made"}
+        await store.delete("ghost", c[2])  # nothing there: succeeds, and remembers the command
+        assert await stale(store.insert("ghost", {"id": "ghost"}, c[0])) == c[2]
+        await store.insert("b", {"id": "b"}, c[3])
+        await store.insert("a", {"id": "a", "name": "replaced"}, c[4])  # over a live document
+        assert await store.list(10) == [{"id": "a", "name": "replaced"}, {"id": "b"}]
+        assert await stale(store.insert("a", {"id": "a", "name": "older"}, c[0])) == c[4]
+        with pytest.raises(DuplicateKey):
+            await store.insert("b", {"id": "b"})  # no command: nothing says which is newer
+        assert await store.insert_many({"b": {"id": "b", "n": 2}, "c": {"id": "c"}}, c[5]) == 2
+        assert await store.get("b") == {"id": "b", "n": 2}
+        assert await store.delete_many(["b", "nobody"], c[6]) == 1
+        await store.delete("b", c[7])  # a tombstone already: fine
+        await store.delete("b")
+        assert [d["id"] for d in await store.list(10)] == ["a", "c"]
         await store.close()
 
     run(scenario())
