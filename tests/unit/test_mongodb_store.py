@@ -135,6 +135,54 @@ def test_a_write_the_key_changed_under_is_tried_again():
     run(scenario())
 
 
+def two_store_processes():
+    first = EmulatedCollection(interleave=True)
+    return MongoStore(first), MongoStore(EmulatedCollection(shared=first, interleave=True))
+
+
+def test_two_store_processes_apply_each_command_once_and_in_order():
+    async def scenario():
+        one, two = two_store_processes()
+        clock = CommandClock()
+        keys = [f"k{i}" for i in range(30)]
+        inserts = {key: clock.next_id() for key in keys}
+
+        async def answer(call):
+            try:
+                await call
+                return "ok"
+            except StaleCommand:
+                return "stale"
+            except DuplicateKey:
+                return "duplicate"
+
+        # the same insert delivered to both processes at once: applied by exactly one of them
+        for key in keys:
+            results = await asyncio.gather(answer(one.insert(key, {"id": key}, inserts[key])),
+                                           answer(two.insert(key, {"id": key}, inserts[key])))
+            assert sorted(results) == ["ok", "stale"], (key, results)
+        # an older and a newer update at once, in either order: the newer one's value stays
+        for i, key in enumerate(keys):
+            older, newer = clock.next_id(), clock.next_id()
+            calls = [one.update(key, {"v": "older"}, older), two.update(key, {"v": "newer"}, newer)]
+            await asyncio.gather(*(answer(call) for call in (calls if i % 2 else calls[::-1])))
+            assert (await one.get(key))["v"] == "newer"
+        # a delete and a re-delivered older insert at once: the key stays deleted
+        for key in keys:
+            delete = clock.next_id()
+            results = await asyncio.gather(answer(two.delete(key, delete)),
+                                           answer(one.insert(key, {"id": key}, inserts[key])))
+            assert results == ["ok", "stale"]
+            with pytest.raises(NotFound):
+                await one.get(key)
+        # new keys inserted through both processes at once, without commands: one of each wins
+        results = await asyncio.gather(*(answer(store.insert("new", {"id": "new", "by": n}))
+                                         for n, store in enumerate((one, two, one, two))))
+        assert sorted(results) == ["duplicate"] * 3 + ["ok"]
+
+    run(scenario())
+
+
 def test_fields_named_like_the_bookkeeping_are_plain_fields():
     async def scenario():
         store, clock = MongoStore(EmulatedCollection()), CommandClock()
