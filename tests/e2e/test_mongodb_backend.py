@@ -93,3 +93,14 @@ def test_two_store_processes_serve_one_collection(tmp_path):
         from pymongo import MongoClient
 
         MongoClient(MONGODB_URL).drop_database(database)
+
+
+def test_up_with_an_unreachable_mongodb_stops_with_the_stores_error(tmp_path):
+    file = prepare("contacts_fast.yaml", tmp_path, **mongodb_store())
+    (port,) = free_ports(1)
+    result = run_cli("up", str(file), env={
+        URL_VARIABLE: f"mongodb://127.0.0.1:{port}/?serverSelectionTimeoutMS=300", "CQRS_FLOW_SECRET": "e2e"})
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert "node 'store' (store) exited with status 1 before it was ready" in output
+    assert f"MongoDB could not be reached at mongodb://127.0.0.1:{port}/" in output
