@@ -11,11 +11,11 @@ from typing import Mapping
 
 from cqrs_flow.auth import ENV_SECRET
 from cqrs_flow.errors import NodeError
+from cqrs_flow.sources import read_source
 from cqrs_flow.topology.model import Topology
 
-__all__ = ["MAX_SECRET_BYTES", "read_secret", "secret_variables"]
+__all__ = ["read_secret", "secret_variables"]
 
-MAX_SECRET_BYTES = 4096
 MIN_SECRET_CHARS = 16
 
 
@@ -23,31 +23,11 @@ def read_secret(topology: Topology, env: Mapping[str, str] = os.environ) -> str 
     """The system secret, or None when neither $CQRS_FLOW_SECRET nor the topology names one."""
     if env.get(ENV_SECRET):
         return env[ENV_SECRET]
-    source = topology.secret
-    if source is None:
+    if topology.secret is None:
         return None
-    if source.env:
-        value = env.get(source.env, "").strip()
-        if not value:
-            raise NodeError(f"the topology reads the system secret from the environment variable "
-                            f"{source.env}, which is not set; set it (the same on every node), e.g. "
-                            f"export {source.env}=$(openssl rand -hex 32)")
-    else:
-        assert source.file is not None, "checked at load time: env or file"
-        path = topology.root / source.file
-        try:
-            with open(path, "rb") as handle:
-                raw = handle.read(MAX_SECRET_BYTES + 1)
-        except OSError as exc:
-            raise NodeError(f"cannot read the system secret from {source.file} (secret.file, relative to "
-                            f"{topology.source.name}): {exc.strerror or exc}; create it, e.g. "
-                            f"openssl rand -hex 32 > {source.file} && chmod 600 {source.file}") from None
-        if len(raw) > MAX_SECRET_BYTES:
-            raise NodeError(f"{source.file} (secret.file) is longer than {MAX_SECRET_BYTES} bytes; "
-                            "it should hold just the secret")
-        value = raw.decode("utf-8", "replace").strip()
+    value = read_source(topology.secret, topology.root, "secret", env)
     if len(value) < MIN_SECRET_CHARS:
-        raise NodeError(f"the system secret from {source} is shorter than {MIN_SECRET_CHARS} characters; "
+        raise NodeError(f"the system secret from {topology.secret} is shorter than {MIN_SECRET_CHARS} characters; "
                         "make a strong one, e.g. openssl rand -hex 32")
     return value
 

@@ -3,7 +3,9 @@
 Each RPC is bound to a store operation in the topology (see cqrs_flow.operations); an interceptor
 lets only the nodes wired to a service call it. The documents are in memory (stores/memory.py),
 or, with `data: <directory>`, also journaled on disk before a write is answered
-(stores/durable.py), so a restarted store has every write it acknowledged.
+(stores/durable.py), so a restarted store has every write it acknowledged; or, with
+`backend: mongodb`, in a MongoDB collection that several store processes may share
+(stores/mongodb.py; a MongoDB error answers UNAVAILABLE, and the writer tries again).
 
 Commands are applied once and in order per entity: the backend keeps each key's last command id
 (in the journal too), and a write whose command id is that one, or older (cqrs_flow.ordering),
@@ -22,12 +24,31 @@ from cqrs_flow.nodes.runtime import NodeService
 from cqrs_flow.operations import BoundOperation, InvalidRequest, Stale
 from cqrs_flow.plans import Report, store_plan
 from cqrs_flow.rpc import Handler, service_handler, start_server
+from cqrs_flow.sources import read_source
 from cqrs_flow.stores import (DocumentStore, DuplicateKey, DurableStore, InvalidDocument, MemoryStore,
                               NotFound, StoreError)
 from cqrs_flow.tls import server_credentials
-from cqrs_flow.topology.model import StoreNode, TlsServer
+from cqrs_flow.topology.model import StoreNode, TlsServer, Topology
 
-__all__ = ["StoreService"]
+__all__ = ["StoreService", "open_backend"]
+
+
+async def open_backend(topology: Topology, node: StoreNode) -> DocumentStore:
+    """The node's backend, opened; NodeError (the node exits non-zero, and `up` restarts it by
+    its restart policy) if it cannot be: a MongoDB not reachable, a data directory in use."""
+    try:
+        if node.backend == "mongodb" and node.mongodb is not None:
+            from cqrs_flow.stores.mongodb import MongoStore
+
+            url = read_source(node.mongodb.url, topology.root, f"nodes.{node.name}.mongodb.url")
+            return await MongoStore.open(url, node.mongodb.database, node.collection,
+                                         last_writer_wins=node.last_writer_wins)
+        if node.data is not None:
+            return await DurableStore.open(topology.root / node.data, node.collection,
+                                           last_writer_wins=node.last_writer_wins)
+        return MemoryStore(node.collection, node.last_writer_wins)
+    except StoreError as exc:
+        raise NodeError(f"store {node.name}: {exc}") from None
 
 
 def _tls_note(tls: TlsServer | None) -> str:
@@ -44,14 +65,7 @@ class StoreService(NodeService):
         plan = store_plan(self.topology, self.node, self.protos, report)
         if report.problems:
             raise TopologyError(report.problems, str(self.topology.source))
-        if self.node.data is None:
-            self.backend: DocumentStore = MemoryStore(self.node.collection, self.node.last_writer_wins)
-        else:
-            try:
-                self.backend = await DurableStore.open(self.topology.root / self.node.data, self.node.collection,
-                                                       last_writer_wins=self.node.last_writer_wins)
-            except StoreError as exc:
-                raise NodeError(str(exc)) from None
+        self.backend: DocumentStore = await open_backend(self.topology, self.node)
         self.spawn(self.backend.wait_failure(), "store backend")
         self.document_class = self.protos.message_class(self.node.document)
         self.entity = self.node.document.rpartition(".")[2].lower()
@@ -93,7 +107,7 @@ class StoreService(NodeService):
                 await context.abort(grpc.StatusCode.ALREADY_EXISTS, f"{self.entity} '{exc}' exists already")
             except (InvalidRequest, InvalidDocument) as exc:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-            except StoreError as exc:  # the backend cannot serve (its journal failed): try later
+            except StoreError as exc:  # the backend cannot serve (journal failed, MongoDB unreachable): try later
                 await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
 
         return handle

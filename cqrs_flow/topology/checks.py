@@ -43,10 +43,10 @@ def check_wiring(topology: Topology) -> list[Problem]:
     _check_commands(topology, report)
     _check_listeners(topology, report)
     _check_mqtt_clients(topology, report)
-    _check_secret(topology, report)
     _check_tls(topology, report)
     _check_files(topology, report)
     _check_data_directories(topology, report)
+    _check_store_backends(topology, report)
     cycle = find_cycle(topology)
     if cycle:
         report(("nodes", cycle[0]), "dependency cycle: " + " -> ".join(cycle))
@@ -182,18 +182,6 @@ def outside_project(relative: Path) -> str | None:
     return None
 
 
-def _check_secret(topology: Topology, report: _Reporter) -> None:
-    source = topology.secret
-    if source is None:
-        return
-    if bool(source.env) == bool(source.file):
-        report(("secret",), "give exactly one of 'env' (an environment variable's name) or 'file'")
-    if source.file is not None:
-        problem = outside_project(source.file)
-        if problem:
-            report(("secret", "file"), problem)
-
-
 def grpc_endpoints(topology: Topology) -> list[tuple[KeyPath, Address, TlsServer | None, list]]:
     """Every gRPC endpoint: (key path of its settings, listen address, TLS, nodes wired to call it)."""
     endpoints: list[tuple[KeyPath, Address, TlsServer | None, list]] = []
@@ -315,6 +303,24 @@ def _check_data_directories(topology: Topology, report: _Reporter) -> None:
             report(("nodes", node.name, "data"), f"directory '{data}' is the data directory of node "
                                                  f"'{owners[directory]}' too; give each node its own")
         owners.setdefault(directory, node.name)
+
+
+def _check_store_backends(topology: Topology, report: _Reporter) -> None:
+    """`backend: mongodb` comes with its `mongodb` settings, and only with them; `data` is the
+    embedded backend's journal, so the two exclude each other."""
+    for store in topology.nodes_of(StoreNode):
+        raw = _raw(topology, store.name)
+        path = ("nodes", store.name)
+        if store.backend == "mongodb":
+            if "mongodb" not in raw:
+                report(path + ("backend",), "backend: mongodb needs a 'mongodb' section saying where its "
+                                            "connection URL is read, e.g. mongodb: {url: {env: MONGODB_URL}}")
+            if store.data is not None:
+                report(path + ("data",), "'data' is the embedded backend's journal directory; with backend: "
+                                         "mongodb the documents are kept by MongoDB: remove 'data'")
+        elif "mongodb" in raw:
+            report(path + ("mongodb",), "the 'mongodb' settings are used only with backend: mongodb; "
+                                        "add backend: mongodb, or remove them")
 
 
 def _hint(word: str, choices: Iterable[str]) -> str:

@@ -161,6 +161,16 @@ _SCALARS: dict[str, Callable[[], Schema]] = {
     "broker_url": lambda: _pattern("_URL", (r"(\d+)", f"({_PORT})")),
     "endpoint": _endpoint,
     "origin": lambda: {"anyOf": [{"const": "*"}, _pattern("_ORIGIN")]},
+    # exactly one of env and file
+    "secret_source": lambda: {"anyOf": [
+        {"type": "object", "required": ["env"], "additionalProperties": False,
+         "properties": {"env": {**_pattern("_ENV_NAME"), "description": "environment variable's name"}},
+         "examples": [{"env": "MONGODB_URL"}]},
+        {"type": "object", "required": ["file"], "additionalProperties": False,
+         "properties": {"file": {"type": "string", "minLength": 1, "pattern": r"^(?!/)(?!(?:.*/)?\.\.(?:/|$))",
+                                 "description": "file, relative to the topology file"}},
+         "examples": [{"file": "secrets/mongodb-url"}]},
+    ]},
 }
 
 # Renders a parsed default back into the form a topology file would write it in.

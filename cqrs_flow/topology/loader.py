@@ -17,6 +17,7 @@ from cqrs_flow.topology.model import (
     MqttClient,
     MqttTls,
     Limits,
+    MongoSettings,
     Mutation,
     Node,
     PluginRef,
@@ -83,8 +84,7 @@ def _build(data: dict[str, Any], path: Path, located: LocatedData) -> Topology:
         nodes=frozen_map(nodes),
         command_id=data["command_id"],
         status=data.get("status_topic"),
-        secret=SecretSource(data["secret"].get("env"), _path(data["secret"].get("file")))
-        if data.get("secret") else None,
+        secret=_secret(data.get("secret")),
         plugin_path=tuple(Path(p) for p in data["plugin_path"] or ()),
         project=Path(data["root"] or "."),
         ready_timeout=data["ready_timeout"],
@@ -118,6 +118,18 @@ def _tls(raw: dict[str, Any] | None) -> TlsServer | None:
 def _client_tls(raw: dict[str, Any]) -> TlsClient | None:
     tls = raw.get("client_tls")
     return TlsClient(Path(tls["cert"]), Path(tls["key"])) if tls and tls.get("cert") and tls.get("key") else None
+
+
+def _secret(value: dict[str, str] | None) -> SecretSource | None:
+    if not value:
+        return None
+    return SecretSource(env=value.get("env"), file=Path(value["file"]) if value.get("file") else None)
+
+
+def _mongodb(raw: dict[str, Any] | None) -> MongoSettings | None:
+    if not raw or not raw.get("url"):
+        return None  # missing url: reported by the spec checker
+    return MongoSettings(url=_secret(raw["url"]) or SecretSource(), database=raw["database"])
 
 
 def _endpoint(value: tuple[str, str] | None) -> Endpoint:
@@ -157,6 +169,8 @@ def _kind_node(name: str, kind: str | None, raw: dict[str, Any]) -> Node:
             list_limit=raw["list_limit"],
             data=Path(raw["data"]) if raw.get("data") else None,
             last_writer_wins=raw["last_writer_wins"],
+            backend=raw["backend"],
+            mongodb=_mongodb(raw.get("mongodb")),
             write=_service(raw.get("write")),
             read=_service(raw.get("read")),
         )

@@ -26,6 +26,7 @@ __all__ = [
     "SecretSource",
     "TlsClient",
     "TlsServer",
+    "MongoSettings",
     "BrokerNode",
     "MqttClient",
     "MqttTls",
@@ -145,6 +146,26 @@ class PluginRef:
 
 
 @dataclass(frozen=True)
+class SecretSource:
+    """Where a secret (a password, a connection URL) is read: an environment variable or a file
+    (relative to the topology file). The topology never holds the secret itself."""
+
+    env: str | None = None
+    file: Path | None = None
+
+    def __str__(self) -> str:
+        return f"environment variable {self.env}" if self.env else f"file {self.file}"
+
+
+@dataclass(frozen=True)
+class MongoSettings:
+    """A store's MongoDB backend: where its connection URL is read, and the database to use."""
+
+    url: SecretSource
+    database: str = "cqrs_flow"
+
+
+@dataclass(frozen=True)
 class Node:
     """Base of every node kind. `dependencies` are the names of the nodes it needs running."""
 
@@ -235,6 +256,8 @@ class StoreNode(Node):
     list_limit: int = 1000
     data: Path | None = None  # directory of the durable store, relative to the topology file
     last_writer_wins: bool = False
+    backend: str = "embedded"  # or "mongodb"
+    mongodb: MongoSettings | None = None  # with backend "mongodb"
     write: Service = Service("", Address("127.0.0.1", 50051))
     read: Service = Service("", Address("127.0.0.1", 50052))
 
@@ -334,18 +357,6 @@ class GatewayNode(Node):
     @property
     def url(self) -> str:
         return f"http://{self.listen.target}/graphql"
-
-
-@dataclass(frozen=True)
-class SecretSource:
-    """Where the system secret is read: an environment variable or a file (relative to the
-    topology). The topology never holds the secret itself."""
-
-    env: str | None = None
-    file: Path | None = None
-
-    def __str__(self) -> str:
-        return f"environment variable {self.env}" if self.env else f"file {self.file}"
 
 
 @dataclass(frozen=True)

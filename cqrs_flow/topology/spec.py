@@ -152,6 +152,37 @@ def broker_url(value: Any) -> str:
     return value
 
 
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def secret_source(value: Any) -> dict[str, str]:
+    """{env: NAME} or {file: path}: where a secret is read. The secret itself is refused, and
+    never echoed back in the error (it would land in logs)."""
+    if not isinstance(value, dict):
+        what = "a value written in clear" if isinstance(value, str) else f"a {type(value).__name__}"
+        raise Invalid(f"expected {{env: NAME}} or {{file: path}}, got {what}. A secret (a connection URL "
+                      "may hold a password) is never written in the topology, which is read by anyone "
+                      "who can read the project: put it in an environment variable and write "
+                      "{env: MONGODB_URL}, or in a file (chmod 600, outside version control) and "
+                      "write {file: secrets/mongodb-url}")
+    unknown = [str(k) for k in value if k not in ("env", "file")]
+    if unknown or len(value) != 1:
+        hint = _did_you_mean(unknown[0], ("env", "file")) if unknown else ""
+        raise Invalid(f"expected exactly one of 'env' or 'file', got keys "
+                      f"{', '.join(map(str, value)) or 'none'}{hint}")
+    ((kind, where),) = value.items()
+    if kind == "env" and not (isinstance(where, str) and _ENV_NAME.fullmatch(where)):
+        raise Invalid(f"env: expected the name of an environment variable such as MONGODB_URL, "
+                      f"got {_show(where) if not isinstance(where, str) else 'a string that is not one'}")
+    if kind == "file":
+        if not isinstance(where, str) or not where:
+            raise Invalid(f"file: expected a path relative to the topology file, got {_show(where)}")
+        if where.startswith("/") or ".." in where.replace("\\", "/").split("/"):
+            raise Invalid(f"file: '{where}' must be relative to the topology file and inside its "
+                          "directory (so a topology cannot point a node at any file it likes)")
+    return {kind: where}
+
+
 def endpoint(value: Any) -> tuple[str, str]:
     """'store.write' -> ('store', 'write')."""
     if isinstance(value, str) and value.count(".") == 1:
@@ -313,6 +344,13 @@ BROKER = Section({
                          "secret (`cqrs-flow mqtt-password`). Nodes log in as their own name"),
 })
 
+MONGODB = Section({
+    "url": Field(secret_source, required=True,
+                 doc="where the connection URL (mongodb:// or mongodb+srv://) is read: {env: NAME} or "
+                     "{file: path}; never the URL itself, which may hold a password"),
+    "database": Field(name, default="cqrs_flow", doc="database holding the store's collection"),
+})
+
 STORE = Section({
     "kind": Field(string, required=True),
     **RESTART,
@@ -332,6 +370,11 @@ STORE = Section({
                                   "insert over a live one replaces it. Needed by writer replicas, which "
                                   "apply one entity's commands side by side. Default: updates and deletes "
                                   "of missing documents are refused (NOT_FOUND), inserts of taken keys too"),
+    "backend": Field(one_of("embedded", "mongodb"), default="embedded",
+                     doc="where the documents are: embedded (in the store's process, journaled in "
+                         "'data' if given) or mongodb (a MongoDB deployment, see 'mongodb'; several "
+                         "store processes may share it)"),
+    "mongodb": Field(MONGODB, doc="the MongoDB backend's settings (with backend: mongodb)"),
     "write": Field(SERVICE, required=True, doc="the write service"),
     "read": Field(SERVICE, required=True, doc="the read service"),
 })
@@ -423,12 +466,6 @@ GATEWAY = Section({
     "plugins": PLUGINS,
 })
 
-SECRET = Section({
-    "env": Field(string, doc="name of the environment variable holding the secret"),
-    "file": Field(string, doc="file holding the secret, relative to this file and inside its directory "
-                              "(keep it out of version control, readable by its owner only)"),
-})
-
 NODE_KINDS = {"broker": BROKER, "store": STORE, "reader": READER, "writer": WRITER, "gateway": GATEWAY}
 
 TOPOLOGY = Section({
@@ -444,7 +481,7 @@ TOPOLOGY = Section({
                             "message has such a field (the store then applies each id once)"),
     "status_topic": Field(topic, doc="topic writers report applied and failed commands on, for the "
                                      "gateways (default: <name>/status)"),
-    "secret": Field(SECRET, doc="where the system secret that every node credential (gRPC tokens, MQTT "
+    "secret": Field(secret_source, doc="where the system secret that every node credential (gRPC tokens, MQTT "
                                 "passwords) derives from is read: {env: NAME} or {file: path}, never the "
                                 "secret itself. Default: $CQRS_FLOW_SECRET, else `up` makes a new one per run. "
                                 "$CQRS_FLOW_SECRET, when set, wins"),

@@ -105,7 +105,7 @@ def test_a_secret_file_is_read_relative_to_the_topology(make_project):
 
     path = make_project(yaml=[("proto:", "secret: {file: keys/secret}\nproto:")])
     topology = load_topology(path)
-    with pytest.raises(NodeError, match="cannot read the system secret from keys/secret"):
+    with pytest.raises(NodeError, match="cannot read secret from the file keys/secret"):
         read_secret(topology, {})
     (path.parent / "keys").mkdir()
     (path.parent / "keys" / "secret").write_text(SECRET + "\n")
@@ -114,10 +114,11 @@ def test_a_secret_file_is_read_relative_to_the_topology(make_project):
 
 
 @pytest.mark.parametrize("source, message", [
-    ("{file: ../secret}", "secret.file: '../secret' leaves the topology's directory"),
-    ("{file: /etc/secret}", "secret.file: '/etc/secret' is an absolute path"),
-    ("{env: A, file: b}", "secret: give exactly one of 'env'"),
-    ("{}", "secret: give exactly one of 'env'"),
+    ("{file: ../secret}", "secret: file: '../secret' must be relative to the topology file and inside"),
+    ("{file: /etc/secret}", "secret: file: '/etc/secret' must be relative to the topology file and inside"),
+    ("{env: A, file: b}", "secret: expected exactly one of 'env' or 'file', got keys env, file"),
+    ("{}", "secret: expected exactly one of 'env' or 'file', got keys none"),
+    ("s3cr3t-in-clear", "secret: expected {env: NAME} or {file: path}, got a value written in clear"),
 ])
 def test_secret_sources_that_are_refused(edit, problems_of, source, message):
     problems = problems_of(edit(("proto:", f"secret: {source}\nproto:")))

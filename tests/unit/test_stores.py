@@ -1,5 +1,4 @@
-"""The store backends: the flat in-memory store (same answers as mongomock's own calls, no scans)
-and the durable store (journal replayed after a crash, torn tails, compaction, fsync before
+"""The embedded backend's own properties: the flat in-memory store (no scans) and the durable store (journal replayed after a crash, torn tails, compaction, fsync before
 the answer, group commit)."""
 
 from __future__ import annotations
@@ -29,112 +28,6 @@ def run(coroutine):
     return asyncio.run(coroutine)
 
 
-class ReferenceStore:
-    """The store as it was before the index: every operation through mongomock's public calls."""
-
-    def __init__(self) -> None:
-        self.c = mongomock.MongoClient().db.reference
-
-    async def insert(self, key, document):
-        try:
-            self.c.insert_one({**document, "_id": key})
-        except mongomock.DuplicateKeyError:
-            raise DuplicateKey(key) from None
-
-    async def update(self, key, fields):
-        found = self.c.find_one_and_update({"_id": key}, {"$set": fields}, return_document=True)
-        if found is None:
-            raise NotFound(key)
-        found.pop("_id")
-        return found
-
-    async def delete(self, key):
-        if self.c.delete_one({"_id": key}).deleted_count == 0:
-            raise NotFound(key)
-
-    async def insert_many(self, documents):
-        taken = [d["_id"] for d in self.c.find({"_id": {"$in": list(documents)}}, {"_id": 1})]
-        if taken:
-            raise DuplicateKey(", ".join(taken))
-        if documents:
-            self.c.insert_many([{**doc, "_id": key} for key, doc in documents.items()])
-        return len(documents)
-
-    async def delete_many(self, keys):
-        return self.c.delete_many({"_id": {"$in": list(keys)}}).deleted_count
-
-    async def get(self, key):
-        found = self.c.find_one({"_id": key})
-        if found is None:
-            raise NotFound(key)
-        found.pop("_id")
-        return found
-
-    async def list(self, count):
-        return [{k: v for k, v in d.items() if k != "_id"} for d in self.c.find().limit(count)] if count > 0 else []
-
-
-async def outcome(call):
-    try:
-        return ("ok", await call)
-    except (NotFound, DuplicateKey) as exc:
-        # insert_many names the taken keys in the order of the request (mongomock: of the collection)
-        return (type(exc).__name__, sorted(str(exc).split(", ")))
-
-
-def random_operation(rng: random.Random, step: int):
-    key = lambda: f"k{rng.randrange(12)}"  # noqa: E731 - few keys, so that they collide
-    doc = lambda k: {"id": k, "name": f"n{step}", "tags": [step, {"deep": step}], "address": {"city": "Oslo"}}  # noqa: E731
-    op = rng.choice(["insert", "insert", "update", "delete", "insert_many", "delete_many", "get", "list"])
-    if op == "insert":
-        k = key()
-        return op, (k, doc(k))
-    if op == "update":
-        return op, (key(), {"name": f"u{step}", "address": {"city": f"c{step}"}})
-    if op in ("delete", "get"):
-        return op, (key(),)
-    if op == "insert_many":
-        keys = list(dict.fromkeys(key() for _ in range(rng.randrange(4))))
-        return op, ({k: doc(k) for k in keys},)
-    if op == "delete_many":
-        return op, ([key() for _ in range(rng.randrange(4))],)
-    return op, (rng.randrange(-1, 15),)
-
-
-@pytest.fixture(params=["memory", "durable"])
-def make_store(request, tmp_path):
-    """An async factory of the backend under test; durable ones are closed at the end."""
-    opened = []
-
-    async def make():
-        if request.param == "memory":
-            return MemoryStore("contacts")
-        store = await DurableStore.open(tmp_path / f"data{len(opened)}", "contacts", compact_min_records=20)
-        opened.append(store)
-        return store
-
-    yield make
-
-
-# -- the same answers as before ---------------------------------------------------------------
-
-@pytest.mark.parametrize("seed", range(4))
-def test_every_operation_answers_as_mongomock_did(make_store, seed):
-    async def scenario():
-        store, reference, rng = await make_store(), ReferenceStore(), random.Random(seed)
-        for step in range(300):
-            op, args = random_operation(rng, step)
-            mine = await outcome(getattr(store, op)(*args))
-            theirs = await outcome(getattr(reference, op)(*args))
-            assert mine == theirs, (step, op, args)
-            assert await store.list(100) == await reference.list(100), (step, op, args)
-        # mongomock's collection holds what the store serves, in the same order
-        assert list(store.collection.find()) == list(reference.c.find())
-        await store.close()
-
-    run(scenario())
-
-
 def test_keyed_operations_and_list_never_scan_the_collection(monkeypatch):
     store = MemoryStore("contacts")
     assert store._mirror is not None, "this mongomock's internals changed: writes would scan"
@@ -154,54 +47,6 @@ def test_keyed_operations_and_list_never_scan_the_collection(monkeypatch):
         assert [d["id"] for d in await store.list(10)] == ["a"]
         with pytest.raises(DuplicateKey):
             await store.insert("a", {"id": "a"})
-
-    run(scenario())
-
-
-def test_list_is_oldest_first_and_an_update_keeps_the_place(make_store):
-    async def scenario():
-        store = await make_store()
-        for key in "abcd":
-            await store.insert(key, {"id": key})
-        await store.update("b", {"name": "changed"})
-        await store.delete("a")
-        await store.insert("a", {"id": "a"})
-        assert [d["id"] for d in await store.list(10)] == ["b", "c", "d", "a"]
-        assert [d["id"] for d in await store.list(2)] == ["b", "c"]
-        assert await store.list(0) == []
-        await store.close()
-
-    run(scenario())
-
-
-def test_documents_go_in_and_out_as_copies(make_store):
-    async def scenario():
-        store = await make_store()
-        given = {"id": "a", "address": {"city": "Oslo"}, "tags": ["x"]}
-        await store.insert("a", given)
-        given["address"]["city"] = "changed by the caller"
-        given["tags"].append("y")
-        got = await store.get("a")
-        assert got == {"id": "a", "address": {"city": "Oslo"}, "tags": ["x"]}
-        got["address"]["city"] = "changed again"
-        (await store.list(1))[0]["tags"].append("z")
-        updated = await store.update("a", {"name": "Ann"})
-        updated["address"]["city"] = "and again"
-        assert await store.get("a") == {"id": "a", "address": {"city": "Oslo"}, "tags": ["x"], "name": "Ann"}
-        await store.close()
-
-    run(scenario())
-
-
-def test_insert_many_stores_none_when_a_key_is_taken(make_store):
-    async def scenario():
-        store = await make_store()
-        await store.insert("b", {"id": "b"})
-        with pytest.raises(DuplicateKey, match="b"):
-            await store.insert_many({"a": {"id": "a"}, "b": {"id": "b"}})
-        assert [d["id"] for d in await store.list(10)] == ["b"]
-        assert await store.delete_many(["b", "b", "nobody"]) == 1
-        await store.close()
 
     run(scenario())
 

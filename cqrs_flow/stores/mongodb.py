@@ -1,0 +1,490 @@
+"""The MongoDB backend: documents in a MongoDB collection, shared by any number of store processes.
+
+A store node with `backend: mongodb` uses it (pymongo's asyncio client; install the `mongodb`
+extra). It answers exactly as the embedded backend does (tests/unit/test_store_contract.py runs
+the same suite over both); what differs is that the data lives in MongoDB, so several store
+processes may serve one collection, and every check is made by MongoDB in the write itself.
+
+Layout
+------
+One MongoDB document per key, whether the key holds a document or only a tombstone:
+
+    {_id: <key>, d: {<the document's fields>}, _seq: <insertion order>, _cmd: <last command id>}
+
+- `d` holds the document (its fields under a name of their own, so no field of a document can
+  collide with the bookkeeping beside it, and a delete can drop them all with one `$unset`).
+- `_seq` marks a live document and orders `list`: set on insert, kept by updates, removed with
+  `d` by a delete. It is a UUIDv7 from the store process's own CommandClock: ids from one process
+  strictly increase, and ids from several processes interleave by their clocks (milliseconds,
+  then random bits), which lists documents inserted through several store processes roughly in
+  the order they were inserted. No server-side counter is needed (a counter document would be a
+  hot spot every insert writes to), nor the server's clock (`$currentDate` is per operation).
+  A partial index on `_seq` over live documents only makes `list(count)` read `count` entries,
+  however many tombstones there are; every keyed operation goes by `_id`.
+- `_cmd` is the id of the last command written to the key (see DocumentStore). A delete keeps
+  it, so a deleted key stays behind as a tombstone `{_id, _cmd}` that get and list ignore. A key
+  written without commands has no `_cmd`; deleting it removes its document altogether.
+
+The command rule as a filter
+----------------------------
+A write carrying command C may be made only if `supersedes(C, last)` (cqrs_flow.ordering):
+always when the key has no last command, never when the last one is C itself, and, when both
+are UUIDv7 ids, only if C is the newer. Canonical UUIDv7 text sorts as the ids do, and MongoDB
+compares strings byte by byte under the simple collation, so `_cmd < C` is that comparison. (A
+collection created with another default collation would compare ids, and match keys, by its
+locale's rules; the store refuses to open one.) `applicable(C)` is the filter:
+
+    C ordered:     {$or: [{_cmd: {$lt: C}}, {_cmd: {$not: /<UUIDv7>/}}]}
+                   (`$not` also matches a key without `_cmd`, and one whose last id has no order)
+    C not ordered: {_cmd: {$ne: C}}   (matches a missing `_cmd` too)
+
+Each write is ONE conditional operation by `_id`, its filter = "the key is in the state this
+write needs" AND applicable(C), so the check and the write are one atomic step in MongoDB,
+whatever other store processes do at the same time:
+
+    insert     find_one_and_update({_id: k, _seq: {$exists: false}, applicable(C)},
+                                   {$set: {d: doc, _seq: s, _cmd: C}}, upsert=True)
+               matches a tombstone C may overwrite, or nothing (then the upsert inserts);
+               a live document or a stale C makes the upsert collide on _id: DuplicateKeyError.
+               (It returns the tombstone it replaced, which insert_many needs to undo it.)
+    update     find_one_and_update({_id: k, _seq: {$exists: true}, applicable(C)},
+                                   {$set: {d.<field>: value, ..., _cmd: C}}) -> the new document
+    delete     update_one({_id: k, _seq: {$exists: true}, applicable(C)},
+                          {$unset: {d, _seq}, $set: {_cmd: C}})
+    (no C)     delete_one({_id: k, _seq: {$exists: true}, _cmd: {$exists: false}}) (nothing to
+               remember), else the update above, which keeps the key's `_cmd`
+    bulk       the single-key operation for each key, run concurrently; delete_many's per key is
+               an upsert ({_id: k, applicable(C)}, unset d and _seq, set _cmd), which leaves a
+               tombstone for a key that had nothing, as the interface asks
+
+When the operation matches nothing (or its upsert collides), one read of the key's `_cmd` and
+liveness tells why, by the same rule as the embedded backend (`verdict`): StaleCommand, NotFound
+or DuplicateKey; or, if the key changed between the write and the read so that the write would
+now apply, the write is tried again (a few times, then StoreError: UNAVAILABLE, and the writer
+tries later). That read only explains a refusal; it never decides a write.
+
+insert_many stores none when a key is taken: one read of all its keys first (taken ones are
+refused before anything is written); a key taken by another store process between that read
+and the writes makes the writes already made be undone, each conditionally on still being this
+call's own (`_seq`), before DuplicateKey is raised. Without a multi-document transaction,
+readers may glimpse those documents for that moment; commands on them are unaffected.
+
+last_writer_wins=True makes every write made by a command a versioned assignment (the default,
+False, keeps the rules above), as in MemoryStore: an update of a missing document creates it, a
+delete of a missing one succeeds (leaving a tombstone with the command), and an insert over a
+live document replaces it when its command supersedes the last one (it keeps its place in
+`list`, as an update does). Writes without a command keep the rules above: nothing says which
+is newer.
+
+Errors: a document MongoDB refuses (too large, a field name it cannot store, an integer beyond
+64 bits) is InvalidDocument; anything else from the driver (no server reachable, a failover in
+progress, a write concern not met) is StoreError, which the store node answers UNAVAILABLE so
+that writers retry; a retried command is then recognised by its id. What correctness needs from
+the deployment (a replica set, w=majority, journaling, majority reads) is in the README.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+from cqrs_flow.ordering import CommandClock, is_ordered, supersedes
+from cqrs_flow.stores.base import (Document, DocumentStore, DuplicateKey, InvalidDocument, NotFound,
+                                   StaleCommand, StoreError)
+
+__all__ = ["KeyState", "MongoStore", "applicable", "check_collation", "delete_op", "insert_op", "redact",
+           "update_op", "verdict"]
+
+log = logging.getLogger("cqrs_flow.store")
+
+# A canonical UUIDv7, as cqrs_flow.ordering.is_ordered reads it. `(?![\s\S])` ends the match at
+# the end of the string, in Python's re and in MongoDB's PCRE alike (`$` would also match before
+# a final newline in both).
+ORDERED_ID = r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}(?![\s\S])"
+LIVE = {"_seq": {"$exists": True}}
+GONE = {"_seq": {"$exists": False}}  # a tombstone, or no MongoDB document at all
+SEQ_INDEX = "live_by_seq"
+REPLACED = object()  # what _insert returns for a live document it replaced
+RETRIES = 5  # writes tried again when the key changed under them, before giving up
+SERVER_SELECTION_MS = 5000  # how long an operation waits for a usable server, unless the URL says
+
+# Write errors about the operation's moment, not its document: try again later.
+_TRANSIENT_CODES = frozenset({50, 91, 112, 189, 262, 10107, 11600, 11602, 13435, 13436})
+
+
+# -- the operations as MongoDB documents (pure functions) --------------------------------------
+
+def applicable(command: str | None) -> dict[str, Any]:
+    """The filter matching a key whose last command `command` supersedes (all keys without one)."""
+    if not command:
+        return {}
+    if is_ordered(command):
+        return {"$or": [{"_cmd": {"$lt": command}}, {"_cmd": {"$not": re.compile(ORDERED_ID)}}]}
+    return {"_cmd": {"$ne": command}}
+
+
+def _where(key: str, state: dict[str, Any], command: str | None) -> dict[str, Any]:
+    return {"_id": key, **state, **applicable(command)}
+
+
+def insert_op(key: str, document: Document, seq: str, command: str | None,
+              live: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(filter, update) of an insert: upserted over nothing or a tombstone; `live=True` is the
+    last-writer-wins replacement of a live document (which keeps its `_seq`)."""
+    fields = {k: v for k, v in document.items() if k != "_id"}
+    if live:
+        return _where(key, LIVE, command), {"$set": {"d": fields, **_stamp(command)}}
+    return _where(key, GONE, command), {"$set": {"d": fields, "_seq": seq, **_stamp(command)}}
+
+
+def update_op(key: str, fields: Document, command: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(filter, update) setting `fields` on a live document."""
+    sets = {f"d.{name}": value for name, value in fields.items() if name != "_id"}
+    return _where(key, LIVE, command), {"$set": {**sets, **_stamp(command)}}
+
+
+def delete_op(key: str, command: str | None, anything: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(filter, update) turning a live document into a tombstone; `anything=True` matches the
+    key whatever its state (for an upsert that leaves a tombstone where there was nothing)."""
+    update: dict[str, Any] = {"$unset": {"d": "", "_seq": ""}}
+    if command:
+        update["$set"] = {"_cmd": command}
+    return _where(key, {} if anything else LIVE, command), update
+
+
+def _stamp(command: str | None) -> dict[str, str]:
+    return {"_cmd": command} if command else {}
+
+
+@dataclass(frozen=True)
+class KeyState:
+    """What one read says about a key: a live document or not, and its last command."""
+
+    live: bool
+    last: str | None
+
+    @classmethod
+    def of(cls, found: dict[str, Any] | None) -> "KeyState":
+        if found is None:
+            return cls(False, None)
+        return cls("_seq" in found, found.get("_cmd"))
+
+
+def verdict(op: str, state: KeyState, command: str | None, last_writer_wins: bool = False) -> str:
+    """What the embedded backend does with `op` on a key in `state`: "stale", "not found",
+    "duplicate" or "apply" (the rule of MemoryStore, written once more as data)."""
+    if command and not supersedes(command, state.last):
+        return "stale"
+    if op == "insert" and state.live and not (last_writer_wins and command):
+        return "duplicate"
+    if op in ("update", "delete") and not state.live and not (last_writer_wins and command):
+        return "not found"
+    return "apply"
+
+
+def redact(url: str) -> str:
+    """The URL without its user and password, for messages."""
+    return re.sub(r"^([a-z+]+://)[^@/]*@", r"\1***@", url)
+
+
+def check_collation(info: dict[str, Any] | None, name: str) -> None:
+    """StoreError if the collection (its listCollections entry) has a collation other than simple."""
+    collation = ((info or {}).get("options") or {}).get("collation")
+    if collation and collation.get("locale") != "simple":
+        raise StoreError(f"the collection {name} has the default collation {collation.get('locale')!r}: "
+                         "the store needs the simple (binary) one, under which keys match exactly and "
+                         "command ids compare byte by byte; give the store another collection "
+                         "(its 'collection' key), or recreate this one without a collation")
+
+
+# -- errors ----------------------------------------------------------------------------------
+
+@contextmanager
+def driver_errors(what: str) -> Iterator[None]:
+    """The driver's exceptions as the interface's: InvalidDocument or StoreError."""
+    from bson.errors import BSONError
+    from pymongo.errors import DocumentTooLarge, PyMongoError, WriteError
+
+    try:
+        yield
+    except (BSONError, OverflowError, DocumentTooLarge) as exc:  # raised before anything is sent
+        raise InvalidDocument(f"MongoDB cannot store the document: {exc}") from None
+    except WriteError as exc:
+        if exc.code in _TRANSIENT_CODES:
+            raise StoreError(f"MongoDB could not {what} now (code {exc.code}): {_first_line(exc)}") from None
+        raise InvalidDocument(f"MongoDB refused to {what} (code {exc.code}): {_first_line(exc)}") from None
+    except PyMongoError as exc:
+        raise StoreError(f"MongoDB could not {what}: {type(exc).__name__}: {_first_line(exc)}") from None
+
+
+def _first_line(exc: Exception) -> str:
+    details = getattr(exc, "details", None)
+    message = details.get("errmsg") if isinstance(details, dict) and details.get("errmsg") else str(exc)
+    message = message.split(", Topology Description:")[0]  # server selection: the rest is internals
+    return message.splitlines()[0][:300] if message else type(exc).__name__
+
+
+# -- the backend -------------------------------------------------------------------------------
+
+class MongoStore(DocumentStore):
+    """Documents in a MongoDB collection (see the module docstring for the layout and the rules).
+
+    Open it with `await MongoStore.open(url, database, collection)`; tests may hand the
+    constructor any object with pymongo's AsyncCollection calls used here.
+    """
+
+    def __init__(self, collection: Any, *, last_writer_wins: bool = False, client: Any = None,
+                 clock: CommandClock | None = None) -> None:
+        from pymongo import ReturnDocument
+
+        self.collection = collection
+        self.last_writer_wins = last_writer_wins
+        self._client = client
+        self._clock = clock or CommandClock()
+        self._after = ReturnDocument.AFTER
+        self._before = ReturnDocument.BEFORE
+
+    @classmethod
+    async def open(cls, url: str, database: str, collection: str, *, last_writer_wins: bool = False,
+                   server_selection_ms: int = SERVER_SELECTION_MS) -> "MongoStore":
+        """Connect, check that a server answers, and make the index `list` needs; StoreError
+        (with the URL's password left out) if MongoDB cannot be reached or used."""
+        try:
+            from pymongo import AsyncMongoClient
+        except ImportError:
+            raise StoreError("backend: mongodb needs the pymongo package: pip install 'cqrs-flow[mongodb]'") from None
+        from pymongo.errors import ConfigurationError, InvalidURI
+
+        where = redact(url)
+        # Keyword options would win over the URL's: pass only those the URL leaves out.
+        options = {} if "serverselectiontimeoutms" in url.lower() else {
+            "serverSelectionTimeoutMS": server_selection_ms}
+        if "appname" not in url.lower():
+            options["appname"] = "cqrs-flow store"
+        try:
+            client = AsyncMongoClient(url, **options)
+        except (ConfigurationError, InvalidURI, ValueError, TypeError) as exc:
+            raise StoreError(f"the MongoDB connection URL ({where}) is not one pymongo accepts: "
+                             f"{exc}; expected mongodb://host:port/ or mongodb+srv://host/, "
+                             f"options after '?'") from None
+        if not client.write_concern.acknowledged:
+            await client.close()
+            raise StoreError(f"the MongoDB URL ({where}) asks for unacknowledged writes (w=0): a "
+                             "conditional write could not tell whether it applied; remove w=0 "
+                             "(w=majority is the setting to use)")
+        store = cls(client[database][collection], last_writer_wins=last_writer_wins, client=client)
+        try:
+            try:
+                with driver_errors(f"be reached at {where}"):
+                    await client[database].command("ping")
+            except StoreError as exc:
+                raise StoreError(f"{exc}; check that MongoDB runs there and that the URL is right") from None
+            with driver_errors(f"list the collections of {database}"):
+                found = [info async for info in await client[database].list_collections(
+                    filter={"name": collection})]
+            check_collation(found[0] if found else None, f"{database}.{collection}")
+            with driver_errors(f"make the index of {database}.{collection}"):
+                await store.collection.create_index(
+                    [("_seq", 1)], name=SEQ_INDEX, partialFilterExpression=LIVE)
+        except StoreError:
+            await client.close()
+            raise
+        log.info("MongoDB at %s: collection %s.%s (write concern %s, read concern %s)", where, database,
+                 collection, client.write_concern.document or "server default",
+                 client.read_concern.level or "server default")
+        return store
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+
+    # -- reads -----------------------------------------------------------------------------------
+
+    async def get(self, key: str) -> Document:
+        with driver_errors(f"read {key!r}"):
+            found = await self.collection.find_one({"_id": key, **LIVE}, {"d": 1})
+        if found is None:
+            raise NotFound(key)
+        return found.get("d", {})
+
+    async def list(self, count: int) -> list[Document]:
+        if count <= 0:
+            return []  # a limit of 0 would mean no limit to MongoDB
+        with driver_errors("list documents"):
+            cursor = self.collection.find(LIVE, {"d": 1}).sort("_seq", 1).limit(count)
+            return [found.get("d", {}) async for found in cursor]
+
+    async def _state(self, key: str) -> KeyState:
+        return KeyState.of(await self.collection.find_one({"_id": key}, {"_cmd": 1, "_seq": 1}))
+
+    # -- single-key writes -----------------------------------------------------------------------
+
+    async def insert(self, key: str, document: Document, command: str | None = None) -> None:
+        with driver_errors(f"insert {key!r}"):
+            await self._insert(key, document, command, self._clock.next_id())
+
+    async def _insert(self, key: str, document: Document, command: str | None, seq: str) -> Any:
+        """Insert, or raise. What undoing it needs: the last command of the tombstone it
+        replaced (None: there was nothing), or REPLACED (a live document, last writer wins)."""
+        for _ in range(RETRIES):
+            made, before = await self._insert_new(key, document, command, seq)
+            if made:
+                return before
+            if self.last_writer_wins and command:  # a live document a newer command replaces
+                where, update = insert_op(key, document, seq, command, live=True)
+                if (await self.collection.update_one(where, update)).matched_count:
+                    return REPLACED
+            self._refuse("insert", key, await self._state(key), command)
+        raise self._busy(key)
+
+    async def _insert_new(self, key: str, document: Document, command: str | None,
+                          seq: str) -> tuple[bool, str | None]:
+        """The one conditional upsert of an insert: (made, the replaced tombstone's command);
+        (False, None) if the key holds a live document or a command `command` does not supersede."""
+        from pymongo.errors import DuplicateKeyError
+
+        where, update = insert_op(key, document, seq, command)
+        try:
+            before = await self.collection.find_one_and_update(
+                where, update, upsert=True, projection={"_cmd": 1}, return_document=self._before)
+        except DuplicateKeyError:
+            return False, None
+        return True, before.get("_cmd") if before else None
+
+    async def update(self, key: str, fields: Document, command: str | None = None) -> Document:
+        if not command and not any(name != "_id" for name in fields):
+            return await self.get(key)  # nothing to set (MongoDB refuses an empty $set)
+        with driver_errors(f"update {key!r}"):
+            for _ in range(RETRIES):
+                where, update = update_op(key, fields, command)
+                found = await self.collection.find_one_and_update(
+                    where, update, projection={"d": 1}, return_document=self._after)
+                if found is not None:
+                    return found.get("d", {})
+                if self.last_writer_wins and command:  # no live document: this update makes one
+                    made, _ = await self._insert_new(key, fields, command, self._clock.next_id())
+                    if made:
+                        return {k: v for k, v in fields.items() if k != "_id"}
+                self._refuse("update", key, await self._state(key), command)
+            raise self._busy(key)
+
+    async def delete(self, key: str, command: str | None = None) -> None:
+        with driver_errors(f"delete {key!r}"):
+            if not await self._delete(key, command) and not (self.last_writer_wins and command):
+                raise NotFound(key)
+
+    async def _delete(self, key: str, command: str | None) -> bool:
+        """Delete one key; whether a live document was removed. StaleCommand, or NotFound unless
+        last_writer_wins (then a tombstone is left for the command)."""
+        from pymongo.errors import DuplicateKeyError
+
+        for _ in range(RETRIES):
+            if not command:
+                # Nothing to remember: a key never written by a command goes altogether.
+                gone = await self.collection.delete_one({"_id": key, **LIVE, "_cmd": {"$exists": False}})
+                if gone.deleted_count:
+                    return True
+            where, update = delete_op(key, command)
+            if (await self.collection.update_one(where, update)).matched_count:
+                return True
+            if not command:
+                self._refuse("delete", key, await self._state(key), command)
+                continue
+            if self.last_writer_wins:  # a tombstone for the command, wherever the key stands
+                where, update = delete_op(key, command, anything=True)
+                try:
+                    before = await self.collection.find_one_and_update(
+                        where, update, upsert=True, projection={"_seq": 1}, return_document=self._before)
+                    return before is not None and "_seq" in before
+                except DuplicateKeyError:
+                    pass
+            self._refuse("delete", key, await self._state(key), command)
+        raise self._busy(key)
+
+    def _refuse(self, op: str, key: str, state: KeyState, command: str | None) -> None:
+        """Raise what the refused write means, or return if it applies now (to try it again)."""
+        outcome = verdict(op, state, command, self.last_writer_wins)
+        if outcome == "stale":
+            raise StaleCommand(key, state.last or "")
+        if outcome == "duplicate":
+            raise DuplicateKey(key)
+        if outcome == "not found":
+            raise NotFound(key)
+
+    def _busy(self, key: str) -> StoreError:
+        return StoreError(f"the document '{key}' changed {RETRIES} times while being written; try again")
+
+    # -- bulk writes -----------------------------------------------------------------------------
+
+    async def insert_many(self, documents: dict[str, Document], command: str | None = None) -> int:
+        if not documents:
+            return 0
+        with driver_errors(f"insert {len(documents)} documents"):
+            states = {found["_id"]: KeyState.of(found) async for found in self.collection.find(
+                {"_id": {"$in": list(documents)}}, {"_cmd": 1, "_seq": 1})}
+            wanted: dict[str, Document] = {}
+            taken = []
+            for key, document in documents.items():
+                outcome = verdict("insert", states.get(key, KeyState(False, None)), command,
+                                  self.last_writer_wins)
+                if outcome == "duplicate":
+                    taken.append(key)
+                elif outcome == "apply":
+                    wanted[key] = document
+            if taken:
+                raise DuplicateKey(", ".join(taken))
+            seqs = {key: self._clock.next_id() for key in wanted}  # in order: list shows them so
+            results = await asyncio.gather(
+                *(self._insert(key, document, command, seqs[key]) for key, document in wanted.items()),
+                return_exceptions=True)
+            outcomes = dict(zip(wanted, results))
+            taken = [key for key, result in outcomes.items() if isinstance(result, DuplicateKey)]
+            failed = [result for result in outcomes.values()
+                      if isinstance(result, BaseException) and not isinstance(result, (DuplicateKey, StaleCommand))]
+            if taken or failed:
+                await self._undo({key: last for key, last in outcomes.items()
+                                  if not isinstance(last, BaseException)}, seqs)
+                if failed:
+                    raise failed[0]
+                raise DuplicateKey(", ".join(taken))
+            return sum(1 for result in results if not isinstance(result, StaleCommand))
+
+    async def _undo(self, inserted: dict[str, str | None], seqs: dict[str, str]) -> None:
+        """Take back this call's inserts (each only while it is still the key's document)."""
+        for key, last in inserted.items():
+            if last is REPLACED:
+                continue  # last writer wins: not a new document, and what it replaced is gone
+            where = {"_id": key, "_seq": seqs[key]}
+            if last is None:
+                await self.collection.delete_one(where)
+            else:
+                await self.collection.update_one(where, {"$unset": {"d": "", "_seq": ""},
+                                                         "$set": {"_cmd": last}})
+
+    async def delete_many(self, keys: list[str], command: str | None = None) -> int:
+        from pymongo.errors import DuplicateKeyError
+
+        async def one(key: str) -> bool:
+            if not command:
+                try:
+                    return await self._delete(key, None)
+                except NotFound:
+                    return False
+            where, update = delete_op(key, command, anything=True)
+            for _ in range(RETRIES):
+                try:
+                    before = await self.collection.find_one_and_update(
+                        where, update, upsert=True, projection={"_seq": 1}, return_document=self._before)
+                    return before is not None and "_seq" in before
+                except DuplicateKeyError:  # the key's last command is C or newer: leave it out
+                    if verdict("delete", await self._state(key), command, True) == "stale":
+                        return False
+            raise self._busy(key)
+
+        with driver_errors(f"delete {len(keys)} documents"):
+            removed = await asyncio.gather(*(one(key) for key in dict.fromkeys(keys)))
+        return sum(removed)
