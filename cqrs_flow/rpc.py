@@ -10,10 +10,10 @@ from typing import Awaitable, Callable, Mapping, Sequence
 
 import grpc
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from cqrs_flow.auth import Credentials
+from cqrs_flow.auth import CallerCheck, Credentials
 from cqrs_flow.errors import NodeError
 from cqrs_flow.protos import ProtoSet
 from cqrs_flow.topology.model import Address
@@ -49,25 +49,69 @@ def method_path(method: MethodDescriptor) -> str:
     return f"/{method.containing_service.full_name}/{method.name}"
 
 
-def service_handler(protos: ProtoSet, service: ServiceDescriptor,
-                    handlers: Mapping[str, Handler]) -> grpc.GenericRpcHandler:
-    """A generic handler serving `handlers` (RPC name -> async fn) as `service`."""
+def service_handler(protos: ProtoSet, service: ServiceDescriptor, handlers: Mapping[str, Handler],
+                    check: CallerCheck | None = None) -> grpc.GenericRpcHandler:
+    """A generic handler serving `handlers` (RPC name -> async fn) as `service`.
+
+    With a `check`, every call is refused (PERMISSION_DENIED) unless it comes from a node wired to
+    the service, before its request is even decoded.
+    """
     methods = {}
     for name, handler in handlers.items():
         method = service.methods_by_name[name]
+        request_class = protos.class_of(method.input_type)
+        parse = request_class.FromString
+        if check is not None:  # then the request is decoded after the check
+            handler, parse = _checked(service.full_name, handler, check, request_class), None
         methods[name] = grpc.unary_unary_rpc_method_handler(
-            handler,
-            request_deserializer=protos.class_of(method.input_type).FromString,
+            handler, request_deserializer=parse,
             response_serializer=protos.class_of(method.output_type).SerializeToString,
         )
     return grpc.method_handlers_generic_handler(service.full_name, methods)
 
 
+def _checked(service: str, handler: Handler, check: CallerCheck, request_class: type[Message]) -> Handler:
+    """`handler` behind the caller check; the request is decoded only once the caller may call."""
+
+    async def checked(request: bytes, context: grpc.aio.ServicerContext):
+        refusal = check.refusal(service, context.invocation_metadata())
+        if refusal is not None:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, refusal)
+        try:
+            message = request_class.FromString(request)
+        except DecodeError:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"the request is not a valid {request_class.DESCRIPTOR.full_name} message")
+        return await handler(message, context)
+
+    return checked
+
+
+class _Unserved(grpc.GenericRpcHandler):
+    """Calls of methods a server does not serve: refused like a served method would be to a caller
+    who may not call it, UNIMPLEMENTED for one who may (so that an unknown caller learns nothing)."""
+
+    def __init__(self, check: CallerCheck) -> None:
+        self._check = check
+
+    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        service = details.method.lstrip("/").partition("/")[0]
+        refusal = self._check.refusal(service, details.invocation_metadata)
+        code, message = ((grpc.StatusCode.UNIMPLEMENTED, "Method not found!") if refusal is None
+                         else (grpc.StatusCode.PERMISSION_DENIED, refusal))
+
+        async def refuse(request: bytes, context: grpc.aio.ServicerContext) -> None:
+            await context.abort(code, message)
+
+        return grpc.unary_unary_rpc_method_handler(refuse)
+
+
 async def start_server(listen: Address, handlers: Sequence[grpc.GenericRpcHandler],
-                       interceptors: Sequence[grpc.aio.ServerInterceptor] = ()) -> grpc.aio.Server:
-    """Start a gRPC server on `listen` with the standard health service (the readiness probe)."""
+                       check: CallerCheck | None = None) -> grpc.aio.Server:
+    """Start a gRPC server on `listen` with the standard health service (the readiness probe).
+
+    `check` is the one the `handlers` were made with; it also answers calls of other methods."""
     server = grpc.aio.server(
-        interceptors=list(interceptors),
         options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                  ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                  ("grpc.so_reuseport", 0)],  # a second server on a taken port must fail, not share it
@@ -75,6 +119,8 @@ async def start_server(listen: Address, handlers: Sequence[grpc.GenericRpcHandle
     server.add_generic_rpc_handlers(tuple(handlers))
     health_service = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_service, server)
+    if check is not None:
+        server.add_generic_rpc_handlers((_Unserved(check),))  # last: consulted when no other serves
     try:
         server.add_insecure_port(str(listen))
     except RuntimeError:  # gRPC says only "Failed to bind"; ask the OS why

@@ -42,9 +42,9 @@ class ReaderService(NodeService):
             else:
                 plugin = next(p for p in self.plugins if type(p).serves(rpc))
                 handlers[rpc] = self._plugin(plugin, rpc)
-        generic = service_handler(self.protos, self.protos.service(self.node.service), handlers)
         check = CallerCheck(self.topology.callers_of(self.node.name), self.credentials)
-        self.server = await start_server(self.node.listen, [generic], [check])
+        generic = service_handler(self.protos, self.protos.service(self.node.service), handlers, check)
+        self.server = await start_server(self.node.listen, [generic], check)
         self.log.info("%s on %s, reading from %s", self.node.service, self.node.listen, store.read.listen)
 
     def _forward(self, target: str) -> Handler:
