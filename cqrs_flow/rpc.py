@@ -6,7 +6,7 @@ No generated stubs: message classes come from the compiled descriptor set (cqrs_
 from __future__ import annotations
 
 import socket
-from typing import Awaitable, Callable, Mapping, Sequence
+from typing import Awaitable, Callable, Collection, Mapping, Sequence
 
 import grpc
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
@@ -20,7 +20,8 @@ from cqrs_flow.topology.model import Address
 
 __all__ = ["Handler", "ServiceClient", "channel", "method_path", "start_server", "service_handler"]
 
-Handler = Callable[[Message, grpc.aio.ServicerContext], Awaitable[Message]]
+# A handler takes and returns messages, or bytes for the RPCs a node only forwards.
+Handler = Callable[[Message | bytes, grpc.aio.ServicerContext], Awaitable[Message | bytes]]
 
 # Requests and responses beyond this size are refused with RESOURCE_EXHAUSTED.
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
@@ -50,39 +51,42 @@ def method_path(method: MethodDescriptor) -> str:
 
 
 def service_handler(protos: ProtoSet, service: ServiceDescriptor, handlers: Mapping[str, Handler],
-                    check: CallerCheck | None = None) -> grpc.GenericRpcHandler:
+                    check: CallerCheck | None = None, forward: Collection[str] = ()) -> grpc.GenericRpcHandler:
     """A generic handler serving `handlers` (RPC name -> async fn) as `service`.
 
     With a `check`, every call is refused (PERMISSION_DENIED) unless it comes from a node wired to
-    the service, before its request is even decoded.
+    the service, before its request is even decoded. The RPCs in `forward` get the request as it
+    came (bytes) and answer bytes, for a node that only passes them on.
     """
     methods = {}
     for name, handler in handlers.items():
         method = service.methods_by_name[name]
-        request_class = protos.class_of(method.input_type)
-        parse = request_class.FromString
+        request_class = None if name in forward else protos.class_of(method.input_type)
+        parse = request_class.FromString if request_class else None
         if check is not None:  # then the request is decoded after the check
             handler, parse = _checked(service.full_name, handler, check, request_class), None
         methods[name] = grpc.unary_unary_rpc_method_handler(
             handler, request_deserializer=parse,
-            response_serializer=protos.class_of(method.output_type).SerializeToString,
+            response_serializer=None if name in forward else protos.class_of(method.output_type).SerializeToString,
         )
     return grpc.method_handlers_generic_handler(service.full_name, methods)
 
 
-def _checked(service: str, handler: Handler, check: CallerCheck, request_class: type[Message]) -> Handler:
-    """`handler` behind the caller check; the request is decoded only once the caller may call."""
+def _checked(service: str, handler: Handler, check: CallerCheck, request_class: type[Message] | None) -> Handler:
+    """`handler` behind the caller check; the request is decoded (if `request_class` is given)
+    only once the caller may call."""
 
     async def checked(request: bytes, context: grpc.aio.ServicerContext):
         refusal = check.refusal(service, context.invocation_metadata())
         if refusal is not None:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, refusal)
-        try:
-            message = request_class.FromString(request)
-        except DecodeError:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                f"the request is not a valid {request_class.DESCRIPTOR.full_name} message")
-        return await handler(message, context)
+        if request_class is not None:
+            try:
+                request = request_class.FromString(request)
+            except DecodeError:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                    f"the request is not a valid {request_class.DESCRIPTOR.full_name} message")
+        return await handler(request, context)
 
     return checked
 
@@ -153,6 +157,7 @@ class ServiceClient:
         self._timeout = timeout
         self._channel = channel(target)
         self._calls: dict[str, grpc.aio.UnaryUnaryMultiCallable] = {}
+        self._forwards: dict[str, grpc.aio.UnaryUnaryMultiCallable] = {}
 
     def request_class(self, rpc: str) -> type[Message]:
         return self._protos.class_of(self.service.methods_by_name[rpc].input_type)
@@ -167,6 +172,14 @@ class ServiceClient:
             )
         return await self._calls[rpc](request, timeout=timeout or self._timeout,
                                       metadata=self._credentials.metadata, wait_for_ready=False)
+
+    async def forward(self, rpc: str, request: bytes, timeout: float | None = None) -> bytes:
+        """Call `rpc` with a request already encoded and return the response as it comes: for a
+        node that passes messages on without reading them."""
+        if rpc not in self._forwards:
+            self._forwards[rpc] = self._channel.unary_unary(method_path(self.service.methods_by_name[rpc]))
+        return await self._forwards[rpc](request, timeout=timeout or self._timeout,
+                                         metadata=self._credentials.metadata, wait_for_ready=False)
 
     async def close(self) -> None:
         await self._channel.close()
