@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import inspect
-from typing import Any
+import math
+from typing import Any, Callable
 
 from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
@@ -12,6 +13,7 @@ from google.protobuf.message import Message
 __all__ = [
     "INTEGER_TYPES",
     "PathError",
+    "data_converter",
     "find_field",
     "get_path",
     "is_repeated",
@@ -139,3 +141,80 @@ def to_update(message: Message) -> dict[str, Any]:
 
 def from_document(document: dict[str, Any], cls: type[Message]) -> Message:
     return json_format.ParseDict(document, cls(), ignore_unknown_fields=True)
+
+
+# Field types whose value is its own plain-data form (what to_data gives for it).
+_PLAIN_TYPES = {
+    FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_BOOL, FieldDescriptor.TYPE_INT32,
+    FieldDescriptor.TYPE_SINT32, FieldDescriptor.TYPE_SFIXED32, FieldDescriptor.TYPE_UINT32,
+    FieldDescriptor.TYPE_FIXED32,
+}
+_Converter = Callable[[Message], dict[str, Any]]
+
+
+def data_converter(descriptor: Descriptor) -> _Converter:
+    """A function equal to `to_data` (as a dict) for messages of type `descriptor`, made once.
+
+    It reads the fields directly, several times faster than json_format walks them (the gateway
+    converts every query answer). Message types with fields it does not read directly (bytes,
+    float, 64-bit integers, maps, well-known types, recursive types) get `to_data` itself."""
+    return _converter(descriptor, set()) or to_data
+
+
+def _converter(descriptor: Descriptor, outer: set[str]) -> _Converter | None:
+    if descriptor.full_name.startswith("google.protobuf.") or descriptor.full_name in outer:
+        return None
+    readers: list[tuple[str, bool, bool, Callable[[Any], Any] | None]] = []
+    for field in descriptor.fields:
+        convert: Callable[[Any], Any] | None = None
+        if field.type == FieldDescriptor.TYPE_MESSAGE:
+            if field.message_type.GetOptions().map_entry:
+                return None
+            convert = _converter(field.message_type, outer | {descriptor.full_name})
+            if convert is None:
+                return None
+        elif field.type == FieldDescriptor.TYPE_ENUM:
+            names = _enum_names(field)
+            if names is None:
+                return None
+            convert = lambda number, names=names: names.get(number, number)  # noqa: E731
+        elif field.type == FieldDescriptor.TYPE_DOUBLE:
+            convert = _double
+        elif field.type not in _PLAIN_TYPES:
+            return None
+        repeated = is_repeated(field)
+        readers.append((field.name, repeated, field.has_presence and not repeated, convert))
+
+    def data(message: Message) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        for name, repeated, presence, convert in readers:
+            if presence and not message.HasField(name):
+                continue  # as to_data: a field with presence only when set
+            value = getattr(message, name)
+            if convert is None:
+                found[name] = list(value) if repeated else value
+            else:
+                found[name] = [convert(v) for v in value] if repeated else convert(value)
+        return found
+
+    return data
+
+
+def _enum_names(field: FieldDescriptor) -> dict[int, str] | None:
+    """Number -> name, or None when json_format would not give the plain name (NullValue, values
+    with options such as a JSON name of their own)."""
+    enum = field.enum_type
+    if enum.full_name == "google.protobuf.NullValue" or any(v.GetOptions().ListFields() for v in enum.values):
+        return None
+    names: dict[int, str] = {}
+    for value in enum.values:
+        names.setdefault(value.number, value.name)  # an alias: the first name, as json_format gives
+    return names
+
+
+def _double(value: float) -> float | str:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    return value
