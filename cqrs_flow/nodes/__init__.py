@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import os
-import sys
-from typing import Any, Coroutine, Mapping
+from typing import Mapping
 
 from cqrs_flow.auth import credentials_from_env
 from cqrs_flow.errors import NodeError
@@ -47,17 +46,4 @@ def run_node(topology: Topology, name: str, protos: ProtoSet) -> None:
     """Run node `name` until SIGTERM or SIGINT; raises what made it fail."""
     configure_logging()
     service = build_service(topology, name, protos)
-    _run(serve(service))
-
-
-def _run(main: Coroutine[Any, Any, None]) -> None:
-    """Run `main` on uvloop where it exists (not on Windows), else on asyncio's own loop.
-
-    A query crosses three nodes and each spends a good part of its time in the event loop itself
-    (selecting, scheduling callbacks); uvloop does that in C and cuts the CPU a query costs."""
-    if sys.platform != "win32":
-        import uvloop
-
-        uvloop.run(main)
-    else:
-        asyncio.run(main)
+    asyncio.run(serve(service))
