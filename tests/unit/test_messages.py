@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cqrs_flow.messages import data_converter, to_data
+from cqrs_flow.messages import data_converter, from_document, to_data
 from cqrs_flow.protos import ProtoSet, compile_protos
 
 KINDS_PROTO = """
@@ -110,3 +110,76 @@ def test_types_to_data_handles_still_convert_the_same(kinds):
 def test_the_shipped_contact(shipped_protos):
     contact = shipped_protos.message_class("contacts.Contact")(id="1", name="Ada", last_updated="2026-01-01T00:00:00Z")
     assert same(contact) == {"id": "1", "name": "Ada", "last_updated": "2026-01-01T00:00:00Z"}
+
+
+# -- from_document: what ParseDict(ignore_unknown_fields=True) gives ----------------------------
+
+def parsed(document: dict, cls):
+    """from_document's message, checked against json_format's (or its error against json_format's)."""
+    from google.protobuf import json_format
+
+    try:
+        expected = json_format.ParseDict(document, cls(), ignore_unknown_fields=True)
+    except json_format.ParseError as exc:
+        with pytest.raises(json_format.ParseError, match=str(exc).split(":")[0]):
+            from_document(document, cls)
+        return None
+    found = from_document(document, cls)
+    assert found == expected
+    assert found.SerializeToString(deterministic=True) == expected.SerializeToString(deterministic=True)
+    assert [f.name for f, _ in found.ListFields()] == [f.name for f, _ in expected.ListFields()]
+    return found
+
+
+def test_documents_as_to_document_writes_them(kinds, monkeypatch):
+    from google.protobuf import json_format
+
+    Plain = kinds.message_class("kinds.Plain")
+    full = Plain(name="Ada", active=True, small=-3, count=4_000_000_000, delta=-7, mask=2**32 - 1, offset=-9,
+                 score=2.5, colour=2, colours=[1, 0, 2], tags=["a", "b"], weights=[0.5, float("inf")],
+                 inner={"label": "x", "marks": [1, 2], "colour": 1}, nickname="", rank=0, thing={"label": "t"})
+    full.inners.add(label="y")
+    for message in (full, Plain(), Plain(word="w"), Plain(number=0)):
+        assert parsed({**to_data(message), "_id": "ignored"}, Plain) == message
+    # and they are read directly, not through json_format (but for NaN and infinities, as strings)
+    full.weights[1] = -1.5
+    monkeypatch.setattr(json_format, "ParseDict", None)
+    assert from_document(to_data(full), Plain) == full
+
+
+@pytest.mark.parametrize("document", [
+    {"name": 5},                              # wrong types: ParseDict's error
+    {"active": "yes"},
+    {"small": 2**40},                         # out of range
+    {"colour": "PURPLE"},                     # an enum name it does not know: ignored
+    {"colour": 2, "colours": [1, "GREEN"]},   # enum numbers
+    {"score": "NaN", "weights": ["-Infinity", 1]},
+    {"small": 3.0, "count": "12"},            # numbers as ParseDict takes them
+    {"name": None, "inner": None},            # nulls
+    {"lastName": "x", "inner": {"label": "l", "extra": 1}},  # unknown keys, at every level
+    {"name": "a", "word": "w", "number": 1},  # two members of one oneof
+    {"tags": "not a list"},
+    {"inners": [{"label": "a"}, {"marks": [1, 2]}]},
+])
+def test_other_documents_give_what_parse_dict_gives(kinds, document):
+    parsed(document, kinds.message_class("kinds.Plain"))
+
+
+def test_a_field_by_its_json_name(kinds, shipped_protos):
+    contact = parsed({"id": "1", "lastUpdated": "2026"}, shipped_protos.message_class("contacts.Contact"))
+    assert contact.last_updated == "2026"
+
+
+@pytest.mark.parametrize("name, document", [
+    ("kinds.Wide", {"name": "w", "big": "123", "huge": 5, "blob": "AP8=", "ratio": 0.5, "counts": {"a": 1},
+                    "at": "1970-01-01T00:00:10Z"}),
+    ("kinds.Tree", {"name": "r", "children": [{"name": "c", "children": []}]}),
+])
+def test_other_types_go_through_parse_dict(kinds, name, document):
+    parsed(document, kinds.message_class(name))
+
+
+def test_the_shipped_documents(shipped_protos):
+    Contact = shipped_protos.message_class("contacts.Contact")
+    document = {"_id": "1", "id": "1", "name": "Ada", "last_updated": "2026-01-01T00:00:00.000Z"}
+    assert parsed(document, Contact) == Contact(id="1", name="Ada", last_updated="2026-01-01T00:00:00.000Z")
