@@ -19,7 +19,8 @@ from google.protobuf import json_format
 from tartiflette import Resolver, Subscription, TartifletteError, create_engine
 
 from cqrs_flow.errors import NodeError, TopologyError
-from cqrs_flow.messages import data_converter, get_path, set_path
+from cqrs_flow.conversions import data_converter
+from cqrs_flow.messages import get_path, set_path
 from cqrs_flow.mqtt import connect, new_client
 from cqrs_flow.nodes.commands import STATUS_SDL, SUBSCRIPTION_SDL, CommandBook, Outbox
 from cqrs_flow.nodes.reader import UNAVAILABLE_PEER

@@ -1,10 +1,12 @@
-"""messages: data_converter gives exactly what to_data gives, for every kind of field."""
+"""conversions: data_converter gives exactly what to_data gives, from_document what ParseDict
+gives, for every kind of field."""
 
 from __future__ import annotations
 
 import pytest
 
-from cqrs_flow.messages import data_converter, from_document, to_data
+from cqrs_flow.conversions import data_converter, from_document
+from cqrs_flow.messages import to_data
 from cqrs_flow.protos import ProtoSet, compile_protos
 
 KINDS_PROTO = """
