@@ -3,9 +3,9 @@
 Each node has a token derived from a secret of the whole system: HMAC-SHA256(secret, node name).
 `cqrs-flow up` makes a fresh secret per run and hands each node only its own token and the token
 hashes of the nodes allowed to call it; a node run by hand (`cqrs-flow node`) derives both from
-CQRS_FLOW_SECRET, which must then be the same on every node. A server interceptor refuses any call
-from a node the topology does not wire to that service with PERMISSION_DENIED, so a writer cannot
-read the store and a reader cannot write it.
+CQRS_FLOW_SECRET, which must then be the same on every node. Every gRPC server refuses any call
+from a node the topology does not wire to that service with PERMISSION_DENIED (CallerCheck), so a
+writer cannot read the store and a reader cannot write it.
 """
 
 from __future__ import annotations
@@ -16,9 +16,7 @@ import json
 import os
 import secrets
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable, Mapping
-
-import grpc
+from typing import Iterable, Mapping
 
 from cqrs_flow.errors import NodeError
 from cqrs_flow.topology.model import Topology
@@ -51,8 +49,8 @@ def derive_token(secret: str, node: str) -> str:
     return hmac.new(secret.encode(), f"cqrs-flow node {node}".encode(), hashlib.sha256).hexdigest()
 
 
-def _digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+def _digest(token: str | bytes) -> str:
+    return hashlib.sha256(token.encode() if isinstance(token, str) else token).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -99,34 +97,43 @@ def credentials_from_env(topology: Topology, node: str,
         f"same secret on every node (for example: export {ENV_SECRET}=$(openssl rand -hex 32))")
 
 
-class CallerCheck(grpc.aio.ServerInterceptor):
-    """Refuses calls from nodes the topology does not wire to the called service."""
+class CallerCheck:
+    """Refuses calls from nodes the topology does not wire to the called service.
+
+    The gRPC servers ask it at the start of every call (cqrs_flow.rpc wraps each handler with
+    it): a server interceptor would cost a coroutine and a handler lookup per call. A token that
+    matched its hash once is remembered, so SHA-256 runs once per caller, not once per call.
+    """
 
     def __init__(self, allowed: Mapping[str, set[str]], credentials: Credentials) -> None:
-        self._allowed = allowed  # service full name -> caller node names
-        self._callers = credentials.callers
+        self._allowed = {service: frozenset(callers) for service, callers in allowed.items()}
+        self._callers = credentials.callers  # caller node -> sha256(token)
+        self._verified: dict[str, bytes] = {}  # caller node -> the token that matched its hash
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        service = details.method.lstrip("/").partition("/")[0]
+    def refusal(self, service: str, metadata: Iterable[tuple[str, str | bytes]] | None) -> str | None:
+        """Why a call to `service` with this invocation metadata is refused, or None if it may go on."""
         if service in PUBLIC_SERVICES:
-            return await continuation(details)
-        metadata = dict(details.invocation_metadata or ())
-        caller, token = metadata.get(METADATA_NODE, ""), metadata.get(METADATA_TOKEN, "")
+            return None
+        caller = token = ""
+        for key, value in metadata or ():  # the last of repeated keys counts, as in a dict
+            if key == METADATA_NODE:
+                caller = value
+            elif key == METADATA_TOKEN:
+                token = value
+        if not isinstance(caller, str) or not self._known(caller, token):
+            return (f"caller {caller or '(anonymous)'!r} is not a node of this system "
+                    "or its credentials are wrong")
+        if caller not in self._allowed.get(service, ()):
+            return f"node '{caller}' may not call {service}: the topology does not wire it there"
+        return None
+
+    def _known(self, caller: str, token: str | bytes) -> bool:
+        presented = token.encode() if isinstance(token, str) else token
+        verified = self._verified.get(caller)
+        if verified is not None and hmac.compare_digest(verified, presented):
+            return True
         expected = self._callers.get(caller)
-        if not caller or expected is None or not hmac.compare_digest(expected, _digest(token)):
-            return _deny(f"caller {caller or '(anonymous)'!r} is not a node of this system "
-                         "or its credentials are wrong")
-        if caller not in self._allowed.get(service, set()):
-            return _deny(f"node '{caller}' may not call {service}: the topology does not wire it there")
-        return await continuation(details)
-
-
-def _deny(message: str) -> grpc.RpcMethodHandler:
-    async def abort(request: bytes, context: grpc.aio.ServicerContext) -> None:
-        await context.abort(grpc.StatusCode.PERMISSION_DENIED, message)
-
-    return grpc.unary_unary_rpc_method_handler(abort)
+        if not caller or expected is None or not hmac.compare_digest(expected.encode(), _digest(presented).encode()):
+            return False
+        self._verified[caller] = presented  # one entry per node of the system at most
+        return True

@@ -20,7 +20,6 @@ __all__ = [
     "to_data",
     "to_document",
     "to_update",
-    "from_document",
 ]
 
 INTEGER_TYPES = {
@@ -135,7 +134,3 @@ def to_update(message: Message) -> dict[str, Any]:
         field.name: full[field.name] for field in message.DESCRIPTOR.fields
         if field.name in full and (not field.has_presence or message.HasField(field.name))
     }
-
-
-def from_document(document: dict[str, Any], cls: type[Message]) -> Message:
-    return json_format.ParseDict(document, cls(), ignore_unknown_fields=True)

@@ -15,7 +15,8 @@ from typing import Callable
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor
 from google.protobuf.message import Message
 
-from cqrs_flow.messages import INTEGER_TYPES, from_document, is_repeated, to_document, to_update
+from cqrs_flow.conversions import from_document
+from cqrs_flow.messages import INTEGER_TYPES, is_repeated, to_document, to_update
 from cqrs_flow.stores.base import DocumentStore, DuplicateKey, StaleCommand
 
 __all__ = ["BoundOperation", "ShapeError", "Stale", "bind", "rfc3339_now"]

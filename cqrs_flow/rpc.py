@@ -6,14 +6,14 @@ No generated stubs: message classes come from the compiled descriptor set (cqrs_
 from __future__ import annotations
 
 import socket
-from typing import Awaitable, Callable, Mapping, Sequence
+from typing import Awaitable, Callable, Collection, Mapping, Sequence
 
 import grpc
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from google.protobuf.message import DecodeError, Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from cqrs_flow.auth import Credentials
+from cqrs_flow.auth import CallerCheck, Credentials
 from cqrs_flow.errors import NodeError
 from cqrs_flow.protos import ProtoSet
 from cqrs_flow.tls import ChannelSecurity
@@ -21,7 +21,8 @@ from cqrs_flow.topology.model import Address
 
 __all__ = ["Handler", "ServiceClient", "channel", "method_path", "start_server", "service_handler"]
 
-Handler = Callable[[Message, grpc.aio.ServicerContext], Awaitable[Message]]
+# A handler takes and returns messages, or bytes for the RPCs a node only forwards.
+Handler = Callable[[Message | bytes, grpc.aio.ServicerContext], Awaitable[Message | bytes]]
 
 # Requests and responses beyond this size are refused with RESOURCE_EXHAUSTED.
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
@@ -53,17 +54,26 @@ def method_path(method: MethodDescriptor) -> str:
     return f"/{method.containing_service.full_name}/{method.name}"
 
 
-def service_handler(protos: ProtoSet, service: ServiceDescriptor,
-                    handlers: Mapping[str, Handler]) -> grpc.GenericRpcHandler:
-    """A generic handler serving `handlers` (RPC name -> async fn) as `service`."""
+def service_handler(protos: ProtoSet, service: ServiceDescriptor, handlers: Mapping[str, Handler],
+                    check: CallerCheck | None = None, forward: Collection[str] = ()) -> grpc.GenericRpcHandler:
+    """A generic handler serving `handlers` (RPC name -> async fn) as `service`.
+
+    With a `check`, every call is refused (PERMISSION_DENIED) unless it comes from a node wired to
+    the service, before its request is even decoded. The RPCs in `forward` get the request as it
+    came (bytes) and answer bytes, for a node that only passes them on.
+    """
     methods = {}
     for name, handler in handlers.items():
         method = service.methods_by_name[name]
-        request_class = protos.class_of(method.input_type)
+        request_class = None if name in forward else protos.class_of(method.input_type)
+        parse = _lenient(request_class) if request_class else None
+        if check is not None:  # then the request is decoded after the check
+            handler, parse = _checked(service.full_name, handler, check, request_class), None
+        elif request_class is not None:
+            handler = _refusing_malformed(handler, request_class)
         methods[name] = grpc.unary_unary_rpc_method_handler(
-            _refusing_malformed(handler, request_class.DESCRIPTOR.full_name),
-            request_deserializer=_lenient(request_class),
-            response_serializer=protos.class_of(method.output_type).SerializeToString,
+            handler, request_deserializer=parse,
+            response_serializer=None if name in forward else protos.class_of(method.output_type).SerializeToString,
         )
     return grpc.method_handlers_generic_handler(service.full_name, methods)
 
@@ -74,6 +84,9 @@ class _Malformed:
     def __init__(self, size: int, error: Exception) -> None:
         self.size = size
         self.error = error
+
+    def describe(self, request_class: type[Message]) -> str:
+        return f"the request is not a valid {request_class.DESCRIPTOR.full_name} ({self.size} bytes)"
 
 
 def _lenient(request_class: type[Message]) -> Callable[[bytes], Message | _Malformed]:
@@ -87,22 +100,58 @@ def _lenient(request_class: type[Message]) -> Callable[[bytes], Message | _Malfo
     return deserialize
 
 
-def _refusing_malformed(handler: Handler, type_name: str) -> Handler:
+def _refusing_malformed(handler: Handler, request_class: type[Message]) -> Handler:
     async def handle(request: Message | _Malformed, context: grpc.aio.ServicerContext) -> Message:
         if isinstance(request, _Malformed):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                f"the request is not a valid {type_name} ({request.size} bytes)")
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.describe(request_class))
         return await handler(request, context)
     return handle
 
 
+def _checked(service: str, handler: Handler, check: CallerCheck, request_class: type[Message] | None) -> Handler:
+    """`handler` behind the caller check; the request is decoded (if `request_class` is given)
+    only once the caller may call."""
+
+    async def checked(request: bytes, context: grpc.aio.ServicerContext):
+        refusal = check.refusal(service, context.invocation_metadata())
+        if refusal is not None:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, refusal)
+        if request_class is not None:
+            request = _lenient(request_class)(request)
+            if isinstance(request, _Malformed):
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.describe(request_class))
+        return await handler(request, context)
+
+    return checked
+
+
+class _Unserved(grpc.GenericRpcHandler):
+    """Calls of methods a server does not serve: refused like a served method would be to a caller
+    who may not call it, UNIMPLEMENTED for one who may (so that an unknown caller learns nothing)."""
+
+    def __init__(self, check: CallerCheck) -> None:
+        self._check = check
+
+    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        service = details.method.lstrip("/").partition("/")[0]
+        refusal = self._check.refusal(service, details.invocation_metadata)
+        code, message = ((grpc.StatusCode.UNIMPLEMENTED, "Method not found!") if refusal is None
+                         else (grpc.StatusCode.PERMISSION_DENIED, refusal))
+
+        async def refuse(request: bytes, context: grpc.aio.ServicerContext) -> None:
+            await context.abort(code, message)
+
+        return grpc.unary_unary_rpc_method_handler(refuse)
+
+
 async def start_server(listen: Address, handlers: Sequence[grpc.GenericRpcHandler],
-                       interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+                       check: CallerCheck | None = None,
                        credentials: grpc.ServerCredentials | None = None) -> grpc.aio.Server:
     """Start a gRPC server on `listen` with the standard health service (the readiness probe);
-    over TLS with `credentials` (cqrs_flow.tls.server_credentials)."""
+    over TLS with `credentials` (cqrs_flow.tls.server_credentials).
+
+    `check` is the one the `handlers` were made with; it also answers calls of other methods."""
     server = grpc.aio.server(
-        interceptors=list(interceptors),
         options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                  ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                  ("grpc.so_reuseport", 0)],  # a second server on a taken port must fail, not share it
@@ -110,6 +159,8 @@ async def start_server(listen: Address, handlers: Sequence[grpc.GenericRpcHandle
     server.add_generic_rpc_handlers(tuple(handlers))
     health_service = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_service, server)
+    if check is not None:
+        server.add_generic_rpc_handlers((_Unserved(check),))  # last: consulted when no other serves
     try:
         if credentials is not None:
             server.add_secure_port(str(listen), credentials)
@@ -146,6 +197,7 @@ class ServiceClient:
         self._timeout = timeout
         self._channel = channel(target, security=security)
         self._calls: dict[str, grpc.aio.UnaryUnaryMultiCallable] = {}
+        self._forwards: dict[str, grpc.aio.UnaryUnaryMultiCallable] = {}
 
     def request_class(self, rpc: str) -> type[Message]:
         return self._protos.class_of(self.service.methods_by_name[rpc].input_type)
@@ -160,6 +212,14 @@ class ServiceClient:
             )
         return await self._calls[rpc](request, timeout=timeout or self._timeout,
                                       metadata=self._credentials.metadata, wait_for_ready=False)
+
+    async def forward(self, rpc: str, request: bytes, timeout: float | None = None) -> bytes:
+        """Call `rpc` with a request already encoded and return the response as it comes: for a
+        node that passes messages on without reading them."""
+        if rpc not in self._forwards:
+            self._forwards[rpc] = self._channel.unary_unary(method_path(self.service.methods_by_name[rpc]))
+        return await self._forwards[rpc](request, timeout=timeout or self._timeout,
+                                         metadata=self._credentials.metadata, wait_for_ready=False)
 
     async def close(self) -> None:
         await self._channel.close()

@@ -18,7 +18,7 @@ import json
 import re
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import grpc
 from aiohttp import web
@@ -26,7 +26,8 @@ from google.protobuf import json_format
 from tartiflette import Resolver, Subscription, TartifletteError, create_engine
 
 from cqrs_flow.errors import NodeError, TopologyError
-from cqrs_flow.messages import get_path, set_path, to_data
+from cqrs_flow.conversions import data_converter
+from cqrs_flow.messages import get_path, set_path
 from cqrs_flow.mqtt import connect, new_client
 from cqrs_flow.mqtt_auth import login_from_env
 from cqrs_flow.nodes.commands import STATUS_SDL, SUBSCRIPTION_SDL, CommandBook
@@ -207,6 +208,16 @@ class GatewayService(NodeService):
             raise RequestFailed(f"internal error (request {request_id}; details are in the gateway log)") from None
 
     def _query_resolver(self, plan: QueryPlan):
+        converters: dict[str, Callable[[Any], dict[str, Any]]] = {}  # message type -> its data_converter
+
+        def data(value: Any) -> Any:
+            if not hasattr(value, "DESCRIPTOR"):
+                return value
+            convert = converters.get(value.DESCRIPTOR.full_name)
+            if convert is None:
+                convert = converters[value.DESCRIPTOR.full_name] = data_converter(value.DESCRIPTOR)
+            return convert(value)
+
         async def resolve(parent: Any, args: dict[str, Any], ctx: Any, info: Any) -> Any:
             if plan.many:
                 _check_counts(args, self.list_count)
@@ -216,8 +227,8 @@ class GatewayService(NodeService):
                 return [] if plan.many else None
             value = get_path(response, plan.result) if plan.result else response
             if plan.many:
-                return [to_data(v) if hasattr(v, "DESCRIPTOR") else v for v in value]
-            return to_data(value) if hasattr(value, "DESCRIPTOR") else value
+                return [data(v) for v in value]
+            return data(value)
 
         return resolve
 

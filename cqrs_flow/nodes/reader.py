@@ -44,17 +44,22 @@ class ReaderService(NodeService):
             else:
                 plugin = next(p for p in self.plugins if type(p).serves(rpc))
                 handlers[rpc] = self._plugin(plugin, rpc)
-        generic = service_handler(self.protos, self.protos.service(self.node.service), handlers)
         check = CallerCheck(self.topology.callers_of(self.node.name), self.credentials)
+        forwarded = {rpc for rpc, target in plan.items() if target is not None}
+        generic = service_handler(self.protos, self.protos.service(self.node.service), handlers, check,
+                                  forward=forwarded)
         tls = server_credentials(self.topology, self.node.tls) if self.node.tls else None
-        self.server = await start_server(self.node.listen, [generic], [check], tls)
+        self.server = await start_server(self.node.listen, [generic], check, tls)
         self.log.info("%s on %s%s, reading from %s", self.node.service, self.node.listen,
                       " over TLS" if tls else "", store.read.listen)
 
     def _forward(self, target: str) -> Handler:
-        async def forward(request, context: grpc.aio.ServicerContext):
+        """Pass the request on to the store's `target` RPC as bytes (it takes and returns the same
+        messages), and its answer back: decoding and encoding them again would only cost time."""
+
+        async def forward(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
             try:
-                return await self.store.call(target, request)
+                return await self.store.forward(target, request)
             except grpc.aio.AioRpcError as exc:
                 if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                     self.log.warning("store read service %s: %s", self.store.target, exc.details())

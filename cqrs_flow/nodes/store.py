@@ -1,6 +1,6 @@
 """The store: a document collection behind two gRPC services, one for writes and one for reads.
 
-Each RPC is bound to a store operation in the topology (see cqrs_flow.operations); an interceptor
+Each RPC is bound to a store operation in the topology (see cqrs_flow.operations); a caller check
 lets only the nodes wired to a service call it. The documents are in memory (stores/memory.py),
 or, with `data: <directory>`, also journaled on disk before a write is answered
 (stores/durable.py), so a restarted store has every write it acknowledged; or, with
@@ -75,9 +75,9 @@ class StoreService(NodeService):
         for side in ("write", "read"):
             service = self.node.service(side)
             handlers = {rpc: self._handler(bound) for rpc, bound in plan[service.name].items()}
-            generic = service_handler(self.protos, self.protos.service(service.name), handlers)
+            generic = service_handler(self.protos, self.protos.service(service.name), handlers, check)
             tls = server_credentials(self.topology, service.tls) if service.tls else None
-            self.servers.append(await start_server(service.listen, [generic], [check], tls))
+            self.servers.append(await start_server(service.listen, [generic], check, tls))
             self.log.info("%s service %s on %s%s", side, service.name, service.listen, _tls_note(service.tls))
 
     def _handler(self, bound: BoundOperation) -> Handler:

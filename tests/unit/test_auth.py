@@ -133,64 +133,39 @@ def test_no_credentials_is_a_helpful_error(shipped, env):
     assert ENV_SECRET in message
 
 
-# -- the server interceptor -------------------------------------------------------------------
+# -- the caller check ------------------------------------------------------------------------
 
-@dataclass
-class CallDetails:
-    method: str
-    invocation_metadata: tuple
-
-
-ALLOWED = object()
-
-
-def intercept(shipped, node: str, method: str, caller: str | None, token: str | None):
-    check = CallerCheck(shipped.callers_of(node), credentials_from_env(shipped, node, {ENV_SECRET: SECRET}))
-    metadata = []
+def metadata(caller: str | None, token: str | None) -> tuple:
+    found = []
     if caller is not None:
-        metadata.append(("x-cqrs-flow-node", caller))
+        found.append(("x-cqrs-flow-node", caller))
     if token is not None:
-        metadata.append(("x-cqrs-flow-token", token))
+        found.append(("x-cqrs-flow-token", token))
+    return tuple(found)
 
-    async def continuation(details):
-        return ALLOWED
 
-    return asyncio.run(check.intercept_service(continuation, CallDetails(method, tuple(metadata))))
+def check_of(shipped, node: str) -> CallerCheck:
+    return CallerCheck(shipped.callers_of(node), credentials_from_env(shipped, node, {ENV_SECRET: SECRET}))
+
+
+def refusal(shipped, node: str, method: str, caller: str | None, token: str | None) -> str | None:
+    service = method.lstrip("/").partition("/")[0]
+    return check_of(shipped, node).refusal(service, metadata(caller, token))
 
 
 def test_wired_caller_is_let_through(shipped):
-    assert intercept(shipped, "store", "/contacts.ContactWriteService/AddContact",
-                     "writer", derive_token(SECRET, "writer")) is ALLOWED
-    assert intercept(shipped, "store", "/contacts.ContactReadService/GetContact",
-                     "reader", derive_token(SECRET, "reader")) is ALLOWED
-    assert intercept(shipped, "reader", "/contacts.ContactReader/GetContact",
-                     "gateway", derive_token(SECRET, "gateway")) is ALLOWED
-
-
-class AbortingContext:
-    """Records what a denying handler aborts with."""
-
-    def __init__(self) -> None:
-        self.aborted: tuple | None = None
-
-    async def abort(self, code, details):
-        self.aborted = (code, details)
-        raise RuntimeError("aborted")
-
-
-def denial(handler) -> tuple:
-    assert handler is not ALLOWED
-    context = AbortingContext()
-    with pytest.raises(RuntimeError, match="aborted"):
-        asyncio.run(handler.unary_unary(b"", context))
-    return context.aborted
+    assert refusal(shipped, "store", "/contacts.ContactWriteService/AddContact",
+                   "writer", derive_token(SECRET, "writer")) is None
+    assert refusal(shipped, "store", "/contacts.ContactReadService/GetContact",
+                   "reader", derive_token(SECRET, "reader")) is None
+    assert refusal(shipped, "reader", "/contacts.ContactReader/GetContact",
+                   "gateway", derive_token(SECRET, "gateway")) is None
 
 
 NOT_WIRED = "node '{caller}' may not call {service}: the topology does not wire it there"
 NOT_KNOWN = "caller {caller!r} is not a node of this system or its credentials are wrong"
 
-
-@pytest.mark.parametrize("node, method, caller, token, message", [
+DENIALS = [
     # a writer may not read the store, a reader may not write it
     ("store", "/contacts.ContactReadService/GetContact", "writer", derive_token(SECRET, "writer"),
      NOT_WIRED.format(caller="writer", service="contacts.ContactReadService")),
@@ -204,11 +179,60 @@ NOT_KNOWN = "caller {caller!r} is not a node of this system or its credentials a
      NOT_KNOWN.format(caller="writer")),
     ("store", "/contacts.ContactWriteService/AddContact", "writer", None, NOT_KNOWN.format(caller="writer")),
     ("reader", "/contacts.ContactReader/GetContact", None, None, NOT_KNOWN.format(caller="(anonymous)")),
-])
+    # a token without a node
+    ("reader", "/contacts.ContactReader/GetContact", None, derive_token(SECRET, "gateway"),
+     NOT_KNOWN.format(caller="(anonymous)")),
+]
+
+
+@pytest.mark.parametrize("node, method, caller, token, message", DENIALS)
 def test_other_callers_are_denied(shipped, node, method, caller, token, message):
-    handler = intercept(shipped, node, method, caller, token)
-    assert denial(handler) == (grpc.StatusCode.PERMISSION_DENIED, message)
+    assert refusal(shipped, node, method, caller, token) == message
 
 
 def test_health_checks_need_no_credentials(shipped):
-    assert intercept(shipped, "store", "/grpc.health.v1.Health/Check", None, None) is ALLOWED
+    assert refusal(shipped, "store", "/grpc.health.v1.Health/Check", None, None) is None
+
+
+def test_the_last_of_repeated_keys_counts(shipped):
+    check = check_of(shipped, "store")
+    writer = metadata("writer", derive_token(SECRET, "writer"))
+    assert check.refusal("contacts.ContactReadService", (("x-cqrs-flow-node", "reader"),) + writer) == \
+        NOT_WIRED.format(caller="writer", service="contacts.ContactReadService")
+    assert check.refusal("contacts.ContactWriteService", writer + (("x-cqrs-flow-token", "forged"),)) == \
+        NOT_KNOWN.format(caller="writer")
+
+
+def test_a_verified_token_is_hashed_once_and_only_that_token_passes(shipped, monkeypatch):
+    import cqrs_flow.auth as auth
+
+    check = check_of(shipped, "store")
+    hashed = []
+    digest_of = auth._digest
+    monkeypatch.setattr(auth, "_digest", lambda token: hashed.append(token) or digest_of(token))
+    good = metadata("writer", derive_token(SECRET, "writer"))
+    for _ in range(3):
+        assert check.refusal("contacts.ContactWriteService", good) is None
+    assert len(hashed) == 1
+    # what was verified lets nothing else through: another token, another caller, another service
+    assert check.refusal("contacts.ContactWriteService", metadata("writer", "forged")) == \
+        NOT_KNOWN.format(caller="writer")
+    assert check.refusal("contacts.ContactWriteService", metadata("writer", derive_token(SECRET, "writer")[:-1])) \
+        == NOT_KNOWN.format(caller="writer")
+    assert check.refusal("contacts.ContactWriteService", metadata("reader", derive_token(SECRET, "writer"))) == \
+        NOT_KNOWN.format(caller="reader")
+    assert check.refusal("contacts.ContactReadService", good) == \
+        NOT_WIRED.format(caller="writer", service="contacts.ContactReadService")
+    assert check.refusal("contacts.ContactWriteService", good) is None
+
+
+def test_refused_tokens_are_not_remembered(shipped, monkeypatch):
+    import cqrs_flow.auth as auth
+
+    check = check_of(shipped, "store")
+    hashed = []
+    digest_of = auth._digest
+    monkeypatch.setattr(auth, "_digest", lambda token: hashed.append(token) or digest_of(token))
+    for _ in range(3):
+        assert check.refusal("contacts.ContactWriteService", metadata("writer", "forged")) is not None
+    assert len(hashed) == 3
