@@ -4,6 +4,7 @@ exit status (0 ok, 1 failed, 2 usage)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from pathlib import Path
 
@@ -83,11 +84,15 @@ def up(file: str, only: str | None) -> None:
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.argument("name")
-def node(file: str, name: str) -> None:
+@click.option("--replica", type=click.IntRange(min=1), help="Which of a writer's replicas this is (1, 2, ...).")
+def node(file: str, name: str, replica: int | None) -> None:
     """Run one node of the topology in the foreground (what `up` spawns)."""
     from cqrs_flow.nodes import run_node
+    from cqrs_flow.nodes.runtime import ENV_REPLICA
     from cqrs_flow.protos import compile_protos
 
+    if replica is not None:
+        os.environ[ENV_REPLICA] = str(replica)
     try:
         topology = load_topology(file)
         protos = compile_protos(list(topology.protos), topology.root)

@@ -71,7 +71,8 @@ class Launcher:
         self.secret = configured or new_secret()
         for name in secret_variables(topology):
             self.env.pop(name, None)
-        self.processes: dict[str, NodeProcess] = {}
+        self.processes: dict[str, NodeProcess] = {}  # by process name: the node's, or <node>.<replica>
+        self._node_of: dict[str, tuple[str, int | None]] = {}  # process name -> node, replica
         self.ready_order: list[str] = []
         self._stop = asyncio.Event()
         self._restarts: dict[str, tuple[int, float]] = {}  # node -> (restarts in a row, last restart time)
@@ -82,7 +83,8 @@ class Launcher:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._on_signal)
-        self.printer.set_names(["cqrs-flow", *(n for n in self.topology.nodes if n in self.local | self.remote)])
+        self.printer.set_names(["cqrs-flow", *(instance for n in self.topology.nodes if n in self.local | self.remote
+                                               for instance, _ in self._instances(n))])
         status = 0
         try:
             started = self.clock()
@@ -146,40 +148,60 @@ class Launcher:
                 task.cancel()
             await asyncio.gather(*starting, return_exceptions=True)
 
+    def _instances(self, name: str) -> list[tuple[str, int | None]]:
+        """The processes of a node run here: (process name, replica number or None)."""
+        node = self.topology.nodes[name]
+        if isinstance(node, WriterNode) and node.replicas > 1:
+            return [(f"{name}.{i}", i) for i in range(1, node.replicas + 1)]
+        return [(name, None)]
+
     async def _start_node(self, name: str) -> None:
         node = self.topology.nodes[name]
-        began = self.clock()
-        process = None
         if node.external:
             self.printer.system(f"waiting for {name} ({node.kind}, external: {node.url})")
+            await self._wait_ready(name, node, None)
         elif name in self.remote:
             where = ", ".join(str(address) for _, address in node.listens)
             self.printer.system(f"waiting for {name} ({node.kind}, on another host: {where})")
+            await self._wait_ready(name, node, None)
         else:
-            argv = [sys.executable, "-m", "cqrs_flow", "node", str(self.topology.source), name]
-            env = {**self.env, **launch_environment(self.topology, name, self.secret),
-                   **mqtt_launch_environment(self.topology, name, self.secret)}
-            process = self.process_factory(name, argv, env, self.printer)
-            self.processes[name] = process
-            await process.start()
+            await asyncio.gather(*(self._start_process(name, instance, replica)
+                                   for instance, replica in self._instances(name)))
+
+    async def _start_process(self, name: str, instance: str, replica: int | None) -> None:
+        """Spawn one process of node `name` (`instance` names it) and wait until it is ready."""
+        argv = [sys.executable, "-m", "cqrs_flow", "node", str(self.topology.source), name]
+        if replica is not None:
+            argv += ["--replica", str(replica)]
+        env = {**self.env, **launch_environment(self.topology, name, self.secret),
+               **mqtt_launch_environment(self.topology, name, self.secret)}
+        process = self.process_factory(instance, argv, env, self.printer)
+        self.processes[instance] = process
+        self._node_of[instance] = (name, replica)
+        await process.start()
+        await self._wait_ready(instance, self.topology.nodes[name], process)
+
+    async def _wait_ready(self, instance: str, node: Node, process: NodeProcess | None) -> None:
+        """Probe until the node answers (StartError if it exits or ready_timeout passes first)."""
+        began = self.clock()
         probe = Probe(node, process, self._probe_login(node), self.topology)
         interval = 0.02
         try:
             while True:
                 if process is not None and process.returncode is not None:
                     await process.wait()
-                    raise StartError(f"node '{name}' ({node.kind}) exited with status "
+                    raise StartError(f"node '{instance}' ({node.kind}) exited with status "
                                      f"{process.returncode} before it was ready" + _last_words(process))
                 if await probe.ready():
-                    self.printer.system(f"{name} ready in {self.clock() - began:.2f}s")
+                    self.printer.system(f"{instance} ready in {self.clock() - began:.2f}s")
                     return
                 if self.clock() - began > self.topology.ready_timeout:
                     if node.external:
-                        what = f"external {node.kind} '{name}' at {node.url} was not reachable"
+                        what = f"external {node.kind} '{instance}' at {node.url} was not reachable"
                     elif process is None:
-                        what = f"{node.kind} '{name}' on another host was not reachable"
+                        what = f"{node.kind} '{instance}' on another host was not reachable"
                     else:
-                        what = f"node '{name}' ({node.kind}) was not ready"
+                        what = f"node '{instance}' ({node.kind}) was not ready"
                     raise StartError(f"{what} after {self.topology.ready_timeout:g}s (ready_timeout)"
                                      + (_last_words(process) if process else ""))
                 await asyncio.sleep(interval)
@@ -238,8 +260,10 @@ class Launcher:
             await asyncio.gather(*restarts, return_exceptions=True)
 
     async def _restart(self, name: str) -> bool:
-        """Restart node `name`, which exited, if its policy allows; False when it may not."""
-        node, code = self.topology.nodes[name], self.processes[name].returncode
+        """Restart process `name` (a node, or one replica), which exited, if its policy allows;
+        False when it may not."""
+        node_name, replica = self._node_of[name]
+        node, code = self.topology.nodes[node_name], self.processes[name].returncode
         count, last_start = self._restarts.get(name, (0, 0.0))
         if self.clock() - last_start > STABLE_AFTER:
             count = 0  # it ran long enough: a new crash starts a new series
@@ -261,27 +285,29 @@ class Launcher:
             pass
         self._restarts[name] = (count + 1, self.clock())
         try:
-            await self._start_node(name)
+            await self._start_process(node_name, name, replica)
         except StartError as exc:
             self.printer.system(f"restart of '{name}' failed: {exc}")  # it has exited: the loop sees it
         return True
 
     def _grace(self, name: str) -> float:
         """A writer finishes the commands it holds before it exits: give it their delay too."""
-        node = self.topology.nodes[name]
+        node = self.topology.nodes[self._node_of[name][0]]
         extra = node.delay + 2.0 if isinstance(node, WriterNode) else 0.0
         return max(self.topology.stop_timeout, extra)
 
     async def _stop_all(self) -> None:
-        """Stop nodes in reverse start order, each given the grace period before SIGKILL."""
-        not_ready = [n for n in self.processes if n not in self.ready_order]
-        for name in [*not_ready, *reversed(self.ready_order)]:
-            process = self.processes.get(name)
-            if process is None:
-                continue  # external: not ours to stop
-            if process.returncode is None:
-                self.printer.system(f"stopping {name}")
-            await process.stop(self._grace(name))
+        """Stop nodes in reverse start order (a node's replicas together), each given the grace
+        period before SIGKILL. External and remote nodes are not ours to stop."""
+        order = {node: i for i, node in enumerate(reversed(self.ready_order))}
+        groups: dict[int, list[str]] = {}
+        for name, (node, _) in self._node_of.items():  # nodes not ready yet go first
+            groups.setdefault(order.get(node, -1), []).append(name)
+        for _, names in sorted(groups.items()):
+            running = [n for n in names if self.processes[n].returncode is None]
+            if running:
+                self.printer.system(f"stopping {', '.join(running)}")
+            await asyncio.gather(*(self.processes[n].stop(self._grace(n)) for n in names))
         if self.processes:
             self.printer.system("all nodes stopped")
 

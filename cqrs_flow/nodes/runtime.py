@@ -16,9 +16,10 @@ from cqrs_flow.errors import NodeError
 from cqrs_flow.protos import ProtoSet
 from cqrs_flow.topology.model import Node, Topology
 
-__all__ = ["ENV_READY_FD", "NodeService", "configure_logging", "serve"]
+__all__ = ["ENV_READY_FD", "ENV_REPLICA", "NodeService", "configure_logging", "serve"]
 
 ENV_READY_FD = "CQRS_FLOW_READY_FD"
+ENV_REPLICA = "CQRS_FLOW_REPLICA"  # which of a writer's replicas this process is (1, 2, ...)
 log = logging.getLogger("cqrs_flow.node")
 
 

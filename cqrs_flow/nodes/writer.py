@@ -9,6 +9,7 @@ applied when the writer stopped is delivered again.
 from __future__ import annotations
 
 import asyncio
+import os
 import base64
 import json
 from collections import Counter
@@ -23,12 +24,12 @@ from cqrs_flow.errors import TopologyError
 from cqrs_flow.messages import get_path
 from cqrs_flow.mqtt import connect, new_client
 from cqrs_flow.mqtt_auth import login_from_env
-from cqrs_flow.nodes.runtime import NodeService
+from cqrs_flow.nodes.runtime import ENV_REPLICA, NodeService
 from cqrs_flow.plans import CommandPlan, Report, writer_plan
 from cqrs_flow.plugins import PluginContext, Rejected, start_plugins, stop_plugins
 from cqrs_flow.rpc import ServiceClient
 from cqrs_flow.tls import channel_security, mqtt_client_context
-from cqrs_flow.topology.access import writer_subscriptions
+from cqrs_flow.topology.access import shared, writer_subscriptions
 from cqrs_flow.topology.model import BrokerNode, WriterNode
 
 __all__ = ["Command", "EntityLanes", "Refused", "WriterService", "decode_command"]
@@ -155,7 +156,7 @@ class WriterService(NodeService):
         self.store = ServiceClient(self.protos, self.protos.service(store.write.name),
                                    store.write.listen.target, self.credentials,
                                    security=channel_security(self.topology, store.write.tls, self.node.client_tls))
-        self.subscriptions = writer_subscriptions(self.topology, self.node)
+        self.subscriptions = [shared(self.node, f) for f in writer_subscriptions(self.topology, self.node)]
         self.lanes = EntityLanes()
         self.set_aside: Counter[str] = Counter()  # messages set aside, by kind of reason
         self.statuses: list[dict[str, str]] = []
@@ -163,7 +164,10 @@ class WriterService(NodeService):
         self.subscribed = asyncio.Event()
         broker = self.topology.nodes[self.node.broker]
         assert isinstance(broker, BrokerNode)
-        self.mqtt = new_client(self.topology.name, self.node.name, broker, persistent=True,
+        # Each replica has a session of its own (its client id), all log in as the writer.
+        replica = os.environ.get(ENV_REPLICA)
+        instance = f"{self.node.name}.{replica}" if replica else self.node.name
+        self.mqtt = new_client(self.topology.name, instance, broker, persistent=True,
                                login=login_from_env(self.topology, self.node.name))
         self.mqtt.on_connect = self._on_connect
         self.mqtt.on_subscribe = lambda *_: self.subscribed.set()

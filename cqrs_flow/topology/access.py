@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from cqrs_flow.topology.model import BrokerNode, GatewayNode, Topology, WriterNode
 from cqrs_flow.topology.topics import matches
 
-__all__ = ["MqttAccess", "covers", "mqtt_access", "writer_subscriptions"]
+__all__ = ["MqttAccess", "covers", "mqtt_access", "shared", "writer_subscriptions"]
 
 
 def covers(allowed: str, requested: str) -> bool:
@@ -47,9 +47,17 @@ class MqttAccess:
 
 def writer_subscriptions(topology: Topology, writer: WriterNode) -> list[str]:
     """The writer's filters, plus the topics of commands it names that no filter covers
-    (overlapping subscriptions could deliver a message twice)."""
+    (overlapping subscriptions could deliver a message twice). The topic filters, as the ACL
+    knows them: see `shared` for what a writer in a group subscribes to."""
     named = [topology.commands[c].topic for c in writer.commands if c in topology.commands]
     return [*writer.topics, *dict.fromkeys(t for t in named if not any(matches(f, t) for f in writer.topics))]
+
+
+def shared(writer: WriterNode, topic_filter: str) -> str:
+    """What the writer subscribes to for `topic_filter`: itself, or in its group's MQTT shared
+    subscription ($share/<group>/<filter>: the broker hands each message to one member)."""
+    group = writer.share_group
+    return f"$share/{group}/{topic_filter}" if group else topic_filter
 
 
 def mqtt_access(topology: Topology, broker: BrokerNode) -> dict[str, MqttAccess]:

@@ -46,6 +46,7 @@ def check_wiring(topology: Topology) -> list[Problem]:
     _check_tls(topology, report)
     _check_files(topology, report)
     _check_data_directories(topology, report)
+    _check_writer_groups(topology, report)
     _check_store_backends(topology, report)
     cycle = find_cycle(topology)
     if cycle:
@@ -321,6 +322,32 @@ def _check_store_backends(topology: Topology, report: _Reporter) -> None:
         elif "mongodb" in raw:
             report(path + ("mongodb",), "the 'mongodb' settings are used only with backend: mongodb; "
                                         "add backend: mongodb, or remove them")
+
+
+def _check_writer_groups(topology: Topology, report: _Reporter) -> None:
+    """Writers sharing subscriptions (replicas, or a group) need a broker that has MQTT shared
+    subscriptions, and stores whose writes converge in any order (last_writer_wins)."""
+    brokers: dict[str, str] = {}
+    for writer in topology.nodes_of(WriterNode):
+        group = writer.share_group
+        if group is None:
+            continue
+        key = "replicas" if writer.replicas > 1 else "group"
+        broker = topology.nodes.get(writer.broker)
+        if isinstance(broker, BrokerNode) and not broker.external:
+            report(("nodes", writer.name, key),
+                   f"writers sharing their subscriptions need MQTT shared subscriptions, which the embedded "
+                   f"broker (amqtt) does not have: point nodes.{broker.name}.url at a broker that has them "
+                   f"(Mosquitto 1.6 or later, EMQX, HiveMQ), or run one writer")
+        store = topology.nodes.get(writer.store.node)
+        if isinstance(store, StoreNode) and not store.last_writer_wins:
+            report(("nodes", writer.name, key),
+                   f"commands on one entity may reach the store through several writers at once, in any "
+                   f"order: set nodes.{store.name}.last_writer_wins: true so that the newest command wins")
+        other = brokers.setdefault(group, writer.broker)
+        if other != writer.broker:
+            report(("nodes", writer.name, "group"),
+                   f"group '{group}' is shared with writers on broker '{other}': a group lives on one broker")
 
 
 def _hint(word: str, choices: Iterable[str]) -> str:

@@ -196,6 +196,8 @@ def _kind_node(name: str, kind: str | None, raw: dict[str, Any]) -> Node:
             dead_letter=raw.get("dead_letter"),
             attempts=raw["attempts"],
             payload_bytes=raw["payload_bytes"],
+            replicas=raw["replicas"],
+            group=raw.get("group"),
             plugins=_plugins(raw),
             client_tls=_client_tls(raw),
         )

@@ -300,12 +300,21 @@ class WriterNode(Node):
     dead_letter: str | None = None
     attempts: int = 5
     payload_bytes: int = 1024 * 1024
+    replicas: int = 1
+    group: str | None = None  # writers sharing their subscriptions (see share_group)
     plugins: tuple[PluginRef, ...] = ()
     client_tls: TlsClient | None = None
 
     @property
     def dependencies(self) -> tuple[str, ...]:
         return (self.broker, self.store.node)
+
+    @property
+    def share_group(self) -> str | None:
+        """The MQTT shared-subscription group it consumes in, or None (a subscription of its own)."""
+        if self.group:
+            return self.group
+        return self.name if self.replicas > 1 else None
 
 
 def _limit(key: str) -> int:

@@ -409,6 +409,12 @@ WRITER = Section({
     "client_tls": Field(CLIENT_TLS, doc="certificate this node presents to gRPC services with client_auth"),
     "payload_bytes": Field(positive_int, default=1024 * 1024,
                            doc="largest command payload; larger ones are set aside without decoding"),
+    "replicas": Field(positive_int, default=1,
+                      doc="processes of this writer that `up` runs; with more than one they share its "
+                          "subscriptions (MQTT shared subscriptions, so an external broker that has "
+                          "them), and the store must have last_writer_wins"),
+    "group": Field(name, doc="writers with the same group share their subscriptions: each command goes "
+                             "to one of them (default: the writer's replicas form a group of their own)"),
     "plugins": PLUGINS,
 })
 

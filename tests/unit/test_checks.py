@@ -316,3 +316,17 @@ def test_list_count_follows_the_store_behind_the_reader_unless_set(edit, parse):
     topology = parse(edit(("    kind: gateway\n", "    kind: gateway\n    limits: {list_count: 20}\n")))
     assert topology.list_count(topology.nodes["gateway"]) == 20
     assert parse(edit()).list_count(parse(edit()).nodes["gateway"]) == 1000
+
+
+def test_writer_replicas_need_shared_subscriptions_and_last_writer_wins(edit, problems_of, parse):
+    replicas = ("    kind: writer\n", "    kind: writer\n    replicas: 3\n")
+    problems = problems_of(edit(replicas))
+    messages = sorted(at(problems, "nodes.writer.replicas"))
+    assert len(messages) == 2
+    assert "set nodes.store.last_writer_wins: true" in messages[0]
+    assert messages[1].startswith("writers sharing their subscriptions need MQTT shared subscriptions, which "
+                                  "the embedded broker (amqtt) does not have")
+    external = ("    kind: broker\n    listen: 127.0.0.1:1883\n", "    kind: broker\n    url: mqtt://127.0.0.1:1885\n")
+    converging = ("    kind: store\n", "    kind: store\n    last_writer_wins: true\n")
+    writer = parse(edit(replicas, external, converging)).nodes["writer"]
+    assert (writer.replicas, writer.share_group) == (3, "writer")
