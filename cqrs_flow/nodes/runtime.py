@@ -86,14 +86,22 @@ async def serve(service: NodeService) -> None:
     for sig in signals:
         loop.add_signal_handler(sig, stopping.set)
     failure = service.failure
+    stop_wait = loop.create_task(stopping.wait())
     try:
-        await service.start()
+        # A node may wait long in start (for a broker that is gone, say): SIGTERM must end that
+        # wait too, or a node whose launcher died would outlive it.
+        starting = loop.create_task(service.start())
+        await asyncio.wait([starting, stop_wait], return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            starting.cancel()
+            await asyncio.gather(starting, return_exceptions=True)
+            return
+        starting.result()
         _notify_ready()
         log.info("%s '%s' ready", service.node.kind, service.node.name)
-        stop_wait = loop.create_task(stopping.wait())
         await asyncio.wait([stop_wait, failure], return_when=asyncio.FIRST_COMPLETED)
-        stop_wait.cancel()
     finally:
+        stop_wait.cancel()
         for sig in signals:
             loop.remove_signal_handler(sig)
         log.info("%s '%s' stopping", service.node.kind, service.node.name)
