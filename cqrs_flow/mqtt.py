@@ -33,19 +33,25 @@ SESSION_FOREVER = 0xFFFFFFFF
 
 
 def new_client(system: str, node: str, broker: BrokerNode, *, persistent: bool,
-               login: MqttLogin | None = None) -> gmqtt.Client:
+               login: MqttLogin | None = None, session_expiry: int | None = None) -> gmqtt.Client:
     """A client for `broker`, logging in with `login`. With MQTT 5, a persistent client acknowledges
     each message when its handler returns (gmqtt acknowledges MQTT 3.1.1 messages on receipt,
-    whatever the handler does)."""
+    whatever the handler does).
+
+    `session_expiry` (seconds) bounds how long the broker keeps a persistent session whose client
+    is gone. A member of a shared subscription needs it: while the broker keeps a dead member's
+    session, it goes on handing that session its share of the messages. MQTT 3.1.1 has no
+    expiry, so such a client gets a clean session there."""
     # Only on the embedded broker: an external one checks the password before it looks at the
     # client id, and keeps a writer's session across runs that may use another secret.
     tag = login.tag if login is not None and not broker.external else ""
     if broker.protocol == "5":
-        extra = {"session_expiry_interval": SESSION_FOREVER} if persistent else {}
+        extra = {"session_expiry_interval": session_expiry or SESSION_FOREVER} if persistent else {}
         client = gmqtt.Client(client_id(system, node, persistent, tag), clean_session=not persistent,
                               optimistic_acknowledgement=not persistent, **extra)
     else:
-        client = gmqtt.Client(client_id(system, node, persistent, tag), clean_session=not persistent)
+        clean = not persistent or session_expiry is not None
+        client = gmqtt.Client(client_id(system, node, persistent, tag), clean_session=clean)
     if login is not None:
         client.set_auth_credentials(login.user, login.password)
     return client

@@ -46,6 +46,9 @@ PUBACK_SUCCESS = 0
 # Store calls one writer has open at once: enough to keep the store busy, few enough that a
 # burst queues here (in order, per entity) rather than as thousands of open calls.
 MAX_IN_FLIGHT = 32
+# A writer in a shared subscription keeps its session this long after its client is gone (long
+# enough for `up` to restart it, short enough that a dead host's share goes to the others).
+GROUP_SESSION_EXPIRY = 5
 STATUS_BATCH = 200  # status reports per message at most
 STATUS_INTERVAL = 0.02  # seconds a report may wait for others to share its message
 
@@ -168,7 +171,8 @@ class WriterService(NodeService):
         replica = os.environ.get(ENV_REPLICA)
         instance = f"{self.node.name}.{replica}" if replica else self.node.name
         self.mqtt = new_client(self.topology.name, instance, broker, persistent=True,
-                               login=login_from_env(self.topology, self.node.name))
+                               login=login_from_env(self.topology, self.node.name),
+                               session_expiry=GROUP_SESSION_EXPIRY if self.node.share_group else None)
         self.mqtt.on_connect = self._on_connect
         self.mqtt.on_subscribe = lambda *_: self.subscribed.set()
         self.mqtt.on_message = self._on_message

@@ -16,11 +16,11 @@ from test_up_lifecycle import node_pid
 STREAM = 1000
 
 
-async def stream(system: System, count: int, prefix: str, during=None) -> list[str]:
+async def stream(target: str, count: int, prefix: str, during=None) -> list[str]:
     """Send `count` addContact mutations from 16 concurrent clients; the ids answered OK.
     `during()` runs (in a thread) once a third of them are sent. A request the gateway does not
     answer (it is down) counts as sent and not accepted."""
-    url = f"http://{system.gateway.listen.target}/graphql"
+    url = f"http://{target}/graphql"
     accepted: list[str] = []
     sent = 0
 
@@ -62,7 +62,7 @@ def test_killing_the_writer_mid_stream_loses_nothing_and_applies_nothing_twice(t
         "nodes.gateway.redeliver_after": "3s", "nodes.store.list_limit": 5000})).start()
     try:
         began = time.monotonic()
-        accepted = asyncio.run(stream(system, STREAM, "stream",
+        accepted = asyncio.run(stream(system.gateway.listen.target, STREAM, "stream",
                                       during=lambda: os.kill(node_pid(system, "writer"), signal.SIGKILL)))
         assert len(accepted) == STREAM  # the gateway accepts while the writer restarts
         missing = lambda: set(accepted) - set(stored_ids(system))  # noqa: E731
@@ -83,7 +83,7 @@ def test_killing_the_broker_mid_stream_loses_no_accepted_command(tmp_path):
         "nodes.gateway.redeliver_after": "3s", "nodes.store.list_limit": 5000})).start()
     try:
         began = time.monotonic()
-        accepted = asyncio.run(stream(system, STREAM, "broker",
+        accepted = asyncio.run(stream(system.gateway.listen.target, STREAM, "broker",
                                       during=lambda: os.kill(node_pid(system, "broker"), signal.SIGKILL)))
         # While the broker restarts the gateway answers ERROR (nothing queued); what it accepted must land.
         assert len(accepted) > STREAM // 5  # those before the kill, give or take the ones in flight
@@ -117,7 +117,7 @@ def test_garbage_on_every_command_topic_mid_stream_is_set_aside_and_nothing_is_l
         asyncio.run(publish())
 
     try:
-        accepted = asyncio.run(stream(system, STREAM, "garbage", during=garbage))
+        accepted = asyncio.run(stream(system.gateway.listen.target, STREAM, "garbage", during=garbage))
         assert len(accepted) == STREAM
         wait_until(lambda: not set(accepted) - set(stored_ids(system)), timeout=60, interval=0.5)
         set_aside = sum("set aside" in line for line in system.lines)
@@ -135,7 +135,7 @@ def test_killing_the_durable_store_mid_stream_loses_nothing(tmp_path):
         "nodes.store.data": "store-data"})).start()
     try:
         began = time.monotonic()
-        accepted = asyncio.run(stream(system, STREAM, "durable",
+        accepted = asyncio.run(stream(system.gateway.listen.target, STREAM, "durable",
                                       during=lambda: os.kill(node_pid(system, "store"), signal.SIGKILL)))
         assert len(accepted) == STREAM
         system.wait_for_line(r"node 'store' exited with status -9; restarting it")
@@ -164,7 +164,7 @@ def test_killing_gateway_broker_and_writer_together_loses_no_answered_command(tm
 
     try:
         began = time.monotonic()
-        accepted = asyncio.run(stream(system, STREAM, "outbox", during=kill_all))
+        accepted = asyncio.run(stream(system.gateway.listen.target, STREAM, "outbox", during=kill_all))
         assert len(accepted) > STREAM // 5
         system.wait_for_line(r"gateway .*outbox in .*gateway-data: \d+ command\(s\) accepted before a restart")
         wait_until(lambda: not set(accepted) - set(stored_ids(system)), timeout=60, interval=0.5)
