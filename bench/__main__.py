@@ -1,6 +1,6 @@
 """`python -m bench`: the performance figures of cqrs-flow, measured on real processes.
 
-    python -m bench                  all six figures (about 10 minutes on 2 cores)
+    python -m bench                  all seven figures (about 10 minutes on 2 cores)
     python -m bench --quick          small counts, every figure (about 90 s): a smoke run
     python -m bench --only 1,3       some figures
     python -m bench --only 4 --sizes 1000,100000
@@ -36,6 +36,7 @@ FIGURES = {
     4: "bench.fig4_store",
     5: "bench.fig5_startup",
     6: "bench.fig6_mosquitto",
+    7: "bench.fig7_replicas",
 }
 
 
@@ -114,7 +115,7 @@ def parse_list(text: str, what: str) -> list[int]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", help="figures to run, e.g. 1,3 (default: all of 1-6)")
+    parser.add_argument("--only", help="figures to run, e.g. 1,3 (default: all of 1-7)")
     parser.add_argument("--quick", action="store_true", help="small counts: a smoke run of about 90 s")
     parser.add_argument("--json", default=str(REPO / "bench" / "results.json"), help="where to write results")
     parser.add_argument("--sizes", help="figure 4's collection sizes (default 1000,100000,1000000; "
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     only = parse_list(args.only, "only") if args.only else list(FIGURES)
     unknown = [n for n in only if n not in FIGURES]
     if unknown:
-        parser.error(f"no figure {unknown[0]}; figures are 1-6")
+        parser.error(f"no figure {unknown[0]}; figures are 1-7")
 
     given = sys.argv[1:] if argv is None else argv
     command = " ".join(["python -m bench", *(shlex.quote(a) for a in given)])
