@@ -1,7 +1,8 @@
 """The contacts system on four hosts (network namespaces made by the test): Mosquitto and the
 store on one, a writer each on two more (one group: they share the commands), the reader and
-the gateway on a fourth. Each host runs `cqrs-flow up tests/topologies/multi_host.yaml --only
-...`; the test is a client on the same network. One writer host is killed mid-stream, and no
+the gateway on a fourth; MQTT and gRPC over TLS, with logins, an ACL and client certificates.
+Each host runs `cqrs-flow up multi_host.yaml --only ...`; the test is a client on the same
+network. One writer host is killed mid-stream, and no
 command answered OK is lost."""
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import uuid
 from pathlib import Path
 
 import pytest
+import yaml
 
+from certs import make_ca, needs_openssl
 from hosts import Hosts
 from system import SECRET, TOPOLOGIES, cli, wait_until
 from test_delivery import stream
@@ -51,15 +54,41 @@ def graphql(url: str, query: str) -> dict:
     return answer["data"]
 
 
+def secured_copy(directory: Path) -> Path:
+    """The topology with gRPC over TLS and client certificates on every endpoint, certificates
+    made for the hosts' addresses (the copy lives beside its tls/ folder)."""
+    make_ca(directory / "tls", "ca", server_addresses=("10.77.0.1", "10.77.0.4"))
+    data = yaml.safe_load(TOPOLOGY.read_text())
+    repository = TOPOLOGY.resolve().parent.parent.parent
+    data["root"] = "."
+    data["proto"] = str(repository / "proto" / "contacts.proto")
+    data["plugin_path"] = str(repository)
+    server = {"cert": "tls/server.pem", "key": "tls/server.key", "ca": "tls/ca.pem", "client_auth": True}
+    client = {"cert": "tls/node.pem", "key": "tls/node.key"}
+    nodes = data["nodes"]
+    nodes["store"]["write"]["tls"] = nodes["store"]["read"]["tls"] = nodes["reader"]["tls"] = server
+    for name in ("writer-a", "writer-b", "reader", "gateway"):
+        nodes[name]["client_tls"] = client
+    nodes["gateway"]["schema"] = str(repository / "schema" / "contacts.graphql")
+    nodes["broker"]["url"] = "mqtts://10.77.0.1:8883"
+    nodes["broker"]["tls"] = {"ca": "tls/ca.pem"}
+    copy = directory / "multi_host.yaml"
+    copy.write_text(yaml.safe_dump(data, sort_keys=False))
+    return copy
+
+
+@needs_openssl
 def test_four_hosts_run_the_system_and_lose_nothing_when_a_writer_host_dies(tmp_path):
     binary = mosquitto_binary()
     env = {**os.environ, "CQRS_FLOW_SECRET": SECRET}
+    topology = secured_copy(tmp_path)
     # The broker's users and their topics, for this topology and secret.
-    subprocess.run([*cli(), "mosquitto-auth", str(TOPOLOGY), str(tmp_path)], env=env, check=True,
+    subprocess.run([*cli(), "mosquitto-auth", str(topology), str(tmp_path)], env=env, check=True,
                    capture_output=True, timeout=60)
     config = tmp_path / "mosquitto.conf"
     config.write_text("\n".join([
-        "listener 1883 10.77.0.1", "allow_anonymous false", f"password_file {tmp_path / 'passwords'}",
+        "listener 8883 10.77.0.1", f"certfile {tmp_path / 'tls' / 'server.pem'}",
+        f"keyfile {tmp_path / 'tls' / 'server.key'}", "allow_anonymous false", f"password_file {tmp_path / 'passwords'}",
         f"acl_file {tmp_path / 'acl'}", "max_queued_messages 0", "max_queued_bytes 0", "max_inflight_messages 0",
         *(["user root"] if os.geteuid() == 0 else []), ""]))
     with Hosts(list(HOSTS)) as hosts:
@@ -67,7 +96,7 @@ def test_four_hosts_run_the_system_and_lose_nothing_when_a_writer_host_dies(tmp_
         hosts.run("data", [binary, "-c", str(config)], stdout=open(tmp_path / "mosquitto.log", "w"),
                   stderr=subprocess.STDOUT)
         for host, nodes in HOSTS.items():
-            hosts.run(host, [*cli(), "up", str(TOPOLOGY), "--only", nodes], env=env,
+            hosts.run(host, [*cli(), "up", str(topology), "--only", nodes], env=env,
                       stdout=open(logs[host], "w"), stderr=subprocess.STDOUT)
         for host, nodes in HOSTS.items():
             count = len(nodes.split(","))
