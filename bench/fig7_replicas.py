@@ -13,7 +13,7 @@ import asyncio
 import subprocess
 
 from bench.common import MOSQUITTO_EXAMPLE, Figure, System, fmt, prepare, say
-from bench.fig1_write import framework_writes, params
+from bench.fig1_write import framework_writes, landing_note, params
 from bench.fig6_mosquitto import mosquitto_binary, start_mosquitto
 
 REPLICAS = (1, 2, 4)
@@ -41,11 +41,10 @@ def run(ctx) -> Figure:
                     result = asyncio.run(framework_writes(system, count, clients))
                 fig.data[f"replicas={replicas},delay={delay}"] = result
                 rates[replicas] = result["rate"]
-                lost = result["sent_ok"] - result["committed"]
                 fig.row(f"writes committed/s, {replicas} replica(s), delay {delay} ({result['committed']:,} via GraphQL)",
                         fmt(result["rate"]),
                         ratio=f"{result['rate'] / rates[1]:.2f} (vs 1 replica)" if rates.get(1) else "",
-                        note=f"{lost:,} answered OK but not in the store" if lost else "")
+                        note=landing_note(result["sent_ok"], result["committed"]))
     finally:
         process.terminate()
         try:
