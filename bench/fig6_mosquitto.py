@@ -55,6 +55,14 @@ def start_mosquitto(directory: Path, binary: str) -> tuple[subprocess.Popen, int
     raise RuntimeError("Mosquitto did not start: " + (directory / "mosquitto.log").read_text()[-2000:])
 
 
+def stop_mosquitto(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
 def run(ctx) -> Figure:
     fig = Figure(6, "Write throughput with Mosquitto")
     binary = mosquitto_binary()
@@ -67,9 +75,5 @@ def run(ctx) -> Figure:
                         "nodes.store.list_limit": 10_000_000})
         asyncio.run(measure(fig, ctx, file, port, "5", "Mosquitto"))
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_mosquitto(process)
     return fig

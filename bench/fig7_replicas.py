@@ -10,11 +10,10 @@ whole system already keeps both busy, little is to be expected; on more cores or
 from __future__ import annotations
 
 import asyncio
-import subprocess
 
 from bench.common import MOSQUITTO_EXAMPLE, Figure, System, fmt, prepare, say
 from bench.fig1_write import framework_writes, landing_note, params
-from bench.fig6_mosquitto import mosquitto_binary, start_mosquitto
+from bench.fig6_mosquitto import mosquitto_binary, start_mosquitto, stop_mosquitto
 
 REPLICAS = (1, 2, 4)
 DELAYS = ("0s", "50ms")
@@ -46,9 +45,5 @@ def run(ctx) -> Figure:
                         ratio=f"{result['rate'] / rates[1]:.2f} (vs 1 replica)" if rates.get(1) else "",
                         note=landing_note(result["sent_ok"], result["committed"]))
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_mosquitto(process)
     return fig

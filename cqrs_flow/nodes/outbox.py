@@ -30,13 +30,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import os
 import re
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
-from cqrs_flow.stores.journal import Journal, JournalError, frame, lock_directory, open_journal, replay, wait
+from cqrs_flow.stores.journal import Journal, JournalError, JournalFiles, frame, open_journal, replay, wait
 
 __all__ = ["Outbox"]
 
@@ -57,13 +56,10 @@ class Outbox:
         self.redeliver_after = redeliver_after
         self.capacity = capacity
         self._waiting: OrderedDict[str, tuple[str, bytes, float]] = OrderedDict()  # id -> topic, payload, due
-        self.directory: Path | None = None
+        self.files: JournalFiles | None = None
         self.journal: Journal | None = None
-        self._lock: BinaryIO | None = None
-        self._fd: int | None = None
         self._generation = 0
         self._records = 0
-        self._compaction: asyncio.Task | None = None
 
     @classmethod
     async def open(cls, directory: Path, redeliver_after: float, capacity: int = 100_000,
@@ -71,18 +67,16 @@ class Outbox:
         """The outbox journaled in `directory`, with what it held before: all due at `now`.
         JournalError if the directory cannot be used."""
         outbox = cls(redeliver_after, capacity)
-        outbox.directory = directory
-        outbox._lock = lock_directory(directory, "gateway")
+        outbox.files = files = JournalFiles(directory, "gateway")
         try:
             generations = sorted(int(m.group(1)) for p in directory.iterdir() if (m := _GENERATION.match(p.name)))
             for generation in generations:
                 outbox._records = replay(directory / f"outbox.{generation}", lambda r: outbox._replay(r, now))
             outbox._generation = generations[-1] if generations else 0
-            outbox._fd = open_journal(directory / f"outbox.{outbox._generation}")
+            outbox.journal = files.start(directory / f"outbox.{outbox._generation}")
         except OSError as exc:
-            outbox._release()
+            files.release()
             raise JournalError(f"cannot read the outbox in {directory}: {exc}") from None
-        outbox.journal = Journal(outbox._fd)
         if outbox._waiting:
             log.info("outbox in %s: %d command(s) accepted before a restart and not reported on; "
                      "publishing them again", directory, len(outbox._waiting))
@@ -142,31 +136,26 @@ class Outbox:
 
     def _count_record(self) -> None:
         self._records += 1
-        if self._records > max(COMPACT_MIN_RECORDS, 4 * len(self._waiting)) and (
-                self._compaction is None or self._compaction.done()):
-            self._compaction = asyncio.get_running_loop().create_task(self._compact(), name="outbox compaction")
+        if self.files is not None and self._records > max(COMPACT_MIN_RECORDS, 4 * len(self._waiting)):
+            self.files.compact_with(self._compact, "outbox compaction")
 
     async def _compact(self) -> None:
-        assert self.journal is not None and self.directory is not None
-        generation = self._generation + 1
+        assert self.files is not None and self.journal is not None
+        directory, generation = self.files.directory, self._generation + 1
         try:
-            fd = open_journal(self.directory / f"outbox.{generation}")
+            fd = open_journal(directory / f"outbox.{generation}")
         except OSError as exc:
             log.error("outbox: cannot start outbox.%d (the current one goes on): %s", generation, exc)
             return
-        old_fd, self._fd, self._generation = self._fd, fd, generation
-        last_old = self.journal.rotate(fd)
+        old_complete = self.files.rotate(fd)
+        self._generation = generation
         pending = [[cid, topic, base64.b64encode(payload).decode()]
                    for cid, (topic, payload, _) in self._waiting.items()]
         opened = self.journal.append(frame({"pending": pending}))
         self._records = 1
-        try:
-            await wait(last_old)
-        finally:
-            if old_fd is not None:
-                os.close(old_fd)
+        await old_complete
         await wait(opened)
-        for path in self.directory.iterdir():
+        for path in directory.iterdir():
             if (m := _GENERATION.match(path.name)) and int(m.group(1)) < generation:
                 path.unlink()
 
@@ -177,19 +166,5 @@ class Outbox:
         await asyncio.shield(self.journal.task)
 
     async def close(self) -> None:
-        if self._compaction is not None:
-            await asyncio.gather(self._compaction, return_exceptions=True)
-        if self.journal is not None:
-            try:
-                await self.journal.close()
-            except JournalError:
-                pass  # reported by wait_failure already
-        self._release()
-
-    def _release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-        if self._lock is not None:
-            self._lock.close()
-            self._lock = None
+        if self.files is not None:
+            await self.files.close()

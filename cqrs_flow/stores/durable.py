@@ -54,10 +54,10 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from cqrs_flow.stores.base import Document, DuplicateKey, InvalidDocument, NotFound, StaleCommand, StoreError
-from cqrs_flow.stores.journal import (Journal, Records, frame, lock_directory, open_journal, replay,
+from cqrs_flow.stores.journal import (Journal, JournalFiles, Records, frame, open_journal, replay,
                                       sync_directory, wait)
 from cqrs_flow.stores.memory import MemoryStore
 
@@ -85,9 +85,7 @@ class DurableStore(MemoryStore):
         self._group_commit = group_commit
         self._generation = 0  # of the journal being appended to
         self._records = 0  # journal records since the snapshot
-        self._lock: BinaryIO | None = None
-        self._fd: int | None = None
-        self._compaction: asyncio.Task | None = None
+        self.files: JournalFiles | None = None
         self.journal: Journal
 
     @classmethod
@@ -98,7 +96,8 @@ class DurableStore(MemoryStore):
         try:
             store._open()
         except BaseException:
-            store._release()
+            if store.files is not None:
+                store.files.release()
             raise
         store._maybe_compact()
         return store
@@ -107,7 +106,7 @@ class DurableStore(MemoryStore):
 
     def _open(self) -> None:
         started = time.monotonic()
-        self._lock = lock_directory(self.directory, "store")
+        self.files = JournalFiles(self.directory, "store")
         (self.directory / "snapshot.tmp").unlink(missing_ok=True)  # a compaction cut short
 
         snapshot_generation = self._load_snapshot()
@@ -123,8 +122,7 @@ class DurableStore(MemoryStore):
         for generation in journals:
             self._records += self._replay(self.directory / f"journal.{generation}")
         self._generation = journals[-1] if journals else snapshot_generation
-        self._fd = open_journal(self.directory / f"journal.{self._generation}")
-        self.journal = Journal(self._fd, self._group_commit)
+        self.journal = self.files.start(self.directory / f"journal.{self._generation}", self._group_commit)
         log.info("data in %s: %d documents (snapshot generation %d, %d journal records replayed) "
                  "in %.2fs", self.directory, len(self), snapshot_generation, self._records,
                  time.monotonic() - started)
@@ -260,9 +258,8 @@ class DurableStore(MemoryStore):
     # -- compaction -----------------------------------------------------------------------------
 
     def _maybe_compact(self) -> None:
-        if self._records > max(self.compact_min_records, len(self)) and (
-                self._compaction is None or self._compaction.done()):
-            self._compaction = asyncio.get_running_loop().create_task(self._compact(), name="compaction")
+        if self.files is not None and self._records > max(self.compact_min_records, len(self)):
+            self.files.compact_with(self._compact, "compaction")
 
     async def _compact(self) -> None:
         generation = self._generation + 1
@@ -272,17 +269,13 @@ class DurableStore(MemoryStore):
             log.error("compaction: cannot start journal.%d: %s", generation, exc)
             return
         started = time.monotonic()
-        old_fd, self._fd = self._fd, fd
-        last_old = self.journal.rotate(fd)
+        old_complete = self.files.rotate(fd)
+        # Between the rotation and the next await: exactly what the old journals hold.
         self._generation, counted = generation, self._records
         documents = list(self._documents.values())  # point in time: stored documents never change
         commands = list(self._commands.items())  # str -> str: the pairs never change either
         paused = time.monotonic() - started
-        try:
-            await wait(last_old)  # the old journal is complete on disk
-        finally:
-            if old_fd is not None:
-                os.close(old_fd)
+        await old_complete  # the old journal is complete on disk
         try:
             size = await asyncio.to_thread(self._write_snapshot, generation, documents, commands)
         except OSError as exc:
@@ -322,22 +315,8 @@ class DurableStore(MemoryStore):
         await asyncio.shield(self.journal.task)
 
     async def close(self) -> None:
-        if self._compaction is not None:
-            await asyncio.gather(self._compaction, return_exceptions=True)
-        if hasattr(self, "journal"):
-            try:
-                await self.journal.close()
-            except StoreError:
-                pass  # reported by wait_failure already
-        self._release()
-
-    def _release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-        if self._lock is not None:
-            self._lock.close()  # releases the flock
-            self._lock = None
+        if self.files is not None:
+            await self.files.close()
 
 
 def _record(payload: dict[str, Any], command: str | None, lww: bool) -> bytes:

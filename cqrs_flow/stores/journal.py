@@ -23,12 +23,12 @@ import struct
 import zlib
 from collections import deque
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterator
+from typing import Any, Awaitable, BinaryIO, Callable, Iterator
 
 from cqrs_flow.stores.base import StoreError
 
-__all__ = ["HEADER", "Journal", "JournalError", "Records", "frame", "lock_directory", "open_journal",
-           "replay", "sync_directory", "wait"]
+__all__ = ["HEADER", "Journal", "JournalError", "JournalFiles", "Records", "frame", "lock_directory",
+           "open_journal", "replay", "sync_directory", "wait"]
 
 log = logging.getLogger("cqrs_flow.journal")
 
@@ -231,3 +231,63 @@ def lock_directory(directory: Path, what: str) -> BinaryIO:
         lock.close()
         raise JournalError(f"the data directory {directory} is in use by another {what} process") from None
     return lock
+
+
+class JournalFiles:
+    """What an owner of a journaled directory holds: the directory's lock, the journal file being
+    appended to and its Journal, and the compaction task that may be running. The durable store
+    and the gateway's outbox each have one."""
+
+    def __init__(self, directory: Path, what: str) -> None:
+        self.directory = directory
+        self.lock: BinaryIO | None = lock_directory(directory, what)
+        self.fd: int | None = None
+        self.journal: Journal | None = None
+        self.compaction: asyncio.Task | None = None
+
+    def start(self, path: Path, group_commit: bool = True) -> Journal:
+        """Append to `path` from now on (the directory's first journal of this run)."""
+        self.fd = open_journal(path)
+        self.journal = Journal(self.fd, group_commit)
+        return self.journal
+
+    def rotate(self, fd: int) -> Awaitable[None]:
+        """Append to the open file `fd` from now on; await what this returns to wait until the
+        old file has all its records on disk (it is closed then). Whatever the caller does
+        between the two steps sees exactly the records of the old file."""
+        assert self.journal is not None, "start() first"
+        old_fd, self.fd = self.fd, fd
+        last_old = self.journal.rotate(fd)
+
+        async def finished() -> None:
+            try:
+                await wait(last_old)
+            finally:
+                if old_fd is not None:
+                    os.close(old_fd)
+
+        return finished()
+
+    def compact_with(self, compaction: Callable[[], Awaitable[None]], name: str) -> None:
+        """Run `compaction` in the background unless one is running."""
+        if self.compaction is None or self.compaction.done():
+            self.compaction = asyncio.get_running_loop().create_task(compaction(), name=name)
+
+    async def close(self) -> None:
+        """Let a compaction finish, write what is queued, and let go of the files."""
+        if self.compaction is not None:
+            await asyncio.gather(self.compaction, return_exceptions=True)
+        if self.journal is not None:
+            try:
+                await self.journal.close()
+            except JournalError:
+                pass  # the owner's wait_failure reported it already
+        self.release()
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        if self.lock is not None:
+            self.lock.close()  # releases the flock
+            self.lock = None

@@ -59,8 +59,8 @@ def test_compaction_keeps_what_waits_and_drops_old_generations(tmp_path, monkeyp
             await outbox.add(f"c{i}", "T", b"x", now=0.0)
             if i % 10:
                 outbox.settle([f"c{i}"])
-        if outbox._compaction:
-            await outbox._compaction
+        if outbox.files.compaction:
+            await outbox.files.compaction
         generation = outbox._generation
         assert generation > 3
         assert sorted(p.name for p in directory.iterdir()) == ["lock", f"outbox.{generation}"]

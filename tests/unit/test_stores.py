@@ -196,8 +196,8 @@ def test_compaction_keeps_every_document_and_drops_old_journals(tmp_path):
                     await store.delete(key)
             except (NotFound, DuplicateKey):
                 pass
-        if store._compaction:
-            await store._compaction
+        if store.files.compaction:
+            await store.files.compaction
         before = await store.list(1000)
         generation = store._generation
         assert generation > 3  # compacted several times
@@ -226,8 +226,8 @@ def test_each_keys_last_command_survives_a_reopen_and_a_compaction(tmp_path):
                 await store.insert(key, {"id": key}, command)
             expected[key] = command
         await store.insert("plain", {"id": "plain"})  # written without a command: none kept
-        if store._compaction:
-            await store._compaction
+        if store.files.compaction:
+            await store.files.compaction
         assert store._generation > 1 and (directory / "snapshot").exists()
         await store.update("k3", {"last": True}, "cmd-final")  # in the journal after the snapshot
         expected["k3"] = "cmd-final"
@@ -266,7 +266,7 @@ def test_a_long_journal_is_compacted_at_start_up(tmp_path):
         await store.close()
         assert not (directory / "snapshot").exists()
         store = await DurableStore.open(directory, "contacts", compact_min_records=10)
-        await store._compaction
+        await store.files.compaction
         assert (directory / "snapshot").exists() and not (directory / "journal.0").exists()
         assert journal_of(directory).stat().st_size == 0
         await store.close()
@@ -288,10 +288,9 @@ def test_a_compaction_cut_short_loses_nothing(tmp_path):
         await store.close()
         # switched to journal.1 and wrote to it, but no snapshot yet
         store = await DurableStore.open(directory, "contacts")
-        old, store._fd = store._fd, os.open(directory / "journal.1", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-        store.journal.rotate(store._fd)
+        old_complete = store.files.rotate(os.open(directory / "journal.1", os.O_WRONLY | os.O_CREAT | os.O_APPEND))
         await store.insert("later", {"id": "later"})
-        os.close(old)
+        await old_complete
         before.append({"id": "later"})
         (directory / "snapshot.tmp").write_bytes(b"half a snapshot")
         await store.close()
@@ -315,7 +314,7 @@ def test_a_damaged_snapshot_or_a_missing_journal_stops_the_store(tmp_path):
         directory = tmp_path / "data"
         store = await DurableStore.open(directory, "contacts", compact_min_records=5)
         await fill(store)
-        await store._compaction
+        await store.files.compaction
         await store.close()
         snapshot = (directory / "snapshot").read_bytes()
         (directory / "snapshot").write_bytes(snapshot[:-3])
