@@ -31,7 +31,7 @@ from cqrs_flow.messages import get_path, set_path
 from cqrs_flow.mqtt import connect, new_client
 from cqrs_flow.mqtt_auth import login_from_env
 from cqrs_flow.nodes.commands import STATUS_SDL, SUBSCRIPTION_SDL, CommandBook
-from cqrs_flow.nodes.limits import LimitExceeded, RequestGate
+from cqrs_flow.nodes.limits import Busy, LimitExceeded, RequestGate
 from cqrs_flow.nodes.outbox import Outbox
 from cqrs_flow.nodes.reader import UNAVAILABLE_PEER
 from cqrs_flow.nodes.runtime import NodeService
@@ -338,8 +338,12 @@ class GatewayService(NodeService):
             if origin is not None and not _same_origin(origin, request.host) and not self._origin_allowed(origin):
                 return _graphql_error(f"WebSocket from origin {origin[:100]!r} refused: not listed in "
                                       "the gateway's cors.origins", 403, request["request_id"])
-            return await serve_websocket(request, self.engine, {"request": request}, self.gate,
-                                         request["request_id"])
+            try:
+                with self.gate.connected():
+                    return await serve_websocket(request, self.engine, {"request": request}, self.gate,
+                                                 request["request_id"])
+            except Busy as exc:  # raised before the upgrade: an HTTP answer still fits
+                return _graphql_error(str(exc), 503, request["request_id"])
         if self.node.playground:
             return web.Response(text=self.playground, content_type="text/html")
         return _graphql_error("send GraphQL requests as POST with a JSON body", 405, request["request_id"])

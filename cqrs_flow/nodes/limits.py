@@ -44,7 +44,8 @@ class LimitExceeded(Exception):
 
 
 class Busy(LimitExceeded):
-    """More requests in flight than limits.in_flight: refused at once rather than queued."""
+    """More requests in flight than limits.in_flight (or WebSockets than limits.websockets):
+    refused at once rather than queued."""
 
 
 class RequestGate:
@@ -54,6 +55,7 @@ class RequestGate:
         self.limits = limits
         self.introspection = introspection
         self.in_flight = 0
+        self.connections = 0  # WebSockets open
 
     def check(self, query: str, variables: Any) -> None:
         """Raise LimitExceeded if the query or its variables are over a limit."""
@@ -70,6 +72,18 @@ class RequestGate:
             yield
         finally:
             self.in_flight -= 1
+
+    @contextmanager
+    def connected(self) -> Iterator[None]:
+        """Count one WebSocket open while the block runs; raise Busy if there is no room."""
+        if self.connections >= self.limits.websockets:
+            raise Busy(f"the gateway has {self.connections} WebSocket connections open (limits.websockets); "
+                       "try again shortly")
+        self.connections += 1
+        try:
+            yield
+        finally:
+            self.connections -= 1
 
 
 @dataclass

@@ -334,6 +334,7 @@ class Limits:
     list_length: int = _limit("list_length")
     string_length: int = _limit("string_length")
     in_flight: int = _limit("in_flight")
+    websockets: int = _limit("websockets")
 
 
 @dataclass(frozen=True)

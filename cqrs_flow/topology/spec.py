@@ -436,6 +436,8 @@ LIMITS = Section({
                            doc="longest string argument or variable, in characters"),
     "in_flight": Field(positive_int, default=100,
                        doc="requests the gateway works on at once; more are refused at once (HTTP 503)"),
+    "websockets": Field(positive_int, default=200,
+                        doc="WebSocket connections open at once; more are refused at once (HTTP 503)"),
 }, doc="limits on what one request may ask for", filled=True)
 
 CORS = Section({

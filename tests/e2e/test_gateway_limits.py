@@ -18,7 +18,7 @@ from test_up_lifecycle import node_pid
 PROTOCOL = "graphql-transport-ws"
 APP = "https://app.example.com"
 LIMITS = {"body_bytes": 4096, "tokens": 300, "depth": 4, "fields": 20, "aliases": 3, "list_count": 50,
-          "list_length": 5, "string_length": 40, "in_flight": 1}
+          "list_length": 5, "string_length": 40, "in_flight": 1, "websockets": 1}
 
 
 @pytest.fixture(scope="module")
@@ -160,3 +160,29 @@ def test_beyond_in_flight_requests_are_refused_at_once(locked):
     waiting.join(30)
     assert first and first[0][0] == 200
     assert wait_until(lambda: query(locked, "{ __typename }")[0] == 200)
+
+
+def test_beyond_websockets_connections_are_refused_at_once(locked):
+    """With limits.websockets 1, a second WebSocket is answered 503 while the first is open."""
+    async def run():
+        url = f"ws://{locked.gateway.listen.target}/graphql"
+        async with aiohttp.ClientSession() as http:
+            async with http.ws_connect(url, protocols=(PROTOCOL,), headers={"Origin": APP}) as ws:
+                await ws.send_json({"type": "connection_init"})
+                assert (await ws.receive_json(timeout=10)) == {"type": "connection_ack"}
+                with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                    await http.ws_connect(url, protocols=(PROTOCOL,), headers={"Origin": APP})
+                assert refused.value.status == 503
+            for _ in range(50):  # once the server has seen the first one closed, there is room again
+                try:
+                    ws = await http.ws_connect(url, protocols=(PROTOCOL,), headers={"Origin": APP})
+                    break
+                except aiohttp.WSServerHandshakeError:
+                    await asyncio.sleep(0.1)
+            else:
+                raise AssertionError("a WebSocket was still refused after the first one closed")
+            async with ws:
+                await ws.send_json({"type": "connection_init"})
+                assert (await ws.receive_json(timeout=10)) == {"type": "connection_ack"}
+
+    asyncio.run(run())
