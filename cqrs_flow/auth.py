@@ -28,7 +28,10 @@ __all__ = [
     "ENV_SECRET",
     "ENV_TOKEN",
     "credentials_from_env",
+    "derive",
     "derive_token",
+    "digest",
+    "json_map_from_env",
     "launch_environment",
     "new_secret",
 ]
@@ -45,12 +48,30 @@ def new_secret() -> str:
     return secrets.token_hex(32)
 
 
+def derive(secret: str, label: str) -> str:
+    """A credential derived from the system secret: HMAC-SHA256(secret, "cqrs-flow " + label)."""
+    return hmac.new(secret.encode(), f"cqrs-flow {label}".encode(), hashlib.sha256).hexdigest()
+
+
 def derive_token(secret: str, node: str) -> str:
-    return hmac.new(secret.encode(), f"cqrs-flow node {node}".encode(), hashlib.sha256).hexdigest()
+    return derive(secret, f"node {node}")
 
 
-def _digest(token: str | bytes) -> str:
-    return hashlib.sha256(token.encode() if isinstance(token, str) else token).hexdigest()
+def digest(credential: str | bytes) -> str:
+    """What a node is told of the credentials it accepts: their SHA-256, never the credential."""
+    return hashlib.sha256(credential.encode() if isinstance(credential, str) else credential).hexdigest()
+
+
+def json_map_from_env(env: Mapping[str, str], name: str, what: str) -> dict[str, str]:
+    """The JSON object of strings in the environment variable `name` (`up` puts it there);
+    NodeError saying it must be "a JSON object of <what>" if it is not one."""
+    try:
+        value = json.loads(env.get(name) or "{}")
+    except ValueError:
+        value = None
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise NodeError(f"{name} must be a JSON object of {what}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -68,7 +89,7 @@ class Credentials:
 
 def _callers(topology: Topology, node: str, secret: str) -> dict[str, str]:
     names = set().union(*topology.callers_of(node).values()) if topology.callers_of(node) else set()
-    return {caller: _digest(derive_token(secret, caller)) for caller in sorted(names)}
+    return {caller: digest(derive_token(secret, caller)) for caller in sorted(names)}
 
 
 def launch_environment(topology: Topology, node: str, secret: str) -> dict[str, str]:
@@ -81,14 +102,7 @@ def credentials_from_env(topology: Topology, node: str,
                          env: Mapping[str, str] = os.environ) -> Credentials:
     """The node's credentials, from what `up` handed it or from CQRS_FLOW_SECRET."""
     if env.get(ENV_TOKEN):
-        try:
-            callers = json.loads(env.get(ENV_CALLERS) or "{}")
-        except ValueError:
-            callers = None
-        if not isinstance(callers, dict) or not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in callers.items()):
-            raise NodeError(f"{ENV_CALLERS} must be a JSON object of node name -> token hash")
-        return Credentials(node, env[ENV_TOKEN], callers)
+        return Credentials(node, env[ENV_TOKEN], json_map_from_env(env, ENV_CALLERS, "node name -> token hash"))
     if env.get(ENV_SECRET):
         secret = env[ENV_SECRET]
         return Credentials(node, derive_token(secret, node), _callers(topology, node, secret))
@@ -133,7 +147,7 @@ class CallerCheck:
         if verified is not None and hmac.compare_digest(verified, presented):
             return True
         expected = self._callers.get(caller)
-        if not caller or expected is None or not hmac.compare_digest(expected.encode(), _digest(presented).encode()):
+        if not caller or expected is None or not hmac.compare_digest(expected.encode(), digest(presented).encode()):
             return False
         self._verified[caller] = presented  # one entry per node of the system at most
         return True

@@ -10,13 +10,12 @@ them from CQRS_FLOW_SECRET. The same passwords log in to an external broker once
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import os
 from dataclasses import dataclass
 from typing import Mapping
 
-from cqrs_flow.auth import ENV_SECRET
+from cqrs_flow.auth import ENV_SECRET, derive, digest, json_map_from_env
 from cqrs_flow.errors import NodeError
 from cqrs_flow.topology.access import mqtt_access
 from cqrs_flow.topology.model import BrokerNode, GatewayNode, Topology, WriterNode
@@ -37,11 +36,10 @@ ENV_MQTT_USERS = "CQRS_FLOW_MQTT_USERS"
 
 
 def derive_mqtt_password(secret: str, user: str) -> str:
-    return hmac.new(secret.encode(), f"cqrs-flow mqtt {user}".encode(), hashlib.sha256).hexdigest()
+    return derive(secret, f"mqtt {user}")
 
 
-def password_digest(password: str) -> str:
-    return hashlib.sha256(password.encode()).hexdigest()
+password_digest = digest  # what the embedded broker is told of the passwords it accepts
 
 
 @dataclass(frozen=True)
@@ -103,14 +101,7 @@ def users_from_env(topology: Topology, broker: BrokerNode,
                    env: Mapping[str, str] = os.environ) -> dict[str, str]:
     """user -> SHA-256 of its password, for the embedded broker."""
     if env.get(ENV_MQTT_USERS):
-        try:
-            users = json.loads(env[ENV_MQTT_USERS])
-        except ValueError:
-            users = None
-        if not isinstance(users, dict) or not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in users.items()):
-            raise NodeError(f"{ENV_MQTT_USERS} must be a JSON object of user name -> password hash")
-        return users
+        return json_map_from_env(env, ENV_MQTT_USERS, "user name -> password hash")
     if env.get(ENV_SECRET):
         return _users(topology, broker, env[ENV_SECRET])
     raise _no_secret(broker.name)

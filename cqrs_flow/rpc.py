@@ -66,63 +66,34 @@ def service_handler(protos: ProtoSet, service: ServiceDescriptor, handlers: Mapp
     for name, handler in handlers.items():
         method = service.methods_by_name[name]
         request_class = None if name in forward else protos.class_of(method.input_type)
-        parse = _lenient(request_class) if request_class else None
-        if check is not None:  # then the request is decoded after the check
-            handler, parse = _checked(service.full_name, handler, check, request_class), None
-        elif request_class is not None:
-            handler = _refusing_malformed(handler, request_class)
         methods[name] = grpc.unary_unary_rpc_method_handler(
-            handler, request_deserializer=parse,
+            _guarded(service.full_name, handler, check, request_class),  # gets the bytes as they came
             response_serializer=None if name in forward else protos.class_of(method.output_type).SerializeToString,
         )
     return grpc.method_handlers_generic_handler(service.full_name, methods)
 
 
-class _Malformed:
-    """Stands in for a request whose bytes are no valid message (see `_lenient`)."""
+def _guarded(service: str, handler: Handler, check: CallerCheck | None,
+             request_class: type[Message] | None) -> Handler:
+    """`handler` behind the caller check, given the request decoded (as `request_class`; None:
+    the bytes as they came). A caller the topology does not wire to the service is refused
+    (PERMISSION_DENIED) before its request is even decoded; bytes that are no valid message are
+    INVALID_ARGUMENT. Decoding happens here rather than in a gRPC deserializer, which gRPC would
+    answer with UNKNOWN and details naming the Python exception when it raises."""
+    type_name = request_class.DESCRIPTOR.full_name if request_class is not None else ""
 
-    def __init__(self, size: int, error: Exception) -> None:
-        self.size = size
-        self.error = error
-
-    def describe(self, request_class: type[Message]) -> str:
-        return f"the request is not a valid {request_class.DESCRIPTOR.full_name} ({self.size} bytes)"
-
-
-def _lenient(request_class: type[Message]) -> Callable[[bytes], Message | _Malformed]:
-    """A deserializer that does not raise: gRPC answers a raising one with UNKNOWN and details
-    naming the Python exception, which blames the server and shows its insides."""
-    def deserialize(data: bytes) -> Message | _Malformed:
-        try:
-            return request_class.FromString(data)
-        except (DecodeError, RecursionError, ValueError) as exc:
-            return _Malformed(len(data), exc)
-    return deserialize
-
-
-def _refusing_malformed(handler: Handler, request_class: type[Message]) -> Handler:
-    async def handle(request: Message | _Malformed, context: grpc.aio.ServicerContext) -> Message:
-        if isinstance(request, _Malformed):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.describe(request_class))
-        return await handler(request, context)
-    return handle
-
-
-def _checked(service: str, handler: Handler, check: CallerCheck, request_class: type[Message] | None) -> Handler:
-    """`handler` behind the caller check; the request is decoded (if `request_class` is given)
-    only once the caller may call."""
-
-    async def checked(request: bytes, context: grpc.aio.ServicerContext):
-        refusal = check.refusal(service, context.invocation_metadata())
-        if refusal is not None:
+    async def guarded(request: bytes, context: grpc.aio.ServicerContext):
+        if check is not None and (refusal := check.refusal(service, context.invocation_metadata())) is not None:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, refusal)
         if request_class is not None:
-            request = _lenient(request_class)(request)
-            if isinstance(request, _Malformed):
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.describe(request_class))
+            try:
+                request = request_class.FromString(request)
+            except (DecodeError, RecursionError, ValueError):
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                    f"the request is not a valid {type_name} ({len(request)} bytes)")
         return await handler(request, context)
 
-    return checked
+    return guarded
 
 
 class _Unserved(grpc.GenericRpcHandler):

@@ -24,7 +24,7 @@ from cqrs_flow.errors import CqrsFlowError, StartError
 from cqrs_flow.launcher.printer import Printer
 from cqrs_flow.launcher.probes import Probe
 from cqrs_flow.launcher.process import NodeProcess
-from cqrs_flow.topology.graph import sorter
+from cqrs_flow.topology.graph import needed_by, sorter
 from cqrs_flow.mqtt_auth import MqttLogin, derive_mqtt_password, mqtt_launch_environment
 from cqrs_flow.system_secret import read_secret, secret_variables
 from cqrs_flow.topology.access import mqtt_access
@@ -56,7 +56,7 @@ class Launcher:
             raise CqrsFlowError(f"no node {', '.join(map(repr, sorted(unknown)))} in {topology.source}"
                                 + (f" ({'; '.join(hints)})" if hints else "")
                                 + f"; its nodes: {', '.join(topology.nodes)}")
-        self.remote = _dependencies(topology, self.local) - self.local  # waited for, run elsewhere
+        self.remote = needed_by(topology, self.local) - self.local  # waited for, run elsewhere
         self.printer = printer or Printer()
         self.env = dict(os.environ if env is None else env)
         self.process_factory = process_factory
@@ -75,7 +75,7 @@ class Launcher:
         self._node_of: dict[str, tuple[str, int | None]] = {}  # process name -> node, replica
         self.ready_order: list[str] = []
         self._stop = asyncio.Event()
-        self._restarts: dict[str, tuple[int, float]] = {}  # node -> (restarts in a row, last restart time)
+        self._restarts: dict[str, tuple[int, float]] = {}  # process -> (restarts in a row, last restart)
         self._stop_requested_at = 0.0
 
     async def run(self) -> int:
@@ -318,16 +318,3 @@ def _last_words(process: NodeProcess) -> str:
     errors = [line for line in lines if line.startswith(("ERROR", "CRITICAL", "error:"))]
     tail = (errors or lines)[-3:]
     return (": " + " / ".join(line.strip() for line in tail)) if tail else ""
-
-
-
-
-def _dependencies(topology: Topology, names: set[str]) -> set[str]:
-    """`names` and every node they depend on, directly or not."""
-    found, todo = set(), list(names)
-    while todo:
-        name = todo.pop()
-        if name not in found:
-            found.add(name)
-            todo.extend(topology.nodes[name].dependencies)
-    return found

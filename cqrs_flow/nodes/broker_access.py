@@ -9,7 +9,6 @@ no), a refused subscription gets the failure code 0x80 in its SUBACK.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import hmac
 import logging
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from amqtt.contexts import Action
 from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.session import Session
 
+from cqrs_flow.mqtt_auth import password_digest
 from cqrs_flow.topology.access import MqttAccess
 
 __all__ = ["NodeLogin", "RoutingBroker", "TopicAccess"]
@@ -38,8 +38,7 @@ class NodeLogin(BaseAuthPlugin):
         if isinstance(password, bytes):
             password = password.decode("utf-8", "replace")
         expected = self.config.users.get(user)
-        digest = hashlib.sha256(password.encode()).hexdigest()
-        if expected is not None and hmac.compare_digest(expected, digest):
+        if expected is not None and hmac.compare_digest(expected, password_digest(password)):
             return True
         log.warning("refused MQTT login of %s (client id %r): %s", repr(user) if user else "an anonymous client",
                     session.client_id, "wrong password" if expected else "unknown user")

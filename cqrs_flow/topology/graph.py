@@ -6,7 +6,7 @@ from graphlib import CycleError, TopologicalSorter
 
 from cqrs_flow.topology.model import Topology
 
-__all__ = ["find_cycle", "sorter", "start_batches", "start_order"]
+__all__ = ["find_cycle", "needed_by", "sorter", "start_batches", "start_order"]
 
 
 def sorter(topology: Topology) -> TopologicalSorter:
@@ -17,6 +17,17 @@ def sorter(topology: Topology) -> TopologicalSorter:
     })
     graph.prepare()
     return graph
+
+
+def needed_by(topology: Topology, names: set[str]) -> set[str]:
+    """`names` and every node they depend on, directly or not."""
+    found, todo = set(), list(names)
+    while todo:
+        name = todo.pop()
+        if name not in found and name in topology.nodes:
+            found.add(name)
+            todo.extend(topology.nodes[name].dependencies)
+    return found
 
 
 def start_batches(topology: Topology) -> list[list[str]]:

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import pytest
-
 import os
-import shutil
 import subprocess
-from pathlib import Path
+
+import pytest
 
 from cqrs_flow.launcher.probes import mqtt_connack_code
 from cqrs_flow.topology import Address
-from system import EXAMPLES, SECRET, System, cli, free_ports, prepare, wait_until
+from system import EXAMPLES, SECRET, System, cli, free_ports, mosquitto_binary, prepare, wait_until
 
 
 def pytest_collection_modifyitems(items):
@@ -32,11 +30,7 @@ def contacts(tmp_path_factory) -> System:
 @pytest.fixture(scope="session")
 def mosquitto(tmp_path_factory) -> Address:
     """Debian's Mosquitto with the example's configuration, on a free port (.ci/run installs it)."""
-    binary = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
-    if binary is None:
-        if os.environ.get("CI"):
-            pytest.fail("mosquitto is not installed; .ci/run installs it with apt-get")
-        pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
+    binary = mosquitto_binary()
     directory = tmp_path_factory.mktemp("mosquitto")
     # Its users and their topics, written the way the example's README says, for the tests' secret.
     subprocess.run([*cli(), "mosquitto-auth", str(EXAMPLES / "contacts-mosquitto" / "topology.yaml"), str(directory)],

@@ -18,6 +18,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Sequence
 
+import pytest
 
 from cqrs_flow.auth import derive_token
 from cqrs_flow.mqtt_auth import MqttLogin, derive_mqtt_password
@@ -28,6 +29,17 @@ from cqrs_flow.topology.relocate import free_ports, relocate  # noqa: F401 (free
 TOPOLOGIES = Path(__file__).resolve().parent.parent / "topologies"
 EXAMPLES = TOPOLOGIES.parent.parent / "examples"
 SECRET = "e2e-test-secret"
+
+
+def mosquitto_binary() -> str:
+    """Debian's Mosquitto, which .ci/run installs: a test that needs it fails in CI without it,
+    and is skipped elsewhere."""
+    binary = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail("mosquitto is not installed; .ci/run installs it with apt-get")
+        pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
+    return binary
 
 
 def cli() -> list[str]:

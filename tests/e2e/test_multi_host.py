@@ -11,7 +11,6 @@ import asyncio
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import time
@@ -23,7 +22,7 @@ import yaml
 
 from certs import make_ca, needs_openssl
 from hosts import Hosts
-from system import SECRET, TOPOLOGIES, cli, wait_until
+from system import SECRET, TOPOLOGIES, cli, mosquitto_binary, wait_until
 from test_delivery import stream
 
 TOPOLOGY = TOPOLOGIES / "multi_host.yaml"
@@ -31,13 +30,6 @@ HOSTS = {"data": "store", "w1": "writer-a", "w2": "writer-b", "front": "reader,g
 STREAM = 1000
 
 pytestmark = pytest.mark.skipif(Hosts.unavailable() is not None, reason=f"no test hosts: {Hosts.unavailable()}")
-
-
-def mosquitto_binary() -> str:
-    binary = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
-    if binary is None:
-        pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
-    return binary
 
 
 def wait_for(log: Path, pattern: str, timeout: float = 60.0) -> None:

@@ -208,8 +208,8 @@ def test_a_verified_token_is_hashed_once_and_only_that_token_passes(shipped, mon
 
     check = check_of(shipped, "store")
     hashed = []
-    digest_of = auth._digest
-    monkeypatch.setattr(auth, "_digest", lambda token: hashed.append(token) or digest_of(token))
+    digest_of = auth.digest
+    monkeypatch.setattr(auth, "digest", lambda token: hashed.append(token) or digest_of(token))
     good = metadata("writer", derive_token(SECRET, "writer"))
     for _ in range(3):
         assert check.refusal("contacts.ContactWriteService", good) is None
@@ -231,8 +231,8 @@ def test_refused_tokens_are_not_remembered(shipped, monkeypatch):
 
     check = check_of(shipped, "store")
     hashed = []
-    digest_of = auth._digest
-    monkeypatch.setattr(auth, "_digest", lambda token: hashed.append(token) or digest_of(token))
+    digest_of = auth.digest
+    monkeypatch.setattr(auth, "digest", lambda token: hashed.append(token) or digest_of(token))
     for _ in range(3):
         assert check.refusal("contacts.ContactWriteService", metadata("writer", "forged")) is not None
     assert len(hashed) == 3

@@ -102,3 +102,10 @@ def test_with_node_replaces_a_node_and_changes_the_order():
     order = start_order(topology)
     assert order.index("g2") < order.index("g1")
     assert start_batches(topology)[-1] == ["g1"]
+
+
+def test_needed_by_follows_dependencies_transitively(shipped):
+    from cqrs_flow.topology.graph import needed_by
+
+    assert needed_by(shipped, {"gateway"}) == {"gateway", "broker", "reader", "store"}
+    assert needed_by(shipped, {"writer", "store"}) == {"writer", "broker", "store"}
