@@ -265,7 +265,8 @@ def _check_files(topology: Topology, report: _Reporter) -> None:
     files += [(("nodes", g.name, "schema"), str(g.schema)) for g in topology.nodes_of(GatewayNode)
               if str(g.schema) not in ("", ".")]
     folders: list[tuple[KeyPath, str]] = [(("plugin_path", i), str(p)) for i, p in enumerate(topology.plugin_path)]
-    folders += [(("nodes", s.name, "data"), str(s.data)) for s in topology.nodes_of(StoreNode) if s.data]
+    folders += [(("nodes", n.name, "data"), str(n.data)) for n in topology.nodes.values()
+                if isinstance(n, (StoreNode, GatewayNode)) and n.data]
     outside = {path for path, relative in files + folders if _leaves_project(topology, path, relative, report)}
     for path, relative in files:
         if path in outside:

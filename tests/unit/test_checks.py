@@ -330,3 +330,11 @@ def test_writer_replicas_need_shared_subscriptions_and_last_writer_wins(edit, pr
     converging = ("    kind: store\n", "    kind: store\n    last_writer_wins: true\n")
     writer = parse(edit(replicas, external, converging)).nodes["writer"]
     assert (writer.replicas, writer.share_group) == (3, "writer")
+
+
+def test_data_directories_may_not_lead_out_of_the_project(edit, problems_of):
+    problems = problems_of(edit(("    key: id\n", "    key: id\n    data: ../store-data\n"),
+                                ("    schema: schema/contacts.graphql\n",
+                                 "    schema: schema/contacts.graphql\n    data: ../gateway-data\n")))
+    assert "leads out of the project" in at(problems, "nodes.store.data")[0]
+    assert "leads out of the project" in at(problems, "nodes.gateway.data")[0]
