@@ -111,18 +111,6 @@ class System:
                     self.reported_ready = float(match.group(2))
                     self._ready.set()
 
-    async def wait_applied(self, target: int, timeout: float, stall: float = 10.0) -> int:
-        """Wait until `target` commands were applied, or none for `stall` seconds, or `timeout`."""
-        deadline = time.monotonic() + timeout
-        seen, seen_at = self.applied, time.monotonic()
-        while self.applied < target and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
-            if self.applied != seen:
-                seen, seen_at = self.applied, time.monotonic()
-            elif time.monotonic() - seen_at > stall:
-                break
-        return self.applied
-
     def node_pids(self) -> dict[str, int]:
         """Node name -> pid of the processes `up` started (its children)."""
         if self.process is None:

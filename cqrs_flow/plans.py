@@ -534,11 +534,3 @@ def check_contracts(topology: Topology, protos: ProtoSet) -> list[Problem]:
 
 def _unique(problems: list[Problem]) -> list[Problem]:
     return list(dict.fromkeys(problems))
-
-
-def require(problems: list[Problem], source: str) -> None:
-    from cqrs_flow.errors import TopologyError
-
-    if problems:
-        raise TopologyError(_unique(problems), source)
-
