@@ -129,14 +129,14 @@ class MemoryStore(DocumentStore):
     def _update(self, key: str, fields: Document, command: str | None = None, lww: bool = False) -> Document:
         self._admit(key, command)
         stored = self._documents.get(key)
-        if stored is None:
-            if not lww:
-                raise NotFound(key)
+        if stored is not None:
+            updated = {**stored, **_copy(fields), "_id": key}  # a new dict: stored ones never change
+            self._replace(key, updated)
+        elif lww:  # the update is the document's whole state
             self._put_new(key, fields)
-            self._commands[key] = command
-            return _copy_out(self._documents[key])
-        updated = {**stored, **_copy(fields), "_id": key}  # a new dict: stored ones never change
-        self._replace(key, updated)
+            updated = self._documents[key]
+        else:
+            raise NotFound(key)
         if command:
             self._commands[key] = command
         return _copy_out(updated)
