@@ -97,7 +97,7 @@ class RoutingBroker(Broker):
     refuses it (CONNACK 5, session-present 0, nothing else done) unless the login is good, its
     will's topic is one the login may publish and its client id is no other user's session, and
     only then does amqtt's session lookup. `_handle_disconnect` checks a will's topic again when
-    it goes out.
+    it goes out. `_client_connected` closes a connection beyond `connections_per_address`.
 
     amqtt acknowledges a QoS 1 publish when it reads it and routes it later, one message at a
     time (checking its topic is one await per message); a client that disconnects meanwhile had
@@ -105,13 +105,33 @@ class RoutingBroker(Broker):
     behaves as amqtt does.)"""
 
     connect_timeout = 10.0  # seconds a new connection has to send its CONNECT
+    connections_per_address = 100  # open at once from one IP address; more are closed at once
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._open: dict[str, int] = {}  # IP address -> connections open from it
+        self._capped: set[str] = set()  # addresses told they have too many open
 
     async def _client_connected(self, listener_name: str, reader, writer) -> None:
         _listener.set(listener_name)  # each connection runs in its own task, with its own context
+        peer = writer.get_peer_info()
+        address = peer[0] if peer else ""
+        if self._open.get(address, 0) >= self.connections_per_address:
+            if address not in self._capped:  # said once, not for every socket
+                self._capped.add(address)
+                log.warning("closing new connections from %s: %d are open from there already",
+                            address or "an unknown address", self.connections_per_address)
+            await writer.close()
+            return
+        self._open[address] = self._open.get(address, 0) + 1
         try:
             await super()._client_connected(listener_name, reader, writer)
         finally:
             await writer.close()  # amqtt leaves the socket of a CONNECT it failed to read open
+            self._open[address] -= 1
+            if not self._open[address]:
+                del self._open[address]
+                self._capped.discard(address)
 
     async def _initialize_client_session(self, reader, writer, remote_address: str,
                                          remote_port: int) -> tuple[BrokerProtocolHandler, Session]:

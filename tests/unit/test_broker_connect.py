@@ -39,9 +39,9 @@ def connect_packet(client_id: str, user: str | None = None, password: str | None
 class Broker:
     """A RoutingBroker on a free port, with two users and their ACL."""
 
-    def __init__(self, connect_timeout: float = 10.0) -> None:
+    def __init__(self, connect_timeout: float = 10.0, per_address: int = 100) -> None:
         self.port = free_ports(1)[0]
-        self.connect_timeout = connect_timeout
+        self.connect_timeout, self.per_address = connect_timeout, per_address
 
     async def __aenter__(self) -> "Broker":
         with warnings.catch_warnings():
@@ -56,6 +56,7 @@ class Broker:
                     "cqrs_flow.nodes.broker_access.TopicAccess": {
                         "publish": PUBLISH, "subscribe": SUBSCRIBE}}})
         self.broker.connect_timeout = self.connect_timeout
+        self.broker.connections_per_address = self.per_address
         await self.broker.start()
         return self
 
@@ -185,5 +186,24 @@ def test_a_connection_that_sends_no_connect_is_closed():
             assert await asyncio.wait_for(reader.read(1), 3) == b""  # closed by the broker
             writer.close()
             assert broker.sessions == {}
+
+    asyncio.run(scenario())
+
+
+def test_connections_from_one_address_are_capped():
+    async def scenario():
+        async with Broker(per_address=2) as broker:
+            login = connect_packet("first", "gateway", PASSWORDS["gateway"])
+            first, _, kept = await broker.connect(login)
+            assert first == bytes([0x20, 0x02, 0x00, ACCEPTED])
+            idle = await asyncio.open_connection("127.0.0.1", broker.port)  # sends nothing
+            reader, writer = await asyncio.open_connection("127.0.0.1", broker.port)
+            assert await asyncio.wait_for(reader.read(1), 3) == b""  # the third: closed at once
+            writer.close()
+            idle[1].close()
+            await asyncio.sleep(0.1)
+            again = connect_packet("again", "gateway", PASSWORDS["gateway"])
+            assert await broker.connack(again) == bytes([0x20, 0x02, 0x00, ACCEPTED])
+            kept.close()
 
     asyncio.run(scenario())
