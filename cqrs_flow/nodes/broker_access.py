@@ -153,7 +153,10 @@ class RoutingBroker(Broker):
                         repr(incoming.username) if incoming.username else "an anonymous client",
                         incoming.client_id, peer, refusal)
         if refusal:
-            await ConnackPacket.build(0, NOT_AUTHORIZED).to_stream(writer)  # session-present 0
+            try:
+                await ConnackPacket.build(0, NOT_AUTHORIZED).to_stream(writer)  # session-present 0
+            except OSError:
+                pass  # gone already
             raise AMQTTError(f"CONNECT from {peer} refused: {refusal}")
 
         # What amqtt does next, now for a client that is let in (and a will's retain flag, too).
