@@ -42,8 +42,8 @@ def new_client(system: str, node: str, broker: BrokerNode, *, persistent: bool,
     is gone. A member of a shared subscription needs it: while the broker keeps a dead member's
     session, it goes on handing that session its share of the messages. MQTT 3.1.1 has no
     expiry, so such a client gets a clean session there."""
-    # Only on the embedded broker: an external one checks the password before it looks at the
-    # client id, and keeps a writer's session across runs that may use another secret.
+    # Only on the embedded broker: an external one keeps a writer's session across runs that may
+    # use another secret.
     tag = login.tag if login is not None and not broker.external else ""
     if broker.protocol == "5":
         extra = {"session_expiry_interval": session_expiry or SESSION_FOREVER} if persistent else {}

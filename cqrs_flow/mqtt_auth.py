@@ -52,8 +52,8 @@ class MqttLogin:
     @property
     def tag(self) -> str:
         """A short value only the holder of the password knows: it makes the node's MQTT client id
-        unguessable, so no one else can take over (or wipe) its session on the embedded broker,
-        which handles a client id before it checks the password."""
+        unguessable on the embedded broker, so no other client can even name its session (the
+        broker also refuses a client id that is another user's session)."""
         return hashlib.sha256(f"client id {self.password}".encode()).hexdigest()[:12]
 
     def __repr__(self) -> str:  # never print the password
