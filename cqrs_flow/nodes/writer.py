@@ -22,6 +22,7 @@ from google.protobuf.message import DecodeError, Message
 
 from cqrs_flow.errors import TopologyError
 from cqrs_flow.messages import get_path
+from cqrs_flow.nodes.commands import online_message
 from cqrs_flow.mqtt import connect, new_client
 from cqrs_flow.mqtt_auth import login_from_env
 from cqrs_flow.nodes.runtime import ENV_REPLICA, NodeService
@@ -176,7 +177,8 @@ class WriterService(NodeService):
                                login=login_from_env(self.topology, self.node.name),
                                session_expiry=GROUP_SESSION_EXPIRY if self.node.share_group else None)
         self.mqtt.on_connect = self._on_connect
-        self.mqtt.on_subscribe = lambda *_: self.subscribed.set()
+        self.instance = instance
+        self.mqtt.on_subscribe = self._on_subscribe
         self.mqtt.on_message = self._on_message
         self.plugins = await start_plugins(self.node, PluginContext(self.topology, self.node, self.protos, self.log))
         await connect(self.mqtt, broker, tls=mqtt_client_context(self.topology, broker))
@@ -189,6 +191,15 @@ class WriterService(NodeService):
         client.subscribe([gmqtt.Subscription(topic, qos=1) for topic in self.subscriptions])
         if self.statuses:  # reports made while the broker was away go out now
             self._arm_flush(0.0)
+
+    def _on_subscribe(self, client: gmqtt.Client, *_) -> None:
+        # Tell the gateways, on every (re)connect: a writer that was restarted lost the commands
+        # it held during its delay (MQTT 3.1.1 acknowledges on receipt), and a broker that was
+        # restarted lost those it queued. The gateways publish again, at once, the commands on
+        # these topics that no writer has reported on; duplicates are applied once.
+        self.subscribed.set()
+        client.publish(self.topology.status_topic, online_message(self.instance, list(self.plans)),
+                       qos=1)
 
     async def _on_message(self, client, topic: str, payload: bytes, qos: int, properties) -> int:
         """Returns once the command is applied or set aside; then the PUBACK goes out (MQTT 5)."""

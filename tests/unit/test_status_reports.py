@@ -1,4 +1,5 @@
-"""The writer's status reports: batched, and every one published once the broker is back."""
+"""The status topic: the writer's reports (batched, and every one published once the broker is
+back) and its online message, on which the gateway publishes again what it may have lost."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ import asyncio
 import json
 from types import SimpleNamespace
 
+from cqrs_flow.nodes.commands import CommandBook, online_message, writer_online
+from cqrs_flow.nodes.gateway import GatewayService
+from cqrs_flow.nodes.outbox import Outbox
 from cqrs_flow.nodes.writer import WriterService
 
 PLAN = SimpleNamespace(name="add_contact")
@@ -30,7 +34,7 @@ class FlakyClient:
             raise ConnectionResetError("the broker went away")
         self.published.append((topic, payload))
 
-    def subscribe(self, subscriptions) -> None:
+    def subscribe(self, subscriptions, qos: int = 0) -> None:
         pass
 
     def reported(self) -> list[str]:
@@ -71,5 +75,51 @@ def test_reports_whose_publish_failed_are_published_on_a_later_try(shipped):
         writer._report(PLAN, "c6", "k6", "APPLIED", "")
         await asyncio.sleep(0.3)
         assert sorted(client.reported()) == [f"c{i}" for i in range(7)]  # each once
+
+    asyncio.run(scenario())
+
+
+def test_the_writer_says_it_is_online_each_time_it_has_subscribed(shipped):
+    client = FlakyClient()
+    writer = reporting_writer(shipped, client)
+    writer.plans, writer.instance = {"CONTACT/ADD": PLAN, "CONTACT/DELETE": PLAN}, "writer.1"
+    writer.subscribed = asyncio.Event()
+    for _ in range(2):  # connected, then reconnected
+        writer._on_subscribe(client, 1, [1], None)
+    assert writer.subscribed.is_set()
+    assert [(topic, writer_online(payload)) for topic, payload in client.published] == \
+        [(shipped.status_topic, ("writer.1", ["CONTACT/ADD", "CONTACT/DELETE"]))] * 2
+
+
+def test_the_gateway_publishes_at_once_what_a_writer_that_is_online_again_may_have_lost(shipped):
+    async def scenario():
+        now = asyncio.get_running_loop().time
+        gateway = GatewayService(shipped, shipped.nodes["gateway"], None, None)
+        gateway.book, gateway.outbox = CommandBook(), Outbox(redeliver_after=60.0)
+        gateway.republish = asyncio.Event()
+        await gateway.outbox.add("a", "CONTACT/ADD", b"1", now())
+        await gateway.outbox.add("b", "CONTACT/UPDATE", b"2", now())
+        status = shipped.status_topic
+        for payload in (b"\xff", b'{"online": 5}', b"[]"):  # set aside, nothing else happens
+            gateway._on_status(None, status, payload, 1, None)
+        gateway._on_status(None, "elsewhere", online_message("writer", ["CONTACT/ADD"]), 1, None)
+        assert not gateway.republish.is_set() and gateway.outbox.due(now()) == []
+        gateway._on_status(None, status, online_message("writer", ["CONTACT/ADD"]), 1, None)
+        assert gateway.republish.is_set()
+        assert gateway.outbox.due(now()) == [("a", "CONTACT/ADD", b"1")]
+
+    asyncio.run(scenario())
+
+
+def test_the_gateway_publishes_at_once_what_a_broker_it_reconnected_to_may_have_lost(shipped):
+    async def scenario():
+        now = asyncio.get_running_loop().time
+        gateway = GatewayService(shipped, shipped.nodes["gateway"], None, None)
+        gateway.outbox, gateway.republish, gateway.connects = Outbox(60.0), asyncio.Event(), 0
+        await gateway.outbox.add("a", "CONTACT/ADD", b"1", now())
+        gateway._on_connect(FlakyClient(), 0, 0, None)  # the first connect: nothing was lost
+        assert gateway.outbox.due(now()) == []
+        gateway._on_connect(FlakyClient(), 0, 0, None)
+        assert gateway.republish.is_set() and gateway.outbox.due(now()) == [("a", "CONTACT/ADD", b"1")]
 
     asyncio.run(scenario())
