@@ -190,7 +190,7 @@ class WriterService(NodeService):
         # Subscribe on every (re)connect: cheap, and right even if the broker lost the session.
         client.subscribe([gmqtt.Subscription(topic, qos=1) for topic in self.subscriptions])
         if self.statuses:  # reports made while the broker was away go out now
-            self._arm_flush(0.0)
+            asyncio.get_running_loop().call_soon(self._flush_statuses)
 
     def _on_subscribe(self, client: gmqtt.Client, *_) -> None:
         # Tell the gateways, on every (re)connect: a writer that was restarted lost the commands
