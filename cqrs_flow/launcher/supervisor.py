@@ -32,7 +32,9 @@ from cqrs_flow.topology.model import BrokerNode, GatewayNode, Node, Topology, Wr
 
 __all__ = ["Launcher"]
 
-RESTART_BACKOFF = 0.5  # seconds before the first restart; doubles with each restart in a row
+# The first restart in a row is immediate (a writer's commands wait for it); the second waits
+# RESTART_BACKOFF seconds, and each one after that twice as long as the one before.
+RESTART_BACKOFF = 0.5
 MAX_RESTART_BACKOFF = 10.0
 STABLE_AFTER = 30.0  # seconds of running after which a node's restarts in a row count from 0 again
 
@@ -275,14 +277,17 @@ class Launcher:
             self.printer.system(f"error: node '{name}' exited with status {code} after {count} restarts in a "
                                 f"row (restart_limit {node.restart_limit}); stopping the others")
             return False
-        backoff = min(RESTART_BACKOFF * 2 ** count, MAX_RESTART_BACKOFF)
-        self.printer.system(f"node '{name}' exited with status {code}; restarting it in {backoff:g}s "
+        backoff = min(RESTART_BACKOFF * 2 ** (count - 1), MAX_RESTART_BACKOFF) if count else 0.0
+        when = f"in {backoff:g}s" if backoff else "now"
+        self.printer.system(f"node '{name}' exited with status {code}; restarting it {when} "
                             f"(restart {count + 1} of at most {node.restart_limit})")
-        try:
-            await asyncio.wait_for(self._stop.wait(), backoff)
+        if backoff:
+            try:
+                await asyncio.wait_for(self._stop.wait(), backoff)
+            except asyncio.TimeoutError:
+                pass
+        if self._stop.is_set():
             return True  # stopping instead: the caller sees the stop request next
-        except asyncio.TimeoutError:
-            pass
         self._restarts[name] = (count + 1, self.clock())
         try:
             await self._start_process(node_name, name, replica)

@@ -7,7 +7,8 @@ import json
 from collections import OrderedDict
 from typing import Any
 
-__all__ = ["AppliedCommands", "CommandBook", "STATUS_SDL", "SUBSCRIPTION_SDL"]
+__all__ = ["AppliedCommands", "CommandBook", "STATUS_SDL", "SUBSCRIPTION_SDL", "online_message",
+           "writer_online"]
 
 # Added to every gateway's schema (unless it defines commandStatus itself).
 STATUS_SDL = '''
@@ -39,6 +40,28 @@ SUBSCRIPTION_SDL = '''
   commandSettled(id: String!): CommandStatus
 }}
 '''
+
+
+def online_message(writer: str, topics: list[str]) -> bytes:
+    """What a writer publishes on the status topic each time it has subscribed to its command
+    topics: it is (back) online, and what it held before is gone if it was restarted."""
+    return json.dumps({"online": writer, "topics": topics}).encode()
+
+
+def writer_online(payload: bytes) -> tuple[str, list[str]] | None:
+    """The writer and command topics of an online message; None if `payload` is none."""
+    try:
+        message = json.loads(payload)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    if not isinstance(message, dict):
+        return None
+    writer, topics = message.get("online"), message.get("topics")
+    if not isinstance(writer, str) or not isinstance(topics, list):
+        return None
+    if not all(isinstance(topic, str) for topic in topics):
+        return None
+    return writer, topics
 
 
 class CommandBook:

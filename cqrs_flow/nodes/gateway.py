@@ -30,7 +30,7 @@ from cqrs_flow.conversions import data_converter
 from cqrs_flow.messages import get_path, set_path
 from cqrs_flow.mqtt import connect, new_client
 from cqrs_flow.mqtt_auth import login_from_env
-from cqrs_flow.nodes.commands import STATUS_SDL, SUBSCRIPTION_SDL, CommandBook
+from cqrs_flow.nodes.commands import STATUS_SDL, SUBSCRIPTION_SDL, CommandBook, writer_online
 from cqrs_flow.nodes.limits import Busy, LimitExceeded, RequestGate
 from cqrs_flow.nodes.outbox import Outbox
 from cqrs_flow.nodes.reader import UNAVAILABLE_PEER
@@ -82,7 +82,9 @@ class GatewayService(NodeService):
         self.spawn(self.outbox.wait_failure(), "outbox")
         self.mqtt = new_client(self.topology.name, self.node.name, broker, persistent=False,
                                login=login_from_env(self.topology, self.node.name))
-        self.mqtt.on_connect = lambda client, *_: client.subscribe(self.topology.status_topic, qos=1)
+        self.republish = asyncio.Event()  # set: publish what is due now, not at the next tick
+        self.connects = 0
+        self.mqtt.on_connect = self._on_connect
         self.mqtt.on_message = self._on_status
         await connect(self.mqtt, broker, tls=mqtt_client_context(self.topology, broker))
         self.spawn(self._redeliver(), "redeliver")
@@ -130,28 +132,55 @@ class GatewayService(NodeService):
             await self.reader.close()
         await stop_plugins(getattr(self, "plugins", []), self.log)
 
+    def _on_connect(self, client, *_) -> None:
+        client.subscribe(self.topology.status_topic, qos=1)
+        self.connects += 1
+        if self.connects > 1:  # a broker that restarted has lost the commands it held
+            self._due_now(None, "the gateway reconnected to the broker")
+
     def _on_status(self, client, topic: str, payload: bytes, qos: int, properties) -> int:
         if topic != self.topology.status_topic:
             return 0
         settled = self.book.heard(payload)
-        if settled is None:
+        if settled is not None:
+            self.outbox.settle(settled)
+        elif (online := writer_online(payload)) is not None:
+            writer, topics = online
+            self._due_now(topics, f"writer '{writer[:100]}' is online")
+        else:
             self.log.warning("ignored a status message that is not one (%d bytes)", len(payload))
-        self.outbox.settle(settled or [])
         return 0
 
+    def _due_now(self, topics: list[str] | None, why: str) -> None:
+        """Publish again at once the commands on `topics` (all with None) not reported on yet: a
+        writer that was restarted lost what it held, a broker that was, what it queued. The
+        store applies each command once, so those that were not lost change nothing."""
+        count = self.outbox.due_now(asyncio.get_running_loop().time(), topics)
+        if count:
+            self.log.info("%s: publishing the %d command(s) not reported on again", why, count)
+            self.republish.set()
+
     async def _redeliver(self) -> None:
-        """Publish again the commands no writer has reported on within redeliver_after."""
+        """Publish again the commands no writer has reported on within redeliver_after, and
+        those _due_now made due."""
         loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(1.0)
+            try:
+                await asyncio.wait_for(self.republish.wait(), 1.0)
+            except asyncio.TimeoutError:
+                pass
+            woken = self.republish.is_set()
+            self.republish.clear()
             if not self.mqtt.is_connected:
                 continue
             due = self.outbox.due(loop.time())
             for _, topic, payload in due:
                 self.mqtt.publish(topic, payload, qos=1)
-            if due:
-                self.log.warning("published %d command(s) again: no writer reported on them within %gs",
-                                 len(due), self.outbox.redeliver_after)
+            if due and woken:
+                self.log.info("published %d command(s) again", len(due))
+            elif due:
+                self.log.warning("published %d command(s) again: no writer reported on them "
+                                 "within %gs", len(due), self.outbox.redeliver_after)
 
     # -- GraphQL ------------------------------------------------------------------------------
 

@@ -3,7 +3,9 @@
 A writer on the embedded broker (MQTT 3.1.1) acknowledges a message on receipt, and the embedded
 broker keeps its queues in memory: a command a writer held when it was killed, or one a broker
 lost in a crash, would be gone. The gateway therefore keeps each command until a writer reports
-it APPLIED or FAILED, and publishes it again when that takes longer than `redeliver_after`.
+it APPLIED or FAILED, and publishes it again when that takes longer than `redeliver_after`, or
+at once (`due_now`) when a writer says it is online again or the gateway has reconnected to the
+broker: either may have lost what it held.
 The store applies a command id once, and never after a newer command on the same entity
 (cqrs_flow.ordering), so a command published twice, or late, changes nothing.
 
@@ -33,7 +35,7 @@ import logging
 import re
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection
 
 from cqrs_flow.stores.journal import Journal, JournalError, JournalFiles, frame, open_journal, replay, wait
 
@@ -131,6 +133,16 @@ class Outbox:
             self._waiting[command_id] = (topic, payload, now + self.redeliver_after)
             self._waiting.move_to_end(command_id)
         return found
+
+    def due_now(self, now: float, topics: Collection[str] | None = None) -> int:
+        """Make the commands on `topics` (all with None) due at `now`, when what they went to may
+        have lost them (a writer that restarted, a broker the gateway reconnected to); how many."""
+        wanted = None if topics is None else set(topics)
+        found = [(cid, topic, payload) for cid, (topic, payload, due) in self._waiting.items()
+                 if due > now and (wanted is None or topic in wanted)]
+        for command_id, topic, payload in found:
+            self._waiting[command_id] = (topic, payload, now)
+        return len(found)
 
     # -- the journal ----------------------------------------------------------------------------
 

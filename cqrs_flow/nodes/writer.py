@@ -22,6 +22,7 @@ from google.protobuf.message import DecodeError, Message
 
 from cqrs_flow.errors import TopologyError
 from cqrs_flow.messages import get_path
+from cqrs_flow.nodes.commands import online_message
 from cqrs_flow.mqtt import connect, new_client
 from cqrs_flow.mqtt_auth import login_from_env
 from cqrs_flow.nodes.runtime import ENV_REPLICA, NodeService
@@ -51,6 +52,7 @@ MAX_IN_FLIGHT = 32
 GROUP_SESSION_EXPIRY = 5
 STATUS_BATCH = 200  # status reports per message at most
 STATUS_INTERVAL = 0.02  # seconds a report may wait for others to share its message
+STATUS_RETRY = 0.5  # seconds between tries to publish reports while the broker is away
 
 
 @dataclass(frozen=True)
@@ -149,6 +151,7 @@ class EntityLanes:
 
 class WriterService(NodeService):
     node: WriterNode
+    _flush_handle: asyncio.TimerHandle | None = None  # the next flush of the reports, if armed
 
     async def start(self) -> None:
         report = Report(self.topology)
@@ -174,7 +177,8 @@ class WriterService(NodeService):
                                login=login_from_env(self.topology, self.node.name),
                                session_expiry=GROUP_SESSION_EXPIRY if self.node.share_group else None)
         self.mqtt.on_connect = self._on_connect
-        self.mqtt.on_subscribe = lambda *_: self.subscribed.set()
+        self.instance = instance
+        self.mqtt.on_subscribe = self._on_subscribe
         self.mqtt.on_message = self._on_message
         self.plugins = await start_plugins(self.node, PluginContext(self.topology, self.node, self.protos, self.log))
         await connect(self.mqtt, broker, tls=mqtt_client_context(self.topology, broker))
@@ -185,6 +189,17 @@ class WriterService(NodeService):
     def _on_connect(self, client: gmqtt.Client, flags, rc, properties) -> None:
         # Subscribe on every (re)connect: cheap, and right even if the broker lost the session.
         client.subscribe([gmqtt.Subscription(topic, qos=1) for topic in self.subscriptions])
+        if self.statuses:  # reports made while the broker was away go out now
+            asyncio.get_running_loop().call_soon(self._flush_statuses)
+
+    def _on_subscribe(self, client: gmqtt.Client, *_) -> None:
+        # Tell the gateways, on every (re)connect: a writer that was restarted lost the commands
+        # it held during its delay (MQTT 3.1.1 acknowledges on receipt), and a broker that was
+        # restarted lost those it queued. The gateways publish again, at once, the commands on
+        # these topics that no writer has reported on; duplicates are applied once.
+        self.subscribed.set()
+        client.publish(self.topology.status_topic, online_message(self.instance, list(self.plans)),
+                       qos=1)
 
     async def _on_message(self, client, topic: str, payload: bytes, qos: int, properties) -> int:
         """Returns once the command is applied or set aside; then the PUBACK goes out (MQTT 5)."""
@@ -268,16 +283,38 @@ class WriterService(NodeService):
             return
         self.statuses.append({"id": command_id, "state": state, "command": plan.name, "key": key,
                               "reason": reason})
-        if len(self.statuses) >= STATUS_BATCH:
+        if len(self.statuses) >= STATUS_BATCH and self.mqtt.is_connected:
             self._flush_statuses()
-        elif len(self.statuses) == 1:
-            asyncio.get_running_loop().call_later(STATUS_INTERVAL, self._flush_statuses)
+        else:
+            self._arm_flush(STATUS_INTERVAL)
+
+    def _arm_flush(self, after: float) -> None:
+        """Flush the reports `after` seconds from now, unless a flush is armed already."""
+        if self._flush_handle is None:
+            loop = asyncio.get_running_loop()
+            self._flush_handle = loop.call_later(after, self._flush_statuses)
 
     def _flush_statuses(self) -> None:
-        if not self.statuses or not self.mqtt.is_connected:
-            return  # unreported commands are published again by the gateway and reported then
-        batch, self.statuses = self.statuses, []
-        self.mqtt.publish(self.topology.status_topic, json.dumps(batch).encode(), qos=1)
+        """Publish the pending reports, STATUS_BATCH to a message. While the broker is away they
+        stay pending, and the flush is tried again every STATUS_RETRY seconds and on reconnect:
+        nothing else would publish them (the next report finds a flush armed, or none needed)."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        while self.statuses:
+            if not self.mqtt.is_connected:
+                break
+            batch = self.statuses[:STATUS_BATCH]
+            try:
+                self.mqtt.publish(self.topology.status_topic, json.dumps(batch).encode(), qos=1)
+            except Exception as exc:  # the connection broke under the publish
+                self.log.warning("cannot publish %d status report(s) yet (%s: %s); trying again "
+                                 "in %gs", len(self.statuses), type(exc).__name__, exc,
+                                 STATUS_RETRY)
+                break
+            del self.statuses[:len(batch)]
+        if self.statuses:
+            self._arm_flush(STATUS_RETRY)
 
     async def stop(self) -> None:
         # Finish the commands already received (they were accepted; the delay is the only thing
@@ -294,6 +331,8 @@ class WriterService(NodeService):
         if hasattr(self, "mqtt") and self.mqtt.is_connected:
             self._flush_statuses()
             await self.mqtt.disconnect()
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
         if hasattr(self, "store"):
             await self.store.close()
         await stop_plugins(getattr(self, "plugins", []), self.log)

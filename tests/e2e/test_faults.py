@@ -56,3 +56,33 @@ def test_reader_and_writer_reconnect_after_the_store_restarts(tmp_path):
         assert wait_until(lambda: system.data(query)["contact"], timeout=15) == {"name": "After store restart"}
     finally:
         system.stop()
+
+
+def test_status_reports_made_while_the_broker_is_away_are_published_after_it_restarts(tmp_path):
+    """Commands the writer applies while the broker is gone: their APPLIED reports wait in the
+    writer and go out once the broker is back, so commandStatus stops saying QUEUED."""
+    system = System(prepare("contacts_fast.yaml", tmp_path, **{
+        "nodes.gateway.redeliver_after": "3s"})).start()
+    launcher = system.process.pid
+    try:
+        command_ids = [system.data(f'mutation {{ addContact(name: "Away {i}") {{ command_id }} }}')
+                       ["addContact"]["command_id"] for i in range(6)]
+        # The launcher is paused, so the broker stays away while the writer applies the six
+        # (0.5 s delay); once it runs again it restarts the broker.
+        os.kill(launcher, signal.SIGSTOP)
+        try:
+            os.kill(node_pid(system, "broker"), signal.SIGKILL)
+            time.sleep(2.5)
+        finally:
+            os.kill(launcher, signal.SIGCONT)
+        wait_until(lambda: sum("cqrs-flow | broker ready in" in line for line in system.lines) == 2,
+                   timeout=15)
+        query = "query($id: String!) { commandStatus(id: $id) { state } }"
+
+        def states() -> list[str]:
+            return [system.data(query, {"id": cid})["commandStatus"]["state"] for cid in command_ids]
+
+        wait_until(lambda: states() == ["APPLIED"] * 6, timeout=20, interval=0.2)
+        assert sum("applied add_contact" in line for line in system.lines) >= 6
+    finally:
+        system.stop()

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from cqrs_flow.nodes.commands import CommandBook
+from cqrs_flow.nodes.commands import CommandBook, online_message, writer_online
 
 
 def report(**fields) -> bytes:
@@ -80,3 +80,18 @@ def test_is_subscription(query, name, expected):
     from cqrs_flow.nodes.websocket import is_subscription
 
     assert is_subscription(query, name) is expected
+
+
+def test_a_writers_online_message_names_it_and_its_topics_and_is_no_report():
+    message = online_message("writer.2", ["CONTACT/ADD", "CONTACT/DELETE"])
+    assert writer_online(message) == ("writer.2", ["CONTACT/ADD", "CONTACT/DELETE"])
+    assert CommandBook().heard(message) is None
+
+
+@pytest.mark.parametrize("payload", [b"\xff", b"[" * 100_000, b"[]", b'"writer"',
+                                     report(online="w"), report(online=1, topics=[]),
+                                     report(online="w", topics="T"),
+                                     report(online="w", topics=["T", 2]),
+                                     report(id="c", state="APPLIED")])
+def test_what_is_not_an_online_message_is_none(payload):
+    assert writer_online(payload) is None

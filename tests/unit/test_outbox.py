@@ -112,3 +112,19 @@ def test_a_command_the_disk_refuses_is_not_kept(tmp_path, monkeypatch):
         await outbox.close()
 
     run(scenario())
+
+
+def test_commands_made_due_now_are_published_at_once_then_wait_redeliver_after_again():
+    async def scenario():
+        outbox = Outbox(redeliver_after=10.0)
+        await outbox.add("a", "T/A", b"1", now=0.0)
+        await outbox.add("b", "T/B", b"2", now=0.0)
+        await outbox.add("c", "T/A", b"3", now=0.0)
+        assert outbox.due_now(1.0, ["T/A", "T/OTHER"]) == 2
+        assert outbox.due(1.0) == [("a", "T/A", b"1"), ("c", "T/A", b"3")]  # in accepted order
+        assert outbox.due(10.5) == [("b", "T/B", b"2")]
+        assert outbox.due_now(2.0) == 3 and outbox.due_now(2.0) == 0  # all; each once
+        assert [cid for cid, _, _ in outbox.due(2.0)] == ["a", "c", "b"]
+        assert outbox.due(11.9) == [] and len(outbox.due(12.0)) == 3
+
+    run(scenario())
