@@ -56,6 +56,7 @@ _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 # The id of the request being answered: tartiflette runs resolvers in tasks that inherit it.
 REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 GENERATORS = {"uuid": lambda: str(uuid.uuid4())}
+_TIMEOUT = getattr(asyncio, "timeout", None)  # Python 3.11+
 _CLIENT_ERRORS = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION,
                   grpc.StatusCode.OUT_OF_RANGE}
 
@@ -197,7 +198,10 @@ class GatewayService(NodeService):
                                                  variables=variables, context=context)
 
         try:
-            return await asyncio.wait_for(run(), timeout)
+            if _TIMEOUT is None:  # Python 3.10: wait_for, which runs it in a task of its own
+                return await asyncio.wait_for(run(), timeout)
+            async with _TIMEOUT(timeout):  # in this task: no extra step through the loop
+                return await run()
         except asyncio.TimeoutError:
             self.log.warning("request %s: cut off after %gs (limits.timeout)", REQUEST_ID.get(),
                              timeout)
