@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import yaml
+
 from cqrs_flow.topology.relocate import free_ports, relocate  # noqa: F401 (free_ports: used by figures)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -41,8 +43,17 @@ def prepare(source: Path, directory: Path, overrides: dict[str, Any] | None = No
             name: str = "topology.yaml") -> Path:
     """Copy the topology `source` into `directory` with free ports and absolute paths.
 
-    `overrides` set keys by dotted path, e.g. {"nodes.writer.delay": "0s"}."""
-    return relocate(source, directory / name, overrides)
+    `overrides` set keys by dotted path, e.g. {"nodes.writer.delay": "0s"}. The load generator
+    is one caller standing for many clients: each gateway lets it have all of its places in
+    flight (limits.per_caller_in_flight = limits.in_flight), as many callers would."""
+    target = relocate(source, directory / name, overrides)
+    data = yaml.safe_load(target.read_text())
+    for node in data["nodes"].values():
+        if node.get("kind") == "gateway":
+            limits = node.setdefault("limits", {}) or {}
+            node["limits"] = {"per_caller_in_flight": limits.get("in_flight", 100), **limits}
+    target.write_text(yaml.safe_dump(data, sort_keys=False))
+    return target
 
 
 def cli() -> list[str]:

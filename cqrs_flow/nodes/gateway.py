@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import html
+import ipaddress
 import json
 import re
 import uuid
@@ -31,7 +32,9 @@ from cqrs_flow.messages import get_path, set_path
 from cqrs_flow.mqtt import connect, new_client
 from cqrs_flow.mqtt_auth import login_from_env
 from cqrs_flow.nodes.commands import STATUS_SDL, SUBSCRIPTION_SDL, CommandBook, writer_online
-from cqrs_flow.nodes.limits import Busy, LimitExceeded, RequestGate
+from cqrs_flow.nodes.cost import Costs
+from cqrs_flow.nodes.limits import (Busy, LimitExceeded, OperationTimeout, RequestGate,
+                                    TooManyRequests, caller_of, too_large)
 from cqrs_flow.nodes.outbox import Outbox
 from cqrs_flow.nodes.reader import UNAVAILABLE_PEER
 from cqrs_flow.nodes.runtime import NodeService
@@ -53,6 +56,7 @@ _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 # The id of the request being answered: tartiflette runs resolvers in tasks that inherit it.
 REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 GENERATORS = {"uuid": lambda: str(uuid.uuid4())}
+_TIMEOUT = getattr(asyncio, "timeout", None)  # Python 3.11+
 _CLIENT_ERRORS = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION,
                   grpc.StatusCode.OUT_OF_RANGE}
 
@@ -90,8 +94,10 @@ class GatewayService(NodeService):
         self.spawn(self._redeliver(), "redeliver")
         self.engine = await self._engine(plan)
         self.playground = _playground_page(self.topology.name, plan.schema.example_query())
-        self.gate = RequestGate(self.node.limits, self.node.introspection)
         self.list_count = self.topology.list_count(self.node)
+        self.gate = RequestGate(self.node.limits, self.node.introspection,
+                                Costs(self.engine._schema, self._parsed, self.list_count))
+        self.trusted_proxies = tuple(ipaddress.ip_network(p) for p in self.node.trusted_proxies)
 
         app = web.Application(client_max_size=self.node.limits.body_bytes, middlewares=[self._edge])
         app.router.add_get("/", self._get)
@@ -202,6 +208,34 @@ class GatewayService(NodeService):
             Resolver(f"{plan.schema.mutation_type}.{name}", schema_name=schema_name)(
                 self._mutation_resolver(mutation))
         return await create_engine(sdl, schema_name=schema_name, error_coercer=self._coerce_error)
+
+    def _parsed(self, query: str) -> Any:
+        """The engine's parse of a query (cached by the engine, so the execution that follows
+        does not parse it again), or None when it does not parse or validate."""
+        document, _ = self.engine._cached_parse_and_validate_query(query, self.engine._schema)
+        return document
+
+    async def _execute(self, query: str, operation: str | None, variables: Any,
+                       context: dict[str, Any], caller: str, cost: int) -> dict[str, Any]:
+        """Run a query or mutation in its caller's share (RequestGate.share) within
+        limits.timeout, waiting for its turn included; OperationTimeout when it takes longer."""
+        timeout = self.node.limits.timeout
+
+        async def run() -> dict[str, Any]:
+            async with self.gate.share(caller, cost):
+                return await self.engine.execute(query, operation_name=operation,
+                                                 variables=variables, context=context)
+
+        try:
+            if _TIMEOUT is None:  # Python 3.10: wait_for, which runs it in a task of its own
+                return await asyncio.wait_for(run(), timeout)
+            async with _TIMEOUT(timeout):  # in this task: no extra step through the loop
+                return await run()
+        except asyncio.TimeoutError:
+            self.log.warning("request %s: cut off after %gs (limits.timeout)", REQUEST_ID.get(),
+                             timeout)
+            raise OperationTimeout(f"the operation took longer than {timeout:g}s and was cut off "
+                                   "(limits.timeout)") from None
 
     async def _command_status(self, parent: Any, args: dict[str, Any], ctx: Any, info: Any):
         return self.book.get(args["id"])
@@ -370,18 +404,28 @@ class GatewayService(NodeService):
             try:
                 with self.gate.connected():
                     return await serve_websocket(request, self.engine, {"request": request}, self.gate,
-                                                 request["request_id"])
+                                                 request["request_id"], self._caller(request),
+                                                 self._execute)
             except Busy as exc:  # raised before the upgrade: an HTTP answer still fits
                 return _graphql_error(str(exc), 503, request["request_id"])
         if self.node.playground:
             return web.Response(text=self.playground, content_type="text/html")
         return _graphql_error("send GraphQL requests as POST with a JSON body", 405, request["request_id"])
 
+    def _caller(self, request: web.Request) -> str:
+        """The key per-caller limits count by: the client's address (see caller_of)."""
+        forwarded = request.headers.get("X-Forwarded-For")
+        return caller_of(request.remote, forwarded, self.trusted_proxies)
+
     async def _post(self, request: web.Request) -> web.StreamResponse:
         request_id = request["request_id"]
+        caller = self._caller(request)
         try:
+            self.gate.pace(caller)  # before the body is even read
             query, variables, operation = await _read_request(request)
-            self.gate.check(query, variables)
+            cost = self.gate.check(query, variables, operation)
+        except TooManyRequests as exc:
+            return _too_many(exc, request_id)
         except (RequestFailed, LimitExceeded) as exc:
             return _graphql_error(str(exc), 400, request_id)
         except web.HTTPRequestEntityTooLarge:
@@ -389,12 +433,21 @@ class GatewayService(NodeService):
                                   "(limits.body_bytes)", 413, request_id)
         try:
             # Counted from here: a client sending its body slowly holds a connection, not a place.
-            with self.gate.admitted():
-                result = await self.engine.execute(query, operation_name=operation, variables=variables,
-                                                   context={"request": request})
+            with self.gate.admitted(caller):
+                result = await self._execute(query, operation, variables, {"request": request},
+                                             caller, cost)
+        except TooManyRequests as exc:  # this caller's places are taken: the others' are not
+            return _too_many(exc, request_id)
+        except OperationTimeout as exc:
+            return _graphql_error(str(exc), 504, request_id)
         except LimitExceeded as exc:  # Busy: refused at once, so callers back off instead of piling up
             return _graphql_error(str(exc), 503, request_id)
-        return web.json_response(with_request_id(result, request_id))
+        body = json.dumps(with_request_id(result, request_id))
+        if len(body) > self.node.limits.response_bytes:  # ASCII (json.dumps escapes the rest)
+            self.log.warning("request %s: answer of %d bytes refused (limits.response_bytes)",
+                             request_id, len(body))
+            return _graphql_error(too_large(self.node.limits.response_bytes), 400, request_id)
+        return web.Response(text=body, content_type="application/json")
 
 
 async def _read_request(request: web.Request) -> tuple[str, dict[str, Any] | None, str | None]:
@@ -426,6 +479,12 @@ async def _read_request(request: web.Request) -> tuple[str, dict[str, Any] | Non
 def _graphql_error(message: str, status: int, request_id: str) -> web.Response:
     return web.json_response(with_request_id({"data": None, "errors": [{"message": message}]}, request_id),
                              status=status)
+
+
+def _too_many(exc: TooManyRequests, request_id: str) -> web.Response:
+    response = _graphql_error(str(exc), 429, request_id)
+    response.headers["Retry-After"] = exc.retry_after_header
+    return response
 
 
 def _same_origin(origin: str, host: str) -> bool:

@@ -13,14 +13,27 @@ a query it lets through is within the limits.
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
+import math
 import re
-from contextlib import contextmanager
+import time
+from collections import deque
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator
 
 from cqrs_flow.topology.model import Limits
 
-__all__ = ["Busy", "LimitExceeded", "RequestGate", "check_query", "check_variables"]
+if TYPE_CHECKING:
+    from cqrs_flow.nodes.cost import Costs
+
+__all__ = ["Busy", "LimitExceeded", "OperationTimeout", "RequestGate", "TooManyRequests",
+           "caller_of", "check_query", "check_variables", "too_large"]
+
+# Callers whose rate is remembered at most; beyond, the longest idle are forgotten (a forgotten
+# caller starts again with a full bucket).
+MAX_CALLERS = 100_000
 
 # Strings match to their end even when unterminated (the parser reports that): a pattern that
 # could fail after a long scan would scan again from every later quote, quadratic in the length.
@@ -48,30 +61,152 @@ class Busy(LimitExceeded):
     refused at once rather than queued."""
 
 
-class RequestGate:
-    """One gateway's limits, applied to every request whether it came over HTTP or WebSocket."""
+class OperationTimeout(LimitExceeded):
+    """An operation that ran longer than limits.timeout, cut off."""
 
-    def __init__(self, limits: Limits, introspection: bool = True) -> None:
+
+def too_large(response_bytes: int) -> str:
+    """The error that replaces an answer larger than limits.response_bytes."""
+    return (f"the answer is larger than {response_bytes:,} bytes (limits.response_bytes); "
+            "ask for fewer items or fields")
+
+
+class TooManyRequests(LimitExceeded):
+    """One caller over its own share (limits.per_caller_in_flight, limits.rate): HTTP 429, with
+    the seconds to wait before trying again."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    @property
+    def retry_after_header(self) -> str:
+        return str(max(1, math.ceil(self.retry_after)))
+
+
+class _Share:
+    """One caller's operations running (their cost) and waiting for their turn."""
+
+    __slots__ = ("running", "waiting")
+
+    def __init__(self) -> None:
+        self.running = 0
+        self.waiting: deque[tuple[asyncio.Future, int]] = deque()
+
+
+class RequestGate:
+    """One gateway's limits, applied to every request whether it came over HTTP or WebSocket.
+
+    Per-caller limits count by an opaque caller key: today the client's address (`caller_of`),
+    an authenticated user's id once the gateway has one."""
+
+    def __init__(self, limits: Limits, introspection: bool = True,
+                 costs: Costs | None = None) -> None:
         self.limits = limits
         self.introspection = introspection
+        self.costs = costs  # None: no schema to count against (the cost is not checked)
         self.in_flight = 0
         self.connections = 0  # WebSockets open
+        self.callers: dict[str, int] = {}  # caller -> its requests in flight (only those with any)
+        self._buckets: dict[str, tuple[float, float]] = {}  # caller -> (tokens, when), oldest first
+        self._shares: dict[str, _Share] = {}  # caller -> the cost of its operations running
 
-    def check(self, query: str, variables: Any) -> None:
-        """Raise LimitExceeded if the query or its variables are over a limit."""
+    def check(self, query: str, variables: Any, operation_name: str | None = None) -> int:
+        """Raise LimitExceeded if the query or its variables are over a limit; else its cost.
+        The measure of the text comes first: only a text within it is parsed to count its cost."""
         check_query(query, self.limits, self.introspection)
         check_variables(variables, self.limits)
+        if self.costs is None:
+            return 0
+        cost = self.costs.cost(query, operation_name, variables)
+        if cost > self.limits.cost:
+            raise LimitExceeded(
+                f"the query costs {cost:,}, more than {self.limits.cost:,} (limits.cost): each "
+                "field counts 1, and a list multiplies what it selects by its size (its "
+                "`count`); ask for fewer items or fewer aliases")
+        return cost
+
+    @asynccontextmanager
+    async def share(self, caller: str, cost: int) -> AsyncIterator[None]:
+        """Run the block when `caller`'s operations running already and this one cost no more
+        than limits.cost together (or it is the caller's only one); until then it waits behind
+        the caller's earlier ones, first come first served. The gateway runs on one thread:
+        this keeps one caller's work ahead of everyone else's request to one operation's worth."""
+        share = self._shares.get(caller)
+        if share is None:
+            share = self._shares[caller] = _Share()
+        if share.running and (share.waiting or share.running + cost > self.limits.cost):
+            turn = asyncio.get_running_loop().create_future()
+            share.waiting.append((turn, cost))
+            try:
+                await turn  # the one that hands over the turn counts this cost in
+            except asyncio.CancelledError:
+                if turn.done() and not turn.cancelled():
+                    self._release(caller, share, cost)  # the turn came as it was cancelled
+                else:
+                    share.waiting.remove((turn, cost))
+                    self._release(caller, share, 0)
+                raise
+        else:
+            share.running += cost
+        try:
+            yield
+        finally:
+            self._release(caller, share, cost)
+
+    def _release(self, caller: str, share: _Share, cost: int) -> None:
+        share.running -= cost
+        while share.waiting and (not share.running
+                                 or share.running + share.waiting[0][1] <= self.limits.cost):
+            turn, next_cost = share.waiting.popleft()
+            share.running += next_cost
+            turn.set_result(None)
+        if not share.running and not share.waiting and self._shares.get(caller) is share:
+            del self._shares[caller]
+
+    def pace(self, caller: str, now: float | None = None) -> None:
+        """Take one request from `caller`'s token bucket (limits.rate); TooManyRequests if empty."""
+        rate = self.limits.rate
+        if rate is None:
+            return
+        now = time.monotonic() if now is None else now
+        refill = rate.requests / rate.per  # tokens per second
+        kept = self._buckets.pop(caller, None)  # put back last: the dict stays in order of use
+        tokens = float(rate.requests)
+        if kept is not None:
+            tokens = min(tokens, kept[0] + (now - kept[1]) * refill)
+        if tokens < 1:
+            self._buckets[caller] = (tokens, now)
+            raise TooManyRequests(f"more than {rate.requests} requests in {rate.per:g}s from one "
+                                  "caller (limits.rate); try again later", (1 - tokens) / refill)
+        self._buckets[caller] = (tokens - 1, now)
+        # Forget callers idle long enough for their bucket to be full again, the oldest first
+        # (two at most per request, so forgetting costs no more than remembering).
+        for _ in range(2):
+            oldest = next(iter(self._buckets))
+            if now - self._buckets[oldest][1] < rate.per and len(self._buckets) <= MAX_CALLERS:
+                break
+            del self._buckets[oldest]
 
     @contextmanager
-    def admitted(self) -> Iterator[None]:
-        """Count one request in flight while the block runs; raise Busy if there is no room."""
+    def admitted(self, caller: str = "-") -> Iterator[None]:
+        """Count one request in flight while the block runs; raise TooManyRequests if its caller
+        has limits.per_caller_in_flight already, Busy if the gateway has limits.in_flight."""
+        mine = self.callers.get(caller, 0)
+        if mine >= self.limits.per_caller_in_flight:
+            raise TooManyRequests(f"{mine} requests from this caller are in flight already "
+                                  "(limits.per_caller_in_flight); try again shortly", 1.0)
         if self.in_flight >= self.limits.in_flight:
             raise Busy(f"the gateway is busy with {self.in_flight} requests (limits.in_flight); try again shortly")
         self.in_flight += 1
+        self.callers[caller] = mine + 1
         try:
             yield
         finally:
             self.in_flight -= 1
+            left = self.callers.pop(caller) - 1
+            if left:
+                self.callers[caller] = left
 
     @contextmanager
     def connected(self) -> Iterator[None]:
@@ -84,6 +219,29 @@ class RequestGate:
             yield
         finally:
             self.connections -= 1
+
+
+def caller_of(peer: str | None, forwarded_for: str | None, trusted_proxies: tuple[Any, ...]) -> str:
+    """Who a request comes from, for the per-caller limits: its peer address; when the peer is
+    one of `trusted_proxies` (ip_network objects), the last X-Forwarded-For address that is no
+    trusted proxy (proxies append the address they heard from, so earlier ones may be forged)."""
+    address = peer or "-"
+    if not trusted_proxies or not forwarded_for or not _trusted(address, trusted_proxies):
+        return address
+    for hop in reversed(forwarded_for.split(",")):
+        hop = hop.strip()
+        if not _trusted(hop, trusted_proxies):
+            return hop[:100] or address
+        address = hop
+    return address
+
+
+def _trusted(address: str, networks: tuple[Any, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
 
 
 @dataclass

@@ -6,8 +6,10 @@ each answered with `next` payloads and a `complete`; `complete` from the client 
 ping/pong. Protocol violations close the socket with the protocol's 44xx codes.
 
 The gateway's limits hold here as for HTTP: a message larger than limits.body_bytes closes the
-socket (1009), an operation over a limit is answered with an `error` message, and queries and
-mutations count towards limits.in_flight.
+socket (1009); an operation over a limit (its cost, the caller's rate) is answered with an
+`error` message; queries and mutations count towards limits.in_flight and the caller's
+limits.per_caller_in_flight, run within limits.timeout, and an answer larger than
+limits.response_bytes is replaced by an error.
 """
 
 from __future__ import annotations
@@ -16,11 +18,11 @@ import asyncio
 import json
 import logging
 import re
-from typing import Any
+from typing import Any, Awaitable, Callable, Optional
 
 from aiohttp import WSMsgType, web
 
-from cqrs_flow.nodes.limits import LimitExceeded, RequestGate
+from cqrs_flow.nodes.limits import LimitExceeded, RequestGate, too_large
 
 __all__ = ["PROTOCOL", "serve_websocket", "with_request_id"]
 
@@ -50,22 +52,29 @@ def with_request_id(result: dict[str, Any], request_id: str) -> dict[str, Any]:
     return result
 
 
+# Runs a query or mutation in its caller's share within limits.timeout:
+# (query, operation name, variables, context, caller, cost).
+Execute = Callable[[str, Optional[str], Any, dict[str, Any], str, int], Awaitable[dict[str, Any]]]
+
+
 async def serve_websocket(request: web.Request, engine: Any, context: dict[str, Any], gate: RequestGate,
-                          request_id: str) -> web.WebSocketResponse:
+                          request_id: str, caller: str, execute: Execute) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(protocols=(PROTOCOL,), heartbeat=30.0, max_msg_size=gate.limits.body_bytes)
     ws.headers["X-Request-Id"] = request_id
     await ws.prepare(request)
     if ws.ws_protocol != PROTOCOL:
         await ws.close(code=4406, message=b"Subprotocol not acceptable")
         return ws
-    await _Connection(ws, engine, context, gate, request_id).run()
+    await _Connection(ws, engine, context, gate, request_id, caller, execute).run()
     return ws
 
 
 class _Connection:
     def __init__(self, ws: web.WebSocketResponse, engine: Any, context: dict[str, Any], gate: RequestGate,
-                 request_id: str) -> None:
+                 request_id: str, caller: str, execute: Execute) -> None:
         self.ws = ws
+        self.caller = caller
+        self.execute = execute
         self.engine = engine
         self.context = context
         self.gate = gate
@@ -134,13 +143,16 @@ class _Connection:
             await self._error(operation_id, f"at most {MAX_SUBSCRIPTIONS} operations at once")
             return
         try:
-            self.gate.check(payload["query"], payload.get("variables"))
+            self.gate.pace(self.caller)
+            cost = self.gate.check(payload["query"], payload.get("variables"),
+                                   payload.get("operationName"))
         except LimitExceeded as exc:
             await self._error(operation_id, str(exc))
             return
-        self.operations[operation_id] = asyncio.ensure_future(self._operate(operation_id, payload))
+        self.operations[operation_id] = asyncio.ensure_future(
+            self._operate(operation_id, payload, cost))
 
-    async def _operate(self, operation_id: str, payload: dict[str, Any]) -> None:
+    async def _operate(self, operation_id: str, payload: dict[str, Any], cost: int) -> None:
         query, variables = payload["query"], payload.get("variables")
         name = payload.get("operationName")
         try:
@@ -152,14 +164,20 @@ class _Connection:
                         return
                     await self._send(operation_id, "next", with_request_id(result, self.request_id))
             else:
-                with self.gate.admitted():
-                    result = await self.engine.execute(query, operation_name=name, variables=variables,
-                                                       context=self.context)
-                await self._send(operation_id, "next", with_request_id(result, self.request_id))
+                with self.gate.admitted(self.caller):
+                    result = await self.execute(query, name, variables, self.context, self.caller,
+                                                cost)
+                message = json.dumps({"id": operation_id, "type": "next",
+                                      "payload": with_request_id(result, self.request_id)})
+                if len(message) > self.gate.limits.response_bytes:
+                    await self._error(operation_id, too_large(self.gate.limits.response_bytes))
+                    return
+                if not self.ws.closed:
+                    await self.ws.send_str(message)
             await self._send(operation_id, "complete")
         except asyncio.CancelledError:
             raise
-        except LimitExceeded as exc:  # Busy
+        except LimitExceeded as exc:  # Busy, TooManyRequests, OperationTimeout
             await self._error(operation_id, str(exc))
         except Exception:
             log.exception("request %s: operation %r failed", self.request_id, operation_id[:100])

@@ -148,6 +148,12 @@ _SCALARS: dict[str, Callable[[], Schema]] = {
         {"type": "number", "minimum": 0},
         {**_pattern("_DURATION"), "examples": ["3s", "500ms", "1m"]},
     ]},
+    "positive_duration": lambda: {"anyOf": [
+        {"type": "number", "minimum": 0},  # more than 0: spec checks that
+        {**_pattern("_DURATION"), "examples": ["10s", "500ms", "1m"]},
+    ]},
+    "ip_network": lambda: {"type": "string", "minLength": 1,
+                           "examples": ["127.0.0.1", "10.0.0.0/8", "::1"]},
     "parse_address": lambda: {"anyOf": [
         {"type": "integer", "minimum": 1, "maximum": 65535, "description": "a port on 127.0.0.1"},
         {"type": "string", "pattern": rf"^(?:\[(?:[^\]]|\](?!:))+\]|(?!\[)[\s\S]+):{_PORT}$",
@@ -177,6 +183,7 @@ _SCALARS: dict[str, Callable[[], Schema]] = {
 _DEFAULTS: dict[str, Callable[[Any], Any]] = {
     "parse_address": lambda a: f"[{a[0]}]:{a[1]}" if ":" in a[0] else f"{a[0]}:{a[1]}",
     "parse_duration": lambda seconds: f"{seconds:g}s",
+    "positive_duration": lambda seconds: f"{seconds:g}s",
 }
 
 

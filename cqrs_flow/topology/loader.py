@@ -22,6 +22,7 @@ from cqrs_flow.topology.model import (
     Node,
     PluginRef,
     Query,
+    Rate,
     ReaderNode,
     SecretSource,
     Service,
@@ -136,6 +137,11 @@ def _endpoint(value: tuple[str, str] | None) -> Endpoint:
     return Endpoint(*value) if value else Endpoint("", "")
 
 
+def _limits(raw: dict[str, Any]) -> Limits:
+    rate = raw.get("rate")
+    return Limits(**{**raw, "rate": Rate(**rate) if rate and rate.get("requests") else None})
+
+
 def _plugins(raw: dict[str, Any]) -> tuple[PluginRef, ...]:
     return tuple(PluginRef(p["use"], frozen_map(p.get("config"))) for p in raw.get("plugins") or ()
                  if isinstance(p, dict) and p.get("use"))
@@ -223,8 +229,9 @@ def _kind_node(name: str, kind: str | None, raw: dict[str, Any]) -> Node:
             playground=raw["playground"],
             data=Path(raw["data"]) if raw.get("data") else None,
             introspection=raw["introspection"],
-            limits=Limits(**(raw.get("limits") or {})),
+            limits=_limits(raw.get("limits") or {}),
             cors_origins=tuple((raw.get("cors") or {}).get("origins") or ()),
+            trusted_proxies=tuple(raw.get("trusted_proxies") or ()),
             reader_timeout=raw["reader_timeout"],
             redeliver_after=raw.get("redeliver_after"),
             plugins=_plugins(raw),

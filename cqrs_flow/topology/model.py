@@ -11,7 +11,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Mapping
 
-from cqrs_flow.topology.spec import LIMITS
+from cqrs_flow.topology.spec import LIMITS, RATE
 from cqrs_flow.topology.yamlsource import LocatedData
 
 __all__ = [
@@ -317,8 +317,16 @@ class WriterNode(Node):
         return self.name if self.replicas > 1 else None
 
 
-def _limit(key: str) -> int:
+def _limit(key: str):
     return LIMITS.fields[key].default  # the defaults live in the spec table
+
+
+@dataclass(frozen=True)
+class Rate:
+    """A request rate per caller (topology key `limits.rate`): `requests` per `per` seconds."""
+
+    requests: int
+    per: float = RATE.fields["per"].default
 
 
 @dataclass(frozen=True)
@@ -335,6 +343,11 @@ class Limits:
     string_length: int = _limit("string_length")
     in_flight: int = _limit("in_flight")
     websockets: int = _limit("websockets")
+    cost: int = _limit("cost")
+    timeout: float = _limit("timeout")
+    response_bytes: int = _limit("response_bytes")
+    per_caller_in_flight: int = _limit("per_caller_in_flight")
+    rate: Rate | None = None  # None: no rate limit
 
 
 @dataclass(frozen=True)
@@ -351,6 +364,7 @@ class GatewayNode(Node):
     introspection: bool = True
     limits: Limits = field(default_factory=Limits)
     cors_origins: tuple[str, ...] = ()  # none: browsers on other origins may not call the gateway
+    trusted_proxies: tuple[str, ...] = ()  # networks whose X-Forwarded-For names the caller
     reader_timeout: float = 5.0
     redeliver_after: float | None = None  # None: see Topology.redeliver_after
     plugins: tuple[PluginRef, ...] = ()

@@ -8,6 +8,7 @@ model is built from its output, so no default lives anywhere else.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import math
 import re
 from dataclasses import dataclass
@@ -102,6 +103,26 @@ def parse_duration(value: Any) -> float:
         raise Invalid(f"expected a duration such as 3s, 500ms or 0, got {_show(value)}")
     number, unit = float(match.group(1)), match.group(2) or "s"
     return number * {"ms": 0.001, "s": 1.0, "m": 60.0}[unit]
+
+
+def positive_duration(value: Any) -> float:
+    """A duration longer than zero: 10s, 500ms, 1m, 2.5."""
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise Invalid(f"expected a duration longer than zero, such as 10s or 500ms, "
+                      f"got {_show(value)}")
+    return seconds
+
+
+def ip_network(value: Any) -> str:
+    """An IP address or network: 127.0.0.1, 10.0.0.0/8, ::1, fd00::/8."""
+    try:
+        if isinstance(value, str):
+            return str(ipaddress.ip_network(value, strict=False))
+    except ValueError:
+        pass
+    raise Invalid(f"expected an IP address or network such as 10.0.0.1 or 10.0.0.0/8, "
+                  f"got {_show(value)}")
 
 
 def parse_address(value: Any) -> tuple[str, int]:
@@ -418,6 +439,13 @@ WRITER = Section({
     "plugins": PLUGINS,
 })
 
+RATE = Section({
+    "requests": Field(positive_int, required=True,
+                      doc="requests one caller may start per `per` (also the burst it may send "
+                          "at once)"),
+    "per": Field(positive_duration, default=1.0, doc="the period `requests` are counted over"),
+}, doc="a request rate limit per caller")
+
 # What one request to a gateway may ask for; over a limit is a GraphQL error, checked before
 # anything runs. The defaults leave room for the playground's introspection query.
 LIMITS = Section({
@@ -438,6 +466,21 @@ LIMITS = Section({
                        doc="requests the gateway works on at once; more are refused at once (HTTP 503)"),
     "websockets": Field(positive_int, default=200,
                         doc="WebSocket connections open at once; more are refused at once (HTTP 503)"),
+    "cost": Field(positive_int, default=10_000,
+                  doc="largest cost of one operation, counted on the parsed query before it runs: "
+                      "each field 1, and a field returning a list multiplies the cost of what it "
+                      "selects by the list's size (its whole-number argument such as `count`, "
+                      "else list_count); aliases count each, fragments where they are spread"),
+    "timeout": Field(positive_duration, default=10.0,
+                     doc="longest one query or mutation may run; then it is cut off with an error"),
+    "response_bytes": Field(positive_int, default=4 * 1024 * 1024,
+                            doc="largest answer, in bytes of JSON; a larger one is replaced by an "
+                                "error, never cut short"),
+    "per_caller_in_flight": Field(positive_int, default=10,
+                                  doc="requests one caller (a client address) may have in flight "
+                                      "at once; more are refused at once (HTTP 429)"),
+    "rate": Field(RATE, doc="requests one caller may start, a token bucket per caller; over it, "
+                            "HTTP 429 with Retry-After (default: no rate limit)"),
 }, doc="limits on what one request may ask for", filled=True)
 
 CORS = Section({
@@ -464,6 +507,12 @@ GATEWAY = Section({
                            doc="answer __schema and __type queries (the playground needs them); "
                                "switch off in production"),
     "limits": Field(LIMITS, default=None, doc="limits on what one request may ask for"),
+    "trusted_proxies": Field(one_or_many(ip_network), default=(),
+                             doc="addresses or networks of reverse proxies in front of the "
+                                 "gateway: for a request from one of them, the caller that "
+                                 "per-caller limits count is the last X-Forwarded-For address "
+                                 "that is no trusted proxy (default: none; the caller is the "
+                                 "peer address)"),
     "cors": Field(CORS, default=None, doc="browser pages on other origins allowed to call the gateway"),
     "redeliver_after": Field(parse_duration,
                              doc="publish a command again when no writer has reported on it for this long "

@@ -1,0 +1,172 @@
+"""What one GraphQL operation may cost, counted on its parsed document against the schema
+before it runs (limits.cost).
+
+Apollo Router's demand control is the model. Each field costs 1. A field returning a list
+multiplies the cost of what it selects by the list's size: the largest whole-number argument
+it is given (its `count`, the argument limits.list_count looks at), at most list_count; or
+list_count when it is given none. Aliases count each time, fragments where they are spread,
+and nesting multiplies. So `listContacts(count: 1000) { id name last_updated }` costs 3,001,
+and thirty aliases of it 90,030. Introspection (under `__schema` and `__type`) answers from the
+schema, not from data: its lists count as one item, so the playground's query costs what it
+selects.
+
+A query text is compiled once (cached, like tartiflette's parse of it) into terms: a number of
+fields and the list sizes they are multiplied by, some of them variables. A request then only
+multiplies and adds those terms with its own variables.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from functools import lru_cache
+from typing import Any, Callable, Mapping
+
+__all__ = ["Costs", "operation_costs"]
+
+# One list size: the whole-number literals given to the field and the variables given to it.
+Size = tuple[tuple[int, ...], tuple[str, ...]]
+# Fields, by the list sizes they are multiplied by (outermost first).
+Terms = Counter  # Counter[tuple[Size, ...]]
+_INTROSPECTION = ("__schema", "__type")
+
+
+class _Operation:
+    __slots__ = ("terms", "defaults")
+
+    def __init__(self, terms: Terms, defaults: dict[str, Any]) -> None:
+        self.terms = terms
+        self.defaults = defaults  # variable -> its default value in the operation
+
+
+class Costs:
+    """The cost of operations against one schema; `parse` gives a query text's document, or
+    None when the text does not parse or validate (then the engine answers the errors)."""
+
+    def __init__(self, schema: Any, parse: Callable[[str], Any], list_size: int,
+                 cache_size: int = 512) -> None:
+        self.schema = schema
+        self.parse = parse
+        self.list_size = list_size
+        self._compiled = lru_cache(maxsize=cache_size)(self._compile)
+
+    def cost(self, query: str, operation_name: str | None = None,
+             variables: Mapping[str, Any] | None = None) -> int:
+        """The cost of the operation `operation_name` of `query` (0 if it does not validate)."""
+        operations = self._compiled(query)
+        if not operations:
+            return 0
+        if operation_name in operations:
+            chosen = [operations[operation_name]]
+        elif len(operations) == 1:
+            chosen = list(operations.values())
+        else:
+            chosen = list(operations.values())  # the engine will refuse it; count the dearest
+        return max(self._evaluate(operation, variables or {}) for operation in chosen)
+
+    def _compile(self, query: str) -> dict[str | None, _Operation]:
+        document = self.parse(query)
+        if document is None:
+            return {}
+        return operation_costs(document, self.schema)
+
+    def _evaluate(self, operation: _Operation, variables: Mapping[str, Any]) -> int:
+        sizes: dict[Size, int] = {}
+        total = 0
+        for multipliers, fields in operation.terms.items():
+            factor = 1
+            for size in multipliers:
+                if size not in sizes:
+                    sizes[size] = self._size(size, operation.defaults, variables)
+                factor *= sizes[size]
+            total += fields * factor
+        return total
+
+    def _size(self, size: Size, defaults: Mapping[str, Any], variables: Mapping[str, Any]) -> int:
+        literals, names = size
+        given = list(literals)
+        for name in names:
+            value = variables[name] if name in variables else defaults.get(name)
+            if isinstance(value, int) and not isinstance(value, bool):
+                given.append(value)
+        if not given:
+            return self.list_size
+        return max(0, min(max(given), self.list_size))
+
+
+def operation_costs(document: Any, schema: Any) -> dict[str | None, _Operation]:
+    """Each operation of a parsed, validated document (by name; None for an anonymous one)
+    compiled into its cost terms."""
+    fragments = {d.name.value: d for d in document.definitions
+                 if type(d).__name__ == "FragmentDefinitionNode"}
+    expanded: dict[tuple[str, bool], Terms] = {}
+
+    def spread(name: str, introspecting: bool, visiting: frozenset[str]) -> Terms:
+        key = (name, introspecting)
+        if key not in expanded:
+            fragment = fragments.get(name)
+            if fragment is None or name in visiting:
+                return Counter()  # unknown or cyclic: the validator refused it already
+            parent = schema.find_type(fragment.type_condition.name.value)
+            expanded[key] = selection(fragment.selection_set, parent, introspecting,
+                                      visiting | {name})
+        return expanded[key]
+
+    def selection(selection_set: Any, parent: Any, introspecting: bool,
+                  visiting: frozenset[str]) -> Terms:
+        terms: Terms = Counter()
+        for node in selection_set.selections:
+            kind = type(node).__name__
+            if kind == "FragmentSpreadNode":
+                terms.update(spread(node.name.value, introspecting, visiting))
+            elif kind == "InlineFragmentNode":
+                condition = node.type_condition
+                inner = schema.find_type(condition.name.value) if condition else parent
+                terms.update(selection(node.selection_set, inner, introspecting, visiting))
+            else:
+                terms[()] += 1
+                if node.selection_set is not None:
+                    terms.update(field(node, parent, introspecting, visiting))
+        return terms
+
+    def field(node: Any, parent: Any, introspecting: bool, visiting: frozenset[str]) -> Terms:
+        name = node.name.value
+        introspecting = introspecting or name in _INTROSPECTION
+        definition = parent.find_field(name)
+        returns, is_list = definition.graphql_type, False
+        while returns.is_wrapping_type:
+            is_list = is_list or returns.is_list_type
+            returns = returns.wrapped_type
+        inner = selection(node.selection_set, returns, introspecting, visiting)
+        if not is_list or introspecting:
+            return inner
+        size = _list_size(node.arguments)
+        return Counter({(size, *multipliers): fields for multipliers, fields in inner.items()})
+
+    operations: dict[str | None, _Operation] = {}
+    for definition in document.definitions:
+        if type(definition).__name__ != "OperationDefinitionNode":
+            continue
+        root = {"query": schema.query_operation_name, "mutation": schema.mutation_operation_name,
+                "subscription": schema.subscription_operation_name}[definition.operation_type]
+        terms = selection(definition.selection_set, schema.find_type(root), False, frozenset())
+        defaults = {}
+        for variable in definition.variable_definitions or ():
+            default = variable.default_value
+            if type(default).__name__ == "IntValueNode":
+                defaults[variable.variable.name.value] = int(default.value)
+        name = definition.name.value if definition.name else None
+        operations[name] = _Operation(terms, defaults)
+    return operations
+
+
+def _list_size(arguments: Any) -> Size:
+    """The whole-number literals and the variables given to a list field."""
+    literals, names = [], []
+    for argument in arguments or ():
+        value = argument.value
+        kind = type(value).__name__
+        if kind == "IntValueNode":
+            literals.append(int(value.value))
+        elif kind == "VariableNode":
+            names.append(value.name.value)
+    return tuple(literals), tuple(names)
