@@ -19,7 +19,7 @@ from cqrs_flow.conversions import from_document
 from cqrs_flow.messages import INTEGER_TYPES, is_repeated, to_document, to_update
 from cqrs_flow.stores.base import DocumentStore, DuplicateKey, StaleCommand
 
-__all__ = ["BoundOperation", "ShapeError", "Stale", "bind", "rfc3339_now"]
+__all__ = ["BoundOperation", "ShapeError", "Stale", "bind", "command_id_of", "rfc3339_now"]
 
 WRITE_OPS = {"insert", "update", "delete", "insert_many", "delete_many"}
 READ_OPS = {"get", "list"}
@@ -40,6 +40,18 @@ class Stale(Exception):
     def __init__(self, key: str, last: str, response: Message) -> None:
         super().__init__(key)
         self.key, self.last, self.response = key, last, response
+
+
+def command_id_of(request: Message, name: str) -> str:
+    """The command id in the field `name` of `request`; "" when it has none. InvalidRequest if
+    that field holds anything but one string (store_plan refuses such a field, so only a
+    store run without its plan's checks gets here)."""
+    value = getattr(request, name, "")
+    if isinstance(value, str):
+        return value
+    if value:
+        raise InvalidRequest(f"'{name}' must hold one string, the command id")
+    return ""
 
 
 def rfc3339_now() -> str:

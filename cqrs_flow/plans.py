@@ -84,10 +84,29 @@ def store_plan(topology: Topology, store: StoreNode, protos: ProtoSet,
                 bound[rpc] = bind(op, protos.method(service.name, rpc), document, store.key)
             except (ProtoError, ShapeError) as exc:
                 report(rpc_path, str(exc))
+                continue
+            if side == "write":  # the store reads each write's command id (nodes/store.py)
+                misfit = _command_id_misfit(bound[rpc].method.input_type, topology.command_id)
+                if misfit is not None:
+                    report(rpc_path, misfit)
         unmapped = sorted(set(descriptor.methods_by_name) - set(service.rpcs))
         if unmapped:
             report(path + ("rpcs",), f"{service.name} has RPCs with no operation: {', '.join(unmapped)}")
     return plan
+
+
+def _one_string(field: FieldDescriptor) -> bool:
+    return field.type == FieldDescriptor.TYPE_STRING and not is_repeated(field)
+
+
+def _command_id_misfit(request: Descriptor, name: str) -> str | None:
+    """Why the field `name` of `request` cannot hold a command id; None if it can or is absent."""
+    field = request.fields_by_name.get(name)
+    if field is None or _one_string(field):
+        return None
+    what = "repeated" if is_repeated(field) else f"of type {_proto_type(field)}"
+    return (f"{request.full_name}.{name} is {what}, but it holds the command id: make it a "
+            "string field, or name another field with the top-level key command_id")
 
 
 # -- reader -----------------------------------------------------------------------------------
@@ -175,6 +194,8 @@ def command_plan(topology: Topology, name: str, store: StoreNode, protos: ProtoS
     if command.key:
         try:
             fields = resolve_path(request, command.key)
+            if is_repeated(fields[-1]):
+                raise PathError(f"'{command.key}' is repeated; the entity key is one string field")
             if fields[-1].type != FieldDescriptor.TYPE_STRING:
                 raise PathError(f"'{command.key}' is not a string field")
             key_path: str | None = command.key
@@ -183,9 +204,8 @@ def command_plan(topology: Topology, name: str, store: StoreNode, protos: ProtoS
             return None
     else:
         key_path = find_field(request, store.key)
-    id_field = request.fields_by_name.get(topology.command_id)
-    id_path = topology.command_id if id_field is not None and id_field.type == FieldDescriptor.TYPE_STRING \
-        and not is_repeated(id_field) else None
+    id_field = request.fields_by_name.get(topology.command_id)  # any other kind: store_plan says
+    id_path = topology.command_id if id_field is not None and _one_string(id_field) else None
     return CommandPlan(name, command.topic, command.rpc, protos.class_of(request), key_path, id_path)
 
 

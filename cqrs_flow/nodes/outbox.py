@@ -22,9 +22,11 @@ by the restarted gateway even if the broker lost it meanwhile. Records:
 
 Files: `<data>/outbox.<G>` and `<data>/lock`. When a generation holds more records than
 max(COMPACT_MIN_RECORDS, 4 x the commands waiting), the outbox moves on to G+1, whose first
-record lists what is waiting, and deletes G once that record is on disk. At start-up every
-generation left is replayed in order; a generation whose opening record is torn is empty, so
-what G said stands.
+record lists what is waiting, and deletes G once that record is on disk. The file work runs
+off the event loop, so requests are answered meanwhile: creating G+1 (which syncs the directory)
+and deleting G in worker threads, writing and syncing records in the journal's. At start-up
+every generation left is replayed in order; a generation whose opening record is torn is empty,
+so what G said stands.
 """
 
 from __future__ import annotations
@@ -154,8 +156,8 @@ class Outbox:
     async def _compact(self) -> None:
         assert self.files is not None and self.journal is not None
         directory, generation = self.files.directory, self._generation + 1
-        try:
-            fd = open_journal(directory / f"outbox.{generation}")
+        try:  # creating the file syncs the directory, which a slow disk makes long
+            fd = await asyncio.to_thread(open_journal, directory / f"outbox.{generation}")
         except OSError as exc:
             log.error("outbox: cannot start outbox.%d (the current one goes on): %s", generation, exc)
             return
@@ -167,9 +169,11 @@ class Outbox:
         self._records = 1
         await old_complete
         await wait(opened)
-        for path in directory.iterdir():
-            if (m := _GENERATION.match(path.name)) and int(m.group(1)) < generation:
-                path.unlink()
+        try:
+            await asyncio.to_thread(_delete_before, directory, generation)
+        except OSError as exc:
+            log.error("outbox: cannot delete the generations before outbox.%d (replayed at "
+                      "start-up, they change nothing): %s", generation, exc)
 
     async def wait_failure(self) -> None:
         """Raise JournalError if the journal fails; never returns otherwise."""
@@ -180,3 +184,10 @@ class Outbox:
     async def close(self) -> None:
         if self.files is not None:
             await self.files.close()
+
+
+def _delete_before(directory: Path, generation: int) -> None:
+    """In a worker thread: delete the outbox generations older than `generation`."""
+    for path in directory.iterdir():
+        if (m := _GENERATION.match(path.name)) and int(m.group(1)) < generation:
+            path.unlink()

@@ -21,7 +21,7 @@ from cqrs_flow.auth import CallerCheck
 from cqrs_flow.errors import NodeError, TopologyError
 from cqrs_flow.nodes.commands import AppliedCommands
 from cqrs_flow.nodes.runtime import NodeService
-from cqrs_flow.operations import BoundOperation, InvalidRequest, Stale
+from cqrs_flow.operations import BoundOperation, InvalidRequest, Stale, command_id_of
 from cqrs_flow.plans import Report, store_plan
 from cqrs_flow.rpc import Handler, service_handler, start_server
 from cqrs_flow.sources import read_source
@@ -83,11 +83,14 @@ class StoreService(NodeService):
     def _handler(self, bound: BoundOperation) -> Handler:
         response_class = self.protos.class_of(bound.method.output_type)
         node = self.node
-        id_field = bound.method.input_type.fields_by_name.get(self.topology.command_id)
-        command_ids = bound.side == "write" and id_field is not None and id_field.type == id_field.TYPE_STRING
+        id_name = self.topology.command_id
+        command_ids = bound.side == "write" and id_name in bound.method.input_type.fields_by_name
 
         async def handle(request, context: grpc.aio.ServicerContext):
-            command_id = getattr(request, self.topology.command_id) if command_ids else ""
+            try:
+                command_id = command_id_of(request, id_name) if command_ids else ""
+            except InvalidRequest as exc:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             if command_id and (done := self.applied.get(command_id)) is not None:
                 self.log.info("command %s was applied before; not applying it again", command_id)
                 return response_class.FromString(done)

@@ -28,7 +28,7 @@ from cqrs_flow.topology.relocate import free_ports, relocate  # noqa: F401 (free
 
 TOPOLOGIES = Path(__file__).resolve().parent.parent / "topologies"
 EXAMPLES = TOPOLOGIES.parent.parent / "examples"
-SECRET = "e2e-test-secret"
+SECRET = "e2e-test-secret-0123456789abcdef"
 
 
 def mosquitto_binary() -> str:

@@ -12,7 +12,7 @@ import uuid
 import pytest
 import yaml
 
-from system import System, cli, free_ports, prepare, wait_until
+from system import SECRET, System, cli, free_ports, prepare, wait_until
 
 MONGODB_URL = os.environ.get("MONGODB_URL")
 URL_VARIABLE = "CONTACTS_MONGODB_URL"
@@ -45,12 +45,13 @@ def test_a_store_that_cannot_reach_mongodb_stops_with_a_clear_error(tmp_path):
     file = prepare("contacts_fast.yaml", tmp_path, **mongodb_store())
     (port,) = free_ports(1)
     unreachable = f"mongodb://app:s3cret@127.0.0.1:{port}/?serverSelectionTimeoutMS=300"
-    result = run_cli("node", str(file), "store", env={URL_VARIABLE: unreachable, "CQRS_FLOW_SECRET": "e2e"})
+    result = run_cli("node", str(file), "store",
+                     env={URL_VARIABLE: unreachable, "CQRS_FLOW_SECRET": SECRET})
     output = result.stdout + result.stderr
     assert result.returncode != 0, output
     assert f"store store: MongoDB could not be reached at mongodb://***@127.0.0.1:{port}/" in output
     assert "s3cret" not in output
-    result = run_cli("node", str(file), "store", env={URL_VARIABLE: "", "CQRS_FLOW_SECRET": "e2e"})
+    result = run_cli("node", str(file), "store", env={URL_VARIABLE: "", "CQRS_FLOW_SECRET": SECRET})
     assert result.returncode != 0
     assert f"nodes.store.mongodb.url is read from the environment variable {URL_VARIABLE}, which is not set" in (
         result.stdout + result.stderr)
@@ -99,7 +100,8 @@ def test_up_with_an_unreachable_mongodb_stops_with_the_stores_error(tmp_path):
     file = prepare("contacts_fast.yaml", tmp_path, **mongodb_store())
     (port,) = free_ports(1)
     result = run_cli("up", str(file), env={
-        URL_VARIABLE: f"mongodb://127.0.0.1:{port}/?serverSelectionTimeoutMS=300", "CQRS_FLOW_SECRET": "e2e"})
+        URL_VARIABLE: f"mongodb://127.0.0.1:{port}/?serverSelectionTimeoutMS=300",
+        "CQRS_FLOW_SECRET": SECRET})
     output = result.stdout + result.stderr
     assert result.returncode != 0, output
     assert "node 'store' (store) exited with status 1 before it was ready" in output

@@ -44,3 +44,15 @@ def test_up_reads_the_secret_from_the_file_the_topology_names(tmp_path):
         assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
     finally:
         system.stop()
+
+
+def test_up_refuses_a_short_secret_from_the_environment_as_from_a_file(tmp_path):
+    file = prepare("contacts_fast.yaml", tmp_path)
+    system = System(file, env={"CQRS_FLOW_SECRET": "x"})
+    try:
+        with pytest.raises(AssertionError, match="the system secret from environment variable "
+                                                 "CQRS_FLOW_SECRET is shorter than 16 characters"):
+            system.start()
+        assert system.stop(None) == 1
+    finally:
+        system.stop()

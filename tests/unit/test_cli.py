@@ -11,6 +11,8 @@ from cqrs_flow.cli import main
 
 from .conftest import ROOT, line_of
 
+SECRET = "0123456789abcdef" * 4
+
 
 @pytest.fixture
 def runner(proto_cache, monkeypatch) -> CliRunner:
@@ -68,7 +70,7 @@ def test_validate_of_a_broken_proto(runner, make_project):
 
 def test_node_with_an_unknown_name(runner, monkeypatch, restore_logging):
     monkeypatch.chdir(ROOT)
-    result = runner.invoke(main, ["node", "topology.yaml", "nosuchnode"], env={ENV_SECRET: "s3cret"})
+    result = runner.invoke(main, ["node", "topology.yaml", "nosuchnode"], env={ENV_SECRET: SECRET})
     assert result.exit_code == 1
     assert result.stderr == ("error: no node named 'nosuchnode' in topology.yaml; "
                              "nodes: broker, store, reader, writer, gateway\n")
@@ -84,7 +86,7 @@ def test_node_without_credentials(runner, monkeypatch, restore_logging):
 
 def test_node_of_a_broken_topology(runner, make_project, restore_logging):
     path = make_project(yaml=[("delay: 3s", "dealy: 3s")])
-    result = runner.invoke(main, ["node", str(path), "writer"], env={ENV_SECRET: "s3cret"})
+    result = runner.invoke(main, ["node", str(path), "writer"], env={ENV_SECRET: SECRET})
     assert result.exit_code == 1
     assert "nodes.writer.dealy: unknown key" in result.stderr
 

@@ -274,3 +274,38 @@ def test_problems_of_different_nodes_are_all_reported(contracts, make_project):
                               ("timestamp: last_updated", "timestamp: updated")])
     assert {p.path for p in contracts(path)} == {
         "nodes.store.read.rpcs.GetContact", "nodes.gateway.mutations.addContact.message", "nodes.store.timestamp"}
+
+
+# -- command ids and entity keys ------------------------------------------------------------
+
+DELETE_REQUEST = "message DeleteContactRequest { string id = 1; string command_id = 15; }"
+
+
+@pytest.mark.parametrize("field, what", [("repeated string command_id = 15;", "repeated"),
+                                         ("int64 command_id = 15;", "of type int64")])
+def test_a_command_id_field_must_be_one_string(contracts, make_project, field, what):
+    path = make_project(proto=[(DELETE_REQUEST,
+                                f"message DeleteContactRequest {{ string id = 1; {field} }}")])
+    assert contracts(path) == [Problem(
+        line_of(text_of(path), "DeleteContact: delete"), "nodes.store.write.rpcs.DeleteContact",
+        f"contacts.DeleteContactRequest.command_id is {what}, but it holds the command id: make "
+        "it a string field, or name another field with the top-level key command_id")]
+
+
+def test_the_field_the_command_id_key_names_must_be_one_string(contracts, make_project):
+    path = make_project(yaml=[("commands:", "command_id: ids\n\ncommands:")])
+    assert contracts(path) == [Problem(
+        line_of(text_of(path), "DeleteContacts: delete_many"),
+        "nodes.store.write.rpcs.DeleteContacts",
+        "contacts.DeleteContactsRequest.ids is repeated, but it holds the command id: make "
+        "it a string field, or name another field with the top-level key command_id")]
+
+
+def test_a_command_key_must_be_one_string(contracts, make_project):
+    path = make_project(
+        yaml=[("rpc: DeleteContact}", "rpc: DeleteContact, key: tags}")],
+        proto=[(DELETE_REQUEST, "message DeleteContactRequest { string id = 1; "
+                                "string command_id = 15; repeated string tags = 2; }")])
+    assert contracts(path) == [Problem(
+        line_of(text_of(path), "key: tags"), "commands.delete_contact.key",
+        "'tags' is repeated; the entity key is one string field")]

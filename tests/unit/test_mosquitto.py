@@ -18,6 +18,8 @@ from cqrs_flow.mqtt_auth import derive_mqtt_password
 from cqrs_flow.system_secret import read_secret, secret_variables
 
 SECRET = "0123456789abcdef" * 4
+SHORT = ("the system secret from {} is shorter than 16 characters; "
+         "make a strong one, e.g. openssl rand -hex 32")
 
 
 @pytest.fixture
@@ -83,6 +85,16 @@ def test_mqtt_password_prints_a_users_password(runner, monkeypatch):
     assert result.exit_code == 1 and "'nobody' is not a user of broker 'broker'; users: gateway, writer" in result.stderr
 
 
+def test_mosquitto_auth_refuses_a_short_secret_from_the_environment(runner, tmp_path, monkeypatch):
+    from .conftest import SHIPPED
+
+    monkeypatch.setenv(ENV_SECRET, "x")
+    result = runner.invoke(main, ["mosquitto-auth", str(SHIPPED), str(tmp_path / "auth")])
+    assert result.exit_code == 1
+    assert result.stderr == f"error: {SHORT.format(f'environment variable {ENV_SECRET}')}\n"
+    assert not (tmp_path / "auth").exists()
+
+
 # -- the system secret --------------------------------------------------------------------------
 
 def with_secret(edit, parse, source: str):
@@ -91,13 +103,34 @@ def with_secret(edit, parse, source: str):
 
 def test_the_environment_wins_then_the_named_variable(edit, parse):
     topology = with_secret(edit, parse, "{env: MY_SECRET}")
-    assert read_secret(topology, {ENV_SECRET: "from-env", "MY_SECRET": SECRET}) == "from-env"
+    from_env = "from-env-" + SECRET
+    assert read_secret(topology, {ENV_SECRET: from_env, "MY_SECRET": SECRET}) == from_env
     assert read_secret(topology, {"MY_SECRET": SECRET}) == SECRET
     assert secret_variables(topology) == (ENV_SECRET, "MY_SECRET")
     with pytest.raises(NodeError, match="environment variable MY_SECRET, which is not set"):
         read_secret(topology, {})
     with pytest.raises(NodeError, match="shorter than 16 characters"):
         read_secret(topology, {"MY_SECRET": "short"})
+
+
+@pytest.mark.parametrize("short", ["x", SECRET[:15]])
+def test_a_short_secret_is_refused_from_every_source(edit, parse, make_project, short):
+    from cqrs_flow.topology import load_topology
+
+    topology = with_secret(edit, parse, "{env: MY_SECRET}")
+    with pytest.raises(NodeError) as from_environment:
+        read_secret(topology, {ENV_SECRET: short, "MY_SECRET": SECRET})
+    assert str(from_environment.value) == SHORT.format(f"environment variable {ENV_SECRET}")
+    with pytest.raises(NodeError) as from_named_variable:
+        read_secret(topology, {"MY_SECRET": short})
+    assert str(from_named_variable.value) == SHORT.format("environment variable MY_SECRET")
+    path = make_project(yaml=[("proto:", "secret: {file: keys/secret}\nproto:")])
+    (path.parent / "keys").mkdir()
+    (path.parent / "keys" / "secret").write_text(short + "\n")
+    with pytest.raises(NodeError) as from_file:
+        read_secret(load_topology(path), {})
+    assert str(from_file.value) == SHORT.format("file keys/secret")
+    assert read_secret(topology, {ENV_SECRET: SECRET[:16]}) == SECRET[:16]  # 16 is enough
 
 
 def test_a_secret_file_is_read_relative_to_the_topology(make_project):

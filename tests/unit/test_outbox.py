@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import time
 
 import pytest
 
@@ -128,3 +130,50 @@ def test_commands_made_due_now_are_published_at_once_then_wait_redeliver_after_a
         assert outbox.due(11.9) == [] and len(outbox.due(12.0)) == 3
 
     run(scenario())
+
+
+def test_a_compaction_does_not_stall_the_gateway(tmp_path, monkeypatch):
+    """A slow disk (fsync taking 0.5 s) must not stop the event loop while the outbox moves on
+    to its next generation: a ticker keeps ticking every 10 ms and commands keep being added."""
+    monkeypatch.setattr(outbox_module, "COMPACT_MIN_RECORDS", 20)
+    real_fsync = os.fsync
+
+    def slow_fsync(fd):
+        time.sleep(0.5)
+        real_fsync(fd)
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        outbox = await Outbox.open(tmp_path / "gw", redeliver_after=30.0)
+        monkeypatch.setattr(os, "fsync", slow_fsync)  # from here on: the compaction's syncs
+        gaps: list[float] = []
+
+        async def tick():
+            last = loop.time()
+            while True:
+                await asyncio.sleep(0.01)
+                gaps.append(loop.time() - last)
+                last = loop.time()
+
+        count = added_during = 0
+
+        async def command():  # accepted, then reported on by a writer
+            nonlocal count
+            count += 1
+            await outbox.add(f"c{count}", "T", b"x", now=0.0)
+            outbox.settle([f"c{count}"])
+
+        ticker = loop.create_task(tick())
+        while outbox.files.compaction is None:
+            await command()
+        while not outbox.files.compaction.done():
+            await command()
+            added_during += 1
+        await outbox.files.compaction
+        ticker.cancel()
+        await outbox.close()
+        return gaps, added_during
+
+    gaps, added_during = run(scenario())
+    assert max(gaps) < 0.25, f"the event loop stalled for {max(gaps):.2f} s"
+    assert added_during > 0

@@ -210,6 +210,46 @@ def test_compaction_keeps_every_document_and_drops_old_journals(tmp_path):
     run(scenario())
 
 
+def test_a_compaction_does_not_stall_the_store(tmp_path, monkeypatch):
+    """A slow disk (fsync taking 0.5 s) must not stop the event loop while the store compacts:
+    a ticker keeps ticking every 10 ms and writes and reads keep being answered."""
+    real_fsync = os.fsync
+
+    def slow_fsync(fd):
+        time.sleep(0.5)
+        real_fsync(fd)
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        store = await DurableStore.open(tmp_path / "data", "contacts", compact_min_records=20)
+        monkeypatch.setattr(os, "fsync", slow_fsync)  # from here on: the compaction's syncs
+        gaps: list[float] = []
+
+        async def tick():
+            last = loop.time()
+            while True:
+                await asyncio.sleep(0.01)
+                gaps.append(loop.time() - last)
+                last = loop.time()
+
+        ticker = loop.create_task(tick())
+        await store.insert("k", {"id": "k", "step": 0})
+        step = answered_during = 0
+        while store.files.compaction is None or not store.files.compaction.done():
+            compacting = store.files.compaction is not None
+            step += 1
+            await store.update("k", {"step": step})
+            assert (await store.get("k"))["step"] == step
+            answered_during += compacting
+        ticker.cancel()
+        await store.close()
+        return gaps, answered_during
+
+    gaps, answered_during = run(scenario())
+    assert max(gaps) < 0.25, f"the event loop stalled for {max(gaps):.2f} s"
+    assert answered_during > 0
+
+
 def test_each_keys_last_command_survives_a_reopen_and_a_compaction(tmp_path):
     async def scenario():
         directory = tmp_path / "data"
