@@ -31,6 +31,10 @@ async def stream(target: str, count: int, prefix: str, during=None) -> list[str]
             query = f'mutation {{ addContact(name: "{prefix} {sent}") {{ status id }} }}'
             try:
                 async with http.post(url, json={"query": query}) as response:
+                    if response.status == 429:  # over limits.per_caller_in_flight: back off, send again
+                        sent -= 1
+                        await asyncio.sleep(float(response.headers.get("Retry-After", "0.05")))
+                        continue
                     answer = (await response.json())["data"]["addContact"]
             except (aiohttp.ClientError, ConnectionError):
                 await asyncio.sleep(0.1)
