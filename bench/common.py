@@ -201,8 +201,8 @@ class StoreClient:
     def __init__(self, system: System) -> None:
         import grpc
 
-        from cqrs_flow.auth import Credentials, derive_token
-        from cqrs_flow.protos import compile_protos
+        from cqrs_flow.security.tokens import Credentials, derive_token
+        from cqrs_flow.protobuf.compiler import compile_protos
         from cqrs_flow.topology import ReaderNode, StoreNode, WriterNode
 
         topology = system.topology

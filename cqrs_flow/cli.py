@@ -20,8 +20,8 @@ __all__ = ["main"]
 
 def _load_checked(path: str):
     """The topology and its compiled protos, with every problem between them reported at once."""
-    from cqrs_flow.plans import check_contracts
-    from cqrs_flow.protos import compile_protos
+    from cqrs_flow.contracts.plans import check_contracts
+    from cqrs_flow.protobuf.compiler import compile_protos
 
     topology = load_topology(path)
     protos = compile_protos(list(topology.protos), topology.root)
@@ -89,7 +89,7 @@ def node(file: str, name: str, replica: int | None) -> None:
     """Run one node of the topology in the foreground (what `up` spawns)."""
     from cqrs_flow.nodes import run_node
     from cqrs_flow.nodes.runtime import ENV_REPLICA
-    from cqrs_flow.protos import compile_protos
+    from cqrs_flow.protobuf.compiler import compile_protos
 
     if replica is not None:
         os.environ[ENV_REPLICA] = str(replica)
@@ -125,8 +125,8 @@ def schema() -> None:
 
 
 def _secret_for(topology: Topology, what: str) -> str:
-    from cqrs_flow.auth import ENV_SECRET
-    from cqrs_flow.system_secret import read_secret
+    from cqrs_flow.security.tokens import ENV_SECRET
+    from cqrs_flow.security.secret import read_secret
 
     secret = read_secret(topology)
     if secret is None:
@@ -158,7 +158,7 @@ def mosquitto_auth(file: str, directory: Path, broker_name: str | None) -> None:
     run it with the CQRS_FLOW_SECRET (or topology `secret`) that `up` will use. The ACL lets each
     user publish and subscribe only where the topology says.
     """
-    from cqrs_flow.mosquitto import write_auth_files
+    from cqrs_flow.security.mosquitto import write_auth_files
 
     try:
         topology = load_topology(file)
@@ -179,7 +179,7 @@ def mosquitto_auth(file: str, directory: Path, broker_name: str | None) -> None:
 def mqtt_password(file: str, user: str, broker_name: str | None) -> None:
     """Print the MQTT password of USER, a node or one of the broker's `clients`, for your own
     MQTT client (it logs in with user name USER)."""
-    from cqrs_flow.mqtt_auth import derive_mqtt_password
+    from cqrs_flow.security.mqtt_logins import derive_mqtt_password
     from cqrs_flow.topology.access import mqtt_access
 
     try:

@@ -36,8 +36,8 @@ from cqrs_flow.errors import CqrsFlowError
 from cqrs_flow.topology.model import GatewayNode, Node, PluginRef, ReaderNode, Topology, WriterNode
 
 if TYPE_CHECKING:
-    from cqrs_flow.protos import ProtoSet
-    from cqrs_flow.rpc import ServiceClient
+    from cqrs_flow.protobuf.compiler import ProtoSet
+    from cqrs_flow.transport.rpc import ServiceClient
 
 __all__ = [
     "ENTRY_POINT_GROUP",

@@ -6,7 +6,7 @@ import json
 
 from google.protobuf.message import Message
 
-from cqrs_flow.messages import to_data
+from cqrs_flow.protobuf.messages import to_data
 from cqrs_flow.plugins import WriterPlugin
 
 

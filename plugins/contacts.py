@@ -8,7 +8,7 @@ from typing import Any, Mapping
 import grpc
 from google.protobuf.message import Message
 
-from cqrs_flow.messages import find_field, get_path, set_path
+from cqrs_flow.protobuf.messages import find_field, get_path, set_path
 from cqrs_flow.plugins import GatewayPlugin, ReaderPlugin, Rejected
 
 

@@ -10,11 +10,11 @@ import aiohttp
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from cqrs_flow import rpc
+from cqrs_flow.transport import rpc
 from cqrs_flow.errors import NodeError, StartError
 from cqrs_flow.launcher.process import NodeProcess
-from cqrs_flow.mqtt_auth import MqttLogin
-from cqrs_flow.tls import ChannelSecurity, channel_security, mqtt_client_context
+from cqrs_flow.security.mqtt_logins import MqttLogin
+from cqrs_flow.transport.tls import ChannelSecurity, channel_security, mqtt_client_context
 from cqrs_flow.topology.checks import grpc_endpoints
 from cqrs_flow.topology.model import (Address, BrokerNode, GatewayNode, Node, ReaderNode, StoreNode, TlsServer,
                                       Topology)

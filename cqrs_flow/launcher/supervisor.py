@@ -19,14 +19,14 @@ import sys
 import time
 from typing import Callable, Collection, Mapping
 
-from cqrs_flow.auth import ENV_SECRET, launch_environment, new_secret
+from cqrs_flow.security.tokens import ENV_SECRET, launch_environment, new_secret
 from cqrs_flow.errors import CqrsFlowError, StartError
 from cqrs_flow.launcher.printer import Printer
 from cqrs_flow.launcher.probes import Probe
 from cqrs_flow.launcher.process import NodeProcess
 from cqrs_flow.topology.graph import needed_by, sorter
-from cqrs_flow.mqtt_auth import MqttLogin, derive_mqtt_password, mqtt_launch_environment
-from cqrs_flow.system_secret import read_secret, secret_variables
+from cqrs_flow.security.mqtt_logins import MqttLogin, derive_mqtt_password, mqtt_launch_environment
+from cqrs_flow.security.secret import read_secret, secret_variables
 from cqrs_flow.topology.access import mqtt_access
 from cqrs_flow.topology.model import BrokerNode, GatewayNode, Node, Topology, WriterNode
 

@@ -7,11 +7,11 @@ import importlib
 import os
 from typing import Mapping
 
-from cqrs_flow.auth import ENV_SECRET, ENV_TOKEN, credentials_from_env
+from cqrs_flow.security.tokens import ENV_SECRET, ENV_TOKEN, credentials_from_env
 from cqrs_flow.errors import NodeError
 from cqrs_flow.nodes.runtime import NodeService, configure_logging, serve
-from cqrs_flow.protos import ProtoSet
-from cqrs_flow.system_secret import read_secret
+from cqrs_flow.protobuf.compiler import ProtoSet
+from cqrs_flow.security.secret import read_secret
 from cqrs_flow.topology.model import Topology
 
 __all__ = ["NodeService", "build_service", "run_node"]
@@ -20,11 +20,11 @@ __all__ = ["NodeService", "build_service", "run_node"]
 # Node kind -> (module, class). Only the node's own module is imported, so a broker does not
 # load aiohttp and tartiflette: faster start-up and less memory per process.
 _KINDS = {
-    "broker": ("cqrs_flow.nodes.broker", "BrokerService"),
+    "broker": ("cqrs_flow.nodes.broker.service", "BrokerService"),
     "store": ("cqrs_flow.nodes.store", "StoreService"),
     "reader": ("cqrs_flow.nodes.reader", "ReaderService"),
     "writer": ("cqrs_flow.nodes.writer", "WriterService"),
-    "gateway": ("cqrs_flow.nodes.gateway", "GatewayService"),
+    "gateway": ("cqrs_flow.nodes.gateway.service", "GatewayService"),
 }
 
 

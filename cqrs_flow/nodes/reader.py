@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import grpc
 
-from cqrs_flow.auth import CallerCheck
+from cqrs_flow.security.tokens import CallerCheck
 from cqrs_flow.errors import TopologyError
 from cqrs_flow.nodes.runtime import NodeService
-from cqrs_flow.plans import Report, reader_plan
+from cqrs_flow.contracts.plans import Report, reader_plan
 from cqrs_flow.plugins import PluginContext, ReaderPlugin, Rejected, start_plugins, stop_plugins
-from cqrs_flow.rpc import Handler, ServiceClient, service_handler, start_server
-from cqrs_flow.tls import channel_security, server_credentials
+from cqrs_flow.transport.rpc import Handler, ServiceClient, service_handler, start_server
+from cqrs_flow.transport.tls import channel_security, server_credentials
 from cqrs_flow.topology.model import ReaderNode
 
 __all__ = ["UNAVAILABLE_PEER", "ReaderService"]

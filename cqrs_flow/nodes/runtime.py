@@ -11,9 +11,9 @@ import sys
 from abc import ABC, abstractmethod
 from typing import Any, Coroutine
 
-from cqrs_flow.auth import Credentials
+from cqrs_flow.security.tokens import Credentials
 from cqrs_flow.errors import NodeError
-from cqrs_flow.protos import ProtoSet
+from cqrs_flow.protobuf.compiler import ProtoSet
 from cqrs_flow.topology.model import Node, Topology
 
 __all__ = ["ENV_READY_FD", "ENV_REPLICA", "NodeService", "configure_logging", "serve"]

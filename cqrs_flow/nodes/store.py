@@ -1,6 +1,6 @@
 """The store: a document collection behind two gRPC services, one for writes and one for reads.
 
-Each RPC is bound to a store operation in the topology (see cqrs_flow.operations); a caller check
+Each RPC is bound to a store operation in the topology (see cqrs_flow.contracts.operations); a caller check
 lets only the nodes wired to a service call it. The documents are in memory (stores/memory.py),
 or, with `data: <directory>`, also journaled on disk before a write is answered
 (stores/durable.py), so a restarted store has every write it acknowledged; or, with
@@ -8,7 +8,7 @@ or, with `data: <directory>`, also journaled on disk before a write is answered
 (stores/mongodb.py; a MongoDB error answers UNAVAILABLE, and the writer tries again).
 
 Commands are applied once and in order per entity: the backend keeps each key's last command id
-(in the journal too), and a write whose command id is that one, or older (cqrs_flow.ordering),
+(in the journal too), and a write whose command id is that one, or older (cqrs_flow.contracts.ordering),
 is answered as done without being applied. The ids of recent commands are also kept with their
 responses (AppliedCommands), so a command delivered again gets the very answer it got first.
 """
@@ -17,17 +17,17 @@ from __future__ import annotations
 
 import grpc
 
-from cqrs_flow.auth import CallerCheck
+from cqrs_flow.security.tokens import CallerCheck
 from cqrs_flow.errors import NodeError, TopologyError
-from cqrs_flow.nodes.commands import AppliedCommands
+from cqrs_flow.nodes.gateway.commands import AppliedCommands
 from cqrs_flow.nodes.runtime import NodeService
-from cqrs_flow.operations import BoundOperation, InvalidRequest, Stale, command_id_of
-from cqrs_flow.plans import Report, store_plan
-from cqrs_flow.rpc import Handler, service_handler, start_server
-from cqrs_flow.sources import read_source
+from cqrs_flow.contracts.operations import BoundOperation, InvalidRequest, Stale, command_id_of
+from cqrs_flow.contracts.plans import Report, store_plan
+from cqrs_flow.transport.rpc import Handler, service_handler, start_server
+from cqrs_flow.security.sources import read_source
 from cqrs_flow.stores import (DocumentStore, DuplicateKey, DurableStore, InvalidDocument, MemoryStore,
                               NotFound, StoreError)
-from cqrs_flow.tls import server_credentials
+from cqrs_flow.transport.tls import server_credentials
 from cqrs_flow.topology.model import StoreNode, TlsServer, Topology
 
 __all__ = ["StoreService", "open_backend"]

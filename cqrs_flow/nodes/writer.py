@@ -21,15 +21,15 @@ import grpc
 from google.protobuf.message import DecodeError, Message
 
 from cqrs_flow.errors import TopologyError
-from cqrs_flow.messages import get_path
-from cqrs_flow.nodes.commands import online_message
-from cqrs_flow.mqtt import connect, new_client
-from cqrs_flow.mqtt_auth import login_from_env
+from cqrs_flow.protobuf.messages import get_path
+from cqrs_flow.nodes.gateway.commands import online_message
+from cqrs_flow.transport.mqtt import connect, new_client
+from cqrs_flow.security.mqtt_logins import login_from_env
 from cqrs_flow.nodes.runtime import ENV_REPLICA, NodeService
-from cqrs_flow.plans import CommandPlan, Report, writer_plan
+from cqrs_flow.contracts.plans import CommandPlan, Report, writer_plan
 from cqrs_flow.plugins import PluginContext, Rejected, start_plugins, stop_plugins
-from cqrs_flow.rpc import ServiceClient
-from cqrs_flow.tls import channel_security, mqtt_client_context
+from cqrs_flow.transport.rpc import ServiceClient
+from cqrs_flow.transport.tls import channel_security, mqtt_client_context
 from cqrs_flow.topology.access import shared, writer_subscriptions
 from cqrs_flow.topology.model import BrokerNode, WriterNode
 

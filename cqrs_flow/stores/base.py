@@ -29,7 +29,7 @@ class InvalidDocument(StoreError):
 
 class StaleCommand(StoreError):
     """The key's last command is this very command (a redelivery) or a newer one: the write is
-    not made (see cqrs_flow.ordering)."""
+    not made (see cqrs_flow.contracts.ordering)."""
 
     def __init__(self, key: str, last: str) -> None:
         super().__init__(key)
@@ -41,7 +41,7 @@ class DocumentStore(ABC):
 
     Every write may name the `command` (its command id) it carries out. The backend keeps each
     key's last command, after a delete too (a tombstone), and makes a write only if its command
-    supersedes the key's last one (cqrs_flow.ordering.supersedes), checking and writing in one
+    supersedes the key's last one (cqrs_flow.contracts.ordering.supersedes), checking and writing in one
     step: single-key writes raise StaleCommand otherwise, bulk writes leave such keys out. A
     backend shared by several store processes must make that step atomic where the data is.
     """

@@ -20,7 +20,7 @@ write to the collection's own per-collection store: `Collection._store`, mongomo
 `store.CollectionStore`, whose `__setitem__`/`__delitem__` are what mongomock's own writes end
 with (as of mongomock 4.3). That is not a documented API; `_mirror_store` checks for it and,
 if a mongomock release changes it, the store falls back to the public calls (correct, but
-scanning again: writes get slow, reads stay flat) and logs a warning. tests/unit/test_stores.py
+scanning again: writes get slow, reads stay flat) and logs a warning. tests/unit/stores/test_embedded.py
 checks that the installed mongomock takes the fast path.
 
 Documents in the index are never changed in place: an update stores a new dict. So a shallow
@@ -41,7 +41,7 @@ from typing import Any, Iterable
 
 import mongomock
 
-from cqrs_flow.ordering import supersedes
+from cqrs_flow.contracts.ordering import supersedes
 from cqrs_flow.stores.base import Document, DocumentStore, DuplicateKey, NotFound, StaleCommand
 
 __all__ = ["MemoryStore"]

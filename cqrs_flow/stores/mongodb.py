@@ -1,7 +1,7 @@
 """The MongoDB backend: documents in a MongoDB collection, shared by any number of store processes.
 
 A store node with `backend: mongodb` uses it (pymongo's asyncio client; install the `mongodb`
-extra). It answers exactly as the embedded backend does (tests/unit/test_store_contract.py runs
+extra). It answers exactly as the embedded backend does (tests/unit/stores/test_contract.py runs
 the same suite over both); what differs is that the data lives in MongoDB, so several store
 processes may serve one collection, and every check is made by MongoDB in the write itself.
 
@@ -27,7 +27,7 @@ One MongoDB document per key, whether the key holds a document or only a tombsto
 
 The command rule as a filter
 ----------------------------
-A write carrying command C may be made only if `supersedes(C, last)` (cqrs_flow.ordering):
+A write carrying command C may be made only if `supersedes(C, last)` (cqrs_flow.contracts.ordering):
 always when the key has no last command, never when the last one is C itself, and, when both
 are UUIDv7 ids, only if C is the newer. Canonical UUIDv7 text sorts as the ids do, and MongoDB
 compares strings byte by byte under the simple collation, so `_cmd < C` is that comparison. (A
@@ -92,7 +92,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from cqrs_flow.ordering import CommandClock, is_ordered, supersedes
+from cqrs_flow.contracts.ordering import CommandClock, is_ordered, supersedes
 from cqrs_flow.stores.base import (Document, DocumentStore, DuplicateKey, InvalidDocument, NotFound,
                                    StaleCommand, StoreError)
 
@@ -101,7 +101,7 @@ __all__ = ["KeyState", "MongoStore", "applicable", "check_collation", "delete_op
 
 log = logging.getLogger("cqrs_flow.store")
 
-# A canonical UUIDv7, as cqrs_flow.ordering.is_ordered reads it. `(?![\s\S])` ends the match at
+# A canonical UUIDv7, as cqrs_flow.contracts.ordering.is_ordered reads it. `(?![\s\S])` ends the match at
 # the end of the string, in Python's re and in MongoDB's PCRE alike (`$` would also match before
 # a final newline in both).
 ORDERED_ID = r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}(?![\s\S])"

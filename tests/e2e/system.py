@@ -20,9 +20,9 @@ from typing import Any, Sequence
 
 import pytest
 
-from cqrs_flow.auth import derive_token
-from cqrs_flow.mqtt_auth import MqttLogin, derive_mqtt_password
-from cqrs_flow.protos import compile_protos
+from cqrs_flow.security.tokens import derive_token
+from cqrs_flow.security.mqtt_logins import MqttLogin, derive_mqtt_password
+from cqrs_flow.protobuf.compiler import compile_protos
 from cqrs_flow.topology import load_topology
 from cqrs_flow.topology.relocate import free_ports, relocate  # noqa: F401 (free_ports: used by tests)
 

@@ -10,7 +10,7 @@ import uuid
 
 from gmqtt.mqtt.constants import MQTTv311
 
-from cqrs_flow.ordering import CommandClock
+from cqrs_flow.contracts.ordering import CommandClock
 from system import System, acknowledged, prepare, wait_until
 from test_up_lifecycle import node_pid
 

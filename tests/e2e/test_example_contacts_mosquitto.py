@@ -11,7 +11,7 @@ import pytest
 from gmqtt.mqtt.constants import MQTTv311
 
 from cqrs_flow.launcher.probes import CONNACK_REFUSALS, mqtt_connack_code
-from cqrs_flow.mqtt_auth import MqttLogin
+from cqrs_flow.security.mqtt_logins import MqttLogin
 from system import EXAMPLES, System, acknowledged, cli, prepare, wait_until
 
 EXAMPLE = EXAMPLES / "contacts-mosquitto" / "topology.yaml"

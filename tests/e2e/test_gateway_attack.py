@@ -19,7 +19,7 @@ import aiohttp
 import grpc
 import pytest
 
-from cqrs_flow.auth import Credentials
+from cqrs_flow.security.tokens import Credentials
 from system import System, prepare, wait_until
 from test_up_lifecycle import node_pid
 

@@ -6,7 +6,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from cqrs_flow.auth import Credentials
+from cqrs_flow.security.tokens import Credentials
 
 
 def call(system, node: str | None, service: str, rpc: str, request, token: str | None = None):

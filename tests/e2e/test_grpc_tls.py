@@ -11,7 +11,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from cqrs_flow.auth import Credentials
+from cqrs_flow.security.tokens import Credentials
 from certs import make_ca, needs_openssl
 from system import System, prepare, wait_until
 

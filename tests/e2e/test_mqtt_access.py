@@ -9,7 +9,7 @@ import pytest
 from gmqtt.mqtt.constants import MQTTv311
 
 from cqrs_flow.launcher.probes import mqtt_connack_code
-from cqrs_flow.mqtt_auth import MqttLogin
+from cqrs_flow.security.mqtt_logins import MqttLogin
 from system import acknowledged
 
 ACCEPTED, NOT_AUTHORISED, SUBSCRIPTION_REFUSED = 0, 5, 0x80

@@ -8,7 +8,7 @@ import uuid
 import gmqtt
 from gmqtt.mqtt.constants import MQTTv311
 
-from cqrs_flow.ordering import CommandClock
+from cqrs_flow.contracts.ordering import CommandClock
 from system import acknowledged, wait_until
 
 

@@ -16,7 +16,7 @@ import pytest
 from gmqtt.mqtt.constants import MQTTv311
 from gmqtt.mqtt.handler import MQTTConnectError
 
-from cqrs_flow.ordering import CommandClock
+from cqrs_flow.contracts.ordering import CommandClock
 from system import System, acknowledged, prepare, wait_until
 
 ACCEPTED, NOT_AUTHORISED = 0, 5

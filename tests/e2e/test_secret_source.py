@@ -7,9 +7,9 @@ import asyncio
 import grpc
 import pytest
 
-from cqrs_flow.auth import Credentials, derive_token
+from cqrs_flow.security.tokens import Credentials, derive_token
 from cqrs_flow.launcher.probes import mqtt_connack_code
-from cqrs_flow.mqtt_auth import MqttLogin, derive_mqtt_password
+from cqrs_flow.security.mqtt_logins import MqttLogin, derive_mqtt_password
 from system import SECRET, System, prepare
 
 FILE_SECRET = "f1le-secret-" + "0123456789abcdef" * 2

@@ -12,7 +12,7 @@ from collections import Counter
 
 from gmqtt.mqtt.constants import MQTTv311
 
-from cqrs_flow.ordering import CommandClock
+from cqrs_flow.contracts.ordering import CommandClock
 from system import EXAMPLES, System, acknowledged, prepare, wait_until
 
 EXAMPLE = EXAMPLES / "contacts-mosquitto" / "topology.yaml"

@@ -10,28 +10,10 @@ from typing import Callable
 import pytest
 
 from cqrs_flow.errors import Problem, TopologyError
-from cqrs_flow.protos import ProtoSet, compile_protos
+from cqrs_flow.protobuf.compiler import ProtoSet, compile_protos
 from cqrs_flow.topology import Topology, load_topology, parse_topology
 
-ROOT = Path(__file__).resolve().parents[2]
-SHIPPED = ROOT / "topology.yaml"
-
-Edit = tuple[str, str]
-
-
-def apply_edits(text: str, edits: tuple[Edit, ...] | list[Edit]) -> str:
-    """Replace the first occurrence of each `old` with `new`; an `old` not in the text is a test bug."""
-    for old, new in edits:
-        assert old in text, f"edit target not found: {old!r}"
-        text = text.replace(old, new, 1)
-    return text
-
-
-def line_of(text: str, needle: str, occurrence: int = 1) -> int:
-    """1-based line of the `occurrence`-th line containing `needle`."""
-    hits = [i for i, line in enumerate(text.splitlines(), 1) if needle in line]
-    assert len(hits) >= occurrence, f"{needle!r} is not in the text {occurrence} time(s)"
-    return hits[occurrence - 1]
+from .helpers import ROOT, SHIPPED, Edit, apply_edits, line_of  # noqa: F401
 
 
 @pytest.fixture(scope="session")

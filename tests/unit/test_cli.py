@@ -6,10 +6,10 @@ import pytest
 from click.testing import CliRunner
 
 from cqrs_flow import __version__
-from cqrs_flow.auth import ENV_SECRET, ENV_TOKEN
+from cqrs_flow.security.tokens import ENV_SECRET, ENV_TOKEN
 from cqrs_flow.cli import main
 
-from .conftest import ROOT, line_of
+from .helpers import ROOT, line_of
 
 SECRET = "0123456789abcdef" * 4
 

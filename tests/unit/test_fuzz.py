@@ -11,14 +11,14 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from cqrs_flow.errors import Problem, TopologyError
-from cqrs_flow.messages import is_repeated
-from cqrs_flow.nodes.limits import LimitExceeded, check_query, check_variables
+from cqrs_flow.protobuf.messages import is_repeated
+from cqrs_flow.nodes.gateway.limits import LimitExceeded, check_query, check_variables
 from cqrs_flow.nodes.writer import Command, Refused, decode_command
-from cqrs_flow.plans import Report, writer_plan
+from cqrs_flow.contracts.plans import Report, writer_plan
 from cqrs_flow.topology import load_topology, parse_topology
 from cqrs_flow.topology.model import Limits
 
-from .conftest import SHIPPED
+from .helpers import SHIPPED
 
 SHIPPED_TEXT = SHIPPED.read_text(encoding="utf-8")
 PAYLOAD_BYTES = 512

@@ -1,0 +1,1 @@
+"""Node contracts: what each node kind needs from topology + protos + GraphQL schema."""

@@ -1,0 +1,556 @@
+"""Plans: what each node needs to know about its messages, worked out from topology + protos + SDL.
+
+Each `*_plan` function resolves names to descriptors (RPCs, request fields, GraphQL arguments)
+and returns the plan with every problem it found. `check_contracts` runs them all for
+`cqrs-flow validate`; a node runs its own plan at start-up. One code path for both means a
+topology that validates is one the nodes can run.
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.message import Message
+
+from cqrs_flow.errors import Problem, ProtoError
+from cqrs_flow.protobuf.messages import INTEGER_TYPES, PathError, find_field, is_repeated, resolve_path
+from cqrs_flow.contracts.operations import READ_OPS, WRITE_OPS, BoundOperation, ShapeError, bind
+from cqrs_flow.plugins import Plugin, PluginError, load_plugin_class
+from cqrs_flow.protobuf.compiler import ProtoSet
+from cqrs_flow.contracts.sdl import Schema, SchemaField, TypeRef, parse_schema
+from cqrs_flow.topology.model import GatewayNode, ReaderNode, StoreNode, Topology, WriterNode
+from cqrs_flow.topology.yamlsource import KeyPath, LocatedData
+
+__all__ = [
+    "CommandPlan",
+    "GatewayPlan",
+    "MutationPlan",
+    "QueryPlan",
+    "Report",
+    "check_contracts",
+    "gateway_plan",
+    "reader_plan",
+    "store_plan",
+    "writer_plan",
+]
+
+
+class Report:
+    """Collects problems against the topology's key paths and lines."""
+
+    def __init__(self, topology: Topology) -> None:
+        self.located = topology.located or LocatedData({})
+        self.problems: list[Problem] = []
+
+    def __call__(self, path: KeyPath, message: str) -> None:
+        self.problems.append(self.located.problem(path, message))
+
+
+# -- store ------------------------------------------------------------------------------------
+
+def store_plan(topology: Topology, store: StoreNode, protos: ProtoSet,
+               report: Report) -> dict[str, dict[str, BoundOperation]]:
+    """service full name -> RPC -> bound operation."""
+    base = ("nodes", store.name)
+    try:
+        document = protos.message_descriptor(store.document)
+    except ProtoError as exc:
+        report(base + ("document",), str(exc))
+        return {}
+    if store.timestamp:
+        stamp = document.fields_by_name.get(store.timestamp)
+        if stamp is None or stamp.type != FieldDescriptor.TYPE_STRING or is_repeated(stamp):
+            report(base + ("timestamp",), f"{document.full_name} has no string field '{store.timestamp}'")
+    plan: dict[str, dict[str, BoundOperation]] = {}
+    for side, allowed in (("write", WRITE_OPS), ("read", READ_OPS)):
+        service = store.service(side)
+        path = base + (side,)
+        try:
+            descriptor = protos.service(service.name)
+        except ProtoError as exc:
+            report(path + ("service",), str(exc))
+            continue
+        bound = plan.setdefault(service.name, {})
+        for rpc, op in service.rpcs.items():
+            rpc_path = path + ("rpcs", rpc)
+            if op not in allowed:
+                report(rpc_path, f"'{op}' is a {'write' if op in WRITE_OPS else 'read'} operation; "
+                                 f"the {side} service may only {', '.join(sorted(allowed))}")
+                continue
+            try:
+                bound[rpc] = bind(op, protos.method(service.name, rpc), document, store.key)
+            except (ProtoError, ShapeError) as exc:
+                report(rpc_path, str(exc))
+                continue
+            if side == "write":  # the store reads each write's command id (nodes/store.py)
+                misfit = _command_id_misfit(bound[rpc].method.input_type, topology.command_id)
+                if misfit is not None:
+                    report(rpc_path, misfit)
+        unmapped = sorted(set(descriptor.methods_by_name) - set(service.rpcs))
+        if unmapped:
+            report(path + ("rpcs",), f"{service.name} has RPCs with no operation: {', '.join(unmapped)}")
+    return plan
+
+
+def _one_string(field: FieldDescriptor) -> bool:
+    return field.type == FieldDescriptor.TYPE_STRING and not is_repeated(field)
+
+
+def _command_id_misfit(request: Descriptor, name: str) -> str | None:
+    """Why the field `name` of `request` cannot hold a command id; None if it can or is absent."""
+    field = request.fields_by_name.get(name)
+    if field is None or _one_string(field):
+        return None
+    what = "repeated" if is_repeated(field) else f"of type {_proto_type(field)}"
+    return (f"{request.full_name}.{name} is {what}, but it holds the command id: make it a "
+            "string field, or name another field with the top-level key command_id")
+
+
+# -- reader -----------------------------------------------------------------------------------
+
+# -- plugins ----------------------------------------------------------------------------------
+
+def plugin_classes(topology: Topology, node, report: Report) -> list[type[Plugin]]:
+    """The plugin classes a node names, each that cannot be loaded reported at its entry."""
+    classes = []
+    for i, ref in enumerate(getattr(node, "plugins", ())):
+        try:
+            classes.append(load_plugin_class(ref, node, topology))
+        except PluginError as exc:
+            report(("nodes", node.name, "plugins", i), str(exc))
+    return classes
+
+
+def reader_plan(topology: Topology, reader: ReaderNode, protos: ProtoSet, report: Report) -> dict[str, str | None]:
+    """reader RPC -> the store read RPC it forwards to, or None when a plugin answers it."""
+    plugins = plugin_classes(topology, reader, report)
+    base = ("nodes", reader.name)
+    try:
+        service = protos.service(reader.service)
+    except ProtoError as exc:
+        report(base + ("service",), str(exc))
+        return {}
+    store = topology.nodes.get(reader.store.node)
+    if not isinstance(store, StoreNode):
+        return {}  # reported by the wiring checks
+    try:
+        store_service = protos.service(store.read.name)
+    except ProtoError:
+        return {}  # reported with the store
+    for rpc in reader.rpcs:
+        if rpc not in service.methods_by_name:
+            report(base + ("rpcs", rpc), f"{reader.service} has no RPC '{rpc}'")
+    plan: dict[str, str | None] = {}
+    for rpc, method in service.methods_by_name.items():
+        if rpc not in reader.rpcs and any(p.serves(rpc) for p in plugins):
+            plan[rpc] = None
+            continue
+        target = reader.rpcs.get(rpc, rpc)
+        path = base + ("rpcs", rpc) if rpc in reader.rpcs else base + ("service",)
+        store_method = store_service.methods_by_name.get(target)
+        if store_method is None:
+            report(path, f"{reader.service}.{rpc} forwards to {store.read.name}.{target}, which does not "
+                         f"exist; map it under 'rpcs' to one of {', '.join(store_service.methods_by_name)}, "
+                         "or add a reader plugin with a method of that name")
+            continue
+        if (method.input_type, method.output_type) != (store_method.input_type, store_method.output_type):
+            report(path, f"{reader.service}.{rpc} and {store.read.name}.{target} must take and return "
+                         "the same messages for the reader to forward one to the other")
+            continue
+        plan[rpc] = target
+    return plan
+
+
+# -- writer -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CommandPlan:
+    name: str
+    topic: str
+    rpc: str
+    request: type[Message]
+    key_path: str | None  # where the entity key is in the request; None: no per-entity order
+    command_id_path: str | None  # where the command id goes; None: the request has no such field
+
+
+def command_plan(topology: Topology, name: str, store: StoreNode, protos: ProtoSet,
+                 report: Report, path: KeyPath) -> CommandPlan | None:
+    command = topology.commands.get(name)
+    if command is None:
+        return None  # reported by the wiring checks
+    op = store.write.rpcs.get(command.rpc)
+    if op is None:
+        report(("commands", name, "rpc"),
+               f"'{command.rpc}' is not an RPC of {store.name}'s write service ({store.write.name})")
+        return None
+    try:
+        method = protos.method(store.write.name, command.rpc)
+    except ProtoError:
+        return None  # reported with the store
+    request = method.input_type
+    if command.key:
+        try:
+            fields = resolve_path(request, command.key)
+            if is_repeated(fields[-1]):
+                raise PathError(f"'{command.key}' is repeated; the entity key is one string field")
+            if fields[-1].type != FieldDescriptor.TYPE_STRING:
+                raise PathError(f"'{command.key}' is not a string field")
+            key_path: str | None = command.key
+        except PathError as exc:
+            report(("commands", name, "key"), str(exc))
+            return None
+    else:
+        key_path = find_field(request, store.key)
+    id_field = request.fields_by_name.get(topology.command_id)  # any other kind: store_plan says
+    id_path = topology.command_id if id_field is not None and _one_string(id_field) else None
+    return CommandPlan(name, command.topic, command.rpc, protos.class_of(request), key_path, id_path)
+
+
+def writer_plan(topology: Topology, writer: WriterNode, protos: ProtoSet,
+                report: Report) -> dict[str, CommandPlan]:
+    """topic -> what arrives on it and how to apply it."""
+    store = topology.nodes.get(writer.store.node)
+    if not isinstance(store, StoreNode):
+        return {}
+    plans = {}
+    for name in topology.commands_of(writer):
+        plan = command_plan(topology, name, store, protos, report, ("nodes", writer.name))
+        if plan is not None:
+            plans[plan.topic] = plan
+    return plans
+
+
+# -- gateway ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Call:
+    """A reader RPC called with GraphQL arguments mapped onto its request."""
+
+    rpc: str
+    request: type[Message]
+    arguments: dict[str, str]  # GraphQL argument -> request field path
+
+
+@dataclass(frozen=True)
+class QueryPlan:
+    field: str
+    call: Call
+    result: str | None  # response field returned; None: the whole response
+    many: bool
+
+
+@dataclass(frozen=True)
+class MutationPlan:
+    field: str
+    command: str
+    topic: str
+    request: type[Message]
+    arguments: dict[str, str]
+    generate: dict[str, str]  # request field path -> generator name
+    key_path: str | None
+    command_id_path: str | None
+    exists: Call | None
+    message: str
+    not_found: str
+    entity: str
+
+
+@dataclass(frozen=True)
+class GatewayPlan:
+    schema: Schema
+    queries: dict[str, QueryPlan] = field(default_factory=dict)
+    mutations: dict[str, MutationPlan] = field(default_factory=dict)
+
+
+_FLOATS = (FieldDescriptor.TYPE_FLOAT, FieldDescriptor.TYPE_DOUBLE)
+
+# Which proto fields an argument of a built-in scalar can fill. The gateway gets a Float argument
+# as a Python float, which protobuf refuses for an integer field (even 4.0), so Float fills only
+# float fields; an ID arrives as a string, which set_path turns into an integer for integer fields.
+_GRAPHQL_TO_PROTO: dict[str, Callable[[FieldDescriptor], bool]] = {
+    "String": lambda f: f.type in (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_ENUM),
+    "ID": lambda f: f.type == FieldDescriptor.TYPE_STRING or f.type in INTEGER_TYPES,
+    "Int": lambda f: f.type in INTEGER_TYPES,
+    "Float": lambda f: f.type in _FLOATS,
+    "Boolean": lambda f: f.type == FieldDescriptor.TYPE_BOOL,
+}
+
+# Which proto fields a result field of a built-in scalar can answer with (as to_data gives them).
+_PROTO_TO_GRAPHQL: dict[str, Callable[[FieldDescriptor], bool]] = {
+    "String": lambda f: f.message_type is None,
+    "ID": lambda f: f.type == FieldDescriptor.TYPE_STRING or f.type in INTEGER_TYPES,
+    "Int": lambda f: f.type in INTEGER_TYPES,
+    "Float": lambda f: f.type in _FLOATS or f.type in INTEGER_TYPES,
+    "Boolean": lambda f: f.type == FieldDescriptor.TYPE_BOOL,
+}
+
+_PROTO_TYPE_NAMES = {value: key[len("TYPE_"):].lower() for key, value in vars(FieldDescriptor).items()
+                     if key.startswith("TYPE_") and isinstance(value, int)}
+
+
+def _proto_type(field: FieldDescriptor) -> str:
+    if field.message_type is not None:
+        return field.message_type.full_name
+    if field.enum_type is not None:
+        return field.enum_type.full_name
+    return _PROTO_TYPE_NAMES.get(field.type, "?")
+
+
+def _list_misfit(type_ref: TypeRef, field: FieldDescriptor) -> str | None:
+    if type_ref.is_list == is_repeated(field):
+        return None
+    return (f"{type_ref.text} is {'a list' if type_ref.is_list else 'not a list'} but {field.full_name} is "
+            f"{'repeated' if is_repeated(field) else 'not repeated'}")
+
+
+def _input_misfits(type_ref: TypeRef, field: FieldDescriptor, schema: Schema,
+                   seen: frozenset[str] = frozenset()) -> Iterator[str]:
+    """Why a GraphQL input value of `type_ref` cannot fill the proto `field` (nothing when it can)."""
+    base = type_ref.base
+    if (problem := _list_misfit(type_ref, field)) is not None:
+        yield problem
+    elif base in _GRAPHQL_TO_PROTO:
+        if not _GRAPHQL_TO_PROTO[base](field):
+            yield f"{base} cannot fill {field.full_name} ({_proto_type(field)})"
+    elif base in schema.enums:
+        if field.type == FieldDescriptor.TYPE_ENUM:
+            missing = [v for v in schema.enum_values.get(base, ()) if v not in field.enum_type.values_by_name]
+            if missing:
+                yield f"enum {base} has {', '.join(missing)}, which {field.enum_type.full_name} lacks"
+        elif field.type != FieldDescriptor.TYPE_STRING:  # a string field takes the value's name
+            yield f"enum {base} cannot fill {field.full_name} ({_proto_type(field)})"
+    elif base in schema.input_types:
+        if field.message_type is None:
+            yield f"input {base} cannot fill {field.full_name} ({_proto_type(field)})"
+        elif base not in seen:
+            for name, ref in schema.input_fields.get(base, {}).items():
+                inner = field.message_type.fields_by_name.get(name)
+                if inner is None:
+                    yield f"input {base} has a field '{name}', which {field.message_type.full_name} lacks"
+                else:
+                    yield from (f"{base}.{name}: {p}" for p in _input_misfits(ref, inner, schema, seen | {base}))
+    else:
+        yield f"{base} is not a type the gateway can put in a protobuf field"
+
+
+def _result_misfits(type_name: str, message: Descriptor, schema: Schema,
+                    seen: frozenset[str] = frozenset()) -> Iterator[str]:
+    """Why the GraphQL object type `type_name` cannot show `message` as to_data gives it: the
+    gateway answers with proto field names, enums by value name, messages as nested objects."""
+    if type_name in seen:
+        return
+    for name, ref in schema.fields_of(type_name).items():
+        field = message.fields_by_name.get(name)
+        if field is None:
+            yield (f"{type_name}.{name} matches no field of {message.full_name} (the gateway answers with "
+                   f"its field names: {', '.join(message.fields_by_name)})")
+            continue
+        where = f"{type_name}.{name}: {ref.text}"
+        if (problem := _list_misfit(ref, field)) is not None:
+            yield f"{where}: {problem}"
+        elif ref.base in schema.object_fields:
+            if field.message_type is None:
+                yield f"{where} is an object type but {field.full_name} is {_proto_type(field)}"
+            else:
+                yield from _result_misfits(ref.base, field.message_type, schema, seen | {type_name})
+        elif ref.base in schema.enums:
+            if field.type == FieldDescriptor.TYPE_ENUM:
+                missing = [v.name for v in field.enum_type.values if v.name not in schema.enum_values.get(ref.base, ())]
+                if missing:
+                    yield (f"{where}: enum {ref.base} lacks {', '.join(missing)}, which {field.full_name} "
+                           f"may hold (an unset enum field reads as its zero value)")
+            elif field.type != FieldDescriptor.TYPE_STRING:
+                yield f"{where} cannot show {field.full_name} ({_proto_type(field)})"
+        elif ref.base in _PROTO_TO_GRAPHQL and not _PROTO_TO_GRAPHQL[ref.base](field):
+            yield f"{where} cannot show {field.full_name} ({_proto_type(field)})"
+
+
+def _map_arguments(sdl_field: SchemaField, request: Descriptor, explicit: dict[str, str],
+                   report: Report, path: KeyPath, schema: Schema, partial: bool = False) -> dict[str, str]:
+    """GraphQL argument -> request field path, by explicit mapping or by name. With `partial`,
+    arguments that match no field are left out instead of reported."""
+    mapping = {}
+    for name in explicit:
+        if name not in sdl_field.arguments:
+            report(path + ("arguments", name),
+                   f"{sdl_field.owner}.{sdl_field.name} has no argument '{name}'")
+    for name, argument in sdl_field.arguments.items():
+        target = explicit.get(name) or find_field(request, name)
+        where = path + ("arguments", name) if name in explicit else path
+        if target is None:
+            if partial:
+                continue
+            report(where, f"argument '{name}' of {sdl_field.owner}.{sdl_field.name} matches no field of "
+                          f"{request.full_name}; map it with 'arguments: {{{name}: <field path>}}'")
+            continue
+        try:
+            proto_field = resolve_path(request, target)[-1]
+        except PathError as exc:
+            report(where, str(exc))
+            continue
+        misfits = list(_input_misfits(argument, proto_field, schema))
+        if misfits:
+            for misfit in misfits:
+                report(where, f"argument '{name}: {argument.text}' of {sdl_field.owner}.{sdl_field.name} does "
+                              f"not fit {request.full_name}.{target}: {misfit}")
+            continue
+        mapping[name] = target
+    return mapping
+
+
+def _template(text: str, names: set[str], report: Report, path: KeyPath) -> None:
+    try:
+        used = {f for _, f, _, _ in string.Formatter().parse(text) if f is not None}
+    except ValueError as exc:
+        report(path, f"bad message template {text!r}: {exc}")
+        return
+    unknown = sorted(used - names)
+    if unknown:
+        report(path, f"template {text!r} uses {', '.join('{' + u + '}' for u in unknown)}; "
+                     f"it may use {', '.join('{' + n + '}' for n in sorted(names))}")
+
+
+def gateway_plan(topology: Topology, gateway: GatewayNode, protos: ProtoSet, report: Report) -> GatewayPlan | None:
+    base = ("nodes", gateway.name)
+    try:
+        schema = parse_schema((topology.root / gateway.schema).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        report(base + ("schema",), f"cannot read the GraphQL schema: {exc}")
+        return None
+    except ValueError as exc:
+        report(base + ("schema",), f"{gateway.schema}: {exc}")
+        return None
+    reader = topology.nodes.get(gateway.reader)
+    if not isinstance(reader, ReaderNode):
+        return None
+    try:
+        reader_service = protos.service(reader.service)
+    except ProtoError:
+        return None  # reported with the reader
+    store = topology.nodes.get(reader.store.node)
+    entity = (store.document.rpartition(".")[2].lower() if isinstance(store, StoreNode) else "") or "entity"
+
+    def call(rpc: str, sdl_field: SchemaField, explicit: dict[str, str], path: KeyPath,
+             partial: bool = False) -> Call | None:
+        method = reader_service.methods_by_name.get(rpc)
+        if method is None:
+            report(path, f"{reader.service} (reader '{reader.name}') has no RPC '{rpc}'")
+            return None
+        arguments = _map_arguments(sdl_field, method.input_type, explicit, report, path[:-1], schema,
+                                   partial)
+        if partial and not arguments:
+            report(path, f"no argument of {sdl_field.owner}.{sdl_field.name} matches a field of "
+                         f"{method.input_type.full_name}, so '{rpc}' cannot be asked")
+            return None
+        return Call(rpc, protos.class_of(method.input_type), arguments)
+
+    plan = GatewayPlan(schema)
+    for name, sdl_field in schema.queries.items():
+        query = gateway.queries.get(name)
+        if query is None:
+            report(base + ("queries",), f"Query.{name} in {gateway.schema} has no mapping; add "
+                                        f"'{name}: <reader RPC>' under queries")
+            continue
+        path = base + ("queries", name)
+        mapped = call(query.rpc, sdl_field, dict(query.arguments), path + ("rpc",))
+        if mapped is None:
+            continue
+        response = reader_service.methods_by_name[query.rpc].output_type
+        result = query.result or (response.fields[0].name if len(response.fields) == 1 else None)
+        if result is not None:
+            try:
+                result_field = resolve_path(response, result)[-1]
+            except PathError as exc:
+                report(path + ("result",), str(exc))
+                continue
+            is_object = sdl_field.returns.base in schema.object_fields
+            if is_object != (result_field.message_type is not None):
+                report(path + ("result",), f"Query.{name} returns {sdl_field.returns.text} but "
+                                           f"{response.full_name}.{result} is "
+                                           f"{'a message' if result_field.message_type else 'a scalar'}")
+                continue
+            if is_repeated(result_field) != sdl_field.returns.is_list:
+                report(path + ("result",), f"Query.{name} returns {sdl_field.returns.text} but "
+                                           f"{response.full_name}.{result} is "
+                                           f"{'a list' if is_repeated(result_field) else 'not a list'}")
+                continue
+            shown = result_field.message_type
+        else:
+            shown = response
+        if shown is not None and sdl_field.returns.base in schema.object_fields:
+            misfits = list(_result_misfits(sdl_field.returns.base, shown, schema))
+            for misfit in misfits:
+                report(path + ("result",) if query.result else path,
+                       f"Query.{name} returns {sdl_field.returns.text}, which does not fit {shown.full_name}: {misfit}")
+            if misfits:
+                continue
+        plan.queries[name] = QueryPlan(name, mapped, result, sdl_field.returns.is_list)
+    for name in gateway.queries:
+        if name not in schema.queries:
+            report(base + ("queries", name), f"{gateway.schema} has no field Query.{name}")
+
+    for name, sdl_field in schema.mutations.items():
+        mutation = gateway.mutations.get(name)
+        if mutation is None:
+            report(base + ("mutations",), f"Mutation.{name} in {gateway.schema} has no mapping; add "
+                                          f"'{name}: <command>' under mutations")
+            continue
+        path = base + ("mutations", name)
+        missing = {"status", "message"} - set(schema.fields_of(sdl_field.returns.base))
+        if missing:
+            report(path, f"Mutation.{name} must return a type with fields status and message "
+                         f"(like RequestResponse); {sdl_field.returns.base} lacks {', '.join(sorted(missing))}")
+        command = topology.commands.get(mutation.command)
+        writers = topology.writers_of(mutation.command)
+        target_store = topology.nodes.get(writers[0].store.node) if writers else None
+        if command is None or not isinstance(target_store, StoreNode):
+            continue  # reported by the wiring checks
+        command_path = path + ("command",)
+        planned = command_plan(topology, mutation.command, target_store, protos, report, command_path)
+        if planned is None:
+            continue
+        request = planned.request.DESCRIPTOR
+        arguments = _map_arguments(sdl_field, request, dict(mutation.arguments), report, path, schema)
+        for target in mutation.generate:
+            try:
+                generated = resolve_path(request, target)[-1]
+                if generated.type != FieldDescriptor.TYPE_STRING or is_repeated(generated):
+                    raise PathError(f"'{target}' must be a string field to hold a generated id")
+            except PathError as exc:
+                report(path + ("generate", target), str(exc))
+        exists = (call(mutation.exists, sdl_field, {}, path + ("exists",), partial=True)
+                  if mutation.exists else None)
+        names = {"entity", "id", *sdl_field.arguments}
+        _template(mutation.message, names, report, path + ("message",))
+        _template(mutation.not_found, names, report, path + ("not_found",))
+        plan.mutations[name] = MutationPlan(
+            name, mutation.command, planned.topic, planned.request, arguments, dict(mutation.generate),
+            planned.key_path, planned.command_id_path, exists, mutation.message, mutation.not_found, entity)
+    for name in gateway.mutations:
+        if name not in schema.mutations:
+            report(base + ("mutations", name), f"{gateway.schema} has no field Mutation.{name}")
+    return plan
+
+
+def check_contracts(topology: Topology, protos: ProtoSet) -> list[Problem]:
+    """Every problem between the topology, its protos and its GraphQL schemas."""
+    report = Report(topology)
+    for node in topology.nodes.values():
+        if isinstance(node, StoreNode):
+            store_plan(topology, node, protos, report)
+        elif isinstance(node, ReaderNode):
+            reader_plan(topology, node, protos, report)
+        elif isinstance(node, WriterNode):
+            writer_plan(topology, node, protos, report)
+            plugin_classes(topology, node, report)
+        elif isinstance(node, GatewayNode):
+            gateway_plan(topology, node, protos, report)
+            plugin_classes(topology, node, report)
+    return _unique(report.problems)
+
+
+def _unique(problems: list[Problem]) -> list[Problem]:
+    return list(dict.fromkeys(problems))

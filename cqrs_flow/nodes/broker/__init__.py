@@ -1,0 +1,1 @@
+"""The broker node: the embedded MQTT broker and its access plugins."""

@@ -1,0 +1,214 @@
+"""amqtt plugins of the embedded broker: who may log in, and which topics each user may use.
+
+amqtt loads plugins by dotted path and fills their `Config` dataclass from the broker's config;
+BrokerService passes the password hashes and the topology's ACL (cqrs_flow.topology.access).
+With MQTT 3.1.1 a refused publish is acknowledged and dropped (the protocol has no way to say
+no), a refused subscription gets the failure code 0x80 in its SUBACK.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+
+from amqtt.broker import Broker
+from amqtt.contexts import Action
+from amqtt.errors import AMQTTError, MQTTError, NoDataError
+from amqtt.mqtt.connack import NOT_AUTHORIZED, ConnackPacket
+from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
+from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
+from amqtt.session import Session
+from amqtt.utils import gen_client_id
+
+from cqrs_flow.security.mqtt_logins import password_digest
+from cqrs_flow.topology.access import MqttAccess
+
+__all__ = ["NodeLogin", "RoutingBroker", "TopicAccess"]
+
+log = logging.getLogger("cqrs_flow.broker")
+
+NOT_LOGGED_IN = "not logged in"
+_listener: ContextVar[str] = ContextVar("cqrs_flow_broker_listener")  # of the connection at hand
+
+
+class NodeLogin(BaseAuthPlugin):
+    """Accepts a user whose password hashes to the SHA-256 it was given; no anonymous access."""
+
+    @dataclass
+    class Config:
+        users: dict[str, str] = field(default_factory=dict)  # user -> sha256(password), hex
+
+    async def authenticate(self, *, session: Session) -> bool:
+        user, password = session.username or "", session.password or ""
+        if isinstance(password, bytes):
+            password = password.decode("utf-8", "replace")
+        expected = self.config.users.get(user)
+        if expected is not None and hmac.compare_digest(expected, password_digest(password)):
+            return True
+        log.warning("refused MQTT login of %s (client id %r): %s", repr(user) if user else "an anonymous client",
+                    session.client_id, "wrong password" if expected else "unknown user")
+        return False
+
+
+class TopicAccess(BaseTopicPlugin):
+    """Lets each user publish and subscribe only where the topology's ACL says."""
+
+    @dataclass
+    class Config:
+        publish: dict[str, list[str]] = field(default_factory=dict)  # user -> topic filters
+        subscribe: dict[str, list[str]] = field(default_factory=dict)
+
+    def __init__(self, context) -> None:
+        super().__init__(context)
+        users = set(self.config.publish) | set(self.config.subscribe)
+        self._access = {user: MqttAccess(user, tuple(self.config.publish.get(user, ())),
+                                         tuple(self.config.subscribe.get(user, ()))) for user in users}
+
+    async def topic_filtering(self, *, session: Session | None = None, topic: str | None = None,
+                              action: Action | None = None) -> bool:
+        if action == Action.RECEIVE:
+            return True  # the subscription was checked when it was made
+        access = self._access.get(session.username or "") if session else None
+        if access is None or topic is None:
+            return False
+        if action == Action.PUBLISH:
+            allowed = access.may_publish(topic)
+        elif action == Action.SUBSCRIBE:
+            allowed = access.may_subscribe(topic)
+        else:
+            allowed = False
+        if not allowed:
+            log.warning("refused: %r may not %s %r (not in its access list from the topology)",
+                        access.user, "publish to" if action == Action.PUBLISH else "subscribe to", topic)
+        return allowed
+
+
+class RoutingBroker(Broker):
+    """amqtt's broker, which checks a CONNECT in full before it touches any session, checks a will
+    as the publish it is, and routes every message a client sent before it disconnects.
+
+    amqtt (0.11-0.12) looks up the CONNECT's client id first: it attaches the CONNECT's will to an
+    existing session (or deletes the session, with clean_session=1) and disconnects the client
+    connected with that id, and only then checks the password; it publishes a will without the
+    publish check. `_initialize_client_session` here reads the CONNECT (within `connect_timeout`),
+    refuses it (CONNACK 5, session-present 0, nothing else done) unless the login is good, its
+    will's topic is one the login may publish and its client id is no other user's session, and
+    only then does amqtt's session lookup. `_handle_disconnect` checks a will's topic again when
+    it goes out. `_client_connected` closes a connection beyond `connections_per_address`.
+
+    amqtt acknowledges a QoS 1 publish when it reads it and routes it later, one message at a
+    time (checking its topic is one await per message); a client that disconnects meanwhile had
+    the rest of its acknowledged messages dropped. (Without the hook it relies on, the broker
+    behaves as amqtt does.)"""
+
+    connect_timeout = 10.0  # seconds a new connection has to send its CONNECT
+    connections_per_address = 100  # open at once from one IP address; more are closed at once
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._open: dict[str, int] = {}  # IP address -> connections open from it
+        self._capped: set[str] = set()  # addresses told they have too many open
+
+    async def _client_connected(self, listener_name: str, reader, writer) -> None:
+        _listener.set(listener_name)  # each connection runs in its own task, with its own context
+        peer = writer.get_peer_info()
+        address = peer[0] if peer else ""
+        if self._open.get(address, 0) >= self.connections_per_address:
+            if address not in self._capped:  # said once, not for every socket
+                self._capped.add(address)
+                log.warning("closing new connections from %s: %d are open from there already",
+                            address or "an unknown address", self.connections_per_address)
+            await writer.close()
+            return
+        self._open[address] = self._open.get(address, 0) + 1
+        try:
+            await super()._client_connected(listener_name, reader, writer)
+        finally:
+            await writer.close()  # amqtt leaves the socket of a CONNECT it failed to read open
+            self._open[address] -= 1
+            if not self._open[address]:
+                del self._open[address]
+                self._capped.discard(address)
+
+    async def _initialize_client_session(self, reader, writer, remote_address: str,
+                                         remote_port: int) -> tuple[BrokerProtocolHandler, Session]:
+        peer = f"{remote_address}:{remote_port}"
+        try:
+            handler, incoming = await asyncio.wait_for(
+                BrokerProtocolHandler.init_from_connect(reader, writer, self.plugins_manager),
+                self.connect_timeout)
+        except asyncio.TimeoutError:
+            log.warning("closed the connection from %s: no CONNECT within %gs", peer,
+                        self.connect_timeout)
+            raise AMQTTError(f"no CONNECT from {peer} within {self.connect_timeout}s") from None
+        except (AMQTTError, MQTTError, NoDataError) as exc:
+            raise AMQTTError(f"no valid CONNECT from {peer}: {exc}") from None
+
+        refusal = await self._refusal(incoming)
+        if refusal and refusal != NOT_LOGGED_IN:  # NodeLogin logs a refused login itself
+            log.warning("refused the CONNECT of %s (client id %r, from %s): %s",
+                        repr(incoming.username) if incoming.username else "an anonymous client",
+                        incoming.client_id, peer, refusal)
+        if refusal:
+            try:
+                await ConnackPacket.build(0, NOT_AUTHORIZED).to_stream(writer)  # session-present 0
+            except OSError:
+                pass  # gone already
+            raise AMQTTError(f"CONNECT from {peer} refused: {refusal}")
+
+        # What amqtt does next, now for a client that is let in (and a will's retain flag, too).
+        if incoming.clean_session:
+            if incoming.client_id:
+                await self._delete_session(incoming.client_id)
+            else:
+                incoming.client_id = gen_client_id()
+            session, incoming.parent = incoming, 0
+        elif incoming.client_id in self._sessions:
+            session, _ = self._sessions[incoming.client_id]
+            for attribute in ("will_flag", "will_message", "will_topic", "will_qos", "will_retain",
+                              "keep_alive", "username", "password"):
+                setattr(session, attribute, getattr(incoming, attribute))
+            session.parent = 1
+        else:
+            session, incoming.parent = incoming, 0
+        delay = self.config.get("timeout-disconnect-delay", 0)
+        if session.keep_alive > 0 and isinstance(delay, int):
+            session.keep_alive += delay
+        return handler, session
+
+    async def _refusal(self, incoming: Session) -> str | None:
+        """Why a CONNECT may not go further, or None. Nothing here reads or changes a session
+        but the looking up of whose the client id is, for a client that logged in."""
+        listener = self.listeners_config.get(_listener.get(None) or "default")
+        if not await self._authenticate(incoming, listener):
+            return NOT_LOGGED_IN
+        if incoming.will_flag and not await self._may_publish_will(incoming):
+            return f"may not publish its will on {incoming.will_topic!r}"
+        held = self._sessions.get(incoming.client_id) if incoming.client_id else None
+        if held is not None and held[0].username != incoming.username:
+            return "its client id is another user's session"
+        return None
+
+    async def _may_publish_will(self, session: Session) -> bool:
+        """The check a publish gets, for the session's will (a topic name: no wildcard, no $)."""
+        topic = session.will_topic
+        if not topic or "#" in topic or "+" in topic or topic.startswith("$"):
+            return False
+        return await self._topic_filtering(session, topic=topic, action=Action.PUBLISH)
+
+    async def _handle_disconnect(self, client_session: Session, handler, disconnect_waiter) -> None:
+        queue = getattr(client_session, "delivered_message_queue", None)
+        route = getattr(self, "_handle_message_delivery", None)
+        while queue is not None and route is not None and not queue.empty():
+            delivered = asyncio.get_running_loop().create_future()
+            delivered.set_result(queue.get_nowait())
+            if not await route(client_session, handler, delivered):
+                break
+        if client_session.will_flag and not await self._may_publish_will(client_session):
+            log.warning("dropped the will of %r on %r: the login may not publish there",
+                        client_session.username, client_session.will_topic)
+            client_session.will_flag = False
+        await super()._handle_disconnect(client_session, handler, disconnect_waiter)

@@ -1,0 +1,1 @@
+"""The gateway node: GraphQL over HTTP and WebSocket, limits, outbox, command statuses."""

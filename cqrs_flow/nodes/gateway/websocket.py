@@ -1,0 +1,198 @@
+"""GraphQL over WebSocket with the graphql-transport-ws protocol (the `graphql-ws` library's),
+served from aiohttp for a tartiflette engine: subscriptions, and queries and mutations too.
+
+One connection: connection_init -> connection_ack, then any number of `subscribe` messages by id,
+each answered with `next` payloads and a `complete`; `complete` from the client stops one;
+ping/pong. Protocol violations close the socket with the protocol's 44xx codes.
+
+The gateway's limits hold here as for HTTP: a message larger than limits.body_bytes closes the
+socket (1009); an operation over a limit (its cost, the caller's rate) is answered with an
+`error` message; queries and mutations count towards limits.in_flight and the caller's
+limits.per_caller_in_flight, run within limits.timeout, and an answer larger than
+limits.response_bytes is replaced by an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from typing import Any, Awaitable, Callable, Optional
+
+from aiohttp import WSMsgType, web
+
+from cqrs_flow.nodes.gateway.limits import LimitExceeded, RequestGate, too_large
+
+__all__ = ["PROTOCOL", "serve_websocket", "with_request_id"]
+
+PROTOCOL = "graphql-transport-ws"
+INIT_TIMEOUT = 10.0
+MAX_SUBSCRIPTIONS = 100  # per connection
+
+_OPERATION = re.compile(r"\b(query|mutation|subscription)\b\s*([_A-Za-z][_0-9A-Za-z]*)?")
+_NOISE = re.compile(r'#[^\n]*|"""(?:.|\n)*?"""|"(?:\\.|[^"\\])*"')
+
+log = logging.getLogger("cqrs_flow.gateway")
+
+
+def is_subscription(query: str, operation_name: str | None) -> bool:
+    """Whether the operation to run is a subscription (comments and strings are skipped)."""
+    operations = _OPERATION.findall(_NOISE.sub(" ", query))
+    if operation_name:
+        return any(kind == "subscription" for kind, name in operations if name == operation_name)
+    return len(operations) == 1 and operations[0][0] == "subscription"
+
+
+def with_request_id(result: dict[str, Any], request_id: str) -> dict[str, Any]:
+    """`result` with the request id in the extensions of each of its errors (HTTP and WebSocket)."""
+    for error in result.get("errors") or ():
+        if isinstance(error, dict):
+            error["extensions"] = {**(error.get("extensions") or {}), "request_id": request_id}
+    return result
+
+
+# Runs a query or mutation in its caller's share within limits.timeout:
+# (query, operation name, variables, context, caller, cost).
+Execute = Callable[[str, Optional[str], Any, dict[str, Any], str, int], Awaitable[dict[str, Any]]]
+
+
+async def serve_websocket(request: web.Request, engine: Any, context: dict[str, Any], gate: RequestGate,
+                          request_id: str, caller: str, execute: Execute) -> web.WebSocketResponse:
+    ws = web.WebSocketResponse(protocols=(PROTOCOL,), heartbeat=30.0, max_msg_size=gate.limits.body_bytes)
+    ws.headers["X-Request-Id"] = request_id
+    await ws.prepare(request)
+    if ws.ws_protocol != PROTOCOL:
+        await ws.close(code=4406, message=b"Subprotocol not acceptable")
+        return ws
+    await _Connection(ws, engine, context, gate, request_id, caller, execute).run()
+    return ws
+
+
+class _Connection:
+    def __init__(self, ws: web.WebSocketResponse, engine: Any, context: dict[str, Any], gate: RequestGate,
+                 request_id: str, caller: str, execute: Execute) -> None:
+        self.ws = ws
+        self.caller = caller
+        self.execute = execute
+        self.engine = engine
+        self.context = context
+        self.gate = gate
+        self.request_id = request_id
+        self.acknowledged = False
+        self.operations: dict[str, asyncio.Task] = {}
+
+    async def run(self) -> None:
+        init_timer = asyncio.get_running_loop().call_later(INIT_TIMEOUT, self._init_timeout)
+        try:
+            async for message in self.ws:
+                if message.type != WSMsgType.TEXT:
+                    continue
+                await self._handle(message.data)
+        finally:
+            init_timer.cancel()
+            for task in self.operations.values():
+                task.cancel()
+            await asyncio.gather(*self.operations.values(), return_exceptions=True)
+
+    def _init_timeout(self) -> None:
+        if not self.acknowledged and not self.ws.closed:
+            asyncio.ensure_future(self.ws.close(code=4408, message=b"Connection initialisation timeout"))
+
+    async def _handle(self, text: str) -> None:
+        try:
+            message = json.loads(text)
+            kind = message["type"]
+        except (ValueError, TypeError, KeyError, RecursionError):
+            await self.ws.close(code=4400, message=b"Invalid message")
+            return
+        if kind == "connection_init":
+            if self.acknowledged:
+                await self.ws.close(code=4429, message=b"Too many initialisation requests")
+                return
+            self.acknowledged = True
+            await self.ws.send_json({"type": "connection_ack"})
+        elif kind == "ping":
+            await self.ws.send_json({"type": "pong"})
+        elif kind == "pong":
+            pass
+        elif kind == "subscribe":
+            await self._subscribe(message)
+        elif kind == "complete":
+            task = self.operations.pop(str(message.get("id")), None)
+            if task is not None:
+                task.cancel()
+        else:
+            await self.ws.close(code=4400, message=f"Unknown message type {kind!r}".encode()[:120])
+
+    async def _subscribe(self, message: dict[str, Any]) -> None:
+        if not self.acknowledged:
+            await self.ws.close(code=4401, message=b"Unauthorized")
+            return
+        operation_id, payload = message.get("id"), message.get("payload")
+        if not isinstance(operation_id, str) or not isinstance(payload, dict) \
+                or not isinstance(payload.get("query"), str) \
+                or not isinstance(payload.get("variables") or {}, dict) \
+                or not isinstance(payload.get("operationName") or "", str):
+            await self.ws.close(code=4400, message=b"Invalid subscribe message")
+            return
+        if operation_id in self.operations:
+            await self.ws.close(code=4409, message=f"Subscriber for {operation_id} already exists".encode()[:120])
+            return
+        if len(self.operations) >= MAX_SUBSCRIPTIONS:
+            await self._error(operation_id, f"at most {MAX_SUBSCRIPTIONS} operations at once")
+            return
+        try:
+            self.gate.pace(self.caller)
+            cost = self.gate.check(payload["query"], payload.get("variables"),
+                                   payload.get("operationName"))
+        except LimitExceeded as exc:
+            await self._error(operation_id, str(exc))
+            return
+        self.operations[operation_id] = asyncio.ensure_future(
+            self._operate(operation_id, payload, cost))
+
+    async def _operate(self, operation_id: str, payload: dict[str, Any], cost: int) -> None:
+        query, variables = payload["query"], payload.get("variables")
+        name = payload.get("operationName")
+        try:
+            if is_subscription(query, name):
+                async for result in self.engine.subscribe(query, operation_name=name, variables=variables,
+                                                          context=self.context):
+                    if result.get("data") is None and result.get("errors"):
+                        await self._send(operation_id, "error", with_request_id(result, self.request_id)["errors"])
+                        return
+                    await self._send(operation_id, "next", with_request_id(result, self.request_id))
+            else:
+                with self.gate.admitted(self.caller):
+                    result = await self.execute(query, name, variables, self.context, self.caller,
+                                                cost)
+                message = json.dumps({"id": operation_id, "type": "next",
+                                      "payload": with_request_id(result, self.request_id)})
+                if len(message) > self.gate.limits.response_bytes:
+                    await self._error(operation_id, too_large(self.gate.limits.response_bytes))
+                    return
+                if not self.ws.closed:
+                    await self.ws.send_str(message)
+            await self._send(operation_id, "complete")
+        except asyncio.CancelledError:
+            raise
+        except LimitExceeded as exc:  # Busy, TooManyRequests, OperationTimeout
+            await self._error(operation_id, str(exc))
+        except Exception:
+            log.exception("request %s: operation %r failed", self.request_id, operation_id[:100])
+            await self._error(operation_id, f"internal error (request {self.request_id}; "
+                                            "details are in the gateway log)")
+        finally:
+            self.operations.pop(operation_id, None)
+
+    async def _error(self, operation_id: str, message: str) -> None:
+        await self._send(operation_id, "error", [{"message": message, "extensions": {"request_id": self.request_id}}])
+
+    async def _send(self, operation_id: str, kind: str, payload: Any = None) -> None:
+        if self.ws.closed:
+            return
+        message: dict[str, Any] = {"id": operation_id, "type": kind}
+        if payload is not None:
+            message["payload"] = payload
+        await self.ws.send_json(message)

@@ -1,0 +1,1 @@
+"""Protobuf handling: compiling a topology's .proto files, message classes, dict conversion."""

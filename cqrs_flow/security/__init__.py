@@ -1,0 +1,1 @@
+"""Secrets and credentials: the system secret, gRPC tokens, MQTT logins, Mosquitto files."""

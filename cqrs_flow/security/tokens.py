@@ -1,0 +1,153 @@
+"""Per-node credentials that enforce the topology's wiring on every gRPC call.
+
+Each node has a token derived from a secret of the whole system: HMAC-SHA256(secret, node name).
+`cqrs-flow up` makes a fresh secret per run and hands each node only its own token and the token
+hashes of the nodes allowed to call it; a node run by hand (`cqrs-flow node`) derives both from
+CQRS_FLOW_SECRET, which must then be the same on every node. Every gRPC server refuses any call
+from a node the topology does not wire to that service with PERMISSION_DENIED (CallerCheck), so a
+writer cannot read the store and a reader cannot write it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import secrets
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping
+
+from cqrs_flow.errors import NodeError
+from cqrs_flow.topology.model import Topology
+
+__all__ = [
+    "CallerCheck",
+    "Credentials",
+    "ENV_CALLERS",
+    "ENV_SECRET",
+    "ENV_TOKEN",
+    "credentials_from_env",
+    "derive",
+    "derive_token",
+    "digest",
+    "json_map_from_env",
+    "launch_environment",
+    "new_secret",
+]
+
+ENV_SECRET = "CQRS_FLOW_SECRET"
+ENV_TOKEN = "CQRS_FLOW_TOKEN"
+ENV_CALLERS = "CQRS_FLOW_CALLERS"
+METADATA_NODE = "x-cqrs-flow-node"
+METADATA_TOKEN = "x-cqrs-flow-token"
+PUBLIC_SERVICES = {"grpc.health.v1.Health"}  # readiness probes need no credentials
+
+
+def new_secret() -> str:
+    return secrets.token_hex(32)
+
+
+def derive(secret: str, label: str) -> str:
+    """A credential derived from the system secret: HMAC-SHA256(secret, "cqrs-flow " + label)."""
+    return hmac.new(secret.encode(), f"cqrs-flow {label}".encode(), hashlib.sha256).hexdigest()
+
+
+def derive_token(secret: str, node: str) -> str:
+    return derive(secret, f"node {node}")
+
+
+def digest(credential: str | bytes) -> str:
+    """What a node is told of the credentials it accepts: their SHA-256, never the credential."""
+    return hashlib.sha256(credential.encode() if isinstance(credential, str) else credential).hexdigest()
+
+
+def json_map_from_env(env: Mapping[str, str], name: str, what: str) -> dict[str, str]:
+    """The JSON object of strings in the environment variable `name` (`up` puts it there);
+    NodeError saying it must be "a JSON object of <what>" if it is not one."""
+    try:
+        value = json.loads(env.get(name) or "{}")
+    except ValueError:
+        value = None
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise NodeError(f"{name} must be a JSON object of {what}")
+    return value
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """A node's identity on outgoing calls, and the hashes of the callers it accepts."""
+
+    node: str
+    token: str
+    callers: Mapping[str, str] = field(default_factory=dict)  # caller node -> sha256(token)
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        return ((METADATA_NODE, self.node), (METADATA_TOKEN, self.token))
+
+
+def _callers(topology: Topology, node: str, secret: str) -> dict[str, str]:
+    names = set().union(*topology.callers_of(node).values()) if topology.callers_of(node) else set()
+    return {caller: digest(derive_token(secret, caller)) for caller in sorted(names)}
+
+
+def launch_environment(topology: Topology, node: str, secret: str) -> dict[str, str]:
+    """What `up` puts in a node's environment: its own token and its callers' token hashes."""
+    return {ENV_TOKEN: derive_token(secret, node),
+            ENV_CALLERS: json.dumps(_callers(topology, node, secret))}
+
+
+def credentials_from_env(topology: Topology, node: str,
+                         env: Mapping[str, str] = os.environ) -> Credentials:
+    """The node's credentials, from what `up` handed it or from CQRS_FLOW_SECRET."""
+    if env.get(ENV_TOKEN):
+        return Credentials(node, env[ENV_TOKEN], json_map_from_env(env, ENV_CALLERS, "node name -> token hash"))
+    if env.get(ENV_SECRET):
+        secret = env[ENV_SECRET]
+        return Credentials(node, derive_token(secret, node), _callers(topology, node, secret))
+    raise NodeError(
+        f"node '{node}' has no credentials: run it with `cqrs-flow up`, or set {ENV_SECRET} to the "
+        f"same secret on every node (for example: export {ENV_SECRET}=$(openssl rand -hex 32))")
+
+
+class CallerCheck:
+    """Refuses calls from nodes the topology does not wire to the called service.
+
+    The gRPC servers ask it at the start of every call (cqrs_flow.transport.rpc wraps each handler with
+    it): a server interceptor would cost a coroutine and a handler lookup per call. A token that
+    matched its hash once is remembered, so SHA-256 runs once per caller, not once per call.
+    """
+
+    def __init__(self, allowed: Mapping[str, set[str]], credentials: Credentials) -> None:
+        self._allowed = {service: frozenset(callers) for service, callers in allowed.items()}
+        self._callers = credentials.callers  # caller node -> sha256(token)
+        self._verified: dict[str, bytes] = {}  # caller node -> the token that matched its hash
+
+    def refusal(self, service: str, metadata: Iterable[tuple[str, str | bytes]] | None) -> str | None:
+        """Why a call to `service` with this invocation metadata is refused, or None if it may go on."""
+        if service in PUBLIC_SERVICES:
+            return None
+        caller = token = ""
+        for key, value in metadata or ():  # the last of repeated keys counts, as in a dict
+            if key == METADATA_NODE:
+                caller = value
+            elif key == METADATA_TOKEN:
+                token = value
+        if not isinstance(caller, str) or not self._known(caller, token):
+            return (f"caller {caller or '(anonymous)'!r} is not a node of this system "
+                    "or its credentials are wrong")
+        if caller not in self._allowed.get(service, ()):
+            return f"node '{caller}' may not call {service}: the topology does not wire it there"
+        return None
+
+    def _known(self, caller: str, token: str | bytes) -> bool:
+        presented = token.encode() if isinstance(token, str) else token
+        verified = self._verified.get(caller)
+        if verified is not None and hmac.compare_digest(verified, presented):
+            return True
+        expected = self._callers.get(caller)
+        if not caller or expected is None or not hmac.compare_digest(expected.encode(), digest(presented).encode()):
+            return False
+        self._verified[caller] = presented  # one entry per node of the system at most
+        return True

@@ -1,0 +1,1 @@
+"""How nodes talk: gRPC from descriptors, MQTT clients, TLS."""

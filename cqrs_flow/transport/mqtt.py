@@ -1,0 +1,84 @@
+"""MQTT clients (gmqtt) for gateways and writers: connect with retry, reconnect forever."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import ssl
+
+import gmqtt
+from gmqtt.mqtt.constants import MQTTv50, MQTTv311
+from gmqtt.mqtt.handler import MQTTConnectError
+
+from cqrs_flow.errors import NodeError
+from cqrs_flow.security.mqtt_logins import MqttLogin
+from cqrs_flow.topology.model import BrokerNode
+
+__all__ = ["client_id", "connect", "new_client"]
+
+log = logging.getLogger("cqrs_flow.transport.mqtt")
+
+
+def client_id(system: str, node: str, persistent: bool, tag: str = "") -> str:
+    """A stable id for persistent sessions (the broker keeps a writer's queue across restarts);
+    a unique one otherwise, so two processes never kick each other off. `tag` (see MqttLogin.tag)
+    makes it unguessable."""
+    base = f"{system}-{node}" + (f"-{tag}" if tag else "")
+    return base if persistent else f"{base}-{os.getpid()}"
+
+
+# A persistent MQTT 5 session must say how long the broker keeps it; this is the longest.
+SESSION_FOREVER = 0xFFFFFFFF
+
+
+def new_client(system: str, node: str, broker: BrokerNode, *, persistent: bool,
+               login: MqttLogin | None = None, session_expiry: int | None = None) -> gmqtt.Client:
+    """A client for `broker`, logging in with `login`. With MQTT 5, a persistent client acknowledges
+    each message when its handler returns (gmqtt acknowledges MQTT 3.1.1 messages on receipt,
+    whatever the handler does).
+
+    `session_expiry` (seconds) bounds how long the broker keeps a persistent session whose client
+    is gone. A member of a shared subscription needs it: while the broker keeps a dead member's
+    session, it goes on handing that session its share of the messages. MQTT 3.1.1 has no
+    expiry, so such a client gets a clean session there."""
+    # Only on the embedded broker: an external one keeps a writer's session across runs that may
+    # use another secret.
+    tag = login.tag if login is not None and not broker.external else ""
+    if broker.protocol == "5":
+        extra = {"session_expiry_interval": session_expiry or SESSION_FOREVER} if persistent else {}
+        client = gmqtt.Client(client_id(system, node, persistent, tag), clean_session=not persistent,
+                              optimistic_acknowledgement=not persistent, **extra)
+    else:
+        clean = not persistent or session_expiry is not None
+        client = gmqtt.Client(client_id(system, node, persistent, tag), clean_session=clean)
+    if login is not None:
+        client.set_auth_credentials(login.user, login.password)
+    return client
+
+
+async def connect(client: gmqtt.Client, broker: BrokerNode, *, attempts: int | None = None,
+                  tls: ssl.SSLContext | None = None) -> None:
+    """Connect (over TLS with `tls`), retrying with backoff while the broker is not there yet."""
+    address = broker.address
+    version = MQTTv50 if broker.protocol == "5" else MQTTv311
+    client.set_config({"reconnect_retries": -1, "reconnect_delay": 1})  # then reconnect forever
+    delay, attempt = 0.1, 0
+    while True:
+        attempt += 1
+        try:
+            await client.connect(address.connect_host, address.port, version=version, keepalive=30,
+                                 ssl=tls or False)
+            return
+        except MQTTConnectError as exc:  # a refusal: retrying with the same login cannot help
+            raise NodeError(
+                f"MQTT broker {address.target} refused the connection: {exc}. The broker must know "
+                "this node's user name (the node's name) and password (derived from the system "
+                "secret); for an external broker, see `cqrs-flow mosquitto-auth`") from None
+        except (OSError, asyncio.TimeoutError) as exc:
+            if attempts is not None and attempt >= attempts:
+                raise
+            if attempt == 1 or attempt % 10 == 0:
+                log.warning("MQTT broker %s not reachable (%s); retrying", address.target, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)

@@ -1,0 +1,209 @@
+"""The embedded broker (RoutingBroker, in this process) checks a CONNECT in full before it looks
+at any session: the login, the will's topic against the login's ACL, whose the client id is."""
+
+from __future__ import annotations
+
+import asyncio
+import warnings
+
+import pytest
+
+from cqrs_flow.security.mqtt_logins import password_digest
+from cqrs_flow.topology.relocate import free_ports
+
+PASSWORDS = {"gateway": "gateway-password", "dashboard": "dashboard-password"}
+PUBLISH = {"gateway": ["CONTACT/ADD"], "dashboard": []}
+SUBSCRIBE = {"gateway": ["contacts/status"], "dashboard": ["contacts/status"]}
+ACCEPTED, NOT_AUTHORISED = 0, 5
+
+
+def _string(value: str | bytes) -> bytes:
+    value = value.encode() if isinstance(value, str) else value
+    return len(value).to_bytes(2, "big") + value
+
+
+def connect_packet(client_id: str, user: str | None = None, password: str | None = None, *,
+                   clean: bool = True, will: tuple[str, bytes] | None = None) -> bytes:
+    """An MQTT 3.1.1 CONNECT."""
+    flags = (0x02 if clean else 0) | (0x0C if will else 0) | (0x80 if user is not None else 0)
+    flags |= 0x40 if password is not None else 0
+    body = b"\x00\x04MQTT\x04" + bytes([flags]) + b"\x00\x3c" + _string(client_id)
+    if will:
+        body += _string(will[0]) + _string(will[1])
+    body += _string(user) if user is not None else b""
+    body += _string(password) if password is not None else b""
+    assert len(body) < 128
+    return b"\x10" + bytes([len(body)]) + body
+
+
+class Broker:
+    """A RoutingBroker on a free port, with two users and their ACL."""
+
+    def __init__(self, connect_timeout: float = 10.0, per_address: int = 100) -> None:
+        self.port = free_ports(1)[0]
+        self.connect_timeout, self.per_address = connect_timeout, per_address
+
+    async def __aenter__(self) -> "Broker":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from cqrs_flow.nodes.broker.access import RoutingBroker
+
+            self.broker = RoutingBroker({
+                "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}"}},
+                "plugins": {
+                    "cqrs_flow.nodes.broker.access.NodeLogin": {
+                        "users": {u: password_digest(p) for u, p in PASSWORDS.items()}},
+                    "cqrs_flow.nodes.broker.access.TopicAccess": {
+                        "publish": PUBLISH, "subscribe": SUBSCRIBE}}})
+        self.broker.connect_timeout = self.connect_timeout
+        self.broker.connections_per_address = self.per_address
+        await self.broker.start()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.broker.shutdown()
+
+    async def connect(self, packet: bytes) -> tuple[bytes, asyncio.StreamReader,
+                                                    asyncio.StreamWriter]:
+        """Send `packet` on a new connection; the CONNACK and the open connection."""
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        writer.write(packet)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(4), 5), reader, writer
+
+    async def connack(self, packet: bytes) -> bytes:
+        connack, _, writer = await self.connect(packet)
+        writer.close()
+        return connack
+
+    @property
+    def sessions(self) -> dict:
+        return self.broker._sessions
+
+
+def refused(code: int = NOT_AUTHORISED) -> bytes:
+    return bytes([0x20, 0x02, 0x00, code])
+
+
+def test_a_refused_login_leaves_no_session():
+    async def scenario():
+        async with Broker() as broker:
+            for user, password in [(None, None), ("gateway", "wrong"), ("nobody", "x")]:
+                packet = connect_packet(f"gone-{user}", user, password, clean=False)
+                assert await broker.connack(packet) == refused()
+            await asyncio.sleep(0.1)
+            assert broker.sessions == {}
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("user, topic, code", [
+    ("gateway", "CONTACT/ADD", ACCEPTED),           # in its ACL
+    ("gateway", "contacts/status", NOT_AUTHORISED),  # it may only read the status topic
+    ("gateway", "CONTACT/+", NOT_AUTHORISED),        # a will's topic is a name, not a filter
+    ("gateway", "$SYS/x", NOT_AUTHORISED),
+    ("dashboard", "CONTACT/ADD", NOT_AUTHORISED),    # subscribe only
+])
+def test_a_will_is_checked_against_the_publish_acl_at_connect(user, topic, code):
+    async def scenario():
+        async with Broker() as broker:
+            packet = connect_packet("with-will", user, PASSWORDS[user], will=(topic, b"bye"))
+            connack, _, writer = await broker.connect(packet)
+            writer.close()
+            assert connack == bytes([0x20, 0x02, 0x00, code])
+            assert ("with-will" in broker.sessions) is (code == ACCEPTED)
+
+    asyncio.run(scenario())
+
+
+def test_a_refused_connect_touches_no_session_and_says_nothing_of_it():
+    """With a persistent session under the client id, connected: an anonymous CONNECT with that
+    client id, clean_session=0 and a will is refused with session-present 0, and the session
+    keeps its client, its will (none) and its login; so does a CONNECT with clean_session=1."""
+    async def scenario():
+        async with Broker() as broker:
+            login = connect_packet("dash", "dashboard", PASSWORDS["dashboard"], clean=False)
+            assert await broker.connack(login) == bytes([0x20, 0x02, 0x00, ACCEPTED])
+            connack, reader, owner = await broker.connect(login)
+            assert connack == bytes([0x20, 0x02, 0x01, ACCEPTED])  # its session is there
+            session = broker.sessions["dash"][0]
+            for packet in (connect_packet("dash", clean=False, will=("CONTACT/ADD", b"x")),
+                           connect_packet("dash", "gateway", "wrong", clean=False),
+                           connect_packet("dash", clean=True)):
+                assert await broker.connack(packet) == refused()
+            await asyncio.sleep(0.1)
+            assert broker.sessions["dash"][0] is session
+            assert session.transitions.is_connected() and not session.will_flag
+            assert session.username == "dashboard"
+            owner.write(b"\xc0\x00")  # PINGREQ: the owner's connection still works
+            await owner.drain()
+            assert await asyncio.wait_for(reader.read(2), 5) == b"\xd0\x00"
+            owner.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_client_id_of_another_user_is_refused():
+    async def scenario():
+        async with Broker() as broker:
+            owned = connect_packet("dash", "dashboard", PASSWORDS["dashboard"], clean=False)
+            assert await broker.connack(owned) == bytes([0x20, 0x02, 0x00, ACCEPTED])
+            for clean in (False, True):
+                packet = connect_packet("dash", "gateway", PASSWORDS["gateway"], clean=clean)
+                assert await broker.connack(packet) == refused()
+            await asyncio.sleep(0.1)
+            assert broker.sessions["dash"][0].username == "dashboard"
+
+    asyncio.run(scenario())
+
+
+def test_a_will_goes_out_only_if_its_topic_may_be_published_then():
+    """A will is checked again when it is published: a session whose will was set outside the
+    CONNECT check (as amqtt's session handling could) publishes none."""
+    async def scenario():
+        async with Broker() as broker:
+            seen: list[str] = []
+
+            async def broadcast(session, topic, *args) -> None:
+                seen.append(topic)
+
+            broker.broker._broadcast_message = broadcast
+            packet = connect_packet("bye", "gateway", PASSWORDS["gateway"],
+                                    will=("CONTACT/ADD", b"x"))
+            _, _, writer = await broker.connect(packet)
+            broker.sessions["bye"][0].will_topic = "contacts/status"
+            writer.transport.abort()
+            await asyncio.sleep(0.3)
+            assert seen == []
+
+    asyncio.run(scenario())
+
+
+def test_a_connection_that_sends_no_connect_is_closed():
+    async def scenario():
+        async with Broker(connect_timeout=0.3) as broker:
+            reader, writer = await asyncio.open_connection("127.0.0.1", broker.port)
+            assert await asyncio.wait_for(reader.read(1), 3) == b""  # closed by the broker
+            writer.close()
+            assert broker.sessions == {}
+
+    asyncio.run(scenario())
+
+
+def test_connections_from_one_address_are_capped():
+    async def scenario():
+        async with Broker(per_address=2) as broker:
+            login = connect_packet("first", "gateway", PASSWORDS["gateway"])
+            first, _, kept = await broker.connect(login)
+            assert first == bytes([0x20, 0x02, 0x00, ACCEPTED])
+            idle = await asyncio.open_connection("127.0.0.1", broker.port)  # sends nothing
+            reader, writer = await asyncio.open_connection("127.0.0.1", broker.port)
+            assert await asyncio.wait_for(reader.read(1), 3) == b""  # the third: closed at once
+            writer.close()
+            idle[1].close()
+            await asyncio.sleep(0.1)
+            again = connect_packet("again", "gateway", PASSWORDS["gateway"])
+            assert await broker.connack(again) == bytes([0x20, 0x02, 0x00, ACCEPTED])
+            kept.close()
+
+    asyncio.run(scenario())

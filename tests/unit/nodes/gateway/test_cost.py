@@ -1,0 +1,209 @@
+"""The cost of an operation (limits.cost) and the per-caller limits of the request gate."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from pathlib import Path
+
+import pytest
+from tartiflette import create_engine
+
+from cqrs_flow.nodes.gateway.cost import Costs
+from cqrs_flow.nodes.gateway.limits import Busy, LimitExceeded, RequestGate, TooManyRequests, caller_of
+from cqrs_flow.topology.model import Limits, Rate
+
+INTROSPECTION = (Path(__file__).parent / "introspection.graphql").read_text()
+ROOT = Path(__file__).resolve().parents[4]
+
+SDL = """
+type Tag { name: String  uses: [Use] }
+type Use { at: String }
+type Contact { id: String  name: String!  last_updated: String  tags: [Tag]  labels: [String] }
+type Query {
+  contact(id: String!): Contact
+  listContacts(count: Int!): [Contact]
+  page(first: Int, count: Int): [Contact!]!
+}
+type Mutation { addContact(name: String!): Contact }
+"""
+ATTACK = "{ " + " ".join(f"a{i}: listContacts(count: 1000) {{ id name last_updated }}"
+                         for i in range(30)) + " }"
+
+
+def engine_for(sdl: str, name: str):
+    return asyncio.run(create_engine(sdl, schema_name=f"test-cost-{name}"))
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return engine_for(SDL, "nested")
+
+
+def costs_of(engine, list_size: int = 100) -> Costs:
+    parse = lambda query: engine._cached_parse_and_validate_query(query, engine._schema)[0]  # noqa
+    return Costs(engine._schema, parse, list_size)
+
+
+@pytest.mark.parametrize("query, variables, expected", [
+    ('{ contact(id: "x") { id name } }', None, 3),
+    ("{ __typename }", None, 1),
+    # a list multiplies what it selects by its count
+    ("{ listContacts(count: 10) { id name last_updated } }", None, 31),
+    ("{ listContacts(count: 0) { id } }", None, 1),
+    # aliases count each
+    ("{ a: listContacts(count: 10) { id } b: listContacts(count: 10) { id } }", None, 22),
+    # nesting multiplies; a list without a count argument is list_size (100 here) long
+    ("{ listContacts(count: 10) { tags { name } } }", None, 1 + 10 * (1 + 100)),
+    ("{ listContacts(count: 2) { tags { uses { at } } } }", None, 1 + 2 * (1 + 100 * (1 + 100))),
+    # a list of scalars selects nothing to multiply
+    ("{ listContacts(count: 10) { labels } }", None, 11),
+    # a count over list_size counts as list_size (the gateway refuses it anyway: list_count)
+    ("{ listContacts(count: 5000) { id } }", None, 101),
+    # the largest whole-number argument is the count
+    ("{ page(first: 3, count: 7) { id } }", None, 8),
+    ("{ page { id } }", None, 101),
+    # fragments count where they are spread, inline ones too
+    ("{ listContacts(count: 10) { ...F } } fragment F on Contact { id name }", None, 21),
+    ("{ listContacts(count: 10) { ...F ...F } } fragment F on Contact { id }", None, 21),
+    ("{ x: listContacts(count: 10) { ...F } y: contact(id: \"a\") { ...F } } "
+     "fragment F on Contact { id tags { name } }", None, (1 + 10 * 102) + (1 + 102)),
+    ("{ listContacts(count: 10) { ... on Contact { id name } } }", None, 21),
+    # counts in variables, and their defaults
+    ("query($n: Int!) { listContacts(count: $n) { id } }", {"n": 5}, 6),
+    ("query($n: Int = 7) { listContacts(count: $n) { id } }", None, 8),
+    ("query($n: Int = 7) { listContacts(count: $n) { id } }", {"n": 3}, 4),
+    ("query($n: Int) { page(count: $n) { id } }", None, 101),
+    ("query($n: Int) { page(count: $n) { id } }", {"n": None}, 101),
+    ("query F($n: Int!) { ...L } fragment L on Query { listContacts(count: $n) { id } }",
+     {"n": 4}, 5),
+    # mutations count too
+    ('mutation { a: addContact(name: "x") { id } b: addContact(name: "y") { id } }', None, 4),
+    # what does not validate costs nothing here: the engine answers its errors
+    ("{ nope }", None, 0),
+    ("{ listContacts(count: 10) { id }", None, 0),
+])
+def test_the_cost_of_an_operation(engine, query, variables, expected):
+    assert costs_of(engine).cost(query, None, variables) == expected
+
+
+def test_the_operation_named_is_the_one_counted(engine):
+    query = "query Small { contact(id: \"x\") { id } } query Big { listContacts(count: 50) { id } }"
+    costs = costs_of(engine)
+    assert costs.cost(query, "Small") == 2
+    assert costs.cost(query, "Big") == 51
+    assert costs.cost(query, None) == 51  # ambiguous: the engine refuses it; the dearest counts
+
+
+def test_a_query_text_is_compiled_once(engine):
+    parses = []
+
+    def parse(query):
+        parses.append(query)
+        return engine._cached_parse_and_validate_query(query, engine._schema)[0]
+
+    costs = Costs(engine._schema, parse, 100)
+    query = "query($n: Int!) { listContacts(count: $n) { id } }"
+    assert [costs.cost(query, None, {"n": n}) for n in (1, 2, 3)] == [2, 3, 4]
+    assert parses == [query]
+
+
+def test_the_default_cost_admits_one_large_list_and_introspection_but_not_the_attack():
+    engine = engine_for((ROOT / "schema" / "contacts.graphql").read_text(), "contacts")
+    gate = RequestGate(Limits(), costs=costs_of(engine, list_size=1000))
+    gate.check("{ listContacts(count: 1000) { id name last_updated } }", None)
+    gate.check(INTROSPECTION, None)
+    assert costs_of(engine, 1000).cost(INTROSPECTION) < Limits().cost
+    expected = r"the query costs 90,030, more than 10,000 \(limits.cost\)"
+    with pytest.raises(LimitExceeded, match=expected):
+        gate.check(ATTACK, None)
+    # the measure of the text comes first: what it refuses is not parsed
+    with pytest.raises(LimitExceeded, match="limits.aliases"):
+        gate.check("{ " + " ".join(f"a{i}: __typename" for i in range(31)) + " }", None)
+
+
+def test_one_caller_cannot_take_every_place_in_flight():
+    gate = RequestGate(Limits(in_flight=3, per_caller_in_flight=2))
+    with gate.admitted("10.0.0.1"), gate.admitted("10.0.0.1"):
+        with pytest.raises(TooManyRequests, match=r"limits.per_caller_in_flight") as refused:
+            with gate.admitted("10.0.0.1"):
+                pass
+        assert refused.value.retry_after_header == "1"
+        with gate.admitted("10.0.0.2"):  # another caller still gets in
+            with pytest.raises(Busy, match="limits.in_flight"):
+                with gate.admitted("10.0.0.3"):
+                    pass
+    assert gate.in_flight == 0 and gate.callers == {}
+
+
+def test_the_rate_per_caller_is_a_token_bucket():
+    gate = RequestGate(Limits(rate=Rate(requests=2, per=1.0)))
+    gate.pace("a", now=0.0)
+    gate.pace("a", now=0.0)
+    expected = r"more than 2 requests in 1s .*\(limits.rate\)"
+    with pytest.raises(TooManyRequests, match=expected) as refused:
+        gate.pace("a", now=0.1)
+    assert refused.value.retry_after == pytest.approx(0.4)
+    gate.pace("b", now=0.1)  # another caller has its own bucket
+    gate.pace("a", now=0.5)  # half a second refills one request
+    with pytest.raises(TooManyRequests):
+        gate.pace("a", now=0.5)
+    RequestGate(Limits()).pace("a")  # no rate limit by default
+
+
+def test_idle_callers_are_forgotten():
+    gate = RequestGate(Limits(rate=Rate(requests=1, per=1.0)))
+    for i in range(50):
+        gate.pace(f"caller {i}", now=float(i))
+    assert len(gate._buckets) <= 3
+
+
+NETWORKS = (ipaddress.ip_network("127.0.0.1"), ipaddress.ip_network("10.1.0.0/16"))
+
+
+@pytest.mark.parametrize("peer, forwarded, trusted, expected", [
+    ("127.0.0.1", None, (), "127.0.0.1"),
+    ("127.0.0.1", "203.0.113.9", (), "127.0.0.1"),  # no proxy trusted: the header is ignored
+    ("127.0.0.1", "203.0.113.9", NETWORKS, "203.0.113.9"),
+    ("198.51.100.7", "203.0.113.9", NETWORKS, "198.51.100.7"),  # not from a trusted proxy
+    # the client may send its own X-Forwarded-For: only what trusted proxies appended counts
+    ("127.0.0.1", "1.2.3.4, 203.0.113.9, 10.1.2.3", NETWORKS, "203.0.113.9"),
+    ("127.0.0.1", "10.1.2.3", NETWORKS, "10.1.2.3"),
+    ("127.0.0.1", "", NETWORKS, "127.0.0.1"),
+    (None, None, (), "-"),
+])
+def test_the_caller_is_the_peer_or_what_a_trusted_proxy_says(peer, forwarded, trusted, expected):
+    assert caller_of(peer, forwarded, trusted) == expected
+
+
+def test_one_callers_operations_run_within_one_operations_cost_at_a_time():
+    gate = RequestGate(Limits(cost=100))
+    order: list[str] = []
+
+    async def run(caller: str, name: str, cost: int, hold: asyncio.Event):
+        async with gate.share(caller, cost):
+            order.append(f"{name} starts")
+            await hold.wait()
+            order.append(f"{name} ends")
+
+    async def main():
+        first, second, third, other = (asyncio.Event() for _ in range(4))
+        tasks = [asyncio.ensure_future(run("a", "a1", 60, first)),
+                 asyncio.ensure_future(run("a", "a2", 60, second)),  # 120 > 100: waits
+                 asyncio.ensure_future(run("a", "a3", 10, third)),  # fits, but waits its turn
+                 asyncio.ensure_future(run("b", "b1", 100, other))]  # another caller: at once
+        await asyncio.sleep(0.01)
+        assert order == ["a1 starts", "b1 starts"]
+        first.set()
+        await asyncio.sleep(0.01)
+        assert order[2:] == ["a1 ends", "a2 starts", "a3 starts"]
+        cancelled = asyncio.ensure_future(run("a", "a4", 60, asyncio.Event()))
+        await asyncio.sleep(0.01)
+        cancelled.cancel()  # a waiting operation cut off (limits.timeout) leaves the queue
+        for event in (second, third, other):
+            event.set()
+        await asyncio.gather(*tasks)
+        await asyncio.gather(cancelled, return_exceptions=True)
+        assert gate._shares == {}
+
+    asyncio.run(main())
