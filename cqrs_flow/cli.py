@@ -88,7 +88,7 @@ def up(file: str, only: str | None) -> None:
 def node(file: str, name: str, replica: int | None) -> None:
     """Run one node of the topology in the foreground (what `up` spawns)."""
     from cqrs_flow.nodes import run_node
-    from cqrs_flow.nodes.runtime import ENV_REPLICA
+    from cqrs_flow.contracts.process import ENV_REPLICA
     from cqrs_flow.protobuf.compiler import compile_protos
 
     if replica is not None:

@@ -12,7 +12,7 @@ from collections import deque
 from typing import Mapping
 
 from cqrs_flow.launcher.printer import Printer
-from cqrs_flow.nodes.runtime import ENV_READY_FD
+from cqrs_flow.contracts.process import ENV_READY_FD
 
 __all__ = ["NodeProcess"]
 

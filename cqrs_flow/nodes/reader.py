@@ -13,14 +13,13 @@ from cqrs_flow.errors import TopologyError
 from cqrs_flow.nodes.runtime import NodeService
 from cqrs_flow.contracts.plans import Report, reader_plan
 from cqrs_flow.plugins import PluginContext, ReaderPlugin, Rejected, start_plugins, stop_plugins
-from cqrs_flow.transport.rpc import Handler, ServiceClient, service_handler, start_server
+from cqrs_flow.transport.rpc import UNAVAILABLE_PEER, Handler, ServiceClient, service_handler, start_server
 from cqrs_flow.transport.tls import channel_security, server_credentials
 from cqrs_flow.topology.model import ReaderNode
 
-__all__ = ["UNAVAILABLE_PEER", "ReaderService"]
+__all__ = ["ReaderService"]
 
 # Trailing metadata naming the node that is down, when it is not the reader itself.
-UNAVAILABLE_PEER = "x-cqrs-flow-unavailable"
 
 
 class ReaderService(NodeService):

@@ -12,14 +12,13 @@ from abc import ABC, abstractmethod
 from typing import Any, Coroutine
 
 from cqrs_flow.security.tokens import Credentials
+from cqrs_flow.contracts.process import ENV_READY_FD
 from cqrs_flow.errors import NodeError
 from cqrs_flow.protobuf.compiler import ProtoSet
 from cqrs_flow.topology.model import Node, Topology
 
-__all__ = ["ENV_READY_FD", "ENV_REPLICA", "NodeService", "configure_logging", "serve"]
+__all__ = ["NodeService", "configure_logging", "serve"]
 
-ENV_READY_FD = "CQRS_FLOW_READY_FD"
-ENV_REPLICA = "CQRS_FLOW_REPLICA"  # which of a writer's replicas this process is (1, 2, ...)
 log = logging.getLogger("cqrs_flow.node")
 
 

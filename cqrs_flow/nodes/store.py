@@ -19,12 +19,13 @@ import grpc
 
 from cqrs_flow.security.tokens import CallerCheck
 from cqrs_flow.errors import NodeError, TopologyError
-from cqrs_flow.nodes.gateway.commands import AppliedCommands
 from cqrs_flow.nodes.runtime import NodeService
-from cqrs_flow.contracts.operations import BoundOperation, InvalidRequest, Stale, command_id_of
+from cqrs_flow.contracts.operations import BoundOperation
 from cqrs_flow.contracts.plans import Report, store_plan
 from cqrs_flow.transport.rpc import Handler, service_handler, start_server
 from cqrs_flow.security.sources import read_source
+from cqrs_flow.stores.applied import AppliedCommands
+from cqrs_flow.stores.operations import InvalidRequest, Stale, apply_operation, command_id_of
 from cqrs_flow.stores import (DocumentStore, DuplicateKey, DurableStore, InvalidDocument, MemoryStore,
                               NotFound, StoreError)
 from cqrs_flow.transport.tls import server_credentials
@@ -95,7 +96,7 @@ class StoreService(NodeService):
                 self.log.info("command %s was applied before; not applying it again", command_id)
                 return response_class.FromString(done)
             try:
-                response = await bound.run(request, self.backend, self.document_class, response_class,
+                response = await apply_operation(bound, request, self.backend, self.document_class, response_class,
                                            node.timestamp, node.list_limit, command=command_id or None)
                 if command_id:
                     self.applied.add(command_id, response.SerializeToString())

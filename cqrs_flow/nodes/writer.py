@@ -22,10 +22,11 @@ from google.protobuf.message import DecodeError, Message
 
 from cqrs_flow.errors import TopologyError
 from cqrs_flow.protobuf.messages import get_path
-from cqrs_flow.nodes.gateway.commands import online_message
+from cqrs_flow.contracts.status import online_message
 from cqrs_flow.transport.mqtt import connect, new_client
 from cqrs_flow.security.mqtt_logins import login_from_env
-from cqrs_flow.nodes.runtime import ENV_REPLICA, NodeService
+from cqrs_flow.contracts.process import ENV_REPLICA
+from cqrs_flow.nodes.runtime import NodeService
 from cqrs_flow.contracts.plans import CommandPlan, Report, writer_plan
 from cqrs_flow.plugins import PluginContext, Rejected, start_plugins, stop_plugins
 from cqrs_flow.transport.rpc import ServiceClient

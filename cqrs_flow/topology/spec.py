@@ -266,7 +266,10 @@ class ByKind:
 
 # -- the table --------------------------------------------------------------------------------
 
-STORE_OPS = ("insert", "update", "delete", "insert_many", "delete_many", "get", "list")
+# Store operations, by the service that may perform them (the one list: contracts bind RPCs to these).
+WRITE_OPS = ("insert", "update", "delete", "insert_many", "delete_many")
+READ_OPS = ("get", "list")
+STORE_OPS = WRITE_OPS + READ_OPS
 
 TLS = Section({
     "cert": Field(string, required=True,

@@ -19,13 +19,15 @@ from cqrs_flow.protobuf.compiler import ProtoSet
 from cqrs_flow.transport.tls import ChannelSecurity
 from cqrs_flow.topology.model import Address
 
-__all__ = ["Handler", "ServiceClient", "channel", "method_path", "start_server", "service_handler"]
+__all__ = ["UNAVAILABLE_PEER", "Handler", "ServiceClient", "channel", "method_path", "start_server", "service_handler"]
 
 # A handler takes and returns messages, or bytes for the RPCs a node only forwards.
 Handler = Callable[[Message | bytes, grpc.aio.ServicerContext], Awaitable[Message | bytes]]
 
 # Requests and responses beyond this size are refused with RESOURCE_EXHAUSTED.
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+# Trailing metadata of an UNAVAILABLE answer: which node behind the callee is away (e.g. "store").
+UNAVAILABLE_PEER = "x-cqrs-flow-unavailable"
 
 # gRPC backs off up to 2 minutes between reconnects by default; a node whose peer restarts
 # should find it again within a couple of seconds.

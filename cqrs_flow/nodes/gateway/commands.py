@@ -7,8 +7,7 @@ import json
 from collections import OrderedDict
 from typing import Any
 
-__all__ = ["AppliedCommands", "CommandBook", "STATUS_SDL", "SUBSCRIPTION_SDL", "online_message",
-           "writer_online"]
+__all__ = ["STATUS_SDL", "SUBSCRIPTION_SDL", "CommandBook"]
 
 # Added to every gateway's schema (unless it defines commandStatus itself).
 STATUS_SDL = '''
@@ -40,28 +39,6 @@ SUBSCRIPTION_SDL = '''
   commandSettled(id: String!): CommandStatus
 }}
 '''
-
-
-def online_message(writer: str, topics: list[str]) -> bytes:
-    """What a writer publishes on the status topic each time it has subscribed to its command
-    topics: it is (back) online, and what it held before is gone if it was restarted."""
-    return json.dumps({"online": writer, "topics": topics}).encode()
-
-
-def writer_online(payload: bytes) -> tuple[str, list[str]] | None:
-    """The writer and command topics of an online message; None if `payload` is none."""
-    try:
-        message = json.loads(payload)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        return None
-    if not isinstance(message, dict):
-        return None
-    writer, topics = message.get("online"), message.get("topics")
-    if not isinstance(writer, str) or not isinstance(topics, list):
-        return None
-    if not all(isinstance(topic, str) for topic in topics):
-        return None
-    return writer, topics
 
 
 class CommandBook:
@@ -119,23 +96,3 @@ class CommandBook:
         self._entries.move_to_end(entry["id"])
         while len(self._entries) > self._capacity:
             self._entries.popitem(last=False)
-
-
-class AppliedCommands:
-    """The store's memory of the command ids it applied, with the response each got: a command
-    delivered again (after a writer restarted, say) is answered the same and not applied twice.
-    Kept for the last `capacity` commands, in memory: a store restart forgets them, and then
-    the keys' last command ids (kept by the backend, on disk for a durable store) still keep the
-    command from being applied twice; it is answered with its key only."""
-
-    def __init__(self, capacity: int = 200_000) -> None:
-        self._responses: OrderedDict[str, bytes] = OrderedDict()
-        self._capacity = capacity
-
-    def get(self, command_id: str) -> bytes | None:
-        return self._responses.get(command_id)
-
-    def add(self, command_id: str, response: bytes) -> None:
-        self._responses[command_id] = response
-        if len(self._responses) > self._capacity:
-            self._responses.popitem(last=False)

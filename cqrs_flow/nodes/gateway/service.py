@@ -31,25 +31,25 @@ from cqrs_flow.protobuf.conversions import data_converter
 from cqrs_flow.protobuf.messages import get_path, set_path
 from cqrs_flow.transport.mqtt import connect, new_client
 from cqrs_flow.security.mqtt_logins import login_from_env
-from cqrs_flow.nodes.gateway.commands import STATUS_SDL, SUBSCRIPTION_SDL, CommandBook, writer_online
+from cqrs_flow.contracts.status import writer_online
+from cqrs_flow.nodes.gateway.commands import STATUS_SDL, SUBSCRIPTION_SDL, CommandBook
 from cqrs_flow.nodes.gateway.cost import Costs
 from cqrs_flow.nodes.gateway.limits import (Busy, LimitExceeded, OperationTimeout, RequestGate,
                                     TooManyRequests, caller_of, too_large)
 from cqrs_flow.nodes.gateway.outbox import Outbox
-from cqrs_flow.nodes.reader import UNAVAILABLE_PEER
 from cqrs_flow.nodes.runtime import NodeService
 from cqrs_flow.nodes.gateway.websocket import serve_websocket, with_request_id
 from cqrs_flow.contracts.ordering import CommandClock
 from cqrs_flow.contracts.plans import Call, GatewayPlan, MutationPlan, QueryPlan, Report, gateway_plan
 from cqrs_flow.plugins import PluginContext, Rejected, start_plugins, stop_plugins
-from cqrs_flow.transport.rpc import ServiceClient
+from cqrs_flow.transport.rpc import UNAVAILABLE_PEER, ServiceClient
 from cqrs_flow.stores.journal import JournalError
 from cqrs_flow.transport.tls import channel_security, mqtt_client_context
 from cqrs_flow.topology.model import BrokerNode, GatewayNode, ReaderNode
 
 __all__ = ["GatewayService"]
 
-PLAYGROUND = Path(__file__).resolve().parent.parent / "playground"
+PLAYGROUND = Path(__file__).resolve().parent / "playground"
 REQUEST_ID_HEADER = "X-Request-Id"
 # A client may name its request (to find it in the log); anything else gets a fresh id.
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")

@@ -7,7 +7,8 @@ import uuid
 
 import pytest
 
-from cqrs_flow.contracts.operations import InvalidRequest, ShapeError, Stale, bind
+from cqrs_flow.contracts.operations import ShapeError, bind
+from cqrs_flow.stores.operations import InvalidRequest, Stale, apply_operation
 from cqrs_flow.contracts.ordering import CommandClock
 from cqrs_flow.contracts.plans import Report, store_plan
 from cqrs_flow.protobuf.compiler import compile_protos
@@ -41,7 +42,7 @@ def call(ops, contacts, shipped_protos):
     def run(store, rpc, request, timestamp="last_updated", list_limit=1000, command=None):
         bound = ops[rpc]
         response_class = shipped_protos.class_of(bound.method.output_type)
-        return asyncio.run(bound.run(request, store, contacts("Contact"), response_class, timestamp,
+        return asyncio.run(apply_operation(bound, request, store, contacts("Contact"), response_class, timestamp,
                                      list_limit, clock=fake_clock, command=command))
     return run
 
@@ -203,7 +204,7 @@ def people(tmp_path_factory):
 def run_people(people, op, rpc, request, store):
     method = people.method("people.PeopleService", rpc)
     bound = bind(op, method, people.message_descriptor("people.Person"), "id")
-    return asyncio.run(bound.run(request, store, people.message_class("people.Person"),
+    return asyncio.run(apply_operation(bound, request, store, people.message_class("people.Person"),
                                  people.class_of(method.output_type), None, 1000, clock=fake_clock))
 
 

@@ -7,7 +7,8 @@ import asyncio
 import json
 from types import SimpleNamespace
 
-from cqrs_flow.nodes.gateway.commands import CommandBook, online_message, writer_online
+from cqrs_flow.contracts.status import online_message, writer_online
+from cqrs_flow.nodes.gateway.commands import CommandBook
 from cqrs_flow.nodes.gateway.service import GatewayService
 from cqrs_flow.nodes.gateway.outbox import Outbox
 from cqrs_flow.nodes.writer import WriterService

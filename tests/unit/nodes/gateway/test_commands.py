@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from cqrs_flow.nodes.gateway.commands import CommandBook, online_message, writer_online
+from cqrs_flow.contracts.status import online_message, writer_online
+from cqrs_flow.nodes.gateway.commands import CommandBook
 
 
 def report(**fields) -> bytes:
