@@ -45,7 +45,9 @@ class Context:
     quick: bool
     tmp: Path
     sizes: list[int] | None = None
-    shared: dict[str, Any] = field(default_factory=dict)  # figures hand numbers on (e.g. the write rate)
+    shared: dict[str, Any] = field(
+        default_factory=dict
+    )  # figures hand numbers on (e.g. the write rate)
 
 
 def machine() -> dict[str, Any]:
@@ -58,19 +60,32 @@ def machine() -> dict[str, Any]:
         pass
     model = ""
     try:
-        model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                      if line.startswith("model name")), "")
+        model = next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            "",
+        )
     except OSError:
         pass
-    return {"cores": os.cpu_count(), "memory": memory, "cpu": model, "python": platform.python_version(),
-            "platform": platform.platform()}
+    return {
+        "cores": os.cpu_count(),
+        "memory": memory,
+        "cpu": model,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
 
 
 def busy_cores(seconds: float = 1.0) -> float:
     """How many cores other processes kept busy over the last `seconds` (from /proc/stat)."""
+
     def sample() -> tuple[int, int]:
         fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
         return sum(fields), fields[3] + fields[4]  # total, idle + iowait
+
     try:
         total0, idle0 = sample()
         time.sleep(seconds)
@@ -82,10 +97,20 @@ def busy_cores(seconds: float = 1.0) -> float:
 
 def git_revision() -> str:
     try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                             text=True, timeout=5).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "cqrs_flow"], cwd=REPO,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "cqrs_flow"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
         return rev + (" (cqrs_flow/ modified)" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return ""
@@ -96,12 +121,19 @@ def table(figures: list[Figure]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for fig in figures:
         if fig.error:
-            lines.append(f"| {fig.number} | {fig.title}: did not complete | {fig.error.splitlines()[-1][:100]} "
-                         "| | | | ERROR |")
+            lines.append(
+                f"| {fig.number} | {fig.title}: did not complete | {fig.error.splitlines()[-1][:100]} "
+                "| | | | ERROR |"
+            )
         for row in fig.rows:
             metric = row.metric + (f" — {row.note}" if row.note else "")
-            lines.append("| " + " | ".join([row.figure, metric, row.value, row.floor, row.ratio, row.target,
-                                            row.result]) + " |")
+            lines.append(
+                "| "
+                + " | ".join(
+                    [row.figure, metric, row.value, row.floor, row.ratio, row.target, row.result]
+                )
+                + " |"
+            )
     return "\n".join(lines)
 
 
@@ -113,13 +145,22 @@ def parse_list(text: str, what: str) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--only", help="figures to run, e.g. 1,3 (default: all of 1-7)")
-    parser.add_argument("--quick", action="store_true", help="small counts: a smoke run of about 90 s")
-    parser.add_argument("--json", default=str(REPO / "bench" / "results.json"), help="where to write results")
-    parser.add_argument("--sizes", help="figure 4's collection sizes (default 1000,100000,1000000; "
-                                         "--quick: 1000,20000)")
+    parser.add_argument(
+        "--quick", action="store_true", help="small counts: a smoke run of about 90 s"
+    )
+    parser.add_argument(
+        "--json", default=str(REPO / "bench" / "results.json"), help="where to write results"
+    )
+    parser.add_argument(
+        "--sizes",
+        help="figure 4's collection sizes (default 1000,100000,1000000; --quick: 1000,20000)",
+    )
     args = parser.parse_args(argv)
     only = parse_list(args.only, "only") if args.only else list(FIGURES)
     unknown = [n for n in only if n not in FIGURES]
@@ -128,20 +169,33 @@ def main(argv: list[str] | None = None) -> int:
 
     given = sys.argv[1:] if argv is None else argv
     command = " ".join(["python -m bench", *(shlex.quote(a) for a in given)])
-    info = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"), "command": command,
-            "revision": git_revision(), "quick": args.quick, "machine": machine()}
+    info = {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "command": command,
+        "revision": git_revision(),
+        "quick": args.quick,
+        "machine": machine(),
+    }
     m = info["machine"]
-    say(f"cqrs-flow benchmarks — {info['date']} — {m['cores']} cores, {m['memory']}, Python {m['python']}, "
-        f"revision {info['revision'] or '?'}{' — quick' if args.quick else ''}")
+    say(
+        f"cqrs-flow benchmarks — {info['date']} — {m['cores']} cores, {m['memory']}, Python {m['python']}, "
+        f"revision {info['revision'] or '?'}{' — quick' if args.quick else ''}"
+    )
     busy = busy_cores()
     info["busy_cores_before"] = round(busy, 2)
     if busy > 0.3:
-        say(f"note: other processes keep {busy:.1f} of the {m['cores']} cores busy: "
-            "the figures will be lower and noisier than on an idle machine")
+        say(
+            f"note: other processes keep {busy:.1f} of the {m['cores']} cores busy: "
+            "the figures will be lower and noisier than on an idle machine"
+        )
     figures: list[Figure] = []
     began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="cqrs-flow-bench-") as tmp:
-        ctx = Context(quick=args.quick, tmp=Path(tmp), sizes=parse_list(args.sizes, "sizes") if args.sizes else None)
+        ctx = Context(
+            quick=args.quick,
+            tmp=Path(tmp),
+            sizes=parse_list(args.sizes, "sizes") if args.sizes else None,
+        )
         for number in only:
             module = importlib.import_module(FIGURES[number])
             title = module.__doc__.strip().splitlines()[0].rstrip(".")
@@ -152,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
                 fig = module.run(ctx)
             except KeyboardInterrupt:
                 raise
-            except Exception:  # noqa: BLE001 - report it and go on with the next figure
+            except Exception:
                 fig = Figure(number, title, error=traceback.format_exc())
                 say(fig.error)
             fig.data["seconds"] = round(time.monotonic() - started, 1)

@@ -17,9 +17,10 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -39,8 +40,12 @@ def say(text: str = "") -> None:
 # -- topology copies -------------------------------------------------------------------------
 
 
-def prepare(source: Path, directory: Path, overrides: dict[str, Any] | None = None,
-            name: str = "topology.yaml") -> Path:
+def prepare(
+    source: Path,
+    directory: Path,
+    overrides: dict[str, Any] | None = None,
+    name: str = "topology.yaml",
+) -> Path:
     """Copy the topology `source` into `directory` with free ports and absolute paths.
 
     `overrides` set keys by dotted path, e.g. {"nodes.writer.delay": "0s"}. The load generator
@@ -58,7 +63,9 @@ def prepare(source: Path, directory: Path, overrides: dict[str, Any] | None = No
 
 def cli() -> list[str]:
     """The installed console script, as a user runs it."""
-    script = shutil.which("cqrs-flow", path=os.path.dirname(sys.executable)) or shutil.which("cqrs-flow")
+    script = shutil.which("cqrs-flow", path=os.path.dirname(sys.executable)) or shutil.which(
+        "cqrs-flow"
+    )
     return [script] if script else [sys.executable, "-m", "cqrs_flow"]
 
 
@@ -90,17 +97,25 @@ class System:
         self._ready = threading.Event()
         self._reader: threading.Thread | None = None
 
-    def start(self, timeout: float = 60.0) -> "System":
+    def start(self, timeout: float = 60.0) -> System:
         self.spawned_at = time.monotonic()
         self.process = subprocess.Popen(
-            [*cli(), "up", str(self.file)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, env=self.env, text=True, bufsize=1)
+            [*cli(), "up", str(self.file)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=self.env,
+            text=True,
+            bufsize=1,
+        )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
         if not self._ready.wait(timeout) or self.process.poll() is not None:
             self.stop()
-            raise RuntimeError(f"`cqrs-flow up {self.file}` was not ready within {timeout:g}s:\n"
-                               + "\n".join(list(self.lines)[-25:]))
+            raise RuntimeError(
+                f"`cqrs-flow up {self.file}` was not ready within {timeout:g}s:\n"
+                + "\n".join(list(self.lines)[-25:])
+            )
         return self
 
     def _read(self) -> None:
@@ -143,7 +158,7 @@ class System:
         if self._reader:
             self._reader.join(5)
 
-    def __enter__(self) -> "System":
+    def __enter__(self) -> System:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -201,8 +216,8 @@ class StoreClient:
     def __init__(self, system: System) -> None:
         import grpc
 
-        from cqrs_flow.security.tokens import Credentials, derive_token
         from cqrs_flow.protobuf.compiler import compile_protos
+        from cqrs_flow.security.tokens import Credentials, derive_token
         from cqrs_flow.topology import ReaderNode, StoreNode, WriterNode
 
         topology = system.topology
@@ -210,13 +225,21 @@ class StoreClient:
         store = topology.nodes_of(StoreNode)[0]
         writer = next(w for w in topology.nodes_of(WriterNode) if w.store.node == store.name)
         reader = next(r for r in topology.nodes_of(ReaderNode) if r.store.node == store.name)
-        options = [("grpc.max_receive_message_length", 64 * 1024 * 1024),
-                   ("grpc.max_send_message_length", 64 * 1024 * 1024)]
+        options = [
+            ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+            ("grpc.max_send_message_length", 64 * 1024 * 1024),
+        ]
         self._sides = {
-            "write": (store.write, grpc.aio.insecure_channel(store.write.listen.target, options=options),
-                      Credentials(writer.name, derive_token(SECRET, writer.name)).metadata),
-            "read": (store.read, grpc.aio.insecure_channel(store.read.listen.target, options=options),
-                     Credentials(reader.name, derive_token(SECRET, reader.name)).metadata),
+            "write": (
+                store.write,
+                grpc.aio.insecure_channel(store.write.listen.target, options=options),
+                Credentials(writer.name, derive_token(SECRET, writer.name)).metadata,
+            ),
+            "read": (
+                store.read,
+                grpc.aio.insecure_channel(store.read.listen.target, options=options),
+                Credentials(reader.name, derive_token(SECRET, reader.name)).metadata,
+            ),
         }
         self._rpcs = {}  # operation -> (side, rpc name)
         for side, (service, _, _) in self._sides.items():
@@ -238,8 +261,10 @@ class StoreClient:
         if stub is None:
             method = self.protos.method(service.name, rpc)
             stub = self._stubs[op] = channel.unary_unary(
-                f"/{service.name}/{rpc}", request_serializer=lambda m: m.SerializeToString(),
-                response_deserializer=self.protos.class_of(method.output_type).FromString)
+                f"/{service.name}/{rpc}",
+                request_serializer=lambda m: m.SerializeToString(),
+                response_deserializer=self.protos.class_of(method.output_type).FromString,
+            )
         return await stub(request, metadata=metadata, timeout=timeout)
 
     async def count(self, limit: int) -> int:
@@ -252,8 +277,15 @@ class StoreClient:
             await channel.close()
 
 
-async def wait_committed(system: System, store: StoreClient, before_applied: int, before_stored: int,
-                         expected: int, timeout: float, stall: float = 10.0) -> tuple[int, float, str]:
+async def wait_committed(
+    system: System,
+    store: StoreClient,
+    before_applied: int,
+    before_stored: int,
+    expected: int,
+    timeout: float,
+    stall: float = 10.0,
+) -> tuple[int, float, str]:
     """Wait until `expected` more commands were applied, none for `stall` seconds, or `timeout`.
 
     Progress comes from the writers' "applied" lines, which cost nothing to watch; if there are
@@ -295,8 +327,14 @@ class LoadReport:
         return self.loaded / self.seconds if self.seconds else 0.0
 
 
-async def load_contacts(client: StoreClient, count: int, budget: float, batch: int = 5000,
-                        slow_batch: float = 1.0, log: Callable[[str], None] = say) -> LoadReport:
+async def load_contacts(
+    client: StoreClient,
+    count: int,
+    budget: float,
+    batch: int = 5000,
+    slow_batch: float = 1.0,
+    log: Callable[[str], None] = say,
+) -> LoadReport:
     """Put `count` contacts into the store through its write service, within `budget` seconds.
 
     Batches of AddContacts (insert_many) while a batch takes less than `slow_batch` seconds; if
@@ -317,23 +355,31 @@ async def load_contacts(client: StoreClient, count: int, budget: float, batch: i
         elapsed = time.monotonic() - started
         if elapsed > budget:
             rate = report.loaded / elapsed
-            report.note = (f"stopped at the {budget:g}s load budget: {report.loaded:,} of {count:,} loaded "
-                           f"({rate:,.0f}/s; the rest would take ~{(count - report.loaded) / max(rate, 1):,.0f}s more)")
+            report.note = (
+                f"stopped at the {budget:g}s load budget: {report.loaded:,} of {count:,} loaded "
+                f"({rate:,.0f}/s; the rest would take ~{(count - report.loaded) / max(rate, 1):,.0f}s more)"
+            )
             log(f"    {report.note}")
             break
         if many:
             n = min(batch, count - report.loaded)
-            request = client.request("insert_many", contacts=[contact(report.loaded + i) for i in range(n)])
+            request = client.request(
+                "insert_many", contacts=[contact(report.loaded + i) for i in range(n)]
+            )
             t = time.monotonic()
             await client.call("insert_many", request, timeout=600)
             took = time.monotonic() - t
             report.loaded += n
             if took > slow_batch and report.loaded < count:
                 many = False
-                report.path = (f"AddContacts (insert_many) to {report.loaded:,}, then AddContact (insert): "
-                               f"a batch of {n:,} took {took:.1f}s at {report.loaded - n:,} documents")
-                log(f"    loader: a batch of {n:,} took {took:.1f}s at {report.loaded - n:,} documents; "
-                    f"going on with concurrent AddContact calls")
+                report.path = (
+                    f"AddContacts (insert_many) to {report.loaded:,}, then AddContact (insert): "
+                    f"a batch of {n:,} took {took:.1f}s at {report.loaded - n:,} documents"
+                )
+                log(
+                    f"    loader: a batch of {n:,} took {took:.1f}s at {report.loaded - n:,} documents; "
+                    f"going on with concurrent AddContact calls"
+                )
         else:
             n = min(4000, count - report.loaded)
             window = asyncio.Semaphore(48)
@@ -395,9 +441,14 @@ class Figure:
     def row(self, metric: str, value: str, **kw: Any) -> Row:
         row = Row(str(self.number), metric, value, **kw)
         self.rows.append(row)
-        say(f"  {metric}: {value}" + (f" | floor {row.floor}" if row.floor else "")
-            + (f" | ratio {row.ratio}" if row.ratio else "") + (f" | target {row.target}" if row.target else "")
-            + (f" | {row.result}" if row.result else "") + (f" ({row.note})" if row.note else ""))
+        say(
+            f"  {metric}: {value}"
+            + (f" | floor {row.floor}" if row.floor else "")
+            + (f" | ratio {row.ratio}" if row.ratio else "")
+            + (f" | target {row.target}" if row.target else "")
+            + (f" | {row.result}" if row.result else "")
+            + (f" ({row.note})" if row.note else "")
+        )
         return row
 
 
@@ -411,4 +462,10 @@ def ms(seconds: float) -> str:
     if seconds != seconds:
         return "n/a"
     value = seconds * 1000
-    return f"{value:.2f} ms" if value < 10 else f"{value:,.0f} ms" if value >= 100 else f"{value:.1f} ms"
+    return (
+        f"{value:.2f} ms"
+        if value < 10
+        else f"{value:,.0f} ms"
+        if value >= 100
+        else f"{value:.1f} ms"
+    )

@@ -19,7 +19,17 @@ import asyncio
 import time
 from pathlib import Path
 
-from bench.common import SHIPPED, Figure, StoreClient, System, fmt, free_ports, prepare, say, wait_committed
+from bench.common import (
+    SHIPPED,
+    Figure,
+    StoreClient,
+    System,
+    fmt,
+    free_ports,
+    prepare,
+    say,
+    wait_committed,
+)
 from bench.handwired import COUNT_METHOD, Role, compile_pb2
 from bench.loadgen import GraphQL, closed_loop
 
@@ -53,8 +63,13 @@ def params(quick: bool) -> tuple[int, int]:
 async def _send(url: str, count: int, clients: int, label: str):
     gql = GraphQL(url, clients)
     try:
-        return await closed_loop(lambda i: gql.post(MUTATION, {"name": f"{label} {i}"}), clients,
-                                 count=count, check=mutation_ok, timeout=max(120.0, count / 20))
+        return await closed_loop(
+            lambda i: gql.post(MUTATION, {"name": f"{label} {i}"}),
+            clients,
+            count=count,
+            check=mutation_ok,
+            timeout=max(120.0, count / 20),
+        )
     finally:
         await gql.close()
 
@@ -72,16 +87,26 @@ async def framework_writes(system: System, count: int, clients: int) -> dict:
         before_stored = await store.count(10_000_000)
         load = await _send(url, count, clients, "Bench")
         sent_at = time.monotonic()
-        committed, end, source = await wait_committed(system, store, before_applied, before_stored,
-                                                      load.ok, timeout=max(60.0, count / 20))
+        committed, end, source = await wait_committed(
+            system, store, before_applied, before_stored, load.ok, timeout=max(60.0, count / 20)
+        )
         applied = system.applied - before_applied
         seconds = end - load.started
-        return {"sent_ok": load.ok, "send_failed": load.failed, "failures": load.failures,
-                "send_seconds": sent_at - load.started, "send_rate": load.ok / max(sent_at - load.started, 1e-9),
-                "applied_lines": applied, "progress_from": source, "committed": committed, "seconds": seconds,
-                "rate": committed / seconds if seconds > 0 else 0.0,
-                "mutation_p50_ms": load.p(50) * 1000, "mutation_p99_ms": load.p(99) * 1000,
-                "node_warnings": system.trouble[:10]}
+        return {
+            "sent_ok": load.ok,
+            "send_failed": load.failed,
+            "failures": load.failures,
+            "send_seconds": sent_at - load.started,
+            "send_rate": load.ok / max(sent_at - load.started, 1e-9),
+            "applied_lines": applied,
+            "progress_from": source,
+            "committed": committed,
+            "seconds": seconds,
+            "rate": committed / seconds if seconds > 0 else 0.0,
+            "mutation_p50_ms": load.p(50) * 1000,
+            "mutation_p99_ms": load.p(99) * 1000,
+            "node_warnings": system.trouble[:10],
+        }
     finally:
         await store.close()
 
@@ -89,17 +114,39 @@ async def framework_writes(system: System, count: int, clients: int) -> dict:
 # -- the hand-wired floor --------------------------------------------------------------------
 
 
-async def handwired_writes(broker_port: int, mqtt: str, pb2: Path, count: int, clients: int) -> dict:
+async def handwired_writes(
+    broker_port: int, mqtt: str, pb2: Path, count: int, clients: int
+) -> dict:
     import grpc
 
     store_port, gateway_port = free_ports(2)
     roles: list[Role] = []
     try:
         roles.append(Role("store", "--port", str(store_port), pb2=pb2).wait_ready())
-        roles.append(Role("writer", "--broker", str(broker_port), "--store", str(store_port), "--mqtt", mqtt,
-                          pb2=pb2).wait_ready())
-        roles.append(Role("gateway", "--port", str(gateway_port), "--broker", str(broker_port), "--mqtt", mqtt,
-                          pb2=pb2).wait_ready())
+        roles.append(
+            Role(
+                "writer",
+                "--broker",
+                str(broker_port),
+                "--store",
+                str(store_port),
+                "--mqtt",
+                mqtt,
+                pb2=pb2,
+            ).wait_ready()
+        )
+        roles.append(
+            Role(
+                "gateway",
+                "--port",
+                str(gateway_port),
+                "--broker",
+                str(broker_port),
+                "--mqtt",
+                mqtt,
+                pb2=pb2,
+            ).wait_ready()
+        )
         url = f"http://127.0.0.1:{gateway_port}/graphql"
         async with grpc.aio.insecure_channel(f"127.0.0.1:{store_port}") as channel:
             count_call = channel.unary_unary(COUNT_METHOD)
@@ -123,19 +170,27 @@ async def handwired_writes(broker_port: int, mqtt: str, pb2: Path, count: int, c
                 load = await _send(url, count, clients, "Bench")
                 sent_at = time.monotonic()
                 deadline = time.monotonic() + max(60.0, count / 20)
-                while state["value"] < before + load.ok and time.monotonic() < deadline \
-                        and time.monotonic() - state["changed"] < 10:
+                while (
+                    state["value"] < before + load.ok
+                    and time.monotonic() < deadline
+                    and time.monotonic() - state["changed"] < 10
+                ):
                     await asyncio.sleep(0.02)
             finally:
                 stop.set()
                 await poller
             committed = state["value"] - before
             seconds = state["changed"] - load.started
-            return {"sent_ok": load.ok, "send_failed": load.failed, "failures": load.failures,
-                    "send_seconds": sent_at - load.started,
-                    "send_rate": load.ok / max(sent_at - load.started, 1e-9),
-                    "committed": committed, "seconds": seconds,
-                    "rate": committed / seconds if seconds > 0 else 0.0}
+            return {
+                "sent_ok": load.ok,
+                "send_failed": load.failed,
+                "failures": load.failures,
+                "send_seconds": sent_at - load.started,
+                "send_rate": load.ok / max(sent_at - load.started, 1e-9),
+                "committed": committed,
+                "seconds": seconds,
+                "rate": committed / seconds if seconds > 0 else 0.0,
+            }
     finally:
         for role in reversed(roles):
             role.stop()
@@ -184,8 +239,12 @@ async def broker_rate(port: int, mqtt: str, count: int, timeout: float = 120.0) 
         except asyncio.TimeoutError:
             pass
         seconds = (last or time.monotonic()) - started
-        return {"published": count, "received": received, "seconds": seconds,
-                "rate": received / seconds if seconds > 0 else 0.0}
+        return {
+            "published": count,
+            "received": received,
+            "seconds": seconds,
+            "rate": received / seconds if seconds > 0 else 0.0,
+        }
     finally:
         await pub.disconnect()
         await sub.disconnect()
@@ -194,19 +253,29 @@ async def broker_rate(port: int, mqtt: str, count: int, timeout: float = 120.0) 
 # -- the figure ------------------------------------------------------------------------------
 
 
-async def measure(fig: Figure, ctx, system_file: Path, broker_port_for_floors: int | None, mqtt: str,
-                  broker_name: str) -> None:
+async def measure(
+    fig: Figure,
+    ctx,
+    system_file: Path,
+    broker_port_for_floors: int | None,
+    mqtt: str,
+    broker_name: str,
+) -> None:
     """Framework, hand-wired and raw broker, with the broker given (figure 6) or an amqtt one
     started for each floor (figure 1); rows for the table."""
     count, clients = params(ctx.quick)
     pb2 = compile_pb2(ctx.tmp / "pb2")
 
-    say(f"  framework ({broker_name}): {count:,} addContact mutations from {clients} clients, delay 0 ...")
+    say(
+        f"  framework ({broker_name}): {count:,} addContact mutations from {clients} clients, delay 0 ..."
+    )
     with System(system_file) as system:
         framework = await framework_writes(system, count, clients)
     fig.data["framework"] = framework
-    say(f"    sent {framework['sent_ok']:,} ({framework['send_rate']:,.0f}/s answered), "
-        f"{framework['committed']:,} in the store after {framework['seconds']:.2f}s")
+    say(
+        f"    sent {framework['sent_ok']:,} ({framework['send_rate']:,.0f}/s answered), "
+        f"{framework['committed']:,} in the store after {framework['seconds']:.2f}s"
+    )
 
     async def with_broker(work):
         if broker_port_for_floors is not None:
@@ -221,8 +290,10 @@ async def measure(fig: Figure, ctx, system_file: Path, broker_port_for_floors: i
     say(f"  hand-wired ({broker_name}): same load ...")
     handwired = await with_broker(lambda port: handwired_writes(port, mqtt, pb2, count, clients))
     fig.data["handwired"] = handwired
-    say(f"    sent {handwired['sent_ok']:,} ({handwired['send_rate']:,.0f}/s answered), "
-        f"{handwired['committed']:,} in the store after {handwired['seconds']:.2f}s")
+    say(
+        f"    sent {handwired['sent_ok']:,} ({handwired['send_rate']:,.0f}/s answered), "
+        f"{handwired['committed']:,} in the store after {handwired['seconds']:.2f}s"
+    )
 
     messages = 3000 if ctx.quick else 20000
     say(f"  raw broker ({broker_name}): {messages:,} QoS 1 messages publish -> subscribe ...")
@@ -233,24 +304,45 @@ async def measure(fig: Figure, ctx, system_file: Path, broker_port_for_floors: i
     lost = framework["sent_ok"] - framework["committed"]
     note = landing_note(framework["sent_ok"], framework["committed"])
     if framework["progress_from"] != "writer log":
-        note += f"{'; ' if note else ''}no 'applied' lines: progress from {framework['progress_from']}"
+        note += (
+            f"{'; ' if note else ''}no 'applied' lines: progress from {framework['progress_from']}"
+        )
     if framework["send_failed"]:
         note += f"{'; ' if note else ''}{framework['send_failed']:,} mutations failed: {framework['failures'][:1]}"
-    fig.row(f"writes committed/s, {broker_name} ({framework['committed']:,} via GraphQL, {clients} clients)",
-            fmt(framework["rate"]), floor=f"{fmt(handwired['rate'])} hand-wired", ratio=f"{ratio:.2f}",
-            target=f">= {TARGET_RATIO}", passed=ratio >= TARGET_RATIO and lost == 0, note=note)
-    fig.row(f"  mutations answered/s by the gateway ({broker_name})", fmt(framework["send_rate"]),
-            floor=f"{fmt(handwired['send_rate'])} hand-wired",
-            ratio=f"{framework['send_rate'] / handwired['send_rate']:.2f}" if handwired["send_rate"] else "")
-    fig.row(f"  raw broker QoS 1 publish->subscribe msg/s ({broker_name})", fmt(raw["rate"]),
-            ratio=f"{framework['rate'] / raw['rate']:.2f} (framework/raw)" if raw["rate"] else "",
-            note="" if raw["received"] == raw["published"] else
-            f"only {raw['received']:,} of {raw['published']:,} arrived")
+    fig.row(
+        f"writes committed/s, {broker_name} ({framework['committed']:,} via GraphQL, {clients} clients)",
+        fmt(framework["rate"]),
+        floor=f"{fmt(handwired['rate'])} hand-wired",
+        ratio=f"{ratio:.2f}",
+        target=f">= {TARGET_RATIO}",
+        passed=ratio >= TARGET_RATIO and lost == 0,
+        note=note,
+    )
+    fig.row(
+        f"  mutations answered/s by the gateway ({broker_name})",
+        fmt(framework["send_rate"]),
+        floor=f"{fmt(handwired['send_rate'])} hand-wired",
+        ratio=f"{framework['send_rate'] / handwired['send_rate']:.2f}"
+        if handwired["send_rate"]
+        else "",
+    )
+    fig.row(
+        f"  raw broker QoS 1 publish->subscribe msg/s ({broker_name})",
+        fmt(raw["rate"]),
+        ratio=f"{framework['rate'] / raw['rate']:.2f} (framework/raw)" if raw["rate"] else "",
+        note=""
+        if raw["received"] == raw["published"]
+        else f"only {raw['received']:,} of {raw['published']:,} arrived",
+    )
 
 
 def run(ctx) -> Figure:
     fig = Figure(1, "Write throughput, delay 0")
-    file = prepare(SHIPPED, ctx.tmp / "fig1", {"nodes.writer.delay": "0s", "nodes.store.list_limit": 10_000_000})
+    file = prepare(
+        SHIPPED,
+        ctx.tmp / "fig1",
+        {"nodes.writer.delay": "0s", "nodes.store.list_limit": 10_000_000},
+    )
     asyncio.run(measure(fig, ctx, file, None, "3.1.1", "amqtt"))
     ctx.shared["write_rate"] = fig.data["framework"]["rate"]
     return fig

@@ -17,7 +17,18 @@ import asyncio
 import random
 import time
 
-from bench.common import SHIPPED, Figure, StoreClient, System, fmt, load_contacts, ms, percentile, prepare, say
+from bench.common import (
+    SHIPPED,
+    Figure,
+    StoreClient,
+    System,
+    fmt,
+    load_contacts,
+    ms,
+    percentile,
+    prepare,
+    say,
+)
 
 DEFAULT_SIZES = (1_000, 100_000, 1_000_000)
 QUICK_SIZES = (1_000, 20_000)
@@ -31,17 +42,23 @@ async def time_ops(store: StoreClient, ids: list[str], budget: float, max_ops: i
     pool = list(ids)
     rng.shuffle(pool)
     deletable = pool[: len(pool) // 2]  # deletes take ids nobody else uses
-    readable = pool[len(pool) // 2:] or pool
+    readable = pool[len(pool) // 2 :] or pool
     results = {}
     for op in OPS:
         latencies: list[float] = []
         started = time.monotonic()
-        while len(latencies) < max_ops and (time.monotonic() - started < budget or len(latencies) < 3):
+        while len(latencies) < max_ops and (
+            time.monotonic() - started < budget or len(latencies) < 3
+        ):
             if op == "get":
                 request = store.request("get", id=rng.choice(readable))
             elif op == "update":
-                request = store.request("update", contact=store.contact(id=rng.choice(readable),
-                                                                        name=f"Renamed {len(latencies)}"))
+                request = store.request(
+                    "update",
+                    contact=store.contact(
+                        id=rng.choice(readable), name=f"Renamed {len(latencies)}"
+                    ),
+                )
             elif op == "delete":
                 if not deletable:
                     break
@@ -53,9 +70,12 @@ async def time_ops(store: StoreClient, ids: list[str], budget: float, max_ops: i
             latencies.append(time.monotonic() - t)
             if op == "list" and len(answer.contacts) != 10:
                 raise RuntimeError(f"ListContacts(10) answered {len(answer.contacts)} contacts")
-        results[op] = {"n": len(latencies), "p50_ms": percentile(latencies, 50) * 1000,
-                       "p99_ms": percentile(latencies, 99) * 1000,
-                       "mean_ms": sum(latencies) / len(latencies) * 1000 if latencies else float("nan")}
+        results[op] = {
+            "n": len(latencies),
+            "p50_ms": percentile(latencies, 50) * 1000,
+            "p99_ms": percentile(latencies, 99) * 1000,
+            "mean_ms": sum(latencies) / len(latencies) * 1000 if latencies else float("nan"),
+        }
     return results
 
 
@@ -68,13 +88,22 @@ async def one_size(ctx, size: int) -> dict:
         try:
             say(f"  {size:,} documents: loading ...")
             load = await load_contacts(store, size, budget=budget_load)
-            say(f"    {load.loaded:,} loaded in {load.seconds:.1f}s ({load.rate:,.0f}/s; {load.path})")
+            say(
+                f"    {load.loaded:,} loaded in {load.seconds:.1f}s ({load.rate:,.0f}/s; {load.path})"
+            )
             ops = await time_ops(store, load.ids, budget_op)
         finally:
             await store.close()
     say("    " + ", ".join(f"{LABELS[op]} p50 {ms(r['p50_ms'] / 1000)}" for op, r in ops.items()))
-    return {"requested": size, "stored": load.loaded, "load_seconds": load.seconds, "load_rate": load.rate,
-            "load_path": load.path, "load_note": load.note, "ops": ops}
+    return {
+        "requested": size,
+        "stored": load.loaded,
+        "load_seconds": load.seconds,
+        "load_rate": load.rate,
+        "load_path": load.path,
+        "load_note": load.note,
+        "ops": ops,
+    }
 
 
 def run(ctx) -> Figure:
@@ -91,13 +120,20 @@ def run(ctx) -> Figure:
     for op in OPS:
         values = [r["ops"][op]["p50_ms"] for r in runs]
         ratio = values[-1] / values[0] if values[0] else float("inf")
-        fig.row(f"store {LABELS[op]}, p50 at {label} documents",
-                " / ".join(ms(v / 1000) for v in values), floor=f"{ms(values[0] / 1000)} at {_short(small['stored'])}",
-                ratio=f"{ratio:.2f}", target=f"<= {FLAT:g}x (flat)", passed=len(runs) > 1 and ratio <= FLAT,
-                note=note if op == "get" else "")
-    fig.row(f"  filling the store, documents/s at {label}",
-            " / ".join(fmt(r["load_rate"]) for r in runs),
-            note=" / ".join(sorted({r["load_path"] for r in runs})))
+        fig.row(
+            f"store {LABELS[op]}, p50 at {label} documents",
+            " / ".join(ms(v / 1000) for v in values),
+            floor=f"{ms(values[0] / 1000)} at {_short(small['stored'])}",
+            ratio=f"{ratio:.2f}",
+            target=f"<= {FLAT:g}x (flat)",
+            passed=len(runs) > 1 and ratio <= FLAT,
+            note=note if op == "get" else "",
+        )
+    fig.row(
+        f"  filling the store, documents/s at {label}",
+        " / ".join(fmt(r["load_rate"]) for r in runs),
+        note=" / ".join(sorted({r["load_path"] for r in runs})),
+    )
     return fig
 
 

@@ -20,27 +20,45 @@ import time
 
 from bench.common import SHIPPED, Figure, StoreClient, System, load_contacts, memory, prepare, say
 
-LIBRARIES = ("aiohttp", "amqtt.broker", "gmqtt", "grpc", "grpc.aio", "grpc_health.v1.health", "google.protobuf",
-             "tartiflette", "mongomock", "yaml", "click")
+LIBRARIES = (
+    "aiohttp",
+    "amqtt.broker",
+    "gmqtt",
+    "grpc",
+    "grpc.aio",
+    "grpc_health.v1.health",
+    "google.protobuf",
+    "tartiflette",
+    "mongomock",
+    "yaml",
+    "click",
+)
 
 
 def import_floor() -> tuple[float, int]:
     """Seconds from spawn to exit of a process that imports the libraries; its RSS then.
     (Not ru_maxrss: Linux carries the high-water mark of the parent over exec.)"""
-    code = ("import warnings; warnings.simplefilter('ignore')\n"
-            + "".join(f"import {name}\n" for name in LIBRARIES)
-            + "print(open('/proc/self/status').read().split('VmRSS:')[1].split()[0])")
+    code = (
+        "import warnings; warnings.simplefilter('ignore')\n"
+        + "".join(f"import {name}\n" for name in LIBRARIES)
+        + "print(open('/proc/self/status').read().split('VmRSS:')[1].split()[0])"
+    )
     started = time.monotonic()
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
     return time.monotonic() - started, int(out.stdout.strip().splitlines()[-1]) * 1024
 
 
 def snapshot(system: System) -> dict:
     nodes = {name: memory(pid) for name, pid in sorted(system.node_pids().items())}
     launcher = memory(system.process.pid) if system.process else (0, 0)
-    return {"nodes": {n: {"rss": r, "pss": p} for n, (r, p) in nodes.items()},
-            "total_rss": sum(r for r, _ in nodes.values()), "total_pss": sum(p for _, p in nodes.values()),
-            "launcher_rss": launcher[0]}
+    return {
+        "nodes": {n: {"rss": r, "pss": p} for n, (r, p) in nodes.items()},
+        "total_rss": sum(r for r, _ in nodes.values()),
+        "total_pss": sum(p for _, p in nodes.values()),
+        "launcher_rss": launcher[0],
+    }
 
 
 def mib(n: int) -> str:
@@ -64,12 +82,24 @@ def run(ctx) -> Figure:
         seconds, floor_rss = import_floor()
         floors.append(seconds)
     up, floor = statistics.median(startups), statistics.median(floors)
-    fig.data.update({"startup_seconds": startups, "up_reported_seconds": reported, "import_floor_seconds": floors,
-                     "import_floor_rss": floor_rss})
+    fig.data.update(
+        {
+            "startup_seconds": startups,
+            "up_reported_seconds": reported,
+            "import_floor_seconds": floors,
+            "import_floor_rss": floor_rss,
+        }
+    )
     limit = 2 * floor + 1.0
-    fig.row("start-up: `cqrs-flow up` to all nodes ready", f"{up:.2f} s", floor=f"{floor:.2f} s import",
-            ratio=f"{up / floor:.2f}", target=f"<= 2x floor + 1 s = {limit:.2f} s", passed=up <= limit,
-            note=f"up itself reports {statistics.median(reported):.2f} s")
+    fig.row(
+        "start-up: `cqrs-flow up` to all nodes ready",
+        f"{up:.2f} s",
+        floor=f"{floor:.2f} s import",
+        ratio=f"{up / floor:.2f}",
+        target=f"<= 2x floor + 1 s = {limit:.2f} s",
+        passed=up <= limit,
+        note=f"up itself reports {statistics.median(reported):.2f} s",
+    )
 
     contacts = 10_000 if ctx.quick else 100_000
     with System(file) as system:
@@ -86,15 +116,23 @@ def run(ctx) -> Figure:
         load = asyncio.run(fill())
         time.sleep(0.5)
         loaded = snapshot(system)
-    fig.data.update({"idle": idle, "loaded": loaded, "contacts": load.loaded, "load_note": load.note})
+    fig.data.update(
+        {"idle": idle, "loaded": loaded, "contacts": load.loaded, "load_note": load.note}
+    )
     per_node = ", ".join(f"{name} {mib(v['rss'])}" for name, v in idle["nodes"].items())
-    fig.row(f"memory idle: RSS of all {len(idle['nodes'])} nodes", mib(idle["total_rss"]),
-            floor=f"{mib(floor_rss)} one process importing all",
-            note=f"{per_node}; PSS {mib(idle['total_pss'])}; launcher {mib(idle['launcher_rss'])}")
+    fig.row(
+        f"memory idle: RSS of all {len(idle['nodes'])} nodes",
+        mib(idle["total_rss"]),
+        floor=f"{mib(floor_rss)} one process importing all",
+        note=f"{per_node}; PSS {mib(idle['total_pss'])}; launcher {mib(idle['launcher_rss'])}",
+    )
     store_idle = next((v["rss"] for n, v in idle["nodes"].items() if n == "store"), 0)
     store_loaded = next((v["rss"] for n, v in loaded["nodes"].items() if n == "store"), 0)
-    fig.row(f"memory with {load.loaded:,} contacts: RSS of all nodes", mib(loaded["total_rss"]),
-            note=f"store {mib(store_idle)} -> {mib(store_loaded)} "
-                 f"(~{(store_loaded - store_idle) / max(load.loaded, 1):,.0f} bytes a contact)"
-                 + (f"; {load.note}" if load.note else ""))
+    fig.row(
+        f"memory with {load.loaded:,} contacts: RSS of all nodes",
+        mib(loaded["total_rss"]),
+        note=f"store {mib(store_idle)} -> {mib(store_loaded)} "
+        f"(~{(store_loaded - store_idle) / max(load.loaded, 1):,.0f} bytes a contact)"
+        + (f"; {load.note}" if load.note else ""),
+    )
     return fig

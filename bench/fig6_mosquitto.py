@@ -20,7 +20,9 @@ from bench.fig1_write import measure
 
 
 def mosquitto_binary() -> str | None:
-    return shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+    return shutil.which("mosquitto") or (
+        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
+    )
 
 
 def start_mosquitto(directory: Path, binary: str) -> tuple[subprocess.Popen, int]:
@@ -34,15 +36,24 @@ def start_mosquitto(directory: Path, binary: str) -> tuple[subprocess.Popen, int
     config = config.replace("/tmp/cqrs-flow-mosquitto/", f"{directory}/")
     # The hand-wired floors measured on the same broker have no logins: no password file or ACL
     # here (the nodes' logins are then accepted as they are).
-    config = "\n".join(line for line in config.splitlines()
-                       if not line.startswith(("password_file", "acl_file", "allow_anonymous")))
+    config = "\n".join(
+        line
+        for line in config.splitlines()
+        if not line.startswith(("password_file", "acl_file", "allow_anonymous"))
+    )
     config += "\nallow_anonymous true\n"
     if os.geteuid() == 0:
-        config += "user root\n"  # as root, Mosquitto would switch to its own user and lose the folder
+        config += (
+            "user root\n"  # as root, Mosquitto would switch to its own user and lose the folder
+        )
     (directory / "mosquitto.conf").write_text(config)
     log = open(directory / "mosquitto.log", "w")
-    process = subprocess.Popen([binary, "-c", str(directory / "mosquitto.conf")], stdout=log,
-                               stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [binary, "-c", str(directory / "mosquitto.conf")],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
     log.close()
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
@@ -52,7 +63,9 @@ def start_mosquitto(directory: Path, binary: str) -> tuple[subprocess.Popen, int
             return process, port
         time.sleep(0.1)
     process.kill()
-    raise RuntimeError("Mosquitto did not start: " + (directory / "mosquitto.log").read_text()[-2000:])
+    raise RuntimeError(
+        "Mosquitto did not start: " + (directory / "mosquitto.log").read_text()[-2000:]
+    )
 
 
 def stop_mosquitto(process: subprocess.Popen) -> None:
@@ -70,9 +83,15 @@ def run(ctx) -> Figure:
         raise RuntimeError("mosquitto is not installed (apt-get install mosquitto)")
     process, port = start_mosquitto(ctx.tmp / "mosquitto", binary)
     try:
-        file = prepare(MOSQUITTO_EXAMPLE / "topology.yaml", ctx.tmp / "fig6",
-                       {"nodes.broker.url": f"mqtt://127.0.0.1:{port}", "nodes.writer.delay": "0s",
-                        "nodes.store.list_limit": 10_000_000})
+        file = prepare(
+            MOSQUITTO_EXAMPLE / "topology.yaml",
+            ctx.tmp / "fig6",
+            {
+                "nodes.broker.url": f"mqtt://127.0.0.1:{port}",
+                "nodes.writer.delay": "0s",
+                "nodes.store.list_limit": 10_000_000,
+            },
+        )
         asyncio.run(measure(fig, ctx, file, port, "5", "Mosquitto"))
     finally:
         stop_mosquitto(process)

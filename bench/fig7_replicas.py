@@ -31,19 +31,30 @@ def run(ctx) -> Figure:
         for delay in DELAYS:
             rates: dict[int, float] = {}
             for replicas in REPLICAS:
-                file = prepare(MOSQUITTO_EXAMPLE / "topology.yaml", ctx.tmp / f"fig7-{replicas}-{delay}",
-                               {"nodes.broker.url": f"mqtt://127.0.0.1:{port}", "nodes.writer.delay": delay,
-                                "nodes.writer.replicas": replicas, "nodes.store.last_writer_wins": True,
-                                "nodes.store.list_limit": 10_000_000})
-                say(f"  {replicas} replica(s), delay {delay}: {count:,} addContact mutations from {clients} clients ...")
+                file = prepare(
+                    MOSQUITTO_EXAMPLE / "topology.yaml",
+                    ctx.tmp / f"fig7-{replicas}-{delay}",
+                    {
+                        "nodes.broker.url": f"mqtt://127.0.0.1:{port}",
+                        "nodes.writer.delay": delay,
+                        "nodes.writer.replicas": replicas,
+                        "nodes.store.last_writer_wins": True,
+                        "nodes.store.list_limit": 10_000_000,
+                    },
+                )
+                say(
+                    f"  {replicas} replica(s), delay {delay}: {count:,} addContact mutations from {clients} clients ..."
+                )
                 with System(file) as system:
                     result = asyncio.run(framework_writes(system, count, clients))
                 fig.data[f"replicas={replicas},delay={delay}"] = result
                 rates[replicas] = result["rate"]
-                fig.row(f"writes committed/s, {replicas} replica(s), delay {delay} ({result['committed']:,} via GraphQL)",
-                        fmt(result["rate"]),
-                        ratio=f"{result['rate'] / rates[1]:.2f} (vs 1 replica)" if rates.get(1) else "",
-                        note=landing_note(result["sent_ok"], result["committed"]))
+                fig.row(
+                    f"writes committed/s, {replicas} replica(s), delay {delay} ({result['committed']:,} via GraphQL)",
+                    fmt(result["rate"]),
+                    ratio=f"{result['rate'] / rates[1]:.2f} (vs 1 replica)" if rates.get(1) else "",
+                    note=landing_note(result["sent_ok"], result["committed"]),
+                )
     finally:
         stop_mosquitto(process)
     return fig

@@ -39,40 +39,58 @@ MAX_IN_FLIGHT = 32  # the framework's writer keeps at most 32 store calls open; 
 async def broker(args) -> None:
     from amqtt.broker import Broker
 
-    b = Broker({"listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{args.port}"}},
-                "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}}})
+    b = Broker(
+        {
+            "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{args.port}"}},
+            "plugins": {
+                "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}
+            },
+        }
+    )
     await b.start()
     await _serve_until_stopped()
     await b.shutdown()
 
 
 async def store(args) -> None:
-    import grpc
     from datetime import datetime, timezone
 
     import contacts_pb2 as pb
+    import grpc
 
     db: dict[str, dict] = {}
 
     async def add(request, context):
         contact = request.contact
         key = contact.id or str(uuid.uuid4())
-        db[key] = {"id": key, "name": contact.name,
-                   "last_updated": datetime.now(timezone.utc).isoformat(timespec="milliseconds")}
+        db[key] = {
+            "id": key,
+            "name": contact.name,
+            "last_updated": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+        }
         return pb.WriteResponse(id=key, count=1)
 
     async def count(request: bytes, context) -> bytes:
         return str(len(db)).encode()
 
     server = grpc.aio.server()
-    server.add_generic_rpc_handlers((
-        grpc.method_handlers_generic_handler("contacts.ContactWriteService", {
-            "AddContact": grpc.unary_unary_rpc_method_handler(
-                add, request_deserializer=pb.AddContactRequest.FromString,
-                response_serializer=pb.WriteResponse.SerializeToString)}),
-        grpc.method_handlers_generic_handler("bench.Handwired", {
-            "Count": grpc.unary_unary_rpc_method_handler(count)}),
-    ))
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                "contacts.ContactWriteService",
+                {
+                    "AddContact": grpc.unary_unary_rpc_method_handler(
+                        add,
+                        request_deserializer=pb.AddContactRequest.FromString,
+                        response_serializer=pb.WriteResponse.SerializeToString,
+                    )
+                },
+            ),
+            grpc.method_handlers_generic_handler(
+                "bench.Handwired", {"Count": grpc.unary_unary_rpc_method_handler(count)}
+            ),
+        )
+    )
     server.add_insecure_port(f"127.0.0.1:{args.port}")
     await server.start()
     await _serve_until_stopped()
@@ -80,16 +98,17 @@ async def store(args) -> None:
 
 
 async def writer(args) -> None:
+    import contacts_pb2 as pb
     import gmqtt
     import grpc
     from gmqtt.mqtt.constants import MQTTv50, MQTTv311
 
-    import contacts_pb2 as pb
-
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{args.store}")
-    add = channel.unary_unary("/contacts.ContactWriteService/AddContact",
-                              request_serializer=pb.AddContactRequest.SerializeToString,
-                              response_deserializer=pb.WriteResponse.FromString)
+    add = channel.unary_unary(
+        "/contacts.ContactWriteService/AddContact",
+        request_serializer=pb.AddContactRequest.SerializeToString,
+        response_deserializer=pb.WriteResponse.FromString,
+    )
     in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
     subscribed = asyncio.Event()
 
@@ -103,7 +122,9 @@ async def writer(args) -> None:
     client.on_message = on_message
     client.on_connect = lambda c, *a: c.subscribe(TOPIC, qos=1)
     client.on_subscribe = lambda *a: subscribed.set()
-    await client.connect("127.0.0.1", args.broker, version=MQTTv50 if args.mqtt == "5" else MQTTv311)
+    await client.connect(
+        "127.0.0.1", args.broker, version=MQTTv50 if args.mqtt == "5" else MQTTv311
+    )
     await subscribed.wait()
     await _serve_until_stopped()
     await client.disconnect()
@@ -111,14 +132,15 @@ async def writer(args) -> None:
 
 
 async def gateway(args) -> None:
+    import contacts_pb2 as pb
     import gmqtt
     from aiohttp import web
     from gmqtt.mqtt.constants import MQTTv50, MQTTv311
 
-    import contacts_pb2 as pb
-
     client = gmqtt.Client(f"handwired-gateway-{os.getpid()}")
-    await client.connect("127.0.0.1", args.broker, version=MQTTv50 if args.mqtt == "5" else MQTTv311)
+    await client.connect(
+        "127.0.0.1", args.broker, version=MQTTv50 if args.mqtt == "5" else MQTTv311
+    )
 
     async def post(request: web.Request) -> web.Response:
         body = await request.json()
@@ -139,11 +161,12 @@ async def gateway(args) -> None:
 
 async def echo(args) -> None:
     """gRPC unary calls answering a contact or a list of ten, with nothing behind them."""
+    import contacts_pb2 as pb
     import grpc
 
-    import contacts_pb2 as pb
-
-    contact = pb.Contact(id=str(uuid.uuid4()), name="Ada Lovelace 12345", last_updated="2026-01-01T00:00:00.000Z")
+    contact = pb.Contact(
+        id=str(uuid.uuid4()), name="Ada Lovelace 12345", last_updated="2026-01-01T00:00:00.000Z"
+    )
     one = pb.GetContactResponse(contact=contact)
     ten = pb.ListContactsResponse(contacts=[contact] * 10)
 
@@ -154,14 +177,25 @@ async def echo(args) -> None:
         return ten
 
     server = grpc.aio.server()
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("bench.Echo", {
-        "Get": grpc.unary_unary_rpc_method_handler(
-            get, request_deserializer=pb.GetContactRequest.FromString,
-            response_serializer=pb.GetContactResponse.SerializeToString),
-        "List": grpc.unary_unary_rpc_method_handler(
-            list_, request_deserializer=pb.ListContactsRequest.FromString,
-            response_serializer=pb.ListContactsResponse.SerializeToString),
-    }),))
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                "bench.Echo",
+                {
+                    "Get": grpc.unary_unary_rpc_method_handler(
+                        get,
+                        request_deserializer=pb.GetContactRequest.FromString,
+                        response_serializer=pb.GetContactResponse.SerializeToString,
+                    ),
+                    "List": grpc.unary_unary_rpc_method_handler(
+                        list_,
+                        request_deserializer=pb.ListContactsRequest.FromString,
+                        response_serializer=pb.ListContactsResponse.SerializeToString,
+                    ),
+                },
+            ),
+        )
+    )
     server.add_insecure_port(f"127.0.0.1:{args.port}")
     await server.start()
     await _serve_until_stopped()
@@ -205,8 +239,17 @@ def compile_pb2(directory: Path) -> Path:
     from bench.common import REPO
 
     directory.mkdir(parents=True, exist_ok=True)
-    subprocess.run([sys.executable, "-m", "grpc_tools.protoc", f"-I{REPO / 'proto'}",
-                    f"--python_out={directory}", str(REPO / "proto" / "contacts.proto")], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "grpc_tools.protoc",
+            f"-I{REPO / 'proto'}",
+            f"--python_out={directory}",
+            str(REPO / "proto" / "contacts.proto"),
+        ],
+        check=True,
+    )
     return directory
 
 
@@ -221,10 +264,16 @@ class Role:
             argv += ["--pb2", str(pb2)]
         self.role = role
         self.output: list[str] = []
-        self.process = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, text=True)
+        self.process = subprocess.Popen(
+            argv,
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
 
-    def wait_ready(self, timeout: float = 30.0) -> "Role":
+    def wait_ready(self, timeout: float = 30.0) -> Role:
         import selectors
 
         deadline = time.monotonic() + timeout

@@ -7,8 +7,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import aiohttp
 
@@ -42,9 +43,16 @@ class LoadResult:
             self.failures.append(reason)
 
 
-async def closed_loop(request: Callable[[int], Awaitable[Any]], clients: int, *, count: int | None = None,
-                      duration: float | None = None, drain: float = 30.0, timeout: float = 300.0,
-                      check: Callable[[Any], str | None] = lambda answer: None) -> LoadResult:
+async def closed_loop(
+    request: Callable[[int], Awaitable[Any]],
+    clients: int,
+    *,
+    count: int | None = None,
+    duration: float | None = None,
+    drain: float = 30.0,
+    timeout: float = 300.0,
+    check: Callable[[Any], str | None] = lambda answer: None,
+) -> LoadResult:
     """Run `request(i)` from `clients` concurrent loops until `count` requests were sent or
     `duration` seconds have passed; requests still open then get `drain` seconds to finish
     (with a `count`, everything gets `timeout` seconds).
@@ -65,7 +73,7 @@ async def closed_loop(request: Callable[[int], Awaitable[Any]], clients: int, *,
                 answer = await request(index)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - a failed request is a data point
+            except Exception as exc:
                 result.fail(f"{type(exc).__name__}: {exc}"[:200])
                 continue
             finished = time.monotonic()
@@ -84,7 +92,9 @@ async def closed_loop(request: Callable[[int], Awaitable[Any]], clients: int, *,
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     if pending:
-        result.fail(f"{len(pending)} client(s) still waiting for an answer after the drain time; cancelled")
+        result.fail(
+            f"{len(pending)} client(s) still waiting for an answer after the drain time; cancelled"
+        )
         result.failed += len(pending) - 1
     if not result.ended:
         result.ended = time.monotonic()
@@ -98,11 +108,14 @@ class GraphQL:
         self.url = url
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=clients + 4, force_close=False),
-            timeout=aiohttp.ClientTimeout(total=60))
+            timeout=aiohttp.ClientTimeout(total=60),
+        )
 
     async def post(self, query: str, variables: dict[str, Any] | None = None) -> Any:
         body = json.dumps({"query": query, "variables": variables})
-        async with self.session.post(self.url, data=body, headers={"content-type": "application/json"}) as r:
+        async with self.session.post(
+            self.url, data=body, headers={"content-type": "application/json"}
+        ) as r:
             text = await r.text()
             if r.status != 200:
                 raise RuntimeError(f"HTTP {r.status}: {text[:200]}")

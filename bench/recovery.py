@@ -81,9 +81,16 @@ class _Tap:
 
 
 async def run_once(directory: Path, overrides: dict[str, str]) -> dict:
-    file = prepare(SHIPPED, directory, {"nodes.writer.delay": DELAY,
-                                        "nodes.store.data": "store-data",
-                                        "nodes.gateway.data": "gateway-data", **overrides})
+    file = prepare(
+        SHIPPED,
+        directory,
+        {
+            "nodes.writer.delay": DELAY,
+            "nodes.store.data": "store-data",
+            "nodes.gateway.data": "gateway-data",
+            **overrides,
+        },
+    )
     system = WatchedSystem(file).start()
     store = StoreClient(system)
     url = system.topology.nodes["gateway"].url
@@ -113,14 +120,23 @@ async def run_once(directory: Path, overrides: dict[str, str]) -> dict:
     finally:
         await store.close()
         system.stop()
-    after_kill = [(round(at - killed_at, 2), line.split("|", 1)[-1].strip())
-                  for at, line in system.events if at >= killed_at]
-    return {"accepted": len(accepted), "stored": len(stored), "distinct": len(set(stored)),
-            "missing": len(set(accepted) - set(stored)), "extra": len(set(stored) - set(accepted)),
-            "sent_seconds_after_kill": round(sent_at - killed_at, 2),
-            "kill_to_all_applied": round(complete_at - killed_at, 2) if complete_at else None,
-            "duplicates_suppressed": system.counts["suppressed"],
-            "set_aside": system.counts["set_aside"], "events_after_kill": after_kill}
+    after_kill = [
+        (round(at - killed_at, 2), line.split("|", 1)[-1].strip())
+        for at, line in system.events
+        if at >= killed_at
+    ]
+    return {
+        "accepted": len(accepted),
+        "stored": len(stored),
+        "distinct": len(set(stored)),
+        "missing": len(set(accepted) - set(stored)),
+        "extra": len(set(stored) - set(accepted)),
+        "sent_seconds_after_kill": round(sent_at - killed_at, 2),
+        "kill_to_all_applied": round(complete_at - killed_at, 2) if complete_at else None,
+        "duplicates_suppressed": system.counts["suppressed"],
+        "set_aside": system.counts["set_aside"],
+        "events_after_kill": after_kill,
+    }
 
 
 async def stored_ids(store: StoreClient) -> list[str]:
@@ -132,8 +148,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--json", type=Path, help="write every run's figures to this file")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="set a topology key by dotted path (repeatable)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set a topology key by dotted path (repeatable)",
+    )
     args = parser.parse_args()
     overrides = dict(item.split("=", 1) for item in args.set)
     results, ok = [], True
@@ -141,22 +162,28 @@ def main() -> int:
         for run in range(1, args.runs + 1):
             result = asyncio.run(run_once(Path(tmp) / f"run{run}", overrides))
             results.append(result)
-            exact = (result["missing"] == result["extra"] == result["set_aside"] == 0
-                     and result["stored"] == result["distinct"])
+            exact = (
+                result["missing"] == result["extra"] == result["set_aside"] == 0
+                and result["stored"] == result["distinct"]
+            )
             ok &= exact and result["kill_to_all_applied"] is not None
-            say(f"run {run}: {result['accepted']} accepted, {result['stored']} stored "
+            say(
+                f"run {run}: {result['accepted']} accepted, {result['stored']} stored "
                 f"({'each once' if exact else 'NOT exactly once'}); kill to all applied: "
                 f"{result['kill_to_all_applied']} s (last mutation sent "
                 f"{result['sent_seconds_after_kill']} s after the kill; "
-                f"{result['duplicates_suppressed']} duplicates not applied again)")
+                f"{result['duplicates_suppressed']} duplicates not applied again)"
+            )
             for at, line in result["events_after_kill"]:
                 say(f"    +{at:5.2f}s {line}")
     times = [r["kill_to_all_applied"] for r in results if r["kill_to_all_applied"] is not None]
     if times:
         middle = statistics.median(times)
         verdict = "PASS" if middle < TARGET and ok else "MISS"
-        say(f"median kill to all applied: {middle:.2f} s (min {min(times):.2f}, "
-            f"max {max(times):.2f}; target < {TARGET:g} s: {verdict})")
+        say(
+            f"median kill to all applied: {middle:.2f} s (min {min(times):.2f}, "
+            f"max {max(times):.2f}; target < {TARGET:g} s: {verdict})"
+        )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0 if ok and times and statistics.median(times) < TARGET else 1

@@ -47,9 +47,11 @@ def document(i: int) -> dict:
 async def open_backend(spec: str, directory: Path):
     if spec == "memory":
         from cqrs_flow.stores import MemoryStore
+
         return MemoryStore("bench")
     if spec == "durable":
         from cqrs_flow.stores.durable import DurableStore
+
         return await DurableStore.open(directory / "data", "bench")
     module, _, name = spec.partition(":")
     return getattr(importlib.import_module(module), name)("bench")
@@ -69,9 +71,11 @@ async def scaling(args) -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
     print(f"backend {args.backend}; microseconds per call, median of {args.reps}")
     durable = args.backend == "durable"
-    print(f"{'documents':>10} {'build s':>8} {'get':>9} {'update':>9} {'delete':>9} {'insert':>9} "
-          f"{'list(10)':>9} {'dict.get':>9} {'max RSS MB':>10}"
-          + (f" {'pause ms':>9} {'compact s':>9} {'reopen s':>9}" if durable else ""))
+    print(
+        f"{'documents':>10} {'build s':>8} {'get':>9} {'update':>9} {'delete':>9} {'insert':>9} "
+        f"{'list(10)':>9} {'dict.get':>9} {'max RSS MB':>10}"
+        + (f" {'pause ms':>9} {'compact s':>9} {'reopen s':>9}" if durable else "")
+    )
     rng = random.Random(1)
     for size in sizes:
         with tempfile.TemporaryDirectory(dir=args.tmp) as directory:
@@ -79,8 +83,9 @@ async def scaling(args) -> None:
             start = time.perf_counter()
             if durable:  # one fsync per 1,000 documents, not per document
                 for first in range(0, size, 1000):
-                    await store.insert_many({f"k{i:08d}": document(i)
-                                             for i in range(first, min(first + 1000, size))})
+                    await store.insert_many(
+                        {f"k{i:08d}": document(i) for i in range(first, min(first + 1000, size))}
+                    )
             else:
                 for i in range(size):
                     await store.insert(f"k{i:08d}", document(i))
@@ -88,18 +93,24 @@ async def scaling(args) -> None:
             gc.collect()
             keys = [f"k{rng.randrange(size):08d}" for _ in range(args.reps)]
             get = await timed(lambda k=k: store.get(k) for k in keys)
-            update = await timed(lambda k=k: store.update(k, {"name": "changed", "last_updated": TIMESTAMP})
-                                 for k in keys)
+            update = await timed(
+                lambda k=k: store.update(k, {"name": "changed", "last_updated": TIMESTAMP})
+                for k in keys
+            )
             gone = list(dict.fromkeys(keys))
             delete = await timed(lambda k=k: store.delete(k) for k in gone)
-            insert = await timed(lambda k=k: store.insert(k, {"id": k, "name": "again"}) for k in gone)
+            insert = await timed(
+                lambda k=k: store.insert(k, {"id": k, "name": "again"}) for k in gone
+            )
             listed = await timed(lambda: store.list(10) for _ in range(args.reps))
             plain = {f"k{i:08d}": i for i in range(size)}
             reference = await timed(lambda k=k: _lookup(plain, k) for k in keys)
             del plain
             rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-            line = (f"{size:>10,} {built:>8.1f} {get:>9.1f} {update:>9.1f} {delete:>9.1f} {insert:>9.1f} "
-                    f"{listed:>9.1f} {reference:>9.1f} {rss:>10.0f}")
+            line = (
+                f"{size:>10,} {built:>8.1f} {get:>9.1f} {update:>9.1f} {delete:>9.1f} {insert:>9.1f} "
+                f"{listed:>9.1f} {reference:>9.1f} {rss:>10.0f}"
+            )
             if durable:
                 line += await compaction(store, Path(directory))
             print(line, flush=True)
@@ -142,11 +153,15 @@ async def commit(args) -> None:
     from cqrs_flow.stores.durable import DurableStore
 
     print(f"durable inserts, {args.writes} per run, in {args.tmp or tempfile.gettempdir()}")
-    print(f"{'in flight':>9} {'group commit':>13} {'writes/s':>9} {'fsyncs':>7} {'ms per write':>13}")
+    print(
+        f"{'in flight':>9} {'group commit':>13} {'writes/s':>9} {'fsyncs':>7} {'ms per write':>13}"
+    )
     for in_flight in (1, 8, 64):
         for group in (True, False):
             with tempfile.TemporaryDirectory(dir=args.tmp) as directory:
-                store = await DurableStore.open(Path(directory) / "data", "bench", group_commit=group)
+                store = await DurableStore.open(
+                    Path(directory) / "data", "bench", group_commit=group
+                )
                 queue = iter(range(args.writes))
                 latencies: list[float] = []
 
@@ -161,8 +176,11 @@ async def commit(args) -> None:
                 elapsed = time.perf_counter() - start
                 syncs = store.journal.syncs
                 await store.close()
-            print(f"{in_flight:>9} {'yes' if group else 'no':>13} {args.writes / elapsed:>9,.0f} "
-                  f"{syncs:>7} {statistics.mean(latencies) * 1e3:>13.2f}", flush=True)
+            print(
+                f"{in_flight:>9} {'yes' if group else 'no':>13} {args.writes / elapsed:>9,.0f} "
+                f"{syncs:>7} {statistics.mean(latencies) * 1e3:>13.2f}",
+                flush=True,
+            )
 
 
 def main() -> None:

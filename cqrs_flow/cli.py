@@ -64,9 +64,12 @@ def validate(file: str) -> None:
 
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--only", metavar="NODE[,NODE...]",
-              help="Run just these nodes on this host; the nodes they depend on run on other hosts and are "
-                   "waited for where the topology says they listen. Needs CQRS_FLOW_SECRET, the same on every host.")
+@click.option(
+    "--only",
+    metavar="NODE[,NODE...]",
+    help="Run just these nodes on this host; the nodes they depend on run on other hosts and are "
+    "waited for where the topology says they listen. Needs CQRS_FLOW_SECRET, the same on every host.",
+)
 def up(file: str, only: str | None) -> None:
     """Start every node of the topology, in dependency order; Ctrl-C stops them all."""
     from cqrs_flow.launcher import Launcher
@@ -84,11 +87,15 @@ def up(file: str, only: str | None) -> None:
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.argument("name")
-@click.option("--replica", type=click.IntRange(min=1), help="Which of a writer's replicas this is (1, 2, ...).")
+@click.option(
+    "--replica",
+    type=click.IntRange(min=1),
+    help="Which of a writer's replicas this is (1, 2, ...).",
+)
 def node(file: str, name: str, replica: int | None) -> None:
     """Run one node of the topology in the foreground (what `up` spawns)."""
-    from cqrs_flow.nodes import run_node
     from cqrs_flow.contracts.process import ENV_REPLICA
+    from cqrs_flow.nodes import run_node
     from cqrs_flow.protobuf.compiler import compile_protos
 
     if replica is not None:
@@ -105,8 +112,14 @@ def node(file: str, name: str, replica: int | None) -> None:
 
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--format", "fmt", type=click.Choice(list(FORMATS)), default="mermaid",
-              show_default=True, help="Mermaid flowchart or Graphviz DOT.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(list(FORMATS)),
+    default="mermaid",
+    show_default=True,
+    help="Mermaid flowchart or Graphviz DOT.",
+)
 def graph(file: str, fmt: str) -> None:
     """Print the topology as a diagram: nodes, command topics, and the write and read sides."""
     try:
@@ -125,14 +138,15 @@ def schema() -> None:
 
 
 def _secret_for(topology: Topology, what: str) -> str:
-    from cqrs_flow.security.tokens import ENV_SECRET
     from cqrs_flow.security.secret import read_secret
+    from cqrs_flow.security.tokens import ENV_SECRET
 
     secret = read_secret(topology)
     if secret is None:
         raise CqrsFlowError(
             f"{what} derive from the system secret, and there is none: set {ENV_SECRET} or the "
-            f"topology's 'secret' ({{env: NAME}} or {{file: path}}) to the secret `up` and the nodes use")
+            f"topology's 'secret' ({{env: NAME}} or {{file: path}}) to the secret `up` and the nodes use"
+        )
     return secret
 
 
@@ -144,7 +158,9 @@ def _broker(topology: Topology, name: str | None):
         return next(iter(brokers.values()))
     if name in brokers:
         return brokers[name]
-    raise click.BadParameter(f"choose one of the brokers: {', '.join(brokers)}", param_hint="'--broker'")
+    raise click.BadParameter(
+        f"choose one of the brokers: {', '.join(brokers)}", param_hint="'--broker'"
+    )
 
 
 @main.command("mosquitto-auth")
@@ -163,13 +179,17 @@ def mosquitto_auth(file: str, directory: Path, broker_name: str | None) -> None:
     try:
         topology = load_topology(file)
         broker = _broker(topology, broker_name)
-        passwords, acl = write_auth_files(topology, broker, _secret_for(topology, "MQTT passwords"), directory)
+        passwords, acl = write_auth_files(
+            topology, broker, _secret_for(topology, "MQTT passwords"), directory
+        )
     except CqrsFlowError as exc:
         _fail(exc)
     except OSError as exc:
         _fail(CqrsFlowError(f"cannot write {directory}: {exc.strerror or exc}"))
-    click.echo(f"wrote {passwords} and {acl}; in mosquitto.conf:\n"
-               f"  allow_anonymous false\n  password_file {passwords.resolve()}\n  acl_file {acl.resolve()}")
+    click.echo(
+        f"wrote {passwords} and {acl}; in mosquitto.conf:\n"
+        f"  allow_anonymous false\n  password_file {passwords.resolve()}\n  acl_file {acl.resolve()}"
+    )
 
 
 @main.command("mqtt-password")
@@ -187,8 +207,10 @@ def mqtt_password(file: str, user: str, broker_name: str | None) -> None:
         broker = _broker(topology, broker_name)
         users = mqtt_access(topology, broker)
         if user not in users:
-            raise CqrsFlowError(f"'{user}' is not a user of broker '{broker.name}'; users: {', '.join(sorted(users))} "
-                                f"(declare other clients under nodes.{broker.name}.clients)")
+            raise CqrsFlowError(
+                f"'{user}' is not a user of broker '{broker.name}'; users: {', '.join(sorted(users))} "
+                f"(declare other clients under nodes.{broker.name}.clients)"
+            )
         click.echo(derive_mqtt_password(_secret_for(topology, "MQTT passwords"), user))
     except CqrsFlowError as exc:
         _fail(exc)
@@ -196,10 +218,21 @@ def mqtt_password(file: str, user: str, broker_name: str | None) -> None:
 
 @main.command(context_settings={"ignore_unknown_options": True})
 @click.argument("directory", metavar="DIR", type=click.Path(file_okay=False, path_type=Path))
-@click.argument("entity_spec", nargs=-1, type=click.UNPROCESSED, metavar="--entity NAME FIELD:TYPE...")
-@click.option("--port-base", type=click.IntRange(1024, 65535 - 883), default=18000, show_default=True,
-              help="Ports: broker +883, store write/read +51/+52, reader +53, gateway +80.")
-@click.option("--name", "name", help="Project name (proto package, plugin module, topics); default: DIR's name.")
+@click.argument(
+    "entity_spec", nargs=-1, type=click.UNPROCESSED, metavar="--entity NAME FIELD:TYPE..."
+)
+@click.option(
+    "--port-base",
+    type=click.IntRange(1024, 65535 - 883),
+    default=18000,
+    show_default=True,
+    help="Ports: broker +883, store write/read +51/+52, reader +53, gateway +80.",
+)
+@click.option(
+    "--name",
+    "name",
+    help="Project name (proto package, plugin module, topics); default: DIR's name.",
+)
 def init(directory: Path, entity_spec: tuple[str, ...], port_base: int, name: str | None) -> None:
     """Scaffold a new project in DIR (new or empty) that `cqrs-flow up DIR/topology.yaml` runs.
 
@@ -220,9 +253,13 @@ def init(directory: Path, entity_spec: tuple[str, ...], port_base: int, name: st
     except scaffold.ScaffoldError as exc:
         raise click.BadParameter(str(exc), param_hint="'--name'" if name else "'DIR'") from None
     try:
-        project = scaffold.make_project(project_name, scaffold.parse_entities(entity_spec), port_base)
+        project = scaffold.make_project(
+            project_name, scaffold.parse_entities(entity_spec), port_base
+        )
     except scaffold.UnknownOption as exc:
-        raise click.NoSuchOption(exc.option, possibilities=["--entity", "--port-base", "--name"]) from None
+        raise click.NoSuchOption(
+            exc.option, possibilities=["--entity", "--port-base", "--name"]
+        ) from None
     except scaffold.ScaffoldError as exc:
         raise click.BadParameter(str(exc), param_hint="'--entity'") from None
     try:
@@ -234,12 +271,16 @@ def init(directory: Path, entity_spec: tuple[str, ...], port_base: int, name: st
     for path in written:
         click.echo(f"created {path}")
     topology_file = directory / "topology.yaml"
-    click.echo(f"\nRun it:  cqrs-flow up {topology_file}\n"
-               f"GraphQL: http://127.0.0.1:{project.port('gateway')}/graphql (see {directory / 'README.md'})")
+    click.echo(
+        f"\nRun it:  cqrs-flow up {topology_file}\n"
+        f"GraphQL: http://127.0.0.1:{project.port('gateway')}/graphql (see {directory / 'README.md'})"
+    )
 
 
 def _summary(topology: Topology) -> str:
-    order = " -> ".join("{" + ", ".join(b) + "}" if len(b) > 1 else b[0] for b in start_batches(topology))
+    order = " -> ".join(
+        "{" + ", ".join(b) + "}" if len(b) > 1 else b[0] for b in start_batches(topology)
+    )
     return f"{len(topology.nodes)} nodes, {len(topology.commands)} commands; start order: {order}"
 
 

@@ -6,11 +6,11 @@ from dataclasses import dataclass
 
 __all__ = [
     "CqrsFlowError",
+    "NodeError",
     "Problem",
-    "TopologyError",
     "ProtoError",
     "StartError",
-    "NodeError",
+    "TopologyError",
 ]
 
 

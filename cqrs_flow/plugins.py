@@ -27,8 +27,9 @@ import importlib
 import importlib.metadata
 import logging
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 from google.protobuf.message import Message
 
@@ -70,9 +71,9 @@ class PluginContext:
 
     topology: Topology
     node: Node
-    protos: "ProtoSet"
+    protos: ProtoSet
     log: logging.Logger
-    store: "ServiceClient | None" = None
+    store: ServiceClient | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def message_class(self, full_name: str) -> type[Message]:
@@ -112,7 +113,9 @@ class ReaderPlugin(Plugin):
 class GatewayPlugin(Plugin):
     kind = "gateway"
 
-    async def before_publish(self, mutation: str, command: Message, arguments: Mapping[str, Any]) -> None:
+    async def before_publish(
+        self, mutation: str, command: Message, arguments: Mapping[str, Any]
+    ) -> None:
         """Check or enrich a command before it is published; raise Rejected to refuse it."""
 
 
@@ -124,7 +127,10 @@ class WriterPlugin(Plugin):
 
 
 _BASES: dict[type[Node], type[Plugin]] = {
-    ReaderNode: ReaderPlugin, GatewayNode: GatewayPlugin, WriterNode: WriterPlugin}
+    ReaderNode: ReaderPlugin,
+    GatewayNode: GatewayPlugin,
+    WriterNode: WriterPlugin,
+}
 
 
 def load_plugin_class(ref: PluginRef, node: Node, topology: Topology) -> type[Plugin]:
@@ -136,31 +142,42 @@ def load_plugin_class(ref: PluginRef, node: Node, topology: Topology) -> type[Pl
     target = _import(ref.use)
     base = _BASES.get(type(node))
     if not isinstance(target, type) or not issubclass(target, Plugin):
-        raise PluginError(f"plugin '{ref.use}' is not a cqrs_flow plugin class "
-                          "(subclass ReaderPlugin, GatewayPlugin or WriterPlugin)")
+        raise PluginError(
+            f"plugin '{ref.use}' is not a cqrs_flow plugin class "
+            "(subclass ReaderPlugin, GatewayPlugin or WriterPlugin)"
+        )
     if base is None or not issubclass(target, base):
         wanted = base.__name__ if base else "no plugin"
-        raise PluginError(f"plugin '{ref.use}' is a {target.kind or 'generic'} plugin; a {node.kind} "
-                          f"node takes {wanted}")
+        raise PluginError(
+            f"plugin '{ref.use}' is a {target.kind or 'generic'} plugin; a {node.kind} "
+            f"node takes {wanted}"
+        )
     return target
 
 
 def _import(use: str) -> Any:
     if "." not in use and ":" not in use:
-        found = [e for e in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP) if e.name == use]
+        found = [
+            e for e in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP) if e.name == use
+        ]
         if not found:
-            raise PluginError(f"plugin '{use}' is neither a dotted path nor an installed entry point "
-                              f"in the '{ENTRY_POINT_GROUP}' group")
+            raise PluginError(
+                f"plugin '{use}' is neither a dotted path nor an installed entry point "
+                f"in the '{ENTRY_POINT_GROUP}' group"
+            )
         try:
             return found[0].load()
         except Exception as exc:
-            raise PluginError(f"plugin '{use}' ({found[0].value}) cannot be imported: "
-                              f"{type(exc).__name__}: {exc}") from None
+            raise PluginError(
+                f"plugin '{use}' ({found[0].value}) cannot be imported: {type(exc).__name__}: {exc}"
+            ) from None
     module_name, _, attribute = use.partition(":") if ":" in use else use.rpartition(".")
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:
-        raise PluginError(f"plugin '{use}' cannot be imported: {type(exc).__name__}: {exc}") from None
+        raise PluginError(
+            f"plugin '{use}' cannot be imported: {type(exc).__name__}: {exc}"
+        ) from None
     try:
         return getattr(module, attribute)
     except AttributeError:
@@ -176,7 +193,9 @@ async def start_plugins(node: Node, context: PluginContext) -> list[Plugin]:
             plugin = cls(context, ref.config)
             await plugin.start()
         except Exception as exc:
-            raise PluginError(f"plugin '{ref.use}' failed to start: {type(exc).__name__}: {exc}") from exc
+            raise PluginError(
+                f"plugin '{ref.use}' failed to start: {type(exc).__name__}: {exc}"
+            ) from exc
         plugins.append(plugin)
     return plugins
 

@@ -3,13 +3,14 @@ rules checked by the gateway before a command is published."""
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import grpc
 from google.protobuf.message import Message
 
-from cqrs_flow.protobuf.messages import find_field, get_path, set_path
 from cqrs_flow.plugins import GatewayPlugin, ReaderPlugin, Rejected
+from cqrs_flow.protobuf.messages import find_field, get_path, set_path
 
 
 class ReverseName(ReaderPlugin):
@@ -17,7 +18,9 @@ class ReverseName(ReaderPlugin):
 
     async def ReverseName(self, request: Message, context: grpc.aio.ServicerContext) -> Message:
         get = self.context.store.request_class("GetContact")(id=request.id)
-        found = await self.context.store.call("GetContact", get)  # NOT_FOUND passes on to the caller
+        found = await self.context.store.call(
+            "GetContact", get
+        )  # NOT_FOUND passes on to the caller
         response = self.context.message_class("contacts.ReverseNameResponse")()
         response.name = found.contact.name[::-1]
         return response
@@ -29,7 +32,9 @@ class NameRules(GatewayPlugin):
     config: field (default "name"), max_length (default 100).
     """
 
-    async def before_publish(self, mutation: str, command: Message, arguments: Mapping[str, Any]) -> None:
+    async def before_publish(
+        self, mutation: str, command: Message, arguments: Mapping[str, Any]
+    ) -> None:
         field = self.config.get("field", "name")
         path = find_field(command.DESCRIPTOR, field)
         if path is None:

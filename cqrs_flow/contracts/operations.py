@@ -34,6 +34,7 @@ class BoundOperation:
     def side(self) -> str:
         return "write" if self.op in WRITE_OPS else "read"
 
+
 def bind(op: str, method: MethodDescriptor, document: Descriptor, key: str) -> BoundOperation:
     """Match `method`'s messages to `op`; ShapeError says what is missing."""
     request, response = method.input_type, method.output_type
@@ -44,35 +45,72 @@ def bind(op: str, method: MethodDescriptor, document: Descriptor, key: str) -> B
     def one(fields: list[FieldDescriptor], what: str, where: Descriptor) -> str:
         if len(fields) != 1:
             found = f"found {len(fields)}" if fields else "found none"
-            raise ShapeError(f"{method.name} ({op}) needs exactly one {what} in {where.full_name}; {found}")
+            raise ShapeError(
+                f"{method.name} ({op}) needs exactly one {what} in {where.full_name}; {found}"
+            )
         return fields[0].name
 
     def documents(where: Descriptor, repeated: bool) -> list[FieldDescriptor]:
-        return [f for f in where.fields if f.message_type is not None
-                and f.message_type.full_name == document.full_name and is_repeated(f) == repeated]
+        return [
+            f
+            for f in where.fields
+            if f.message_type is not None
+            and f.message_type.full_name == document.full_name
+            and is_repeated(f) == repeated
+        ]
 
     doc_name = document.full_name
     if op in ("insert", "update"):
-        return BoundOperation(op, method, document, key,
-                              one(documents(request, False), f"{doc_name} field", request), None)
+        return BoundOperation(
+            op,
+            method,
+            document,
+            key,
+            one(documents(request, False), f"{doc_name} field", request),
+            None,
+        )
     if op == "insert_many":
-        return BoundOperation(op, method, document, key,
-                              one(documents(request, True), f"repeated {doc_name} field", request), None)
+        return BoundOperation(
+            op,
+            method,
+            document,
+            key,
+            one(documents(request, True), f"repeated {doc_name} field", request),
+            None,
+        )
     if op in ("delete", "get"):
         field = request.fields_by_name.get(key)
         if field is None or field.type != FieldDescriptor.TYPE_STRING or is_repeated(field):
-            raise ShapeError(f"{method.name} ({op}) needs a string field '{key}' in {request.full_name}")
+            raise ShapeError(
+                f"{method.name} ({op}) needs a string field '{key}' in {request.full_name}"
+            )
         if op == "delete":
             return BoundOperation(op, method, document, key, key, None)
         if response.full_name == doc_name:
             return BoundOperation(op, method, document, key, key, None)
-        return BoundOperation(op, method, document, key, key,
-                              one(documents(response, False), f"{doc_name} field", response))
+        return BoundOperation(
+            op,
+            method,
+            document,
+            key,
+            key,
+            one(documents(response, False), f"{doc_name} field", response),
+        )
     if op == "delete_many":
-        keys = [f for f in request.fields if is_repeated(f) and f.type == FieldDescriptor.TYPE_STRING]
-        return BoundOperation(op, method, document, key, one(keys, "repeated string field", request), None)
+        keys = [
+            f for f in request.fields if is_repeated(f) and f.type == FieldDescriptor.TYPE_STRING
+        ]
+        return BoundOperation(
+            op, method, document, key, one(keys, "repeated string field", request), None
+        )
     if op == "list":
         counts = [f for f in request.fields if f.type in INTEGER_TYPES and not is_repeated(f)]
-        return BoundOperation(op, method, document, key, one(counts, "integer (count) field", request),
-                              one(documents(response, True), f"repeated {doc_name} field", response))
+        return BoundOperation(
+            op,
+            method,
+            document,
+            key,
+            one(counts, "integer (count) field", request),
+            one(documents(response, True), f"repeated {doc_name} field", response),
+        )
     raise ShapeError(f"unknown store operation '{op}'")

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Callable
+from collections.abc import Callable
 
 __all__ = ["CommandClock", "is_ordered", "supersedes"]
 
@@ -31,8 +31,11 @@ _COUNTER_MAX = 0xFFF
 class CommandClock:
     """Makes UUIDv7 command ids, strictly increasing for this process."""
 
-    def __init__(self, now_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
-                 random_bits: Callable[[], int] = lambda: int.from_bytes(os.urandom(8), "big")) -> None:
+    def __init__(
+        self,
+        now_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        random_bits: Callable[[], int] = lambda: int.from_bytes(os.urandom(8), "big"),
+    ) -> None:
         self._now_ms = now_ms
         self._random = random_bits
         self._ms = 0
@@ -57,9 +60,13 @@ _HEX = frozenset("0123456789abcdef")
 
 def is_ordered(command_id: str) -> bool:
     """Whether the id is a UUIDv7 in canonical (lower-case, hyphenated) form."""
-    return (len(command_id) == 36 and command_id[14] == "7" and command_id[19] in "89ab"
-            and command_id[8] == command_id[13] == command_id[18] == command_id[23] == "-"
-            and _HEX.issuperset(command_id.replace("-", "")))
+    return (
+        len(command_id) == 36
+        and command_id[14] == "7"
+        and command_id[19] in "89ab"
+        and command_id[8] == command_id[13] == command_id[18] == command_id[23] == "-"
+        and _HEX.issuperset(command_id.replace("-", ""))
+    )
 
 
 def supersedes(command_id: str, last: str | None) -> bool:

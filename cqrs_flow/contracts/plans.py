@@ -9,18 +9,24 @@ topology that validates is one the nodes can run.
 from __future__ import annotations
 
 import string
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
-from cqrs_flow.errors import Problem, ProtoError
-from cqrs_flow.protobuf.messages import INTEGER_TYPES, PathError, find_field, is_repeated, resolve_path
 from cqrs_flow.contracts.operations import READ_OPS, WRITE_OPS, BoundOperation, ShapeError, bind
+from cqrs_flow.contracts.sdl import Schema, SchemaField, TypeRef, parse_schema
+from cqrs_flow.errors import Problem, ProtoError
 from cqrs_flow.plugins import Plugin, PluginError, load_plugin_class
 from cqrs_flow.protobuf.compiler import ProtoSet
-from cqrs_flow.contracts.sdl import Schema, SchemaField, TypeRef, parse_schema
+from cqrs_flow.protobuf.messages import (
+    INTEGER_TYPES,
+    PathError,
+    find_field,
+    is_repeated,
+    resolve_path,
+)
 from cqrs_flow.topology.model import GatewayNode, ReaderNode, StoreNode, Topology, WriterNode
 from cqrs_flow.topology.yamlsource import KeyPath, LocatedData
 
@@ -51,8 +57,10 @@ class Report:
 
 # -- store ------------------------------------------------------------------------------------
 
-def store_plan(topology: Topology, store: StoreNode, protos: ProtoSet,
-               report: Report) -> dict[str, dict[str, BoundOperation]]:
+
+def store_plan(
+    topology: Topology, store: StoreNode, protos: ProtoSet, report: Report
+) -> dict[str, dict[str, BoundOperation]]:
     """service full name -> RPC -> bound operation."""
     base = ("nodes", store.name)
     try:
@@ -63,7 +71,10 @@ def store_plan(topology: Topology, store: StoreNode, protos: ProtoSet,
     if store.timestamp:
         stamp = document.fields_by_name.get(store.timestamp)
         if stamp is None or stamp.type != FieldDescriptor.TYPE_STRING or is_repeated(stamp):
-            report(base + ("timestamp",), f"{document.full_name} has no string field '{store.timestamp}'")
+            report(
+                base + ("timestamp",),
+                f"{document.full_name} has no string field '{store.timestamp}'",
+            )
     plan: dict[str, dict[str, BoundOperation]] = {}
     for side, allowed in (("write", WRITE_OPS), ("read", READ_OPS)):
         service = store.service(side)
@@ -77,8 +88,11 @@ def store_plan(topology: Topology, store: StoreNode, protos: ProtoSet,
         for rpc, op in service.rpcs.items():
             rpc_path = path + ("rpcs", rpc)
             if op not in allowed:
-                report(rpc_path, f"'{op}' is a {'write' if op in WRITE_OPS else 'read'} operation; "
-                                 f"the {side} service may only {', '.join(sorted(allowed))}")
+                report(
+                    rpc_path,
+                    f"'{op}' is a {'write' if op in WRITE_OPS else 'read'} operation; "
+                    f"the {side} service may only {', '.join(sorted(allowed))}",
+                )
                 continue
             try:
                 bound[rpc] = bind(op, protos.method(service.name, rpc), document, store.key)
@@ -91,7 +105,10 @@ def store_plan(topology: Topology, store: StoreNode, protos: ProtoSet,
                     report(rpc_path, misfit)
         unmapped = sorted(set(descriptor.methods_by_name) - set(service.rpcs))
         if unmapped:
-            report(path + ("rpcs",), f"{service.name} has RPCs with no operation: {', '.join(unmapped)}")
+            report(
+                path + ("rpcs",),
+                f"{service.name} has RPCs with no operation: {', '.join(unmapped)}",
+            )
     return plan
 
 
@@ -105,13 +122,16 @@ def _command_id_misfit(request: Descriptor, name: str) -> str | None:
     if field is None or _one_string(field):
         return None
     what = "repeated" if is_repeated(field) else f"of type {_proto_type(field)}"
-    return (f"{request.full_name}.{name} is {what}, but it holds the command id: make it a "
-            "string field, or name another field with the top-level key command_id")
+    return (
+        f"{request.full_name}.{name} is {what}, but it holds the command id: make it a "
+        "string field, or name another field with the top-level key command_id"
+    )
 
 
 # -- reader -----------------------------------------------------------------------------------
 
 # -- plugins ----------------------------------------------------------------------------------
+
 
 def plugin_classes(topology: Topology, node, report: Report) -> list[type[Plugin]]:
     """The plugin classes a node names, each that cannot be loaded reported at its entry."""
@@ -124,7 +144,9 @@ def plugin_classes(topology: Topology, node, report: Report) -> list[type[Plugin
     return classes
 
 
-def reader_plan(topology: Topology, reader: ReaderNode, protos: ProtoSet, report: Report) -> dict[str, str | None]:
+def reader_plan(
+    topology: Topology, reader: ReaderNode, protos: ProtoSet, report: Report
+) -> dict[str, str | None]:
     """reader RPC -> the store read RPC it forwards to, or None when a plugin answers it."""
     plugins = plugin_classes(topology, reader, report)
     base = ("nodes", reader.name)
@@ -152,19 +174,29 @@ def reader_plan(topology: Topology, reader: ReaderNode, protos: ProtoSet, report
         path = base + ("rpcs", rpc) if rpc in reader.rpcs else base + ("service",)
         store_method = store_service.methods_by_name.get(target)
         if store_method is None:
-            report(path, f"{reader.service}.{rpc} forwards to {store.read.name}.{target}, which does not "
-                         f"exist; map it under 'rpcs' to one of {', '.join(store_service.methods_by_name)}, "
-                         "or add a reader plugin with a method of that name")
+            report(
+                path,
+                f"{reader.service}.{rpc} forwards to {store.read.name}.{target}, which does not "
+                f"exist; map it under 'rpcs' to one of {', '.join(store_service.methods_by_name)}, "
+                "or add a reader plugin with a method of that name",
+            )
             continue
-        if (method.input_type, method.output_type) != (store_method.input_type, store_method.output_type):
-            report(path, f"{reader.service}.{rpc} and {store.read.name}.{target} must take and return "
-                         "the same messages for the reader to forward one to the other")
+        if (method.input_type, method.output_type) != (
+            store_method.input_type,
+            store_method.output_type,
+        ):
+            report(
+                path,
+                f"{reader.service}.{rpc} and {store.read.name}.{target} must take and return "
+                "the same messages for the reader to forward one to the other",
+            )
             continue
         plan[rpc] = target
     return plan
 
 
 # -- writer -----------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class CommandPlan:
@@ -176,15 +208,18 @@ class CommandPlan:
     command_id_path: str | None  # where the command id goes; None: the request has no such field
 
 
-def command_plan(topology: Topology, name: str, store: StoreNode, protos: ProtoSet,
-                 report: Report, path: KeyPath) -> CommandPlan | None:
+def command_plan(
+    topology: Topology, name: str, store: StoreNode, protos: ProtoSet, report: Report, path: KeyPath
+) -> CommandPlan | None:
     command = topology.commands.get(name)
     if command is None:
         return None  # reported by the wiring checks
     op = store.write.rpcs.get(command.rpc)
     if op is None:
-        report(("commands", name, "rpc"),
-               f"'{command.rpc}' is not an RPC of {store.name}'s write service ({store.write.name})")
+        report(
+            ("commands", name, "rpc"),
+            f"'{command.rpc}' is not an RPC of {store.name}'s write service ({store.write.name})",
+        )
         return None
     try:
         method = protos.method(store.write.name, command.rpc)
@@ -206,11 +241,14 @@ def command_plan(topology: Topology, name: str, store: StoreNode, protos: ProtoS
         key_path = find_field(request, store.key)
     id_field = request.fields_by_name.get(topology.command_id)  # any other kind: store_plan says
     id_path = topology.command_id if id_field is not None and _one_string(id_field) else None
-    return CommandPlan(name, command.topic, command.rpc, protos.class_of(request), key_path, id_path)
+    return CommandPlan(
+        name, command.topic, command.rpc, protos.class_of(request), key_path, id_path
+    )
 
 
-def writer_plan(topology: Topology, writer: WriterNode, protos: ProtoSet,
-                report: Report) -> dict[str, CommandPlan]:
+def writer_plan(
+    topology: Topology, writer: WriterNode, protos: ProtoSet, report: Report
+) -> dict[str, CommandPlan]:
     """topic -> what arrives on it and how to apply it."""
     store = topology.nodes.get(writer.store.node)
     if not isinstance(store, StoreNode):
@@ -224,6 +262,7 @@ def writer_plan(topology: Topology, writer: WriterNode, protos: ProtoSet,
 
 
 # -- gateway ----------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Call:
@@ -287,8 +326,11 @@ _PROTO_TO_GRAPHQL: dict[str, Callable[[FieldDescriptor], bool]] = {
     "Boolean": lambda f: f.type == FieldDescriptor.TYPE_BOOL,
 }
 
-_PROTO_TYPE_NAMES = {value: key[len("TYPE_"):].lower() for key, value in vars(FieldDescriptor).items()
-                     if key.startswith("TYPE_") and isinstance(value, int)}
+_PROTO_TYPE_NAMES = {
+    value: key[len("TYPE_") :].lower()
+    for key, value in vars(FieldDescriptor).items()
+    if key.startswith("TYPE_") and isinstance(value, int)
+}
 
 
 def _proto_type(field: FieldDescriptor) -> str:
@@ -302,12 +344,15 @@ def _proto_type(field: FieldDescriptor) -> str:
 def _list_misfit(type_ref: TypeRef, field: FieldDescriptor) -> str | None:
     if type_ref.is_list == is_repeated(field):
         return None
-    return (f"{type_ref.text} is {'a list' if type_ref.is_list else 'not a list'} but {field.full_name} is "
-            f"{'repeated' if is_repeated(field) else 'not repeated'}")
+    return (
+        f"{type_ref.text} is {'a list' if type_ref.is_list else 'not a list'} but {field.full_name} is "
+        f"{'repeated' if is_repeated(field) else 'not repeated'}"
+    )
 
 
-def _input_misfits(type_ref: TypeRef, field: FieldDescriptor, schema: Schema,
-                   seen: frozenset[str] = frozenset()) -> Iterator[str]:
+def _input_misfits(
+    type_ref: TypeRef, field: FieldDescriptor, schema: Schema, seen: frozenset[str] = frozenset()
+) -> Iterator[str]:
     """Why a GraphQL input value of `type_ref` cannot fill the proto `field` (nothing when it can)."""
     base = type_ref.base
     if (problem := _list_misfit(type_ref, field)) is not None:
@@ -317,7 +362,11 @@ def _input_misfits(type_ref: TypeRef, field: FieldDescriptor, schema: Schema,
             yield f"{base} cannot fill {field.full_name} ({_proto_type(field)})"
     elif base in schema.enums:
         if field.type == FieldDescriptor.TYPE_ENUM:
-            missing = [v for v in schema.enum_values.get(base, ()) if v not in field.enum_type.values_by_name]
+            missing = [
+                v
+                for v in schema.enum_values.get(base, ())
+                if v not in field.enum_type.values_by_name
+            ]
             if missing:
                 yield f"enum {base} has {', '.join(missing)}, which {field.enum_type.full_name} lacks"
         elif field.type != FieldDescriptor.TYPE_STRING:  # a string field takes the value's name
@@ -331,13 +380,17 @@ def _input_misfits(type_ref: TypeRef, field: FieldDescriptor, schema: Schema,
                 if inner is None:
                     yield f"input {base} has a field '{name}', which {field.message_type.full_name} lacks"
                 else:
-                    yield from (f"{base}.{name}: {p}" for p in _input_misfits(ref, inner, schema, seen | {base}))
+                    yield from (
+                        f"{base}.{name}: {p}"
+                        for p in _input_misfits(ref, inner, schema, seen | {base})
+                    )
     else:
         yield f"{base} is not a type the gateway can put in a protobuf field"
 
 
-def _result_misfits(type_name: str, message: Descriptor, schema: Schema,
-                    seen: frozenset[str] = frozenset()) -> Iterator[str]:
+def _result_misfits(
+    type_name: str, message: Descriptor, schema: Schema, seen: frozenset[str] = frozenset()
+) -> Iterator[str]:
     """Why the GraphQL object type `type_name` cannot show `message` as to_data gives it: the
     gateway answers with proto field names, enums by value name, messages as nested objects."""
     if type_name in seen:
@@ -345,8 +398,10 @@ def _result_misfits(type_name: str, message: Descriptor, schema: Schema,
     for name, ref in schema.fields_of(type_name).items():
         field = message.fields_by_name.get(name)
         if field is None:
-            yield (f"{type_name}.{name} matches no field of {message.full_name} (the gateway answers with "
-                   f"its field names: {', '.join(message.fields_by_name)})")
+            yield (
+                f"{type_name}.{name} matches no field of {message.full_name} (the gateway answers with "
+                f"its field names: {', '.join(message.fields_by_name)})"
+            )
             continue
         where = f"{type_name}.{name}: {ref.text}"
         if (problem := _list_misfit(ref, field)) is not None:
@@ -358,33 +413,51 @@ def _result_misfits(type_name: str, message: Descriptor, schema: Schema,
                 yield from _result_misfits(ref.base, field.message_type, schema, seen | {type_name})
         elif ref.base in schema.enums:
             if field.type == FieldDescriptor.TYPE_ENUM:
-                missing = [v.name for v in field.enum_type.values if v.name not in schema.enum_values.get(ref.base, ())]
+                missing = [
+                    v.name
+                    for v in field.enum_type.values
+                    if v.name not in schema.enum_values.get(ref.base, ())
+                ]
                 if missing:
-                    yield (f"{where}: enum {ref.base} lacks {', '.join(missing)}, which {field.full_name} "
-                           f"may hold (an unset enum field reads as its zero value)")
+                    yield (
+                        f"{where}: enum {ref.base} lacks {', '.join(missing)}, which {field.full_name} "
+                        f"may hold (an unset enum field reads as its zero value)"
+                    )
             elif field.type != FieldDescriptor.TYPE_STRING:
                 yield f"{where} cannot show {field.full_name} ({_proto_type(field)})"
         elif ref.base in _PROTO_TO_GRAPHQL and not _PROTO_TO_GRAPHQL[ref.base](field):
             yield f"{where} cannot show {field.full_name} ({_proto_type(field)})"
 
 
-def _map_arguments(sdl_field: SchemaField, request: Descriptor, explicit: dict[str, str],
-                   report: Report, path: KeyPath, schema: Schema, partial: bool = False) -> dict[str, str]:
+def _map_arguments(
+    sdl_field: SchemaField,
+    request: Descriptor,
+    explicit: dict[str, str],
+    report: Report,
+    path: KeyPath,
+    schema: Schema,
+    partial: bool = False,
+) -> dict[str, str]:
     """GraphQL argument -> request field path, by explicit mapping or by name. With `partial`,
     arguments that match no field are left out instead of reported."""
     mapping = {}
     for name in explicit:
         if name not in sdl_field.arguments:
-            report(path + ("arguments", name),
-                   f"{sdl_field.owner}.{sdl_field.name} has no argument '{name}'")
+            report(
+                path + ("arguments", name),
+                f"{sdl_field.owner}.{sdl_field.name} has no argument '{name}'",
+            )
     for name, argument in sdl_field.arguments.items():
         target = explicit.get(name) or find_field(request, name)
         where = path + ("arguments", name) if name in explicit else path
         if target is None:
             if partial:
                 continue
-            report(where, f"argument '{name}' of {sdl_field.owner}.{sdl_field.name} matches no field of "
-                          f"{request.full_name}; map it with 'arguments: {{{name}: <field path>}}'")
+            report(
+                where,
+                f"argument '{name}' of {sdl_field.owner}.{sdl_field.name} matches no field of "
+                f"{request.full_name}; map it with 'arguments: {{{name}: <field path>}}'",
+            )
             continue
         try:
             proto_field = resolve_path(request, target)[-1]
@@ -394,8 +467,11 @@ def _map_arguments(sdl_field: SchemaField, request: Descriptor, explicit: dict[s
         misfits = list(_input_misfits(argument, proto_field, schema))
         if misfits:
             for misfit in misfits:
-                report(where, f"argument '{name}: {argument.text}' of {sdl_field.owner}.{sdl_field.name} does "
-                              f"not fit {request.full_name}.{target}: {misfit}")
+                report(
+                    where,
+                    f"argument '{name}: {argument.text}' of {sdl_field.owner}.{sdl_field.name} does "
+                    f"not fit {request.full_name}.{target}: {misfit}",
+                )
             continue
         mapping[name] = target
     return mapping
@@ -409,11 +485,16 @@ def _template(text: str, names: set[str], report: Report, path: KeyPath) -> None
         return
     unknown = sorted(used - names)
     if unknown:
-        report(path, f"template {text!r} uses {', '.join('{' + u + '}' for u in unknown)}; "
-                     f"it may use {', '.join('{' + n + '}' for n in sorted(names))}")
+        report(
+            path,
+            f"template {text!r} uses {', '.join('{' + u + '}' for u in unknown)}; "
+            f"it may use {', '.join('{' + n + '}' for n in sorted(names))}",
+        )
 
 
-def gateway_plan(topology: Topology, gateway: GatewayNode, protos: ProtoSet, report: Report) -> GatewayPlan | None:
+def gateway_plan(
+    topology: Topology, gateway: GatewayNode, protos: ProtoSet, report: Report
+) -> GatewayPlan | None:
     base = ("nodes", gateway.name)
     try:
         schema = parse_schema((topology.root / gateway.schema).read_text(encoding="utf-8"))
@@ -431,19 +512,30 @@ def gateway_plan(topology: Topology, gateway: GatewayNode, protos: ProtoSet, rep
     except ProtoError:
         return None  # reported with the reader
     store = topology.nodes.get(reader.store.node)
-    entity = (store.document.rpartition(".")[2].lower() if isinstance(store, StoreNode) else "") or "entity"
+    entity = (
+        store.document.rpartition(".")[2].lower() if isinstance(store, StoreNode) else ""
+    ) or "entity"
 
-    def call(rpc: str, sdl_field: SchemaField, explicit: dict[str, str], path: KeyPath,
-             partial: bool = False) -> Call | None:
+    def call(
+        rpc: str,
+        sdl_field: SchemaField,
+        explicit: dict[str, str],
+        path: KeyPath,
+        partial: bool = False,
+    ) -> Call | None:
         method = reader_service.methods_by_name.get(rpc)
         if method is None:
             report(path, f"{reader.service} (reader '{reader.name}') has no RPC '{rpc}'")
             return None
-        arguments = _map_arguments(sdl_field, method.input_type, explicit, report, path[:-1], schema,
-                                   partial)
+        arguments = _map_arguments(
+            sdl_field, method.input_type, explicit, report, path[:-1], schema, partial
+        )
         if partial and not arguments:
-            report(path, f"no argument of {sdl_field.owner}.{sdl_field.name} matches a field of "
-                         f"{method.input_type.full_name}, so '{rpc}' cannot be asked")
+            report(
+                path,
+                f"no argument of {sdl_field.owner}.{sdl_field.name} matches a field of "
+                f"{method.input_type.full_name}, so '{rpc}' cannot be asked",
+            )
             return None
         return Call(rpc, protos.class_of(method.input_type), arguments)
 
@@ -451,8 +543,11 @@ def gateway_plan(topology: Topology, gateway: GatewayNode, protos: ProtoSet, rep
     for name, sdl_field in schema.queries.items():
         query = gateway.queries.get(name)
         if query is None:
-            report(base + ("queries",), f"Query.{name} in {gateway.schema} has no mapping; add "
-                                        f"'{name}: <reader RPC>' under queries")
+            report(
+                base + ("queries",),
+                f"Query.{name} in {gateway.schema} has no mapping; add "
+                f"'{name}: <reader RPC>' under queries",
+            )
             continue
         path = base + ("queries", name)
         mapped = call(query.rpc, sdl_field, dict(query.arguments), path + ("rpc",))
@@ -468,14 +563,20 @@ def gateway_plan(topology: Topology, gateway: GatewayNode, protos: ProtoSet, rep
                 continue
             is_object = sdl_field.returns.base in schema.object_fields
             if is_object != (result_field.message_type is not None):
-                report(path + ("result",), f"Query.{name} returns {sdl_field.returns.text} but "
-                                           f"{response.full_name}.{result} is "
-                                           f"{'a message' if result_field.message_type else 'a scalar'}")
+                report(
+                    path + ("result",),
+                    f"Query.{name} returns {sdl_field.returns.text} but "
+                    f"{response.full_name}.{result} is "
+                    f"{'a message' if result_field.message_type else 'a scalar'}",
+                )
                 continue
             if is_repeated(result_field) != sdl_field.returns.is_list:
-                report(path + ("result",), f"Query.{name} returns {sdl_field.returns.text} but "
-                                           f"{response.full_name}.{result} is "
-                                           f"{'a list' if is_repeated(result_field) else 'not a list'}")
+                report(
+                    path + ("result",),
+                    f"Query.{name} returns {sdl_field.returns.text} but "
+                    f"{response.full_name}.{result} is "
+                    f"{'a list' if is_repeated(result_field) else 'not a list'}",
+                )
                 continue
             shown = result_field.message_type
         else:
@@ -483,8 +584,10 @@ def gateway_plan(topology: Topology, gateway: GatewayNode, protos: ProtoSet, rep
         if shown is not None and sdl_field.returns.base in schema.object_fields:
             misfits = list(_result_misfits(sdl_field.returns.base, shown, schema))
             for misfit in misfits:
-                report(path + ("result",) if query.result else path,
-                       f"Query.{name} returns {sdl_field.returns.text}, which does not fit {shown.full_name}: {misfit}")
+                report(
+                    path + ("result",) if query.result else path,
+                    f"Query.{name} returns {sdl_field.returns.text}, which does not fit {shown.full_name}: {misfit}",
+                )
             if misfits:
                 continue
         plan.queries[name] = QueryPlan(name, mapped, result, sdl_field.returns.is_list)
@@ -495,25 +598,35 @@ def gateway_plan(topology: Topology, gateway: GatewayNode, protos: ProtoSet, rep
     for name, sdl_field in schema.mutations.items():
         mutation = gateway.mutations.get(name)
         if mutation is None:
-            report(base + ("mutations",), f"Mutation.{name} in {gateway.schema} has no mapping; add "
-                                          f"'{name}: <command>' under mutations")
+            report(
+                base + ("mutations",),
+                f"Mutation.{name} in {gateway.schema} has no mapping; add "
+                f"'{name}: <command>' under mutations",
+            )
             continue
         path = base + ("mutations", name)
         missing = {"status", "message"} - set(schema.fields_of(sdl_field.returns.base))
         if missing:
-            report(path, f"Mutation.{name} must return a type with fields status and message "
-                         f"(like RequestResponse); {sdl_field.returns.base} lacks {', '.join(sorted(missing))}")
+            report(
+                path,
+                f"Mutation.{name} must return a type with fields status and message "
+                f"(like RequestResponse); {sdl_field.returns.base} lacks {', '.join(sorted(missing))}",
+            )
         command = topology.commands.get(mutation.command)
         writers = topology.writers_of(mutation.command)
         target_store = topology.nodes.get(writers[0].store.node) if writers else None
         if command is None or not isinstance(target_store, StoreNode):
             continue  # reported by the wiring checks
         command_path = path + ("command",)
-        planned = command_plan(topology, mutation.command, target_store, protos, report, command_path)
+        planned = command_plan(
+            topology, mutation.command, target_store, protos, report, command_path
+        )
         if planned is None:
             continue
         request = planned.request.DESCRIPTOR
-        arguments = _map_arguments(sdl_field, request, dict(mutation.arguments), report, path, schema)
+        arguments = _map_arguments(
+            sdl_field, request, dict(mutation.arguments), report, path, schema
+        )
         for target in mutation.generate:
             try:
                 generated = resolve_path(request, target)[-1]
@@ -521,14 +634,28 @@ def gateway_plan(topology: Topology, gateway: GatewayNode, protos: ProtoSet, rep
                     raise PathError(f"'{target}' must be a string field to hold a generated id")
             except PathError as exc:
                 report(path + ("generate", target), str(exc))
-        exists = (call(mutation.exists, sdl_field, {}, path + ("exists",), partial=True)
-                  if mutation.exists else None)
+        exists = (
+            call(mutation.exists, sdl_field, {}, path + ("exists",), partial=True)
+            if mutation.exists
+            else None
+        )
         names = {"entity", "id", *sdl_field.arguments}
         _template(mutation.message, names, report, path + ("message",))
         _template(mutation.not_found, names, report, path + ("not_found",))
         plan.mutations[name] = MutationPlan(
-            name, mutation.command, planned.topic, planned.request, arguments, dict(mutation.generate),
-            planned.key_path, planned.command_id_path, exists, mutation.message, mutation.not_found, entity)
+            name,
+            mutation.command,
+            planned.topic,
+            planned.request,
+            arguments,
+            dict(mutation.generate),
+            planned.key_path,
+            planned.command_id_path,
+            exists,
+            mutation.message,
+            mutation.not_found,
+            entity,
+        )
     for name in gateway.mutations:
         if name not in schema.mutations:
             report(base + ("mutations", name), f"{gateway.schema} has no field Mutation.{name}")

@@ -33,7 +33,9 @@ class Schema:
     object_fields: dict[str, dict[str, TypeRef]] = field(default_factory=dict)
     input_types: set[str] = field(default_factory=set)
     enums: set[str] = field(default_factory=set)
-    input_fields: dict[str, dict[str, TypeRef]] = field(default_factory=dict)  # input type -> its fields
+    input_fields: dict[str, dict[str, TypeRef]] = field(
+        default_factory=dict
+    )  # input type -> its fields
     enum_values: dict[str, tuple[str, ...]] = field(default_factory=dict)  # enum -> its value names
 
     def fields_of(self, type_name: str) -> dict[str, TypeRef]:
@@ -46,12 +48,19 @@ class Schema:
             return "{ __typename }"
         chosen = fields[0]
         samples = {"Int": "10", "Float": "1.5", "Boolean": "true", "String": '""', "ID": '""'}
-        args = ", ".join(f"{name}: {samples.get(t.base, 'null')}" for name, t in chosen.arguments.items())
-        scalars = [name for name, t in self.fields_of(chosen.returns.base).items()
-                   if t.base not in self.object_fields]
+        args = ", ".join(
+            f"{name}: {samples.get(t.base, 'null')}" for name, t in chosen.arguments.items()
+        )
+        scalars = [
+            name
+            for name, t in self.fields_of(chosen.returns.base).items()
+            if t.base not in self.object_fields
+        ]
         selection = f" {{ {' '.join(scalars)} }}" if scalars else ""
         operation = chosen.name[:1].upper() + chosen.name[1:]
-        return f"query {operation} {{\n  {chosen.name}{f'({args})' if args else ''}{selection}\n}}\n"
+        return (
+            f"query {operation} {{\n  {chosen.name}{f'({args})' if args else ''}{selection}\n}}\n"
+        )
 
 
 def _type_ref(node) -> TypeRef:
@@ -74,7 +83,9 @@ def parse_schema(text: str) -> Schema:
     except Exception as exc:  # the parser raises its own exception types, all with a clear message
         raise ValueError(f"not valid GraphQL SDL: {exc}") from None
     roots = {"query": "Query", "mutation": "Mutation"}
-    has_schema_definition = any(type(d).__name__ == "SchemaDefinitionNode" for d in document.definitions)
+    has_schema_definition = any(
+        type(d).__name__ == "SchemaDefinitionNode" for d in document.definitions
+    )
     objects: dict[str, object] = {}
     inputs: dict[str, list] = {}
     enums: dict[str, list] = {}
@@ -92,9 +103,12 @@ def parse_schema(text: str) -> Schema:
 
     def root_fields(type_name: str) -> dict[str, SchemaField]:
         return {
-            f.name.value: SchemaField(type_name, f.name.value,
-                                      {a.name.value: _type_ref(a.type) for a in f.arguments or []},
-                                      _type_ref(f.type))
+            f.name.value: SchemaField(
+                type_name,
+                f.name.value,
+                {a.name.value: _type_ref(a.type) for a in f.arguments or []},
+                _type_ref(f.type),
+            )
             for f in objects.get(type_name, [])
         }
 
@@ -102,12 +116,20 @@ def parse_schema(text: str) -> Schema:
         text=text,
         query_type=roots["query"],
         mutation_type=roots["mutation"],
-        subscription_type=roots.get("subscription", None if has_schema_definition else "Subscription"),
+        subscription_type=roots.get(
+            "subscription", None if has_schema_definition else "Subscription"
+        ),
         queries=root_fields(roots["query"]),
         mutations=root_fields(roots["mutation"]),
-        object_fields={name: {f.name.value: _type_ref(f.type) for f in fields} for name, fields in objects.items()},
+        object_fields={
+            name: {f.name.value: _type_ref(f.type) for f in fields}
+            for name, fields in objects.items()
+        },
         input_types=set(inputs),
         enums=set(enums),
-        input_fields={name: {f.name.value: _type_ref(f.type) for f in fields} for name, fields in inputs.items()},
+        input_fields={
+            name: {f.name.value: _type_ref(f.type) for f in fields}
+            for name, fields in inputs.items()
+        },
         enum_values={name: tuple(v.name.value for v in values) for name, values in enums.items()},
     )

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Callable, TextIO
+from collections.abc import Callable
+from typing import TextIO
 
 __all__ = ["Printer"]
 
@@ -13,8 +14,12 @@ _RESET = "\033[0m"
 
 
 class Printer:
-    def __init__(self, stream: TextIO | None = None, colour: bool | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        stream: TextIO | None = None,
+        colour: bool | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.stream = stream or sys.stdout
         self.colour = self.stream.isatty() if colour is None else colour
         self.clock = clock

@@ -10,14 +10,22 @@ import aiohttp
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from cqrs_flow.transport import rpc
 from cqrs_flow.errors import NodeError, StartError
 from cqrs_flow.launcher.process import NodeProcess
 from cqrs_flow.security.mqtt_logins import MqttLogin
-from cqrs_flow.transport.tls import ChannelSecurity, channel_security, mqtt_client_context
 from cqrs_flow.topology.checks import grpc_endpoints
-from cqrs_flow.topology.model import (Address, BrokerNode, GatewayNode, Node, ReaderNode, StoreNode, TlsServer,
-                                      Topology)
+from cqrs_flow.topology.model import (
+    Address,
+    BrokerNode,
+    GatewayNode,
+    Node,
+    ReaderNode,
+    StoreNode,
+    TlsServer,
+    Topology,
+)
+from cqrs_flow.transport import rpc
+from cqrs_flow.transport.tls import ChannelSecurity, channel_security, mqtt_client_context
 
 __all__ = ["Probe", "mqtt_connack", "mqtt_connack_code"]
 
@@ -40,8 +48,12 @@ def _remaining_length(n: int) -> bytes:
             return bytes(out)
 
 
-async def mqtt_connack_code(address: Address, login: MqttLogin | None = None,
-                            timeout: float = ATTEMPT_TIMEOUT, tls: ssl.SSLContext | None = None) -> int | None:
+async def mqtt_connack_code(
+    address: Address,
+    login: MqttLogin | None = None,
+    timeout: float = ATTEMPT_TIMEOUT,
+    tls: ssl.SSLContext | None = None,
+) -> int | None:
     """Open an MQTT 3.1.1 session (logging in with `login`, if given; over TLS with `tls`) and
     return the broker's CONNACK return code; None when no broker answers."""
     client_id = f"cqrs-flow-probe-{os.getpid()}".encode()
@@ -54,7 +66,8 @@ async def mqtt_connack_code(address: Address, login: MqttLogin | None = None,
     packet = b"\x10" + _remaining_length(len(body)) + body
     try:
         reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(address.connect_host, address.port, ssl=tls), timeout)
+            asyncio.open_connection(address.connect_host, address.port, ssl=tls), timeout
+        )
     except (OSError, asyncio.TimeoutError):  # ssl.SSLError is an OSError
         return None
     try:
@@ -73,7 +86,9 @@ async def mqtt_connack_code(address: Address, login: MqttLogin | None = None,
         writer.close()
 
 
-async def mqtt_connack(address: Address, timeout: float = ATTEMPT_TIMEOUT, login: MqttLogin | None = None) -> bool:
+async def mqtt_connack(
+    address: Address, timeout: float = ATTEMPT_TIMEOUT, login: MqttLogin | None = None
+) -> bool:
     """Whether the broker accepts an MQTT 3.1.1 session (CONNACK code 0)."""
     return await mqtt_connack_code(address, login, timeout) == 0
 
@@ -81,8 +96,13 @@ async def mqtt_connack(address: Address, timeout: float = ATTEMPT_TIMEOUT, login
 class Probe:
     """One probe per node; `ready()` makes one attempt and answers True or False."""
 
-    def __init__(self, node: Node, process: NodeProcess | None = None, login: MqttLogin | None = None,
-                 topology: Topology | None = None) -> None:
+    def __init__(
+        self,
+        node: Node,
+        process: NodeProcess | None = None,
+        login: MqttLogin | None = None,
+        topology: Topology | None = None,
+    ) -> None:
         self.node = node
         self.process = process
         self.login = login  # a broker: one of its users, to check it knows them
@@ -92,10 +112,20 @@ class Probe:
     async def ready(self) -> bool:
         node = self.node
         if isinstance(node, BrokerNode):
-            return self._broker_ready(await mqtt_connack_code(node.address, self.login, tls=self._mqtt_tls()))
+            return self._broker_ready(
+                await mqtt_connack_code(node.address, self.login, tls=self._mqtt_tls())
+            )
         if isinstance(node, StoreNode):
-            return all([await self._grpc_health(node.write.listen, ("nodes", node.name, "write"), node.write.tls),
-                        await self._grpc_health(node.read.listen, ("nodes", node.name, "read"), node.read.tls)])
+            return all(
+                [
+                    await self._grpc_health(
+                        node.write.listen, ("nodes", node.name, "write"), node.write.tls
+                    ),
+                    await self._grpc_health(
+                        node.read.listen, ("nodes", node.name, "read"), node.read.tls
+                    ),
+                ]
+            )
         if isinstance(node, ReaderNode):
             return await self._grpc_health(node.listen, ("nodes", node.name), node.tls)
         if isinstance(node, GatewayNode):
@@ -117,28 +147,37 @@ class Probe:
             raise StartError(
                 f"broker '{self.node.name}' at {self.node.address.target} refused the login of node "
                 f"'{self.login.user}' ({CONNACK_REFUSALS[code]}): it must accept each node's name and "
-                "its password derived from the system secret (for Mosquitto: `cqrs-flow mosquitto-auth`)")
+                "its password derived from the system secret (for Mosquitto: `cqrs-flow mosquitto-auth`)"
+            )
         return code == 0 or (code in CONNACK_REFUSALS and self.login is None)
 
     def _security(self, endpoint: tuple, tls: TlsServer | None) -> ChannelSecurity | None:
         """TLS as a caller of the endpoint sees it; with client_auth, one caller's certificate."""
         if tls is None or self.topology is None:
             return None
-        callers = next((c for path, _, _, c in grpc_endpoints(self.topology) if path == endpoint), [])
-        client = next((c.client_tls for c in callers if c.client_tls), None) if tls.client_auth else None
+        callers = next(
+            (c for path, _, _, c in grpc_endpoints(self.topology) if path == endpoint), []
+        )
+        client = (
+            next((c.client_tls for c in callers if c.client_tls), None) if tls.client_auth else None
+        )
         try:
             return channel_security(self.topology, tls, client)
         except NodeError as exc:
             raise StartError(str(exc)) from None
 
-    async def _grpc_health(self, address: Address, endpoint: tuple = (), tls: TlsServer | None = None) -> bool:
+    async def _grpc_health(
+        self, address: Address, endpoint: tuple = (), tls: TlsServer | None = None
+    ) -> bool:
         channel = self._channels.get(address.target)
         if channel is None:
             channel = self._channels[address.target] = rpc.channel(
-                address.target, fast_retry=True, security=self._security(endpoint, tls))
+                address.target, fast_retry=True, security=self._security(endpoint, tls)
+            )
         try:
             answer = await health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=""), timeout=ATTEMPT_TIMEOUT)
+                health_pb2.HealthCheckRequest(service=""), timeout=ATTEMPT_TIMEOUT
+            )
         except grpc.aio.AioRpcError:
             return False
         return answer.status == health_pb2.HealthCheckResponse.SERVING

@@ -9,10 +9,10 @@ import os
 import signal
 import sys
 from collections import deque
-from typing import Mapping
+from collections.abc import Mapping
 
-from cqrs_flow.launcher.printer import Printer
 from cqrs_flow.contracts.process import ENV_READY_FD
+from cqrs_flow.launcher.printer import Printer
 
 __all__ = ["NodeProcess"]
 
@@ -26,7 +26,9 @@ def _die_with_parent() -> None:
 
 
 class NodeProcess:
-    def __init__(self, name: str, argv: list[str], env: Mapping[str, str], printer: Printer) -> None:
+    def __init__(
+        self, name: str, argv: list[str], env: Mapping[str, str], printer: Printer
+    ) -> None:
         self.name = name
         self.argv = argv
         self.env = dict(env)
@@ -49,8 +51,11 @@ class NodeProcess:
         env = {**self.env, ENV_READY_FD: str(write_fd), "PYTHONUNBUFFERED": "1"}
         try:
             self._process = await asyncio.create_subprocess_exec(
-                *self.argv, env=env, stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+                *self.argv,
+                env=env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,  # its own process group: we signal the whole group
                 pass_fds=(write_fd,),
                 preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
@@ -58,8 +63,10 @@ class NodeProcess:
         finally:
             os.close(write_fd)
         loop = asyncio.get_running_loop()
-        self._readers = [loop.create_task(self._pump_output()),
-                         loop.create_task(self._watch_ready(read_fd))]
+        self._readers = [
+            loop.create_task(self._pump_output()),
+            loop.create_task(self._watch_ready(read_fd)),
+        ]
 
     async def _pump_output(self) -> None:
         assert self._process is not None and self._process.stdout is not None
@@ -78,7 +85,8 @@ class NodeProcess:
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader()
         transport, _ = await loop.connect_read_pipe(
-            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(read_fd, "rb", 0))
+            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(read_fd, "rb", 0)
+        )
         try:
             if (await reader.readline()).startswith(b"ready"):
                 self.ready_signal.set()

@@ -17,17 +17,17 @@ import os
 import signal
 import sys
 import time
-from typing import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 
-from cqrs_flow.security.tokens import ENV_SECRET, launch_environment, new_secret
 from cqrs_flow.errors import CqrsFlowError, StartError
 from cqrs_flow.launcher.printer import Printer
 from cqrs_flow.launcher.probes import Probe
 from cqrs_flow.launcher.process import NodeProcess
-from cqrs_flow.topology.graph import needed_by, sorter
 from cqrs_flow.security.mqtt_logins import MqttLogin, derive_mqtt_password, mqtt_launch_environment
 from cqrs_flow.security.secret import read_secret, secret_variables
+from cqrs_flow.security.tokens import ENV_SECRET, launch_environment, new_secret
 from cqrs_flow.topology.access import mqtt_access
+from cqrs_flow.topology.graph import needed_by, sorter
 from cqrs_flow.topology.model import BrokerNode, GatewayNode, Node, Topology, WriterNode
 
 __all__ = ["Launcher"]
@@ -46,18 +46,29 @@ class _Interrupted(Exception):
 
 
 class Launcher:
-    def __init__(self, topology: Topology, printer: Printer | None = None,
-                 env: Mapping[str, str] | None = None, process_factory: ProcessFactory = NodeProcess,
-                 clock: Callable[[], float] = time.monotonic, only: Collection[str] | None = None) -> None:
+    def __init__(
+        self,
+        topology: Topology,
+        printer: Printer | None = None,
+        env: Mapping[str, str] | None = None,
+        process_factory: ProcessFactory = NodeProcess,
+        clock: Callable[[], float] = time.monotonic,
+        only: Collection[str] | None = None,
+    ) -> None:
         self.topology = topology
         self.local = set(topology.nodes if only is None else only)  # the nodes this host runs
         unknown = self.local - set(topology.nodes)
         if unknown:
-            hints = [f"did you mean '{m[0]}'?" for u in sorted(unknown)
-                     if (m := difflib.get_close_matches(u, topology.nodes, n=1))]
-            raise CqrsFlowError(f"no node {', '.join(map(repr, sorted(unknown)))} in {topology.source}"
-                                + (f" ({'; '.join(hints)})" if hints else "")
-                                + f"; its nodes: {', '.join(topology.nodes)}")
+            hints = [
+                f"did you mean '{m[0]}'?"
+                for u in sorted(unknown)
+                if (m := difflib.get_close_matches(u, topology.nodes, n=1))
+            ]
+            raise CqrsFlowError(
+                f"no node {', '.join(map(repr, sorted(unknown)))} in {topology.source}"
+                + (f" ({'; '.join(hints)})" if hints else "")
+                + f"; its nodes: {', '.join(topology.nodes)}"
+            )
         self.remote = needed_by(topology, self.local) - self.local  # waited for, run elsewhere
         self.printer = printer or Printer()
         self.env = dict(os.environ if env is None else env)
@@ -69,15 +80,20 @@ class Launcher:
             raise CqrsFlowError(
                 f"nodes on several hosts must share one secret, and `up --only` has none: set {ENV_SECRET} "
                 f"or the topology's `secret` ({{env: NAME}} or {{file: path}}) to the same value on every host "
-                f"(for example: export {ENV_SECRET}=$(openssl rand -hex 32))")
+                f"(for example: export {ENV_SECRET}=$(openssl rand -hex 32))"
+            )
         self.secret = configured or new_secret()
         for name in secret_variables(topology):
             self.env.pop(name, None)
-        self.processes: dict[str, NodeProcess] = {}  # by process name: the node's, or <node>.<replica>
+        self.processes: dict[
+            str, NodeProcess
+        ] = {}  # by process name: the node's, or <node>.<replica>
         self._node_of: dict[str, tuple[str, int | None]] = {}  # process name -> node, replica
         self.ready_order: list[str] = []
         self._stop = asyncio.Event()
-        self._restarts: dict[str, tuple[int, float]] = {}  # process -> (restarts in a row, last restart)
+        self._restarts: dict[
+            str, tuple[int, float]
+        ] = {}  # process -> (restarts in a row, last restart)
         self._stop_requested_at = 0.0
 
     async def run(self) -> int:
@@ -85,8 +101,17 @@ class Launcher:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._on_signal)
-        self.printer.set_names(["cqrs-flow", *(instance for n in self.topology.nodes if n in self.local | self.remote
-                                               for instance, _ in self._instances(n))])
+        self.printer.set_names(
+            [
+                "cqrs-flow",
+                *(
+                    instance
+                    for n in self.topology.nodes
+                    if n in self.local | self.remote
+                    for instance, _ in self._instances(n)
+                ),
+            ]
+        )
         status = 0
         try:
             started = self.clock()
@@ -136,7 +161,9 @@ class Launcher:
                     self.printer.system(f"starting {', '.join(here)}")
                 for name in batch:
                     starting[asyncio.ensure_future(self._start_node(name))] = name
-                done, _ = await asyncio.wait([*starting, stop_wait], return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(
+                    [*starting, stop_wait], return_when=asyncio.FIRST_COMPLETED
+                )
                 if stop_wait in done:
                     raise _Interrupted()
                 for task in done:
@@ -167,16 +194,23 @@ class Launcher:
             self.printer.system(f"waiting for {name} ({node.kind}, on another host: {where})")
             await self._wait_ready(name, node, None)
         else:
-            await asyncio.gather(*(self._start_process(name, instance, replica)
-                                   for instance, replica in self._instances(name)))
+            await asyncio.gather(
+                *(
+                    self._start_process(name, instance, replica)
+                    for instance, replica in self._instances(name)
+                )
+            )
 
     async def _start_process(self, name: str, instance: str, replica: int | None) -> None:
         """Spawn one process of node `name` (`instance` names it) and wait until it is ready."""
         argv = [sys.executable, "-m", "cqrs_flow", "node", str(self.topology.source), name]
         if replica is not None:
             argv += ["--replica", str(replica)]
-        env = {**self.env, **launch_environment(self.topology, name, self.secret),
-               **mqtt_launch_environment(self.topology, name, self.secret)}
+        env = {
+            **self.env,
+            **launch_environment(self.topology, name, self.secret),
+            **mqtt_launch_environment(self.topology, name, self.secret),
+        }
         process = self.process_factory(instance, argv, env, self.printer)
         self.processes[instance] = process
         self._node_of[instance] = (name, replica)
@@ -192,8 +226,10 @@ class Launcher:
             while True:
                 if process is not None and process.returncode is not None:
                     await process.wait()
-                    raise StartError(f"node '{instance}' ({node.kind}) exited with status "
-                                     f"{process.returncode} before it was ready" + _last_words(process))
+                    raise StartError(
+                        f"node '{instance}' ({node.kind}) exited with status "
+                        f"{process.returncode} before it was ready" + _last_words(process)
+                    )
                 if await probe.ready():
                     self.printer.system(f"{instance} ready in {self.clock() - began:.2f}s")
                     return
@@ -204,10 +240,14 @@ class Launcher:
                         what = f"{node.kind} '{instance}' on another host was not reachable"
                     else:
                         what = f"node '{instance}' ({node.kind}) was not ready"
-                    raise StartError(f"{what} after {self.topology.ready_timeout:g}s (ready_timeout)"
-                                     + (_last_words(process) if process else ""))
+                    raise StartError(
+                        f"{what} after {self.topology.ready_timeout:g}s (ready_timeout)"
+                        + (_last_words(process) if process else "")
+                    )
                 await asyncio.sleep(interval)
-                interval = min(interval * 1.5, 0.05)  # a probe is cheap; readiness seen sooner is start-up saved
+                interval = min(
+                    interval * 1.5, 0.05
+                )  # a probe is cheap; readiness seen sooner is start-up saved
         finally:
             await probe.close()
 
@@ -222,10 +262,16 @@ class Launcher:
     def _ready_line(self, elapsed: float) -> str:
         gateways = [g for g in self.topology.nodes_of(GatewayNode) if g.name in self.local]
         where = "; ".join(
-            f"GraphQL endpoint {g.url}" + (f" (playground: http://{g.listen.target}/)" if g.playground else "")
-            for g in gateways)
+            f"GraphQL endpoint {g.url}"
+            + (f" (playground: http://{g.listen.target}/)" if g.playground else "")
+            for g in gateways
+        )
         count = len(self.local)
-        here = "" if count == len(self.topology.nodes) else f" on this host (of {len(self.topology.nodes)})"
+        here = (
+            ""
+            if count == len(self.topology.nodes)
+            else f" on this host (of {len(self.topology.nodes)})"
+        )
         return f"all {count} nodes ready{here} in {elapsed:.1f}s" + (f" — {where}" if where else "")
 
     # -- run and stop --------------------------------------------------------------------------
@@ -239,9 +285,14 @@ class Launcher:
         restarts: dict[asyncio.Task, str] = {}
         try:
             while True:
-                waits = {asyncio.ensure_future(p.wait()): name for name, p in self.processes.items()
-                         if name not in restarts.values()}
-                done, _ = await asyncio.wait([*waits, *restarts, stop_wait], return_when=asyncio.FIRST_COMPLETED)
+                waits = {
+                    asyncio.ensure_future(p.wait()): name
+                    for name, p in self.processes.items()
+                    if name not in restarts.values()
+                }
+                done, _ = await asyncio.wait(
+                    [*waits, *restarts, stop_wait], return_when=asyncio.FIRST_COMPLETED
+                )
                 for task in waits:
                     task.cancel()
                 if stop_wait in done:
@@ -270,17 +321,23 @@ class Launcher:
         if self.clock() - last_start > STABLE_AFTER:
             count = 0  # it ran long enough: a new crash starts a new series
         if node.restart == "never" or (node.restart == "on-failure" and code == 0):
-            self.printer.system(f"error: node '{name}' exited with status {code} (restart: {node.restart}); "
-                                "stopping the others")
+            self.printer.system(
+                f"error: node '{name}' exited with status {code} (restart: {node.restart}); "
+                "stopping the others"
+            )
             return False
         if count >= node.restart_limit:
-            self.printer.system(f"error: node '{name}' exited with status {code} after {count} restarts in a "
-                                f"row (restart_limit {node.restart_limit}); stopping the others")
+            self.printer.system(
+                f"error: node '{name}' exited with status {code} after {count} restarts in a "
+                f"row (restart_limit {node.restart_limit}); stopping the others"
+            )
             return False
         backoff = min(RESTART_BACKOFF * 2 ** (count - 1), MAX_RESTART_BACKOFF) if count else 0.0
         when = f"in {backoff:g}s" if backoff else "now"
-        self.printer.system(f"node '{name}' exited with status {code}; restarting it {when} "
-                            f"(restart {count + 1} of at most {node.restart_limit})")
+        self.printer.system(
+            f"node '{name}' exited with status {code}; restarting it {when} "
+            f"(restart {count + 1} of at most {node.restart_limit})"
+        )
         if backoff:
             try:
                 await asyncio.wait_for(self._stop.wait(), backoff)
@@ -292,7 +349,9 @@ class Launcher:
         try:
             await self._start_process(node_name, name, replica)
         except StartError as exc:
-            self.printer.system(f"restart of '{name}' failed: {exc}")  # it has exited: the loop sees it
+            self.printer.system(
+                f"restart of '{name}' failed: {exc}"
+            )  # it has exited: the loop sees it
         return True
 
     def _grace(self, name: str) -> float:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import importlib
 import os
-from typing import Mapping
+from collections.abc import Mapping
 
-from cqrs_flow.security.tokens import ENV_SECRET, ENV_TOKEN, credentials_from_env
 from cqrs_flow.errors import NodeError
 from cqrs_flow.nodes.runtime import NodeService, configure_logging, serve
 from cqrs_flow.protobuf.compiler import ProtoSet
 from cqrs_flow.security.secret import read_secret
+from cqrs_flow.security.tokens import ENV_SECRET, ENV_TOKEN, credentials_from_env
 from cqrs_flow.topology.model import Topology
 
 __all__ = ["NodeService", "build_service", "run_node"]
@@ -33,12 +33,14 @@ def _service_class(kind: str) -> type[NodeService]:
     return getattr(importlib.import_module(module), name)
 
 
-def build_service(topology: Topology, name: str, protos: ProtoSet,
-                  env: Mapping[str, str] = os.environ) -> NodeService:
+def build_service(
+    topology: Topology, name: str, protos: ProtoSet, env: Mapping[str, str] = os.environ
+) -> NodeService:
     node = topology.nodes.get(name)
     if node is None:
-        raise NodeError(f"no node named '{name}' in {topology.source.name}; "
-                        f"nodes: {', '.join(topology.nodes)}")
+        raise NodeError(
+            f"no node named '{name}' in {topology.source.name}; nodes: {', '.join(topology.nodes)}"
+        )
     credentials = credentials_from_env(topology, name, env)
     return _service_class(node.kind)(topology, node, protos, credentials)
 
@@ -46,7 +48,9 @@ def build_service(topology: Topology, name: str, protos: ProtoSet,
 def run_node(topology: Topology, name: str, protos: ProtoSet) -> None:
     """Run node `name` until SIGTERM or SIGINT; raises what made it fail."""
     configure_logging()
-    if ENV_TOKEN not in os.environ:  # run by hand, not by `up`: the secret may be where the topology says
+    if (
+        ENV_TOKEN not in os.environ
+    ):  # run by hand, not by `up`: the secret may be where the topology says
         secret = read_secret(topology)
         if secret:
             os.environ[ENV_SECRET] = secret

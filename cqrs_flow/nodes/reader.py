@@ -8,14 +8,20 @@ from __future__ import annotations
 
 import grpc
 
-from cqrs_flow.security.tokens import CallerCheck
+from cqrs_flow.contracts.plans import Report, reader_plan
 from cqrs_flow.errors import TopologyError
 from cqrs_flow.nodes.runtime import NodeService
-from cqrs_flow.contracts.plans import Report, reader_plan
 from cqrs_flow.plugins import PluginContext, ReaderPlugin, Rejected, start_plugins, stop_plugins
-from cqrs_flow.transport.rpc import UNAVAILABLE_PEER, Handler, ServiceClient, service_handler, start_server
-from cqrs_flow.transport.tls import channel_security, server_credentials
+from cqrs_flow.security.tokens import CallerCheck
 from cqrs_flow.topology.model import ReaderNode
+from cqrs_flow.transport.rpc import (
+    UNAVAILABLE_PEER,
+    Handler,
+    ServiceClient,
+    service_handler,
+    start_server,
+)
+from cqrs_flow.transport.tls import channel_security, server_credentials
 
 __all__ = ["ReaderService"]
 
@@ -31,9 +37,13 @@ class ReaderService(NodeService):
         if report.problems:
             raise TopologyError(report.problems, str(self.topology.source))
         store = self.topology.store_of(self.node.store)
-        self.store = ServiceClient(self.protos, self.protos.service(store.read.name),
-                                   store.read.listen.target, self.credentials,
-                                   security=channel_security(self.topology, store.read.tls, self.node.client_tls))
+        self.store = ServiceClient(
+            self.protos,
+            self.protos.service(store.read.name),
+            store.read.listen.target,
+            self.credentials,
+            security=channel_security(self.topology, store.read.tls, self.node.client_tls),
+        )
         context = PluginContext(self.topology, self.node, self.protos, self.log, store=self.store)
         self.plugins = await start_plugins(self.node, context)
         handlers = {}
@@ -45,12 +55,18 @@ class ReaderService(NodeService):
                 handlers[rpc] = self._plugin(plugin, rpc)
         check = CallerCheck(self.topology.callers_of(self.node.name), self.credentials)
         forwarded = {rpc for rpc, target in plan.items() if target is not None}
-        generic = service_handler(self.protos, self.protos.service(self.node.service), handlers, check,
-                                  forward=forwarded)
+        generic = service_handler(
+            self.protos, self.protos.service(self.node.service), handlers, check, forward=forwarded
+        )
         tls = server_credentials(self.topology, self.node.tls) if self.node.tls else None
         self.server = await start_server(self.node.listen, [generic], check, tls)
-        self.log.info("%s on %s%s, reading from %s", self.node.service, self.node.listen,
-                      " over TLS" if tls else "", store.read.listen)
+        self.log.info(
+            "%s on %s%s, reading from %s",
+            self.node.service,
+            self.node.listen,
+            " over TLS" if tls else "",
+            store.read.listen,
+        )
 
     def _forward(self, target: str) -> Handler:
         """Pass the request on to the store's `target` RPC as bytes (it takes and returns the same
@@ -82,7 +98,9 @@ class ReaderService(NodeService):
                 await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
             except Exception:
                 self.log.exception("plugin '%s' failed on %s", plugin.name, rpc)
-                await context.abort(grpc.StatusCode.INTERNAL, f"plugin '{plugin.name}' failed on {rpc}")
+                await context.abort(
+                    grpc.StatusCode.INTERNAL, f"plugin '{plugin.name}' failed on {rpc}"
+                )
 
         return answer
 

@@ -9,12 +9,13 @@ import os
 import signal
 import sys
 from abc import ABC, abstractmethod
-from typing import Any, Coroutine
+from collections.abc import Coroutine
+from typing import Any
 
-from cqrs_flow.security.tokens import Credentials
 from cqrs_flow.contracts.process import ENV_READY_FD
 from cqrs_flow.errors import NodeError
 from cqrs_flow.protobuf.compiler import ProtoSet
+from cqrs_flow.security.tokens import Credentials
 from cqrs_flow.topology.model import Node, Topology
 
 __all__ = ["NodeService", "configure_logging", "serve"]
@@ -25,7 +26,9 @@ log = logging.getLogger("cqrs_flow.node")
 def configure_logging(level: str | None = None) -> None:
     """One line per record on stdout; `up` prefixes each line with the node's name."""
     level = (level or os.environ.get("CQRS_FLOW_LOG_LEVEL") or "INFO").upper()
-    logging.basicConfig(stream=sys.stdout, level=level, format="%(levelname)-7s %(message)s", force=True)
+    logging.basicConfig(
+        stream=sys.stdout, level=level, format="%(levelname)-7s %(message)s", force=True
+    )
     # The libraries are chatty at INFO (every connection, every packet); keep their warnings.
     for name in ("amqtt", "transitions", "gmqtt", "tartiflette", "aiohttp.access"):
         logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
@@ -34,7 +37,9 @@ def configure_logging(level: str | None = None) -> None:
 class NodeService(ABC):
     """One running node: `start` sets it up, `stop` cleans up; `spawn` runs background work."""
 
-    def __init__(self, topology: Topology, node: Node, protos: ProtoSet, credentials: Credentials) -> None:
+    def __init__(
+        self, topology: Topology, node: Node, protos: ProtoSet, credentials: Credentials
+    ) -> None:
         self.topology = topology
         self.node = node
         self.protos = protos

@@ -17,19 +17,26 @@ from __future__ import annotations
 
 import grpc
 
-from cqrs_flow.security.tokens import CallerCheck
-from cqrs_flow.errors import NodeError, TopologyError
-from cqrs_flow.nodes.runtime import NodeService
 from cqrs_flow.contracts.operations import BoundOperation
 from cqrs_flow.contracts.plans import Report, store_plan
-from cqrs_flow.transport.rpc import Handler, service_handler, start_server
+from cqrs_flow.errors import NodeError, TopologyError
+from cqrs_flow.nodes.runtime import NodeService
 from cqrs_flow.security.sources import read_source
+from cqrs_flow.security.tokens import CallerCheck
+from cqrs_flow.stores import (
+    DocumentStore,
+    DuplicateKey,
+    DurableStore,
+    InvalidDocument,
+    MemoryStore,
+    NotFound,
+    StoreError,
+)
 from cqrs_flow.stores.applied import AppliedCommands
 from cqrs_flow.stores.operations import InvalidRequest, Stale, apply_operation, command_id_of
-from cqrs_flow.stores import (DocumentStore, DuplicateKey, DurableStore, InvalidDocument, MemoryStore,
-                              NotFound, StoreError)
-from cqrs_flow.transport.tls import server_credentials
 from cqrs_flow.topology.model import StoreNode, TlsServer, Topology
+from cqrs_flow.transport.rpc import Handler, service_handler, start_server
+from cqrs_flow.transport.tls import server_credentials
 
 __all__ = ["StoreService", "open_backend"]
 
@@ -42,11 +49,13 @@ async def open_backend(topology: Topology, node: StoreNode) -> DocumentStore:
             from cqrs_flow.stores.mongodb import MongoStore
 
             url = read_source(node.mongodb.url, topology.root, f"nodes.{node.name}.mongodb.url")
-            return await MongoStore.open(url, node.mongodb.database, node.collection,
-                                         last_writer_wins=node.last_writer_wins)
+            return await MongoStore.open(
+                url, node.mongodb.database, node.collection, last_writer_wins=node.last_writer_wins
+            )
         if node.data is not None:
-            return await DurableStore.open(topology.root / node.data, node.collection,
-                                           last_writer_wins=node.last_writer_wins)
+            return await DurableStore.open(
+                topology.root / node.data, node.collection, last_writer_wins=node.last_writer_wins
+            )
         return MemoryStore(node.collection, node.last_writer_wins)
     except StoreError as exc:
         raise NodeError(f"store {node.name}: {exc}") from None
@@ -76,10 +85,14 @@ class StoreService(NodeService):
         for side in ("write", "read"):
             service = self.node.service(side)
             handlers = {rpc: self._handler(bound) for rpc, bound in plan[service.name].items()}
-            generic = service_handler(self.protos, self.protos.service(service.name), handlers, check)
+            generic = service_handler(
+                self.protos, self.protos.service(service.name), handlers, check
+            )
             tls = server_credentials(self.topology, service.tls) if service.tls else None
             self.servers.append(await start_server(service.listen, [generic], check, tls))
-            self.log.info("%s service %s on %s%s", side, service.name, service.listen, _tls_note(service.tls))
+            self.log.info(
+                "%s service %s on %s%s", side, service.name, service.listen, _tls_note(service.tls)
+            )
 
     def _handler(self, bound: BoundOperation) -> Handler:
         response_class = self.protos.class_of(bound.method.output_type)
@@ -96,22 +109,46 @@ class StoreService(NodeService):
                 self.log.info("command %s was applied before; not applying it again", command_id)
                 return response_class.FromString(done)
             try:
-                response = await apply_operation(bound, request, self.backend, self.document_class, response_class,
-                                           node.timestamp, node.list_limit, command=command_id or None)
+                response = await apply_operation(
+                    bound,
+                    request,
+                    self.backend,
+                    self.document_class,
+                    response_class,
+                    node.timestamp,
+                    node.list_limit,
+                    command=command_id or None,
+                )
                 if command_id:
                     self.applied.add(command_id, response.SerializeToString())
                 return response
             except Stale as stale:
-                why = "was applied before" if stale.last == command_id else f"is older than {stale.last}"
-                self.log.info("command %s on %s %s: not applied (it %s)", command_id, self.entity, stale.key, why)
+                why = (
+                    "was applied before"
+                    if stale.last == command_id
+                    else f"is older than {stale.last}"
+                )
+                self.log.info(
+                    "command %s on %s %s: not applied (it %s)",
+                    command_id,
+                    self.entity,
+                    stale.key,
+                    why,
+                )
                 return stale.response
             except NotFound as exc:
-                await context.abort(grpc.StatusCode.NOT_FOUND, f"no {self.entity} with {node.key} '{exc}'")
+                await context.abort(
+                    grpc.StatusCode.NOT_FOUND, f"no {self.entity} with {node.key} '{exc}'"
+                )
             except DuplicateKey as exc:
-                await context.abort(grpc.StatusCode.ALREADY_EXISTS, f"{self.entity} '{exc}' exists already")
+                await context.abort(
+                    grpc.StatusCode.ALREADY_EXISTS, f"{self.entity} '{exc}' exists already"
+                )
             except (InvalidRequest, InvalidDocument) as exc:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-            except StoreError as exc:  # the backend cannot serve (journal failed, MongoDB unreachable): try later
+            except (
+                StoreError
+            ) as exc:  # the backend cannot serve (journal failed, MongoDB unreachable): try later
                 await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
 
         return handle

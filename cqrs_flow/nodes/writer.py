@@ -9,41 +9,51 @@ applied when the writer stopped is delivered again.
 from __future__ import annotations
 
 import asyncio
-import os
 import base64
 import json
+import os
 from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Awaitable, Callable, Mapping
 
 import gmqtt
 import grpc
 from google.protobuf.message import DecodeError, Message
 
-from cqrs_flow.errors import TopologyError
-from cqrs_flow.protobuf.messages import get_path
-from cqrs_flow.contracts.status import online_message
-from cqrs_flow.transport.mqtt import connect, new_client
-from cqrs_flow.security.mqtt_logins import login_from_env
-from cqrs_flow.contracts.process import ENV_REPLICA
-from cqrs_flow.nodes.runtime import NodeService
 from cqrs_flow.contracts.plans import CommandPlan, Report, writer_plan
+from cqrs_flow.contracts.process import ENV_REPLICA
+from cqrs_flow.contracts.status import online_message
+from cqrs_flow.errors import TopologyError
+from cqrs_flow.nodes.runtime import NodeService
 from cqrs_flow.plugins import PluginContext, Rejected, start_plugins, stop_plugins
-from cqrs_flow.transport.rpc import ServiceClient
-from cqrs_flow.transport.tls import channel_security, mqtt_client_context
+from cqrs_flow.protobuf.messages import get_path
+from cqrs_flow.security.mqtt_logins import login_from_env
 from cqrs_flow.topology.access import shared, writer_subscriptions
 from cqrs_flow.topology.model import BrokerNode, WriterNode
+from cqrs_flow.transport.mqtt import connect, new_client
+from cqrs_flow.transport.rpc import ServiceClient
+from cqrs_flow.transport.tls import channel_security, mqtt_client_context
 
 __all__ = ["Command", "EntityLanes", "Refused", "WriterService", "decode_command"]
 
 # Store answers worth waiting out: the store is restarting or overloaded.
-RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
-             grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.CANCELLED}
+RETRYABLE = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.CANCELLED,
+}
 # Answers about the command itself: trying again would get the same answer.
-REFUSALS = {grpc.StatusCode.NOT_FOUND, grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.INVALID_ARGUMENT,
-            grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.OUT_OF_RANGE,
-            grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED,
-            grpc.StatusCode.UNIMPLEMENTED}
+REFUSALS = {
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.ALREADY_EXISTS,
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.OUT_OF_RANGE,
+    grpc.StatusCode.PERMISSION_DENIED,
+    grpc.StatusCode.UNAUTHENTICATED,
+    grpc.StatusCode.UNIMPLEMENTED,
+}
 PUBACK_SUCCESS = 0
 # Store calls one writer has open at once: enough to keep the store busy, few enough that a
 # burst queues here (in order, per entity) rather than as thousands of open calls.
@@ -75,23 +85,31 @@ class Refused:
     plan: CommandPlan | None = None
 
 
-def decode_command(plans: Mapping[str, CommandPlan], topic: str, payload: bytes,
-                   payload_bytes: int) -> Command | Refused:
+def decode_command(
+    plans: Mapping[str, CommandPlan], topic: str, payload: bytes, payload_bytes: int
+) -> Command | Refused:
     """The command in one MQTT message, or why there is none. Never raises: anything can arrive
     on a topic (a filter with wildcards takes topics no command uses, and any client may publish)."""
     plan = plans.get(topic)
     if plan is None:
         return Refused("unknown topic", f"{topic} is no command's topic")
     if len(payload) > payload_bytes:
-        return Refused("oversized", f"{len(payload)} bytes; commands are at most {payload_bytes} "
-                                    "(the writer's payload_bytes)", plan)
+        return Refused(
+            "oversized",
+            f"{len(payload)} bytes; commands are at most {payload_bytes} "
+            "(the writer's payload_bytes)",
+            plan,
+        )
     try:
         message = plan.request.FromString(payload)
         key = str(get_path(message, plan.key_path)) if plan.key_path else ""
         command_id = str(get_path(message, plan.command_id_path)) if plan.command_id_path else ""
     except (DecodeError, RecursionError, ValueError, UnicodeError) as exc:
-        return Refused("undecodable", f"not a valid {plan.request.DESCRIPTOR.full_name} "
-                                      f"({len(payload)} bytes): {exc}", plan)
+        return Refused(
+            "undecodable",
+            f"not a valid {plan.request.DESCRIPTOR.full_name} ({len(payload)} bytes): {exc}",
+            plan,
+        )
     return Command(plan, message, key, command_id)
 
 
@@ -139,6 +157,7 @@ class EntityLanes:
             await asyncio.sleep(max(0.0, due - clock()))
             await work()
         finally:
+
             def release(_: object = None) -> None:
                 mine.set_result(None)
                 if key and self._tails.get(key) is mine:
@@ -160,10 +179,16 @@ class WriterService(NodeService):
         if report.problems:
             raise TopologyError(report.problems, str(self.topology.source))
         store = self.topology.store_of(self.node.store)
-        self.store = ServiceClient(self.protos, self.protos.service(store.write.name),
-                                   store.write.listen.target, self.credentials,
-                                   security=channel_security(self.topology, store.write.tls, self.node.client_tls))
-        self.subscriptions = [shared(self.node, f) for f in writer_subscriptions(self.topology, self.node)]
+        self.store = ServiceClient(
+            self.protos,
+            self.protos.service(store.write.name),
+            store.write.listen.target,
+            self.credentials,
+            security=channel_security(self.topology, store.write.tls, self.node.client_tls),
+        )
+        self.subscriptions = [
+            shared(self.node, f) for f in writer_subscriptions(self.topology, self.node)
+        ]
         self.lanes = EntityLanes()
         self.set_aside: Counter[str] = Counter()  # messages set aside, by kind of reason
         self.statuses: list[dict[str, str]] = []
@@ -174,18 +199,30 @@ class WriterService(NodeService):
         # Each replica has a session of its own (its client id), all log in as the writer.
         replica = os.environ.get(ENV_REPLICA)
         instance = f"{self.node.name}.{replica}" if replica else self.node.name
-        self.mqtt = new_client(self.topology.name, instance, broker, persistent=True,
-                               login=login_from_env(self.topology, self.node.name),
-                               session_expiry=GROUP_SESSION_EXPIRY if self.node.share_group else None)
+        self.mqtt = new_client(
+            self.topology.name,
+            instance,
+            broker,
+            persistent=True,
+            login=login_from_env(self.topology, self.node.name),
+            session_expiry=GROUP_SESSION_EXPIRY if self.node.share_group else None,
+        )
         self.mqtt.on_connect = self._on_connect
         self.instance = instance
         self.mqtt.on_subscribe = self._on_subscribe
         self.mqtt.on_message = self._on_message
-        self.plugins = await start_plugins(self.node, PluginContext(self.topology, self.node, self.protos, self.log))
+        self.plugins = await start_plugins(
+            self.node, PluginContext(self.topology, self.node, self.protos, self.log)
+        )
         await connect(self.mqtt, broker, tls=mqtt_client_context(self.topology, broker))
         await self.subscribed.wait()
-        self.log.info("subscribed to %s; applying %s to %s after %.3gs", ", ".join(self.subscriptions),
-                      ", ".join(p.name for p in self.plans.values()), store.write.listen, self.node.delay)
+        self.log.info(
+            "subscribed to %s; applying %s to %s after %.3gs",
+            ", ".join(self.subscriptions),
+            ", ".join(p.name for p in self.plans.values()),
+            store.write.listen,
+            self.node.delay,
+        )
 
     def _on_connect(self, client: gmqtt.Client, flags, rc, properties) -> None:
         # Subscribe on every (re)connect: cheap, and right even if the broker lost the session.
@@ -199,8 +236,9 @@ class WriterService(NodeService):
         # restarted lost those it queued. The gateways publish again, at once, the commands on
         # these topics that no writer has reported on; duplicates are applied once.
         self.subscribed.set()
-        client.publish(self.topology.status_topic, online_message(self.instance, list(self.plans)),
-                       qos=1)
+        client.publish(
+            self.topology.status_topic, online_message(self.instance, list(self.plans)), qos=1
+        )
 
     async def _on_message(self, client, topic: str, payload: bytes, qos: int, properties) -> int:
         """Returns once the command is applied or set aside; then the PUBACK goes out (MQTT 5)."""
@@ -208,7 +246,12 @@ class WriterService(NodeService):
         if isinstance(decoded, Refused):
             self._set_aside(topic, payload, decoded.plan, "", "", decoded.reason, decoded.kind)
             return PUBACK_SUCCESS
-        plan, command, key, command_id = decoded.plan, decoded.message, decoded.key, decoded.command_id
+        plan, command, key, command_id = (
+            decoded.plan,
+            decoded.message,
+            decoded.key,
+            decoded.command_id,
+        )
         due = asyncio.get_running_loop().time() + self.node.delay
 
         async def apply() -> None:
@@ -243,47 +286,86 @@ class WriterService(NodeService):
                 if code in REFUSALS:
                     return f"refused by the store: {code.name} {exc.details()}"
                 if code in RETRYABLE:
-                    self.log.warning("store unavailable for %s %s (%s); retrying in %.1fs",
-                                     plan.name, key, code.name, delay)
+                    self.log.warning(
+                        "store unavailable for %s %s (%s); retrying in %.1fs",
+                        plan.name,
+                        key,
+                        code.name,
+                        delay,
+                    )
                 else:
                     failures += 1
-                    self.log.warning("%s %s failed (%s %s), attempt %d of %d", plan.name, key,
-                                     code.name, exc.details(), failures, self.node.attempts)
+                    self.log.warning(
+                        "%s %s failed (%s %s), attempt %d of %d",
+                        plan.name,
+                        key,
+                        code.name,
+                        exc.details(),
+                        failures,
+                        self.node.attempts,
+                    )
                     if failures >= self.node.attempts:
                         return f"failed {failures} times: {code.name} {exc.details()}"
             except Exception as exc:  # a plugin that failed
                 failures += 1
-                self.log.exception("%s %s: attempt %d of %d failed", plan.name, key, failures, self.node.attempts)
+                self.log.exception(
+                    "%s %s: attempt %d of %d failed", plan.name, key, failures, self.node.attempts
+                )
                 if failures >= self.node.attempts:
                     return f"failed {failures} times: {type(exc).__name__}: {exc}"
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 
-    def _set_aside(self, topic: str, payload: bytes, plan: CommandPlan | None, command_id: str,
-                   key: str, reason: str, kind: str) -> None:
+    def _set_aside(
+        self,
+        topic: str,
+        payload: bytes,
+        plan: CommandPlan | None,
+        command_id: str,
+        key: str,
+        reason: str,
+        kind: str,
+    ) -> None:
         """Log a command that will not be applied, count it, send it to the dead-letter topic, report it."""
         self.set_aside[kind] += 1
         what = " ".join(part for part in (plan.name if plan else "message", key) if part)
-        self.log.warning("set aside: %s on %s: %s (%s: %d so far)", what, topic[:200], reason, kind,
-                         self.set_aside[kind])
+        self.log.warning(
+            "set aside: %s on %s: %s (%s: %d so far)",
+            what,
+            topic[:200],
+            reason,
+            kind,
+            self.set_aside[kind],
+        )
         if self.node.dead_letter and self.mqtt.is_connected:
             # An oversized payload is not copied into the letter: the letter would be oversized too.
             kept = payload if kind != "oversized" else b""
-            letter = {"topic": topic, "command": plan.name if plan else None, "command_id": command_id or None,
-                      "key": key or None, "reason": reason, "kind": kind, "writer": self.node.name,
-                      "payload": base64.b64encode(kept).decode(), "payload_bytes": len(payload)}
+            letter = {
+                "topic": topic,
+                "command": plan.name if plan else None,
+                "command_id": command_id or None,
+                "key": key or None,
+                "reason": reason,
+                "kind": kind,
+                "writer": self.node.name,
+                "payload": base64.b64encode(kept).decode(),
+                "payload_bytes": len(payload),
+            }
             self.mqtt.publish(self.node.dead_letter, json.dumps(letter).encode(), qos=1)
         if plan is not None:
             self._report(plan, command_id, key, "FAILED", reason)
 
-    def _report(self, plan: CommandPlan, command_id: str, key: str, state: str, reason: str) -> None:
+    def _report(
+        self, plan: CommandPlan, command_id: str, key: str, state: str, reason: str
+    ) -> None:
         """Tell the gateways what became of a command (they answer commandStatus with it).
         Reports go out in batches, every STATUS_INTERVAL or STATUS_BATCH reports: one broker
         message per command on top of the command itself halved what the embedded broker carried."""
         if not command_id:
             return
-        self.statuses.append({"id": command_id, "state": state, "command": plan.name, "key": key,
-                              "reason": reason})
+        self.statuses.append(
+            {"id": command_id, "state": state, "command": plan.name, "key": key, "reason": reason}
+        )
         if len(self.statuses) >= STATUS_BATCH and self.mqtt.is_connected:
             self._flush_statuses()
         else:
@@ -309,11 +391,15 @@ class WriterService(NodeService):
             try:
                 self.mqtt.publish(self.topology.status_topic, json.dumps(batch).encode(), qos=1)
             except Exception as exc:  # the connection broke under the publish
-                self.log.warning("cannot publish %d status report(s) yet (%s: %s); trying again "
-                                 "in %gs", len(self.statuses), type(exc).__name__, exc,
-                                 STATUS_RETRY)
+                self.log.warning(
+                    "cannot publish %d status report(s) yet (%s: %s); trying again in %gs",
+                    len(self.statuses),
+                    type(exc).__name__,
+                    exc,
+                    STATUS_RETRY,
+                )
                 break
-            del self.statuses[:len(batch)]
+            del self.statuses[: len(batch)]
         if self.statuses:
             self._arm_flush(STATUS_RETRY)
 

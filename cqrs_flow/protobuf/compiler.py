@@ -41,7 +41,7 @@ class ProtoSet:
     _classes: dict[str, type[Message]] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, path: Path) -> "ProtoSet":
+    def load(cls, path: Path) -> ProtoSet:
         files = descriptor_pb2.FileDescriptorSet.FromString(path.read_bytes())
         pool = descriptor_pool.DescriptorPool()
         for file_proto in files.file:  # --include_imports lists dependencies first
@@ -52,7 +52,9 @@ class ProtoSet:
         try:
             return self.pool.FindMessageTypeByName(name)
         except KeyError:
-            raise ProtoError(f"no message '{name}' in the protos{self._hint(name, self._message_names())}") from None
+            raise ProtoError(
+                f"no message '{name}' in the protos{self._hint(name, self._message_names())}"
+            ) from None
 
     def message_class(self, name: str) -> type[Message]:
         if name not in self._classes:
@@ -66,7 +68,9 @@ class ProtoSet:
         try:
             return self.pool.FindServiceByName(name)
         except KeyError:
-            raise ProtoError(f"no service '{name}' in the protos{self._hint(name, self._service_names())}") from None
+            raise ProtoError(
+                f"no service '{name}' in the protos{self._hint(name, self._service_names())}"
+            ) from None
 
     def method(self, service: str, rpc: str) -> MethodDescriptor:
         found = self.service(service).methods_by_name.get(rpc)
@@ -118,7 +122,10 @@ def _fingerprint(files: list[Path], includes: list[Path]) -> str:
         digest.update(f"input:{f.resolve()}".encode())
     for include in includes:
         for proto in sorted(include.rglob("*.proto")):
-            if any(part.startswith(".") or part == "site-packages" for part in proto.relative_to(include).parts):
+            if any(
+                part.startswith(".") or part == "site-packages"
+                for part in proto.relative_to(include).parts
+            ):
                 continue  # a virtualenv or tool directory, not the project's protos
             digest.update(f"{proto}:".encode() + proto.read_bytes())
     return digest.hexdigest()[:32]
@@ -131,14 +138,23 @@ def _run_protoc(files: list[Path], includes: list[Path], target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, partial = tempfile.mkstemp(suffix=".pb.tmp", dir=target.parent)
     os.close(fd)
-    command = [sys.executable, "-m", "grpc_tools.protoc", *(f"-I{i}" for i in includes),
-               f"-I{well_known}", "--include_imports", f"--descriptor_set_out={partial}",
-               *(str(f.resolve()) for f in files)]
+    command = [
+        sys.executable,
+        "-m",
+        "grpc_tools.protoc",
+        *(f"-I{i}" for i in includes),
+        f"-I{well_known}",
+        "--include_imports",
+        f"--descriptor_set_out={partial}",
+        *(str(f.resolve()) for f in files),
+    ]
     try:
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode != 0:
             detail = (result.stderr or result.stdout).strip()
-            raise ProtoError(f"protoc could not compile {', '.join(f.name for f in files)}:\n{detail}")
+            raise ProtoError(
+                f"protoc could not compile {', '.join(f.name for f in files)}:\n{detail}"
+            )
         os.replace(partial, target)  # atomic: nodes compiling at once never read half a file
     finally:
         if os.path.exists(partial):

@@ -9,7 +9,8 @@ both use converters that read the fields directly. Each gives exactly what json_
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
@@ -21,13 +22,18 @@ __all__ = ["data_converter", "from_document"]
 
 # Field types whose value is its own plain-data form (what to_data gives for it).
 _PLAIN_TYPES = {
-    FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_BOOL, FieldDescriptor.TYPE_INT32,
-    FieldDescriptor.TYPE_SINT32, FieldDescriptor.TYPE_SFIXED32, FieldDescriptor.TYPE_UINT32,
+    FieldDescriptor.TYPE_STRING,
+    FieldDescriptor.TYPE_BOOL,
+    FieldDescriptor.TYPE_INT32,
+    FieldDescriptor.TYPE_SINT32,
+    FieldDescriptor.TYPE_SFIXED32,
+    FieldDescriptor.TYPE_UINT32,
     FieldDescriptor.TYPE_FIXED32,
 }
 
 
 # -- documents -> messages (the store) -----------------------------------------------------------
+
 
 def from_document(document: dict[str, Any], cls: type[Message]) -> Message:
     """The message of type `cls` a stored document holds; keys that are not fields are ignored.
@@ -76,16 +82,24 @@ def _document_reader(descriptor: Descriptor, outer: set[str]) -> _DocumentReader
         elif field.type == FieldDescriptor.TYPE_ENUM:
             value = _enum_number(field)
         elif field.type in _PLAIN_TYPES or field.type == FieldDescriptor.TYPE_DOUBLE:
-            value = _exactly({FieldDescriptor.TYPE_STRING: str, FieldDescriptor.TYPE_BOOL: bool,
-                              FieldDescriptor.TYPE_DOUBLE: float}.get(field.type, int))
+            value = _exactly(
+                {
+                    FieldDescriptor.TYPE_STRING: str,
+                    FieldDescriptor.TYPE_BOOL: bool,
+                    FieldDescriptor.TYPE_DOUBLE: float,
+                }.get(field.type, int)
+            )
         else:
             return None
         values[field.name] = _each(value) if is_repeated(field) else value
     # ParseDict also takes a field by its JSON name: such a key is left to it
     json_names = {field.json_name for field in descriptor.fields} - set(values)
     # ParseDict refuses two members of one oneof: left to it too
-    oneof_of = {field.name: field.containing_oneof.name for field in descriptor.fields
-                if field.containing_oneof is not None and len(field.containing_oneof.fields) > 1}
+    oneof_of = {
+        field.name: field.containing_oneof.name
+        for field in descriptor.fields
+        if field.containing_oneof is not None and len(field.containing_oneof.fields) > 1
+    }
 
     def read(document: Any) -> dict[str, Any]:
         if type(document) is not dict:
@@ -98,7 +112,9 @@ def _document_reader(descriptor: Descriptor, outer: set[str]) -> _DocumentReader
                     raise _NotPlain
                 continue  # not a field: ignored
             fields[key] = value(item)
-        if oneof_of and len({oneof_of[k] for k in fields if k in oneof_of}) < sum(k in oneof_of for k in fields):
+        if oneof_of and len({oneof_of[k] for k in fields if k in oneof_of}) < sum(
+            k in oneof_of for k in fields
+        ):
             raise _NotPlain
         return fields
 
@@ -110,6 +126,7 @@ def _exactly(kind: type) -> Callable[[Any], Any]:
         if type(item) is not kind:  # bool is not an int here; None and the rest: ParseDict decides
             raise _NotPlain
         return item
+
     return value
 
 
@@ -120,6 +137,7 @@ def _enum_number(field: FieldDescriptor) -> Callable[[Any], int]:
         if type(item) is not str or item not in numbers:
             raise _NotPlain
         return numbers[item]
+
     return value
 
 
@@ -128,6 +146,7 @@ def _each(value: Callable[[Any], Any]) -> Callable[[Any], list[Any]]:
         if type(items) is not list:
             raise _NotPlain
         return [value(item) for item in items]
+
     return values
 
 
@@ -188,7 +207,9 @@ def _enum_names(field: FieldDescriptor) -> dict[int, str] | None:
     """Number -> name, or None when json_format would not give the plain name (NullValue, values
     with options such as a JSON name of their own)."""
     enum = field.enum_type
-    if enum.full_name == "google.protobuf.NullValue" or any(v.GetOptions().ListFields() for v in enum.values):
+    if enum.full_name == "google.protobuf.NullValue" or any(
+        v.GetOptions().ListFields() for v in enum.values
+    ):
         return None
     names: dict[int, str] = {}
     for value in enum.values:

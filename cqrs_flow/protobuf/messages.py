@@ -23,9 +23,15 @@ __all__ = [
 ]
 
 INTEGER_TYPES = {
-    FieldDescriptor.TYPE_INT32, FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_UINT32,
-    FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_SINT32, FieldDescriptor.TYPE_SINT64,
-    FieldDescriptor.TYPE_FIXED32, FieldDescriptor.TYPE_FIXED64, FieldDescriptor.TYPE_SFIXED32,
+    FieldDescriptor.TYPE_INT32,
+    FieldDescriptor.TYPE_INT64,
+    FieldDescriptor.TYPE_UINT32,
+    FieldDescriptor.TYPE_UINT64,
+    FieldDescriptor.TYPE_SINT32,
+    FieldDescriptor.TYPE_SINT64,
+    FieldDescriptor.TYPE_FIXED32,
+    FieldDescriptor.TYPE_FIXED64,
+    FieldDescriptor.TYPE_SFIXED32,
     FieldDescriptor.TYPE_SFIXED64,
 }
 
@@ -52,7 +58,9 @@ def resolve_path(descriptor: Descriptor, path: str) -> list[FieldDescriptor]:
             known = ", ".join(current.fields_by_name) or "none"
             raise PathError(f"{current.full_name} has no field '{part}' (fields: {known})")
         if is_repeated(field) and part != path.split(".")[-1]:
-            raise PathError(f"'{part}' in {current.full_name} is repeated; a path cannot go through it")
+            raise PathError(
+                f"'{part}' in {current.full_name} is repeated; a path cannot go through it"
+            )
         fields.append(field)
         current = field.message_type if field.type == FieldDescriptor.TYPE_MESSAGE else None
     return fields
@@ -64,8 +72,10 @@ def find_field(descriptor: Descriptor, name: str) -> str | None:
     if name in descriptor.fields_by_name:
         return name
     found = [
-        f"{field.name}.{name}" for field in descriptor.fields
-        if field.type == FieldDescriptor.TYPE_MESSAGE and not is_repeated(field)
+        f"{field.name}.{name}"
+        for field in descriptor.fields
+        if field.type == FieldDescriptor.TYPE_MESSAGE
+        and not is_repeated(field)
         and name in field.message_type.fields_by_name
     ]
     return found[0] if len(found) == 1 else None
@@ -112,15 +122,20 @@ def _scalar(field: FieldDescriptor, value: Any) -> Any:
 # protobuf >= 5.28 can leave 64-bit integers as numbers; older releases quote them as JSON does.
 _UNQUOTED_INT64: dict[str, bool] = (
     {"unquote_int64_if_possible": True}
-    if "unquote_int64_if_possible" in inspect.signature(json_format.MessageToDict).parameters else {})
+    if "unquote_int64_if_possible" in inspect.signature(json_format.MessageToDict).parameters
+    else {}
+)
 
 
 def to_data(message: Message) -> dict[str, Any]:
     """Every field by its proto name, defaults included: enums as names, 64-bit ints as numbers
     (beyond 2**53 as strings, as protobuf gives them)."""
     return json_format.MessageToDict(
-        message, always_print_fields_with_no_presence=True, preserving_proto_field_name=True,
-        **_UNQUOTED_INT64)
+        message,
+        always_print_fields_with_no_presence=True,
+        preserving_proto_field_name=True,
+        **_UNQUOTED_INT64,
+    )
 
 
 to_document = to_data
@@ -131,6 +146,7 @@ def to_update(message: Message) -> dict[str, Any]:
     (so a proto3 `optional` field or a sub-message left out of an update keeps its stored value)."""
     full = to_data(message)
     return {
-        field.name: full[field.name] for field in message.DESCRIPTOR.fields
+        field.name: full[field.name]
+        for field in message.DESCRIPTOR.fields
         if field.name in full and (not field.has_presence or message.HasField(field.name))
     }

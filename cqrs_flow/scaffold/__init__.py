@@ -19,9 +19,9 @@ import keyword
 import re
 import textwrap
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import yaml
 
@@ -61,8 +61,17 @@ _FIELD_NAME = re.compile(r"^[a-z][A-Za-z0-9_]*$")
 _PROJECT = re.compile(r"^[a-z][a-z0-9_]*$")
 _TYPE = re.compile(r"^\s*(\[)?\s*([A-Za-z]+)\s*(!)?\s*(\])?\s*(!)?\s*$")
 # Names the generated GraphQL schema or protos define themselves, or GraphQL reserves.
-_RESERVED_ENTITIES = {*TYPES, "Query", "Mutation", "Subscription", "RequestResponse", "RequestStatus",
-                      "WriteResponse", "CommandStatus", "CommandState"}
+_RESERVED_ENTITIES = {
+    *TYPES,
+    "Query",
+    "Mutation",
+    "Subscription",
+    "RequestResponse",
+    "RequestStatus",
+    "WriteResponse",
+    "CommandStatus",
+    "CommandState",
+}
 
 
 class ScaffoldError(ValueError):
@@ -78,6 +87,7 @@ class UnknownOption(ScaffoldError):
 
 
 # -- the description --------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Field:
@@ -149,43 +159,61 @@ class Project:
 
 # -- parsing ----------------------------------------------------------------------------------
 
+
 def parse_field(text: str, entity: str = "") -> Field:
     """'title:String', 'year:Int', 'tags:[String]' -> Field; ScaffoldError says what is wrong."""
     where = f" of {entity}" if entity else ""
     name, colon, type_text = text.partition(":")
     name = name.strip()
     if not colon or not name or not type_text.strip():
-        raise ScaffoldError(f"field {text!r}{where} is not NAME:TYPE, such as title:String or "
-                            f"'tags:[String]'; TYPE is one of {_type_list()}")
+        raise ScaffoldError(
+            f"field {text!r}{where} is not NAME:TYPE, such as title:String or "
+            f"'tags:[String]'; TYPE is one of {_type_list()}"
+        )
     if not _FIELD_NAME.fullmatch(name):
-        raise ScaffoldError(f"field name {name!r}{where} is not a snake_case or camelCase identifier: "
-                            "a lower-case letter, then letters, digits or '_'")
+        raise ScaffoldError(
+            f"field name {name!r}{where} is not a snake_case or camelCase identifier: "
+            "a lower-case letter, then letters, digits or '_'"
+        )
     match = _TYPE.fullmatch(type_text)
-    if not match or bool(match.group(1)) != bool(match.group(4)) or (match.group(5) and not match.group(1)):
-        raise ScaffoldError(f"type {type_text!r} of field {name!r}{where} is not a type or a list of "
-                            f"one, such as String or [String]; types: {_type_list()}")
+    if (
+        not match
+        or bool(match.group(1)) != bool(match.group(4))
+        or (match.group(5) and not match.group(1))
+    ):
+        raise ScaffoldError(
+            f"type {type_text!r} of field {name!r}{where} is not a type or a list of "
+            f"one, such as String or [String]; types: {_type_list()}"
+        )
     by_lower = {t.lower(): t for t in TYPES}
     base = by_lower.get(match.group(2).lower())
     if base is None:
         close = difflib.get_close_matches(match.group(2).lower(), list(by_lower), n=1, cutoff=0.5)
         hint = f"; did you mean {by_lower[close[0]]}?" if close else ""
-        raise ScaffoldError(f"unknown type {match.group(2)!r} of field {name!r}{where}{hint} "
-                            f"(types: {_type_list()}, or a list of one such as [String])")
+        raise ScaffoldError(
+            f"unknown type {match.group(2)!r} of field {name!r}{where}{hint} "
+            f"(types: {_type_list()}, or a list of one such as [String])"
+        )
     return Field(name, base, repeated=bool(match.group(1)))
 
 
 def parse_entity(name: str, field_texts: Sequence[str]) -> Entity:
     """An entity name and its NAME:TYPE fields -> Entity, after every check of names and types."""
     if not _ENTITY.fullmatch(name or ""):
-        raise ScaffoldError(f"entity name {name!r} is not PascalCase: an upper-case letter, then "
-                            "letters or digits (Book, BookReview)")
+        raise ScaffoldError(
+            f"entity name {name!r} is not PascalCase: an upper-case letter, then "
+            "letters or digits (Book, BookReview)"
+        )
     if name in _RESERVED_ENTITIES:
-        raise ScaffoldError(f"entity name {name!r} is taken by the generated schema or protos; "
-                            "choose another")
+        raise ScaffoldError(
+            f"entity name {name!r} is taken by the generated schema or protos; choose another"
+        )
     entity_snake = _snake(name)
     if not field_texts:
-        raise ScaffoldError(f"entity {name} has no fields; give them after its name as NAME:TYPE, "
-                            f"such as: --entity {name} title:String year:Int")
+        raise ScaffoldError(
+            f"entity {name} has no fields; give them after its name as NAME:TYPE, "
+            f"such as: --entity {name} title:String year:Int"
+        )
     fields: list[Field] = []
     for text in field_texts:
         found = parse_field(text, name)
@@ -196,7 +224,9 @@ def parse_entity(name: str, field_texts: Sequence[str]) -> Entity:
             "command_id": "'command_id' is the request field that carries each command's id",
         }
         if found.name in reserved:
-            raise ScaffoldError(f"field name {found.name!r} of {name} is reserved: {reserved[found.name]}")
+            raise ScaffoldError(
+                f"field name {found.name!r} of {name} is reserved: {reserved[found.name]}"
+            )
         if any(f.name == found.name for f in fields):
             raise ScaffoldError(f"field {found.name!r} of {name} is given twice")
         fields.append(found)
@@ -205,8 +235,10 @@ def parse_entity(name: str, field_texts: Sequence[str]) -> Entity:
     for f in fields:
         other = seen.setdefault(_json_name(f.name), f.name)
         if other != f.name:
-            raise ScaffoldError(f"fields {other!r} and {f.name!r} of {name} differ only in '_' and case "
-                                f"(both are '{_json_name(f.name)}' in JSON); protobuf refuses that, rename one")
+            raise ScaffoldError(
+                f"fields {other!r} and {f.name!r} of {name} differ only in '_' and case "
+                f"(both are '{_json_name(f.name)}' in JSON); protobuf refuses that, rename one"
+            )
     return Entity(name, tuple(fields))
 
 
@@ -222,7 +254,9 @@ def parse_entities(tokens: Sequence[str]) -> list[Entity]:
         if token == "--entity" or token.startswith("--entity="):
             if token == "--entity":
                 if i + 1 >= len(tokens) or tokens[i + 1].startswith("-"):
-                    raise ScaffoldError("--entity needs a name, then the fields: --entity Book title:String")
+                    raise ScaffoldError(
+                        "--entity needs a name, then the fields: --entity Book title:String"
+                    )
                 i += 1
                 name = tokens[i]
             else:
@@ -231,14 +265,18 @@ def parse_entities(tokens: Sequence[str]) -> list[Entity]:
         elif token.startswith("-"):
             raise UnknownOption(token.partition("=")[0])
         elif not groups:
-            raise ScaffoldError(f"{token!r} comes before any --entity; write --entity NAME first, "
-                                f"then its fields: --entity Book {token}")
+            raise ScaffoldError(
+                f"{token!r} comes before any --entity; write --entity NAME first, "
+                f"then its fields: --entity Book {token}"
+            )
         else:
             groups[-1][1].append(token)
         i += 1
     if not groups:
-        raise ScaffoldError("describe the entity: --entity NAME FIELD:TYPE..., such as "
-                            "--entity Book title:String year:Int")
+        raise ScaffoldError(
+            "describe the entity: --entity NAME FIELD:TYPE..., such as "
+            "--entity Book title:String year:Int"
+        )
     return [parse_entity(name, fields) for name, fields in groups]
 
 
@@ -247,15 +285,18 @@ def project_name(directory: str | Path, explicit: str | None = None) -> str:
     ('My Shop-2' -> 'my_shop_2'). It names the proto package, the plugin module and the topics."""
     if explicit is not None:
         if not _PROJECT.fullmatch(explicit) or keyword.iskeyword(explicit):
-            raise ScaffoldError(f"project name {explicit!r} is not a lower-case identifier (a letter, then "
-                                "lower-case letters, digits or '_'), or is a Python keyword")
+            raise ScaffoldError(
+                f"project name {explicit!r} is not a lower-case identifier (a letter, then "
+                "lower-case letters, digits or '_'), or is a Python keyword"
+            )
         return explicit
     base = Path(directory).expanduser().resolve().name
     ascii_text = unicodedata.normalize("NFKD", base).encode("ascii", "ignore").decode()
     name = re.sub(r"[^a-z0-9]+", "_", ascii_text.lower()).strip("_")
     if not name:
-        raise ScaffoldError(f"cannot make a project name out of the directory name {base!r}; "
-                            "give one with --name")
+        raise ScaffoldError(
+            f"cannot make a project name out of the directory name {base!r}; give one with --name"
+        )
     if name[0].isdigit():
         name = "project_" + name
     if keyword.iskeyword(name):
@@ -263,7 +304,9 @@ def project_name(directory: str | Path, explicit: str | None = None) -> str:
     return name
 
 
-def make_project(name: str, entities: Sequence[Entity], port_base: int = DEFAULT_PORT_BASE) -> Project:
+def make_project(
+    name: str, entities: Sequence[Entity], port_base: int = DEFAULT_PORT_BASE
+) -> Project:
     """The project to render; exactly one entity (the topology model's limit, explained below)."""
     if not entities:
         raise ScaffoldError("describe the entity: --entity NAME FIELD:TYPE...")
@@ -274,14 +317,18 @@ def make_project(name: str, entities: Sequence[Entity], port_base: int = DEFAULT
             "every query to one reader, a reader reads from one store, and a store holds one document "
             f"type, so {entities[1].name} would need a store, reader and gateway (a GraphQL endpoint) "
             "of its own. Scaffold each entity as a project of its own, with different --port-base "
-            "values, or add such nodes to the topology by hand")
+            "values, or add such nodes to the topology by hand"
+        )
     if not 1024 <= port_base <= MAX_PORT_BASE:
-        raise ScaffoldError(f"port base {port_base} is out of range: it must be from 1024 to {MAX_PORT_BASE} "
-                            f"(the ports used are base + {', '.join(map(str, sorted(PORT_OFFSETS.values())))})")
+        raise ScaffoldError(
+            f"port base {port_base} is out of range: it must be from 1024 to {MAX_PORT_BASE} "
+            f"(the ports used are base + {', '.join(map(str, sorted(PORT_OFFSETS.values())))})"
+        )
     return Project(name, entities[0], port_base)
 
 
 # -- rendering --------------------------------------------------------------------------------
+
 
 def render(project: Project) -> dict[str, str]:
     """Relative path -> text of every file of the project."""
@@ -298,13 +345,16 @@ def render(project: Project) -> dict[str, str]:
 
 def render_topology(p: Project) -> str:
     e = p.entity
-    commands = [(f"{action.lower()}_{e.snake}", p.topic(action), f"{action.title()}{e.name}")
-                for action in ("ADD", "UPDATE", "DELETE")]
+    commands = [
+        (f"{action.lower()}_{e.snake}", p.topic(action), f"{action.title()}{e.name}")
+        for action in ("ADD", "UPDATE", "DELETE")
+    ]
     width_name = max(len(c[0]) for c in commands) + 1
     width_topic = max(len(c[1]) for c in commands) + 1
     command_lines = "\n".join(
         f"  {(command + ':').ljust(width_name)} {{topic: {(topic + ',').ljust(width_topic)} rpc: {rpc}}}"
-        for command, topic, rpc in commands)
+        for command, topic, rpc in commands
+    )
     required = _yaml([e.first_text.name] if e.first_text else [])
     return f"""\
 # The {p.name} system, scaffolded by `cqrs-flow init`. Run it from this directory with:
@@ -392,9 +442,14 @@ nodes:
 
 def render_proto(p: Project) -> str:
     e = p.entity
-    fields = [(f"string {KEY}", "")] + [(f.proto + " " + f.name, "") for f in e.fields] + [
-        (f"string {TIMESTAMP}", "  // RFC 3339, set by the store on every write")]
-    field_lines = "\n".join(f"  {decl} = {number};{comment}" for number, (decl, comment) in enumerate(fields, 1))
+    fields = (
+        [(f"string {KEY}", "")]
+        + [(f.proto + " " + f.name, "") for f in e.fields]
+        + [(f"string {TIMESTAMP}", "  // RFC 3339, set by the store on every write")]
+    )
+    field_lines = "\n".join(
+        f"  {decl} = {number};{comment}" for number, (decl, comment) in enumerate(fields, 1)
+    )
     n, pl, s, ps = e.name, e.plural, e.snake, e.plural_snake
     return f"""\
 // The {p.name} system's gRPC contracts, scaffolded by `cqrs-flow init`: the document type, the
@@ -450,8 +505,11 @@ service {n}Reader {{
 
 def render_schema(p: Project) -> str:
     e = p.entity
-    type_lines = "\n".join([f"  {KEY}: String!"] + [f"  {f.name}: {f.graphql}" for f in e.fields] + [
-        '  "RFC 3339 time of the last write."', f"  {TIMESTAMP}: String!"])
+    type_lines = "\n".join(
+        [f"  {KEY}: String!"]
+        + [f"  {f.name}: {f.graphql}" for f in e.fields]
+        + ['  "RFC 3339 time of the last write."', f"  {TIMESTAMP}: String!"]
+    )
     arguments = [f"{f.name}: {f.graphql}" for f in e.fields]
     return f"""\
 # The {p.name} system's GraphQL API, scaffolded by `cqrs-flow init`. Mutations queue commands,
@@ -505,14 +563,24 @@ def _signature(name: str, arguments: list[str], width: int = 100) -> str:
 
 def render_plugin(p: Project) -> str:
     e = p.entity
-    example = textwrap.indent(textwrap.dedent(f"""\
+    example = textwrap.indent(
+        textwrap.dedent(f"""\
         if mutation == "delete{e.name}":
-            raise Rejected("{e.plural_words} are kept forever here")"""), "        # ")
+            raise Rejected("{e.plural_words} are kept forever here")"""),
+        "        # ",
+    )
     numeric = next((f for f in e.fields if f.type in ("Int", "Float") and not f.repeated), None)
     if numeric is not None:
-        example = textwrap.indent(textwrap.dedent(f"""\
+        example = (
+            textwrap.indent(
+                textwrap.dedent(f"""\
             if mutation in ("add{e.name}", "update{e.name}") and command.{e.snake}.{numeric.name} < 0:
-                raise Rejected("{numeric.name} must not be negative")"""), "        # ") + "\n        #\n" + example
+                raise Rejected("{numeric.name} must not be negative")"""),
+                "        # ",
+            )
+            + "\n        #\n"
+            + example
+        )
     return f'''\
 """Business logic of the {p.name} system, scaffolded by `cqrs-flow init`: rules the gateway checks
 before it publishes a command. topology.yaml hooks them in (nodes.gateway.plugins).
@@ -562,12 +630,22 @@ class {p.rules}(GatewayPlugin):
 
 def _example_value(f: Field, variant: int) -> str:
     """A GraphQL literal for field `f` (variant 1 for an add, 2 for an update)."""
-    one = {"String": f'"{f.name} {variant}"', "ID": f'"{f.name}-{variant}"', "Int": str(40 + variant),
-           "Float": f"{variant + 2}.5", "Boolean": "true" if variant == 1 else "false"}[f.type]
+    one = {
+        "String": f'"{f.name} {variant}"',
+        "ID": f'"{f.name}-{variant}"',
+        "Int": str(40 + variant),
+        "Float": f"{variant + 2}.5",
+        "Boolean": "true" if variant == 1 else "false",
+    }[f.type]
     if not f.repeated:
         return one
-    two = {"String": f'"{f.name} {variant}b"', "ID": f'"{f.name}-{variant}b"', "Int": str(variant),
-           "Float": "0.5", "Boolean": "true"}[f.type]
+    two = {
+        "String": f'"{f.name} {variant}b"',
+        "ID": f'"{f.name}-{variant}b"',
+        "Int": str(variant),
+        "Float": "0.5",
+        "Boolean": "true",
+    }[f.type]
     return f"[{one}, {two}]"
 
 
@@ -579,24 +657,35 @@ def render_readme(p: Project) -> str:
     gateway = f"127.0.0.1:{p.port('gateway')}"
     curl_add = f"mutation {{ add{e.name}({add_args}) {{ status message id }} }}".replace('"', '\\"')
     first = e.first_text
-    rule = (f"It refuses a blank `{first.name}` (and trims it), as `required: [{first.name}]` in "
-            "topology.yaml asks" if first else "It checks that the text fields listed under `required` in "
-            "topology.yaml are not blank (none yet: the entity has no String field)")
-    intro = _para(f"A CQRS system scaffolded by `cqrs-flow init`: {e.plural_words} kept by a store, changed "
-                  "by commands that a writer takes from an MQTT broker and applies after a "
-                  f"{WRITE_DELAY} delay, read through a reader, and served over GraphQL by a gateway.")
-    try_it = _para(f"`add{e.name}` answers at once with the id the new {e.words} will have; the "
-                   f"{e.words} is readable once the writer's {WRITE_DELAY} delay has passed. Replace "
-                   "`<id>` with that id.")
-    files = "\n".join(_para(item, indent="  ").replace("  - ", "- ", 1) for item in [
-        "- `topology.yaml`: the nodes (broker, store, reader, writer, gateway), the commands "
-        f"({', '.join(f'`{p.topic(a)}`' for a in ('ADD', 'UPDATE', 'DELETE'))}) and the write delay.",
-        f"- `proto/{p.name}.proto`: the document type `{e.name}` and the gRPC services of the store "
-        "and the reader.",
-        f"- `schema/{p.name}.graphql`: the GraphQL API; its field names are the proto's.",
-        f"- `plugins/{p.name}.py`: `{p.rules}`, a gateway plugin that runs before each command is "
-        f"published. {rule}; add your own rules there.",
-    ])
+    rule = (
+        f"It refuses a blank `{first.name}` (and trims it), as `required: [{first.name}]` in "
+        "topology.yaml asks"
+        if first
+        else "It checks that the text fields listed under `required` in "
+        "topology.yaml are not blank (none yet: the entity has no String field)"
+    )
+    intro = _para(
+        f"A CQRS system scaffolded by `cqrs-flow init`: {e.plural_words} kept by a store, changed "
+        "by commands that a writer takes from an MQTT broker and applies after a "
+        f"{WRITE_DELAY} delay, read through a reader, and served over GraphQL by a gateway."
+    )
+    try_it = _para(
+        f"`add{e.name}` answers at once with the id the new {e.words} will have; the "
+        f"{e.words} is readable once the writer's {WRITE_DELAY} delay has passed. Replace "
+        "`<id>` with that id."
+    )
+    files = "\n".join(
+        _para(item, indent="  ").replace("  - ", "- ", 1)
+        for item in [
+            "- `topology.yaml`: the nodes (broker, store, reader, writer, gateway), the commands "
+            f"({', '.join(f'`{p.topic(a)}`' for a in ('ADD', 'UPDATE', 'DELETE'))}) and the write delay.",
+            f"- `proto/{p.name}.proto`: the document type `{e.name}` and the gRPC services of the store "
+            "and the reader.",
+            f"- `schema/{p.name}.graphql`: the GraphQL API; its field names are the proto's.",
+            f"- `plugins/{p.name}.py`: `{p.rules}`, a gateway plugin that runs before each command is "
+            f"published. {rule}; add your own rules there.",
+        ]
+    )
     return f"""\
 # {p.name}
 
@@ -642,13 +731,18 @@ mutation Delete{e.name} {{ delete{e.name}(id: "<id>") {{ status message }} }}
 
 {files}
 
-{_para(f"To add a field to `{e.name}`, add it to the message in the proto, to the type `{e.name}` and "
-       f"to the arguments of `add{e.name}` and `update{e.name}` in the schema; `cqrs-flow validate "
-       "topology.yaml` says what does not fit.")}
+{
+        _para(
+            f"To add a field to `{e.name}`, add it to the message in the proto, to the type `{e.name}` and "
+            f"to the arguments of `add{e.name}` and `update{e.name}` in the schema; `cqrs-flow validate "
+            "topology.yaml` says what does not fit."
+        )
+    }
 """
 
 
 # -- writing ----------------------------------------------------------------------------------
+
 
 def write_project(directory: Path, files: dict[str, str]) -> list[Path]:
     """Write `files` under `directory`, which must not exist or be empty; the paths written."""
@@ -657,8 +751,10 @@ def write_project(directory: Path, files: dict[str, str]) -> list[Path]:
         if not directory.is_dir():
             raise ScaffoldError(f"{directory} exists and is not a directory; nothing was written")
         if any(directory.iterdir()):
-            raise ScaffoldError(f"{directory} is not empty; init writes only into a new or empty "
-                                "directory, to overwrite nothing (nothing was written)")
+            raise ScaffoldError(
+                f"{directory} is not empty; init writes only into a new or empty "
+                "directory, to overwrite nothing (nothing was written)"
+            )
     written = []
     for relative, text in files.items():
         path = directory / relative
@@ -669,6 +765,7 @@ def write_project(directory: Path, files: dict[str, str]) -> list[Path]:
 
 
 # -- names ------------------------------------------------------------------------------------
+
 
 def _words(pascal: str) -> list[str]:
     """'BookReview' -> ['Book', 'Review']; 'ISBNRecord' -> ['ISBN', 'Record']; 'Book2' -> ['Book2']."""
@@ -703,8 +800,14 @@ def _yaml(value: str | list[str]) -> str:
 
 
 def _para(text: str, width: int = 100, indent: str = "") -> str:
-    return textwrap.fill(text, width, initial_indent=indent, subsequent_indent=indent,
-                         break_long_words=False, break_on_hyphens=False)
+    return textwrap.fill(
+        text,
+        width,
+        initial_indent=indent,
+        subsequent_indent=indent,
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
 
 
 def _type_list() -> str:

@@ -17,7 +17,14 @@ from cqrs_flow.security.mqtt_logins import derive_mqtt_password
 from cqrs_flow.topology.access import mqtt_access
 from cqrs_flow.topology.model import BrokerNode, Topology
 
-__all__ = ["PASSWORD_FILE", "ACL_FILE", "acl_text", "hash_password", "password_text", "write_auth_files"]
+__all__ = [
+    "ACL_FILE",
+    "PASSWORD_FILE",
+    "acl_text",
+    "hash_password",
+    "password_text",
+    "write_auth_files",
+]
 
 PASSWORD_FILE = "passwords"
 ACL_FILE = "acl"
@@ -34,14 +41,19 @@ def hash_password(password: str, salt: bytes | None = None, iterations: int = IT
 
 def password_text(topology: Topology, broker: BrokerNode, secret: str) -> str:
     """One `user:hash` line per user of `broker`."""
-    return "".join(f"{user}:{hash_password(derive_mqtt_password(secret, user))}\n"
-                   for user in sorted(mqtt_access(topology, broker)))
+    return "".join(
+        f"{user}:{hash_password(derive_mqtt_password(secret, user))}\n"
+        for user in sorted(mqtt_access(topology, broker))
+    )
 
 
 def acl_text(topology: Topology, broker: BrokerNode) -> str:
     """A Mosquitto ACL granting each user only the topics the topology gives it."""
-    lines = [f"# MQTT access of the users of broker '{broker.name}' in {topology.source.name},",
-             "# written by `cqrs-flow mosquitto-auth`. No user may do anything not listed here.", ""]
+    lines = [
+        f"# MQTT access of the users of broker '{broker.name}' in {topology.source.name},",
+        "# written by `cqrs-flow mosquitto-auth`. No user may do anything not listed here.",
+        "",
+    ]
     for user, access in sorted(mqtt_access(topology, broker).items()):
         lines.append(f"user {user}")
         both = [t for t in access.publish if t in access.subscribe]
@@ -52,7 +64,9 @@ def acl_text(topology: Topology, broker: BrokerNode) -> str:
     return "\n".join(lines)
 
 
-def write_auth_files(topology: Topology, broker: BrokerNode, secret: str, directory: Path) -> tuple[Path, Path]:
+def write_auth_files(
+    topology: Topology, broker: BrokerNode, secret: str, directory: Path
+) -> tuple[Path, Path]:
     """Write the password file (readable by its owner only) and the ACL file into `directory`."""
     directory.mkdir(parents=True, exist_ok=True)
     passwords, acl = directory / PASSWORD_FILE, directory / ACL_FILE

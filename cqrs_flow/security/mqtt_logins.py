@@ -12,11 +12,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
-from cqrs_flow.security.tokens import ENV_SECRET, derive, digest, json_map_from_env
 from cqrs_flow.errors import NodeError
+from cqrs_flow.security.tokens import ENV_SECRET, derive, digest, json_map_from_env
 from cqrs_flow.topology.access import mqtt_access
 from cqrs_flow.topology.model import BrokerNode, GatewayNode, Topology, WriterNode
 
@@ -62,13 +62,17 @@ class MqttLogin:
 
 def _broker_of(topology: Topology, node: str) -> BrokerNode | None:
     found = topology.nodes.get(node)
-    broker = topology.nodes.get(found.broker) if isinstance(found, (GatewayNode, WriterNode)) else None
+    broker = (
+        topology.nodes.get(found.broker) if isinstance(found, (GatewayNode, WriterNode)) else None
+    )
     return broker if isinstance(broker, BrokerNode) else None
 
 
 def _users(topology: Topology, broker: BrokerNode, secret: str) -> dict[str, str]:
-    return {user: password_digest(derive_mqtt_password(secret, user))
-            for user in sorted(mqtt_access(topology, broker))}
+    return {
+        user: password_digest(derive_mqtt_password(secret, user))
+        for user in sorted(mqtt_access(topology, broker))
+    }
 
 
 def mqtt_launch_environment(topology: Topology, node: str, secret: str) -> dict[str, str]:
@@ -85,7 +89,8 @@ def mqtt_launch_environment(topology: Topology, node: str, secret: str) -> dict[
 def _no_secret(node: str) -> NodeError:
     return NodeError(
         f"node '{node}' has no MQTT credentials: run it with `cqrs-flow up`, or set {ENV_SECRET} to the "
-        f"same secret on every node (for example: export {ENV_SECRET}=$(openssl rand -hex 32))")
+        f"same secret on every node (for example: export {ENV_SECRET}=$(openssl rand -hex 32))"
+    )
 
 
 def login_from_env(topology: Topology, node: str, env: Mapping[str, str] = os.environ) -> MqttLogin:
@@ -97,8 +102,9 @@ def login_from_env(topology: Topology, node: str, env: Mapping[str, str] = os.en
     raise _no_secret(node)
 
 
-def users_from_env(topology: Topology, broker: BrokerNode,
-                   env: Mapping[str, str] = os.environ) -> dict[str, str]:
+def users_from_env(
+    topology: Topology, broker: BrokerNode, env: Mapping[str, str] = os.environ
+) -> dict[str, str]:
     """user -> SHA-256 of its password, for the embedded broker."""
     if env.get(ENV_MQTT_USERS):
         return json_map_from_env(env, ENV_MQTT_USERS, "user name -> password hash")

@@ -8,11 +8,11 @@ refused whatever its source. The secret is never logged, printed or written anyw
 from __future__ import annotations
 
 import os
-from typing import Mapping
+from collections.abc import Mapping
 
-from cqrs_flow.security.tokens import ENV_SECRET
 from cqrs_flow.errors import NodeError
 from cqrs_flow.security.sources import read_source
+from cqrs_flow.security.tokens import ENV_SECRET
 from cqrs_flow.topology.model import SecretSource, Topology
 
 __all__ = ["MIN_SECRET_CHARS", "read_secret", "secret_variables"]
@@ -34,8 +34,10 @@ def read_secret(topology: Topology, env: Mapping[str, str] = os.environ) -> str 
 def _strong(value: str, source: SecretSource) -> str:
     """`value`, read from `source`, if it is long enough to be the system secret."""
     if len(value) < MIN_SECRET_CHARS:
-        raise NodeError(f"the system secret from {source} is shorter than {MIN_SECRET_CHARS} "
-                        "characters; make a strong one, e.g. openssl rand -hex 32")
+        raise NodeError(
+            f"the system secret from {source} is shorter than {MIN_SECRET_CHARS} "
+            "characters; make a strong one, e.g. openssl rand -hex 32"
+        )
     return value
 
 

@@ -9,8 +9,8 @@ needs a secret reads it the same way.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from cqrs_flow.errors import NodeError
 from cqrs_flow.topology.model import SecretSource
@@ -20,8 +20,9 @@ __all__ = ["MAX_SECRET_BYTES", "read_source"]
 MAX_SECRET_BYTES = 4096
 
 
-def read_source(source: SecretSource, root: Path, key: str,
-                env: Mapping[str, str] = os.environ) -> str:
+def read_source(
+    source: SecretSource, root: Path, key: str, env: Mapping[str, str] = os.environ
+) -> str:
     """The secret `source` names, read now; `key` is the topology key that named it (for errors).
 
     NodeError says what is missing and how to provide it; the error never holds the secret.
@@ -29,9 +30,11 @@ def read_source(source: SecretSource, root: Path, key: str,
     if source.env:
         value = env.get(source.env, "").strip()
         if not value:
-            raise NodeError(f"{key} is read from the environment variable {source.env}, which is not "
-                            f"set or empty; set it in the environment `up` (or the node) runs in, "
-                            f"e.g. export {source.env}='...'")
+            raise NodeError(
+                f"{key} is read from the environment variable {source.env}, which is not "
+                f"set or empty; set it in the environment `up` (or the node) runs in, "
+                f"e.g. export {source.env}='...'"
+            )
         return value
     if source.file is None:
         raise NodeError(f"{key} names no source; write {{env: NAME}} or {{file: path}}")
@@ -40,12 +43,16 @@ def read_source(source: SecretSource, root: Path, key: str,
         with open(path, "rb") as handle:
             raw = handle.read(MAX_SECRET_BYTES + 1)
     except OSError as exc:
-        raise NodeError(f"cannot read {key} from the file {source.file} (relative to the topology "
-                        f"file): {exc.strerror or exc}; create it, readable by the node's user only "
-                        f"(chmod 600), holding just the value") from None
+        raise NodeError(
+            f"cannot read {key} from the file {source.file} (relative to the topology "
+            f"file): {exc.strerror or exc}; create it, readable by the node's user only "
+            f"(chmod 600), holding just the value"
+        ) from None
     if len(raw) > MAX_SECRET_BYTES:
-        raise NodeError(f"the file {source.file} ({key}) is longer than {MAX_SECRET_BYTES} bytes; "
-                        "it should hold just the value")
+        raise NodeError(
+            f"the file {source.file} ({key}) is longer than {MAX_SECRET_BYTES} bytes; "
+            "it should hold just the value"
+        )
     value = raw.decode("utf-8", "replace").strip()
     if not value:
         raise NodeError(f"the file {source.file} ({key}) is empty; put the value in it")

@@ -15,18 +15,18 @@ import hmac
 import json
 import os
 import secrets
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
 
 from cqrs_flow.errors import NodeError
 from cqrs_flow.topology.model import Topology
 
 __all__ = [
-    "CallerCheck",
-    "Credentials",
     "ENV_CALLERS",
     "ENV_SECRET",
     "ENV_TOKEN",
+    "CallerCheck",
+    "Credentials",
     "credentials_from_env",
     "derive",
     "derive_token",
@@ -59,7 +59,9 @@ def derive_token(secret: str, node: str) -> str:
 
 def digest(credential: str | bytes) -> str:
     """What a node is told of the credentials it accepts: their SHA-256, never the credential."""
-    return hashlib.sha256(credential.encode() if isinstance(credential, str) else credential).hexdigest()
+    return hashlib.sha256(
+        credential.encode() if isinstance(credential, str) else credential
+    ).hexdigest()
 
 
 def json_map_from_env(env: Mapping[str, str], name: str, what: str) -> dict[str, str]:
@@ -69,7 +71,9 @@ def json_map_from_env(env: Mapping[str, str], name: str, what: str) -> dict[str,
         value = json.loads(env.get(name) or "{}")
     except ValueError:
         value = None
-    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
         raise NodeError(f"{name} must be a JSON object of {what}")
     return value
 
@@ -94,21 +98,27 @@ def _callers(topology: Topology, node: str, secret: str) -> dict[str, str]:
 
 def launch_environment(topology: Topology, node: str, secret: str) -> dict[str, str]:
     """What `up` puts in a node's environment: its own token and its callers' token hashes."""
-    return {ENV_TOKEN: derive_token(secret, node),
-            ENV_CALLERS: json.dumps(_callers(topology, node, secret))}
+    return {
+        ENV_TOKEN: derive_token(secret, node),
+        ENV_CALLERS: json.dumps(_callers(topology, node, secret)),
+    }
 
 
-def credentials_from_env(topology: Topology, node: str,
-                         env: Mapping[str, str] = os.environ) -> Credentials:
+def credentials_from_env(
+    topology: Topology, node: str, env: Mapping[str, str] = os.environ
+) -> Credentials:
     """The node's credentials, from what `up` handed it or from CQRS_FLOW_SECRET."""
     if env.get(ENV_TOKEN):
-        return Credentials(node, env[ENV_TOKEN], json_map_from_env(env, ENV_CALLERS, "node name -> token hash"))
+        return Credentials(
+            node, env[ENV_TOKEN], json_map_from_env(env, ENV_CALLERS, "node name -> token hash")
+        )
     if env.get(ENV_SECRET):
         secret = env[ENV_SECRET]
         return Credentials(node, derive_token(secret, node), _callers(topology, node, secret))
     raise NodeError(
         f"node '{node}' has no credentials: run it with `cqrs-flow up`, or set {ENV_SECRET} to the "
-        f"same secret on every node (for example: export {ENV_SECRET}=$(openssl rand -hex 32))")
+        f"same secret on every node (for example: export {ENV_SECRET}=$(openssl rand -hex 32))"
+    )
 
 
 class CallerCheck:
@@ -124,7 +134,9 @@ class CallerCheck:
         self._callers = credentials.callers  # caller node -> sha256(token)
         self._verified: dict[str, bytes] = {}  # caller node -> the token that matched its hash
 
-    def refusal(self, service: str, metadata: Iterable[tuple[str, str | bytes]] | None) -> str | None:
+    def refusal(
+        self, service: str, metadata: Iterable[tuple[str, str | bytes]] | None
+    ) -> str | None:
         """Why a call to `service` with this invocation metadata is refused, or None if it may go on."""
         if service in PUBLIC_SERVICES:
             return None
@@ -135,8 +147,10 @@ class CallerCheck:
             elif key == METADATA_TOKEN:
                 token = value
         if not isinstance(caller, str) or not self._known(caller, token):
-            return (f"caller {caller or '(anonymous)'!r} is not a node of this system "
-                    "or its credentials are wrong")
+            return (
+                f"caller {caller or '(anonymous)'!r} is not a node of this system "
+                "or its credentials are wrong"
+            )
         if caller not in self._allowed.get(service, ()):
             return f"node '{caller}' may not call {service}: the topology does not wire it there"
         return None
@@ -147,7 +161,11 @@ class CallerCheck:
         if verified is not None and hmac.compare_digest(verified, presented):
             return True
         expected = self._callers.get(caller)
-        if not caller or expected is None or not hmac.compare_digest(expected.encode(), digest(presented).encode()):
+        if (
+            not caller
+            or expected is None
+            or not hmac.compare_digest(expected.encode(), digest(presented).encode())
+        ):
             return False
         self._verified[caller] = presented  # one entry per node of the system at most
         return True

@@ -1,9 +1,23 @@
 """Store backends behind one small interface."""
 
-from cqrs_flow.stores.base import (DocumentStore, DuplicateKey, InvalidDocument, NotFound, StaleCommand,
-                                   StoreError)
+from cqrs_flow.stores.base import (
+    DocumentStore,
+    DuplicateKey,
+    InvalidDocument,
+    NotFound,
+    StaleCommand,
+    StoreError,
+)
 from cqrs_flow.stores.durable import DurableStore
 from cqrs_flow.stores.memory import MemoryStore
 
-__all__ = ["DocumentStore", "DuplicateKey", "DurableStore", "InvalidDocument", "MemoryStore", "NotFound",
-           "StaleCommand", "StoreError"]
+__all__ = [
+    "DocumentStore",
+    "DuplicateKey",
+    "DurableStore",
+    "InvalidDocument",
+    "MemoryStore",
+    "NotFound",
+    "StaleCommand",
+    "StoreError",
+]

@@ -6,7 +6,14 @@ import asyncio
 from abc import ABC, abstractmethod
 from typing import Any
 
-__all__ = ["DocumentStore", "DuplicateKey", "InvalidDocument", "NotFound", "StaleCommand", "StoreError"]
+__all__ = [
+    "DocumentStore",
+    "DuplicateKey",
+    "InvalidDocument",
+    "NotFound",
+    "StaleCommand",
+    "StoreError",
+]
 
 Document = dict[str, Any]
 

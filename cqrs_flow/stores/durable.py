@@ -56,9 +56,24 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cqrs_flow.stores.base import Document, DuplicateKey, InvalidDocument, NotFound, StaleCommand, StoreError
-from cqrs_flow.stores.journal import (Journal, JournalFiles, Records, frame, open_journal, replay,
-                                      sync_directory, wait)
+from cqrs_flow.stores.base import (
+    Document,
+    DuplicateKey,
+    InvalidDocument,
+    NotFound,
+    StaleCommand,
+    StoreError,
+)
+from cqrs_flow.stores.journal import (
+    Journal,
+    JournalFiles,
+    Records,
+    frame,
+    open_journal,
+    replay,
+    sync_directory,
+    wait,
+)
 from cqrs_flow.stores.memory import MemoryStore
 
 __all__ = ["DurableStore"]
@@ -77,8 +92,14 @@ class DurableStore(MemoryStore):
     Open it with `await DurableStore.open(directory, collection)`; it needs a running event loop.
     """
 
-    def __init__(self, directory: Path, collection: str, compact_min_records: int,
-                 group_commit: bool, last_writer_wins: bool = False) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        collection: str,
+        compact_min_records: int,
+        group_commit: bool,
+        last_writer_wins: bool = False,
+    ) -> None:
         super().__init__(collection, last_writer_wins)
         self.directory = directory
         self.compact_min_records = compact_min_records
@@ -89,10 +110,18 @@ class DurableStore(MemoryStore):
         self.journal: Journal
 
     @classmethod
-    async def open(cls, directory: str | Path, collection: str, *,
-                   compact_min_records: int = COMPACT_MIN_RECORDS,
-                   group_commit: bool = True, last_writer_wins: bool = False) -> "DurableStore":
-        store = cls(Path(directory), collection, compact_min_records, group_commit, last_writer_wins)
+    async def open(
+        cls,
+        directory: str | Path,
+        collection: str,
+        *,
+        compact_min_records: int = COMPACT_MIN_RECORDS,
+        group_commit: bool = True,
+        last_writer_wins: bool = False,
+    ) -> DurableStore:
+        store = cls(
+            Path(directory), collection, compact_min_records, group_commit, last_writer_wins
+        )
         try:
             store._open()
         except BaseException:
@@ -110,22 +139,33 @@ class DurableStore(MemoryStore):
         (self.directory / "snapshot.tmp").unlink(missing_ok=True)  # a compaction cut short
 
         snapshot_generation = self._load_snapshot()
-        journals = sorted(int(m.group(1)) for p in self.directory.iterdir()
-                          if (m := _JOURNAL.match(p.name)))
+        journals = sorted(
+            int(m.group(1)) for p in self.directory.iterdir() if (m := _JOURNAL.match(p.name))
+        )
         for generation in [g for g in journals if g < snapshot_generation]:
             (self.directory / f"journal.{generation}").unlink()  # in the snapshot already
         journals = [g for g in journals if g >= snapshot_generation]
         if journals and journals[0] != snapshot_generation:
-            raise StoreError(f"{self.directory}: journal.{snapshot_generation} is missing "
-                             f"(journals from {journals[0]} on; snapshot generation "
-                             f"{snapshot_generation}); refusing to start with part of the data")
+            raise StoreError(
+                f"{self.directory}: journal.{snapshot_generation} is missing "
+                f"(journals from {journals[0]} on; snapshot generation "
+                f"{snapshot_generation}); refusing to start with part of the data"
+            )
         for generation in journals:
             self._records += self._replay(self.directory / f"journal.{generation}")
         self._generation = journals[-1] if journals else snapshot_generation
-        self.journal = self.files.start(self.directory / f"journal.{self._generation}", self._group_commit)
-        log.info("data in %s: %d documents (snapshot generation %d, %d journal records replayed) "
-                 "in %.2fs", self.directory, len(self), snapshot_generation, self._records,
-                 time.monotonic() - started)
+        self.journal = self.files.start(
+            self.directory / f"journal.{self._generation}", self._group_commit
+        )
+        log.info(
+            "data in %s: %d documents (snapshot generation %d, %d journal records replayed) "
+            "in %.2fs",
+            self.directory,
+            len(self),
+            snapshot_generation,
+            self._records,
+            time.monotonic() - started,
+        )
 
     def _load_snapshot(self) -> int:
         path = self.directory / "snapshot"
@@ -135,7 +175,11 @@ class DurableStore(MemoryStore):
             records = Records(file)
             items = iter(records)
             head = next(items, None)
-            if not head or head.get("format") != SNAPSHOT_FORMAT or not isinstance(head.get("snapshot"), int):
+            if (
+                not head
+                or head.get("format") != SNAPSHOT_FORMAT
+                or not isinstance(head.get("snapshot"), int)
+            ):
                 raise StoreError(f"{path} is not a snapshot this version can read: {head!r:.100}")
             count = None
             for record in items:
@@ -148,9 +192,11 @@ class DurableStore(MemoryStore):
                     count = record.get("end")
                     break
             if count != len(self) or records.end != records.size:
-                raise StoreError(f"{path} is damaged (ends after {records.end} of {records.size} "
-                                 f"bytes, {len(self)} documents); refusing to start with part "
-                                 f"of the data")
+                raise StoreError(
+                    f"{path} is damaged (ends after {records.end} of {records.size} "
+                    f"bytes, {len(self)} documents); refusing to start with part "
+                    f"of the data"
+                )
         return head["snapshot"]
 
     def _restore(self, key: str, stored: dict[str, Any]) -> None:
@@ -169,7 +215,14 @@ class DurableStore(MemoryStore):
             nonlocal anomalies
             try:
                 self._apply(record)
-            except (NotFound, DuplicateKey, StaleCommand, KeyError, TypeError, AttributeError) as exc:
+            except (
+                NotFound,
+                DuplicateKey,
+                StaleCommand,
+                KeyError,
+                TypeError,
+                AttributeError,
+            ) as exc:
                 anomalies += 1
                 log.error("%s: a record (%s) does not apply: %r", path, record.get("op"), exc)
 
@@ -279,24 +332,33 @@ class DurableStore(MemoryStore):
         try:
             size = await asyncio.to_thread(self._write_snapshot, generation, documents, commands)
         except OSError as exc:
-            log.error("compaction: cannot write the snapshot (journals are kept, so nothing is "
-                      "lost): %s", exc)
+            log.error(
+                "compaction: cannot write the snapshot (journals are kept, so nothing is lost): %s",
+                exc,
+            )
             return
         self._records -= counted
-        log.info("compacted %d journal records into a snapshot of %d documents (%.1f MB) in %.2fs "
-                 "(%.0f ms in the event loop)", counted, len(documents), size / 1e6,
-                 time.monotonic() - started, paused * 1000)
+        log.info(
+            "compacted %d journal records into a snapshot of %d documents (%.1f MB) in %.2fs "
+            "(%.0f ms in the event loop)",
+            counted,
+            len(documents),
+            size / 1e6,
+            time.monotonic() - started,
+            paused * 1000,
+        )
 
-    def _write_snapshot(self, generation: int, documents: list[dict[str, Any]],
-                        commands: list[tuple[str, str]]) -> int:
+    def _write_snapshot(
+        self, generation: int, documents: list[dict[str, Any]], commands: list[tuple[str, str]]
+    ) -> int:
         """In a worker thread: write, sync and rename the snapshot, then drop older journals."""
         temporary, path = self.directory / "snapshot.tmp", self.directory / "snapshot"
         with open(temporary, "wb") as file:
             file.write(frame({"snapshot": generation, "format": SNAPSHOT_FORMAT}))
             for start in range(0, len(documents), SNAPSHOT_CHUNK):
-                file.write(frame({"docs": documents[start:start + SNAPSHOT_CHUNK]}))
+                file.write(frame({"docs": documents[start : start + SNAPSHOT_CHUNK]}))
             for start in range(0, len(commands), SNAPSHOT_CHUNK):
-                file.write(frame({"commands": dict(commands[start:start + SNAPSHOT_CHUNK])}))
+                file.write(frame({"commands": dict(commands[start : start + SNAPSHOT_CHUNK])}))
             file.write(frame({"end": len(documents)}))
             file.flush()
             os.fsync(file.fileno())

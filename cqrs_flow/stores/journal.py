@@ -22,13 +22,25 @@ import os
 import struct
 import zlib
 from collections import deque
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any, Awaitable, BinaryIO, Callable, Iterator
+from typing import Any, BinaryIO
 
 from cqrs_flow.stores.base import StoreError
 
-__all__ = ["HEADER", "Journal", "JournalError", "JournalFiles", "Records", "frame", "lock_directory",
-           "open_journal", "replay", "sync_directory", "wait"]
+__all__ = [
+    "HEADER",
+    "Journal",
+    "JournalError",
+    "JournalFiles",
+    "Records",
+    "frame",
+    "lock_directory",
+    "open_journal",
+    "replay",
+    "sync_directory",
+    "wait",
+]
 
 log = logging.getLogger("cqrs_flow.journal")
 
@@ -75,7 +87,7 @@ class Records:
 
 
 class _Batch:
-    __slots__ = ("fd", "data", "done", "taken")
+    __slots__ = ("data", "done", "fd", "taken")
 
     def __init__(self, fd: int, done: asyncio.Future) -> None:
         self.fd = fd
@@ -171,7 +183,7 @@ async def wait(future: asyncio.Future | None) -> None:
 def _write_and_sync(fd: int, data: bytearray) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
     os.fdatasync(fd)
 
 
@@ -210,9 +222,14 @@ def replay(path: Path, apply: Callable[[dict[str, Any]], None]) -> int:
             file.flush()
             os.fsync(file.fileno())
             sync_directory(path.parent)
-            log.warning("%s: dropped a torn tail of %d bytes after %d whole records (a write cut "
-                        "short by a crash, never acknowledged); kept in %s",
-                        path, len(torn), count, aside.name)
+            log.warning(
+                "%s: dropped a torn tail of %d bytes after %d whole records (a write cut "
+                "short by a crash, never acknowledged); kept in %s",
+                path,
+                len(torn),
+                count,
+                aside.name,
+            )
     return count
 
 
@@ -229,7 +246,9 @@ def lock_directory(directory: Path, what: str) -> BinaryIO:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         lock.close()
-        raise JournalError(f"the data directory {directory} is in use by another {what} process") from None
+        raise JournalError(
+            f"the data directory {directory} is in use by another {what} process"
+        ) from None
     return lock
 
 

@@ -36,8 +36,9 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from collections.abc import Iterable
 from itertools import islice
-from typing import Any, Iterable
+from typing import Any
 
 import mongomock
 
@@ -115,7 +116,9 @@ class MemoryStore(DocumentStore):
 
     # The writes. `lww`: last-writer-wins rules for this write (see the class).
 
-    def _insert(self, key: str, document: Document, command: str | None = None, lww: bool = False) -> None:
+    def _insert(
+        self, key: str, document: Document, command: str | None = None, lww: bool = False
+    ) -> None:
         self._admit(key, command)
         if key in self._documents:
             if not lww:
@@ -126,11 +129,17 @@ class MemoryStore(DocumentStore):
         if command:
             self._commands[key] = command
 
-    def _update(self, key: str, fields: Document, command: str | None = None, lww: bool = False) -> Document:
+    def _update(
+        self, key: str, fields: Document, command: str | None = None, lww: bool = False
+    ) -> Document:
         self._admit(key, command)
         stored = self._documents.get(key)
         if stored is not None:
-            updated = {**stored, **_copy(fields), "_id": key}  # a new dict: stored ones never change
+            updated = {
+                **stored,
+                **_copy(fields),
+                "_id": key,
+            }  # a new dict: stored ones never change
             self._replace(key, updated)
         elif lww:  # the update is the document's whole state
             self._put_new(key, fields)
@@ -150,10 +159,13 @@ class MemoryStore(DocumentStore):
         if command:
             self._commands[key] = command
 
-    def _insert_many(self, documents: dict[str, Document], command: str | None = None,
-                     lww: bool = False) -> int:
+    def _insert_many(
+        self, documents: dict[str, Document], command: str | None = None, lww: bool = False
+    ) -> int:
         if command:
-            documents = {k: d for k, d in documents.items() if supersedes(command, self._commands.get(k))}
+            documents = {
+                k: d for k, d in documents.items() if supersedes(command, self._commands.get(k))
+            }
         taken = [key for key in documents if key in self._documents]
         if taken and not lww:
             raise DuplicateKey(", ".join(taken))
@@ -220,13 +232,21 @@ def _mirror_store(collection: mongomock.Collection) -> Any:
     store_class = getattr(getattr(mongomock, "store", None), "CollectionStore", None)
     try:
         store = collection._store  # a property: the CollectionStore of this collection
-    except Exception:  # noqa: BLE001 - any change in mongomock's internals means: not known
+    except Exception:
         store = None
-    if store_class is not None and isinstance(store, store_class) and all(
-            hasattr(store_class, name) for name in ("__getitem__", "__setitem__", "__delitem__")):
+    if (
+        store_class is not None
+        and isinstance(store, store_class)
+        and all(
+            hasattr(store_class, name) for name in ("__getitem__", "__setitem__", "__delitem__")
+        )
+    ):
         return store
-    log.warning("mongomock %s: unknown internals; the store's writes fall back to mongomock's "
-                "public calls, which scan the whole collection", getattr(mongomock, "__version__", "?"))
+    log.warning(
+        "mongomock %s: unknown internals; the store's writes fall back to mongomock's "
+        "public calls, which scan the whole collection",
+        getattr(mongomock, "__version__", "?"),
+    )
     return None
 
 
@@ -244,4 +264,6 @@ def _copy(value: Any) -> Any:
 
 def _copy_out(stored: dict[str, Any]) -> Document:
     """What a caller gets: a copy without mongomock's `_id`."""
-    return {k: v if v.__class__ in _IMMUTABLE else _copy(v) for k, v in stored.items() if k != "_id"}
+    return {
+        k: v if v.__class__ in _IMMUTABLE else _copy(v) for k, v in stored.items() if k != "_id"
+    }

@@ -88,16 +88,33 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 from cqrs_flow.contracts.ordering import CommandClock, is_ordered, supersedes
-from cqrs_flow.stores.base import (Document, DocumentStore, DuplicateKey, InvalidDocument, NotFound,
-                                   StaleCommand, StoreError)
+from cqrs_flow.stores.base import (
+    Document,
+    DocumentStore,
+    DuplicateKey,
+    InvalidDocument,
+    NotFound,
+    StaleCommand,
+    StoreError,
+)
 
-__all__ = ["KeyState", "MongoStore", "applicable", "check_collation", "delete_op", "insert_op", "redact",
-           "update_op", "verdict"]
+__all__ = [
+    "KeyState",
+    "MongoStore",
+    "applicable",
+    "check_collation",
+    "delete_op",
+    "insert_op",
+    "redact",
+    "update_op",
+    "verdict",
+]
 
 log = logging.getLogger("cqrs_flow.store")
 
@@ -118,6 +135,7 @@ _TRANSIENT_CODES = frozenset({50, 91, 112, 189, 262, 10107, 11600, 11602, 13435,
 
 # -- the operations as MongoDB documents (pure functions) --------------------------------------
 
+
 def applicable(command: str | None) -> dict[str, Any]:
     """The filter matching a key whose last command `command` supersedes (all keys without one)."""
     if not command:
@@ -131,8 +149,9 @@ def _where(key: str, state: dict[str, Any], command: str | None) -> dict[str, An
     return {"_id": key, **state, **applicable(command)}
 
 
-def insert_op(key: str, document: Document, seq: str, command: str | None,
-              live: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
+def insert_op(
+    key: str, document: Document, seq: str, command: str | None, live: bool = False
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """(filter, update) of an insert: upserted over nothing or a tombstone; `live=True` is the
     last-writer-wins replacement of a live document (which keeps its `_seq`)."""
     fields = {k: v for k, v in document.items() if k != "_id"}
@@ -141,13 +160,17 @@ def insert_op(key: str, document: Document, seq: str, command: str | None,
     return _where(key, GONE, command), {"$set": {"d": fields, "_seq": seq, **_stamp(command)}}
 
 
-def update_op(key: str, fields: Document, command: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+def update_op(
+    key: str, fields: Document, command: str | None
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """(filter, update) setting `fields` on a live document."""
     sets = {f"d.{name}": value for name, value in fields.items() if name != "_id"}
     return _where(key, LIVE, command), {"$set": {**sets, **_stamp(command)}}
 
 
-def delete_op(key: str, command: str | None, anything: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
+def delete_op(
+    key: str, command: str | None, anything: bool = False
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """(filter, update) turning a live document into a tombstone; `anything=True` matches the
     key whatever its state (for an upsert that leaves a tombstone where there was nothing)."""
     update: dict[str, Any] = {"$unset": {"d": "", "_seq": ""}}
@@ -168,7 +191,7 @@ class KeyState:
     last: str | None
 
     @classmethod
-    def of(cls, found: dict[str, Any] | None) -> "KeyState":
+    def of(cls, found: dict[str, Any] | None) -> KeyState:
         if found is None:
             return cls(False, None)
         return cls("_seq" in found, found.get("_cmd"))
@@ -195,13 +218,16 @@ def check_collation(info: dict[str, Any] | None, name: str) -> None:
     """StoreError if the collection (its listCollections entry) has a collation other than simple."""
     collation = ((info or {}).get("options") or {}).get("collation")
     if collation and collation.get("locale") != "simple":
-        raise StoreError(f"the collection {name} has the default collation {collation.get('locale')!r}: "
-                         "the store needs the simple (binary) one, under which keys match exactly and "
-                         "command ids compare byte by byte; give the store another collection "
-                         "(its 'collection' key), or recreate this one without a collation")
+        raise StoreError(
+            f"the collection {name} has the default collation {collation.get('locale')!r}: "
+            "the store needs the simple (binary) one, under which keys match exactly and "
+            "command ids compare byte by byte; give the store another collection "
+            "(its 'collection' key), or recreate this one without a collation"
+        )
 
 
 # -- errors ----------------------------------------------------------------------------------
+
 
 @contextmanager
 def driver_errors(what: str) -> Iterator[None]:
@@ -215,20 +241,29 @@ def driver_errors(what: str) -> Iterator[None]:
         raise InvalidDocument(f"MongoDB cannot store the document: {exc}") from None
     except WriteError as exc:
         if exc.code in _TRANSIENT_CODES:
-            raise StoreError(f"MongoDB could not {what} now (code {exc.code}): {_first_line(exc)}") from None
-        raise InvalidDocument(f"MongoDB refused to {what} (code {exc.code}): {_first_line(exc)}") from None
+            raise StoreError(
+                f"MongoDB could not {what} now (code {exc.code}): {_first_line(exc)}"
+            ) from None
+        raise InvalidDocument(
+            f"MongoDB refused to {what} (code {exc.code}): {_first_line(exc)}"
+        ) from None
     except PyMongoError as exc:
-        raise StoreError(f"MongoDB could not {what}: {type(exc).__name__}: {_first_line(exc)}") from None
+        raise StoreError(
+            f"MongoDB could not {what}: {type(exc).__name__}: {_first_line(exc)}"
+        ) from None
 
 
 def _first_line(exc: Exception) -> str:
     details = getattr(exc, "details", None)
-    message = details.get("errmsg") if isinstance(details, dict) and details.get("errmsg") else str(exc)
+    message = (
+        details.get("errmsg") if isinstance(details, dict) and details.get("errmsg") else str(exc)
+    )
     message = message.split(", Topology Description:")[0]  # server selection: the rest is internals
     return message.splitlines()[0][:300] if message else type(exc).__name__
 
 
 # -- the backend -------------------------------------------------------------------------------
+
 
 class MongoStore(DocumentStore):
     """Documents in a MongoDB collection (see the module docstring for the layout and the rules).
@@ -237,8 +272,14 @@ class MongoStore(DocumentStore):
     constructor any object with pymongo's AsyncCollection calls used here.
     """
 
-    def __init__(self, collection: Any, *, last_writer_wins: bool = False, client: Any = None,
-                 clock: CommandClock | None = None) -> None:
+    def __init__(
+        self,
+        collection: Any,
+        *,
+        last_writer_wins: bool = False,
+        client: Any = None,
+        clock: CommandClock | None = None,
+    ) -> None:
         from pymongo import ReturnDocument
 
         self.collection = collection
@@ -249,53 +290,81 @@ class MongoStore(DocumentStore):
         self._before = ReturnDocument.BEFORE
 
     @classmethod
-    async def open(cls, url: str, database: str, collection: str, *, last_writer_wins: bool = False,
-                   server_selection_ms: int = SERVER_SELECTION_MS) -> "MongoStore":
+    async def open(
+        cls,
+        url: str,
+        database: str,
+        collection: str,
+        *,
+        last_writer_wins: bool = False,
+        server_selection_ms: int = SERVER_SELECTION_MS,
+    ) -> MongoStore:
         """Connect, check that a server answers, and make the index `list` needs; StoreError
         (with the URL's password left out) if MongoDB cannot be reached or used."""
         try:
             from pymongo import AsyncMongoClient
         except ImportError:
-            raise StoreError("backend: mongodb needs the pymongo package: pip install 'cqrs-flow[mongodb]'") from None
+            raise StoreError(
+                "backend: mongodb needs the pymongo package: pip install 'cqrs-flow[mongodb]'"
+            ) from None
         from pymongo.errors import ConfigurationError, InvalidURI
 
         where = redact(url)
         # Keyword options would win over the URL's: pass only those the URL leaves out.
-        options = {} if "serverselectiontimeoutms" in url.lower() else {
-            "serverSelectionTimeoutMS": server_selection_ms}
+        options = (
+            {}
+            if "serverselectiontimeoutms" in url.lower()
+            else {"serverSelectionTimeoutMS": server_selection_ms}
+        )
         if "appname" not in url.lower():
             options["appname"] = "cqrs-flow store"
         try:
             client = AsyncMongoClient(url, **options)
         except (ConfigurationError, InvalidURI, ValueError, TypeError) as exc:
-            raise StoreError(f"the MongoDB connection URL ({where}) is not one pymongo accepts: "
-                             f"{exc}; expected mongodb://host:port/ or mongodb+srv://host/, "
-                             f"options after '?'") from None
+            raise StoreError(
+                f"the MongoDB connection URL ({where}) is not one pymongo accepts: "
+                f"{exc}; expected mongodb://host:port/ or mongodb+srv://host/, "
+                f"options after '?'"
+            ) from None
         if not client.write_concern.acknowledged:
             await client.close()
-            raise StoreError(f"the MongoDB URL ({where}) asks for unacknowledged writes (w=0): a "
-                             "conditional write could not tell whether it applied; remove w=0 "
-                             "(w=majority is the setting to use)")
+            raise StoreError(
+                f"the MongoDB URL ({where}) asks for unacknowledged writes (w=0): a "
+                "conditional write could not tell whether it applied; remove w=0 "
+                "(w=majority is the setting to use)"
+            )
         store = cls(client[database][collection], last_writer_wins=last_writer_wins, client=client)
         try:
             try:
                 with driver_errors(f"be reached at {where}"):
                     await client[database].command("ping")
             except StoreError as exc:
-                raise StoreError(f"{exc}; check that MongoDB runs there and that the URL is right") from None
+                raise StoreError(
+                    f"{exc}; check that MongoDB runs there and that the URL is right"
+                ) from None
             with driver_errors(f"list the collections of {database}"):
-                found = [info async for info in await client[database].list_collections(
-                    filter={"name": collection})]
+                found = [
+                    info
+                    async for info in await client[database].list_collections(
+                        filter={"name": collection}
+                    )
+                ]
             check_collation(found[0] if found else None, f"{database}.{collection}")
             with driver_errors(f"make the index of {database}.{collection}"):
                 await store.collection.create_index(
-                    [("_seq", 1)], name=SEQ_INDEX, partialFilterExpression=LIVE)
+                    [("_seq", 1)], name=SEQ_INDEX, partialFilterExpression=LIVE
+                )
         except StoreError:
             await client.close()
             raise
-        log.info("MongoDB at %s: collection %s.%s (write concern %s, read concern %s)", where, database,
-                 collection, client.write_concern.document or "server default",
-                 client.read_concern.level or "server default")
+        log.info(
+            "MongoDB at %s: collection %s.%s (write concern %s, read concern %s)",
+            where,
+            database,
+            collection,
+            client.write_concern.document or "server default",
+            client.read_concern.level or "server default",
+        )
         return store
 
     async def close(self) -> None:
@@ -341,8 +410,9 @@ class MongoStore(DocumentStore):
             self._refuse("insert", key, await self._state(key), command)
         raise self._busy(key)
 
-    async def _insert_new(self, key: str, document: Document, command: str | None,
-                          seq: str) -> tuple[bool, str | None]:
+    async def _insert_new(
+        self, key: str, document: Document, command: str | None, seq: str
+    ) -> tuple[bool, str | None]:
         """The one conditional upsert of an insert: (made, the replaced tombstone's command);
         (False, None) if the key holds a live document or a command `command` does not supersede."""
         from pymongo.errors import DuplicateKeyError
@@ -350,7 +420,8 @@ class MongoStore(DocumentStore):
         where, update = insert_op(key, document, seq, command)
         try:
             before = await self.collection.find_one_and_update(
-                where, update, upsert=True, projection={"_cmd": 1}, return_document=self._before)
+                where, update, upsert=True, projection={"_cmd": 1}, return_document=self._before
+            )
         except DuplicateKeyError:
             return False, None
         return True, before.get("_cmd") if before else None
@@ -362,7 +433,8 @@ class MongoStore(DocumentStore):
             for _ in range(RETRIES):
                 where, update = update_op(key, fields, command)
                 found = await self.collection.find_one_and_update(
-                    where, update, projection={"d": 1}, return_document=self._after)
+                    where, update, projection={"d": 1}, return_document=self._after
+                )
                 if found is not None:
                     return found.get("d", {})
                 if self.last_writer_wins and command:  # no live document: this update makes one
@@ -385,7 +457,9 @@ class MongoStore(DocumentStore):
         for _ in range(RETRIES):
             if not command:
                 # Nothing to remember: a key never written by a command goes altogether.
-                gone = await self.collection.delete_one({"_id": key, **LIVE, "_cmd": {"$exists": False}})
+                gone = await self.collection.delete_one(
+                    {"_id": key, **LIVE, "_cmd": {"$exists": False}}
+                )
                 if gone.deleted_count:
                     return True
             where, update = delete_op(key, command)
@@ -398,7 +472,12 @@ class MongoStore(DocumentStore):
                 where, update = delete_op(key, command, anything=True)
                 try:
                     before = await self.collection.find_one_and_update(
-                        where, update, upsert=True, projection={"_seq": 1}, return_document=self._before)
+                        where,
+                        update,
+                        upsert=True,
+                        projection={"_seq": 1},
+                        return_document=self._before,
+                    )
                     return before is not None and "_seq" in before
                 except DuplicateKeyError:
                     pass
@@ -416,7 +495,9 @@ class MongoStore(DocumentStore):
             raise NotFound(key)
 
     def _busy(self, key: str) -> StoreError:
-        return StoreError(f"the document '{key}' changed {RETRIES} times while being written; try again")
+        return StoreError(
+            f"the document '{key}' changed {RETRIES} times while being written; try again"
+        )
 
     # -- bulk writes -----------------------------------------------------------------------------
 
@@ -424,13 +505,18 @@ class MongoStore(DocumentStore):
         if not documents:
             return 0
         with driver_errors(f"insert {len(documents)} documents"):
-            states = {found["_id"]: KeyState.of(found) async for found in self.collection.find(
-                {"_id": {"$in": list(documents)}}, {"_cmd": 1, "_seq": 1})}
+            states = {
+                found["_id"]: KeyState.of(found)
+                async for found in self.collection.find(
+                    {"_id": {"$in": list(documents)}}, {"_cmd": 1, "_seq": 1}
+                )
+            }
             wanted: dict[str, Document] = {}
             taken = []
             for key, document in documents.items():
-                outcome = verdict("insert", states.get(key, KeyState(False, None)), command,
-                                  self.last_writer_wins)
+                outcome = verdict(
+                    "insert", states.get(key, KeyState(False, None)), command, self.last_writer_wins
+                )
                 if outcome == "duplicate":
                     taken.append(key)
                 elif outcome == "apply":
@@ -439,15 +525,29 @@ class MongoStore(DocumentStore):
                 raise DuplicateKey(", ".join(taken))
             seqs = {key: self._clock.next_id() for key in wanted}  # in order: list shows them so
             results = await asyncio.gather(
-                *(self._insert(key, document, command, seqs[key]) for key, document in wanted.items()),
-                return_exceptions=True)
+                *(
+                    self._insert(key, document, command, seqs[key])
+                    for key, document in wanted.items()
+                ),
+                return_exceptions=True,
+            )
             outcomes = dict(zip(wanted, results))
             taken = [key for key, result in outcomes.items() if isinstance(result, DuplicateKey)]
-            failed = [result for result in outcomes.values()
-                      if isinstance(result, BaseException) and not isinstance(result, (DuplicateKey, StaleCommand))]
+            failed = [
+                result
+                for result in outcomes.values()
+                if isinstance(result, BaseException)
+                and not isinstance(result, (DuplicateKey, StaleCommand))
+            ]
             if taken or failed:
-                await self._undo({key: last for key, last in outcomes.items()
-                                  if not isinstance(last, BaseException)}, seqs)
+                await self._undo(
+                    {
+                        key: last
+                        for key, last in outcomes.items()
+                        if not isinstance(last, BaseException)
+                    },
+                    seqs,
+                )
                 if failed:
                     raise failed[0]
                 raise DuplicateKey(", ".join(taken))
@@ -462,8 +562,9 @@ class MongoStore(DocumentStore):
             if last is None:
                 await self.collection.delete_one(where)
             else:
-                await self.collection.update_one(where, {"$unset": {"d": "", "_seq": ""},
-                                                         "$set": {"_cmd": last}})
+                await self.collection.update_one(
+                    where, {"$unset": {"d": "", "_seq": ""}, "$set": {"_cmd": last}}
+                )
 
     async def delete_many(self, keys: list[str], command: str | None = None) -> int:
         from pymongo.errors import DuplicateKeyError
@@ -478,7 +579,12 @@ class MongoStore(DocumentStore):
             for _ in range(RETRIES):
                 try:
                     before = await self.collection.find_one_and_update(
-                        where, update, upsert=True, projection={"_seq": 1}, return_document=self._before)
+                        where,
+                        update,
+                        upsert=True,
+                        projection={"_seq": 1},
+                        return_document=self._before,
+                    )
                     return before is not None and "_seq" in before
                 except DuplicateKeyError:  # the key's last command is C or newer: leave it out
                     if verdict("delete", await self._state(key), command, True) == "stale":

@@ -4,8 +4,8 @@ request message in, backend call, response message out."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Callable
 
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
@@ -47,23 +47,41 @@ def rfc3339_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-async def apply_operation(bound: BoundOperation, request: Message, store: DocumentStore, document_class: type[Message],
-              response_class: type[Message], timestamp: str | None, list_limit: int,
-              clock: Callable[[], str] = rfc3339_now, command: str | None = None) -> Message:
+async def apply_operation(
+    bound: BoundOperation,
+    request: Message,
+    store: DocumentStore,
+    document_class: type[Message],
+    response_class: type[Message],
+    timestamp: str | None,
+    list_limit: int,
+    clock: Callable[[], str] = rfc3339_now,
+    command: str | None = None,
+) -> Message:
     """Carry out the operation as `command` (its command id, if it has one); raises NotFound,
     DuplicateKey, InvalidRequest, or Stale for a command that must not apply to its key.
     Bulk operations leave out the keys the command must not apply to."""
     response = response_class()
     try:
-        return await _run(bound, request, store, document_class, response, timestamp, list_limit,
-                               clock, command)
+        return await _run(
+            bound, request, store, document_class, response, timestamp, list_limit, clock, command
+        )
     except StaleCommand as stale:
         _fill_write_response(response, bound.key, stale.key, 0)
         raise Stale(stale.key, stale.last, response) from None
 
-async def _run(bound: BoundOperation, request: Message, store: DocumentStore, document_class: type[Message],
-               response: Message, timestamp: str | None, list_limit: int,
-               clock: Callable[[], str], command: str | None) -> Message:
+
+async def _run(
+    bound: BoundOperation,
+    request: Message,
+    store: DocumentStore,
+    document_class: type[Message],
+    response: Message,
+    timestamp: str | None,
+    list_limit: int,
+    clock: Callable[[], str],
+    command: str | None,
+) -> Message:
     value = getattr(request, bound.request_field)
     if bound.op in ("insert", "update"):
         document = to_document(value) if bound.op == "insert" else to_update(value)
@@ -110,7 +128,8 @@ async def _run(bound: BoundOperation, request: Message, store: DocumentStore, do
             raise InvalidRequest(f"{bound.request_field} must not be negative")
         documents = await store.list(min(value, list_limit))
         getattr(response, bound.response_field).extend(
-            from_document(d, document_class) for d in documents)
+            from_document(d, document_class) for d in documents
+        )
     return response
 
 

@@ -50,7 +50,10 @@ def writer_subscriptions(topology: Topology, writer: WriterNode) -> list[str]:
     (overlapping subscriptions could deliver a message twice). The topic filters, as the ACL
     knows them: see `shared` for what a writer in a group subscribes to."""
     named = [topology.commands[c].topic for c in writer.commands if c in topology.commands]
-    return [*writer.topics, *dict.fromkeys(t for t in named if not any(matches(f, t) for f in writer.topics))]
+    return [
+        *writer.topics,
+        *dict.fromkeys(t for t in named if not any(matches(f, t) for f in writer.topics)),
+    ]
 
 
 def shared(writer: WriterNode, topic_filter: str) -> str:
@@ -66,13 +69,18 @@ def mqtt_access(topology: Topology, broker: BrokerNode) -> dict[str, MqttAccess]
     status = topology.status_topic
     for gateway in topology.nodes_of(GatewayNode):
         if gateway.broker == broker.name:
-            topics = [topology.commands[m.command].topic for m in gateway.mutations.values()
-                      if m.command in topology.commands]
+            topics = [
+                topology.commands[m.command].topic
+                for m in gateway.mutations.values()
+                if m.command in topology.commands
+            ]
             access[gateway.name] = MqttAccess(gateway.name, tuple(dict.fromkeys(topics)), (status,))
     for writer in topology.nodes_of(WriterNode):
         if writer.broker == broker.name:
             publish = (status, writer.dead_letter) if writer.dead_letter else (status,)
-            access[writer.name] = MqttAccess(writer.name, publish, tuple(writer_subscriptions(topology, writer)))
+            access[writer.name] = MqttAccess(
+                writer.name, publish, tuple(writer_subscriptions(topology, writer))
+            )
     for name, client in broker.clients.items():
         access[name] = MqttAccess(name, client.publish, client.subscribe)
     return access

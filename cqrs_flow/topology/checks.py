@@ -9,12 +9,11 @@ from __future__ import annotations
 import difflib
 import os
 from collections import defaultdict
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from cqrs_flow.errors import Problem
 from cqrs_flow.topology.graph import find_cycle
-from cqrs_flow.topology.topics import matches
 from cqrs_flow.topology.model import (
     Address,
     BrokerNode,
@@ -26,6 +25,7 @@ from cqrs_flow.topology.model import (
     Topology,
     WriterNode,
 )
+from cqrs_flow.topology.topics import matches
 from cqrs_flow.topology.yamlsource import KeyPath, LocatedData
 
 __all__ = ["check_wiring"]
@@ -37,8 +37,11 @@ _LOOPBACK_NAMES = {"localhost": "127.0.0.1", "ip6-localhost": "::1"}
 def check_wiring(topology: Topology) -> list[Problem]:
     report = _Reporter(topology.located or LocatedData({}))
     if not topology.nodes and "nodes" in (topology.located.data if topology.located else {}):
-        report(("nodes",), "no nodes: a topology needs at least a broker, a store, a writer, "
-                           "a reader and a gateway to do anything")
+        report(
+            ("nodes",),
+            "no nodes: a topology needs at least a broker, a store, a writer, "
+            "a reader and a gateway to do anything",
+        )
     _check_references(topology, report)
     _check_commands(topology, report)
     _check_listeners(topology, report)
@@ -79,9 +82,11 @@ def _check_references(topology: Topology, report: _Reporter) -> None:
             return
         ref(node, "store", endpoint.node, StoreNode, "a store node")
         if endpoint.side != side:
-            report(("nodes", node, "store"),
-                   f"a {role} may use only a store's {side} service, not '{endpoint}' "
-                   f"(read/write segregation); use '{endpoint.node}.{side}'")
+            report(
+                ("nodes", node, "store"),
+                f"a {role} may use only a store's {side} service, not '{endpoint}' "
+                f"(read/write segregation); use '{endpoint.node}.{side}'",
+            )
 
     for node in topology.nodes.values():
         if isinstance(node, WriterNode):
@@ -93,20 +98,31 @@ def _check_references(topology: Topology, report: _Reporter) -> None:
             ref(node.name, "broker", node.broker, BrokerNode, "a broker node")
             ref(node.name, "reader", node.reader, ReaderNode, "a reader node")
         elif isinstance(node, BrokerNode) and node.url and "listen" in _raw(topology, node.name):
-            report(("nodes", node.name, "listen"), "an external broker (url) is not started by `up`, "
-                                                   "so it has no 'listen'; keep one of the two")
+            report(
+                ("nodes", node.name, "listen"),
+                "an external broker (url) is not started by `up`, "
+                "so it has no 'listen'; keep one of the two",
+            )
         elif isinstance(node, BrokerNode) and not node.url and node.protocol != "3.1.1":
-            report(("nodes", node.name, "protocol"), "the embedded broker speaks MQTT 3.1.1 only; "
-                                                     "MQTT 5 needs an external broker (url)")
+            report(
+                ("nodes", node.name, "protocol"),
+                "the embedded broker speaks MQTT 3.1.1 only; MQTT 5 needs an external broker (url)",
+            )
         elif isinstance(node, StoreNode) and node.write.name and node.write.name == node.read.name:
-            report(("nodes", node.name, "read", "service"),
-                   "the read and write services must be different gRPC services")
+            report(
+                ("nodes", node.name, "read", "service"),
+                "the read and write services must be different gRPC services",
+            )
 
 
 def _raw(topology: Topology, node: str) -> dict:
     """The node's mapping as written in the file (to tell a written key from a default)."""
     data = topology.located.data if topology.located else {}
-    raw = data.get("nodes", {}).get(node) if isinstance(data, dict) and isinstance(data.get("nodes"), dict) else None
+    raw = (
+        data.get("nodes", {}).get(node)
+        if isinstance(data, dict) and isinstance(data.get("nodes"), dict)
+        else None
+    )
     return raw if isinstance(raw, dict) else {}
 
 
@@ -116,22 +132,32 @@ def _check_commands(topology: Topology, report: _Reporter) -> None:
         for field, mutation in gateway.mutations.items():
             path = ("nodes", gateway.name, "mutations", field, "command")
             if mutation.command not in topology.commands:
-                report(path, f"no command named '{mutation.command}'{_hint(mutation.command, topology.commands)}")
+                report(
+                    path,
+                    f"no command named '{mutation.command}'{_hint(mutation.command, topology.commands)}",
+                )
             published[mutation.command].append(gateway.name)
     consumed: dict[str, list[str]] = defaultdict(list)
     for writer in topology.nodes_of(WriterNode):
         if not writer.commands and not writer.topics:
-            report(("nodes", writer.name), "a writer needs 'commands' (names) or 'topics' (filters) "
-                                           "saying which commands it applies")
+            report(
+                ("nodes", writer.name),
+                "a writer needs 'commands' (names) or 'topics' (filters) "
+                "saying which commands it applies",
+            )
         for i, command in enumerate(writer.commands):
             if command not in topology.commands:
-                report(("nodes", writer.name, "commands", i),
-                       f"no command named '{command}'{_hint(command, topology.commands)}")
+                report(
+                    ("nodes", writer.name, "commands", i),
+                    f"no command named '{command}'{_hint(command, topology.commands)}",
+                )
         for i, topic_filter in enumerate(writer.topics):
             if not any(matches(topic_filter, c.topic) for c in topology.commands.values()):
                 topics = ", ".join(sorted(c.topic for c in topology.commands.values()))
-                report(("nodes", writer.name, "topics", i),
-                       f"filter '{topic_filter}' matches no command topic (topics: {topics or 'none'})")
+                report(
+                    ("nodes", writer.name, "topics", i),
+                    f"filter '{topic_filter}' matches no command topic (topics: {topics or 'none'})",
+                )
         for command in topology.commands_of(writer):
             consumed[command].append(writer.name)
 
@@ -140,27 +166,45 @@ def _check_commands(topology: Topology, report: _Reporter) -> None:
         path = ("commands", name)
         by_topic[command.topic].append(name)
         if not consumed[name]:
-            report(path, f"topic '{command.topic}' is consumed by no writer: its commands would never "
-                         "be applied; add the command to a writer's 'commands'")
+            report(
+                path,
+                f"topic '{command.topic}' is consumed by no writer: its commands would never "
+                "be applied; add the command to a writer's 'commands'",
+            )
         if not published[name]:
-            report(path, f"topic '{command.topic}' is published by no gateway mutation: "
-                         f"{', '.join(consumed[name]) or 'nothing'} would wait for commands that never come")
+            report(
+                path,
+                f"topic '{command.topic}' is published by no gateway mutation: "
+                f"{', '.join(consumed[name]) or 'nothing'} would wait for commands that never come",
+            )
     reserved = {topology.status_topic: ("status_topic",)}
-    reserved.update({w.dead_letter: ("nodes", w.name, "dead_letter") for w in topology.nodes_of(WriterNode)
-                     if w.dead_letter})
+    reserved.update(
+        {
+            w.dead_letter: ("nodes", w.name, "dead_letter")
+            for w in topology.nodes_of(WriterNode)
+            if w.dead_letter
+        }
+    )
     for topic, path in reserved.items():
         if topic in by_topic:
-            report(path, f"'{topic}' is also the topic of command {by_topic[topic][0]}; "
-                         "status and dead-letter topics need their own")
+            report(
+                path,
+                f"'{topic}' is also the topic of command {by_topic[topic][0]}; "
+                "status and dead-letter topics need their own",
+            )
         for writer in topology.nodes_of(WriterNode):
             for i, topic_filter in enumerate(writer.topics):
                 if matches(topic_filter, topic):
-                    report(("nodes", writer.name, "topics", i),
-                           f"filter '{topic_filter}' also matches '{topic}', which carries no commands")
+                    report(
+                        ("nodes", writer.name, "topics", i),
+                        f"filter '{topic_filter}' also matches '{topic}', which carries no commands",
+                    )
     for topic, names in by_topic.items():
         if len(names) > 1:
-            report(("commands", names[1], "topic"),
-                   f"topic '{topic}' is used by commands {', '.join(names)}; each command needs its own topic")
+            report(
+                ("commands", names[1], "topic"),
+                f"topic '{topic}' is used by commands {', '.join(names)}; each command needs its own topic",
+            )
 
 
 def _check_mqtt_clients(topology: Topology, report: _Reporter) -> None:
@@ -168,9 +212,11 @@ def _check_mqtt_clients(topology: Topology, report: _Reporter) -> None:
     for broker in topology.nodes_of(BrokerNode):
         for name in broker.clients:
             if name in topology.nodes:
-                report(("nodes", broker.name, "clients", name),
-                       f"'{name}' is the name of a node, which logs in to the broker as itself; "
-                       "give the client a name of its own")
+                report(
+                    ("nodes", broker.name, "clients", name),
+                    f"'{name}' is the name of a node, which logs in to the broker as itself; "
+                    "give the client a name of its own",
+                )
 
 
 def outside_project(relative: Path) -> str | None:
@@ -188,7 +234,9 @@ def grpc_endpoints(topology: Topology) -> list[tuple[KeyPath, Address, TlsServer
     endpoints: list[tuple[KeyPath, Address, TlsServer | None, list]] = []
     for store in topology.nodes_of(StoreNode):
         for side, caller_kind in (("write", WriterNode), ("read", ReaderNode)):
-            callers = [n for n in topology.nodes_of(caller_kind) if n.store == Endpoint(store.name, side)]
+            callers = [
+                n for n in topology.nodes_of(caller_kind) if n.store == Endpoint(store.name, side)
+            ]
             service = store.service(side)
             endpoints.append((("nodes", store.name, side), service.listen, service.tls, callers))
     for reader in topology.nodes_of(ReaderNode):
@@ -213,13 +261,18 @@ def _check_tls(topology: Topology, report: _Reporter) -> None:
         for key in ("cert", "key", "ca"):
             check_file(path + ("tls", key), getattr(tls, key))
         if tls.client_auth and tls.ca is None:
-            report(path + ("tls", "client_auth"), "mutual TLS needs 'ca': the CA certificate that signed "
-                                                  "the callers' certificates")
+            report(
+                path + ("tls", "client_auth"),
+                "mutual TLS needs 'ca': the CA certificate that signed the callers' certificates",
+            )
         for caller in callers if tls.client_auth else ():
             if caller.client_tls is None:
-                report(("nodes", caller.name), f"{'.'.join(map(str, path[1:]))} accepts only callers with a "
-                                               f"certificate (client_auth); give '{caller.name}' a 'client_tls' "
-                                               "with its certificate and key")
+                report(
+                    ("nodes", caller.name),
+                    f"{'.'.join(map(str, path[1:]))} accepts only callers with a "
+                    f"certificate (client_auth); give '{caller.name}' a 'client_tls' "
+                    "with its certificate and key",
+                )
     for broker in topology.nodes_of(BrokerNode):
         if broker.tls is None:
             continue
@@ -245,8 +298,11 @@ def _check_listeners(topology: Topology, report: _Reporter) -> None:
             for other, other_path, other_what in seen:
                 hosts = {_LOOPBACK_NAMES.get(h, h) for h in (other.host, address.host)}
                 if other.port == address.port and (len(hosts) == 1 or hosts & _WILDCARD_HOSTS):
-                    report(path, f"port {address.port} is already taken by "
-                                 f"{'.'.join(map(str, other_path[:2]))} ({other_what}, {other})")
+                    report(
+                        path,
+                        f"port {address.port} is already taken by "
+                        f"{'.'.join(map(str, other_path[:2]))} ({other_what}, {other})",
+                    )
             seen.append((address, path, what))
 
 
@@ -261,13 +317,27 @@ MAX_INPUT_BYTES = 4 * 1024 * 1024
 
 
 def _check_files(topology: Topology, report: _Reporter) -> None:
-    files: list[tuple[KeyPath, str]] = [(("proto", i), str(p)) for i, p in enumerate(topology.protos)]
-    files += [(("nodes", g.name, "schema"), str(g.schema)) for g in topology.nodes_of(GatewayNode)
-              if str(g.schema) not in ("", ".")]
-    folders: list[tuple[KeyPath, str]] = [(("plugin_path", i), str(p)) for i, p in enumerate(topology.plugin_path)]
-    folders += [(("nodes", n.name, "data"), str(n.data)) for n in topology.nodes.values()
-                if isinstance(n, (StoreNode, GatewayNode)) and n.data]
-    outside = {path for path, relative in files + folders if _leaves_project(topology, path, relative, report)}
+    files: list[tuple[KeyPath, str]] = [
+        (("proto", i), str(p)) for i, p in enumerate(topology.protos)
+    ]
+    files += [
+        (("nodes", g.name, "schema"), str(g.schema))
+        for g in topology.nodes_of(GatewayNode)
+        if str(g.schema) not in ("", ".")
+    ]
+    folders: list[tuple[KeyPath, str]] = [
+        (("plugin_path", i), str(p)) for i, p in enumerate(topology.plugin_path)
+    ]
+    folders += [
+        (("nodes", n.name, "data"), str(n.data))
+        for n in topology.nodes.values()
+        if isinstance(n, (StoreNode, GatewayNode)) and n.data
+    ]
+    outside = {
+        path
+        for path, relative in files + folders
+        if _leaves_project(topology, path, relative, report)
+    }
     for path, relative in files:
         if path in outside:
             continue
@@ -275,8 +345,11 @@ def _check_files(topology: Topology, report: _Reporter) -> None:
         if not target.is_file():
             report(path, f"file not found: {relative} (paths are relative to the topology file)")
         elif target.stat().st_size > MAX_INPUT_BYTES:
-            report(path, f"{relative} is {target.stat().st_size} bytes; proto and schema files are at most "
-                         f"{MAX_INPUT_BYTES}")
+            report(
+                path,
+                f"{relative} is {target.stat().st_size} bytes; proto and schema files are at most "
+                f"{MAX_INPUT_BYTES}",
+            )
 
 
 def _leaves_project(topology: Topology, path: KeyPath, relative: str, report: _Reporter) -> bool:
@@ -288,8 +361,11 @@ def _leaves_project(topology: Topology, path: KeyPath, relative: str, report: _R
     target = Path(os.path.normpath(topology.root / relative))
     if target == project or project in target.parents:
         return False
-    report(path, f"{relative} leads out of the project directory {project}; keep files inside it, "
-                 f"or say where the project is with the top-level key 'root' (e.g. root: ..)")
+    report(
+        path,
+        f"{relative} leads out of the project directory {project}; keep files inside it, "
+        f"or say where the project is with the top-level key 'root' (e.g. root: ..)",
+    )
     return True
 
 
@@ -302,8 +378,11 @@ def _check_data_directories(topology: Topology, report: _Reporter) -> None:
             continue
         directory = (topology.root / data).resolve()
         if directory in owners:
-            report(("nodes", node.name, "data"), f"directory '{data}' is the data directory of node "
-                                                 f"'{owners[directory]}' too; give each node its own")
+            report(
+                ("nodes", node.name, "data"),
+                f"directory '{data}' is the data directory of node "
+                f"'{owners[directory]}' too; give each node its own",
+            )
         owners.setdefault(directory, node.name)
 
 
@@ -315,14 +394,23 @@ def _check_store_backends(topology: Topology, report: _Reporter) -> None:
         path = ("nodes", store.name)
         if store.backend == "mongodb":
             if "mongodb" not in raw:
-                report(path + ("backend",), "backend: mongodb needs a 'mongodb' section saying where its "
-                                            "connection URL is read, e.g. mongodb: {url: {env: MONGODB_URL}}")
+                report(
+                    path + ("backend",),
+                    "backend: mongodb needs a 'mongodb' section saying where its "
+                    "connection URL is read, e.g. mongodb: {url: {env: MONGODB_URL}}",
+                )
             if store.data is not None:
-                report(path + ("data",), "'data' is the embedded backend's journal directory; with backend: "
-                                         "mongodb the documents are kept by MongoDB: remove 'data'")
+                report(
+                    path + ("data",),
+                    "'data' is the embedded backend's journal directory; with backend: "
+                    "mongodb the documents are kept by MongoDB: remove 'data'",
+                )
         elif "mongodb" in raw:
-            report(path + ("mongodb",), "the 'mongodb' settings are used only with backend: mongodb; "
-                                        "add backend: mongodb, or remove them")
+            report(
+                path + ("mongodb",),
+                "the 'mongodb' settings are used only with backend: mongodb; "
+                "add backend: mongodb, or remove them",
+            )
 
 
 def _check_writer_groups(topology: Topology, report: _Reporter) -> None:
@@ -336,19 +424,25 @@ def _check_writer_groups(topology: Topology, report: _Reporter) -> None:
         key = "replicas" if writer.replicas > 1 else "group"
         broker = topology.nodes.get(writer.broker)
         if isinstance(broker, BrokerNode) and not broker.external:
-            report(("nodes", writer.name, key),
-                   f"writers sharing their subscriptions need MQTT shared subscriptions, which the embedded "
-                   f"broker (amqtt) does not have: point nodes.{broker.name}.url at a broker that has them "
-                   f"(Mosquitto 1.6 or later, EMQX, HiveMQ), or run one writer")
+            report(
+                ("nodes", writer.name, key),
+                f"writers sharing their subscriptions need MQTT shared subscriptions, which the embedded "
+                f"broker (amqtt) does not have: point nodes.{broker.name}.url at a broker that has them "
+                f"(Mosquitto 1.6 or later, EMQX, HiveMQ), or run one writer",
+            )
         store = topology.nodes.get(writer.store.node)
         if isinstance(store, StoreNode) and not store.last_writer_wins:
-            report(("nodes", writer.name, key),
-                   f"commands on one entity may reach the store through several writers at once, in any "
-                   f"order: set nodes.{store.name}.last_writer_wins: true so that the newest command wins")
+            report(
+                ("nodes", writer.name, key),
+                f"commands on one entity may reach the store through several writers at once, in any "
+                f"order: set nodes.{store.name}.last_writer_wins: true so that the newest command wins",
+            )
         other = brokers.setdefault(group, writer.broker)
         if other != writer.broker:
-            report(("nodes", writer.name, "group"),
-                   f"group '{group}' is shared with writers on broker '{other}': a group lives on one broker")
+            report(
+                ("nodes", writer.name, "group"),
+                f"group '{group}' is shared with writers on broker '{other}': a group lives on one broker",
+            )
 
 
 def _hint(word: str, choices: Iterable[str]) -> str:

@@ -9,8 +9,8 @@ and `dot()` only spell that out. Everything is sorted, so the same topology give
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 from urllib.parse import urlsplit, urlunsplit
 
 from cqrs_flow.topology.model import BrokerNode, GatewayNode, Node, ReaderNode, Topology, WriterNode
@@ -87,17 +87,32 @@ def drawing(topology: Topology) -> Drawing:
             if source:
                 links.append(Link(source, ids.get("n", writer.name), _consume(writer.delay), WRITE))
     for writer in _of(nodes, WriterNode):
-        links.append(Link(ids.get("n", writer.name), ids.get("n", writer.store.node),
-                          writer.store.side, writer.store.side))
+        links.append(
+            Link(
+                ids.get("n", writer.name),
+                ids.get("n", writer.store.node),
+                writer.store.side,
+                writer.store.side,
+            )
+        )
     for gateway in _of(nodes, GatewayNode):
         links.append(Link(ids.get("n", gateway.name), ids.get("n", gateway.reader), "query", READ))
     for reader in _of(nodes, ReaderNode):
-        links.append(Link(ids.get("n", reader.name), ids.get("n", reader.store.node),
-                          reader.store.side, reader.store.side))
+        links.append(
+            Link(
+                ids.get("n", reader.name),
+                ids.get("n", reader.store.node),
+                reader.store.side,
+                reader.store.side,
+            )
+        )
 
     topic_boxes = {
-        (broker, topic): Box(ids.get("t", f"{broker}.{topic}"), (topic, ", ".join(sorted(commands))), "topic")
-        for (broker, topic), commands in sorted(topics.items())}
+        (broker, topic): Box(
+            ids.get("t", f"{broker}.{topic}"), (topic, ", ".join(sorted(commands))), "topic"
+        )
+        for (broker, topic), commands in sorted(topics.items())
+    }
     clusters, boxes = [], []
     for node in nodes:
         carried = tuple(box for (broker, _), box in topic_boxes.items() if broker == node.name)
@@ -106,7 +121,9 @@ def drawing(topology: Topology) -> Drawing:
         else:
             boxes.append(Box(ids.get("n", node.name), _node_lines(node)))
     brokers = {node.name for node in _of(nodes, BrokerNode)}
-    boxes += [box for (broker, _), box in topic_boxes.items() if broker not in brokers]  # drawn loose
+    boxes += [
+        box for (broker, _), box in topic_boxes.items() if broker not in brokers
+    ]  # drawn loose
     return Drawing(topology.name, tuple(clusters), tuple(boxes), tuple(links))
 
 
@@ -162,9 +179,13 @@ _DOT_LINE_STYLES = {WRITE: "solid", READ: "dashed"}
 def dot(topology: Topology) -> str:
     """The topology as a Graphviz digraph, left to right; one statement per line."""
     picture = drawing(topology)
-    out = [f"digraph {_dot_quote(picture.title)} {{", "  rankdir=LR;", '  fontname="Helvetica";',
-           '  node [shape=box, fontname="Helvetica"];',
-           '  edge [fontname="Helvetica", fontsize=10];']
+    out = [
+        f"digraph {_dot_quote(picture.title)} {{",
+        "  rankdir=LR;",
+        '  fontname="Helvetica";',
+        '  node [shape=box, fontname="Helvetica"];',
+        '  edge [fontname="Helvetica", fontsize=10];',
+    ]
     for cluster in picture.clusters:
         out.append(f"  subgraph {_dot_quote('cluster_' + cluster.id)} {{")
         out.append(f"    label={_dot_label(cluster.lines)};")
@@ -173,9 +194,11 @@ def dot(topology: Topology) -> str:
         out.append("  }")
     out += [f"  {_dot_box(box)}" for box in picture.boxes]
     for link in picture.links:
-        out.append(f"  {_dot_quote(link.source)} -> {_dot_quote(link.target)} "
-                   f"[label={_dot_quote(link.label)}, color=\"{_COLOURS[link.side]}\", "
-                   f"fontcolor=\"{_COLOURS[link.side]}\", style={_DOT_LINE_STYLES[link.side]}];")
+        out.append(
+            f"  {_dot_quote(link.source)} -> {_dot_quote(link.target)} "
+            f'[label={_dot_quote(link.label)}, color="{_COLOURS[link.side]}", '
+            f'fontcolor="{_COLOURS[link.side]}", style={_DOT_LINE_STYLES[link.side]}];'
+        )
     out.append("}")
     return "\n".join(out) + "\n"
 
@@ -201,6 +224,7 @@ FORMATS: dict[str, Callable[[Topology], str]] = {"mermaid": mermaid, "dot": dot}
 
 
 # -- shared helpers ---------------------------------------------------------------------------
+
 
 class _Ids:
     """Stable identifiers: a prefix plus the name with anything but letters and digits as '_';
@@ -234,7 +258,9 @@ def _node_lines(node: Node) -> tuple[str, ...]:
     url = getattr(node, "url", None) if isinstance(node, BrokerNode) else None
     if url:
         return f"{node.name} ({node.kind}, external)", _without_password(str(url))
-    return (f"{node.name} ({node.kind})",) + tuple(f"{what} {address}" for what, address in node.listens)
+    return (f"{node.name} ({node.kind})",) + tuple(
+        f"{what} {address}" for what, address in node.listens
+    )
 
 
 def _without_password(url: str) -> str:

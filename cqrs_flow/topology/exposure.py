@@ -31,27 +31,41 @@ def exposure_warnings(topology: Topology) -> list[Problem]:
     warnings: list[Problem] = []
 
     def warn(path: tuple, address: Address, message: str) -> None:
-        warnings.append(located.problem(path, f"{address} is reachable beyond this machine: {message}"))
+        warnings.append(
+            located.problem(path, f"{address} is reachable beyond this machine: {message}")
+        )
 
     for path, address, tls, _ in grpc_endpoints(topology):
         if tls is None and not is_loopback(address.host):
-            warn(path + ("listen",), address,
-                 "gRPC in plain text, node tokens and documents readable on the network; add 'tls' "
-                 "(with client_auth: true to also refuse callers without a certificate)")
+            warn(
+                path + ("listen",),
+                address,
+                "gRPC in plain text, node tokens and documents readable on the network; add 'tls' "
+                "(with client_auth: true to also refuse callers without a certificate)",
+            )
     for broker in topology.nodes_of(BrokerNode):
         if broker.secure:
             continue
         if broker.external and not is_loopback(broker.address.host):
-            warn(("nodes", broker.name, "url"), broker.address,
-                 "MQTT in plain text, passwords and commands readable on the network; use TLS "
-                 "(mqtts:// and 'tls: {ca: ...}')")
+            warn(
+                ("nodes", broker.name, "url"),
+                broker.address,
+                "MQTT in plain text, passwords and commands readable on the network; use TLS "
+                "(mqtts:// and 'tls: {ca: ...}')",
+            )
         elif not broker.external and not is_loopback(broker.listen.host):
-            warn(("nodes", broker.name, "listen"), broker.listen,
-                 "clients log in, but in plain text: passwords and commands are readable on the "
-                 "network; add 'tls' with the broker's certificate and key")
+            warn(
+                ("nodes", broker.name, "listen"),
+                broker.listen,
+                "clients log in, but in plain text: passwords and commands are readable on the "
+                "network; add 'tls' with the broker's certificate and key",
+            )
     for gateway in topology.nodes_of(GatewayNode):
         if not is_loopback(gateway.listen.host):
-            warn(("nodes", gateway.name, "listen"), gateway.listen,
-                 "the gateway serves GraphQL over plain HTTP to anyone; put a reverse proxy with TLS "
-                 "(and authentication, if not every caller may write) in front of it")
+            warn(
+                ("nodes", gateway.name, "listen"),
+                gateway.listen,
+                "the gateway serves GraphQL over plain HTTP to anyone; put a reverse proxy with TLS "
+                "(and authentication, if not every caller may write) in front of it",
+            )
     return warnings

@@ -11,10 +11,12 @@ __all__ = ["find_cycle", "needed_by", "sorter", "start_batches", "start_order"]
 
 def sorter(topology: Topology) -> TopologicalSorter:
     """A prepared TopologicalSorter over the nodes; raises CycleError on a cycle."""
-    graph = TopologicalSorter({
-        name: [d for d in node.dependencies if d in topology.nodes]
-        for name, node in topology.nodes.items()
-    })
+    graph = TopologicalSorter(
+        {
+            name: [d for d in node.dependencies if d in topology.nodes]
+            for name, node in topology.nodes.items()
+        }
+    )
     graph.prepare()
     return graph
 

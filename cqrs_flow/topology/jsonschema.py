@@ -15,7 +15,8 @@ draft-07 rules.
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from cqrs_flow.topology import spec
 from cqrs_flow.topology.yamlsource import KeyPath, format_path
@@ -37,7 +38,7 @@ def topology_schema() -> Schema:
         "$schema": DRAFT,
         "title": "cqrs-flow topology",
         "description": "A CQRS system for `cqrs-flow up`. Generated from cqrs_flow/topology/spec.py "
-                       "by `cqrs-flow schema`; `cqrs-flow validate` also checks the wiring.",
+        "by `cqrs-flow schema`; `cqrs-flow validate` also checks the wiring.",
         **_section(spec.TOPOLOGY, ()),
     }
 
@@ -49,13 +50,17 @@ def schema_text() -> str:
 
 # -- containers -------------------------------------------------------------------------------
 
+
 def _value(kind: Any, path: KeyPath) -> Schema:
     if isinstance(kind, spec.Section):
         return _section(kind, path)
     if isinstance(kind, spec.MapOf):
         # spec.check reads an empty value ('queries:') as an empty mapping, hence null.
-        return {"type": ["object", "null"], "propertyNames": _value(kind.key, path + ("<key>",)),
-                "additionalProperties": _value(kind.value, path + ("<name>",))}
+        return {
+            "type": ["object", "null"],
+            "propertyNames": _value(kind.key, path + ("<key>",)),
+            "additionalProperties": _value(kind.value, path + ("<name>",)),
+        }
     if isinstance(kind, spec.ListOf):
         return {"type": "array", "items": _value(kind.item, path + (0,))}
     if isinstance(kind, spec.ByKind):
@@ -66,7 +71,10 @@ def _value(kind: Any, path: KeyPath) -> Schema:
 def _section(section: spec.Section, path: KeyPath, kind_const: str | None = None) -> Schema:
     properties = {}
     for key, field in section.fields.items():
-        properties[key] = {**_value(field.type, path + (key,)), **_annotations(field, path + (key,))}
+        properties[key] = {
+            **_value(field.type, path + (key,)),
+            **_annotations(field, path + (key,)),
+        }
     if kind_const is not None and "kind" in properties:
         properties["kind"] = {"const": kind_const}
     mapping: Schema = {"type": "object"}
@@ -89,11 +97,15 @@ def _by_kind(by_kind: spec.ByKind, path: KeyPath) -> Schema:
     kinds = list(by_kind.kinds)
     return {
         "type": "object",
-        "properties": {"kind": {"enum": kinds, "description": "what the node is: " + ", ".join(kinds)}},
+        "properties": {
+            "kind": {"enum": kinds, "description": "what the node is: " + ", ".join(kinds)}
+        },
         "required": ["kind"],
         "allOf": [
-            {"if": {"properties": {"kind": {"const": name}}, "required": ["kind"]},
-             "then": _section(section, path, kind_const=name)}
+            {
+                "if": {"properties": {"kind": {"const": name}}, "required": ["kind"]},
+                "then": _section(section, path, kind_const=name),
+            }
             for name, section in by_kind.kinds.items()
         ],
     }
@@ -111,7 +123,9 @@ def _annotations(field: spec.Field, path: KeyPath) -> Schema:
 # -- scalar types -----------------------------------------------------------------------------
 
 # Ports 1-65535, leading zeros allowed (spec.parse_address reads the port with int()).
-_PORT = r"0*(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+_PORT = (
+    r"0*(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+)
 
 
 def _pattern(regex_name: str, replace: tuple[str, str] | None = None) -> Schema:
@@ -123,8 +137,10 @@ def _pattern(regex_name: str, replace: tuple[str, str] | None = None) -> Schema:
     if replace is not None:
         old, new = replace
         if pattern.count(old) != 1:
-            raise UnmappedType(f"spec.{regex_name} changed shape: expected {old!r} once in {pattern!r}; "
-                               "update cqrs_flow/topology/jsonschema.py")
+            raise UnmappedType(
+                f"spec.{regex_name} changed shape: expected {old!r} once in {pattern!r}; "
+                "update cqrs_flow/topology/jsonschema.py"
+            )
         pattern = pattern.replace(old, new)
     return {"type": "string", "pattern": pattern}
 
@@ -144,39 +160,76 @@ _SCALARS: dict[str, Callable[[], Schema]] = {
     "field_path": lambda: _pattern("_FIELD_PATH"),
     "boolean": lambda: {"type": "boolean"},
     "positive_int": lambda: {"type": "integer", "minimum": 1},
-    "parse_duration": lambda: {"anyOf": [
-        {"type": "number", "minimum": 0},
-        {**_pattern("_DURATION"), "examples": ["3s", "500ms", "1m"]},
-    ]},
-    "positive_duration": lambda: {"anyOf": [
-        {"type": "number", "minimum": 0},  # more than 0: spec checks that
-        {**_pattern("_DURATION"), "examples": ["10s", "500ms", "1m"]},
-    ]},
-    "ip_network": lambda: {"type": "string", "minLength": 1,
-                           "examples": ["127.0.0.1", "10.0.0.0/8", "::1"]},
-    "parse_address": lambda: {"anyOf": [
-        {"type": "integer", "minimum": 1, "maximum": 65535, "description": "a port on 127.0.0.1"},
-        {"type": "string", "pattern": rf"^(?:\[(?:[^\]]|\](?!:))+\]|(?!\[)[\s\S]+):{_PORT}$",
-         "examples": ["127.0.0.1:8080", "0.0.0.0:8080", "[::1]:8080"]},
-    ]},
+    "parse_duration": lambda: {
+        "anyOf": [
+            {"type": "number", "minimum": 0},
+            {**_pattern("_DURATION"), "examples": ["3s", "500ms", "1m"]},
+        ]
+    },
+    "positive_duration": lambda: {
+        "anyOf": [
+            {"type": "number", "minimum": 0},  # more than 0: spec checks that
+            {**_pattern("_DURATION"), "examples": ["10s", "500ms", "1m"]},
+        ]
+    },
+    "ip_network": lambda: {
+        "type": "string",
+        "minLength": 1,
+        "examples": ["127.0.0.1", "10.0.0.0/8", "::1"],
+    },
+    "parse_address": lambda: {
+        "anyOf": [
+            {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": 65535,
+                "description": "a port on 127.0.0.1",
+            },
+            {
+                "type": "string",
+                "pattern": rf"^(?:\[(?:[^\]]|\](?!:))+\]|(?!\[)[\s\S]+):{_PORT}$",
+                "examples": ["127.0.0.1:8080", "0.0.0.0:8080", "[::1]:8080"],
+            },
+        ]
+    },
     # spec.topic: not empty, no NUL, no wildcards, not starting with '$'.
     "topic": lambda: {"type": "string", "pattern": r"^(?!\$)[^+#\u0000]+$"},
     # topics.filter_problem: '+' a whole level, '#' a whole level and the last one.
-    "topic_filter": lambda: {"type": "string",
-                             "pattern": r"^(?!$)(?!\$)(?:(?:[^/+#]*|\+)/)*(?:[^/+#]*|\+|#)$"},
+    "topic_filter": lambda: {
+        "type": "string",
+        "pattern": r"^(?!$)(?!\$)(?:(?:[^/+#]*|\+)/)*(?:[^/+#]*|\+|#)$",
+    },
     "broker_url": lambda: _pattern("_URL", (r"(\d+)", f"({_PORT})")),
     "endpoint": _endpoint,
     "origin": lambda: {"anyOf": [{"const": "*"}, _pattern("_ORIGIN")]},
     # exactly one of env and file
-    "secret_source": lambda: {"anyOf": [
-        {"type": "object", "required": ["env"], "additionalProperties": False,
-         "properties": {"env": {**_pattern("_ENV_NAME"), "description": "environment variable's name"}},
-         "examples": [{"env": "MONGODB_URL"}]},
-        {"type": "object", "required": ["file"], "additionalProperties": False,
-         "properties": {"file": {"type": "string", "minLength": 1, "pattern": r"^(?!/)(?!(?:.*/)?\.\.(?:/|$))",
-                                 "description": "file, relative to the topology file"}},
-         "examples": [{"file": "secrets/mongodb-url"}]},
-    ]},
+    "secret_source": lambda: {
+        "anyOf": [
+            {
+                "type": "object",
+                "required": ["env"],
+                "additionalProperties": False,
+                "properties": {
+                    "env": {**_pattern("_ENV_NAME"), "description": "environment variable's name"}
+                },
+                "examples": [{"env": "MONGODB_URL"}],
+            },
+            {
+                "type": "object",
+                "required": ["file"],
+                "additionalProperties": False,
+                "properties": {
+                    "file": {
+                        "type": "string",
+                        "minLength": 1,
+                        "pattern": r"^(?!/)(?!(?:.*/)?\.\.(?:/|$))",
+                        "description": "file, relative to the topology file",
+                    }
+                },
+                "examples": [{"file": "secrets/mongodb-url"}],
+            },
+        ]
+    },
 }
 
 # Renders a parsed default back into the form a topology file would write it in.
@@ -197,8 +250,10 @@ def _scalar(kind: Any, path: KeyPath) -> Schema:
     name = getattr(kind, "__name__", repr(kind))
     if name in _SCALARS and getattr(spec, name, None) is kind:
         return _SCALARS[name]()
-    raise UnmappedType(f"{format_path(path) or 'topology'}: no JSON Schema for spec type {name!r}; "
-                       "add it to _SCALARS in cqrs_flow/topology/jsonschema.py")
+    raise UnmappedType(
+        f"{format_path(path) or 'topology'}: no JSON Schema for spec type {name!r}; "
+        "add it to _SCALARS in cqrs_flow/topology/jsonschema.py"
+    )
 
 
 def _made_by(kind: Any) -> tuple[str | None, Any]:
@@ -215,8 +270,10 @@ def _made_by(kind: Any) -> tuple[str | None, Any]:
         return factory, getattr(kind, wanted)
     cells = dict(zip(kind.__code__.co_freevars, kind.__closure__ or ()))
     if wanted not in cells:
-        raise UnmappedType(f"spec.{factory} no longer keeps {wanted!r}; "
-                           "update _made_by in cqrs_flow/topology/jsonschema.py")
+        raise UnmappedType(
+            f"spec.{factory} no longer keeps {wanted!r}; "
+            "update _made_by in cqrs_flow/topology/jsonschema.py"
+        )
     return factory, cells[wanted].cell_contents
 
 
@@ -235,8 +292,10 @@ def _json_default(kind: Any, default: Any, path: KeyPath) -> Any:
     except spec.Invalid as exc:
         read_back = exc
     if read_back != default:
-        raise UnmappedType(f"{format_path(path)}: default {default!r} written as {written!r} reads "
-                           f"back as {read_back!r}; fix _DEFAULTS in cqrs_flow/topology/jsonschema.py")
+        raise UnmappedType(
+            f"{format_path(path)}: default {default!r} written as {written!r} reads "
+            f"back as {read_back!r}; fix _DEFAULTS in cqrs_flow/topology/jsonschema.py"
+        )
     return written
 
 

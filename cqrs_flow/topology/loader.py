@@ -14,10 +14,10 @@ from cqrs_flow.topology.model import (
     Command,
     Endpoint,
     GatewayNode,
-    MqttClient,
-    MqttTls,
     Limits,
     MongoSettings,
+    MqttClient,
+    MqttTls,
     Mutation,
     Node,
     PluginRef,
@@ -46,11 +46,19 @@ def load_topology(path: str | Path) -> Topology:
     try:
         size = path.stat().st_size
         if size > MAX_FILE_BYTES:
-            raise TopologyError([Problem(None, "", f"file is {size} bytes; a topology is at most "
-                                                    f"{MAX_FILE_BYTES}")], str(path))
+            raise TopologyError(
+                [
+                    Problem(
+                        None, "", f"file is {size} bytes; a topology is at most {MAX_FILE_BYTES}"
+                    )
+                ],
+                str(path),
+            )
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise TopologyError([Problem(None, "", f"cannot read topology: {exc}")], str(path)) from None
+        raise TopologyError(
+            [Problem(None, "", f"cannot read topology: {exc}")], str(path)
+        ) from None
     return parse_topology(text, path)
 
 
@@ -73,7 +81,9 @@ def parse_topology(text: str, path: Path) -> Topology:
 def _build(data: dict[str, Any], path: Path, located: LocatedData) -> Topology:
     commands = {
         # a missing required key was reported; build the rest anyway, to check it too
-        name: Command(name=name, topic=c.get("topic") or "", rpc=c.get("rpc") or "", key=c.get("key"))
+        name: Command(
+            name=name, topic=c.get("topic") or "", rpc=c.get("rpc") or "", key=c.get("key")
+        )
         for name, c in (data.get("commands") or {}).items()
     }
     nodes = {name: _node(name, raw) for name, raw in (data.get("nodes") or {}).items()}
@@ -105,26 +115,41 @@ def _address(value: tuple[str, int] | None) -> Address | None:
 def _service(raw: dict[str, Any] | None) -> Service:
     raw = raw or {}
     listen = _address(raw.get("listen")) or Address("127.0.0.1", 0)
-    return Service(name=raw.get("service") or "", listen=listen, rpcs=frozen_map(raw.get("rpcs")),
-                   tls=_tls(raw.get("tls")))
+    return Service(
+        name=raw.get("service") or "",
+        listen=listen,
+        rpcs=frozen_map(raw.get("rpcs")),
+        tls=_tls(raw.get("tls")),
+    )
 
 
 def _tls(raw: dict[str, Any] | None) -> TlsServer | None:
     if not raw or not raw.get("cert") or not raw.get("key"):
         return None  # none, or missing keys already reported
-    return TlsServer(cert=Path(raw["cert"]), key=Path(raw["key"]), ca=_path(raw.get("ca")),
-                     client_auth=raw["client_auth"], server_name=raw.get("server_name"))
+    return TlsServer(
+        cert=Path(raw["cert"]),
+        key=Path(raw["key"]),
+        ca=_path(raw.get("ca")),
+        client_auth=raw["client_auth"],
+        server_name=raw.get("server_name"),
+    )
 
 
 def _client_tls(raw: dict[str, Any]) -> TlsClient | None:
     tls = raw.get("client_tls")
-    return TlsClient(Path(tls["cert"]), Path(tls["key"])) if tls and tls.get("cert") and tls.get("key") else None
+    return (
+        TlsClient(Path(tls["cert"]), Path(tls["key"]))
+        if tls and tls.get("cert") and tls.get("key")
+        else None
+    )
 
 
 def _secret(value: dict[str, str] | None) -> SecretSource | None:
     if not value:
         return None
-    return SecretSource(env=value.get("env"), file=Path(value["file"]) if value.get("file") else None)
+    return SecretSource(
+        env=value.get("env"), file=Path(value["file"]) if value.get("file") else None
+    )
 
 
 def _mongodb(raw: dict[str, Any] | None) -> MongoSettings | None:
@@ -143,8 +168,11 @@ def _limits(raw: dict[str, Any]) -> Limits:
 
 
 def _plugins(raw: dict[str, Any]) -> tuple[PluginRef, ...]:
-    return tuple(PluginRef(p["use"], frozen_map(p.get("config"))) for p in raw.get("plugins") or ()
-                 if isinstance(p, dict) and p.get("use"))
+    return tuple(
+        PluginRef(p["use"], frozen_map(p.get("config")))
+        for p in raw.get("plugins") or ()
+        if isinstance(p, dict) and p.get("use")
+    )
 
 
 def _node(name: str, raw: dict[str, Any]) -> Node:
@@ -158,13 +186,25 @@ def _node(name: str, raw: dict[str, Any]) -> Node:
 
 def _kind_node(name: str, kind: str | None, raw: dict[str, Any]) -> Node:
     if kind == "broker":
-        return BrokerNode(name=name, listen=_address(raw.get("listen")) or Address("127.0.0.1", 0),
-                          url=raw.get("url"), protocol=raw["protocol"],
-                          clients=frozen_map({
-                              user: MqttClient(user, tuple(c["publish"] or ()), tuple(c["subscribe"] or ()))
-                              for user, c in (raw.get("clients") or {}).items()}),
-                          tls=MqttTls(_path(raw["tls"].get("cert")), _path(raw["tls"].get("key")),
-                                      _path(raw["tls"].get("ca"))) if raw.get("tls") else None)
+        return BrokerNode(
+            name=name,
+            listen=_address(raw.get("listen")) or Address("127.0.0.1", 0),
+            url=raw.get("url"),
+            protocol=raw["protocol"],
+            clients=frozen_map(
+                {
+                    user: MqttClient(user, tuple(c["publish"] or ()), tuple(c["subscribe"] or ()))
+                    for user, c in (raw.get("clients") or {}).items()
+                }
+            ),
+            tls=MqttTls(
+                _path(raw["tls"].get("cert")),
+                _path(raw["tls"].get("key")),
+                _path(raw["tls"].get("ca")),
+            )
+            if raw.get("tls")
+            else None,
+        )
     if kind == "store":
         return StoreNode(
             name=name,
@@ -214,18 +254,33 @@ def _kind_node(name: str, kind: str | None, raw: dict[str, Any]) -> Node:
             schema=Path(raw.get("schema") or ""),
             broker=raw.get("broker") or "",
             reader=raw.get("reader") or "",
-            queries=frozen_map({
-                field: Query(field=field, rpc=q["rpc"], arguments=frozen_map(q.get("arguments")),
-                             result=q.get("result"))
-                for field, q in (raw.get("queries") or {}).items() if q.get("rpc")
-            }),
-            mutations=frozen_map({
-                field: Mutation(field=field, command=m["command"],
-                                arguments=frozen_map(m.get("arguments")),
-                                generate=frozen_map(m.get("generate")), exists=m.get("exists"),
-                                message=m["message"], not_found=m["not_found"])
-                for field, m in (raw.get("mutations") or {}).items() if m.get("command")
-            }),
+            queries=frozen_map(
+                {
+                    field: Query(
+                        field=field,
+                        rpc=q["rpc"],
+                        arguments=frozen_map(q.get("arguments")),
+                        result=q.get("result"),
+                    )
+                    for field, q in (raw.get("queries") or {}).items()
+                    if q.get("rpc")
+                }
+            ),
+            mutations=frozen_map(
+                {
+                    field: Mutation(
+                        field=field,
+                        command=m["command"],
+                        arguments=frozen_map(m.get("arguments")),
+                        generate=frozen_map(m.get("generate")),
+                        exists=m.get("exists"),
+                        message=m["message"],
+                        not_found=m["not_found"],
+                    )
+                    for field, m in (raw.get("mutations") or {}).items()
+                    if m.get("command")
+                }
+            ),
             playground=raw["playground"],
             data=Path(raw["data"]) if raw.get("data") else None,
             introspection=raw["introspection"],

@@ -6,35 +6,35 @@ The model only describes; cqrs_flow.launcher runs it and cqrs_flow.nodes impleme
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Mapping
 
 from cqrs_flow.topology.spec import LIMITS, RATE
 from cqrs_flow.topology.yamlsource import LocatedData
 
 __all__ = [
     "Address",
-    "Endpoint",
+    "BrokerNode",
     "Command",
-    "Service",
-    "Query",
+    "Endpoint",
+    "GatewayNode",
+    "MongoSettings",
+    "MqttClient",
+    "MqttTls",
     "Mutation",
     "Node",
     "PluginRef",
+    "Query",
+    "ReaderNode",
     "SecretSource",
+    "Service",
+    "StoreNode",
     "TlsClient",
     "TlsServer",
-    "MongoSettings",
-    "BrokerNode",
-    "MqttClient",
-    "MqttTls",
-    "StoreNode",
-    "ReaderNode",
-    "WriterNode",
-    "GatewayNode",
     "Topology",
+    "WriterNode",
     "frozen_map",
 ]
 
@@ -439,8 +439,11 @@ class Topology:
         """The commands a writer applies: named ones, and those whose topic one of its filters matches."""
         from cqrs_flow.topology.topics import matches
 
-        return [name for name, command in self.commands.items()
-                if name in writer.commands or any(matches(f, command.topic) for f in writer.topics)]
+        return [
+            name
+            for name, command in self.commands.items()
+            if name in writer.commands or any(matches(f, command.topic) for f in writer.topics)
+        ]
 
     def writers_of(self, command: str) -> list[WriterNode]:
         return [w for w in self.nodes_of(WriterNode) if command in self.commands_of(w)]
@@ -458,11 +461,14 @@ class Topology:
             for side in ("write", "read"):
                 wanted = WriterNode if side == "write" else ReaderNode
                 callers[node.service(side).name] = {
-                    n.name for n in self.nodes_of(wanted) if n.store == Endpoint(node.name, side)}
+                    n.name for n in self.nodes_of(wanted) if n.store == Endpoint(node.name, side)
+                }
         elif isinstance(node, ReaderNode):
-            callers[node.service] = {g.name for g in self.nodes_of(GatewayNode) if g.reader == node.name}
+            callers[node.service] = {
+                g.name for g in self.nodes_of(GatewayNode) if g.reader == node.name
+            }
         return callers
 
-    def with_node(self, node: Node) -> "Topology":
+    def with_node(self, node: Node) -> Topology:
         """A copy with `node` added or replaced."""
         return replace(self, nodes=frozen_map({**self.nodes, node.name: node}))

@@ -8,8 +8,9 @@ original files.
 from __future__ import annotations
 
 import socket
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -42,8 +43,12 @@ def relocate(source: Path, target: Path, overrides: Mapping[str, Any] | None = N
 
     data["proto"] = absolute(data["proto"])
     data["plugin_path"] = absolute(data.get("plugin_path", "."))
-    holders = [holder for node in data["nodes"].values()
-               for holder in (node, node.get("write") or {}, node.get("read") or {}) if "listen" in holder]
+    holders = [
+        holder
+        for node in data["nodes"].values()
+        for holder in (node, node.get("write") or {}, node.get("read") or {})
+        if "listen" in holder
+    ]
     for holder, port in zip(holders, free_ports(len(holders))):
         holder["listen"] = f"127.0.0.1:{port}"
     for node in data["nodes"].values():

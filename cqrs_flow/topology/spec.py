@@ -11,13 +11,22 @@ import difflib
 import ipaddress
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from cqrs_flow.errors import Problem
 from cqrs_flow.topology.yamlsource import KeyPath, LocatedData
 
-__all__ = ["STORE_OPS", "TOPOLOGY", "NODE_KINDS", "Invalid", "check", "parse_duration", "parse_address"]
+__all__ = [
+    "NODE_KINDS",
+    "STORE_OPS",
+    "TOPOLOGY",
+    "Invalid",
+    "check",
+    "parse_address",
+    "parse_duration",
+]
 
 
 class Invalid(Exception):
@@ -29,7 +38,7 @@ _MISSING = object()
 
 @dataclass(frozen=True)
 class Field:
-    type: Callable[[Any], Any] | "Section" | "MapOf" | "ListOf" | "ByKind"
+    type: Callable[[Any], Any] | Section | MapOf | ListOf | ByKind
     required: bool = False
     default: Any = None
     doc: str = ""
@@ -40,7 +49,9 @@ class Field:
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*$")
 _FIELD_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
-_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?$|^https?://\[[0-9A-Fa-f:.]+\](:\d{1,5})?$")
+_ORIGIN = re.compile(
+    r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?$|^https?://\[[0-9A-Fa-f:.]+\](:\d{1,5})?$"
+)
 _FULL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 
@@ -90,8 +101,10 @@ def origin(value: Any) -> str:
     """A web origin allowed to call the gateway from a browser: scheme://host[:port], or '*'."""
     if value == "*" or (isinstance(value, str) and _ORIGIN.fullmatch(value)):
         return value
-    raise Invalid(f"expected an origin such as https://app.example.com or http://localhost:3000 "
-                  f"(scheme, host and port only; no path), or '*', got {_show(value)}")
+    raise Invalid(
+        f"expected an origin such as https://app.example.com or http://localhost:3000 "
+        f"(scheme, host and port only; no path), or '*', got {_show(value)}"
+    )
 
 
 def parse_duration(value: Any) -> float:
@@ -109,8 +122,9 @@ def positive_duration(value: Any) -> float:
     """A duration longer than zero: 10s, 500ms, 1m, 2.5."""
     seconds = parse_duration(value)
     if seconds <= 0:
-        raise Invalid(f"expected a duration longer than zero, such as 10s or 500ms, "
-                      f"got {_show(value)}")
+        raise Invalid(
+            f"expected a duration longer than zero, such as 10s or 500ms, got {_show(value)}"
+        )
     return seconds
 
 
@@ -121,8 +135,9 @@ def ip_network(value: Any) -> str:
             return str(ipaddress.ip_network(value, strict=False))
     except ValueError:
         pass
-    raise Invalid(f"expected an IP address or network such as 10.0.0.1 or 10.0.0.0/8, "
-                  f"got {_show(value)}")
+    raise Invalid(
+        f"expected an IP address or network such as 10.0.0.1 or 10.0.0.0/8, got {_show(value)}"
+    )
 
 
 def parse_address(value: Any) -> tuple[str, int]:
@@ -135,7 +150,12 @@ def parse_address(value: Any) -> tuple[str, int]:
         host, _, port_text = value.rpartition(":")
     else:
         raise Invalid(f"expected host:port such as 127.0.0.1:8080, got {_show(value)}")
-    if not host or not port_text.isascii() or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    if (
+        not host
+        or not port_text.isascii()
+        or not port_text.isdigit()
+        or not 0 < int(port_text) < 65536
+    ):
         raise Invalid(f"expected host:port with a port from 1 to 65535, got {_show(value)}")
     return host, int(port_text)
 
@@ -181,26 +201,36 @@ def secret_source(value: Any) -> dict[str, str]:
     never echoed back in the error (it would land in logs)."""
     if not isinstance(value, dict):
         what = "a value written in clear" if isinstance(value, str) else f"a {type(value).__name__}"
-        raise Invalid(f"expected {{env: NAME}} or {{file: path}}, got {what}. A secret (a connection URL "
-                      "may hold a password) is never written in the topology, which is read by anyone "
-                      "who can read the project: put it in an environment variable and write "
-                      "{env: MONGODB_URL}, or in a file (chmod 600, outside version control) and "
-                      "write {file: secrets/mongodb-url}")
+        raise Invalid(
+            f"expected {{env: NAME}} or {{file: path}}, got {what}. A secret (a connection URL "
+            "may hold a password) is never written in the topology, which is read by anyone "
+            "who can read the project: put it in an environment variable and write "
+            "{env: MONGODB_URL}, or in a file (chmod 600, outside version control) and "
+            "write {file: secrets/mongodb-url}"
+        )
     unknown = [str(k) for k in value if k not in ("env", "file")]
     if unknown or len(value) != 1:
         hint = _did_you_mean(unknown[0], ("env", "file")) if unknown else ""
-        raise Invalid(f"expected exactly one of 'env' or 'file', got keys "
-                      f"{', '.join(map(str, value)) or 'none'}{hint}")
+        raise Invalid(
+            f"expected exactly one of 'env' or 'file', got keys "
+            f"{', '.join(map(str, value)) or 'none'}{hint}"
+        )
     ((kind, where),) = value.items()
     if kind == "env" and not (isinstance(where, str) and _ENV_NAME.fullmatch(where)):
-        raise Invalid(f"env: expected the name of an environment variable such as MONGODB_URL, "
-                      f"got {_show(where) if not isinstance(where, str) else 'a string that is not one'}")
+        raise Invalid(
+            f"env: expected the name of an environment variable such as MONGODB_URL, "
+            f"got {_show(where) if not isinstance(where, str) else 'a string that is not one'}"
+        )
     if kind == "file":
         if not isinstance(where, str) or not where:
-            raise Invalid(f"file: expected a path relative to the topology file, got {_show(where)}")
+            raise Invalid(
+                f"file: expected a path relative to the topology file, got {_show(where)}"
+            )
         if where.startswith("/") or ".." in where.replace("\\", "/").split("/"):
-            raise Invalid(f"file: '{where}' must be relative to the topology file and inside its "
-                          "directory (so a topology cannot point a node at any file it likes)")
+            raise Invalid(
+                f"file: '{where}' must be relative to the topology file and inside its "
+                "directory (so a topology cannot point a node at any file it likes)"
+            )
     return {kind: where}
 
 
@@ -219,6 +249,7 @@ def one_of(*choices: str) -> Callable[[Any], str]:
             hint = _did_you_mean(value, choices) if isinstance(value, str) else ""
             raise Invalid(f"expected one of {', '.join(choices)}, got {_show(value)}{hint}")
         return value
+
     check_choice.__name__ = "one of " + ", ".join(choices)
     check_choice.choices = choices  # type: ignore[attr-defined]  # read by the JSON Schema
     return check_choice
@@ -228,11 +259,13 @@ def one_or_many(item: Callable[[Any], Any]) -> Callable[[Any], tuple]:
     def check_items(value: Any) -> tuple:
         values = value if isinstance(value, list) else [value]
         return tuple(item(v) for v in values)
+
     check_items.item = item  # type: ignore[attr-defined]  # read by the JSON Schema
     return check_items
 
 
 # -- containers -----------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Section:
@@ -271,289 +304,530 @@ WRITE_OPS = ("insert", "update", "delete", "insert_many", "delete_many")
 READ_OPS = ("get", "list")
 STORE_OPS = WRITE_OPS + READ_OPS
 
-TLS = Section({
-    "cert": Field(string, required=True,
-                  doc="the server's certificate chain (PEM file; paths are relative to this file and inside "
-                      "its directory)"),
-    "key": Field(string, required=True, doc="its private key (PEM file, readable by its owner only)"),
-    "ca": Field(string, doc="CA certificates (PEM file) callers check the server's certificate against and, "
-                            "with client_auth, the server checks callers' certificates against "
-                            "(default for callers: the system's trusted roots)"),
-    "client_auth": Field(boolean, default=False,
-                         doc="mutual TLS: accept only callers presenting a certificate signed by 'ca' "
-                             "(their 'client_tls')"),
-    "server_name": Field(string, doc="the name callers expect in the server's certificate "
-                                     "(default: the host callers dial, from 'listen')"),
-})
+TLS = Section(
+    {
+        "cert": Field(
+            string,
+            required=True,
+            doc="the server's certificate chain (PEM file; paths are relative to this file and inside "
+            "its directory)",
+        ),
+        "key": Field(
+            string, required=True, doc="its private key (PEM file, readable by its owner only)"
+        ),
+        "ca": Field(
+            string,
+            doc="CA certificates (PEM file) callers check the server's certificate against and, "
+            "with client_auth, the server checks callers' certificates against "
+            "(default for callers: the system's trusted roots)",
+        ),
+        "client_auth": Field(
+            boolean,
+            default=False,
+            doc="mutual TLS: accept only callers presenting a certificate signed by 'ca' "
+            "(their 'client_tls')",
+        ),
+        "server_name": Field(
+            string,
+            doc="the name callers expect in the server's certificate "
+            "(default: the host callers dial, from 'listen')",
+        ),
+    }
+)
 
-CLIENT_TLS = Section({
-    "cert": Field(string, required=True, doc="this node's certificate (PEM file, relative to this file)"),
-    "key": Field(string, required=True, doc="its private key (PEM file)"),
-})
+CLIENT_TLS = Section(
+    {
+        "cert": Field(
+            string, required=True, doc="this node's certificate (PEM file, relative to this file)"
+        ),
+        "key": Field(string, required=True, doc="its private key (PEM file)"),
+    }
+)
 
-SERVICE = Section({
-    "service": Field(full_name, required=True, doc="full name of the gRPC service in the protos"),
-    "listen": Field(parse_address, required=True, doc="host:port the service listens on"),
-    "rpcs": Field(MapOf(one_of(*STORE_OPS), key=full_name), required=True,
-                  doc="RPC name -> store operation"),
-    "tls": Field(TLS, doc="serve over TLS (default: plain-text gRPC, for loopback only)"),
-})
+SERVICE = Section(
+    {
+        "service": Field(
+            full_name, required=True, doc="full name of the gRPC service in the protos"
+        ),
+        "listen": Field(parse_address, required=True, doc="host:port the service listens on"),
+        "rpcs": Field(
+            MapOf(one_of(*STORE_OPS), key=full_name),
+            required=True,
+            doc="RPC name -> store operation",
+        ),
+        "tls": Field(TLS, doc="serve over TLS (default: plain-text gRPC, for loopback only)"),
+    }
+)
 
-COMMAND = Section({
-    "topic": Field(topic, required=True, doc="MQTT topic the command is published on"),
-    "rpc": Field(full_name, required=True, doc="store write RPC that applies the command"),
-    "key": Field(field_path, doc="field path of the entity key in the request message"),
-})
+COMMAND = Section(
+    {
+        "topic": Field(topic, required=True, doc="MQTT topic the command is published on"),
+        "rpc": Field(full_name, required=True, doc="store write RPC that applies the command"),
+        "key": Field(field_path, doc="field path of the entity key in the request message"),
+    }
+)
 
-QUERY = Section({
-    "rpc": Field(full_name, required=True, doc="reader RPC that answers the query"),
-    "arguments": Field(MapOf(field_path), default={}, doc="GraphQL argument -> request field path"),
-    "result": Field(field_path, doc="response field returned as the query's value"),
-}, shorthand="rpc")
+QUERY = Section(
+    {
+        "rpc": Field(full_name, required=True, doc="reader RPC that answers the query"),
+        "arguments": Field(
+            MapOf(field_path), default={}, doc="GraphQL argument -> request field path"
+        ),
+        "result": Field(field_path, doc="response field returned as the query's value"),
+    },
+    shorthand="rpc",
+)
 
-MUTATION = Section({
-    "command": Field(name, required=True, doc="command published by the mutation"),
-    "arguments": Field(MapOf(field_path), default={}, doc="GraphQL argument -> request field path"),
-    "generate": Field(MapOf(one_of("uuid"), key=field_path), default={},
-                      doc="request field path -> generated value"),
-    "exists": Field(full_name, doc="reader RPC asked first; NOT_FOUND answers ERROR"),
-    "message": Field(string, default="Queued", doc="message of an OK answer"),
-    "not_found": Field(string, default="{entity} {id} not found",
-                       doc="message of an ERROR answer when 'exists' finds nothing"),
-}, shorthand="command")
+MUTATION = Section(
+    {
+        "command": Field(name, required=True, doc="command published by the mutation"),
+        "arguments": Field(
+            MapOf(field_path), default={}, doc="GraphQL argument -> request field path"
+        ),
+        "generate": Field(
+            MapOf(one_of("uuid"), key=field_path),
+            default={},
+            doc="request field path -> generated value",
+        ),
+        "exists": Field(full_name, doc="reader RPC asked first; NOT_FOUND answers ERROR"),
+        "message": Field(string, default="Queued", doc="message of an OK answer"),
+        "not_found": Field(
+            string,
+            default="{entity} {id} not found",
+            doc="message of an ERROR answer when 'exists' finds nothing",
+        ),
+    },
+    shorthand="command",
+)
 
-PLUGIN = Section({
-    "use": Field(string, required=True,
-                 doc="plugin class: 'package.module.Class', or an entry point name in cqrs_flow.plugins"),
-    "config": Field(MapOf(anything), default={}, doc="settings handed to the plugin"),
-}, shorthand="use")
+PLUGIN = Section(
+    {
+        "use": Field(
+            string,
+            required=True,
+            doc="plugin class: 'package.module.Class', or an entry point name in cqrs_flow.plugins",
+        ),
+        "config": Field(MapOf(anything), default={}, doc="settings handed to the plugin"),
+    },
+    shorthand="use",
+)
 
 PLUGINS = Field(ListOf(PLUGIN), default=(), doc="plugins hooked into this node, in order")
 
 # Supervision by `up`, the same keys on every kind.
 RESTART = {
-    "restart": Field(one_of("on-failure", "always", "never"), default="on-failure",
-                     doc="when `up` restarts the node after it exits: on-failure (status not 0), "
-                         "always, or never (then the whole system stops)"),
-    "restart_limit": Field(positive_int, default=5,
-                           doc="restarts in a row (without 30 s of running in between) before `up` gives up"),
+    "restart": Field(
+        one_of("on-failure", "always", "never"),
+        default="on-failure",
+        doc="when `up` restarts the node after it exits: on-failure (status not 0), "
+        "always, or never (then the whole system stops)",
+    ),
+    "restart_limit": Field(
+        positive_int,
+        default=5,
+        doc="restarts in a row (without 30 s of running in between) before `up` gives up",
+    ),
 }
 
-MQTT_CLIENT = Section({
-    "publish": Field(one_or_many(topic_filter), default=(), doc="topic filters the client may publish to"),
-    "subscribe": Field(one_or_many(topic_filter), default=(), doc="topic filters the client may subscribe to"),
-})
+MQTT_CLIENT = Section(
+    {
+        "publish": Field(
+            one_or_many(topic_filter), default=(), doc="topic filters the client may publish to"
+        ),
+        "subscribe": Field(
+            one_or_many(topic_filter), default=(), doc="topic filters the client may subscribe to"
+        ),
+    }
+)
 
-MQTT_TLS = Section({
-    "cert": Field(string, doc="the embedded broker's certificate chain (PEM file, relative to this file)"),
-    "key": Field(string, doc="its private key (PEM file)"),
-    "ca": Field(string, doc="CA certificates (PEM file) clients check the broker's certificate against"),
-})
+MQTT_TLS = Section(
+    {
+        "cert": Field(
+            string, doc="the embedded broker's certificate chain (PEM file, relative to this file)"
+        ),
+        "key": Field(string, doc="its private key (PEM file)"),
+        "ca": Field(
+            string, doc="CA certificates (PEM file) clients check the broker's certificate against"
+        ),
+    }
+)
 
-BROKER = Section({
-    "kind": Field(string, required=True),
-    **RESTART,
-    "listen": Field(parse_address, default=("127.0.0.1", 1883),
-                    doc="host:port of the embedded MQTT broker `up` starts"),
-    "url": Field(broker_url, doc="an external broker (not started by `up`), e.g. mqtt://host:1883"),
-    "protocol": Field(one_of("3.1.1", "5"), default="3.1.1",
-                      doc="MQTT version clients speak; with 5, writers acknowledge a command only "
-                          "once it is applied (the embedded broker speaks 3.1.1 only)"),
-    "tls": Field(MQTT_TLS, doc="MQTT over TLS: the embedded broker serves 'cert' and 'key'; clients check "
-                               "the broker's certificate against 'ca' (default: the system's trusted roots). "
-                               "An external broker's url may also say mqtts://"),
-    "clients": Field(MapOf(MQTT_CLIENT, key=name), default={},
-                     doc="MQTT clients besides the nodes (tools, dashboards): user name -> the topics "
-                         "it may publish and subscribe to; its password is derived from the system "
-                         "secret (`cqrs-flow mqtt-password`). Nodes log in as their own name"),
-})
+BROKER = Section(
+    {
+        "kind": Field(string, required=True),
+        **RESTART,
+        "listen": Field(
+            parse_address,
+            default=("127.0.0.1", 1883),
+            doc="host:port of the embedded MQTT broker `up` starts",
+        ),
+        "url": Field(
+            broker_url, doc="an external broker (not started by `up`), e.g. mqtt://host:1883"
+        ),
+        "protocol": Field(
+            one_of("3.1.1", "5"),
+            default="3.1.1",
+            doc="MQTT version clients speak; with 5, writers acknowledge a command only "
+            "once it is applied (the embedded broker speaks 3.1.1 only)",
+        ),
+        "tls": Field(
+            MQTT_TLS,
+            doc="MQTT over TLS: the embedded broker serves 'cert' and 'key'; clients check "
+            "the broker's certificate against 'ca' (default: the system's trusted roots). "
+            "An external broker's url may also say mqtts://",
+        ),
+        "clients": Field(
+            MapOf(MQTT_CLIENT, key=name),
+            default={},
+            doc="MQTT clients besides the nodes (tools, dashboards): user name -> the topics "
+            "it may publish and subscribe to; its password is derived from the system "
+            "secret (`cqrs-flow mqtt-password`). Nodes log in as their own name",
+        ),
+    }
+)
 
-MONGODB = Section({
-    "url": Field(secret_source, required=True,
-                 doc="where the connection URL (mongodb:// or mongodb+srv://) is read: {env: NAME} or "
-                     "{file: path}; never the URL itself, which may hold a password"),
-    "database": Field(name, default="cqrs_flow", doc="database holding the store's collection"),
-})
+MONGODB = Section(
+    {
+        "url": Field(
+            secret_source,
+            required=True,
+            doc="where the connection URL (mongodb:// or mongodb+srv://) is read: {env: NAME} or "
+            "{file: path}; never the URL itself, which may hold a password",
+        ),
+        "database": Field(name, default="cqrs_flow", doc="database holding the store's collection"),
+    }
+)
 
-STORE = Section({
-    "kind": Field(string, required=True),
-    **RESTART,
-    "document": Field(full_name, required=True, doc="protobuf message type of the stored documents"),
-    "collection": Field(name, doc="collection name (default: the node name)"),
-    "key": Field(name, default="id", doc="document field that is the primary key"),
-    "timestamp": Field(name, doc="document field set to RFC 3339 time on every write"),
-    "list_limit": Field(positive_int, default=1000, doc="most documents one list call returns"),
-    "data": Field(string, doc="directory (relative to this file) where the store keeps its documents "
-                              "on disk: a write-ahead journal, fsync'ed before each write is "
-                              "acknowledged, and snapshots; created if missing. Default: none, "
-                              "the documents live in memory only and are lost when the store stops"),
-    "last_writer_wins": Field(boolean, default=False,
-                              doc="every write made by a command assigns the key's state and the newest "
-                                  "command on a key wins, whatever order commands arrive in: an update of "
-                                  "a missing document creates it, a delete of a missing one succeeds, an "
-                                  "insert over a live one replaces it. Needed by writer replicas, which "
-                                  "apply one entity's commands side by side. Default: updates and deletes "
-                                  "of missing documents are refused (NOT_FOUND), inserts of taken keys too"),
-    "backend": Field(one_of("embedded", "mongodb"), default="embedded",
-                     doc="where the documents are: embedded (in the store's process, journaled in "
-                         "'data' if given) or mongodb (a MongoDB deployment, see 'mongodb'; several "
-                         "store processes may share it)"),
-    "mongodb": Field(MONGODB, doc="the MongoDB backend's settings (with backend: mongodb)"),
-    "write": Field(SERVICE, required=True, doc="the write service"),
-    "read": Field(SERVICE, required=True, doc="the read service"),
-})
+STORE = Section(
+    {
+        "kind": Field(string, required=True),
+        **RESTART,
+        "document": Field(
+            full_name, required=True, doc="protobuf message type of the stored documents"
+        ),
+        "collection": Field(name, doc="collection name (default: the node name)"),
+        "key": Field(name, default="id", doc="document field that is the primary key"),
+        "timestamp": Field(name, doc="document field set to RFC 3339 time on every write"),
+        "list_limit": Field(positive_int, default=1000, doc="most documents one list call returns"),
+        "data": Field(
+            string,
+            doc="directory (relative to this file) where the store keeps its documents "
+            "on disk: a write-ahead journal, fsync'ed before each write is "
+            "acknowledged, and snapshots; created if missing. Default: none, "
+            "the documents live in memory only and are lost when the store stops",
+        ),
+        "last_writer_wins": Field(
+            boolean,
+            default=False,
+            doc="every write made by a command assigns the key's state and the newest "
+            "command on a key wins, whatever order commands arrive in: an update of "
+            "a missing document creates it, a delete of a missing one succeeds, an "
+            "insert over a live one replaces it. Needed by writer replicas, which "
+            "apply one entity's commands side by side. Default: updates and deletes "
+            "of missing documents are refused (NOT_FOUND), inserts of taken keys too",
+        ),
+        "backend": Field(
+            one_of("embedded", "mongodb"),
+            default="embedded",
+            doc="where the documents are: embedded (in the store's process, journaled in "
+            "'data' if given) or mongodb (a MongoDB deployment, see 'mongodb'; several "
+            "store processes may share it)",
+        ),
+        "mongodb": Field(MONGODB, doc="the MongoDB backend's settings (with backend: mongodb)"),
+        "write": Field(SERVICE, required=True, doc="the write service"),
+        "read": Field(SERVICE, required=True, doc="the read service"),
+    }
+)
 
-READER = Section({
-    "kind": Field(string, required=True),
-    **RESTART,
-    "listen": Field(parse_address, required=True),
-    "service": Field(full_name, required=True, doc="gRPC service the reader serves"),
-    "store": Field(endpoint, required=True, doc="'<store>.read': where reads go"),
-    "rpcs": Field(MapOf(full_name, key=full_name), default={},
-                  doc="reader RPC -> store read RPC (default: the same name)"),
-    "tls": Field(TLS, doc="serve over TLS (default: plain-text gRPC, for loopback only)"),
-    "client_tls": Field(CLIENT_TLS, doc="certificate this node presents to gRPC services with client_auth"),
-    "plugins": PLUGINS,
-})
+READER = Section(
+    {
+        "kind": Field(string, required=True),
+        **RESTART,
+        "listen": Field(parse_address, required=True),
+        "service": Field(full_name, required=True, doc="gRPC service the reader serves"),
+        "store": Field(endpoint, required=True, doc="'<store>.read': where reads go"),
+        "rpcs": Field(
+            MapOf(full_name, key=full_name),
+            default={},
+            doc="reader RPC -> store read RPC (default: the same name)",
+        ),
+        "tls": Field(TLS, doc="serve over TLS (default: plain-text gRPC, for loopback only)"),
+        "client_tls": Field(
+            CLIENT_TLS, doc="certificate this node presents to gRPC services with client_auth"
+        ),
+        "plugins": PLUGINS,
+    }
+)
 
-WRITER = Section({
-    "kind": Field(string, required=True),
-    **RESTART,
-    "broker": Field(name, required=True, doc="broker node the writer subscribes on"),
-    "store": Field(endpoint, required=True, doc="'<store>.write': where commands are applied"),
-    "commands": Field(one_or_many(name), default=(), doc="commands this writer applies, by name"),
-    "topics": Field(one_or_many(topic_filter), default=(),
-                    doc="or: topic filters ('+' and '#' allowed) selecting the commands it applies"),
-    "delay": Field(parse_duration, default=0.0, doc="wait between receiving and applying"),
-    "dead_letter": Field(topic, doc="topic commands that cannot be applied are set aside on, "
-                                    "with the reason (default: only logged)"),
-    "attempts": Field(positive_int, default=5,
-                      doc="tries of a command that fails unexpectedly before it is set aside "
-                          "(an unavailable store is waited for, not counted)"),
-    "client_tls": Field(CLIENT_TLS, doc="certificate this node presents to gRPC services with client_auth"),
-    "payload_bytes": Field(positive_int, default=1024 * 1024,
-                           doc="largest command payload; larger ones are set aside without decoding"),
-    "replicas": Field(positive_int, default=1,
-                      doc="processes of this writer that `up` runs; with more than one they share its "
-                          "subscriptions (MQTT shared subscriptions, so an external broker that has "
-                          "them), and the store must have last_writer_wins"),
-    "group": Field(name, doc="writers with the same group share their subscriptions: each command goes "
-                             "to one of them (default: the writer's replicas form a group of their own)"),
-    "plugins": PLUGINS,
-})
+WRITER = Section(
+    {
+        "kind": Field(string, required=True),
+        **RESTART,
+        "broker": Field(name, required=True, doc="broker node the writer subscribes on"),
+        "store": Field(endpoint, required=True, doc="'<store>.write': where commands are applied"),
+        "commands": Field(
+            one_or_many(name), default=(), doc="commands this writer applies, by name"
+        ),
+        "topics": Field(
+            one_or_many(topic_filter),
+            default=(),
+            doc="or: topic filters ('+' and '#' allowed) selecting the commands it applies",
+        ),
+        "delay": Field(parse_duration, default=0.0, doc="wait between receiving and applying"),
+        "dead_letter": Field(
+            topic,
+            doc="topic commands that cannot be applied are set aside on, "
+            "with the reason (default: only logged)",
+        ),
+        "attempts": Field(
+            positive_int,
+            default=5,
+            doc="tries of a command that fails unexpectedly before it is set aside "
+            "(an unavailable store is waited for, not counted)",
+        ),
+        "client_tls": Field(
+            CLIENT_TLS, doc="certificate this node presents to gRPC services with client_auth"
+        ),
+        "payload_bytes": Field(
+            positive_int,
+            default=1024 * 1024,
+            doc="largest command payload; larger ones are set aside without decoding",
+        ),
+        "replicas": Field(
+            positive_int,
+            default=1,
+            doc="processes of this writer that `up` runs; with more than one they share its "
+            "subscriptions (MQTT shared subscriptions, so an external broker that has "
+            "them), and the store must have last_writer_wins",
+        ),
+        "group": Field(
+            name,
+            doc="writers with the same group share their subscriptions: each command goes "
+            "to one of them (default: the writer's replicas form a group of their own)",
+        ),
+        "plugins": PLUGINS,
+    }
+)
 
-RATE = Section({
-    "requests": Field(positive_int, required=True,
-                      doc="requests one caller may start per `per` (also the burst it may send "
-                          "at once)"),
-    "per": Field(positive_duration, default=1.0, doc="the period `requests` are counted over"),
-}, doc="a request rate limit per caller")
+RATE = Section(
+    {
+        "requests": Field(
+            positive_int,
+            required=True,
+            doc="requests one caller may start per `per` (also the burst it may send at once)",
+        ),
+        "per": Field(positive_duration, default=1.0, doc="the period `requests` are counted over"),
+    },
+    doc="a request rate limit per caller",
+)
 
 # What one request to a gateway may ask for; over a limit is a GraphQL error, checked before
 # anything runs. The defaults leave room for the playground's introspection query.
-LIMITS = Section({
-    "body_bytes": Field(positive_int, default=1024 * 1024,
-                        doc="largest HTTP request body or WebSocket message, in bytes"),
-    "tokens": Field(positive_int, default=10_000,
-                    doc="most tokens (names, values, punctuation) in one query document"),
-    "depth": Field(positive_int, default=15, doc="deepest nesting of fields in a query (fragments expanded)"),
-    "fields": Field(positive_int, default=500, doc="most fields one operation selects (fragments expanded)"),
-    "aliases": Field(positive_int, default=30, doc="most aliases in one operation"),
-    "list_count": Field(positive_int,
-                        doc="largest whole-number argument (such as `count`) of a query that returns a "
-                            "list (default: the list_limit of the store the gateway's reader reads)"),
-    "list_length": Field(positive_int, default=1000, doc="most items in one list argument or variable"),
-    "string_length": Field(positive_int, default=10_000,
-                           doc="longest string argument or variable, in characters"),
-    "in_flight": Field(positive_int, default=100,
-                       doc="requests the gateway works on at once; more are refused at once (HTTP 503)"),
-    "websockets": Field(positive_int, default=200,
-                        doc="WebSocket connections open at once; more are refused at once (HTTP 503)"),
-    "cost": Field(positive_int, default=10_000,
-                  doc="largest cost of one operation, counted on the parsed query before it runs: "
-                      "each field 1, and a field returning a list multiplies the cost of what it "
-                      "selects by the list's size (its whole-number argument such as `count`, "
-                      "else list_count); aliases count each, fragments where they are spread"),
-    "timeout": Field(positive_duration, default=10.0,
-                     doc="longest one query or mutation may run; then it is cut off with an error"),
-    "response_bytes": Field(positive_int, default=4 * 1024 * 1024,
-                            doc="largest answer, in bytes of JSON; a larger one is replaced by an "
-                                "error, never cut short"),
-    "per_caller_in_flight": Field(positive_int, default=10,
-                                  doc="requests one caller (a client address) may have in flight "
-                                      "at once; more are refused at once (HTTP 429)"),
-    "rate": Field(RATE, doc="requests one caller may start, a token bucket per caller; over it, "
-                            "HTTP 429 with Retry-After (default: no rate limit)"),
-}, doc="limits on what one request may ask for", filled=True)
+LIMITS = Section(
+    {
+        "body_bytes": Field(
+            positive_int,
+            default=1024 * 1024,
+            doc="largest HTTP request body or WebSocket message, in bytes",
+        ),
+        "tokens": Field(
+            positive_int,
+            default=10_000,
+            doc="most tokens (names, values, punctuation) in one query document",
+        ),
+        "depth": Field(
+            positive_int,
+            default=15,
+            doc="deepest nesting of fields in a query (fragments expanded)",
+        ),
+        "fields": Field(
+            positive_int, default=500, doc="most fields one operation selects (fragments expanded)"
+        ),
+        "aliases": Field(positive_int, default=30, doc="most aliases in one operation"),
+        "list_count": Field(
+            positive_int,
+            doc="largest whole-number argument (such as `count`) of a query that returns a "
+            "list (default: the list_limit of the store the gateway's reader reads)",
+        ),
+        "list_length": Field(
+            positive_int, default=1000, doc="most items in one list argument or variable"
+        ),
+        "string_length": Field(
+            positive_int, default=10_000, doc="longest string argument or variable, in characters"
+        ),
+        "in_flight": Field(
+            positive_int,
+            default=100,
+            doc="requests the gateway works on at once; more are refused at once (HTTP 503)",
+        ),
+        "websockets": Field(
+            positive_int,
+            default=200,
+            doc="WebSocket connections open at once; more are refused at once (HTTP 503)",
+        ),
+        "cost": Field(
+            positive_int,
+            default=10_000,
+            doc="largest cost of one operation, counted on the parsed query before it runs: "
+            "each field 1, and a field returning a list multiplies the cost of what it "
+            "selects by the list's size (its whole-number argument such as `count`, "
+            "else list_count); aliases count each, fragments where they are spread",
+        ),
+        "timeout": Field(
+            positive_duration,
+            default=10.0,
+            doc="longest one query or mutation may run; then it is cut off with an error",
+        ),
+        "response_bytes": Field(
+            positive_int,
+            default=4 * 1024 * 1024,
+            doc="largest answer, in bytes of JSON; a larger one is replaced by an "
+            "error, never cut short",
+        ),
+        "per_caller_in_flight": Field(
+            positive_int,
+            default=10,
+            doc="requests one caller (a client address) may have in flight "
+            "at once; more are refused at once (HTTP 429)",
+        ),
+        "rate": Field(
+            RATE,
+            doc="requests one caller may start, a token bucket per caller; over it, "
+            "HTTP 429 with Retry-After (default: no rate limit)",
+        ),
+    },
+    doc="limits on what one request may ask for",
+    filled=True,
+)
 
-CORS = Section({
-    "origins": Field(one_or_many(origin), default=(),
-                     doc="web origins whose pages may call the gateway ('*' for any)"),
-}, doc="cross-origin requests from browsers (off unless origins are listed)", filled=True)
+CORS = Section(
+    {
+        "origins": Field(
+            one_or_many(origin),
+            default=(),
+            doc="web origins whose pages may call the gateway ('*' for any)",
+        ),
+    },
+    doc="cross-origin requests from browsers (off unless origins are listed)",
+    filled=True,
+)
 
-GATEWAY = Section({
-    "kind": Field(string, required=True),
-    **RESTART,
-    "listen": Field(parse_address, default=("127.0.0.1", 8080)),
-    "schema": Field(string, required=True, doc="GraphQL SDL file"),
-    "broker": Field(name, required=True, doc="broker node mutations publish on"),
-    "reader": Field(name, required=True, doc="reader node queries go to"),
-    "queries": Field(MapOf(QUERY), default={}, doc="Query field -> reader RPC"),
-    "mutations": Field(MapOf(MUTATION), default={}, doc="Mutation field -> command"),
-    "playground": Field(boolean, default=True, doc="serve the GraphQL IDE on GET /"),
-    "data": Field(string, doc="directory (relative to this file) where the gateway journals its outbox "
-                              "(commands not yet reported applied), fsync'ed before a mutation is "
-                              "answered, so they are published again after a crash of the gateway "
-                              "and the broker; created if missing. Default: none, the outbox is in "
-                              "memory only"),
-    "introspection": Field(boolean, default=True,
-                           doc="answer __schema and __type queries (the playground needs them); "
-                               "switch off in production"),
-    "limits": Field(LIMITS, default=None, doc="limits on what one request may ask for"),
-    "trusted_proxies": Field(one_or_many(ip_network), default=(),
-                             doc="addresses or networks of reverse proxies in front of the "
-                                 "gateway: for a request from one of them, the caller that "
-                                 "per-caller limits count is the last X-Forwarded-For address "
-                                 "that is no trusted proxy (default: none; the caller is the "
-                                 "peer address)"),
-    "cors": Field(CORS, default=None, doc="browser pages on other origins allowed to call the gateway"),
-    "redeliver_after": Field(parse_duration,
-                             doc="publish a command again when no writer has reported on it for this long "
-                                 "(default: 10 s more than the longest write delay)"),
-    "reader_timeout": Field(parse_duration, default=5.0,
-                            doc="how long a query waits for the reader before answering an error"),
-    "client_tls": Field(CLIENT_TLS, doc="certificate this node presents to gRPC services with client_auth"),
-    "plugins": PLUGINS,
-})
+GATEWAY = Section(
+    {
+        "kind": Field(string, required=True),
+        **RESTART,
+        "listen": Field(parse_address, default=("127.0.0.1", 8080)),
+        "schema": Field(string, required=True, doc="GraphQL SDL file"),
+        "broker": Field(name, required=True, doc="broker node mutations publish on"),
+        "reader": Field(name, required=True, doc="reader node queries go to"),
+        "queries": Field(MapOf(QUERY), default={}, doc="Query field -> reader RPC"),
+        "mutations": Field(MapOf(MUTATION), default={}, doc="Mutation field -> command"),
+        "playground": Field(boolean, default=True, doc="serve the GraphQL IDE on GET /"),
+        "data": Field(
+            string,
+            doc="directory (relative to this file) where the gateway journals its outbox "
+            "(commands not yet reported applied), fsync'ed before a mutation is "
+            "answered, so they are published again after a crash of the gateway "
+            "and the broker; created if missing. Default: none, the outbox is in "
+            "memory only",
+        ),
+        "introspection": Field(
+            boolean,
+            default=True,
+            doc="answer __schema and __type queries (the playground needs them); "
+            "switch off in production",
+        ),
+        "limits": Field(LIMITS, default=None, doc="limits on what one request may ask for"),
+        "trusted_proxies": Field(
+            one_or_many(ip_network),
+            default=(),
+            doc="addresses or networks of reverse proxies in front of the "
+            "gateway: for a request from one of them, the caller that "
+            "per-caller limits count is the last X-Forwarded-For address "
+            "that is no trusted proxy (default: none; the caller is the "
+            "peer address)",
+        ),
+        "cors": Field(
+            CORS, default=None, doc="browser pages on other origins allowed to call the gateway"
+        ),
+        "redeliver_after": Field(
+            parse_duration,
+            doc="publish a command again when no writer has reported on it for this long "
+            "(default: 10 s more than the longest write delay)",
+        ),
+        "reader_timeout": Field(
+            parse_duration,
+            default=5.0,
+            doc="how long a query waits for the reader before answering an error",
+        ),
+        "client_tls": Field(
+            CLIENT_TLS, doc="certificate this node presents to gRPC services with client_auth"
+        ),
+        "plugins": PLUGINS,
+    }
+)
 
-NODE_KINDS = {"broker": BROKER, "store": STORE, "reader": READER, "writer": WRITER, "gateway": GATEWAY}
+NODE_KINDS = {
+    "broker": BROKER,
+    "store": STORE,
+    "reader": READER,
+    "writer": WRITER,
+    "gateway": GATEWAY,
+}
 
-TOPOLOGY = Section({
-    "name": Field(name, default="cqrs-flow", doc="system name; prefixes MQTT client ids"),
-    "root": Field(string, default=".",
-                  doc="the project directory, relative to this file: relative proto, schema, data and "
-                      "plugin paths may not lead out of it"),
-    "proto": Field(one_or_many(string), required=True, doc=".proto files, relative to this file"),
-    "commands": Field(MapOf(COMMAND, key=name), required=True, doc="command name -> topic and RPC"),
-    "nodes": Field(MapOf(ByKind(NODE_KINDS), key=name), required=True),
-    "command_id": Field(name, default="command_id",
-                        doc="request field the gateway puts each command's id in, where the request "
-                            "message has such a field (the store then applies each id once)"),
-    "status_topic": Field(topic, doc="topic writers report applied and failed commands on, for the "
-                                     "gateways (default: <name>/status)"),
-    "secret": Field(secret_source, doc="where the system secret that every node credential (gRPC tokens, MQTT "
-                                "passwords) derives from is read: {env: NAME} or {file: path}, never the "
-                                "secret itself. Default: $CQRS_FLOW_SECRET, else `up` makes a new one per run. "
-                                "$CQRS_FLOW_SECRET, when set, wins"),
-    "plugin_path": Field(one_or_many(string), default=(".",),
-                         doc="directories, relative to this file, that plugins are imported from"),
-    "ready_timeout": Field(parse_duration, default=30.0, doc="how long a node may take to be ready"),
-    "stop_timeout": Field(parse_duration, default=5.0,
-                          doc="grace period between SIGTERM and SIGKILL when stopping"),
-})
+TOPOLOGY = Section(
+    {
+        "name": Field(name, default="cqrs-flow", doc="system name; prefixes MQTT client ids"),
+        "root": Field(
+            string,
+            default=".",
+            doc="the project directory, relative to this file: relative proto, schema, data and "
+            "plugin paths may not lead out of it",
+        ),
+        "proto": Field(
+            one_or_many(string), required=True, doc=".proto files, relative to this file"
+        ),
+        "commands": Field(
+            MapOf(COMMAND, key=name), required=True, doc="command name -> topic and RPC"
+        ),
+        "nodes": Field(MapOf(ByKind(NODE_KINDS), key=name), required=True),
+        "command_id": Field(
+            name,
+            default="command_id",
+            doc="request field the gateway puts each command's id in, where the request "
+            "message has such a field (the store then applies each id once)",
+        ),
+        "status_topic": Field(
+            topic,
+            doc="topic writers report applied and failed commands on, for the "
+            "gateways (default: <name>/status)",
+        ),
+        "secret": Field(
+            secret_source,
+            doc="where the system secret that every node credential (gRPC tokens, MQTT "
+            "passwords) derives from is read: {env: NAME} or {file: path}, never the "
+            "secret itself. Default: $CQRS_FLOW_SECRET, else `up` makes a new one per run. "
+            "$CQRS_FLOW_SECRET, when set, wins",
+        ),
+        "plugin_path": Field(
+            one_or_many(string),
+            default=(".",),
+            doc="directories, relative to this file, that plugins are imported from",
+        ),
+        "ready_timeout": Field(
+            parse_duration, default=30.0, doc="how long a node may take to be ready"
+        ),
+        "stop_timeout": Field(
+            parse_duration,
+            default=5.0,
+            doc="grace period between SIGTERM and SIGKILL when stopping",
+        ),
+    }
+)
 
 
 # -- the checker ------------------------------------------------------------------------------
+
 
 def check(located: LocatedData) -> tuple[dict[str, Any], list[Problem]]:
     """Check located data against TOPOLOGY; return it with defaults filled in, and the problems."""
@@ -593,13 +867,18 @@ class _Checker:
         if section.shorthand and not isinstance(value, dict):
             value = {section.shorthand: value}
         if not isinstance(value, dict):
-            self.report(path, f"expected a mapping of {', '.join(section.fields)}, got {_show(value)}")
+            self.report(
+                path, f"expected a mapping of {', '.join(section.fields)}, got {_show(value)}"
+            )
             return _MISSING
         out: dict[str, Any] = {}
         for key, item in value.items():
             if key not in section.fields:
                 hint = _did_you_mean(key, section.fields)
-                self.report(path + (key,), f"unknown key{hint or '; expected one of ' + ', '.join(section.fields)}")
+                self.report(
+                    path + (key,),
+                    f"unknown key{hint or '; expected one of ' + ', '.join(section.fields)}",
+                )
         for key, spec in section.fields.items():
             if key in value:
                 checked = self.value(spec.type, value[key], path + (key,))
@@ -607,9 +886,13 @@ class _Checker:
                 # built and checked further (nothing runs from a topology with problems).
                 out[key] = spec.default if checked is _MISSING else checked
             elif spec.required:
-                self.report(path, f"missing required key '{key}'" + (f" ({spec.doc})" if spec.doc else ""))
+                self.report(
+                    path, f"missing required key '{key}'" + (f" ({spec.doc})" if spec.doc else "")
+                )
             elif isinstance(spec.type, Section) and spec.type.filled and spec.default is None:
-                out[key] = self.section(spec.type, {}, path + (key,))  # a section left out: its defaults
+                out[key] = self.section(
+                    spec.type, {}, path + (key,)
+                )  # a section left out: its defaults
             else:
                 out[key] = spec.default
         return out
@@ -640,9 +923,12 @@ class _Checker:
         if not isinstance(node_kind, str) or node_kind not in kind.kinds:
             hint = _did_you_mean(node_kind, kind.kinds) if isinstance(node_kind, str) else ""
             where = path + ("kind",) if "kind" in value else path
-            self.report(where, f"{'unknown' if 'kind' in value else 'missing'} kind"
-                               f"{' ' + _show(node_kind) if 'kind' in value else ''}{hint}; "
-                               f"expected one of {', '.join(kind.kinds)}")
+            self.report(
+                where,
+                f"{'unknown' if 'kind' in value else 'missing'} kind"
+                f"{' ' + _show(node_kind) if 'kind' in value else ''}{hint}; "
+                f"expected one of {', '.join(kind.kinds)}",
+            )
             return {"kind": None}  # keeps the node known, so references to it are not reported too
         return self.section(kind.kinds[node_kind], value, path)
 

@@ -96,14 +96,24 @@ class _Builder:
         self.count += 1
         if self.count > MAX_VALUES:
             raise TopologyError(
-                [Problem(node.start_mark.line + 1, format_path(path),
-                         f"more than {MAX_VALUES} values (alias expansion?); refusing to load")],
+                [
+                    Problem(
+                        node.start_mark.line + 1,
+                        format_path(path),
+                        f"more than {MAX_VALUES} values (alias expansion?); refusing to load",
+                    )
+                ],
                 self.source,
             )
         self.lines.setdefault(path, node.start_mark.line + 1)
         if id(node) in self.ancestors:
-            self.problems.append(Problem(node.start_mark.line + 1, format_path(path),
-                                         "recursive alias: a value that contains itself"))
+            self.problems.append(
+                Problem(
+                    node.start_mark.line + 1,
+                    format_path(path),
+                    "recursive alias: a value that contains itself",
+                )
+            )
             return None
         self.ancestors.add(id(node))
         try:
@@ -123,14 +133,24 @@ class _Builder:
             for index, (key_node, value_node) in enumerate(node.value):
                 key = self.loader.construct_object(key_node, deep=True)
                 if not isinstance(key, (str, int, float, bool)) or key is None:
-                    self.problems.append(Problem(key_node.start_mark.line + 1, format_path(path),
-                                                 f"keys must be plain scalars, not {key!r}"))
+                    self.problems.append(
+                        Problem(
+                            key_node.start_mark.line + 1,
+                            format_path(path),
+                            f"keys must be plain scalars, not {key!r}",
+                        )
+                    )
                     continue
                 child = path + (key,)
                 is_written = index >= merged
                 if key in out and is_written and written_keys.get(key):
-                    self.problems.append(Problem(key_node.start_mark.line + 1, format_path(child),
-                                                 "duplicate key (the later one would silently win)"))
+                    self.problems.append(
+                        Problem(
+                            key_node.start_mark.line + 1,
+                            format_path(child),
+                            "duplicate key (the later one would silently win)",
+                        )
+                    )
                     continue
                 written_keys[key] = is_written  # a written key overrides a merged one, as in YAML
                 self.lines[child] = key_node.start_mark.line + 1

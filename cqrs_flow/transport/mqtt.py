@@ -32,8 +32,15 @@ def client_id(system: str, node: str, persistent: bool, tag: str = "") -> str:
 SESSION_FOREVER = 0xFFFFFFFF
 
 
-def new_client(system: str, node: str, broker: BrokerNode, *, persistent: bool,
-               login: MqttLogin | None = None, session_expiry: int | None = None) -> gmqtt.Client:
+def new_client(
+    system: str,
+    node: str,
+    broker: BrokerNode,
+    *,
+    persistent: bool,
+    login: MqttLogin | None = None,
+    session_expiry: int | None = None,
+) -> gmqtt.Client:
     """A client for `broker`, logging in with `login`. With MQTT 5, a persistent client acknowledges
     each message when its handler returns (gmqtt acknowledges MQTT 3.1.1 messages on receipt,
     whatever the handler does).
@@ -47,8 +54,12 @@ def new_client(system: str, node: str, broker: BrokerNode, *, persistent: bool,
     tag = login.tag if login is not None and not broker.external else ""
     if broker.protocol == "5":
         extra = {"session_expiry_interval": session_expiry or SESSION_FOREVER} if persistent else {}
-        client = gmqtt.Client(client_id(system, node, persistent, tag), clean_session=not persistent,
-                              optimistic_acknowledgement=not persistent, **extra)
+        client = gmqtt.Client(
+            client_id(system, node, persistent, tag),
+            clean_session=not persistent,
+            optimistic_acknowledgement=not persistent,
+            **extra,
+        )
     else:
         clean = not persistent or session_expiry is not None
         client = gmqtt.Client(client_id(system, node, persistent, tag), clean_session=clean)
@@ -57,8 +68,13 @@ def new_client(system: str, node: str, broker: BrokerNode, *, persistent: bool,
     return client
 
 
-async def connect(client: gmqtt.Client, broker: BrokerNode, *, attempts: int | None = None,
-                  tls: ssl.SSLContext | None = None) -> None:
+async def connect(
+    client: gmqtt.Client,
+    broker: BrokerNode,
+    *,
+    attempts: int | None = None,
+    tls: ssl.SSLContext | None = None,
+) -> None:
     """Connect (over TLS with `tls`), retrying with backoff while the broker is not there yet."""
     address = broker.address
     version = MQTTv50 if broker.protocol == "5" else MQTTv311
@@ -67,14 +83,16 @@ async def connect(client: gmqtt.Client, broker: BrokerNode, *, attempts: int | N
     while True:
         attempt += 1
         try:
-            await client.connect(address.connect_host, address.port, version=version, keepalive=30,
-                                 ssl=tls or False)
+            await client.connect(
+                address.connect_host, address.port, version=version, keepalive=30, ssl=tls or False
+            )
             return
         except MQTTConnectError as exc:  # a refusal: retrying with the same login cannot help
             raise NodeError(
                 f"MQTT broker {address.target} refused the connection: {exc}. The broker must know "
                 "this node's user name (the node's name) and password (derived from the system "
-                "secret); for an external broker, see `cqrs-flow mosquitto-auth`") from None
+                "secret); for an external broker, see `cqrs-flow mosquitto-auth`"
+            ) from None
         except (OSError, asyncio.TimeoutError) as exc:
             if attempts is not None and attempt >= attempts:
                 raise

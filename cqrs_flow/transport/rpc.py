@@ -6,20 +6,28 @@ No generated stubs: message classes come from the compiled descriptor set (cqrs_
 from __future__ import annotations
 
 import socket
-from typing import Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 
 import grpc
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from google.protobuf.message import DecodeError, Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from cqrs_flow.security.tokens import CallerCheck, Credentials
 from cqrs_flow.errors import NodeError
 from cqrs_flow.protobuf.compiler import ProtoSet
-from cqrs_flow.transport.tls import ChannelSecurity
+from cqrs_flow.security.tokens import CallerCheck, Credentials
 from cqrs_flow.topology.model import Address
+from cqrs_flow.transport.tls import ChannelSecurity
 
-__all__ = ["UNAVAILABLE_PEER", "Handler", "ServiceClient", "channel", "method_path", "start_server", "service_handler"]
+__all__ = [
+    "UNAVAILABLE_PEER",
+    "Handler",
+    "ServiceClient",
+    "channel",
+    "method_path",
+    "service_handler",
+    "start_server",
+]
 
 # A handler takes and returns messages, or bytes for the RPCs a node only forwards.
 Handler = Callable[[Message | bytes, grpc.aio.ServicerContext], Awaitable[Message | bytes]]
@@ -38,14 +46,24 @@ RECONNECT_OPTIONS = (
 )
 
 
-def channel(target: str, *, fast_retry: bool = False, security: ChannelSecurity | None = None) -> grpc.aio.Channel:
+def channel(
+    target: str, *, fast_retry: bool = False, security: ChannelSecurity | None = None
+) -> grpc.aio.Channel:
     """A channel with our size limits and reconnect backoff (`fast_retry`: 20 ms steps, for
     readiness probes that poll a server that is just starting); over TLS with `security`."""
-    options = {"grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
-               "grpc.max_send_message_length": MAX_MESSAGE_BYTES, **dict(RECONNECT_OPTIONS)}
+    options = {
+        "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
+        "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
+        **dict(RECONNECT_OPTIONS),
+    }
     if fast_retry:  # replaces the values above: gRPC would take the first of two equal keys
-        options.update({"grpc.initial_reconnect_backoff_ms": 20, "grpc.min_reconnect_backoff_ms": 20,
-                        "grpc.max_reconnect_backoff_ms": 200})
+        options.update(
+            {
+                "grpc.initial_reconnect_backoff_ms": 20,
+                "grpc.min_reconnect_backoff_ms": 20,
+                "grpc.max_reconnect_backoff_ms": 200,
+            }
+        )
     if security is not None:
         options.update(security.options)
         return grpc.aio.secure_channel(target, security.credentials, options=list(options.items()))
@@ -56,8 +74,13 @@ def method_path(method: MethodDescriptor) -> str:
     return f"/{method.containing_service.full_name}/{method.name}"
 
 
-def service_handler(protos: ProtoSet, service: ServiceDescriptor, handlers: Mapping[str, Handler],
-                    check: CallerCheck | None = None, forward: Collection[str] = ()) -> grpc.GenericRpcHandler:
+def service_handler(
+    protos: ProtoSet,
+    service: ServiceDescriptor,
+    handlers: Mapping[str, Handler],
+    check: CallerCheck | None = None,
+    forward: Collection[str] = (),
+) -> grpc.GenericRpcHandler:
     """A generic handler serving `handlers` (RPC name -> async fn) as `service`.
 
     With a `check`, every call is refused (PERMISSION_DENIED) unless it comes from a node wired to
@@ -69,14 +92,19 @@ def service_handler(protos: ProtoSet, service: ServiceDescriptor, handlers: Mapp
         method = service.methods_by_name[name]
         request_class = None if name in forward else protos.class_of(method.input_type)
         methods[name] = grpc.unary_unary_rpc_method_handler(
-            _guarded(service.full_name, handler, check, request_class),  # gets the bytes as they came
-            response_serializer=None if name in forward else protos.class_of(method.output_type).SerializeToString,
+            _guarded(
+                service.full_name, handler, check, request_class
+            ),  # gets the bytes as they came
+            response_serializer=None
+            if name in forward
+            else protos.class_of(method.output_type).SerializeToString,
         )
     return grpc.method_handlers_generic_handler(service.full_name, methods)
 
 
-def _guarded(service: str, handler: Handler, check: CallerCheck | None,
-             request_class: type[Message] | None) -> Handler:
+def _guarded(
+    service: str, handler: Handler, check: CallerCheck | None, request_class: type[Message] | None
+) -> Handler:
     """`handler` behind the caller check, given the request decoded (as `request_class`; None:
     the bytes as they came). A caller the topology does not wire to the service is refused
     (PERMISSION_DENIED) before its request is even decoded; bytes that are no valid message are
@@ -85,14 +113,19 @@ def _guarded(service: str, handler: Handler, check: CallerCheck | None,
     type_name = request_class.DESCRIPTOR.full_name if request_class is not None else ""
 
     async def guarded(request: bytes, context: grpc.aio.ServicerContext):
-        if check is not None and (refusal := check.refusal(service, context.invocation_metadata())) is not None:
+        if (
+            check is not None
+            and (refusal := check.refusal(service, context.invocation_metadata())) is not None
+        ):
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, refusal)
         if request_class is not None:
             try:
                 request = request_class.FromString(request)
             except (DecodeError, RecursionError, ValueError):
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                    f"the request is not a valid {type_name} ({len(request)} bytes)")
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"the request is not a valid {type_name} ({len(request)} bytes)",
+                )
         return await handler(request, context)
 
     return guarded
@@ -108,8 +141,11 @@ class _Unserved(grpc.GenericRpcHandler):
     def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
         service = details.method.lstrip("/").partition("/")[0]
         refusal = self._check.refusal(service, details.invocation_metadata)
-        code, message = ((grpc.StatusCode.UNIMPLEMENTED, "Method not found!") if refusal is None
-                         else (grpc.StatusCode.PERMISSION_DENIED, refusal))
+        code, message = (
+            (grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
+            if refusal is None
+            else (grpc.StatusCode.PERMISSION_DENIED, refusal)
+        )
 
         async def refuse(request: bytes, context: grpc.aio.ServicerContext) -> None:
             await context.abort(code, message)
@@ -117,17 +153,22 @@ class _Unserved(grpc.GenericRpcHandler):
         return grpc.unary_unary_rpc_method_handler(refuse)
 
 
-async def start_server(listen: Address, handlers: Sequence[grpc.GenericRpcHandler],
-                       check: CallerCheck | None = None,
-                       credentials: grpc.ServerCredentials | None = None) -> grpc.aio.Server:
+async def start_server(
+    listen: Address,
+    handlers: Sequence[grpc.GenericRpcHandler],
+    check: CallerCheck | None = None,
+    credentials: grpc.ServerCredentials | None = None,
+) -> grpc.aio.Server:
     """Start a gRPC server on `listen` with the standard health service (the readiness probe);
     over TLS with `credentials` (cqrs_flow.transport.tls.server_credentials).
 
     `check` is the one the `handlers` were made with; it also answers calls of other methods."""
     server = grpc.aio.server(
-        options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                 ("grpc.so_reuseport", 0)],  # a second server on a taken port must fail, not share it
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.so_reuseport", 0),
+        ],  # a second server on a taken port must fail, not share it
     )
     server.add_generic_rpc_handlers(tuple(handlers))
     health_service = health.aio.HealthServicer()
@@ -160,9 +201,15 @@ def _bind_error(listen: Address) -> str:
 class ServiceClient:
     """Calls the RPCs of one service on one channel, identifying the caller with its credentials."""
 
-    def __init__(self, protos: ProtoSet, service: ServiceDescriptor, target: str,
-                 credentials: Credentials, timeout: float = 10.0,
-                 security: ChannelSecurity | None = None) -> None:
+    def __init__(
+        self,
+        protos: ProtoSet,
+        service: ServiceDescriptor,
+        target: str,
+        credentials: Credentials,
+        timeout: float = 10.0,
+        security: ChannelSecurity | None = None,
+    ) -> None:
         self.service = service
         self.target = target
         self._protos = protos
@@ -183,16 +230,26 @@ class ServiceClient:
                 request_serializer=lambda m: m.SerializeToString(),
                 response_deserializer=self._protos.class_of(method.output_type).FromString,
             )
-        return await self._calls[rpc](request, timeout=timeout or self._timeout,
-                                      metadata=self._credentials.metadata, wait_for_ready=False)
+        return await self._calls[rpc](
+            request,
+            timeout=timeout or self._timeout,
+            metadata=self._credentials.metadata,
+            wait_for_ready=False,
+        )
 
     async def forward(self, rpc: str, request: bytes, timeout: float | None = None) -> bytes:
         """Call `rpc` with a request already encoded and return the response as it comes: for a
         node that passes messages on without reading them."""
         if rpc not in self._forwards:
-            self._forwards[rpc] = self._channel.unary_unary(method_path(self.service.methods_by_name[rpc]))
-        return await self._forwards[rpc](request, timeout=timeout or self._timeout,
-                                         metadata=self._credentials.metadata, wait_for_ready=False)
+            self._forwards[rpc] = self._channel.unary_unary(
+                method_path(self.service.methods_by_name[rpc])
+            )
+        return await self._forwards[rpc](
+            request,
+            timeout=timeout or self._timeout,
+            metadata=self._credentials.metadata,
+            wait_for_ready=False,
+        )
 
     async def close(self) -> None:
         await self._channel.close()

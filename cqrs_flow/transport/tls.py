@@ -17,7 +17,13 @@ import grpc
 from cqrs_flow.errors import NodeError
 from cqrs_flow.topology.model import BrokerNode, TlsClient, TlsServer, Topology
 
-__all__ = ["ChannelSecurity", "broker_listener_tls", "channel_security", "mqtt_client_context", "server_credentials"]
+__all__ = [
+    "ChannelSecurity",
+    "broker_listener_tls",
+    "channel_security",
+    "mqtt_client_context",
+    "server_credentials",
+]
 
 MAX_PEM_BYTES = 1_000_000
 
@@ -27,10 +33,14 @@ def _read(topology: Topology, relative: Path, what: str) -> bytes:
         with open(topology.root / relative, "rb") as handle:
             data = handle.read(MAX_PEM_BYTES + 1)
     except OSError as exc:
-        raise NodeError(f"cannot read the {what} {relative} (relative to {topology.source.name}): "
-                        f"{exc.strerror or exc}") from None
+        raise NodeError(
+            f"cannot read the {what} {relative} (relative to {topology.source.name}): "
+            f"{exc.strerror or exc}"
+        ) from None
     if len(data) > MAX_PEM_BYTES or b"-----BEGIN " not in data:
-        raise NodeError(f"the {what} {relative} is not a PEM file (expected '-----BEGIN ...' blocks)")
+        raise NodeError(
+            f"the {what} {relative} is not a PEM file (expected '-----BEGIN ...' blocks)"
+        )
     return data
 
 
@@ -39,8 +49,9 @@ def server_credentials(topology: Topology, tls: TlsServer) -> grpc.ServerCredent
     key = _read(topology, tls.key, "TLS private key")
     cert = _read(topology, tls.cert, "TLS certificate")
     ca = _read(topology, tls.ca, "TLS CA certificate") if tls.ca else None
-    return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca,
-                                       require_client_auth=tls.client_auth)
+    return grpc.ssl_server_credentials(
+        [(key, cert)], root_certificates=ca, require_client_auth=tls.client_auth
+    )
 
 
 @dataclass(frozen=True)
@@ -55,8 +66,9 @@ class ChannelSecurity:
         return (("grpc.ssl_target_name_override", self.server_name),) if self.server_name else ()
 
 
-def channel_security(topology: Topology, tls: TlsServer | None,
-                     client_tls: TlsClient | None) -> ChannelSecurity | None:
+def channel_security(
+    topology: Topology, tls: TlsServer | None, client_tls: TlsClient | None
+) -> ChannelSecurity | None:
     """How to reach an endpoint with `tls` (None: in plain text), presenting `client_tls` if given."""
     if tls is None:
         return None
@@ -65,8 +77,10 @@ def channel_security(topology: Topology, tls: TlsServer | None,
     if client_tls is not None:
         key = _read(topology, client_tls.key, "TLS client private key")
         cert = _read(topology, client_tls.cert, "TLS client certificate")
-    return ChannelSecurity(grpc.ssl_channel_credentials(root_certificates=ca, private_key=key,
-                                                        certificate_chain=cert), tls.server_name)
+    return ChannelSecurity(
+        grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert),
+        tls.server_name,
+    )
 
 
 def mqtt_client_context(topology: Topology, broker: BrokerNode) -> ssl.SSLContext | None:
@@ -89,5 +103,8 @@ def broker_listener_tls(topology: Topology, broker: BrokerNode) -> dict[str, obj
         return {}
     _read(topology, broker.tls.cert, "MQTT TLS certificate")
     _read(topology, broker.tls.key, "MQTT TLS private key")
-    return {"ssl": True, "certfile": str(topology.root / broker.tls.cert),
-            "keyfile": str(topology.root / broker.tls.key)}
+    return {
+        "ssl": True,
+        "certfile": str(topology.root / broker.tls.cert),
+        "keyfile": str(topology.root / broker.tls.key),
+    }

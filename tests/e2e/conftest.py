@@ -6,10 +6,10 @@ import os
 import subprocess
 
 import pytest
+from system import EXAMPLES, SECRET, System, cli, free_ports, mosquitto_binary, prepare, wait_until
 
 from cqrs_flow.launcher.probes import mqtt_connack_code
 from cqrs_flow.topology import Address
-from system import EXAMPLES, SECRET, System, cli, free_ports, mosquitto_binary, prepare, wait_until
 
 
 def pytest_collection_modifyitems(items):
@@ -33,23 +33,41 @@ def mosquitto(tmp_path_factory) -> Address:
     binary = mosquitto_binary()
     directory = tmp_path_factory.mktemp("mosquitto")
     # Its users and their topics, written the way the example's README says, for the tests' secret.
-    subprocess.run([*cli(), "mosquitto-auth", str(EXAMPLES / "contacts-mosquitto" / "topology.yaml"), str(directory)],
-                   env={**os.environ, "CQRS_FLOW_SECRET": SECRET}, check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        [
+            *cli(),
+            "mosquitto-auth",
+            str(EXAMPLES / "contacts-mosquitto" / "topology.yaml"),
+            str(directory),
+        ],
+        env={**os.environ, "CQRS_FLOW_SECRET": SECRET},
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     port = free_ports(1)[0]
     config = (EXAMPLES / "contacts-mosquitto" / "mosquitto.conf").read_text()
     config = config.replace("listener 1885 127.0.0.1", f"listener {port} 127.0.0.1")
     config = config.replace("/tmp/cqrs-flow-mosquitto/", f"{directory}/")
     if os.geteuid() == 0:
-        config += "user root\n"  # as root, Mosquitto would switch to its own user and lose the directory
+        config += (
+            "user root\n"  # as root, Mosquitto would switch to its own user and lose the directory
+        )
     (directory / "mosquitto.conf").write_text(config)
     log = open(directory / "mosquitto.log", "w")
-    process = subprocess.Popen([binary, "-c", str(directory / "mosquitto.conf")], stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [binary, "-c", str(directory / "mosquitto.conf")], stdout=log, stderr=subprocess.STDOUT
+    )
     address = Address("127.0.0.1", port)
     import asyncio
 
     try:
-        wait_until(lambda: process.poll() is not None or asyncio.run(mqtt_connack_code(address)) is not None,
-                   timeout=15)
+        wait_until(
+            lambda: (
+                process.poll() is not None or asyncio.run(mqtt_connack_code(address)) is not None
+            ),
+            timeout=15,
+        )
         assert process.poll() is None, (directory / "mosquitto.log").read_text()
         yield address
     finally:

@@ -16,7 +16,7 @@ import shutil
 import signal
 import subprocess
 import uuid
-from typing import Sequence
+from collections.abc import Sequence
 
 __all__ = ["Hosts"]
 
@@ -52,7 +52,7 @@ class Hosts:
         subprocess.run(["ip", "netns", "del", probe], capture_output=True)
         return None
 
-    def __enter__(self) -> "Hosts":
+    def __enter__(self) -> Hosts:
         try:
             self._make()
         except BaseException:
@@ -69,22 +69,46 @@ class Hosts:
             namespace = self.namespace[name]
             _ip("netns", "add", namespace)
             self._made.append(namespace)
-            _ip("link", "add", f"cqfh{i}", "netns", namespace, "type", "veth", "peer", "name", f"p{i}",
-                "netns", self._lan)
+            _ip(
+                "link",
+                "add",
+                f"cqfh{i}",
+                "netns",
+                namespace,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                f"p{i}",
+                "netns",
+                self._lan,
+            )
             _ip("-n", self._lan, "link", "set", f"p{i}", "master", "br0", "up")
             _ip("-n", namespace, "addr", "add", f"{self.address[name]}/24", "dev", f"cqfh{i}")
             _ip("-n", namespace, "link", "set", f"cqfh{i}", "up")
             _ip("-n", namespace, "link", "set", "lo", "up")
         # The test process's own way in: a veth from its namespace to the bridge.
-        _ip("link", "add", self._client_link, "type", "veth", "peer", "name", "client", "netns", self._lan)
+        _ip(
+            "link",
+            "add",
+            self._client_link,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "client",
+            "netns",
+            self._lan,
+        )
         _ip("-n", self._lan, "link", "set", "client", "master", "br0", "up")
         _ip("addr", "add", f"{CLIENT_ADDRESS}/24", "dev", self._client_link)
         _ip("link", "set", self._client_link, "up")
 
     def run(self, host: str, argv: Sequence[str], **popen) -> subprocess.Popen:
         """Start `argv` on `host`; it is killed (with its process group) on leaving."""
-        process = subprocess.Popen(["ip", "netns", "exec", self.namespace[host], *argv],
-                                   start_new_session=True, **popen)
+        process = subprocess.Popen(
+            ["ip", "netns", "exec", self.namespace[host], *argv], start_new_session=True, **popen
+        )
         self._processes.append(process)
         return process
 

@@ -15,14 +15,15 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import pytest
 
-from cqrs_flow.security.tokens import derive_token
-from cqrs_flow.security.mqtt_logins import MqttLogin, derive_mqtt_password
 from cqrs_flow.protobuf.compiler import compile_protos
+from cqrs_flow.security.mqtt_logins import MqttLogin, derive_mqtt_password
+from cqrs_flow.security.tokens import derive_token
 from cqrs_flow.topology import load_topology
 from cqrs_flow.topology.relocate import free_ports, relocate  # noqa: F401 (free_ports: used by tests)
 
@@ -34,7 +35,9 @@ SECRET = "e2e-test-secret-0123456789abcdef"
 def mosquitto_binary() -> str:
     """Debian's Mosquitto, which .ci/run installs: a test that needs it fails in CI without it,
     and is skipped elsewhere."""
-    binary = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+    binary = shutil.which("mosquitto") or (
+        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
+    )
     if binary is None:
         if os.environ.get("CI"):
             pytest.fail("mosquitto is not installed; .ci/run installs it with apt-get")
@@ -44,7 +47,9 @@ def mosquitto_binary() -> str:
 
 def cli() -> list[str]:
     """The installed console script, as a user runs it."""
-    script = shutil.which("cqrs-flow", path=os.path.dirname(sys.executable)) or shutil.which("cqrs-flow")
+    script = shutil.which("cqrs-flow", path=os.path.dirname(sys.executable)) or shutil.which(
+        "cqrs-flow"
+    )
     return [script] if script else [sys.executable, "-m", "cqrs_flow"]
 
 
@@ -60,7 +65,9 @@ def prepare(name: str, directory: Path, source: Path | None = None, **overrides:
 class System:
     """A running `cqrs-flow up` and clients for it."""
 
-    def __init__(self, topology_file: Path, env: dict[str, str] | None = None, args: Sequence[str] = ()) -> None:
+    def __init__(
+        self, topology_file: Path, env: dict[str, str] | None = None, args: Sequence[str] = ()
+    ) -> None:
         self.file = topology_file
         self.args = list(args)  # more arguments for `cqrs-flow up`, e.g. ["--only", "gateway"]
         self.topology = load_topology(topology_file)
@@ -71,10 +78,16 @@ class System:
         self._reader: threading.Thread | None = None
 
     # -- lifecycle --
-    def start(self, timeout: float = 60.0) -> "System":
+    def start(self, timeout: float = 60.0) -> System:
         self.process = subprocess.Popen(
-            [*cli(), "up", str(self.file), *self.args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, env=self.env, text=True, bufsize=1)
+            [*cli(), "up", str(self.file), *self.args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=self.env,
+            text=True,
+            bufsize=1,
+        )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
         self.wait_for_line(r"all \d+ nodes ready", timeout)
@@ -134,11 +147,21 @@ class System:
     def gateway(self):
         return self.topology.nodes["gateway"]
 
-    def http(self, path: str = "/graphql", body: bytes | None = None, method: str = "POST",
-             content_type: str = "application/json", gateway: str = "gateway") -> tuple[int, bytes, dict[str, str]]:
+    def http(
+        self,
+        path: str = "/graphql",
+        body: bytes | None = None,
+        method: str = "POST",
+        content_type: str = "application/json",
+        gateway: str = "gateway",
+    ) -> tuple[int, bytes, dict[str, str]]:
         address = self.topology.nodes[gateway].listen.target
-        request = urllib.request.Request(f"http://{address}{path}", data=body,
-                                         method=method, headers={"Content-Type": content_type})
+        request = urllib.request.Request(
+            f"http://{address}{path}",
+            data=body,
+            method=method,
+            headers={"Content-Type": content_type},
+        )
         try:
             with urllib.request.urlopen(request, timeout=10) as response:
                 return response.status, response.read(), dict(response.headers)
@@ -146,8 +169,9 @@ class System:
             return error.code, error.read(), dict(error.headers)
 
     def graphql(self, query: str, variables: dict | None = None, gateway: str = "gateway") -> dict:
-        status, body, _ = self.http(body=json.dumps({"query": query, "variables": variables}).encode(),
-                                    gateway=gateway)
+        status, body, _ = self.http(
+            body=json.dumps({"query": query, "variables": variables}).encode(), gateway=gateway
+        )
         assert status == 200, (status, body)
         return json.loads(body)
 

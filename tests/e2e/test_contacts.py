@@ -18,7 +18,9 @@ def find(system, contact_id):
 
 
 def test_seed_operations_add_update_delete(contacts):
-    added = contacts.data('mutation AddContact { addContact(name: "John HUEBR") { status message id } }')
+    added = contacts.data(
+        'mutation AddContact { addContact(name: "John HUEBR") { status message id } }'
+    )
     answer = added["addContact"]
     assert answer["status"] == "OK" and answer["message"] == "Queued to add"
     contact_id = answer["id"]
@@ -33,20 +35,26 @@ def test_seed_operations_add_update_delete(contacts):
 
     updated = contacts.data(
         f'mutation UpdateContact {{ updateContact(id: "{contact_id}", name: "John HUEBR (2)") '
-        "{ status message } }")
+        "{ status message } }"
+    )
     assert updated["updateContact"] == {"status": "OK", "message": "Queued to update"}
-    changed = wait_until(lambda: (c := find(contacts, contact_id)) and c["name"] == "John HUEBR (2)" and c)
-    assert datetime.fromisoformat(changed["last_updated"].replace("Z", "+00:00")) > \
-        datetime.fromisoformat(first_update.replace("Z", "+00:00"))
+    changed = wait_until(
+        lambda: (c := find(contacts, contact_id)) and c["name"] == "John HUEBR (2)" and c
+    )
+    assert datetime.fromisoformat(
+        changed["last_updated"].replace("Z", "+00:00")
+    ) > datetime.fromisoformat(first_update.replace("Z", "+00:00"))
 
-    deleted = contacts.data(f'mutation DeleteContact {{ deleteContact(id: "{contact_id}") {{ status message }} }}')
+    deleted = contacts.data(
+        f'mutation DeleteContact {{ deleteContact(id: "{contact_id}") {{ status message }} }}'
+    )
     assert deleted["deleteContact"] == {"status": "OK", "message": "Queued to delete"}
     wait_until(lambda: find(contacts, contact_id) is None)
 
 
 def test_contact_and_get_contact_answer_synchronously(contacts):
     contact_id = contacts.data('mutation { addContact(name: "Ada") { id } }')["addContact"]["id"]
-    query = 'query($id: String!) { contact(id: $id) { id name } getContact(id: $id) { name } }'
+    query = "query($id: String!) { contact(id: $id) { id name } getContact(id: $id) { name } }"
     assert contacts.data(query, {"id": contact_id}) == {"contact": None, "getContact": None}
     found = wait_until(lambda: contacts.data(query, {"id": contact_id})["contact"])
     assert found == {"id": contact_id, "name": "Ada"}
@@ -54,14 +62,22 @@ def test_contact_and_get_contact_answer_synchronously(contacts):
 
 
 def test_update_and_delete_of_an_unknown_id_answer_error(contacts):
-    for mutation in ('updateContact(id: "no-such-id", name: "x")', 'deleteContact(id: "no-such-id")'):
+    for mutation in (
+        'updateContact(id: "no-such-id", name: "x")',
+        'deleteContact(id: "no-such-id")',
+    ):
         answer = contacts.data(f"mutation {{ {mutation} {{ status message }} }}")
-        assert list(answer.values())[0] == {"status": "ERROR", "message": "contact no-such-id not found"}
+        assert list(answer.values())[0] == {
+            "status": "ERROR",
+            "message": "contact no-such-id not found",
+        }
 
 
 def test_list_contacts_honours_count(contacts):
-    ids = [contacts.data(f'mutation {{ addContact(name: "n{i}") {{ id }} }}')["addContact"]["id"]
-           for i in range(4)]
+    ids = [
+        contacts.data(f'mutation {{ addContact(name: "n{i}") {{ id }} }}')["addContact"]["id"]
+        for i in range(4)
+    ]
     wait_until(lambda: all(find(contacts, i) for i in ids))
     assert len(contacts.data("{ listContacts(count: 2) { id } }")["listContacts"]) == 2
     assert contacts.data("{ listContacts(count: 0) { id } }")["listContacts"] == []
@@ -71,7 +87,9 @@ def test_commands_on_one_contact_apply_in_order(contacts):
     contact_id = contacts.data('mutation { addContact(name: "v0") { id } }')["addContact"]["id"]
     wait_until(lambda: find(contacts, contact_id))
     for i in range(1, 6):
-        answer = contacts.data(f'mutation {{ updateContact(id: "{contact_id}", name: "v{i}") {{ status }} }}')
+        answer = contacts.data(
+            f'mutation {{ updateContact(id: "{contact_id}", name: "v{i}") {{ status }} }}'
+        )
         assert answer["updateContact"]["status"] == "OK"
     assert wait_until(lambda: (c := find(contacts, contact_id)) and c["name"] == "v5" and c)
     time.sleep(0.7)  # a reordered earlier update would land after the last one

@@ -9,10 +9,10 @@ import signal
 import uuid
 
 from gmqtt.mqtt.constants import MQTTv311
-
-from cqrs_flow.contracts.ordering import CommandClock
 from system import System, acknowledged, prepare, wait_until
 from test_up_lifecycle import node_pid
+
+from cqrs_flow.contracts.ordering import CommandClock
 
 COMMANDS = 300
 KILL_AT = 120  # commands published before the store is killed
@@ -20,13 +20,18 @@ KILL_AT = 120  # commands published before the store is killed
 
 def applied(system: System) -> list[str]:
     """Ids of the add_contact commands the writer reported applied, in order."""
-    return [m.group(1) for line in list(system.lines)
-            if (m := re.search(r"applied add_contact (\S+)", line))]
+    return [
+        m.group(1)
+        for line in list(system.lines)
+        if (m := re.search(r"applied add_contact (\S+)", line))
+    ]
 
 
 def test_acknowledged_writes_survive_a_kill_9_of_the_store(tmp_path):
     # `data` is relative to the topology file, which prepare() writes into tmp_path.
-    system = System(prepare("contacts_fast.yaml", tmp_path, **{"nodes.store.data": "store-data"})).start()
+    system = System(
+        prepare("contacts_fast.yaml", tmp_path, **{"nodes.store.data": "store-data"})
+    ).start()
     request_class = system.protos.message_class("contacts.AddContactRequest")
     published: list[str] = []
     before_kill: list[str] = []
@@ -55,11 +60,19 @@ def test_acknowledged_writes_survive_a_kill_9_of_the_store(tmp_path):
         # The writer retries what the store did not answer; in the end every command is applied.
         wait_until(lambda: set(applied(system)) >= set(published), timeout=15)
         assert sum("cqrs-flow | store ready in" in line for line in system.lines) == 2
-        loaded = [int(m.group(1)) for line in system.lines
-                  if (m := re.search(r"store .*data in .*store-data: (\d+) documents", line))]
+        loaded = [
+            int(m.group(1))
+            for line in system.lines
+            if (m := re.search(r"store .*data in .*store-data: (\d+) documents", line))
+        ]
         assert loaded[0] == 0 and loaded[1] >= len(before_kill)  # the restart replayed the journal
 
-        stored = {c["id"] for c in system.data(f"{{ listContacts(count: {COMMANDS + 10}) {{ id }} }}")["listContacts"]}
+        stored = {
+            c["id"]
+            for c in system.data(f"{{ listContacts(count: {COMMANDS + 10}) {{ id }} }}")[
+                "listContacts"
+            ]
+        }
         assert set(before_kill) <= stored, sorted(set(before_kill) - stored)
         assert set(applied(system)) <= stored
         assert stored == set(published)
@@ -71,7 +84,9 @@ def test_acknowledged_writes_survive_a_kill_9_of_the_store(tmp_path):
 def test_a_restarted_store_still_applies_each_command_once_and_in_order(tmp_path):
     """The store's memory of recent command ids dies with it; each key's last command id is in
     the journal, so commands delivered again after the restart change nothing."""
-    system = System(prepare("contacts_fast.yaml", tmp_path, **{"nodes.store.data": "store-data"})).start()
+    system = System(
+        prepare("contacts_fast.yaml", tmp_path, **{"nodes.store.data": "store-data"})
+    ).start()
     message = system.protos.message_class
     clock = CommandClock()
     key = f"once-{uuid.uuid4().hex[:8]}"
@@ -79,7 +94,9 @@ def test_a_restarted_store_still_applies_each_command_once_and_in_order(tmp_path
     add.contact.id, add.contact.name = key, "First"
     update = message("contacts.UpdateContactRequest")(command_id=clock.next_id())
     update.contact.id, update.contact.name = key, "Second"
-    name = lambda: (system.data(f'{{ contact(id: "{key}") {{ name }} }}')["contact"] or {}).get("name")
+    name = lambda: (system.data(f'{{ contact(id: "{key}") {{ name }} }}')["contact"] or {}).get(
+        "name"
+    )
 
     async def publish(*commands: tuple[str, bytes]) -> None:
         broker = system.topology.nodes["broker"].listen
@@ -91,14 +108,33 @@ def test_a_restarted_store_still_applies_each_command_once_and_in_order(tmp_path
         await client.disconnect()
 
     try:
-        asyncio.run(publish(("CONTACT/ADD", add.SerializeToString()), ("CONTACT/UPDATE", update.SerializeToString())))
+        asyncio.run(
+            publish(
+                ("CONTACT/ADD", add.SerializeToString()),
+                ("CONTACT/UPDATE", update.SerializeToString()),
+            )
+        )
         assert wait_until(lambda: name() == "Second")
         os.kill(node_pid(system, "store"), signal.SIGKILL)
-        wait_until(lambda: sum("cqrs-flow | store ready in" in line for line in system.lines) == 2, timeout=15)
-        asyncio.run(publish(("CONTACT/UPDATE", update.SerializeToString()), ("CONTACT/ADD", add.SerializeToString())))
-        system.wait_for_line(rf"store .*command {update.command_id} on contact {key}: not applied \(it was applied before\)")
-        system.wait_for_line(rf"store .*command {add.command_id} on contact {key}: not applied \(it is older than")
+        wait_until(
+            lambda: sum("cqrs-flow | store ready in" in line for line in system.lines) == 2,
+            timeout=15,
+        )
+        asyncio.run(
+            publish(
+                ("CONTACT/UPDATE", update.SerializeToString()),
+                ("CONTACT/ADD", add.SerializeToString()),
+            )
+        )
+        system.wait_for_line(
+            rf"store .*command {update.command_id} on contact {key}: not applied \(it was applied before\)"
+        )
+        system.wait_for_line(
+            rf"store .*command {add.command_id} on contact {key}: not applied \(it is older than"
+        )
         assert name() == "Second"
-        assert "exists already" not in system.output()  # the add was not refused as a duplicate: it was done
+        assert (
+            "exists already" not in system.output()
+        )  # the add was not refused as a duplicate: it was done
     finally:
         assert system.stop() == 0

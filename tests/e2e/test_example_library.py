@@ -14,7 +14,6 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-
 from system import System, cli, prepare, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,21 +24,29 @@ RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$
 FIELDS = "id title authors year rating available genre shelf { room row } updated_at"
 BOOK = f"query($id: String!) {{ book(id: $id) {{ {FIELDS} }} }}"
 BOOKS = f"query($count: Int!) {{ books(count: $count) {{ {FIELDS} }} }}"
-ADD = ("mutation($title: String!, $authors: [String!]!, $year: Int!, $rating: Float, $available: Boolean,"
-       " $genre: Genre, $shelf: ShelfInput) { addBook(title: $title, authors: $authors, year: $year,"
-       " rating: $rating, available: $available, genre: $genre, shelf: $shelf) { status message id } }")
-UPDATE = ("mutation($id: String!, $title: String!, $authors: [String!]!, $year: Int!, $rating: Float,"
-          " $available: Boolean, $genre: Genre, $shelf: ShelfInput) { updateBook(id: $id, title: $title,"
-          " authors: $authors, year: $year, rating: $rating, available: $available, genre: $genre,"
-          " shelf: $shelf) { status message id } }")
+ADD = (
+    "mutation($title: String!, $authors: [String!]!, $year: Int!, $rating: Float, $available: Boolean,"
+    " $genre: Genre, $shelf: ShelfInput) { addBook(title: $title, authors: $authors, year: $year,"
+    " rating: $rating, available: $available, genre: $genre, shelf: $shelf) { status message id } }"
+)
+UPDATE = (
+    "mutation($id: String!, $title: String!, $authors: [String!]!, $year: Int!, $rating: Float,"
+    " $available: Boolean, $genre: Genre, $shelf: ShelfInput) { updateBook(id: $id, title: $title,"
+    " authors: $authors, year: $year, rating: $rating, available: $available, genre: $genre,"
+    " shelf: $shelf) { status message id } }"
+)
 
 
 @pytest.fixture(scope="module")
 def library(tmp_path_factory) -> System:
     """The library example with free ports and a short write delay, shared by this module."""
-    topology = prepare("library.yaml", tmp_path_factory.mktemp("library"),
-                       source=EXAMPLE / "topology.yaml", stop_timeout="3s",
-                       **{"nodes.writer.delay": f"{int(DELAY * 1000)}ms"})
+    topology = prepare(
+        "library.yaml",
+        tmp_path_factory.mktemp("library"),
+        source=EXAMPLE / "topology.yaml",
+        stop_timeout="3s",
+        **{"nodes.writer.delay": f"{int(DELAY * 1000)}ms"},
+    )
     system = System(topology).start()
     yield system
     system.stop()
@@ -50,7 +57,9 @@ def book(system: System, book_id: str) -> dict | None:
 
 
 def listed(system: System, book_id: str) -> dict | None:
-    return next((b for b in system.data(BOOKS, {"count": 1000})["books"] if b["id"] == book_id), None)
+    return next(
+        (b for b in system.data(BOOKS, {"count": 1000})["books"] if b["id"] == book_id), None
+    )
 
 
 def stamp(book_data: dict) -> datetime:
@@ -74,7 +83,9 @@ def exact(value, expected) -> bool:
     if type(value) is not type(expected):
         return False
     if isinstance(expected, dict):
-        return value.keys() == expected.keys() and all(exact(value[k], expected[k]) for k in expected)
+        return value.keys() == expected.keys() and all(
+            exact(value[k], expected[k]) for k in expected
+        )
     if isinstance(expected, list):
         return len(value) == len(expected) and all(exact(v, e) for v, e in zip(value, expected))
     return value == expected
@@ -82,9 +93,15 @@ def exact(value, expected) -> bool:
 
 # -- validate ---------------------------------------------------------------------------------
 
+
 def test_validate_accepts_the_example():
-    done = subprocess.run([*cli(), "validate", "examples/library/topology.yaml"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [*cli(), "validate", "examples/library/topology.yaml"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "valid" in done.stdout, done.stdout
 
@@ -93,29 +110,55 @@ def test_validate_accepts_the_example():
 # first request that needs the misfit (today each of these validates, then fails at run time).
 MISFITS = {
     # an enum argument with a value library.Genre lacks: addBook(genre: POETRY) answers ERROR
-    "graphql-enum-value-not-in-proto": ("schema", "  HISTORY\n}", "  HISTORY\n  POETRY\n}", "POETRY"),
+    "graphql-enum-value-not-in-proto": (
+        "schema",
+        "  HISTORY\n}",
+        "  HISTORY\n  POETRY\n}",
+        "POETRY",
+    ),
     # an input field library.Shelf lacks: addBook(shelf: {..., floor: 2}) is an internal error
-    "input-field-not-in-message": ("schema", "input ShelfInput {\n", "input ShelfInput {\n  floor: Int\n",
-                                   "floor"),
+    "input-field-not-in-message": (
+        "schema",
+        "input ShelfInput {\n",
+        "input ShelfInput {\n  floor: Int\n",
+        "floor",
+    ),
     # an enum argument filling an int32 field, an input object filling a string field: every
     # addBook that passes them answers ERROR "does not fit"
-    "enum-argument-to-integer-field": ("topology", "        message: Queued to add {title}\n",
-                                       "        message: Queued to add {title}\n"
-                                       "        arguments: {genre: book.year}\n", "genre"),
-    "input-argument-to-string-field": ("topology", "        message: Queued to add {title}\n",
-                                       "        message: Queued to add {title}\n"
-                                       "        arguments: {shelf: book.title}\n", "shelf"),
+    "enum-argument-to-integer-field": (
+        "topology",
+        "        message: Queued to add {title}\n",
+        "        message: Queued to add {title}\n        arguments: {genre: book.year}\n",
+        "genre",
+    ),
+    "input-argument-to-string-field": (
+        "topology",
+        "        message: Queued to add {title}\n",
+        "        message: Queued to add {title}\n        arguments: {shelf: book.title}\n",
+        "shelf",
+    ),
     # a Float argument filling an int32 field: the gateway always gets a float, which protobuf
     # refuses for an integer field, so every addBook that passes it answers ERROR
-    "float-argument-to-integer-field": ("topology", "        message: Queued to add {title}\n",
-                                        "        message: Queued to add {title}\n"
-                                        "        arguments: {rating: book.year}\n", "rating"),
+    "float-argument-to-integer-field": (
+        "topology",
+        "        message: Queued to add {title}\n",
+        "        message: Queued to add {title}\n        arguments: {rating: book.year}\n",
+        "rating",
+    ),
     # a result enum without GENRE_UNSPECIFIED: reading a book with no genre is an internal error
-    "result-enum-lacks-a-proto-value": ("schema", "  GENRE_UNSPECIFIED\n  FICTION", "  FICTION",
-                                        "GENRE_UNSPECIFIED"),
+    "result-enum-lacks-a-proto-value": (
+        "schema",
+        "  GENRE_UNSPECIFIED\n  FICTION",
+        "  FICTION",
+        "GENRE_UNSPECIFIED",
+    ),
     # a Book field named unlike any library.Book field: always null (here: an error, it is non-null)
-    "result-field-not-in-message": ("schema", "  updated_at: String!\n", "  updatedAt: String!\n",
-                                    "updatedAt"),
+    "result-field-not-in-message": (
+        "schema",
+        "  updated_at: String!\n",
+        "  updatedAt: String!\n",
+        "updatedAt",
+    ),
     # a Book field whose type does not fit the proto field's
     "result-field-type-misfit": ("schema", "  rating: Float!\n", "  rating: Boolean!\n", "rating"),
 }
@@ -130,8 +173,12 @@ def test_validate_refuses_a_schema_that_does_not_fit_the_protos(misfit, tmp_path
     text = edited.read_text()
     assert text.count(old) == 1, f"{misfit}: the example no longer has {old!r}"
     edited.write_text(text.replace(old, new))
-    done = subprocess.run([*cli(), "validate", str(copy / "topology.yaml")], capture_output=True,
-                          text=True, timeout=60)
+    done = subprocess.run(
+        [*cli(), "validate", str(copy / "topology.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     output = done.stdout + done.stderr
     assert done.returncode == 1, f"{misfit}: validate accepted it:\n{output}"
     assert culprit in output, output
@@ -139,12 +186,14 @@ def test_validate_refuses_a_schema_that_does_not_fit_the_protos(misfit, tmp_path
 
 # -- addBook, book, books ---------------------------------------------------------------------
 
+
 def test_add_book_round_trips_every_field_type(library):
     """Literal arguments (the parse_literal path): enum name, input object, list, Float, Boolean."""
     answer = library.data(
         'mutation { addBook(title: "Good Omens", authors: ["Terry Pratchett", "Neil Gaiman"], year: 1990,'
         ' rating: 4.35, available: false, genre: FICTION, shelf: {room: "B2", row: 7})'
-        " { status message id } }")["addBook"]
+        " { status message id } }"
+    )["addBook"]
     assert answer["status"] == "OK" and answer["message"] == "Queued to add Good Omens", answer
     book_id = answer["id"]
     assert uuid.UUID(book_id)
@@ -153,18 +202,31 @@ def test_add_book_round_trips_every_field_type(library):
     assert book(library, book_id) is None, "the mutation must not write the store directly"
     found = wait_until(lambda: book(library, book_id))
     assert time.monotonic() - queued_at >= DELAY * 0.8, "applied before the write delay"
-    expected = {"id": book_id, "title": "Good Omens", "authors": ["Terry Pratchett", "Neil Gaiman"],
-                "year": 1990, "rating": 4.35, "available": False, "genre": "FICTION",
-                "shelf": {"room": "B2", "row": 7}}
+    expected = {
+        "id": book_id,
+        "title": "Good Omens",
+        "authors": ["Terry Pratchett", "Neil Gaiman"],
+        "year": 1990,
+        "rating": 4.35,
+        "available": False,
+        "genre": "FICTION",
+        "shelf": {"room": "B2", "row": 7},
+    }
     assert exact(without_stamp(found), expected), found
     assert exact(listed(library, book_id), found), "books must answer what book answers"
 
 
 def test_add_book_with_variables_round_trips_every_field_type(library):
     """The same through variables (the coerce_input path), with values at the edges of their types."""
-    arguments = {"title": "Histories", "authors": ["Herodotus", "A. de Sélincourt", "J. Marincola"],
-                 "year": -430, "rating": 0.30000000000000004, "available": True, "genre": "HISTORY",
-                 "shelf": {"room": "Réserve", "row": 2147483647}}
+    arguments = {
+        "title": "Histories",
+        "authors": ["Herodotus", "A. de Sélincourt", "J. Marincola"],
+        "year": -430,
+        "rating": 0.30000000000000004,
+        "available": True,
+        "genre": "HISTORY",
+        "shelf": {"room": "Réserve", "row": 2147483647},
+    }
     book_id = add(library, **arguments)
     found = wait_until(lambda: book(library, book_id))
     assert exact(without_stamp(found), {"id": book_id, **arguments}), found
@@ -175,13 +237,25 @@ def test_add_book_fills_what_is_left_out_with_defaults(library):
     zero), shelf null (a message field has presence), authors may be empty."""
     book_id = add(library, title="Anonymous pamphlet", authors=[], year=0)
     found = wait_until(lambda: book(library, book_id))
-    assert exact(without_stamp(found), {
-        "id": book_id, "title": "Anonymous pamphlet", "authors": [], "year": 0, "rating": 0.0,
-        "available": True, "genre": "GENRE_UNSPECIFIED", "shelf": None}), found
+    assert exact(
+        without_stamp(found),
+        {
+            "id": book_id,
+            "title": "Anonymous pamphlet",
+            "authors": [],
+            "year": 0,
+            "rating": 0.0,
+            "available": True,
+            "genre": "GENRE_UNSPECIFIED",
+            "shelf": None,
+        },
+    ), found
 
 
 def test_a_shelf_of_default_values_is_a_shelf_not_null(library):
-    book_id = add(library, title="Ground floor", authors=["x"], year=2001, shelf={"room": "", "row": 0})
+    book_id = add(
+        library, title="Ground floor", authors=["x"], year=2001, shelf={"room": "", "row": 0}
+    )
     found = wait_until(lambda: book(library, book_id))
     assert exact(found["shelf"], {"room": "", "row": 0}), found
 
@@ -202,28 +276,58 @@ def test_books_honours_count(library):
 
 # -- updateBook -------------------------------------------------------------------------------
 
+
 def test_update_book_replaces_every_field_and_moves_the_timestamp(library):
-    book_id = add(library, title="Dune", authors=["Frank Herbert"], year=1965, rating=4.5,
-                  available=True, genre="FICTION", shelf={"room": "A", "row": 3})
+    book_id = add(
+        library,
+        title="Dune",
+        authors=["Frank Herbert"],
+        year=1965,
+        rating=4.5,
+        available=True,
+        genre="FICTION",
+        shelf={"room": "A", "row": 3},
+    )
     first = wait_until(lambda: book(library, book_id))
 
-    changes = {"title": "Dune Messiah", "authors": ["Frank Herbert", "Brian Herbert", "Anderson"],
-               "year": 1969, "rating": 3, "available": False, "genre": "SCIENCE",
-               "shelf": {"room": "C", "row": 0}}
+    changes = {
+        "title": "Dune Messiah",
+        "authors": ["Frank Herbert", "Brian Herbert", "Anderson"],
+        "year": 1969,
+        "rating": 3,
+        "available": False,
+        "genre": "SCIENCE",
+        "shelf": {"room": "C", "row": 0},
+    }
     answer = library.data(UPDATE, {"id": book_id, **changes})["updateBook"]
     assert answer == {"status": "OK", "message": f"Queued to update {book_id}", "id": book_id}
-    changed = wait_until(lambda: (b := book(library, book_id)) and b["title"] == "Dune Messiah" and b)
+    changed = wait_until(
+        lambda: (b := book(library, book_id)) and b["title"] == "Dune Messiah" and b
+    )
     assert exact(without_stamp(changed), {"id": book_id, **changes, "rating": 3.0}), changed
     assert stamp(changed) > stamp(first)
 
     # An update replaces the fields without presence (rating, genre, ... back to their zero) and
     # keeps a message field it leaves out: the shelf stays.
-    library.data(UPDATE, {"id": book_id, "title": "Dune Messiah", "authors": ["Frank Herbert"],
-                          "year": 1969})
-    again = wait_until(lambda: (b := book(library, book_id)) and b["authors"] == ["Frank Herbert"] and b)
-    assert exact(without_stamp(again), {
-        "id": book_id, "title": "Dune Messiah", "authors": ["Frank Herbert"], "year": 1969, "rating": 0.0,
-        "available": True, "genre": "GENRE_UNSPECIFIED", "shelf": {"room": "C", "row": 0}}), again
+    library.data(
+        UPDATE, {"id": book_id, "title": "Dune Messiah", "authors": ["Frank Herbert"], "year": 1969}
+    )
+    again = wait_until(
+        lambda: (b := book(library, book_id)) and b["authors"] == ["Frank Herbert"] and b
+    )
+    assert exact(
+        without_stamp(again),
+        {
+            "id": book_id,
+            "title": "Dune Messiah",
+            "authors": ["Frank Herbert"],
+            "year": 1969,
+            "rating": 0.0,
+            "available": True,
+            "genre": "GENRE_UNSPECIFIED",
+            "shelf": {"room": "C", "row": 0},
+        },
+    ), again
     assert stamp(again) > stamp(changed)
 
 
@@ -231,29 +335,52 @@ def test_updates_of_one_book_apply_in_order(library):
     book_id = add(library, title="v0", authors=[], year=0)
     wait_until(lambda: book(library, book_id))
     for i in range(1, 5):
-        answer = library.data(UPDATE, {"id": book_id, "title": f"v{i}", "authors": [str(n) for n in range(i)],
-                                       "year": i, "genre": "NON_FICTION"})
+        answer = library.data(
+            UPDATE,
+            {
+                "id": book_id,
+                "title": f"v{i}",
+                "authors": [str(n) for n in range(i)],
+                "year": i,
+                "genre": "NON_FICTION",
+            },
+        )
         assert answer["updateBook"]["status"] == "OK", answer
     last = wait_until(lambda: (b := book(library, book_id)) and b["title"] == "v4" and b)
     time.sleep(DELAY * 2)  # a reordered earlier update would land after the last one
     assert exact(book(library, book_id), last)
-    assert last["authors"] == ["0", "1", "2", "3"] and last["year"] == 4 and last["genre"] == "NON_FICTION"
+    assert (
+        last["authors"] == ["0", "1", "2", "3"]
+        and last["year"] == 4
+        and last["genre"] == "NON_FICTION"
+    )
 
 
 def test_update_and_remove_of_an_unknown_id_answer_error(library):
-    update = library.data('mutation { updateBook(id: "no-such-book", title: "x", authors: [], year: 1)'
-                          " { status message id } }")["updateBook"]
-    remove = library.data('mutation { removeBook(id: "no-such-book") { status message id } }')["removeBook"]
+    update = library.data(
+        'mutation { updateBook(id: "no-such-book", title: "x", authors: [], year: 1)'
+        " { status message id } }"
+    )["updateBook"]
+    remove = library.data('mutation { removeBook(id: "no-such-book") { status message id } }')[
+        "removeBook"
+    ]
     for answer in (update, remove):
-        assert answer == {"status": "ERROR", "message": "book no-such-book not found", "id": "no-such-book"}
+        assert answer == {
+            "status": "ERROR",
+            "message": "book no-such-book not found",
+            "id": "no-such-book",
+        }
 
 
 # -- removeBook -------------------------------------------------------------------------------
 
+
 def test_remove_book(library):
     book_id = add(library, title="To remove", authors=["x"], year=1999)
     wait_until(lambda: book(library, book_id))
-    answer = library.data(f'mutation {{ removeBook(id: "{book_id}") {{ status message id }} }}')["removeBook"]
+    answer = library.data(f'mutation {{ removeBook(id: "{book_id}") {{ status message id }} }}')[
+        "removeBook"
+    ]
     assert answer == {"status": "OK", "message": f"Queued to remove {book_id}", "id": book_id}
     assert book(library, book_id) is not None, "removed before the write delay"
     wait_until(lambda: book(library, book_id) is None)
@@ -262,31 +389,49 @@ def test_remove_book(library):
 
 # -- addBooks, removeBooks (the store's insert_many and delete_many) ---------------------------
 
+
 def test_add_books_and_remove_books(library):
     tag = uuid.uuid4().hex[:8]
     given_id = f"book-{tag}"
     items = [
-        {"id": given_id, "title": f"Cosmos {tag}", "authors": ["Carl Sagan"], "year": 1980, "rating": 4.75,
-         "available": False, "genre": "SCIENCE", "shelf": {"room": "S", "row": 12}},
+        {
+            "id": given_id,
+            "title": f"Cosmos {tag}",
+            "authors": ["Carl Sagan"],
+            "year": 1980,
+            "rating": 4.75,
+            "available": False,
+            "genre": "SCIENCE",
+            "shelf": {"room": "S", "row": 12},
+        },
         {"title": f"SPQR {tag}", "authors": ["Mary Beard"], "year": 2015, "genre": "HISTORY"},
     ]
-    answer = library.data("mutation($books: [BookInput!]!) { addBooks(books: $books) { status message id } }",
-                          {"books": items})["addBooks"]
+    answer = library.data(
+        "mutation($books: [BookInput!]!) { addBooks(books: $books) { status message id } }",
+        {"books": items},
+    )["addBooks"]
     assert answer == {"status": "OK", "message": "Queued to add books", "id": None}
 
     def both():
         books = {b["title"]: b for b in library.data(BOOKS, {"count": 1000})["books"]}
-        return (books.get(items[0]["title"]), books.get(items[1]["title"])) if all(
-            i["title"] in books for i in items) else None
+        return (
+            (books.get(items[0]["title"]), books.get(items[1]["title"]))
+            if all(i["title"] in books for i in items)
+            else None
+        )
 
     cosmos, spqr = wait_until(both)
     assert exact(without_stamp(cosmos), items[0]), cosmos
     assert uuid.UUID(spqr["id"]), "the store gives a book without an id one"
-    assert exact(without_stamp(spqr), {"id": spqr["id"], **items[1], "rating": 0.0, "available": True,
-                                       "shelf": None}), spqr
+    assert exact(
+        without_stamp(spqr),
+        {"id": spqr["id"], **items[1], "rating": 0.0, "available": True, "shelf": None},
+    ), spqr
     assert exact(book(library, given_id), cosmos)
 
-    answer = library.data("mutation($ids: [String!]!) { removeBooks(ids: $ids) { status message id } }",
-                          {"ids": [given_id, spqr["id"], "no-such-book"]})["removeBooks"]
+    answer = library.data(
+        "mutation($ids: [String!]!) { removeBooks(ids: $ids) { status message id } }",
+        {"ids": [given_id, spqr["id"], "no-such-book"]},
+    )["removeBooks"]
     assert answer == {"status": "OK", "message": "Queued to remove books", "id": None}
     wait_until(lambda: book(library, given_id) is None and book(library, spqr["id"]) is None)

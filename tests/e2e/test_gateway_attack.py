@@ -10,7 +10,6 @@ and takes seconds, and a `{ __typename }` from anyone else waited tens of second
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import time
@@ -18,20 +17,26 @@ import time
 import aiohttp
 import grpc
 import pytest
-
-from cqrs_flow.security.tokens import Credentials
 from system import System, prepare, wait_until
 from test_up_lifecycle import node_pid
 
+from cqrs_flow.security.tokens import Credentials
+
 CONTACTS = 1020
 ATTACKERS = 8
-ATTACK = "{ " + " ".join(f"a{i}: listContacts(count: 1000) {{ id name last_updated }}"
-                         for i in range(30)) + " }"
+ATTACK = (
+    "{ "
+    + " ".join(f"a{i}: listContacts(count: 1000) {{ id name last_updated }}" for i in range(30))
+    + " }"
+)
 PROBE = "{ __typename }"
 ONE_LIST = "{ listContacts(count: 1000) { id name last_updated } }"
 # Costs 9,003, within the default; its answer is about 330 KB.
-LARGE = "{ " + " ".join(f"a{i}: listContacts(count: 1000) {{ id name last_updated }}"
-                        for i in range(3)) + " }"
+LARGE = (
+    "{ "
+    + " ".join(f"a{i}: listContacts(count: 1000) {{ id name last_updated }}" for i in range(3))
+    + " }"
+)
 
 
 def store_contacts(system: System, count: int) -> None:
@@ -45,19 +50,31 @@ def store_contacts(system: System, count: int) -> None:
     method = system.protos.method(service, "AddContacts")
     response_class = system.protos.class_of(method.output_type)
     with grpc.insecure_channel(store.write.listen.target) as channel:
-        stub = channel.unary_unary(f"/{service}/AddContacts",
-                                   request_serializer=lambda m: m.SerializeToString(),
-                                   response_deserializer=response_class.FromString)
-        written = stub(request, metadata=Credentials("writer", system.token("writer")).metadata,
-                       timeout=30)
+        stub = channel.unary_unary(
+            f"/{service}/AddContacts",
+            request_serializer=lambda m: m.SerializeToString(),
+            response_deserializer=response_class.FromString,
+        )
+        written = stub(
+            request, metadata=Credentials("writer", system.token("writer")).metadata, timeout=30
+        )
     assert written.count == count, written
 
 
-async def post(session: aiohttp.ClientSession, url: str, query: str,
-               headers: dict[str, str] | None = None, timeout: float = 60.0):
+async def post(
+    session: aiohttp.ClientSession,
+    url: str,
+    query: str,
+    headers: dict[str, str] | None = None,
+    timeout: float = 60.0,
+):
     """Status, JSON answer and headers of one GraphQL POST."""
-    async with session.post(url, json={"query": query}, headers=headers or {},
-                            timeout=aiohttp.ClientTimeout(total=timeout)) as response:
+    async with session.post(
+        url,
+        json={"query": query},
+        headers=headers or {},
+        timeout=aiohttp.ClientTimeout(total=timeout),
+    ) as response:
         return response.status, await response.json(content_type=None), response.headers
 
 
@@ -114,8 +131,10 @@ def test_a_probe_is_answered_within_a_second_while_one_client_attacks(stocked):
         return attacks, latencies
 
     attacks, latencies = asyncio.run(run())
-    print(f"probe latency under attack: max {max(latencies):.3f}s, "
-          f"{len(latencies)} probes; {len(attacks)} attack queries answered")
+    print(
+        f"probe latency under attack: max {max(latencies):.3f}s, "
+        f"{len(latencies)} probes; {len(attacks)} attack queries answered"
+    )
     assert latencies and max(latencies) < 1.0, sorted(latencies)[-5:]
     assert len(attacks) >= ATTACKERS
     for status, answer, _ in attacks:
@@ -123,16 +142,27 @@ def test_a_probe_is_answered_within_a_second_while_one_client_attacks(stocked):
 
 
 # Behind a proxy on 127.0.0.1 (the tests' own client), the X-Forwarded-For header names callers.
-PROXIED_LIMITS = {"timeout": "3s", "response_bytes": 300_000,
-                  "rate": {"requests": 100, "per": "60s"}}
+PROXIED_LIMITS = {
+    "timeout": "3s",
+    "response_bytes": 300_000,
+    "rate": {"requests": 100, "per": "60s"},
+}
 
 
 @pytest.fixture(scope="module")
 def proxied(tmp_path_factory) -> System:
     """The contacts system behind a trusted proxy, with 1,020 contacts and a few small limits."""
-    system = System(prepare("contacts_fast.yaml", tmp_path_factory.mktemp("proxied"), **{
-        "nodes.gateway.trusted_proxies": ["127.0.0.1"], "nodes.gateway.limits": PROXIED_LIMITS,
-        "nodes.gateway.reader_timeout": "20s"})).start()
+    system = System(
+        prepare(
+            "contacts_fast.yaml",
+            tmp_path_factory.mktemp("proxied"),
+            **{
+                "nodes.gateway.trusted_proxies": ["127.0.0.1"],
+                "nodes.gateway.limits": PROXIED_LIMITS,
+                "nodes.gateway.reader_timeout": "20s",
+            },
+        )
+    ).start()
     store_contacts(system, CONTACTS)
     yield system
     system.stop()
@@ -146,8 +176,9 @@ def test_one_callers_heavy_queries_within_the_cost_do_not_stall_another(proxied)
     """Each of these costs 6,003: one caller's run one at a time, so its work ahead of anyone
     else's request is one operation's worth, however many it sends."""
     url = f"http://{proxied.gateway.listen.target}/graphql"
-    heavy = "{ " + " ".join(f"a{i}: listContacts(count: 1000) {{ id name }}"
-                            for i in range(3)) + " }"
+    heavy = (
+        "{ " + " ".join(f"a{i}: listContacts(count: 1000) {{ id name }}" for i in range(3)) + " }"
+    )
 
     async def run():
         answers: list = []
@@ -164,8 +195,9 @@ def test_one_callers_heavy_queries_within_the_cost_do_not_stall_another(proxied)
             deadline = time.monotonic() + 5.0
             while time.monotonic() < deadline:
                 started = time.monotonic()
-                status, answer, _ = await post(probes, url, PROBE, as_caller("10.0.0.2"),
-                                               timeout=30)
+                status, answer, _ = await post(
+                    probes, url, PROBE, as_caller("10.0.0.2"), timeout=30
+                )
                 assert status == 200 and answer["data"] == {"__typename": "Query"}, answer
                 latencies.append(time.monotonic() - started)
                 await asyncio.sleep(0.1)
@@ -174,8 +206,10 @@ def test_one_callers_heavy_queries_within_the_cost_do_not_stall_another(proxied)
         return answers, latencies
 
     answers, latencies = asyncio.run(run())
-    print(f"probe latency beside heavy queries: max {max(latencies):.3f}s, "
-          f"{len(latencies)} probes; {len(answers)} heavy queries answered")
+    print(
+        f"probe latency beside heavy queries: max {max(latencies):.3f}s, "
+        f"{len(latencies)} probes; {len(answers)} heavy queries answered"
+    )
     assert max(latencies) < 1.0, sorted(latencies)[-5:]
     served = [a for status, a, _ in answers if status == 200]
     assert served and all(len(a["data"]["a2"]) == 1000 for a in served)
@@ -190,8 +224,12 @@ def test_one_callers_places_in_flight_are_its_own_and_slow_operations_are_cut_of
 
     async def run():
         async with aiohttp.ClientSession() as session:
-            slow = [asyncio.ensure_future(post(session, url, "{ listContacts(count: 1) { id } }",
-                                               as_caller("10.0.1.1"))) for _ in range(10)]
+            slow = [
+                asyncio.ensure_future(
+                    post(session, url, "{ listContacts(count: 1) { id } }", as_caller("10.0.1.1"))
+                )
+                for _ in range(10)
+            ]
             started = time.monotonic()
             await asyncio.sleep(0.5)
             while True:  # until all ten are in flight, A's `{ __typename }` gets a place
@@ -217,8 +255,11 @@ def test_one_callers_places_in_flight_are_its_own_and_slow_operations_are_cut_of
     assert other[0] == 200 and other[1]["data"] == {"__typename": "Query"}
     assert at_once < 1.0
     for status, answer, _ in cut_off:
-        assert status == 504 and "took longer than 3s" in errors(answer) \
-            and "limits.timeout" in errors(answer), answer
+        assert (
+            status == 504
+            and "took longer than 3s" in errors(answer)
+            and "limits.timeout" in errors(answer)
+        ), answer
     assert waited < 10.0
     assert wait_until(lambda: proxied.data("{ listContacts(count: 1) { id } }"))
 
@@ -228,8 +269,10 @@ def test_an_answer_over_response_bytes_is_an_error_not_a_cut_body(proxied):
 
     async def run():
         async with aiohttp.ClientSession() as session:
-            return (await post(session, url, LARGE, as_caller("10.0.2.1")),
-                    await post(session, url, ONE_LIST, as_caller("10.0.2.1")))
+            return (
+                await post(session, url, LARGE, as_caller("10.0.2.1")),
+                await post(session, url, ONE_LIST, as_caller("10.0.2.1")),
+            )
 
     (status, answer, _), (fits, small, _) = asyncio.run(run())
     assert status == 400 and answer["data"] is None, str(answer)[:300]
@@ -264,14 +307,21 @@ def test_websocket_operations_go_through_the_same_gate(proxied):
             async with http.ws_connect(url, protocols=("graphql-transport-ws",)) as ws:
                 await ws.send_json({"type": "connection_init"})
                 assert (await ws.receive_json(timeout=10)) == {"type": "connection_ack"}
-                await ws.send_json({"id": "attack", "type": "subscribe",
-                                    "payload": {"query": ATTACK}})
+                await ws.send_json(
+                    {"id": "attack", "type": "subscribe", "payload": {"query": ATTACK}}
+                )
                 refused = await ws.receive_json(timeout=10)
-                await ws.send_json({"id": "large", "type": "subscribe",
-                                    "payload": {"query": LARGE}})
+                await ws.send_json(
+                    {"id": "large", "type": "subscribe", "payload": {"query": LARGE}}
+                )
                 too_large = await ws.receive_json(timeout=30)
-                await ws.send_json({"id": "ok", "type": "subscribe",
-                                    "payload": {"query": "{ listContacts(count: 5) { id } }"}})
+                await ws.send_json(
+                    {
+                        "id": "ok",
+                        "type": "subscribe",
+                        "payload": {"query": "{ listContacts(count: 5) { id } }"},
+                    }
+                )
                 answered = await ws.receive_json(timeout=30)
                 return refused, too_large, answered
 

@@ -19,31 +19,41 @@ def test_playground_page_and_its_assets_are_served_locally(contacts):
     assert status == 200 and headers["Content-Type"].startswith("text/html")
     assert "listContacts(count: 10)" in page  # the example query comes from the SDL
     assert "//unpkg" not in page and "//cdn" not in page
-    for asset in ("graphiql.min.js", "graphiql.min.css", "react.production.min.js",
-                  "react-dom.production.min.js"):
+    for asset in (
+        "graphiql.min.js",
+        "graphiql.min.css",
+        "react.production.min.js",
+        "react-dom.production.min.js",
+    ):
         assert f"/playground/static/{asset}" in page
         status, content, _ = contacts.http(f"/playground/static/{asset}", method="GET")
         assert status == 200 and len(content) > 1000, asset
 
 
-@pytest.mark.parametrize("body, message", [
-    (b"{not json", "not valid JSON"),
-    (b"[1, 2]", "must be a JSON object"),
-    (b'{"query": 5}', 'no "query" string'),
-    (b'{"query": "{ __typename }", "variables": [1]}', '"variables" must be a JSON object'),
-])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        (b"{not json", "not valid JSON"),
+        (b"[1, 2]", "must be a JSON object"),
+        (b'{"query": 5}', 'no "query" string'),
+        (b'{"query": "{ __typename }", "variables": [1]}', '"variables" must be a JSON object'),
+    ],
+)
 def test_malformed_requests_get_a_graphql_error(contacts, body, message):
     status, answer, _ = contacts.http(body=body)
     assert status == 400
     assert message in json.loads(answer)["errors"][0]["message"]
 
 
-@pytest.mark.parametrize("query", [
-    "{ listContacts(count: ",  # syntax error
-    "{ noSuchField }",
-    "{ listContacts(count: \"ten\") { id } }",
-    "mutation { addContact { status } }",  # missing required argument
-])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "{ listContacts(count: ",  # syntax error
+        "{ noSuchField }",
+        '{ listContacts(count: "ten") { id } }',
+        "mutation { addContact { status } }",  # missing required argument
+    ],
+)
 def test_invalid_queries_get_errors_and_the_gateway_stays_up(contacts, query):
     answer = contacts.graphql(query)
     assert answer.get("errors"), answer

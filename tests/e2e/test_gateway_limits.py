@@ -11,31 +11,55 @@ import urllib.request
 
 import aiohttp
 import pytest
-
 from system import System, prepare, wait_until
 from test_up_lifecycle import node_pid
 
 PROTOCOL = "graphql-transport-ws"
 APP = "https://app.example.com"
-LIMITS = {"body_bytes": 4096, "tokens": 300, "depth": 4, "fields": 20, "aliases": 3, "list_count": 50,
-          "list_length": 5, "string_length": 40, "in_flight": 1, "websockets": 1}
+LIMITS = {
+    "body_bytes": 4096,
+    "tokens": 300,
+    "depth": 4,
+    "fields": 20,
+    "aliases": 3,
+    "list_count": 50,
+    "list_length": 5,
+    "string_length": 40,
+    "in_flight": 1,
+    "websockets": 1,
+}
 
 
 @pytest.fixture(scope="module")
 def locked(tmp_path_factory) -> System:
     """The contacts system with small limits, introspection off and one allowed web origin."""
-    system = System(prepare("contacts_fast.yaml", tmp_path_factory.mktemp("locked"), **{
-        "nodes.gateway.limits": LIMITS, "nodes.gateway.introspection": False,
-        "nodes.gateway.playground": False, "nodes.gateway.cors": {"origins": [APP]},
-        "nodes.gateway.reader_timeout": "20s"})).start()
+    system = System(
+        prepare(
+            "contacts_fast.yaml",
+            tmp_path_factory.mktemp("locked"),
+            **{
+                "nodes.gateway.limits": LIMITS,
+                "nodes.gateway.introspection": False,
+                "nodes.gateway.playground": False,
+                "nodes.gateway.cors": {"origins": [APP]},
+                "nodes.gateway.reader_timeout": "20s",
+            },
+        )
+    ).start()
     yield system
     system.stop()
 
 
-def post(system: System, body: bytes | None, headers: dict[str, str] | None = None, method: str = "POST"):
+def post(
+    system: System, body: bytes | None, headers: dict[str, str] | None = None, method: str = "POST"
+):
     """Status, JSON answer (None if not JSON: aiohttp's own 404 and 405 pages) and headers."""
-    request = urllib.request.Request(f"http://{system.gateway.listen.target}/graphql", data=body, method=method,
-                                     headers={"Content-Type": "application/json", **(headers or {})})
+    request = urllib.request.Request(
+        f"http://{system.gateway.listen.target}/graphql",
+        data=body,
+        method=method,
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, _json(response.read()), response.headers
@@ -54,20 +78,35 @@ def query(system: System, text: str, variables: dict | None = None):
     return post(system, json.dumps({"query": text, "variables": variables}).encode())
 
 
-@pytest.mark.parametrize("text, variables, limit", [
-    ("{ a { b { c { d { e } } } } }", None, "limits.depth"),
-    ("query { ...A } fragment A on Query { listContacts(count: 1) { ...B } } "
-     "fragment B on Contact { id name last_updated }", None, None),  # within the limits: valid
-    (" ".join(["{"] + [f"f{i}: __typename" for i in range(4)] + ["}"]), None, "limits.aliases"),
-    ("{ " + "__typename " * 21 + "}", None, "limits.fields"),
-    ("{ " + "__typename " * 2 + "#" + " x" * 400 + "\n" + "}", None, None),  # comments are not tokens
-    ("{ __typename(" + "a: 1 " * 100 + ") }", None, "limits.tokens"),
-    ('{ contact(id: "' + "x" * 41 + '") { id } }', None, "limits.string_length"),
-    ("query($id: String!) { contact(id: $id) { id } }", {"id": "x" * 41}, "limits.string_length"),
-    ("query($v: [Int]) { __typename }", {"v": list(range(6))}, "limits.list_length"),
-    ("{ listContacts(count: 51) { id } }", None, "limits.list_count"),
-    ("{ a(x: " + "[" * 12 + "]" * 12 + ") }", None, "limits.depth"),
-])
+@pytest.mark.parametrize(
+    "text, variables, limit",
+    [
+        ("{ a { b { c { d { e } } } } }", None, "limits.depth"),
+        (
+            "query { ...A } fragment A on Query { listContacts(count: 1) { ...B } } "
+            "fragment B on Contact { id name last_updated }",
+            None,
+            None,
+        ),  # within the limits: valid
+        (" ".join(["{"] + [f"f{i}: __typename" for i in range(4)] + ["}"]), None, "limits.aliases"),
+        ("{ " + "__typename " * 21 + "}", None, "limits.fields"),
+        (
+            "{ " + "__typename " * 2 + "#" + " x" * 400 + "\n" + "}",
+            None,
+            None,
+        ),  # comments are not tokens
+        ("{ __typename(" + "a: 1 " * 100 + ") }", None, "limits.tokens"),
+        ('{ contact(id: "' + "x" * 41 + '") { id } }', None, "limits.string_length"),
+        (
+            "query($id: String!) { contact(id: $id) { id } }",
+            {"id": "x" * 41},
+            "limits.string_length",
+        ),
+        ("query($v: [Int]) { __typename }", {"v": list(range(6))}, "limits.list_length"),
+        ("{ listContacts(count: 51) { id } }", None, "limits.list_count"),
+        ("{ a(x: " + "[" * 12 + "]" * 12 + ") }", None, "limits.depth"),
+    ],
+)
 def test_requests_over_a_limit_get_a_graphql_error_naming_it(locked, text, variables, limit):
     status, answer, headers = query(locked, text, variables)
     if limit is None:
@@ -80,7 +119,9 @@ def test_requests_over_a_limit_get_a_graphql_error_naming_it(locked, text, varia
 
 
 def test_an_oversized_body_is_refused_with_413(locked):
-    status, answer, _ = post(locked, json.dumps({"query": "{ __typename }", "pad": "x" * 5000}).encode())
+    status, answer, _ = post(
+        locked, json.dumps({"query": "{ __typename }", "pad": "x" * 5000}).encode()
+    )
     assert status == 413 and "limits.body_bytes" in answer["errors"][0]["message"]
 
 
@@ -95,10 +136,15 @@ def test_every_answer_carries_a_request_id_and_a_client_may_choose_it(locked):
 
 
 def test_introspection_and_playground_can_be_switched_off(locked, contacts):
-    for text in ("{ __schema { queryType { name } } }", '{ __type(name: "Contact") { name } }',
-                 "query { ...S } fragment S on Query { __schema { types { name } } }"):
+    for text in (
+        "{ __schema { queryType { name } } }",
+        '{ __type(name: "Contact") { name } }',
+        "query { ...S } fragment S on Query { __schema { types { name } } }",
+    ):
         _, answer, _ = query(locked, text)
-        assert answer["errors"][0]["message"] == "introspection is switched off on this gateway", text
+        assert answer["errors"][0]["message"] == "introspection is switched off on this gateway", (
+            text
+        )
     assert contacts.data("{ __schema { queryType { name } } }")  # on by default
     status, answer, _ = post(locked, None, method="GET")
     assert status == 405
@@ -110,7 +156,9 @@ def test_cors_answers_only_the_listed_origins(locked, contacts):
     assert status == 204 and headers["Access-Control-Allow-Origin"] == APP
     _, _, headers = post(locked, json.dumps({"query": "{ __typename }"}).encode(), {"Origin": APP})
     assert headers["Access-Control-Allow-Origin"] == APP
-    _, _, headers = post(locked, json.dumps({"query": "{ __typename }"}).encode(), {"Origin": "https://evil.example"})
+    _, _, headers = post(
+        locked, json.dumps({"query": "{ __typename }"}).encode(), {"Origin": "https://evil.example"}
+    )
     assert "Access-Control-Allow-Origin" not in headers
     # Off unless the topology lists origins.
     status, _, headers = post(contacts, None, {**preflight}, method="OPTIONS")
@@ -122,16 +170,26 @@ def test_websocket_messages_meet_the_same_limits_and_foreign_origins_are_refused
         url = f"ws://{locked.gateway.listen.target}/graphql"
         async with aiohttp.ClientSession() as http:
             with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
-                await http.ws_connect(url, protocols=(PROTOCOL,), headers={"Origin": "https://evil.example"})
+                await http.ws_connect(
+                    url, protocols=(PROTOCOL,), headers={"Origin": "https://evil.example"}
+                )
             assert refused.value.status == 403
             async with http.ws_connect(url, protocols=(PROTOCOL,), headers={"Origin": APP}) as ws:
                 await ws.send_json({"type": "connection_init"})
                 assert (await ws.receive_json(timeout=10)) == {"type": "connection_ack"}
-                await ws.send_json({"id": "deep", "type": "subscribe",
-                                    "payload": {"query": "{ a { b { c { d { e } } } } }"}})
+                await ws.send_json(
+                    {
+                        "id": "deep",
+                        "type": "subscribe",
+                        "payload": {"query": "{ a { b { c { d { e } } } } }"},
+                    }
+                )
                 error = await ws.receive_json(timeout=10)
                 assert error["type"] == "error" and "limits.depth" in error["payload"][0]["message"]
-                assert error["payload"][0]["extensions"]["request_id"] == ws._response.headers["X-Request-Id"]
+                assert (
+                    error["payload"][0]["extensions"]["request_id"]
+                    == ws._response.headers["X-Request-Id"]
+                )
                 await ws.send_str(json.dumps({"type": "ping", "pad": "x" * 5000}))
                 closed = await ws.receive(timeout=10)
                 assert closed.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
@@ -147,9 +205,13 @@ def test_beyond_in_flight_requests_are_refused_at_once(locked):
     try:
         while True:
             first: list = []
-            waiting = threading.Thread(target=lambda: first.append(query(locked, "{ listContacts(count: 1) { id } }")))
+            waiting = threading.Thread(
+                target=lambda: first.append(query(locked, "{ listContacts(count: 1) { id } }"))
+            )
             waiting.start()
-            refused = wait_until(lambda: first or ((r := query(locked, "{ __typename }"))[0] == 503 and r))
+            refused = wait_until(
+                lambda: first or ((r := query(locked, "{ __typename }"))[0] == 503 and r)
+            )
             if refused is not first:
                 break
             waiting.join()  # the poll took the one place before this query did: again
@@ -164,6 +226,7 @@ def test_beyond_in_flight_requests_are_refused_at_once(locked):
 
 def test_beyond_websockets_connections_are_refused_at_once(locked):
     """With limits.websockets 1, a second WebSocket is answered 503 while the first is open."""
+
     async def run():
         url = f"ws://{locked.gateway.listen.target}/graphql"
         async with aiohttp.ClientSession() as http:
@@ -173,7 +236,9 @@ def test_beyond_websockets_connections_are_refused_at_once(locked):
                 with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
                     await http.ws_connect(url, protocols=(PROTOCOL,), headers={"Origin": APP})
                 assert refused.value.status == 503
-            for _ in range(50):  # once the server has seen the first one closed, there is room again
+            for _ in range(
+                50
+            ):  # once the server has seen the first one closed, there is room again
                 try:
                     ws = await http.ws_connect(url, protocols=(PROTOCOL,), headers={"Origin": APP})
                     break

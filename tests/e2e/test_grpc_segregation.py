@@ -18,8 +18,11 @@ def call(system, node: str | None, service: str, rpc: str, request, token: str |
     if node:
         metadata = Credentials(node, token or system.token(node)).metadata
     with grpc.insecure_channel(side.listen.target) as channel:
-        stub = channel.unary_unary(f"/{service}/{rpc}", request_serializer=lambda m: m.SerializeToString(),
-                                   response_deserializer=response_class.FromString)
+        stub = channel.unary_unary(
+            f"/{service}/{rpc}",
+            request_serializer=lambda m: m.SerializeToString(),
+            response_deserializer=response_class.FromString,
+        )
         return stub(request, metadata=metadata, timeout=5)
 
 
@@ -43,50 +46,109 @@ def test_writer_credentials_are_refused_by_the_read_service(contacts):
 
 def test_reader_credentials_are_refused_by_the_write_service(contacts):
     with pytest.raises(grpc.RpcError) as refused:
-        call(contacts, "reader", "contacts.ContactWriteService", "AddContacts", add_many_request(contacts, "x"))
+        call(
+            contacts,
+            "reader",
+            "contacts.ContactWriteService",
+            "AddContacts",
+            add_many_request(contacts, "x"),
+        )
     assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
-@pytest.mark.parametrize("node, token", [(None, None), ("writer", "forged-token"), ("intruder", "x" * 64)])
+@pytest.mark.parametrize(
+    "node, token", [(None, None), ("writer", "forged-token"), ("intruder", "x" * 64)]
+)
 def test_calls_without_valid_credentials_are_refused(contacts, node, token):
     with pytest.raises(grpc.RpcError) as refused:
-        call(contacts, node, "contacts.ContactWriteService", "AddContacts", add_many_request(contacts, "x"),
-             token=token)
+        call(
+            contacts,
+            node,
+            "contacts.ContactWriteService",
+            "AddContacts",
+            add_many_request(contacts, "x"),
+            token=token,
+        )
     assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
 def test_each_side_serves_the_node_wired_to_it(contacts):
-    written = call(contacts, "writer", "contacts.ContactWriteService", "AddContacts",
-                   add_many_request(contacts, "Grace", "Linus"))
+    written = call(
+        contacts,
+        "writer",
+        "contacts.ContactWriteService",
+        "AddContacts",
+        add_many_request(contacts, "Grace", "Linus"),
+    )
     assert written.count == 2
-    listed = call(contacts, "reader", "contacts.ContactReadService", "ListContacts",
-                  contacts.protos.message_class("contacts.ListContactsRequest")(count=1000))
+    listed = call(
+        contacts,
+        "reader",
+        "contacts.ContactReadService",
+        "ListContacts",
+        contacts.protos.message_class("contacts.ListContactsRequest")(count=1000),
+    )
     assert {"Grace", "Linus"} <= {c.name for c in listed.contacts}
     with pytest.raises(grpc.RpcError) as missing:
-        call(contacts, "reader", "contacts.ContactReadService", "GetContact", get_request(contacts, "nope"))
+        call(
+            contacts,
+            "reader",
+            "contacts.ContactReadService",
+            "GetContact",
+            get_request(contacts, "nope"),
+        )
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 def test_health_service_answers_without_credentials(contacts):
-    for address in (contacts.topology.nodes["store"].write.listen, contacts.topology.nodes["reader"].listen):
+    for address in (
+        contacts.topology.nodes["store"].write.listen,
+        contacts.topology.nodes["reader"].listen,
+    ):
         with grpc.insecure_channel(address.target) as channel:
-            answer = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+            answer = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=5
+            )
         assert answer.status == health_pb2.HealthCheckResponse.SERVING
 
 
 def test_a_command_id_is_applied_once(contacts):
     request = contacts.protos.message_class("contacts.UpdateContactRequest")()
-    added = call(contacts, "writer", "contacts.ContactWriteService", "AddContacts", add_many_request(contacts, "Once"))
-    listed = call(contacts, "reader", "contacts.ContactReadService", "ListContacts",
-                  contacts.protos.message_class("contacts.ListContactsRequest")(count=1000))
+    added = call(
+        contacts,
+        "writer",
+        "contacts.ContactWriteService",
+        "AddContacts",
+        add_many_request(contacts, "Once"),
+    )
+    listed = call(
+        contacts,
+        "reader",
+        "contacts.ContactReadService",
+        "ListContacts",
+        contacts.protos.message_class("contacts.ListContactsRequest")(count=1000),
+    )
     contact = next(c for c in listed.contacts if c.name == "Once")
     assert added.count == 1
     request.contact.id, request.contact.name, request.command_id = contact.id, "Twice?", "cmd-once"
     first = call(contacts, "writer", "contacts.ContactWriteService", "UpdateContact", request)
-    stamp = call(contacts, "reader", "contacts.ContactReadService", "GetContact",
-                 get_request(contacts, contact.id)).contact.last_updated
-    request.contact.name = "Changed on the way"  # a redelivery carries the same id: not applied again
+    stamp = call(
+        contacts,
+        "reader",
+        "contacts.ContactReadService",
+        "GetContact",
+        get_request(contacts, contact.id),
+    ).contact.last_updated
+    request.contact.name = (
+        "Changed on the way"  # a redelivery carries the same id: not applied again
+    )
     again = call(contacts, "writer", "contacts.ContactWriteService", "UpdateContact", request)
     assert again == first
-    now = call(contacts, "reader", "contacts.ContactReadService", "GetContact", get_request(contacts, contact.id))
+    now = call(
+        contacts,
+        "reader",
+        "contacts.ContactReadService",
+        "GetContact",
+        get_request(contacts, contact.id),
+    )
     assert now.contact.name == "Twice?" and now.contact.last_updated == stamp

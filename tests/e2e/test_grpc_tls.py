@@ -10,10 +10,10 @@ from pathlib import Path
 
 import grpc
 import pytest
-
-from cqrs_flow.security.tokens import Credentials
 from certs import make_ca, needs_openssl
 from system import System, prepare, wait_until
+
+from cqrs_flow.security.tokens import Credentials
 
 pytestmark = needs_openssl
 
@@ -25,12 +25,18 @@ def secured(tmp_path_factory) -> System:
     make_ca(directory / "other", "other")  # a CA the system does not trust
     server = {"cert": "tls/server.pem", "key": "tls/server.key", "ca": "tls/ca.pem"}
     node = {"cert": "tls/node.pem", "key": "tls/node.key"}
-    file = prepare("contacts_fast.yaml", directory, **{
-        "nodes.store.write.tls": {**server, "client_auth": True},
-        "nodes.store.read.tls": server,
-        "nodes.reader.tls": {**server, "client_auth": True},
-        "nodes.writer.client_tls": node, "nodes.reader.client_tls": node, "nodes.gateway.client_tls": node,
-    })
+    file = prepare(
+        "contacts_fast.yaml",
+        directory,
+        **{
+            "nodes.store.write.tls": {**server, "client_auth": True},
+            "nodes.store.read.tls": server,
+            "nodes.reader.tls": {**server, "client_auth": True},
+            "nodes.writer.client_tls": node,
+            "nodes.reader.client_tls": node,
+            "nodes.gateway.client_tls": node,
+        },
+    )
     system = System(file).start()
     yield system
     system.stop()
@@ -44,9 +50,14 @@ def add_contacts(system: System, channel: grpc.Channel, node: str = "writer"):
     service = "contacts.ContactWriteService"
     request = system.protos.message_class("contacts.AddContactsRequest")()
     request.contacts.add(name="Over TLS")
-    response_class = system.protos.class_of(system.protos.method(service, "AddContacts").output_type)
-    call = channel.unary_unary(f"/{service}/AddContacts", request_serializer=lambda m: m.SerializeToString(),
-                               response_deserializer=response_class.FromString)
+    response_class = system.protos.class_of(
+        system.protos.method(service, "AddContacts").output_type
+    )
+    call = channel.unary_unary(
+        f"/{service}/AddContacts",
+        request_serializer=lambda m: m.SerializeToString(),
+        response_deserializer=response_class.FromString,
+    )
     return call(request, metadata=Credentials(node, system.token(node)).metadata, timeout=5)
 
 
@@ -64,7 +75,9 @@ def test_the_system_runs_over_tls(secured):
 
 def test_a_caller_with_the_ca_and_a_client_certificate_is_served(secured):
     tls = secured.file.parent / "tls"
-    credentials = grpc.ssl_channel_credentials(read(tls, "ca.pem"), read(tls, "node.key"), read(tls, "node.pem"))
+    credentials = grpc.ssl_channel_credentials(
+        read(tls, "ca.pem"), read(tls, "node.key"), read(tls, "node.pem")
+    )
     with grpc.secure_channel(write_target(secured), credentials) as channel:
         assert add_contacts(secured, channel).count == 1
 
@@ -86,8 +99,11 @@ def test_a_caller_without_a_client_certificate_is_refused(secured):
 
 def test_a_caller_with_a_certificate_from_another_ca_is_refused(secured):
     other = secured.file.parent / "other"
-    credentials = grpc.ssl_channel_credentials(read(secured.file.parent / "tls", "ca.pem"),
-                                               read(other, "node.key"), read(other, "node.pem"))
+    credentials = grpc.ssl_channel_credentials(
+        read(secured.file.parent / "tls", "ca.pem"),
+        read(other, "node.key"),
+        read(other, "node.pem"),
+    )
     with grpc.secure_channel(write_target(secured), credentials) as channel:
         with pytest.raises(grpc.RpcError) as refused:
             add_contacts(secured, channel)
@@ -100,20 +116,32 @@ def test_a_caller_does_not_trust_a_server_its_ca_did_not_sign(secured):
     other = secured.file.parent / "other"
     target = secured.topology.nodes["store"].read.listen.target
     service = "contacts.ContactReadService"
-    response_class = secured.protos.class_of(secured.protos.method(service, "GetContact").output_type)
-    with grpc.secure_channel(target, grpc.ssl_channel_credentials(read(other, "other.pem"))) as channel:
-        call = channel.unary_unary(f"/{service}/GetContact", request_serializer=lambda m: m.SerializeToString(),
-                                   response_deserializer=response_class.FromString)
+    response_class = secured.protos.class_of(
+        secured.protos.method(service, "GetContact").output_type
+    )
+    with grpc.secure_channel(
+        target, grpc.ssl_channel_credentials(read(other, "other.pem"))
+    ) as channel:
+        call = channel.unary_unary(
+            f"/{service}/GetContact",
+            request_serializer=lambda m: m.SerializeToString(),
+            response_deserializer=response_class.FromString,
+        )
         with pytest.raises(grpc.RpcError) as refused:
-            call(secured.protos.message_class("contacts.GetContactRequest")(id="x"),
-                 metadata=Credentials("reader", secured.token("reader")).metadata, timeout=5)
+            call(
+                secured.protos.message_class("contacts.GetContactRequest")(id="x"),
+                metadata=Credentials("reader", secured.token("reader")).metadata,
+                timeout=5,
+            )
     assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
 def test_tls_does_not_replace_the_node_credentials(secured):
     """A caller with a valid certificate is still refused a service its node is not wired to."""
     tls = secured.file.parent / "tls"
-    credentials = grpc.ssl_channel_credentials(read(tls, "ca.pem"), read(tls, "node.key"), read(tls, "node.pem"))
+    credentials = grpc.ssl_channel_credentials(
+        read(tls, "ca.pem"), read(tls, "node.key"), read(tls, "node.pem")
+    )
     with grpc.secure_channel(write_target(secured), credentials) as channel:
         with pytest.raises(grpc.RpcError) as refused:
             add_contacts(secured, channel, node="reader")

@@ -12,7 +12,6 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-
 from system import System, cli, prepare, wait_until
 
 DELAY = 0.3  # the test copy's write delay (the scaffold's own is 1s)
@@ -33,8 +32,22 @@ def project(tmp_path_factory) -> Path:
     """A project scaffolded by the real CLI, as a user runs it."""
     directory = tmp_path_factory.mktemp("init") / "bookshop"
     result = subprocess.run(
-        [*cli(), "init", str(directory), "--entity", "Book", "title:String", "year:Int", "rating:Float",
-         "available:Boolean", "tags:[String]"], capture_output=True, text=True, timeout=60)
+        [
+            *cli(),
+            "init",
+            str(directory),
+            "--entity",
+            "Book",
+            "title:String",
+            "year:Int",
+            "rating:Float",
+            "available:Boolean",
+            "tags:[String]",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     assert f"cqrs-flow up {directory / 'topology.yaml'}" in result.stdout
     return directory
@@ -43,8 +56,12 @@ def project(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def bookshop(project, tmp_path_factory) -> System:
     """The scaffolded project with free ports and a short write delay, shared by this module."""
-    topology = prepare("bookshop.yaml", tmp_path_factory.mktemp("bookshop-run"),
-                       source=project / "topology.yaml", **{"nodes.writer.delay": f"{int(DELAY * 1000)}ms"})
+    topology = prepare(
+        "bookshop.yaml",
+        tmp_path_factory.mktemp("bookshop-run"),
+        source=project / "topology.yaml",
+        **{"nodes.writer.delay": f"{int(DELAY * 1000)}ms"},
+    )
     system = System(topology).start()
     yield system
     assert system.stop() == 0, system.output()
@@ -59,8 +76,12 @@ def add(system, **fields) -> dict:
 
 
 def test_the_scaffold_validates_as_written(project):
-    result = subprocess.run([*cli(), "validate", str(project / "topology.yaml")],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [*cli(), "validate", str(project / "topology.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     assert "valid — 5 nodes, 3 commands" in result.stdout
 
@@ -84,13 +105,22 @@ def test_add_then_read_every_field_after_the_delay(bookshop):
 def test_update_replaces_every_field(bookshop):
     book_id = add(bookshop)["id"]
     before = wait_until(lambda: book(bookshop, book_id))
-    changed = {"title": "Dune Messiah", "year": 1969, "rating": 3.5, "available": False, "tags": ["sequel"]}
+    changed = {
+        "title": "Dune Messiah",
+        "year": 1969,
+        "rating": 3.5,
+        "available": False,
+        "tags": ["sequel"],
+    }
     answer = bookshop.data(UPDATE, {"id": book_id, **changed})["updateBook"]
     assert answer == {"status": "OK", "message": "Queued to update", "id": book_id}
-    after = wait_until(lambda: (b := book(bookshop, book_id)) and b["title"] == "Dune Messiah" and b)
+    after = wait_until(
+        lambda: (b := book(bookshop, book_id)) and b["title"] == "Dune Messiah" and b
+    )
     assert {k: after[k] for k in changed} == changed
-    assert datetime.fromisoformat(after["updated_at"].replace("Z", "+00:00")) > \
-        datetime.fromisoformat(before["updated_at"].replace("Z", "+00:00"))
+    assert datetime.fromisoformat(
+        after["updated_at"].replace("Z", "+00:00")
+    ) > datetime.fromisoformat(before["updated_at"].replace("Z", "+00:00"))
 
 
 def test_delete_removes_the_book(bookshop):
@@ -103,14 +133,23 @@ def test_delete_removes_the_book(bookshop):
 
 
 def test_update_and_delete_of_an_unknown_id_answer_error(bookshop):
-    for query, variables in ((UPDATE, {"id": "no-such-id", **DUNE}), (DELETE, {"id": "no-such-id"})):
+    for query, variables in (
+        (UPDATE, {"id": "no-such-id", **DUNE}),
+        (DELETE, {"id": "no-such-id"}),
+    ):
         answer = list(bookshop.data(query, variables).values())[0]
-        assert answer == {"status": "ERROR", "message": "book no-such-id not found", "id": "no-such-id"}
+        assert answer == {
+            "status": "ERROR",
+            "message": "book no-such-id not found",
+            "id": "no-such-id",
+        }
 
 
 def test_list_books_honours_count(bookshop):
     ids = [add(bookshop, title=f"Book {i}")["id"] for i in range(3)]
-    wait_until(lambda: ids[-1] in {b["id"] for b in bookshop.data(LIST, {"count": 1000})["listBooks"]})
+    wait_until(
+        lambda: ids[-1] in {b["id"] for b in bookshop.data(LIST, {"count": 1000})["listBooks"]}
+    )
     assert len(bookshop.data(LIST, {"count": 2})["listBooks"]) == 2
     assert bookshop.data(LIST, {"count": 0})["listBooks"] == []
 
@@ -133,11 +172,17 @@ def test_the_readme_operations_run(bookshop, project):
     added = bookshop.data("mutation " + operations["AddBook"])["addBook"]
     assert added["status"] == "OK"
     book_id = added["id"]
-    shown = wait_until(lambda: bookshop.data("query " + operations["Book"].replace("<id>", book_id))["book"])
+    shown = wait_until(
+        lambda: bookshop.data("query " + operations["Book"].replace("<id>", book_id))["book"]
+    )
     assert shown["title"] == "title 1" and shown["tags"] == ["tags 1", "tags 1b"]
-    assert any(b["id"] == book_id for b in bookshop.data("query " + operations["ListBooks"])["listBooks"])
+    assert any(
+        b["id"] == book_id for b in bookshop.data("query " + operations["ListBooks"])["listBooks"]
+    )
     for name in ("UpdateBook", "DeleteBook"):
         answer = bookshop.data("mutation " + operations[name].replace("<id>", book_id))
         assert list(answer.values())[0]["status"] == "OK", answer
     curl = re.search(r"-d '(.*)'", (project / "README.md").read_text()).group(1)
-    assert json.loads(curl)["query"] == "mutation " + operations["AddBook"]  # the shell example is valid JSON
+    assert (
+        json.loads(curl)["query"] == "mutation " + operations["AddBook"]
+    )  # the shell example is valid JSON

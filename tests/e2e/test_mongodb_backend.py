@@ -11,7 +11,6 @@ import uuid
 
 import pytest
 import yaml
-
 from system import SECRET, System, cli, free_ports, prepare, wait_until
 
 MONGODB_URL = os.environ.get("MONGODB_URL")
@@ -19,23 +18,41 @@ URL_VARIABLE = "CONTACTS_MONGODB_URL"
 
 
 def mongodb_store(database: str = "cqrs_flow") -> dict:
-    return {"nodes.store.backend": "mongodb",
-            "nodes.store.mongodb": {"url": {"env": URL_VARIABLE}, "database": database}}
+    return {
+        "nodes.store.backend": "mongodb",
+        "nodes.store.mongodb": {"url": {"env": URL_VARIABLE}, "database": database},
+    }
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([*cli(), *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL)
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*cli(), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def test_validate_refuses_a_connection_url_written_in_clear(tmp_path):
-    file = prepare("contacts_fast.yaml", tmp_path, **{
-        "nodes.store.backend": "mongodb",
-        "nodes.store.mongodb": {"url": "mongodb://app:s3cret@db.internal:27017/"}})
+    file = prepare(
+        "contacts_fast.yaml",
+        tmp_path,
+        **{
+            "nodes.store.backend": "mongodb",
+            "nodes.store.mongodb": {"url": "mongodb://app:s3cret@db.internal:27017/"},
+        },
+    )
     result = run_cli("validate", str(file))
     assert result.returncode != 0
     output = result.stdout + result.stderr
-    assert "nodes.store.mongodb.url: expected {env: NAME} or {file: path}, got a value written in clear" in output
+    assert (
+        "nodes.store.mongodb.url: expected {env: NAME} or {file: path}, got a value written in clear"
+        in output
+    )
     assert "s3cret" not in output
     good = prepare("contacts_fast.yaml", tmp_path / "good", **mongodb_store())
     assert run_cli("validate", str(good)).returncode == 0
@@ -45,16 +62,19 @@ def test_a_store_that_cannot_reach_mongodb_stops_with_a_clear_error(tmp_path):
     file = prepare("contacts_fast.yaml", tmp_path, **mongodb_store())
     (port,) = free_ports(1)
     unreachable = f"mongodb://app:s3cret@127.0.0.1:{port}/?serverSelectionTimeoutMS=300"
-    result = run_cli("node", str(file), "store",
-                     env={URL_VARIABLE: unreachable, "CQRS_FLOW_SECRET": SECRET})
+    result = run_cli(
+        "node", str(file), "store", env={URL_VARIABLE: unreachable, "CQRS_FLOW_SECRET": SECRET}
+    )
     output = result.stdout + result.stderr
     assert result.returncode != 0, output
     assert f"store store: MongoDB could not be reached at mongodb://***@127.0.0.1:{port}/" in output
     assert "s3cret" not in output
     result = run_cli("node", str(file), "store", env={URL_VARIABLE: "", "CQRS_FLOW_SECRET": SECRET})
     assert result.returncode != 0
-    assert f"nodes.store.mongodb.url is read from the environment variable {URL_VARIABLE}, which is not set" in (
-        result.stdout + result.stderr)
+    assert (
+        f"nodes.store.mongodb.url is read from the environment variable {URL_VARIABLE}, which is not set"
+        in (result.stdout + result.stderr)
+    )
 
 
 def two_stores(tmp_path, database: str):
@@ -78,14 +98,16 @@ def test_a_topology_with_two_stores_on_one_collection_validates(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.skipif(not MONGODB_URL, reason="MONGODB_URL is not set: no MongoDB server to run against")
+@pytest.mark.skipif(
+    not MONGODB_URL, reason="MONGODB_URL is not set: no MongoDB server to run against"
+)
 def test_two_store_processes_serve_one_collection(tmp_path):
     database = f"cqrs_flow_e2e_{uuid.uuid4().hex[:10]}"
     system = System(two_stores(tmp_path, database), env={URL_VARIABLE: MONGODB_URL}).start()
     try:
         added = system.data('mutation { addContact(name: "Ada") { status id } }')["addContact"]
         assert added["status"] == "OK"
-        query = 'query($id: String!) { contact(id: $id) { id name } }'
+        query = "query($id: String!) { contact(id: $id) { id name } }"
         # written by `store` (the writer's), read through `store2` (the reader's)
         found = wait_until(lambda: system.data(query, {"id": added["id"]})["contact"], timeout=15)
         assert found == {"id": added["id"], "name": "Ada"}
@@ -99,9 +121,14 @@ def test_two_store_processes_serve_one_collection(tmp_path):
 def test_up_with_an_unreachable_mongodb_stops_with_the_stores_error(tmp_path):
     file = prepare("contacts_fast.yaml", tmp_path, **mongodb_store())
     (port,) = free_ports(1)
-    result = run_cli("up", str(file), env={
-        URL_VARIABLE: f"mongodb://127.0.0.1:{port}/?serverSelectionTimeoutMS=300",
-        "CQRS_FLOW_SECRET": SECRET})
+    result = run_cli(
+        "up",
+        str(file),
+        env={
+            URL_VARIABLE: f"mongodb://127.0.0.1:{port}/?serverSelectionTimeoutMS=300",
+            "CQRS_FLOW_SECRET": SECRET,
+        },
+    )
     output = result.stdout + result.stderr
     assert result.returncode != 0, output
     assert "node 'store' (store) exited with status 1 before it was ready" in output

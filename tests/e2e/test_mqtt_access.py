@@ -7,16 +7,23 @@ import uuid
 
 import pytest
 from gmqtt.mqtt.constants import MQTTv311
+from system import acknowledged
 
 from cqrs_flow.launcher.probes import mqtt_connack_code
 from cqrs_flow.security.mqtt_logins import MqttLogin
-from system import acknowledged
 
 ACCEPTED, NOT_AUTHORISED, SUBSCRIPTION_REFUSED = 0, 5, 0x80
 
 
-@pytest.mark.parametrize("login", [None, MqttLogin("gateway", "not-the-password"), MqttLogin("intruder", "x" * 64),
-                                   MqttLogin("observer", "")])
+@pytest.mark.parametrize(
+    "login",
+    [
+        None,
+        MqttLogin("gateway", "not-the-password"),
+        MqttLogin("intruder", "x" * 64),
+        MqttLogin("observer", ""),
+    ],
+)
 def test_wrong_or_missing_credentials_are_refused(contacts, login):
     address = contacts.topology.nodes["broker"].listen
     assert asyncio.run(mqtt_connack_code(address, login)) == NOT_AUTHORISED
@@ -37,17 +44,22 @@ async def _subscribe(system, user: str, topic_filter: str) -> tuple[int, ...]:
         await client.disconnect()
 
 
-@pytest.mark.parametrize("user, topic_filter", [
-    ("writer", "#"),                            # a writer reads only the commands it applies
-    ("writer", "contacts-test/status"),         # ... not the status reports of other writers
-    ("gateway", "CONTACT/ADD"),                 # a gateway publishes commands, it does not read them
-    ("gateway", "CONTACT/+"),
-])
+@pytest.mark.parametrize(
+    "user, topic_filter",
+    [
+        ("writer", "#"),  # a writer reads only the commands it applies
+        ("writer", "contacts-test/status"),  # ... not the status reports of other writers
+        ("gateway", "CONTACT/ADD"),  # a gateway publishes commands, it does not read them
+        ("gateway", "CONTACT/+"),
+    ],
+)
 def test_a_subscription_outside_the_access_list_is_refused(contacts, user, topic_filter):
     assert asyncio.run(_subscribe(contacts, user, topic_filter)) == (SUBSCRIPTION_REFUSED,)
 
 
-@pytest.mark.parametrize("user, topic_filter", [("writer", "CONTACT/ADD"), ("gateway", "contacts-test/status")])
+@pytest.mark.parametrize(
+    "user, topic_filter", [("writer", "CONTACT/ADD"), ("gateway", "contacts-test/status")]
+)
 def test_a_subscription_inside_the_access_list_is_granted(contacts, user, topic_filter):
     assert asyncio.run(_subscribe(contacts, user, topic_filter)) == (1,)
 
@@ -55,6 +67,7 @@ def test_a_subscription_inside_the_access_list_is_granted(contacts, user, topic_
 def test_a_publish_outside_the_access_list_reaches_no_one(contacts):
     """MQTT 3.1.1 cannot refuse a publish: the broker acknowledges it and drops it. An observer
     subscribed to everything gets the gateway's allowed publish, sent last, and none before it."""
+
     async def scenario() -> list[tuple[str, bytes]]:
         broker = contacts.topology.nodes["broker"].listen
         seen: list[tuple[str, bytes]] = []
@@ -76,7 +89,9 @@ def test_a_publish_outside_the_access_list_reaches_no_one(contacts):
 
         gateway = contacts.mqtt_client(f"forger-{uuid.uuid4().hex[:6]}", "gateway")
         await gateway.connect(broker.connect_host, broker.port, version=MQTTv311)
-        gateway.publish("contacts-test/status", b'[{"command_id": "forged", "status": "APPLIED"}]', qos=1)
+        gateway.publish(
+            "contacts-test/status", b'[{"command_id": "forged", "status": "APPLIED"}]', qos=1
+        )
         gateway.publish("CONTACT/FORGED", b"forged", qos=1)
         gateway.publish("contacts-test/dead-letter", b"forged", qos=1)
         gateway.publish("CONTACT/ADD", marker, qos=1)  # allowed; the writer sets the garbage aside

@@ -7,9 +7,9 @@ import uuid
 
 import gmqtt
 from gmqtt.mqtt.constants import MQTTv311
+from system import acknowledged, wait_until
 
 from cqrs_flow.contracts.ordering import CommandClock
-from system import acknowledged, wait_until
 
 
 async def _connect(system, name: str) -> gmqtt.Client:
@@ -24,12 +24,15 @@ def test_mutation_publishes_the_protobuf_request_on_its_topic(contacts):
         received: list[tuple[str, bytes]] = []
         subscribed = asyncio.Event()
         client = await _connect(contacts, "observer")
-        client.on_message = lambda c, topic, payload, qos, props: received.append((topic, payload)) or 0
+        client.on_message = lambda c, topic, payload, qos, props: (
+            received.append((topic, payload)) or 0
+        )
         client.on_subscribe = lambda *args: subscribed.set()
         client.subscribe("CONTACT/#", qos=1)
         await asyncio.wait_for(subscribed.wait(), 5)
         answer = await asyncio.to_thread(
-            contacts.data, 'mutation { addContact(name: "On The Wire") { status id } }')
+            contacts.data, 'mutation { addContact(name: "On The Wire") { status id } }'
+        )
         for _ in range(100):
             if received:
                 break
@@ -62,7 +65,9 @@ def test_writer_sets_aside_garbage_and_applies_the_next_command(contacts):
     asyncio.run(publish())
     query = f'{{ contact(id: "{good.contact.id}") {{ name }} }}'
     assert wait_until(lambda: contacts.data(query)["contact"]) == {"name": "Published directly"}
-    contacts.wait_for_line(r"writer .*set aside: add_contact on CONTACT/ADD: not a valid contacts.AddContactRequest")
+    contacts.wait_for_line(
+        r"writer .*set aside: add_contact on CONTACT/ADD: not a valid contacts.AddContactRequest"
+    )
     contacts.wait_for_line(r"writer .*set aside: delete_contact on CONTACT/DELETE: not a valid")
     assert contacts.process.poll() is None
 
@@ -87,16 +92,22 @@ def test_commands_on_one_entity_take_effect_in_the_order_of_their_ids(contacts):
         client = await _connect(contacts, "reorder")
         client.publish("CONTACT/ADD", add.SerializeToString(), qos=1)
         client.publish("CONTACT/UPDATE", update("Newer", newer_id), qos=1)
-        client.publish("CONTACT/UPDATE", update("Older", older_id), qos=1)  # accepted before "Newer"
+        client.publish(
+            "CONTACT/UPDATE", update("Older", older_id), qos=1
+        )  # accepted before "Newer"
         client.publish("CONTACT/ADD", add.SerializeToString(), qos=1)  # delivered again
         await acknowledged(client)
         await client.disconnect()
 
     asyncio.run(publish())
-    contacts.wait_for_line(rf"store .*command {older_id} on contact {key}: not applied \(it is older than {newer_id}\)")
+    contacts.wait_for_line(
+        rf"store .*command {older_id} on contact {key}: not applied \(it is older than {newer_id}\)"
+    )
     contacts.wait_for_line(rf"store .*command {add_id} .*was applied before")
     assert contacts.data(f'{{ contact(id: "{key}") {{ name }} }}')["contact"] == {"name": "Newer"}
     # Writers report every command they carried out, the stale ones too (their effect is there).
-    states = lambda: {contacts.data(f'{{ commandStatus(id: "{c}") {{ state }} }}')["commandStatus"]["state"]
-                      for c in (add_id, older_id, newer_id)}
+    states = lambda: {
+        contacts.data(f'{{ commandStatus(id: "{c}") {{ state }} }}')["commandStatus"]["state"]
+        for c in (add_id, older_id, newer_id)
+    }
     assert wait_until(lambda: states() == {"APPLIED"})

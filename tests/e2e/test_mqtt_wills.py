@@ -15,9 +15,9 @@ import gmqtt
 import pytest
 from gmqtt.mqtt.constants import MQTTv311
 from gmqtt.mqtt.handler import MQTTConnectError
+from system import System, acknowledged, prepare, wait_until
 
 from cqrs_flow.contracts.ordering import CommandClock
-from system import System, acknowledged, prepare, wait_until
 
 ACCEPTED, NOT_AUTHORISED = 0, 5
 SETTLE = 2.0  # the write delay (0.5 s) and then some: long enough for a will to take effect
@@ -27,8 +27,13 @@ STATUS = "query($id: String!) { commandStatus(id: $id) { state reason } }"
 @pytest.fixture(scope="module")
 def contacts(tmp_path_factory) -> System:
     """The contacts system, with a declared client that may only read the status topic."""
-    system = System(prepare("contacts_fast.yaml", tmp_path_factory.mktemp("wills"), **{
-        "nodes.broker.clients.dashboard": {"subscribe": ["contacts-test/status"]}})).start()
+    system = System(
+        prepare(
+            "contacts_fast.yaml",
+            tmp_path_factory.mktemp("wills"),
+            **{"nodes.broker.clients.dashboard": {"subscribe": ["contacts-test/status"]}},
+        )
+    ).start()
     yield system
     system.stop()
 
@@ -60,8 +65,9 @@ async def _connect_with_will(system, user: str, topic: str, payload: bytes) -> i
     """Log in as `user` with a will on `topic`; if the broker accepts, drop the connection without
     DISCONNECT (which makes a broker publish the will). The CONNACK code."""
     broker = system.topology.nodes["broker"].listen
-    client = gmqtt.Client(f"will-{user}-{uuid.uuid4().hex[:6]}",
-                          will_message=gmqtt.Message(topic, payload, qos=1))
+    client = gmqtt.Client(
+        f"will-{user}-{uuid.uuid4().hex[:6]}", will_message=gmqtt.Message(topic, payload, qos=1)
+    )
     login = system.mqtt_login(user)
     client.set_auth_credentials(login.user, login.password)
     try:
@@ -78,9 +84,11 @@ def test_a_will_on_a_topic_the_login_may_not_publish_is_refused(contacts):
     """The writer may not publish commands: no will of its may delete a contact."""
     contact_id, _ = _added_contact(contacts, "Kept")
     delete = contacts.protos.message_class("contacts.DeleteContactRequest")(
-        id=contact_id, command_id=CommandClock().next_id())
+        id=contact_id, command_id=CommandClock().next_id()
+    )
     code = asyncio.run(
-        _connect_with_will(contacts, "writer", "CONTACT/DELETE", delete.SerializeToString()))
+        _connect_with_will(contacts, "writer", "CONTACT/DELETE", delete.SerializeToString())
+    )
     time.sleep(SETTLE)
     assert _contact(contacts, contact_id) == {"id": contact_id, "name": "Kept"}
     assert code == NOT_AUTHORISED

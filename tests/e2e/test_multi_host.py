@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from certs import make_ca, needs_openssl
 from hosts import Hosts
 from system import SECRET, TOPOLOGIES, cli, mosquitto_binary, wait_until
@@ -29,17 +28,23 @@ TOPOLOGY = TOPOLOGIES / "multi_host.yaml"
 HOSTS = {"data": "store", "w1": "writer-a", "w2": "writer-b", "front": "reader,gateway"}
 STREAM = 1000
 
-pytestmark = pytest.mark.skipif(Hosts.unavailable() is not None, reason=f"no test hosts: {Hosts.unavailable()}")
+pytestmark = pytest.mark.skipif(
+    Hosts.unavailable() is not None, reason=f"no test hosts: {Hosts.unavailable()}"
+)
 
 
 def wait_for(log: Path, pattern: str, timeout: float = 60.0) -> None:
-    wait_until(lambda: re.search(pattern, log.read_text()) is not None, timeout=timeout, interval=0.1)
+    wait_until(
+        lambda: re.search(pattern, log.read_text()) is not None, timeout=timeout, interval=0.1
+    )
 
 
 def graphql(url: str, query: str) -> dict:
     import urllib.request
 
-    request = urllib.request.Request(url, json.dumps({"query": query}).encode(), {"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        url, json.dumps({"query": query}).encode(), {"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(request, timeout=10) as response:
         answer = json.loads(response.read())
     assert not answer.get("errors"), answer
@@ -55,7 +60,12 @@ def secured_copy(directory: Path) -> Path:
     data["root"] = "."
     data["proto"] = str(repository / "proto" / "contacts.proto")
     data["plugin_path"] = str(repository)
-    server = {"cert": "tls/server.pem", "key": "tls/server.key", "ca": "tls/ca.pem", "client_auth": True}
+    server = {
+        "cert": "tls/server.pem",
+        "key": "tls/server.key",
+        "ca": "tls/ca.pem",
+        "client_auth": True,
+    }
     client = {"cert": "tls/node.pem", "key": "tls/node.key"}
     nodes = data["nodes"]
     nodes["store"]["write"]["tls"] = nodes["store"]["read"]["tls"] = nodes["reader"]["tls"] = server
@@ -75,40 +85,71 @@ def test_four_hosts_run_the_system_and_lose_nothing_when_a_writer_host_dies(tmp_
     env = {**os.environ, "CQRS_FLOW_SECRET": SECRET}
     topology = secured_copy(tmp_path)
     # The broker's users and their topics, for this topology and secret.
-    subprocess.run([*cli(), "mosquitto-auth", str(topology), str(tmp_path)], env=env, check=True,
-                   capture_output=True, timeout=60)
+    subprocess.run(
+        [*cli(), "mosquitto-auth", str(topology), str(tmp_path)],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     config = tmp_path / "mosquitto.conf"
-    config.write_text("\n".join([
-        "listener 8883 10.77.0.1", f"certfile {tmp_path / 'tls' / 'server.pem'}",
-        f"keyfile {tmp_path / 'tls' / 'server.key'}", "allow_anonymous false", f"password_file {tmp_path / 'passwords'}",
-        f"acl_file {tmp_path / 'acl'}", "max_queued_messages 0", "max_queued_bytes 0", "max_inflight_messages 0",
-        *(["user root"] if os.geteuid() == 0 else []), ""]))
+    config.write_text(
+        "\n".join(
+            [
+                "listener 8883 10.77.0.1",
+                f"certfile {tmp_path / 'tls' / 'server.pem'}",
+                f"keyfile {tmp_path / 'tls' / 'server.key'}",
+                "allow_anonymous false",
+                f"password_file {tmp_path / 'passwords'}",
+                f"acl_file {tmp_path / 'acl'}",
+                "max_queued_messages 0",
+                "max_queued_bytes 0",
+                "max_inflight_messages 0",
+                *(["user root"] if os.geteuid() == 0 else []),
+                "",
+            ]
+        )
+    )
     with Hosts(list(HOSTS)) as hosts:
         logs = {host: tmp_path / f"{host}.log" for host in HOSTS}
-        hosts.run("data", [binary, "-c", str(config)], stdout=open(tmp_path / "mosquitto.log", "w"),
-                  stderr=subprocess.STDOUT)
+        hosts.run(
+            "data",
+            [binary, "-c", str(config)],
+            stdout=open(tmp_path / "mosquitto.log", "w"),
+            stderr=subprocess.STDOUT,
+        )
         for host, nodes in HOSTS.items():
-            hosts.run(host, [*cli(), "up", str(topology), "--only", nodes], env=env,
-                      stdout=open(logs[host], "w"), stderr=subprocess.STDOUT)
+            hosts.run(
+                host,
+                [*cli(), "up", str(topology), "--only", nodes],
+                env=env,
+                stdout=open(logs[host], "w"),
+                stderr=subprocess.STDOUT,
+            )
         for host, nodes in HOSTS.items():
             count = len(nodes.split(","))
             wait_for(logs[host], rf"all {count} nodes ready on this host \(of 6\)")
         url = "http://10.77.0.4:8080/graphql"
 
         # The seed operations, from a client on the network.
-        added = graphql(url, 'mutation { addContact(name: "Across four hosts") { status id } }')["addContact"]
+        added = graphql(url, 'mutation { addContact(name: "Across four hosts") { status id } }')[
+            "addContact"
+        ]
         assert added["status"] == "OK"
         query = f'{{ contact(id: "{added["id"]}") {{ name }} }}'
         assert wait_until(lambda: graphql(url, query)["contact"]) == {"name": "Across four hosts"}
-        graphql(url, f'mutation {{ updateContact(id: "{added["id"]}", name: "Moved") {{ status }} }}')
+        graphql(
+            url, f'mutation {{ updateContact(id: "{added["id"]}", name: "Moved") {{ status }} }}'
+        )
         wait_until(lambda: graphql(url, query)["contact"] == {"name": "Moved"})
         graphql(url, f'mutation {{ deleteContact(id: "{added["id"]}") {{ status }} }}')
         wait_until(lambda: graphql(url, query)["contact"] is None)
 
         # A stream of mutations; one writer host dies (every process on it) a third of the way in.
         def kill_writer_host() -> None:
-            pids = subprocess.run(["ip", "netns", "pids", hosts.namespace["w1"]], capture_output=True,
-                                  text=True).stdout.split()
+            pids = subprocess.run(
+                ["ip", "netns", "pids", hosts.namespace["w1"]], capture_output=True, text=True
+            ).stdout.split()
             for pid in pids:
                 os.kill(int(pid), signal.SIGKILL)
 
@@ -118,12 +159,25 @@ def test_four_hosts_run_the_system_and_lose_nothing_when_a_writer_host_dies(tmp_
         assert len(accepted) == STREAM  # the gateway's host never went down
 
         def stored() -> list[str]:
-            return [c["id"] for c in graphql(url, "{ listContacts(count: 5000) { id } }")["listContacts"]]
+            return [
+                c["id"]
+                for c in graphql(url, "{ listContacts(count: 5000) { id } }")["listContacts"]
+            ]
 
         wait_until(lambda: set(accepted) <= set(stored()), timeout=90, interval=0.5)
         ids = stored()
         assert len(ids) == len(set(ids)) == STREAM  # nothing lost, nothing twice
         w2 = logs["w2"].read_text()
         assert re.search(r"writer-b .*applied add_contact", w2)  # the surviving host took over
-        print(json.dumps({"hosts": len(HOSTS), "accepted": len(accepted), "applied": len(ids), "lost": 0,
-                          "twice": 0, "seconds_to_all_applied": round(time.monotonic() - began, 1)}))
+        print(
+            json.dumps(
+                {
+                    "hosts": len(HOSTS),
+                    "accepted": len(accepted),
+                    "applied": len(ids),
+                    "lost": 0,
+                    "twice": 0,
+                    "seconds_to_all_applied": round(time.monotonic() - began, 1),
+                }
+            )
+        )

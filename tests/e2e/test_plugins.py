@@ -6,12 +6,13 @@ import json
 import subprocess
 
 import pytest
-
 from system import TOPOLOGIES, System, cli, prepare, wait_until
 
 
 def add(system, name: str) -> dict:
-    return system.data(f"mutation {{ addContact(name: {json.dumps(name)}) {{ status message id }} }}")["addContact"]
+    return system.data(
+        f"mutation {{ addContact(name: {json.dumps(name)}) {{ status message id }} }}"
+    )["addContact"]
 
 
 def test_reader_plugin_answers_its_rpc_through_graphql(contacts):
@@ -21,10 +22,13 @@ def test_reader_plugin_answers_its_rpc_through_graphql(contacts):
     assert contacts.data('{ reversedName(id: "no-such-id") }') == {"reversedName": None}
 
 
-@pytest.mark.parametrize("name, message", [
-    ("   ", "name must not be empty"),
-    ("x" * 21, "name is 21 characters long; at most 20 are allowed"),
-])
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("   ", "name must not be empty"),
+        ("x" * 21, "name is 21 characters long; at most 20 are allowed"),
+    ],
+)
 def test_gateway_plugin_rejects_a_command_before_it_is_published(contacts, name, message):
     answer = add(contacts, name)
     assert answer["status"] == "ERROR" and answer["message"] == message
@@ -60,13 +64,21 @@ def test_failing_plugins_are_named_and_leak_nothing(tmp_path):
 
 
 def test_a_plugin_that_cannot_be_imported_is_named_and_nothing_starts(tmp_path):
-    text = (TOPOLOGIES / "contacts_fast.yaml").read_text().replace(
-        "plugins.contacts.ReverseName", "plugins.contacts.NoSuchPlugin")
+    text = (
+        (TOPOLOGIES / "contacts_fast.yaml")
+        .read_text()
+        .replace("plugins.contacts.ReverseName", "plugins.contacts.NoSuchPlugin")
+    )
     broken = tmp_path / "broken.yaml"
-    broken.write_text(text.replace("../../", str(TOPOLOGIES.parent.parent) + "/").replace(
-        "plugin_path: ../..", f"plugin_path: {TOPOLOGIES.parent.parent}"))
+    broken.write_text(
+        text.replace("../../", str(TOPOLOGIES.parent.parent) + "/").replace(
+            "plugin_path: ../..", f"plugin_path: {TOPOLOGIES.parent.parent}"
+        )
+    )
     proc = subprocess.run([*cli(), "up", str(broken)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
-    assert "nodes.reader.plugins[0]: plugin 'plugins.contacts.NoSuchPlugin': module plugins.contacts " \
-           "has no 'NoSuchPlugin'" in proc.stderr
+    assert (
+        "nodes.reader.plugins[0]: plugin 'plugins.contacts.NoSuchPlugin': module plugins.contacts "
+        "has no 'NoSuchPlugin'" in proc.stderr
+    )
     assert "starting" not in proc.stdout

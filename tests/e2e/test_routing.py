@@ -8,12 +8,12 @@ import uuid
 
 import pytest
 from gmqtt.mqtt.constants import MQTTv311
-
 from system import System, prepare, wait_until
 
 
 def observe(system: System, topic_filter: str, action):
     """Run `action` (in a thread) while an independent MQTT client records the topics it sees."""
+
     async def scenario():
         seen: list[str] = []
         broker = system.topology.nodes["broker"].listen
@@ -36,8 +36,13 @@ def test_editing_a_topic_in_the_yaml_reroutes_publisher_and_writer(tmp_path):
     file = prepare("contacts_fast.yaml", tmp_path, **{"commands.add_contact.topic": "PEOPLE/NEW"})
     system = System(file).start()
     try:
-        answer, seen = observe(system, "#", lambda: system.data(
-            'mutation { addContact(name: "Rerouted") { status id } }')["addContact"])
+        answer, seen = observe(
+            system,
+            "#",
+            lambda: system.data('mutation { addContact(name: "Rerouted") { status id } }')[
+                "addContact"
+            ],
+        )
         assert answer["status"] == "OK"
         assert seen == ["PEOPLE/NEW"]  # and nothing on CONTACT/ADD any more
         query = f'{{ contact(id: "{answer["id"]}") {{ name }} }}'
@@ -61,19 +66,28 @@ def test_each_writer_applies_its_own_commands_with_its_own_delay(routed):
     wait_until(lambda: routed.data(query, gateway="gateway_b")["contact"], timeout=5)
     routed.wait_for_line(rf"writer_main .*applied add_contact {contact_id}")
 
-    answer, seen = observe(routed, "contacts/#", lambda: routed.data(
-        f'mutation {{ deleteContact(id: "{contact_id}") {{ status }} }}', gateway="gateway_b"))
+    answer, seen = observe(
+        routed,
+        "contacts/#",
+        lambda: routed.data(
+            f'mutation {{ deleteContact(id: "{contact_id}") {{ status }} }}', gateway="gateway_b"
+        ),
+    )
     deleted_at = time.monotonic()
     assert answer["deleteContact"]["status"] == "OK" and seen == ["contacts/slow/delete"]
     time.sleep(max(0.0, 0.9 - (time.monotonic() - deleted_at)))
-    assert routed.data(query)["contact"] == {"name": "Routed"}, "deleted before the slow writer's delay"
+    assert routed.data(query)["contact"] == {"name": "Routed"}, (
+        "deleted before the slow writer's delay"
+    )
     wait_until(lambda: routed.data(query)["contact"] is None, timeout=5)
     routed.wait_for_line(rf"writer_slow .*applied delete_contact {contact_id}")
     assert f"writer_main | INFO    applied delete_contact {contact_id}" not in routed.output()
 
 
 def test_both_gateways_read_through_their_own_reader(routed):
-    contact_id = routed.data('mutation { addContact(name: "Both") { id } }', gateway="gateway_b")["addContact"]["id"]
+    contact_id = routed.data('mutation { addContact(name: "Both") { id } }', gateway="gateway_b")[
+        "addContact"
+    ]["id"]
     for gateway in ("gateway", "gateway_b"):
         query = f'{{ reversedName(id: "{contact_id}") }}'
         assert wait_until(lambda: routed.data(query, gateway=gateway)["reversedName"]) == "htoB"

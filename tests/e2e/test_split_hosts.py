@@ -25,7 +25,9 @@ def test_up_only_runs_its_nodes_and_waits_for_the_others(tmp_path):
         assert not any("starting" in line and "gateway" in line for line in backend.lines)
         assert not any("starting" in line and "store" in line for line in gateway.lines)
 
-        added = gateway.data('mutation { addContact(name: "Across hosts") { status id } }')["addContact"]
+        added = gateway.data('mutation { addContact(name: "Across hosts") { status id } }')[
+            "addContact"
+        ]
         assert added["status"] == "OK"
         query = f'{{ contact(id: "{added["id"]}") {{ name }} }}'
         assert wait_until(lambda: gateway.data(query)["contact"]) == {"name": "Across hosts"}

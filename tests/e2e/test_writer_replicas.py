@@ -11,9 +11,9 @@ import uuid
 from collections import Counter
 
 from gmqtt.mqtt.constants import MQTTv311
+from system import EXAMPLES, System, acknowledged, prepare, wait_until
 
 from cqrs_flow.contracts.ordering import CommandClock
-from system import EXAMPLES, System, acknowledged, prepare, wait_until
 
 EXAMPLE = EXAMPLES / "contacts-mosquitto" / "topology.yaml"
 ENTITIES = 60
@@ -53,21 +53,30 @@ def expected(commands) -> dict[str, str]:
 def payload(system: System, topic: str, key: str, name: str | None, command_id: str) -> bytes:
     message = system.protos.message_class
     if topic == "CONTACT/DELETE":
-        return message("contacts.DeleteContactRequest")(id=key, command_id=command_id).SerializeToString()
-    kind = "contacts.AddContactRequest" if topic == "CONTACT/ADD" else "contacts.UpdateContactRequest"
+        return message("contacts.DeleteContactRequest")(
+            id=key, command_id=command_id
+        ).SerializeToString()
+    kind = (
+        "contacts.AddContactRequest" if topic == "CONTACT/ADD" else "contacts.UpdateContactRequest"
+    )
     request = message(kind)(command_id=command_id)
     request.contact.id, request.contact.name = key, name
     return request.SerializeToString()
 
 
 def test_replicas_share_the_commands_and_converge_whatever_the_order(mosquitto, tmp_path):
-    file = prepare("topology.yaml", tmp_path, source=EXAMPLE, **{
-        "nodes.broker.url": f"mqtt://{mosquitto.target}",
-        "nodes.writer.replicas": REPLICAS,
-        "nodes.writer.delay": "50ms",
-        "nodes.store.last_writer_wins": True,
-        "nodes.store.list_limit": 5000,
-    })
+    file = prepare(
+        "topology.yaml",
+        tmp_path,
+        source=EXAMPLE,
+        **{
+            "nodes.broker.url": f"mqtt://{mosquitto.target}",
+            "nodes.writer.replicas": REPLICAS,
+            "nodes.writer.delay": "50ms",
+            "nodes.store.last_writer_wins": True,
+            "nodes.store.list_limit": 5000,
+        },
+    )
     system = System(file).start()
     prefix = f"r{uuid.uuid4().hex[:6]}"
     commands = history(random.Random(7), prefix)
@@ -89,20 +98,42 @@ def test_replicas_share_the_commands_and_converge_whatever_the_order(mosquitto, 
 
     try:
         assert [f"writer.{i}" for i in range(1, REPLICAS + 1)] == sorted(
-            {m.group(1) for line in system.lines if (m := re.search(r"(writer\.\d) ready in", line))})
+            {
+                m.group(1)
+                for line in system.lines
+                if (m := re.search(r"(writer\.\d) ready in", line))
+            }
+        )
         asyncio.run(publish())
-        settled = lambda: sum(len(re.findall(rf"(?:applied|set aside).* {prefix}-", line))  # noqa: E731
-                              for line in list(system.lines)) >= len(commands)
+        settled = lambda: (
+            sum(
+                len(re.findall(rf"(?:applied|set aside).* {prefix}-", line))
+                for line in list(system.lines)
+            )
+            >= len(commands)
+        )
         wait_until(settled, timeout=60, interval=0.2)
         assert stored() == expected(commands)
-        by_replica = Counter(m.group(1) for line in system.lines
-                             if (m := re.search(rf"(writer\.\d) +\| .*applied \S+ {prefix}-", line)))
+        by_replica = Counter(
+            m.group(1)
+            for line in system.lines
+            if (m := re.search(rf"(writer\.\d) +\| .*applied \S+ {prefix}-", line))
+        )
         assert set(by_replica) == {f"writer.{i}" for i in range(1, REPLICAS + 1)}, by_replica
         # The shuffle made older commands arrive after newer ones; the store let those pass.
-        stale = sum(bool(re.search(rf"store .*on contact {prefix}-\d+: not applied \(it is older", line))
-                    for line in system.lines)
+        stale = sum(
+            bool(re.search(rf"store .*on contact {prefix}-\d+: not applied \(it is older", line))
+            for line in system.lines
+        )
         assert stale > 0
-        print({"commands": len(commands), "entities": ENTITIES, "replicas": dict(by_replica),
-               "older_than_what_the_store_held": stale, "final_state_matches": True})
+        print(
+            {
+                "commands": len(commands),
+                "entities": ENTITIES,
+                "replicas": dict(by_replica),
+                "older_than_what_the_store_held": stale,
+                "final_state_matches": True,
+            }
+        )
     finally:
         assert system.stop() == 0

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -24,26 +24,32 @@ def shipped_text() -> str:
 @pytest.fixture
 def edit(shipped_text: str) -> Callable[..., str]:
     """edit((old, new), ...) -> the shipped topology text with the edits applied."""
+
     def make(*edits: Edit, text: str | None = None) -> str:
         return apply_edits(shipped_text if text is None else text, edits)
+
     return make
 
 
 @pytest.fixture
 def parse() -> Callable[[str], Topology]:
     """Parse topology text as if it were the shipped file (so proto/ and schema/ resolve)."""
+
     def run(text: str) -> Topology:
         return parse_topology(text, SHIPPED)
+
     return run
 
 
 @pytest.fixture
 def problems_of() -> Callable[[str], list[Problem]]:
     """The problems of topology text that must not load."""
+
     def run(text: str) -> list[Problem]:
         with pytest.raises(TopologyError) as exc:
             parse_topology(text, SHIPPED)
         return exc.value.problems
+
     return run
 
 
@@ -59,7 +65,9 @@ def proto_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def shipped_protos(tmp_path_factory: pytest.TempPathFactory) -> ProtoSet:
     """The shipped protos, compiled once per session into a private cache."""
     topology = load_topology(SHIPPED)
-    return compile_protos(list(topology.protos), topology.root, cache=tmp_path_factory.mktemp("protos"))
+    return compile_protos(
+        list(topology.protos), topology.root, cache=tmp_path_factory.mktemp("protos")
+    )
 
 
 @pytest.fixture
@@ -73,18 +81,26 @@ def make_project(tmp_path: Path, shipped_text: str) -> Callable[..., Path]:
     returns the topology file. Each call makes a new directory."""
     count = 0
 
-    def make(yaml: tuple[Edit, ...] | list[Edit] = (), proto: tuple[Edit, ...] | list[Edit] = (),
-             schema: tuple[Edit, ...] | list[Edit] = ()) -> Path:
+    def make(
+        yaml: tuple[Edit, ...] | list[Edit] = (),
+        proto: tuple[Edit, ...] | list[Edit] = (),
+        schema: tuple[Edit, ...] | list[Edit] = (),
+    ) -> Path:
         nonlocal count
         count += 1
         project = tmp_path / f"project{count}"
         shutil.copytree(ROOT / "proto", project / "proto")
         shutil.copytree(ROOT / "schema", project / "schema")
         (project / "topology.yaml").write_text(apply_edits(shipped_text, yaml), encoding="utf-8")
-        for relative, edits in (("proto/contacts.proto", proto), ("schema/contacts.graphql", schema)):
+        for relative, edits in (
+            ("proto/contacts.proto", proto),
+            ("schema/contacts.graphql", schema),
+        ):
             if edits:
                 target = project / relative
-                target.write_text(apply_edits(target.read_text(encoding="utf-8"), edits), encoding="utf-8")
+                target.write_text(
+                    apply_edits(target.read_text(encoding="utf-8"), edits), encoding="utf-8"
+                )
         return project / "topology.yaml"
 
     return make
@@ -95,8 +111,10 @@ def restore_logging():
     """`cqrs-flow node` reconfigures the root logger (onto the CliRunner's stream); undo it."""
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
-    levels = {name: logging.getLogger(name).level
-              for name in ("amqtt", "transitions", "gmqtt", "tartiflette", "aiohttp.access")}
+    levels = {
+        name: logging.getLogger(name).level
+        for name in ("amqtt", "transitions", "gmqtt", "tartiflette", "aiohttp.access")
+    }
     yield
     root.handlers[:] = handlers
     root.setLevel(level)

@@ -6,8 +6,8 @@ import pytest
 from click.testing import CliRunner
 
 from cqrs_flow import __version__
-from cqrs_flow.security.tokens import ENV_SECRET, ENV_TOKEN
 from cqrs_flow.cli import main
+from cqrs_flow.security.tokens import ENV_SECRET, ENV_TOKEN
 
 from .helpers import ROOT, line_of
 
@@ -25,8 +25,10 @@ def test_validate_prints_the_start_order(runner, monkeypatch):
     monkeypatch.chdir(ROOT)
     result = runner.invoke(main, ["validate", "topology.yaml"])
     assert result.exit_code == 0, result.output
-    assert result.output == ("topology.yaml: valid — 5 nodes, 3 commands; "
-                             "start order: {broker, store} -> {reader, writer} -> gateway\n")
+    assert result.output == (
+        "topology.yaml: valid — 5 nodes, 3 commands; "
+        "start order: {broker, store} -> {reader, writer} -> gateway\n"
+    )
 
 
 def test_validate_reports_a_topology_problem_with_path_and_line(runner, make_project):
@@ -39,7 +41,9 @@ def test_validate_reports_a_topology_problem_with_path_and_line(runner, make_pro
 
 
 def test_validate_reports_every_problem(runner, make_project):
-    path = make_project(yaml=[("delay: 3s", "dealy: 3s"), ("listen: 127.0.0.1:8080", "listen: 127.0.0.1:1883")])
+    path = make_project(
+        yaml=[("delay: 3s", "dealy: 3s"), ("listen: 127.0.0.1:8080", "listen: 127.0.0.1:1883")]
+    )
     result = runner.invoke(main, ["validate", str(path)])
     assert result.exit_code == 1
     assert result.stderr.splitlines()[0] == f"{path}: 2 problems"
@@ -51,8 +55,10 @@ def test_validate_reports_contract_problems(runner, make_project):
     result = runner.invoke(main, ["validate", str(path)])
     assert result.exit_code == 1
     line = line_of(path.read_text(), "GetContact: insert")
-    assert (f"{path}:{line}: nodes.store.read.rpcs.GetContact: 'insert' is a write operation; "
-            "the read service may only get, list") in result.stderr
+    assert (
+        f"{path}:{line}: nodes.store.read.rpcs.GetContact: 'insert' is a write operation; "
+        "the read service may only get, list"
+    ) in result.stderr
 
 
 def test_validate_of_a_missing_file(runner, tmp_path):
@@ -72,8 +78,10 @@ def test_node_with_an_unknown_name(runner, monkeypatch, restore_logging):
     monkeypatch.chdir(ROOT)
     result = runner.invoke(main, ["node", "topology.yaml", "nosuchnode"], env={ENV_SECRET: SECRET})
     assert result.exit_code == 1
-    assert result.stderr == ("error: no node named 'nosuchnode' in topology.yaml; "
-                             "nodes: broker, store, reader, writer, gateway\n")
+    assert result.stderr == (
+        "error: no node named 'nosuchnode' in topology.yaml; "
+        "nodes: broker, store, reader, writer, gateway\n"
+    )
 
 
 def test_node_without_credentials(runner, monkeypatch, restore_logging):

@@ -10,11 +10,11 @@ import yaml
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from cqrs_flow.contracts.plans import Report, writer_plan
 from cqrs_flow.errors import Problem, TopologyError
-from cqrs_flow.protobuf.messages import is_repeated
 from cqrs_flow.nodes.gateway.limits import LimitExceeded, check_query, check_variables
 from cqrs_flow.nodes.writer import Command, Refused, decode_command
-from cqrs_flow.contracts.plans import Report, writer_plan
+from cqrs_flow.protobuf.messages import is_repeated
 from cqrs_flow.topology import load_topology, parse_topology
 from cqrs_flow.topology.model import Limits
 
@@ -37,7 +37,10 @@ def plans(shipped_protos):
 
 def _valid_payloads(plans) -> st.SearchStrategy[tuple[str, bytes]]:
     """A real command on its topic, serialised, then perhaps cut short or with bytes changed."""
-    def make(topic: str, key: str, name: str, cut: int, flips: list[tuple[int, int]]) -> tuple[str, bytes]:
+
+    def make(
+        topic: str, key: str, name: str, cut: int, flips: list[tuple[int, int]]
+    ) -> tuple[str, bytes]:
         message = plans[topic].request()
         for field in message.DESCRIPTOR.fields:
             if field.type == field.TYPE_STRING and not is_repeated(field):
@@ -46,16 +49,27 @@ def _valid_payloads(plans) -> st.SearchStrategy[tuple[str, bytes]]:
         for position, value in flips:
             if payload:
                 payload[position % len(payload)] = value
-        return topic, bytes(payload[:len(payload) - cut] if cut else payload)
+        return topic, bytes(payload[: len(payload) - cut] if cut else payload)
 
-    return st.builds(make, st.sampled_from(sorted(plans)), st.text(max_size=30), st.text(max_size=60),
-                     st.integers(0, 3), st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=3))
+    return st.builds(
+        make,
+        st.sampled_from(sorted(plans)),
+        st.text(max_size=30),
+        st.text(max_size=60),
+        st.integers(0, 3),
+        st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=3),
+    )
 
 
 def _messages(plans) -> st.SearchStrategy[tuple[str, bytes]]:
-    topics = st.one_of(st.sampled_from(sorted(plans)), st.text(max_size=80),
-                       st.sampled_from(sorted(plans)).map(lambda t: t + "/extra"))
-    return st.one_of(st.tuples(topics, st.binary(max_size=2 * PAYLOAD_BYTES)), _valid_payloads(plans))
+    topics = st.one_of(
+        st.sampled_from(sorted(plans)),
+        st.text(max_size=80),
+        st.sampled_from(sorted(plans)).map(lambda t: t + "/extra"),
+    )
+    return st.one_of(
+        st.tuples(topics, st.binary(max_size=2 * PAYLOAD_BYTES)), _valid_payloads(plans)
+    )
 
 
 def check_decoding(plans, topic: str, payload: bytes) -> None:
@@ -77,12 +91,15 @@ def test_command_decoding_never_raises(plans, data) -> None:
     check_decoding(plans, *data.draw(_messages(plans)))
 
 
-@pytest.mark.parametrize("topic, payload", [
-    ("CONTACT/ADD", b"\x0a" * 600),  # oversized
-    ("CONTACT/ADD", b"\x0a\x80\x80\x80\x80\x80\x80\x80\x80\x80\x01"),  # a varint too long
-    ("CONTACT/ADD", b"\x0a\x02\x0a\xff"),  # a string that is not UTF-8
-    ("no/such/topic", b""),
-])
+@pytest.mark.parametrize(
+    "topic, payload",
+    [
+        ("CONTACT/ADD", b"\x0a" * 600),  # oversized
+        ("CONTACT/ADD", b"\x0a\x80\x80\x80\x80\x80\x80\x80\x80\x80\x01"),  # a varint too long
+        ("CONTACT/ADD", b"\x0a\x02\x0a\xff"),  # a string that is not UTF-8
+        ("no/such/topic", b""),
+    ],
+)
 def test_command_decoding_examples(plans, topic, payload) -> None:
     check_decoding(plans, topic, payload)
 
@@ -90,20 +107,43 @@ def test_command_decoding_examples(plans, topic, payload) -> None:
 # -- the topology loader --------------------------------------------------------------------------
 
 _SNIPPETS = [
-    "a: &a [1, 2]\nb: [*a, *a, *a]", "<<: *nowhere", "x: !!python/object:os.system ls", "? [a]\n: b",
-    "nodes: {gateway: {kind: gateway, limits: {depth: -1}}}", "proto: ../../../etc/passwd",
-    "root: /", "nodes: []", "commands: null", "  kind: gateway\n  limits: {body_bytes: 1e99}",
-    "name: \x00", "%YAML 1.1\n---", "--- a\n--- b", "&x a: *x", "'unclosed", "key: 'x' 'y'",
-    "nodes: {g: {kind: gateway, cors: {origins: [ftp://x]}}}", "status_topic: a/#",
+    "a: &a [1, 2]\nb: [*a, *a, *a]",
+    "<<: *nowhere",
+    "x: !!python/object:os.system ls",
+    "? [a]\n: b",
+    "nodes: {gateway: {kind: gateway, limits: {depth: -1}}}",
+    "proto: ../../../etc/passwd",
+    "root: /",
+    "nodes: []",
+    "commands: null",
+    "  kind: gateway\n  limits: {body_bytes: 1e99}",
+    "name: \x00",
+    "%YAML 1.1\n---",
+    "--- a\n--- b",
+    "&x a: *x",
+    "'unclosed",
+    "key: 'x' 'y'",
+    "nodes: {g: {kind: gateway, cors: {origins: [ftp://x]}}}",
+    "status_topic: a/#",
 ]
 
 
 def _yaml_values() -> st.SearchStrategy:
-    scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True),
-                        st.text(max_size=20), st.sampled_from(["0", "3s", "kind", "gateway", "127.0.0.1:1"]))
-    return st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
-                                                         st.dictionaries(st.text(max_size=10), inner, max_size=4)),
-                        max_leaves=12)
+    scalars = st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(),
+        st.floats(allow_nan=True),
+        st.text(max_size=20),
+        st.sampled_from(["0", "3s", "kind", "gateway", "127.0.0.1:1"]),
+    )
+    return st.recursive(
+        scalars,
+        lambda inner: st.one_of(
+            st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=10), inner, max_size=4)
+        ),
+        max_leaves=12,
+    )
 
 
 def _edited_shipped() -> st.SearchStrategy[str]:
@@ -138,16 +178,25 @@ def _edited_shipped() -> st.SearchStrategy[str]:
 def _spliced_shipped() -> st.SearchStrategy[str]:
     """The shipped text with a line replaced by a hostile snippet or arbitrary text."""
     lines = SHIPPED_TEXT.splitlines()
-    return st.builds(lambda at, snippet: "\n".join(lines[:at] + [snippet] + lines[at + 1:]),
-                     st.integers(0, len(lines) - 1), st.one_of(st.sampled_from(_SNIPPETS), st.text(max_size=40)))
+    return st.builds(
+        lambda at, snippet: "\n".join(lines[:at] + [snippet] + lines[at + 1 :]),
+        st.integers(0, len(lines) - 1),
+        st.one_of(st.sampled_from(_SNIPPETS), st.text(max_size=40)),
+    )
 
 
 @given(st.one_of(st.text(max_size=300), _edited_shipped(), _spliced_shipped()))
-@example("a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
-         "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
-         "e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: [*e, *e, *e, *e, *e, *e, *e, *e, *e]\n")
+@example(
+    "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+    "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
+    "e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: [*e, *e, *e, *e, *e, *e, *e, *e, *e]\n"
+)
 @example("a: &a\n  b: *a\n")
-@example(SHIPPED_TEXT.replace("add_contact:    {topic: CONTACT/ADD,    rpc: AddContact}", "add_contact: {}"))
+@example(
+    SHIPPED_TEXT.replace(
+        "add_contact:    {topic: CONTACT/ADD,    rpc: AddContact}", "add_contact: {}"
+    )
+)
 def test_topology_text_is_a_topology_or_a_topology_error(text: str) -> None:
     try:
         topology = parse_topology(text, SHIPPED)
@@ -162,18 +211,68 @@ def test_topology_text_is_a_topology_or_a_topology_error(text: str) -> None:
 
 # -- the gateway's measure of a query -------------------------------------------------------------
 
-_GRAPHQL = ["{", "}", "(", ")", "[", "]", ":", "...", "on", "@include(if: true)", "$v", "=", "!",
-            "query", "mutation", "subscription", "fragment", "F", "listContacts", "contact", "id", "name",
-            "count", "1", "-5", "1e3", '"s"', '"\\"', '"""b"""', '"""', '"', "#c\n", "__schema", "__type",
-            "__typename", "a:", "b", "\\", "\n", "\x00", "é"]
+_GRAPHQL = [
+    "{",
+    "}",
+    "(",
+    ")",
+    "[",
+    "]",
+    ":",
+    "...",
+    "on",
+    "@include(if: true)",
+    "$v",
+    "=",
+    "!",
+    "query",
+    "mutation",
+    "subscription",
+    "fragment",
+    "F",
+    "listContacts",
+    "contact",
+    "id",
+    "name",
+    "count",
+    "1",
+    "-5",
+    "1e3",
+    '"s"',
+    '"\\"',
+    '"""b"""',
+    '"""',
+    '"',
+    "#c\n",
+    "__schema",
+    "__type",
+    "__typename",
+    "a:",
+    "b",
+    "\\",
+    "\n",
+    "\x00",
+    "é",
+]
 GRAPHQLISH = st.lists(st.sampled_from(_GRAPHQL), max_size=200).map(" ".join)
 
 
-@given(st.one_of(GRAPHQLISH, st.text(max_size=500)),
-       st.builds(Limits, depth=st.integers(1, 20), fields=st.integers(1, 50), aliases=st.integers(1, 5),
-                 tokens=st.integers(1, 300), list_length=st.integers(1, 10), string_length=st.integers(1, 10)),
-       st.booleans())
-def test_the_query_measure_only_ever_refuses(query: str, limits: Limits, introspection: bool) -> None:
+@given(
+    st.one_of(GRAPHQLISH, st.text(max_size=500)),
+    st.builds(
+        Limits,
+        depth=st.integers(1, 20),
+        fields=st.integers(1, 50),
+        aliases=st.integers(1, 5),
+        tokens=st.integers(1, 300),
+        list_length=st.integers(1, 10),
+        string_length=st.integers(1, 10),
+    ),
+    st.booleans(),
+)
+def test_the_query_measure_only_ever_refuses(
+    query: str, limits: Limits, introspection: bool
+) -> None:
     try:
         check_query(query, limits, introspection)
     except LimitExceeded as exc:
@@ -190,8 +289,15 @@ def test_the_query_measure_only_ever_refuses(query: str, limits: Limits, introsp
         assert '"' in query or deepest <= 2 * limits.depth + 2
 
 
-@given(_yaml_values(), st.builds(Limits, depth=st.integers(1, 5), list_length=st.integers(1, 5),
-                                 string_length=st.integers(1, 10)))
+@given(
+    _yaml_values(),
+    st.builds(
+        Limits,
+        depth=st.integers(1, 5),
+        list_length=st.integers(1, 5),
+        string_length=st.integers(1, 10),
+    ),
+)
 def test_the_variables_measure_only_ever_refuses(variables, limits: Limits) -> None:
     try:
         check_variables(variables, limits)

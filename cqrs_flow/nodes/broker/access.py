@@ -48,8 +48,12 @@ class NodeLogin(BaseAuthPlugin):
         expected = self.config.users.get(user)
         if expected is not None and hmac.compare_digest(expected, password_digest(password)):
             return True
-        log.warning("refused MQTT login of %s (client id %r): %s", repr(user) if user else "an anonymous client",
-                    session.client_id, "wrong password" if expected else "unknown user")
+        log.warning(
+            "refused MQTT login of %s (client id %r): %s",
+            repr(user) if user else "an anonymous client",
+            session.client_id,
+            "wrong password" if expected else "unknown user",
+        )
         return False
 
 
@@ -64,11 +68,22 @@ class TopicAccess(BaseTopicPlugin):
     def __init__(self, context) -> None:
         super().__init__(context)
         users = set(self.config.publish) | set(self.config.subscribe)
-        self._access = {user: MqttAccess(user, tuple(self.config.publish.get(user, ())),
-                                         tuple(self.config.subscribe.get(user, ()))) for user in users}
+        self._access = {
+            user: MqttAccess(
+                user,
+                tuple(self.config.publish.get(user, ())),
+                tuple(self.config.subscribe.get(user, ())),
+            )
+            for user in users
+        }
 
-    async def topic_filtering(self, *, session: Session | None = None, topic: str | None = None,
-                              action: Action | None = None) -> bool:
+    async def topic_filtering(
+        self,
+        *,
+        session: Session | None = None,
+        topic: str | None = None,
+        action: Action | None = None,
+    ) -> bool:
         if action == Action.RECEIVE:
             return True  # the subscription was checked when it was made
         access = self._access.get(session.username or "") if session else None
@@ -81,8 +96,12 @@ class TopicAccess(BaseTopicPlugin):
         else:
             allowed = False
         if not allowed:
-            log.warning("refused: %r may not %s %r (not in its access list from the topology)",
-                        access.user, "publish to" if action == Action.PUBLISH else "subscribe to", topic)
+            log.warning(
+                "refused: %r may not %s %r (not in its access list from the topology)",
+                access.user,
+                "publish to" if action == Action.PUBLISH else "subscribe to",
+                topic,
+            )
         return allowed
 
 
@@ -119,8 +138,11 @@ class RoutingBroker(Broker):
         if self._open.get(address, 0) >= self.connections_per_address:
             if address not in self._capped:  # said once, not for every socket
                 self._capped.add(address)
-                log.warning("closing new connections from %s: %d are open from there already",
-                            address or "an unknown address", self.connections_per_address)
+                log.warning(
+                    "closing new connections from %s: %d are open from there already",
+                    address or "an unknown address",
+                    self.connections_per_address,
+                )
             await writer.close()
             return
         self._open[address] = self._open.get(address, 0) + 1
@@ -133,25 +155,32 @@ class RoutingBroker(Broker):
                 del self._open[address]
                 self._capped.discard(address)
 
-    async def _initialize_client_session(self, reader, writer, remote_address: str,
-                                         remote_port: int) -> tuple[BrokerProtocolHandler, Session]:
+    async def _initialize_client_session(
+        self, reader, writer, remote_address: str, remote_port: int
+    ) -> tuple[BrokerProtocolHandler, Session]:
         peer = f"{remote_address}:{remote_port}"
         try:
             handler, incoming = await asyncio.wait_for(
                 BrokerProtocolHandler.init_from_connect(reader, writer, self.plugins_manager),
-                self.connect_timeout)
+                self.connect_timeout,
+            )
         except asyncio.TimeoutError:
-            log.warning("closed the connection from %s: no CONNECT within %gs", peer,
-                        self.connect_timeout)
+            log.warning(
+                "closed the connection from %s: no CONNECT within %gs", peer, self.connect_timeout
+            )
             raise AMQTTError(f"no CONNECT from {peer} within {self.connect_timeout}s") from None
         except (AMQTTError, MQTTError, NoDataError) as exc:
             raise AMQTTError(f"no valid CONNECT from {peer}: {exc}") from None
 
         refusal = await self._refusal(incoming)
         if refusal and refusal != NOT_LOGGED_IN:  # NodeLogin logs a refused login itself
-            log.warning("refused the CONNECT of %s (client id %r, from %s): %s",
-                        repr(incoming.username) if incoming.username else "an anonymous client",
-                        incoming.client_id, peer, refusal)
+            log.warning(
+                "refused the CONNECT of %s (client id %r, from %s): %s",
+                repr(incoming.username) if incoming.username else "an anonymous client",
+                incoming.client_id,
+                peer,
+                refusal,
+            )
         if refusal:
             try:
                 await ConnackPacket.build(0, NOT_AUTHORIZED).to_stream(writer)  # session-present 0
@@ -168,8 +197,16 @@ class RoutingBroker(Broker):
             session, incoming.parent = incoming, 0
         elif incoming.client_id in self._sessions:
             session, _ = self._sessions[incoming.client_id]
-            for attribute in ("will_flag", "will_message", "will_topic", "will_qos", "will_retain",
-                              "keep_alive", "username", "password"):
+            for attribute in (
+                "will_flag",
+                "will_message",
+                "will_topic",
+                "will_qos",
+                "will_retain",
+                "keep_alive",
+                "username",
+                "password",
+            ):
                 setattr(session, attribute, getattr(incoming, attribute))
             session.parent = 1
         else:
@@ -208,7 +245,10 @@ class RoutingBroker(Broker):
             if not await route(client_session, handler, delivered):
                 break
         if client_session.will_flag and not await self._may_publish_will(client_session):
-            log.warning("dropped the will of %r on %r: the login may not publish there",
-                        client_session.username, client_session.will_topic)
+            log.warning(
+                "dropped the will of %r on %r: the login may not publish there",
+                client_session.username,
+                client_session.will_topic,
+            )
             client_session.will_flag = False
         await super()._handle_disconnect(client_session, handler, disconnect_waiter)

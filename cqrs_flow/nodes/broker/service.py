@@ -5,11 +5,11 @@ from __future__ import annotations
 import warnings
 
 from cqrs_flow.errors import NodeError
-from cqrs_flow.security.mqtt_logins import users_from_env
-from cqrs_flow.transport.tls import broker_listener_tls
 from cqrs_flow.nodes.runtime import NodeService
+from cqrs_flow.security.mqtt_logins import users_from_env
 from cqrs_flow.topology.access import mqtt_access
 from cqrs_flow.topology.model import BrokerNode
+from cqrs_flow.transport.tls import broker_listener_tls
 
 __all__ = ["BrokerService"]
 
@@ -23,26 +23,39 @@ class BrokerService(NodeService):
             from cqrs_flow.nodes.broker.access import RoutingBroker as Broker
 
             access = mqtt_access(self.topology, self.node)
-            self._broker = Broker({
-                "listeners": {"default": {"type": "tcp", "bind": str(self.node.listen),
-                                          **broker_listener_tls(self.topology, self.node)}},
-                # Every client logs in and keeps to the topics the topology gives it; no anonymous
-                # access and no $SYS topics, wherever the broker listens.
-                "plugins": {
-                    "cqrs_flow.nodes.broker.access.NodeLogin": {
-                        "users": users_from_env(self.topology, self.node)},
-                    "cqrs_flow.nodes.broker.access.TopicAccess": {
-                        "publish": {user: list(a.publish) for user, a in access.items()},
-                        "subscribe": {user: list(a.subscribe) for user, a in access.items()}},
-                },
-            })
+            self._broker = Broker(
+                {
+                    "listeners": {
+                        "default": {
+                            "type": "tcp",
+                            "bind": str(self.node.listen),
+                            **broker_listener_tls(self.topology, self.node),
+                        }
+                    },
+                    # Every client logs in and keeps to the topics the topology gives it; no anonymous
+                    # access and no $SYS topics, wherever the broker listens.
+                    "plugins": {
+                        "cqrs_flow.nodes.broker.access.NodeLogin": {
+                            "users": users_from_env(self.topology, self.node)
+                        },
+                        "cqrs_flow.nodes.broker.access.TopicAccess": {
+                            "publish": {user: list(a.publish) for user, a in access.items()},
+                            "subscribe": {user: list(a.subscribe) for user, a in access.items()},
+                        },
+                    },
+                }
+            )
         try:
             await self._broker.start()
         except Exception as exc:  # amqtt wraps socket errors in its own BrokerError
             cause = exc.__cause__ or exc
             raise NodeError(f"MQTT broker cannot listen on {self.node.listen}: {cause}") from None
-        self.log.info("MQTT broker listening on %s%s (%d users, no anonymous access)",
-                      self.node.listen, " over TLS" if self.node.tls else "", len(access))
+        self.log.info(
+            "MQTT broker listening on %s%s (%d users, no anonymous access)",
+            self.node.listen,
+            " over TLS" if self.node.tls else "",
+            len(access),
+        )
 
     async def stop(self) -> None:
         broker = getattr(self, "_broker", None)

@@ -10,7 +10,7 @@ from typing import Any
 __all__ = ["STATUS_SDL", "SUBSCRIPTION_SDL", "CommandBook"]
 
 # Added to every gateway's schema (unless it defines commandStatus itself).
-STATUS_SDL = '''
+STATUS_SDL = """
 "What became of a command: QUEUED until a writer reports it APPLIED or FAILED."
 enum CommandState {{ QUEUED APPLIED FAILED }}
 
@@ -30,15 +30,15 @@ extend type {query_type} {{
   "What became of a command, by the command id its mutation answered with; null if unknown."
   commandStatus(id: String!): CommandStatus
 }}
-'''
+"""
 
 # Added when the schema lets the gateway define the Subscription type.
-SUBSCRIPTION_SDL = '''
+SUBSCRIPTION_SDL = """
 {keyword} type {subscription_type} {{
   "Notifies once, when a writer reports the command APPLIED or FAILED; null if it is unknown."
   commandSettled(id: String!): CommandStatus
 }}
-'''
+"""
 
 
 class CommandBook:
@@ -66,7 +66,9 @@ class CommandBook:
                 self._waiters.pop(command_id, None)
 
     def queued(self, command_id: str, command: str, key: str | None) -> None:
-        self._put({"id": command_id, "state": "QUEUED", "command": command, "key": key, "reason": None})
+        self._put(
+            {"id": command_id, "state": "QUEUED", "command": command, "key": key, "reason": None}
+        )
 
     def heard(self, payload: bytes) -> list[str] | None:
         """Take a writer's status message (a JSON list of reports, or one report); the ids of the
@@ -76,12 +78,21 @@ class CommandBook:
         except (ValueError, UnicodeDecodeError):
             return None
         reports = reports if isinstance(reports, list) else [reports]
-        if not reports or not all(isinstance(r, dict) and isinstance(r.get("id"), str)
-                                  and r.get("state") in ("APPLIED", "FAILED") for r in reports):
+        if not reports or not all(
+            isinstance(r, dict)
+            and isinstance(r.get("id"), str)
+            and r.get("state") in ("APPLIED", "FAILED")
+            for r in reports
+        ):
             return None
         for report in reports:
-            entry = {"id": report["id"], "state": report["state"], "command": report.get("command"),
-                     "key": report.get("key") or None, "reason": report.get("reason") or None}
+            entry = {
+                "id": report["id"],
+                "state": report["state"],
+                "command": report.get("command"),
+                "key": report.get("key") or None,
+                "reason": report.get("reason") or None,
+            }
             self._put(entry)
             for waiter in self._waiters.pop(entry["id"], []):
                 if not waiter.done():

@@ -18,8 +18,9 @@ multiplies and adds those terms with its own variables.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Mapping
 from functools import lru_cache
-from typing import Any, Callable, Mapping
+from typing import Any
 
 __all__ = ["Costs", "operation_costs"]
 
@@ -31,7 +32,7 @@ _INTROSPECTION = ("__schema", "__type")
 
 
 class _Operation:
-    __slots__ = ("terms", "defaults")
+    __slots__ = ("defaults", "terms")
 
     def __init__(self, terms: Terms, defaults: dict[str, Any]) -> None:
         self.terms = terms
@@ -42,15 +43,20 @@ class Costs:
     """The cost of operations against one schema; `parse` gives a query text's document, or
     None when the text does not parse or validate (then the engine answers the errors)."""
 
-    def __init__(self, schema: Any, parse: Callable[[str], Any], list_size: int,
-                 cache_size: int = 512) -> None:
+    def __init__(
+        self, schema: Any, parse: Callable[[str], Any], list_size: int, cache_size: int = 512
+    ) -> None:
         self.schema = schema
         self.parse = parse
         self.list_size = list_size
         self._compiled = lru_cache(maxsize=cache_size)(self._compile)
 
-    def cost(self, query: str, operation_name: str | None = None,
-             variables: Mapping[str, Any] | None = None) -> int:
+    def cost(
+        self,
+        query: str,
+        operation_name: str | None = None,
+        variables: Mapping[str, Any] | None = None,
+    ) -> int:
         """The cost of the operation `operation_name` of `query` (0 if it does not validate)."""
         operations = self._compiled(query)
         if not operations:
@@ -96,8 +102,11 @@ class Costs:
 def operation_costs(document: Any, schema: Any) -> dict[str | None, _Operation]:
     """Each operation of a parsed, validated document (by name; None for an anonymous one)
     compiled into its cost terms."""
-    fragments = {d.name.value: d for d in document.definitions
-                 if type(d).__name__ == "FragmentDefinitionNode"}
+    fragments = {
+        d.name.value: d
+        for d in document.definitions
+        if type(d).__name__ == "FragmentDefinitionNode"
+    }
     expanded: dict[tuple[str, bool], Terms] = {}
 
     def spread(name: str, introspecting: bool, visiting: frozenset[str]) -> Terms:
@@ -107,12 +116,14 @@ def operation_costs(document: Any, schema: Any) -> dict[str | None, _Operation]:
             if fragment is None or name in visiting:
                 return Counter()  # unknown or cyclic: the validator refused it already
             parent = schema.find_type(fragment.type_condition.name.value)
-            expanded[key] = selection(fragment.selection_set, parent, introspecting,
-                                      visiting | {name})
+            expanded[key] = selection(
+                fragment.selection_set, parent, introspecting, visiting | {name}
+            )
         return expanded[key]
 
-    def selection(selection_set: Any, parent: Any, introspecting: bool,
-                  visiting: frozenset[str]) -> Terms:
+    def selection(
+        selection_set: Any, parent: Any, introspecting: bool, visiting: frozenset[str]
+    ) -> Terms:
         terms: Terms = Counter()
         for node in selection_set.selections:
             kind = type(node).__name__
@@ -146,8 +157,11 @@ def operation_costs(document: Any, schema: Any) -> dict[str | None, _Operation]:
     for definition in document.definitions:
         if type(definition).__name__ != "OperationDefinitionNode":
             continue
-        root = {"query": schema.query_operation_name, "mutation": schema.mutation_operation_name,
-                "subscription": schema.subscription_operation_name}[definition.operation_type]
+        root = {
+            "query": schema.query_operation_name,
+            "mutation": schema.mutation_operation_name,
+            "subscription": schema.subscription_operation_name,
+        }[definition.operation_type]
         terms = selection(definition.selection_set, schema.find_type(root), False, frozenset())
         defaults = {}
         for variable in definition.variable_definitions or ():

@@ -19,17 +19,27 @@ import math
 import re
 import time
 from collections import deque
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator
+from typing import TYPE_CHECKING, Any
 
 from cqrs_flow.topology.model import Limits
 
 if TYPE_CHECKING:
     from cqrs_flow.nodes.gateway.cost import Costs
 
-__all__ = ["Busy", "LimitExceeded", "OperationTimeout", "RequestGate", "TooManyRequests",
-           "caller_of", "check_query", "check_variables", "too_large"]
+__all__ = [
+    "Busy",
+    "LimitExceeded",
+    "OperationTimeout",
+    "RequestGate",
+    "TooManyRequests",
+    "caller_of",
+    "check_query",
+    "check_variables",
+    "too_large",
+]
 
 # Callers whose rate is remembered at most; beyond, the longest idle are forgotten (a forgotten
 # caller starts again with a full bucket).
@@ -37,7 +47,8 @@ MAX_CALLERS = 100_000
 
 # Strings match to their end even when unterminated (the parser reports that): a pattern that
 # could fail after a long scan would scan again from every later quote, quadratic in the length.
-_TOKEN = re.compile(r'''
+_TOKEN = re.compile(
+    r'''
     (?P<skip>[\s,\ufeff]+|\#[^\n\r]*)
   | (?P<block>"""(?:[^"\\]|\\"""|\\(?!""")|"(?!""))*(?:"""|\Z))
   | (?P<string>"(?:[^"\\\n\r]|\\[^\n\r])*(?:"|(?=[\n\r])|\Z))
@@ -46,7 +57,9 @@ _TOKEN = re.compile(r'''
   | (?P<number>-?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)
   | (?P<punct>[!$&():=@\[\]{}|])
   | (?P<other>.)
-''', re.VERBOSE | re.DOTALL)
+''',
+    re.VERBOSE | re.DOTALL,
+)
 
 _INTROSPECTION = {"__schema", "__type"}
 _OPERATION_KEYWORDS = {"query", "mutation", "subscription"}
@@ -67,8 +80,10 @@ class OperationTimeout(LimitExceeded):
 
 def too_large(response_bytes: int) -> str:
     """The error that replaces an answer larger than limits.response_bytes."""
-    return (f"the answer is larger than {response_bytes:,} bytes (limits.response_bytes); "
-            "ask for fewer items or fields")
+    return (
+        f"the answer is larger than {response_bytes:,} bytes (limits.response_bytes); "
+        "ask for fewer items or fields"
+    )
 
 
 class TooManyRequests(LimitExceeded):
@@ -100,8 +115,9 @@ class RequestGate:
     Per-caller limits count by an opaque caller key: today the client's address (`caller_of`),
     an authenticated user's id once the gateway has one."""
 
-    def __init__(self, limits: Limits, introspection: bool = True,
-                 costs: Costs | None = None) -> None:
+    def __init__(
+        self, limits: Limits, introspection: bool = True, costs: Costs | None = None
+    ) -> None:
         self.limits = limits
         self.introspection = introspection
         self.costs = costs  # None: no schema to count against (the cost is not checked)
@@ -123,7 +139,8 @@ class RequestGate:
             raise LimitExceeded(
                 f"the query costs {cost:,}, more than {self.limits.cost:,} (limits.cost): each "
                 "field counts 1, and a list multiplies what it selects by its size (its "
-                "`count`); ask for fewer items or fewer aliases")
+                "`count`); ask for fewer items or fewer aliases"
+            )
         return cost
 
     @asynccontextmanager
@@ -156,8 +173,9 @@ class RequestGate:
 
     def _release(self, caller: str, share: _Share, cost: int) -> None:
         share.running -= cost
-        while share.waiting and (not share.running
-                                 or share.running + share.waiting[0][1] <= self.limits.cost):
+        while share.waiting and (
+            not share.running or share.running + share.waiting[0][1] <= self.limits.cost
+        ):
             turn, next_cost = share.waiting.popleft()
             share.running += next_cost
             turn.set_result(None)
@@ -177,8 +195,11 @@ class RequestGate:
             tokens = min(tokens, kept[0] + (now - kept[1]) * refill)
         if tokens < 1:
             self._buckets[caller] = (tokens, now)
-            raise TooManyRequests(f"more than {rate.requests} requests in {rate.per:g}s from one "
-                                  "caller (limits.rate); try again later", (1 - tokens) / refill)
+            raise TooManyRequests(
+                f"more than {rate.requests} requests in {rate.per:g}s from one "
+                "caller (limits.rate); try again later",
+                (1 - tokens) / refill,
+            )
         self._buckets[caller] = (tokens - 1, now)
         # Forget callers idle long enough for their bucket to be full again, the oldest first
         # (two at most per request, so forgetting costs no more than remembering).
@@ -194,10 +215,15 @@ class RequestGate:
         has limits.per_caller_in_flight already, Busy if the gateway has limits.in_flight."""
         mine = self.callers.get(caller, 0)
         if mine >= self.limits.per_caller_in_flight:
-            raise TooManyRequests(f"{mine} requests from this caller are in flight already "
-                                  "(limits.per_caller_in_flight); try again shortly", 1.0)
+            raise TooManyRequests(
+                f"{mine} requests from this caller are in flight already "
+                "(limits.per_caller_in_flight); try again shortly",
+                1.0,
+            )
         if self.in_flight >= self.limits.in_flight:
-            raise Busy(f"the gateway is busy with {self.in_flight} requests (limits.in_flight); try again shortly")
+            raise Busy(
+                f"the gateway is busy with {self.in_flight} requests (limits.in_flight); try again shortly"
+            )
         self.in_flight += 1
         self.callers[caller] = mine + 1
         try:
@@ -212,8 +238,10 @@ class RequestGate:
     def connected(self) -> Iterator[None]:
         """Count one WebSocket open while the block runs; raise Busy if there is no room."""
         if self.connections >= self.limits.websockets:
-            raise Busy(f"the gateway has {self.connections} WebSocket connections open (limits.websockets); "
-                       "try again shortly")
+            raise Busy(
+                f"the gateway has {self.connections} WebSocket connections open (limits.websockets); "
+                "try again shortly"
+            )
         self.connections += 1
         try:
             yield
@@ -280,14 +308,21 @@ def check_query(query: str, limits: Limits, introspection: bool = True) -> None:
         if kind in ("string", "block"):
             quotes = 3 if kind == "block" else 1
             if len(text) - 2 * quotes > limits.string_length:
-                raise LimitExceeded(f"a string in the query is longer than {limits.string_length} "
-                                    "characters (limits.string_length)")
-        if top == "l" and (kind in ("string", "block", "name", "number") or text in ("$", "[", "{")) \
-                and previous != "$":
+                raise LimitExceeded(
+                    f"a string in the query is longer than {limits.string_length} "
+                    "characters (limits.string_length)"
+                )
+        if (
+            top == "l"
+            and (kind in ("string", "block", "name", "number") or text in ("$", "[", "{"))
+            and previous != "$"
+        ):
             lists[-1] += 1
             if lists[-1] > limits.list_length:
-                raise LimitExceeded(f"a list in the query has more than {limits.list_length} items "
-                                    "(limits.list_length)")
+                raise LimitExceeded(
+                    f"a list in the query has more than {limits.list_length} items "
+                    "(limits.list_length)"
+                )
         if previous == "..." and selecting:
             inline = text in ("on", "@", "{")  # else a fragment spread
         if text == "{" and (selecting or (not stack and kind == "punct")):
@@ -301,8 +336,10 @@ def check_query(query: str, limits: Limits, introspection: bool = True) -> None:
                 stack.append("s")
                 selection_depth += 1
                 if selection_depth > limits.depth:
-                    raise LimitExceeded(f"the query nests fields more than {limits.depth} levels deep "
-                                        "(limits.depth)")
+                    raise LimitExceeded(
+                        f"the query nests fields more than {limits.depth} levels deep "
+                        "(limits.depth)"
+                    )
                 current.depth = max(current.depth, selection_depth)
         elif text in ("{", "(", "["):
             stack.append({"{": "o", "(": "a", "[": "l"}[text])
@@ -336,25 +373,32 @@ def check_query(query: str, limits: Limits, introspection: bool = True) -> None:
                     fields += 1
                     current.fields += 1
                     if fields > limits.fields:
-                        raise LimitExceeded(f"the query selects more than {limits.fields} fields "
-                                            "(limits.fields)")
+                        raise LimitExceeded(
+                            f"the query selects more than {limits.fields} fields (limits.fields)"
+                        )
                     if text in _INTROSPECTION and not introspection:
                         raise LimitExceeded("introspection is switched off on this gateway")
         elif text == ":" and selecting and current is not None:
             aliases += 1
             current.aliases += 1
             if aliases > limits.aliases:
-                raise LimitExceeded(f"the query has more than {limits.aliases} aliases (limits.aliases)")
+                raise LimitExceeded(
+                    f"the query has more than {limits.aliases} aliases (limits.aliases)"
+                )
         # Brackets of any kind nest the parser's recursion: bound them all, not only fields.
         if len(stack) > 2 * limits.depth + 2:
-            raise LimitExceeded(f"the query nests brackets more than {2 * limits.depth + 2} levels deep "
-                                "(twice limits.depth, plus 2)")
+            raise LimitExceeded(
+                f"the query nests brackets more than {2 * limits.depth + 2} levels deep "
+                "(twice limits.depth, plus 2)"
+            )
         before, previous = previous, text
 
     _check_expanded(operations, fragments, limits)
 
 
-def _check_expanded(operations: list[_Definition], fragments: dict[str, _Definition], limits: Limits) -> None:
+def _check_expanded(
+    operations: list[_Definition], fragments: dict[str, _Definition], limits: Limits
+) -> None:
     """Fragments spread in many places count each time: a few lines can select millions of fields."""
     totals: dict[str, tuple[int, int, int]] = {}
 
@@ -379,14 +423,20 @@ def _check_expanded(operations: list[_Definition], fragments: dict[str, _Definit
     for operation in operations:
         fields, aliases, depth = expand(operation, frozenset())
         if depth > limits.depth:
-            raise LimitExceeded(f"with its fragments, the query nests fields more than {limits.depth} "
-                                "levels deep (limits.depth)")
+            raise LimitExceeded(
+                f"with its fragments, the query nests fields more than {limits.depth} "
+                "levels deep (limits.depth)"
+            )
         if fields > limits.fields:
-            raise LimitExceeded(f"with its fragments, the query selects more than {limits.fields} fields "
-                                "(limits.fields)")
+            raise LimitExceeded(
+                f"with its fragments, the query selects more than {limits.fields} fields "
+                "(limits.fields)"
+            )
         if aliases > limits.aliases:
-            raise LimitExceeded(f"with its fragments, the query has more than {limits.aliases} aliases "
-                                "(limits.aliases)")
+            raise LimitExceeded(
+                f"with its fragments, the query has more than {limits.aliases} aliases "
+                "(limits.aliases)"
+            )
 
 
 def check_variables(variables: Any, limits: Limits) -> None:
@@ -395,14 +445,19 @@ def check_variables(variables: Any, limits: Limits) -> None:
     while pending:
         value, depth = pending.pop()  # depth: of the lists and objects holding `value`
         if depth > limits.depth and isinstance(value, (list, dict)):
-            raise LimitExceeded(f"a variable nests more than {limits.depth} levels deep (limits.depth)")
+            raise LimitExceeded(
+                f"a variable nests more than {limits.depth} levels deep (limits.depth)"
+            )
         if isinstance(value, str) and len(value) > limits.string_length:
-            raise LimitExceeded(f"a string variable is longer than {limits.string_length} characters "
-                                "(limits.string_length)")
+            raise LimitExceeded(
+                f"a string variable is longer than {limits.string_length} characters "
+                "(limits.string_length)"
+            )
         if isinstance(value, list):
             if len(value) > limits.list_length:
-                raise LimitExceeded(f"a list variable has more than {limits.list_length} items "
-                                    "(limits.list_length)")
+                raise LimitExceeded(
+                    f"a list variable has more than {limits.list_length} items (limits.list_length)"
+                )
             pending.extend((item, depth + 1) for item in value)
         elif isinstance(value, dict):
             pending.extend((item, depth + 1) for item in value.values())

@@ -36,10 +36,19 @@ import base64
 import logging
 import re
 from collections import OrderedDict
+from collections.abc import Collection
 from pathlib import Path
-from typing import Any, Collection
+from typing import Any
 
-from cqrs_flow.stores.journal import Journal, JournalError, JournalFiles, frame, open_journal, replay, wait
+from cqrs_flow.stores.journal import (
+    Journal,
+    JournalError,
+    JournalFiles,
+    frame,
+    open_journal,
+    replay,
+    wait,
+)
 
 __all__ = ["Outbox"]
 
@@ -59,42 +68,59 @@ class Outbox:
     def __init__(self, redeliver_after: float, capacity: int = 100_000) -> None:
         self.redeliver_after = redeliver_after
         self.capacity = capacity
-        self._waiting: OrderedDict[str, tuple[str, bytes, float]] = OrderedDict()  # id -> topic, payload, due
+        self._waiting: OrderedDict[str, tuple[str, bytes, float]] = (
+            OrderedDict()
+        )  # id -> topic, payload, due
         self.files: JournalFiles | None = None
         self.journal: Journal | None = None
         self._generation = 0
         self._records = 0
 
     @classmethod
-    async def open(cls, directory: Path, redeliver_after: float, capacity: int = 100_000,
-                   now: float = 0.0) -> "Outbox":
+    async def open(
+        cls, directory: Path, redeliver_after: float, capacity: int = 100_000, now: float = 0.0
+    ) -> Outbox:
         """The outbox journaled in `directory`, with what it held before: all due at `now`.
         JournalError if the directory cannot be used."""
         outbox = cls(redeliver_after, capacity)
         outbox.files = files = JournalFiles(directory, "gateway")
         try:
-            generations = sorted(int(m.group(1)) for p in directory.iterdir() if (m := _GENERATION.match(p.name)))
+            generations = sorted(
+                int(m.group(1)) for p in directory.iterdir() if (m := _GENERATION.match(p.name))
+            )
             for generation in generations:
-                outbox._records = replay(directory / f"outbox.{generation}", lambda r: outbox._replay(r, now))
+                outbox._records = replay(
+                    directory / f"outbox.{generation}", lambda r: outbox._replay(r, now)
+                )
             outbox._generation = generations[-1] if generations else 0
             outbox.journal = files.start(directory / f"outbox.{outbox._generation}")
         except OSError as exc:
             files.release()
             raise JournalError(f"cannot read the outbox in {directory}: {exc}") from None
         if outbox._waiting:
-            log.info("outbox in %s: %d command(s) accepted before a restart and not reported on; "
-                     "publishing them again", directory, len(outbox._waiting))
+            log.info(
+                "outbox in %s: %d command(s) accepted before a restart and not reported on; "
+                "publishing them again",
+                directory,
+                len(outbox._waiting),
+            )
         return outbox
 
     def _replay(self, record: dict[str, Any], now: float) -> None:
         if "add" in record:
-            self._waiting[record["add"]] = (record["topic"], base64.b64decode(record["payload"]), now)
+            self._waiting[record["add"]] = (
+                record["topic"],
+                base64.b64decode(record["payload"]),
+                now,
+            )
         elif "settled" in record:
             for command_id in record["settled"]:
                 self._waiting.pop(command_id, None)
         elif "pending" in record:
-            self._waiting = OrderedDict((cid, (topic, base64.b64decode(payload), now))
-                                        for cid, topic, payload in record["pending"])
+            self._waiting = OrderedDict(
+                (cid, (topic, base64.b64decode(payload), now))
+                for cid, topic, payload in record["pending"]
+            )
 
     def __len__(self) -> int:
         return len(self._waiting)
@@ -110,8 +136,15 @@ class Outbox:
         if self.journal is None:
             return
         try:
-            done = self.journal.append(frame({"add": command_id, "topic": topic,
-                                              "payload": base64.b64encode(payload).decode()}))
+            done = self.journal.append(
+                frame(
+                    {
+                        "add": command_id,
+                        "topic": topic,
+                        "payload": base64.b64encode(payload).decode(),
+                    }
+                )
+            )
             self._count_record()
             await wait(done)
         except JournalError:
@@ -130,7 +163,11 @@ class Outbox:
 
     def due(self, now: float) -> list[tuple[str, str, bytes]]:
         """The commands to publish again now; each is due again `redeliver_after` later."""
-        found = [(cid, topic, payload) for cid, (topic, payload, due) in self._waiting.items() if due <= now]
+        found = [
+            (cid, topic, payload)
+            for cid, (topic, payload, due) in self._waiting.items()
+            if due <= now
+        ]
         for command_id, topic, payload in found:
             self._waiting[command_id] = (topic, payload, now + self.redeliver_after)
             self._waiting.move_to_end(command_id)
@@ -140,8 +177,11 @@ class Outbox:
         """Make the commands on `topics` (all with None) due at `now`, when what they went to may
         have lost them (a writer that restarted, a broker the gateway reconnected to); how many."""
         wanted = None if topics is None else set(topics)
-        found = [(cid, topic, payload) for cid, (topic, payload, due) in self._waiting.items()
-                 if due > now and (wanted is None or topic in wanted)]
+        found = [
+            (cid, topic, payload)
+            for cid, (topic, payload, due) in self._waiting.items()
+            if due > now and (wanted is None or topic in wanted)
+        ]
         for command_id, topic, payload in found:
             self._waiting[command_id] = (topic, payload, now)
         return len(found)
@@ -150,7 +190,9 @@ class Outbox:
 
     def _count_record(self) -> None:
         self._records += 1
-        if self.files is not None and self._records > max(COMPACT_MIN_RECORDS, 4 * len(self._waiting)):
+        if self.files is not None and self._records > max(
+            COMPACT_MIN_RECORDS, 4 * len(self._waiting)
+        ):
             self.files.compact_with(self._compact, "outbox compaction")
 
     async def _compact(self) -> None:
@@ -159,12 +201,16 @@ class Outbox:
         try:  # creating the file syncs the directory, which a slow disk makes long
             fd = await asyncio.to_thread(open_journal, directory / f"outbox.{generation}")
         except OSError as exc:
-            log.error("outbox: cannot start outbox.%d (the current one goes on): %s", generation, exc)
+            log.error(
+                "outbox: cannot start outbox.%d (the current one goes on): %s", generation, exc
+            )
             return
         old_complete = self.files.rotate(fd)
         self._generation = generation
-        pending = [[cid, topic, base64.b64encode(payload).decode()]
-                   for cid, (topic, payload, _) in self._waiting.items()]
+        pending = [
+            [cid, topic, base64.b64encode(payload).decode()]
+            for cid, (topic, payload, _) in self._waiting.items()
+        ]
         opened = self.journal.append(frame({"pending": pending}))
         self._records = 1
         await old_complete
@@ -172,8 +218,12 @@ class Outbox:
         try:
             await asyncio.to_thread(_delete_before, directory, generation)
         except OSError as exc:
-            log.error("outbox: cannot delete the generations before outbox.%d (replayed at "
-                      "start-up, they change nothing): %s", generation, exc)
+            log.error(
+                "outbox: cannot delete the generations before outbox.%d (replayed at "
+                "start-up, they change nothing): %s",
+                generation,
+                exc,
+            )
 
     async def wait_failure(self) -> None:
         """Raise JournalError if the journal fails; never returns otherwise."""

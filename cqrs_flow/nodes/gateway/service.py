@@ -18,34 +18,49 @@ import ipaddress
 import json
 import re
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import grpc
 from aiohttp import web
 from google.protobuf import json_format
 from tartiflette import Resolver, Subscription, TartifletteError, create_engine
 
-from cqrs_flow.errors import NodeError, TopologyError
-from cqrs_flow.protobuf.conversions import data_converter
-from cqrs_flow.protobuf.messages import get_path, set_path
-from cqrs_flow.transport.mqtt import connect, new_client
-from cqrs_flow.security.mqtt_logins import login_from_env
+from cqrs_flow.contracts.ordering import CommandClock
+from cqrs_flow.contracts.plans import (
+    Call,
+    GatewayPlan,
+    MutationPlan,
+    QueryPlan,
+    Report,
+    gateway_plan,
+)
 from cqrs_flow.contracts.status import writer_online
+from cqrs_flow.errors import NodeError, TopologyError
 from cqrs_flow.nodes.gateway.commands import STATUS_SDL, SUBSCRIPTION_SDL, CommandBook
 from cqrs_flow.nodes.gateway.cost import Costs
-from cqrs_flow.nodes.gateway.limits import (Busy, LimitExceeded, OperationTimeout, RequestGate,
-                                    TooManyRequests, caller_of, too_large)
+from cqrs_flow.nodes.gateway.limits import (
+    Busy,
+    LimitExceeded,
+    OperationTimeout,
+    RequestGate,
+    TooManyRequests,
+    caller_of,
+    too_large,
+)
 from cqrs_flow.nodes.gateway.outbox import Outbox
-from cqrs_flow.nodes.runtime import NodeService
 from cqrs_flow.nodes.gateway.websocket import serve_websocket, with_request_id
-from cqrs_flow.contracts.ordering import CommandClock
-from cqrs_flow.contracts.plans import Call, GatewayPlan, MutationPlan, QueryPlan, Report, gateway_plan
+from cqrs_flow.nodes.runtime import NodeService
 from cqrs_flow.plugins import PluginContext, Rejected, start_plugins, stop_plugins
-from cqrs_flow.transport.rpc import UNAVAILABLE_PEER, ServiceClient
+from cqrs_flow.protobuf.conversions import data_converter
+from cqrs_flow.protobuf.messages import get_path, set_path
+from cqrs_flow.security.mqtt_logins import login_from_env
 from cqrs_flow.stores.journal import JournalError
-from cqrs_flow.transport.tls import channel_security, mqtt_client_context
 from cqrs_flow.topology.model import BrokerNode, GatewayNode, ReaderNode
+from cqrs_flow.transport.mqtt import connect, new_client
+from cqrs_flow.transport.rpc import UNAVAILABLE_PEER, ServiceClient
+from cqrs_flow.transport.tls import channel_security, mqtt_client_context
 
 __all__ = ["GatewayService"]
 
@@ -57,8 +72,11 @@ _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 GENERATORS = {"uuid": lambda: str(uuid.uuid4())}
 _TIMEOUT = getattr(asyncio, "timeout", None)  # Python 3.11+
-_CLIENT_ERRORS = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION,
-                  grpc.StatusCode.OUT_OF_RANGE}
+_CLIENT_ERRORS = {
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.OUT_OF_RANGE,
+}
 
 
 class RequestFailed(Exception):
@@ -76,16 +94,28 @@ class GatewayService(NodeService):
         reader = self.topology.nodes[self.node.reader]
         broker = self.topology.nodes[self.node.broker]
         assert isinstance(reader, ReaderNode) and isinstance(broker, BrokerNode)
-        self.reader = ServiceClient(self.protos, self.protos.service(reader.service),
-                                    reader.listen.target, self.credentials, timeout=self.node.reader_timeout,
-                                    security=channel_security(self.topology, reader.tls, self.node.client_tls))
-        self.plugins = await start_plugins(self.node, PluginContext(self.topology, self.node, self.protos, self.log))
+        self.reader = ServiceClient(
+            self.protos,
+            self.protos.service(reader.service),
+            reader.listen.target,
+            self.credentials,
+            timeout=self.node.reader_timeout,
+            security=channel_security(self.topology, reader.tls, self.node.client_tls),
+        )
+        self.plugins = await start_plugins(
+            self.node, PluginContext(self.topology, self.node, self.protos, self.log)
+        )
         self.book = CommandBook()
         self.clock = CommandClock()  # command ids in the order this gateway accepts commands
         self.outbox = await self._outbox()
         self.spawn(self.outbox.wait_failure(), "outbox")
-        self.mqtt = new_client(self.topology.name, self.node.name, broker, persistent=False,
-                               login=login_from_env(self.topology, self.node.name))
+        self.mqtt = new_client(
+            self.topology.name,
+            self.node.name,
+            broker,
+            persistent=False,
+            login=login_from_env(self.topology, self.node.name),
+        )
         self.republish = asyncio.Event()  # set: publish what is due now, not at the next tick
         self.connects = 0
         self.mqtt.on_connect = self._on_connect
@@ -95,8 +125,11 @@ class GatewayService(NodeService):
         self.engine = await self._engine(plan)
         self.playground = _playground_page(self.topology.name, plan.schema.example_query())
         self.list_count = self.topology.list_count(self.node)
-        self.gate = RequestGate(self.node.limits, self.node.introspection,
-                                Costs(self.engine._schema, self._parsed, self.list_count))
+        self.gate = RequestGate(
+            self.node.limits,
+            self.node.introspection,
+            Costs(self.engine._schema, self._parsed, self.list_count),
+        )
         self.trusted_proxies = tuple(ipaddress.ip_network(p) for p in self.node.trusted_proxies)
 
         app = web.Application(client_max_size=self.node.limits.body_bytes, middlewares=[self._edge])
@@ -107,22 +140,31 @@ class GatewayService(NodeService):
         app.router.add_get("/health", self._health)
         if self.node.playground:
             app.router.add_static("/playground/static/", PLAYGROUND / "static")
-        self.runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
+        self.runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=2.0
+        )
         await self.runner.setup()
         site = web.TCPSite(self.runner, self.node.listen.host, self.node.listen.port)
         try:
             await site.start()
         except OSError as exc:
-            raise NodeError(f"HTTP server cannot listen on {self.node.listen}: {exc.strerror or exc}") from None
-        self.log.info("GraphQL on %s (reader %s, broker %s)", self.node.url, reader.listen, broker.address)
+            raise NodeError(
+                f"HTTP server cannot listen on {self.node.listen}: {exc.strerror or exc}"
+            ) from None
+        self.log.info(
+            "GraphQL on %s (reader %s, broker %s)", self.node.url, reader.listen, broker.address
+        )
 
     async def _outbox(self) -> Outbox:
         redeliver_after = self.topology.redeliver_after(self.node)
         if self.node.data is None:
             return Outbox(redeliver_after)
         try:
-            return await Outbox.open(self.topology.root / self.node.data, redeliver_after,
-                                     now=asyncio.get_running_loop().time())
+            return await Outbox.open(
+                self.topology.root / self.node.data,
+                redeliver_after,
+                now=asyncio.get_running_loop().time(),
+            )
         except JournalError as exc:
             raise NodeError(str(exc)) from None
 
@@ -185,8 +227,11 @@ class GatewayService(NodeService):
             if due and woken:
                 self.log.info("published %d command(s) again", len(due))
             elif due:
-                self.log.warning("published %d command(s) again: no writer reported on them "
-                                 "within %gs", len(due), self.outbox.redeliver_after)
+                self.log.warning(
+                    "published %d command(s) again: no writer reported on them within %gs",
+                    len(due),
+                    self.outbox.redeliver_after,
+                )
 
     # -- GraphQL ------------------------------------------------------------------------------
 
@@ -196,17 +241,23 @@ class GatewayService(NodeService):
         if "commandStatus" not in plan.schema.queries:
             sdl += STATUS_SDL.format(query_type=plan.schema.query_type)
             Resolver(f"{plan.schema.query_type}.commandStatus", schema_name=schema_name)(
-                self._command_status)
+                self._command_status
+            )
             subscription = plan.schema.subscription_type
             if subscription is not None:
                 keyword = "extend" if subscription in plan.schema.object_fields else ""
                 sdl += SUBSCRIPTION_SDL.format(keyword=keyword, subscription_type=subscription)
-                Subscription(f"{subscription}.commandSettled", schema_name=schema_name)(self._command_settled)
+                Subscription(f"{subscription}.commandSettled", schema_name=schema_name)(
+                    self._command_settled
+                )
         for name, query in plan.queries.items():
-            Resolver(f"{plan.schema.query_type}.{name}", schema_name=schema_name)(self._query_resolver(query))
+            Resolver(f"{plan.schema.query_type}.{name}", schema_name=schema_name)(
+                self._query_resolver(query)
+            )
         for name, mutation in plan.mutations.items():
             Resolver(f"{plan.schema.mutation_type}.{name}", schema_name=schema_name)(
-                self._mutation_resolver(mutation))
+                self._mutation_resolver(mutation)
+            )
         return await create_engine(sdl, schema_name=schema_name, error_coercer=self._coerce_error)
 
     def _parsed(self, query: str) -> Any:
@@ -215,16 +266,24 @@ class GatewayService(NodeService):
         document, _ = self.engine._cached_parse_and_validate_query(query, self.engine._schema)
         return document
 
-    async def _execute(self, query: str, operation: str | None, variables: Any,
-                       context: dict[str, Any], caller: str, cost: int) -> dict[str, Any]:
+    async def _execute(
+        self,
+        query: str,
+        operation: str | None,
+        variables: Any,
+        context: dict[str, Any],
+        caller: str,
+        cost: int,
+    ) -> dict[str, Any]:
         """Run a query or mutation in its caller's share (RequestGate.share) within
         limits.timeout, waiting for its turn included; OperationTimeout when it takes longer."""
         timeout = self.node.limits.timeout
 
         async def run() -> dict[str, Any]:
             async with self.gate.share(caller, cost):
-                return await self.engine.execute(query, operation_name=operation,
-                                                 variables=variables, context=context)
+                return await self.engine.execute(
+                    query, operation_name=operation, variables=variables, context=context
+                )
 
         try:
             if _TIMEOUT is None:  # Python 3.10: wait_for, which runs it in a task of its own
@@ -232,10 +291,12 @@ class GatewayService(NodeService):
             async with _TIMEOUT(timeout):  # in this task: no extra step through the loop
                 return await run()
         except asyncio.TimeoutError:
-            self.log.warning("request %s: cut off after %gs (limits.timeout)", REQUEST_ID.get(),
-                             timeout)
-            raise OperationTimeout(f"the operation took longer than {timeout:g}s and was cut off "
-                                   "(limits.timeout)") from None
+            self.log.warning(
+                "request %s: cut off after %gs (limits.timeout)", REQUEST_ID.get(), timeout
+            )
+            raise OperationTimeout(
+                f"the operation took longer than {timeout:g}s and was cut off (limits.timeout)"
+            ) from None
 
     async def _command_status(self, parent: Any, args: dict[str, Any], ctx: Any, info: Any):
         return self.book.get(args["id"])
@@ -250,7 +311,10 @@ class GatewayService(NodeService):
             return error  # tartiflette's own errors (syntax, validation, coercion) and ours
         request_id = REQUEST_ID.get()
         self.log.error("request %s: internal error: %r", request_id, original, exc_info=original)
-        return {**error, "message": f"internal error (request {request_id}; details are in the gateway log)"}
+        return {
+            **error,
+            "message": f"internal error (request {request_id}; details are in the gateway log)",
+        }
 
     async def _ask(self, call: Call, args: dict[str, Any]):
         request = _build(call.request, call.arguments, args)
@@ -264,14 +328,26 @@ class GatewayService(NodeService):
                 raise RequestFailed(exc.details() or code.name.lower().replace("_", " ")) from None
             request_id = REQUEST_ID.get()
             if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                self.log.warning("request %s: reader %s: %s %s", request_id, call.rpc, code.name, exc.details())
+                self.log.warning(
+                    "request %s: reader %s: %s %s", request_id, call.rpc, code.name, exc.details()
+                )
                 peer = dict(exc.trailing_metadata() or ()).get(UNAVAILABLE_PEER, "reader")
                 raise RequestFailed(f"the {peer} is unavailable; try again") from None
-            self.log.error("request %s: reader %s failed: %s %s", request_id, call.rpc, code.name, exc.details())
-            raise RequestFailed(f"internal error (request {request_id}; details are in the gateway log)") from None
+            self.log.error(
+                "request %s: reader %s failed: %s %s",
+                request_id,
+                call.rpc,
+                code.name,
+                exc.details(),
+            )
+            raise RequestFailed(
+                f"internal error (request {request_id}; details are in the gateway log)"
+            ) from None
 
     def _query_resolver(self, plan: QueryPlan):
-        converters: dict[str, Callable[[Any], dict[str, Any]]] = {}  # message type -> its data_converter
+        converters: dict[
+            str, Callable[[Any], dict[str, Any]]
+        ] = {}  # message type -> its data_converter
 
         def data(value: Any) -> Any:
             if not hasattr(value, "DESCRIPTOR"):
@@ -310,37 +386,59 @@ class GatewayService(NodeService):
                 try:
                     await self._ask(plan.exists, args)
                 except grpc.aio.AioRpcError:
-                    return {"status": "ERROR", "message": plan.not_found.format_map(words), "id": key}
+                    return {
+                        "status": "ERROR",
+                        "message": plan.not_found.format_map(words),
+                        "id": key,
+                    }
                 except RequestFailed as exc:
                     return {"status": "ERROR", "message": f"nothing was queued: {exc}", "id": key}
             refusal = await self._before_publish(plan, command, args)
             if refusal is not None:
                 return {"status": "ERROR", "message": refusal, "id": key}
             if not self.mqtt.is_connected:
-                return {"status": "ERROR", "message": "the broker is unavailable; nothing was queued",
-                        "id": key}
+                return {
+                    "status": "ERROR",
+                    "message": "the broker is unavailable; nothing was queued",
+                    "id": key,
+                }
             command_id = self.clock.next_id()
             if plan.command_id_path:
                 if self.outbox.full:
-                    return {"status": "ERROR", "id": key, "message": f"{len(self.outbox)} commands are waiting "
-                            "for a writer; nothing was queued, try again later"}
+                    return {
+                        "status": "ERROR",
+                        "id": key,
+                        "message": f"{len(self.outbox)} commands are waiting "
+                        "for a writer; nothing was queued, try again later",
+                    }
                 set_path(command, plan.command_id_path, command_id)
             payload = command.SerializeToString()
             if plan.command_id_path:
                 try:  # with a data directory: on disk before it is published and answered
-                    await self.outbox.add(command_id, plan.topic, payload, asyncio.get_running_loop().time())
+                    await self.outbox.add(
+                        command_id, plan.topic, payload, asyncio.get_running_loop().time()
+                    )
                 except JournalError as exc:
                     self.log.error("cannot keep command %s in the outbox: %s", command_id, exc)
-                    return {"status": "ERROR", "id": key,
-                            "message": "the gateway cannot record commands; nothing was queued"}
+                    return {
+                        "status": "ERROR",
+                        "id": key,
+                        "message": "the gateway cannot record commands; nothing was queued",
+                    }
                 self.book.queued(command_id, plan.command, key)
             self.mqtt.publish(plan.topic, payload, qos=1)
-            return {"status": "OK", "message": plan.message.format_map(words), "id": key,
-                    "command_id": command_id if plan.command_id_path else None}
+            return {
+                "status": "OK",
+                "message": plan.message.format_map(words),
+                "id": key,
+                "command_id": command_id if plan.command_id_path else None,
+            }
 
         return resolve
 
-    async def _before_publish(self, plan: MutationPlan, command, args: dict[str, Any]) -> str | None:
+    async def _before_publish(
+        self, plan: MutationPlan, command, args: dict[str, Any]
+    ) -> str | None:
         """Run the plugins' checks; the message to answer with if one refuses, else None."""
         for plugin in self.plugins:
             try:
@@ -349,7 +447,9 @@ class GatewayService(NodeService):
                 return str(exc)
             except Exception:
                 request_id = REQUEST_ID.get()
-                self.log.exception("request %s: plugin '%s' failed on %s", request_id, plugin.name, plan.field)
+                self.log.exception(
+                    "request %s: plugin '%s' failed on %s", request_id, plugin.name, plan.field
+                )
                 return f"plugin '{plugin.name}' failed; nothing was queued (request {request_id})"
         return None
 
@@ -367,10 +467,14 @@ class GatewayService(NodeService):
         allowed = origin is not None and self._origin_allowed(origin)
         try:
             if request.method == "OPTIONS" and allowed and request.path in ("/", "/graphql"):
-                response: web.StreamResponse = web.Response(status=204, headers={
-                    "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
-                    "Access-Control-Allow-Headers": f"Content-Type, {REQUEST_ID_HEADER}",
-                    "Access-Control-Max-Age": "600"})
+                response: web.StreamResponse = web.Response(
+                    status=204,
+                    headers={
+                        "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+                        "Access-Control-Allow-Headers": f"Content-Type, {REQUEST_ID_HEADER}",
+                        "Access-Control-Max-Age": "600",
+                    },
+                )
             else:
                 response = await handler(request)
         except web.HTTPException as exc:  # aiohttp's own answers: 404, 405, ...
@@ -378,8 +482,11 @@ class GatewayService(NodeService):
             raise
         except Exception:
             self.log.exception("request %s: %s %s failed", request_id, request.method, request.path)
-            response = _graphql_error(f"internal error (request {request_id}; details are in the gateway log)",
-                                      500, request_id)
+            response = _graphql_error(
+                f"internal error (request {request_id}; details are in the gateway log)",
+                500,
+                request_id,
+            )
         if not response.prepared:  # a WebSocket answer went out already, with its own headers
             response.headers[REQUEST_ID_HEADER] = request_id
             if allowed:
@@ -398,19 +505,35 @@ class GatewayService(NodeService):
         if request.headers.get("Upgrade", "").lower() == "websocket":
             # Browsers do not apply CORS to WebSockets: refuse pages from other origins here.
             origin = request.headers.get("Origin")
-            if origin is not None and not _same_origin(origin, request.host) and not self._origin_allowed(origin):
-                return _graphql_error(f"WebSocket from origin {origin[:100]!r} refused: not listed in "
-                                      "the gateway's cors.origins", 403, request["request_id"])
+            if (
+                origin is not None
+                and not _same_origin(origin, request.host)
+                and not self._origin_allowed(origin)
+            ):
+                return _graphql_error(
+                    f"WebSocket from origin {origin[:100]!r} refused: not listed in "
+                    "the gateway's cors.origins",
+                    403,
+                    request["request_id"],
+                )
             try:
                 with self.gate.connected():
-                    return await serve_websocket(request, self.engine, {"request": request}, self.gate,
-                                                 request["request_id"], self._caller(request),
-                                                 self._execute)
+                    return await serve_websocket(
+                        request,
+                        self.engine,
+                        {"request": request},
+                        self.gate,
+                        request["request_id"],
+                        self._caller(request),
+                        self._execute,
+                    )
             except Busy as exc:  # raised before the upgrade: an HTTP answer still fits
                 return _graphql_error(str(exc), 503, request["request_id"])
         if self.node.playground:
             return web.Response(text=self.playground, content_type="text/html")
-        return _graphql_error("send GraphQL requests as POST with a JSON body", 405, request["request_id"])
+        return _graphql_error(
+            "send GraphQL requests as POST with a JSON body", 405, request["request_id"]
+        )
 
     def _caller(self, request: web.Request) -> str:
         """The key per-caller limits count by: the client's address (see caller_of)."""
@@ -429,23 +552,33 @@ class GatewayService(NodeService):
         except (RequestFailed, LimitExceeded) as exc:
             return _graphql_error(str(exc), 400, request_id)
         except web.HTTPRequestEntityTooLarge:
-            return _graphql_error(f"request body is larger than {self.node.limits.body_bytes} bytes "
-                                  "(limits.body_bytes)", 413, request_id)
+            return _graphql_error(
+                f"request body is larger than {self.node.limits.body_bytes} bytes "
+                "(limits.body_bytes)",
+                413,
+                request_id,
+            )
         try:
             # Counted from here: a client sending its body slowly holds a connection, not a place.
             with self.gate.admitted(caller):
-                result = await self._execute(query, operation, variables, {"request": request},
-                                             caller, cost)
+                result = await self._execute(
+                    query, operation, variables, {"request": request}, caller, cost
+                )
         except TooManyRequests as exc:  # this caller's places are taken: the others' are not
             return _too_many(exc, request_id)
         except OperationTimeout as exc:
             return _graphql_error(str(exc), 504, request_id)
-        except LimitExceeded as exc:  # Busy: refused at once, so callers back off instead of piling up
+        except (
+            LimitExceeded
+        ) as exc:  # Busy: refused at once, so callers back off instead of piling up
             return _graphql_error(str(exc), 503, request_id)
         body = json.dumps(with_request_id(result, request_id))
         if len(body) > self.node.limits.response_bytes:  # ASCII (json.dumps escapes the rest)
-            self.log.warning("request %s: answer of %d bytes refused (limits.response_bytes)",
-                             request_id, len(body))
+            self.log.warning(
+                "request %s: answer of %d bytes refused (limits.response_bytes)",
+                request_id,
+                len(body),
+            )
             return _graphql_error(too_large(self.node.limits.response_bytes), 400, request_id)
         return web.Response(text=body, content_type="application/json")
 
@@ -466,7 +599,11 @@ async def _read_request(request: web.Request) -> tuple[str, dict[str, Any] | Non
         raise RequestFailed("request body is JSON nested too deeply") from None
     if not isinstance(body, dict):
         raise RequestFailed('request body must be a JSON object like {"query": "..."}')
-    query, variables, operation = body.get("query"), body.get("variables"), body.get("operationName")
+    query, variables, operation = (
+        body.get("query"),
+        body.get("variables"),
+        body.get("operationName"),
+    )
     if not isinstance(query, str) or not query.strip():
         raise RequestFailed('request body has no "query" string')
     if variables is not None and not isinstance(variables, dict):
@@ -477,8 +614,9 @@ async def _read_request(request: web.Request) -> tuple[str, dict[str, Any] | Non
 
 
 def _graphql_error(message: str, status: int, request_id: str) -> web.Response:
-    return web.json_response(with_request_id({"data": None, "errors": [{"message": message}]}, request_id),
-                             status=status)
+    return web.json_response(
+        with_request_id({"data": None, "errors": [{"message": message}]}, request_id), status=status
+    )
 
 
 def _too_many(exc: TooManyRequests, request_id: str) -> web.Response:
@@ -496,8 +634,10 @@ def _check_counts(args: dict[str, Any], cap: int) -> None:
     """A list query's whole-number arguments (its `count`) may not ask for more than `cap`."""
     for name, value in args.items():
         if isinstance(value, int) and not isinstance(value, bool) and value > cap:
-            raise RequestFailed(f"argument '{name}' is {value}; a list query returns at most {cap} "
-                                "(limits.list_count)")
+            raise RequestFailed(
+                f"argument '{name}' is {value}; a list query returns at most {cap} "
+                "(limits.list_count)"
+            )
 
 
 def _build(message_class, arguments: dict[str, str], args: dict[str, Any]):
@@ -513,8 +653,13 @@ def _build(message_class, arguments: dict[str, str], args: dict[str, Any]):
 
 
 def _playground_page(title: str, default_query: str) -> str:
-    query = json.dumps(default_query).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    query = (
+        json.dumps(default_query)
+        .replace("<", "\\u003c")
+        .replace(">", "\\u003e")
+        .replace("&", "\\u0026")
+    )
     page = (PLAYGROUND / "index.html").read_text(encoding="utf-8")
     return page.replace("{{TITLE}}", html.escape(f"{title} · GraphQL playground")).replace(
-        "{{DEFAULT_QUERY_JSON}}", query)
-
+        "{{DEFAULT_QUERY_JSON}}", query
+    )

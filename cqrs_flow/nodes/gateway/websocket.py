@@ -18,7 +18,8 @@ import asyncio
 import json
 import logging
 import re
-from typing import Any, Awaitable, Callable, Optional
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import WSMsgType, web
 
@@ -54,12 +55,21 @@ def with_request_id(result: dict[str, Any], request_id: str) -> dict[str, Any]:
 
 # Runs a query or mutation in its caller's share within limits.timeout:
 # (query, operation name, variables, context, caller, cost).
-Execute = Callable[[str, Optional[str], Any, dict[str, Any], str, int], Awaitable[dict[str, Any]]]
+Execute = Callable[[str, str | None, Any, dict[str, Any], str, int], Awaitable[dict[str, Any]]]
 
 
-async def serve_websocket(request: web.Request, engine: Any, context: dict[str, Any], gate: RequestGate,
-                          request_id: str, caller: str, execute: Execute) -> web.WebSocketResponse:
-    ws = web.WebSocketResponse(protocols=(PROTOCOL,), heartbeat=30.0, max_msg_size=gate.limits.body_bytes)
+async def serve_websocket(
+    request: web.Request,
+    engine: Any,
+    context: dict[str, Any],
+    gate: RequestGate,
+    request_id: str,
+    caller: str,
+    execute: Execute,
+) -> web.WebSocketResponse:
+    ws = web.WebSocketResponse(
+        protocols=(PROTOCOL,), heartbeat=30.0, max_msg_size=gate.limits.body_bytes
+    )
     ws.headers["X-Request-Id"] = request_id
     await ws.prepare(request)
     if ws.ws_protocol != PROTOCOL:
@@ -70,8 +80,16 @@ async def serve_websocket(request: web.Request, engine: Any, context: dict[str, 
 
 
 class _Connection:
-    def __init__(self, ws: web.WebSocketResponse, engine: Any, context: dict[str, Any], gate: RequestGate,
-                 request_id: str, caller: str, execute: Execute) -> None:
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        engine: Any,
+        context: dict[str, Any],
+        gate: RequestGate,
+        request_id: str,
+        caller: str,
+        execute: Execute,
+    ) -> None:
         self.ws = ws
         self.caller = caller
         self.execute = execute
@@ -97,7 +115,9 @@ class _Connection:
 
     def _init_timeout(self) -> None:
         if not self.acknowledged and not self.ws.closed:
-            asyncio.ensure_future(self.ws.close(code=4408, message=b"Connection initialisation timeout"))
+            asyncio.ensure_future(
+                self.ws.close(code=4408, message=b"Connection initialisation timeout")
+            )
 
     async def _handle(self, text: str) -> None:
         try:
@@ -130,45 +150,63 @@ class _Connection:
             await self.ws.close(code=4401, message=b"Unauthorized")
             return
         operation_id, payload = message.get("id"), message.get("payload")
-        if not isinstance(operation_id, str) or not isinstance(payload, dict) \
-                or not isinstance(payload.get("query"), str) \
-                or not isinstance(payload.get("variables") or {}, dict) \
-                or not isinstance(payload.get("operationName") or "", str):
+        if (
+            not isinstance(operation_id, str)
+            or not isinstance(payload, dict)
+            or not isinstance(payload.get("query"), str)
+            or not isinstance(payload.get("variables") or {}, dict)
+            or not isinstance(payload.get("operationName") or "", str)
+        ):
             await self.ws.close(code=4400, message=b"Invalid subscribe message")
             return
         if operation_id in self.operations:
-            await self.ws.close(code=4409, message=f"Subscriber for {operation_id} already exists".encode()[:120])
+            await self.ws.close(
+                code=4409, message=f"Subscriber for {operation_id} already exists".encode()[:120]
+            )
             return
         if len(self.operations) >= MAX_SUBSCRIPTIONS:
             await self._error(operation_id, f"at most {MAX_SUBSCRIPTIONS} operations at once")
             return
         try:
             self.gate.pace(self.caller)
-            cost = self.gate.check(payload["query"], payload.get("variables"),
-                                   payload.get("operationName"))
+            cost = self.gate.check(
+                payload["query"], payload.get("variables"), payload.get("operationName")
+            )
         except LimitExceeded as exc:
             await self._error(operation_id, str(exc))
             return
         self.operations[operation_id] = asyncio.ensure_future(
-            self._operate(operation_id, payload, cost))
+            self._operate(operation_id, payload, cost)
+        )
 
     async def _operate(self, operation_id: str, payload: dict[str, Any], cost: int) -> None:
         query, variables = payload["query"], payload.get("variables")
         name = payload.get("operationName")
         try:
             if is_subscription(query, name):
-                async for result in self.engine.subscribe(query, operation_name=name, variables=variables,
-                                                          context=self.context):
+                async for result in self.engine.subscribe(
+                    query, operation_name=name, variables=variables, context=self.context
+                ):
                     if result.get("data") is None and result.get("errors"):
-                        await self._send(operation_id, "error", with_request_id(result, self.request_id)["errors"])
+                        await self._send(
+                            operation_id,
+                            "error",
+                            with_request_id(result, self.request_id)["errors"],
+                        )
                         return
                     await self._send(operation_id, "next", with_request_id(result, self.request_id))
             else:
                 with self.gate.admitted(self.caller):
-                    result = await self.execute(query, name, variables, self.context, self.caller,
-                                                cost)
-                message = json.dumps({"id": operation_id, "type": "next",
-                                      "payload": with_request_id(result, self.request_id)})
+                    result = await self.execute(
+                        query, name, variables, self.context, self.caller, cost
+                    )
+                message = json.dumps(
+                    {
+                        "id": operation_id,
+                        "type": "next",
+                        "payload": with_request_id(result, self.request_id),
+                    }
+                )
                 if len(message) > self.gate.limits.response_bytes:
                     await self._error(operation_id, too_large(self.gate.limits.response_bytes))
                     return
@@ -181,13 +219,19 @@ class _Connection:
             await self._error(operation_id, str(exc))
         except Exception:
             log.exception("request %s: operation %r failed", self.request_id, operation_id[:100])
-            await self._error(operation_id, f"internal error (request {self.request_id}; "
-                                            "details are in the gateway log)")
+            await self._error(
+                operation_id,
+                f"internal error (request {self.request_id}; details are in the gateway log)",
+            )
         finally:
             self.operations.pop(operation_id, None)
 
     async def _error(self, operation_id: str, message: str) -> None:
-        await self._send(operation_id, "error", [{"message": message, "extensions": {"request_id": self.request_id}}])
+        await self._send(
+            operation_id,
+            "error",
+            [{"message": message, "extensions": {"request_id": self.request_id}}],
+        )
 
     async def _send(self, operation_id: str, kind: str, payload: Any = None) -> None:
         if self.ws.closed:

@@ -8,11 +8,11 @@ import uuid
 import pytest
 
 from cqrs_flow.contracts.operations import ShapeError, bind
-from cqrs_flow.stores.operations import InvalidRequest, Stale, apply_operation
 from cqrs_flow.contracts.ordering import CommandClock
 from cqrs_flow.contracts.plans import Report, store_plan
 from cqrs_flow.protobuf.compiler import compile_protos
 from cqrs_flow.stores import DuplicateKey, MemoryStore, NotFound
+from cqrs_flow.stores.operations import InvalidRequest, Stale, apply_operation
 
 NOW = "2024-05-06T07:08:09.010Z"
 
@@ -39,11 +39,24 @@ def contacts(shipped_protos):
 @pytest.fixture
 def call(ops, contacts, shipped_protos):
     """call(store, 'AddContact', request, timestamp=..., list_limit=...) -> response."""
+
     def run(store, rpc, request, timestamp="last_updated", list_limit=1000, command=None):
         bound = ops[rpc]
         response_class = shipped_protos.class_of(bound.method.output_type)
-        return asyncio.run(apply_operation(bound, request, store, contacts("Contact"), response_class, timestamp,
-                                     list_limit, clock=fake_clock, command=command))
+        return asyncio.run(
+            apply_operation(
+                bound,
+                request,
+                store,
+                contacts("Contact"),
+                response_class,
+                timestamp,
+                list_limit,
+                clock=fake_clock,
+                command=command,
+            )
+        )
+
     return run
 
 
@@ -57,10 +70,13 @@ def stored(store, key):
 
 
 def add(call, contacts, store, **fields):
-    return call(store, "AddContact", contacts("AddContactRequest")(contact=contacts("Contact")(**fields)))
+    return call(
+        store, "AddContact", contacts("AddContactRequest")(contact=contacts("Contact")(**fields))
+    )
 
 
 # -- binding ----------------------------------------------------------------------------------
+
 
 def test_store_plan_binds_every_rpc_of_the_shipped_store(ops):
     shape = {rpc: (b.op, b.side, b.request_field, b.response_field) for rpc, b in ops.items()}
@@ -75,23 +91,50 @@ def test_store_plan_binds_every_rpc_of_the_shipped_store(ops):
     }
 
 
-@pytest.mark.parametrize("op, rpc, message", [
-    ("list", "GetContact",
-     "GetContact (list) needs exactly one integer (count) field in contacts.GetContactRequest; found none"),
-    ("insert", "DeleteContact",
-     "DeleteContact (insert) needs exactly one contacts.Contact field in contacts.DeleteContactRequest; found none"),
-    ("insert_many", "AddContact",
-     "AddContact (insert_many) needs exactly one repeated contacts.Contact field in contacts.AddContactRequest; "
-     "found none"),
-    ("get", "ListContacts", "ListContacts (get) needs a string field 'id' in contacts.ListContactsRequest"),
-    ("delete", "AddContacts", "AddContacts (delete) needs a string field 'id' in contacts.AddContactsRequest"),
-    ("delete_many", "DeleteContact",
-     "DeleteContact (delete_many) needs exactly one repeated string field in contacts.DeleteContactRequest; "
-     "found none"),
-    ("get", "GetContact", None),
-])
+@pytest.mark.parametrize(
+    "op, rpc, message",
+    [
+        (
+            "list",
+            "GetContact",
+            "GetContact (list) needs exactly one integer (count) field in contacts.GetContactRequest; found none",
+        ),
+        (
+            "insert",
+            "DeleteContact",
+            "DeleteContact (insert) needs exactly one contacts.Contact field in contacts.DeleteContactRequest; found none",
+        ),
+        (
+            "insert_many",
+            "AddContact",
+            "AddContact (insert_many) needs exactly one repeated contacts.Contact field in contacts.AddContactRequest; "
+            "found none",
+        ),
+        (
+            "get",
+            "ListContacts",
+            "ListContacts (get) needs a string field 'id' in contacts.ListContactsRequest",
+        ),
+        (
+            "delete",
+            "AddContacts",
+            "AddContacts (delete) needs a string field 'id' in contacts.AddContactsRequest",
+        ),
+        (
+            "delete_many",
+            "DeleteContact",
+            "DeleteContact (delete_many) needs exactly one repeated string field in contacts.DeleteContactRequest; "
+            "found none",
+        ),
+        ("get", "GetContact", None),
+    ],
+)
 def test_bind_checks_the_shape_of_the_messages(shipped_protos, op, rpc, message):
-    service = "contacts.ContactReadService" if rpc in ("GetContact", "ListContacts") else "contacts.ContactWriteService"
+    service = (
+        "contacts.ContactReadService"
+        if rpc in ("GetContact", "ListContacts")
+        else "contacts.ContactWriteService"
+    )
     method = shipped_protos.method(service, rpc)
     document = shipped_protos.message_descriptor("contacts.Contact")
     if message is None:
@@ -105,7 +148,9 @@ def test_bind_checks_the_shape_of_the_messages(shipped_protos, op, rpc, message)
 def test_bind_needs_a_string_key_in_the_document(shipped_protos):
     method = shipped_protos.method("contacts.ContactWriteService", "AddContact")
     document = shipped_protos.message_descriptor("contacts.Contact")
-    with pytest.raises(ShapeError, match="the document contacts.Contact needs a string key field 'email'"):
+    with pytest.raises(
+        ShapeError, match="the document contacts.Contact needs a string key field 'email'"
+    ):
         bind("insert", method, document, "email")
 
 
@@ -116,6 +161,7 @@ def test_bind_refuses_an_unknown_operation(shipped_protos):
 
 
 # -- insert -----------------------------------------------------------------------------------
+
 
 def test_insert_generates_a_key_and_sets_the_timestamp(call, contacts, store):
     response = add(call, contacts, store, name="Ann")
@@ -144,6 +190,7 @@ def test_insert_of_a_taken_key_is_a_duplicate(call, contacts, store):
 
 
 # -- update -----------------------------------------------------------------------------------
+
 
 def test_update_sets_fields_and_the_timestamp(call, contacts, store):
     add(call, contacts, store, id="c1", name="Ann")
@@ -204,15 +251,34 @@ def people(tmp_path_factory):
 def run_people(people, op, rpc, request, store):
     method = people.method("people.PeopleService", rpc)
     bound = bind(op, method, people.message_descriptor("people.Person"), "id")
-    return asyncio.run(apply_operation(bound, request, store, people.message_class("people.Person"),
-                                 people.class_of(method.output_type), None, 1000, clock=fake_clock))
+    return asyncio.run(
+        apply_operation(
+            bound,
+            request,
+            store,
+            people.message_class("people.Person"),
+            people.class_of(method.output_type),
+            None,
+            1000,
+            clock=fake_clock,
+        )
+    )
 
 
 def test_update_keeps_the_fields_with_presence_it_does_not_set(people, store):
     person, address = people.message_class("people.Person"), people.message_class("people.Address")
     request = people.message_class("people.PersonRequest")
-    run_people(people, "insert", "Add", request(person=person(
-        id="p1", name="Ann", email="ann@example.org", address=address(city="Oslo"), age=30)), store)
+    run_people(
+        people,
+        "insert",
+        "Add",
+        request(
+            person=person(
+                id="p1", name="Ann", email="ann@example.org", address=address(city="Oslo"), age=30
+            )
+        ),
+        store,
+    )
     run_people(people, "update", "Update", request(person=person(id="p1", name="Bea")), store)
     after = stored(store, "p1")
     assert after["name"] == "Bea"
@@ -226,21 +292,32 @@ def test_update_keeps_the_fields_with_presence_it_does_not_set(people, store):
 
 def test_get_can_answer_with_the_document_itself(people, store):
     person = people.message_class("people.Person")
-    run_people(people, "insert", "Add", people.message_class("people.PersonRequest")(
-        person=person(id="p1", name="Ann")), store)
-    found = run_people(people, "get", "Get", people.message_class("people.PersonKey")(id="p1"), store)
+    run_people(
+        people,
+        "insert",
+        "Add",
+        people.message_class("people.PersonRequest")(person=person(id="p1", name="Ann")),
+        store,
+    )
+    found = run_people(
+        people, "get", "Get", people.message_class("people.PersonKey")(id="p1"), store
+    )
     assert isinstance(found, person)
     assert (found.id, found.name) == ("p1", "Ann")
 
 
 def test_list_needs_an_integer_field(people):
     method = people.method("people.PeopleService", "Search")
-    with pytest.raises(ShapeError, match=r"Search \(list\) needs exactly one integer \(count\) field in "
-                                         r"people.Filter; found none"):
+    with pytest.raises(
+        ShapeError,
+        match=r"Search \(list\) needs exactly one integer \(count\) field in "
+        r"people.Filter; found none",
+    ):
         bind("list", method, people.message_descriptor("people.Person"), "id")
 
 
 # -- delete -----------------------------------------------------------------------------------
+
 
 def test_delete(call, contacts, store):
     add(call, contacts, store, id="c1", name="Ann")
@@ -262,13 +339,16 @@ def test_delete_without_a_key_is_invalid(call, contacts, store):
 
 # -- many -------------------------------------------------------------------------------------
 
+
 def add_many(call, contacts, store, *people):
     request = contacts("AddContactsRequest")(contacts=[contacts("Contact")(**p) for p in people])
     return call(store, "AddContacts", request)
 
 
 def test_insert_many_counts_and_stamps(call, contacts, store):
-    response = add_many(call, contacts, store, {"id": "a", "name": "A"}, {"name": "B"}, {"id": "c", "name": "C"})
+    response = add_many(
+        call, contacts, store, {"id": "a", "name": "A"}, {"name": "B"}, {"id": "c", "name": "C"}
+    )
     assert response.count == 3
     assert response.id == ""  # no single key to report
     everyone = asyncio.run(store.list(10))
@@ -293,18 +373,25 @@ def test_insert_many_with_a_key_twice_in_the_request(call, contacts, store):
 
 def test_delete_many_counts_only_what_existed(call, contacts, store):
     add_many(call, contacts, store, {"id": "a"}, {"id": "b"}, {"id": "c"})
-    response = call(store, "DeleteContacts", contacts("DeleteContactsRequest")(ids=["a", "c", "zz"]))
+    response = call(
+        store, "DeleteContacts", contacts("DeleteContactsRequest")(ids=["a", "c", "zz"])
+    )
     assert response.count == 2
     assert [d["id"] for d in asyncio.run(store.list(10))] == ["b"]
 
 
 # -- get and list -----------------------------------------------------------------------------
 
+
 def test_get(call, contacts, store):
     add(call, contacts, store, id="c1", name="Ann")
     response = call(store, "GetContact", contacts("GetContactRequest")(id="c1"))
     assert isinstance(response, contacts("GetContactResponse"))
-    assert (response.contact.id, response.contact.name, response.contact.last_updated) == ("c1", "Ann", NOW)
+    assert (response.contact.id, response.contact.name, response.contact.last_updated) == (
+        "c1",
+        "Ann",
+        NOW,
+    )
 
 
 def test_get_of_a_missing_document_is_not_found(call, contacts, store):
@@ -317,17 +404,20 @@ def test_get_without_a_key_is_invalid(call, contacts, store):
         call(store, "GetContact", contacts("GetContactRequest")())
 
 
-@pytest.mark.parametrize("count, limit, expected", [(3, 1000, 3), (10, 1000, 5), (10, 4, 4), (3, 2, 2), (0, 1000, 0)])
+@pytest.mark.parametrize(
+    "count, limit, expected", [(3, 1000, 3), (10, 1000, 5), (10, 4, 4), (3, 2, 2), (0, 1000, 0)]
+)
 def test_list_respects_count_and_list_limit(call, contacts, store, count, limit, expected):
     add_many(call, contacts, store, *({"id": f"c{i}", "name": f"n{i}"} for i in range(5)))
-    response = call(store, "ListContacts", contacts("ListContactsRequest")(count=count), list_limit=limit)
+    response = call(
+        store, "ListContacts", contacts("ListContactsRequest")(count=count), list_limit=limit
+    )
     assert [c.id for c in response.contacts] == [f"c{i}" for i in range(expected)]  # oldest first
 
 
 def test_list_with_a_negative_count_is_invalid(call, contacts, store):
     with pytest.raises(InvalidRequest, match="count must not be negative"):
         call(store, "ListContacts", contacts("ListContactsRequest")(count=-1))
-
 
 
 # -- commands apply once, and in order per key --------------------------------------------------
@@ -346,9 +436,15 @@ def test_a_command_delivered_again_is_not_applied_again(call, contacts, store):
 def test_an_older_command_does_not_undo_a_newer_one(call, contacts, store):
     clock = CommandClock()
     add_id, older, newer = clock.next_id(), clock.next_id(), clock.next_id()
-    call(store, "AddContact", contacts("AddContactRequest")(contact=contacts("Contact")(id="c1", name="Ann")),
-         command=add_id)
-    update = lambda name: contacts("UpdateContactRequest")(contact=contacts("Contact")(id="c1", name=name))
+    call(
+        store,
+        "AddContact",
+        contacts("AddContactRequest")(contact=contacts("Contact")(id="c1", name="Ann")),
+        command=add_id,
+    )
+    update = lambda name: contacts("UpdateContactRequest")(
+        contact=contacts("Contact")(id="c1", name=name)
+    )
     call(store, "UpdateContact", update("Newer"), command=newer)
     with pytest.raises(Stale):
         call(store, "UpdateContact", update("Older"), command=older)
@@ -373,9 +469,15 @@ def test_bulk_commands_leave_out_the_keys_they_must_not_touch(call, contacts, st
     clock = CommandClock()
     old, new = clock.next_id(), clock.next_id()
     add(call, contacts, store, id="plain", name="no command")
-    call(store, "AddContact", contacts("AddContactRequest")(contact=contacts("Contact")(id="c1", name="Ann")),
-         command=new)
-    response = call(store, "DeleteContacts", contacts("DeleteContactsRequest")(ids=["c1", "plain"]), command=old)
+    call(
+        store,
+        "AddContact",
+        contacts("AddContactRequest")(contact=contacts("Contact")(id="c1", name="Ann")),
+        command=new,
+    )
+    response = call(
+        store, "DeleteContacts", contacts("DeleteContactsRequest")(ids=["c1", "plain"]), command=old
+    )
     assert response.count == 1  # c1 holds a newer command; the one written without a command goes
     assert stored(store, "c1")["name"] == "Ann"
     with pytest.raises(NotFound):
@@ -384,7 +486,9 @@ def test_bulk_commands_leave_out_the_keys_they_must_not_touch(call, contacts, st
 
 def test_commands_with_ids_of_their_own_apply_once_each(call, contacts, store):
     add(call, contacts, store, id="c1", name="Ann")
-    update = lambda name: contacts("UpdateContactRequest")(contact=contacts("Contact")(id="c1", name=name))
+    update = lambda name: contacts("UpdateContactRequest")(
+        contact=contacts("Contact")(id="c1", name=name)
+    )
     call(store, "UpdateContact", update("B"), command="client-b")
     call(store, "UpdateContact", update("A"), command="client-a")  # no order known: applies
     with pytest.raises(Stale):

@@ -25,14 +25,17 @@ def test_ids_carry_the_time():
     assert clock.next_id().startswith("01234567-89ab-7")
 
 
-@pytest.mark.parametrize("text, ordered", [
-    ("01890a5d-ac96-774b-bcce-b302099a8057", True),
-    (str(uuid.uuid4()), False),
-    ("01890A5D-AC96-774B-BCCE-B302099A8057", False),  # not canonical: would not sort as text
-    ("01890a5d-ac96-774b-7cce-b302099a8057", False),  # wrong variant
-    ("cmd-1", False),
-    ("", False),
-])
+@pytest.mark.parametrize(
+    "text, ordered",
+    [
+        ("01890a5d-ac96-774b-bcce-b302099a8057", True),
+        (str(uuid.uuid4()), False),
+        ("01890A5D-AC96-774B-BCCE-B302099A8057", False),  # not canonical: would not sort as text
+        ("01890a5d-ac96-774b-7cce-b302099a8057", False),  # wrong variant
+        ("cmd-1", False),
+        ("", False),
+    ],
+)
 def test_is_ordered(text, ordered):
     assert is_ordered(text) is ordered
 

@@ -8,29 +8,35 @@ import grpc
 import pytest
 
 import cqrs_flow.nodes.store as store_node
-from cqrs_flow.security.tokens import ENV_SECRET, Credentials, credentials_from_env, derive_token
+from cqrs_flow.contracts.plans import Report, store_plan
 from cqrs_flow.errors import TopologyError
 from cqrs_flow.nodes.store import StoreService
-from cqrs_flow.contracts.plans import Report, store_plan
 from cqrs_flow.protobuf.compiler import compile_protos
+from cqrs_flow.security.tokens import ENV_SECRET, Credentials, credentials_from_env, derive_token
 from cqrs_flow.topology import load_topology
 from cqrs_flow.topology.relocate import relocate
 
 SECRET = "0123456789abcdef" * 4
 DELETE = "/contacts.ContactWriteService/DeleteContact"
-REPEATED_ID = [("message DeleteContactRequest { string id = 1; string command_id = 15; }",
-                "message DeleteContactRequest { string id = 1; repeated string command_id = 15; }")]
+REPEATED_ID = [
+    (
+        "message DeleteContactRequest { string id = 1; string command_id = 15; }",
+        "message DeleteContactRequest { string id = 1; repeated string command_id = 15; }",
+    )
+]
 
 
 @pytest.fixture
 def project(make_project, proto_cache):
     """topology file on free ports -> (the store service, the compiled protos)."""
+
     def make(proto=()):
         path = make_project(proto=proto)
         topology = load_topology(relocate(path, path.parent / "relocated.yaml"))
         protos = compile_protos(list(topology.protos), topology.root)
         credentials = credentials_from_env(topology, "store", {ENV_SECRET: SECRET})
         return StoreService(topology, topology.nodes["store"], protos, credentials), protos
+
     return make
 
 
@@ -62,9 +68,11 @@ def test_a_store_whose_request_repeats_the_command_id_does_not_start(project):
 
 def test_a_repeated_command_id_is_an_invalid_argument(project, monkeypatch):
     # Were the plan's problems ignored, the store must still answer, not fail on the request.
-    monkeypatch.setattr(store_node, "store_plan",
-                        lambda topology, node, protos, report: store_plan(topology, node, protos,
-                                                                          Report(topology)))
+    monkeypatch.setattr(
+        store_node,
+        "store_plan",
+        lambda topology, node, protos, report: store_plan(topology, node, protos, Report(topology)),
+    )
     service, protos = project(REPEATED_ID)
     request = protos.message_class("contacts.DeleteContactRequest")
 
@@ -78,6 +86,8 @@ def test_a_repeated_command_id_is_an_invalid_argument(project, monkeypatch):
             await service.stop()
 
     repeated, without = asyncio.run(main())
-    assert repeated == (grpc.StatusCode.INVALID_ARGUMENT,
-                        "'command_id' must hold one string, the command id")
+    assert repeated == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "'command_id' must hold one string, the command id",
+    )
     assert without[0] == grpc.StatusCode.NOT_FOUND  # no id: served as before

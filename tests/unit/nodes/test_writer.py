@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-
 from cqrs_flow.nodes.writer import EntityLanes
 
 D = 0.1  # a "slow" work or delay, in seconds
@@ -18,6 +17,7 @@ def worker(log: list, name: str, seconds: float = 0.0, fail: bool = False):
             log.append(("fail", name))
             raise RuntimeError(f"{name} failed")
         log.append(("end", name))
+
     return work
 
 
@@ -32,16 +32,24 @@ def test_same_key_runs_in_arrival_order_even_when_the_first_is_slow():
     async def main():
         lanes, log = EntityLanes(), []
         now = asyncio.get_running_loop().time()
-        tasks = [await arrive(lanes, "k", now, worker(log, "slow", D)),
-                 await arrive(lanes, "k", now, worker(log, "fast")),
-                 await arrive(lanes, "k", now, worker(log, "last"))]
+        tasks = [
+            await arrive(lanes, "k", now, worker(log, "slow", D)),
+            await arrive(lanes, "k", now, worker(log, "fast")),
+            await arrive(lanes, "k", now, worker(log, "last")),
+        ]
         assert lanes.keys == 1
         await asyncio.gather(*tasks)
         assert lanes.keys == 0 and len(lanes) == 0  # nothing is kept once a lane is empty
         return log
 
-    assert asyncio.run(main()) == [("start", "slow"), ("end", "slow"), ("start", "fast"), ("end", "fast"),
-                                   ("start", "last"), ("end", "last")]
+    assert asyncio.run(main()) == [
+        ("start", "slow"),
+        ("end", "slow"),
+        ("start", "fast"),
+        ("end", "fast"),
+        ("start", "last"),
+        ("end", "last"),
+    ]
 
 
 def test_different_keys_run_side_by_side():
@@ -107,12 +115,16 @@ def test_a_failed_work_does_not_block_the_next_on_the_same_key():
         now = asyncio.get_running_loop().time()
         failing = await arrive(lanes, "k", now, worker(log, "bad", D / 2, fail=True))
         after = await arrive(lanes, "k", now, worker(log, "good"))
-        results = await asyncio.wait_for(asyncio.gather(failing, after, return_exceptions=True), timeout=5)
+        results = await asyncio.wait_for(
+            asyncio.gather(failing, after, return_exceptions=True), timeout=5
+        )
         return log, results, len(lanes)
 
     log, results, remaining = asyncio.run(main())
     assert log == [("start", "bad"), ("fail", "bad"), ("start", "good"), ("end", "good")]
-    assert isinstance(results[0], RuntimeError) and results[1] is None  # the error reaches its caller
+    assert (
+        isinstance(results[0], RuntimeError) and results[1] is None
+    )  # the error reaches its caller
     assert remaining == 0
 
 
@@ -120,8 +132,10 @@ def test_an_empty_key_keeps_no_order():
     async def main():
         lanes, log = EntityLanes(), []
         now = asyncio.get_running_loop().time()
-        tasks = [await arrive(lanes, "", now, worker(log, "slow", D)),
-                 await arrive(lanes, "", now, worker(log, "fast"))]
+        tasks = [
+            await arrive(lanes, "", now, worker(log, "slow", D)),
+            await arrive(lanes, "", now, worker(log, "fast")),
+        ]
         assert lanes.keys == 0
         await asyncio.gather(*tasks)
         return log
@@ -142,7 +156,12 @@ def test_cancelled_waiter_does_not_let_its_successor_overtake():
         await asyncio.gather(first, third, return_exceptions=True)
         return log
 
-    assert asyncio.run(main()) == [("start", "first"), ("end", "first"), ("start", "third"), ("end", "third")]
+    assert asyncio.run(main()) == [
+        ("start", "first"),
+        ("end", "first"),
+        ("start", "third"),
+        ("end", "third"),
+    ]
 
 
 def test_drain_waits_for_runs_in_progress_and_reports_the_unfinished():

@@ -9,8 +9,8 @@ from types import SimpleNamespace
 
 from cqrs_flow.contracts.status import online_message, writer_online
 from cqrs_flow.nodes.gateway.commands import CommandBook
-from cqrs_flow.nodes.gateway.service import GatewayService
 from cqrs_flow.nodes.gateway.outbox import Outbox
+from cqrs_flow.nodes.gateway.service import GatewayService
 from cqrs_flow.nodes.writer import WriterService
 
 PLAN = SimpleNamespace(name="add_contact")
@@ -88,8 +88,9 @@ def test_the_writer_says_it_is_online_each_time_it_has_subscribed(shipped):
     for _ in range(2):  # connected, then reconnected
         writer._on_subscribe(client, 1, [1], None)
     assert writer.subscribed.is_set()
-    assert [(topic, writer_online(payload)) for topic, payload in client.published] == \
-        [(shipped.status_topic, ("writer.1", ["CONTACT/ADD", "CONTACT/DELETE"]))] * 2
+    assert [(topic, writer_online(payload)) for topic, payload in client.published] == [
+        (shipped.status_topic, ("writer.1", ["CONTACT/ADD", "CONTACT/DELETE"]))
+    ] * 2
 
 
 def test_the_gateway_publishes_at_once_what_a_writer_that_is_online_again_may_have_lost(shipped):
@@ -121,6 +122,8 @@ def test_the_gateway_publishes_at_once_what_a_broker_it_reconnected_to_may_have_
         gateway._on_connect(FlakyClient(), 0, 0, None)  # the first connect: nothing was lost
         assert gateway.outbox.due(now()) == []
         gateway._on_connect(FlakyClient(), 0, 0, None)
-        assert gateway.republish.is_set() and gateway.outbox.due(now()) == [("a", "CONTACT/ADD", b"1")]
+        assert gateway.republish.is_set() and gateway.outbox.due(now()) == [
+            ("a", "CONTACT/ADD", b"1")
+        ]
 
     asyncio.run(scenario())

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from cqrs_flow.protobuf.compiler import ProtoSet, compile_protos
 from cqrs_flow.protobuf.conversions import data_converter, from_document
 from cqrs_flow.protobuf.messages import to_data
-from cqrs_flow.protobuf.compiler import ProtoSet, compile_protos
 
 KINDS_PROTO = """
 syntax = "proto3";
@@ -64,12 +64,39 @@ def same(message) -> dict:
 
 def test_every_plain_kind_of_field(kinds):
     Plain = kinds.message_class("kinds.Plain")
-    assert same(Plain()) == {"name": "", "active": False, "small": 0, "count": 0, "delta": 0, "mask": 0,
-                             "offset": 0, "score": 0.0, "colour": "COLOUR_UNSET", "colours": [], "tags": [], "inners": [],
-                             "weights": []}
-    full = Plain(name="Ada", active=True, small=-3, count=4_000_000_000, delta=-7, mask=2**32 - 1, offset=-9,
-                 score=2.5, colour=2, colours=[1, 0, 2], tags=["a", "b"], weights=[0.5, float("nan")],
-                 inner={"label": "x", "marks": [1, 2], "colour": 1}, nickname="", rank=0, word="hi")
+    assert same(Plain()) == {
+        "name": "",
+        "active": False,
+        "small": 0,
+        "count": 0,
+        "delta": 0,
+        "mask": 0,
+        "offset": 0,
+        "score": 0.0,
+        "colour": "COLOUR_UNSET",
+        "colours": [],
+        "tags": [],
+        "inners": [],
+        "weights": [],
+    }
+    full = Plain(
+        name="Ada",
+        active=True,
+        small=-3,
+        count=4_000_000_000,
+        delta=-7,
+        mask=2**32 - 1,
+        offset=-9,
+        score=2.5,
+        colour=2,
+        colours=[1, 0, 2],
+        tags=["a", "b"],
+        weights=[0.5, float("nan")],
+        inner={"label": "x", "marks": [1, 2], "colour": 1},
+        nickname="",
+        rank=0,
+        word="hi",
+    )
     full.inners.add(label="y")
     found = same(full)
     assert found["inner"] == {"label": "x", "marks": [1, 2], "colour": "RED"}
@@ -100,8 +127,9 @@ def test_other_types_are_converted_by_to_data_itself(kinds, name):
 
 
 def test_types_to_data_handles_still_convert_the_same(kinds):
-    wide = kinds.message_class("kinds.Wide")(name="w", big=-(2**60), huge=2**64 - 1, blob=b"\x00\xff", ratio=0.1,
-                                             counts={"a": 1})
+    wide = kinds.message_class("kinds.Wide")(
+        name="w", big=-(2**60), huge=2**64 - 1, blob=b"\x00\xff", ratio=0.1, counts={"a": 1}
+    )
     wide.at.seconds = 10
     same(wide)
     tree = kinds.message_class("kinds.Tree")(name="root")
@@ -110,11 +138,14 @@ def test_types_to_data_handles_still_convert_the_same(kinds):
 
 
 def test_the_shipped_contact(shipped_protos):
-    contact = shipped_protos.message_class("contacts.Contact")(id="1", name="Ada", last_updated="2026-01-01T00:00:00Z")
+    contact = shipped_protos.message_class("contacts.Contact")(
+        id="1", name="Ada", last_updated="2026-01-01T00:00:00Z"
+    )
     assert same(contact) == {"id": "1", "name": "Ada", "last_updated": "2026-01-01T00:00:00Z"}
 
 
 # -- from_document: what ParseDict(ignore_unknown_fields=True) gives ----------------------------
+
 
 def parsed(document: dict, cls):
     """from_document's message, checked against json_format's (or its error against json_format's)."""
@@ -128,7 +159,9 @@ def parsed(document: dict, cls):
         return None
     found = from_document(document, cls)
     assert found == expected
-    assert found.SerializeToString(deterministic=True) == expected.SerializeToString(deterministic=True)
+    assert found.SerializeToString(deterministic=True) == expected.SerializeToString(
+        deterministic=True
+    )
     assert [f.name for f, _ in found.ListFields()] == [f.name for f, _ in expected.ListFields()]
     return found
 
@@ -137,9 +170,24 @@ def test_documents_as_to_document_writes_them(kinds, monkeypatch):
     from google.protobuf import json_format
 
     Plain = kinds.message_class("kinds.Plain")
-    full = Plain(name="Ada", active=True, small=-3, count=4_000_000_000, delta=-7, mask=2**32 - 1, offset=-9,
-                 score=2.5, colour=2, colours=[1, 0, 2], tags=["a", "b"], weights=[0.5, float("inf")],
-                 inner={"label": "x", "marks": [1, 2], "colour": 1}, nickname="", rank=0, thing={"label": "t"})
+    full = Plain(
+        name="Ada",
+        active=True,
+        small=-3,
+        count=4_000_000_000,
+        delta=-7,
+        mask=2**32 - 1,
+        offset=-9,
+        score=2.5,
+        colour=2,
+        colours=[1, 0, 2],
+        tags=["a", "b"],
+        weights=[0.5, float("inf")],
+        inner={"label": "x", "marks": [1, 2], "colour": 1},
+        nickname="",
+        rank=0,
+        thing={"label": "t"},
+    )
     full.inners.add(label="y")
     for message in (full, Plain(), Plain(word="w"), Plain(number=0)):
         assert parsed({**to_data(message), "_id": "ignored"}, Plain) == message
@@ -149,34 +197,52 @@ def test_documents_as_to_document_writes_them(kinds, monkeypatch):
     assert from_document(to_data(full), Plain) == full
 
 
-@pytest.mark.parametrize("document", [
-    {"name": 5},                              # wrong types: ParseDict's error
-    {"active": "yes"},
-    {"small": 2**40},                         # out of range
-    {"colour": "PURPLE"},                     # an enum name it does not know: ignored
-    {"colour": 2, "colours": [1, "GREEN"]},   # enum numbers
-    {"score": "NaN", "weights": ["-Infinity", 1]},
-    {"small": 3.0, "count": "12"},            # numbers as ParseDict takes them
-    {"name": None, "inner": None},            # nulls
-    {"lastName": "x", "inner": {"label": "l", "extra": 1}},  # unknown keys, at every level
-    {"name": "a", "word": "w", "number": 1},  # two members of one oneof
-    {"tags": "not a list"},
-    {"inners": [{"label": "a"}, {"marks": [1, 2]}]},
-])
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"name": 5},  # wrong types: ParseDict's error
+        {"active": "yes"},
+        {"small": 2**40},  # out of range
+        {"colour": "PURPLE"},  # an enum name it does not know: ignored
+        {"colour": 2, "colours": [1, "GREEN"]},  # enum numbers
+        {"score": "NaN", "weights": ["-Infinity", 1]},
+        {"small": 3.0, "count": "12"},  # numbers as ParseDict takes them
+        {"name": None, "inner": None},  # nulls
+        {"lastName": "x", "inner": {"label": "l", "extra": 1}},  # unknown keys, at every level
+        {"name": "a", "word": "w", "number": 1},  # two members of one oneof
+        {"tags": "not a list"},
+        {"inners": [{"label": "a"}, {"marks": [1, 2]}]},
+    ],
+)
 def test_other_documents_give_what_parse_dict_gives(kinds, document):
     parsed(document, kinds.message_class("kinds.Plain"))
 
 
 def test_a_field_by_its_json_name(kinds, shipped_protos):
-    contact = parsed({"id": "1", "lastUpdated": "2026"}, shipped_protos.message_class("contacts.Contact"))
+    contact = parsed(
+        {"id": "1", "lastUpdated": "2026"}, shipped_protos.message_class("contacts.Contact")
+    )
     assert contact.last_updated == "2026"
 
 
-@pytest.mark.parametrize("name, document", [
-    ("kinds.Wide", {"name": "w", "big": "123", "huge": 5, "blob": "AP8=", "ratio": 0.5, "counts": {"a": 1},
-                    "at": "1970-01-01T00:00:10Z"}),
-    ("kinds.Tree", {"name": "r", "children": [{"name": "c", "children": []}]}),
-])
+@pytest.mark.parametrize(
+    "name, document",
+    [
+        (
+            "kinds.Wide",
+            {
+                "name": "w",
+                "big": "123",
+                "huge": 5,
+                "blob": "AP8=",
+                "ratio": 0.5,
+                "counts": {"a": 1},
+                "at": "1970-01-01T00:00:10Z",
+            },
+        ),
+        ("kinds.Tree", {"name": "r", "children": [{"name": "c", "children": []}]}),
+    ],
+)
 def test_other_types_go_through_parse_dict(kinds, name, document):
     parsed(document, kinds.message_class(name))
 
@@ -184,4 +250,6 @@ def test_other_types_go_through_parse_dict(kinds, name, document):
 def test_the_shipped_documents(shipped_protos):
     Contact = shipped_protos.message_class("contacts.Contact")
     document = {"_id": "1", "id": "1", "name": "Ada", "last_updated": "2026-01-01T00:00:00.000Z"}
-    assert parsed(document, Contact) == Contact(id="1", name="Ada", last_updated="2026-01-01T00:00:00.000Z")
+    assert parsed(document, Contact) == Contact(
+        id="1", name="Ada", last_updated="2026-01-01T00:00:00.000Z"
+    )

@@ -10,16 +10,18 @@ from dataclasses import replace
 import pytest
 from click.testing import CliRunner
 
-from cqrs_flow.security.tokens import ENV_SECRET, ENV_TOKEN
 from cqrs_flow.cli import main
 from cqrs_flow.errors import NodeError
 from cqrs_flow.security.mosquitto import acl_text, hash_password, password_text
 from cqrs_flow.security.mqtt_logins import derive_mqtt_password
 from cqrs_flow.security.secret import read_secret, secret_variables
+from cqrs_flow.security.tokens import ENV_SECRET, ENV_TOKEN
 
 SECRET = "0123456789abcdef" * 4
-SHORT = ("the system secret from {} is shorter than 16 characters; "
-         "make a strong one, e.g. openssl rand -hex 32")
+SHORT = (
+    "the system secret from {} is shorter than 16 characters; "
+    "make a strong one, e.g. openssl rand -hex 32"
+)
 
 
 @pytest.fixture
@@ -48,10 +50,18 @@ def test_password_file_has_one_line_per_user_and_no_password_in_clear(shipped):
 def test_acl_grants_each_user_its_topics_only(shipped):
     text = acl_text(shipped, shipped.nodes["broker"])
     body = [line for line in text.splitlines() if line and not line.startswith("#")]
-    assert body == ["user gateway", "topic write CONTACT/ADD", "topic write CONTACT/UPDATE",
-                    "topic write CONTACT/DELETE", "topic read contacts/status",
-                    "user writer", "topic write contacts/status", "topic read CONTACT/ADD",
-                    "topic read CONTACT/UPDATE", "topic read CONTACT/DELETE"]
+    assert body == [
+        "user gateway",
+        "topic write CONTACT/ADD",
+        "topic write CONTACT/UPDATE",
+        "topic write CONTACT/DELETE",
+        "topic read contacts/status",
+        "user writer",
+        "topic write contacts/status",
+        "topic read CONTACT/ADD",
+        "topic read CONTACT/UPDATE",
+        "topic read CONTACT/DELETE",
+    ]
 
 
 def test_mosquitto_auth_writes_both_files(runner, tmp_path, monkeypatch):
@@ -62,7 +72,9 @@ def test_mosquitto_auth_writes_both_files(runner, tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     passwords = tmp_path / "auth" / "passwords"
     assert stat.S_IMODE(passwords.stat().st_mode) == 0o600
-    assert "allow_anonymous false" in result.output and f"password_file {passwords}" in result.output
+    assert (
+        "allow_anonymous false" in result.output and f"password_file {passwords}" in result.output
+    )
     assert (tmp_path / "auth" / "acl").read_text().count("\nuser ") == 2
     assert SECRET not in result.output
 
@@ -82,7 +94,10 @@ def test_mqtt_password_prints_a_users_password(runner, monkeypatch):
     result = runner.invoke(main, ["mqtt-password", str(SHIPPED), "gateway"])
     assert result.output.strip() == derive_mqtt_password(SECRET, "gateway")
     result = runner.invoke(main, ["mqtt-password", str(SHIPPED), "nobody"])
-    assert result.exit_code == 1 and "'nobody' is not a user of broker 'broker'; users: gateway, writer" in result.stderr
+    assert (
+        result.exit_code == 1
+        and "'nobody' is not a user of broker 'broker'; users: gateway, writer" in result.stderr
+    )
 
 
 def test_mosquitto_auth_refuses_a_short_secret_from_the_environment(runner, tmp_path, monkeypatch):
@@ -96,6 +111,7 @@ def test_mosquitto_auth_refuses_a_short_secret_from_the_environment(runner, tmp_
 
 
 # -- the system secret --------------------------------------------------------------------------
+
 
 def with_secret(edit, parse, source: str):
     return parse(edit(("proto:", f"secret: {source}\nproto:")))
@@ -146,13 +162,28 @@ def test_a_secret_file_is_read_relative_to_the_topology(make_project):
     assert read_secret(replace(topology, secret=None), {}) is None
 
 
-@pytest.mark.parametrize("source, message", [
-    ("{file: ../secret}", "secret: file: '../secret' must be relative to the topology file and inside"),
-    ("{file: /etc/secret}", "secret: file: '/etc/secret' must be relative to the topology file and inside"),
-    ("{env: A, file: b}", "secret: expected exactly one of 'env' or 'file', got keys env, file"),
-    ("{}", "secret: expected exactly one of 'env' or 'file', got keys none"),
-    ("s3cr3t-in-clear", "secret: expected {env: NAME} or {file: path}, got a value written in clear"),
-])
+@pytest.mark.parametrize(
+    "source, message",
+    [
+        (
+            "{file: ../secret}",
+            "secret: file: '../secret' must be relative to the topology file and inside",
+        ),
+        (
+            "{file: /etc/secret}",
+            "secret: file: '/etc/secret' must be relative to the topology file and inside",
+        ),
+        (
+            "{env: A, file: b}",
+            "secret: expected exactly one of 'env' or 'file', got keys env, file",
+        ),
+        ("{}", "secret: expected exactly one of 'env' or 'file', got keys none"),
+        (
+            "s3cr3t-in-clear",
+            "secret: expected {env: NAME} or {file: path}, got a value written in clear",
+        ),
+    ],
+)
 def test_secret_sources_that_are_refused(edit, problems_of, source, message):
     problems = problems_of(edit(("proto:", f"secret: {source}\nproto:")))
     assert [f"{p.path}: {p.message}".startswith(message) for p in problems] == [True], problems

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
-from dataclasses import dataclass
 
-import grpc
 import pytest
 
+from cqrs_flow.errors import NodeError
 from cqrs_flow.security.tokens import (
     ENV_CALLERS,
     ENV_SECRET,
@@ -21,7 +19,6 @@ from cqrs_flow.security.tokens import (
     launch_environment,
     new_secret,
 )
-from cqrs_flow.errors import NodeError
 
 SECRET = "0123456789abcdef" * 4
 
@@ -45,29 +42,42 @@ def test_new_secret_is_fresh_each_time():
 
 
 def test_callers_of(shipped):
-    assert shipped.callers_of("store") == {"contacts.ContactWriteService": {"writer"},
-                                           "contacts.ContactReadService": {"reader"}}
+    assert shipped.callers_of("store") == {
+        "contacts.ContactWriteService": {"writer"},
+        "contacts.ContactReadService": {"reader"},
+    }
     assert shipped.callers_of("reader") == {"contacts.ContactReader": {"gateway"}}
     for node in ("broker", "writer", "gateway"):
         assert shipped.callers_of(node) == {}
 
 
 def test_callers_of_with_more_writers_and_readers(edit, parse):
-    topology = parse(edit(("  gateway:\n", "  writer2:\n    kind: writer\n    broker: broker\n"
-                                           "    store: store.write\n    commands: [add_contact]\n"
-                                           "  reader2:\n    kind: reader\n    service: contacts.ContactReader\n"
-                                           "    listen: 127.0.0.1:50054\n    store: store.read\n"
-                                           "  gateway:\n")))
-    assert topology.callers_of("store") == {"contacts.ContactWriteService": {"writer", "writer2"},
-                                            "contacts.ContactReadService": {"reader", "reader2"}}
+    topology = parse(
+        edit(
+            (
+                "  gateway:\n",
+                "  writer2:\n    kind: writer\n    broker: broker\n"
+                "    store: store.write\n    commands: [add_contact]\n"
+                "  reader2:\n    kind: reader\n    service: contacts.ContactReader\n"
+                "    listen: 127.0.0.1:50054\n    store: store.read\n"
+                "  gateway:\n",
+            )
+        )
+    )
+    assert topology.callers_of("store") == {
+        "contacts.ContactWriteService": {"writer", "writer2"},
+        "contacts.ContactReadService": {"reader", "reader2"},
+    }
     assert topology.callers_of("reader2") == {"contacts.ContactReader": set()}
 
 
 def test_launch_environment_of_the_store_holds_exactly_writer_and_reader(shipped):
     env = launch_environment(shipped, "store", SECRET)
     assert env[ENV_TOKEN] == derive_token(SECRET, "store")
-    assert json.loads(env[ENV_CALLERS]) == {"writer": digest(derive_token(SECRET, "writer")),
-                                            "reader": digest(derive_token(SECRET, "reader"))}
+    assert json.loads(env[ENV_CALLERS]) == {
+        "writer": digest(derive_token(SECRET, "writer")),
+        "reader": digest(derive_token(SECRET, "reader")),
+    }
 
 
 def test_launch_environment_of_the_reader_holds_the_gateway(shipped):
@@ -87,9 +97,14 @@ def test_credentials_from_the_secret(shipped):
     credentials = credentials_from_env(shipped, "store", {ENV_SECRET: SECRET})
     assert credentials.node == "store"
     assert credentials.token == derive_token(SECRET, "store")
-    assert dict(credentials.callers) == {"writer": digest(derive_token(SECRET, "writer")),
-                                         "reader": digest(derive_token(SECRET, "reader"))}
-    assert credentials.metadata == (("x-cqrs-flow-node", "store"), ("x-cqrs-flow-token", credentials.token))
+    assert dict(credentials.callers) == {
+        "writer": digest(derive_token(SECRET, "writer")),
+        "reader": digest(derive_token(SECRET, "reader")),
+    }
+    assert credentials.metadata == (
+        ("x-cqrs-flow-node", "store"),
+        ("x-cqrs-flow-token", credentials.token),
+    )
 
 
 def test_credentials_from_token_and_callers(shipped):
@@ -135,6 +150,7 @@ def test_no_credentials_is_a_helpful_error(shipped, env):
 
 # -- the caller check ------------------------------------------------------------------------
 
+
 def metadata(caller: str | None, token: str | None) -> tuple:
     found = []
     if caller is not None:
@@ -145,7 +161,9 @@ def metadata(caller: str | None, token: str | None) -> tuple:
 
 
 def check_of(shipped, node: str) -> CallerCheck:
-    return CallerCheck(shipped.callers_of(node), credentials_from_env(shipped, node, {ENV_SECRET: SECRET}))
+    return CallerCheck(
+        shipped.callers_of(node), credentials_from_env(shipped, node, {ENV_SECRET: SECRET})
+    )
 
 
 def refusal(shipped, node: str, method: str, caller: str | None, token: str | None) -> str | None:
@@ -154,12 +172,36 @@ def refusal(shipped, node: str, method: str, caller: str | None, token: str | No
 
 
 def test_wired_caller_is_let_through(shipped):
-    assert refusal(shipped, "store", "/contacts.ContactWriteService/AddContact",
-                   "writer", derive_token(SECRET, "writer")) is None
-    assert refusal(shipped, "store", "/contacts.ContactReadService/GetContact",
-                   "reader", derive_token(SECRET, "reader")) is None
-    assert refusal(shipped, "reader", "/contacts.ContactReader/GetContact",
-                   "gateway", derive_token(SECRET, "gateway")) is None
+    assert (
+        refusal(
+            shipped,
+            "store",
+            "/contacts.ContactWriteService/AddContact",
+            "writer",
+            derive_token(SECRET, "writer"),
+        )
+        is None
+    )
+    assert (
+        refusal(
+            shipped,
+            "store",
+            "/contacts.ContactReadService/GetContact",
+            "reader",
+            derive_token(SECRET, "reader"),
+        )
+        is None
+    )
+    assert (
+        refusal(
+            shipped,
+            "reader",
+            "/contacts.ContactReader/GetContact",
+            "gateway",
+            derive_token(SECRET, "gateway"),
+        )
+        is None
+    )
 
 
 NOT_WIRED = "node '{caller}' may not call {service}: the topology does not wire it there"
@@ -167,21 +209,58 @@ NOT_KNOWN = "caller {caller!r} is not a node of this system or its credentials a
 
 DENIALS = [
     # a writer may not read the store, a reader may not write it
-    ("store", "/contacts.ContactReadService/GetContact", "writer", derive_token(SECRET, "writer"),
-     NOT_WIRED.format(caller="writer", service="contacts.ContactReadService")),
-    ("store", "/contacts.ContactWriteService/AddContact", "reader", derive_token(SECRET, "reader"),
-     NOT_WIRED.format(caller="reader", service="contacts.ContactWriteService")),
+    (
+        "store",
+        "/contacts.ContactReadService/GetContact",
+        "writer",
+        derive_token(SECRET, "writer"),
+        NOT_WIRED.format(caller="writer", service="contacts.ContactReadService"),
+    ),
+    (
+        "store",
+        "/contacts.ContactWriteService/AddContact",
+        "reader",
+        derive_token(SECRET, "reader"),
+        NOT_WIRED.format(caller="reader", service="contacts.ContactWriteService"),
+    ),
     # the gateway may not skip the reader: the store does not even know it
-    ("store", "/contacts.ContactReadService/GetContact", "gateway", derive_token(SECRET, "gateway"),
-     NOT_KNOWN.format(caller="gateway")),
+    (
+        "store",
+        "/contacts.ContactReadService/GetContact",
+        "gateway",
+        derive_token(SECRET, "gateway"),
+        NOT_KNOWN.format(caller="gateway"),
+    ),
     # wrong token, no token, anonymous
-    ("store", "/contacts.ContactWriteService/AddContact", "writer", derive_token(SECRET, "reader"),
-     NOT_KNOWN.format(caller="writer")),
-    ("store", "/contacts.ContactWriteService/AddContact", "writer", None, NOT_KNOWN.format(caller="writer")),
-    ("reader", "/contacts.ContactReader/GetContact", None, None, NOT_KNOWN.format(caller="(anonymous)")),
+    (
+        "store",
+        "/contacts.ContactWriteService/AddContact",
+        "writer",
+        derive_token(SECRET, "reader"),
+        NOT_KNOWN.format(caller="writer"),
+    ),
+    (
+        "store",
+        "/contacts.ContactWriteService/AddContact",
+        "writer",
+        None,
+        NOT_KNOWN.format(caller="writer"),
+    ),
+    (
+        "reader",
+        "/contacts.ContactReader/GetContact",
+        None,
+        None,
+        NOT_KNOWN.format(caller="(anonymous)"),
+    ),
     # a token without a node
-    ("reader", "/contacts.ContactReader/GetContact", None, derive_token(SECRET, "gateway"),
-     NOT_KNOWN.format(caller="(anonymous)")),
+    (
+        "reader",
+        "/contacts.ContactReader/GetContact",
+        None,
+        derive_token(SECRET, "gateway"),
+        NOT_KNOWN.format(caller="(anonymous)"),
+    ),
 ]
 
 
@@ -197,10 +276,12 @@ def test_health_checks_need_no_credentials(shipped):
 def test_the_last_of_repeated_keys_counts(shipped):
     check = check_of(shipped, "store")
     writer = metadata("writer", derive_token(SECRET, "writer"))
-    assert check.refusal("contacts.ContactReadService", (("x-cqrs-flow-node", "reader"),) + writer) == \
-        NOT_WIRED.format(caller="writer", service="contacts.ContactReadService")
-    assert check.refusal("contacts.ContactWriteService", writer + (("x-cqrs-flow-token", "forged"),)) == \
-        NOT_KNOWN.format(caller="writer")
+    assert check.refusal(
+        "contacts.ContactReadService", (("x-cqrs-flow-node", "reader"),) + writer
+    ) == NOT_WIRED.format(caller="writer", service="contacts.ContactReadService")
+    assert check.refusal(
+        "contacts.ContactWriteService", writer + (("x-cqrs-flow-token", "forged"),)
+    ) == NOT_KNOWN.format(caller="writer")
 
 
 def test_a_verified_token_is_hashed_once_and_only_that_token_passes(shipped, monkeypatch):
@@ -215,14 +296,18 @@ def test_a_verified_token_is_hashed_once_and_only_that_token_passes(shipped, mon
         assert check.refusal("contacts.ContactWriteService", good) is None
     assert len(hashed) == 1
     # what was verified lets nothing else through: another token, another caller, another service
-    assert check.refusal("contacts.ContactWriteService", metadata("writer", "forged")) == \
-        NOT_KNOWN.format(caller="writer")
-    assert check.refusal("contacts.ContactWriteService", metadata("writer", derive_token(SECRET, "writer")[:-1])) \
-        == NOT_KNOWN.format(caller="writer")
-    assert check.refusal("contacts.ContactWriteService", metadata("reader", derive_token(SECRET, "writer"))) == \
-        NOT_KNOWN.format(caller="reader")
-    assert check.refusal("contacts.ContactReadService", good) == \
-        NOT_WIRED.format(caller="writer", service="contacts.ContactReadService")
+    assert check.refusal(
+        "contacts.ContactWriteService", metadata("writer", "forged")
+    ) == NOT_KNOWN.format(caller="writer")
+    assert check.refusal(
+        "contacts.ContactWriteService", metadata("writer", derive_token(SECRET, "writer")[:-1])
+    ) == NOT_KNOWN.format(caller="writer")
+    assert check.refusal(
+        "contacts.ContactWriteService", metadata("reader", derive_token(SECRET, "writer"))
+    ) == NOT_KNOWN.format(caller="reader")
+    assert check.refusal("contacts.ContactReadService", good) == NOT_WIRED.format(
+        caller="writer", service="contacts.ContactReadService"
+    )
     assert check.refusal("contacts.ContactWriteService", good) is None
 
 
@@ -234,5 +319,7 @@ def test_refused_tokens_are_not_remembered(shipped, monkeypatch):
     digest_of = auth.digest
     monkeypatch.setattr(auth, "digest", lambda token: hashed.append(token) or digest_of(token))
     for _ in range(3):
-        assert check.refusal("contacts.ContactWriteService", metadata("writer", "forged")) is not None
+        assert (
+            check.refusal("contacts.ContactWriteService", metadata("writer", "forged")) is not None
+        )
     assert len(hashed) == 3

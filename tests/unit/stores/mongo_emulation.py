@@ -14,11 +14,17 @@ import mongomock
 
 
 class EmulatedCollection:
-    def __init__(self, name: str = "contacts", shared: "EmulatedCollection | None" = None,
-                 interleave: bool = False) -> None:
+    def __init__(
+        self,
+        name: str = "contacts",
+        shared: EmulatedCollection | None = None,
+        interleave: bool = False,
+    ) -> None:
         """`shared`: another store process's view of the same collection. `interleave`: let
         other tasks run before each operation, as a network round trip would."""
-        self.collection = shared.collection if shared else mongomock.MongoClient().get_database("cqrs_flow")[name]
+        self.collection = (
+            shared.collection if shared else mongomock.MongoClient().get_database("cqrs_flow")[name]
+        )
         self.calls: list[str] = []  # the operations made, by name, in order
         self.interleave = interleave
 
@@ -27,7 +33,7 @@ class EmulatedCollection:
         await self._round_trip()
         return self.collection.find_one(filter, projection)
 
-    def find(self, filter: dict, projection: Any = None) -> "_Cursor":
+    def find(self, filter: dict, projection: Any = None) -> _Cursor:
         self.calls.append("find")
         return _Cursor(self.collection.find(filter, projection))
 
@@ -58,11 +64,11 @@ class _Cursor:
     def __init__(self, cursor: Any) -> None:
         self.cursor = cursor
 
-    def sort(self, *args: Any) -> "_Cursor":
+    def sort(self, *args: Any) -> _Cursor:
         self.cursor = self.cursor.sort(*args)
         return self
 
-    def limit(self, count: int) -> "_Cursor":
+    def limit(self, count: int) -> _Cursor:
         self.cursor = self.cursor.limit(count)
         return self
 

@@ -19,7 +19,7 @@ import mongomock
 import pytest
 
 from cqrs_flow.contracts.ordering import CommandClock
-from cqrs_flow.stores import DurableStore, DuplicateKey, MemoryStore, NotFound
+from cqrs_flow.stores import DuplicateKey, DurableStore, MemoryStore, NotFound
 from cqrs_flow.stores.base import StaleCommand
 
 MONGODB_URL = os.environ.get("MONGODB_URL")
@@ -71,7 +71,11 @@ class ReferenceStore:
         return found
 
     async def list(self, count):
-        return [{k: v for k, v in d.items() if k != "_id"} for d in self.c.find().limit(count)] if count > 0 else []
+        return (
+            [{k: v for k, v in d.items() if k != "_id"} for d in self.c.find().limit(count)]
+            if count > 0
+            else []
+        )
 
 
 async def outcome(call):
@@ -84,8 +88,15 @@ async def outcome(call):
 
 def random_operation(rng: random.Random, step: int):
     key = lambda: f"k{rng.randrange(12)}"  # noqa: E731 - few keys, so that they collide
-    doc = lambda k: {"id": k, "name": f"n{step}", "tags": [step, {"deep": step}], "address": {"city": "Oslo"}}  # noqa: E731
-    op = rng.choice(["insert", "insert", "update", "delete", "insert_many", "delete_many", "get", "list"])
+    doc = lambda k: {
+        "id": k,
+        "name": f"n{step}",
+        "tags": [step, {"deep": step}],
+        "address": {"city": "Oslo"},
+    }
+    op = rng.choice(
+        ["insert", "insert", "update", "delete", "insert_many", "delete_many", "get", "list"]
+    )
     if op == "insert":
         k = key()
         return op, (k, doc(k))
@@ -111,8 +122,12 @@ def make_store(request, tmp_path):
         if request.param == "memory":
             return MemoryStore("contacts", **supported(MemoryStore, options))
         if request.param == "durable":
-            return await DurableStore.open(tmp_path / f"data{len(databases)}", "contacts",
-                                           compact_min_records=20, **supported(DurableStore.open, options))
+            return await DurableStore.open(
+                tmp_path / f"data{len(databases)}",
+                "contacts",
+                compact_min_records=20,
+                **supported(DurableStore.open, options),
+            )
         from cqrs_flow.stores.mongodb import MongoStore
 
         if request.param == "mongodb-emulated":
@@ -128,6 +143,7 @@ def make_store(request, tmp_path):
         pytest.skip("MONGODB_URL is not set: no MongoDB server to run the contract against")
     yield make
     if databases:
+
         async def drop():
             from pymongo import AsyncMongoClient
 
@@ -147,6 +163,7 @@ def supported(constructor, options: dict) -> dict:
 
 
 # -- the documents ---------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("seed", range(3))
 def test_every_operation_answers_as_mongomock_did(make_store, seed):
@@ -194,7 +211,12 @@ def test_documents_go_in_and_out_as_copies(make_store):
         (await store.list(1))[0]["tags"].append("z")
         updated = await store.update("a", {"name": "Ann"})
         updated["address"]["city"] = "and again"
-        assert await store.get("a") == {"id": "a", "address": {"city": "Oslo"}, "tags": ["x"], "name": "Ann"}
+        assert await store.get("a") == {
+            "id": "a",
+            "address": {"city": "Oslo"},
+            "tags": ["x"],
+            "name": "Ann",
+        }
         await store.close()
 
     run(scenario())
@@ -216,6 +238,7 @@ def test_insert_many_stores_none_when_a_key_is_taken(make_store):
 
 
 # -- the command rule ------------------------------------------------------------------------------
+
 
 async def stale(call) -> str:
     """The last command a StaleCommand names (fails if the call is not refused as stale)."""
@@ -267,7 +290,9 @@ def test_a_deleted_key_keeps_its_last_command(make_store):
             await store.update("c1", {"name": "x"}, later)
         with pytest.raises(NotFound):
             await store.delete("c1", later)
-        await store.insert("c1", {"id": "c1", "back": True}, clock.next_id())  # a newer insert brings it back
+        await store.insert(
+            "c1", {"id": "c1", "back": True}, clock.next_id()
+        )  # a newer insert brings it back
         assert await store.list(10) == [{"id": "c1", "back": True}]
         await store.close()
 
@@ -332,15 +357,23 @@ def test_bulk_commands_leave_out_the_keys_they_must_not_touch(make_store):
         old, new, newest = clock.next_id(), clock.next_id(), clock.next_id()
         await store.insert("c1", {"id": "c1"}, new)
         await store.insert("plain", {"id": "plain"})
-        assert await store.delete_many(["c1", "plain", "plain", "never"], old) == 1  # c1 holds a newer one
+        assert (
+            await store.delete_many(["c1", "plain", "plain", "never"], old) == 1
+        )  # c1 holds a newer one
         assert [d["id"] for d in await store.list(10)] == ["c1"]
         assert await stale(store.insert("plain", {"id": "plain"}, old)) == old  # tombstones now
         assert await stale(store.insert("never", {"id": "never"}, old)) == old
         # insert_many: keys the command does not supersede are left out, the others stored
-        assert await store.insert_many({"c1": {"id": "c1"}, "plain": {"id": "plain"},
-                                        "fresh": {"id": "fresh"}}, new) == 2
+        assert (
+            await store.insert_many(
+                {"c1": {"id": "c1"}, "plain": {"id": "plain"}, "fresh": {"id": "fresh"}}, new
+            )
+            == 2
+        )
         assert [d["id"] for d in await store.list(10)] == ["c1", "plain", "fresh"]
-        assert await store.insert_many({"plain": {"id": "plain"}, "fresh": {"id": "fresh"}}, new) == 0  # again
+        assert (
+            await store.insert_many({"plain": {"id": "plain"}, "fresh": {"id": "fresh"}}, new) == 0
+        )  # again
         with pytest.raises(DuplicateKey, match="fresh"):
             await store.insert_many({"fresh": {"id": "fresh"}, "other": {"id": "other"}}, newest)
         assert [d["id"] for d in await store.list(10)] == ["c1", "plain", "fresh"]
@@ -355,6 +388,7 @@ def test_bulk_commands_leave_out_the_keys_they_must_not_touch(make_store):
 def test_commands_in_any_order_answer_as_the_embedded_backend(make_store, seed):
     """A random walk of writes with commands (new ones, redelivered ones, older ones, ids of a
     client's own), answered as MemoryStore answers them."""
+
     async def scenario():
         store, reference, rng = await make_store(), MemoryStore("reference"), random.Random(seed)
         clock, issued = CommandClock(), []
@@ -394,15 +428,20 @@ def test_commands_in_any_order_answer_as_the_embedded_backend(make_store, seed):
 
 # -- last writer wins -----------------------------------------------------------------------------
 
+
 def test_last_writer_wins_makes_every_write_an_assignment(make_store):
     """With the flag, a write with a newer command applies whatever the key holds: an update of a
     missing document creates it, a delete of a missing one succeeds (and leaves a tombstone), an
     insert over a live document replaces it (in its place). Stale commands are still refused,
     and an insert without a command over a live document is still a duplicate."""
+
     async def scenario():
         store, clock = await make_store(last_writer_wins=True), CommandClock()
         c = [clock.next_id() for _ in range(8)]
-        assert await store.update("a", {"id": "a", "name": "made"}, c[1]) == {"id": "a", "name": "made"}
+        assert await store.update("a", {"id": "a", "name": "made"}, c[1]) == {
+            "id": "a",
+            "name": "made",
+        }
         assert await store.get("a") == {"id": "a", "name": "made"}
         await store.delete("ghost", c[2])  # nothing there: succeeds, and remembers the command
         assert await stale(store.insert("ghost", {"id": "ghost"}, c[0])) == c[2]

@@ -18,8 +18,13 @@ KEYS = ["a", "b", "c"]
 
 # One command: (op, key, value). Values are whole documents, as the contacts updates are
 # (every field without presence is set), so each write assigns the document's state.
-commands = st.lists(st.tuples(st.sampled_from(["insert", "update", "delete"]), st.sampled_from(KEYS),
-                              st.integers(0, 9)), min_size=1, max_size=25)
+commands = st.lists(
+    st.tuples(
+        st.sampled_from(["insert", "update", "delete"]), st.sampled_from(KEYS), st.integers(0, 9)
+    ),
+    min_size=1,
+    max_size=25,
+)
 
 
 def history(ops: list[tuple[str, str, int]]) -> list[tuple[str, str, int, str]]:
@@ -84,8 +89,10 @@ def test_in_order_the_rule_changes_nothing_without_last_writer_wins(ops):
 
     async def run(with_ids: bool) -> tuple[list[str], dict[str, int]]:
         store = MemoryStore(f"c-{uuid.uuid4()}")
-        answers = [await apply(store, op, key, value, command if with_ids else None)
-                   for op, key, value, command in accepted]
+        answers = [
+            await apply(store, op, key, value, command if with_ids else None)
+            for op, key, value, command in accepted
+        ]
         return answers, await state(store)
 
     assert asyncio.run(run(True)) == asyncio.run(run(False))
@@ -101,7 +108,10 @@ def test_redelivery_after_the_fact_changes_nothing(ops, order):
 
     async def run() -> tuple[dict[str, int], dict[str, int]]:
         store = MemoryStore(f"c-{uuid.uuid4()}")
-        first = {command: await apply(store, op, key, value, command) for op, key, value, command in accepted}
+        first = {
+            command: await apply(store, op, key, value, command)
+            for op, key, value, command in accepted
+        }
         before = await state(store)
         again = list(accepted)
         order.shuffle(again)

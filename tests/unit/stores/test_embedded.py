@@ -18,8 +18,15 @@ from pathlib import Path
 import mongomock
 import pytest
 
-from cqrs_flow.stores import DurableStore, DuplicateKey, InvalidDocument, MemoryStore, NotFound, StoreError
-from cqrs_flow.stores import journal
+from cqrs_flow.stores import (
+    DuplicateKey,
+    DurableStore,
+    InvalidDocument,
+    MemoryStore,
+    NotFound,
+    StoreError,
+    journal,
+)
 from cqrs_flow.stores.journal import HEADER, frame
 from cqrs_flow.topology.loader import parse_topology
 
@@ -53,9 +60,12 @@ def test_keyed_operations_and_list_never_scan_the_collection(monkeypatch):
 
 # -- the durable store: replay ------------------------------------------------------------------
 
+
 async def fill(store: DurableStore) -> None:
     for i in range(30):
-        await store.insert(f"k{i}", {"id": f"k{i}", "n": i, "nested": {"list": [i, {"deep": True}]}})
+        await store.insert(
+            f"k{i}", {"id": f"k{i}", "n": i, "nested": {"list": [i, {"deep": True}]}}
+        )
     await store.update("k3", {"n": 333, "name": "änne ✓"})
     await store.delete("k4")
     assert await store.delete_many(["k5", "k6", "nobody"]) == 2
@@ -74,7 +84,9 @@ def test_a_reopened_store_has_every_write(tmp_path):
         assert await store.list(1000) == before
         assert len(before) == 30 - 3 + 2  # k4, k5, k6 deleted; m1, m2 added
         assert [d["id"] for d in before][-1] == "k0"  # re-inserted: last
-        assert list(store.collection.find({"n": {"$gt": 100}}, {"_id": 0, "id": 1})) == [{"id": "k3"}]
+        assert list(store.collection.find({"n": {"$gt": 100}}, {"_id": 0, "id": 1})) == [
+            {"id": "k3"}
+        ]
         await store.close()
 
     run(scenario())
@@ -110,8 +122,11 @@ asyncio.run(main())
 
 
 def test_every_acknowledged_write_survives_a_kill_9(tmp_path):
-    child = subprocess.Popen([sys.executable, "-c", CRASHING_WRITER, str(tmp_path / "data")],
-                             stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", CRASHING_WRITER, str(tmp_path / "data")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     acknowledged = []
     try:
         for line in child.stdout:
@@ -119,7 +134,9 @@ def test_every_acknowledged_write_survives_a_kill_9(tmp_path):
             if len(acknowledged) >= 3000:
                 break
         child.send_signal(signal.SIGKILL)
-        acknowledged += [line.split()[1] for line in child.stdout if line.startswith("acknowledged")]
+        acknowledged += [
+            line.split()[1] for line in child.stdout if line.startswith("acknowledged")
+        ]
     finally:
         child.kill()
         child.wait()
@@ -138,13 +155,16 @@ def journal_of(directory: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("tail", [
-    "half of a record",
-    "a header only",
-    "a bad checksum",
-    "zeros",
-    "a payload that is not an object",
-])
+@pytest.mark.parametrize(
+    "tail",
+    [
+        "half of a record",
+        "a header only",
+        "a bad checksum",
+        "zeros",
+        "a payload that is not an object",
+    ],
+)
 def test_a_torn_tail_is_dropped_and_kept_aside(tmp_path, caplog, tail):
     async def scenario():
         store = await DurableStore.open(tmp_path / "data", "contacts")
@@ -155,8 +175,8 @@ def test_a_torn_tail_is_dropped_and_kept_aside(tmp_path, caplog, tail):
         whole = journal.stat().st_size
         record = frame({"op": "insert", "key": "torn", "doc": {"id": "torn"}})
         garbage = {
-            "half of a record": record[:len(record) // 2],
-            "a header only": record[:HEADER.size],
+            "half of a record": record[: len(record) // 2],
+            "a header only": record[: HEADER.size],
             "a bad checksum": record[:-1] + b"X",
             "zeros": b"\0" * 4096,
             "a payload that is not an object": HEADER.pack(2, zlib.crc32(b"[]")) + b"[]",
@@ -180,6 +200,7 @@ def test_a_torn_tail_is_dropped_and_kept_aside(tmp_path, caplog, tail):
 
 # -- the durable store: compaction ---------------------------------------------------------------
 
+
 def test_compaction_keeps_every_document_and_drops_old_journals(tmp_path):
     async def scenario():
         directory = tmp_path / "data"
@@ -201,7 +222,11 @@ def test_compaction_keeps_every_document_and_drops_old_journals(tmp_path):
         before = await store.list(1000)
         generation = store._generation
         assert generation > 3  # compacted several times
-        assert sorted(p.name for p in directory.iterdir()) == ["journal." + str(generation), "lock", "snapshot"]
+        assert sorted(p.name for p in directory.iterdir()) == [
+            "journal." + str(generation),
+            "lock",
+            "snapshot",
+        ]
         await store.close()
         store = await DurableStore.open(directory, "contacts")
         assert await store.list(1000) == before
@@ -320,6 +345,7 @@ def test_a_long_journal_is_compacted_at_start_up(tmp_path):
 def test_a_compaction_cut_short_loses_nothing(tmp_path):
     """A crash at each step of a compaction: after the switch to the next journal (no snapshot),
     during the snapshot (snapshot.tmp), and after the snapshot (the old journal still there)."""
+
     async def scenario():
         directory = tmp_path / "data"
         store = await DurableStore.open(directory, "contacts")
@@ -328,7 +354,9 @@ def test_a_compaction_cut_short_loses_nothing(tmp_path):
         await store.close()
         # switched to journal.1 and wrote to it, but no snapshot yet
         store = await DurableStore.open(directory, "contacts")
-        old_complete = store.files.rotate(os.open(directory / "journal.1", os.O_WRONLY | os.O_CREAT | os.O_APPEND))
+        old_complete = store.files.rotate(
+            os.open(directory / "journal.1", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        )
         await store.insert("later", {"id": "later"})
         await old_complete
         before.append({"id": "later"})
@@ -369,14 +397,19 @@ def test_a_damaged_snapshot_or_a_missing_journal_stops_the_store(tmp_path):
 
 # -- the durable store: fsync before the answer ----------------------------------------------------
 
+
 def test_an_awaited_write_is_in_the_journal_file(tmp_path):
     async def scenario():
         store = await DurableStore.open(tmp_path / "data", "contacts")
         journal = journal_of(tmp_path / "data")
         await store.insert("k1", {"id": "k1", "name": "Ann"})
-        assert journal.read_bytes() == frame({"op": "insert", "key": "k1", "doc": {"id": "k1", "name": "Ann"}})
+        assert journal.read_bytes() == frame(
+            {"op": "insert", "key": "k1", "doc": {"id": "k1", "name": "Ann"}}
+        )
         await store.update("k1", {"name": "Bea"})
-        assert journal.read_bytes().endswith(frame({"op": "update", "key": "k1", "fields": {"name": "Bea"}}))
+        assert journal.read_bytes().endswith(
+            frame({"op": "update", "key": "k1", "fields": {"name": "Bea"}})
+        )
         assert store.journal.syncs == 2
         await store.close()
 
@@ -476,10 +509,13 @@ def test_a_document_that_is_no_json_data_is_refused_unchanged(tmp_path):
 
 # -- the topology key ------------------------------------------------------------------------------
 
+
 def test_the_store_data_key(shipped):
     text = shipped.source.read_text()
     assert shipped.nodes["store"].data is None
-    durable_text = text.replace("    document: contacts.Contact", "    document: contacts.Contact\n    data: state/store", 1)
+    durable_text = text.replace(
+        "    document: contacts.Contact", "    document: contacts.Contact\n    data: state/store", 1
+    )
     assert durable_text != text
     topology = parse_topology(durable_text, shipped.source)
     assert topology.nodes["store"].data == Path("state/store")

@@ -19,16 +19,20 @@ from ..helpers import ROOT
 
 _ID = r"[A-Za-z0-9_]+"
 _LABEL = r'"[^"]*"'  # quoted; a '"' in a name is written as an entity code
-_MERMAID_LINE = re.compile("|".join([
-    r"flowchart LR",
-    r"  %% .*",
-    rf"  subgraph {_ID} \[{_LABEL}\]",
-    r"  end",
-    rf" {{2,4}}{_ID}\[{_LABEL}\]",          # a node
-    rf" {{2,4}}{_ID}\(\[{_LABEL}\]\)",      # a topic
-    rf"  {_ID} (==>|-\.->)\|{_LABEL}\| {_ID}",
-    r"  linkStyle \d+(,\d+)* stroke:#[0-9a-f]{6}",
-]))
+_MERMAID_LINE = re.compile(
+    "|".join(
+        [
+            r"flowchart LR",
+            r"  %% .*",
+            rf"  subgraph {_ID} \[{_LABEL}\]",
+            r"  end",
+            rf" {{2,4}}{_ID}\[{_LABEL}\]",  # a node
+            rf" {{2,4}}{_ID}\(\[{_LABEL}\]\)",  # a topic
+            rf"  {_ID} (==>|-\.->)\|{_LABEL}\| {_ID}",
+            r"  linkStyle \d+(,\d+)* stroke:#[0-9a-f]{6}",
+        ]
+    )
+)
 _MERMAID_LINK = re.compile(rf'^  ({_ID}) (==>|-\.->)\|"([^"]*)"\| ({_ID})$', re.M)
 _MERMAID_BOX = re.compile(rf'^ +({_ID})(?:\[|\(\[)"([^"]*)"', re.M)
 _MERMAID_ARROWS = {"==>": "write", "-.->": "read"}
@@ -36,7 +40,9 @@ _MERMAID_ARROWS = {"==>": "write", "-.->": "read"}
 
 def mermaid_links(text: str) -> set[tuple[str, str, str, str]]:
     """(source, label, target, side) of every arrow."""
-    return {(s, label, t, _MERMAID_ARROWS[arrow]) for s, arrow, label, t in _MERMAID_LINK.findall(text)}
+    return {
+        (s, label, t, _MERMAID_ARROWS[arrow]) for s, arrow, label, t in _MERMAID_LINK.findall(text)
+    }
 
 
 def check_mermaid(text: str) -> None:
@@ -50,10 +56,16 @@ def check_mermaid(text: str) -> None:
         depth += line.startswith("  subgraph ") - (line == "  end")
         assert depth in (0, 1)
     assert depth == 0
-    styled = [int(i) for line in lines if line.startswith("  linkStyle ")
-              for i in line.split()[1].split(",")]
+    styled = [
+        int(i)
+        for line in lines
+        if line.startswith("  linkStyle ")
+        for i in line.split()[1].split(",")
+    ]
     assert sorted(styled) == list(range(len(_MERMAID_LINK.findall(text))))
-    ids = [m[0] for m in _MERMAID_BOX.findall(text)] + re.findall(rf"^  subgraph ({_ID})", text, re.M)
+    ids = [m[0] for m in _MERMAID_BOX.findall(text)] + re.findall(
+        rf"^  subgraph ({_ID})", text, re.M
+    )
     assert len(ids) == len(set(ids)), "an id is declared twice"
     for source, _, target, _ in mermaid_links(text):
         assert {source, target} <= set(ids), "a link to an undeclared box"
@@ -128,10 +140,16 @@ def test_the_read_and_write_sides_look_different(shipped):
     styles = dict(re.findall(r"^  linkStyle ([\d,]+) (stroke:#\w+)$", text, re.M))
     assert len(styles) == 2 and len(set(styles.values())) == 2
     dot_text = dot(shipped)
-    writes = {re.sub(r'label="[^"]*"', "", line.split("[", 1)[1]) for line in dot_text.splitlines()
-              if "->" in line and "style=solid" in line}
-    reads = {re.sub(r'label="[^"]*"', "", line.split("[", 1)[1]) for line in dot_text.splitlines()
-             if "->" in line and "style=dashed" in line}
+    writes = {
+        re.sub(r'label="[^"]*"', "", line.split("[", 1)[1])
+        for line in dot_text.splitlines()
+        if "->" in line and "style=solid" in line
+    }
+    reads = {
+        re.sub(r'label="[^"]*"', "", line.split("[", 1)[1])
+        for line in dot_text.splitlines()
+        if "->" in line and "style=dashed" in line
+    }
     assert len(writes) == 1 and len(reads) == 1 and writes != reads  # one look per side
 
 
@@ -141,25 +159,31 @@ def test_every_node_shows_its_name_kind_and_listen_addresses(shipped):
             assert f"{node.name} ({node.kind})" in text
             for what, address in node.listens:
                 assert f"{what} {address}" in text
-    assert 'n_store["store (store)<br/>write service 127.0.0.1:50051<br/>read service 127.0.0.1:50052"]' \
+    assert (
+        'n_store["store (store)<br/>write service 127.0.0.1:50051<br/>read service 127.0.0.1:50052"]'
         in mermaid(shipped)
+    )
 
 
 def test_every_command_topic_is_a_box_inside_its_broker(shipped):
     text = mermaid(shipped)
-    broker = text[text.index("  subgraph n_broker"):text.index("  end")]
+    broker = text[text.index("  subgraph n_broker") : text.index("  end")]
     for name, command in shipped.commands.items():
         assert f'(["{command.topic}<br/>{name}"])' in broker
 
 
 def test_output_is_deterministic_whatever_the_order_of_the_file(shipped):
-    shuffled = replace(shipped, nodes=frozen_map(dict(reversed(list(shipped.nodes.items())))),
-                       commands=frozen_map(dict(reversed(list(shipped.commands.items())))))
+    shuffled = replace(
+        shipped,
+        nodes=frozen_map(dict(reversed(list(shipped.nodes.items())))),
+        commands=frozen_map(dict(reversed(list(shipped.commands.items())))),
+    )
     assert mermaid(shuffled) == mermaid(shipped) == mermaid(shipped)
     assert dot(shuffled) == dot(shipped) == dot(shipped)
 
 
 # -- other topologies -------------------------------------------------------------------------
+
 
 def test_labels_with_quotes_and_markup_are_escaped(edit, parse):
     topology = parse(edit(("topic: CONTACT/ADD", r"""topic: 'a "quoted" <b>&|\ topic'""")))
@@ -172,7 +196,9 @@ def test_labels_with_quotes_and_markup_are_escaped(edit, parse):
 
 
 def test_an_external_broker_shows_its_url_without_the_password(edit, parse):
-    topology = parse(edit(("listen: 127.0.0.1:1883", "url: mqtt://cqrs:s3cret@mqtt.example.com:1883")))
+    topology = parse(
+        edit(("listen: 127.0.0.1:1883", "url: mqtt://cqrs:s3cret@mqtt.example.com:1883"))
+    )
     for text in (mermaid(topology), dot(topology)):
         assert "broker (broker, external)" in text
         assert "mqtt://cqrs:***@mqtt.example.com:1883" in text
@@ -196,7 +222,9 @@ def test_a_writer_without_delay(edit, parse):
     assert '"consume, delay 500ms"' in mermaid(parse(edit(("delay: 3s", "delay: 500ms"))))
 
 
-@pytest.mark.parametrize("path", sorted(ROOT.glob("examples/*/topology.yaml")), ids=lambda p: p.parent.name)
+@pytest.mark.parametrize(
+    "path", sorted(ROOT.glob("examples/*/topology.yaml")), ids=lambda p: p.parent.name
+)
 def test_the_examples_draw(path):
     from cqrs_flow.topology import load_topology
 
@@ -206,6 +234,7 @@ def test_the_examples_draw(path):
 
 
 # -- the command and the README ---------------------------------------------------------------
+
 
 def test_graph_command_prints_mermaid_by_default_and_dot_on_request(shipped, monkeypatch):
     monkeypatch.chdir(ROOT)
@@ -219,7 +248,9 @@ def test_graph_command_prints_mermaid_by_default_and_dot_on_request(shipped, mon
 
 
 def test_graph_command_reports_a_broken_topology():
-    result = CliRunner().invoke(main, ["graph", str(ROOT / "tests/topologies/writer_reads_store.yaml")])
+    result = CliRunner().invoke(
+        main, ["graph", str(ROOT / "tests/topologies/writer_reads_store.yaml")]
+    )
     assert result.exit_code == 1
     assert "read/write segregation" in result.stderr
 
@@ -228,4 +259,5 @@ def test_the_readme_shows_the_shipped_topology(shipped):
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert f"```mermaid\n{mermaid(shipped)}```\n" in readme, (
         "README.md's diagram is not the shipped topology's; paste the output of "
-        "`cqrs-flow graph topology.yaml` into its ```mermaid block")
+        "`cqrs-flow graph topology.yaml` into its ```mermaid block"
+    )

@@ -23,7 +23,9 @@ from cqrs_flow.topology.model import (
 
 
 def topology_of(*nodes) -> Topology:
-    return Topology("t", Path("/nowhere/t.yaml"), (), frozen_map(), frozen_map({n.name: n for n in nodes}))
+    return Topology(
+        "t", Path("/nowhere/t.yaml"), (), frozen_map(), frozen_map({n.name: n for n in nodes})
+    )
 
 
 def bigger() -> Topology:
@@ -54,7 +56,9 @@ def test_start_order_respects_every_dependency():
     assert sorted(order) == sorted(topology.nodes)
     for name, node in topology.nodes.items():
         for dependency in node.dependencies:
-            assert order.index(dependency) < order.index(name), f"{dependency} must start before {name}"
+            assert order.index(dependency) < order.index(name), (
+                f"{dependency} must start before {name}"
+            )
 
 
 def test_start_batches_of_a_bigger_topology():
@@ -74,7 +78,9 @@ def test_dependencies_of_each_kind():
 
 
 def test_references_to_missing_nodes_do_not_break_the_order():
-    topology = topology_of(StoreNode("s"), WriterNode("w", broker="gone", store=Endpoint("s", "write")))
+    topology = topology_of(
+        StoreNode("s"), WriterNode("w", broker="gone", store=Endpoint("s", "write"))
+    )
     assert start_batches(topology) == [["s"], ["w"]]
 
 

@@ -23,8 +23,9 @@ from cqrs_flow.topology.yamlsource import LocatedData, format_path, parse_yaml
 from ..helpers import ROOT, SHIPPED
 
 SCHEMA_FILE = ROOT / "topology.schema.json"
-TOPOLOGY_FILES = sorted([SHIPPED, *ROOT.glob("tests/topologies/*.yaml"),
-                         *ROOT.glob("examples/*/topology.yaml")])
+TOPOLOGY_FILES = sorted(
+    [SHIPPED, *ROOT.glob("tests/topologies/*.yaml"), *ROOT.glob("examples/*/topology.yaml")]
+)
 DELETE = object()  # in a case below: remove the key
 
 
@@ -38,7 +39,9 @@ def validator():
 
 def schema_errors(validator, data: Any) -> list[str]:
     """Each error as 'key.path: message'."""
-    return [f"{format_path(tuple(e.absolute_path))}: {e.message}" for e in validator.iter_errors(data)]
+    return [
+        f"{format_path(tuple(e.absolute_path))}: {e.message}" for e in validator.iter_errors(data)
+    ]
 
 
 def spec_problems(data: Any) -> list[str]:
@@ -47,10 +50,12 @@ def spec_problems(data: Any) -> list[str]:
 
 # -- (a) the committed schema is the generated one ---------------------------------------------
 
+
 def test_the_committed_schema_is_up_to_date():
     assert json.loads(SCHEMA_FILE.read_text(encoding="utf-8")) == json.loads(schema_text()), (
         "topology.schema.json is out of step with cqrs_flow/topology/spec.py; regenerate it with "
-        "`cqrs-flow schema > topology.schema.json`")
+        "`cqrs-flow schema > topology.schema.json`"
+    )
 
 
 def test_schema_command_prints_it():
@@ -66,10 +71,12 @@ def test_shipped_topology_points_editors_at_the_schema():
         if first.startswith("# yaml-language-server: $schema="):
             assert (path.parent / first.split("=", 1)[1]).resolve() == SCHEMA_FILE, path
     assert SHIPPED.read_text(encoding="utf-8").startswith(
-        "# yaml-language-server: $schema=topology.schema.json\n")
+        "# yaml-language-server: $schema=topology.schema.json\n"
+    )
 
 
 # -- what the schema is made of ---------------------------------------------------------------
+
 
 def test_every_key_of_the_table_is_in_the_schema():
     schema = topology_schema()
@@ -88,16 +95,37 @@ def test_docs_defaults_and_choices_come_from_the_table():
     assert store["properties"]["list_limit"]["description"] == spec.STORE.fields["list_limit"].doc
     assert store["properties"]["list_limit"]["default"] == 1000
     assert store["properties"]["write"]["properties"]["rpcs"]["additionalProperties"] == {
-        "enum": list(spec.STORE_OPS)}
+        "enum": list(spec.STORE_OPS)
+    }
     broker = topology_schema()["properties"]["nodes"]["additionalProperties"]["allOf"][0]["then"]
     assert broker["properties"]["listen"]["default"] == "127.0.0.1:1883"
     assert topology_schema()["properties"]["ready_timeout"]["default"] == "30s"
 
 
 # Keywords of draft-07 that mean the same in 2020-12; editors' YAML language server knows draft-07.
-DRAFT_07_KEYWORDS = {"$schema", "title", "description", "default", "examples", "type", "enum", "const",
-                     "properties", "required", "additionalProperties", "propertyNames", "items",
-                     "anyOf", "allOf", "if", "then", "pattern", "minLength", "minimum", "maximum"}
+DRAFT_07_KEYWORDS = {
+    "$schema",
+    "title",
+    "description",
+    "default",
+    "examples",
+    "type",
+    "enum",
+    "const",
+    "properties",
+    "required",
+    "additionalProperties",
+    "propertyNames",
+    "items",
+    "anyOf",
+    "allOf",
+    "if",
+    "then",
+    "pattern",
+    "minLength",
+    "minimum",
+    "maximum",
+}
 
 
 def test_the_schema_uses_only_keywords_editors_know():
@@ -126,8 +154,11 @@ def test_a_type_with_no_mapping_is_an_error_not_a_hole(monkeypatch):
         return value
 
     with_extra_field(monkeypatch, spec.Field(port_range))
-    with pytest.raises(UnmappedType, match=r"extra: no JSON Schema for spec type 'port_range'; "
-                                           r"add it to _SCALARS"):
+    with pytest.raises(
+        UnmappedType,
+        match=r"extra: no JSON Schema for spec type 'port_range'; "
+        r"add it to _SCALARS",
+    ):
         topology_schema()
 
 
@@ -146,28 +177,39 @@ def test_a_default_that_cannot_be_written_back_is_an_error(monkeypatch):
 
 # -- (b) real topology files are valid ----------------------------------------------------------
 
+
 @pytest.mark.parametrize("path", TOPOLOGY_FILES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_topology_files_are_valid_where_the_spec_says_so(validator, path: Path):
     data = parse_yaml(path.read_text(encoding="utf-8")).data
     assert schema_errors(validator, data) == spec_problems(data) == []
     try:
         load_topology(path)
-    except TopologyError as exc:  # a wiring problem (on purpose in tests/topologies): not the schema's
+    except (
+        TopologyError
+    ) as exc:  # a wiring problem (on purpose in tests/topologies): not the schema's
         assert not any(p in str(exc) for p in ("unknown key", "expected", "missing required"))
 
 
 # -- (c) invalid documents: both refuse them ----------------------------------------------------
 
-@pytest.mark.parametrize("old, new, path", [
-    ("delay: 3s", "dealy: 3s", "nodes.writer.dealy"),                        # unknown key
-    ("kind: broker", "kind: borker", "nodes.broker.kind"),                   # wrong kind
-    ("listen: 127.0.0.1:8080", "listen: 127.0.0.1:80800", "nodes.gateway.listen"),  # bad address
-    ("listen: 127.0.0.1:8080", "listen: localhost", "nodes.gateway.listen"),
-    ("delay: 3s", "delay: 3 sec", "nodes.writer.delay"),
-    ("topic: CONTACT/ADD", "topic: CONTACT/#", "commands.add_contact.topic"),
-    ("store: store.read", "store: store.raed", "nodes.reader.store"),
-    ("    document: contacts.Contact\n", "", "nodes.store"),                # missing required key
-])
+
+@pytest.mark.parametrize(
+    "old, new, path",
+    [
+        ("delay: 3s", "dealy: 3s", "nodes.writer.dealy"),  # unknown key
+        ("kind: broker", "kind: borker", "nodes.broker.kind"),  # wrong kind
+        (
+            "listen: 127.0.0.1:8080",
+            "listen: 127.0.0.1:80800",
+            "nodes.gateway.listen",
+        ),  # bad address
+        ("listen: 127.0.0.1:8080", "listen: localhost", "nodes.gateway.listen"),
+        ("delay: 3s", "delay: 3 sec", "nodes.writer.delay"),
+        ("topic: CONTACT/ADD", "topic: CONTACT/#", "commands.add_contact.topic"),
+        ("store: store.read", "store: store.raed", "nodes.reader.store"),
+        ("    document: contacts.Contact\n", "", "nodes.store"),  # missing required key
+    ],
+)
 def test_schema_and_loader_refuse_the_same_documents(validator, edit, old, new, path):
     text = edit((old, new))
     with pytest.raises(TopologyError) as exc:
@@ -182,32 +224,81 @@ def test_schema_and_loader_refuse_the_same_documents(validator, edit, old, new, 
 
 AGREEMENT = [
     # listen addresses: parse_address
-    ("nodes.broker.listen", [1883, "127.0.0.1:1883", "localhost:8080", "[::1]:50051", "0.0.0.0:0080",
-                             "::1:80", "h:65535"],
-                            [0, 65536, -1, True, "127.0.0.1", ":8080", "h:0", "h:65536", "[]:80",
-                             "[::1]80", "[a]:1]:2", "h:80a", "h:", None]),
+    (
+        "nodes.broker.listen",
+        [
+            1883,
+            "127.0.0.1:1883",
+            "localhost:8080",
+            "[::1]:50051",
+            "0.0.0.0:0080",
+            "::1:80",
+            "h:65535",
+        ],
+        [
+            0,
+            65536,
+            -1,
+            True,
+            "127.0.0.1",
+            ":8080",
+            "h:0",
+            "h:65536",
+            "[]:80",
+            "[::1]80",
+            "[a]:1]:2",
+            "h:80a",
+            "h:",
+            None,
+        ],
+    ),
     # durations: parse_duration
-    ("nodes.writer.delay", [0, 3, 2.5, "3s", "500ms", "1.5m", " 3 s ", "7"],
-                           [-1, "3 sec", "-3s", ".5s", "", True, None, [3]]),
-    ("commands.add_contact.topic", ["CONTACT/ADD", "a b/c", "/"],
-                                   ["", "CONTACT/+", "#", "$SYS/x", "a\x00b", 5]),
-    ("nodes.reader.store", ["store.read", "store.write", "my-store.read"],
-                           ["store.wirte", "store", "a.b.read", "1store.read", ""]),
+    (
+        "nodes.writer.delay",
+        [0, 3, 2.5, "3s", "500ms", "1.5m", " 3 s ", "7"],
+        [-1, "3 sec", "-3s", ".5s", "", True, None, [3]],
+    ),
+    (
+        "commands.add_contact.topic",
+        ["CONTACT/ADD", "a b/c", "/"],
+        ["", "CONTACT/+", "#", "$SYS/x", "a\x00b", 5],
+    ),
+    (
+        "nodes.reader.store",
+        ["store.read", "store.write", "my-store.read"],
+        ["store.wirte", "store", "a.b.read", "1store.read", ""],
+    ),
     ("nodes.writer.broker", ["broker", "my-broker_2", "_b"], ["2broker", "a.b", "", 7]),
-    ("nodes.reader.service", ["contacts.ContactReader", "Reader"], ["contacts..Reader", "a.b-c", ""]),
+    (
+        "nodes.reader.service",
+        ["contacts.ContactReader", "Reader"],
+        ["contacts..Reader", "a.b-c", ""],
+    ),
     ("nodes.store.list_limit", [1, 1000], [0, -5, "10", True]),
     ("nodes.gateway.playground", [True, False], ["yes", 1, None]),
     ("nodes.store.write.rpcs.AddContact", ["insert", "list"], ["upsert", ""]),
-    ("nodes.gateway.mutations.addContact.generate", [{"contact.id": "uuid"}, {}, None],
-                                                    [{"contact.id": "uuid4"}, {"contact..id": "uuid"}]),
+    (
+        "nodes.gateway.mutations.addContact.generate",
+        [{"contact.id": "uuid"}, {}, None],
+        [{"contact.id": "uuid4"}, {"contact..id": "uuid"}],
+    ),
     ("nodes.writer.commands", ["add_contact", ["add_contact"], []], [["bad name"], [1], {}]),
     # a section with a shorthand
-    ("nodes.gateway.queries.contact", ["GetContact", {"rpc": "GetContact"},
-                                       {"rpc": "GetContact", "result": "contact", "arguments": {"id": "id"}}],
-                                      [{"result": "contact"}, {"rcp": "GetContact"}, None, ["GetContact"]]),
+    (
+        "nodes.gateway.queries.contact",
+        [
+            "GetContact",
+            {"rpc": "GetContact"},
+            {"rpc": "GetContact", "result": "contact", "arguments": {"id": "id"}},
+        ],
+        [{"result": "contact"}, {"rcp": "GetContact"}, None, ["GetContact"]],
+    ),
     ("nodes.gateway.queries", [{}, None], [[], "GetContact"]),
-    ("nodes.gateway.mutations.addContact", ["add_contact", {"command": "add_contact"}],
-                                           [{"message": "x"}, {"command": "add_contact", "mesage": "x"}]),
+    (
+        "nodes.gateway.mutations.addContact",
+        ["add_contact", {"command": "add_contact"}],
+        [{"message": "x"}, {"command": "add_contact", "mesage": "x"}],
+    ),
     ("nodes.writer.dealy", [DELETE], ["3s"]),
     ("nodes.store.document", ["contacts.Contact"], [DELETE]),
     ("nodes.broker.kind", ["broker"], ["borker", None, DELETE]),
@@ -215,15 +306,28 @@ AGREEMENT = [
     ("proto", ["a.proto", ["a.proto", "b.proto"], []], ["", [""], None]),
     ("name", ["contacts", "my-system"], ["my system", ""]),
     # keys being added to spec.py
-    ("nodes.broker.url", ["mqtt://mqtt.example.com:1883", "mqtt://u:p@[::1]", "tcp://h/"],
-                         ["mqtt://h:99999", "http://h", "mqtt://", 1883]),
-    ("nodes.writer.topics", ["CONTACT/+", ["CONTACT/#", "#"], "+/+"],
-                            ["CONTACT/#/x", "CONT+", "", "$SYS/#", [""]]),
-    ("nodes.reader.plugins", [["plugins.x.Y"], [{"use": "x", "config": {"a": [1, {"b": None}]}}], []],
-                             [[{"config": {}}], "plugins.x.Y", [{"use": "x", "extra": 1}]]),
+    (
+        "nodes.broker.url",
+        ["mqtt://mqtt.example.com:1883", "mqtt://u:p@[::1]", "tcp://h/"],
+        ["mqtt://h:99999", "http://h", "mqtt://", 1883],
+    ),
+    (
+        "nodes.writer.topics",
+        ["CONTACT/+", ["CONTACT/#", "#"], "+/+"],
+        ["CONTACT/#/x", "CONT+", "", "$SYS/#", [""]],
+    ),
+    (
+        "nodes.reader.plugins",
+        [["plugins.x.Y"], [{"use": "x", "config": {"a": [1, {"b": None}]}}], []],
+        [[{"config": {}}], "plugins.x.Y", [{"use": "x", "extra": 1}]],
+    ),
 ]
-CASES = [(path, value, ok) for path, good, bad in AGREEMENT
-         for ok, values in ((True, good), (False, bad)) for value in values]
+CASES = [
+    (path, value, ok)
+    for path, good, bad in AGREEMENT
+    for ok, values in ((True, good), (False, bad))
+    for value in values
+]
 
 
 @pytest.fixture(scope="module")
@@ -244,8 +348,7 @@ def with_value(data: dict, path: str, value: Any) -> dict:
     return data
 
 
-@pytest.mark.parametrize("path, value, ok", CASES,
-                         ids=[f"{p}={v!r}" for p, v, _ in CASES])
+@pytest.mark.parametrize("path, value, ok", CASES, ids=[f"{p}={v!r}" for p, v, _ in CASES])
 def test_schema_and_spec_agree_value_by_value(validator, shipped_data, path, value, ok):
     data = with_value(shipped_data, path, value)
     problems, errors = spec_problems(data), schema_errors(validator, data)

@@ -18,5 +18,7 @@ def test_a_relocated_copy_loads_with_new_ports_and_the_overrides(tmp_path):
     assert not set(ports) & {a.port for n in original.nodes.values() for _, a in n.listens}
     assert all(a.host == "127.0.0.1" for n in moved.nodes.values() for _, a in n.listens)
     assert moved.nodes["writer"].delay == 0.25
-    assert (moved.root / moved.protos[0]).resolve() == (original.root / original.protos[0]).resolve()
+    assert (moved.root / moved.protos[0]).resolve() == (
+        original.root / original.protos[0]
+    ).resolve()
     assert (moved.root / moved.nodes["gateway"].schema).is_file()

@@ -17,22 +17,25 @@ from cqrs_flow.topology.spec import (
 )
 from cqrs_flow.topology.yamlsource import parse_yaml
 
-
 # -- durations --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("value, seconds", [
-    ("3s", 3.0),
-    ("500ms", 0.5),
-    (2, 2.0),
-    (2.5, 2.5),
-    ("1m", 60.0),
-    ("1.5m", 90.0),
-    ("2.5s", 2.5),
-    ("7", 7.0),
-    (0, 0.0),
-    ("0", 0.0),
-    (" 3 s ", 3.0),
-])
+
+@pytest.mark.parametrize(
+    "value, seconds",
+    [
+        ("3s", 3.0),
+        ("500ms", 0.5),
+        (2, 2.0),
+        (2.5, 2.5),
+        ("1m", 60.0),
+        ("1.5m", 90.0),
+        ("2.5s", 2.5),
+        ("7", 7.0),
+        (0, 0.0),
+        ("0", 0.0),
+        (" 3 s ", 3.0),
+    ],
+)
 def test_parse_duration(value, seconds):
     assert parse_duration(value) == pytest.approx(seconds)
     assert isinstance(parse_duration(value), float)
@@ -46,22 +49,42 @@ def test_parse_duration_rejects(value):
 
 # -- addresses --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("value, address", [
-    ("127.0.0.1:80", ("127.0.0.1", 80)),
-    (8080, ("127.0.0.1", 8080)),
-    ("[::1]:50051", ("::1", 50051)),
-    ("localhost:8080", ("localhost", 8080)),
-    ("0.0.0.0:65535", ("0.0.0.0", 65535)),
-    ("[::]:1", ("::", 1)),
-])
+
+@pytest.mark.parametrize(
+    "value, address",
+    [
+        ("127.0.0.1:80", ("127.0.0.1", 80)),
+        (8080, ("127.0.0.1", 8080)),
+        ("[::1]:50051", ("::1", 50051)),
+        ("localhost:8080", ("localhost", 8080)),
+        ("0.0.0.0:65535", ("0.0.0.0", 65535)),
+        ("[::]:1", ("::", 1)),
+    ],
+)
 def test_parse_address(value, address):
     assert parse_address(value) == address
 
 
-@pytest.mark.parametrize("value", [
-    ":80", "127.0.0.1:0", "127.0.0.1:65536", "127.0.0.1:http", "127.0.0.1: 80", "[::1]", "[::1]:x",
-    "[]:80", "localhost", 0, 70000, -1, True, None, 1.5,
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        ":80",
+        "127.0.0.1:0",
+        "127.0.0.1:65536",
+        "127.0.0.1:http",
+        "127.0.0.1: 80",
+        "[::1]",
+        "[::1]:x",
+        "[]:80",
+        "localhost",
+        0,
+        70000,
+        -1,
+        True,
+        None,
+        1.5,
+    ],
+)
 def test_parse_address_rejects(value):
     with pytest.raises(Invalid, match="expected host:port"):
         parse_address(value)
@@ -77,13 +100,17 @@ def test_address_text_and_target():
 
 # -- other scalars ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("value, message", [
-    ("CONTACT/+", "not a filter"),
-    ("CONTACT/#", "not a filter"),
-    ("$SYS/x", "reserved"),
-    ("", "expected an MQTT topic"),
-    (5, "expected an MQTT topic"),
-])
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("CONTACT/+", "not a filter"),
+        ("CONTACT/#", "not a filter"),
+        ("$SYS/x", "reserved"),
+        ("", "expected an MQTT topic"),
+        (5, "expected an MQTT topic"),
+    ],
+)
 def test_topic_rejects(value, message):
     with pytest.raises(Invalid, match=message):
         topic(value)
@@ -93,7 +120,9 @@ def test_topic_accepts_a_topic_name():
     assert topic("CONTACT/ADD") == "CONTACT/ADD"
 
 
-@pytest.mark.parametrize("value, parsed", [("store.write", ("store", "write")), ("s-1.read", ("s-1", "read"))])
+@pytest.mark.parametrize(
+    "value, parsed", [("store.write", ("store", "write")), ("s-1.read", ("s-1", "read"))]
+)
 def test_endpoint(value, parsed):
     assert endpoint(value) == parsed
 
@@ -107,7 +136,9 @@ def test_endpoint_rejects(value):
 def test_one_of_suggests_the_closest_choice():
     check_op = one_of("insert", "update")
     assert check_op("insert") == "insert"
-    with pytest.raises(Invalid, match="expected one of insert, update, got 'insrt'; did you mean 'insert'"):
+    with pytest.raises(
+        Invalid, match="expected one of insert, update, got 'insrt'; did you mean 'insert'"
+    ):
         check_op("insrt")
 
 
@@ -133,8 +164,16 @@ def test_check_fills_defaults():
     assert data["proto"] == ("a.proto",)
     assert data["ready_timeout"] == 30.0
     assert data["stop_timeout"] == 5.0
-    assert data["nodes"]["b"] == {"kind": "broker", "restart": "on-failure", "restart_limit": 5,
-                                  "listen": ("127.0.0.1", 1883), "url": None, "protocol": "3.1.1", "tls": None, "clients": {}}
+    assert data["nodes"]["b"] == {
+        "kind": "broker",
+        "restart": "on-failure",
+        "restart_limit": 5,
+        "listen": ("127.0.0.1", 1883),
+        "url": None,
+        "protocol": "3.1.1",
+        "tls": None,
+        "clients": {},
+    }
     assert data["nodes"]["w"]["delay"] == 0.0
     assert data["nodes"]["w"]["commands"] == ("c",)
     assert data["nodes"]["w"]["store"] == ("s", "write")
@@ -149,5 +188,10 @@ def test_check_reports_unknown_key_with_hint_path_and_line():
 def test_check_lists_the_keys_when_nothing_is_close():
     text = MINIMAL.replace("  b: {kind: broker}", "  b: {kind: broker, zzz: 1}")
     _, problems = check(parse_yaml(text))
-    assert problems == [Problem(4, "nodes.b.zzz", "unknown key; expected one of kind, restart, restart_limit, listen, url, protocol, tls, clients")]
-
+    assert problems == [
+        Problem(
+            4,
+            "nodes.b.zzz",
+            "unknown key; expected one of kind, restart, restart_limit, listen, url, protocol, tls, clients",
+        )
+    ]

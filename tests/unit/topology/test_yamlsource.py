@@ -53,15 +53,19 @@ def test_line_of_an_unknown_path_is_that_of_its_nearest_ancestor():
 def test_problem_carries_line_and_formatted_path():
     located = parse_yaml(NESTED)
     assert located.problem(("nodes", "writer", "commands", 1), "bad") == Problem(
-        6, "nodes.writer.commands[1]", "bad")
+        6, "nodes.writer.commands[1]", "bad"
+    )
 
 
-@pytest.mark.parametrize("path, text", [
-    ((), ""),
-    (("nodes",), "nodes"),
-    (("nodes", "writer", "commands", 0), "nodes.writer.commands[0]"),
-    ((0, "a"), "[0].a"),
-])
+@pytest.mark.parametrize(
+    "path, text",
+    [
+        ((), ""),
+        (("nodes",), "nodes"),
+        (("nodes", "writer", "commands", 0), "nodes.writer.commands[0]"),
+        ((0, "a"), "[0].a"),
+    ],
+)
 def test_format_path(path, text):
     assert format_path(path) == text
 
@@ -76,7 +80,9 @@ def test_duplicate_key_is_reported_with_its_line_and_path():
     text = "a: 1\nb:\n  c: 2\n  d: 3\n  c: 4\n"
     with pytest.raises(TopologyError, match=r"b\.c: duplicate key") as exc:
         parse_yaml(text, "t.yaml")
-    assert exc.value.problems == [Problem(5, "b.c", "duplicate key (the later one would silently win)")]
+    assert exc.value.problems == [
+        Problem(5, "b.c", "duplicate key (the later one would silently win)")
+    ]
     assert exc.value.source == "t.yaml"
     assert "t.yaml:5: b.c: duplicate key" in str(exc.value)
 

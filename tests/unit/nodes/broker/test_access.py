@@ -22,8 +22,14 @@ def _string(value: str | bytes) -> bytes:
     return len(value).to_bytes(2, "big") + value
 
 
-def connect_packet(client_id: str, user: str | None = None, password: str | None = None, *,
-                   clean: bool = True, will: tuple[str, bytes] | None = None) -> bytes:
+def connect_packet(
+    client_id: str,
+    user: str | None = None,
+    password: str | None = None,
+    *,
+    clean: bool = True,
+    will: tuple[str, bytes] | None = None,
+) -> bytes:
     """An MQTT 3.1.1 CONNECT."""
     flags = (0x02 if clean else 0) | (0x0C if will else 0) | (0x80 if user is not None else 0)
     flags |= 0x40 if password is not None else 0
@@ -43,18 +49,25 @@ class Broker:
         self.port = free_ports(1)[0]
         self.connect_timeout, self.per_address = connect_timeout, per_address
 
-    async def __aenter__(self) -> "Broker":
+    async def __aenter__(self) -> Broker:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             from cqrs_flow.nodes.broker.access import RoutingBroker
 
-            self.broker = RoutingBroker({
-                "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}"}},
-                "plugins": {
-                    "cqrs_flow.nodes.broker.access.NodeLogin": {
-                        "users": {u: password_digest(p) for u, p in PASSWORDS.items()}},
-                    "cqrs_flow.nodes.broker.access.TopicAccess": {
-                        "publish": PUBLISH, "subscribe": SUBSCRIBE}}})
+            self.broker = RoutingBroker(
+                {
+                    "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}"}},
+                    "plugins": {
+                        "cqrs_flow.nodes.broker.access.NodeLogin": {
+                            "users": {u: password_digest(p) for u, p in PASSWORDS.items()}
+                        },
+                        "cqrs_flow.nodes.broker.access.TopicAccess": {
+                            "publish": PUBLISH,
+                            "subscribe": SUBSCRIBE,
+                        },
+                    },
+                }
+            )
         self.broker.connect_timeout = self.connect_timeout
         self.broker.connections_per_address = self.per_address
         await self.broker.start()
@@ -63,8 +76,9 @@ class Broker:
     async def __aexit__(self, *exc) -> None:
         await self.broker.shutdown()
 
-    async def connect(self, packet: bytes) -> tuple[bytes, asyncio.StreamReader,
-                                                    asyncio.StreamWriter]:
+    async def connect(
+        self, packet: bytes
+    ) -> tuple[bytes, asyncio.StreamReader, asyncio.StreamWriter]:
         """Send `packet` on a new connection; the CONNACK and the open connection."""
         reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
         writer.write(packet)
@@ -97,13 +111,16 @@ def test_a_refused_login_leaves_no_session():
     asyncio.run(scenario())
 
 
-@pytest.mark.parametrize("user, topic, code", [
-    ("gateway", "CONTACT/ADD", ACCEPTED),           # in its ACL
-    ("gateway", "contacts/status", NOT_AUTHORISED),  # it may only read the status topic
-    ("gateway", "CONTACT/+", NOT_AUTHORISED),        # a will's topic is a name, not a filter
-    ("gateway", "$SYS/x", NOT_AUTHORISED),
-    ("dashboard", "CONTACT/ADD", NOT_AUTHORISED),    # subscribe only
-])
+@pytest.mark.parametrize(
+    "user, topic, code",
+    [
+        ("gateway", "CONTACT/ADD", ACCEPTED),  # in its ACL
+        ("gateway", "contacts/status", NOT_AUTHORISED),  # it may only read the status topic
+        ("gateway", "CONTACT/+", NOT_AUTHORISED),  # a will's topic is a name, not a filter
+        ("gateway", "$SYS/x", NOT_AUTHORISED),
+        ("dashboard", "CONTACT/ADD", NOT_AUTHORISED),  # subscribe only
+    ],
+)
 def test_a_will_is_checked_against_the_publish_acl_at_connect(user, topic, code):
     async def scenario():
         async with Broker() as broker:
@@ -120,6 +137,7 @@ def test_a_refused_connect_touches_no_session_and_says_nothing_of_it():
     """With a persistent session under the client id, connected: an anonymous CONNECT with that
     client id, clean_session=0 and a will is refused with session-present 0, and the session
     keeps its client, its will (none) and its login; so does a CONNECT with clean_session=1."""
+
     async def scenario():
         async with Broker() as broker:
             login = connect_packet("dash", "dashboard", PASSWORDS["dashboard"], clean=False)
@@ -127,9 +145,11 @@ def test_a_refused_connect_touches_no_session_and_says_nothing_of_it():
             connack, reader, owner = await broker.connect(login)
             assert connack == bytes([0x20, 0x02, 0x01, ACCEPTED])  # its session is there
             session = broker.sessions["dash"][0]
-            for packet in (connect_packet("dash", clean=False, will=("CONTACT/ADD", b"x")),
-                           connect_packet("dash", "gateway", "wrong", clean=False),
-                           connect_packet("dash", clean=True)):
+            for packet in (
+                connect_packet("dash", clean=False, will=("CONTACT/ADD", b"x")),
+                connect_packet("dash", "gateway", "wrong", clean=False),
+                connect_packet("dash", clean=True),
+            ):
                 assert await broker.connack(packet) == refused()
             await asyncio.sleep(0.1)
             assert broker.sessions["dash"][0] is session
@@ -160,6 +180,7 @@ def test_a_client_id_of_another_user_is_refused():
 def test_a_will_goes_out_only_if_its_topic_may_be_published_then():
     """A will is checked again when it is published: a session whose will was set outside the
     CONNECT check (as amqtt's session handling could) publishes none."""
+
     async def scenario():
         async with Broker() as broker:
             seen: list[str] = []
@@ -168,8 +189,9 @@ def test_a_will_goes_out_only_if_its_topic_may_be_published_then():
                 seen.append(topic)
 
             broker.broker._broadcast_message = broadcast
-            packet = connect_packet("bye", "gateway", PASSWORDS["gateway"],
-                                    will=("CONTACT/ADD", b"x"))
+            packet = connect_packet(
+                "bye", "gateway", PASSWORDS["gateway"], will=("CONTACT/ADD", b"x")
+            )
             _, _, writer = await broker.connect(packet)
             broker.sessions["bye"][0].will_topic = "contacts/status"
             writer.transport.abort()

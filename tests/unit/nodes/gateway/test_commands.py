@@ -17,19 +17,37 @@ def report(**fields) -> bytes:
 def test_queued_then_applied():
     book = CommandBook()
     book.queued("c1", "add_contact", "k1")
-    assert book.get("c1") == {"id": "c1", "state": "QUEUED", "command": "add_contact", "key": "k1", "reason": None}
+    assert book.get("c1") == {
+        "id": "c1",
+        "state": "QUEUED",
+        "command": "add_contact",
+        "key": "k1",
+        "reason": None,
+    }
     assert book.heard(report(id="c1", state="APPLIED", command="add_contact", key="k1", reason=""))
     assert book.get("c1")["state"] == "APPLIED"
 
 
 def test_a_failure_keeps_its_reason_and_a_report_from_another_gateway_is_kept_too():
     book = CommandBook()
-    assert book.heard(report(id="elsewhere", state="FAILED", command="update_contact", key="k", reason="NOT_FOUND"))
+    assert book.heard(
+        report(
+            id="elsewhere", state="FAILED", command="update_contact", key="k", reason="NOT_FOUND"
+        )
+    )
     assert book.get("elsewhere")["reason"] == "NOT_FOUND"
 
 
-@pytest.mark.parametrize("payload", [b"\xff", b"[]", report(id=5, state="APPLIED"), report(id="x", state="LOST"),
-                                     report(state="APPLIED")])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"\xff",
+        b"[]",
+        report(id=5, state="APPLIED"),
+        report(id="x", state="LOST"),
+        report(state="APPLIED"),
+    ],
+)
 def test_what_is_not_a_report_is_ignored(payload):
     book = CommandBook()
     assert not book.heard(payload)
@@ -43,15 +61,24 @@ def test_the_oldest_entries_go_first():
     assert book.get("c0") is None and book.get("c1") and book.get("c2")
 
 
-def test_status_and_dead_letter_topics_must_not_be_command_topics_or_caught_by_filters(edit, problems_of):
+def test_status_and_dead_letter_topics_must_not_be_command_topics_or_caught_by_filters(
+    edit, problems_of
+):
     text = edit(("    delay: 3s\n", "    delay: 3s\n    dead_letter: CONTACT/ADD\n"))
     problems = problems_of(text)
-    assert any(p.path == "nodes.writer.dead_letter" and "also the topic of command add_contact" in p.message
-               for p in problems)
-    text = edit(("    commands: [add_contact, update_contact, delete_contact]\n", "    topics: ['#']\n"))
+    assert any(
+        p.path == "nodes.writer.dead_letter"
+        and "also the topic of command add_contact" in p.message
+        for p in problems
+    )
+    text = edit(
+        ("    commands: [add_contact, update_contact, delete_contact]\n", "    topics: ['#']\n")
+    )
     problems = problems_of(text)
-    assert any(p.path == "nodes.writer.topics[0]" and "also matches 'contacts/status'" in p.message
-               for p in problems)
+    assert any(
+        p.path == "nodes.writer.topics[0]" and "also matches 'contacts/status'" in p.message
+        for p in problems
+    )
 
 
 def test_settled_waits_for_the_writers_report_and_unknown_ids_settle_at_once():
@@ -64,19 +91,26 @@ def test_settled_waits_for_the_writers_report_and_unknown_ids_settle_at_once():
         await asyncio.sleep(0.01)
         assert not waiting.done()
         book.heard(report(id="c1", state="APPLIED", command="add_contact", key="k"))
-        return await asyncio.wait_for(waiting, 1), await book.settled("nope"), await book.settled("c1")
+        return (
+            await asyncio.wait_for(waiting, 1),
+            await book.settled("nope"),
+            await book.settled("c1"),
+        )
 
     settled, unknown, again = asyncio.run(scenario())
     assert settled["state"] == "APPLIED" and unknown is None and again == settled
 
 
-@pytest.mark.parametrize("query, name, expected", [
-    ("subscription { a }", None, True),
-    ("{ a }", None, False),
-    ("query Q { a } subscription S { b }", "S", True),
-    ("query Q { a } subscription S { b }", "Q", False),
-    ('# subscription in a comment\nquery { a(x: "subscription") }', None, False),
-])
+@pytest.mark.parametrize(
+    "query, name, expected",
+    [
+        ("subscription { a }", None, True),
+        ("{ a }", None, False),
+        ("query Q { a } subscription S { b }", "S", True),
+        ("query Q { a } subscription S { b }", "Q", False),
+        ('# subscription in a comment\nquery { a(x: "subscription") }', None, False),
+    ],
+)
 def test_is_subscription(query, name, expected):
     from cqrs_flow.nodes.gateway.websocket import is_subscription
 
@@ -89,10 +123,19 @@ def test_a_writers_online_message_names_it_and_its_topics_and_is_no_report():
     assert CommandBook().heard(message) is None
 
 
-@pytest.mark.parametrize("payload", [b"\xff", b"[" * 100_000, b"[]", b'"writer"',
-                                     report(online="w"), report(online=1, topics=[]),
-                                     report(online="w", topics="T"),
-                                     report(online="w", topics=["T", 2]),
-                                     report(id="c", state="APPLIED")])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"\xff",
+        b"[" * 100_000,
+        b"[]",
+        b'"writer"',
+        report(online="w"),
+        report(online=1, topics=[]),
+        report(online="w", topics="T"),
+        report(online="w", topics=["T", 2]),
+        report(id="c", state="APPLIED"),
+    ],
+)
 def test_what_is_not_an_online_message_is_none(payload):
     assert writer_online(payload) is None

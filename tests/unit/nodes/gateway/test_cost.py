@@ -10,7 +10,13 @@ import pytest
 from tartiflette import create_engine
 
 from cqrs_flow.nodes.gateway.cost import Costs
-from cqrs_flow.nodes.gateway.limits import Busy, LimitExceeded, RequestGate, TooManyRequests, caller_of
+from cqrs_flow.nodes.gateway.limits import (
+    Busy,
+    LimitExceeded,
+    RequestGate,
+    TooManyRequests,
+    caller_of,
+)
 from cqrs_flow.topology.model import Limits, Rate
 
 INTROSPECTION = (Path(__file__).parent / "introspection.graphql").read_text()
@@ -27,8 +33,11 @@ type Query {
 }
 type Mutation { addContact(name: String!): Contact }
 """
-ATTACK = "{ " + " ".join(f"a{i}: listContacts(count: 1000) {{ id name last_updated }}"
-                         for i in range(30)) + " }"
+ATTACK = (
+    "{ "
+    + " ".join(f"a{i}: listContacts(count: 1000) {{ id name last_updated }}" for i in range(30))
+    + " }"
+)
 
 
 def engine_for(sdl: str, name: str):
@@ -45,50 +54,64 @@ def costs_of(engine, list_size: int = 100) -> Costs:
     return Costs(engine._schema, parse, list_size)
 
 
-@pytest.mark.parametrize("query, variables, expected", [
-    ('{ contact(id: "x") { id name } }', None, 3),
-    ("{ __typename }", None, 1),
-    # a list multiplies what it selects by its count
-    ("{ listContacts(count: 10) { id name last_updated } }", None, 31),
-    ("{ listContacts(count: 0) { id } }", None, 1),
-    # aliases count each
-    ("{ a: listContacts(count: 10) { id } b: listContacts(count: 10) { id } }", None, 22),
-    # nesting multiplies; a list without a count argument is list_size (100 here) long
-    ("{ listContacts(count: 10) { tags { name } } }", None, 1 + 10 * (1 + 100)),
-    ("{ listContacts(count: 2) { tags { uses { at } } } }", None, 1 + 2 * (1 + 100 * (1 + 100))),
-    # a list of scalars selects nothing to multiply
-    ("{ listContacts(count: 10) { labels } }", None, 11),
-    # a count over list_size counts as list_size (the gateway refuses it anyway: list_count)
-    ("{ listContacts(count: 5000) { id } }", None, 101),
-    # the largest whole-number argument is the count
-    ("{ page(first: 3, count: 7) { id } }", None, 8),
-    ("{ page { id } }", None, 101),
-    # fragments count where they are spread, inline ones too
-    ("{ listContacts(count: 10) { ...F } } fragment F on Contact { id name }", None, 21),
-    ("{ listContacts(count: 10) { ...F ...F } } fragment F on Contact { id }", None, 21),
-    ("{ x: listContacts(count: 10) { ...F } y: contact(id: \"a\") { ...F } } "
-     "fragment F on Contact { id tags { name } }", None, (1 + 10 * 102) + (1 + 102)),
-    ("{ listContacts(count: 10) { ... on Contact { id name } } }", None, 21),
-    # counts in variables, and their defaults
-    ("query($n: Int!) { listContacts(count: $n) { id } }", {"n": 5}, 6),
-    ("query($n: Int = 7) { listContacts(count: $n) { id } }", None, 8),
-    ("query($n: Int = 7) { listContacts(count: $n) { id } }", {"n": 3}, 4),
-    ("query($n: Int) { page(count: $n) { id } }", None, 101),
-    ("query($n: Int) { page(count: $n) { id } }", {"n": None}, 101),
-    ("query F($n: Int!) { ...L } fragment L on Query { listContacts(count: $n) { id } }",
-     {"n": 4}, 5),
-    # mutations count too
-    ('mutation { a: addContact(name: "x") { id } b: addContact(name: "y") { id } }', None, 4),
-    # what does not validate costs nothing here: the engine answers its errors
-    ("{ nope }", None, 0),
-    ("{ listContacts(count: 10) { id }", None, 0),
-])
+@pytest.mark.parametrize(
+    "query, variables, expected",
+    [
+        ('{ contact(id: "x") { id name } }', None, 3),
+        ("{ __typename }", None, 1),
+        # a list multiplies what it selects by its count
+        ("{ listContacts(count: 10) { id name last_updated } }", None, 31),
+        ("{ listContacts(count: 0) { id } }", None, 1),
+        # aliases count each
+        ("{ a: listContacts(count: 10) { id } b: listContacts(count: 10) { id } }", None, 22),
+        # nesting multiplies; a list without a count argument is list_size (100 here) long
+        ("{ listContacts(count: 10) { tags { name } } }", None, 1 + 10 * (1 + 100)),
+        (
+            "{ listContacts(count: 2) { tags { uses { at } } } }",
+            None,
+            1 + 2 * (1 + 100 * (1 + 100)),
+        ),
+        # a list of scalars selects nothing to multiply
+        ("{ listContacts(count: 10) { labels } }", None, 11),
+        # a count over list_size counts as list_size (the gateway refuses it anyway: list_count)
+        ("{ listContacts(count: 5000) { id } }", None, 101),
+        # the largest whole-number argument is the count
+        ("{ page(first: 3, count: 7) { id } }", None, 8),
+        ("{ page { id } }", None, 101),
+        # fragments count where they are spread, inline ones too
+        ("{ listContacts(count: 10) { ...F } } fragment F on Contact { id name }", None, 21),
+        ("{ listContacts(count: 10) { ...F ...F } } fragment F on Contact { id }", None, 21),
+        (
+            '{ x: listContacts(count: 10) { ...F } y: contact(id: "a") { ...F } } '
+            "fragment F on Contact { id tags { name } }",
+            None,
+            (1 + 10 * 102) + (1 + 102),
+        ),
+        ("{ listContacts(count: 10) { ... on Contact { id name } } }", None, 21),
+        # counts in variables, and their defaults
+        ("query($n: Int!) { listContacts(count: $n) { id } }", {"n": 5}, 6),
+        ("query($n: Int = 7) { listContacts(count: $n) { id } }", None, 8),
+        ("query($n: Int = 7) { listContacts(count: $n) { id } }", {"n": 3}, 4),
+        ("query($n: Int) { page(count: $n) { id } }", None, 101),
+        ("query($n: Int) { page(count: $n) { id } }", {"n": None}, 101),
+        (
+            "query F($n: Int!) { ...L } fragment L on Query { listContacts(count: $n) { id } }",
+            {"n": 4},
+            5,
+        ),
+        # mutations count too
+        ('mutation { a: addContact(name: "x") { id } b: addContact(name: "y") { id } }', None, 4),
+        # what does not validate costs nothing here: the engine answers its errors
+        ("{ nope }", None, 0),
+        ("{ listContacts(count: 10) { id }", None, 0),
+    ],
+)
 def test_the_cost_of_an_operation(engine, query, variables, expected):
     assert costs_of(engine).cost(query, None, variables) == expected
 
 
 def test_the_operation_named_is_the_one_counted(engine):
-    query = "query Small { contact(id: \"x\") { id } } query Big { listContacts(count: 50) { id } }"
+    query = 'query Small { contact(id: "x") { id } } query Big { listContacts(count: 50) { id } }'
     costs = costs_of(engine)
     assert costs.cost(query, "Small") == 2
     assert costs.cost(query, "Big") == 51
@@ -161,17 +184,20 @@ def test_idle_callers_are_forgotten():
 NETWORKS = (ipaddress.ip_network("127.0.0.1"), ipaddress.ip_network("10.1.0.0/16"))
 
 
-@pytest.mark.parametrize("peer, forwarded, trusted, expected", [
-    ("127.0.0.1", None, (), "127.0.0.1"),
-    ("127.0.0.1", "203.0.113.9", (), "127.0.0.1"),  # no proxy trusted: the header is ignored
-    ("127.0.0.1", "203.0.113.9", NETWORKS, "203.0.113.9"),
-    ("198.51.100.7", "203.0.113.9", NETWORKS, "198.51.100.7"),  # not from a trusted proxy
-    # the client may send its own X-Forwarded-For: only what trusted proxies appended counts
-    ("127.0.0.1", "1.2.3.4, 203.0.113.9, 10.1.2.3", NETWORKS, "203.0.113.9"),
-    ("127.0.0.1", "10.1.2.3", NETWORKS, "10.1.2.3"),
-    ("127.0.0.1", "", NETWORKS, "127.0.0.1"),
-    (None, None, (), "-"),
-])
+@pytest.mark.parametrize(
+    "peer, forwarded, trusted, expected",
+    [
+        ("127.0.0.1", None, (), "127.0.0.1"),
+        ("127.0.0.1", "203.0.113.9", (), "127.0.0.1"),  # no proxy trusted: the header is ignored
+        ("127.0.0.1", "203.0.113.9", NETWORKS, "203.0.113.9"),
+        ("198.51.100.7", "203.0.113.9", NETWORKS, "198.51.100.7"),  # not from a trusted proxy
+        # the client may send its own X-Forwarded-For: only what trusted proxies appended counts
+        ("127.0.0.1", "1.2.3.4, 203.0.113.9, 10.1.2.3", NETWORKS, "203.0.113.9"),
+        ("127.0.0.1", "10.1.2.3", NETWORKS, "10.1.2.3"),
+        ("127.0.0.1", "", NETWORKS, "127.0.0.1"),
+        (None, None, (), "-"),
+    ],
+)
 def test_the_caller_is_the_peer_or_what_a_trusted_proxy_says(peer, forwarded, trusted, expected):
     assert caller_of(peer, forwarded, trusted) == expected
 
@@ -188,10 +214,12 @@ def test_one_callers_operations_run_within_one_operations_cost_at_a_time():
 
     async def main():
         first, second, third, other = (asyncio.Event() for _ in range(4))
-        tasks = [asyncio.ensure_future(run("a", "a1", 60, first)),
-                 asyncio.ensure_future(run("a", "a2", 60, second)),  # 120 > 100: waits
-                 asyncio.ensure_future(run("a", "a3", 10, third)),  # fits, but waits its turn
-                 asyncio.ensure_future(run("b", "b1", 100, other))]  # another caller: at once
+        tasks = [
+            asyncio.ensure_future(run("a", "a1", 60, first)),
+            asyncio.ensure_future(run("a", "a2", 60, second)),  # 120 > 100: waits
+            asyncio.ensure_future(run("a", "a3", 10, third)),  # fits, but waits its turn
+            asyncio.ensure_future(run("b", "b1", 100, other)),
+        ]  # another caller: at once
         await asyncio.sleep(0.01)
         assert order == ["a1 starts", "b1 starts"]
         first.set()

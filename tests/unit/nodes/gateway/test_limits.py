@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from cqrs_flow.nodes.gateway.limits import Busy, LimitExceeded, RequestGate, check_query, check_variables
+from cqrs_flow.nodes.gateway.limits import (
+    Busy,
+    LimitExceeded,
+    RequestGate,
+    check_query,
+    check_variables,
+)
 from cqrs_flow.topology.model import Limits
 
 # The query the playground (GraphiQL) sends to learn the schema.
@@ -26,28 +32,47 @@ def test_the_default_limits_let_the_playground_introspect():
     assert "limits.depth" in refusal(INTROSPECTION, depth=14)  # its TypeRef fragment nests deep
 
 
-@pytest.mark.parametrize("query, limits, expected", [
-    ("{ a { b { c } } }", {"depth": 3}, None),
-    ("{ a { b { c } } }", {"depth": 2}, "nests fields more than 2 levels deep (limits.depth)"),
-    # an inline fragment is no deeper level; a fragment counts where it is spread
-    ("{ a { ... on T { b } } }", {"depth": 2}, None),
-    ("{ a { ...F } } fragment F on T { b { c } }", {"depth": 2}, "with its fragments, the query nests"),
-    ("{ x: a y: b }", {"aliases": 1}, "more than 1 aliases (limits.aliases)"),
-    ("{ a b c }", {"fields": 2}, "more than 2 fields (limits.fields)"),
-    ("{ a(x: 1, y: 2) }", {"tokens": 10}, "more than 10 tokens (limits.tokens)"),
-    ("# a long comment, not tokens\n{ a }", {"tokens": 4}, None),
-    ('{ a(s: "abc") }', {"string_length": 3}, None),
-    ('{ a(s: "abcd") }', {"string_length": 3}, "longer than 3 characters (limits.string_length)"),
-    ('{ a(s: """abcd""") }', {"string_length": 3}, "limits.string_length"),
-    ("{ a(l: [1, 2, [3, 4, 5]]) }", {"list_length": 3}, None),
-    ("{ a(l: [1, 2, 3, $v]) }", {"list_length": 3}, "more than 3 items (limits.list_length)"),
-    ("{ a(o: {k: [{k: [1]}]}) }", {"depth": 3}, None),
-    ("{ a(o: " + "[" * 9 + "]" * 9 + ") }", {"depth": 3}, "nests brackets more than 8 levels deep"),
-    ("{ " + "... { " * 9 + "a" + " }" * 9 + " }", {"depth": 3}, "nests brackets more than 8 levels deep"),
-    # brackets and names inside strings are not structure
-    ('{ a(s: "{ { { b c d } } }") }', {"depth": 1, "fields": 1}, None),
-    ('{ a(s: """ \\""" { { b } } """) }', {"depth": 1, "fields": 1}, None),
-])
+@pytest.mark.parametrize(
+    "query, limits, expected",
+    [
+        ("{ a { b { c } } }", {"depth": 3}, None),
+        ("{ a { b { c } } }", {"depth": 2}, "nests fields more than 2 levels deep (limits.depth)"),
+        # an inline fragment is no deeper level; a fragment counts where it is spread
+        ("{ a { ... on T { b } } }", {"depth": 2}, None),
+        (
+            "{ a { ...F } } fragment F on T { b { c } }",
+            {"depth": 2},
+            "with its fragments, the query nests",
+        ),
+        ("{ x: a y: b }", {"aliases": 1}, "more than 1 aliases (limits.aliases)"),
+        ("{ a b c }", {"fields": 2}, "more than 2 fields (limits.fields)"),
+        ("{ a(x: 1, y: 2) }", {"tokens": 10}, "more than 10 tokens (limits.tokens)"),
+        ("# a long comment, not tokens\n{ a }", {"tokens": 4}, None),
+        ('{ a(s: "abc") }', {"string_length": 3}, None),
+        (
+            '{ a(s: "abcd") }',
+            {"string_length": 3},
+            "longer than 3 characters (limits.string_length)",
+        ),
+        ('{ a(s: """abcd""") }', {"string_length": 3}, "limits.string_length"),
+        ("{ a(l: [1, 2, [3, 4, 5]]) }", {"list_length": 3}, None),
+        ("{ a(l: [1, 2, 3, $v]) }", {"list_length": 3}, "more than 3 items (limits.list_length)"),
+        ("{ a(o: {k: [{k: [1]}]}) }", {"depth": 3}, None),
+        (
+            "{ a(o: " + "[" * 9 + "]" * 9 + ") }",
+            {"depth": 3},
+            "nests brackets more than 8 levels deep",
+        ),
+        (
+            "{ " + "... { " * 9 + "a" + " }" * 9 + " }",
+            {"depth": 3},
+            "nests brackets more than 8 levels deep",
+        ),
+        # brackets and names inside strings are not structure
+        ('{ a(s: "{ { { b c d } } }") }', {"depth": 1, "fields": 1}, None),
+        ('{ a(s: """ \\""" { { b } } """) }', {"depth": 1, "fields": 1}, None),
+    ],
+)
 def test_each_limit(query, limits, expected):
     found = refusal(query, **limits)
     assert found == expected if expected is None else expected in found
@@ -55,7 +80,9 @@ def test_each_limit(query, limits, expected):
 
 def test_fragments_spread_many_times_count_every_time():
     # 2**20 fields in a few hundred bytes
-    query = "{ ...F0 } " + " ".join(f"fragment F{i} on Query {{ ...F{i + 1} ...F{i + 1} }}" for i in range(20))
+    query = "{ ...F0 } " + " ".join(
+        f"fragment F{i} on Query {{ ...F{i + 1} ...F{i + 1} }}" for i in range(20)
+    )
     query += " fragment F20 on Query { a }"
     assert len(query) < 1200
     assert "with its fragments, the query selects more than 500 fields" in refusal(query)
@@ -65,11 +92,14 @@ def test_cyclic_and_unknown_fragments_are_left_to_the_validator():
     assert refusal("{ ...A ...Nope } fragment A on Q { ...B } fragment B on Q { ...A }") is None
 
 
-@pytest.mark.parametrize("query", [
-    "{ __schema { types { name } } }",
-    '{ __type(name: "Q") { name } }',
-    "query { ...S } fragment S on Query { __schema { types { name } } }",
-])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "{ __schema { types { name } } }",
+        '{ __type(name: "Q") { name } }',
+        "query { ...S } fragment S on Query { __schema { types { name } } }",
+    ],
+)
 def test_introspection_can_be_switched_off(query):
     assert refusal(query) is None
     assert refusal(query, introspection=False) == "introspection is switched off on this gateway"
@@ -85,17 +115,20 @@ def test_deep_nesting_is_refused_without_parsing(size):
 
 def test_unterminated_strings_do_not_make_the_measure_quadratic():
     # each quote would start a scan to the end of the text; 100 kB of them took seconds
-    assert "limits.string_length" in refusal('{ a(x: ' + '"\\' * 50_000 + ') }')
+    assert "limits.string_length" in refusal("{ a(x: " + '"\\' * 50_000 + ") }")
 
 
-@pytest.mark.parametrize("variables, expected", [
-    ({"a": "x" * 10, "b": [1, 2], "c": {"d": [{"e": "y"}]}}, None),
-    ({"a": "x" * 11}, "limits.string_length"),
-    ({"a": [{"b": ["x" * 11]}]}, "limits.string_length"),
-    ({"a": [0] * 4}, "limits.list_length"),
-    ({"a": {"b": {"c": {"d": {"e": 1}}}}}, "limits.depth"),
-    (None, None),
-])
+@pytest.mark.parametrize(
+    "variables, expected",
+    [
+        ({"a": "x" * 10, "b": [1, 2], "c": {"d": [{"e": "y"}]}}, None),
+        ({"a": "x" * 11}, "limits.string_length"),
+        ({"a": [{"b": ["x" * 11]}]}, "limits.string_length"),
+        ({"a": [0] * 4}, "limits.list_length"),
+        ({"a": {"b": {"c": {"d": {"e": 1}}}}}, "limits.depth"),
+        (None, None),
+    ],
+)
 def test_variables(variables, expected):
     limits = Limits(string_length=10, list_length=3, depth=3)
     if expected is None:
