@@ -669,8 +669,8 @@ LIMITS = Section(
             positive_int,
             default=10_000,
             doc="largest cost of one operation, counted on the parsed query before it runs: "
-            "each field 1, and a field returning a list multiplies the cost of what it "
-            "selects by the list's size (its whole-number argument such as `count`, "
+            "each object 1 (scalars 0), and a field returning a list multiplies the cost of "
+            "each item by the list's size (its whole-number argument such as `count`, "
             "else list_count); aliases count each, fragments where they are spread",
         ),
         "timeout": Field(

@@ -1,17 +1,18 @@
 """What one GraphQL operation may cost, counted on its parsed document against the schema
 before it runs (limits.cost).
 
-Apollo Router's demand control is the model. Each field costs 1. A field returning a list
-multiplies the cost of what it selects by the list's size: the largest whole-number argument
-it is given (its `count`, the argument limits.list_count looks at), at most list_count; or
-list_count when it is given none. Aliases count each time, fragments where they are spread,
-and nesting multiplies. So `listContacts(count: 1000) { id name last_updated }` costs 3,001,
-and thirty aliases of it 90,030. Introspection (under `__schema` and `__type`) answers from the
-schema, not from data: its lists count as one item, so the playground's query costs what it
-selects.
+Apollo Router's demand control is the model, with its default weights: each object (a field
+whose type is an object, interface or union) costs 1, scalars and enums cost nothing. A field
+returning a list multiplies the cost of each item (the object and what it selects) by the
+list's size: the largest whole-number argument it is given (its `count`, the argument
+limits.list_count looks at), at most list_count; or list_count when it is given none. Aliases
+count each time, fragments where they are spread, and nesting multiplies. So
+`listContacts(count: 1000) { id name last_updated }` costs 1,000, and thirty aliases of it
+30,000. Introspection (under `__schema` and `__type`) answers from the schema, not from data:
+its lists count as one item, so the playground's query costs what it selects.
 
 A query text is compiled once (cached, like tartiflette's parse of it) into terms: a number of
-fields and the list sizes they are multiplied by, some of them variables. A request then only
+objects and the list sizes they are multiplied by, some of them variables. A request then only
 multiplies and adds those terms with its own variables.
 """
 
@@ -26,7 +27,7 @@ __all__ = ["Costs", "operation_costs"]
 
 # One list size: the whole-number literals given to the field and the variables given to it.
 Size = tuple[tuple[int, ...], tuple[str, ...]]
-# Fields, by the list sizes they are multiplied by (outermost first).
+# Objects, by the list sizes they are multiplied by (outermost first).
 Terms = Counter  # Counter[tuple[Size, ...]]
 _INTROSPECTION = ("__schema", "__type")
 
@@ -133,10 +134,8 @@ def operation_costs(document: Any, schema: Any) -> dict[str | None, _Operation]:
                 condition = node.type_condition
                 inner = schema.find_type(condition.name.value) if condition else parent
                 terms.update(selection(node.selection_set, inner, introspecting, visiting))
-            else:
-                terms[()] += 1
-                if node.selection_set is not None:
-                    terms.update(field(node, parent, introspecting, visiting))
+            elif node.selection_set is not None:  # an object; a scalar or an enum costs nothing
+                terms.update(field(node, parent, introspecting, visiting))
         return terms
 
     def field(node: Any, parent: Any, introspecting: bool, visiting: frozenset[str]) -> Terms:
@@ -148,6 +147,7 @@ def operation_costs(document: Any, schema: Any) -> dict[str | None, _Operation]:
             is_list = is_list or returns.is_list_type
             returns = returns.wrapped_type
         inner = selection(node.selection_set, returns, introspecting, visiting)
+        inner[()] += 1  # the object itself
         if not is_list or introspecting:
             return inner
         size = _list_size(node.arguments)
