@@ -87,7 +87,7 @@ async def closed_loop(
 
     tasks = [asyncio.ensure_future(client()) for _ in range(clients)]
     limit = duration + drain if duration is not None else timeout
-    done, pending = await asyncio.wait(tasks, timeout=limit)
+    _, pending = await asyncio.wait(tasks, timeout=limit)
     for task in pending:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
