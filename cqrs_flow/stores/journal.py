@@ -1,15 +1,8 @@
 """Append-only record files: framed records, group-committed fdatasync, torn-tail recovery.
 
-The durable store (stores/durable.py) journals its writes with this, and so does a gateway's
-outbox when it has a data directory (nodes/outbox.py).
-
-A record is 4 bytes length, 4 bytes CRC-32 of the payload (both little-endian), then the payload,
-a JSON object, so a journal stays readable with a few lines of Python. `Journal` appends records
-and makes each caller wait only until its record is on disk, one fdatasync covering every
-record that arrived meanwhile. `replay` reads a journal back after a crash: it stops at the
-first record that is torn (short frame, wrong CRC, no JSON object), keeps the bytes from there in
-`<name>.torn-<offset>` for inspection and truncates the file to its last whole record; a torn
-record was never acknowledged, since its fsync had not returned.
+Used by the durable store and by a gateway's outbox. A record is a length, a CRC-32 and a JSON
+object; `Journal` returns once a record is on disk, `replay` reads the whole records back after a
+crash and sets a torn tail aside (never acknowledged, since its sync had not returned).
 """
 
 from __future__ import annotations
@@ -205,8 +198,8 @@ def open_journal(path: Path) -> int:
 
 
 def replay(path: Path, apply: Callable[[dict[str, Any]], None]) -> int:
-    """Call `apply` on each whole record of the journal at `path`, in order; drop a torn tail
-    (kept aside, see above). The number of records read."""
+    """Call `apply` on each whole record of the journal at `path`, in order; a torn tail is moved
+    to `<name>.torn-<offset>` and cut off. The number of records read."""
     count = 0
     with open(path, "r+b") as file:
         records = Records(file)
@@ -239,7 +232,7 @@ def lock_directory(directory: Path, what: str) -> BinaryIO:
     JournalError if the directory cannot be used or another process holds it."""
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        lock = open(directory / "lock", "a+b")
+        lock = open(directory / "lock", "a+b")  # noqa: SIM115 (held: the caller closes it)
     except OSError as exc:
         raise JournalError(f"cannot open the data directory {directory}: {exc}") from None
     try:
