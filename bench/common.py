@@ -363,7 +363,8 @@ async def load_contacts(
             rate = report.loaded / elapsed
             report.note = (
                 f"stopped at the {budget:g}s load budget: {report.loaded:,} of {count:,} loaded "
-                f"({rate:,.0f}/s; the rest would take ~{(count - report.loaded) / max(rate, 1):,.0f}s more)"
+                f"({rate:,.0f}/s; the rest would take "
+                f"~{(count - report.loaded) / max(rate, 1):,.0f}s more)"
             )
             log(f"    {report.note}")
             break
@@ -383,8 +384,8 @@ async def load_contacts(
                     f"a batch of {n:,} took {took:.1f}s at {report.loaded - n:,} documents"
                 )
                 log(
-                    f"    loader: a batch of {n:,} took {took:.1f}s at {report.loaded - n:,} documents; "
-                    f"going on with concurrent AddContact calls"
+                    f"    loader: a batch of {n:,} took {took:.1f}s at {report.loaded - n:,} "
+                    "documents; going on with concurrent AddContact calls"
                 )
         else:
             n = min(4000, count - report.loaded)

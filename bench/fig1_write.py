@@ -51,7 +51,10 @@ def landing_note(answered: int, committed: int) -> str:
     if committed < answered:
         return f"{answered - committed:,} answered OK but not in the store"
     if committed > answered:  # warm-up commands that were still on their way when counting began
-        return f"{committed - answered:,} more in the store than answered: earlier commands still landing"
+        return (
+            f"{committed - answered:,} more in the store than answered: "
+            "earlier commands still landing"
+        )
     return ""
 
 
@@ -267,7 +270,8 @@ async def measure(
     pb2 = compile_pb2(ctx.tmp / "pb2")
 
     say(
-        f"  framework ({broker_name}): {count:,} addContact mutations from {clients} clients, delay 0 ..."
+        f"  framework ({broker_name}): {count:,} addContact mutations from {clients} clients, "
+        "delay 0 ..."
     )
     with System(system_file) as system:
         framework = await framework_writes(system, count, clients)
@@ -308,9 +312,11 @@ async def measure(
             f"{'; ' if note else ''}no 'applied' lines: progress from {framework['progress_from']}"
         )
     if framework["send_failed"]:
-        note += f"{'; ' if note else ''}{framework['send_failed']:,} mutations failed: {framework['failures'][:1]}"
+        failed = f"{framework['send_failed']:,} mutations failed: {framework['failures'][:1]}"
+        note += f"{'; ' if note else ''}{failed}"
     fig.row(
-        f"writes committed/s, {broker_name} ({framework['committed']:,} via GraphQL, {clients} clients)",
+        f"writes committed/s, {broker_name} "
+        f"({framework['committed']:,} via GraphQL, {clients} clients)",
         fmt(framework["rate"]),
         floor=f"{fmt(handwired['rate'])} hand-wired",
         ratio=f"{ratio:.2f}",

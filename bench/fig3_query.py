@@ -113,8 +113,8 @@ async def gateway_runs(url: str, ids: list[str], duration: float) -> dict:
                 result = await measured(send, clients, duration, min(0.5, duration / 4), check)
                 runs[name][clients] = summary(result)
                 say(
-                    f"    {name:7} {clients:2} clients: p50 {ms(result.p(50))}, p99 {ms(result.p(99))}, "
-                    f"{result.rate:,.0f} q/s"
+                    f"    {name:7} {clients:2} clients: p50 {ms(result.p(50))}, "
+                    f"p99 {ms(result.p(99))}, {result.rate:,.0f} q/s"
                     + (f", {result.failed} failed: {result.failures[:1]}" if result.failed else "")
                 )
         finally:
@@ -251,7 +251,8 @@ def run(ctx) -> Figure:
                 note += f"{'; ' if note else ''}{mine['failed']} failed: {mine['failures'][:1]}"
             fig.row(
                 f"{label}, {clients} client{'s' if clients > 1 else ''}, {stored:,} stored",
-                f"p50 {ms(mine['p50_ms'] / 1000)}, p99 {ms(mine['p99_ms'] / 1000)}, {fmt(mine['qps'])} q/s",
+                f"p50 {ms(mine['p50_ms'] / 1000)}, p99 {ms(mine['p99_ms'] / 1000)}, "
+                f"{fmt(mine['qps'])} q/s",
                 floor=f"grpc {fmt(g['qps'])} / tartiflette {fmt(t['qps'])} q/s",
                 ratio=f"{ratio:.2f}",
                 target=target,

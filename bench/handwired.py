@@ -1,6 +1,7 @@
 """The floor of figures 1 and 6: the same libraries wired by hand, no framework.
 
-    aiohttp handler -> gmqtt publish -> amqtt (or Mosquitto) -> gmqtt subscriber -> grpc.aio call -> dict
+    aiohttp handler -> gmqtt publish -> amqtt (or Mosquitto)
+                    -> gmqtt subscriber -> grpc.aio call -> dict
 
 Each role runs as its own process, like the framework's nodes (so both get the same two cores):
 
@@ -8,7 +9,9 @@ Each role runs as its own process, like the framework's nodes (so both get the s
     python -m bench.handwired store   --port P                          --pb2 DIR
     python -m bench.handwired writer  --broker P --store P [--mqtt 5]  --pb2 DIR
     python -m bench.handwired gateway --port P --broker P [--mqtt 5]   --pb2 DIR
-    python -m bench.handwired echo    --port P                          --pb2 DIR  (raw gRPC floor of figure 3)
+    python -m bench.handwired echo    --port P                          --pb2 DIR
+
+(`echo` is the raw gRPC floor of figure 3.)
 
 DIR holds contacts_pb2.py, generated from proto/contacts.proto by `compile_pb2`. The gateway
 takes the name from the request's GraphQL variables without parsing the query: the floor has

@@ -127,5 +127,6 @@ class GraphQL:
 
 def graphql_errors(answer: Any) -> str | None:
     if not isinstance(answer, dict) or answer.get("errors"):
-        return f"GraphQL errors: {str(answer.get('errors') if isinstance(answer, dict) else answer)[:160]}"
+        errors = answer.get("errors") if isinstance(answer, dict) else answer
+        return f"GraphQL errors: {str(errors)[:160]}"
     return None

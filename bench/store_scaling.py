@@ -105,8 +105,8 @@ async def scaling(args) -> None:
             del plain
             rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             line = (
-                f"{size:>10,} {built:>8.1f} {get:>9.1f} {update:>9.1f} {delete:>9.1f} {insert:>9.1f} "
-                f"{listed:>9.1f} {reference:>9.1f} {rss:>10.0f}"
+                f"{size:>10,} {built:>8.1f} {get:>9.1f} {update:>9.1f} {delete:>9.1f} "
+                f"{insert:>9.1f} {listed:>9.1f} {reference:>9.1f} {rss:>10.0f}"
             )
             if durable:
                 line += await compaction(store, Path(directory))

@@ -1,6 +1,7 @@
 """gRPC from descriptors: serve a proto service with plain async handlers, and call one.
 
-No generated stubs: message classes come from the compiled descriptor set (cqrs_flow.protobuf.compiler).
+No generated stubs: message classes come from the compiled descriptor set
+(cqrs_flow.protobuf.compiler).
 """
 
 from __future__ import annotations
@@ -133,7 +134,7 @@ def _guarded(
 
 class _Unserved(grpc.GenericRpcHandler):
     """Calls of methods a server does not serve: refused like a served method would be to a caller
-    who may not call it, UNIMPLEMENTED for one who may (so that an unknown caller learns nothing)."""
+    who may not call it, UNIMPLEMENTED for one who may (so an unknown caller learns nothing)."""
 
     def __init__(self, check: CallerCheck) -> None:
         self._check = check
