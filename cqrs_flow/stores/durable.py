@@ -9,6 +9,7 @@ docs/ARCHITECTURE.md, "Store backends".
 from __future__ import annotations
 
 import asyncio
+import builtins
 import logging
 import os
 import re
@@ -157,7 +158,8 @@ class DurableStore(MemoryStore):
                     f"bytes, {len(self)} documents); refusing to start with part "
                     f"of the data"
                 )
-        return head["snapshot"]
+        generation: int = head["snapshot"]  # an int, checked above
+        return generation
 
     def _restore(self, key: str, stored: dict[str, Any]) -> None:
         """A document read back from disk, as stored (with `_id`): no checks, no copy."""
@@ -281,6 +283,7 @@ class DurableStore(MemoryStore):
         except OSError as exc:
             log.error("compaction: cannot start journal.%d: %s", generation, exc)
             return
+        assert self.files is not None, "compaction runs only while the journal is open"
         started = time.monotonic()
         old_complete = self.files.rotate(fd)
         # Between the rotation and the next await: exactly what the old journals hold.
@@ -309,7 +312,10 @@ class DurableStore(MemoryStore):
         )
 
     def _write_snapshot(
-        self, generation: int, documents: list[dict[str, Any]], commands: list[tuple[str, str]]
+        self,
+        generation: int,
+        documents: builtins.list[dict[str, Any]],
+        commands: builtins.list[tuple[str, str]],
     ) -> int:
         """In a worker thread: write, sync and rename the snapshot, then drop older journals."""
         temporary, path = self.directory / "snapshot.tmp", self.directory / "snapshot"

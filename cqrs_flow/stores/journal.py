@@ -15,7 +15,7 @@ import os
 import struct
 import zlib
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -82,7 +82,7 @@ class Records:
 class _Batch:
     __slots__ = ("data", "done", "fd", "taken")
 
-    def __init__(self, fd: int, done: asyncio.Future) -> None:
+    def __init__(self, fd: int, done: asyncio.Future[None]) -> None:
         self.fd = fd
         self.data = bytearray()
         self.done = done
@@ -103,7 +103,7 @@ class Journal:
         self._group = group_commit
         self._batches: deque[_Batch] = deque()
         self._wake = asyncio.Event()
-        self._newest: asyncio.Future | None = None
+        self._newest: asyncio.Future[None] | None = None
         self._error: JournalError | None = None
         self.syncs = 0
         self.task = asyncio.get_running_loop().create_task(self._run(), name="journal")
@@ -113,7 +113,7 @@ class Journal:
         if self._error is not None:
             raise self._error
 
-    def append(self, record: bytes) -> asyncio.Future:
+    def append(self, record: bytes) -> asyncio.Future[None]:
         self.check()
         tail = self._batches[-1] if self._batches else None
         if tail is None or tail.taken or tail.fd != self._fd or not self._group:
@@ -128,7 +128,7 @@ class Journal:
         """Return once every record appended so far is on disk."""
         await wait(self._newest)
 
-    def rotate(self, fd: int) -> asyncio.Future | None:
+    def rotate(self, fd: int) -> asyncio.Future[None] | None:
         """Append to `fd` from now on; the future of the last record for the old file."""
         newest, self._fd = self._newest, fd
         return newest
@@ -164,7 +164,7 @@ class Journal:
                 await asyncio.gather(self.task, return_exceptions=True)
 
 
-async def wait(future: asyncio.Future | None) -> None:
+async def wait(future: asyncio.Future[None] | None) -> None:
     if future is None:
         return
     if future.done():
@@ -255,7 +255,7 @@ class JournalFiles:
         self.lock: BinaryIO | None = lock_directory(directory, what)
         self.fd: int | None = None
         self.journal: Journal | None = None
-        self.compaction: asyncio.Task | None = None
+        self.compaction: asyncio.Task[None] | None = None
 
     def start(self, path: Path, group_commit: bool = True) -> Journal:
         """Append to `path` from now on (the directory's first journal of this run)."""
@@ -280,7 +280,7 @@ class JournalFiles:
 
         return finished()
 
-    def compact_with(self, compaction: Callable[[], Awaitable[None]], name: str) -> None:
+    def compact_with(self, compaction: Callable[[], Coroutine[Any, Any, None]], name: str) -> None:
         """Run `compaction` in the background unless one is running."""
         if self.compaction is None or self.compaction.done():
             self.compaction = asyncio.get_running_loop().create_task(compaction(), name=name)

@@ -7,6 +7,7 @@ of the index is a consistent snapshot. Why and how: docs/ARCHITECTURE.md, "Store
 
 from __future__ import annotations
 
+import builtins
 import logging
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -40,7 +41,9 @@ class MemoryStore(DocumentStore):
 
     def __init__(self, collection: str, last_writer_wins: bool = False) -> None:
         self.last_writer_wins = last_writer_wins
-        self.collection = mongomock.MongoClient().get_database("cqrs_flow")[collection]
+        self.collection: mongomock.Collection[Document] = mongomock.MongoClient().get_database(
+            "cqrs_flow"
+        )[collection]
         # key -> stored document (with "_id"), oldest first; the same objects as in mongomock.
         self._documents: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._mirror = _mirror_store(self.collection)
@@ -84,7 +87,7 @@ class MemoryStore(DocumentStore):
             raise NotFound(key)
         return _copy_out(stored)
 
-    def _list(self, count: int) -> list[Document]:
+    def _list(self, count: int) -> builtins.list[Document]:
         return [_copy_out(d) for d in islice(self._documents.values(), count)] if count > 0 else []
 
     # The writes. `lww`: last-writer-wins rules for this write (see the class).
@@ -151,7 +154,7 @@ class MemoryStore(DocumentStore):
                 self._commands[key] = command
         return len(documents)
 
-    def _delete_many(self, keys: Iterable[str], command: str | None = None) -> list[str]:
+    def _delete_many(self, keys: Iterable[str], command: str | None = None) -> builtins.list[str]:
         """Remove the documents that exist; the keys removed, each once."""
         removed = []
         for key in keys:
@@ -168,7 +171,8 @@ class MemoryStore(DocumentStore):
         return self.last_writer_wins and bool(command)
 
     def _admit(self, key: str, command: str | None) -> None:
-        if command and not supersedes(command, last := self._commands.get(key)):
+        last = self._commands.get(key)
+        if command and last is not None and not supersedes(command, last):
             raise StaleCommand(key, last)
 
     # -- index and collection in step ----------------------------------------------------------
@@ -183,7 +187,9 @@ class MemoryStore(DocumentStore):
             # mongomock stores its own copy of what it is given; index that very object.
             self._documents[key] = self._mirror[key]
         else:
-            self._documents[key] = self.collection.find_one({"_id": key})
+            stored = self.collection.find_one({"_id": key})
+            assert stored is not None, "inserted just above"
+            self._documents[key] = stored
 
     def _replace(self, key: str, document: dict[str, Any]) -> None:
         if self._mirror is not None:
@@ -200,7 +206,7 @@ class MemoryStore(DocumentStore):
         del self._documents[key]
 
 
-def _mirror_store(collection: mongomock.Collection) -> Any:
+def _mirror_store(collection: mongomock.Collection[Document]) -> Any:
     """mongomock's per-collection document store, if this mongomock has the one we know."""
     store_class = getattr(getattr(mongomock, "store", None), "CollectionStore", None)
     try:

@@ -8,9 +8,10 @@ whatever other store processes do. Layout and filters: docs/ARCHITECTURE.md, "St
 from __future__ import annotations
 
 import asyncio
+import builtins
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -136,7 +137,7 @@ def redact(url: str) -> str:
     return re.sub(r"^([a-z+]+://)[^@/]*@", r"\1***@", url)
 
 
-def check_collation(info: dict[str, Any] | None, name: str) -> None:
+def check_collation(info: Mapping[str, Any] | None, name: str) -> None:
     """StoreError if the collection (its listCollections entry) has a collation other than
     simple."""
     collation = ((info or {}).get("options") or {}).get("collation")
@@ -179,7 +180,7 @@ def driver_errors(what: str) -> Iterator[None]:
 def _first_line(exc: Exception) -> str:
     details = getattr(exc, "details", None)
     message = (
-        details.get("errmsg") if isinstance(details, dict) and details.get("errmsg") else str(exc)
+        str(details["errmsg"]) if isinstance(details, dict) and details.get("errmsg") else str(exc)
     )
     message = message.split(", Topology Description:")[0]  # server selection: the rest is internals
     return message.splitlines()[0][:300] if message else type(exc).__name__
@@ -234,7 +235,7 @@ class MongoStore(DocumentStore):
 
         where = redact(url)
         # Keyword options would win over the URL's: pass only those the URL leaves out.
-        options = (
+        options: dict[str, Any] = (
             {}
             if "serverselectiontimeoutms" in url.lower()
             else {"serverSelectionTimeoutMS": server_selection_ms}
@@ -242,7 +243,7 @@ class MongoStore(DocumentStore):
         if "appname" not in url.lower():
             options["appname"] = "cqrs-flow store"
         try:
-            client = AsyncMongoClient(url, **options)
+            client: AsyncMongoClient[Document] = AsyncMongoClient(url, **options)
         except (ConfigurationError, InvalidURI, ValueError, TypeError) as exc:
             raise StoreError(
                 f"the MongoDB connection URL ({where}) is not one pymongo accepts: "
@@ -301,7 +302,8 @@ class MongoStore(DocumentStore):
             found = await self.collection.find_one({"_id": key, **LIVE}, {"d": 1})
         if found is None:
             raise NotFound(key)
-        return found.get("d", {})
+        document: Document = found.get("d", {})
+        return document
 
     async def list(self, count: int) -> list[Document]:
         if count <= 0:
@@ -359,7 +361,8 @@ class MongoStore(DocumentStore):
                     where, update, projection={"d": 1}, return_document=self._after
                 )
                 if found is not None:
-                    return found.get("d", {})
+                    document: Document = found.get("d", {})
+                    return document
                 if self.last_writer_wins and command:  # no live document: this update makes one
                     made, _ = await self._insert_new(key, fields, command, self._clock.next_id())
                     if made:
@@ -489,7 +492,7 @@ class MongoStore(DocumentStore):
                     where, {"$unset": {"d": "", "_seq": ""}, "$set": {"_cmd": last}}
                 )
 
-    async def delete_many(self, keys: list[str], command: str | None = None) -> int:
+    async def delete_many(self, keys: builtins.list[str], command: str | None = None) -> int:
         from pymongo.errors import DuplicateKeyError
 
         async def one(key: str) -> bool:
