@@ -141,7 +141,8 @@ class CallerCheck:
         on."""
         if service in PUBLIC_SERVICES:
             return None
-        caller = token = ""
+        caller: str | bytes = ""
+        token: str | bytes = ""
         for key, value in metadata or ():  # the last of repeated keys counts, as in a dict
             if key == METADATA_NODE:
                 caller = value
