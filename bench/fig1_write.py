@@ -31,7 +31,7 @@ from bench.common import (
     wait_committed,
 )
 from bench.handwired import COUNT_METHOD, Role, compile_pb2
-from bench.loadgen import GraphQL, closed_loop
+from bench.loadgen import GraphQL, LoadResult, closed_loop
 
 MUTATION = "mutation Add($name: String!) { addContact(name: $name) { status id } }"
 WARMUP = 20
@@ -93,25 +93,31 @@ async def framework_writes(system: System, count: int, clients: int) -> dict:
         committed, end, source = await wait_committed(
             system, store, before_applied, before_stored, load.ok, timeout=max(60.0, count / 20)
         )
-        applied = system.applied - before_applied
-        seconds = end - load.started
         return {
-            "sent_ok": load.ok,
-            "send_failed": load.failed,
-            "failures": load.failures,
-            "send_seconds": sent_at - load.started,
-            "send_rate": load.ok / max(sent_at - load.started, 1e-9),
-            "applied_lines": applied,
+            **outcome(load, sent_at, committed, end),
+            "applied_lines": system.applied - before_applied,
             "progress_from": source,
-            "committed": committed,
-            "seconds": seconds,
-            "rate": committed / seconds if seconds > 0 else 0.0,
             "mutation_p50_ms": load.p(50) * 1000,
             "mutation_p99_ms": load.p(99) * 1000,
             "node_warnings": system.trouble[:10],
         }
     finally:
         await store.close()
+
+
+def outcome(load: LoadResult, sent_at: float, committed: int, end: float) -> dict:
+    """A write run's figures: `load` sent until `sent_at`; `committed` writes in by `end`."""
+    seconds = end - load.started
+    return {
+        "sent_ok": load.ok,
+        "send_failed": load.failed,
+        "failures": load.failures,
+        "send_seconds": sent_at - load.started,
+        "send_rate": load.ok / max(sent_at - load.started, 1e-9),
+        "committed": committed,
+        "seconds": seconds,
+        "rate": committed / seconds if seconds > 0 else 0.0,
+    }
 
 
 # -- the hand-wired floor --------------------------------------------------------------------
@@ -182,18 +188,7 @@ async def handwired_writes(
             finally:
                 stop.set()
                 await poller
-            committed = state["value"] - before
-            seconds = state["changed"] - load.started
-            return {
-                "sent_ok": load.ok,
-                "send_failed": load.failed,
-                "failures": load.failures,
-                "send_seconds": sent_at - load.started,
-                "send_rate": load.ok / max(sent_at - load.started, 1e-9),
-                "committed": committed,
-                "seconds": seconds,
-                "rate": committed / seconds if seconds > 0 else 0.0,
-            }
+            return outcome(load, sent_at, state["value"] - before, state["changed"])
     finally:
         for role in reversed(roles):
             role.stop()

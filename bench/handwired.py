@@ -81,13 +81,7 @@ async def store(args) -> None:
         (
             grpc.method_handlers_generic_handler(
                 "contacts.ContactWriteService",
-                {
-                    "AddContact": grpc.unary_unary_rpc_method_handler(
-                        add,
-                        request_deserializer=pb.AddContactRequest.FromString,
-                        response_serializer=pb.WriteResponse.SerializeToString,
-                    )
-                },
+                {"AddContact": _unary(add, pb.AddContactRequest, pb.WriteResponse)},
             ),
             grpc.method_handlers_generic_handler(
                 "bench.Handwired", {"Count": grpc.unary_unary_rpc_method_handler(count)}
@@ -185,16 +179,8 @@ async def echo(args) -> None:
             grpc.method_handlers_generic_handler(
                 "bench.Echo",
                 {
-                    "Get": grpc.unary_unary_rpc_method_handler(
-                        get,
-                        request_deserializer=pb.GetContactRequest.FromString,
-                        response_serializer=pb.GetContactResponse.SerializeToString,
-                    ),
-                    "List": grpc.unary_unary_rpc_method_handler(
-                        list_,
-                        request_deserializer=pb.ListContactsRequest.FromString,
-                        response_serializer=pb.ListContactsResponse.SerializeToString,
-                    ),
+                    "Get": _unary(get, pb.GetContactRequest, pb.GetContactResponse),
+                    "List": _unary(list_, pb.ListContactsRequest, pb.ListContactsResponse),
                 },
             ),
         )
@@ -203,6 +189,17 @@ async def echo(args) -> None:
     await server.start()
     await _serve_until_stopped()
     await server.stop(0.5)
+
+
+def _unary(handler, request, response):
+    """A unary method handler taking `request` messages and answering `response` ones."""
+    import grpc
+
+    return grpc.unary_unary_rpc_method_handler(
+        handler,
+        request_deserializer=request.FromString,
+        response_serializer=response.SerializeToString,
+    )
 
 
 async def _serve_until_stopped() -> None:

@@ -375,6 +375,14 @@ class MongoStore(DocumentStore):
             if not await self._delete(key, command) and not (self.last_writer_wins and command):
                 raise NotFound(key)
 
+    async def _tombstone(self, where: dict[str, Any], update: dict[str, Any]) -> bool:
+        """Upsert a key's tombstone (`delete_op(..., anything=True)`); whether a live document was
+        there. DuplicateKeyError when the key's last command is this one or newer."""
+        before = await self.collection.find_one_and_update(
+            where, update, upsert=True, projection={"_seq": 1}, return_document=self._before
+        )
+        return before is not None and "_seq" in before
+
     async def _delete(self, key: str, command: str | None) -> bool:
         """Delete one key; whether a live document was removed. StaleCommand, or NotFound unless
         last_writer_wins (then a tombstone is left for the command)."""
@@ -395,16 +403,8 @@ class MongoStore(DocumentStore):
                 self._refuse("delete", key, await self._state(key), command)
                 continue
             if self.last_writer_wins:  # a tombstone for the command, wherever the key stands
-                where, update = delete_op(key, command, anything=True)
                 try:
-                    before = await self.collection.find_one_and_update(
-                        where,
-                        update,
-                        upsert=True,
-                        projection={"_seq": 1},
-                        return_document=self._before,
-                    )
-                    return before is not None and "_seq" in before
+                    return await self._tombstone(*delete_op(key, command, anything=True))
                 except DuplicateKeyError:
                     pass
             self._refuse("delete", key, await self._state(key), command)
@@ -504,14 +504,7 @@ class MongoStore(DocumentStore):
             where, update = delete_op(key, command, anything=True)
             for _ in range(RETRIES):
                 try:
-                    before = await self.collection.find_one_and_update(
-                        where,
-                        update,
-                        upsert=True,
-                        projection={"_seq": 1},
-                        return_document=self._before,
-                    )
-                    return before is not None and "_seq" in before
+                    return await self._tombstone(where, update)
                 except DuplicateKeyError:  # the key's last command is C or newer: leave it out
                     if verdict("delete", await self._state(key), command, True) == "stale":
                         return False
