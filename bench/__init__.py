@@ -1,1 +1,4 @@
-"""cqrs-flow's benchmark suite: `python -m bench` (see bench/__main__.py and docs/PERFORMANCE.md)."""
+"""cqrs-flow's benchmark suite: `python -m bench`.
+
+See bench/__main__.py and docs/PERFORMANCE.md.
+"""

@@ -122,7 +122,8 @@ def table(figures: list[Figure]) -> str:
     for fig in figures:
         if fig.error:
             lines.append(
-                f"| {fig.number} | {fig.title}: did not complete | {fig.error.splitlines()[-1][:100]} "
+                f"| {fig.number} | {fig.title}: did not complete | "
+                f"{fig.error.splitlines()[-1][:100]} "
                 "| | | | ERROR |"
             )
         for row in fig.rows:
@@ -178,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     m = info["machine"]
     say(
-        f"cqrs-flow benchmarks — {info['date']} — {m['cores']} cores, {m['memory']}, Python {m['python']}, "
+        f"cqrs-flow benchmarks — {info['date']} — {m['cores']} cores, {m['memory']}, "
+        f"Python {m['python']}, "
         f"revision {info['revision'] or '?'}{' — quick' if args.quick else ''}"
     )
     busy = busy_cores()

@@ -349,6 +349,12 @@ async def load_contacts(
         report.ids.append(key)
         return client.contact(id=key, name=f"{names[i % len(names)]} {i}")
 
+    window = asyncio.Semaphore(48)  # AddContact calls in flight once batches are too slow
+
+    async def one(c) -> None:
+        async with window:
+            await client.call("insert", client.request("insert", contact=c))
+
     many = True
     last_log = started
     while report.loaded < count:
@@ -357,7 +363,8 @@ async def load_contacts(
             rate = report.loaded / elapsed
             report.note = (
                 f"stopped at the {budget:g}s load budget: {report.loaded:,} of {count:,} loaded "
-                f"({rate:,.0f}/s; the rest would take ~{(count - report.loaded) / max(rate, 1):,.0f}s more)"
+                f"({rate:,.0f}/s; the rest would take "
+                f"~{(count - report.loaded) / max(rate, 1):,.0f}s more)"
             )
             log(f"    {report.note}")
             break
@@ -377,17 +384,11 @@ async def load_contacts(
                     f"a batch of {n:,} took {took:.1f}s at {report.loaded - n:,} documents"
                 )
                 log(
-                    f"    loader: a batch of {n:,} took {took:.1f}s at {report.loaded - n:,} documents; "
-                    f"going on with concurrent AddContact calls"
+                    f"    loader: a batch of {n:,} took {took:.1f}s at {report.loaded - n:,} "
+                    "documents; going on with concurrent AddContact calls"
                 )
         else:
             n = min(4000, count - report.loaded)
-            window = asyncio.Semaphore(48)
-
-            async def one(c) -> None:
-                async with window:
-                    await client.call("insert", client.request("insert", contact=c))
-
             await asyncio.gather(*(one(contact(report.loaded + i)) for i in range(n)))
             report.loaded += n
         if time.monotonic() - last_log > 10:
@@ -404,7 +405,7 @@ def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
     ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, int(round(q / 100 * len(ordered) + 0.5)) - 1))
+    index = min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))
     return ordered[index]
 
 

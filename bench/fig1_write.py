@@ -31,7 +31,7 @@ from bench.common import (
     wait_committed,
 )
 from bench.handwired import COUNT_METHOD, Role, compile_pb2
-from bench.loadgen import GraphQL, closed_loop
+from bench.loadgen import GraphQL, LoadResult, closed_loop
 
 MUTATION = "mutation Add($name: String!) { addContact(name: $name) { status id } }"
 WARMUP = 20
@@ -51,7 +51,10 @@ def landing_note(answered: int, committed: int) -> str:
     if committed < answered:
         return f"{answered - committed:,} answered OK but not in the store"
     if committed > answered:  # warm-up commands that were still on their way when counting began
-        return f"{committed - answered:,} more in the store than answered: earlier commands still landing"
+        return (
+            f"{committed - answered:,} more in the store than answered: "
+            "earlier commands still landing"
+        )
     return ""
 
 
@@ -90,25 +93,31 @@ async def framework_writes(system: System, count: int, clients: int) -> dict:
         committed, end, source = await wait_committed(
             system, store, before_applied, before_stored, load.ok, timeout=max(60.0, count / 20)
         )
-        applied = system.applied - before_applied
-        seconds = end - load.started
         return {
-            "sent_ok": load.ok,
-            "send_failed": load.failed,
-            "failures": load.failures,
-            "send_seconds": sent_at - load.started,
-            "send_rate": load.ok / max(sent_at - load.started, 1e-9),
-            "applied_lines": applied,
+            **outcome(load, sent_at, committed, end),
+            "applied_lines": system.applied - before_applied,
             "progress_from": source,
-            "committed": committed,
-            "seconds": seconds,
-            "rate": committed / seconds if seconds > 0 else 0.0,
             "mutation_p50_ms": load.p(50) * 1000,
             "mutation_p99_ms": load.p(99) * 1000,
             "node_warnings": system.trouble[:10],
         }
     finally:
         await store.close()
+
+
+def outcome(load: LoadResult, sent_at: float, committed: int, end: float) -> dict:
+    """A write run's figures: `load` sent until `sent_at`; `committed` writes in by `end`."""
+    seconds = end - load.started
+    return {
+        "sent_ok": load.ok,
+        "send_failed": load.failed,
+        "failures": load.failures,
+        "send_seconds": sent_at - load.started,
+        "send_rate": load.ok / max(sent_at - load.started, 1e-9),
+        "committed": committed,
+        "seconds": seconds,
+        "rate": committed / seconds if seconds > 0 else 0.0,
+    }
 
 
 # -- the hand-wired floor --------------------------------------------------------------------
@@ -179,18 +188,7 @@ async def handwired_writes(
             finally:
                 stop.set()
                 await poller
-            committed = state["value"] - before
-            seconds = state["changed"] - load.started
-            return {
-                "sent_ok": load.ok,
-                "send_failed": load.failed,
-                "failures": load.failures,
-                "send_seconds": sent_at - load.started,
-                "send_rate": load.ok / max(sent_at - load.started, 1e-9),
-                "committed": committed,
-                "seconds": seconds,
-                "rate": committed / seconds if seconds > 0 else 0.0,
-            }
+            return outcome(load, sent_at, state["value"] - before, state["changed"])
     finally:
         for role in reversed(roles):
             role.stop()
@@ -267,7 +265,8 @@ async def measure(
     pb2 = compile_pb2(ctx.tmp / "pb2")
 
     say(
-        f"  framework ({broker_name}): {count:,} addContact mutations from {clients} clients, delay 0 ..."
+        f"  framework ({broker_name}): {count:,} addContact mutations from {clients} clients, "
+        "delay 0 ..."
     )
     with System(system_file) as system:
         framework = await framework_writes(system, count, clients)
@@ -308,9 +307,11 @@ async def measure(
             f"{'; ' if note else ''}no 'applied' lines: progress from {framework['progress_from']}"
         )
     if framework["send_failed"]:
-        note += f"{'; ' if note else ''}{framework['send_failed']:,} mutations failed: {framework['failures'][:1]}"
+        failed = f"{framework['send_failed']:,} mutations failed: {framework['failures'][:1]}"
+        note += f"{'; ' if note else ''}{failed}"
     fig.row(
-        f"writes committed/s, {broker_name} ({framework['committed']:,} via GraphQL, {clients} clients)",
+        f"writes committed/s, {broker_name} "
+        f"({framework['committed']:,} via GraphQL, {clients} clients)",
         fmt(framework["rate"]),
         floor=f"{fmt(handwired['rate'])} hand-wired",
         ratio=f"{ratio:.2f}",

@@ -74,7 +74,8 @@ def run(ctx) -> Figure:
         {"nodes.writer.delay": f"{DELAY:g}s", "nodes.store.list_limit": 10_000_000},
     )
     say(
-        f"  {commands} addContact mutations (different entities) from {clients} clients, delay {DELAY:g}s ..."
+        f"  {commands} addContact mutations (different entities) from {clients} clients, delay "
+        f"{DELAY:g}s ..."
     )
     with System(file) as system:
         result = asyncio.run(measure(system, commands, clients))

@@ -18,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import random
 import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from bench.common import (
     SHIPPED,
@@ -61,6 +63,27 @@ def list_ok(answer) -> str | None:
     return None if len(found) == 10 else f"listContacts answered {len(found)} contacts"
 
 
+def no_check(answer: Any) -> str | None:
+    return None
+
+
+def repeating(call: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any):
+    """A closed loop's request(i) that makes the same call every time."""
+    return lambda i: call(*args, **kwargs)
+
+
+async def measured(
+    send: Callable[[int], Awaitable[Any]],
+    clients: int,
+    duration: float,
+    warm_up: float,
+    check: Callable[[Any], str | None] = no_check,
+) -> LoadResult:
+    """`warm_up` seconds of the closed loop, not counted, then `duration` seconds measured."""
+    await closed_loop(send, clients, duration=warm_up, check=check)
+    return await closed_loop(send, clients, duration=duration, check=check)
+
+
 def summary(result: LoadResult) -> dict:
     return {
         "clients": result.clients,
@@ -74,6 +97,11 @@ def summary(result: LoadResult) -> dict:
     }
 
 
+def posting(gql: GraphQL, query: str, ids: list[str], rng: random.Random):
+    """A closed loop's request(i): `query` to the gateway, about a random stored contact."""
+    return lambda i: gql.post(query, {"id": rng.choice(ids)} if query is CONTACT else None)
+
+
 async def gateway_runs(url: str, ids: list[str], duration: float) -> dict:
     rng = random.Random(7)
     runs: dict = {"contact": {}, "list": {}}
@@ -81,18 +109,12 @@ async def gateway_runs(url: str, ids: list[str], duration: float) -> dict:
         gql = GraphQL(url, clients)
         try:
             for name, query, check in (("contact", CONTACT, contact_ok), ("list", LIST, list_ok)):
-
-                def send(i: int, query=query):
-                    return gql.post(query, {"id": rng.choice(ids)} if query is CONTACT else None)
-
-                await closed_loop(
-                    send, clients, duration=min(0.5, duration / 4), check=check
-                )  # warm-up
-                result = await closed_loop(send, clients, duration=duration, check=check)
+                send = posting(gql, query, ids, rng)
+                result = await measured(send, clients, duration, min(0.5, duration / 4), check)
                 runs[name][clients] = summary(result)
                 say(
-                    f"    {name:7} {clients:2} clients: p50 {ms(result.p(50))}, p99 {ms(result.p(99))}, "
-                    f"{result.rate:,.0f} q/s"
+                    f"    {name:7} {clients:2} clients: p50 {ms(result.p(50))}, "
+                    f"p99 {ms(result.p(99))}, {result.rate:,.0f} q/s"
                     + (f", {result.failed} failed: {result.failures[:1]}" if result.failed else "")
                 )
         finally:
@@ -121,14 +143,9 @@ async def grpc_floor(port: int, duration: float) -> dict:
                 ("contact", get, pb.GetContactRequest(id="x" * 36)),
                 ("list", ten, pb.ListContactsRequest(count=10)),
             ):
-                await closed_loop(
-                    lambda i: call(request, timeout=10), clients, duration=min(0.3, duration / 4)
-                )
-                runs[name][clients] = summary(
-                    await closed_loop(
-                        lambda i: call(request, timeout=10), clients, duration=duration
-                    )
-                )
+                send = repeating(call, request, timeout=10)
+                result = await measured(send, clients, duration, min(0.3, duration / 4))
+                runs[name][clients] = summary(result)
     return runs
 
 
@@ -157,20 +174,9 @@ async def tartiflette_floor(duration: float) -> dict:
             ("contact", CONTACT, {"id": contact["id"]}, contact_ok),
             ("list", LIST, None, list_ok),
         ):
-            await closed_loop(
-                lambda i: engine.execute(query, variables=variables),
-                clients,
-                duration=min(0.3, duration / 4),
-                check=check,
-            )
-            runs[name][clients] = summary(
-                await closed_loop(
-                    lambda i: engine.execute(query, variables=variables),
-                    clients,
-                    duration=duration,
-                    check=check,
-                )
-            )
+            send = repeating(engine.execute, query, variables=variables)
+            result = await measured(send, clients, duration, min(0.3, duration / 4), check)
+            runs[name][clients] = summary(result)
     return runs
 
 
@@ -245,7 +251,8 @@ def run(ctx) -> Figure:
                 note += f"{'; ' if note else ''}{mine['failed']} failed: {mine['failures'][:1]}"
             fig.row(
                 f"{label}, {clients} client{'s' if clients > 1 else ''}, {stored:,} stored",
-                f"p50 {ms(mine['p50_ms'] / 1000)}, p99 {ms(mine['p99_ms'] / 1000)}, {fmt(mine['qps'])} q/s",
+                f"p50 {ms(mine['p50_ms'] / 1000)}, p99 {ms(mine['p99_ms'] / 1000)}, "
+                f"{fmt(mine['qps'])} q/s",
                 floor=f"grpc {fmt(g['qps'])} / tartiflette {fmt(t['qps'])} q/s",
                 ratio=f"{ratio:.2f}",
                 target=target,

@@ -89,7 +89,8 @@ async def one_size(ctx, size: int) -> dict:
             say(f"  {size:,} documents: loading ...")
             load = await load_contacts(store, size, budget=budget_load)
             say(
-                f"    {load.loaded:,} loaded in {load.seconds:.1f}s ({load.rate:,.0f}/s; {load.path})"
+                f"    {load.loaded:,} loaded in {load.seconds:.1f}s ({load.rate:,.0f}/s; "
+                f"{load.path})"
             )
             ops = await time_ops(store, load.ids, budget_op)
         finally:

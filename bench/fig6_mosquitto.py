@@ -47,14 +47,13 @@ def start_mosquitto(directory: Path, binary: str) -> tuple[subprocess.Popen, int
             "user root\n"  # as root, Mosquitto would switch to its own user and lose the folder
         )
     (directory / "mosquitto.conf").write_text(config)
-    log = open(directory / "mosquitto.log", "w")
-    process = subprocess.Popen(
-        [binary, "-c", str(directory / "mosquitto.conf")],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-    )
-    log.close()
+    with open(directory / "mosquitto.log", "w") as log:  # the child keeps its own descriptor
+        process = subprocess.Popen(
+            [binary, "-c", str(directory / "mosquitto.conf")],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         if process.poll() is not None:

@@ -43,14 +43,16 @@ def run(ctx) -> Figure:
                     },
                 )
                 say(
-                    f"  {replicas} replica(s), delay {delay}: {count:,} addContact mutations from {clients} clients ..."
+                    f"  {replicas} replica(s), delay {delay}: {count:,} addContact mutations from "
+                    f"{clients} clients ..."
                 )
                 with System(file) as system:
                     result = asyncio.run(framework_writes(system, count, clients))
                 fig.data[f"replicas={replicas},delay={delay}"] = result
                 rates[replicas] = result["rate"]
                 fig.row(
-                    f"writes committed/s, {replicas} replica(s), delay {delay} ({result['committed']:,} via GraphQL)",
+                    f"writes committed/s, {replicas} replica(s), delay {delay} "
+                    f"({result['committed']:,} via GraphQL)",
                     fmt(result["rate"]),
                     ratio=f"{result['rate'] / rates[1]:.2f} (vs 1 replica)" if rates.get(1) else "",
                     note=landing_note(result["sent_ok"], result["committed"]),

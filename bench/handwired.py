@@ -1,6 +1,7 @@
 """The floor of figures 1 and 6: the same libraries wired by hand, no framework.
 
-    aiohttp handler -> gmqtt publish -> amqtt (or Mosquitto) -> gmqtt subscriber -> grpc.aio call -> dict
+    aiohttp handler -> gmqtt publish -> amqtt (or Mosquitto)
+                    -> gmqtt subscriber -> grpc.aio call -> dict
 
 Each role runs as its own process, like the framework's nodes (so both get the same two cores):
 
@@ -8,7 +9,9 @@ Each role runs as its own process, like the framework's nodes (so both get the s
     python -m bench.handwired store   --port P                          --pb2 DIR
     python -m bench.handwired writer  --broker P --store P [--mqtt 5]  --pb2 DIR
     python -m bench.handwired gateway --port P --broker P [--mqtt 5]   --pb2 DIR
-    python -m bench.handwired echo    --port P                          --pb2 DIR  (raw gRPC floor of figure 3)
+    python -m bench.handwired echo    --port P                          --pb2 DIR
+
+(`echo` is the raw gRPC floor of figure 3.)
 
 DIR holds contacts_pb2.py, generated from proto/contacts.proto by `compile_pb2`. The gateway
 takes the name from the request's GraphQL variables without parsing the query: the floor has
@@ -78,13 +81,7 @@ async def store(args) -> None:
         (
             grpc.method_handlers_generic_handler(
                 "contacts.ContactWriteService",
-                {
-                    "AddContact": grpc.unary_unary_rpc_method_handler(
-                        add,
-                        request_deserializer=pb.AddContactRequest.FromString,
-                        response_serializer=pb.WriteResponse.SerializeToString,
-                    )
-                },
+                {"AddContact": _unary(add, pb.AddContactRequest, pb.WriteResponse)},
             ),
             grpc.method_handlers_generic_handler(
                 "bench.Handwired", {"Count": grpc.unary_unary_rpc_method_handler(count)}
@@ -182,16 +179,8 @@ async def echo(args) -> None:
             grpc.method_handlers_generic_handler(
                 "bench.Echo",
                 {
-                    "Get": grpc.unary_unary_rpc_method_handler(
-                        get,
-                        request_deserializer=pb.GetContactRequest.FromString,
-                        response_serializer=pb.GetContactResponse.SerializeToString,
-                    ),
-                    "List": grpc.unary_unary_rpc_method_handler(
-                        list_,
-                        request_deserializer=pb.ListContactsRequest.FromString,
-                        response_serializer=pb.ListContactsResponse.SerializeToString,
-                    ),
+                    "Get": _unary(get, pb.GetContactRequest, pb.GetContactResponse),
+                    "List": _unary(list_, pb.ListContactsRequest, pb.ListContactsResponse),
                 },
             ),
         )
@@ -200,6 +189,17 @@ async def echo(args) -> None:
     await server.start()
     await _serve_until_stopped()
     await server.stop(0.5)
+
+
+def _unary(handler, request, response):
+    """A unary method handler taking `request` messages and answering `response` ones."""
+    import grpc
+
+    return grpc.unary_unary_rpc_method_handler(
+        handler,
+        request_deserializer=request.FromString,
+        response_serializer=response.SerializeToString,
+    )
 
 
 async def _serve_until_stopped() -> None:

@@ -87,7 +87,7 @@ async def closed_loop(
 
     tasks = [asyncio.ensure_future(client()) for _ in range(clients)]
     limit = duration + drain if duration is not None else timeout
-    done, pending = await asyncio.wait(tasks, timeout=limit)
+    _, pending = await asyncio.wait(tasks, timeout=limit)
     for task in pending:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -127,5 +127,6 @@ class GraphQL:
 
 def graphql_errors(answer: Any) -> str | None:
     if not isinstance(answer, dict) or answer.get("errors"):
-        return f"GraphQL errors: {str(answer.get('errors') if isinstance(answer, dict) else answer)[:160]}"
+        errors = answer.get("errors") if isinstance(answer, dict) else answer
+        return f"GraphQL errors: {str(errors)[:160]}"
     return None

@@ -33,6 +33,7 @@ import statistics
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -92,24 +93,20 @@ async def scaling(args) -> None:
             built = time.perf_counter() - start
             gc.collect()
             keys = [f"k{rng.randrange(size):08d}" for _ in range(args.reps)]
-            get = await timed(lambda k=k: store.get(k) for k in keys)
-            update = await timed(
-                lambda k=k: store.update(k, {"name": "changed", "last_updated": TIMESTAMP})
-                for k in keys
-            )
+            get = await timed(partial(store.get, k) for k in keys)
+            changed = {"name": "changed", "last_updated": TIMESTAMP}
+            update = await timed(partial(store.update, k, dict(changed)) for k in keys)
             gone = list(dict.fromkeys(keys))
-            delete = await timed(lambda k=k: store.delete(k) for k in gone)
-            insert = await timed(
-                lambda k=k: store.insert(k, {"id": k, "name": "again"}) for k in gone
-            )
-            listed = await timed(lambda: store.list(10) for _ in range(args.reps))
+            delete = await timed(partial(store.delete, k) for k in gone)
+            insert = await timed(partial(store.insert, k, {"id": k, "name": "again"}) for k in gone)
+            listed = await timed(partial(store.list, 10) for _ in range(args.reps))
             plain = {f"k{i:08d}": i for i in range(size)}
-            reference = await timed(lambda k=k: _lookup(plain, k) for k in keys)
+            reference = await timed(partial(_lookup, plain, k) for k in keys)
             del plain
             rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             line = (
-                f"{size:>10,} {built:>8.1f} {get:>9.1f} {update:>9.1f} {delete:>9.1f} {insert:>9.1f} "
-                f"{listed:>9.1f} {reference:>9.1f} {rss:>10.0f}"
+                f"{size:>10,} {built:>8.1f} {get:>9.1f} {update:>9.1f} {delete:>9.1f} "
+                f"{insert:>9.1f} {listed:>9.1f} {reference:>9.1f} {rss:>10.0f}"
             )
             if durable:
                 line += await compaction(store, Path(directory))
@@ -149,6 +146,14 @@ async def compaction(store, directory: Path) -> str:
     return f" {max(pauses, default=0) * 1000:>9.0f} {compacted:>9.1f} {reopen:>9.1f}"
 
 
+async def insert_each(store, queue, latencies: list[float]) -> None:
+    """Insert a document for each number taken from `queue`, noting how long each insert took."""
+    for i in queue:
+        start = time.perf_counter()
+        await store.insert(f"k{i:08d}", document(i))
+        latencies.append(time.perf_counter() - start)
+
+
 async def commit(args) -> None:
     from cqrs_flow.stores.durable import DurableStore
 
@@ -162,17 +167,12 @@ async def commit(args) -> None:
                 store = await DurableStore.open(
                     Path(directory) / "data", "bench", group_commit=group
                 )
-                queue = iter(range(args.writes))
+                queue = iter(range(args.writes))  # shared: each writer takes the next number
                 latencies: list[float] = []
-
-                async def writer():
-                    for i in queue:
-                        start = time.perf_counter()
-                        await store.insert(f"k{i:08d}", document(i))
-                        latencies.append(time.perf_counter() - start)
-
                 start = time.perf_counter()
-                await asyncio.gather(*(writer() for _ in range(in_flight)))
+                await asyncio.gather(
+                    *(insert_each(store, queue, latencies) for _ in range(in_flight))
+                )
                 elapsed = time.perf_counter() - start
                 syncs = store.journal.syncs
                 await store.close()

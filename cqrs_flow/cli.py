@@ -68,7 +68,8 @@ def validate(file: str) -> None:
     "--only",
     metavar="NODE[,NODE...]",
     help="Run just these nodes on this host; the nodes they depend on run on other hosts and are "
-    "waited for where the topology says they listen. Needs CQRS_FLOW_SECRET, the same on every host.",
+    "waited for where the topology says they listen. Needs CQRS_FLOW_SECRET, the same on every "
+    "host.",
 )
 def up(file: str, only: str | None) -> None:
     """Start every node of the topology, in dependency order; Ctrl-C stops them all."""
@@ -145,7 +146,8 @@ def _secret_for(topology: Topology, what: str) -> str:
     if secret is None:
         raise CqrsFlowError(
             f"{what} derive from the system secret, and there is none: set {ENV_SECRET} or the "
-            f"topology's 'secret' ({{env: NAME}} or {{file: path}}) to the secret `up` and the nodes use"
+            "topology's 'secret' ({env: NAME} or {file: path}) to the secret `up` and the nodes "
+            "use"
         )
     return secret
 
@@ -188,7 +190,8 @@ def mosquitto_auth(file: str, directory: Path, broker_name: str | None) -> None:
         _fail(CqrsFlowError(f"cannot write {directory}: {exc.strerror or exc}"))
     click.echo(
         f"wrote {passwords} and {acl}; in mosquitto.conf:\n"
-        f"  allow_anonymous false\n  password_file {passwords.resolve()}\n  acl_file {acl.resolve()}"
+        f"  allow_anonymous false\n  password_file {passwords.resolve()}\n  acl_file "
+        f"{acl.resolve()}"
     )
 
 
@@ -208,7 +211,8 @@ def mqtt_password(file: str, user: str, broker_name: str | None) -> None:
         users = mqtt_access(topology, broker)
         if user not in users:
             raise CqrsFlowError(
-                f"'{user}' is not a user of broker '{broker.name}'; users: {', '.join(sorted(users))} "
+                f"'{user}' is not a user of broker '{broker.name}'; users: "
+                f"{', '.join(sorted(users))} "
                 f"(declare other clients under nodes.{broker.name}.clients)"
             )
         click.echo(derive_mqtt_password(_secret_for(topology, "MQTT passwords"), user))
@@ -273,7 +277,8 @@ def init(directory: Path, entity_spec: tuple[str, ...], port_base: int, name: st
     topology_file = directory / "topology.yaml"
     click.echo(
         f"\nRun it:  cqrs-flow up {topology_file}\n"
-        f"GraphQL: http://127.0.0.1:{project.port('gateway')}/graphql (see {directory / 'README.md'})"
+        f"GraphQL: http://127.0.0.1:{project.port('gateway')}/graphql (see "
+        f"{directory / 'README.md'})"
     )
 
 

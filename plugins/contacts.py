@@ -14,7 +14,8 @@ from cqrs_flow.protobuf.messages import find_field, get_path, set_path
 
 
 class ReverseName(ReaderPlugin):
-    """Answers ReverseName(id) with the contact's name reversed, read through the store's read service."""
+    """Answers ReverseName(id) with the contact's name reversed, read through the store's read
+    service."""
 
     async def ReverseName(self, request: Message, context: grpc.aio.ServicerContext) -> Message:
         get = self.context.store.request_class("GetContact")(id=request.id)

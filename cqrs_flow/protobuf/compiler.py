@@ -12,11 +12,17 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-from google.protobuf.descriptor import Descriptor, MethodDescriptor, ServiceDescriptor
+from google.protobuf.descriptor import (
+    Descriptor,
+    FileDescriptor,
+    MethodDescriptor,
+    ServiceDescriptor,
+)
 from google.protobuf.message import Message
 
 from cqrs_flow.errors import ProtoError
@@ -79,7 +85,7 @@ class ProtoSet:
             raise ProtoError(f"service '{service}' has no RPC '{rpc}'{self._hint(rpc, names)}")
         return found
 
-    def _files(self):
+    def _files(self) -> list[FileDescriptor]:
         files = descriptor_pb2.FileDescriptorSet.FromString(self.path.read_bytes()).file
         return [self.pool.FindFileByName(f.name) for f in files]
 
@@ -97,7 +103,7 @@ class ProtoSet:
         return [s.full_name for f in self._files() for s in f.services_by_name.values()]
 
     @staticmethod
-    def _hint(name: str, choices) -> str:
+    def _hint(name: str, choices: Iterable[str]) -> str:
         matches = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
         return f"; did you mean '{matches[0]}'?" if matches else ""
 

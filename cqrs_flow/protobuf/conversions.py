@@ -16,7 +16,13 @@ from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
-from cqrs_flow.protobuf.messages import is_repeated, to_data
+from cqrs_flow.protobuf.messages import (
+    descriptor_of,
+    enum_type,
+    is_repeated,
+    message_type,
+    to_data,
+)
 
 __all__ = ["data_converter", "from_document"]
 
@@ -43,7 +49,7 @@ def from_document(document: dict[str, Any], cls: type[Message]) -> Message:
     list); anything else goes through ParseDict itself, which also says what does not fit."""
     reader = _document_readers.get(cls)
     if reader is None:
-        reader = _document_readers[cls] = _document_reader(cls.DESCRIPTOR, set()) or _never
+        reader = _document_readers[cls] = _document_reader(descriptor_of(cls), set()) or _never
     try:
         fields = reader(document)
         if fields is not None:
@@ -72,10 +78,11 @@ def _document_reader(descriptor: Descriptor, outer: set[str]) -> _DocumentReader
         return None
     values: dict[str, Callable[[Any], Any]] = {}
     for field in descriptor.fields:
+        value: Callable[[Any], Any]
         if field.type == FieldDescriptor.TYPE_MESSAGE:
-            if field.message_type.GetOptions().map_entry:
+            if message_type(field).GetOptions().map_entry:
                 return None
-            inner = _document_reader(field.message_type, outer | {descriptor.full_name})
+            inner = _document_reader(message_type(field), outer | {descriptor.full_name})
             if inner is None:
                 return None
             value = inner  # the message's constructor takes a dict of keywords for it
@@ -131,7 +138,7 @@ def _exactly(kind: type) -> Callable[[Any], Any]:
 
 
 def _enum_number(field: FieldDescriptor) -> Callable[[Any], int]:
-    numbers = {value.name: value.number for value in field.enum_type.values}
+    numbers = {value.name: value.number for value in enum_type(field).values}
 
     def value(item: Any) -> int:
         if type(item) is not str or item not in numbers:
@@ -171,9 +178,9 @@ def _converter(descriptor: Descriptor, outer: set[str]) -> _Converter | None:
     for field in descriptor.fields:
         convert: Callable[[Any], Any] | None = None
         if field.type == FieldDescriptor.TYPE_MESSAGE:
-            if field.message_type.GetOptions().map_entry:
+            if message_type(field).GetOptions().map_entry:
                 return None
-            convert = _converter(field.message_type, outer | {descriptor.full_name})
+            convert = _converter(message_type(field), outer | {descriptor.full_name})
             if convert is None:
                 return None
         elif field.type == FieldDescriptor.TYPE_ENUM:
@@ -206,7 +213,7 @@ def _converter(descriptor: Descriptor, outer: set[str]) -> _Converter | None:
 def _enum_names(field: FieldDescriptor) -> dict[int, str] | None:
     """Number -> name, or None when json_format would not give the plain name (NullValue, values
     with options such as a JSON name of their own)."""
-    enum = field.enum_type
+    enum = enum_type(field)
     if enum.full_name == "google.protobuf.NullValue" or any(
         v.GetOptions().ListFields() for v in enum.values
     ):

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from typing import Any, cast
 
 from google.protobuf import json_format
-from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 __all__ = [
     "INTEGER_TYPES",
     "PathError",
+    "descriptor_of",
+    "enum_type",
     "find_field",
     "get_path",
     "is_repeated",
+    "message_type",
     "resolve_path",
     "set_path",
     "to_data",
@@ -41,14 +44,35 @@ class PathError(Exception):
 
 
 def is_repeated(field: FieldDescriptor) -> bool:
-    if hasattr(field, "is_repeated"):  # protobuf >= 5.29; `label` is gone in 7
+    if hasattr(field, "is_repeated"):  # protobuf >= 5.29
         return bool(field.is_repeated)
-    return field.label == FieldDescriptor.LABEL_REPEATED
+    label = getattr(field, "label", None)  # before 5.29; gone in 7, and from its type stubs
+    return bool(label == FieldDescriptor.LABEL_REPEATED)
+
+
+def descriptor_of(message: Message | type[Message]) -> Descriptor:
+    """The descriptor of a message (class). protobuf's type stubs also name the C
+    implementation's descriptor class, which at run time is a `Descriptor` too."""
+    return cast(Descriptor, message.DESCRIPTOR)
+
+
+def message_type(field: FieldDescriptor) -> Descriptor:
+    """The type of a message field (TypeError for a field of another type)."""
+    if field.message_type is None:
+        raise TypeError(f"{field.full_name} is not a message field")
+    return field.message_type
+
+
+def enum_type(field: FieldDescriptor) -> EnumDescriptor:
+    """The type of an enum field (TypeError for a field of another type)."""
+    if field.enum_type is None:
+        raise TypeError(f"{field.full_name} is not an enum field")
+    return field.enum_type
 
 
 def resolve_path(descriptor: Descriptor, path: str) -> list[FieldDescriptor]:
     """'contact.name' in AddContactRequest -> [contact field, name field]; PathError if absent."""
-    fields = []
+    fields: list[FieldDescriptor] = []
     current: Descriptor | None = descriptor
     for part in path.split("."):
         if current is None:
@@ -76,7 +100,7 @@ def find_field(descriptor: Descriptor, name: str) -> str | None:
         for field in descriptor.fields
         if field.type == FieldDescriptor.TYPE_MESSAGE
         and not is_repeated(field)
-        and name in field.message_type.fields_by_name
+        and name in message_type(field).fields_by_name
     ]
     return found[0] if len(found) == 1 else None
 
@@ -94,7 +118,7 @@ def set_path(message: Message, path: str, value: Any) -> None:
     target = message
     for part in parents:
         target = getattr(target, part)
-    field = target.DESCRIPTOR.fields_by_name[last]
+    field = descriptor_of(target).fields_by_name[last]
     if is_repeated(field):
         container = getattr(target, last)
         del container[:]
@@ -113,28 +137,30 @@ def _scalar(field: FieldDescriptor, value: Any) -> Any:
     """An enum value by name as its number; an integer given as a string (a GraphQL ID, a 64-bit
     integer beyond what GraphQL's Int holds) as an int. ValueError/KeyError when it is neither."""
     if field.type == FieldDescriptor.TYPE_ENUM and isinstance(value, str):
-        return field.enum_type.values_by_name[value].number
+        return enum_type(field).values_by_name[value].number
     if field.type in INTEGER_TYPES and isinstance(value, str):
         return int(value, 10)
     return value
 
 
 # protobuf >= 5.28 can leave 64-bit integers as numbers; older releases quote them as JSON does.
-_UNQUOTED_INT64: dict[str, bool] = (
-    {"unquote_int64_if_possible": True}
-    if "unquote_int64_if_possible" in inspect.signature(json_format.MessageToDict).parameters
-    else {}
+_UNQUOTES_INT64 = (
+    "unquote_int64_if_possible" in inspect.signature(json_format.MessageToDict).parameters
 )
 
 
 def to_data(message: Message) -> dict[str, Any]:
     """Every field by its proto name, defaults included: enums as names, 64-bit ints as numbers
     (beyond 2**53 as strings, as protobuf gives them)."""
+    if _UNQUOTES_INT64:
+        return json_format.MessageToDict(
+            message,
+            always_print_fields_with_no_presence=True,
+            preserving_proto_field_name=True,
+            unquote_int64_if_possible=True,
+        )
     return json_format.MessageToDict(
-        message,
-        always_print_fields_with_no_presence=True,
-        preserving_proto_field_name=True,
-        **_UNQUOTED_INT64,
+        message, always_print_fields_with_no_presence=True, preserving_proto_field_name=True
     )
 
 

@@ -88,8 +88,9 @@ def mqtt_launch_environment(topology: Topology, node: str, secret: str) -> dict[
 
 def _no_secret(node: str) -> NodeError:
     return NodeError(
-        f"node '{node}' has no MQTT credentials: run it with `cqrs-flow up`, or set {ENV_SECRET} to the "
-        f"same secret on every node (for example: export {ENV_SECRET}=$(openssl rand -hex 32))"
+        f"node '{node}' has no MQTT credentials: run it with `cqrs-flow up`, or set {ENV_SECRET} "
+        "to the same secret on every node "
+        f"(for example: export {ENV_SECRET}=$(openssl rand -hex 32))"
     )
 
 

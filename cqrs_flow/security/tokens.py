@@ -124,9 +124,9 @@ def credentials_from_env(
 class CallerCheck:
     """Refuses calls from nodes the topology does not wire to the called service.
 
-    The gRPC servers ask it at the start of every call (cqrs_flow.transport.rpc wraps each handler with
-    it): a server interceptor would cost a coroutine and a handler lookup per call. A token that
-    matched its hash once is remembered, so SHA-256 runs once per caller, not once per call.
+    The gRPC servers ask it at the start of every call (cqrs_flow.transport.rpc wraps each handler
+    with it): a server interceptor would cost a coroutine and a handler lookup per call. A token
+    that matched its hash once is remembered, so SHA-256 runs once per caller, not once per call.
     """
 
     def __init__(self, allowed: Mapping[str, set[str]], credentials: Credentials) -> None:
@@ -137,10 +137,12 @@ class CallerCheck:
     def refusal(
         self, service: str, metadata: Iterable[tuple[str, str | bytes]] | None
     ) -> str | None:
-        """Why a call to `service` with this invocation metadata is refused, or None if it may go on."""
+        """Why a call to `service` with this invocation metadata is refused; None if it may go
+        on."""
         if service in PUBLIC_SERVICES:
             return None
-        caller = token = ""
+        caller: str | bytes = ""
+        token: str | bytes = ""
         for key, value in metadata or ():  # the last of repeated keys counts, as in a dict
             if key == METADATA_NODE:
                 caller = value

@@ -48,8 +48,8 @@ class DocumentStore(ABC):
 
     Every write may name the `command` (its command id) it carries out. The backend keeps each
     key's last command, after a delete too (a tombstone), and makes a write only if its command
-    supersedes the key's last one (cqrs_flow.contracts.ordering.supersedes), checking and writing in one
-    step: single-key writes raise StaleCommand otherwise, bulk writes leave such keys out. A
+    supersedes the key's last one (cqrs_flow.contracts.ordering.supersedes), checking and writing in
+    one step: single-key writes raise StaleCommand otherwise, bulk writes leave such keys out. A
     backend shared by several store processes must make that step atomic where the data is.
     """
 
@@ -67,12 +67,14 @@ class DocumentStore(ABC):
 
     @abstractmethod
     async def insert_many(self, documents: dict[str, Document], command: str | None = None) -> int:
-        """Store every new document (key -> document); DuplicateKey, storing none, if a key is taken."""
+        """Store every new document (key -> document); DuplicateKey, storing none, if a key is
+        taken."""
 
     @abstractmethod
     async def delete_many(self, keys: list[str], command: str | None = None) -> int:
         """Remove the documents that exist; return how many were removed. With a command, every
-        key in `keys` it supersedes gets it as its last command, whether a document was there or not."""
+        key in `keys` it supersedes gets it as its last command, whether a document was there or
+        not."""
 
     @abstractmethod
     async def get(self, key: str) -> Document:
@@ -87,5 +89,5 @@ class DocumentStore(ABC):
         never returns otherwise. The store node runs it in the background and ends with it."""
         await asyncio.Event().wait()
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 (optional: a backend may hold nothing)
         """Release what the backend holds."""

@@ -1,54 +1,15 @@
 """The durable backend: the in-memory store, plus a write-ahead journal and snapshots on disk.
 
-A store node with `data: <directory>` uses it. Every write that a call acknowledges survives a
-kill -9 (and a power cut, as far as fsync holds its promise) of the store's process.
-
-Design
-------
-The documents live in memory exactly as in MemoryStore (same code, same flat costs); the disk
-holds what it takes to rebuild them:
-
-    <data>/snapshot       every document (and each key's last command) as of the start of
-                          journal generation G
-    <data>/journal.<G>    the writes since, appended one record per write
-    <data>/lock           flock'ed while a store process has the directory open
-
-A write is checked and applied in memory (so it fails, NotFound or DuplicateKey, before
-anything is logged), its record is appended to the journal, and the call returns only once the
-record is written and fdatasync'ed. fsync is the slow part (milliseconds, next to microseconds
-for the rest), so it is shared: one task writes and syncs the journal in a worker thread, and
-every record appended while a sync is under way waits for the next one, which covers them all
-(group commit). With many writes in flight (a writer keeps up to 32) one fsync acknowledges
-dozens of them; bench/store_scaling.py --commit measures it. Records reach the disk in the order
-the writes were applied in memory, since both happen in the event loop's one thread.
-
-Reads also wait for the journal when writes are pending, after computing their answer: a read
-never shows a write a crash could still take back.
-
-Records are framed JSON objects (stores/journal.py; documents are protobuf messages as JSON
-data, and a write made by a command carries its id as "cmd"). At start-up the snapshot is
-loaded and the journals from its generation on are replayed in order. A crash can leave the
-journal's last record torn (half-written): replay drops it, keeping the bytes aside, and goes
-on: a torn record was never acknowledged, since its fsync had not returned. A damaged snapshot,
-by contrast, stops the store with an error, since it was written whole and renamed into place.
-
-Compaction keeps the journal from growing without bound: once it holds more records than
-`max(compact_min_records, documents stored)` (so rewriting everything costs O(1) per write,
-amortized), the store switches to journal G+1, takes a point-in-time copy of its documents
-(a list of references: stored documents are never changed in place, see memory.py; about
-0.2 s at a million documents, the only pause), writes them to `snapshot.tmp` in a worker
-thread, fsyncs it, renames it to `snapshot`, and then deletes journal G. A crash at any point
-leaves either the old snapshot with journals G and G+1, or the new one with G+1 (G is deleted
-at start-up): both replay to the same documents. The same check runs at start-up, after replay.
-
-If writing or syncing the journal fails (disk full, I/O error), the store cannot promise
-anything any more: the waiting calls and every later write fail with StoreError, and
-`wait_failure` raises, which ends the store node; `up` restarts it, and it replays the journal.
+A store node with `data: <directory>` uses it. Every write a call acknowledges is on disk
+(fdatasync'ed, one sync shared by the writes waiting) and survives a kill -9 of the process; a read
+never shows a write a crash could take back. Layout, compaction and failures:
+docs/ARCHITECTURE.md, "Store backends".
 """
 
 from __future__ import annotations
 
 import asyncio
+import builtins
 import logging
 import os
 import re
@@ -197,7 +158,8 @@ class DurableStore(MemoryStore):
                     f"bytes, {len(self)} documents); refusing to start with part "
                     f"of the data"
                 )
-        return head["snapshot"]
+        generation: int = head["snapshot"]  # an int, checked above
+        return generation
 
     def _restore(self, key: str, stored: dict[str, Any]) -> None:
         """A document read back from disk, as stored (with `_id`): no checks, no copy."""
@@ -321,6 +283,7 @@ class DurableStore(MemoryStore):
         except OSError as exc:
             log.error("compaction: cannot start journal.%d: %s", generation, exc)
             return
+        assert self.files is not None, "compaction runs only while the journal is open"
         started = time.monotonic()
         old_complete = self.files.rotate(fd)
         # Between the rotation and the next await: exactly what the old journals hold.
@@ -349,7 +312,10 @@ class DurableStore(MemoryStore):
         )
 
     def _write_snapshot(
-        self, generation: int, documents: list[dict[str, Any]], commands: list[tuple[str, str]]
+        self,
+        generation: int,
+        documents: builtins.list[dict[str, Any]],
+        commands: builtins.list[tuple[str, str]],
     ) -> int:
         """In a worker thread: write, sync and rename the snapshot, then drop older journals."""
         temporary, path = self.directory / "snapshot.tmp", self.directory / "snapshot"

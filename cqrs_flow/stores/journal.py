@@ -1,15 +1,8 @@
 """Append-only record files: framed records, group-committed fdatasync, torn-tail recovery.
 
-The durable store (stores/durable.py) journals its writes with this, and so does a gateway's
-outbox when it has a data directory (nodes/outbox.py).
-
-A record is 4 bytes length, 4 bytes CRC-32 of the payload (both little-endian), then the payload,
-a JSON object, so a journal stays readable with a few lines of Python. `Journal` appends records
-and makes each caller wait only until its record is on disk, one fdatasync covering every
-record that arrived meanwhile. `replay` reads a journal back after a crash: it stops at the
-first record that is torn (short frame, wrong CRC, no JSON object), keeps the bytes from there in
-`<name>.torn-<offset>` for inspection and truncates the file to its last whole record; a torn
-record was never acknowledged, since its fsync had not returned.
+Used by the durable store and by a gateway's outbox. A record is a length, a CRC-32 and a JSON
+object; `Journal` returns once a record is on disk, `replay` reads the whole records back after a
+crash and sets a torn tail aside (never acknowledged, since its sync had not returned).
 """
 
 from __future__ import annotations
@@ -22,7 +15,7 @@ import os
 import struct
 import zlib
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -89,7 +82,7 @@ class Records:
 class _Batch:
     __slots__ = ("data", "done", "fd", "taken")
 
-    def __init__(self, fd: int, done: asyncio.Future) -> None:
+    def __init__(self, fd: int, done: asyncio.Future[None]) -> None:
         self.fd = fd
         self.data = bytearray()
         self.done = done
@@ -110,7 +103,7 @@ class Journal:
         self._group = group_commit
         self._batches: deque[_Batch] = deque()
         self._wake = asyncio.Event()
-        self._newest: asyncio.Future | None = None
+        self._newest: asyncio.Future[None] | None = None
         self._error: JournalError | None = None
         self.syncs = 0
         self.task = asyncio.get_running_loop().create_task(self._run(), name="journal")
@@ -120,7 +113,7 @@ class Journal:
         if self._error is not None:
             raise self._error
 
-    def append(self, record: bytes) -> asyncio.Future:
+    def append(self, record: bytes) -> asyncio.Future[None]:
         self.check()
         tail = self._batches[-1] if self._batches else None
         if tail is None or tail.taken or tail.fd != self._fd or not self._group:
@@ -135,7 +128,7 @@ class Journal:
         """Return once every record appended so far is on disk."""
         await wait(self._newest)
 
-    def rotate(self, fd: int) -> asyncio.Future | None:
+    def rotate(self, fd: int) -> asyncio.Future[None] | None:
         """Append to `fd` from now on; the future of the last record for the old file."""
         newest, self._fd = self._newest, fd
         return newest
@@ -171,7 +164,7 @@ class Journal:
                 await asyncio.gather(self.task, return_exceptions=True)
 
 
-async def wait(future: asyncio.Future | None) -> None:
+async def wait(future: asyncio.Future[None] | None) -> None:
     if future is None:
         return
     if future.done():
@@ -205,8 +198,8 @@ def open_journal(path: Path) -> int:
 
 
 def replay(path: Path, apply: Callable[[dict[str, Any]], None]) -> int:
-    """Call `apply` on each whole record of the journal at `path`, in order; drop a torn tail
-    (kept aside, see above). The number of records read."""
+    """Call `apply` on each whole record of the journal at `path`, in order; a torn tail is moved
+    to `<name>.torn-<offset>` and cut off. The number of records read."""
     count = 0
     with open(path, "r+b") as file:
         records = Records(file)
@@ -239,7 +232,7 @@ def lock_directory(directory: Path, what: str) -> BinaryIO:
     JournalError if the directory cannot be used or another process holds it."""
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        lock = open(directory / "lock", "a+b")
+        lock = open(directory / "lock", "a+b")  # noqa: SIM115 (held: the caller closes it)
     except OSError as exc:
         raise JournalError(f"cannot open the data directory {directory}: {exc}") from None
     try:
@@ -262,7 +255,7 @@ class JournalFiles:
         self.lock: BinaryIO | None = lock_directory(directory, what)
         self.fd: int | None = None
         self.journal: Journal | None = None
-        self.compaction: asyncio.Task | None = None
+        self.compaction: asyncio.Task[None] | None = None
 
     def start(self, path: Path, group_commit: bool = True) -> Journal:
         """Append to `path` from now on (the directory's first journal of this run)."""
@@ -287,7 +280,7 @@ class JournalFiles:
 
         return finished()
 
-    def compact_with(self, compaction: Callable[[], Awaitable[None]], name: str) -> None:
+    def compact_with(self, compaction: Callable[[], Coroutine[Any, Any, None]], name: str) -> None:
         """Run `compaction` in the background unless one is running."""
         if self.compaction is None or self.compaction.done():
             self.compaction = asyncio.get_running_loop().create_task(compaction(), name=name)

@@ -1,39 +1,13 @@
 """The embedded backend: documents in memory, in a mongomock collection, nothing to install or run.
 
-Keyed operations stay flat as the collection grows. mongomock answers every query by scanning
-the whole collection (its `find` starts with `list(<every document>)`), even
-`find_one({"_id": key})`, and so do `delete_one` and `update_one`/`find_one_and_update`, which
-find before they write: ~1 ms per call at 1,000 documents, ~1 s at 1,000,000. So the store
-keeps its own index, an insertion-ordered dict key -> document, and answers get, update,
-delete and list from it: O(1) per keyed operation, O(count) per list. The mongomock collection
-is kept in step with every write, holding the very same document objects (no second copy),
-so its query features (`store.collection.find(...)`) see what the store serves; writes must
-go through the store (one made to the collection directly would not reach the index). The
-index is an OrderedDict rather than a dict: a dict iterates over the holes its deleted entries
-leave until it next grows, so `list` after deleting the oldest half of a million documents
-would cost ~100 us instead of ~1 us.
-
-Keeping mongomock in step without its scans: `insert_one` does not scan (a dict lookup for the
-duplicate check) as long as the collection has no unique index besides `_id`, so inserts go
-through it. Replacing and removing a document by key has no scan-free public call, so those
-write to the collection's own per-collection store: `Collection._store`, mongomock's
-`store.CollectionStore`, whose `__setitem__`/`__delitem__` are what mongomock's own writes end
-with (as of mongomock 4.3). That is not a documented API; `_mirror_store` checks for it and,
-if a mongomock release changes it, the store falls back to the public calls (correct, but
-scanning again: writes get slow, reads stay flat) and logs a warning. tests/unit/stores/test_embedded.py
-checks that the installed mongomock takes the fast path.
-
-Documents in the index are never changed in place: an update stores a new dict. So a shallow
-copy of the index is a consistent snapshot (the durable store relies on that), and what a
-caller gets back is always a copy of its own.
-
-The last command written to each key (see DocumentStore) is kept in a dict of its own beside the
-index, key -> command id: about 150 bytes a key, for keys written by commands only; deleted
-keys keep theirs (tombstones), so that dict only grows.
+Promises O(1) keyed operations and O(count) lists at any collection size (its own index beside
+mongomock, which scans), and that stored documents are never changed in place, so a shallow copy
+of the index is a consistent snapshot. Why and how: docs/ARCHITECTURE.md, "Store backends".
 """
 
 from __future__ import annotations
 
+import builtins
 import logging
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -67,7 +41,9 @@ class MemoryStore(DocumentStore):
 
     def __init__(self, collection: str, last_writer_wins: bool = False) -> None:
         self.last_writer_wins = last_writer_wins
-        self.collection = mongomock.MongoClient().get_database("cqrs_flow")[collection]
+        self.collection: mongomock.Collection[Document] = mongomock.MongoClient().get_database(
+            "cqrs_flow"
+        )[collection]
         # key -> stored document (with "_id"), oldest first; the same objects as in mongomock.
         self._documents: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._mirror = _mirror_store(self.collection)
@@ -111,7 +87,7 @@ class MemoryStore(DocumentStore):
             raise NotFound(key)
         return _copy_out(stored)
 
-    def _list(self, count: int) -> list[Document]:
+    def _list(self, count: int) -> builtins.list[Document]:
         return [_copy_out(d) for d in islice(self._documents.values(), count)] if count > 0 else []
 
     # The writes. `lww`: last-writer-wins rules for this write (see the class).
@@ -178,7 +154,7 @@ class MemoryStore(DocumentStore):
                 self._commands[key] = command
         return len(documents)
 
-    def _delete_many(self, keys: Iterable[str], command: str | None = None) -> list[str]:
+    def _delete_many(self, keys: Iterable[str], command: str | None = None) -> builtins.list[str]:
         """Remove the documents that exist; the keys removed, each once."""
         removed = []
         for key in keys:
@@ -195,7 +171,8 @@ class MemoryStore(DocumentStore):
         return self.last_writer_wins and bool(command)
 
     def _admit(self, key: str, command: str | None) -> None:
-        if command and not supersedes(command, last := self._commands.get(key)):
+        last = self._commands.get(key)
+        if command and last is not None and not supersedes(command, last):
             raise StaleCommand(key, last)
 
     # -- index and collection in step ----------------------------------------------------------
@@ -210,7 +187,9 @@ class MemoryStore(DocumentStore):
             # mongomock stores its own copy of what it is given; index that very object.
             self._documents[key] = self._mirror[key]
         else:
-            self._documents[key] = self.collection.find_one({"_id": key})
+            stored = self.collection.find_one({"_id": key})
+            assert stored is not None, "inserted just above"
+            self._documents[key] = stored
 
     def _replace(self, key: str, document: dict[str, Any]) -> None:
         if self._mirror is not None:
@@ -227,7 +206,7 @@ class MemoryStore(DocumentStore):
         del self._documents[key]
 
 
-def _mirror_store(collection: mongomock.Collection) -> Any:
+def _mirror_store(collection: mongomock.Collection[Document]) -> Any:
     """mongomock's per-collection document store, if this mongomock has the one we know."""
     store_class = getattr(getattr(mongomock, "store", None), "CollectionStore", None)
     try:

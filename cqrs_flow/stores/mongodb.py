@@ -1,94 +1,17 @@
 """The MongoDB backend: documents in a MongoDB collection, shared by any number of store processes.
 
-A store node with `backend: mongodb` uses it (pymongo's asyncio client; install the `mongodb`
-extra). It answers exactly as the embedded backend does (tests/unit/stores/test_contract.py runs
-the same suite over both); what differs is that the data lives in MongoDB, so several store
-processes may serve one collection, and every check is made by MongoDB in the write itself.
-
-Layout
-------
-One MongoDB document per key, whether the key holds a document or only a tombstone:
-
-    {_id: <key>, d: {<the document's fields>}, _seq: <insertion order>, _cmd: <last command id>}
-
-- `d` holds the document (its fields under a name of their own, so no field of a document can
-  collide with the bookkeeping beside it, and a delete can drop them all with one `$unset`).
-- `_seq` marks a live document and orders `list`: set on insert, kept by updates, removed with
-  `d` by a delete. It is a UUIDv7 from the store process's own CommandClock: ids from one process
-  strictly increase, and ids from several processes interleave by their clocks (milliseconds,
-  then random bits), which lists documents inserted through several store processes roughly in
-  the order they were inserted. No server-side counter is needed (a counter document would be a
-  hot spot every insert writes to), nor the server's clock (`$currentDate` is per operation).
-  A partial index on `_seq` over live documents only makes `list(count)` read `count` entries,
-  however many tombstones there are; every keyed operation goes by `_id`.
-- `_cmd` is the id of the last command written to the key (see DocumentStore). A delete keeps
-  it, so a deleted key stays behind as a tombstone `{_id, _cmd}` that get and list ignore. A key
-  written without commands has no `_cmd`; deleting it removes its document altogether.
-
-The command rule as a filter
-----------------------------
-A write carrying command C may be made only if `supersedes(C, last)` (cqrs_flow.contracts.ordering):
-always when the key has no last command, never when the last one is C itself, and, when both
-are UUIDv7 ids, only if C is the newer. Canonical UUIDv7 text sorts as the ids do, and MongoDB
-compares strings byte by byte under the simple collation, so `_cmd < C` is that comparison. (A
-collection created with another default collation would compare ids, and match keys, by its
-locale's rules; the store refuses to open one.) `applicable(C)` is the filter:
-
-    C ordered:     {$or: [{_cmd: {$lt: C}}, {_cmd: {$not: /<UUIDv7>/}}]}
-                   (`$not` also matches a key without `_cmd`, and one whose last id has no order)
-    C not ordered: {_cmd: {$ne: C}}   (matches a missing `_cmd` too)
-
-Each write is ONE conditional operation by `_id`, its filter = "the key is in the state this
-write needs" AND applicable(C), so the check and the write are one atomic step in MongoDB,
-whatever other store processes do at the same time:
-
-    insert     find_one_and_update({_id: k, _seq: {$exists: false}, applicable(C)},
-                                   {$set: {d: doc, _seq: s, _cmd: C}}, upsert=True)
-               matches a tombstone C may overwrite, or nothing (then the upsert inserts);
-               a live document or a stale C makes the upsert collide on _id: DuplicateKeyError.
-               (It returns the tombstone it replaced, which insert_many needs to undo it.)
-    update     find_one_and_update({_id: k, _seq: {$exists: true}, applicable(C)},
-                                   {$set: {d.<field>: value, ..., _cmd: C}}) -> the new document
-    delete     update_one({_id: k, _seq: {$exists: true}, applicable(C)},
-                          {$unset: {d, _seq}, $set: {_cmd: C}})
-    (no C)     delete_one({_id: k, _seq: {$exists: true}, _cmd: {$exists: false}}) (nothing to
-               remember), else the update above, which keeps the key's `_cmd`
-    bulk       the single-key operation for each key, run concurrently; delete_many's per key is
-               an upsert ({_id: k, applicable(C)}, unset d and _seq, set _cmd), which leaves a
-               tombstone for a key that had nothing, as the interface asks
-
-When the operation matches nothing (or its upsert collides), one read of the key's `_cmd` and
-liveness tells why, by the same rule as the embedded backend (`verdict`): StaleCommand, NotFound
-or DuplicateKey; or, if the key changed between the write and the read so that the write would
-now apply, the write is tried again (a few times, then StoreError: UNAVAILABLE, and the writer
-tries later). That read only explains a refusal; it never decides a write.
-
-insert_many stores none when a key is taken: one read of all its keys first (taken ones are
-refused before anything is written); a key taken by another store process between that read
-and the writes makes the writes already made be undone, each conditionally on still being this
-call's own (`_seq`), before DuplicateKey is raised. Without a multi-document transaction,
-readers may glimpse those documents for that moment; commands on them are unaffected.
-
-last_writer_wins=True makes every write made by a command a versioned assignment (the default,
-False, keeps the rules above), as in MemoryStore: an update of a missing document creates it, a
-delete of a missing one succeeds (leaving a tombstone with the command), and an insert over a
-live document replaces it when its command supersedes the last one (it keeps its place in
-`list`, as an update does). Writes without a command keep the rules above: nothing says which
-is newer.
-
-Errors: a document MongoDB refuses (too large, a field name it cannot store, an integer beyond
-64 bits) is InvalidDocument; anything else from the driver (no server reachable, a failover in
-progress, a write concern not met) is StoreError, which the store node answers UNAVAILABLE so
-that writers retry; a retried command is then recognised by its id. What correctness needs from
-the deployment (a replica set, w=majority, journaling, majority reads) is in the README.
+A store node with `backend: mongodb` uses it (the `mongodb` extra). It answers exactly as the
+embedded backend does; each write is one conditional operation by `_id`, so the command rule holds
+whatever other store processes do. Layout and filters: docs/ARCHITECTURE.md, "Store backends".
 """
 
 from __future__ import annotations
 
 import asyncio
+import builtins
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -118,9 +41,9 @@ __all__ = [
 
 log = logging.getLogger("cqrs_flow.store")
 
-# A canonical UUIDv7, as cqrs_flow.contracts.ordering.is_ordered reads it. `(?![\s\S])` ends the match at
-# the end of the string, in Python's re and in MongoDB's PCRE alike (`$` would also match before
-# a final newline in both).
+# A canonical UUIDv7, as cqrs_flow.contracts.ordering.is_ordered reads it. `(?![\s\S])` ends the
+# match at the end of the string, in Python's re and in MongoDB's PCRE alike (`$` would also match
+# before a final newline in both).
 ORDERED_ID = r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}(?![\s\S])"
 LIVE = {"_seq": {"$exists": True}}
 GONE = {"_seq": {"$exists": False}}  # a tombstone, or no MongoDB document at all
@@ -214,8 +137,9 @@ def redact(url: str) -> str:
     return re.sub(r"^([a-z+]+://)[^@/]*@", r"\1***@", url)
 
 
-def check_collation(info: dict[str, Any] | None, name: str) -> None:
-    """StoreError if the collection (its listCollections entry) has a collation other than simple."""
+def check_collation(info: Mapping[str, Any] | None, name: str) -> None:
+    """StoreError if the collection (its listCollections entry) has a collation other than
+    simple."""
     collation = ((info or {}).get("options") or {}).get("collation")
     if collation and collation.get("locale") != "simple":
         raise StoreError(
@@ -256,7 +180,7 @@ def driver_errors(what: str) -> Iterator[None]:
 def _first_line(exc: Exception) -> str:
     details = getattr(exc, "details", None)
     message = (
-        details.get("errmsg") if isinstance(details, dict) and details.get("errmsg") else str(exc)
+        str(details["errmsg"]) if isinstance(details, dict) and details.get("errmsg") else str(exc)
     )
     message = message.split(", Topology Description:")[0]  # server selection: the rest is internals
     return message.splitlines()[0][:300] if message else type(exc).__name__
@@ -266,7 +190,7 @@ def _first_line(exc: Exception) -> str:
 
 
 class MongoStore(DocumentStore):
-    """Documents in a MongoDB collection (see the module docstring for the layout and the rules).
+    """Documents in a MongoDB collection (layout and rules: docs/ARCHITECTURE.md, "Store backends").
 
     Open it with `await MongoStore.open(url, database, collection)`; tests may hand the
     constructor any object with pymongo's AsyncCollection calls used here.
@@ -311,7 +235,7 @@ class MongoStore(DocumentStore):
 
         where = redact(url)
         # Keyword options would win over the URL's: pass only those the URL leaves out.
-        options = (
+        options: dict[str, Any] = (
             {}
             if "serverselectiontimeoutms" in url.lower()
             else {"serverSelectionTimeoutMS": server_selection_ms}
@@ -319,7 +243,7 @@ class MongoStore(DocumentStore):
         if "appname" not in url.lower():
             options["appname"] = "cqrs-flow store"
         try:
-            client = AsyncMongoClient(url, **options)
+            client: AsyncMongoClient[Document] = AsyncMongoClient(url, **options)
         except (ConfigurationError, InvalidURI, ValueError, TypeError) as exc:
             raise StoreError(
                 f"the MongoDB connection URL ({where}) is not one pymongo accepts: "
@@ -378,7 +302,8 @@ class MongoStore(DocumentStore):
             found = await self.collection.find_one({"_id": key, **LIVE}, {"d": 1})
         if found is None:
             raise NotFound(key)
-        return found.get("d", {})
+        document: Document = found.get("d", {})
+        return document
 
     async def list(self, count: int) -> list[Document]:
         if count <= 0:
@@ -436,7 +361,8 @@ class MongoStore(DocumentStore):
                     where, update, projection={"d": 1}, return_document=self._after
                 )
                 if found is not None:
-                    return found.get("d", {})
+                    document: Document = found.get("d", {})
+                    return document
                 if self.last_writer_wins and command:  # no live document: this update makes one
                     made, _ = await self._insert_new(key, fields, command, self._clock.next_id())
                     if made:
@@ -448,6 +374,14 @@ class MongoStore(DocumentStore):
         with driver_errors(f"delete {key!r}"):
             if not await self._delete(key, command) and not (self.last_writer_wins and command):
                 raise NotFound(key)
+
+    async def _tombstone(self, where: dict[str, Any], update: dict[str, Any]) -> bool:
+        """Upsert a key's tombstone (`delete_op(..., anything=True)`); whether a live document was
+        there. DuplicateKeyError when the key's last command is this one or newer."""
+        before = await self.collection.find_one_and_update(
+            where, update, upsert=True, projection={"_seq": 1}, return_document=self._before
+        )
+        return before is not None and "_seq" in before
 
     async def _delete(self, key: str, command: str | None) -> bool:
         """Delete one key; whether a live document was removed. StaleCommand, or NotFound unless
@@ -469,16 +403,8 @@ class MongoStore(DocumentStore):
                 self._refuse("delete", key, await self._state(key), command)
                 continue
             if self.last_writer_wins:  # a tombstone for the command, wherever the key stands
-                where, update = delete_op(key, command, anything=True)
                 try:
-                    before = await self.collection.find_one_and_update(
-                        where,
-                        update,
-                        upsert=True,
-                        projection={"_seq": 1},
-                        return_document=self._before,
-                    )
-                    return before is not None and "_seq" in before
+                    return await self._tombstone(*delete_op(key, command, anything=True))
                 except DuplicateKeyError:
                     pass
             self._refuse("delete", key, await self._state(key), command)
@@ -531,7 +457,7 @@ class MongoStore(DocumentStore):
                 ),
                 return_exceptions=True,
             )
-            outcomes = dict(zip(wanted, results))
+            outcomes = dict(zip(wanted, results, strict=True))
             taken = [key for key, result in outcomes.items() if isinstance(result, DuplicateKey)]
             failed = [
                 result
@@ -566,7 +492,7 @@ class MongoStore(DocumentStore):
                     where, {"$unset": {"d": "", "_seq": ""}, "$set": {"_cmd": last}}
                 )
 
-    async def delete_many(self, keys: list[str], command: str | None = None) -> int:
+    async def delete_many(self, keys: builtins.list[str], command: str | None = None) -> int:
         from pymongo.errors import DuplicateKeyError
 
         async def one(key: str) -> bool:
@@ -578,14 +504,7 @@ class MongoStore(DocumentStore):
             where, update = delete_op(key, command, anything=True)
             for _ in range(RETRIES):
                 try:
-                    before = await self.collection.find_one_and_update(
-                        where,
-                        update,
-                        upsert=True,
-                        projection={"_seq": 1},
-                        return_document=self._before,
-                    )
-                    return before is not None and "_seq" in before
+                    return await self._tombstone(where, update)
                 except DuplicateKeyError:  # the key's last command is C or newer: leave it out
                     if verdict("delete", await self._state(key), command, True) == "stale":
                         return False

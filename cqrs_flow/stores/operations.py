@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timezone
+from typing import Any
 
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
@@ -13,7 +14,7 @@ from google.protobuf.message import Message
 from cqrs_flow.contracts.operations import BoundOperation
 from cqrs_flow.protobuf.conversions import from_document
 from cqrs_flow.protobuf.messages import INTEGER_TYPES, to_document, to_update
-from cqrs_flow.stores.base import DocumentStore, DuplicateKey, StaleCommand
+from cqrs_flow.stores.base import Document, DocumentStore, DuplicateKey, StaleCommand
 
 __all__ = ["InvalidRequest", "Stale", "apply_operation", "command_id_of", "rfc3339_now"]
 
@@ -102,13 +103,12 @@ async def _run(
         await store.delete(value, command)
         _fill_write_response(response, bound.key, value, 1)
     elif bound.op == "insert_many":
-        now = clock() if timestamp else None
-        documents = {}
+        stamp = {timestamp: clock()} if timestamp else {}  # one time for the whole batch
+        documents: dict[str, Document] = {}
         for item in value:
             document = to_document(item)
             document[bound.key] = document.get(bound.key) or str(uuid.uuid4())
-            if now:
-                document[timestamp] = now
+            document.update(stamp)
             if document[bound.key] in documents:
                 raise DuplicateKey(document[bound.key])  # twice in one request: store neither
             documents[document[bound.key]] = document
@@ -119,18 +119,18 @@ async def _run(
         if not value:
             raise InvalidRequest(f"{bound.method.name} needs '{bound.request_field}'")
         found = from_document(await store.get(value), document_class)
-        if bound.response_field is None:
-            response.CopyFrom(found)
-        else:
-            getattr(response, bound.response_field).CopyFrom(found)
+        _answer_part(response, bound).CopyFrom(found)
     elif bound.op == "list":
         if value < 0:
             raise InvalidRequest(f"{bound.request_field} must not be negative")
-        documents = await store.list(min(value, list_limit))
-        getattr(response, bound.response_field).extend(
-            from_document(d, document_class) for d in documents
-        )
+        listed = await store.list(min(value, list_limit))
+        _answer_part(response, bound).extend(from_document(d, document_class) for d in listed)
     return response
+
+
+def _answer_part(response: Message, bound: BoundOperation) -> Any:
+    """Where a read's answer goes: its field of the response, or the whole response."""
+    return response if bound.response_field is None else getattr(response, bound.response_field)
 
 
 def _fill_write_response(response: Message, key_name: str, key: str, count: int) -> None:
@@ -139,4 +139,4 @@ def _fill_write_response(response: Message, key_name: str, key: str, count: int)
     if key and key_name in fields and fields[key_name].type == FieldDescriptor.TYPE_STRING:
         setattr(response, key_name, key)
     if "count" in fields and fields["count"].type in INTEGER_TYPES:
-        response.count = count
+        setattr(response, "count", count)  # noqa: B010 (the field is known only at run time)

@@ -1,12 +1,14 @@
 """gRPC from descriptors: serve a proto service with plain async handlers, and call one.
 
-No generated stubs: message classes come from the compiled descriptor set (cqrs_flow.protobuf.compiler).
+No generated stubs: message classes come from the compiled descriptor set
+(cqrs_flow.protobuf.compiler).
 """
 
 from __future__ import annotations
 
 import socket
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import grpc
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
@@ -29,8 +31,15 @@ __all__ = [
     "start_server",
 ]
 
-# A handler takes and returns messages, or bytes for the RPCs a node only forwards.
-Handler = Callable[[Message | bytes, grpc.aio.ServicerContext], Awaitable[Message | bytes]]
+# grpc's classes are generic in its type stubs only: their parameters are named for the checker.
+Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
+if TYPE_CHECKING:
+    _GenericHandler = grpc.GenericRpcHandler[Any, Any]
+else:
+    _GenericHandler = grpc.GenericRpcHandler
+# A handler takes and returns messages, or bytes for the RPCs a node only forwards. The request
+# is Any: its class is made at run time from the descriptors, so a handler names it as it likes.
+Handler = Callable[[Any, Context], Awaitable[Message | bytes]]
 
 # Requests and responses beyond this size are refused with RESOURCE_EXHAUSTED.
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
@@ -51,7 +60,7 @@ def channel(
 ) -> grpc.aio.Channel:
     """A channel with our size limits and reconnect backoff (`fast_retry`: 20 ms steps, for
     readiness probes that poll a server that is just starting); over TLS with `security`."""
-    options = {
+    options: dict[str, int | str] = {
         "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
         "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
         **dict(RECONNECT_OPTIONS),
@@ -80,14 +89,14 @@ def service_handler(
     handlers: Mapping[str, Handler],
     check: CallerCheck | None = None,
     forward: Collection[str] = (),
-) -> grpc.GenericRpcHandler:
+) -> grpc.GenericRpcHandler[Any, Any]:
     """A generic handler serving `handlers` (RPC name -> async fn) as `service`.
 
     With a `check`, every call is refused (PERMISSION_DENIED) unless it comes from a node wired to
     the service, before its request is even decoded. The RPCs in `forward` get the request as it
     came (bytes) and answer bytes, for a node that only passes them on.
     """
-    methods = {}
+    methods: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
     for name, handler in handlers.items():
         method = service.methods_by_name[name]
         request_class = None if name in forward else protos.class_of(method.input_type)
@@ -112,33 +121,34 @@ def _guarded(
     answer with UNKNOWN and details naming the Python exception when it raises."""
     type_name = request_class.DESCRIPTOR.full_name if request_class is not None else ""
 
-    async def guarded(request: bytes, context: grpc.aio.ServicerContext):
+    async def guarded(request: bytes, context: Context) -> Message | bytes:
         if (
             check is not None
             and (refusal := check.refusal(service, context.invocation_metadata())) is not None
         ):
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, refusal)
-        if request_class is not None:
-            try:
-                request = request_class.FromString(request)
-            except (DecodeError, RecursionError, ValueError):
-                await context.abort(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    f"the request is not a valid {type_name} ({len(request)} bytes)",
-                )
-        return await handler(request, context)
+        if request_class is None:
+            return await handler(request, context)
+        try:
+            decoded = request_class.FromString(request)
+        except (DecodeError, RecursionError, ValueError):
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"the request is not a valid {type_name} ({len(request)} bytes)",
+            )
+        return await handler(decoded, context)
 
     return guarded
 
 
-class _Unserved(grpc.GenericRpcHandler):
+class _Unserved(_GenericHandler):
     """Calls of methods a server does not serve: refused like a served method would be to a caller
-    who may not call it, UNIMPLEMENTED for one who may (so that an unknown caller learns nothing)."""
+    who may not call it, UNIMPLEMENTED for one who may (so an unknown caller learns nothing)."""
 
     def __init__(self, check: CallerCheck) -> None:
         self._check = check
 
-    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[Any, Any]:
         service = details.method.lstrip("/").partition("/")[0]
         refusal = self._check.refusal(service, details.invocation_metadata)
         code, message = (
@@ -147,7 +157,7 @@ class _Unserved(grpc.GenericRpcHandler):
             else (grpc.StatusCode.PERMISSION_DENIED, refusal)
         )
 
-        async def refuse(request: bytes, context: grpc.aio.ServicerContext) -> None:
+        async def refuse(request: bytes, context: Context) -> None:
             await context.abort(code, message)
 
         return grpc.unary_unary_rpc_method_handler(refuse)
@@ -155,7 +165,7 @@ class _Unserved(grpc.GenericRpcHandler):
 
 async def start_server(
     listen: Address,
-    handlers: Sequence[grpc.GenericRpcHandler],
+    handlers: Sequence[grpc.GenericRpcHandler[Any, Any]],
     check: CallerCheck | None = None,
     credentials: grpc.ServerCredentials | None = None,
 ) -> grpc.aio.Server:
@@ -171,7 +181,8 @@ async def start_server(
         ],  # a second server on a taken port must fail, not share it
     )
     server.add_generic_rpc_handlers(tuple(handlers))
-    health_service = health.aio.HealthServicer()
+    # grpc_health's stubs lack its `aio` module
+    health_service = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_service, server)
     if check is not None:
         server.add_generic_rpc_handlers((_Unserved(check),))  # last: consulted when no other serves
@@ -216,8 +227,8 @@ class ServiceClient:
         self._credentials = credentials
         self._timeout = timeout
         self._channel = channel(target, security=security)
-        self._calls: dict[str, grpc.aio.UnaryUnaryMultiCallable] = {}
-        self._forwards: dict[str, grpc.aio.UnaryUnaryMultiCallable] = {}
+        self._calls: dict[str, grpc.aio.UnaryUnaryMultiCallable[Message, Message]] = {}
+        self._forwards: dict[str, grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]] = {}
 
     def request_class(self, rpc: str) -> type[Message]:
         return self._protos.class_of(self.service.methods_by_name[rpc].input_type)
@@ -242,7 +253,9 @@ class ServiceClient:
         node that passes messages on without reading them."""
         if rpc not in self._forwards:
             self._forwards[rpc] = self._channel.unary_unary(
-                method_path(self.service.methods_by_name[rpc])
+                method_path(self.service.methods_by_name[rpc]),
+                request_serializer=None,  # the bytes as they are, both ways
+                response_deserializer=None,
             )
         return await self._forwards[rpc](
             request,
@@ -252,4 +265,4 @@ class ServiceClient:
         )
 
     async def close(self) -> None:
-        await self._channel.close()
+        await self._channel.close(grace=None)

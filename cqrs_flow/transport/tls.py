@@ -56,7 +56,8 @@ def server_credentials(topology: Topology, tls: TlsServer) -> grpc.ServerCredent
 
 @dataclass(frozen=True)
 class ChannelSecurity:
-    """What a channel to a TLS endpoint needs: credentials, and the name to expect if not the host."""
+    """What a channel to a TLS endpoint needs: credentials, and the name to expect (if not the
+    host's)."""
 
     credentials: grpc.ChannelCredentials
     server_name: str | None = None
@@ -69,7 +70,8 @@ class ChannelSecurity:
 def channel_security(
     topology: Topology, tls: TlsServer | None, client_tls: TlsClient | None
 ) -> ChannelSecurity | None:
-    """How to reach an endpoint with `tls` (None: in plain text), presenting `client_tls` if given."""
+    """How to reach an endpoint with `tls` (None: in plain text), presenting `client_tls` if
+    given."""
     if tls is None:
         return None
     ca = _read(topology, tls.ca, "TLS CA certificate") if tls.ca else None

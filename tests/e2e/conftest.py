@@ -54,10 +54,10 @@ def mosquitto(tmp_path_factory) -> Address:
             "user root\n"  # as root, Mosquitto would switch to its own user and lose the directory
         )
     (directory / "mosquitto.conf").write_text(config)
-    log = open(directory / "mosquitto.log", "w")
-    process = subprocess.Popen(
-        [binary, "-c", str(directory / "mosquitto.conf")], stdout=log, stderr=subprocess.STDOUT
-    )
+    with open(directory / "mosquitto.log", "w") as log:  # the child keeps its own descriptor
+        process = subprocess.Popen(
+            [binary, "-c", str(directory / "mosquitto.conf")], stdout=log, stderr=subprocess.STDOUT
+        )
     address = Address("127.0.0.1", port)
     import asyncio
 
@@ -73,4 +73,3 @@ def mosquitto(tmp_path_factory) -> Address:
     finally:
         process.terminate()
         process.wait(10)
-        log.close()

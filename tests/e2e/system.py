@@ -57,7 +57,8 @@ def prepare(name: str, directory: Path, source: Path | None = None, **overrides:
     """Copy tests/topologies/<name> into `directory` with free ports and absolute file paths.
 
     `source` takes the topology from any file instead (e.g. examples/<domain>/topology.yaml); the
-    copy is still called `name`. `overrides` set keys by dotted path: {"nodes.writer.delay": "200ms"}."""
+    copy is still called `name`. `overrides` set keys by dotted path, as in
+    {"nodes.writer.delay": "200ms"}."""
     source = Path(source) if source is not None else TOPOLOGIES / name
     return relocate(source, directory / name, overrides)
 
@@ -123,7 +124,9 @@ class System:
             code = self.process.wait(timeout)
         except subprocess.TimeoutExpired:
             self.process.kill()
-            raise AssertionError(f"`cqrs-flow up` did not stop within {timeout}s:\n{self.output()}")
+            raise AssertionError(
+                f"`cqrs-flow up` did not stop within {timeout}s:\n{self.output()}"
+            ) from None
         if self._reader:
             self._reader.join(5)
         return code
@@ -184,7 +187,8 @@ class System:
         return derive_token(SECRET, node)
 
     def mqtt_login(self, user: str = "observer") -> MqttLogin:
-        """A broker login: 'observer' is the tests' own client (the topologies' broker `clients`)."""
+        """A broker login: 'observer' is the tests' own client (in the topologies' broker
+        `clients`)."""
         return MqttLogin(user, derive_mqtt_password(SECRET, user))
 
     def mqtt_client(self, client_id: str, user: str = "observer"):

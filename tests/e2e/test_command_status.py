@@ -63,7 +63,8 @@ def test_a_refused_command_fails_with_its_reason_and_goes_to_the_dead_letter_top
         )
         update = await asyncio.to_thread(
             contacts.data,
-            f'mutation {{ updateContact(id: "{contact_id}", name: "Too late") {{ status command_id }} }}',
+            f'mutation {{ updateContact(id: "{contact_id}", name: "Too late") '
+            "{ status command_id } }",
         )
         client.publish("CONTACT/ADD", b"\xff\xfe garbage", qos=1)
         await acknowledged(client)

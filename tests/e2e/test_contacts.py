@@ -67,7 +67,7 @@ def test_update_and_delete_of_an_unknown_id_answer_error(contacts):
         'deleteContact(id: "no-such-id")',
     ):
         answer = contacts.data(f"mutation {{ {mutation} {{ status message }} }}")
-        assert list(answer.values())[0] == {
+        assert next(iter(answer.values())) == {
             "status": "ERROR",
             "message": "contact no-such-id not found",
         }

@@ -194,7 +194,8 @@ def test_killing_the_broker_mid_stream_loses_no_accepted_command(tmp_path):
                 during=lambda: os.kill(node_pid(system, "broker"), signal.SIGKILL),
             )
         )
-        # While the broker restarts the gateway answers ERROR (nothing queued); what it accepted must land.
+        # While the broker restarts the gateway answers ERROR (nothing queued); what it accepted
+        # must land.
         assert len(accepted) > STREAM // 5  # those before the kill, give or take the ones in flight
         wait_until(lambda: not set(accepted) - set(stored_ids(system)), timeout=60, interval=0.5)
         ids = stored_ids(system)

@@ -94,9 +94,9 @@ def test_a_restarted_store_still_applies_each_command_once_and_in_order(tmp_path
     add.contact.id, add.contact.name = key, "First"
     update = message("contacts.UpdateContactRequest")(command_id=clock.next_id())
     update.contact.id, update.contact.name = key, "Second"
-    name = lambda: (system.data(f'{{ contact(id: "{key}") {{ name }} }}')["contact"] or {}).get(
-        "name"
-    )
+
+    def name() -> str | None:
+        return (system.data(f'{{ contact(id: "{key}") {{ name }} }}')["contact"] or {}).get("name")
 
     async def publish(*commands: tuple[str, bytes]) -> None:
         broker = system.topology.nodes["broker"].listen
@@ -127,7 +127,8 @@ def test_a_restarted_store_still_applies_each_command_once_and_in_order(tmp_path
             )
         )
         system.wait_for_line(
-            rf"store .*command {update.command_id} on contact {key}: not applied \(it was applied before\)"
+            rf"store .*command {update.command_id} on contact {key}: not applied \(it was applied "
+            r"before\)"
         )
         system.wait_for_line(
             rf"store .*command {add.command_id} on contact {key}: not applied \(it is older than"

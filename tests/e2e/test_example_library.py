@@ -25,8 +25,9 @@ FIELDS = "id title authors year rating available genre shelf { room row } update
 BOOK = f"query($id: String!) {{ book(id: $id) {{ {FIELDS} }} }}"
 BOOKS = f"query($count: Int!) {{ books(count: $count) {{ {FIELDS} }} }}"
 ADD = (
-    "mutation($title: String!, $authors: [String!]!, $year: Int!, $rating: Float, $available: Boolean,"
-    " $genre: Genre, $shelf: ShelfInput) { addBook(title: $title, authors: $authors, year: $year,"
+    "mutation($title: String!, $authors: [String!]!, $year: Int!, $rating: Float,"
+    " $available: Boolean, $genre: Genre, $shelf: ShelfInput)"
+    " { addBook(title: $title, authors: $authors, year: $year,"
     " rating: $rating, available: $available, genre: $genre, shelf: $shelf) { status message id } }"
 )
 UPDATE = (
@@ -87,7 +88,9 @@ def exact(value, expected) -> bool:
             exact(value[k], expected[k]) for k in expected
         )
     if isinstance(expected, list):
-        return len(value) == len(expected) and all(exact(v, e) for v, e in zip(value, expected))
+        return len(value) == len(expected) and all(
+            exact(v, e) for v, e in zip(value, expected, strict=True)
+        )
     return value == expected
 
 
@@ -190,8 +193,8 @@ def test_validate_refuses_a_schema_that_does_not_fit_the_protos(misfit, tmp_path
 def test_add_book_round_trips_every_field_type(library):
     """Literal arguments (the parse_literal path): enum name, input object, list, Float, Boolean."""
     answer = library.data(
-        'mutation { addBook(title: "Good Omens", authors: ["Terry Pratchett", "Neil Gaiman"], year: 1990,'
-        ' rating: 4.35, available: false, genre: FICTION, shelf: {room: "B2", row: 7})'
+        'mutation { addBook(title: "Good Omens", authors: ["Terry Pratchett", "Neil Gaiman"],'
+        ' year: 1990, rating: 4.35, available: false, genre: FICTION, shelf: {room: "B2", row: 7})'
         " { status message id } }"
     )["addBook"]
     assert answer["status"] == "OK" and answer["message"] == "Queued to add Good Omens", answer
@@ -217,7 +220,8 @@ def test_add_book_round_trips_every_field_type(library):
 
 
 def test_add_book_with_variables_round_trips_every_field_type(library):
-    """The same through variables (the coerce_input path), with values at the edges of their types."""
+    """The same through variables (the coerce_input path), with values at the edges of their
+    types."""
     arguments = {
         "title": "Histories",
         "authors": ["Herodotus", "A. de Sélincourt", "J. Marincola"],

@@ -124,7 +124,7 @@ def test_a_probe_is_answered_within_a_second_while_one_client_attacks(stocked):
             await asyncio.sleep(0.2)  # the attack is under way
             await probe(probes)
             stop.set()
-            done, pending = await asyncio.wait(tasks, timeout=30)
+            _, pending = await asyncio.wait(tasks, timeout=30)
             for task in pending:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)

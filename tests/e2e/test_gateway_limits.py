@@ -8,6 +8,7 @@ import os
 import signal
 import threading
 import urllib.request
+from functools import partial
 
 import aiohttp
 import pytest
@@ -200,22 +201,26 @@ def test_websocket_messages_meet_the_same_limits_and_foreign_origins_are_refused
 
 def test_beyond_in_flight_requests_are_refused_at_once(locked):
     """With limits.in_flight 1 and the reader stopped, a second query is answered 503 at once."""
+
+    def hold(first: list) -> None:
+        first.append(query(locked, "{ listContacts(count: 1) { id } }"))
+
+    def answered_or_refused(first: list):
+        """`first` once the held query is answered, else a 503 answer to another query, if so."""
+        return first or ((r := query(locked, "{ __typename }"))[0] == 503 and r)
+
     reader = node_pid(locked, "reader")
     os.kill(reader, signal.SIGSTOP)
     try:
         while True:
             first: list = []
-            waiting = threading.Thread(
-                target=lambda: first.append(query(locked, "{ listContacts(count: 1) { id } }"))
-            )
+            waiting = threading.Thread(target=hold, args=(first,))
             waiting.start()
-            refused = wait_until(
-                lambda: first or ((r := query(locked, "{ __typename }"))[0] == 503 and r)
-            )
+            refused = wait_until(partial(answered_or_refused, first))
             if refused is not first:
                 break
             waiting.join()  # the poll took the one place before this query did: again
-        status, answer, _ = refused
+        _, answer, _ = refused
         assert "limits.in_flight" in answer["errors"][0]["message"]
     finally:
         os.kill(reader, signal.SIGCONT)

@@ -1,5 +1,5 @@
-"""`cqrs-flow init` end to end: scaffold a project with the real CLI, run it with `cqrs-flow up`, and
-drive every generated mutation and query over HTTP GraphQL, the plugin stub included."""
+"""`cqrs-flow init` end to end: scaffold a project with the real CLI, run it with `cqrs-flow up`,
+and drive every generated mutation and query over HTTP GraphQL, the plugin stub included."""
 
 from __future__ import annotations
 
@@ -21,7 +21,10 @@ LIST = f"query($count: Int!) {{ listBooks(count: $count) {{ {FIELDS} }} }}"
 ARGUMENTS = "title: $title, year: $year, rating: $rating, available: $available, tags: $tags"
 VARIABLES = "$title: String!, $year: Int!, $rating: Float!, $available: Boolean!, $tags: [String!]!"
 ADD = f"mutation({VARIABLES}) {{ addBook({ARGUMENTS}) {{ status message id }} }}"
-UPDATE = f"mutation($id: String!, {VARIABLES}) {{ updateBook(id: $id, {ARGUMENTS}) {{ status message id }} }}"
+UPDATE = (
+    f"mutation($id: String!, {VARIABLES}) "
+    f"{{ updateBook(id: $id, {ARGUMENTS}) {{ status message id }} }}"
+)
 DELETE = "mutation($id: String!) { deleteBook(id: $id) { status message id } }"
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$")
 DUNE = {"title": "Dune", "year": 1965, "rating": 4.25, "available": True, "tags": ["sf", "classic"]}
@@ -99,7 +102,7 @@ def test_add_then_read_every_field_after_the_delay(bookshop):
     assert RFC3339.match(found.pop("updated_at")), found
     assert found == {"id": book_id, **DUNE}
     listed = bookshop.data(LIST, {"count": 100})["listBooks"]
-    assert [b for b in listed if b["id"] == book_id][0]["title"] == "Dune"
+    assert next(b for b in listed if b["id"] == book_id)["title"] == "Dune"
 
 
 def test_update_replaces_every_field(bookshop):
@@ -137,7 +140,7 @@ def test_update_and_delete_of_an_unknown_id_answer_error(bookshop):
         (UPDATE, {"id": "no-such-id", **DUNE}),
         (DELETE, {"id": "no-such-id"}),
     ):
-        answer = list(bookshop.data(query, variables).values())[0]
+        answer = next(iter(bookshop.data(query, variables).values()))
         assert answer == {
             "status": "ERROR",
             "message": "book no-such-id not found",
@@ -181,7 +184,7 @@ def test_the_readme_operations_run(bookshop, project):
     )
     for name in ("UpdateBook", "DeleteBook"):
         answer = bookshop.data("mutation " + operations[name].replace("<id>", book_id))
-        assert list(answer.values())[0]["status"] == "OK", answer
+        assert next(iter(answer.values()))["status"] == "OK", answer
     curl = re.search(r"-d '(.*)'", (project / "README.md").read_text()).group(1)
     assert (
         json.loads(curl)["query"] == "mutation " + operations["AddBook"]

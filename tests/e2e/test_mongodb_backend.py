@@ -50,8 +50,8 @@ def test_validate_refuses_a_connection_url_written_in_clear(tmp_path):
     assert result.returncode != 0
     output = result.stdout + result.stderr
     assert (
-        "nodes.store.mongodb.url: expected {env: NAME} or {file: path}, got a value written in clear"
-        in output
+        "nodes.store.mongodb.url: expected {env: NAME} or {file: path}, got a value written in "
+        "clear" in output
     )
     assert "s3cret" not in output
     good = prepare("contacts_fast.yaml", tmp_path / "good", **mongodb_store())
@@ -72,8 +72,8 @@ def test_a_store_that_cannot_reach_mongodb_stops_with_a_clear_error(tmp_path):
     result = run_cli("node", str(file), "store", env={URL_VARIABLE: "", "CQRS_FLOW_SECRET": SECRET})
     assert result.returncode != 0
     assert (
-        f"nodes.store.mongodb.url is read from the environment variable {URL_VARIABLE}, which is not set"
-        in (result.stdout + result.stderr)
+        f"nodes.store.mongodb.url is read from the environment variable {URL_VARIABLE}, which is "
+        "not set" in (result.stdout + result.stderr)
     )
 
 

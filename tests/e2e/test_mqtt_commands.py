@@ -106,8 +106,11 @@ def test_commands_on_one_entity_take_effect_in_the_order_of_their_ids(contacts):
     contacts.wait_for_line(rf"store .*command {add_id} .*was applied before")
     assert contacts.data(f'{{ contact(id: "{key}") {{ name }} }}')["contact"] == {"name": "Newer"}
     # Writers report every command they carried out, the stale ones too (their effect is there).
-    states = lambda: {
-        contacts.data(f'{{ commandStatus(id: "{c}") {{ state }} }}')["commandStatus"]["state"]
-        for c in (add_id, older_id, newer_id)
-    }
+
+    def states() -> set[str]:
+        return {
+            contacts.data(f'{{ commandStatus(id: "{c}") {{ state }} }}')["commandStatus"]["state"]
+            for c in (add_id, older_id, newer_id)
+        }
+
     assert wait_until(lambda: states() == {"APPLIED"})

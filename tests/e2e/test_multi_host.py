@@ -112,20 +112,18 @@ def test_four_hosts_run_the_system_and_lose_nothing_when_a_writer_host_dies(tmp_
     )
     with Hosts(list(HOSTS)) as hosts:
         logs = {host: tmp_path / f"{host}.log" for host in HOSTS}
-        hosts.run(
-            "data",
-            [binary, "-c", str(config)],
-            stdout=open(tmp_path / "mosquitto.log", "w"),
-            stderr=subprocess.STDOUT,
-        )
+        # Each process writes its log through a descriptor of its own; ours are closed at once.
+        with open(tmp_path / "mosquitto.log", "w") as log:
+            hosts.run("data", [binary, "-c", str(config)], stdout=log, stderr=subprocess.STDOUT)
         for host, nodes in HOSTS.items():
-            hosts.run(
-                host,
-                [*cli(), "up", str(topology), "--only", nodes],
-                env=env,
-                stdout=open(logs[host], "w"),
-                stderr=subprocess.STDOUT,
-            )
+            with open(logs[host], "w") as log:
+                hosts.run(
+                    host,
+                    [*cli(), "up", str(topology), "--only", nodes],
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
         for host, nodes in HOSTS.items():
             count = len(nodes.split(","))
             wait_for(logs[host], rf"all {count} nodes ready on this host \(of 6\)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from functools import partial
 
 import pytest
 from gmqtt.mqtt.constants import MQTTv311
@@ -88,6 +89,11 @@ def test_both_gateways_read_through_their_own_reader(routed):
     contact_id = routed.data('mutation { addContact(name: "Both") { id } }', gateway="gateway_b")[
         "addContact"
     ]["id"]
+
+    def reversed_name(gateway: str) -> str | None:
+        return routed.data(f'{{ reversedName(id: "{contact_id}") }}', gateway=gateway)[
+            "reversedName"
+        ]
+
     for gateway in ("gateway", "gateway_b"):
-        query = f'{{ reversedName(id: "{contact_id}") }}'
-        assert wait_until(lambda: routed.data(query, gateway=gateway)["reversedName"]) == "htoB"
+        assert wait_until(partial(reversed_name, gateway)) == "htoB"

@@ -1,4 +1,5 @@
-"""GraphQL over WebSocket (graphql-transport-ws): commandSettled notifies when a command is applied."""
+"""GraphQL over WebSocket (graphql-transport-ws): commandSettled notifies when a command is
+applied."""
 
 from __future__ import annotations
 

@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import subprocess
+from pathlib import Path
 
 import pytest
 from system import SECRET, TOPOLOGIES, System, cli, prepare, wait_until
@@ -20,7 +21,7 @@ def listening_addresses(ports: set[int]) -> dict[int, str]:
     gRPC listens on an IPv6 socket with the IPv4-mapped address ::ffff:127.0.0.1)."""
     found = {}
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in open(table).read().splitlines()[1:]:
+        for line in Path(table).read_text().splitlines()[1:]:
             local, state = line.split()[1], line.split()[3]
             address, port = local.split(":")
             if state != "0A" or int(port, 16) not in ports:  # 0A: LISTEN

@@ -105,13 +105,14 @@ def test_replicas_share_the_commands_and_converge_whatever_the_order(mosquitto, 
             }
         )
         asyncio.run(publish())
-        settled = lambda: (
-            sum(
+
+        def settled() -> bool:
+            done = sum(
                 len(re.findall(rf"(?:applied|set aside).* {prefix}-", line))
                 for line in list(system.lines)
             )
-            >= len(commands)
-        )
+            return done >= len(commands)
+
         wait_until(settled, timeout=60, interval=0.2)
         assert stored() == expected(commands)
         by_replica = Counter(

@@ -11,7 +11,8 @@ Edit = tuple[str, str]
 
 
 def apply_edits(text: str, edits: tuple[Edit, ...] | list[Edit]) -> str:
-    """Replace the first occurrence of each `old` with `new`; an `old` not in the text is a test bug."""
+    """Replace the first occurrence of each `old` with `new`; an `old` missing from the text is a
+    bug of the test."""
     for old, new in edits:
         assert old in text, f"edit target not found: {old!r}"
         text = text.replace(old, new, 1)

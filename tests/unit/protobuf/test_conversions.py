@@ -148,7 +148,8 @@ def test_the_shipped_contact(shipped_protos):
 
 
 def parsed(document: dict, cls):
-    """from_document's message, checked against json_format's (or its error against json_format's)."""
+    """from_document's message, checked against json_format's (or its error against
+    json_format's)."""
     from google.protobuf import json_format
 
     try:

@@ -82,18 +82,24 @@ async def outcome(call):
     try:
         return ("ok", await call)
     except (NotFound, DuplicateKey) as exc:
-        # insert_many names the taken keys in the order of the request (mongomock: of the collection)
+        # insert_many names the taken keys in the order of the request (mongomock: in the
+        # collection's order)
         return (type(exc).__name__, sorted(str(exc).split(", ")))
 
 
 def random_operation(rng: random.Random, step: int):
-    key = lambda: f"k{rng.randrange(12)}"  # noqa: E731 - few keys, so that they collide
-    doc = lambda k: {
-        "id": k,
-        "name": f"n{step}",
-        "tags": [step, {"deep": step}],
-        "address": {"city": "Oslo"},
-    }
+
+    def key() -> str:
+        return f"k{rng.randrange(12)}"  # few keys, so that they collide
+
+    def doc(k: str) -> dict:
+        return {
+            "id": k,
+            "name": f"n{step}",
+            "tags": [step, {"deep": step}],
+            "address": {"city": "Oslo"},
+        }
+
     op = rng.choice(
         ["insert", "insert", "update", "delete", "insert_many", "delete_many", "get", "list"]
     )

@@ -1,5 +1,6 @@
-"""The embedded backend's own properties: the flat in-memory store (no scans) and the durable store (journal replayed after a crash, torn tails, compaction, fsync before
-the answer, group commit)."""
+"""The embedded backend's own properties: the flat in-memory store (no scans) and the durable
+store (journal replayed after a crash, torn tails, compaction, fsync before the answer, group
+commit)."""
 
 from __future__ import annotations
 
@@ -478,7 +479,7 @@ def test_a_failing_disk_fails_the_writes_and_the_store(tmp_path, monkeypatch):
         await store.insert("k1", {"id": "k1"})
         monkeypatch.setattr(journal, "_write_and_sync", broken)
         watcher = asyncio.ensure_future(store.wait_failure())
-        with pytest.raises(StoreError, match="cannot write the journal: .*No space left"):
+        with pytest.raises(StoreError, match=r"cannot write the journal: .*No space left"):
             await store.insert("k2", {"id": "k2"})
         with pytest.raises(StoreError, match="No space left"):
             await watcher

@@ -142,7 +142,8 @@ NOT_KNOWN = "caller {!r} is not a node of this system or its credentials are wro
                 "the request is not a valid contacts.GetContactRequest (2 bytes)",
             ),
         ),
-        # methods the server does not serve: refused like served ones, UNIMPLEMENTED to a wired caller
+        # methods the server does not serve: refused like served ones, UNIMPLEMENTED to a wired
+        # caller
         (
             f"/{READ}/Nope",
             b"",
@@ -157,7 +158,8 @@ NOT_KNOWN = "caller {!r} is not a node of this system or its credentials are wro
             None,
             (
                 grpc.StatusCode.PERMISSION_DENIED,
-                "node 'reader' may not call contacts.ContactWriteService: the topology does not wire it there",
+                "node 'reader' may not call contacts.ContactWriteService: the topology does not "
+                "wire it there",
             ),
         ),
         (

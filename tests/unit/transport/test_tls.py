@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -28,8 +29,8 @@ def test_tls_settings_are_loaded(make_project):
             yaml=[
                 (
                     WRITE_LISTEN,
-                    WRITE_LISTEN
-                    + "      tls: {cert: tls/s.pem, key: tls/s.key, ca: tls/ca.pem, client_auth: true}\n",
+                    WRITE_LISTEN + "      tls: {cert: tls/s.pem, key: tls/s.key, ca: tls/ca.pem,"
+                    " client_auth: true}\n",
                 ),
                 (
                     "    delay: 3s\n",
@@ -70,8 +71,10 @@ def test_mutual_tls_needs_a_ca_and_a_certificate_for_every_caller(make_project):
         ["s.pem", "s.key"],
     )
     assert found == [
-        "nodes.store.write.tls.client_auth: mutual TLS needs 'ca': the CA certificate that signed the callers' certificates",
-        "nodes.writer: store.write accepts only callers with a certificate (client_auth); give 'writer' a "
+        "nodes.store.write.tls.client_auth: mutual TLS needs 'ca': the CA certificate that signed "
+        "the callers' certificates",
+        "nodes.writer: store.write accepts only callers with a certificate (client_auth); give "
+        "'writer' a "
         "'client_tls' with its certificate and key",
     ]
 
@@ -87,9 +90,12 @@ def test_tls_files_must_exist_inside_the_project(make_project):
         ],
     )
     assert sorted(found) == [
-        "nodes.store.write.tls.ca: file not found: ca.pem (paths are relative to the topology file)",
-        "nodes.store.write.tls.cert: '../s.pem' leaves the topology's directory; keep the file inside it",
-        "nodes.store.write.tls.key: '/etc/s.key' is an absolute path; write it relative to the topology file",
+        "nodes.store.write.tls.ca: file not found: ca.pem (paths are relative to the topology "
+        "file)",
+        "nodes.store.write.tls.cert: '../s.pem' leaves the topology's directory; keep the file "
+        "inside it",
+        "nodes.store.write.tls.key: '/etc/s.key' is an absolute path; write it relative to the "
+        "topology file",
     ]
 
 
@@ -97,9 +103,9 @@ def test_unreadable_or_non_pem_files_fail_the_node_with_the_file_named(make_proj
     path = with_files(make_project(), "s.pem")
     topology = load_topology(path)
     (path.parent / "s.key").write_text("no pem here")
-    with pytest.raises(NodeError, match="the TLS private key s.key is not a PEM file"):
+    with pytest.raises(NodeError, match=re.escape("the TLS private key s.key is not a PEM file")):
         server_credentials(topology, TlsServer(Path("s.pem"), Path("s.key")))
-    with pytest.raises(NodeError, match="cannot read the TLS CA certificate gone.pem"):
+    with pytest.raises(NodeError, match=re.escape("cannot read the TLS CA certificate gone.pem")):
         channel_security(
             topology, TlsServer(Path("s.pem"), Path("s.key"), ca=Path("gone.pem")), None
         )
