@@ -144,8 +144,9 @@ class Project:
     def rules(self) -> str:  # the gateway plugin class
         return f"{self.entity.name}Rules"
 
-    def topic(self, action: str) -> str:
-        return f"{self.name.upper()}/{self.entity.snake.upper()}/{action}"
+    @property
+    def topic(self) -> str:  # BOOKSHOP/BOOK: its commands go on /ADD, /UPDATE and /DELETE under it
+        return f"{self.name.upper()}/{self.entity.snake.upper()}"
 
 
 # -- parsing ----------------------------------------------------------------------------------
@@ -209,7 +210,8 @@ def parse_entity(name: str, field_texts: Sequence[str]) -> Entity:
     for text in field_texts:
         found = parse_field(text, name)
         reserved = {
-            KEY: f"every entity has the key '{KEY}: String' already (the store fills it with a UUID)",
+            KEY: f"every entity has the key '{KEY}: String' already "
+            "(the store fills it with a UUID)",
             TIMESTAMP: f"the store sets '{TIMESTAMP}' to the RFC 3339 time of every write already",
             entity_snake: f"'{entity_snake}' names the request field that carries a {name}",
             "command_id": "'command_id' is the request field that carries each command's id",
@@ -304,11 +306,11 @@ def make_project(
     if len(entities) > 1:
         names = ", ".join(e.name for e in entities)
         raise ScaffoldError(
-            f"init scaffolds one entity per project, not {len(entities)} ({names}): a gateway sends "
-            "every query to one reader, a reader reads from one store, and a store holds one document "
-            f"type, so {entities[1].name} would need a store, reader and gateway (a GraphQL endpoint) "
-            "of its own. Scaffold each entity as a project of its own, with different --port-base "
-            "values, or add such nodes to the topology by hand"
+            f"init scaffolds one entity per project, not {len(entities)} ({names}): a gateway "
+            "sends every query to one reader, a reader reads from one store, and a store holds one "
+            f"document type, so {entities[1].name} would need a store, reader and gateway (a "
+            "GraphQL endpoint) of its own. Scaffold each entity as a project of its own, with "
+            "different --port-base values, or add such nodes to the topology by hand"
         )
     if not 1024 <= port_base <= MAX_PORT_BASE:
         raise ScaffoldError(
@@ -322,7 +324,8 @@ def make_project(
 
 
 def _words(pascal: str) -> list[str]:
-    """'BookReview' -> ['Book', 'Review']; 'ISBNRecord' -> ['ISBN', 'Record']; 'Book2' -> ['Book2']."""
+    """The words of a PascalCase name: 'BookReview' -> ['Book', 'Review'],
+    'ISBNRecord' -> ['ISBN', 'Record'], 'Book2' -> ['Book2']."""
     return re.findall(r"[A-Z]+(?![a-z])[0-9]*|[A-Z][a-z0-9]*|[a-z0-9]+", pascal)
 
 

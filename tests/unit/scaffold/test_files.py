@@ -114,8 +114,8 @@ def test_the_files_of_a_project():
     compile(files["plugins/bookshop.py"], "bookshop.py", "exec")
     assert "cqrs-flow up topology.yaml" in files["README.md"]
     assert (
-        'addBook(title: "title 1", year: 41, rating: 3.5, available: true, tags: ["tags 1", "tags 1b"])'
-        in files["README.md"]
+        'addBook(title: "title 1", year: 41, rating: 3.5, available: true, '
+        'tags: ["tags 1", "tags 1b"])' in files["README.md"]
     )
 
 
@@ -188,7 +188,7 @@ def test_the_plugin_stub_trims_and_refuses_a_blank_first_text_field(
         await plugin.before_publish("addBook", add, {})
         assert add.book.title == "Dune"
         add.book.title = " \t"
-        with pytest.raises(Rejected, match="^title must not be empty$"):
+        with pytest.raises(Rejected, match=r"^title must not be empty$"):
             await plugin.before_publish("addBook", add, {})
         await plugin.before_publish(
             "deleteBook", protos.message_class("bookshop.DeleteBookRequest")(id="x"), {}
