@@ -154,10 +154,15 @@ class Run:
     def ready(self) -> bool:
         return len(self.launcher.ready_order) == len(self.launcher.topology.nodes)
 
-    def running(self, name: str, count: int) -> Callable[[], bool]:
-        """The `count`-th process of `name` has been made and is ready."""
-        return lambda: (
-            len(self.nodes.made[name]) == count and self.nodes.latest(name).ready_signal.is_set()
+    async def crash(self, name: str, code: int = 1) -> None:
+        """The latest process of `name` exits with `code`; wait until its restart is ready."""
+        count = len(self.nodes.made[name]) + 1
+        self.nodes.latest(name).exit(code)
+        await self.until(
+            lambda: (
+                len(self.nodes.made[name]) == count
+                and self.nodes.latest(name).ready_signal.is_set()
+            )
         )
 
     def go(self, scenario: Callable[[Run], Awaitable[None]]) -> int:
@@ -287,10 +292,11 @@ def test_a_node_that_exits_is_restarted_as_its_policy_says(topology, policy, cod
 
     async def scenario(run: Run) -> None:
         await run.until(run.ready)
-        run.nodes.latest("reader").exit(code)
         if restarted:
-            await run.until(run.running("reader", 2))
+            await run.crash("reader", code)
             run.launcher._on_signal()
+        else:
+            run.nodes.latest("reader").exit(code)
 
     assert run.go(scenario) == (0 if restarted else 1)
     assert len(run.nodes.made["reader"]) == (2 if restarted else 1)
@@ -306,9 +312,8 @@ def test_restarts_are_immediate_then_back_off_from_half_a_second_doubling_to_ten
 
     async def scenario(run: Run) -> None:
         await run.until(run.ready)
-        for count in range(2, 10):
-            run.nodes.latest("writer").exit(1)
-            await run.until(run.running("writer", count))
+        for _ in range(8):
+            await run.crash("writer")
         run.launcher._on_signal()
 
     assert run.go(scenario) == 0
@@ -326,13 +331,10 @@ def test_running_30_seconds_starts_a_new_series_of_restarts(topology):
 
     async def scenario(run: Run) -> None:
         await run.until(run.ready)
-        run.nodes.latest("store").exit(1)
-        await run.until(run.running("store", 2))
-        run.nodes.latest("store").exit(1)
-        await run.until(run.running("store", 3))
+        await run.crash("store")
+        await run.crash("store")
         run.clock.now += 31  # it ran long enough: the next crash is a first one again
-        run.nodes.latest("store").exit(1)
-        await run.until(run.running("store", 4))
+        await run.crash("store")
         run.launcher._on_signal()
 
     assert run.go(scenario) == 0
@@ -349,10 +351,9 @@ def test_the_restart_limit_stops_everything_and_up_exits_1(topology):
 
     async def scenario(run: Run) -> None:
         await run.until(run.ready)
-        for count in range(2, 4):
-            run.nodes.latest("reader").exit(-9)
-            await run.until(run.running("reader", count))
-        run.nodes.latest("reader").exit(-9)
+        await run.crash("reader", -9)
+        await run.crash("reader", -9)
+        run.nodes.latest("reader").exit(-9)  # the third in a row
 
     assert run.go(scenario) == 1
     assert (
@@ -369,8 +370,7 @@ def test_a_stop_during_the_back_off_cancels_the_restart(topology):
 
     async def scenario(run: Run) -> None:
         await run.until(run.ready)
-        run.nodes.latest("gateway").exit(1)
-        await run.until(run.running("gateway", 2))
+        await run.crash("gateway")
         run.nodes.latest("gateway").exit(1)  # the second restart waits 0.5 s first
         await run.until(lambda: any("in 0.5s" in line for line in run.lines))
         run.launcher._on_signal()
