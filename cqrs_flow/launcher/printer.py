@@ -1,4 +1,6 @@
-"""One printer owns the terminal: every line prefixed with the time and its node's name."""
+"""One printer owns the terminal: every line of the nodes' output, and the launcher's own, is
+prefixed with the time and its source's name (padded to one width, coloured by name on a
+terminal), and written whole and flushed, so lines of different nodes never interleave."""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""Readiness probes: is a node doing its job yet? Each asks the node the way its clients will."""
+"""Readiness probes: is a node doing its job yet? Each asks the node the way its clients will:
+an MQTT CONNACK from a broker (logging in as one of its users), the standard gRPC health service
+of a store and a reader, GET /health of a gateway; a writer, which listens on nothing, says so on
+its readiness pipe. One attempt per call, bounded by ATTEMPT_TIMEOUT; retrying is the caller's.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cqrs_flow.errors import NodeError, StartError
-from cqrs_flow.launcher.process import NodeProcess
+from cqrs_flow.launcher.process import Process
 from cqrs_flow.security.mqtt_logins import MqttLogin
 from cqrs_flow.topology.checks import grpc_endpoints
 from cqrs_flow.topology.model import (
@@ -99,7 +103,7 @@ class Probe:
     def __init__(
         self,
         node: Node,
-        process: NodeProcess | None = None,
+        process: Process | None = None,
         login: MqttLogin | None = None,
         topology: Topology | None = None,
     ) -> None:
@@ -112,9 +116,8 @@ class Probe:
     async def ready(self) -> bool:
         node = self.node
         if isinstance(node, BrokerNode):
-            return self._broker_ready(
-                await mqtt_connack_code(node.address, self.login, tls=self._mqtt_tls())
-            )
+            code = await mqtt_connack_code(node.address, self.login, tls=self._mqtt_tls())
+            return self._broker_ready(node, code)
         if isinstance(node, StoreNode):
             return all(
                 [
@@ -141,17 +144,18 @@ class Probe:
         except NodeError as exc:
             raise StartError(str(exc)) from None
 
-    def _broker_ready(self, code: int | None) -> bool:
+    def _broker_ready(self, node: BrokerNode, code: int | None) -> bool:
         """Answering is ready; refusing the login of a node that needs it is an error."""
         if code in CONNACK_REFUSALS and self.login is not None:
             raise StartError(
-                f"broker '{self.node.name}' at {self.node.address.target} refused the login of node "
-                f"'{self.login.user}' ({CONNACK_REFUSALS[code]}): it must accept each node's name and "
-                "its password derived from the system secret (for Mosquitto: `cqrs-flow mosquitto-auth`)"
+                f"broker '{node.name}' at {node.address.target} refused the login of node "
+                f"'{self.login.user}' ({CONNACK_REFUSALS[code]}): it must accept each node's name "
+                "and its password derived from the system secret (for Mosquitto: "
+                "`cqrs-flow mosquitto-auth`)"
             )
         return code == 0 or (code in CONNACK_REFUSALS and self.login is None)
 
-    def _security(self, endpoint: tuple, tls: TlsServer | None) -> ChannelSecurity | None:
+    def _security(self, endpoint: tuple[str, ...], tls: TlsServer | None) -> ChannelSecurity | None:
         """TLS as a caller of the endpoint sees it; with client_auth, one caller's certificate."""
         if tls is None or self.topology is None:
             return None
@@ -167,7 +171,7 @@ class Probe:
             raise StartError(str(exc)) from None
 
     async def _grpc_health(
-        self, address: Address, endpoint: tuple = (), tls: TlsServer | None = None
+        self, address: Address, endpoint: tuple[str, ...] = (), tls: TlsServer | None = None
     ) -> bool:
         channel = self._channels.get(address.target)
         if channel is None:
@@ -180,7 +184,8 @@ class Probe:
             )
         except grpc.aio.AioRpcError:
             return False
-        return answer.status == health_pb2.HealthCheckResponse.SERVING
+        serving: bool = answer.status == health_pb2.HealthCheckResponse.SERVING
+        return serving
 
     async def _http_health(self, address: Address) -> bool:
         try:
@@ -193,4 +198,4 @@ class Probe:
 
     async def close(self) -> None:
         for channel in self._channels.values():
-            await channel.close()
+            await channel.close(None)  # no grace: a probe has nothing in flight

@@ -1,5 +1,10 @@
 """A node as an OS process: its own process group, output merged and forwarded line by line,
-a readiness pipe, and a stop that escalates from SIGTERM to SIGKILL."""
+and a readiness pipe the node writes "ready" to.
+
+`Process` is what the launcher needs of one; `NodeProcess` is the real thing. Signals go to the
+whole process group, so whatever the node started goes with it; when to send which signal is
+the launcher's decision (supervisor.py), not the process's.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +14,44 @@ import os
 import signal
 import sys
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Protocol
 
 from cqrs_flow.contracts.process import ENV_READY_FD
 from cqrs_flow.launcher.printer import Printer
 
-__all__ = ["NodeProcess"]
+__all__ = ["NodeProcess", "Process"]
+
+
+class Process(Protocol):
+    """One process of a node, as the launcher sees it (NodeProcess, or a test's fake)."""
+
+    @property
+    def pid(self) -> int | None:
+        """None until started."""
+
+    @property
+    def returncode(self) -> int | None:
+        """None while it runs (or before it starts)."""
+
+    @property
+    def ready_signal(self) -> asyncio.Event:
+        """Set once the node writes "ready" to its readiness pipe."""
+
+    @property
+    def output(self) -> Sequence[str]:
+        """Its last lines of output, for error reports."""
+
+    async def start(self) -> None: ...
+
+    async def exited(self) -> int:
+        """Its exit status, as soon as it has exited (what it started may still hold its output)."""
+
+    async def wait(self) -> int:
+        """Its exit status, once it has exited and its last output has been printed."""
+
+    def send_signal(self, sig: int) -> None:
+        """Signal its process group; nothing if it never started or the group is gone."""
 
 
 def _die_with_parent() -> None:
@@ -36,7 +73,7 @@ class NodeProcess:
         self.ready_signal = asyncio.Event()
         self.output: deque[str] = deque(maxlen=30)  # the last lines, for error reports
         self._process: asyncio.subprocess.Process | None = None
-        self._readers: list[asyncio.Task] = []
+        self._readers: list[asyncio.Task[None]] = []
 
     @property
     def pid(self) -> int | None:
@@ -93,31 +130,18 @@ class NodeProcess:
         finally:
             transport.close()
 
-    async def wait(self) -> int:
+    async def exited(self) -> int:
         assert self._process is not None
-        code = await self._process.wait()
+        return await self._process.wait()
+
+    async def wait(self) -> int:
+        code = await self.exited()
         await asyncio.gather(*self._readers, return_exceptions=True)  # drain the last output
         return code
 
-    async def stop(self, grace: float) -> int | None:
-        """SIGTERM the process group, SIGKILL it after `grace` seconds. Safe to call twice."""
+    def send_signal(self, sig: int) -> None:
         if self._process is None:
-            return None
-        if self._process.returncode is None:
-            self._signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(asyncio.shield(self._process.wait()), grace)
-            except asyncio.TimeoutError:
-                self.printer.system(f"{self.name} did not stop within {grace:g}s; killing it")
-        self._signal(signal.SIGKILL)  # also whatever the node started and left behind
-        return await self.wait()
-
-    def kill(self) -> None:
-        """SIGKILL the process group now; `stop` then only collects the exit status."""
-        if self._process is not None and self._process.returncode is None:
-            self._signal(signal.SIGKILL)
-
-    def _signal(self, sig: int) -> None:
+            return
         try:
             os.killpg(self._process.pid, sig)
         except (ProcessLookupError, PermissionError):

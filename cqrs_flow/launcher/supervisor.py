@@ -1,8 +1,9 @@
 """`cqrs-flow up`: start every node of a topology in dependency order, then stop them in reverse.
 
 A node is spawned once all the nodes it depends on are ready (by probe, never by sleeping);
-nodes whose dependencies are met start together. Ctrl-C or SIGTERM, or any node exiting, stops
-the nodes that run, latest first.
+nodes whose dependencies are met start together. A node that exits is restarted as its
+`restart` policy says; Ctrl-C or SIGTERM, or a node that may not be restarted, stops the nodes
+that run, latest first: SIGTERM, then SIGKILL after the grace period.
 
 With `only` (`up --only`), this host runs just those nodes: the nodes they depend on run on
 other hosts, and are waited for by probing them where the topology says they listen; nodes
@@ -17,12 +18,13 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from typing import Protocol
 
 from cqrs_flow.errors import CqrsFlowError, StartError
 from cqrs_flow.launcher.printer import Printer
 from cqrs_flow.launcher.probes import Probe
-from cqrs_flow.launcher.process import NodeProcess
+from cqrs_flow.launcher.process import NodeProcess, Process
 from cqrs_flow.security.mqtt_logins import MqttLogin, derive_mqtt_password, mqtt_launch_environment
 from cqrs_flow.security.secret import read_secret, secret_variables
 from cqrs_flow.security.tokens import ENV_SECRET, launch_environment, new_secret
@@ -38,7 +40,22 @@ RESTART_BACKOFF = 0.5
 MAX_RESTART_BACKOFF = 10.0
 STABLE_AFTER = 30.0  # seconds of running after which a node's restarts in a row count from 0 again
 
-ProcessFactory = Callable[[str, list[str], Mapping[str, str], Printer], NodeProcess]
+
+class ReadinessProbe(Protocol):
+    async def ready(self) -> bool: ...
+
+    async def close(self) -> None: ...
+
+
+# The seams of the launcher (the defaults are the real things; tests pass fakes):
+# a process of a node, from its name, argv, environment and the printer;
+ProcessFactory = Callable[[str, list[str], Mapping[str, str], Printer], Process]
+# a node's readiness probe, from the node, its process (None if not ours), the broker login to
+# probe with, and the topology;
+ProbeFactory = Callable[[Node, Process | None, MqttLogin | None, Topology], ReadinessProbe]
+# and time: a clock in seconds, and the sleep every wait of the launcher goes through.
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
 
 
 class _Interrupted(Exception):
@@ -52,8 +69,10 @@ class Launcher:
         printer: Printer | None = None,
         env: Mapping[str, str] | None = None,
         process_factory: ProcessFactory = NodeProcess,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock = time.monotonic,
         only: Collection[str] | None = None,
+        sleep: Sleep = asyncio.sleep,
+        probe_factory: ProbeFactory = Probe,
     ) -> None:
         self.topology = topology
         self.local = set(topology.nodes if only is None else only)  # the nodes this host runs
@@ -73,27 +92,27 @@ class Launcher:
         self.printer = printer or Printer()
         self.env = dict(os.environ if env is None else env)
         self.process_factory = process_factory
+        self.probe_factory = probe_factory
         self.clock = clock
+        self.sleep = sleep
         # The secret exists only in this process; each node gets just its own credentials.
         configured = read_secret(topology, self.env)
         if only is not None and configured is None:
             raise CqrsFlowError(
-                f"nodes on several hosts must share one secret, and `up --only` has none: set {ENV_SECRET} "
-                f"or the topology's `secret` ({{env: NAME}} or {{file: path}}) to the same value on every host "
-                f"(for example: export {ENV_SECRET}=$(openssl rand -hex 32))"
+                "nodes on several hosts must share one secret, and `up --only` has none: set "
+                f"{ENV_SECRET} or the topology's `secret` ({{env: NAME}} or {{file: path}}) to the "
+                "same value on every host (for example: "
+                f"export {ENV_SECRET}=$(openssl rand -hex 32))"
             )
         self.secret = configured or new_secret()
         for name in secret_variables(topology):
             self.env.pop(name, None)
-        self.processes: dict[
-            str, NodeProcess
-        ] = {}  # by process name: the node's, or <node>.<replica>
+        # By process name: the node's, or <node>.<replica> for a writer's replicas.
+        self.processes: dict[str, Process] = {}
         self._node_of: dict[str, tuple[str, int | None]] = {}  # process name -> node, replica
         self.ready_order: list[str] = []
         self._stop = asyncio.Event()
-        self._restarts: dict[
-            str, tuple[int, float]
-        ] = {}  # process -> (restarts in a row, last restart)
+        self._restarts: dict[str, tuple[int, float]] = {}  # process -> (in a row, last restart)
         self._stop_requested_at = 0.0
 
     async def run(self) -> int:
@@ -140,13 +159,14 @@ class Launcher:
             return
         self.printer.system("stopping now (second interrupt): killing every node")
         for process in self.processes.values():
-            process.kill()
+            if process.returncode is None:
+                process.send_signal(signal.SIGKILL)
 
     # -- start ---------------------------------------------------------------------------------
 
     async def _start_all(self) -> None:
         graph = sorter(self.topology)
-        starting: dict[asyncio.Task, str] = {}
+        starting: dict[asyncio.Task[None], str] = {}
         stop_wait = asyncio.ensure_future(self._stop.wait())
         try:
             while graph.is_active():
@@ -166,7 +186,7 @@ class Launcher:
                 )
                 if stop_wait in done:
                     raise _Interrupted()
-                for task in done:
+                for task in [t for t in starting if t in done]:
                     name = starting.pop(task)
                     task.result()  # raises StartError
                     self.ready_order.append(name)
@@ -186,7 +206,7 @@ class Launcher:
 
     async def _start_node(self, name: str) -> None:
         node = self.topology.nodes[name]
-        if node.external:
+        if isinstance(node, BrokerNode) and node.external:
             self.printer.system(f"waiting for {name} ({node.kind}, external: {node.url})")
             await self._wait_ready(name, node, None)
         elif name in self.remote:
@@ -217,10 +237,10 @@ class Launcher:
         await process.start()
         await self._wait_ready(instance, self.topology.nodes[name], process)
 
-    async def _wait_ready(self, instance: str, node: Node, process: NodeProcess | None) -> None:
+    async def _wait_ready(self, instance: str, node: Node, process: Process | None) -> None:
         """Probe until the node answers (StartError if it exits or ready_timeout passes first)."""
         began = self.clock()
-        probe = Probe(node, process, self._probe_login(node), self.topology)
+        probe = self.probe_factory(node, process, self._probe_login(node), self.topology)
         interval = 0.02
         try:
             while True:
@@ -234,7 +254,7 @@ class Launcher:
                     self.printer.system(f"{instance} ready in {self.clock() - began:.2f}s")
                     return
                 if self.clock() - began > self.topology.ready_timeout:
-                    if node.external:
+                    if isinstance(node, BrokerNode) and node.external:
                         what = f"external {node.kind} '{instance}' at {node.url} was not reachable"
                     elif process is None:
                         what = f"{node.kind} '{instance}' on another host was not reachable"
@@ -244,10 +264,9 @@ class Launcher:
                         f"{what} after {self.topology.ready_timeout:g}s (ready_timeout)"
                         + (_last_words(process) if process else "")
                     )
-                await asyncio.sleep(interval)
-                interval = min(
-                    interval * 1.5, 0.05
-                )  # a probe is cheap; readiness seen sooner is start-up saved
+                await self.sleep(interval)
+                # A probe is cheap; readiness seen sooner is start-up saved.
+                interval = min(interval * 1.5, 0.05)
         finally:
             await probe.close()
 
@@ -282,7 +301,7 @@ class Launcher:
         stop_wait = asyncio.ensure_future(self._stop.wait())
         # Each restart runs on its own: nodes that died together (a host's worth, say) come back
         # together, and one that waits for a peer to be ready does not hold up the peer's restart.
-        restarts: dict[asyncio.Task, str] = {}
+        restarts: dict[asyncio.Task[bool], str] = {}
         try:
             while True:
                 waits = {
@@ -298,14 +317,13 @@ class Launcher:
                 if stop_wait in done:
                     self.printer.system("stopping")
                     return 0
-                for task in done:
-                    if task in waits:
-                        name = waits[task]
-                        restarts[asyncio.ensure_future(self._restart(name))] = name
-                    else:  # a restart finished: False if the node may not be restarted
-                        restarts.pop(task)
-                        if not task.result():
-                            return 1
+                for task in [t for t in restarts if t in done]:
+                    restarts.pop(task)
+                    if not task.result():  # the node may not be restarted
+                        return 1
+                for task in [t for t in waits if t in done]:
+                    name = waits[task]
+                    restarts[asyncio.ensure_future(self._restart(name))] = name
         finally:
             stop_wait.cancel()
             for task in restarts:
@@ -339,19 +357,14 @@ class Launcher:
             f"(restart {count + 1} of at most {node.restart_limit})"
         )
         if backoff:
-            try:
-                await asyncio.wait_for(self._stop.wait(), backoff)
-            except asyncio.TimeoutError:
-                pass
+            await _first(self.sleep(backoff), self._stop.wait())
         if self._stop.is_set():
             return True  # stopping instead: the caller sees the stop request next
         self._restarts[name] = (count + 1, self.clock())
         try:
             await self._start_process(node_name, name, replica)
-        except StartError as exc:
-            self.printer.system(
-                f"restart of '{name}' failed: {exc}"
-            )  # it has exited: the loop sees it
+        except StartError as exc:  # it has exited: the loop sees it
+            self.printer.system(f"restart of '{name}' failed: {exc}")
         return True
 
     def _grace(self, name: str) -> float:
@@ -371,12 +384,38 @@ class Launcher:
             running = [n for n in names if self.processes[n].returncode is None]
             if running:
                 self.printer.system(f"stopping {', '.join(running)}")
-            await asyncio.gather(*(self.processes[n].stop(self._grace(n)) for n in names))
+            await asyncio.gather(*(self._stop_process(n) for n in names))
         if self.processes:
             self.printer.system("all nodes stopped")
 
+    async def _stop_process(self, name: str) -> None:
+        """SIGTERM process `name`, SIGKILL it if it has not exited within its grace period, and
+        collect its exit status. Safe to call on a process that exited, or never started."""
+        process = self.processes[name]
+        if process.pid is None:
+            return
+        if process.returncode is None:
+            grace = self._grace(name)
+            process.send_signal(signal.SIGTERM)
+            await _first(process.exited(), self.sleep(grace))
+            if process.returncode is None:
+                self.printer.system(f"{name} did not stop within {grace:g}s; killing it")
+        process.send_signal(signal.SIGKILL)  # also whatever the node started and left behind
+        await process.wait()
 
-def _last_words(process: NodeProcess) -> str:
+
+async def _first(*waits: Awaitable[object]) -> None:
+    """Wait until the first of `waits` is done, and cancel the others."""
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _last_words(process: Process) -> str:
     """The node's last log lines that look like the reason it failed."""
     lines = [line for line in process.output if line.strip()]
     errors = [line for line in lines if line.startswith(("ERROR", "CRITICAL", "error:"))]

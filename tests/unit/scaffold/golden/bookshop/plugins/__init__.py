@@ -1,0 +1,1 @@
+"""Plugins of the bookshop system (see bookshop.py)."""

@@ -1,0 +1,1 @@
+"""Plugins of the sensors system (see sensors.py)."""

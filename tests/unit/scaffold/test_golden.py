@@ -1,0 +1,68 @@
+"""The files `cqrs-flow init` writes, byte for byte, for three entities: one with a text and a
+number field (bookshop), one with neither (sensors), and one whose long names make the schema put
+one argument a line and the README wrap (stockroom). The golden files under golden/ are what
+init wrote before its templates became files; a change to a template shows here as a diff.
+
+To accept an intended change, run this file: `python tests/unit/scaffold/test_golden.py`
+rewrites golden/ from the templates; review the diff before committing it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cqrs_flow.scaffold import make_project, parse_entities, render
+
+GOLDEN = Path(__file__).parent / "golden"
+
+# project -> (port base, --entity arguments)
+CASES = {
+    "bookshop": (
+        18000,
+        ["Book", "title:String", "year:Int", "rating:Float", "available:Boolean", "tags:[String]"],
+    ),
+    "sensors": (18000, ["Sensor", "online:Boolean", "labels:[String]"]),
+    "stockroom": (
+        24000,
+        [
+            "WarehouseStockReservationRecord",
+            "quantity_reserved:Float",
+            "warehouse_codes:[ID]",
+            "confirmed:Boolean",
+            "counts:[Int]",
+        ],
+    ),
+}
+
+
+def rendered(name: str) -> dict[str, str]:
+    port_base, tokens = CASES[name]
+    return render(make_project(name, parse_entities(["--entity", *tokens]), port_base))
+
+
+def golden(name: str) -> dict[str, str]:
+    root = GOLDEN / name
+    return {
+        path.relative_to(root).as_posix(): path.read_bytes().decode("utf-8")
+        for path in sorted(root.rglob("*"))
+        if path.is_file() and "__pycache__" not in path.parts
+    }
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_init_writes_the_golden_files(name):
+    files, expected = rendered(name), golden(name)
+    assert sorted(files) == sorted(expected)
+    for relative, text in files.items():
+        assert text == expected[relative], f"{relative} differs from golden/{name}/{relative}"
+
+
+if __name__ == "__main__":
+    for name in CASES:
+        for relative, text in rendered(name).items():
+            path = GOLDEN / name / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(text.encode("utf-8"))
+        print(f"wrote {GOLDEN / name}")
