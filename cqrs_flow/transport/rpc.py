@@ -1,6 +1,7 @@
 """gRPC from descriptors: serve a proto service with plain async handlers, and call one.
 
-No generated stubs: message classes come from the compiled descriptor set (cqrs_flow.protobuf.compiler).
+No generated stubs: message classes come from the compiled descriptor set
+(cqrs_flow.protobuf.compiler).
 """
 
 from __future__ import annotations
@@ -132,8 +133,9 @@ def _guarded(
 
 
 class _Unserved(grpc.GenericRpcHandler):
-    """Calls of methods a server does not serve: refused like a served method would be to a caller
-    who may not call it, UNIMPLEMENTED for one who may (so that an unknown caller learns nothing)."""
+    """Calls of methods a server does not serve: refused like a served method would be to a
+    caller who may not call it, UNIMPLEMENTED for one who may (so that an unknown caller learns
+    nothing)."""
 
     def __init__(self, check: CallerCheck) -> None:
         self._check = check
@@ -183,7 +185,11 @@ async def start_server(
     except RuntimeError:  # gRPC says only "Failed to bind"; ask the OS why
         raise NodeError(f"gRPC server cannot listen on {listen}: {_bind_error(listen)}") from None
     await server.start()
-    await health_service.set("", health_pb2.HealthCheckResponse.SERVING)
+    try:
+        await health_service.set("", health_pb2.HealthCheckResponse.SERVING)
+    except BaseException:  # the caller never gets the server: free its port here
+        await server.stop(None)
+        raise
     return server
 
 

@@ -1,0 +1,262 @@
+"""Each node kind releases what it acquired, whatever step of its start fails.
+
+A failure is injected at each acquisition step in turn (the step is made to raise); then the
+test checks that everything acquired before it was released (ports free again, the backend
+closed, MQTT clients disconnected, channels closed, plugins stopped, tasks cancelled) and that
+`stop` is safe, twice. The nodes run in this process with real components: gRPC servers and the
+embedded broker on free ports, a durable store in tmp_path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import socket
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from grpc_health.v1.health import aio as health_aio
+
+import cqrs_flow.nodes.store as store_node
+import cqrs_flow.nodes.writer as writer_node
+from cqrs_flow.nodes import build_service, runtime
+from cqrs_flow.plugins import Plugin
+from cqrs_flow.protobuf.compiler import ProtoSet
+from cqrs_flow.security.tokens import ENV_SECRET
+from cqrs_flow.stores import DurableStore
+from cqrs_flow.topology import load_topology
+from cqrs_flow.topology.model import Address, Topology
+from cqrs_flow.topology.relocate import relocate
+from cqrs_flow.transport.rpc import ServiceClient
+
+from ..helpers import SHIPPED
+
+SECRET = "0123456789abcdef" * 4
+
+
+class Injected(Exception):
+    """The failure a test injects at one step of a node's start."""
+
+
+def inject(monkeypatch: pytest.MonkeyPatch, owner: Any, name: str, call: int = 1, after=False):
+    """Make the `call`-th call of `owner.name` raise Injected: before it does its work, or,
+    with `after`, once it has done it (the step acquired its resource, the next one fails)."""
+    real = getattr(owner, name)
+    calls = 0
+
+    def due() -> bool:
+        nonlocal calls
+        calls += 1
+        return calls == call
+
+    if inspect.iscoroutinefunction(real):
+
+        async def step(*args: Any, **kwargs: Any) -> Any:
+            if due() and not after:
+                raise Injected(name)
+            result = await real(*args, **kwargs)
+            if calls == call and after:
+                raise Injected(name)
+            return result
+
+    else:
+
+        def step(*args: Any, **kwargs: Any) -> Any:
+            if due() and not after:
+                raise Injected(name)
+            result = real(*args, **kwargs)
+            if calls == call and after:
+                raise Injected(name)
+            return result
+
+    monkeypatch.setattr(owner, name, step)
+
+
+def injected(error: BaseException) -> bool:
+    """Whether `error` is the injected failure, or says it (a plugin's is wrapped)."""
+    return isinstance(error, Injected) or isinstance(error.__cause__, Injected)
+
+
+def port_free(address: Address) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((address.host, address.port))
+        except OSError:
+            return False
+    return True
+
+
+async def start_failing(service: runtime.NodeService, ready: bool) -> None:
+    """Start `service`, which must fail with the injected failure, then stop it a second time.
+    With `ready`, run it as `cqrs-flow node` does (serve), with the readiness signal failing."""
+    if ready:
+        with pytest.raises(Injected):
+            await asyncio.wait_for(runtime.serve(service), 20)
+    else:
+        with pytest.raises(Exception) as failed:
+            try:
+                await asyncio.wait_for(service.start(), 20)
+            finally:
+                await service.stop()
+        assert injected(failed.value), failed.value
+    await service.stop()  # once more: nothing left to release, nothing raised
+
+
+class Probe:
+    """Records what the nodes acquire and release: service clients, plugins, MQTT clients and
+    background tasks (the real ones, wrapped)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.clients: list[ServiceClient] = []
+        self.closed: list[ServiceClient] = []
+        self.plugins: list[Plugin] = []
+        self.stopped: list[Plugin] = []
+        self.mqtt: list[Any] = []
+        self.tasks: list[asyncio.Task[Any]] = []
+        self._wrap(
+            monkeypatch, ServiceClient, "__init__", lambda client, *_: self.clients.append(client)
+        )
+        self._wrap(monkeypatch, ServiceClient, "close", lambda client: self.closed.append(client))
+        self._wrap(monkeypatch, Plugin, "start", lambda plugin: self.plugins.append(plugin))
+        self._wrap(monkeypatch, Plugin, "stop", lambda plugin: self.stopped.append(plugin))
+        real_spawn = runtime.NodeService.spawn
+
+        def spawn(service: runtime.NodeService, coroutine: Any, name: str) -> asyncio.Task[Any]:
+            self.tasks.append(real_spawn(service, coroutine, name))
+            return self.tasks[-1]
+
+        monkeypatch.setattr(runtime.NodeService, "spawn", spawn)
+        real_client = writer_node.new_client
+
+        def new_client(*args: Any, **kwargs: Any) -> Any:
+            self.mqtt.append(real_client(*args, **kwargs))
+            return self.mqtt[-1]
+
+        monkeypatch.setattr(writer_node, "new_client", new_client)
+
+    @staticmethod
+    def _wrap(
+        monkeypatch: pytest.MonkeyPatch, owner: Any, name: str, record: Callable[..., None]
+    ) -> None:
+        real = getattr(owner, name)
+        if inspect.iscoroutinefunction(real):
+
+            async def done(self: Any, *args: Any, **kwargs: Any) -> Any:
+                result = await real(self, *args, **kwargs)
+                record(self, *args)
+                return result
+
+        else:
+
+            def done(self: Any, *args: Any, **kwargs: Any) -> Any:
+                result = real(self, *args, **kwargs)
+                record(self, *args)
+                return result
+
+        monkeypatch.setattr(owner, name, done)
+
+    def all_released(self) -> None:
+        assert {id(c) for c in self.clients} <= {id(c) for c in self.closed}, "a channel is open"
+        assert {id(p) for p in self.plugins} <= {id(p) for p in self.stopped}, "a plugin runs"
+        assert not any(client.is_connected for client in self.mqtt), "an MQTT client is connected"
+        assert all(task.done() for task in self.tasks), "a background task runs"
+
+
+@pytest.fixture
+def system(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shipped_protos: ProtoSet):
+    """overrides -> the shipped topology on free ports, with the secret in the environment."""
+    monkeypatch.setenv(ENV_SECRET, SECRET)
+
+    def make(overrides: dict[str, Any] | None = None) -> Topology:
+        return load_topology(relocate(SHIPPED, tmp_path / "topology.yaml", overrides))
+
+    return make
+
+
+@pytest.fixture
+def probe(monkeypatch: pytest.MonkeyPatch) -> Iterator[Probe]:
+    yield Probe(monkeypatch)
+
+
+def build(topology: Topology, name: str, protos: ProtoSet) -> runtime.NodeService:
+    return build_service(topology, name, protos, {ENV_SECRET: SECRET})
+
+
+# -- the store ----------------------------------------------------------------------------------
+
+STORE_STEPS = {
+    "backend": (store_node, "open_backend", 1, False),
+    "backend watched": (runtime.NodeService, "spawn", 1, True),
+    "write server": (store_node, "start_server", 1, False),
+    "write server health": (health_aio.HealthServicer, "set", 1, False),
+    "read server": (store_node, "start_server", 2, False),
+    "read server health": (health_aio.HealthServicer, "set", 2, False),
+    "ready": (runtime, "_notify_ready", 1, False),
+}
+
+
+@pytest.mark.parametrize("step", STORE_STEPS)
+def test_a_store_that_fails_to_start_releases_what_it_opened(
+    step, system, probe, shipped_protos, monkeypatch, tmp_path
+):
+    topology = system({"nodes.store.data": "data"})
+    service = build(topology, "store", shipped_protos)
+    owner, name, call, after = STORE_STEPS[step]
+    inject(monkeypatch, owner, name, call, after)
+
+    asyncio.run(start_failing(service, ready=step == "ready"))
+
+    store = topology.nodes["store"]
+    assert port_free(store.write.listen) and port_free(store.read.listen)
+    probe.all_released()
+
+    async def reopen() -> None:  # the data directory's lock is free again: the backend is closed
+        await (await DurableStore.open(tmp_path / "data", store.collection)).close()
+
+    asyncio.run(reopen())
+
+
+def test_a_store_releases_in_reverse_order(system, shipped_protos, monkeypatch):
+    """The servers stop before the backend closes: a call in flight still has its data."""
+    service = build(system({"nodes.store.data": "data"}), "store", shipped_protos)
+    order: list[str] = []
+    real_open = store_node.open_backend
+
+    async def open_backend(*args: Any) -> Any:
+        backend = await real_open(*args)
+        real_close = backend.close
+
+        async def close() -> None:
+            order.append("backend")
+            await real_close()
+
+        backend.close = close
+        return backend
+
+    monkeypatch.setattr(store_node, "open_backend", open_backend)
+    real_start = store_node.start_server
+
+    async def start_server(listen: Address, *args: Any) -> Any:
+        server = await real_start(listen, *args)
+        real_stop = server.stop
+
+        async def stop(grace: float | None) -> None:
+            order.append(f"server {listen.port}")
+            await real_stop(grace)
+
+        server.stop = stop
+        return server
+
+    monkeypatch.setattr(store_node, "start_server", start_server)
+
+    async def main() -> None:
+        await service.start()
+        await service.stop()
+
+    asyncio.run(main())
+    store = service.node
+    servers = {f"server {store.read.listen.port}", f"server {store.write.listen.port}"}
+    assert set(order[:2]) == servers and order[2:] == ["backend"]
