@@ -10,7 +10,7 @@ import grpc
 
 from cqrs_flow.contracts.plans import Report, reader_plan
 from cqrs_flow.errors import TopologyError
-from cqrs_flow.nodes.runtime import NodeService
+from cqrs_flow.nodes.runtime import STOP_GRACE, NodeService
 from cqrs_flow.plugins import PluginContext, ReaderPlugin, Rejected, start_plugins, stop_plugins
 from cqrs_flow.security.tokens import CallerCheck
 from cqrs_flow.topology.model import ReaderNode
@@ -24,8 +24,6 @@ from cqrs_flow.transport.rpc import (
 from cqrs_flow.transport.tls import channel_security, server_credentials
 
 __all__ = ["ReaderService"]
-
-# Trailing metadata naming the node that is down, when it is not the reader itself.
 
 
 class ReaderService(NodeService):
@@ -44,8 +42,10 @@ class ReaderService(NodeService):
             self.credentials,
             security=channel_security(self.topology, store.read.tls, self.node.client_tls),
         )
+        self.resources.push_async_callback(self.store.close)
         context = PluginContext(self.topology, self.node, self.protos, self.log, store=self.store)
         self.plugins = await start_plugins(self.node, context)
+        self.resources.push_async_callback(stop_plugins, self.plugins, self.log)
         handlers = {}
         for rpc, target in plan.items():
             if target is not None:
@@ -59,7 +59,8 @@ class ReaderService(NodeService):
             self.protos, self.protos.service(self.node.service), handlers, check, forward=forwarded
         )
         tls = server_credentials(self.topology, self.node.tls) if self.node.tls else None
-        self.server = await start_server(self.node.listen, [generic], check, tls)
+        server = await start_server(self.node.listen, [generic], check, tls)
+        self.resources.push_async_callback(server.stop, STOP_GRACE)
         self.log.info(
             "%s on %s%s, reading from %s",
             self.node.service,
@@ -103,10 +104,3 @@ class ReaderService(NodeService):
                 )
 
         return answer
-
-    async def stop(self) -> None:
-        if hasattr(self, "server"):
-            await self.server.stop(grace=1.0)
-        await stop_plugins(getattr(self, "plugins", []), self.log)
-        if hasattr(self, "store"):
-            await self.store.close()

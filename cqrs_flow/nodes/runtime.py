@@ -23,9 +23,11 @@ from cqrs_flow.protobuf.compiler import ProtoSet
 from cqrs_flow.security.tokens import Credentials
 from cqrs_flow.topology.model import Node, Topology
 
-__all__ = ["NodeService", "configure_logging", "serve"]
+__all__ = ["STOP_GRACE", "NodeService", "configure_logging", "serve"]
 
 log = logging.getLogger("cqrs_flow.node")
+
+STOP_GRACE = 1.0  # seconds the calls in flight have to finish when a node's server stops
 
 
 def configure_logging(level: str | None = None) -> None:

@@ -13,7 +13,7 @@ import grpc
 from cqrs_flow.contracts.operations import BoundOperation
 from cqrs_flow.contracts.plans import Report, store_plan
 from cqrs_flow.errors import NodeError, TopologyError
-from cqrs_flow.nodes.runtime import NodeService
+from cqrs_flow.nodes.runtime import STOP_GRACE, NodeService
 from cqrs_flow.security.sources import read_source
 from cqrs_flow.security.tokens import CallerCheck
 from cqrs_flow.stores import (
@@ -32,8 +32,6 @@ from cqrs_flow.transport.rpc import Handler, service_handler, start_server
 from cqrs_flow.transport.tls import server_credentials
 
 __all__ = ["StoreService", "open_backend"]
-
-SERVER_GRACE = 1.0  # seconds the calls in flight have to finish when the store stops
 
 
 async def open_backend(topology: Topology, node: StoreNode) -> DocumentStore:
@@ -87,7 +85,7 @@ class StoreService(NodeService):
             )
             tls = server_credentials(self.topology, service.tls) if service.tls else None
             server = await start_server(service.listen, [generic], check, tls)
-            self.resources.push_async_callback(server.stop, SERVER_GRACE)
+            self.resources.push_async_callback(server.stop, STOP_GRACE)
             self.log.info(
                 "%s service %s on %s%s", side, service.name, service.listen, _tls_note(service.tls)
             )

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from grpc_health.v1.health import aio as health_aio
 
+import cqrs_flow.nodes.reader as reader_node
 import cqrs_flow.nodes.store as store_node
 import cqrs_flow.nodes.writer as writer_node
 from cqrs_flow.nodes import build_service, runtime
@@ -260,3 +261,30 @@ def test_a_store_releases_in_reverse_order(system, shipped_protos, monkeypatch):
     store = service.node
     servers = {f"server {store.read.listen.port}", f"server {store.write.listen.port}"}
     assert set(order[:2]) == servers and order[2:] == ["backend"]
+
+
+# -- the reader ---------------------------------------------------------------------------------
+
+READER_STEPS = {
+    "store channel": (ServiceClient, "__init__", 1, False),
+    "plugin": (Plugin, "start", 1, False),
+    "server": (reader_node, "start_server", 1, False),
+    "server health": (health_aio.HealthServicer, "set", 1, False),
+    "ready": (runtime, "_notify_ready", 1, False),
+}
+
+
+@pytest.mark.parametrize("step", READER_STEPS)
+def test_a_reader_that_fails_to_start_releases_what_it_opened(
+    step, system, probe, shipped_protos, monkeypatch
+):
+    topology = system()
+    service = build(topology, "reader", shipped_protos)
+    inject(monkeypatch, *READER_STEPS[step])
+
+    asyncio.run(start_failing(service, ready=step == "ready"))
+
+    assert port_free(topology.nodes["reader"].listen)
+    probe.all_released()
+    if step in ("server", "server health", "ready"):
+        assert len(probe.plugins) == 1  # the step did fail after the plugin started
