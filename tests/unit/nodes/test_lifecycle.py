@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import gmqtt
 import pytest
 from grpc_health.v1.health import aio as health_aio
 
@@ -288,3 +289,93 @@ def test_a_reader_that_fails_to_start_releases_what_it_opened(
     probe.all_released()
     if step in ("server", "server health", "ready"):
         assert len(probe.plugins) == 1  # the step did fail after the plugin started
+
+
+# -- the writer ---------------------------------------------------------------------------------
+
+TWO_PLUGINS = {"nodes.writer.plugins": ["plugins.audit.CommandLog", "plugins.audit.CommandLog"]}
+WRITER_STEPS = {
+    "store channel": (ServiceClient, "__init__", 1, False),
+    "MQTT client": (writer_node, "new_client", 1, False),
+    "first plugin": (Plugin, "start", 1, False),
+    "second plugin": (Plugin, "start", 2, False),
+    "connection": (writer_node, "connect", 1, False),
+    "connected": (writer_node, "connect", 1, True),
+    "ready": (runtime, "_notify_ready", 1, False),
+}
+
+
+async def with_broker(topology: Topology, protos: ProtoSet, body: Callable[[], Any]) -> None:
+    """Run `body` while the topology's broker runs (the embedded one, in this process)."""
+    broker = build(topology, "broker", protos)
+    try:
+        await broker.start()
+        await body()
+    finally:
+        await broker.stop()
+
+
+@pytest.mark.parametrize("step", WRITER_STEPS)
+def test_a_writer_that_fails_to_start_releases_what_it_opened(
+    step, system, probe, shipped_protos, monkeypatch
+):
+    topology = system(TWO_PLUGINS)
+    service = build(topology, "writer", shipped_protos)
+    inject(monkeypatch, *WRITER_STEPS[step])
+
+    asyncio.run(
+        with_broker(topology, shipped_protos, lambda: start_failing(service, step == "ready"))
+    )
+
+    probe.all_released()
+    started = {"second plugin": 1, "connection": 2, "connected": 2, "ready": 2}
+    assert len(probe.plugins) == started.get(step, 0)
+    if step in ("connected", "ready"):
+        assert probe.mqtt and probe.mqtt[0].is_connected is False  # it was connected, and left
+
+
+def test_a_writer_stopped_while_it_waits_for_the_broker_releases_what_it_opened(
+    system, probe, shipped_protos
+):
+    """The broker is not there: start keeps trying to connect until it is cancelled (SIGTERM)."""
+    service = build(system(TWO_PLUGINS), "writer", shipped_protos)
+
+    async def main() -> None:
+        starting = asyncio.create_task(service.start())
+        await asyncio.sleep(0.3)
+        assert not starting.done()
+        starting.cancel()
+        await asyncio.gather(starting, return_exceptions=True)
+        await service.stop()
+
+    asyncio.run(main())
+    assert len(probe.plugins) == 2
+    probe.all_released()
+
+
+def test_a_writer_finishes_its_commands_before_it_leaves_the_broker(
+    system, shipped_protos, monkeypatch
+):
+    """Commands in their delay are applied (and reported) before the MQTT client disconnects,
+    and the store channel is closed after that."""
+    topology = system()
+    service = build(topology, "writer", shipped_protos)
+    assert isinstance(service, writer_node.WriterService)
+    order: list[str] = []
+    for owner, name in ((gmqtt.Client, "disconnect"), (ServiceClient, "close")):
+        Probe._wrap(monkeypatch, owner, name, lambda _, *__, name=name: order.append(name))
+
+    async def run() -> None:
+        await service.start()
+
+        async def command() -> None:
+            await asyncio.sleep(0.1)
+            order.append("command applied")
+
+        due = asyncio.get_running_loop().time()
+        asyncio.get_running_loop().create_task(service.lanes.run("k", due, command))
+        await asyncio.sleep(0)
+        await service.stop()
+
+    asyncio.run(with_broker(topology, shipped_protos, run))
+    assert order == ["command applied", "disconnect", "close"]
