@@ -186,6 +186,7 @@ class WriterService(NodeService):
             self.credentials,
             security=channel_security(self.topology, store.write.tls, self.node.client_tls),
         )
+        self.resources.push_async_callback(self.store.close)
         self.subscriptions = [
             shared(self.node, f) for f in writer_subscriptions(self.topology, self.node)
         ]
@@ -214,7 +215,10 @@ class WriterService(NodeService):
         self.plugins = await start_plugins(
             self.node, PluginContext(self.topology, self.node, self.protos, self.log)
         )
+        self.resources.push_async_callback(stop_plugins, self.plugins, self.log)
+        self.resources.push_async_callback(self._leave_broker)
         await connect(self.mqtt, broker, tls=mqtt_client_context(self.topology, broker))
+        self.resources.push_async_callback(self._finish_commands)  # commands may arrive now
         await self.subscribed.wait()
         self.log.info(
             "subscribed to %s; applying %s to %s after %.3gs",
@@ -403,23 +407,23 @@ class WriterService(NodeService):
         if self.statuses:
             self._arm_flush(STATUS_RETRY)
 
-    async def stop(self) -> None:
-        # Finish the commands already received (they were accepted; the delay is the only thing
-        # between them and the store), within the delay plus a second. What is left is not
-        # acknowledged, so a broker that keeps the writer's session delivers it again.
-        if hasattr(self, "lanes") and len(self.lanes):
+    async def _finish_commands(self) -> None:
+        """Finish the commands already received (they were accepted; the delay is the only thing
+        between them and the store), within the delay plus a second. What is left is not
+        acknowledged, so a broker that keeps the writer's session delivers it again."""
+        if len(self.lanes):
             self.log.info("finishing %d command(s) before stopping", len(self.lanes))
             left = await self.lanes.drain(self.node.delay + 1.0)
             if left:
                 self.log.warning("stopping with %d command(s) not applied", left)
-        if getattr(self, "set_aside", None):
+        if self.set_aside:
             totals = ", ".join(f"{count} {kind}" for kind, count in sorted(self.set_aside.items()))
             self.log.info("set aside while running: %s", totals)
-        if hasattr(self, "mqtt") and self.mqtt.is_connected:
+
+    async def _leave_broker(self) -> None:
+        """Publish the reports still pending, then disconnect."""
+        if self.mqtt.is_connected:
             self._flush_statuses()
             await self.mqtt.disconnect()
         if self._flush_handle is not None:
             self._flush_handle.cancel()
-        if hasattr(self, "store"):
-            await self.store.close()
-        await stop_plugins(getattr(self, "plugins", []), self.log)
