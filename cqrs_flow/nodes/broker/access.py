@@ -131,6 +131,17 @@ class RoutingBroker(Broker):
         self._open: dict[str, int] = {}  # IP address -> connections open from it
         self._capped: set[str] = set()  # addresses told they have too many open
 
+    async def start(self) -> None:
+        """amqtt's start, which leaves the listeners it opened open when a later step of it
+        fails (and a broker that failed to start cannot be shut down): close them then."""
+        try:
+            await super().start()
+        except BaseException:
+            if self.transitions.state != "started":  # not a second start of a running broker
+                for server in self._servers.values():
+                    await server.close_instance()
+            raise
+
     async def _client_connected(self, listener_name: str, reader, writer) -> None:
         _listener.set(listener_name)  # each connection runs in its own task, with its own context
         peer = writer.get_peer_info()

@@ -23,7 +23,9 @@ from grpc_health.v1.health import aio as health_aio
 import cqrs_flow.nodes.reader as reader_node
 import cqrs_flow.nodes.store as store_node
 import cqrs_flow.nodes.writer as writer_node
+from cqrs_flow.errors import NodeError
 from cqrs_flow.nodes import build_service, runtime
+from cqrs_flow.nodes.broker.access import RoutingBroker
 from cqrs_flow.plugins import Plugin
 from cqrs_flow.protobuf.compiler import ProtoSet
 from cqrs_flow.security.tokens import ENV_SECRET
@@ -76,9 +78,12 @@ def inject(monkeypatch: pytest.MonkeyPatch, owner: Any, name: str, call: int = 1
     monkeypatch.setattr(owner, name, step)
 
 
-def injected(error: BaseException) -> bool:
-    """Whether `error` is the injected failure, or says it (a plugin's is wrapped)."""
-    return isinstance(error, Injected) or isinstance(error.__cause__, Injected)
+def injected(error: BaseException | None) -> bool:
+    """Whether `error` is the injected failure, or was raised because of it (the failure of a
+    plugin or of amqtt is wrapped, and the node says it in its own words)."""
+    while error is not None and not isinstance(error, Injected):
+        error = error.__cause__ or error.__context__
+    return error is not None
 
 
 def port_free(address: Address) -> bool:
@@ -379,3 +384,41 @@ def test_a_writer_finishes_its_commands_before_it_leaves_the_broker(
 
     asyncio.run(with_broker(topology, shipped_protos, run))
     assert order == ["command applied", "disconnect", "close"]
+
+
+# -- the broker ---------------------------------------------------------------------------------
+
+BROKER_STEPS = {
+    "broker": (RoutingBroker, "__init__", 1, False),
+    "listener": (RoutingBroker, "_start_listeners", 1, False),
+    "listening": (RoutingBroker, "_start_listeners", 1, True),
+    "ready": (runtime, "_notify_ready", 1, False),
+}
+
+
+@pytest.mark.parametrize("step", BROKER_STEPS)
+def test_a_broker_that_fails_to_start_releases_its_port(step, system, shipped_protos, monkeypatch):
+    topology = system()
+    service = build(topology, "broker", shipped_protos)
+    inject(monkeypatch, *BROKER_STEPS[step])
+
+    asyncio.run(start_failing(service, ready=step == "ready"))
+
+    assert port_free(topology.nodes["broker"].listen)
+
+
+def test_a_broker_whose_port_is_taken_says_so_and_stops_cleanly(system, shipped_protos):
+    topology = system()
+    service = build(topology, "broker", shipped_protos)
+    listen = topology.nodes["broker"].listen
+
+    async def main() -> None:
+        with socket.socket() as taken:
+            taken.bind((listen.host, listen.port))
+            taken.listen()
+            with pytest.raises(NodeError, match="MQTT broker cannot listen on"):
+                await service.start()
+            await service.stop()
+
+    asyncio.run(main())
+    assert port_free(listen)
