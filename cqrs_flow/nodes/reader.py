@@ -6,7 +6,10 @@ service (its credentials are refused by the write service).
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
+from google.protobuf.message import Message
 
 from cqrs_flow.contracts.plans import Report, reader_plan
 from cqrs_flow.errors import TopologyError
@@ -44,8 +47,9 @@ class ReaderService(NodeService):
         )
         self.resources.push_async_callback(self.store.close)
         context = PluginContext(self.topology, self.node, self.protos, self.log, store=self.store)
-        self.plugins = await start_plugins(self.node, context)
-        self.resources.push_async_callback(stop_plugins, self.plugins, self.log)
+        started = await start_plugins(self.node, context)
+        self.resources.push_async_callback(stop_plugins, started, self.log)
+        self.plugins = [p for p in started if isinstance(p, ReaderPlugin)]  # all: the loader checks
         handlers = {}
         for rpc, target in plan.items():
             if target is not None:
@@ -73,7 +77,10 @@ class ReaderService(NodeService):
         """Pass the request on to the store's `target` RPC as bytes (it takes and returns the same
         messages), and its answer back: decoding and encoding them again would only cost time."""
 
-        async def forward(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        async def forward(
+            request: Message | bytes, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> bytes:
+            assert isinstance(request, bytes)  # a forwarded RPC gets the request's bytes
             try:
                 return await self.store.forward(target, request)
             except grpc.aio.AioRpcError as exc:
@@ -88,9 +95,12 @@ class ReaderService(NodeService):
     def _plugin(self, plugin: ReaderPlugin, rpc: str) -> Handler:
         method = getattr(plugin, rpc)
 
-        async def answer(request, context: grpc.aio.ServicerContext):
+        async def answer(
+            request: Message | bytes, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> Message:
             try:
-                return await method(request, context)
+                response: Message = await method(request, context)
+                return response
             except grpc.aio.AbortError:
                 raise  # the plugin aborted the call itself, with its own status
             except grpc.aio.AioRpcError as exc:  # a call the plugin made failed: pass its status on

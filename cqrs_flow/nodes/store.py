@@ -8,7 +8,10 @@ delivered again gets the answer it got first (cqrs_flow.stores.applied).
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
+from google.protobuf.message import Message
 
 from cqrs_flow.contracts.operations import BoundOperation
 from cqrs_flow.contracts.plans import Report, store_plan
@@ -96,7 +99,10 @@ class StoreService(NodeService):
         id_name = self.topology.command_id
         command_ids = bound.side == "write" and id_name in bound.method.input_type.fields_by_name
 
-        async def handle(request, context: grpc.aio.ServicerContext):
+        async def handle(
+            request: Message | bytes, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> Message:
+            assert isinstance(request, Message)  # the store decodes every request
             try:
                 command_id = command_id_of(request, id_name) if command_ids else ""
             except InvalidRequest as exc:
