@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -58,20 +58,22 @@ def inject(monkeypatch: pytest.MonkeyPatch, owner: Any, name: str, call: int = 1
     if inspect.iscoroutinefunction(real):
 
         async def step(*args: Any, **kwargs: Any) -> Any:
-            if due() and not after:
+            hit = due()
+            if hit and not after:
                 raise Injected(name)
             result = await real(*args, **kwargs)
-            if calls == call and after:
+            if hit:
                 raise Injected(name)
             return result
 
     else:
 
         def step(*args: Any, **kwargs: Any) -> Any:
-            if due() and not after:
+            hit = due()
+            if hit and not after:
                 raise Injected(name)
             result = real(*args, **kwargs)
-            if calls == call and after:
+            if hit:
                 raise Injected(name)
             return result
 
@@ -173,7 +175,7 @@ class Probe:
 
 
 @pytest.fixture
-def system(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shipped_protos: ProtoSet):
+def system(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Topology]:
     """overrides -> the shipped topology on free ports, with the secret in the environment."""
     monkeypatch.setenv(ENV_SECRET, SECRET)
 
@@ -184,8 +186,8 @@ def system(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shipped_protos: Prot
 
 
 @pytest.fixture
-def probe(monkeypatch: pytest.MonkeyPatch) -> Iterator[Probe]:
-    yield Probe(monkeypatch)
+def probe(monkeypatch: pytest.MonkeyPatch) -> Probe:
+    return Probe(monkeypatch)
 
 
 def build(topology: Topology, name: str, protos: ProtoSet) -> runtime.NodeService:
