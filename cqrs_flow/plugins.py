@@ -185,18 +185,23 @@ def _import(use: str) -> Any:
 
 
 async def start_plugins(node: Node, context: PluginContext) -> list[Plugin]:
-    """Load, create and start the plugins of `node`, in the order the topology lists them."""
-    plugins = []
-    for ref in getattr(node, "plugins", ()):
-        cls = load_plugin_class(ref, node, context.topology)
-        try:
-            plugin = cls(context, ref.config)
-            await plugin.start()
-        except Exception as exc:
-            raise PluginError(
-                f"plugin '{ref.use}' failed to start: {type(exc).__name__}: {exc}"
-            ) from exc
-        plugins.append(plugin)
+    """Load, create and start the plugins of `node`, in the order the topology lists them; if
+    one fails, those started before it are stopped."""
+    plugins: list[Plugin] = []
+    try:
+        for ref in getattr(node, "plugins", ()):
+            cls = load_plugin_class(ref, node, context.topology)
+            try:
+                plugin = cls(context, ref.config)
+                await plugin.start()
+            except Exception as exc:
+                raise PluginError(
+                    f"plugin '{ref.use}' failed to start: {type(exc).__name__}: {exc}"
+                ) from exc
+            plugins.append(plugin)
+    except BaseException:
+        await stop_plugins(plugins, context.log)  # those started already: none is left running
+        raise
     return plugins
 
 

@@ -30,7 +30,8 @@ _KINDS = {
 
 def _service_class(kind: str) -> type[NodeService]:
     module, name = _KINDS[kind]
-    return getattr(importlib.import_module(module), name)
+    service_class: type[NodeService] = getattr(importlib.import_module(module), name)
+    return service_class
 
 
 def build_service(

@@ -6,11 +6,14 @@ service (its credentials are refused by the write service).
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
+from google.protobuf.message import Message
 
 from cqrs_flow.contracts.plans import Report, reader_plan
 from cqrs_flow.errors import TopologyError
-from cqrs_flow.nodes.runtime import NodeService
+from cqrs_flow.nodes.runtime import STOP_GRACE, NodeService
 from cqrs_flow.plugins import PluginContext, ReaderPlugin, Rejected, start_plugins, stop_plugins
 from cqrs_flow.security.tokens import CallerCheck
 from cqrs_flow.topology.model import ReaderNode
@@ -24,8 +27,6 @@ from cqrs_flow.transport.rpc import (
 from cqrs_flow.transport.tls import channel_security, server_credentials
 
 __all__ = ["ReaderService"]
-
-# Trailing metadata naming the node that is down, when it is not the reader itself.
 
 
 class ReaderService(NodeService):
@@ -44,8 +45,11 @@ class ReaderService(NodeService):
             self.credentials,
             security=channel_security(self.topology, store.read.tls, self.node.client_tls),
         )
+        self.resources.push_async_callback(self.store.close)
         context = PluginContext(self.topology, self.node, self.protos, self.log, store=self.store)
-        self.plugins = await start_plugins(self.node, context)
+        started = await start_plugins(self.node, context)
+        self.resources.push_async_callback(stop_plugins, started, self.log)
+        self.plugins = [p for p in started if isinstance(p, ReaderPlugin)]  # all: the loader checks
         handlers = {}
         for rpc, target in plan.items():
             if target is not None:
@@ -59,7 +63,8 @@ class ReaderService(NodeService):
             self.protos, self.protos.service(self.node.service), handlers, check, forward=forwarded
         )
         tls = server_credentials(self.topology, self.node.tls) if self.node.tls else None
-        self.server = await start_server(self.node.listen, [generic], check, tls)
+        server = await start_server(self.node.listen, [generic], check, tls)
+        self.resources.push_async_callback(server.stop, STOP_GRACE)
         self.log.info(
             "%s on %s%s, reading from %s",
             self.node.service,
@@ -72,7 +77,10 @@ class ReaderService(NodeService):
         """Pass the request on to the store's `target` RPC as bytes (it takes and returns the same
         messages), and its answer back: decoding and encoding them again would only cost time."""
 
-        async def forward(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        async def forward(
+            request: Message | bytes, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> bytes:
+            assert isinstance(request, bytes)  # a forwarded RPC gets the request's bytes
             try:
                 return await self.store.forward(target, request)
             except grpc.aio.AioRpcError as exc:
@@ -87,9 +95,12 @@ class ReaderService(NodeService):
     def _plugin(self, plugin: ReaderPlugin, rpc: str) -> Handler:
         method = getattr(plugin, rpc)
 
-        async def answer(request, context: grpc.aio.ServicerContext):
+        async def answer(
+            request: Message | bytes, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> Message:
             try:
-                return await method(request, context)
+                response: Message = await method(request, context)
+                return response
             except grpc.aio.AbortError:
                 raise  # the plugin aborted the call itself, with its own status
             except grpc.aio.AioRpcError as exc:  # a call the plugin made failed: pass its status on
@@ -103,10 +114,3 @@ class ReaderService(NodeService):
                 )
 
         return answer
-
-    async def stop(self) -> None:
-        if hasattr(self, "server"):
-            await self.server.stop(grace=1.0)
-        await stop_plugins(getattr(self, "plugins", []), self.log)
-        if hasattr(self, "store"):
-            await self.store.close()

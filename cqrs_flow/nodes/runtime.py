@@ -1,5 +1,9 @@
 """What every node process shares: logging, the setup/cleanup pair, signals, readiness and
-background tasks whose errors end the node instead of vanishing."""
+background tasks whose errors end the node instead of vanishing.
+
+A node releases what it acquired in reverse order, on every path: `start` registers the release
+of each resource on `NodeService.resources` as soon as it holds it, and `stop` (which `serve`
+calls however the node ends) cancels the background tasks and then runs those releases."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import signal
 import sys
 from abc import ABC, abstractmethod
 from collections.abc import Coroutine
+from contextlib import AsyncExitStack
 from typing import Any
 
 from cqrs_flow.contracts.process import ENV_READY_FD
@@ -18,9 +23,11 @@ from cqrs_flow.protobuf.compiler import ProtoSet
 from cqrs_flow.security.tokens import Credentials
 from cqrs_flow.topology.model import Node, Topology
 
-__all__ = ["NodeService", "configure_logging", "serve"]
+__all__ = ["STOP_GRACE", "NodeService", "configure_logging", "serve"]
 
 log = logging.getLogger("cqrs_flow.node")
+
+STOP_GRACE = 1.0  # seconds the calls in flight have to finish when a node's server stops
 
 
 def configure_logging(level: str | None = None) -> None:
@@ -35,7 +42,14 @@ def configure_logging(level: str | None = None) -> None:
 
 
 class NodeService(ABC):
-    """One running node: `start` sets it up, `stop` cleans up; `spawn` runs background work."""
+    """One running node: `start` sets it up, `stop` cleans up; `spawn` runs background work.
+
+    The setup/cleanup pair is one idea: `start` acquires resources one by one and, right after
+    each, registers its release on `self.resources` (an AsyncExitStack:
+    `self.resources.push_async_callback(client.close)`,
+    `await self.resources.enter_async_context(...)`). `stop` runs the releases in reverse order;
+    a start that fails half-way has registered exactly what it holds. Subclasses do not
+    override `stop`."""
 
     def __init__(
         self, topology: Topology, node: Node, protos: ProtoSet, credentials: Credentials
@@ -45,38 +59,46 @@ class NodeService(ABC):
         self.protos = protos
         self.credentials = credentials
         self.log = logging.getLogger(f"cqrs_flow.{node.kind}")
-        self._tasks: set[asyncio.Task] = set()
-        self._failure: asyncio.Future | None = None
+        self.resources = AsyncExitStack()  # the releases of what `start` acquired
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._failure: asyncio.Future[None] | None = None
 
     @abstractmethod
     async def start(self) -> None:
-        """Open listeners and connections; return when the node can do its job."""
+        """Acquire listeners and connections, registering each release on `self.resources`;
+        return when the node can do its job."""
 
-    @abstractmethod
     async def stop(self) -> None:
-        """Close what `start` opened. Called once, also after a failed `start`."""
+        """Cancel the background tasks and wait for them, then release what `start` acquired,
+        last acquired first. Safe after a failed or cancelled `start`, and more than once."""
+        await self.cancel_tasks()
+        await self.resources.aclose()
 
-    def spawn(self, coroutine: Coroutine[Any, Any, Any], name: str) -> asyncio.Task:
-        """Run background work; if it fails, the node stops and exits with its error."""
+    def spawn(self, coroutine: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        """Run background work until `stop`; if it fails, the node stops and exits with its
+        error."""
         task = asyncio.get_running_loop().create_task(coroutine, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
         return task
 
-    def _task_done(self, task: asyncio.Task) -> None:
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
-        if task.cancelled() or task.exception() is None:
+        if task.cancelled():
             return
-        if self._failure is not None and not self._failure.done():
-            self._failure.set_exception(task.exception())
+        error = task.exception()
+        if error is not None and self._failure is not None and not self._failure.done():
+            self._failure.set_exception(error)
 
     async def cancel_tasks(self) -> None:
-        for task in list(self._tasks):
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     @property
-    def failure(self) -> asyncio.Future:
+    def failure(self) -> asyncio.Future[None]:
+        """Done, with the error, when a background task fails."""
         if self._failure is None:
             self._failure = asyncio.get_running_loop().create_future()
         return self._failure
@@ -90,7 +112,7 @@ async def serve(service: NodeService) -> None:
     for sig in signals:
         loop.add_signal_handler(sig, stopping.set)
     failure = service.failure
-    stop_wait = loop.create_task(stopping.wait())
+    stop_wait: asyncio.Task[Any] = loop.create_task(stopping.wait())
     try:
         # A node may wait long in start (for a broker that is gone, say): SIGTERM must end that
         # wait too, or a node whose launcher died would outlive it.
@@ -109,10 +131,10 @@ async def serve(service: NodeService) -> None:
         for sig in signals:
             loop.remove_signal_handler(sig)
         log.info("%s '%s' stopping", service.node.kind, service.node.name)
-        await service.cancel_tasks()
         await service.stop()
-    if failure.done() and failure.exception() is not None:
-        raise failure.exception()
+    error = failure.exception() if failure.done() else None
+    if error is not None:
+        raise error
 
 
 def _notify_ready() -> None:

@@ -1,26 +1,22 @@
-"""The store: a document collection behind two gRPC services, one for writes and one for reads.
+"""The store node: a document collection behind two gRPC services, one for writes and one for
+reads, each RPC bound to a store operation of the topology (cqrs_flow.contracts.operations).
 
-Each RPC is bound to a store operation in the topology (see cqrs_flow.contracts.operations); a caller check
-lets only the nodes wired to a service call it. The documents are in memory (stores/memory.py),
-or, with `data: <directory>`, also journaled on disk before a write is answered
-(stores/durable.py), so a restarted store has every write it acknowledged; or, with
-`backend: mongodb`, in a MongoDB collection that several store processes may share
-(stores/mongodb.py; a MongoDB error answers UNAVAILABLE, and the writer tries again).
-
-Commands are applied once and in order per entity: the backend keeps each key's last command id
-(in the journal too), and a write whose command id is that one, or older (cqrs_flow.contracts.ordering),
-is answered as done without being applied. The ids of recent commands are also kept with their
-responses (AppliedCommands), so a command delivered again gets the very answer it got first.
+Only the nodes wired to a service may call it. The backend is in memory, journaled on disk
+(`data:`) or in MongoDB; commands are applied once and in order per entity, and a command
+delivered again gets the answer it got first (cqrs_flow.stores.applied).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
+from google.protobuf.message import Message
 
 from cqrs_flow.contracts.operations import BoundOperation
 from cqrs_flow.contracts.plans import Report, store_plan
 from cqrs_flow.errors import NodeError, TopologyError
-from cqrs_flow.nodes.runtime import NodeService
+from cqrs_flow.nodes.runtime import STOP_GRACE, NodeService
 from cqrs_flow.security.sources import read_source
 from cqrs_flow.security.tokens import CallerCheck
 from cqrs_flow.stores import (
@@ -76,12 +72,14 @@ class StoreService(NodeService):
         if report.problems:
             raise TopologyError(report.problems, str(self.topology.source))
         self.backend: DocumentStore = await open_backend(self.topology, self.node)
+        # Released last: the servers stop accepting calls, those in flight finish, and only then
+        # is the data dropped (a durable store has it on disk already).
+        self.resources.push_async_callback(self.backend.close)
         self.spawn(self.backend.wait_failure(), "store backend")
         self.document_class = self.protos.message_class(self.node.document)
         self.entity = self.node.document.rpartition(".")[2].lower()
         self.applied = AppliedCommands()
         check = CallerCheck(self.topology.callers_of(self.node.name), self.credentials)
-        self.servers: list[grpc.aio.Server] = []
         for side in ("write", "read"):
             service = self.node.service(side)
             handlers = {rpc: self._handler(bound) for rpc, bound in plan[service.name].items()}
@@ -89,7 +87,8 @@ class StoreService(NodeService):
                 self.protos, self.protos.service(service.name), handlers, check
             )
             tls = server_credentials(self.topology, service.tls) if service.tls else None
-            self.servers.append(await start_server(service.listen, [generic], check, tls))
+            server = await start_server(service.listen, [generic], check, tls)
+            self.resources.push_async_callback(server.stop, STOP_GRACE)
             self.log.info(
                 "%s service %s on %s%s", side, service.name, service.listen, _tls_note(service.tls)
             )
@@ -100,7 +99,10 @@ class StoreService(NodeService):
         id_name = self.topology.command_id
         command_ids = bound.side == "write" and id_name in bound.method.input_type.fields_by_name
 
-        async def handle(request, context: grpc.aio.ServicerContext):
+        async def handle(
+            request: Message | bytes, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> Message:
+            assert isinstance(request, Message)  # the store decodes every request
             try:
                 command_id = command_id_of(request, id_name) if command_ids else ""
             except InvalidRequest as exc:
@@ -152,11 +154,3 @@ class StoreService(NodeService):
                 await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
 
         return handle
-
-    async def stop(self) -> None:
-        # Stop accepting calls, let those in flight finish (up to a second), then drop the data
-        # (a durable store has it on disk already).
-        for server in getattr(self, "servers", []):
-            await server.stop(grace=1.0)
-        if hasattr(self, "backend"):
-            await self.backend.close()

@@ -15,6 +15,7 @@ import os
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import gmqtt
 import grpc
@@ -25,7 +26,7 @@ from cqrs_flow.contracts.process import ENV_REPLICA
 from cqrs_flow.contracts.status import online_message
 from cqrs_flow.errors import TopologyError
 from cqrs_flow.nodes.runtime import NodeService
-from cqrs_flow.plugins import PluginContext, Rejected, start_plugins, stop_plugins
+from cqrs_flow.plugins import PluginContext, Rejected, WriterPlugin, start_plugins, stop_plugins
 from cqrs_flow.protobuf.messages import get_path
 from cqrs_flow.security.mqtt_logins import login_from_env
 from cqrs_flow.topology.access import shared, writer_subscriptions
@@ -78,7 +79,8 @@ class Command:
 
 @dataclass(frozen=True)
 class Refused:
-    """A message that is no command this writer can apply: set aside with `reason`, counted by `kind`."""
+    """A message that is no command this writer can apply: set aside with `reason`, counted by
+    `kind`."""
 
     kind: str  # "unknown topic", "oversized" or "undecodable"
     reason: str
@@ -89,7 +91,8 @@ def decode_command(
     plans: Mapping[str, CommandPlan], topic: str, payload: bytes, payload_bytes: int
 ) -> Command | Refused:
     """The command in one MQTT message, or why there is none. Never raises: anything can arrive
-    on a topic (a filter with wildcards takes topics no command uses, and any client may publish)."""
+    on a topic (a filter with wildcards takes topics no command uses, and any client may
+    publish)."""
     plan = plans.get(topic)
     if plan is None:
         return Refused("unknown topic", f"{topic} is no command's topic")
@@ -122,8 +125,8 @@ class EntityLanes:
     """
 
     def __init__(self, clock: Callable[[], float] | None = None) -> None:
-        self._tails: dict[str, asyncio.Future] = {}
-        self._pending: set[asyncio.Future] = set()  # one per run not finished yet
+        self._tails: dict[str, asyncio.Future[None]] = {}
+        self._pending: set[asyncio.Future[None]] = set()  # one per run not finished yet
         self._clock = clock
 
     def __len__(self) -> int:
@@ -186,6 +189,7 @@ class WriterService(NodeService):
             self.credentials,
             security=channel_security(self.topology, store.write.tls, self.node.client_tls),
         )
+        self.resources.push_async_callback(self.store.close)
         self.subscriptions = [
             shared(self.node, f) for f in writer_subscriptions(self.topology, self.node)
         ]
@@ -211,10 +215,14 @@ class WriterService(NodeService):
         self.instance = instance
         self.mqtt.on_subscribe = self._on_subscribe
         self.mqtt.on_message = self._on_message
-        self.plugins = await start_plugins(
+        started = await start_plugins(
             self.node, PluginContext(self.topology, self.node, self.protos, self.log)
         )
+        self.resources.push_async_callback(stop_plugins, started, self.log)
+        self.plugins = [p for p in started if isinstance(p, WriterPlugin)]  # all: the loader checks
+        self.resources.push_async_callback(self._leave_broker)
         await connect(self.mqtt, broker, tls=mqtt_client_context(self.topology, broker))
+        self.resources.push_async_callback(self._finish_commands)  # commands may arrive now
         await self.subscribed.wait()
         self.log.info(
             "subscribed to %s; applying %s to %s after %.3gs",
@@ -224,13 +232,13 @@ class WriterService(NodeService):
             self.node.delay,
         )
 
-    def _on_connect(self, client: gmqtt.Client, flags, rc, properties) -> None:
+    def _on_connect(self, client: gmqtt.Client, flags: int, rc: int, properties: Any) -> None:
         # Subscribe on every (re)connect: cheap, and right even if the broker lost the session.
         client.subscribe([gmqtt.Subscription(topic, qos=1) for topic in self.subscriptions])
         if self.statuses:  # reports made while the broker was away go out now
             asyncio.get_running_loop().call_soon(self._flush_statuses)
 
-    def _on_subscribe(self, client: gmqtt.Client, *_) -> None:
+    def _on_subscribe(self, client: gmqtt.Client, *_: Any) -> None:
         # Tell the gateways, on every (re)connect: a writer that was restarted lost the commands
         # it held during its delay (MQTT 3.1.1 acknowledges on receipt), and a broker that was
         # restarted lost those it queued. The gateways publish again, at once, the commands on
@@ -240,7 +248,9 @@ class WriterService(NodeService):
             self.topology.status_topic, online_message(self.instance, list(self.plans)), qos=1
         )
 
-    async def _on_message(self, client, topic: str, payload: bytes, qos: int, properties) -> int:
+    async def _on_message(
+        self, client: gmqtt.Client, topic: str, payload: bytes, qos: int, properties: Any
+    ) -> int:
         """Returns once the command is applied or set aside; then the PUBACK goes out (MQTT 5)."""
         decoded = decode_command(self.plans, topic, payload, self.node.payload_bytes)
         if isinstance(decoded, Refused):
@@ -326,7 +336,8 @@ class WriterService(NodeService):
         reason: str,
         kind: str,
     ) -> None:
-        """Log a command that will not be applied, count it, send it to the dead-letter topic, report it."""
+        """Log a command that will not be applied, count it, send it to the dead-letter topic,
+        report it."""
         self.set_aside[kind] += 1
         what = " ".join(part for part in (plan.name if plan else "message", key) if part)
         self.log.warning(
@@ -403,23 +414,23 @@ class WriterService(NodeService):
         if self.statuses:
             self._arm_flush(STATUS_RETRY)
 
-    async def stop(self) -> None:
-        # Finish the commands already received (they were accepted; the delay is the only thing
-        # between them and the store), within the delay plus a second. What is left is not
-        # acknowledged, so a broker that keeps the writer's session delivers it again.
-        if hasattr(self, "lanes") and len(self.lanes):
+    async def _finish_commands(self) -> None:
+        """Finish the commands already received (they were accepted; the delay is the only thing
+        between them and the store), within the delay plus a second. What is left is not
+        acknowledged, so a broker that keeps the writer's session delivers it again."""
+        if len(self.lanes):
             self.log.info("finishing %d command(s) before stopping", len(self.lanes))
             left = await self.lanes.drain(self.node.delay + 1.0)
             if left:
                 self.log.warning("stopping with %d command(s) not applied", left)
-        if getattr(self, "set_aside", None):
+        if self.set_aside:
             totals = ", ".join(f"{count} {kind}" for kind, count in sorted(self.set_aside.items()))
             self.log.info("set aside while running: %s", totals)
-        if hasattr(self, "mqtt") and self.mqtt.is_connected:
+
+    async def _leave_broker(self) -> None:
+        """Publish the reports still pending, then disconnect."""
+        if self.mqtt.is_connected:
             self._flush_statuses()
             await self.mqtt.disconnect()
         if self._flush_handle is not None:
             self._flush_handle.cancel()
-        if hasattr(self, "store"):
-            await self.store.close()
-        await stop_plugins(getattr(self, "plugins", []), self.log)

@@ -142,8 +142,9 @@ def _guarded(
 
 
 class _Unserved(_GenericHandler):
-    """Calls of methods a server does not serve: refused like a served method would be to a caller
-    who may not call it, UNIMPLEMENTED for one who may (so an unknown caller learns nothing)."""
+    """Calls of methods a server does not serve: refused like a served method would be to a
+    caller who may not call it, UNIMPLEMENTED for one who may (so that an unknown caller learns
+    nothing)."""
 
     def __init__(self, check: CallerCheck) -> None:
         self._check = check
@@ -194,7 +195,11 @@ async def start_server(
     except RuntimeError:  # gRPC says only "Failed to bind"; ask the OS why
         raise NodeError(f"gRPC server cannot listen on {listen}: {_bind_error(listen)}") from None
     await server.start()
-    await health_service.set("", health_pb2.HealthCheckResponse.SERVING)
+    try:
+        await health_service.set("", health_pb2.HealthCheckResponse.SERVING)
+    except BaseException:  # the caller never gets the server: free its port here
+        await server.stop(None)
+        raise
     return server
 
 

@@ -13,9 +13,11 @@ import hmac
 import logging
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from typing import Any
 
+from amqtt.adapters import ReaderAdapter, WriterAdapter
 from amqtt.broker import Broker
-from amqtt.contexts import Action
+from amqtt.contexts import Action, BaseContext
 from amqtt.errors import AMQTTError, MQTTError, NoDataError
 from amqtt.mqtt.connack import NOT_AUTHORIZED, ConnackPacket
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
@@ -34,7 +36,7 @@ NOT_LOGGED_IN = "not logged in"
 _listener: ContextVar[str] = ContextVar("cqrs_flow_broker_listener")  # of the connection at hand
 
 
-class NodeLogin(BaseAuthPlugin):
+class NodeLogin(BaseAuthPlugin):  # type: ignore[misc]  # amqtt ships no type information
     """Accepts a user whose password hashes to the SHA-256 it was given; no anonymous access."""
 
     @dataclass
@@ -57,7 +59,7 @@ class NodeLogin(BaseAuthPlugin):
         return False
 
 
-class TopicAccess(BaseTopicPlugin):
+class TopicAccess(BaseTopicPlugin):  # type: ignore[misc]  # amqtt ships no type information
     """Lets each user publish and subscribe only where the topology's ACL says."""
 
     @dataclass
@@ -65,7 +67,7 @@ class TopicAccess(BaseTopicPlugin):
         publish: dict[str, list[str]] = field(default_factory=dict)  # user -> topic filters
         subscribe: dict[str, list[str]] = field(default_factory=dict)
 
-    def __init__(self, context) -> None:
+    def __init__(self, context: BaseContext) -> None:
         super().__init__(context)
         users = set(self.config.publish) | set(self.config.subscribe)
         self._access = {
@@ -105,7 +107,7 @@ class TopicAccess(BaseTopicPlugin):
         return allowed
 
 
-class RoutingBroker(Broker):
+class RoutingBroker(Broker):  # type: ignore[misc]  # amqtt ships no type information
     """amqtt's broker, which checks a CONNECT in full before it touches any session, checks a will
     as the publish it is, and routes every message a client sent before it disconnects.
 
@@ -126,12 +128,25 @@ class RoutingBroker(Broker):
     connect_timeout = 10.0  # seconds a new connection has to send its CONNECT
     connections_per_address = 100  # open at once from one IP address; more are closed at once
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._open: dict[str, int] = {}  # IP address -> connections open from it
         self._capped: set[str] = set()  # addresses told they have too many open
 
-    async def _client_connected(self, listener_name: str, reader, writer) -> None:
+    async def start(self) -> None:
+        """amqtt's start, which leaves the listeners it opened open when a later step of it
+        fails (and a broker that failed to start cannot be shut down): close them then."""
+        try:
+            await super().start()
+        except BaseException:
+            if self.transitions.state != "started":  # not a second start of a running broker
+                for server in self._servers.values():
+                    await server.close_instance()
+            raise
+
+    async def _client_connected(
+        self, listener_name: str, reader: ReaderAdapter, writer: WriterAdapter
+    ) -> None:
         _listener.set(listener_name)  # each connection runs in its own task, with its own context
         peer = writer.get_peer_info()
         address = peer[0] if peer else ""
@@ -156,7 +171,7 @@ class RoutingBroker(Broker):
                 self._capped.discard(address)
 
     async def _initialize_client_session(
-        self, reader, writer, remote_address: str, remote_port: int
+        self, reader: ReaderAdapter, writer: WriterAdapter, remote_address: str, remote_port: int
     ) -> tuple[BrokerProtocolHandler, Session]:
         peer = f"{remote_address}:{remote_port}"
         try:
@@ -234,9 +249,15 @@ class RoutingBroker(Broker):
         topic = session.will_topic
         if not topic or "#" in topic or "+" in topic or topic.startswith("$"):
             return False
-        return await self._topic_filtering(session, topic=topic, action=Action.PUBLISH)
+        allowed: bool = await self._topic_filtering(session, topic=topic, action=Action.PUBLISH)
+        return allowed
 
-    async def _handle_disconnect(self, client_session: Session, handler, disconnect_waiter) -> None:
+    async def _handle_disconnect(
+        self,
+        client_session: Session,
+        handler: BrokerProtocolHandler,
+        disconnect_waiter: asyncio.Future[Any] | None,
+    ) -> None:
         queue = getattr(client_session, "delivered_message_queue", None)
         route = getattr(self, "_handle_message_delivery", None)
         while queue is not None and route is not None and not queue.empty():

@@ -23,7 +23,7 @@ class BrokerService(NodeService):
             from cqrs_flow.nodes.broker.access import RoutingBroker as Broker
 
             access = mqtt_access(self.topology, self.node)
-            self._broker = Broker(
+            broker = Broker(
                 {
                     "listeners": {
                         "default": {
@@ -32,8 +32,8 @@ class BrokerService(NodeService):
                             **broker_listener_tls(self.topology, self.node),
                         }
                     },
-                    # Every client logs in and keeps to the topics the topology gives it; no anonymous
-                    # access and no $SYS topics, wherever the broker listens.
+                    # Every client logs in and keeps to the topics the topology gives it; no
+                    # anonymous access and no $SYS topics, wherever the broker listens.
                     "plugins": {
                         "cqrs_flow.nodes.broker.access.NodeLogin": {
                             "users": users_from_env(self.topology, self.node)
@@ -46,18 +46,14 @@ class BrokerService(NodeService):
                 }
             )
         try:
-            await self._broker.start()
+            await broker.start()
         except Exception as exc:  # amqtt wraps socket errors in its own BrokerError
             cause = exc.__cause__ or exc
             raise NodeError(f"MQTT broker cannot listen on {self.node.listen}: {cause}") from None
+        self.resources.push_async_callback(broker.shutdown)
         self.log.info(
             "MQTT broker listening on %s%s (%d users, no anonymous access)",
             self.node.listen,
             " over TLS" if self.node.tls else "",
             len(access),
         )
-
-    async def stop(self) -> None:
-        broker = getattr(self, "_broker", None)
-        if broker is not None and broker.transitions.state == "started":
-            await broker.shutdown()

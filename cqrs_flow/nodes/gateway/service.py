@@ -169,6 +169,7 @@ class GatewayService(NodeService):
             raise NodeError(str(exc)) from None
 
     async def stop(self) -> None:
+        await super().stop()  # the background tasks, and what start put on self.resources
         # HTTP first so no request arrives with its backends gone, then the backends.
         if hasattr(self, "runner"):
             await self.runner.cleanup()
