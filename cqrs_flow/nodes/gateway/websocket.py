@@ -24,8 +24,9 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from cqrs_flow.nodes.gateway.limits import LimitExceeded, RequestGate, too_large
+from cqrs_flow.nodes.gateway.refusals import with_request_id
 
-__all__ = ["PROTOCOL", "serve_websocket", "with_request_id"]
+__all__ = ["PROTOCOL", "is_subscription", "serve_websocket"]
 
 PROTOCOL = "graphql-transport-ws"
 INIT_TIMEOUT = 10.0
@@ -43,14 +44,6 @@ def is_subscription(query: str, operation_name: str | None) -> bool:
     if operation_name:
         return any(kind == "subscription" for kind, name in operations if name == operation_name)
     return len(operations) == 1 and operations[0][0] == "subscription"
-
-
-def with_request_id(result: dict[str, Any], request_id: str) -> dict[str, Any]:
-    """`result` with the request id in the extensions of each of its errors (HTTP and WebSocket)."""
-    for error in result.get("errors") or ():
-        if isinstance(error, dict):
-            error["extensions"] = {**(error.get("extensions") or {}), "request_id": request_id}
-    return result
 
 
 # Runs a query or mutation in its caller's share within limits.timeout:
