@@ -130,7 +130,10 @@ def test_every_answer_carries_a_request_id_and_a_client_may_choose_it(locked):
     assert len(headers["X-Request-Id"]) == 16
     status, answer, headers = post(locked, b"{not json", {"X-Request-Id": "my-request-7"})
     assert status == 400 and headers["X-Request-Id"] == "my-request-7"
-    assert answer["errors"][0]["extensions"] == {"request_id": "my-request-7"}
+    assert answer["errors"][0]["extensions"] == {
+        "code": "BAD_REQUEST",
+        "request_id": "my-request-7",
+    }
     _, _, headers = post(locked, b"", {"X-Request-Id": "bad id with spaces " * 5})
     assert headers["X-Request-Id"] != "bad id with spaces " * 5
 

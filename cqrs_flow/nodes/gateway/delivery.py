@@ -1,6 +1,7 @@
 """Commands on their way to the writers: published on MQTT, kept in the outbox until a writer
 reports on them on the status topic (which also fills the command book), published again when
-that takes too long or when what held them may have lost them."""
+that takes too long or when what held them may have lost them. A command is refused (Refused)
+rather than accepted when it could not be kept until a writer reports on it."""
 
 from __future__ import annotations
 
@@ -8,10 +9,16 @@ import asyncio
 import logging
 from typing import Any
 
+from google.protobuf.message import Message
+
 from cqrs_flow.contracts.ordering import CommandClock
+from cqrs_flow.contracts.plans import MutationPlan
 from cqrs_flow.contracts.status import writer_online
 from cqrs_flow.nodes.gateway.commands import CommandBook
 from cqrs_flow.nodes.gateway.outbox import Outbox
+from cqrs_flow.nodes.gateway.refusals import Refused
+from cqrs_flow.protobuf.messages import set_path
+from cqrs_flow.stores.journal import JournalError
 
 __all__ = ["Delivery"]
 
@@ -36,6 +43,40 @@ class Delivery:
     @property
     def connected(self) -> bool:
         return bool(self.mqtt.is_connected)
+
+    async def publish(self, plan: MutationPlan, command: Message, key: str | None) -> str | None:
+        """Publish a mutation's command; its command id, None if the plan gives it none (then it
+        is not kept in the outbox). Refused, and nothing is published, when the broker is
+        unavailable, the outbox is full or the command cannot be kept in it."""
+        if not self.mqtt.is_connected:
+            raise Refused(
+                "the broker is unavailable; nothing was queued", "UNAVAILABLE", status=503
+            )
+        if not plan.command_id_path:
+            self.mqtt.publish(plan.topic, command.SerializeToString(), qos=1)
+            return None
+        if self.outbox.full:
+            raise Refused(
+                f"{len(self.outbox)} commands are waiting for a writer; nothing was queued, "
+                "try again later",
+                "BUSY",
+                status=503,
+            )
+        command_id = self.clock.next_id()
+        set_path(command, plan.command_id_path, command_id)
+        payload = command.SerializeToString()
+        try:  # with a data directory: on disk before it is published and answered
+            await self.outbox.add(
+                command_id, plan.topic, payload, asyncio.get_running_loop().time()
+            )
+        except JournalError as exc:
+            self.log.error("cannot keep command %s in the outbox: %s", command_id, exc)
+            raise Refused(
+                "the gateway cannot record commands; nothing was queued", "INTERNAL", status=500
+            ) from None
+        self.book.queued(command_id, plan.command, key)
+        self.mqtt.publish(plan.topic, payload, qos=1)
+        return command_id
 
     def on_connect(self, client: Any, *_: Any) -> None:
         client.subscribe(self.status_topic, qos=1)

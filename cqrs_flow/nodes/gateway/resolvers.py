@@ -3,11 +3,12 @@
 Queries call the reader over gRPC and answer with what it returns (a missing entity is null).
 Mutations build their command from the arguments, let the plugins check it, and hand it to
 the delivery, which publishes it; commandStatus and commandSettled read the command book.
+A refused mutation answers ERROR with the refusal's message; any other refusal is a GraphQL
+error (refusals.coerced).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -20,11 +21,11 @@ from tartiflette import Resolver, Subscription, TartifletteError, create_engine
 from cqrs_flow.contracts.plans import Call, GatewayPlan, MutationPlan, QueryPlan
 from cqrs_flow.nodes.gateway.commands import STATUS_SDL, SUBSCRIPTION_SDL
 from cqrs_flow.nodes.gateway.delivery import Delivery
-from cqrs_flow.nodes.gateway.refusals import REQUEST_ID, RequestFailed, internal_error
+from cqrs_flow.nodes.gateway.limits import LimitExceeded
+from cqrs_flow.nodes.gateway.refusals import NOT_FOUND, REQUEST_ID, Refused, coerced, internal
 from cqrs_flow.plugins import GatewayPlugin, Rejected
 from cqrs_flow.protobuf.conversions import data_converter
 from cqrs_flow.protobuf.messages import get_path, set_path
-from cqrs_flow.stores.journal import JournalError
 from cqrs_flow.transport.rpc import UNAVAILABLE_PEER, ServiceClient
 
 __all__ = ["Resolvers"]
@@ -89,31 +90,40 @@ class Resolvers:
         yield {"commandSettled": await self.delivery.book.settled(args["id"])}
 
     async def _coerce_error(self, exception: Exception, error: dict[str, Any]) -> dict[str, Any]:
-        """Clients see the message of failures we expect; anything else is logged, not leaked."""
+        """Clients see refusals; anything else is logged, not leaked."""
         original = getattr(exception, "original_error", None)
-        if original is None or isinstance(original, (RequestFailed, TartifletteError)):
-            return error  # tartiflette's own errors (syntax, validation, coercion) and ours
-        request_id = REQUEST_ID.get()
-        self.log.error("request %s: internal error: %r", request_id, original, exc_info=original)
-        return {**error, "message": internal_error(request_id)}
+        if original is None or isinstance(original, TartifletteError):
+            return error  # tartiflette's own errors (syntax, validation, coercion)
+        if not isinstance(original, Refused):
+            request_id = REQUEST_ID.get()
+            self.log.error(
+                "request %s: internal error: %r", request_id, original, exc_info=original
+            )
+            original = internal(request_id)
+        return coerced(error, original)
 
     async def _ask(self, call: Call, args: dict[str, Any]) -> Any:
+        """The reader's answer to `call`; Refused (NOT_FOUND for a missing entity) when it has
+        none to give."""
         request = _build(call.request, call.arguments, args)
         try:
             return await self.reader.call(call.rpc, request)
         except grpc.aio.AioRpcError as exc:
             code = exc.code()
             if code == grpc.StatusCode.NOT_FOUND:
-                raise
+                raise Refused(exc.details() or "not found", NOT_FOUND) from None
             if code in _CLIENT_ERRORS:  # meant for the client (a plugin's Rejected, a bad argument)
-                raise RequestFailed(exc.details() or code.name.lower().replace("_", " ")) from None
+                message = exc.details() or code.name.lower().replace("_", " ")
+                raise Refused(message, code.name) from None
             request_id = REQUEST_ID.get()
             if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                 self.log.warning(
                     "request %s: reader %s: %s %s", request_id, call.rpc, code.name, exc.details()
                 )
                 peer = dict(exc.trailing_metadata() or ()).get(UNAVAILABLE_PEER, "reader")
-                raise RequestFailed(f"the {peer} is unavailable; try again") from None
+                raise Refused(
+                    f"the {peer} is unavailable; try again", "UNAVAILABLE", status=503
+                ) from None
             self.log.error(
                 "request %s: reader %s failed: %s %s",
                 request_id,
@@ -121,7 +131,7 @@ class Resolvers:
                 code.name,
                 exc.details(),
             )
-            raise RequestFailed(internal_error(request_id)) from None
+            raise internal(request_id) from None
 
     def _query_resolver(self, plan: QueryPlan) -> Any:
         converters: dict[
@@ -141,8 +151,10 @@ class Resolvers:
                 _check_counts(args, self.list_count)
             try:
                 response = await self._ask(plan.call, args)
-            except grpc.aio.AioRpcError:  # NOT_FOUND: a missing entity is null, not an error
-                return [] if plan.many else None
+            except Refused as refused:
+                if refused.code != NOT_FOUND:
+                    raise
+                return [] if plan.many else None  # a missing entity is null, not an error
             value = get_path(response, plan.result) if plan.result else response
             if plan.many:
                 return [data(v) for v in value]
@@ -151,95 +163,63 @@ class Resolvers:
         return resolve
 
     def _mutation_resolver(self, plan: MutationPlan) -> Any:
-        delivery = self.delivery
-
         async def resolve(parent: Any, args: dict[str, Any], ctx: Any, info: Any) -> dict[str, Any]:
+            key: str | None = None
             try:
                 command = _build(plan.request, plan.arguments, args)
-            except RequestFailed as exc:
-                return {"status": "ERROR", "message": str(exc), "id": None}
-            for path, generator in plan.generate.items():
-                if not get_path(command, path):
-                    set_path(command, path, GENERATORS[generator]())
-            key = str(get_path(command, plan.key_path)) if plan.key_path else None
-            words = {**{k: v for k, v in args.items()}, "entity": plan.entity, "id": key or ""}
-            if plan.exists is not None:
-                try:
-                    await self._ask(plan.exists, args)
-                except grpc.aio.AioRpcError:
-                    return {
-                        "status": "ERROR",
-                        "message": plan.not_found.format_map(words),
-                        "id": key,
-                    }
-                except RequestFailed as exc:
-                    return {"status": "ERROR", "message": f"nothing was queued: {exc}", "id": key}
-            refusal = await self._before_publish(plan, command, args)
-            if refusal is not None:
-                return {"status": "ERROR", "message": refusal, "id": key}
-            if not delivery.mqtt.is_connected:
-                return {
-                    "status": "ERROR",
-                    "message": "the broker is unavailable; nothing was queued",
-                    "id": key,
-                }
-            command_id = delivery.clock.next_id()
-            if plan.command_id_path:
-                if delivery.outbox.full:
-                    return {
-                        "status": "ERROR",
-                        "id": key,
-                        "message": f"{len(delivery.outbox)} commands are waiting "
-                        "for a writer; nothing was queued, try again later",
-                    }
-                set_path(command, plan.command_id_path, command_id)
-            payload = command.SerializeToString()
-            if plan.command_id_path:
-                try:  # with a data directory: on disk before it is published and answered
-                    await delivery.outbox.add(
-                        command_id, plan.topic, payload, asyncio.get_running_loop().time()
-                    )
-                except JournalError as exc:
-                    self.log.error("cannot keep command %s in the outbox: %s", command_id, exc)
-                    return {
-                        "status": "ERROR",
-                        "id": key,
-                        "message": "the gateway cannot record commands; nothing was queued",
-                    }
-                delivery.book.queued(command_id, plan.command, key)
-            delivery.mqtt.publish(plan.topic, payload, qos=1)
+                for path, generator in plan.generate.items():
+                    if not get_path(command, path):
+                        set_path(command, path, GENERATORS[generator]())
+                key = str(get_path(command, plan.key_path)) if plan.key_path else None
+                words = {**args, "entity": plan.entity, "id": key or ""}
+                if plan.exists is not None:
+                    await self._must_exist(plan.exists, args, plan.not_found.format_map(words))
+                await self._before_publish(plan, command, args)
+                command_id = await self.delivery.publish(plan, command, key)
+            except Refused as refused:
+                return {"status": "ERROR", "message": refused.message, "id": key}
             return {
                 "status": "OK",
                 "message": plan.message.format_map(words),
                 "id": key,
-                "command_id": command_id if plan.command_id_path else None,
+                "command_id": command_id,
             }
 
         return resolve
 
-    async def _before_publish(
-        self, plan: MutationPlan, command: Any, args: dict[str, Any]
-    ) -> str | None:
-        """Run the plugins' checks; the message to answer with if one refuses, else None."""
+    async def _must_exist(self, call: Call, args: dict[str, Any], not_found: str) -> None:
+        """Refused with `not_found` if the reader does not have the entity a mutation is about."""
+        try:
+            await self._ask(call, args)
+        except Refused as refused:
+            if refused.code == NOT_FOUND:
+                raise Refused(not_found, NOT_FOUND) from None
+            raise Refused(f"nothing was queued: {refused.message}", refused.code) from None
+
+    async def _before_publish(self, plan: MutationPlan, command: Any, args: dict[str, Any]) -> None:
+        """Run the plugins' checks; Refused if one refuses the command or fails."""
         for plugin in self.plugins:
             try:
                 await plugin.before_publish(plan.field, command, args)
             except Rejected as exc:
-                return str(exc)
+                raise Refused(str(exc), "REJECTED") from None
             except Exception:
                 request_id = REQUEST_ID.get()
                 self.log.exception(
                     "request %s: plugin '%s' failed on %s", request_id, plugin.name, plan.field
                 )
-                return f"plugin '{plugin.name}' failed; nothing was queued (request {request_id})"
-        return None
+                raise Refused(
+                    f"plugin '{plugin.name}' failed; nothing was queued (request {request_id})",
+                    "INTERNAL",
+                    status=500,
+                ) from None
 
 
 def _check_counts(args: dict[str, Any], cap: int) -> None:
     """A list query's whole-number arguments (its `count`) may not ask for more than `cap`."""
     for name, value in args.items():
         if isinstance(value, int) and not isinstance(value, bool) and value > cap:
-            raise RequestFailed(
+            raise LimitExceeded(
                 f"argument '{name}' is {value}; a list query returns at most {cap} "
                 "(limits.list_count)"
             )
@@ -253,5 +233,7 @@ def _build(message_class: Any, arguments: dict[str, str], args: dict[str, Any]) 
             try:
                 set_path(message, path, args[name])
             except (ValueError, TypeError, KeyError, json_format.ParseError) as exc:
-                raise RequestFailed(f"argument '{name}' does not fit: {exc}") from None
+                raise Refused(
+                    f"argument '{name}' does not fit: {exc}", "INVALID_ARGUMENT"
+                ) from None
     return message
