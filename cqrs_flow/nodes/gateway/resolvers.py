@@ -9,6 +9,7 @@ error (refusals.coerced).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -31,6 +32,9 @@ from cqrs_flow.transport.rpc import UNAVAILABLE_PEER, ServiceClient
 __all__ = ["Resolvers"]
 
 GENERATORS = {"uuid": lambda: str(uuid.uuid4())}
+# tartiflette keeps the resolvers of a schema by its name for the life of the process, and
+# refuses a second registration: each engine gets a name of its own.
+_ENGINES = itertools.count(1)
 _CLIENT_ERRORS = {
     grpc.StatusCode.INVALID_ARGUMENT,
     grpc.StatusCode.FAILED_PRECONDITION,
@@ -55,7 +59,9 @@ class Resolvers:
         self.list_count = list_count
         self.log = log
 
-    async def engine(self, plan: GatewayPlan, schema_name: str) -> Any:
+    async def engine(self, plan: GatewayPlan, name: str) -> Any:
+        """A tartiflette engine for `plan`'s schema, its fields resolved here."""
+        schema_name = f"{name}#{next(_ENGINES)}"
         sdl = plan.schema.text
         if "commandStatus" not in plan.schema.queries:
             sdl += STATUS_SDL.format(query_type=plan.schema.query_type)

@@ -1,14 +1,22 @@
 """The gateway node: GraphQL over HTTP (http.py) answered by the engine of resolvers.py;
 mutations become commands published on MQTT (delivery.py), queries go to the reader over gRPC.
+
+`start` opens what the node needs in order (plugins, reader channel, outbox, MQTT client, HTTP
+listener), registering each release on `exit_stack` as it goes: `stop`, and a `start` that
+fails half-way, release what was opened, in reverse order (HTTP first, so no request arrives
+with its backends gone).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Coroutine
+from typing import Any
 
 from aiohttp import web
 
-from cqrs_flow.contracts.plans import Report, gateway_plan
+from cqrs_flow.contracts.plans import GatewayPlan, Report, gateway_plan
 from cqrs_flow.errors import NodeError, TopologyError
 from cqrs_flow.nodes.gateway.cost import Costs
 from cqrs_flow.nodes.gateway.delivery import Delivery
@@ -18,9 +26,11 @@ from cqrs_flow.nodes.gateway.outbox import Outbox
 from cqrs_flow.nodes.gateway.resolvers import Resolvers
 from cqrs_flow.nodes.runtime import NodeService
 from cqrs_flow.plugins import GatewayPlugin, PluginContext, start_plugins, stop_plugins
+from cqrs_flow.protobuf.compiler import ProtoSet
 from cqrs_flow.security.mqtt_logins import login_from_env
+from cqrs_flow.security.tokens import Credentials
 from cqrs_flow.stores.journal import JournalError
-from cqrs_flow.topology.model import BrokerNode, GatewayNode, ReaderNode
+from cqrs_flow.topology.model import BrokerNode, GatewayNode, ReaderNode, Topology
 from cqrs_flow.transport.mqtt import connect, new_client
 from cqrs_flow.transport.rpc import ServiceClient
 from cqrs_flow.transport.tls import channel_security, mqtt_client_context
@@ -31,66 +41,71 @@ __all__ = ["GatewayService"]
 class GatewayService(NodeService):
     node: GatewayNode
 
+    def __init__(
+        self, topology: Topology, node: GatewayNode, protos: ProtoSet, credentials: Credentials
+    ) -> None:
+        super().__init__(topology, node, protos, credentials)
+        self.exit_stack = contextlib.AsyncExitStack()
+
     async def start(self) -> None:
-        report = Report(self.topology)
-        plan = gateway_plan(self.topology, self.node, self.protos, report)
-        if report.problems or plan is None:
-            raise TopologyError(report.problems, str(self.topology.source))
-        reader = self.topology.nodes[self.node.reader]
+        try:
+            await self._open(self.exit_stack)
+        except BaseException:
+            await self.exit_stack.aclose()
+            raise
+
+    async def stop(self) -> None:
+        await self.exit_stack.aclose()
+
+    async def _open(self, stack: contextlib.AsyncExitStack) -> None:
+        plan = self._plan()
+        reader_node = self.topology.nodes[self.node.reader]
         broker = self.topology.nodes[self.node.broker]
-        assert isinstance(reader, ReaderNode) and isinstance(broker, BrokerNode)
-        self.reader = ServiceClient(
-            self.protos,
-            self.protos.service(reader.service),
-            reader.listen.target,
-            self.credentials,
-            timeout=self.node.reader_timeout,
-            security=channel_security(self.topology, reader.tls, self.node.client_tls),
-        )
-        self.plugins = await start_plugins(
+        assert isinstance(reader_node, ReaderNode) and isinstance(broker, BrokerNode)
+        plugins = await start_plugins(
             self.node, PluginContext(self.topology, self.node, self.protos, self.log)
         )
-        self.outbox = await self._outbox()
-        self.spawn(self.outbox.wait_failure(), "outbox")
-        self.mqtt = new_client(
+        stack.push_async_callback(stop_plugins, plugins, self.log)
+        reader = ServiceClient(
+            self.protos,
+            self.protos.service(reader_node.service),
+            reader_node.listen.target,
+            self.credentials,
+            timeout=self.node.reader_timeout,
+            security=channel_security(self.topology, reader_node.tls, self.node.client_tls),
+        )
+        stack.push_async_callback(reader.close)
+        outbox = await self._outbox()
+        stack.push_async_callback(outbox.close)
+        self._background(stack, outbox.wait_failure(), "outbox")
+        mqtt = new_client(
             self.topology.name,
             self.node.name,
             broker,
             persistent=False,
             login=login_from_env(self.topology, self.node.name),
         )
-        self.delivery = Delivery(self.topology.status_topic, self.mqtt, self.outbox, self.log)
-        await connect(self.mqtt, broker, tls=mqtt_client_context(self.topology, broker))
-        self.spawn(self.delivery.redeliver(), "redeliver")
-        resolvers = Resolvers(
-            self.reader,
-            [p for p in self.plugins if isinstance(p, GatewayPlugin)],
-            self.delivery,
-            self.topology.list_count(self.node),
-            self.log,
-        )
+        delivery = Delivery(self.topology.status_topic, mqtt, outbox, self.log)
+        stack.push_async_callback(_disconnect, mqtt)
+        await connect(mqtt, broker, tls=mqtt_client_context(self.topology, broker))
+        self._background(stack, delivery.redeliver(), "redeliver")
+        gateway_plugins = [p for p in plugins if isinstance(p, GatewayPlugin)]
+        list_count = self.topology.list_count(self.node)
+        resolvers = Resolvers(reader, gateway_plugins, delivery, list_count, self.log)
         engine = await resolvers.engine(plan, f"cqrs-flow:{self.topology.name}:{self.node.name}")
-
-        def parsed(query: str) -> object:
-            """The engine's parse of a query (cached by the engine, so the execution that
-            follows does not parse it again), or None when it does not parse or validate."""
-            document, _ = engine._cached_parse_and_validate_query(query, engine._schema)
-            return document
-
-        gate = RequestGate(
-            self.node.limits,
-            self.node.introspection,
-            Costs(engine._schema, parsed, self.topology.list_count(self.node)),
-        )
+        gate = RequestGate(self.node.limits, self.node.introspection, Costs.of(engine, list_count))
         playground = None
         if self.node.playground:
             playground = playground_page(self.topology.name, plan.schema.example_query())
         http = GraphQLHttp(
-            self.node, engine, gate, playground, lambda: self.delivery.connected, self.log
+            self.node, engine, gate, playground, lambda: delivery.connected, self.log
         )
-        self.runner = web_runner = _runner(http)
-        await web_runner.setup()
-        site = web.TCPSite(web_runner, self.node.listen.host, self.node.listen.port)
+        runner = web.AppRunner(
+            http.app(), access_log=None, handle_signals=False, shutdown_timeout=2.0
+        )
+        await runner.setup()
+        stack.push_async_callback(runner.cleanup)
+        site = web.TCPSite(runner, self.node.listen.host, self.node.listen.port)
         try:
             await site.start()
         except OSError as exc:
@@ -98,8 +113,18 @@ class GatewayService(NodeService):
                 f"HTTP server cannot listen on {self.node.listen}: {exc.strerror or exc}"
             ) from None
         self.log.info(
-            "GraphQL on %s (reader %s, broker %s)", self.node.url, reader.listen, broker.address
+            "GraphQL on %s (reader %s, broker %s)",
+            self.node.url,
+            reader_node.listen,
+            broker.address,
         )
+
+    def _plan(self) -> GatewayPlan:
+        report = Report(self.topology)
+        plan = gateway_plan(self.topology, self.node, self.protos, report)
+        if report.problems or plan is None:
+            raise TopologyError(report.problems, str(self.topology.source))
+        return plan
 
     async def _outbox(self) -> Outbox:
         redeliver_after = self.topology.redeliver_after(self.node)
@@ -114,18 +139,20 @@ class GatewayService(NodeService):
         except JournalError as exc:
             raise NodeError(str(exc)) from None
 
-    async def stop(self) -> None:
-        # HTTP first so no request arrives with its backends gone, then the backends.
-        if hasattr(self, "runner"):
-            await self.runner.cleanup()
-        if hasattr(self, "mqtt") and self.mqtt.is_connected:
-            await self.mqtt.disconnect()
-        if hasattr(self, "outbox"):
-            await self.outbox.close()
-        if hasattr(self, "reader"):
-            await self.reader.close()
-        await stop_plugins(getattr(self, "plugins", []), self.log)
+    def _background(
+        self, stack: contextlib.AsyncExitStack, work: Coroutine[Any, Any, Any], name: str
+    ) -> None:
+        """Run `work` in the background (spawn) until what comes after it on `stack` is released."""
+        task = self.spawn(work, name)
+        stack.push_async_callback(_cancel, task)
 
 
-def _runner(http: GraphQLHttp) -> web.AppRunner:
-    return web.AppRunner(http.app(), access_log=None, handle_signals=False, shutdown_timeout=2.0)
+async def _cancel(task: asyncio.Task[Any]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def _disconnect(mqtt: Any) -> None:
+    """Disconnect the gateway's gmqtt client if it got connected."""
+    if mqtt.is_connected:
+        await mqtt.disconnect()
