@@ -28,7 +28,7 @@ __all__ = ["Costs", "operation_costs"]
 # One list size: the whole-number literals given to the field and the variables given to it.
 Size = tuple[tuple[int, ...], tuple[str, ...]]
 # Objects, by the list sizes they are multiplied by (outermost first).
-Terms = Counter  # Counter[tuple[Size, ...]]
+Terms = Counter[tuple[Size, ...]]
 _INTROSPECTION = ("__schema", "__type")
 
 

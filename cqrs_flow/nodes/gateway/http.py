@@ -80,8 +80,7 @@ class GraphQLHttp:
         request_id = request.headers.get(REQUEST_ID_HEADER, "")
         if not _CLIENT_REQUEST_ID.fullmatch(request_id):
             request_id = uuid.uuid4().hex[:16]
-        request["request_id"] = request_id
-        REQUEST_ID.set(request_id)
+        REQUEST_ID.set(request_id)  # the handler runs in this task: it reads it from there
         origin = request.headers.get("Origin")
         allowed = origin is not None and self._origin_allowed(origin)
         try:
@@ -135,7 +134,7 @@ class GraphQLHttp:
                 )
             with self.gate.connected():  # Busy before the upgrade: an HTTP answer still fits
                 return await serve_websocket(
-                    request, self.engine, self.gate, request["request_id"], self._caller(request)
+                    request, self.engine, self.gate, REQUEST_ID.get(), self._caller(request)
                 )
         if self.playground is not None:
             return web.Response(text=self.playground, content_type="text/html")
@@ -162,7 +161,7 @@ class GraphQLHttp:
                 query, operation_name=operation, variables=variables, context={"request": request}
             ),
         )
-        body = json.dumps(with_request_id(result, request["request_id"]))
+        body = json.dumps(with_request_id(result, REQUEST_ID.get()))
         self.gate.check_answer(body)
         return web.Response(text=body, content_type="application/json")
 

@@ -109,7 +109,7 @@ class _Share:
 
     def __init__(self) -> None:
         self.running = 0
-        self.waiting: deque[tuple[asyncio.Future, int]] = deque()
+        self.waiting: deque[tuple[asyncio.Future[None], int]] = deque()
 
 
 class RequestGate:

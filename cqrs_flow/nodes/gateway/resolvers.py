@@ -13,7 +13,7 @@ import itertools
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from google.protobuf import json_format
@@ -83,7 +83,9 @@ class Resolvers:
             Resolver(f"{plan.schema.mutation_type}.{name}", schema_name=schema_name)(
                 self._mutation_resolver(mutation)
             )
-        return await create_engine(sdl, schema_name=schema_name, error_coercer=self._coerce_error)
+        # tartiflette annotates error_coercer as a plain function, but takes only a coroutine one.
+        coercer = cast(Callable[[Exception, dict[str, Any]], dict[str, Any]], self._coerce_error)
+        return await create_engine(sdl, schema_name=schema_name, error_coercer=coercer)
 
     async def _command_status(
         self, parent: Any, args: dict[str, Any], ctx: Any, info: Any
@@ -126,9 +128,10 @@ class Resolvers:
                 self.log.warning(
                     "request %s: reader %s: %s %s", request_id, call.rpc, code.name, exc.details()
                 )
-                peer = dict(exc.trailing_metadata() or ()).get(UNAVAILABLE_PEER, "reader")
                 raise Refused(
-                    f"the {peer} is unavailable; try again", "UNAVAILABLE", status=503
+                    f"the {_unavailable_peer(exc)} is unavailable; try again",
+                    "UNAVAILABLE",
+                    status=503,
                 ) from None
             self.log.error(
                 "request %s: reader %s failed: %s %s",
@@ -219,6 +222,15 @@ class Resolvers:
                     "INTERNAL",
                     status=500,
                 ) from None
+
+
+def _unavailable_peer(exc: grpc.aio.AioRpcError) -> str:
+    """Which node behind the reader is away, as its answer says; else the reader."""
+    # grpc-stubs gives AioRpcError the trailing metadata of grpc.RpcError (a tuple): it is a
+    # grpc.aio.Metadata, a mapping.
+    metadata = cast("grpc.aio.Metadata | None", exc.trailing_metadata())
+    peer = metadata.get(UNAVAILABLE_PEER) if metadata else None
+    return str(peer) if peer else "reader"
 
 
 def _check_counts(args: dict[str, Any], cap: int) -> None:

@@ -21,6 +21,8 @@ from cqrs_flow.security.tokens import ENV_SECRET
 from cqrs_flow.topology.model import Address, Topology
 from cqrs_flow.topology.relocate import free_ports
 
+from .fakes import FakeMqtt
+
 # What start opens, in order, and what releases each.
 RELEASED_BY = {
     "plugins started": "plugins stopped",
@@ -42,24 +44,6 @@ STEPS = {
 
 class Injected(Exception):
     """The failure a test makes one step of start raise."""
-
-
-class FakeMqtt:
-    """Stands in for the gateway's gmqtt client: no broker needed."""
-
-    def __init__(self, events: list[str]) -> None:
-        self.events = events
-        self.is_connected = False
-
-    def subscribe(self, topic: str, qos: int = 0) -> None:
-        pass
-
-    def publish(self, topic: str, payload: bytes, qos: int = 0) -> None:
-        pass
-
-    async def disconnect(self) -> None:
-        self.is_connected = False
-        self.events.append("mqtt disconnected")
 
 
 class Started:
