@@ -209,17 +209,22 @@ def test_beyond_in_flight_requests_are_refused_at_once(locked):
         while True:
             first: list = []
             waiting = threading.Thread(
-                target=lambda: first.append(query(locked, "{ listContacts(count: 1) { id } }"))
+                target=lambda first=first: first.append(
+                    query(locked, "{ listContacts(count: 1) { id } }")
+                )
             )
             waiting.start()
             refused = wait_until(
-                lambda: first or ((r := query(locked, "{ __typename }"))[0] == 503 and r)
+                lambda first=first: (
+                    first or ((r := query(locked, "{ __typename }"))[0] == 503 and r)
+                )
             )
             if refused is not first:
                 break
             waiting.join()  # the poll took the one place before this query did: again
         status, answer, _ = refused
-        assert "limits.in_flight" in answer["errors"][0]["message"]
+        assert status == 503 and "limits.in_flight" in answer["errors"][0]["message"]
+        assert answer["errors"][0]["extensions"]["code"] == "BUSY"
     finally:
         os.kill(reader, signal.SIGCONT)
     waiting.join(30)

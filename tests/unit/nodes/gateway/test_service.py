@@ -175,22 +175,28 @@ async def outbox_is_free(directory: Path) -> bool:
     return True
 
 
+async def assert_all_released(tracked: Started, topology: Topology, directory: Path) -> None:
+    """What was opened was released in reverse order, and nothing is left behind."""
+    assert tracked.released() == [RELEASED_BY[e] for e in reversed(tracked.opened())]
+    assert all(task.done() for task in tracked.tasks)
+    assert port_is_free(topology.nodes["gateway"].listen.port)
+    assert await outbox_is_free(directory)
+
+
 def test_start_then_stop_releases_everything_in_reverse_order(
     topology, shipped_protos, monkeypatch, tmp_path
 ):
     tracked = Started(monkeypatch, None, Injected())
-    port = topology.nodes["gateway"].listen.port
 
     async def scenario() -> None:
         service = GatewayService(topology, topology.nodes["gateway"], shipped_protos, None)
         await service.start()
         assert tracked.opened() == list(RELEASED_BY) and tracked.released() == []
-        assert not port_is_free(port) and not await outbox_is_free(tmp_path)
+        assert not port_is_free(topology.nodes["gateway"].listen.port)
+        assert not await outbox_is_free(tmp_path)
         assert not any(task.done() for task in tracked.tasks) and len(tracked.tasks) == 2
         await service.stop()
-        assert tracked.released() == [RELEASED_BY[e] for e in reversed(tracked.opened())]
-        assert all(task.done() for task in tracked.tasks)
-        assert port_is_free(port) and await outbox_is_free(tmp_path)
+        await assert_all_released(tracked, topology, tmp_path)
         await service.stop()  # a second stop changes nothing
         assert len(tracked.released()) == len(RELEASED_BY)
 
@@ -203,7 +209,6 @@ def test_a_start_failing_at_any_step_releases_what_it_opened(
     topology, shipped_protos, monkeypatch, tmp_path, fail_at, failure
 ):
     tracked = Started(monkeypatch, fail_at, failure)
-    port = topology.nodes["gateway"].listen.port
 
     async def scenario() -> None:
         service = GatewayService(topology, topology.nodes["gateway"], shipped_protos, None)
@@ -212,9 +217,7 @@ def test_a_start_failing_at_any_step_releases_what_it_opened(
         opened = tracked.opened()
         # the failing step opened nothing; the steps before it opened what they open
         assert STEPS[fail_at] not in opened and len(opened) >= list(STEPS).index(fail_at) - 1
-        assert tracked.released() == [RELEASED_BY[e] for e in reversed(opened)]
-        assert all(task.done() for task in tracked.tasks)
-        assert port_is_free(port) and await outbox_is_free(tmp_path)
+        await assert_all_released(tracked, topology, tmp_path)
         await service.stop()  # as serve() does after a failed start: safe, and nothing twice
         assert tracked.released() == [RELEASED_BY[e] for e in reversed(opened)]
 
@@ -235,8 +238,6 @@ def test_a_port_in_use_fails_start_with_a_node_error_and_releases_the_rest(
             with pytest.raises(NodeError, match="HTTP server cannot listen on"):
                 await service.start()
         assert tracked.opened() == list(RELEASED_BY)
-        assert tracked.released() == [RELEASED_BY[e] for e in reversed(tracked.opened())]
-        assert all(task.done() for task in tracked.tasks)
-        assert port_is_free(port) and await outbox_is_free(tmp_path)
+        await assert_all_released(tracked, topology, tmp_path)
 
     asyncio.run(scenario())
