@@ -32,7 +32,7 @@ __all__ = ["ReaderService"]
 class ReaderService(NodeService):
     node: ReaderNode
 
-    async def start(self) -> None:
+    async def setup(self) -> None:
         report = Report(self.topology)
         plan = reader_plan(self.topology, self.node, self.protos, report)
         if report.problems:

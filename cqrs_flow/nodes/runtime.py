@@ -44,12 +44,12 @@ def configure_logging(level: str | None = None) -> None:
 class NodeService(ABC):
     """One running node: `start` sets it up, `stop` cleans up; `spawn` runs background work.
 
-    The setup/cleanup pair is one idea: `start` acquires resources one by one and, right after
+    The setup/cleanup pair is one idea: `setup` acquires resources one by one and, right after
     each, registers its release on `self.resources` (an AsyncExitStack:
     `self.resources.push_async_callback(client.close)`,
     `await self.resources.enter_async_context(...)`). `stop` runs the releases in reverse order;
-    a start that fails half-way has registered exactly what it holds. Subclasses do not
-    override `stop`."""
+    a setup that fails half-way has registered exactly what it holds, and `start` releases it at
+    once. Subclasses implement `setup` and override neither `start` nor `stop`."""
 
     def __init__(
         self, topology: Topology, node: Node, protos: ProtoSet, credentials: Credentials
@@ -63,8 +63,17 @@ class NodeService(ABC):
         self._tasks: set[asyncio.Task[Any]] = set()
         self._failure: asyncio.Future[None] | None = None
 
-    @abstractmethod
     async def start(self) -> None:
+        """Set the node up; if that fails (or is cancelled) half-way, release at once what it
+        acquired, and raise."""
+        try:
+            await self.setup()
+        except BaseException:
+            await self.stop()
+            raise
+
+    @abstractmethod
+    async def setup(self) -> None:
         """Acquire listeners and connections, registering each release on `self.resources`;
         return when the node can do its job."""
 

@@ -66,7 +66,7 @@ def _tls_note(tls: TlsServer | None) -> str:
 class StoreService(NodeService):
     node: StoreNode
 
-    async def start(self) -> None:
+    async def setup(self) -> None:
         report = Report(self.topology)
         plan = store_plan(self.topology, self.node, self.protos, report)
         if report.problems:

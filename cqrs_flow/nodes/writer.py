@@ -176,7 +176,7 @@ class WriterService(NodeService):
     node: WriterNode
     _flush_handle: asyncio.TimerHandle | None = None  # the next flush of the reports, if armed
 
-    async def start(self) -> None:
+    async def setup(self) -> None:
         report = Report(self.topology)
         self.plans = writer_plan(self.topology, self.node, self.protos, report)
         if report.problems:

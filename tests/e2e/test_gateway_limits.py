@@ -131,7 +131,10 @@ def test_every_answer_carries_a_request_id_and_a_client_may_choose_it(locked):
     assert len(headers["X-Request-Id"]) == 16
     status, answer, headers = post(locked, b"{not json", {"X-Request-Id": "my-request-7"})
     assert status == 400 and headers["X-Request-Id"] == "my-request-7"
-    assert answer["errors"][0]["extensions"] == {"request_id": "my-request-7"}
+    assert answer["errors"][0]["extensions"] == {
+        "code": "BAD_REQUEST",
+        "request_id": "my-request-7",
+    }
     _, _, headers = post(locked, b"", {"X-Request-Id": "bad id with spaces " * 5})
     assert headers["X-Request-Id"] != "bad id with spaces " * 5
 
@@ -220,8 +223,9 @@ def test_beyond_in_flight_requests_are_refused_at_once(locked):
             if refused is not first:
                 break
             waiting.join()  # the poll took the one place before this query did: again
-        _, answer, _ = refused
-        assert "limits.in_flight" in answer["errors"][0]["message"]
+        status, answer, _ = refused
+        assert status == 503 and "limits.in_flight" in answer["errors"][0]["message"]
+        assert answer["errors"][0]["extensions"]["code"] == "BUSY"
     finally:
         os.kill(reader, signal.SIGCONT)
     waiting.join(30)

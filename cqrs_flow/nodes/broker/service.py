@@ -17,7 +17,7 @@ __all__ = ["BrokerService"]
 class BrokerService(NodeService):
     node: BrokerNode
 
-    async def start(self) -> None:
+    async def setup(self) -> None:
         with warnings.catch_warnings():  # amqtt warns about its own deprecated config keys
             warnings.simplefilter("ignore", DeprecationWarning)
             from cqrs_flow.nodes.broker.access import RoutingBroker as Broker

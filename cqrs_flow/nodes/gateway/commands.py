@@ -47,14 +47,14 @@ class CommandBook:
     def __init__(self, capacity: int = 100_000) -> None:
         self._entries: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._capacity = capacity
-        self._waiters: dict[str, list[asyncio.Future]] = {}
+        self._waiters: dict[str, list[asyncio.Future[dict[str, Any]]]] = {}
 
     async def settled(self, command_id: str) -> dict[str, Any] | None:
         """The command's entry once it is APPLIED or FAILED; None at once if it is unknown."""
         entry = self._entries.get(command_id)
         if entry is None or entry["state"] != "QUEUED":
             return entry
-        waiter = asyncio.get_running_loop().create_future()
+        waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(command_id, []).append(waiter)
         try:
             return await waiter

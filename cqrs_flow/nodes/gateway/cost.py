@@ -28,7 +28,7 @@ __all__ = ["Costs", "operation_costs"]
 # One list size: the whole-number literals given to the field and the variables given to it.
 Size = tuple[tuple[int, ...], tuple[str, ...]]
 # Objects, by the list sizes they are multiplied by (outermost first).
-Terms = Counter  # Counter[tuple[Size, ...]]
+Terms = Counter[tuple[Size, ...]]
 _INTROSPECTION = ("__schema", "__type")
 
 
@@ -51,6 +51,17 @@ class Costs:
         self.parse = parse
         self.list_size = list_size
         self._compiled = lru_cache(maxsize=cache_size)(self._compile)
+
+    @classmethod
+    def of(cls, engine: Any, list_size: int) -> Costs:
+        """The costs against a tartiflette engine's schema, parsing with the engine's cache (so
+        the execution that follows does not parse the query again)."""
+
+        def parse(query: str) -> Any:
+            document, _ = engine._cached_parse_and_validate_query(query, engine._schema)
+            return document
+
+        return cls(engine._schema, parse, list_size)
 
     def cost(
         self,

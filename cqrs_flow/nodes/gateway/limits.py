@@ -15,15 +15,17 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import math
+import logging
 import re
+import sys
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from cqrs_flow.nodes.gateway.refusals import REQUEST_ID, Refused
 from cqrs_flow.topology.model import Limits
 
 if TYPE_CHECKING:
@@ -38,8 +40,11 @@ __all__ = [
     "caller_of",
     "check_query",
     "check_variables",
-    "too_large",
 ]
+
+T = TypeVar("T")
+
+log = logging.getLogger("cqrs_flow.gateway")
 
 # Callers whose rate is remembered at most; beyond, the longest idle are forgotten (a forgotten
 # caller starts again with a full bucket).
@@ -65,38 +70,36 @@ _INTROSPECTION = {"__schema", "__type"}
 _OPERATION_KEYWORDS = {"query", "mutation", "subscription"}
 
 
-class LimitExceeded(Exception):
+class LimitExceeded(Refused):
     """A request over one of the gateway's limits; the message names the limit and its key."""
+
+    code = "LIMIT_EXCEEDED"
 
 
 class Busy(LimitExceeded):
     """More requests in flight than limits.in_flight (or WebSockets than limits.websockets):
-    refused at once rather than queued."""
+    refused at once rather than queued, so callers back off instead of piling up."""
+
+    code = "BUSY"
+    status = 503
 
 
 class OperationTimeout(LimitExceeded):
     """An operation that ran longer than limits.timeout, cut off."""
 
-
-def too_large(response_bytes: int) -> str:
-    """The error that replaces an answer larger than limits.response_bytes."""
-    return (
-        f"the answer is larger than {response_bytes:,} bytes (limits.response_bytes); "
-        "ask for fewer items or fields"
-    )
+    code = "TIMEOUT"
+    status = 504
 
 
 class TooManyRequests(LimitExceeded):
-    """One caller over its own share (limits.per_caller_in_flight, limits.rate): HTTP 429, with
-    the seconds to wait before trying again."""
+    """One caller over its own share (limits.per_caller_in_flight, limits.rate), with the
+    seconds to wait before trying again."""
+
+    code = "TOO_MANY_REQUESTS"
+    status = 429
 
     def __init__(self, message: str, retry_after: float) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-    @property
-    def retry_after_header(self) -> str:
-        return str(max(1, math.ceil(self.retry_after)))
+        super().__init__(message, retry_after=retry_after)
 
 
 class _Share:
@@ -106,7 +109,7 @@ class _Share:
 
     def __init__(self) -> None:
         self.running = 0
-        self.waiting: deque[tuple[asyncio.Future, int]] = deque()
+        self.waiting: deque[tuple[asyncio.Future[None], int]] = deque()
 
 
 class RequestGate:
@@ -182,6 +185,44 @@ class RequestGate:
         if not share.running and not share.waiting and self._shares.get(caller) is share:
             del self._shares[caller]
 
+    async def run(self, caller: str, cost: int, operation: Callable[[], Awaitable[T]]) -> T:
+        """Run `operation` (a query or mutation of `caller` costing `cost`) admitted (counted in
+        flight) and in the caller's share, within limits.timeout, its wait for a turn included;
+        OperationTimeout when it takes longer."""
+        timeout = self.limits.timeout
+
+        async def in_share() -> T:
+            async with self.share(caller, cost):
+                return await operation()
+
+        with self.admitted(caller):
+            try:
+                if sys.version_info >= (3, 11):  # in this task: no extra step through the loop
+                    async with asyncio.timeout(timeout):
+                        return await in_share()
+                return await asyncio.wait_for(in_share(), timeout)  # in a task of its own
+            except asyncio.TimeoutError:
+                log.warning(
+                    "request %s: cut off after %gs (limits.timeout)", REQUEST_ID.get(), timeout
+                )
+                raise OperationTimeout(
+                    f"the operation took longer than {timeout:g}s and was cut off (limits.timeout)"
+                ) from None
+
+    def check_answer(self, text: str) -> None:
+        """Raise LimitExceeded if an answer (JSON: ASCII) is over limits.response_bytes."""
+        if len(text) > self.limits.response_bytes:
+            log.warning(
+                "request %s: answer of %d bytes refused (limits.response_bytes)",
+                REQUEST_ID.get(),
+                len(text),
+            )
+            raise LimitExceeded(
+                f"the answer is larger than {self.limits.response_bytes:,} bytes "
+                "(limits.response_bytes); ask for fewer items or fields",
+                "RESPONSE_TOO_LARGE",
+            )
+
     def pace(self, caller: str, now: float | None = None) -> None:
         """Take one request from `caller`'s token bucket (limits.rate); TooManyRequests if empty."""
         rate = self.limits.rate
@@ -222,7 +263,8 @@ class RequestGate:
             )
         if self.in_flight >= self.limits.in_flight:
             raise Busy(
-                f"the gateway is busy with {self.in_flight} requests (limits.in_flight); try again shortly"
+                f"the gateway is busy with {self.in_flight} requests (limits.in_flight); "
+                "try again shortly"
             )
         self.in_flight += 1
         self.callers[caller] = mine + 1
@@ -239,8 +281,8 @@ class RequestGate:
         """Count one WebSocket open while the block runs; raise Busy if there is no room."""
         if self.connections >= self.limits.websockets:
             raise Busy(
-                f"the gateway has {self.connections} WebSocket connections open (limits.websockets); "
-                "try again shortly"
+                f"the gateway has {self.connections} WebSocket connections open "
+                "(limits.websockets); try again shortly"
             )
         self.connections += 1
         try:
@@ -377,7 +419,9 @@ def check_query(query: str, limits: Limits, introspection: bool = True) -> None:
                             f"the query selects more than {limits.fields} fields (limits.fields)"
                         )
                     if text in _INTROSPECTION and not introspection:
-                        raise LimitExceeded("introspection is switched off on this gateway")
+                        raise LimitExceeded(
+                            "introspection is switched off on this gateway", "INTROSPECTION_OFF"
+                        )
         elif text == ":" and selecting and current is not None:
             aliases += 1
             current.aliases += 1
@@ -399,7 +443,8 @@ def check_query(query: str, limits: Limits, introspection: bool = True) -> None:
 def _check_expanded(
     operations: list[_Definition], fragments: dict[str, _Definition], limits: Limits
 ) -> None:
-    """Fragments spread in many places count each time: a few lines can select millions of fields."""
+    """Fragments spread in many places count each time: a few lines can select millions of
+    fields."""
     totals: dict[str, tuple[int, int, int]] = {}
 
     def total(name: str, visiting: frozenset[str]) -> tuple[int, int, int]:

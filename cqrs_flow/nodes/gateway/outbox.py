@@ -229,7 +229,8 @@ class Outbox:
         """Raise JournalError if the journal fails; never returns otherwise."""
         if self.journal is None:
             await asyncio.Event().wait()
-        await asyncio.shield(self.journal.task)
+        else:
+            await asyncio.shield(self.journal.task)
 
     async def close(self) -> None:
         if self.files is not None:

@@ -18,14 +18,14 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from cqrs_flow.nodes.gateway.limits import LimitExceeded, RequestGate, too_large
+from cqrs_flow.nodes.gateway.limits import RequestGate
+from cqrs_flow.nodes.gateway.refusals import Refused, error_entry, internal, with_request_id
 
-__all__ = ["PROTOCOL", "serve_websocket", "with_request_id"]
+__all__ = ["PROTOCOL", "is_subscription", "serve_websocket"]
 
 PROTOCOL = "graphql-transport-ws"
 INIT_TIMEOUT = 10.0
@@ -45,28 +45,10 @@ def is_subscription(query: str, operation_name: str | None) -> bool:
     return len(operations) == 1 and operations[0][0] == "subscription"
 
 
-def with_request_id(result: dict[str, Any], request_id: str) -> dict[str, Any]:
-    """`result` with the request id in the extensions of each of its errors (HTTP and WebSocket)."""
-    for error in result.get("errors") or ():
-        if isinstance(error, dict):
-            error["extensions"] = {**(error.get("extensions") or {}), "request_id": request_id}
-    return result
-
-
-# Runs a query or mutation in its caller's share within limits.timeout:
-# (query, operation name, variables, context, caller, cost).
-Execute = Callable[[str, str | None, Any, dict[str, Any], str, int], Awaitable[dict[str, Any]]]
-
-
 async def serve_websocket(
-    request: web.Request,
-    engine: Any,
-    context: dict[str, Any],
-    gate: RequestGate,
-    request_id: str,
-    caller: str,
-    execute: Execute,
+    request: web.Request, engine: Any, gate: RequestGate, request_id: str, caller: str
 ) -> web.WebSocketResponse:
+    """Answer one WebSocket: operations of `caller` run on `engine` within `gate`'s limits."""
     ws = web.WebSocketResponse(
         protocols=(PROTOCOL,), heartbeat=30.0, max_msg_size=gate.limits.body_bytes
     )
@@ -75,7 +57,7 @@ async def serve_websocket(
     if ws.ws_protocol != PROTOCOL:
         await ws.close(code=4406, message=b"Subprotocol not acceptable")
         return ws
-    await _Connection(ws, engine, context, gate, request_id, caller, execute).run()
+    await _Connection(ws, engine, {"request": request}, gate, request_id, caller).run()
     return ws
 
 
@@ -88,17 +70,16 @@ class _Connection:
         gate: RequestGate,
         request_id: str,
         caller: str,
-        execute: Execute,
     ) -> None:
         self.ws = ws
         self.caller = caller
-        self.execute = execute
         self.engine = engine
         self.context = context
         self.gate = gate
         self.request_id = request_id
         self.acknowledged = False
-        self.operations: dict[str, asyncio.Task] = {}
+        self.operations: dict[str, asyncio.Task[None]] = {}
+        self.closing: asyncio.Task[bool] | None = None  # the close on an initialisation timeout
 
     async def run(self) -> None:
         init_timer = asyncio.get_running_loop().call_later(INIT_TIMEOUT, self._init_timeout)
@@ -115,7 +96,7 @@ class _Connection:
 
     def _init_timeout(self) -> None:
         if not self.acknowledged and not self.ws.closed:
-            asyncio.ensure_future(
+            self.closing = asyncio.ensure_future(
                 self.ws.close(code=4408, message=b"Connection initialisation timeout")
             )
 
@@ -165,15 +146,18 @@ class _Connection:
             )
             return
         if len(self.operations) >= MAX_SUBSCRIPTIONS:
-            await self._error(operation_id, f"at most {MAX_SUBSCRIPTIONS} operations at once")
+            await self._refuse(
+                operation_id,
+                Refused(f"at most {MAX_SUBSCRIPTIONS} operations at once", "LIMIT_EXCEEDED"),
+            )
             return
         try:
             self.gate.pace(self.caller)
             cost = self.gate.check(
                 payload["query"], payload.get("variables"), payload.get("operationName")
             )
-        except LimitExceeded as exc:
-            await self._error(operation_id, str(exc))
+        except Refused as refused:
+            await self._refuse(operation_id, refused)
             return
         self.operations[operation_id] = asyncio.ensure_future(
             self._operate(operation_id, payload, cost)
@@ -196,10 +180,13 @@ class _Connection:
                         return
                     await self._send(operation_id, "next", with_request_id(result, self.request_id))
             else:
-                with self.gate.admitted(self.caller):
-                    result = await self.execute(
-                        query, name, variables, self.context, self.caller, cost
-                    )
+                result = await self.gate.run(
+                    self.caller,
+                    cost,
+                    lambda: self.engine.execute(
+                        query, operation_name=name, variables=variables, context=self.context
+                    ),
+                )
                 message = json.dumps(
                     {
                         "id": operation_id,
@@ -207,31 +194,22 @@ class _Connection:
                         "payload": with_request_id(result, self.request_id),
                     }
                 )
-                if len(message) > self.gate.limits.response_bytes:
-                    await self._error(operation_id, too_large(self.gate.limits.response_bytes))
-                    return
+                self.gate.check_answer(message)
                 if not self.ws.closed:
                     await self.ws.send_str(message)
             await self._send(operation_id, "complete")
         except asyncio.CancelledError:
             raise
-        except LimitExceeded as exc:  # Busy, TooManyRequests, OperationTimeout
-            await self._error(operation_id, str(exc))
+        except Refused as refused:  # Busy, TooManyRequests, OperationTimeout, too large
+            await self._refuse(operation_id, refused)
         except Exception:
             log.exception("request %s: operation %r failed", self.request_id, operation_id[:100])
-            await self._error(
-                operation_id,
-                f"internal error (request {self.request_id}; details are in the gateway log)",
-            )
+            await self._refuse(operation_id, internal(self.request_id))
         finally:
             self.operations.pop(operation_id, None)
 
-    async def _error(self, operation_id: str, message: str) -> None:
-        await self._send(
-            operation_id,
-            "error",
-            [{"message": message, "extensions": {"request_id": self.request_id}}],
-        )
+    async def _refuse(self, operation_id: str, refused: Refused) -> None:
+        await self._send(operation_id, "error", [error_entry(refused, self.request_id)])
 
     async def _send(self, operation_id: str, kind: str, payload: Any = None) -> None:
         if self.ws.closed:

@@ -18,7 +18,7 @@ class WaitsForever(NodeService):
 
     stopped = False
 
-    async def start(self) -> None:
+    async def setup(self) -> None:
         await asyncio.Event().wait()
 
     async def stop(self) -> None:
@@ -43,7 +43,7 @@ class Holds(NodeService):
         self.names, self.fail_at = names, fail_at
         self.events: list[str] = []
 
-    async def start(self) -> None:
+    async def setup(self) -> None:
         self.spawn(self._work(), "work")
         for name in self.names:
             if name == self.fail_at:
@@ -95,7 +95,10 @@ def test_serve_releases_what_a_failed_start_acquired(shipped):
     service = Holds(shipped, fail_at="third")
     with pytest.raises(RuntimeError, match="cannot acquire third"):
         asyncio.run(asyncio.wait_for(serve(service), 5))
-    assert service.events == ["task cancelled", "released second", "released first"]
+    # start released at once what setup acquired: the task (cancelled before it ever ran), then
+    # the resources, last acquired first
+    assert service.events == ["released second", "released first"]
+    assert not service._tasks
 
 
 def test_a_failed_background_task_ends_the_node_with_its_error(shipped):

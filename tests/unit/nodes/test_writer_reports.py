@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from types import SimpleNamespace
 
 from cqrs_flow.contracts.status import online_message, writer_online
-from cqrs_flow.nodes.gateway.commands import CommandBook
+from cqrs_flow.nodes.gateway.delivery import Delivery
 from cqrs_flow.nodes.gateway.outbox import Outbox
-from cqrs_flow.nodes.gateway.service import GatewayService
 from cqrs_flow.nodes.writer import WriterService
 
 PLAN = SimpleNamespace(name="add_contact")
@@ -96,17 +96,15 @@ def test_the_writer_says_it_is_online_each_time_it_has_subscribed(shipped):
 def test_the_gateway_publishes_at_once_what_a_writer_that_is_online_again_may_have_lost(shipped):
     async def scenario():
         now = asyncio.get_running_loop().time
-        gateway = GatewayService(shipped, shipped.nodes["gateway"], None, None)
-        gateway.book, gateway.outbox = CommandBook(), Outbox(redeliver_after=60.0)
-        gateway.republish = asyncio.Event()
+        gateway = Delivery(shipped.status_topic, FlakyClient(), Outbox(60.0), logging.getLogger())
         await gateway.outbox.add("a", "CONTACT/ADD", b"1", now())
         await gateway.outbox.add("b", "CONTACT/UPDATE", b"2", now())
         status = shipped.status_topic
         for payload in (b"\xff", b'{"online": 5}', b"[]"):  # set aside, nothing else happens
-            gateway._on_status(None, status, payload, 1, None)
-        gateway._on_status(None, "elsewhere", online_message("writer", ["CONTACT/ADD"]), 1, None)
+            gateway.on_status(None, status, payload, 1, None)
+        gateway.on_status(None, "elsewhere", online_message("writer", ["CONTACT/ADD"]), 1, None)
         assert not gateway.republish.is_set() and gateway.outbox.due(now()) == []
-        gateway._on_status(None, status, online_message("writer", ["CONTACT/ADD"]), 1, None)
+        gateway.on_status(None, status, online_message("writer", ["CONTACT/ADD"]), 1, None)
         assert gateway.republish.is_set()
         assert gateway.outbox.due(now()) == [("a", "CONTACT/ADD", b"1")]
 
@@ -116,12 +114,11 @@ def test_the_gateway_publishes_at_once_what_a_writer_that_is_online_again_may_ha
 def test_the_gateway_publishes_at_once_what_a_broker_it_reconnected_to_may_have_lost(shipped):
     async def scenario():
         now = asyncio.get_running_loop().time
-        gateway = GatewayService(shipped, shipped.nodes["gateway"], None, None)
-        gateway.outbox, gateway.republish, gateway.connects = Outbox(60.0), asyncio.Event(), 0
+        gateway = Delivery(shipped.status_topic, FlakyClient(), Outbox(60.0), logging.getLogger())
         await gateway.outbox.add("a", "CONTACT/ADD", b"1", now())
-        gateway._on_connect(FlakyClient(), 0, 0, None)  # the first connect: nothing was lost
+        gateway.on_connect(FlakyClient(), 0, 0, None)  # the first connect: nothing was lost
         assert gateway.outbox.due(now()) == []
-        gateway._on_connect(FlakyClient(), 0, 0, None)
+        gateway.on_connect(FlakyClient(), 0, 0, None)
         assert gateway.republish.is_set() and gateway.outbox.due(now()) == [
             ("a", "CONTACT/ADD", b"1")
         ]

@@ -1,0 +1,132 @@
+"""Commands on their way to the writers: published on MQTT, kept in the outbox until a writer
+reports on them on the status topic (which also fills the command book), published again when
+that takes too long or when what held them may have lost them. A command is refused (Refused)
+rather than accepted when it could not be kept until a writer reports on it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from google.protobuf.message import Message
+
+from cqrs_flow.contracts.ordering import CommandClock
+from cqrs_flow.contracts.plans import MutationPlan
+from cqrs_flow.contracts.status import writer_online
+from cqrs_flow.nodes.gateway.commands import CommandBook
+from cqrs_flow.nodes.gateway.outbox import Outbox
+from cqrs_flow.nodes.gateway.refusals import Refused
+from cqrs_flow.protobuf.messages import set_path
+from cqrs_flow.stores.journal import JournalError
+
+__all__ = ["Delivery"]
+
+
+class Delivery:
+    """The gateway's side of the command topics and the status topic.
+
+    `mqtt` is the gateway's MQTT client (gmqtt); its handlers are set here, before it connects."""
+
+    def __init__(self, status_topic: str, mqtt: Any, outbox: Outbox, log: logging.Logger) -> None:
+        self.status_topic = status_topic
+        self.mqtt = mqtt
+        self.outbox = outbox
+        self.log = log
+        self.book = CommandBook()
+        self.clock = CommandClock()  # command ids in the order this gateway accepts commands
+        self.republish = asyncio.Event()  # set: publish what is due now, not at the next tick
+        self.connects = 0
+        mqtt.on_connect = self.on_connect
+        mqtt.on_message = self.on_status
+
+    @property
+    def connected(self) -> bool:
+        return bool(self.mqtt.is_connected)
+
+    async def publish(self, plan: MutationPlan, command: Message, key: str | None) -> str | None:
+        """Publish a mutation's command; its command id, None if the plan gives it none (then it
+        is not kept in the outbox). Refused, and nothing is published, when the broker is
+        unavailable, the outbox is full or the command cannot be kept in it."""
+        if not self.mqtt.is_connected:
+            raise Refused(
+                "the broker is unavailable; nothing was queued", "UNAVAILABLE", status=503
+            )
+        if not plan.command_id_path:
+            self.mqtt.publish(plan.topic, command.SerializeToString(), qos=1)
+            return None
+        if self.outbox.full:
+            raise Refused(
+                f"{len(self.outbox)} commands are waiting for a writer; nothing was queued, "
+                "try again later",
+                "BUSY",
+                status=503,
+            )
+        command_id = self.clock.next_id()
+        set_path(command, plan.command_id_path, command_id)
+        payload = command.SerializeToString()
+        try:  # with a data directory: on disk before it is published and answered
+            await self.outbox.add(
+                command_id, plan.topic, payload, asyncio.get_running_loop().time()
+            )
+        except JournalError as exc:
+            self.log.error("cannot keep command %s in the outbox: %s", command_id, exc)
+            raise Refused(
+                "the gateway cannot record commands; nothing was queued", "INTERNAL", status=500
+            ) from None
+        self.book.queued(command_id, plan.command, key)
+        self.mqtt.publish(plan.topic, payload, qos=1)
+        return command_id
+
+    def on_connect(self, client: Any, *_: Any) -> None:
+        client.subscribe(self.status_topic, qos=1)
+        self.connects += 1
+        if self.connects > 1:  # a broker that restarted has lost the commands it held
+            self.due_now(None, "the gateway reconnected to the broker")
+
+    def on_status(self, client: Any, topic: str, payload: bytes, qos: int, properties: Any) -> int:
+        if topic != self.status_topic:
+            return 0
+        settled = self.book.heard(payload)
+        if settled is not None:
+            self.outbox.settle(settled)
+        elif (online := writer_online(payload)) is not None:
+            writer, topics = online
+            self.due_now(topics, f"writer '{writer[:100]}' is online")
+        else:
+            self.log.warning("ignored a status message that is not one (%d bytes)", len(payload))
+        return 0
+
+    def due_now(self, topics: list[str] | None, why: str) -> None:
+        """Publish again at once the commands on `topics` (all with None) not reported on yet: a
+        writer that was restarted lost what it held, a broker that was, what it queued. The
+        store applies each command once, so those that were not lost change nothing."""
+        count = self.outbox.due_now(asyncio.get_running_loop().time(), topics)
+        if count:
+            self.log.info("%s: publishing the %d command(s) not reported on again", why, count)
+            self.republish.set()
+
+    async def redeliver(self) -> None:
+        """Publish again the commands no writer has reported on within redeliver_after, and
+        those due_now made due."""
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                await asyncio.wait_for(self.republish.wait(), 1.0)
+            except asyncio.TimeoutError:
+                pass
+            woken = self.republish.is_set()
+            self.republish.clear()
+            if not self.mqtt.is_connected:
+                continue
+            due = self.outbox.due(loop.time())
+            for _, topic, payload in due:
+                self.mqtt.publish(topic, payload, qos=1)
+            if due and woken:
+                self.log.info("published %d command(s) again", len(due))
+            elif due:
+                self.log.warning(
+                    "published %d command(s) again: no writer reported on them within %gs",
+                    len(due),
+                    self.outbox.redeliver_after,
+                )

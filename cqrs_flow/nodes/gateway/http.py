@@ -1,0 +1,223 @@
+"""The gateway's HTTP side (aiohttp): GraphQL over POST and over WebSocket on `/` and
+`/graphql`, the playground page, `/health`.
+
+Every request gets a request id: the X-Request-Id header of the answer, `extensions.request_id`
+of each error, and the log lines about it. Requests over the topology's `limits` are answered
+with a GraphQL error before anything runs (limits.py); failures the client cannot act on are
+logged in full and answered only with the request id. Browsers on the origins of cors.origins
+may call it.
+"""
+
+from __future__ import annotations
+
+import html
+import ipaddress
+import json
+import logging
+import re
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from cqrs_flow.nodes.gateway.limits import RequestGate, caller_of
+from cqrs_flow.nodes.gateway.refusals import (
+    REQUEST_ID,
+    Refused,
+    http_answer,
+    internal,
+    with_request_id,
+)
+from cqrs_flow.nodes.gateway.websocket import serve_websocket
+from cqrs_flow.topology.model import GatewayNode
+
+__all__ = ["REQUEST_ID_HEADER", "GraphQLHttp", "playground_page"]
+
+PLAYGROUND = Path(__file__).resolve().parent / "playground"
+REQUEST_ID_HEADER = "X-Request-Id"
+# A client may name its request (to find it in the log); anything else gets a fresh id.
+_CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+class GraphQLHttp:
+    """The aiohttp application of one gateway, answering with `engine` within `gate`'s limits;
+    `playground` is the page GET answers with (None: GET asks for POST)."""
+
+    def __init__(
+        self,
+        node: GatewayNode,
+        engine: Any,
+        gate: RequestGate,
+        playground: str | None,
+        broker_connected: Callable[[], bool],
+        log: logging.Logger,
+    ) -> None:
+        self.node = node
+        self.engine = engine
+        self.gate = gate
+        self.playground = playground
+        self.broker_connected = broker_connected
+        self.log = log
+        self.trusted_proxies = tuple(ipaddress.ip_network(p) for p in node.trusted_proxies)
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=self.node.limits.body_bytes, middlewares=[self._edge])
+        app.router.add_get("/", self._get)
+        app.router.add_post("/", self._post)
+        app.router.add_get("/graphql", self._get)
+        app.router.add_post("/graphql", self._post)
+        app.router.add_get("/health", self._health)
+        if self.playground is not None:
+            app.router.add_static("/playground/static/", PLAYGROUND / "static")
+        return app
+
+    @web.middleware
+    async def _edge(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """Give each request its id; answer CORS preflights; answer refusals (the one place
+        HTTP does); never let a failure out as a trace."""
+        request_id = request.headers.get(REQUEST_ID_HEADER, "")
+        if not _CLIENT_REQUEST_ID.fullmatch(request_id):
+            request_id = uuid.uuid4().hex[:16]
+        REQUEST_ID.set(request_id)  # the handler runs in this task: it reads it from there
+        origin = request.headers.get("Origin")
+        allowed = origin is not None and self._origin_allowed(origin)
+        try:
+            if request.method == "OPTIONS" and allowed and request.path in ("/", "/graphql"):
+                response: web.StreamResponse = web.Response(
+                    status=204,
+                    headers={
+                        "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+                        "Access-Control-Allow-Headers": f"Content-Type, {REQUEST_ID_HEADER}",
+                        "Access-Control-Max-Age": "600",
+                    },
+                )
+            else:
+                response = await handler(request)
+        except Refused as refused:
+            response = http_answer(refused, request_id)
+        except web.HTTPException as exc:  # aiohttp's own answers: 404, 405, ...
+            exc.headers[REQUEST_ID_HEADER] = request_id
+            raise
+        except Exception:
+            self.log.exception("request %s: %s %s failed", request_id, request.method, request.path)
+            response = http_answer(internal(request_id), request_id)
+        if not response.prepared:  # a WebSocket answer went out already, with its own headers
+            response.headers[REQUEST_ID_HEADER] = request_id
+            if allowed and origin is not None:
+                response.headers["Access-Control-Allow-Origin"] = origin
+                response.headers["Access-Control-Expose-Headers"] = REQUEST_ID_HEADER
+                response.headers["Vary"] = "Origin"
+        return response
+
+    def _origin_allowed(self, origin: str) -> bool:
+        return "*" in self.node.cors_origins or origin in self.node.cors_origins
+
+    async def _health(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "broker": self.broker_connected()})
+
+    async def _get(self, request: web.Request) -> web.StreamResponse:
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            # Browsers do not apply CORS to WebSockets: refuse pages from other origins here.
+            origin = request.headers.get("Origin")
+            if (
+                origin is not None
+                and not _same_origin(origin, request.host)
+                and not self._origin_allowed(origin)
+            ):
+                raise Refused(
+                    f"WebSocket from origin {origin[:100]!r} refused: not listed in "
+                    "the gateway's cors.origins",
+                    "ORIGIN_REFUSED",
+                    status=403,
+                )
+            with self.gate.connected():  # Busy before the upgrade: an HTTP answer still fits
+                return await serve_websocket(
+                    request, self.engine, self.gate, REQUEST_ID.get(), self._caller(request)
+                )
+        if self.playground is not None:
+            return web.Response(text=self.playground, content_type="text/html")
+        raise Refused(
+            "send GraphQL requests as POST with a JSON body", "METHOD_NOT_ALLOWED", status=405
+        )
+
+    def _caller(self, request: web.Request) -> str:
+        """The key per-caller limits count by: the client's address (see caller_of)."""
+        forwarded = request.headers.get("X-Forwarded-For")
+        return caller_of(request.remote, forwarded, self.trusted_proxies)
+
+    async def _post(self, request: web.Request) -> web.StreamResponse:
+        caller = self._caller(request)
+        self.gate.pace(caller)  # before the body is even read
+        query, variables, operation = await _read_request(request, self.node.limits.body_bytes)
+        cost = self.gate.check(query, variables, operation)
+        # Counted in flight from here: a client sending its body slowly holds a connection,
+        # not a place.
+        result = await self.gate.run(
+            caller,
+            cost,
+            lambda: self.engine.execute(
+                query, operation_name=operation, variables=variables, context={"request": request}
+            ),
+        )
+        body = json.dumps(with_request_id(result, REQUEST_ID.get()))
+        self.gate.check_answer(body)
+        return web.Response(text=body, content_type="application/json")
+
+
+async def _read_request(
+    request: web.Request, body_bytes: int
+) -> tuple[str, dict[str, Any] | None, str | None]:
+    """The query, variables and operation name of a POST; Refused saying what is wrong."""
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise Refused(
+            f"request body is larger than {body_bytes} bytes (limits.body_bytes)",
+            "PAYLOAD_TOO_LARGE",
+            status=413,
+        ) from None
+    if request.content_type == "application/graphql":
+        try:
+            return raw.decode("utf-8"), None, None
+        except UnicodeDecodeError:
+            raise Refused("request body is not UTF-8 text") from None
+    try:
+        body = json.loads(raw or b"null")
+    except (ValueError, UnicodeDecodeError):
+        raise Refused("request body is not valid JSON") from None
+    except RecursionError:  # JSON nested thousands deep: nothing a query needs
+        raise Refused("request body is JSON nested too deeply") from None
+    if not isinstance(body, dict):
+        raise Refused('request body must be a JSON object like {"query": "..."}')
+    query, variables, operation = (
+        body.get("query"),
+        body.get("variables"),
+        body.get("operationName"),
+    )
+    if not isinstance(query, str) or not query.strip():
+        raise Refused('request body has no "query" string')
+    if variables is not None and not isinstance(variables, dict):
+        raise Refused('"variables" must be a JSON object')
+    if operation is not None and not isinstance(operation, str):
+        raise Refused('"operationName" must be a string')
+    return query, variables, operation
+
+
+def _same_origin(origin: str, host: str) -> bool:
+    """Whether a browser page on `origin` is on the gateway's own host:port."""
+    return origin.partition("://")[2] == host
+
+
+def playground_page(title: str, default_query: str) -> str:
+    query = (
+        json.dumps(default_query)
+        .replace("<", "\\u003c")
+        .replace(">", "\\u003e")
+        .replace("&", "\\u0026")
+    )
+    page = (PLAYGROUND / "index.html").read_text(encoding="utf-8")
+    return page.replace("{{TITLE}}", html.escape(f"{title} · GraphQL playground")).replace(
+        "{{DEFAULT_QUERY_JSON}}", query
+    )
