@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import grpc
 
-from cqrs_flow.contracts.plans import Report, reader_plan
+from cqrs_flow.contracts import Report
+from cqrs_flow.contracts.reader import reader_plan
 from cqrs_flow.errors import TopologyError
 from cqrs_flow.nodes.runtime import NodeService
 from cqrs_flow.plugins import PluginContext, ReaderPlugin, Rejected, start_plugins, stop_plugins

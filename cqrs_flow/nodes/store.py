@@ -18,7 +18,8 @@ from __future__ import annotations
 import grpc
 
 from cqrs_flow.contracts.operations import BoundOperation
-from cqrs_flow.contracts.plans import Report, store_plan
+from cqrs_flow.contracts import Report
+from cqrs_flow.contracts.store import store_plan
 from cqrs_flow.errors import NodeError, TopologyError
 from cqrs_flow.nodes.runtime import NodeService
 from cqrs_flow.security.sources import read_source

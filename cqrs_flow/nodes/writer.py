@@ -20,7 +20,8 @@ import gmqtt
 import grpc
 from google.protobuf.message import DecodeError, Message
 
-from cqrs_flow.contracts.plans import CommandPlan, Report, writer_plan
+from cqrs_flow.contracts import Report
+from cqrs_flow.contracts.writer import CommandPlan, writer_plan
 from cqrs_flow.contracts.process import ENV_REPLICA
 from cqrs_flow.contracts.status import online_message
 from cqrs_flow.errors import TopologyError

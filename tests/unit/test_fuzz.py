@@ -10,7 +10,8 @@ import yaml
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from cqrs_flow.contracts.plans import Report, writer_plan
+from cqrs_flow.contracts import Report
+from cqrs_flow.contracts.writer import writer_plan
 from cqrs_flow.errors import Problem, TopologyError
 from cqrs_flow.nodes.gateway.limits import LimitExceeded, check_query, check_variables
 from cqrs_flow.nodes.writer import Command, Refused, decode_command

@@ -28,14 +28,8 @@ from google.protobuf import json_format
 from tartiflette import Resolver, Subscription, TartifletteError, create_engine
 
 from cqrs_flow.contracts.ordering import CommandClock
-from cqrs_flow.contracts.plans import (
-    Call,
-    GatewayPlan,
-    MutationPlan,
-    QueryPlan,
-    Report,
-    gateway_plan,
-)
+from cqrs_flow.contracts import Report
+from cqrs_flow.contracts.gateway import Call, GatewayPlan, MutationPlan, QueryPlan, gateway_plan
 from cqrs_flow.contracts.status import writer_online
 from cqrs_flow.errors import NodeError, TopologyError
 from cqrs_flow.nodes.gateway.commands import STATUS_SDL, SUBSCRIPTION_SDL, CommandBook

@@ -8,7 +8,8 @@ import grpc
 import pytest
 
 import cqrs_flow.nodes.store as store_node
-from cqrs_flow.contracts.plans import Report, store_plan
+from cqrs_flow.contracts import Report
+from cqrs_flow.contracts.store import store_plan
 from cqrs_flow.errors import TopologyError
 from cqrs_flow.nodes.store import StoreService
 from cqrs_flow.protobuf.compiler import compile_protos

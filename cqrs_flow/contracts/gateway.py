@@ -1,10 +1,5 @@
-"""Plans: what each node needs to know about its messages, worked out from topology + protos + SDL.
-
-Each `*_plan` function resolves names to descriptors (RPCs, request fields, GraphQL arguments)
-and returns the plan with every problem it found. `check_contracts` runs them all for
-`cqrs-flow validate`; a node runs its own plan at start-up. One code path for both means a
-topology that validates is one the nodes can run.
-"""
+"""The gateway's contract: its GraphQL schema's queries and mutations mapped onto reader RPCs and
+commands, with every argument and result checked against the protobuf fields it meets."""
 
 from __future__ import annotations
 
@@ -15,10 +10,10 @@ from dataclasses import dataclass, field
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
-from cqrs_flow.contracts.operations import READ_OPS, WRITE_OPS, BoundOperation, ShapeError, bind
+from cqrs_flow.contracts import Report, proto_type
 from cqrs_flow.contracts.sdl import Schema, SchemaField, TypeRef, parse_schema
-from cqrs_flow.errors import Problem, ProtoError
-from cqrs_flow.plugins import Plugin, PluginError, load_plugin_class
+from cqrs_flow.contracts.writer import command_plan
+from cqrs_flow.errors import ProtoError
 from cqrs_flow.protobuf.compiler import ProtoSet
 from cqrs_flow.protobuf.messages import (
     INTEGER_TYPES,
@@ -27,241 +22,10 @@ from cqrs_flow.protobuf.messages import (
     is_repeated,
     resolve_path,
 )
-from cqrs_flow.topology.model import GatewayNode, ReaderNode, StoreNode, Topology, WriterNode
-from cqrs_flow.topology.yamlsource import KeyPath, LocatedData
+from cqrs_flow.topology.model import GatewayNode, ReaderNode, StoreNode, Topology
+from cqrs_flow.topology.yamlsource import KeyPath
 
-__all__ = [
-    "CommandPlan",
-    "GatewayPlan",
-    "MutationPlan",
-    "QueryPlan",
-    "Report",
-    "check_contracts",
-    "gateway_plan",
-    "reader_plan",
-    "store_plan",
-    "writer_plan",
-]
-
-
-class Report:
-    """Collects problems against the topology's key paths and lines."""
-
-    def __init__(self, topology: Topology) -> None:
-        self.located = topology.located or LocatedData({})
-        self.problems: list[Problem] = []
-
-    def __call__(self, path: KeyPath, message: str) -> None:
-        self.problems.append(self.located.problem(path, message))
-
-
-# -- store ------------------------------------------------------------------------------------
-
-
-def store_plan(
-    topology: Topology, store: StoreNode, protos: ProtoSet, report: Report
-) -> dict[str, dict[str, BoundOperation]]:
-    """service full name -> RPC -> bound operation."""
-    base = ("nodes", store.name)
-    try:
-        document = protos.message_descriptor(store.document)
-    except ProtoError as exc:
-        report(base + ("document",), str(exc))
-        return {}
-    if store.timestamp:
-        stamp = document.fields_by_name.get(store.timestamp)
-        if stamp is None or stamp.type != FieldDescriptor.TYPE_STRING or is_repeated(stamp):
-            report(
-                base + ("timestamp",),
-                f"{document.full_name} has no string field '{store.timestamp}'",
-            )
-    plan: dict[str, dict[str, BoundOperation]] = {}
-    for side, allowed in (("write", WRITE_OPS), ("read", READ_OPS)):
-        service = store.service(side)
-        path = base + (side,)
-        try:
-            descriptor = protos.service(service.name)
-        except ProtoError as exc:
-            report(path + ("service",), str(exc))
-            continue
-        bound = plan.setdefault(service.name, {})
-        for rpc, op in service.rpcs.items():
-            rpc_path = path + ("rpcs", rpc)
-            if op not in allowed:
-                report(
-                    rpc_path,
-                    f"'{op}' is a {'write' if op in WRITE_OPS else 'read'} operation; "
-                    f"the {side} service may only {', '.join(sorted(allowed))}",
-                )
-                continue
-            try:
-                bound[rpc] = bind(op, protos.method(service.name, rpc), document, store.key)
-            except (ProtoError, ShapeError) as exc:
-                report(rpc_path, str(exc))
-                continue
-            if side == "write":  # the store reads each write's command id (nodes/store.py)
-                misfit = _command_id_misfit(bound[rpc].method.input_type, topology.command_id)
-                if misfit is not None:
-                    report(rpc_path, misfit)
-        unmapped = sorted(set(descriptor.methods_by_name) - set(service.rpcs))
-        if unmapped:
-            report(
-                path + ("rpcs",),
-                f"{service.name} has RPCs with no operation: {', '.join(unmapped)}",
-            )
-    return plan
-
-
-def _one_string(field: FieldDescriptor) -> bool:
-    return field.type == FieldDescriptor.TYPE_STRING and not is_repeated(field)
-
-
-def _command_id_misfit(request: Descriptor, name: str) -> str | None:
-    """Why the field `name` of `request` cannot hold a command id; None if it can or is absent."""
-    field = request.fields_by_name.get(name)
-    if field is None or _one_string(field):
-        return None
-    what = "repeated" if is_repeated(field) else f"of type {_proto_type(field)}"
-    return (
-        f"{request.full_name}.{name} is {what}, but it holds the command id: make it a "
-        "string field, or name another field with the top-level key command_id"
-    )
-
-
-# -- reader -----------------------------------------------------------------------------------
-
-# -- plugins ----------------------------------------------------------------------------------
-
-
-def plugin_classes(topology: Topology, node, report: Report) -> list[type[Plugin]]:
-    """The plugin classes a node names, each that cannot be loaded reported at its entry."""
-    classes = []
-    for i, ref in enumerate(getattr(node, "plugins", ())):
-        try:
-            classes.append(load_plugin_class(ref, node, topology))
-        except PluginError as exc:
-            report(("nodes", node.name, "plugins", i), str(exc))
-    return classes
-
-
-def reader_plan(
-    topology: Topology, reader: ReaderNode, protos: ProtoSet, report: Report
-) -> dict[str, str | None]:
-    """reader RPC -> the store read RPC it forwards to, or None when a plugin answers it."""
-    plugins = plugin_classes(topology, reader, report)
-    base = ("nodes", reader.name)
-    try:
-        service = protos.service(reader.service)
-    except ProtoError as exc:
-        report(base + ("service",), str(exc))
-        return {}
-    store = topology.nodes.get(reader.store.node)
-    if not isinstance(store, StoreNode):
-        return {}  # reported by the wiring checks
-    try:
-        store_service = protos.service(store.read.name)
-    except ProtoError:
-        return {}  # reported with the store
-    for rpc in reader.rpcs:
-        if rpc not in service.methods_by_name:
-            report(base + ("rpcs", rpc), f"{reader.service} has no RPC '{rpc}'")
-    plan: dict[str, str | None] = {}
-    for rpc, method in service.methods_by_name.items():
-        if rpc not in reader.rpcs and any(p.serves(rpc) for p in plugins):
-            plan[rpc] = None
-            continue
-        target = reader.rpcs.get(rpc, rpc)
-        path = base + ("rpcs", rpc) if rpc in reader.rpcs else base + ("service",)
-        store_method = store_service.methods_by_name.get(target)
-        if store_method is None:
-            report(
-                path,
-                f"{reader.service}.{rpc} forwards to {store.read.name}.{target}, which does not "
-                f"exist; map it under 'rpcs' to one of {', '.join(store_service.methods_by_name)}, "
-                "or add a reader plugin with a method of that name",
-            )
-            continue
-        if (method.input_type, method.output_type) != (
-            store_method.input_type,
-            store_method.output_type,
-        ):
-            report(
-                path,
-                f"{reader.service}.{rpc} and {store.read.name}.{target} must take and return "
-                "the same messages for the reader to forward one to the other",
-            )
-            continue
-        plan[rpc] = target
-    return plan
-
-
-# -- writer -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CommandPlan:
-    name: str
-    topic: str
-    rpc: str
-    request: type[Message]
-    key_path: str | None  # where the entity key is in the request; None: no per-entity order
-    command_id_path: str | None  # where the command id goes; None: the request has no such field
-
-
-def command_plan(
-    topology: Topology, name: str, store: StoreNode, protos: ProtoSet, report: Report, path: KeyPath
-) -> CommandPlan | None:
-    command = topology.commands.get(name)
-    if command is None:
-        return None  # reported by the wiring checks
-    op = store.write.rpcs.get(command.rpc)
-    if op is None:
-        report(
-            ("commands", name, "rpc"),
-            f"'{command.rpc}' is not an RPC of {store.name}'s write service ({store.write.name})",
-        )
-        return None
-    try:
-        method = protos.method(store.write.name, command.rpc)
-    except ProtoError:
-        return None  # reported with the store
-    request = method.input_type
-    if command.key:
-        try:
-            fields = resolve_path(request, command.key)
-            if is_repeated(fields[-1]):
-                raise PathError(f"'{command.key}' is repeated; the entity key is one string field")
-            if fields[-1].type != FieldDescriptor.TYPE_STRING:
-                raise PathError(f"'{command.key}' is not a string field")
-            key_path: str | None = command.key
-        except PathError as exc:
-            report(("commands", name, "key"), str(exc))
-            return None
-    else:
-        key_path = find_field(request, store.key)
-    id_field = request.fields_by_name.get(topology.command_id)  # any other kind: store_plan says
-    id_path = topology.command_id if id_field is not None and _one_string(id_field) else None
-    return CommandPlan(
-        name, command.topic, command.rpc, protos.class_of(request), key_path, id_path
-    )
-
-
-def writer_plan(
-    topology: Topology, writer: WriterNode, protos: ProtoSet, report: Report
-) -> dict[str, CommandPlan]:
-    """topic -> what arrives on it and how to apply it."""
-    store = topology.nodes.get(writer.store.node)
-    if not isinstance(store, StoreNode):
-        return {}
-    plans = {}
-    for name in topology.commands_of(writer):
-        plan = command_plan(topology, name, store, protos, report, ("nodes", writer.name))
-        if plan is not None:
-            plans[plan.topic] = plan
-    return plans
-
-
-# -- gateway ----------------------------------------------------------------------------------
+__all__ = ["Call", "GatewayPlan", "MutationPlan", "QueryPlan", "gateway_plan"]
 
 
 @dataclass(frozen=True)
@@ -326,40 +90,26 @@ _PROTO_TO_GRAPHQL: dict[str, Callable[[FieldDescriptor], bool]] = {
     "Boolean": lambda f: f.type == FieldDescriptor.TYPE_BOOL,
 }
 
-_PROTO_TYPE_NAMES = {
-    value: key[len("TYPE_") :].lower()
-    for key, value in vars(FieldDescriptor).items()
-    if key.startswith("TYPE_") and isinstance(value, int)
-}
-
-
-def _proto_type(field: FieldDescriptor) -> str:
-    if field.message_type is not None:
-        return field.message_type.full_name
-    if field.enum_type is not None:
-        return field.enum_type.full_name
-    return _PROTO_TYPE_NAMES.get(field.type, "?")
-
 
 def _list_misfit(type_ref: TypeRef, field: FieldDescriptor) -> str | None:
     if type_ref.is_list == is_repeated(field):
         return None
     return (
-        f"{type_ref.text} is {'a list' if type_ref.is_list else 'not a list'} but {field.full_name} is "
-        f"{'repeated' if is_repeated(field) else 'not repeated'}"
+        f"{type_ref.text} is {'a list' if type_ref.is_list else 'not a list'} "
+        f"but {field.full_name} is {'repeated' if is_repeated(field) else 'not repeated'}"
     )
 
 
 def _input_misfits(
     type_ref: TypeRef, field: FieldDescriptor, schema: Schema, seen: frozenset[str] = frozenset()
 ) -> Iterator[str]:
-    """Why a GraphQL input value of `type_ref` cannot fill the proto `field` (nothing when it can)."""
+    """Why a GraphQL input value of `type_ref` cannot fill the proto `field` (nothing if it can)."""
     base = type_ref.base
     if (problem := _list_misfit(type_ref, field)) is not None:
         yield problem
     elif base in _GRAPHQL_TO_PROTO:
         if not _GRAPHQL_TO_PROTO[base](field):
-            yield f"{base} cannot fill {field.full_name} ({_proto_type(field)})"
+            yield f"{base} cannot fill {field.full_name} ({proto_type(field)})"
     elif base in schema.enums:
         if field.type == FieldDescriptor.TYPE_ENUM:
             missing = [
@@ -368,17 +118,19 @@ def _input_misfits(
                 if v not in field.enum_type.values_by_name
             ]
             if missing:
-                yield f"enum {base} has {', '.join(missing)}, which {field.enum_type.full_name} lacks"
+                lacking = field.enum_type.full_name
+                yield f"enum {base} has {', '.join(missing)}, which {lacking} lacks"
         elif field.type != FieldDescriptor.TYPE_STRING:  # a string field takes the value's name
-            yield f"enum {base} cannot fill {field.full_name} ({_proto_type(field)})"
+            yield f"enum {base} cannot fill {field.full_name} ({proto_type(field)})"
     elif base in schema.input_types:
         if field.message_type is None:
-            yield f"input {base} cannot fill {field.full_name} ({_proto_type(field)})"
+            yield f"input {base} cannot fill {field.full_name} ({proto_type(field)})"
         elif base not in seen:
             for name, ref in schema.input_fields.get(base, {}).items():
                 inner = field.message_type.fields_by_name.get(name)
                 if inner is None:
-                    yield f"input {base} has a field '{name}', which {field.message_type.full_name} lacks"
+                    lacking = field.message_type.full_name
+                    yield f"input {base} has a field '{name}', which {lacking} lacks"
                 else:
                     yield from (
                         f"{base}.{name}: {p}"
@@ -399,8 +151,8 @@ def _result_misfits(
         field = message.fields_by_name.get(name)
         if field is None:
             yield (
-                f"{type_name}.{name} matches no field of {message.full_name} (the gateway answers with "
-                f"its field names: {', '.join(message.fields_by_name)})"
+                f"{type_name}.{name} matches no field of {message.full_name} (the gateway "
+                f"answers with its field names: {', '.join(message.fields_by_name)})"
             )
             continue
         where = f"{type_name}.{name}: {ref.text}"
@@ -408,7 +160,7 @@ def _result_misfits(
             yield f"{where}: {problem}"
         elif ref.base in schema.object_fields:
             if field.message_type is None:
-                yield f"{where} is an object type but {field.full_name} is {_proto_type(field)}"
+                yield f"{where} is an object type but {field.full_name} is {proto_type(field)}"
             else:
                 yield from _result_misfits(ref.base, field.message_type, schema, seen | {type_name})
         elif ref.base in schema.enums:
@@ -420,13 +172,13 @@ def _result_misfits(
                 ]
                 if missing:
                     yield (
-                        f"{where}: enum {ref.base} lacks {', '.join(missing)}, which {field.full_name} "
-                        f"may hold (an unset enum field reads as its zero value)"
+                        f"{where}: enum {ref.base} lacks {', '.join(missing)}, which "
+                        f"{field.full_name} may hold (an unset enum field reads as its zero value)"
                     )
             elif field.type != FieldDescriptor.TYPE_STRING:
-                yield f"{where} cannot show {field.full_name} ({_proto_type(field)})"
+                yield f"{where} cannot show {field.full_name} ({proto_type(field)})"
         elif ref.base in _PROTO_TO_GRAPHQL and not _PROTO_TO_GRAPHQL[ref.base](field):
-            yield f"{where} cannot show {field.full_name} ({_proto_type(field)})"
+            yield f"{where} cannot show {field.full_name} ({proto_type(field)})"
 
 
 def _map_arguments(
@@ -469,8 +221,8 @@ def _map_arguments(
             for misfit in misfits:
                 report(
                     where,
-                    f"argument '{name}: {argument.text}' of {sdl_field.owner}.{sdl_field.name} does "
-                    f"not fit {request.full_name}.{target}: {misfit}",
+                    f"argument '{name}: {argument.text}' of {sdl_field.owner}.{sdl_field.name} "
+                    f"does not fit {request.full_name}.{target}: {misfit}",
                 )
             continue
         mapping[name] = target
@@ -586,7 +338,8 @@ def gateway_plan(
             for misfit in misfits:
                 report(
                     path + ("result",) if query.result else path,
-                    f"Query.{name} returns {sdl_field.returns.text}, which does not fit {shown.full_name}: {misfit}",
+                    f"Query.{name} returns {sdl_field.returns.text}, which does not fit "
+                    f"{shown.full_name}: {misfit}",
                 )
             if misfits:
                 continue
@@ -610,7 +363,8 @@ def gateway_plan(
             report(
                 path,
                 f"Mutation.{name} must return a type with fields status and message "
-                f"(like RequestResponse); {sdl_field.returns.base} lacks {', '.join(sorted(missing))}",
+                f"(like RequestResponse); {sdl_field.returns.base} lacks "
+                f"{', '.join(sorted(missing))}",
             )
         command = topology.commands.get(mutation.command)
         writers = topology.writers_of(mutation.command)
@@ -660,24 +414,3 @@ def gateway_plan(
         if name not in schema.mutations:
             report(base + ("mutations", name), f"{gateway.schema} has no field Mutation.{name}")
     return plan
-
-
-def check_contracts(topology: Topology, protos: ProtoSet) -> list[Problem]:
-    """Every problem between the topology, its protos and its GraphQL schemas."""
-    report = Report(topology)
-    for node in topology.nodes.values():
-        if isinstance(node, StoreNode):
-            store_plan(topology, node, protos, report)
-        elif isinstance(node, ReaderNode):
-            reader_plan(topology, node, protos, report)
-        elif isinstance(node, WriterNode):
-            writer_plan(topology, node, protos, report)
-            plugin_classes(topology, node, report)
-        elif isinstance(node, GatewayNode):
-            gateway_plan(topology, node, protos, report)
-            plugin_classes(topology, node, report)
-    return _unique(report.problems)
-
-
-def _unique(problems: list[Problem]) -> list[Problem]:
-    return list(dict.fromkeys(problems))
