@@ -3,35 +3,23 @@
 One module per node kind (store, reader, writer, gateway) works out that kind's plan and
 reports every problem it finds; `check.check_contracts` runs them all for `cqrs-flow validate`,
 and a node runs its own plan at start-up, so a topology that validates is one the nodes can run.
-This module holds what the kinds share: the problem collector, plugin classes, proto type names
-and the command id field.
+This module holds what the kinds share: plugin classes, proto type names and the command id
+field.
 """
 
 from __future__ import annotations
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
-from cqrs_flow.errors import Problem
 from cqrs_flow.plugins import Plugin, PluginError, load_plugin_class
 from cqrs_flow.protobuf.messages import is_repeated
 from cqrs_flow.topology.model import Topology
-from cqrs_flow.topology.yamlsource import KeyPath, LocatedData
+from cqrs_flow.topology.problems import Problems
 
-__all__ = ["Report", "command_id_misfit", "one_string", "plugin_classes", "proto_type"]
-
-
-class Report:
-    """Collects problems against the topology's key paths and lines."""
-
-    def __init__(self, topology: Topology) -> None:
-        self.located = topology.located or LocatedData({})
-        self.problems: list[Problem] = []
-
-    def __call__(self, path: KeyPath, message: str) -> None:
-        self.problems.append(self.located.problem(path, message))
+__all__ = ["command_id_misfit", "one_string", "plugin_classes", "proto_type"]
 
 
-def plugin_classes(topology: Topology, node, report: Report) -> list[type[Plugin]]:
+def plugin_classes(topology: Topology, node, report: Problems) -> list[type[Plugin]]:
     """The plugin classes a node names, each that cannot be loaded reported at its entry."""
     classes = []
     for i, ref in enumerate(getattr(node, "plugins", ())):

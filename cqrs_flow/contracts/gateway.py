@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
-from cqrs_flow.contracts import Report, proto_type
+from cqrs_flow.contracts import proto_type
 from cqrs_flow.contracts.sdl import Schema, SchemaField, TypeRef, parse_schema
 from cqrs_flow.contracts.writer import command_plan
 from cqrs_flow.errors import ProtoError
@@ -23,7 +23,7 @@ from cqrs_flow.protobuf.messages import (
     resolve_path,
 )
 from cqrs_flow.topology.model import GatewayNode, ReaderNode, StoreNode, Topology
-from cqrs_flow.topology.yamlsource import KeyPath
+from cqrs_flow.topology.problems import KeyPath, Problems
 
 __all__ = ["Call", "GatewayPlan", "MutationPlan", "QueryPlan", "gateway_plan"]
 
@@ -185,7 +185,7 @@ def _map_arguments(
     sdl_field: SchemaField,
     request: Descriptor,
     explicit: dict[str, str],
-    report: Report,
+    report: Problems,
     path: KeyPath,
     schema: Schema,
     partial: bool = False,
@@ -229,7 +229,7 @@ def _map_arguments(
     return mapping
 
 
-def _template(text: str, names: set[str], report: Report, path: KeyPath) -> None:
+def _template(text: str, names: set[str], report: Problems, path: KeyPath) -> None:
     try:
         used = {f for _, f, _, _ in string.Formatter().parse(text) if f is not None}
     except ValueError as exc:
@@ -245,7 +245,7 @@ def _template(text: str, names: set[str], report: Report, path: KeyPath) -> None
 
 
 def gateway_plan(
-    topology: Topology, gateway: GatewayNode, protos: ProtoSet, report: Report
+    topology: Topology, gateway: GatewayNode, protos: ProtoSet, report: Problems
 ) -> GatewayPlan | None:
     base = ("nodes", gateway.name)
     try:

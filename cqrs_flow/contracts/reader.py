@@ -3,16 +3,17 @@ one of its plugins."""
 
 from __future__ import annotations
 
-from cqrs_flow.contracts import Report, plugin_classes
+from cqrs_flow.contracts import plugin_classes
 from cqrs_flow.errors import ProtoError
 from cqrs_flow.protobuf.compiler import ProtoSet
 from cqrs_flow.topology.model import ReaderNode, StoreNode, Topology
+from cqrs_flow.topology.problems import Problems
 
 __all__ = ["reader_plan"]
 
 
 def reader_plan(
-    topology: Topology, reader: ReaderNode, protos: ProtoSet, report: Report
+    topology: Topology, reader: ReaderNode, protos: ProtoSet, report: Problems
 ) -> dict[str, str | None]:
     """reader RPC -> the store read RPC it forwards to, or None when a plugin answers it."""
     plugins = plugin_classes(topology, reader, report)

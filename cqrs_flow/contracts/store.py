@@ -4,18 +4,19 @@ from __future__ import annotations
 
 from google.protobuf.descriptor import FieldDescriptor
 
-from cqrs_flow.contracts import Report, command_id_misfit
+from cqrs_flow.contracts import command_id_misfit
 from cqrs_flow.contracts.operations import READ_OPS, WRITE_OPS, BoundOperation, ShapeError, bind
 from cqrs_flow.errors import ProtoError
 from cqrs_flow.protobuf.compiler import ProtoSet
 from cqrs_flow.protobuf.messages import is_repeated
 from cqrs_flow.topology.model import StoreNode, Topology
+from cqrs_flow.topology.problems import Problems
 
 __all__ = ["store_plan"]
 
 
 def store_plan(
-    topology: Topology, store: StoreNode, protos: ProtoSet, report: Report
+    topology: Topology, store: StoreNode, protos: ProtoSet, report: Problems
 ) -> dict[str, dict[str, BoundOperation]]:
     """service full name -> RPC -> bound operation."""
     base = ("nodes", store.name)

@@ -8,12 +8,12 @@ from dataclasses import dataclass
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
-from cqrs_flow.contracts import Report, one_string
+from cqrs_flow.contracts import one_string
 from cqrs_flow.errors import ProtoError
 from cqrs_flow.protobuf.compiler import ProtoSet
 from cqrs_flow.protobuf.messages import PathError, find_field, is_repeated, resolve_path
 from cqrs_flow.topology.model import StoreNode, Topology, WriterNode
-from cqrs_flow.topology.yamlsource import KeyPath
+from cqrs_flow.topology.problems import KeyPath, Problems
 
 __all__ = ["CommandPlan", "command_plan", "writer_plan"]
 
@@ -29,7 +29,12 @@ class CommandPlan:
 
 
 def command_plan(
-    topology: Topology, name: str, store: StoreNode, protos: ProtoSet, report: Report, path: KeyPath
+    topology: Topology,
+    name: str,
+    store: StoreNode,
+    protos: ProtoSet,
+    report: Problems,
+    path: KeyPath,
 ) -> CommandPlan | None:
     command = topology.commands.get(name)
     if command is None:
@@ -67,7 +72,7 @@ def command_plan(
 
 
 def writer_plan(
-    topology: Topology, writer: WriterNode, protos: ProtoSet, report: Report
+    topology: Topology, writer: WriterNode, protos: ProtoSet, report: Problems
 ) -> dict[str, CommandPlan]:
     """topic -> what arrives on it and how to apply it."""
     store = topology.nodes.get(writer.store.node)

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import grpc
 
-from cqrs_flow.contracts import Report
 from cqrs_flow.contracts.reader import reader_plan
 from cqrs_flow.errors import TopologyError
 from cqrs_flow.nodes.runtime import NodeService
 from cqrs_flow.plugins import PluginContext, ReaderPlugin, Rejected, start_plugins, stop_plugins
 from cqrs_flow.security.tokens import CallerCheck
 from cqrs_flow.topology.model import ReaderNode
+from cqrs_flow.topology.problems import Problems
 from cqrs_flow.transport.rpc import (
     UNAVAILABLE_PEER,
     Handler,
@@ -33,7 +33,7 @@ class ReaderService(NodeService):
     node: ReaderNode
 
     async def start(self) -> None:
-        report = Report(self.topology)
+        report = Problems(self.topology.located)
         plan = reader_plan(self.topology, self.node, self.protos, report)
         if report.problems:
             raise TopologyError(report.problems, str(self.topology.source))

@@ -18,7 +18,6 @@ from __future__ import annotations
 import grpc
 
 from cqrs_flow.contracts.operations import BoundOperation
-from cqrs_flow.contracts import Report
 from cqrs_flow.contracts.store import store_plan
 from cqrs_flow.errors import NodeError, TopologyError
 from cqrs_flow.nodes.runtime import NodeService
@@ -36,6 +35,7 @@ from cqrs_flow.stores import (
 from cqrs_flow.stores.applied import AppliedCommands
 from cqrs_flow.stores.operations import InvalidRequest, Stale, apply_operation, command_id_of
 from cqrs_flow.topology.model import StoreNode, TlsServer, Topology
+from cqrs_flow.topology.problems import Problems
 from cqrs_flow.transport.rpc import Handler, service_handler, start_server
 from cqrs_flow.transport.tls import server_credentials
 
@@ -72,7 +72,7 @@ class StoreService(NodeService):
     node: StoreNode
 
     async def start(self) -> None:
-        report = Report(self.topology)
+        report = Problems(self.topology.located)
         plan = store_plan(self.topology, self.node, self.protos, report)
         if report.problems:
             raise TopologyError(report.problems, str(self.topology.source))

@@ -6,10 +6,8 @@ Each check returns problems; nothing raises until every problem is known.
 
 from __future__ import annotations
 
-import difflib
 import os
 from collections import defaultdict
-from collections.abc import Iterable
 from pathlib import Path
 
 from cqrs_flow.errors import Problem
@@ -25,8 +23,8 @@ from cqrs_flow.topology.model import (
     Topology,
     WriterNode,
 )
+from cqrs_flow.topology.problems import KeyPath, Problems, did_you_mean
 from cqrs_flow.topology.topics import matches
-from cqrs_flow.topology.yamlsource import KeyPath, LocatedData
 
 __all__ = ["check_wiring"]
 
@@ -35,7 +33,7 @@ _LOOPBACK_NAMES = {"localhost": "127.0.0.1", "ip6-localhost": "::1"}
 
 
 def check_wiring(topology: Topology) -> list[Problem]:
-    report = _Reporter(topology.located or LocatedData({}))
+    report = Problems(topology.located)
     if not topology.nodes and "nodes" in (topology.located.data if topology.located else {}):
         report(
             ("nodes",),
@@ -57,23 +55,14 @@ def check_wiring(topology: Topology) -> list[Problem]:
     return report.problems
 
 
-class _Reporter:
-    def __init__(self, located: LocatedData) -> None:
-        self.located = located
-        self.problems: list[Problem] = []
-
-    def __call__(self, path: KeyPath, message: str) -> None:
-        self.problems.append(self.located.problem(path, message))
-
-
-def _check_references(topology: Topology, report: _Reporter) -> None:
+def _check_references(topology: Topology, report: Problems) -> None:
     def ref(node: str, key: str, target: str, kind: type, what: str) -> None:
         path = ("nodes", node, key)
         if not target:
             return  # missing or malformed, reported by the spec checker
         found = topology.nodes.get(target)
         if found is None:
-            report(path, f"no node named '{target}'{_hint(target, topology.nodes)}")
+            report(path, f"no node named '{target}'{did_you_mean(target, topology.nodes)}")
         elif found.kind and not isinstance(found, kind):  # no kind: its own problem is reported
             report(path, f"'{target}' is a {found.kind} node; expected {what}")
 
@@ -126,7 +115,7 @@ def _raw(topology: Topology, node: str) -> dict:
     return raw if isinstance(raw, dict) else {}
 
 
-def _check_commands(topology: Topology, report: _Reporter) -> None:
+def _check_commands(topology: Topology, report: Problems) -> None:
     published: dict[str, list[str]] = defaultdict(list)
     for gateway in topology.nodes_of(GatewayNode):
         for field, mutation in gateway.mutations.items():
@@ -134,7 +123,7 @@ def _check_commands(topology: Topology, report: _Reporter) -> None:
             if mutation.command not in topology.commands:
                 report(
                     path,
-                    f"no command named '{mutation.command}'{_hint(mutation.command, topology.commands)}",
+                    f"no command named '{mutation.command}'{did_you_mean(mutation.command, topology.commands)}",
                 )
             published[mutation.command].append(gateway.name)
     consumed: dict[str, list[str]] = defaultdict(list)
@@ -149,7 +138,7 @@ def _check_commands(topology: Topology, report: _Reporter) -> None:
             if command not in topology.commands:
                 report(
                     ("nodes", writer.name, "commands", i),
-                    f"no command named '{command}'{_hint(command, topology.commands)}",
+                    f"no command named '{command}'{did_you_mean(command, topology.commands)}",
                 )
         for i, topic_filter in enumerate(writer.topics):
             if not any(matches(topic_filter, c.topic) for c in topology.commands.values()):
@@ -207,7 +196,7 @@ def _check_commands(topology: Topology, report: _Reporter) -> None:
             )
 
 
-def _check_mqtt_clients(topology: Topology, report: _Reporter) -> None:
+def _check_mqtt_clients(topology: Topology, report: Problems) -> None:
     """A broker's clients log in by name, as nodes do: a client named like a node would be it."""
     for broker in topology.nodes_of(BrokerNode):
         for name in broker.clients:
@@ -245,7 +234,7 @@ def grpc_endpoints(topology: Topology) -> list[tuple[KeyPath, Address, TlsServer
     return endpoints
 
 
-def _check_tls(topology: Topology, report: _Reporter) -> None:
+def _check_tls(topology: Topology, report: Problems) -> None:
     def check_file(path: KeyPath, relative: Path | None) -> None:
         if relative is None:
             return
@@ -290,7 +279,7 @@ def _check_tls(topology: Topology, report: _Reporter) -> None:
             check_file(("nodes", node.name, "client_tls", "key"), client_tls.key)
 
 
-def _check_listeners(topology: Topology, report: _Reporter) -> None:
+def _check_listeners(topology: Topology, report: Problems) -> None:
     seen: list[tuple[Address, KeyPath, str]] = []
     for node in topology.nodes.values():
         for what, address in node.listens:
@@ -316,7 +305,7 @@ def _listen_path(node, what: str) -> KeyPath:
 MAX_INPUT_BYTES = 4 * 1024 * 1024
 
 
-def _check_files(topology: Topology, report: _Reporter) -> None:
+def _check_files(topology: Topology, report: Problems) -> None:
     files: list[tuple[KeyPath, str]] = [
         (("proto", i), str(p)) for i, p in enumerate(topology.protos)
     ]
@@ -352,7 +341,7 @@ def _check_files(topology: Topology, report: _Reporter) -> None:
             )
 
 
-def _leaves_project(topology: Topology, path: KeyPath, relative: str, report: _Reporter) -> bool:
+def _leaves_project(topology: Topology, path: KeyPath, relative: str, report: Problems) -> bool:
     """Whether a relative path leads out of the project (reported). Absolute paths are taken as
     written: they say plainly where they go, and copies made by `relocate` use them."""
     if Path(relative).is_absolute():
@@ -369,7 +358,7 @@ def _leaves_project(topology: Topology, path: KeyPath, relative: str, report: _R
     return True
 
 
-def _check_data_directories(topology: Topology, report: _Reporter) -> None:
+def _check_data_directories(topology: Topology, report: Problems) -> None:
     """Two nodes must not share a data directory: each holds it locked while it runs."""
     owners: dict[Path, str] = {}
     for node in topology.nodes.values():
@@ -386,7 +375,7 @@ def _check_data_directories(topology: Topology, report: _Reporter) -> None:
         owners.setdefault(directory, node.name)
 
 
-def _check_store_backends(topology: Topology, report: _Reporter) -> None:
+def _check_store_backends(topology: Topology, report: Problems) -> None:
     """`backend: mongodb` comes with its `mongodb` settings, and only with them; `data` is the
     embedded backend's journal, so the two exclude each other."""
     for store in topology.nodes_of(StoreNode):
@@ -413,7 +402,7 @@ def _check_store_backends(topology: Topology, report: _Reporter) -> None:
             )
 
 
-def _check_writer_groups(topology: Topology, report: _Reporter) -> None:
+def _check_writer_groups(topology: Topology, report: Problems) -> None:
     """Writers sharing subscriptions (replicas, or a group) need a broker that has MQTT shared
     subscriptions, and stores whose writes converge in any order (last_writer_wins)."""
     brokers: dict[str, str] = {}
@@ -443,8 +432,3 @@ def _check_writer_groups(topology: Topology, report: _Reporter) -> None:
                 ("nodes", writer.name, "group"),
                 f"group '{group}' is shared with writers on broker '{other}': a group lives on one broker",
             )
-
-
-def _hint(word: str, choices: Iterable[str]) -> str:
-    matches = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f"; did you mean '{matches[0]}'?" if matches else ""

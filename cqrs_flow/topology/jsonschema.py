@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from cqrs_flow.topology import spec
-from cqrs_flow.topology.yamlsource import KeyPath, format_path
+from cqrs_flow.topology.problems import KeyPath, format_path
 
 __all__ = ["DRAFT", "UnmappedType", "schema_text", "topology_schema"]
 

@@ -7,7 +7,6 @@ model is built from its output, so no default lives anywhere else.
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import math
 import re
@@ -16,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from cqrs_flow.errors import Problem
-from cqrs_flow.topology.yamlsource import KeyPath, LocatedData
+from cqrs_flow.topology.problems import KeyPath, Problems, did_you_mean
+from cqrs_flow.topology.yamlsource import LocatedData
 
 __all__ = [
     "NODE_KINDS",
@@ -210,7 +210,7 @@ def secret_source(value: Any) -> dict[str, str]:
         )
     unknown = [str(k) for k in value if k not in ("env", "file")]
     if unknown or len(value) != 1:
-        hint = _did_you_mean(unknown[0], ("env", "file")) if unknown else ""
+        hint = did_you_mean(unknown[0], ("env", "file")) if unknown else ""
         raise Invalid(
             f"expected exactly one of 'env' or 'file', got keys "
             f"{', '.join(map(str, value)) or 'none'}{hint}"
@@ -246,7 +246,7 @@ def endpoint(value: Any) -> tuple[str, str]:
 def one_of(*choices: str) -> Callable[[Any], str]:
     def check_choice(value: Any) -> str:
         if value not in choices:
-            hint = _did_you_mean(value, choices) if isinstance(value, str) else ""
+            hint = did_you_mean(value, choices) if isinstance(value, str) else ""
             raise Invalid(f"expected one of {', '.join(choices)}, got {_show(value)}{hint}")
         return value
 
@@ -833,16 +833,12 @@ def check(located: LocatedData) -> tuple[dict[str, Any], list[Problem]]:
     """Check located data against TOPOLOGY; return it with defaults filled in, and the problems."""
     checker = _Checker(located)
     result = checker.section(TOPOLOGY, located.data, ())
-    return (result if isinstance(result, dict) else {}), checker.problems
+    return (result if isinstance(result, dict) else {}), checker.report.problems
 
 
 class _Checker:
     def __init__(self, located: LocatedData) -> None:
-        self.located = located
-        self.problems: list[Problem] = []
-
-    def report(self, path: KeyPath, message: str) -> None:
-        self.problems.append(self.located.problem(path, message))
+        self.report = Problems(located)
 
     def value(self, kind: Any, value: Any, path: KeyPath) -> Any:
         if isinstance(kind, Section):
@@ -874,7 +870,7 @@ class _Checker:
         out: dict[str, Any] = {}
         for key, item in value.items():
             if key not in section.fields:
-                hint = _did_you_mean(key, section.fields)
+                hint = did_you_mean(key, section.fields)
                 self.report(
                     path + (key,),
                     f"unknown key{hint or '; expected one of ' + ', '.join(section.fields)}",
@@ -921,7 +917,7 @@ class _Checker:
             return _MISSING
         node_kind = value.get("kind")
         if not isinstance(node_kind, str) or node_kind not in kind.kinds:
-            hint = _did_you_mean(node_kind, kind.kinds) if isinstance(node_kind, str) else ""
+            hint = did_you_mean(node_kind, kind.kinds) if isinstance(node_kind, str) else ""
             where = path + ("kind",) if "kind" in value else path
             self.report(
                 where,
@@ -931,11 +927,6 @@ class _Checker:
             )
             return {"kind": None}  # keeps the node known, so references to it are not reported too
         return self.section(kind.kinds[node_kind], value, path)
-
-
-def _did_you_mean(word: Any, choices: Any) -> str:
-    matches = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
-    return f"; did you mean '{matches[0]}'?" if matches else ""
 
 
 def _show(value: Any) -> str:

@@ -27,9 +27,8 @@ from aiohttp import web
 from google.protobuf import json_format
 from tartiflette import Resolver, Subscription, TartifletteError, create_engine
 
-from cqrs_flow.contracts.ordering import CommandClock
-from cqrs_flow.contracts import Report
 from cqrs_flow.contracts.gateway import Call, GatewayPlan, MutationPlan, QueryPlan, gateway_plan
+from cqrs_flow.contracts.ordering import CommandClock
 from cqrs_flow.contracts.status import writer_online
 from cqrs_flow.errors import NodeError, TopologyError
 from cqrs_flow.nodes.gateway.commands import STATUS_SDL, SUBSCRIPTION_SDL, CommandBook
@@ -52,6 +51,7 @@ from cqrs_flow.protobuf.messages import get_path, set_path
 from cqrs_flow.security.mqtt_logins import login_from_env
 from cqrs_flow.stores.journal import JournalError
 from cqrs_flow.topology.model import BrokerNode, GatewayNode, ReaderNode
+from cqrs_flow.topology.problems import Problems
 from cqrs_flow.transport.mqtt import connect, new_client
 from cqrs_flow.transport.rpc import UNAVAILABLE_PEER, ServiceClient
 from cqrs_flow.transport.tls import channel_security, mqtt_client_context
@@ -81,7 +81,7 @@ class GatewayService(NodeService):
     node: GatewayNode
 
     async def start(self) -> None:
-        report = Report(self.topology)
+        report = Problems(self.topology.located)
         plan = gateway_plan(self.topology, self.node, self.protos, report)
         if report.problems or plan is None:
             raise TopologyError(report.problems, str(self.topology.source))

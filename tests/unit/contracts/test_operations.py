@@ -7,13 +7,13 @@ import uuid
 
 import pytest
 
-from cqrs_flow.contracts import Report
 from cqrs_flow.contracts.operations import ShapeError, bind
 from cqrs_flow.contracts.ordering import CommandClock
 from cqrs_flow.contracts.store import store_plan
 from cqrs_flow.protobuf.compiler import compile_protos
 from cqrs_flow.stores import DuplicateKey, MemoryStore, NotFound
 from cqrs_flow.stores.operations import InvalidRequest, Stale, apply_operation
+from cqrs_flow.topology.problems import Problems
 
 NOW = "2024-05-06T07:08:09.010Z"
 
@@ -25,7 +25,7 @@ def fake_clock() -> str:
 @pytest.fixture
 def ops(shipped, shipped_protos):
     """RPC name -> bound operation, for both services of the shipped store."""
-    report = Report(shipped)
+    report = Problems(shipped.located)
     plan = store_plan(shipped, shipped.nodes["store"], shipped_protos, report)
     assert report.problems == []
     return {rpc: bound for service in plan.values() for rpc, bound in service.items()}
