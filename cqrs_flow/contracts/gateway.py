@@ -13,7 +13,7 @@ from google.protobuf.message import Message
 from cqrs_flow.contracts import proto_type
 from cqrs_flow.contracts.sdl import Schema, SchemaField, TypeRef, parse_schema
 from cqrs_flow.contracts.writer import command_plan
-from cqrs_flow.errors import ProtoError
+from cqrs_flow.errors import ProjectFileError, ProtoError
 from cqrs_flow.protobuf.compiler import ProtoSet
 from cqrs_flow.protobuf.messages import (
     INTEGER_TYPES,
@@ -23,6 +23,7 @@ from cqrs_flow.protobuf.messages import (
     resolve_path,
 )
 from cqrs_flow.topology.model import GatewayNode, ReaderNode, StoreNode, Topology
+from cqrs_flow.topology.paths import MAX_SOURCE_BYTES, read_project_file
 from cqrs_flow.topology.problems import KeyPath, Problems
 
 __all__ = ["Call", "GatewayPlan", "MutationPlan", "QueryPlan", "gateway_plan"]
@@ -249,9 +250,13 @@ def gateway_plan(
 ) -> GatewayPlan | None:
     base = ("nodes", gateway.name)
     try:
-        schema = parse_schema((topology.root / gateway.schema).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        report(base + ("schema",), f"cannot read the GraphQL schema: {exc}")
+        text = read_project_file(topology, gateway.schema, MAX_SOURCE_BYTES, "GraphQL schema")
+        schema = parse_schema(text.decode("utf-8"))
+    except ProjectFileError as exc:
+        report(base + ("schema",), str(exc))
+        return None
+    except UnicodeDecodeError:
+        report(base + ("schema",), f"{gateway.schema}: not UTF-8 text, so not a GraphQL schema")
         return None
     except ValueError as exc:
         report(base + ("schema",), f"{gateway.schema}: {exc}")

@@ -49,7 +49,7 @@ async def open_backend(topology: Topology, node: StoreNode) -> DocumentStore:
         if node.backend == "mongodb" and node.mongodb is not None:
             from cqrs_flow.stores.mongodb import MongoStore
 
-            url = read_source(node.mongodb.url, topology.root, f"nodes.{node.name}.mongodb.url")
+            url = read_source(node.mongodb.url, topology, f"nodes.{node.name}.mongodb.url")
             return await MongoStore.open(
                 url, node.mongodb.database, node.collection, last_writer_wins=node.last_writer_wins
             )

@@ -6,7 +6,6 @@ Each check returns problems; nothing raises until every problem is known.
 
 from __future__ import annotations
 
-import os
 from collections import defaultdict
 from pathlib import Path
 
@@ -22,6 +21,13 @@ from cqrs_flow.topology.model import (
     TlsServer,
     Topology,
     WriterNode,
+)
+from cqrs_flow.topology.paths import (
+    MAX_PEM_BYTES,
+    MAX_SOURCE_BYTES,
+    file_problem,
+    path_problem,
+    root_problem,
 )
 from cqrs_flow.topology.problems import KeyPath, Problems, did_you_mean
 from cqrs_flow.topology.topics import matches
@@ -208,16 +214,6 @@ def _check_mqtt_clients(topology: Topology, report: Problems) -> None:
                 )
 
 
-def outside_project(relative: Path) -> str | None:
-    """Why a path in the topology may not be used, or None: paths are relative to the topology
-    file and stay inside its directory, so a topology cannot point a node at any file it likes."""
-    if relative.is_absolute():
-        return f"'{relative}' is an absolute path; write it relative to the topology file"
-    if ".." in relative.parts:
-        return f"'{relative}' leaves the topology's directory; keep the file inside it"
-    return None
-
-
 def grpc_endpoints(topology: Topology) -> list[tuple[KeyPath, Address, TlsServer | None, list]]:
     """Every gRPC endpoint: (key path of its settings, listen address, TLS, nodes wired to call it)."""
     endpoints: list[tuple[KeyPath, Address, TlsServer | None, list]] = []
@@ -236,13 +232,9 @@ def grpc_endpoints(topology: Topology) -> list[tuple[KeyPath, Address, TlsServer
 
 def _check_tls(topology: Topology, report: Problems) -> None:
     def check_file(path: KeyPath, relative: Path | None) -> None:
-        if relative is None:
-            return
-        problem = outside_project(relative)
+        problem = file_problem(topology, relative, MAX_PEM_BYTES) if relative else None
         if problem:
             report(path, problem)
-        elif not (topology.root / relative).is_file():
-            report(path, f"file not found: {relative} (paths are relative to the topology file)")
 
     for path, _, tls, callers in grpc_endpoints(topology):
         if tls is None:
@@ -301,61 +293,43 @@ def _listen_path(node, what: str) -> KeyPath:
     return ("nodes", node.name, "listen")
 
 
-# Proto and schema files beyond this are refused before anything reads them.
-MAX_INPUT_BYTES = 4 * 1024 * 1024
-
-
 def _check_files(topology: Topology, report: Problems) -> None:
-    files: list[tuple[KeyPath, str]] = [
-        (("proto", i), str(p)) for i, p in enumerate(topology.protos)
-    ]
+    """Every file and directory the topology names is inside the project (see paths.py); the
+    protos and schemas it reads at once are there, and small enough to read."""
+    problem = root_problem(topology)
+    if problem is not None:
+        report(("root",), problem)
+    files: list[tuple[KeyPath, Path]] = [(("proto", i), p) for i, p in enumerate(topology.protos)]
     files += [
-        (("nodes", g.name, "schema"), str(g.schema))
+        (("nodes", g.name, "schema"), g.schema)
         for g in topology.nodes_of(GatewayNode)
         if str(g.schema) not in ("", ".")
     ]
-    folders: list[tuple[KeyPath, str]] = [
-        (("plugin_path", i), str(p)) for i, p in enumerate(topology.plugin_path)
+    for path, relative in files:
+        problem = file_problem(topology, relative, MAX_SOURCE_BYTES)
+        if problem:
+            report(path, problem)
+    # Directories (created if missing) and secret files (read by the nodes that need them,
+    # perhaps on another host): only where they are is checked here.
+    elsewhere: list[tuple[KeyPath, Path]] = [
+        (("plugin_path", i), p) for i, p in enumerate(topology.plugin_path)
     ]
-    folders += [
-        (("nodes", n.name, "data"), str(n.data))
+    elsewhere += [
+        (("nodes", n.name, "data"), n.data)
         for n in topology.nodes.values()
         if isinstance(n, (StoreNode, GatewayNode)) and n.data
     ]
-    outside = {
-        path
-        for path, relative in files + folders
-        if _leaves_project(topology, path, relative, report)
-    }
-    for path, relative in files:
-        if path in outside:
-            continue
-        target = topology.root / relative
-        if not target.is_file():
-            report(path, f"file not found: {relative} (paths are relative to the topology file)")
-        elif target.stat().st_size > MAX_INPUT_BYTES:
-            report(
-                path,
-                f"{relative} is {target.stat().st_size} bytes; proto and schema files are at most "
-                f"{MAX_INPUT_BYTES}",
-            )
-
-
-def _leaves_project(topology: Topology, path: KeyPath, relative: str, report: Problems) -> bool:
-    """Whether a relative path leads out of the project (reported). Absolute paths are taken as
-    written: they say plainly where they go, and copies made by `relocate` use them."""
-    if Path(relative).is_absolute():
-        return False
-    project = topology.project_root
-    target = Path(os.path.normpath(topology.root / relative))
-    if target == project or project in target.parents:
-        return False
-    report(
-        path,
-        f"{relative} leads out of the project directory {project}; keep files inside it, "
-        f"or say where the project is with the top-level key 'root' (e.g. root: ..)",
-    )
-    return True
+    if topology.secret is not None and topology.secret.file is not None:
+        elsewhere.append((("secret", "file"), topology.secret.file))
+    elsewhere += [
+        (("nodes", s.name, "mongodb", "url", "file"), s.mongodb.url.file)
+        for s in topology.nodes_of(StoreNode)
+        if s.mongodb is not None and s.mongodb.url.file is not None
+    ]
+    for path, relative in elsewhere:
+        problem = path_problem(topology, relative)
+        if problem:
+            report(path, problem)
 
 
 def _check_data_directories(topology: Topology, report: Problems) -> None:

@@ -5,7 +5,6 @@ The model only describes; cqrs_flow.launcher runs it and cqrs_flow.nodes impleme
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -396,7 +395,7 @@ class Topology:
     status: str | None = None  # as written; see status_topic
     secret: SecretSource | None = None
     plugin_path: tuple[Path, ...] = (Path("."),)
-    project: Path = Path(".")  # as written (key `root`); relative paths may not lead out of it
+    project: Path = Path(".")  # key `root`, as written; see paths.project_directory
     ready_timeout: float = 30.0
     stop_timeout: float = 5.0
     located: LocatedData | None = field(default=None, compare=False, repr=False)
@@ -405,11 +404,6 @@ class Topology:
     def root(self) -> Path:
         """The directory relative paths in the topology are relative to."""
         return self.source.parent
-
-    @property
-    def project_root(self) -> Path:
-        """The directory that relative file paths may not lead out of (key `root`)."""
-        return Path(os.path.normpath(self.root / self.project))
 
     @property
     def status_topic(self) -> str:

@@ -23,6 +23,7 @@ from cqrs_flow.topology.model import (
     WriterNode,
     frozen_map,
 )
+from cqrs_flow.topology.paths import project_directory
 
 from ..helpers import line_of
 
@@ -340,9 +341,7 @@ def test_files_are_relative_to_the_topology_file(shipped_text, tmp_path):
 
 def test_a_directory_is_not_a_schema_file(edit, problems_of):
     problems = problems_of(edit(("schema: schema/contacts.graphql", "schema: schema")))
-    assert at(problems, "nodes.gateway.schema") == [
-        "file not found: schema (paths are relative to the topology file)"
-    ]
+    assert at(problems, "nodes.gateway.schema") == ["the file schema is not a regular file"]
 
 
 # -- hand-built topologies --------------------------------------------------------------------
@@ -408,7 +407,7 @@ def test_proto_and_plugin_paths_leading_out_are_refused(edit, problems_of):
 def test_root_widens_the_project(edit, parse, shipped):
     up = shipped.root.name
     text = edit(("proto: proto/contacts.proto", f"root: ..\nproto: ../{up}/proto/contacts.proto"))
-    assert parse(text).project_root == shipped.root.parent
+    assert project_directory(parse(text)) == shipped.root.parent.resolve()
 
 
 def test_oversized_schema_file_is_refused(make_project, tmp_path):
@@ -416,7 +415,7 @@ def test_oversized_schema_file_is_refused(make_project, tmp_path):
     schema = topology.parent / "schema" / "contacts.graphql"
     schema.write_text("# padding\n" * 500_000)
     with pytest.raises(
-        TopologyError, match=r"nodes.gateway.schema.*is 5000000 bytes; proto and schema files"
+        TopologyError, match=r"nodes.gateway.schema.*is 5000000 bytes; it may be at most 4194304"
     ):
         load_topology(topology)
 
