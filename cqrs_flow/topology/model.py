@@ -1,6 +1,8 @@
 """The topology model: immutable descriptions of a CQRS system's nodes and how they are wired.
 
 The model only describes; cqrs_flow.launcher runs it and cqrs_flow.nodes implement each kind.
+Its defaults are read from the spec table (spec.py), so a node built in code and one loaded
+from a file that leaves the same keys out are equal.
 """
 
 from __future__ import annotations
@@ -9,8 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
-from cqrs_flow.topology.spec import LIMITS, RATE
+from cqrs_flow.topology import spec
 from cqrs_flow.topology.yamlsource import LocatedData
 
 __all__ = [
@@ -36,6 +39,11 @@ __all__ = [
     "WriterNode",
     "frozen_map",
 ]
+
+
+def _default(section: spec.Section | dict[str, spec.Field], key: str) -> Any:
+    """The default of `key` in the spec table, the one place defaults are written."""
+    return (section.fields if isinstance(section, spec.Section) else section)[key].default
 
 
 def frozen_map(items: Mapping | None = None) -> Mapping:
@@ -91,7 +99,7 @@ class TlsServer:
     cert: Path
     key: Path
     ca: Path | None = None
-    client_auth: bool = False  # mutual TLS: callers present a certificate signed by `ca`
+    client_auth: bool = _default(spec.TLS, "client_auth")  # mutual TLS: callers show a certificate
     server_name: str | None = None  # the name callers expect in the certificate
 
 
@@ -132,8 +140,8 @@ class Mutation:
     arguments: Mapping[str, str] = field(default_factory=frozen_map)
     generate: Mapping[str, str] = field(default_factory=frozen_map)
     exists: str | None = None
-    message: str = "Queued"
-    not_found: str = "{entity} {id} not found"
+    message: str = _default(spec.MUTATION, "message")
+    not_found: str = _default(spec.MUTATION, "not_found")
 
 
 @dataclass(frozen=True)
@@ -161,7 +169,7 @@ class MongoSettings:
     """A store's MongoDB backend: where its connection URL is read, and the database to use."""
 
     url: SecretSource
-    database: str = "cqrs_flow"
+    database: str = _default(spec.MONGODB, "database")
 
 
 @dataclass(frozen=True)
@@ -170,8 +178,8 @@ class Node:
 
     name: str
     kind: str = ""
-    restart: str = "on-failure"  # never, on-failure or always
-    restart_limit: int = 5
+    restart: str = _default(spec.RESTART, "restart")  # never, on-failure or always
+    restart_limit: int = _default(spec.RESTART, "restart_limit")
 
     @property
     def dependencies(self) -> tuple[str, ...]:
@@ -209,9 +217,9 @@ class MqttTls:
 @dataclass(frozen=True)
 class BrokerNode(Node):
     kind: str = "broker"
-    listen: Address = Address("127.0.0.1", 1883)
+    listen: Address = Address(*_default(spec.BROKER, "listen"))
     url: str | None = None  # an external broker; `listen` is then unused
-    protocol: str = "3.1.1"
+    protocol: str = _default(spec.BROKER, "protocol")
     clients: Mapping[str, MqttClient] = field(default_factory=frozen_map)
     tls: MqttTls | None = None
 
@@ -250,12 +258,12 @@ class StoreNode(Node):
     kind: str = "store"
     document: str = ""
     collection: str = ""
-    key: str = "id"
+    key: str = _default(spec.STORE, "key")
     timestamp: str | None = None
-    list_limit: int = 1000
+    list_limit: int = _default(spec.STORE, "list_limit")
     data: Path | None = None  # directory of the durable store, relative to the topology file
-    last_writer_wins: bool = False
-    backend: str = "embedded"  # or "mongodb"
+    last_writer_wins: bool = _default(spec.STORE, "last_writer_wins")
+    backend: str = _default(spec.STORE, "backend")  # or "mongodb"
     mongodb: MongoSettings | None = None  # with backend "mongodb"
     write: Service = Service("", Address("127.0.0.1", 50051))
     read: Service = Service("", Address("127.0.0.1", 50052))
@@ -295,11 +303,11 @@ class WriterNode(Node):
     store: Endpoint = Endpoint("store", "write")
     commands: tuple[str, ...] = ()  # by name
     topics: tuple[str, ...] = ()  # topic filters selecting commands by their topic
-    delay: float = 0.0
+    delay: float = _default(spec.WRITER, "delay")
     dead_letter: str | None = None
-    attempts: int = 5
-    payload_bytes: int = 1024 * 1024
-    replicas: int = 1
+    attempts: int = _default(spec.WRITER, "attempts")
+    payload_bytes: int = _default(spec.WRITER, "payload_bytes")
+    replicas: int = _default(spec.WRITER, "replicas")
     group: str | None = None  # writers sharing their subscriptions (see share_group)
     plugins: tuple[PluginRef, ...] = ()
     client_tls: TlsClient | None = None
@@ -310,14 +318,10 @@ class WriterNode(Node):
 
     @property
     def share_group(self) -> str | None:
-        """The MQTT shared-subscription group it consumes in, or None (a subscription of its own)."""
+        """The MQTT shared-subscription group it consumes in; None: a subscription of its own."""
         if self.group:
             return self.group
         return self.name if self.replicas > 1 else None
-
-
-def _limit(key: str):
-    return LIMITS.fields[key].default  # the defaults live in the spec table
 
 
 @dataclass(frozen=True)
@@ -325,46 +329,46 @@ class Rate:
     """A request rate per caller (topology key `limits.rate`): `requests` per `per` seconds."""
 
     requests: int
-    per: float = RATE.fields["per"].default
+    per: float = _default(spec.RATE, "per")
 
 
 @dataclass(frozen=True)
 class Limits:
     """What one request to a gateway may ask for (topology key `limits`)."""
 
-    body_bytes: int = _limit("body_bytes")
-    tokens: int = _limit("tokens")
-    depth: int = _limit("depth")
-    fields: int = _limit("fields")
-    aliases: int = _limit("aliases")
+    body_bytes: int = _default(spec.LIMITS, "body_bytes")
+    tokens: int = _default(spec.LIMITS, "tokens")
+    depth: int = _default(spec.LIMITS, "depth")
+    fields: int = _default(spec.LIMITS, "fields")
+    aliases: int = _default(spec.LIMITS, "aliases")
     list_count: int | None = None  # None: see Topology.list_count
-    list_length: int = _limit("list_length")
-    string_length: int = _limit("string_length")
-    in_flight: int = _limit("in_flight")
-    websockets: int = _limit("websockets")
-    cost: int = _limit("cost")
-    timeout: float = _limit("timeout")
-    response_bytes: int = _limit("response_bytes")
-    per_caller_in_flight: int = _limit("per_caller_in_flight")
+    list_length: int = _default(spec.LIMITS, "list_length")
+    string_length: int = _default(spec.LIMITS, "string_length")
+    in_flight: int = _default(spec.LIMITS, "in_flight")
+    websockets: int = _default(spec.LIMITS, "websockets")
+    cost: int = _default(spec.LIMITS, "cost")
+    timeout: float = _default(spec.LIMITS, "timeout")
+    response_bytes: int = _default(spec.LIMITS, "response_bytes")
+    per_caller_in_flight: int = _default(spec.LIMITS, "per_caller_in_flight")
     rate: Rate | None = None  # None: no rate limit
 
 
 @dataclass(frozen=True)
 class GatewayNode(Node):
     kind: str = "gateway"
-    listen: Address = Address("127.0.0.1", 8080)
+    listen: Address = Address(*_default(spec.GATEWAY, "listen"))
     schema: Path = Path("schema.graphql")
     broker: str = "broker"
     reader: str = "reader"
     queries: Mapping[str, Query] = field(default_factory=frozen_map)
     mutations: Mapping[str, Mutation] = field(default_factory=frozen_map)
-    playground: bool = True
+    playground: bool = _default(spec.GATEWAY, "playground")
     data: Path | None = None  # directory of the outbox journal, relative to the topology file
-    introspection: bool = True
+    introspection: bool = _default(spec.GATEWAY, "introspection")
     limits: Limits = field(default_factory=Limits)
     cors_origins: tuple[str, ...] = ()  # none: browsers on other origins may not call the gateway
     trusted_proxies: tuple[str, ...] = ()  # networks whose X-Forwarded-For names the caller
-    reader_timeout: float = 5.0
+    reader_timeout: float = _default(spec.GATEWAY, "reader_timeout")
     redeliver_after: float | None = None  # None: see Topology.redeliver_after
     plugins: tuple[PluginRef, ...] = ()
     client_tls: TlsClient | None = None
@@ -391,13 +395,13 @@ class Topology:
     protos: tuple[Path, ...]
     commands: Mapping[str, Command]
     nodes: Mapping[str, Node]
-    command_id: str = "command_id"
+    command_id: str = _default(spec.TOPOLOGY, "command_id")
     status: str | None = None  # as written; see status_topic
     secret: SecretSource | None = None
-    plugin_path: tuple[Path, ...] = (Path("."),)
-    project: Path = Path(".")  # key `root`, as written; see paths.project_directory
-    ready_timeout: float = 30.0
-    stop_timeout: float = 5.0
+    plugin_path: tuple[Path, ...] = tuple(map(Path, _default(spec.TOPOLOGY, "plugin_path")))
+    project: Path = Path(_default(spec.TOPOLOGY, "root"))  # key `root`; see paths.py
+    ready_timeout: float = _default(spec.TOPOLOGY, "ready_timeout")
+    stop_timeout: float = _default(spec.TOPOLOGY, "stop_timeout")
     located: LocatedData | None = field(default=None, compare=False, repr=False)
 
     @property
@@ -430,7 +434,7 @@ class Topology:
         return store.list_limit if isinstance(store, StoreNode) else StoreNode.list_limit
 
     def commands_of(self, writer: WriterNode) -> list[str]:
-        """The commands a writer applies: named ones, and those whose topic one of its filters matches."""
+        """The commands a writer applies: those it names, and those its topic filters match."""
         from cqrs_flow.topology.topics import matches
 
         return [
