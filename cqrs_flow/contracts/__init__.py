@@ -13,13 +13,13 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 from cqrs_flow.plugins import Plugin, PluginError, load_plugin_class
 from cqrs_flow.protobuf.messages import is_repeated
-from cqrs_flow.topology.model import Topology
+from cqrs_flow.topology.model import Node, Topology
 from cqrs_flow.topology.problems import Problems
 
 __all__ = ["command_id_misfit", "one_string", "plugin_classes", "proto_type"]
 
 
-def plugin_classes(topology: Topology, node, report: Problems) -> list[type[Plugin]]:
+def plugin_classes(topology: Topology, node: Node, report: Problems) -> list[type[Plugin]]:
     """The plugin classes a node names, each that cannot be loaded reported at its entry."""
     classes = []
     for i, ref in enumerate(getattr(node, "plugins", ())):

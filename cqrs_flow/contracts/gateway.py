@@ -6,6 +6,7 @@ from __future__ import annotations
 import string
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import cast
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
@@ -112,12 +113,9 @@ def _input_misfits(
         if not _GRAPHQL_TO_PROTO[base](field):
             yield f"{base} cannot fill {field.full_name} ({proto_type(field)})"
     elif base in schema.enums:
-        if field.type == FieldDescriptor.TYPE_ENUM:
-            missing = [
-                v
-                for v in schema.enum_values.get(base, ())
-                if v not in field.enum_type.values_by_name
-            ]
+        if field.enum_type is not None:
+            known = field.enum_type.values_by_name
+            missing = [v for v in schema.enum_values.get(base, ()) if v not in known]
             if missing:
                 lacking = field.enum_type.full_name
                 yield f"enum {base} has {', '.join(missing)}, which {lacking} lacks"
@@ -165,7 +163,7 @@ def _result_misfits(
             else:
                 yield from _result_misfits(ref.base, field.message_type, schema, seen | {type_name})
         elif ref.base in schema.enums:
-            if field.type == FieldDescriptor.TYPE_ENUM:
+            if field.enum_type is not None:
                 missing = [
                     v.name
                     for v in field.enum_type.values
@@ -382,7 +380,8 @@ def gateway_plan(
         )
         if planned is None:
             continue
-        request = planned.request.DESCRIPTOR
+        # protobuf's stubs give DESCRIPTOR as either implementation's class; both are this API
+        request = cast(Descriptor, planned.request.DESCRIPTOR)
         arguments = _map_arguments(
             sdl_field, request, dict(mutation.arguments), report, path, schema
         )

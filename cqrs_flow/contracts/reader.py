@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from cqrs_flow.contracts import plugin_classes
 from cqrs_flow.errors import ProtoError
+from cqrs_flow.plugins import ReaderPlugin
 from cqrs_flow.protobuf.compiler import ProtoSet
 from cqrs_flow.topology.model import ReaderNode, StoreNode, Topology
 from cqrs_flow.topology.problems import Problems
@@ -35,7 +36,9 @@ def reader_plan(
             report(base + ("rpcs", rpc), f"{reader.service} has no RPC '{rpc}'")
     plan: dict[str, str | None] = {}
     for rpc, method in service.methods_by_name.items():
-        if rpc not in reader.rpcs and any(p.serves(rpc) for p in plugins):
+        if rpc not in reader.rpcs and any(
+            issubclass(p, ReaderPlugin) and p.serves(rpc) for p in plugins
+        ):
             plan[rpc] = None
             continue
         target = reader.rpcs.get(rpc, rpc)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 __all__ = ["Schema", "SchemaField", "TypeRef", "parse_schema"]
 
@@ -64,7 +65,7 @@ class Schema:
         )
 
 
-def _type_ref(node) -> TypeRef:
+def _type_ref(node: Any) -> TypeRef:  # a node of tartiflette's parser
     kind = type(node).__name__
     if kind == "NonNullTypeNode":
         inner = _type_ref(node.type)
@@ -102,9 +103,9 @@ def parse_schema(text: str) -> Schema:
     has_schema_definition = any(
         type(d).__name__ == "SchemaDefinitionNode" for d in document.definitions
     )
-    objects: dict[str, object] = {}
-    inputs: dict[str, list] = {}
-    enums: dict[str, list] = {}
+    objects: dict[str, list[Any]] = {}
+    inputs: dict[str, list[Any]] = {}
+    enums: dict[str, list[Any]] = {}
     for definition in document.definitions:
         kind = type(definition).__name__
         if kind == "SchemaDefinitionNode":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 from cqrs_flow.errors import Problem
 from cqrs_flow.topology.graph import find_cycle
@@ -16,6 +17,7 @@ from cqrs_flow.topology.model import (
     BrokerNode,
     Endpoint,
     GatewayNode,
+    Node,
     ReaderNode,
     StoreNode,
     TlsServer,
@@ -110,7 +112,7 @@ def _check_references(topology: Topology, report: Problems) -> None:
             )
 
 
-def _raw(topology: Topology, node: str) -> dict:
+def _raw(topology: Topology, node: str) -> dict[str, Any]:
     """The node's mapping as written in the file (to tell a written key from a default)."""
     data = topology.located.data if topology.located else {}
     raw = (
@@ -125,11 +127,12 @@ def _check_commands(topology: Topology, report: Problems) -> None:
     published: dict[str, list[str]] = defaultdict(list)
     for gateway in topology.nodes_of(GatewayNode):
         for field, mutation in gateway.mutations.items():
-            path = ("nodes", gateway.name, "mutations", field, "command")
+            path: KeyPath = ("nodes", gateway.name, "mutations", field, "command")
             if mutation.command not in topology.commands:
                 report(
                     path,
-                    f"no command named '{mutation.command}'{did_you_mean(mutation.command, topology.commands)}",
+                    "no command named "
+                    f"'{mutation.command}'{did_you_mean(mutation.command, topology.commands)}",
                 )
             published[mutation.command].append(gateway.name)
     consumed: dict[str, list[str]] = defaultdict(list)
@@ -140,21 +143,22 @@ def _check_commands(topology: Topology, report: Problems) -> None:
                 "a writer needs 'commands' (names) or 'topics' (filters) "
                 "saying which commands it applies",
             )
-        for i, command in enumerate(writer.commands):
-            if command not in topology.commands:
+        for i, named in enumerate(writer.commands):
+            if named not in topology.commands:
                 report(
                     ("nodes", writer.name, "commands", i),
-                    f"no command named '{command}'{did_you_mean(command, topology.commands)}",
+                    f"no command named '{named}'{did_you_mean(named, topology.commands)}",
                 )
         for i, topic_filter in enumerate(writer.topics):
             if not any(matches(topic_filter, c.topic) for c in topology.commands.values()):
                 topics = ", ".join(sorted(c.topic for c in topology.commands.values()))
                 report(
                     ("nodes", writer.name, "topics", i),
-                    f"filter '{topic_filter}' matches no command topic (topics: {topics or 'none'})",
+                    f"filter '{topic_filter}' matches no command topic (topics: "
+                    f"{topics or 'none'})",
                 )
-        for command in topology.commands_of(writer):
-            consumed[command].append(writer.name)
+        for applied in topology.commands_of(writer):
+            consumed[applied].append(writer.name)
 
     by_topic: dict[str, list[str]] = defaultdict(list)
     for name, command in topology.commands.items():
@@ -172,7 +176,7 @@ def _check_commands(topology: Topology, report: Problems) -> None:
                 f"topic '{command.topic}' is published by no gateway mutation: "
                 f"{', '.join(consumed[name]) or 'nothing'} would wait for commands that never come",
             )
-    reserved = {topology.status_topic: ("status_topic",)}
+    reserved: dict[str, KeyPath] = {topology.status_topic: ("status_topic",)}
     reserved.update(
         {
             w.dead_letter: ("nodes", w.name, "dead_letter")
@@ -192,13 +196,15 @@ def _check_commands(topology: Topology, report: Problems) -> None:
                 if matches(topic_filter, topic):
                     report(
                         ("nodes", writer.name, "topics", i),
-                        f"filter '{topic_filter}' also matches '{topic}', which carries no commands",
+                        f"filter '{topic_filter}' also matches '{topic}', which carries no "
+                        "commands",
                     )
     for topic, names in by_topic.items():
         if len(names) > 1:
             report(
                 ("commands", names[1], "topic"),
-                f"topic '{topic}' is used by commands {', '.join(names)}; each command needs its own topic",
+                f"topic '{topic}' is used by commands {', '.join(names)}; each command needs its "
+                "own topic",
             )
 
 
@@ -214,19 +220,29 @@ def _check_mqtt_clients(topology: Topology, report: Problems) -> None:
                 )
 
 
-def grpc_endpoints(topology: Topology) -> list[tuple[KeyPath, Address, TlsServer | None, list]]:
-    """Every gRPC endpoint: (key path of its settings, listen address, TLS, nodes wired to call it)."""
-    endpoints: list[tuple[KeyPath, Address, TlsServer | None, list]] = []
+GrpcCaller = ReaderNode | WriterNode | GatewayNode
+GrpcEndpoint = tuple[KeyPath, Address, TlsServer | None, list[GrpcCaller]]
+
+
+def grpc_endpoints(topology: Topology) -> list[GrpcEndpoint]:
+    """Every gRPC endpoint: (key path of its settings, listen address, TLS, nodes wired to
+    call it)."""
+    endpoints: list[GrpcEndpoint] = []
     for store in topology.nodes_of(StoreNode):
-        for side, caller_kind in (("write", WriterNode), ("read", ReaderNode)):
-            callers = [
-                n for n in topology.nodes_of(caller_kind) if n.store == Endpoint(store.name, side)
-            ]
+        writers: list[GrpcCaller] = [
+            n for n in topology.nodes_of(WriterNode) if n.store == Endpoint(store.name, "write")
+        ]
+        readers: list[GrpcCaller] = [
+            n for n in topology.nodes_of(ReaderNode) if n.store == Endpoint(store.name, "read")
+        ]
+        for side, callers in (("write", writers), ("read", readers)):
             service = store.service(side)
             endpoints.append((("nodes", store.name, side), service.listen, service.tls, callers))
     for reader in topology.nodes_of(ReaderNode):
-        callers = [g for g in topology.nodes_of(GatewayNode) if g.reader == reader.name]
-        endpoints.append((("nodes", reader.name), reader.listen, reader.tls, callers))
+        gateways: list[GrpcCaller] = [
+            g for g in topology.nodes_of(GatewayNode) if g.reader == reader.name
+        ]
+        endpoints.append((("nodes", reader.name), reader.listen, reader.tls, gateways))
     return endpoints
 
 
@@ -287,7 +303,7 @@ def _check_listeners(topology: Topology, report: Problems) -> None:
             seen.append((address, path, what))
 
 
-def _listen_path(node, what: str) -> KeyPath:
+def _listen_path(node: Node, what: str) -> KeyPath:
     if isinstance(node, StoreNode):
         return ("nodes", node.name, what.split()[0], "listen")
     return ("nodes", node.name, "listen")
@@ -389,20 +405,25 @@ def _check_writer_groups(topology: Topology, report: Problems) -> None:
         if isinstance(broker, BrokerNode) and not broker.external:
             report(
                 ("nodes", writer.name, key),
-                f"writers sharing their subscriptions need MQTT shared subscriptions, which the embedded "
-                f"broker (amqtt) does not have: point nodes.{broker.name}.url at a broker that has them "
+                "writers sharing their subscriptions need MQTT shared subscriptions, which the "
+                "embedded "
+                f"broker (amqtt) does not have: point nodes.{broker.name}.url at a broker that has "
+                "them "
                 f"(Mosquitto 1.6 or later, EMQX, HiveMQ), or run one writer",
             )
         store = topology.nodes.get(writer.store.node)
         if isinstance(store, StoreNode) and not store.last_writer_wins:
             report(
                 ("nodes", writer.name, key),
-                f"commands on one entity may reach the store through several writers at once, in any "
-                f"order: set nodes.{store.name}.last_writer_wins: true so that the newest command wins",
+                "commands on one entity may reach the store through several writers at once, in "
+                "any "
+                f"order: set nodes.{store.name}.last_writer_wins: true so that the newest command "
+                "wins",
             )
         other = brokers.setdefault(group, writer.broker)
         if other != writer.broker:
             report(
                 ("nodes", writer.name, "group"),
-                f"group '{group}' is shared with writers on broker '{other}': a group lives on one broker",
+                f"group '{group}' is shared with writers on broker '{other}': a group lives on one "
+                "broker",
             )

@@ -7,11 +7,12 @@ from a file that leaves the same keys out are equal.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 from cqrs_flow.topology import spec
 from cqrs_flow.topology.yamlsource import LocatedData
@@ -46,7 +47,7 @@ def _default(section: spec.Section | dict[str, spec.Field], key: str) -> Any:
     return (section.fields if isinstance(section, spec.Section) else section)[key].default
 
 
-def frozen_map(items: Mapping | None = None) -> Mapping:
+def frozen_map(items: Mapping[Any, Any] | None = None) -> Mapping[Any, Any]:
     """A read-only view of a copy of `items`, for use in frozen dataclasses."""
     return MappingProxyType(dict(items or {}))
 
@@ -117,7 +118,7 @@ class Service:
 
     name: str
     listen: Address
-    rpcs: Mapping[str, str] = field(default_factory=frozen_map)
+    rpcs: Mapping[str, str] = dataclasses.field(default_factory=frozen_map)
     tls: TlsServer | None = None
 
 
@@ -127,7 +128,7 @@ class Query:
 
     field: str
     rpc: str
-    arguments: Mapping[str, str] = field(default_factory=frozen_map)
+    arguments: Mapping[str, str] = dataclasses.field(default_factory=frozen_map)
     result: str | None = None
 
 
@@ -137,8 +138,8 @@ class Mutation:
 
     field: str
     command: str
-    arguments: Mapping[str, str] = field(default_factory=frozen_map)
-    generate: Mapping[str, str] = field(default_factory=frozen_map)
+    arguments: Mapping[str, str] = dataclasses.field(default_factory=frozen_map)
+    generate: Mapping[str, str] = dataclasses.field(default_factory=frozen_map)
     exists: str | None = None
     message: str = _default(spec.MUTATION, "message")
     not_found: str = _default(spec.MUTATION, "not_found")
@@ -149,7 +150,7 @@ class PluginRef:
     """A plugin a node uses: its class (dotted path or entry point name) and its settings."""
 
     use: str
-    config: Mapping[str, object] = field(default_factory=frozen_map)
+    config: Mapping[str, object] = dataclasses.field(default_factory=frozen_map)
 
 
 @dataclass(frozen=True)
@@ -220,7 +221,7 @@ class BrokerNode(Node):
     listen: Address = Address(*_default(spec.BROKER, "listen"))
     url: str | None = None  # an external broker; `listen` is then unused
     protocol: str = _default(spec.BROKER, "protocol")
-    clients: Mapping[str, MqttClient] = field(default_factory=frozen_map)
+    clients: Mapping[str, MqttClient] = dataclasses.field(default_factory=frozen_map)
     tls: MqttTls | None = None
 
     @property
@@ -282,7 +283,7 @@ class ReaderNode(Node):
     listen: Address = Address("127.0.0.1", 50053)
     service: str = ""
     store: Endpoint = Endpoint("store", "read")
-    rpcs: Mapping[str, str] = field(default_factory=frozen_map)
+    rpcs: Mapping[str, str] = dataclasses.field(default_factory=frozen_map)
     plugins: tuple[PluginRef, ...] = ()
     tls: TlsServer | None = None
     client_tls: TlsClient | None = None
@@ -360,12 +361,12 @@ class GatewayNode(Node):
     schema: Path = Path("schema.graphql")
     broker: str = "broker"
     reader: str = "reader"
-    queries: Mapping[str, Query] = field(default_factory=frozen_map)
-    mutations: Mapping[str, Mutation] = field(default_factory=frozen_map)
+    queries: Mapping[str, Query] = dataclasses.field(default_factory=frozen_map)
+    mutations: Mapping[str, Mutation] = dataclasses.field(default_factory=frozen_map)
     playground: bool = _default(spec.GATEWAY, "playground")
     data: Path | None = None  # directory of the outbox journal, relative to the topology file
     introspection: bool = _default(spec.GATEWAY, "introspection")
-    limits: Limits = field(default_factory=Limits)
+    limits: Limits = dataclasses.field(default_factory=Limits)
     cors_origins: tuple[str, ...] = ()  # none: browsers on other origins may not call the gateway
     trusted_proxies: tuple[str, ...] = ()  # networks whose X-Forwarded-For names the caller
     reader_timeout: float = _default(spec.GATEWAY, "reader_timeout")
@@ -386,6 +387,9 @@ class GatewayNode(Node):
         return f"http://{self.listen.target}/graphql"
 
 
+AnyNode = TypeVar("AnyNode", bound=Node)
+
+
 @dataclass(frozen=True)
 class Topology:
     """A whole CQRS system: its commands, its nodes and where its files are."""
@@ -402,7 +406,7 @@ class Topology:
     project: Path = Path(_default(spec.TOPOLOGY, "root"))  # key `root`; see paths.py
     ready_timeout: float = _default(spec.TOPOLOGY, "ready_timeout")
     stop_timeout: float = _default(spec.TOPOLOGY, "stop_timeout")
-    located: LocatedData | None = field(default=None, compare=False, repr=False)
+    located: LocatedData | None = dataclasses.field(default=None, compare=False, repr=False)
 
     @property
     def root(self) -> Path:
@@ -414,7 +418,8 @@ class Topology:
         """Where writers report what became of each command."""
         return self.status or f"{self.name}/status"
 
-    def nodes_of(self, kind: type) -> list:
+    def nodes_of(self, kind: type[AnyNode]) -> list[AnyNode]:
+        """The nodes of one kind (BrokerNode, StoreNode, ...), in the order they are written."""
         return [n for n in self.nodes.values() if isinstance(n, kind)]
 
     def redeliver_after(self, gateway: GatewayNode) -> float:
@@ -456,10 +461,13 @@ class Topology:
         node = self.nodes[node_name]
         callers: dict[str, set[str]] = {}
         if isinstance(node, StoreNode):
-            for side in ("write", "read"):
-                wanted = WriterNode if side == "write" else ReaderNode
+            sides: tuple[tuple[str, list[WriterNode] | list[ReaderNode]], ...] = (
+                ("write", self.nodes_of(WriterNode)),
+                ("read", self.nodes_of(ReaderNode)),
+            )
+            for side, wanted in sides:
                 callers[node.service(side).name] = {
-                    n.name for n in self.nodes_of(wanted) if n.store == Endpoint(node.name, side)
+                    n.name for n in wanted if n.store == Endpoint(node.name, side)
                 }
         elif isinstance(node, ReaderNode):
             callers[node.service] = {

@@ -63,7 +63,8 @@ def test_writer_wired_to_the_read_side_is_rejected(edit, problems_of):
         Problem(
             line_of(text, "store: store.read", occurrence=2),
             "nodes.writer.store",
-            "a writer may use only a store's write service, not 'store.read' (read/write segregation); "
+            "a writer may use only a store's write service, not 'store.read' (read/write "
+            "segregation); "
             "use 'store.write'",
         )
     ]
@@ -75,7 +76,8 @@ def test_reader_wired_to_the_write_side_is_rejected(edit, problems_of):
         Problem(
             line_of(text, "store: store.write"),
             "nodes.reader.store",
-            "a reader may use only a store's read service, not 'store.write' (read/write segregation); "
+            "a reader may use only a store's read service, not 'store.write' (read/write "
+            "segregation); "
             "use 'store.read'",
         )
     ]
@@ -186,8 +188,10 @@ def test_localhost_and_loopback_on_the_same_port_clash(edit, problems_of):
 
 def test_cycle_through_yaml_two_gateways(edit, problems_of):
     extra = (
-        "  gw2: {kind: gateway, listen: 8081, schema: schema/contacts.graphql, broker: broker, reader: gw3}\n"
-        "  gw3: {kind: gateway, listen: 8082, schema: schema/contacts.graphql, broker: broker, reader: gw2}\n"
+        "  gw2: {kind: gateway, listen: 8081, schema: schema/contacts.graphql, broker: broker, "
+        "reader: gw3}\n"
+        "  gw3: {kind: gateway, listen: 8082, schema: schema/contacts.graphql, broker: broker, "
+        "reader: gw2}\n"
     )
     text = edit(("nodes:\n", "nodes:\n" + extra))
     problems = problems_of(text)
@@ -266,7 +270,8 @@ def test_command_published_by_no_gateway(edit, problems_of):
         Problem(
             line_of(text, "purge_contact: {"),
             "commands.purge_contact",
-            "topic 'CONTACT/PURGE' is published by no gateway mutation: writer would wait for commands "
+            "topic 'CONTACT/PURGE' is published by no gateway mutation: writer would wait for "
+            "commands "
             "that never come",
         )
     ]
@@ -278,7 +283,8 @@ def test_two_commands_on_the_same_topic(edit, problems_of):
         Problem(
             line_of(text, "delete_contact: {"),
             "commands.delete_contact.topic",
-            "topic 'CONTACT/UPDATE' is used by commands update_contact, delete_contact; each command needs its own topic",
+            "topic 'CONTACT/UPDATE' is used by commands update_contact, delete_contact; each "
+            "command needs its own topic",
         )
     ]
 
@@ -378,7 +384,8 @@ def test_two_nodes_may_not_share_a_data_directory(edit, problems_of):
         )
     )
     assert at(problems, "nodes.gateway.data") == [
-        "directory 'var/../var/store' is the data directory of node 'store' too; give each node its own"
+        "directory 'var/../var/store' is the data directory of node 'store' too; give each node "
+        "its own"
     ]
 
 
