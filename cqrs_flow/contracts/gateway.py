@@ -4,9 +4,9 @@ commands, with every argument and result checked against the protobuf fields it 
 from __future__ import annotations
 
 import string
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import cast
+from typing import TypeVar, cast
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
@@ -23,7 +23,7 @@ from cqrs_flow.protobuf.messages import (
     is_repeated,
     resolve_path,
 )
-from cqrs_flow.topology.model import GatewayNode, ReaderNode, StoreNode, Topology
+from cqrs_flow.topology.model import GatewayNode, Mutation, Query, ReaderNode, StoreNode, Topology
 from cqrs_flow.topology.paths import MAX_SOURCE_BYTES, read_project_file
 from cqrs_flow.topology.problems import KeyPath, Problems
 
@@ -295,15 +295,8 @@ def gateway_plan(
         return Call(rpc, protos.class_of(method.input_type), arguments)
 
     plan = GatewayPlan(schema)
-    for name, sdl_field in schema.queries.items():
-        query = gateway.queries.get(name)
-        if query is None:
-            report(
-                base + ("queries",),
-                f"Query.{name} in {gateway.schema} has no mapping; add "
-                f"'{name}: <reader RPC>' under queries",
-            )
-            continue
+    queries = _mapped(gateway, "queries", schema.queries, gateway.queries, report)
+    for name, sdl_field, query in queries:
         path = base + ("queries", name)
         mapped = call(query.rpc, sdl_field, dict(query.arguments), path + ("rpc",))
         if mapped is None:
@@ -347,19 +340,9 @@ def gateway_plan(
             if misfits:
                 continue
         plan.queries[name] = QueryPlan(name, mapped, result, sdl_field.returns.is_list)
-    for name in gateway.queries:
-        if name not in schema.queries:
-            report(base + ("queries", name), f"{gateway.schema} has no field Query.{name}")
 
-    for name, sdl_field in schema.mutations.items():
-        mutation = gateway.mutations.get(name)
-        if mutation is None:
-            report(
-                base + ("mutations",),
-                f"Mutation.{name} in {gateway.schema} has no mapping; add "
-                f"'{name}: <command>' under mutations",
-            )
-            continue
+    mutations = _mapped(gateway, "mutations", schema.mutations, gateway.mutations, report)
+    for name, sdl_field, mutation in mutations:
         path = base + ("mutations", name)
         missing = {"status", "message"} - set(schema.fields_of(sdl_field.returns.base))
         if missing:
@@ -414,7 +397,34 @@ def gateway_plan(
             mutation.not_found,
             entity,
         )
-    for name in gateway.mutations:
-        if name not in schema.mutations:
-            report(base + ("mutations", name), f"{gateway.schema} has no field Mutation.{name}")
     return plan
+
+
+_Mapping = TypeVar("_Mapping", Query, Mutation)
+
+
+def _mapped(
+    gateway: GatewayNode,
+    key: str,
+    fields: dict[str, SchemaField],
+    mappings: Mapping[str, _Mapping],
+    report: Problems,
+) -> Iterator[tuple[str, SchemaField, _Mapping]]:
+    """Each root field of the schema with its mapping under `key` (queries or mutations); a field
+    without a mapping, and then a mapping without a field, reported."""
+    root, target = ("Query", "<reader RPC>") if key == "queries" else ("Mutation", "<command>")
+    for name, sdl_field in fields.items():
+        mapping = mappings.get(name)
+        if mapping is not None:
+            yield name, sdl_field, mapping
+        else:
+            report(
+                ("nodes", gateway.name, key),
+                f"{root}.{name} in {gateway.schema} has no mapping; add "
+                f"'{name}: {target}' under {key}",
+            )
+    for name in mappings:
+        if name not in fields:
+            report(
+                ("nodes", gateway.name, key, name), f"{gateway.schema} has no field {root}.{name}"
+            )

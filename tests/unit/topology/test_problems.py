@@ -8,18 +8,7 @@ from cqrs_flow.errors import Problem, TopologyError
 from cqrs_flow.topology.problems import Problems, did_you_mean, format_path, suggest
 from cqrs_flow.topology.yamlsource import parse_yaml
 
-NESTED = """\
-name: demo
-nodes:
-  writer:
-    commands:
-      - add
-      - remove
-    delay: 3s
-list:
-  - a: 1
-    b: 2
-"""
+from .test_yamlsource import NESTED
 
 
 def test_line_of_an_unknown_path_is_that_of_its_nearest_ancestor():
