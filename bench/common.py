@@ -46,7 +46,7 @@ def prepare(
     overrides: dict[str, Any] | None = None,
     name: str = "topology.yaml",
 ) -> Path:
-    """Copy the topology `source` into `directory` with free ports and absolute paths.
+    """Copy the topology `source` into `directory` with free ports and its files beside it.
 
     `overrides` set keys by dotted path, e.g. {"nodes.writer.delay": "0s"}. The load generator
     is one caller standing for many clients: each gateway lets it have all of its places in

@@ -20,7 +20,7 @@ __all__ = ["main"]
 
 def _load_checked(path: str):
     """The topology and its compiled protos, with every problem between them reported at once."""
-    from cqrs_flow.contracts.plans import check_contracts
+    from cqrs_flow.contracts.check import check_contracts
     from cqrs_flow.protobuf.compiler import compile_protos
 
     topology = load_topology(path)

@@ -8,6 +8,7 @@ __all__ = [
     "CqrsFlowError",
     "NodeError",
     "Problem",
+    "ProjectFileError",
     "ProtoError",
     "StartError",
     "TopologyError",
@@ -43,6 +44,10 @@ class TopologyError(CqrsFlowError):
         count = len(self.problems)
         head = f"{source or 'topology'}: {count} problem{'s' if count != 1 else ''}"
         super().__init__("\n".join([head] + ["  " + p.format(source) for p in self.problems]))
+
+
+class ProjectFileError(CqrsFlowError):
+    """A file a topology names that may not be read (outside the project) or cannot be."""
 
 
 class ProtoError(CqrsFlowError):

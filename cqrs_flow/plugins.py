@@ -35,6 +35,7 @@ from google.protobuf.message import Message
 
 from cqrs_flow.errors import CqrsFlowError
 from cqrs_flow.topology.model import GatewayNode, Node, PluginRef, ReaderNode, Topology, WriterNode
+from cqrs_flow.topology.paths import project_path
 
 if TYPE_CHECKING:
     from cqrs_flow.protobuf.compiler import ProtoSet
@@ -136,7 +137,7 @@ _BASES: dict[type[Node], type[Plugin]] = {
 def load_plugin_class(ref: PluginRef, node: Node, topology: Topology) -> type[Plugin]:
     """Import the plugin class `ref.use` names for `node`; PluginError says what went wrong."""
     for directory in reversed(topology.plugin_path):
-        path = str((topology.root / directory).resolve())
+        path = str(project_path(topology, directory))  # checked when the topology loaded
         if path not in sys.path:
             sys.path.insert(0, path)
     target = _import(ref.use)

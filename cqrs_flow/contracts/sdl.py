@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from typing import Any
 
 __all__ = ["Schema", "SchemaField", "TypeRef", "parse_schema"]
 
@@ -63,7 +65,7 @@ class Schema:
         )
 
 
-def _type_ref(node) -> TypeRef:
+def _type_ref(node: Any) -> TypeRef:  # a node of tartiflette's parser
     kind = type(node).__name__
     if kind == "NonNullTypeNode":
         inner = _type_ref(node.type)
@@ -74,21 +76,36 @@ def _type_ref(node) -> TypeRef:
     return TypeRef(node.name.value, False, node.name.value)
 
 
+def _where(exc: Exception) -> str:
+    """' at line L, column C' of a parser error, or '' (its message quotes the text: not used)."""
+    line, column = getattr(exc, "line", None), getattr(exc, "column", None)
+    if not isinstance(line, int):
+        found = re.search(r"line (\d+), column (\d+)", str(exc))
+        if found is None:
+            return ""
+        line, column = int(found.group(1)), int(found.group(2))
+    return f" at line {line}" + (f", column {column}" if isinstance(column, int) else "")
+
+
 def parse_schema(text: str) -> Schema:
-    """Parse SDL text; ValueError with the parser's message (and line) when it is not valid."""
+    """Parse SDL text; ValueError with the line and column where it is not valid.
+
+    The error never quotes the text: a file named as the schema by mistake (a secret, a key)
+    must not end up in logs.
+    """
     from tartiflette.language.parsers.lark import parse_to_document
 
     try:
         document = parse_to_document(text)
-    except Exception as exc:  # the parser raises its own exception types, all with a clear message
-        raise ValueError(f"not valid GraphQL SDL: {exc}") from None
+    except Exception as exc:  # the parser raises its own exception types
+        raise ValueError(f"not valid GraphQL SDL{_where(exc)}") from None
     roots = {"query": "Query", "mutation": "Mutation"}
     has_schema_definition = any(
         type(d).__name__ == "SchemaDefinitionNode" for d in document.definitions
     )
-    objects: dict[str, object] = {}
-    inputs: dict[str, list] = {}
-    enums: dict[str, list] = {}
+    objects: dict[str, list[Any]] = {}
+    inputs: dict[str, list[Any]] = {}
+    enums: dict[str, list[Any]] = {}
     for definition in document.definitions:
         kind = type(definition).__name__
         if kind == "SchemaDefinitionNode":

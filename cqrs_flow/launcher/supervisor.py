@@ -13,7 +13,6 @@ nobody here depends on are left alone.
 from __future__ import annotations
 
 import asyncio
-import difflib
 import os
 import signal
 import sys
@@ -31,6 +30,7 @@ from cqrs_flow.security.tokens import ENV_SECRET, launch_environment, new_secret
 from cqrs_flow.topology.access import mqtt_access
 from cqrs_flow.topology.graph import needed_by, sorter
 from cqrs_flow.topology.model import BrokerNode, GatewayNode, Node, Topology, WriterNode
+from cqrs_flow.topology.problems import suggest
 
 __all__ = ["Launcher"]
 
@@ -79,9 +79,9 @@ class Launcher:
         unknown = self.local - set(topology.nodes)
         if unknown:
             hints = [
-                f"did you mean '{m[0]}'?"
+                f"did you mean '{m}'?"
                 for u in sorted(unknown)
-                if (m := difflib.get_close_matches(u, topology.nodes, n=1))
+                if (m := suggest(u, topology.nodes)) is not None
             ]
             raise CqrsFlowError(
                 f"no node {', '.join(map(repr, sorted(unknown)))} in {topology.source}"

@@ -14,7 +14,7 @@ import grpc
 from google.protobuf.message import Message
 
 from cqrs_flow.contracts.operations import BoundOperation
-from cqrs_flow.contracts.plans import Report, store_plan
+from cqrs_flow.contracts.store import store_plan
 from cqrs_flow.errors import NodeError, TopologyError
 from cqrs_flow.nodes.runtime import STOP_GRACE, NodeService
 from cqrs_flow.security.sources import read_source
@@ -31,6 +31,7 @@ from cqrs_flow.stores import (
 from cqrs_flow.stores.applied import AppliedCommands
 from cqrs_flow.stores.operations import InvalidRequest, Stale, apply_operation, command_id_of
 from cqrs_flow.topology.model import StoreNode, TlsServer, Topology
+from cqrs_flow.topology.problems import Problems
 from cqrs_flow.transport.rpc import Handler, service_handler, start_server
 from cqrs_flow.transport.tls import server_credentials
 
@@ -44,7 +45,7 @@ async def open_backend(topology: Topology, node: StoreNode) -> DocumentStore:
         if node.backend == "mongodb" and node.mongodb is not None:
             from cqrs_flow.stores.mongodb import MongoStore
 
-            url = read_source(node.mongodb.url, topology.root, f"nodes.{node.name}.mongodb.url")
+            url = read_source(node.mongodb.url, topology, f"nodes.{node.name}.mongodb.url")
             return await MongoStore.open(
                 url, node.mongodb.database, node.collection, last_writer_wins=node.last_writer_wins
             )
@@ -67,7 +68,7 @@ class StoreService(NodeService):
     node: StoreNode
 
     async def setup(self) -> None:
-        report = Report(self.topology)
+        report = Problems(self.topology.located)
         plan = store_plan(self.topology, self.node, self.protos, report)
         if report.problems:
             raise TopologyError(report.problems, str(self.topology.source))

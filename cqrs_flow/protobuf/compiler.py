@@ -6,13 +6,11 @@ protos, so it runs once per change of a .proto file; every node loads the same c
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +24,7 @@ from google.protobuf.descriptor import (
 from google.protobuf.message import Message
 
 from cqrs_flow.errors import ProtoError
+from cqrs_flow.topology.problems import did_you_mean
 
 __all__ = ["ProtoSet", "cache_dir", "compile_protos"]
 
@@ -59,7 +58,7 @@ class ProtoSet:
             return self.pool.FindMessageTypeByName(name)
         except KeyError:
             raise ProtoError(
-                f"no message '{name}' in the protos{self._hint(name, self._message_names())}"
+                f"no message '{name}' in the protos{did_you_mean(name, self._message_names())}"
             ) from None
 
     def message_class(self, name: str) -> type[Message]:
@@ -75,14 +74,14 @@ class ProtoSet:
             return self.pool.FindServiceByName(name)
         except KeyError:
             raise ProtoError(
-                f"no service '{name}' in the protos{self._hint(name, self._service_names())}"
+                f"no service '{name}' in the protos{did_you_mean(name, self._service_names())}"
             ) from None
 
     def method(self, service: str, rpc: str) -> MethodDescriptor:
         found = self.service(service).methods_by_name.get(rpc)
         if found is None:
             names = self.service(service).methods_by_name
-            raise ProtoError(f"service '{service}' has no RPC '{rpc}'{self._hint(rpc, names)}")
+            raise ProtoError(f"service '{service}' has no RPC '{rpc}'{did_you_mean(rpc, names)}")
         return found
 
     def _files(self) -> list[FileDescriptor]:
@@ -101,11 +100,6 @@ class ProtoSet:
 
     def _service_names(self) -> list[str]:
         return [s.full_name for f in self._files() for s in f.services_by_name.values()]
-
-    @staticmethod
-    def _hint(name: str, choices: Iterable[str]) -> str:
-        matches = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
-        return f"; did you mean '{matches[0]}'?" if matches else ""
 
 
 def compile_protos(files: list[Path], root: Path, cache: Path | None = None) -> ProtoSet:

@@ -7,13 +7,14 @@ input raises ScaffoldError with a message meant for the user.
 
 from __future__ import annotations
 
-import difflib
 import keyword
 import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from cqrs_flow.topology.problems import suggest
 
 __all__ = [
     "DEFAULT_PORT_BASE",
@@ -180,8 +181,8 @@ def parse_field(text: str, entity: str = "") -> Field:
     by_lower = {t.lower(): t for t in TYPES}
     base = by_lower.get(match.group(2).lower())
     if base is None:
-        close = difflib.get_close_matches(match.group(2).lower(), list(by_lower), n=1, cutoff=0.5)
-        hint = f"; did you mean {by_lower[close[0]]}?" if close else ""
+        close = suggest(match.group(2).lower(), by_lower, cutoff=0.5)
+        hint = f"; did you mean {by_lower[close]}?" if close else ""
         raise ScaffoldError(
             f"unknown type {match.group(2)!r} of field {name!r}{where}{hint} "
             f"(types: {_type_list()}, or a list of one such as [String])"

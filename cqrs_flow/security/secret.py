@@ -28,7 +28,7 @@ def read_secret(topology: Topology, env: Mapping[str, str] = os.environ) -> str 
     source = SecretSource(env=ENV_SECRET) if env.get(ENV_SECRET) else topology.secret
     if source is None:
         return None
-    return _strong(read_source(source, topology.root, "secret", env), source)
+    return _strong(read_source(source, topology, "secret", env), source)
 
 
 def _strong(value: str, source: SecretSource) -> str:

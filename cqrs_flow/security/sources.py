@@ -1,7 +1,8 @@
 """Secrets the topology points at but never holds: `{env: NAME}` or `{file: path}`.
 
 A connection URL may carry a password, so a topology names where to read it (an environment
-variable, or a file relative to the topology file) and the node reads it when it starts. The
+variable, or a file in the project, relative to the topology file, read by
+topology/paths.py) and the node reads it when it starts. The
 value is never logged or printed. One function reads every such source, so that each key that
 needs a secret reads it the same way.
 """
@@ -10,10 +11,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from pathlib import Path
 
-from cqrs_flow.errors import NodeError
-from cqrs_flow.topology.model import SecretSource
+from cqrs_flow.errors import NodeError, ProjectFileError
+from cqrs_flow.topology.model import SecretSource, Topology
+from cqrs_flow.topology.paths import read_project_file
 
 __all__ = ["MAX_SECRET_BYTES", "read_source"]
 
@@ -21,7 +22,7 @@ MAX_SECRET_BYTES = 4096
 
 
 def read_source(
-    source: SecretSource, root: Path, key: str, env: Mapping[str, str] = os.environ
+    source: SecretSource, topology: Topology, key: str, env: Mapping[str, str] = os.environ
 ) -> str:
     """The secret `source` names, read now; `key` is the topology key that named it (for errors).
 
@@ -38,21 +39,13 @@ def read_source(
         return value
     if source.file is None:
         raise NodeError(f"{key} names no source; write {{env: NAME}} or {{file: path}}")
-    path = root / source.file
     try:
-        with open(path, "rb") as handle:
-            raw = handle.read(MAX_SECRET_BYTES + 1)
-    except OSError as exc:
+        raw = read_project_file(topology, source.file, MAX_SECRET_BYTES, "secret file")
+    except ProjectFileError as exc:
         raise NodeError(
-            f"cannot read {key} from the file {source.file} (relative to the topology "
-            f"file): {exc.strerror or exc}; create it, readable by the node's user only "
-            f"(chmod 600), holding just the value"
+            f"cannot read {key} from the file {source.file}: {exc}; create it inside the "
+            "project, readable by the node's user only (chmod 600), holding just the value"
         ) from None
-    if len(raw) > MAX_SECRET_BYTES:
-        raise NodeError(
-            f"the file {source.file} ({key}) is longer than {MAX_SECRET_BYTES} bytes; "
-            "it should hold just the value"
-        )
     value = raw.decode("utf-8", "replace").strip()
     if not value:
         raise NodeError(f"the file {source.file} ({key}) is empty; put the value in it")

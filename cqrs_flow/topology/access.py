@@ -20,7 +20,7 @@ __all__ = ["MqttAccess", "covers", "mqtt_access", "shared", "writer_subscription
 def covers(allowed: str, requested: str) -> bool:
     """Whether every topic the filter `requested` matches is matched by the filter `allowed`.
 
-    A topic name is covered by any filter matching it; 'a/+' covers 'a/b' and 'a/+' but not 'a/#'."""
+    A topic name is covered by any filter matching it; 'a/+' covers 'a/b' and 'a/+', not 'a/#'."""
     wanted, granted = requested.split("/"), allowed.split("/")
     for i, part in enumerate(granted):
         if part == "#":

@@ -6,11 +6,9 @@ Each check returns problems; nothing raises until every problem is known.
 
 from __future__ import annotations
 
-import difflib
-import os
 from collections import defaultdict
-from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from cqrs_flow.errors import Problem
 from cqrs_flow.topology.graph import find_cycle
@@ -19,14 +17,22 @@ from cqrs_flow.topology.model import (
     BrokerNode,
     Endpoint,
     GatewayNode,
+    Node,
     ReaderNode,
     StoreNode,
     TlsServer,
     Topology,
     WriterNode,
 )
+from cqrs_flow.topology.paths import (
+    MAX_PEM_BYTES,
+    MAX_SOURCE_BYTES,
+    file_problem,
+    path_problem,
+    root_problem,
+)
+from cqrs_flow.topology.problems import KeyPath, Problems, did_you_mean
 from cqrs_flow.topology.topics import matches
-from cqrs_flow.topology.yamlsource import KeyPath, LocatedData
 
 __all__ = ["check_wiring"]
 
@@ -35,7 +41,7 @@ _LOOPBACK_NAMES = {"localhost": "127.0.0.1", "ip6-localhost": "::1"}
 
 
 def check_wiring(topology: Topology) -> list[Problem]:
-    report = _Reporter(topology.located or LocatedData({}))
+    report = Problems(topology.located)
     if not topology.nodes and "nodes" in (topology.located.data if topology.located else {}):
         report(
             ("nodes",),
@@ -57,23 +63,14 @@ def check_wiring(topology: Topology) -> list[Problem]:
     return report.problems
 
 
-class _Reporter:
-    def __init__(self, located: LocatedData) -> None:
-        self.located = located
-        self.problems: list[Problem] = []
-
-    def __call__(self, path: KeyPath, message: str) -> None:
-        self.problems.append(self.located.problem(path, message))
-
-
-def _check_references(topology: Topology, report: _Reporter) -> None:
+def _check_references(topology: Topology, report: Problems) -> None:
     def ref(node: str, key: str, target: str, kind: type, what: str) -> None:
         path = ("nodes", node, key)
         if not target:
             return  # missing or malformed, reported by the spec checker
         found = topology.nodes.get(target)
         if found is None:
-            report(path, f"no node named '{target}'{_hint(target, topology.nodes)}")
+            report(path, f"no node named '{target}'{did_you_mean(target, topology.nodes)}")
         elif found.kind and not isinstance(found, kind):  # no kind: its own problem is reported
             report(path, f"'{target}' is a {found.kind} node; expected {what}")
 
@@ -115,7 +112,7 @@ def _check_references(topology: Topology, report: _Reporter) -> None:
             )
 
 
-def _raw(topology: Topology, node: str) -> dict:
+def _raw(topology: Topology, node: str) -> dict[str, Any]:
     """The node's mapping as written in the file (to tell a written key from a default)."""
     data = topology.located.data if topology.located else {}
     raw = (
@@ -126,15 +123,16 @@ def _raw(topology: Topology, node: str) -> dict:
     return raw if isinstance(raw, dict) else {}
 
 
-def _check_commands(topology: Topology, report: _Reporter) -> None:
+def _check_commands(topology: Topology, report: Problems) -> None:
     published: dict[str, list[str]] = defaultdict(list)
     for gateway in topology.nodes_of(GatewayNode):
         for field, mutation in gateway.mutations.items():
-            path = ("nodes", gateway.name, "mutations", field, "command")
+            path: KeyPath = ("nodes", gateway.name, "mutations", field, "command")
             if mutation.command not in topology.commands:
                 report(
                     path,
-                    f"no command named '{mutation.command}'{_hint(mutation.command, topology.commands)}",
+                    "no command named "
+                    f"'{mutation.command}'{did_you_mean(mutation.command, topology.commands)}",
                 )
             published[mutation.command].append(gateway.name)
     consumed: dict[str, list[str]] = defaultdict(list)
@@ -145,21 +143,22 @@ def _check_commands(topology: Topology, report: _Reporter) -> None:
                 "a writer needs 'commands' (names) or 'topics' (filters) "
                 "saying which commands it applies",
             )
-        for i, command in enumerate(writer.commands):
-            if command not in topology.commands:
+        for i, named in enumerate(writer.commands):
+            if named not in topology.commands:
                 report(
                     ("nodes", writer.name, "commands", i),
-                    f"no command named '{command}'{_hint(command, topology.commands)}",
+                    f"no command named '{named}'{did_you_mean(named, topology.commands)}",
                 )
         for i, topic_filter in enumerate(writer.topics):
             if not any(matches(topic_filter, c.topic) for c in topology.commands.values()):
                 topics = ", ".join(sorted(c.topic for c in topology.commands.values()))
                 report(
                     ("nodes", writer.name, "topics", i),
-                    f"filter '{topic_filter}' matches no command topic (topics: {topics or 'none'})",
+                    f"filter '{topic_filter}' matches no command topic (topics: "
+                    f"{topics or 'none'})",
                 )
-        for command in topology.commands_of(writer):
-            consumed[command].append(writer.name)
+        for applied in topology.commands_of(writer):
+            consumed[applied].append(writer.name)
 
     by_topic: dict[str, list[str]] = defaultdict(list)
     for name, command in topology.commands.items():
@@ -177,7 +176,7 @@ def _check_commands(topology: Topology, report: _Reporter) -> None:
                 f"topic '{command.topic}' is published by no gateway mutation: "
                 f"{', '.join(consumed[name]) or 'nothing'} would wait for commands that never come",
             )
-    reserved = {topology.status_topic: ("status_topic",)}
+    reserved: dict[str, KeyPath] = {topology.status_topic: ("status_topic",)}
     reserved.update(
         {
             w.dead_letter: ("nodes", w.name, "dead_letter")
@@ -197,17 +196,19 @@ def _check_commands(topology: Topology, report: _Reporter) -> None:
                 if matches(topic_filter, topic):
                     report(
                         ("nodes", writer.name, "topics", i),
-                        f"filter '{topic_filter}' also matches '{topic}', which carries no commands",
+                        f"filter '{topic_filter}' also matches '{topic}', which carries no "
+                        "commands",
                     )
     for topic, names in by_topic.items():
         if len(names) > 1:
             report(
                 ("commands", names[1], "topic"),
-                f"topic '{topic}' is used by commands {', '.join(names)}; each command needs its own topic",
+                f"topic '{topic}' is used by commands {', '.join(names)}; each command needs its "
+                "own topic",
             )
 
 
-def _check_mqtt_clients(topology: Topology, report: _Reporter) -> None:
+def _check_mqtt_clients(topology: Topology, report: Problems) -> None:
     """A broker's clients log in by name, as nodes do: a client named like a node would be it."""
     for broker in topology.nodes_of(BrokerNode):
         for name in broker.clients:
@@ -219,41 +220,37 @@ def _check_mqtt_clients(topology: Topology, report: _Reporter) -> None:
                 )
 
 
-def outside_project(relative: Path) -> str | None:
-    """Why a path in the topology may not be used, or None: paths are relative to the topology
-    file and stay inside its directory, so a topology cannot point a node at any file it likes."""
-    if relative.is_absolute():
-        return f"'{relative}' is an absolute path; write it relative to the topology file"
-    if ".." in relative.parts:
-        return f"'{relative}' leaves the topology's directory; keep the file inside it"
-    return None
+GrpcCaller = ReaderNode | WriterNode | GatewayNode
+GrpcEndpoint = tuple[KeyPath, Address, TlsServer | None, list[GrpcCaller]]
 
 
-def grpc_endpoints(topology: Topology) -> list[tuple[KeyPath, Address, TlsServer | None, list]]:
-    """Every gRPC endpoint: (key path of its settings, listen address, TLS, nodes wired to call it)."""
-    endpoints: list[tuple[KeyPath, Address, TlsServer | None, list]] = []
+def grpc_endpoints(topology: Topology) -> list[GrpcEndpoint]:
+    """Every gRPC endpoint: (key path of its settings, listen address, TLS, nodes wired to
+    call it)."""
+    endpoints: list[GrpcEndpoint] = []
     for store in topology.nodes_of(StoreNode):
-        for side, caller_kind in (("write", WriterNode), ("read", ReaderNode)):
-            callers = [
-                n for n in topology.nodes_of(caller_kind) if n.store == Endpoint(store.name, side)
-            ]
+        writers: list[GrpcCaller] = [
+            n for n in topology.nodes_of(WriterNode) if n.store == Endpoint(store.name, "write")
+        ]
+        readers: list[GrpcCaller] = [
+            n for n in topology.nodes_of(ReaderNode) if n.store == Endpoint(store.name, "read")
+        ]
+        for side, callers in (("write", writers), ("read", readers)):
             service = store.service(side)
             endpoints.append((("nodes", store.name, side), service.listen, service.tls, callers))
     for reader in topology.nodes_of(ReaderNode):
-        callers = [g for g in topology.nodes_of(GatewayNode) if g.reader == reader.name]
-        endpoints.append((("nodes", reader.name), reader.listen, reader.tls, callers))
+        gateways: list[GrpcCaller] = [
+            g for g in topology.nodes_of(GatewayNode) if g.reader == reader.name
+        ]
+        endpoints.append((("nodes", reader.name), reader.listen, reader.tls, gateways))
     return endpoints
 
 
-def _check_tls(topology: Topology, report: _Reporter) -> None:
+def _check_tls(topology: Topology, report: Problems) -> None:
     def check_file(path: KeyPath, relative: Path | None) -> None:
-        if relative is None:
-            return
-        problem = outside_project(relative)
+        problem = file_problem(topology, relative, MAX_PEM_BYTES) if relative else None
         if problem:
             report(path, problem)
-        elif not (topology.root / relative).is_file():
-            report(path, f"file not found: {relative} (paths are relative to the topology file)")
 
     for path, _, tls, callers in grpc_endpoints(topology):
         if tls is None:
@@ -290,7 +287,7 @@ def _check_tls(topology: Topology, report: _Reporter) -> None:
             check_file(("nodes", node.name, "client_tls", "key"), client_tls.key)
 
 
-def _check_listeners(topology: Topology, report: _Reporter) -> None:
+def _check_listeners(topology: Topology, report: Problems) -> None:
     seen: list[tuple[Address, KeyPath, str]] = []
     for node in topology.nodes.values():
         for what, address in node.listens:
@@ -306,70 +303,52 @@ def _check_listeners(topology: Topology, report: _Reporter) -> None:
             seen.append((address, path, what))
 
 
-def _listen_path(node, what: str) -> KeyPath:
+def _listen_path(node: Node, what: str) -> KeyPath:
     if isinstance(node, StoreNode):
         return ("nodes", node.name, what.split()[0], "listen")
     return ("nodes", node.name, "listen")
 
 
-# Proto and schema files beyond this are refused before anything reads them.
-MAX_INPUT_BYTES = 4 * 1024 * 1024
-
-
-def _check_files(topology: Topology, report: _Reporter) -> None:
-    files: list[tuple[KeyPath, str]] = [
-        (("proto", i), str(p)) for i, p in enumerate(topology.protos)
-    ]
+def _check_files(topology: Topology, report: Problems) -> None:
+    """Every file and directory the topology names is inside the project (see paths.py); the
+    protos and schemas it reads at once are there, and small enough to read."""
+    problem = root_problem(topology)
+    if problem is not None:
+        report(("root",), problem)
+    files: list[tuple[KeyPath, Path]] = [(("proto", i), p) for i, p in enumerate(topology.protos)]
     files += [
-        (("nodes", g.name, "schema"), str(g.schema))
+        (("nodes", g.name, "schema"), g.schema)
         for g in topology.nodes_of(GatewayNode)
         if str(g.schema) not in ("", ".")
     ]
-    folders: list[tuple[KeyPath, str]] = [
-        (("plugin_path", i), str(p)) for i, p in enumerate(topology.plugin_path)
+    for path, relative in files:
+        problem = file_problem(topology, relative, MAX_SOURCE_BYTES)
+        if problem:
+            report(path, problem)
+    # Directories (created if missing) and secret files (read by the nodes that need them,
+    # perhaps on another host): only where they are is checked here.
+    elsewhere: list[tuple[KeyPath, Path]] = [
+        (("plugin_path", i), p) for i, p in enumerate(topology.plugin_path)
     ]
-    folders += [
-        (("nodes", n.name, "data"), str(n.data))
+    elsewhere += [
+        (("nodes", n.name, "data"), n.data)
         for n in topology.nodes.values()
         if isinstance(n, (StoreNode, GatewayNode)) and n.data
     ]
-    outside = {
-        path
-        for path, relative in files + folders
-        if _leaves_project(topology, path, relative, report)
-    }
-    for path, relative in files:
-        if path in outside:
-            continue
-        target = topology.root / relative
-        if not target.is_file():
-            report(path, f"file not found: {relative} (paths are relative to the topology file)")
-        elif target.stat().st_size > MAX_INPUT_BYTES:
-            report(
-                path,
-                f"{relative} is {target.stat().st_size} bytes; proto and schema files are at most "
-                f"{MAX_INPUT_BYTES}",
-            )
+    if topology.secret is not None and topology.secret.file is not None:
+        elsewhere.append((("secret", "file"), topology.secret.file))
+    elsewhere += [
+        (("nodes", s.name, "mongodb", "url", "file"), s.mongodb.url.file)
+        for s in topology.nodes_of(StoreNode)
+        if s.mongodb is not None and s.mongodb.url.file is not None
+    ]
+    for path, relative in elsewhere:
+        problem = path_problem(topology, relative)
+        if problem:
+            report(path, problem)
 
 
-def _leaves_project(topology: Topology, path: KeyPath, relative: str, report: _Reporter) -> bool:
-    """Whether a relative path leads out of the project (reported). Absolute paths are taken as
-    written: they say plainly where they go, and copies made by `relocate` use them."""
-    if Path(relative).is_absolute():
-        return False
-    project = topology.project_root
-    target = Path(os.path.normpath(topology.root / relative))
-    if target == project or project in target.parents:
-        return False
-    report(
-        path,
-        f"{relative} leads out of the project directory {project}; keep files inside it, "
-        f"or say where the project is with the top-level key 'root' (e.g. root: ..)",
-    )
-    return True
-
-
-def _check_data_directories(topology: Topology, report: _Reporter) -> None:
+def _check_data_directories(topology: Topology, report: Problems) -> None:
     """Two nodes must not share a data directory: each holds it locked while it runs."""
     owners: dict[Path, str] = {}
     for node in topology.nodes.values():
@@ -386,7 +365,7 @@ def _check_data_directories(topology: Topology, report: _Reporter) -> None:
         owners.setdefault(directory, node.name)
 
 
-def _check_store_backends(topology: Topology, report: _Reporter) -> None:
+def _check_store_backends(topology: Topology, report: Problems) -> None:
     """`backend: mongodb` comes with its `mongodb` settings, and only with them; `data` is the
     embedded backend's journal, so the two exclude each other."""
     for store in topology.nodes_of(StoreNode):
@@ -413,7 +392,7 @@ def _check_store_backends(topology: Topology, report: _Reporter) -> None:
             )
 
 
-def _check_writer_groups(topology: Topology, report: _Reporter) -> None:
+def _check_writer_groups(topology: Topology, report: Problems) -> None:
     """Writers sharing subscriptions (replicas, or a group) need a broker that has MQTT shared
     subscriptions, and stores whose writes converge in any order (last_writer_wins)."""
     brokers: dict[str, str] = {}
@@ -426,25 +405,25 @@ def _check_writer_groups(topology: Topology, report: _Reporter) -> None:
         if isinstance(broker, BrokerNode) and not broker.external:
             report(
                 ("nodes", writer.name, key),
-                f"writers sharing their subscriptions need MQTT shared subscriptions, which the embedded "
-                f"broker (amqtt) does not have: point nodes.{broker.name}.url at a broker that has them "
+                "writers sharing their subscriptions need MQTT shared subscriptions, which the "
+                "embedded "
+                f"broker (amqtt) does not have: point nodes.{broker.name}.url at a broker that has "
+                "them "
                 f"(Mosquitto 1.6 or later, EMQX, HiveMQ), or run one writer",
             )
         store = topology.nodes.get(writer.store.node)
         if isinstance(store, StoreNode) and not store.last_writer_wins:
             report(
                 ("nodes", writer.name, key),
-                f"commands on one entity may reach the store through several writers at once, in any "
-                f"order: set nodes.{store.name}.last_writer_wins: true so that the newest command wins",
+                "commands on one entity may reach the store through several writers at once, in "
+                "any "
+                f"order: set nodes.{store.name}.last_writer_wins: true so that the newest command "
+                "wins",
             )
         other = brokers.setdefault(group, writer.broker)
         if other != writer.broker:
             report(
                 ("nodes", writer.name, "group"),
-                f"group '{group}' is shared with writers on broker '{other}': a group lives on one broker",
+                f"group '{group}' is shared with writers on broker '{other}': a group lives on one "
+                "broker",
             )
-
-
-def _hint(word: str, choices: Iterable[str]) -> str:
-    matches = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f"; did you mean '{matches[0]}'?" if matches else ""

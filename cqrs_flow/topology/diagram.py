@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from cqrs_flow.topology.model import BrokerNode, GatewayNode, Node, ReaderNode, Topology, WriterNode
@@ -247,7 +248,10 @@ class _Ids:
         return self.given[key]
 
 
-def _of(nodes: list[Node], kind: type) -> list:
+_Kind = TypeVar("_Kind", bound=Node)
+
+
+def _of(nodes: list[Node], kind: type[_Kind]) -> list[_Kind]:
     return [n for n in nodes if isinstance(n, kind)]
 
 

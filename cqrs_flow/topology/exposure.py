@@ -11,7 +11,7 @@ import ipaddress
 from cqrs_flow.errors import Problem
 from cqrs_flow.topology.checks import grpc_endpoints
 from cqrs_flow.topology.model import Address, BrokerNode, GatewayNode, Topology
-from cqrs_flow.topology.yamlsource import LocatedData
+from cqrs_flow.topology.problems import KeyPath, Problems
 
 __all__ = ["exposure_warnings", "is_loopback"]
 
@@ -27,13 +27,10 @@ def is_loopback(host: str) -> bool:
 
 
 def exposure_warnings(topology: Topology) -> list[Problem]:
-    located = topology.located or LocatedData({})
-    warnings: list[Problem] = []
+    warnings = Problems(topology.located)
 
-    def warn(path: tuple, address: Address, message: str) -> None:
-        warnings.append(
-            located.problem(path, f"{address} is reachable beyond this machine: {message}")
-        )
+    def warn(path: KeyPath, address: Address, message: str) -> None:
+        warnings(path, f"{address} is reachable beyond this machine: {message}")
 
     for path, address, tls, _ in grpc_endpoints(topology):
         if tls is None and not is_loopback(address.host):
@@ -65,7 +62,8 @@ def exposure_warnings(topology: Topology) -> list[Problem]:
             warn(
                 ("nodes", gateway.name, "listen"),
                 gateway.listen,
-                "the gateway serves GraphQL over plain HTTP to anyone; put a reverse proxy with TLS "
+                "the gateway serves GraphQL over plain HTTP to anyone; put a reverse proxy with "
+                "TLS "
                 "(and authentication, if not every caller may write) in front of it",
             )
-    return warnings
+    return warnings.problems

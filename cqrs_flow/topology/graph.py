@@ -9,7 +9,7 @@ from cqrs_flow.topology.model import Topology
 __all__ = ["find_cycle", "needed_by", "sorter", "start_batches", "start_order"]
 
 
-def sorter(topology: Topology) -> TopologicalSorter:
+def sorter(topology: Topology) -> TopologicalSorter[str]:
     """A prepared TopologicalSorter over the nodes; raises CycleError on a cycle."""
     graph = TopologicalSorter(
         {

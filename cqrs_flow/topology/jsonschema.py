@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from cqrs_flow.topology import spec
-from cqrs_flow.topology.yamlsource import KeyPath, format_path
+from cqrs_flow.topology.problems import KeyPath, format_path
 
 __all__ = ["DRAFT", "UnmappedType", "schema_text", "topology_schema"]
 
@@ -37,8 +37,9 @@ def topology_schema() -> Schema:
     return {
         "$schema": DRAFT,
         "title": "cqrs-flow topology",
-        "description": "A CQRS system for `cqrs-flow up`. Generated from cqrs_flow/topology/spec.py "
-        "by `cqrs-flow schema`; `cqrs-flow validate` also checks the wiring.",
+        "description": "A CQRS system for `cqrs-flow up`. Generated from "
+        "cqrs_flow/topology/spec.py by `cqrs-flow schema`; `cqrs-flow validate` also checks the "
+        "wiring.",
         **_section(spec.TOPOLOGY, ()),
     }
 
@@ -93,7 +94,7 @@ def _section(section: spec.Section, path: KeyPath, kind_const: str | None = None
 
 
 def _by_kind(by_kind: spec.ByKind, path: KeyPath) -> Schema:
-    """'kind' picks the section: one if/then per kind, so an editor reports only that kind's keys."""
+    """'kind' picks the section: one if/then per kind, so an editor reports only its keys."""
     kinds = list(by_kind.kinds)
     return {
         "type": "object",
@@ -268,7 +269,7 @@ def _made_by(kind: Any) -> tuple[str | None, Any]:
         return None, None
     if hasattr(kind, wanted):
         return factory, getattr(kind, wanted)
-    cells = dict(zip(kind.__code__.co_freevars, kind.__closure__ or ()))
+    cells = dict(zip(kind.__code__.co_freevars, kind.__closure__ or (), strict=False))
     if wanted not in cells:
         raise UnmappedType(
             f"spec.{factory} no longer keeps {wanted!r}; "

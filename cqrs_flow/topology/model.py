@@ -1,17 +1,20 @@
 """The topology model: immutable descriptions of a CQRS system's nodes and how they are wired.
 
 The model only describes; cqrs_flow.launcher runs it and cqrs_flow.nodes implement each kind.
+Its defaults are read from the spec table (spec.py), so a node built in code and one loaded
+from a file that leaves the same keys out are equal.
 """
 
 from __future__ import annotations
 
-import os
+import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any, TypeVar
 
-from cqrs_flow.topology.spec import LIMITS, RATE
+from cqrs_flow.topology import spec
 from cqrs_flow.topology.yamlsource import LocatedData
 
 __all__ = [
@@ -39,7 +42,12 @@ __all__ = [
 ]
 
 
-def frozen_map(items: Mapping | None = None) -> Mapping:
+def _default(section: spec.Section | dict[str, spec.Field], key: str) -> Any:
+    """The default of `key` in the spec table, the one place defaults are written."""
+    return (section.fields if isinstance(section, spec.Section) else section)[key].default
+
+
+def frozen_map(items: Mapping[Any, Any] | None = None) -> Mapping[Any, Any]:
     """A read-only view of a copy of `items`, for use in frozen dataclasses."""
     return MappingProxyType(dict(items or {}))
 
@@ -92,7 +100,7 @@ class TlsServer:
     cert: Path
     key: Path
     ca: Path | None = None
-    client_auth: bool = False  # mutual TLS: callers present a certificate signed by `ca`
+    client_auth: bool = _default(spec.TLS, "client_auth")  # mutual TLS: callers show a certificate
     server_name: str | None = None  # the name callers expect in the certificate
 
 
@@ -110,7 +118,7 @@ class Service:
 
     name: str
     listen: Address
-    rpcs: Mapping[str, str] = field(default_factory=frozen_map)
+    rpcs: Mapping[str, str] = dataclasses.field(default_factory=frozen_map)
     tls: TlsServer | None = None
 
 
@@ -120,7 +128,7 @@ class Query:
 
     field: str
     rpc: str
-    arguments: Mapping[str, str] = field(default_factory=frozen_map)
+    arguments: Mapping[str, str] = dataclasses.field(default_factory=frozen_map)
     result: str | None = None
 
 
@@ -130,11 +138,11 @@ class Mutation:
 
     field: str
     command: str
-    arguments: Mapping[str, str] = field(default_factory=frozen_map)
-    generate: Mapping[str, str] = field(default_factory=frozen_map)
+    arguments: Mapping[str, str] = dataclasses.field(default_factory=frozen_map)
+    generate: Mapping[str, str] = dataclasses.field(default_factory=frozen_map)
     exists: str | None = None
-    message: str = "Queued"
-    not_found: str = "{entity} {id} not found"
+    message: str = _default(spec.MUTATION, "message")
+    not_found: str = _default(spec.MUTATION, "not_found")
 
 
 @dataclass(frozen=True)
@@ -142,7 +150,7 @@ class PluginRef:
     """A plugin a node uses: its class (dotted path or entry point name) and its settings."""
 
     use: str
-    config: Mapping[str, object] = field(default_factory=frozen_map)
+    config: Mapping[str, object] = dataclasses.field(default_factory=frozen_map)
 
 
 @dataclass(frozen=True)
@@ -162,7 +170,7 @@ class MongoSettings:
     """A store's MongoDB backend: where its connection URL is read, and the database to use."""
 
     url: SecretSource
-    database: str = "cqrs_flow"
+    database: str = _default(spec.MONGODB, "database")
 
 
 @dataclass(frozen=True)
@@ -171,8 +179,8 @@ class Node:
 
     name: str
     kind: str = ""
-    restart: str = "on-failure"  # never, on-failure or always
-    restart_limit: int = 5
+    restart: str = _default(spec.RESTART, "restart")  # never, on-failure or always
+    restart_limit: int = _default(spec.RESTART, "restart_limit")
 
     @property
     def dependencies(self) -> tuple[str, ...]:
@@ -210,10 +218,10 @@ class MqttTls:
 @dataclass(frozen=True)
 class BrokerNode(Node):
     kind: str = "broker"
-    listen: Address = Address("127.0.0.1", 1883)
+    listen: Address = Address(*_default(spec.BROKER, "listen"))
     url: str | None = None  # an external broker; `listen` is then unused
-    protocol: str = "3.1.1"
-    clients: Mapping[str, MqttClient] = field(default_factory=frozen_map)
+    protocol: str = _default(spec.BROKER, "protocol")
+    clients: Mapping[str, MqttClient] = dataclasses.field(default_factory=frozen_map)
     tls: MqttTls | None = None
 
     @property
@@ -251,12 +259,12 @@ class StoreNode(Node):
     kind: str = "store"
     document: str = ""
     collection: str = ""
-    key: str = "id"
+    key: str = _default(spec.STORE, "key")
     timestamp: str | None = None
-    list_limit: int = 1000
+    list_limit: int = _default(spec.STORE, "list_limit")
     data: Path | None = None  # directory of the durable store, relative to the topology file
-    last_writer_wins: bool = False
-    backend: str = "embedded"  # or "mongodb"
+    last_writer_wins: bool = _default(spec.STORE, "last_writer_wins")
+    backend: str = _default(spec.STORE, "backend")  # or "mongodb"
     mongodb: MongoSettings | None = None  # with backend "mongodb"
     write: Service = Service("", Address("127.0.0.1", 50051))
     read: Service = Service("", Address("127.0.0.1", 50052))
@@ -275,7 +283,7 @@ class ReaderNode(Node):
     listen: Address = Address("127.0.0.1", 50053)
     service: str = ""
     store: Endpoint = Endpoint("store", "read")
-    rpcs: Mapping[str, str] = field(default_factory=frozen_map)
+    rpcs: Mapping[str, str] = dataclasses.field(default_factory=frozen_map)
     plugins: tuple[PluginRef, ...] = ()
     tls: TlsServer | None = None
     client_tls: TlsClient | None = None
@@ -296,11 +304,11 @@ class WriterNode(Node):
     store: Endpoint = Endpoint("store", "write")
     commands: tuple[str, ...] = ()  # by name
     topics: tuple[str, ...] = ()  # topic filters selecting commands by their topic
-    delay: float = 0.0
+    delay: float = _default(spec.WRITER, "delay")
     dead_letter: str | None = None
-    attempts: int = 5
-    payload_bytes: int = 1024 * 1024
-    replicas: int = 1
+    attempts: int = _default(spec.WRITER, "attempts")
+    payload_bytes: int = _default(spec.WRITER, "payload_bytes")
+    replicas: int = _default(spec.WRITER, "replicas")
     group: str | None = None  # writers sharing their subscriptions (see share_group)
     plugins: tuple[PluginRef, ...] = ()
     client_tls: TlsClient | None = None
@@ -311,14 +319,10 @@ class WriterNode(Node):
 
     @property
     def share_group(self) -> str | None:
-        """The MQTT shared-subscription group it consumes in, or None (a subscription of its own)."""
+        """The MQTT shared-subscription group it consumes in; None: a subscription of its own."""
         if self.group:
             return self.group
         return self.name if self.replicas > 1 else None
-
-
-def _limit(key: str):
-    return LIMITS.fields[key].default  # the defaults live in the spec table
 
 
 @dataclass(frozen=True)
@@ -326,46 +330,46 @@ class Rate:
     """A request rate per caller (topology key `limits.rate`): `requests` per `per` seconds."""
 
     requests: int
-    per: float = RATE.fields["per"].default
+    per: float = _default(spec.RATE, "per")
 
 
 @dataclass(frozen=True)
 class Limits:
     """What one request to a gateway may ask for (topology key `limits`)."""
 
-    body_bytes: int = _limit("body_bytes")
-    tokens: int = _limit("tokens")
-    depth: int = _limit("depth")
-    fields: int = _limit("fields")
-    aliases: int = _limit("aliases")
+    body_bytes: int = _default(spec.LIMITS, "body_bytes")
+    tokens: int = _default(spec.LIMITS, "tokens")
+    depth: int = _default(spec.LIMITS, "depth")
+    fields: int = _default(spec.LIMITS, "fields")
+    aliases: int = _default(spec.LIMITS, "aliases")
     list_count: int | None = None  # None: see Topology.list_count
-    list_length: int = _limit("list_length")
-    string_length: int = _limit("string_length")
-    in_flight: int = _limit("in_flight")
-    websockets: int = _limit("websockets")
-    cost: int = _limit("cost")
-    timeout: float = _limit("timeout")
-    response_bytes: int = _limit("response_bytes")
-    per_caller_in_flight: int = _limit("per_caller_in_flight")
+    list_length: int = _default(spec.LIMITS, "list_length")
+    string_length: int = _default(spec.LIMITS, "string_length")
+    in_flight: int = _default(spec.LIMITS, "in_flight")
+    websockets: int = _default(spec.LIMITS, "websockets")
+    cost: int = _default(spec.LIMITS, "cost")
+    timeout: float = _default(spec.LIMITS, "timeout")
+    response_bytes: int = _default(spec.LIMITS, "response_bytes")
+    per_caller_in_flight: int = _default(spec.LIMITS, "per_caller_in_flight")
     rate: Rate | None = None  # None: no rate limit
 
 
 @dataclass(frozen=True)
 class GatewayNode(Node):
     kind: str = "gateway"
-    listen: Address = Address("127.0.0.1", 8080)
+    listen: Address = Address(*_default(spec.GATEWAY, "listen"))
     schema: Path = Path("schema.graphql")
     broker: str = "broker"
     reader: str = "reader"
-    queries: Mapping[str, Query] = field(default_factory=frozen_map)
-    mutations: Mapping[str, Mutation] = field(default_factory=frozen_map)
-    playground: bool = True
+    queries: Mapping[str, Query] = dataclasses.field(default_factory=frozen_map)
+    mutations: Mapping[str, Mutation] = dataclasses.field(default_factory=frozen_map)
+    playground: bool = _default(spec.GATEWAY, "playground")
     data: Path | None = None  # directory of the outbox journal, relative to the topology file
-    introspection: bool = True
-    limits: Limits = field(default_factory=Limits)
+    introspection: bool = _default(spec.GATEWAY, "introspection")
+    limits: Limits = dataclasses.field(default_factory=Limits)
     cors_origins: tuple[str, ...] = ()  # none: browsers on other origins may not call the gateway
     trusted_proxies: tuple[str, ...] = ()  # networks whose X-Forwarded-For names the caller
-    reader_timeout: float = 5.0
+    reader_timeout: float = _default(spec.GATEWAY, "reader_timeout")
     redeliver_after: float | None = None  # None: see Topology.redeliver_after
     plugins: tuple[PluginRef, ...] = ()
     client_tls: TlsClient | None = None
@@ -383,6 +387,9 @@ class GatewayNode(Node):
         return f"http://{self.listen.target}/graphql"
 
 
+AnyNode = TypeVar("AnyNode", bound=Node)
+
+
 @dataclass(frozen=True)
 class Topology:
     """A whole CQRS system: its commands, its nodes and where its files are."""
@@ -392,14 +399,14 @@ class Topology:
     protos: tuple[Path, ...]
     commands: Mapping[str, Command]
     nodes: Mapping[str, Node]
-    command_id: str = "command_id"
+    command_id: str = _default(spec.TOPOLOGY, "command_id")
     status: str | None = None  # as written; see status_topic
     secret: SecretSource | None = None
-    plugin_path: tuple[Path, ...] = (Path("."),)
-    project: Path = Path(".")  # as written (key `root`); relative paths may not lead out of it
-    ready_timeout: float = 30.0
-    stop_timeout: float = 5.0
-    located: LocatedData | None = field(default=None, compare=False, repr=False)
+    plugin_path: tuple[Path, ...] = tuple(map(Path, _default(spec.TOPOLOGY, "plugin_path")))
+    project: Path = Path(_default(spec.TOPOLOGY, "root"))  # key `root`; see paths.py
+    ready_timeout: float = _default(spec.TOPOLOGY, "ready_timeout")
+    stop_timeout: float = _default(spec.TOPOLOGY, "stop_timeout")
+    located: LocatedData | None = dataclasses.field(default=None, compare=False, repr=False)
 
     @property
     def root(self) -> Path:
@@ -407,16 +414,12 @@ class Topology:
         return self.source.parent
 
     @property
-    def project_root(self) -> Path:
-        """The directory that relative file paths may not lead out of (key `root`)."""
-        return Path(os.path.normpath(self.root / self.project))
-
-    @property
     def status_topic(self) -> str:
         """Where writers report what became of each command."""
         return self.status or f"{self.name}/status"
 
-    def nodes_of(self, kind: type) -> list:
+    def nodes_of(self, kind: type[AnyNode]) -> list[AnyNode]:
+        """The nodes of one kind (BrokerNode, StoreNode, ...), in the order they are written."""
         return [n for n in self.nodes.values() if isinstance(n, kind)]
 
     def redeliver_after(self, gateway: GatewayNode) -> float:
@@ -436,7 +439,7 @@ class Topology:
         return store.list_limit if isinstance(store, StoreNode) else StoreNode.list_limit
 
     def commands_of(self, writer: WriterNode) -> list[str]:
-        """The commands a writer applies: named ones, and those whose topic one of its filters matches."""
+        """The commands a writer applies: those it names, and those its topic filters match."""
         from cqrs_flow.topology.topics import matches
 
         return [
@@ -458,10 +461,13 @@ class Topology:
         node = self.nodes[node_name]
         callers: dict[str, set[str]] = {}
         if isinstance(node, StoreNode):
-            for side in ("write", "read"):
-                wanted = WriterNode if side == "write" else ReaderNode
+            sides: tuple[tuple[str, list[WriterNode] | list[ReaderNode]], ...] = (
+                ("write", self.nodes_of(WriterNode)),
+                ("read", self.nodes_of(ReaderNode)),
+            )
+            for side, wanted in sides:
                 callers[node.service(side).name] = {
-                    n.name for n in self.nodes_of(wanted) if n.store == Endpoint(node.name, side)
+                    n.name for n in wanted if n.store == Endpoint(node.name, side)
                 }
         elif isinstance(node, ReaderNode):
             callers[node.service] = {

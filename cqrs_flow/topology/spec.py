@@ -7,7 +7,6 @@ model is built from its output, so no default lives anywhere else.
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import math
 import re
@@ -16,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from cqrs_flow.errors import Problem
-from cqrs_flow.topology.yamlsource import KeyPath, LocatedData
+from cqrs_flow.topology.problems import KeyPath, Problems, did_you_mean
+from cqrs_flow.topology.yamlsource import LocatedData
 
 __all__ = [
     "NODE_KINDS",
@@ -99,7 +99,7 @@ def positive_int(value: Any) -> int:
 
 def origin(value: Any) -> str:
     """A web origin allowed to call the gateway from a browser: scheme://host[:port], or '*'."""
-    if value == "*" or (isinstance(value, str) and _ORIGIN.fullmatch(value)):
+    if isinstance(value, str) and (value == "*" or _ORIGIN.fullmatch(value)):
         return value
     raise Invalid(
         f"expected an origin such as https://app.example.com or http://localhost:3000 "
@@ -190,7 +190,7 @@ def broker_url(value: Any) -> str:
     match = _URL.fullmatch(value) if isinstance(value, str) else None
     if not match or (match.group(3) and not 0 < int(match.group(3)) < 65536):
         raise Invalid(f"expected a broker URL such as mqtt://127.0.0.1:1883, got {_show(value)}")
-    return value
+    return match.string
 
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -210,7 +210,7 @@ def secret_source(value: Any) -> dict[str, str]:
         )
     unknown = [str(k) for k in value if k not in ("env", "file")]
     if unknown or len(value) != 1:
-        hint = _did_you_mean(unknown[0], ("env", "file")) if unknown else ""
+        hint = did_you_mean(unknown[0], ("env", "file")) if unknown else ""
         raise Invalid(
             f"expected exactly one of 'env' or 'file', got keys "
             f"{', '.join(map(str, value)) or 'none'}{hint}"
@@ -221,16 +221,9 @@ def secret_source(value: Any) -> dict[str, str]:
             f"env: expected the name of an environment variable such as MONGODB_URL, "
             f"got {_show(where) if not isinstance(where, str) else 'a string that is not one'}"
         )
-    if kind == "file":
-        if not isinstance(where, str) or not where:
-            raise Invalid(
-                f"file: expected a path relative to the topology file, got {_show(where)}"
-            )
-        if where.startswith("/") or ".." in where.replace("\\", "/").split("/"):
-            raise Invalid(
-                f"file: '{where}' must be relative to the topology file and inside its "
-                "directory (so a topology cannot point a node at any file it likes)"
-            )
+    if kind == "file" and not (isinstance(where, str) and where):
+        # where the file may be is the one path rule's business (paths.py, checked by checks.py)
+        raise Invalid(f"file: expected a path relative to the topology file, got {_show(where)}")
     return {kind: where}
 
 
@@ -245,8 +238,8 @@ def endpoint(value: Any) -> tuple[str, str]:
 
 def one_of(*choices: str) -> Callable[[Any], str]:
     def check_choice(value: Any) -> str:
-        if value not in choices:
-            hint = _did_you_mean(value, choices) if isinstance(value, str) else ""
+        if not isinstance(value, str) or value not in choices:
+            hint = did_you_mean(value, choices) if isinstance(value, str) else ""
             raise Invalid(f"expected one of {', '.join(choices)}, got {_show(value)}{hint}")
         return value
 
@@ -255,8 +248,8 @@ def one_of(*choices: str) -> Callable[[Any], str]:
     return check_choice
 
 
-def one_or_many(item: Callable[[Any], Any]) -> Callable[[Any], tuple]:
-    def check_items(value: Any) -> tuple:
+def one_or_many(item: Callable[[Any], Any]) -> Callable[[Any], tuple[Any, ...]]:
+    def check_items(value: Any) -> tuple[Any, ...]:
         values = value if isinstance(value, list) else [value]
         return tuple(item(v) for v in values)
 
@@ -299,7 +292,8 @@ class ByKind:
 
 # -- the table --------------------------------------------------------------------------------
 
-# Store operations, by the service that may perform them (the one list: contracts bind RPCs to these).
+# Store operations, by the service that may perform them (the one list: contracts bind RPCs to
+# these).
 WRITE_OPS = ("insert", "update", "delete", "insert_many", "delete_many")
 READ_OPS = ("get", "list")
 STORE_OPS = WRITE_OPS + READ_OPS
@@ -309,8 +303,8 @@ TLS = Section(
         "cert": Field(
             string,
             required=True,
-            doc="the server's certificate chain (PEM file; paths are relative to this file and inside "
-            "its directory)",
+            doc="the server's certificate chain (PEM file; paths are relative to this file and "
+            "inside its directory)",
         ),
         "key": Field(
             string, required=True, doc="its private key (PEM file, readable by its owner only)"
@@ -781,8 +775,8 @@ TOPOLOGY = Section(
         "root": Field(
             string,
             default=".",
-            doc="the project directory, relative to this file: relative proto, schema, data and "
-            "plugin paths may not lead out of it",
+            doc="the project directory, relative to this file: its directory or one above it "
+            "(e.g. ..); no path in this file may lead out of it",
         ),
         "proto": Field(
             one_or_many(string), required=True, doc=".proto files, relative to this file"
@@ -833,16 +827,12 @@ def check(located: LocatedData) -> tuple[dict[str, Any], list[Problem]]:
     """Check located data against TOPOLOGY; return it with defaults filled in, and the problems."""
     checker = _Checker(located)
     result = checker.section(TOPOLOGY, located.data, ())
-    return (result if isinstance(result, dict) else {}), checker.problems
+    return (result if isinstance(result, dict) else {}), checker.report.problems
 
 
 class _Checker:
     def __init__(self, located: LocatedData) -> None:
-        self.located = located
-        self.problems: list[Problem] = []
-
-    def report(self, path: KeyPath, message: str) -> None:
-        self.problems.append(self.located.problem(path, message))
+        self.report = Problems(located)
 
     def value(self, kind: Any, value: Any, path: KeyPath) -> Any:
         if isinstance(kind, Section):
@@ -872,9 +862,9 @@ class _Checker:
             )
             return _MISSING
         out: dict[str, Any] = {}
-        for key, item in value.items():
+        for key in value:
             if key not in section.fields:
-                hint = _did_you_mean(key, section.fields)
+                hint = did_you_mean(key, section.fields)
                 self.report(
                     path + (key,),
                     f"unknown key{hint or '; expected one of ' + ', '.join(section.fields)}",
@@ -921,7 +911,7 @@ class _Checker:
             return _MISSING
         node_kind = value.get("kind")
         if not isinstance(node_kind, str) or node_kind not in kind.kinds:
-            hint = _did_you_mean(node_kind, kind.kinds) if isinstance(node_kind, str) else ""
+            hint = did_you_mean(node_kind, kind.kinds) if isinstance(node_kind, str) else ""
             where = path + ("kind",) if "kind" in value else path
             self.report(
                 where,
@@ -931,11 +921,6 @@ class _Checker:
             )
             return {"kind": None}  # keeps the node known, so references to it are not reported too
         return self.section(kind.kinds[node_kind], value, path)
-
-
-def _did_you_mean(word: Any, choices: Any) -> str:
-    matches = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
-    return f"; did you mean '{matches[0]}'?" if matches else ""
 
 
 def _show(value: Any) -> str:

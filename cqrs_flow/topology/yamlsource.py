@@ -12,25 +12,13 @@ from typing import Any
 import yaml
 
 from cqrs_flow.errors import Problem, TopologyError
+from cqrs_flow.topology.problems import KeyPath, Problems, format_path
 
-__all__ = ["KeyPath", "LocatedData", "format_path", "parse_yaml"]
-
-KeyPath = tuple[Any, ...]
+__all__ = ["LocatedData", "parse_yaml"]
 
 # Alias expansion can turn a small file into a huge tree ("billion laughs"); no real topology
 # comes anywhere near this many values.
 MAX_VALUES = 100_000
-
-
-def format_path(path: KeyPath) -> str:
-    """('nodes', 'writer', 'commands', 0) -> 'nodes.writer.commands[0]'."""
-    out = ""
-    for part in path:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out
 
 
 @dataclass
@@ -39,18 +27,6 @@ class LocatedData:
 
     data: Any
     lines: dict[KeyPath, int] = field(default_factory=dict)
-
-    def line(self, path: KeyPath) -> int | None:
-        """The line of `path`, or of its nearest ancestor that has one."""
-        path = tuple(path)
-        while path:
-            if path in self.lines:
-                return self.lines[path]
-            path = path[:-1]
-        return self.lines.get(())
-
-    def problem(self, path: KeyPath, message: str) -> Problem:
-        return Problem(self.line(path), format_path(path), message)
 
 
 def parse_yaml(text: str, source: str = "") -> LocatedData:
@@ -81,15 +57,14 @@ class _Builder:
         self.loader = loader
         self.source = source
         self.lines: dict[KeyPath, int] = {}
-        self.problems: list[Problem] = []
+        self.problems = Problems()
         self.count = 0
         self.ancestors: set[int] = set()  # ids of the nodes being built: an alias to one recurses
         self.merged: dict[int, int] = {}  # mapping node id -> how many of its pairs '<<' merged in
 
     def build(self, root: yaml.Node) -> LocatedData:
         data = self.value(root, ())
-        if self.problems:
-            raise TopologyError(self.problems, self.source)
+        self.problems.raise_any(self.source)
         return LocatedData(data, self.lines)
 
     def value(self, node: yaml.Node, path: KeyPath) -> Any:
@@ -107,12 +82,8 @@ class _Builder:
             )
         self.lines.setdefault(path, node.start_mark.line + 1)
         if id(node) in self.ancestors:
-            self.problems.append(
-                Problem(
-                    node.start_mark.line + 1,
-                    format_path(path),
-                    "recursive alias: a value that contains itself",
-                )
+            self.problems(
+                path, "recursive alias: a value that contains itself", node.start_mark.line + 1
             )
             return None
         self.ancestors.add(id(node))
@@ -133,23 +104,19 @@ class _Builder:
             for index, (key_node, value_node) in enumerate(node.value):
                 key = self.loader.construct_object(key_node, deep=True)
                 if not isinstance(key, (str, int, float, bool)) or key is None:
-                    self.problems.append(
-                        Problem(
-                            key_node.start_mark.line + 1,
-                            format_path(path),
-                            f"keys must be plain scalars, not {key!r}",
-                        )
+                    self.problems(
+                        path,
+                        f"keys must be plain scalars, not {key!r}",
+                        key_node.start_mark.line + 1,
                     )
                     continue
                 child = path + (key,)
                 is_written = index >= merged
                 if key in out and is_written and written_keys.get(key):
-                    self.problems.append(
-                        Problem(
-                            key_node.start_mark.line + 1,
-                            format_path(child),
-                            "duplicate key (the later one would silently win)",
-                        )
+                    self.problems(
+                        child,
+                        "duplicate key (the later one would silently win)",
+                        key_node.start_mark.line + 1,
                     )
                     continue
                 written_keys[key] = is_written  # a written key overrides a merged one, as in YAML

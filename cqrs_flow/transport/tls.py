@@ -14,8 +14,9 @@ from pathlib import Path
 
 import grpc
 
-from cqrs_flow.errors import NodeError
+from cqrs_flow.errors import NodeError, ProjectFileError
 from cqrs_flow.topology.model import BrokerNode, TlsClient, TlsServer, Topology
+from cqrs_flow.topology.paths import MAX_PEM_BYTES, project_path, read_project_file
 
 __all__ = [
     "ChannelSecurity",
@@ -25,19 +26,13 @@ __all__ = [
     "server_credentials",
 ]
 
-MAX_PEM_BYTES = 1_000_000
-
 
 def _read(topology: Topology, relative: Path, what: str) -> bytes:
     try:
-        with open(topology.root / relative, "rb") as handle:
-            data = handle.read(MAX_PEM_BYTES + 1)
-    except OSError as exc:
-        raise NodeError(
-            f"cannot read the {what} {relative} (relative to {topology.source.name}): "
-            f"{exc.strerror or exc}"
-        ) from None
-    if len(data) > MAX_PEM_BYTES or b"-----BEGIN " not in data:
+        data = read_project_file(topology, relative, MAX_PEM_BYTES, what)
+    except ProjectFileError as exc:
+        raise NodeError(str(exc)) from None
+    if b"-----BEGIN " not in data:
         raise NodeError(
             f"the {what} {relative} is not a PEM file (expected '-----BEGIN ...' blocks)"
         )
@@ -94,7 +89,7 @@ def mqtt_client_context(topology: Topology, broker: BrokerNode) -> ssl.SSLContex
     if ca is not None:
         _read(topology, ca, "MQTT TLS CA certificate")  # a clear error before ssl's
     try:
-        return ssl.create_default_context(cafile=str(topology.root / ca) if ca else None)
+        return ssl.create_default_context(cafile=str(project_path(topology, ca)) if ca else None)
     except (OSError, ssl.SSLError) as exc:
         raise NodeError(f"cannot use the MQTT TLS CA certificate {ca}: {exc}") from None
 
@@ -107,6 +102,6 @@ def broker_listener_tls(topology: Topology, broker: BrokerNode) -> dict[str, obj
     _read(topology, broker.tls.key, "MQTT TLS private key")
     return {
         "ssl": True,
-        "certfile": str(topology.root / broker.tls.cert),
-        "keyfile": str(topology.root / broker.tls.key),
+        "certfile": str(project_path(topology, broker.tls.cert)),
+        "keyfile": str(project_path(topology, broker.tls.key)),
     }

@@ -54,7 +54,7 @@ def cli() -> list[str]:
 
 
 def prepare(name: str, directory: Path, source: Path | None = None, **overrides: Any) -> Path:
-    """Copy tests/topologies/<name> into `directory` with free ports and absolute file paths.
+    """Copy tests/topologies/<name> into `directory` with free ports and its files beside it.
 
     `source` takes the topology from any file instead (e.g. examples/<domain>/topology.yaml); the
     copy is still called `name`. `overrides` set keys by dotted path, as in

@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -57,9 +58,11 @@ def secured_copy(directory: Path) -> Path:
     make_ca(directory / "tls", "ca", server_addresses=("10.77.0.1", "10.77.0.4"))
     data = yaml.safe_load(TOPOLOGY.read_text())
     repository = TOPOLOGY.resolve().parent.parent.parent
+    for part in ("proto", "schema", "plugins"):  # a topology names files in its project only
+        shutil.copytree(repository / part, directory / part, dirs_exist_ok=True)
     data["root"] = "."
-    data["proto"] = str(repository / "proto" / "contacts.proto")
-    data["plugin_path"] = str(repository)
+    data["proto"] = "proto/contacts.proto"
+    data["plugin_path"] = "."
     server = {
         "cert": "tls/server.pem",
         "key": "tls/server.key",
@@ -71,7 +74,7 @@ def secured_copy(directory: Path) -> Path:
     nodes["store"]["write"]["tls"] = nodes["store"]["read"]["tls"] = nodes["reader"]["tls"] = server
     for name in ("writer-a", "writer-b", "reader", "gateway"):
         nodes[name]["client_tls"] = client
-    nodes["gateway"]["schema"] = str(repository / "schema" / "contacts.graphql")
+    nodes["gateway"]["schema"] = "schema/contacts.graphql"
     nodes["broker"]["url"] = "mqtts://10.77.0.1:8883"
     nodes["broker"]["tls"] = {"ca": "tls/ca.pem"}
     copy = directory / "multi_host.yaml"

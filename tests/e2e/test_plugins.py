@@ -64,17 +64,9 @@ def test_failing_plugins_are_named_and_leak_nothing(tmp_path):
 
 
 def test_a_plugin_that_cannot_be_imported_is_named_and_nothing_starts(tmp_path):
-    text = (
-        (TOPOLOGIES / "contacts_fast.yaml")
-        .read_text()
-        .replace("plugins.contacts.ReverseName", "plugins.contacts.NoSuchPlugin")
-    )
-    broken = tmp_path / "broken.yaml"
-    broken.write_text(
-        text.replace("../../", str(TOPOLOGIES.parent.parent) + "/").replace(
-            "plugin_path: ../..", f"plugin_path: {TOPOLOGIES.parent.parent}"
-        )
-    )
+    broken = prepare("broken.yaml", tmp_path, source=TOPOLOGIES / "contacts_fast.yaml")
+    text = broken.read_text()
+    broken.write_text(text.replace("plugins.contacts.ReverseName", "plugins.contacts.NoSuchPlugin"))
     proc = subprocess.run([*cli(), "up", str(broken)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
     assert (

@@ -185,9 +185,9 @@ def test_up_gives_up_after_the_restart_limit(tmp_path):
 
 
 def test_broken_topology_starts_nothing(tmp_path):
-    broken = tmp_path / "broken.yaml"
-    text = (TOPOLOGIES / "contacts_fast.yaml").read_text().replace("delay: 500ms", "dealy: 500ms")
-    broken.write_text(text.replace("../../", str(TOPOLOGIES.parent.parent) + "/"))
+    broken = prepare("broken.yaml", tmp_path, source=TOPOLOGIES / "contacts_fast.yaml")
+    text = broken.read_text().replace("delay: 500ms", "dealy: 500ms")
+    broken.write_text(text)
     proc = subprocess.run([*cli(), "up", str(broken)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
     line = next(n for n, t in enumerate(text.splitlines(), 1) if "dealy" in t)

@@ -10,13 +10,14 @@ import yaml
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from cqrs_flow.contracts.plans import Report, writer_plan
+from cqrs_flow.contracts.writer import writer_plan
 from cqrs_flow.errors import Problem, TopologyError
 from cqrs_flow.nodes.gateway.limits import LimitExceeded, check_query, check_variables
 from cqrs_flow.nodes.writer import Command, Refused, decode_command
 from cqrs_flow.protobuf.messages import is_repeated
 from cqrs_flow.topology import load_topology, parse_topology
 from cqrs_flow.topology.model import Limits
+from cqrs_flow.topology.problems import Problems
 
 from .helpers import SHIPPED
 
@@ -29,7 +30,7 @@ PAYLOAD_BYTES = 512
 @pytest.fixture(scope="module")
 def plans(shipped_protos):
     topology = load_topology(SHIPPED)
-    report = Report(topology)
+    report = Problems(topology.located)
     plans = writer_plan(topology, topology.nodes["writer"], shipped_protos, report)
     assert not report.problems and plans
     return plans

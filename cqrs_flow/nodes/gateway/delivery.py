@@ -11,8 +11,8 @@ from typing import Any
 
 from google.protobuf.message import Message
 
+from cqrs_flow.contracts.gateway import MutationPlan
 from cqrs_flow.contracts.ordering import CommandClock
-from cqrs_flow.contracts.plans import MutationPlan
 from cqrs_flow.contracts.status import writer_online
 from cqrs_flow.nodes.gateway.commands import CommandBook
 from cqrs_flow.nodes.gateway.outbox import Outbox

@@ -19,7 +19,7 @@ import grpc
 from google.protobuf import json_format
 from tartiflette import Resolver, Subscription, TartifletteError, create_engine
 
-from cqrs_flow.contracts.plans import Call, GatewayPlan, MutationPlan, QueryPlan
+from cqrs_flow.contracts.gateway import Call, GatewayPlan, MutationPlan, QueryPlan
 from cqrs_flow.nodes.gateway.commands import STATUS_SDL, SUBSCRIPTION_SDL
 from cqrs_flow.nodes.gateway.delivery import Delivery
 from cqrs_flow.nodes.gateway.limits import LimitExceeded

@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from cqrs_flow.contracts.plans import GatewayPlan, Report, gateway_plan
+from cqrs_flow.contracts.gateway import GatewayPlan, gateway_plan
 from cqrs_flow.errors import NodeError, TopologyError
 from cqrs_flow.nodes.gateway.cost import Costs
 from cqrs_flow.nodes.gateway.delivery import Delivery
@@ -29,6 +29,7 @@ from cqrs_flow.plugins import GatewayPlugin, PluginContext, start_plugins, stop_
 from cqrs_flow.security.mqtt_logins import login_from_env
 from cqrs_flow.stores.journal import JournalError
 from cqrs_flow.topology.model import BrokerNode, GatewayNode, ReaderNode
+from cqrs_flow.topology.problems import Problems
 from cqrs_flow.transport.mqtt import connect, new_client
 from cqrs_flow.transport.rpc import ServiceClient
 from cqrs_flow.transport.tls import channel_security, mqtt_client_context
@@ -105,7 +106,7 @@ class GatewayService(NodeService):
         )
 
     def _plan(self) -> GatewayPlan:
-        report = Report(self.topology)
+        report = Problems(self.topology.located)
         plan = gateway_plan(self.topology, self.node, self.protos, report)
         if report.problems or plan is None:
             raise TopologyError(report.problems, str(self.topology.source))

@@ -9,10 +9,11 @@ import pytest
 
 from cqrs_flow.contracts.operations import ShapeError, bind
 from cqrs_flow.contracts.ordering import CommandClock
-from cqrs_flow.contracts.plans import Report, store_plan
+from cqrs_flow.contracts.store import store_plan
 from cqrs_flow.protobuf.compiler import compile_protos
 from cqrs_flow.stores import DuplicateKey, MemoryStore, NotFound
 from cqrs_flow.stores.operations import InvalidRequest, Stale, apply_operation
+from cqrs_flow.topology.problems import Problems
 
 NOW = "2024-05-06T07:08:09.010Z"
 
@@ -24,7 +25,7 @@ def fake_clock() -> str:
 @pytest.fixture
 def ops(shipped, shipped_protos):
     """RPC name -> bound operation, for both services of the shipped store."""
-    report = Report(shipped)
+    report = Problems(shipped.located)
     plan = store_plan(shipped, shipped.nodes["store"], shipped_protos, report)
     assert report.problems == []
     return {rpc: bound for service in plan.values() for rpc, bound in service.items()}
@@ -97,17 +98,20 @@ def test_store_plan_binds_every_rpc_of_the_shipped_store(ops):
         (
             "list",
             "GetContact",
-            "GetContact (list) needs exactly one integer (count) field in contacts.GetContactRequest; found none",
+            "GetContact (list) needs exactly one integer (count) field in "
+            "contacts.GetContactRequest; found none",
         ),
         (
             "insert",
             "DeleteContact",
-            "DeleteContact (insert) needs exactly one contacts.Contact field in contacts.DeleteContactRequest; found none",
+            "DeleteContact (insert) needs exactly one contacts.Contact field in "
+            "contacts.DeleteContactRequest; found none",
         ),
         (
             "insert_many",
             "AddContact",
-            "AddContact (insert_many) needs exactly one repeated contacts.Contact field in contacts.AddContactRequest; "
+            "AddContact (insert_many) needs exactly one repeated contacts.Contact field in "
+            "contacts.AddContactRequest; "
             "found none",
         ),
         (
@@ -123,7 +127,8 @@ def test_store_plan_binds_every_rpc_of_the_shipped_store(ops):
         (
             "delete_many",
             "DeleteContact",
-            "DeleteContact (delete_many) needs exactly one repeated string field in contacts.DeleteContactRequest; "
+            "DeleteContact (delete_many) needs exactly one repeated string field in "
+            "contacts.DeleteContactRequest; "
             "found none",
         ),
         ("get", "GetContact", None),
@@ -149,7 +154,7 @@ def test_bind_needs_a_string_key_in_the_document(shipped_protos):
     method = shipped_protos.method("contacts.ContactWriteService", "AddContact")
     document = shipped_protos.message_descriptor("contacts.Contact")
     with pytest.raises(
-        ShapeError, match="the document contacts.Contact needs a string key field 'email'"
+        ShapeError, match=r"the document contacts\.Contact needs a string key field 'email'"
     ):
         bind("insert", method, document, "email")
 
@@ -210,7 +215,7 @@ def test_update_of_a_missing_document_is_not_found(call, contacts, store):
 
 def test_update_without_a_key_is_invalid(call, contacts, store):
     request = contacts("UpdateContactRequest")(contact=contacts("Contact")(name="Bea"))
-    with pytest.raises(InvalidRequest, match="UpdateContact needs 'contact.id'"):
+    with pytest.raises(InvalidRequest, match=r"UpdateContact needs 'contact\.id'"):
         call(store, "UpdateContact", request)
 
 
@@ -442,9 +447,10 @@ def test_an_older_command_does_not_undo_a_newer_one(call, contacts, store):
         contacts("AddContactRequest")(contact=contacts("Contact")(id="c1", name="Ann")),
         command=add_id,
     )
-    update = lambda name: contacts("UpdateContactRequest")(
-        contact=contacts("Contact")(id="c1", name=name)
-    )
+
+    def update(name):
+        return contacts("UpdateContactRequest")(contact=contacts("Contact")(id="c1", name=name))
+
     call(store, "UpdateContact", update("Newer"), command=newer)
     with pytest.raises(Stale):
         call(store, "UpdateContact", update("Older"), command=older)
@@ -486,9 +492,10 @@ def test_bulk_commands_leave_out_the_keys_they_must_not_touch(call, contacts, st
 
 def test_commands_with_ids_of_their_own_apply_once_each(call, contacts, store):
     add(call, contacts, store, id="c1", name="Ann")
-    update = lambda name: contacts("UpdateContactRequest")(
-        contact=contacts("Contact")(id="c1", name=name)
-    )
+
+    def update(name):
+        return contacts("UpdateContactRequest")(contact=contacts("Contact")(id="c1", name=name))
+
     call(store, "UpdateContact", update("B"), command="client-b")
     call(store, "UpdateContact", update("A"), command="client-a")  # no order known: applies
     with pytest.raises(Stale):

@@ -8,12 +8,13 @@ import grpc
 import pytest
 
 import cqrs_flow.nodes.store as store_node
-from cqrs_flow.contracts.plans import Report, store_plan
+from cqrs_flow.contracts.store import store_plan
 from cqrs_flow.errors import TopologyError
 from cqrs_flow.nodes.store import StoreService
 from cqrs_flow.protobuf.compiler import compile_protos
 from cqrs_flow.security.tokens import ENV_SECRET, Credentials, credentials_from_env, derive_token
 from cqrs_flow.topology import load_topology
+from cqrs_flow.topology.problems import Problems
 from cqrs_flow.topology.relocate import relocate
 
 SECRET = "0123456789abcdef" * 4
@@ -71,7 +72,9 @@ def test_a_repeated_command_id_is_an_invalid_argument(project, monkeypatch):
     monkeypatch.setattr(
         store_node,
         "store_plan",
-        lambda topology, node, protos, report: store_plan(topology, node, protos, Report(topology)),
+        lambda topology, node, protos, report: store_plan(
+            topology, node, protos, Problems(topology.located)
+        ),
     )
     service, protos = project(REPEATED_ID)
     request = protos.message_class("contacts.DeleteContactRequest")

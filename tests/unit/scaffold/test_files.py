@@ -14,7 +14,7 @@ import yaml
 from click.testing import CliRunner
 
 from cqrs_flow.cli import main
-from cqrs_flow.contracts.plans import check_contracts
+from cqrs_flow.contracts.check import check_contracts
 from cqrs_flow.plugins import GatewayPlugin, PluginContext, Rejected, load_plugin_class
 from cqrs_flow.protobuf.compiler import compile_protos
 from cqrs_flow.scaffold import (

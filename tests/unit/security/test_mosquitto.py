@@ -167,11 +167,11 @@ def test_a_secret_file_is_read_relative_to_the_topology(make_project):
     [
         (
             "{file: ../secret}",
-            "secret: file: '../secret' must be relative to the topology file and inside",
+            "secret.file: ../secret leads out of the project directory",
         ),
         (
             "{file: /etc/secret}",
-            "secret: file: '/etc/secret' must be relative to the topology file and inside",
+            "secret.file: '/etc/secret' is an absolute path; write it relative to the topology",
         ),
         (
             "{env: A, file: b}",

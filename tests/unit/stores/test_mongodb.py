@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
+from pathlib import Path
 
 import mongomock
 import pytest
@@ -33,7 +34,7 @@ from cqrs_flow.stores.mongodb import (
     update_op,
     verdict,
 )
-from cqrs_flow.topology.model import SecretSource
+from cqrs_flow.topology.model import SecretSource, Topology
 
 from .mongo_emulation import EmulatedCollection
 
@@ -360,7 +361,7 @@ def test_a_store_selects_the_mongodb_backend(edit, parse):
         ("mongodb: {url: {env: MONGODB_URL, file: url.txt}}", "exactly one of 'env' or 'file'"),
         ("mongodb: {url: {envv: MONGODB_URL}}", "did you mean 'env'"),
         ("mongodb: {url: {env: 'no spaces'}}", "the name of an environment variable"),
-        ("mongodb: {url: {file: ../outside}}", "inside its directory"),
+        ("mongodb: {url: {file: ../outside}}", "leads out of the project directory"),
         ("mongodb: {database: contacts}", "missing required key 'url'"),
         ("data: state/store", "backend: mongodb needs a 'mongodb' section"),
     ],
@@ -391,19 +392,20 @@ def test_data_and_mongodb_exclude_each_other(edit, problems_of):
 
 
 def test_a_secret_source_is_read_when_the_node_starts(tmp_path):
+    topology = Topology("t", tmp_path / "topology.yaml", (), {}, {})  # files: in tmp_path
     assert (
-        read_source(SecretSource(env="URL"), tmp_path, "k", env={"URL": " mongodb://db \n"})
+        read_source(SecretSource(env="URL"), topology, "k", env={"URL": " mongodb://db \n"})
         == "mongodb://db"
     )
     with pytest.raises(NodeError, match="environment variable URL, which is not set or empty"):
-        read_source(SecretSource(env="URL"), tmp_path, "k", env={})
+        read_source(SecretSource(env="URL"), topology, "k", env={})
     (tmp_path / "url").write_text("mongodb://db:27017/\n")
-    assert read_source(SecretSource(file=tmp_path / "url"), tmp_path, "k") == "mongodb://db:27017/"
+    assert read_source(SecretSource(file=Path("url")), topology, "k") == "mongodb://db:27017/"
     with pytest.raises(NodeError, match=r"cannot read k from the file missing.*chmod 600"):
-        read_source(SecretSource(file="missing"), tmp_path, "k")
+        read_source(SecretSource(file="missing"), topology, "k")
     (tmp_path / "empty").write_text("\n")
     with pytest.raises(NodeError, match="is empty"):
-        read_source(SecretSource(file="empty"), tmp_path, "k")
+        read_source(SecretSource(file="empty"), topology, "k")
 
 
 def test_a_store_node_without_its_mongodb_does_not_start(edit, parse, monkeypatch):

@@ -66,7 +66,8 @@ def test_access_follows_filters_dead_letters_and_clients(edit, parse):
         edit(
             (
                 "    listen: 127.0.0.1:1883\n",
-                "    listen: 127.0.0.1:1883\n    clients:\n      dashboard: {subscribe: [contacts/status, dead/#]}\n",
+                "    listen: 127.0.0.1:1883\n    clients:\n      dashboard: {subscribe: "
+                "[contacts/status, dead/#]}\n",
             ),
             (
                 "    commands: [add_contact, update_contact, delete_contact]\n",
@@ -129,7 +130,7 @@ def test_login_from_env(shipped):
         shipped, "gateway", mqtt_launch_environment(shipped, "gateway", SECRET)
     )
     assert by_secret.user == "gateway" and by_secret.password not in repr(by_secret)
-    with pytest.raises(NodeError, match="no MQTT credentials.*CQRS_FLOW_SECRET"):
+    with pytest.raises(NodeError, match=r"no MQTT credentials.*CQRS_FLOW_SECRET"):
         login_from_env(shipped, "gateway", {})
     with pytest.raises(NodeError, match="CQRS_FLOW_MQTT_USERS must be a JSON object"):
         users_from_env(shipped, shipped.nodes["broker"], {ENV_MQTT_USERS: "[1]"})

@@ -46,7 +46,8 @@ def mermaid_links(text: str) -> set[tuple[str, str, str, str]]:
 
 
 def check_mermaid(text: str) -> None:
-    """Every line is a statement of a `flowchart LR`; subgraphs close; linkStyle covers each link once."""
+    """Every line is a statement of a `flowchart LR`; subgraphs close; linkStyle covers each
+    link once."""
     lines = text.splitlines()
     assert lines[0] == "flowchart LR"
     for line in lines:
@@ -160,8 +161,8 @@ def test_every_node_shows_its_name_kind_and_listen_addresses(shipped):
             for what, address in node.listens:
                 assert f"{what} {address}" in text
     assert (
-        'n_store["store (store)<br/>write service 127.0.0.1:50051<br/>read service 127.0.0.1:50052"]'
-        in mermaid(shipped)
+        'n_store["store (store)<br/>write service 127.0.0.1:50051<br/>'
+        'read service 127.0.0.1:50052"]' in mermaid(shipped)
     )
 
 
@@ -207,7 +208,10 @@ def test_an_external_broker_shows_its_url_without_the_password(edit, parse):
 
 
 def test_a_broker_carrying_no_topic_is_a_plain_box_and_ids_stay_unique(edit, parse):
-    spare = "  spare-1: {kind: broker, listen: 127.0.0.1:1901}\n  spare_1: {kind: broker, listen: 1902}\n"
+    spare = (
+        "  spare-1: {kind: broker, listen: 127.0.0.1:1901}\n"
+        "  spare_1: {kind: broker, listen: 1902}\n"
+    )
     topology = parse(edit(("nodes:\n", "nodes:\n" + spare)))
     text = mermaid(topology)
     check_mermaid(text)

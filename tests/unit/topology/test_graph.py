@@ -29,7 +29,8 @@ def topology_of(*nodes) -> Topology:
 
 
 def bigger() -> Topology:
-    """Two stores, each with its own reader and writer; two brokers; two gateways; listed out of order."""
+    """Two stores, each with its own reader and writer; two brokers; two gateways; listed out of
+    order."""
     return topology_of(
         GatewayNode("g2", broker="b2", reader="r2", listen=Address("127.0.0.1", 8081)),
         WriterNode("w2", broker="b2", store=Endpoint("s2", "write")),

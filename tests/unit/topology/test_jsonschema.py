@@ -18,7 +18,8 @@ from cqrs_flow.cli import main
 from cqrs_flow.errors import TopologyError
 from cqrs_flow.topology import load_topology, parse_topology, spec
 from cqrs_flow.topology.jsonschema import UnmappedType, schema_text, topology_schema
-from cqrs_flow.topology.yamlsource import LocatedData, format_path, parse_yaml
+from cqrs_flow.topology.problems import format_path
+from cqrs_flow.topology.yamlsource import LocatedData, parse_yaml
 
 from ..helpers import ROOT, SHIPPED
 
@@ -83,7 +84,7 @@ def test_every_key_of_the_table_is_in_the_schema():
     assert list(schema["properties"]) == list(spec.TOPOLOGY.fields)
     nodes = schema["properties"]["nodes"]["additionalProperties"]
     assert nodes["properties"]["kind"]["enum"] == list(spec.NODE_KINDS)
-    for branch, (kind, section) in zip(nodes["allOf"], spec.NODE_KINDS.items()):
+    for branch, (kind, section) in zip(nodes["allOf"], spec.NODE_KINDS.items(), strict=True):
         assert branch["if"]["properties"]["kind"] == {"const": kind}
         assert list(branch["then"]["properties"]) == list(section.fields)
         assert branch["then"]["additionalProperties"] is False

@@ -1,4 +1,5 @@
-"""loader: topology file -> checked model; defaults, and every problem at once with path and line."""
+"""loader: topology file -> checked model; defaults, and every problem at once, with path and
+line."""
 
 from __future__ import annotations
 
@@ -112,7 +113,8 @@ def test_defaults_are_filled_in(edit, parse):
             ("    collection: contacts\n    key: id\n    timestamp: last_updated\n", ""),
             ("    delay: 3s\n", ""),
             (
-                "      addContact:\n        command: add_contact\n        generate: {contact.id: uuid}\n"
+                "      addContact:\n        command: add_contact\n        generate: {contact.id: "
+                "uuid}\n"
                 "        message: Queued to add\n",
                 "      addContact: {command: add_contact, generate: {contact.id: uuid}}\n",
             ),
@@ -144,7 +146,8 @@ def test_shorthands_of_queries_mutations_and_single_values(edit, parse):
         edit(
             ("proto: proto/contacts.proto", "proto: [proto/contacts.proto]"),
             (
-                "      deleteContact:\n        command: delete_contact\n        exists: GetContact\n"
+                "      deleteContact:\n        command: delete_contact\n        exists: "
+                "GetContact\n"
                 "        message: Queued to delete\n",
                 "      deleteContact: delete_contact\n",
             ),
@@ -283,7 +286,8 @@ def test_missing_top_level_keys(problems_of):
             "AddContact: insrt",
             "nodes.store.write.rpcs.AddContact",
             "insrt",
-            "expected one of insert, update, delete, insert_many, delete_many, get, list, got 'insrt'; "
+            "expected one of insert, update, delete, insert_many, delete_many, get, list, got "
+            "'insrt'; "
             "did you mean 'insert'?",
         ),
         (
@@ -401,7 +405,8 @@ def test_non_scalar_kind_is_a_problem(edit, problems_of, kind):
 
 
 def test_misspelled_kind_does_not_claim_the_node_is_missing(edit, problems_of):
-    # Regression: the node used to be dropped, so each reference to it said "no node named 'broker'".
+    # Regression: the node used to be dropped, so each reference to it said
+    # "no node named 'broker'".
     problems = problems_of(edit(("kind: broker", "kind: brokr")))
     assert "unknown kind 'brokr'" in only(problems, "nodes.broker.kind").message
     assert not [p for p in problems if "no node named 'broker'" in p.message], problems

@@ -1,4 +1,4 @@
-"""Relocated copies of a topology: free ports, absolute paths, overrides; still valid."""
+"""Relocated copies of a topology: free ports, files of their own, overrides; still valid."""
 
 from __future__ import annotations
 
@@ -18,7 +18,16 @@ def test_a_relocated_copy_loads_with_new_ports_and_the_overrides(tmp_path):
     assert not set(ports) & {a.port for n in original.nodes.values() for _, a in n.listens}
     assert all(a.host == "127.0.0.1" for n in moved.nodes.values() for _, a in n.listens)
     assert moved.nodes["writer"].delay == 0.25
-    assert (moved.root / moved.protos[0]).resolve() == (
+    # The copy carries the files it names: a topology names files inside its project only.
+    assert moved.protos == original.protos
+    assert (moved.root / moved.protos[0]).read_bytes() == (
         original.root / original.protos[0]
-    ).resolve()
+    ).read_bytes()
     assert (moved.root / moved.nodes["gateway"].schema).is_file()
+    assert (moved.root / "plugins" / "contacts.py").is_file()  # the reader's and gateway's plugins
+
+
+def test_a_copy_next_to_its_source_reuses_the_files(tmp_path):
+    first = relocate(SHIPPED, tmp_path / "first.yaml")
+    second = relocate(first, tmp_path / "second.yaml")  # the same directory: nothing to copy
+    assert load_topology(second).protos == load_topology(first).protos

@@ -192,6 +192,7 @@ def test_check_lists_the_keys_when_nothing_is_close():
         Problem(
             4,
             "nodes.b.zzz",
-            "unknown key; expected one of kind, restart, restart_limit, listen, url, protocol, tls, clients",
+            "unknown key; expected one of kind, restart, restart_limit, listen, url, protocol, "
+            "tls, clients",
         )
     ]

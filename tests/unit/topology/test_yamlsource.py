@@ -7,7 +7,8 @@ import time
 import pytest
 
 from cqrs_flow.errors import Problem, TopologyError
-from cqrs_flow.topology.yamlsource import MAX_VALUES, format_path, parse_yaml
+from cqrs_flow.topology.problems import Problems
+from cqrs_flow.topology.yamlsource import MAX_VALUES, parse_yaml
 
 NESTED = """\
 name: demo
@@ -43,37 +44,10 @@ def test_every_key_path_has_its_line():
     assert located.lines[("list", 0, "b")] == 10
 
 
-def test_line_of_an_unknown_path_is_that_of_its_nearest_ancestor():
-    located = parse_yaml(NESTED)
-    assert located.line(("nodes", "writer", "nosuchkey", "deeper")) == 3
-    assert located.line(("list", 0, "c")) == 9
-    assert located.line(("nothing",)) == 1
-
-
-def test_problem_carries_line_and_formatted_path():
-    located = parse_yaml(NESTED)
-    assert located.problem(("nodes", "writer", "commands", 1), "bad") == Problem(
-        6, "nodes.writer.commands[1]", "bad"
-    )
-
-
-@pytest.mark.parametrize(
-    "path, text",
-    [
-        ((), ""),
-        (("nodes",), "nodes"),
-        (("nodes", "writer", "commands", 0), "nodes.writer.commands[0]"),
-        ((0, "a"), "[0].a"),
-    ],
-)
-def test_format_path(path, text):
-    assert format_path(path) == text
-
-
 def test_empty_document_is_an_empty_mapping():
     located = parse_yaml("")
     assert located.data == {}
-    assert located.line(("anything",)) == 1
+    assert Problems(located).line(("anything",)) == 1
 
 
 def test_duplicate_key_is_reported_with_its_line_and_path():

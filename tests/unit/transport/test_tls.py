@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -89,14 +90,20 @@ def test_tls_files_must_exist_inside_the_project(make_project):
             )
         ],
     )
-    assert sorted(found) == [
-        "nodes.store.write.tls.ca: file not found: ca.pem (paths are relative to the topology "
-        "file)",
-        "nodes.store.write.tls.cert: '../s.pem' leaves the topology's directory; keep the file "
-        "inside it",
+    ca, cert, key = sorted(found)
+    assert ca == (
+        "nodes.store.write.tls.ca: file not found: ca.pem (paths are relative to the topology file)"
+    )
+    assert re.fullmatch(
+        r"nodes\.store\.write\.tls\.cert: \.\./s\.pem leads out of the project directory "
+        r"/\S+/project1; keep files inside it, or say where the project is with the top-level "
+        r"key 'root' \(e\.g\. root: \.\.\)",
+        cert,
+    )
+    assert key == (
         "nodes.store.write.tls.key: '/etc/s.key' is an absolute path; write it relative to the "
-        "topology file",
-    ]
+        "topology file, inside the project directory"
+    )
 
 
 def test_unreadable_or_non_pem_files_fail_the_node_with_the_file_named(make_project):
@@ -105,7 +112,7 @@ def test_unreadable_or_non_pem_files_fail_the_node_with_the_file_named(make_proj
     (path.parent / "s.key").write_text("no pem here")
     with pytest.raises(NodeError, match=re.escape("the TLS private key s.key is not a PEM file")):
         server_credentials(topology, TlsServer(Path("s.pem"), Path("s.key")))
-    with pytest.raises(NodeError, match=re.escape("cannot read the TLS CA certificate gone.pem")):
+    with pytest.raises(NodeError, match=re.escape("TLS CA certificate not found: gone.pem")):
         channel_security(
             topology, TlsServer(Path("s.pem"), Path("s.key"), ca=Path("gone.pem")), None
         )
@@ -127,13 +134,13 @@ def test_listeners_beyond_loopback_without_tls_are_warned_about(
 
     path = make_project(
         yaml=[
-            ("proto:", f"plugin_path: {ROOT}\nproto:"),
             ("listen: 127.0.0.1:1883", "listen: 0.0.0.0:1883"),
             (WRITE_LISTEN, "      listen: 10.0.0.5:50051\n"),
             ("listen: 127.0.0.1:50052", "listen: localhost:50052"),
             ("listen: 127.0.0.1:8080", "listen: '[::]:8080'"),
         ]
     )
+    shutil.copytree(ROOT / "plugins", path.parent / "plugins")  # a project holds its plugins
     result = CliRunner().invoke(main, ["validate", str(path)])
     assert result.exit_code == 0, result.output
     warnings = [line.split(": ", 3)[2:] for line in result.stderr.splitlines()]

@@ -8,17 +8,18 @@ import logging
 
 import pytest
 
-from cqrs_flow.contracts.plans import Report, gateway_plan
+from cqrs_flow.contracts.gateway import gateway_plan
 from cqrs_flow.nodes.gateway.delivery import Delivery
 from cqrs_flow.nodes.gateway.outbox import Outbox
 from cqrs_flow.nodes.gateway.refusals import Refused
 from cqrs_flow.stores.journal import JournalError
+from cqrs_flow.topology.problems import Problems
 
 from .fakes import FakeMqtt
 
 
 def publish(shipped, protos, outbox: Outbox, mqtt: FakeMqtt):
-    plan = gateway_plan(shipped, shipped.nodes["gateway"], protos, Report(shipped))
+    plan = gateway_plan(shipped, shipped.nodes["gateway"], protos, Problems(shipped.located))
     add = plan.mutations["addContact"]
     delivery = Delivery(shipped.status_topic, mqtt, outbox, logging.getLogger())
 

@@ -11,11 +11,12 @@ from typing import Any
 import grpc
 import pytest
 
-from cqrs_flow.contracts.plans import Report, gateway_plan
+from cqrs_flow.contracts.gateway import gateway_plan
 from cqrs_flow.nodes.gateway.delivery import Delivery
 from cqrs_flow.nodes.gateway.outbox import Outbox
 from cqrs_flow.nodes.gateway.resolvers import Resolvers
 from cqrs_flow.plugins import Rejected
+from cqrs_flow.topology.problems import Problems
 from cqrs_flow.transport.rpc import UNAVAILABLE_PEER
 
 from .fakes import FakeMqtt
@@ -52,7 +53,7 @@ def rpc_error(code: grpc.StatusCode, details: str = "", peer: str | None = None)
 def run(shipped, protos, query: str, reader=None, plugins=(), connected=True):
     """Execute `query` on the shipped gateway's engine; (result, published, command book)."""
     node = shipped.nodes["gateway"]
-    plan = gateway_plan(shipped, node, protos, Report(shipped))
+    plan = gateway_plan(shipped, node, protos, Problems(shipped.located))
     mqtt = FakeMqtt(connected=connected)
 
     async def execute():

@@ -1,0 +1,32 @@
+"""The contract check of `cqrs-flow validate`: every node's plan worked out, every problem kept."""
+
+from __future__ import annotations
+
+from cqrs_flow.contracts import plugin_classes
+from cqrs_flow.contracts.gateway import gateway_plan
+from cqrs_flow.contracts.reader import reader_plan
+from cqrs_flow.contracts.store import store_plan
+from cqrs_flow.contracts.writer import writer_plan
+from cqrs_flow.errors import Problem
+from cqrs_flow.protobuf.compiler import ProtoSet
+from cqrs_flow.topology.model import GatewayNode, ReaderNode, StoreNode, Topology, WriterNode
+from cqrs_flow.topology.problems import Problems
+
+__all__ = ["check_contracts"]
+
+
+def check_contracts(topology: Topology, protos: ProtoSet) -> list[Problem]:
+    """Every problem between the topology, its protos and its GraphQL schemas."""
+    report = Problems(topology.located)
+    for node in topology.nodes.values():
+        if isinstance(node, StoreNode):
+            store_plan(topology, node, protos, report)
+        elif isinstance(node, ReaderNode):
+            reader_plan(topology, node, protos, report)
+        elif isinstance(node, WriterNode):
+            writer_plan(topology, node, protos, report)
+            plugin_classes(topology, node, report)
+        elif isinstance(node, GatewayNode):
+            gateway_plan(topology, node, protos, report)
+            plugin_classes(topology, node, report)
+    return report.problems
