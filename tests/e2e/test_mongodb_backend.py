@@ -77,6 +77,16 @@ def test_a_store_that_cannot_reach_mongodb_stops_with_a_clear_error(tmp_path):
     )
 
 
+def _listeners(data: dict) -> list[dict]:
+    """Every mapping with a `listen` key in the topology's nodes (services included)."""
+    found = []
+    for node in data["nodes"].values():
+        for part in (node, node.get("write") or {}, node.get("read") or {}):
+            if isinstance(part, dict) and "listen" in part:
+                found.append(part)
+    return found
+
+
 def two_stores(tmp_path, database: str):
     """The test system with a second store node on the same MongoDB collection: the writer
     writes through one store process, the reader reads through the other."""
@@ -84,7 +94,10 @@ def two_stores(tmp_path, database: str):
     data = yaml.safe_load(file.read_text())
     second = copy.deepcopy(data["nodes"]["store"])
     second["collection"] = "store"  # the first store's collection (default: the node's name)
+    taken = {int(str(node["listen"]).rsplit(":", 1)[-1]) for node in _listeners(data)}
     write_port, read_port = free_ports(2)
+    while {write_port, read_port} & taken:  # a port the copy chose, free again since: choose anew
+        write_port, read_port = free_ports(2)
     second["write"]["listen"] = f"127.0.0.1:{write_port}"
     second["read"]["listen"] = f"127.0.0.1:{read_port}"
     data["nodes"]["store2"] = second
