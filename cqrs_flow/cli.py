@@ -145,9 +145,9 @@ def _secret_for(topology: Topology, what: str) -> str:
     secret = read_secret(topology)
     if secret is None:
         raise CqrsFlowError(
-            f"{what} derive from the system secret, and there is none: set {ENV_SECRET} or the "
-            "topology's 'secret' ({env: NAME} or {file: path}) to the secret `up` and the nodes "
-            "use"
+            f"{what} derive from the system secret, and there is none: set {ENV_SECRET} or "
+            "the topology's 'secret' ({env: NAME} or {file: path}) to the secret `up` and the "
+            "nodes use"
         )
     return secret
 

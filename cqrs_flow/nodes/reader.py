@@ -12,12 +12,10 @@ import grpc
 from google.protobuf.message import Message
 
 from cqrs_flow.contracts.reader import reader_plan
-from cqrs_flow.errors import TopologyError
 from cqrs_flow.nodes.runtime import STOP_GRACE, NodeService
 from cqrs_flow.plugins import PluginContext, ReaderPlugin, Rejected, start_plugins, stop_plugins
 from cqrs_flow.security.tokens import CallerCheck
 from cqrs_flow.topology.model import ReaderNode
-from cqrs_flow.topology.problems import Problems
 from cqrs_flow.transport.rpc import (
     UNAVAILABLE_PEER,
     Handler,
@@ -34,10 +32,7 @@ class ReaderService(NodeService):
     node: ReaderNode
 
     async def setup(self) -> None:
-        report = Problems(self.topology.located)
-        plan = reader_plan(self.topology, self.node, self.protos, report)
-        if report.problems:
-            raise TopologyError(report.problems, str(self.topology.source))
+        plan = self.contract(reader_plan)
         store = self.topology.store_of(self.node.store)
         self.store = ServiceClient(
             self.protos,

@@ -13,19 +13,22 @@ import os
 import signal
 import sys
 from abc import ABC, abstractmethod
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import Any, TypeVar
 
 from cqrs_flow.contracts.process import ENV_READY_FD
-from cqrs_flow.errors import NodeError
+from cqrs_flow.errors import NodeError, TopologyError
 from cqrs_flow.protobuf.compiler import ProtoSet
 from cqrs_flow.security.tokens import Credentials
 from cqrs_flow.topology.model import Node, Topology
+from cqrs_flow.topology.problems import Problems
 
 __all__ = ["STOP_GRACE", "NodeService", "configure_logging", "serve"]
 
 log = logging.getLogger("cqrs_flow.node")
+
+Plan = TypeVar("Plan")
 
 STOP_GRACE = 1.0  # seconds the calls in flight have to finish when a node's server stops
 
@@ -82,6 +85,15 @@ class NodeService(ABC):
         last acquired first. Safe after a failed or cancelled `start`, and more than once."""
         await self.cancel_tasks()
         await self.resources.aclose()
+
+    def contract(self, build: Callable[[Topology, Any, ProtoSet, Problems], Plan | None]) -> Plan:
+        """What this node needs from topology + protos, worked out by the contract `build`
+        (cqrs_flow.contracts); TopologyError with every problem when it cannot be."""
+        problems = Problems(self.topology.located)
+        plan = build(self.topology, self.node, self.protos, problems)
+        if problems.problems or plan is None:
+            raise TopologyError(problems.problems, str(self.topology.source))
+        return plan
 
     def spawn(self, coroutine: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         """Run background work until `stop`; if it fails, the node stops and exits with its

@@ -15,7 +15,7 @@ from google.protobuf.message import Message
 
 from cqrs_flow.contracts.operations import BoundOperation
 from cqrs_flow.contracts.store import store_plan
-from cqrs_flow.errors import NodeError, TopologyError
+from cqrs_flow.errors import NodeError
 from cqrs_flow.nodes.runtime import STOP_GRACE, NodeService
 from cqrs_flow.security.sources import read_source
 from cqrs_flow.security.tokens import CallerCheck
@@ -31,7 +31,6 @@ from cqrs_flow.stores import (
 from cqrs_flow.stores.applied import AppliedCommands
 from cqrs_flow.stores.operations import InvalidRequest, Stale, apply_operation, command_id_of
 from cqrs_flow.topology.model import StoreNode, TlsServer, Topology
-from cqrs_flow.topology.problems import Problems
 from cqrs_flow.transport.rpc import Handler, service_handler, start_server
 from cqrs_flow.transport.tls import server_credentials
 
@@ -68,10 +67,7 @@ class StoreService(NodeService):
     node: StoreNode
 
     async def setup(self) -> None:
-        report = Problems(self.topology.located)
-        plan = store_plan(self.topology, self.node, self.protos, report)
-        if report.problems:
-            raise TopologyError(report.problems, str(self.topology.source))
+        plan = self.contract(store_plan)
         self.backend: DocumentStore = await open_backend(self.topology, self.node)
         # Released last: the servers stop accepting calls, those in flight finish, and only then
         # is the data dropped (a durable store has it on disk already).

@@ -24,14 +24,12 @@ from google.protobuf.message import DecodeError, Message
 from cqrs_flow.contracts.process import ENV_REPLICA
 from cqrs_flow.contracts.status import online_message
 from cqrs_flow.contracts.writer import CommandPlan, writer_plan
-from cqrs_flow.errors import TopologyError
 from cqrs_flow.nodes.runtime import NodeService
 from cqrs_flow.plugins import PluginContext, Rejected, WriterPlugin, start_plugins, stop_plugins
 from cqrs_flow.protobuf.messages import get_path
 from cqrs_flow.security.mqtt_logins import login_from_env
 from cqrs_flow.topology.access import shared, writer_subscriptions
 from cqrs_flow.topology.model import BrokerNode, WriterNode
-from cqrs_flow.topology.problems import Problems
 from cqrs_flow.transport.mqtt import connect, new_client
 from cqrs_flow.transport.rpc import ServiceClient
 from cqrs_flow.transport.tls import channel_security, mqtt_client_context
@@ -178,10 +176,7 @@ class WriterService(NodeService):
     _flush_handle: asyncio.TimerHandle | None = None  # the next flush of the reports, if armed
 
     async def setup(self) -> None:
-        report = Problems(self.topology.located)
-        self.plans = writer_plan(self.topology, self.node, self.protos, report)
-        if report.problems:
-            raise TopologyError(report.problems, str(self.topology.source))
+        self.plans = self.contract(writer_plan)
         store = self.topology.store_of(self.node.store)
         self.store = ServiceClient(
             self.protos,

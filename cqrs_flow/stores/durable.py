@@ -155,8 +155,7 @@ class DurableStore(MemoryStore):
             if count != len(self) or records.end != records.size:
                 raise StoreError(
                     f"{path} is damaged (ends after {records.end} of {records.size} "
-                    f"bytes, {len(self)} documents); refusing to start with part "
-                    f"of the data"
+                    f"bytes, {len(self)} documents); refusing to start with part of the data"
                 )
         generation: int = head["snapshot"]  # an int, checked above
         return generation

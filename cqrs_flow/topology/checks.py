@@ -406,19 +406,16 @@ def _check_writer_groups(topology: Topology, report: Problems) -> None:
             report(
                 ("nodes", writer.name, key),
                 "writers sharing their subscriptions need MQTT shared subscriptions, which the "
-                "embedded "
-                f"broker (amqtt) does not have: point nodes.{broker.name}.url at a broker that has "
-                "them "
-                f"(Mosquitto 1.6 or later, EMQX, HiveMQ), or run one writer",
+                f"embedded broker (amqtt) does not have: point nodes.{broker.name}.url at a "
+                "broker that has them (Mosquitto 1.6 or later, EMQX, HiveMQ), or run one writer",
             )
         store = topology.nodes.get(writer.store.node)
         if isinstance(store, StoreNode) and not store.last_writer_wins:
             report(
                 ("nodes", writer.name, key),
-                "commands on one entity may reach the store through several writers at once, in "
-                "any "
-                f"order: set nodes.{store.name}.last_writer_wins: true so that the newest command "
-                "wins",
+                "commands on one entity may reach the store through several writers at once, "
+                f"in any order: set nodes.{store.name}.last_writer_wins: true so that the "
+                "newest command wins",
             )
         other = brokers.setdefault(group, writer.broker)
         if other != writer.broker:

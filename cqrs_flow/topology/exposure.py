@@ -62,8 +62,7 @@ def exposure_warnings(topology: Topology) -> list[Problem]:
             warn(
                 ("nodes", gateway.name, "listen"),
                 gateway.listen,
-                "the gateway serves GraphQL over plain HTTP to anyone; put a reverse proxy with "
-                "TLS "
-                "(and authentication, if not every caller may write) in front of it",
+                "the gateway serves GraphQL over plain HTTP to anyone; put a reverse proxy "
+                "with TLS (and authentication, if not every caller may write) in front of it",
             )
     return warnings.problems

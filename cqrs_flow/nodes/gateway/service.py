@@ -16,8 +16,8 @@ from typing import Any
 
 from aiohttp import web
 
-from cqrs_flow.contracts.gateway import GatewayPlan, gateway_plan
-from cqrs_flow.errors import NodeError, TopologyError
+from cqrs_flow.contracts.gateway import gateway_plan
+from cqrs_flow.errors import NodeError
 from cqrs_flow.nodes.gateway.cost import Costs
 from cqrs_flow.nodes.gateway.delivery import Delivery
 from cqrs_flow.nodes.gateway.http import GraphQLHttp, playground_page
@@ -29,7 +29,6 @@ from cqrs_flow.plugins import GatewayPlugin, PluginContext, start_plugins, stop_
 from cqrs_flow.security.mqtt_logins import login_from_env
 from cqrs_flow.stores.journal import JournalError
 from cqrs_flow.topology.model import BrokerNode, GatewayNode, ReaderNode
-from cqrs_flow.topology.problems import Problems
 from cqrs_flow.transport.mqtt import connect, new_client
 from cqrs_flow.transport.rpc import ServiceClient
 from cqrs_flow.transport.tls import channel_security, mqtt_client_context
@@ -44,7 +43,7 @@ class GatewayService(NodeService):
         await self._open(self.resources)
 
     async def _open(self, stack: contextlib.AsyncExitStack) -> None:
-        plan = self._plan()
+        plan = self.contract(gateway_plan)
         reader_node = self.topology.nodes[self.node.reader]
         broker = self.topology.nodes[self.node.broker]
         assert isinstance(reader_node, ReaderNode) and isinstance(broker, BrokerNode)
@@ -104,13 +103,6 @@ class GatewayService(NodeService):
             reader_node.listen,
             broker.address,
         )
-
-    def _plan(self) -> GatewayPlan:
-        report = Problems(self.topology.located)
-        plan = gateway_plan(self.topology, self.node, self.protos, report)
-        if report.problems or plan is None:
-            raise TopologyError(report.problems, str(self.topology.source))
-        return plan
 
     async def _outbox(self) -> Outbox:
         redeliver_after = self.topology.redeliver_after(self.node)
