@@ -1,33 +1,7 @@
-"""The gateway's outbox: commands it accepted that no writer has reported on yet.
-
-A writer on the embedded broker (MQTT 3.1.1) acknowledges a message on receipt, and the embedded
-broker keeps its queues in memory: a command a writer held when it was killed, or one a broker
-lost in a crash, would be gone. The gateway therefore keeps each command until a writer reports
-it APPLIED or FAILED, and publishes it again when that takes longer than `redeliver_after`, or
-at once (`due_now`) when a writer says it is online again or the gateway has reconnected to the
-broker: either may have lost what it held.
-The store applies a command id once, and never after a newer command on the same entity
-(cqrs_flow.contracts.ordering), so a command published twice, or late, changes nothing.
-
-Without a data directory the outbox is in memory: it covers every crash but the gateway's own.
-With one (`data:` on the gateway), it is journaled there (stores/journal.py), and the gateway
-answers a mutation only once its command is on disk: a command answered OK is published again
-by the restarted gateway even if the broker lost it meanwhile. Records:
-
-    {"add": id, "topic": topic, "payload": base64}     a command accepted
-    {"settled": [id, ...]}                             commands a writer reported on (not
-                                                       synced: one lost is published again)
-    {"pending": [[id, topic, base64], ...]}            every waiting command: opens each journal
-                                                       generation after the first
-
-Files: `<data>/outbox.<G>` and `<data>/lock`. When a generation holds more records than
-max(COMPACT_MIN_RECORDS, 4 x the commands waiting), the outbox moves on to G+1, whose first
-record lists what is waiting, and deletes G once that record is on disk. The file work runs
-off the event loop, so requests are answered meanwhile: creating G+1 (which syncs the directory)
-and deleting G in worker threads, writing and syncing records in the journal's. At start-up
-every generation left is replayed in order; a generation whose opening record is torn is empty,
-so what G said stands.
-"""
+"""The gateway's outbox: commands it accepted that no writer has reported on yet, published
+again after `redeliver_after`, or at once (`due_now`) when a writer or the broker may have lost
+them. With a data directory it is journaled there (stores/journal.py) and a mutation is answered
+only once its command is on disk. The layout, compaction and why: docs/ARCHITECTURE.md."""
 
 from __future__ import annotations
 
