@@ -343,6 +343,9 @@ class Limits:
     string_length: int = _limit("string_length")
     in_flight: int = _limit("in_flight")
     websockets: int = _limit("websockets")
+    websockets_per_caller: int = _limit("websockets_per_caller")
+    websocket_idle: float = _limit("websocket_idle")
+    read_timeout: float = _limit("read_timeout")
     cost: int = _limit("cost")
     timeout: float = _limit("timeout")
     response_bytes: int = _limit("response_bytes")
@@ -365,6 +368,7 @@ class GatewayNode(Node):
     limits: Limits = field(default_factory=Limits)
     cors_origins: tuple[str, ...] = ()  # none: browsers on other origins may not call the gateway
     trusted_proxies: tuple[str, ...] = ()  # networks whose X-Forwarded-For names the caller
+    hosts: tuple[str, ...] = ()  # names clients reach it by, besides its listen address
     reader_timeout: float = 5.0
     redeliver_after: float | None = None  # None: see Topology.redeliver_after
     plugins: tuple[PluginRef, ...] = ()
