@@ -8,7 +8,8 @@ built) and refuses anything over the topology's `limits` before tartiflette sees
 
 The pass is lenient: it only counts, and leaves syntax errors to the parser. Its counts never
 fall below what the parser would find (fragments are expanded where they are spread), so
-a query it lets through is within the limits.
+a query it lets through is within the limits. What a query asks for (introspection, its cost)
+is decided afterwards on the document the parser made (cost.py), never on the text.
 """
 
 from __future__ import annotations
@@ -66,7 +67,6 @@ _TOKEN = re.compile(
     re.VERBOSE | re.DOTALL,
 )
 
-_INTROSPECTION = {"__schema", "__type"}
 _OPERATION_KEYWORDS = {"query", "mutation", "subscription"}
 
 
@@ -121,6 +121,8 @@ class RequestGate:
     def __init__(
         self, limits: Limits, introspection: bool = True, costs: Costs | None = None
     ) -> None:
+        if not introspection and costs is None:
+            raise ValueError("introspection is refused on the parsed document: give the costs")
         self.limits = limits
         self.introspection = introspection
         self.costs = costs  # None: no schema to count against (the cost is not checked)
@@ -131,12 +133,17 @@ class RequestGate:
         self._shares: dict[str, _Share] = {}  # caller -> the cost of its operations running
 
     def check(self, query: str, variables: Any, operation_name: str | None = None) -> int:
-        """Raise LimitExceeded if the query or its variables are over a limit; else its cost.
-        The measure of the text comes first: only a text within it is parsed to count its cost."""
-        check_query(query, self.limits, self.introspection)
+        """Raise LimitExceeded if the query or its variables are over a limit (or the query asks
+        for introspection when it is off); else its cost. The measure of the text comes first:
+        only a text within it is parsed, and the rest is decided on the parsed document."""
+        check_query(query, self.limits)
         check_variables(variables, self.limits)
         if self.costs is None:
             return 0
+        if not self.introspection and self.costs.introspects(query):
+            raise LimitExceeded(
+                "introspection is switched off on this gateway", "INTROSPECTION_OFF"
+            )
         cost = self.costs.cost(query, operation_name, variables)
         if cost > self.limits.cost:
             raise LimitExceeded(
@@ -324,8 +331,8 @@ class _Definition:
     spreads: list[tuple[str, int]] = field(default_factory=list)  # (fragment, depth of the spread)
 
 
-def check_query(query: str, limits: Limits, introspection: bool = True) -> None:
-    """Raise LimitExceeded if `query` is over a limit (or asks for introspection when it is off)."""
+def check_query(query: str, limits: Limits) -> None:
+    """Raise LimitExceeded if `query` is over a limit."""
     operations: list[_Definition] = []
     fragments: dict[str, _Definition] = {}
     current: _Definition | None = None
@@ -417,10 +424,6 @@ def check_query(query: str, limits: Limits, introspection: bool = True) -> None:
                     if fields > limits.fields:
                         raise LimitExceeded(
                             f"the query selects more than {limits.fields} fields (limits.fields)"
-                        )
-                    if text in _INTROSPECTION and not introspection:
-                        raise LimitExceeded(
-                            "introspection is switched off on this gateway", "INTROSPECTION_OFF"
                         )
         elif text == ":" and selecting and current is not None:
             aliases += 1

@@ -149,6 +149,48 @@ def test_the_default_cost_admits_one_large_list_and_introspection_but_not_the_at
         gate.check("{ " + " ".join(f"a{i}: __typename" for i in range(31)) + " }", None)
 
 
+@pytest.mark.parametrize(
+    "query",
+    [
+        "{ __schema { types { name } } }",
+        '{ __type(name: "Contact") { name } }',
+        "query { ...S } fragment S on Query { __schema { types { name } } }",
+        # an alias names the key of the answer, not the field (audit M1)
+        "{ s: __schema { types { name } } }",
+        '{ t: __type(name: "Contact") { fields { name } } }',
+        '{t:__type(name:"Contact"){name}}',
+        "query { ...S } fragment S on Query { s: __schema { queryType { name } } }",
+        '{ ... on Query { t: __type(name: "Contact") { name } } }',
+        '{ contact(id: "x") { id } ...S } fragment S on Query { x: __schema { __typename } }',
+    ],
+)
+def test_introspection_switched_off_is_refused_however_it_is_spelled(engine, query):
+    costs = costs_of(engine)
+    RequestGate(Limits(), costs=costs).check(query, None)  # on by default
+    with pytest.raises(LimitExceeded, match="introspection is switched off") as refused:
+        RequestGate(Limits(), introspection=False, costs=costs).check(query, None)
+    assert refused.value.code == "INTROSPECTION_OFF"
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "{ __typename }",
+        "{ schema: __typename }",
+        '{ __schema: contact(id: "x") { __type: id } }',  # aliases named like introspection
+        '{ contact(id: "__schema") { id } }',
+        "{ nope { __schema } }",  # does not validate: the engine answers the error
+    ],
+)
+def test_what_is_not_introspection_passes_with_introspection_off(engine, query):
+    RequestGate(Limits(), introspection=False, costs=costs_of(engine)).check(query, None)
+
+
+def test_introspection_off_needs_the_parsed_document():
+    with pytest.raises(ValueError):
+        RequestGate(Limits(), introspection=False)
+
+
 def test_one_caller_cannot_take_every_place_in_flight():
     gate = RequestGate(Limits(in_flight=3, per_caller_in_flight=2))
     with gate.admitted("10.0.0.1"), gate.admitted("10.0.0.1"):
