@@ -6,6 +6,12 @@ of each error, and the log lines about it. Requests over the topology's `limits`
 with a GraphQL error before anything runs (limits.py); failures the client cannot act on are
 logged in full and answered only with the request id. Browsers on the origins of cors.origins
 may call it.
+
+A request must name one of the gateway's hosts in its Host header (else 421): its listen
+address, localhost, any IP address, or a name of the topology's `hosts`. A page whose DNS name
+was rebound to the gateway's address sends its own name, so it cannot read the answers; an IP
+address names no DNS record to rebind, so every IP address is accepted (a gateway on 0.0.0.0
+answers on each of its addresses; names need `hosts`).
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from cqrs_flow.nodes.gateway.refusals import (
 from cqrs_flow.nodes.gateway.websocket import serve_websocket
 from cqrs_flow.topology.model import GatewayNode
 
-__all__ = ["REQUEST_ID_HEADER", "GraphQLHttp", "playground_page"]
+__all__ = ["REQUEST_ID_HEADER", "GraphQLHttp", "host_name", "own_hosts", "playground_page"]
 
 PLAYGROUND = Path(__file__).resolve().parent / "playground"
 REQUEST_ID_HEADER = "X-Request-Id"
@@ -61,6 +67,7 @@ class GraphQLHttp:
         self.broker_connected = broker_connected
         self.log = log
         self.trusted_proxies = tuple(ipaddress.ip_network(p) for p in node.trusted_proxies)
+        self.hosts = own_hosts(node)
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.node.limits.body_bytes, middlewares=[self._edge])
@@ -84,6 +91,15 @@ class GraphQLHttp:
         origin = request.headers.get("Origin")
         allowed = origin is not None and self._origin_allowed(origin)
         try:
+            host = request.headers.get("Host")
+            if host is not None and not self._host_allowed(host):
+                allowed = False
+                raise Refused(
+                    f"this gateway does not answer for the host {host[:100]!r}: it answers for "
+                    "its listen address, localhost, IP addresses and the names of its `hosts`",
+                    "HOST_NOT_ALLOWED",
+                    status=421,
+                )
             if request.method == "OPTIONS" and allowed and request.path in ("/", "/graphql"):
                 response: web.StreamResponse = web.Response(
                     status=204,
@@ -114,6 +130,18 @@ class GraphQLHttp:
     def _origin_allowed(self, origin: str) -> bool:
         return "*" in self.node.cors_origins or origin in self.node.cors_origins
 
+    def _host_allowed(self, host: str) -> bool:
+        """Whether a Host header (or an origin's host[:port]) names one of the gateway's hosts:
+        an IP address, or a name of `self.hosts`."""
+        name = host_name(host)
+        return name in self.hosts or _is_ip_address(name)
+
+    def _own_origin(self, origin: str, host: str) -> bool:
+        """Whether a page on `origin` is one of the gateway's own: on one of its hosts, at the
+        host:port the request was sent to (another port is another site)."""
+        authority = origin.partition("://")[2].lower()
+        return authority == host.lower() and self._host_allowed(authority)
+
     async def _health(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "broker": self.broker_connected()})
 
@@ -123,7 +151,7 @@ class GraphQLHttp:
             origin = request.headers.get("Origin")
             if (
                 origin is not None
-                and not _same_origin(origin, request.host)
+                and not self._own_origin(origin, request.headers.get("Host", ""))
                 and not self._origin_allowed(origin)
             ):
                 raise Refused(
@@ -205,9 +233,32 @@ async def _read_request(
     return query, variables, operation
 
 
-def _same_origin(origin: str, host: str) -> bool:
-    """Whether a browser page on `origin` is on the gateway's own host:port."""
-    return origin.partition("://")[2] == host
+def own_hosts(node: GatewayNode) -> frozenset[str]:
+    """The host names a gateway answers for besides IP addresses: localhost, the name it
+    listens on (if a name) and the topology's `hosts`."""
+    names = {"localhost", *node.hosts}
+    if node.listen.host and not _is_ip_address(node.listen.host):  # a wildcard is an address
+        names.add(node.listen.host)
+    return frozenset(host_name(name) for name in names)
+
+
+def host_name(host: str) -> str:
+    """The name of a Host header, as compared: 'API.example.com.:8080' -> 'api.example.com',
+    '[::1]:8080' -> '::1'."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    if host.count(":") == 1:
+        host = host.partition(":")[0]
+    return host.rstrip(".")
+
+
+def _is_ip_address(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
 
 
 def playground_page(title: str, default_query: str) -> str:

@@ -1,0 +1,183 @@
+"""The gateway's edge under the attacks of the security audit: Host names (DNS rebinding),
+WebSocket slots, slow and dropped requests, Python internals in answers, the headers of its
+answers. Real clients against `cqrs-flow up`, with small limits so that each test is quick."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import time
+
+import aiohttp
+import pytest
+from system import System, prepare
+from test_up_lifecycle import node_pid
+
+PROTOCOL = "graphql-transport-ws"
+HOST = "api.example.test"  # a name the topology adds to the gateway's hosts
+IDLE = 1.0  # limits.websocket_idle
+READ_TIMEOUT = 1.0  # limits.read_timeout
+
+
+@pytest.fixture(scope="module")
+def edge(tmp_path_factory) -> System:
+    system = System(
+        prepare(
+            "contacts_fast.yaml",
+            tmp_path_factory.mktemp("edge"),
+            **{
+                "nodes.gateway.hosts": [HOST],
+                "nodes.gateway.limits": {
+                    "websockets_per_caller": 2,
+                    "websocket_idle": f"{IDLE:g}s",
+                    "read_timeout": f"{READ_TIMEOUT:g}s",
+                },
+            },
+        )
+    ).start()
+    yield system
+    system.stop()
+
+
+def request(
+    system: System,
+    method: str = "POST",
+    path: str = "/graphql",
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, bytes, http.client.HTTPMessage]:
+    """One HTTP request with exactly the headers given (Host included, if given)."""
+    listen = system.gateway.listen
+    connection = http.client.HTTPConnection(listen.connect_host, listen.port, timeout=10)
+    try:
+        headers = {"Content-Type": "application/json", **(headers or {})}
+        if body is not None:
+            headers["Content-Length"] = str(len(body))
+        connection.putrequest(method, path, skip_host="Host" in headers)
+        for name, value in headers.items():
+            connection.putheader(name, value)
+        connection.endheaders(body)
+        response = connection.getresponse()
+        return response.status, response.read(), response.headers
+    finally:
+        connection.close()
+
+
+def graphql(system: System, query: str, variables: dict | None = None, **headers: str):
+    body = json.dumps({"query": query, "variables": variables}).encode()
+    status, answer, response_headers = request(system, body=body, headers=headers)
+    return status, json.loads(answer), response_headers
+
+
+def ws_url(system: System) -> str:
+    return f"ws://{system.gateway.listen.target}/graphql"
+
+
+def raw_socket(system: System) -> socket.socket:
+    listen = system.gateway.listen
+    return socket.create_connection((listen.connect_host, listen.port), timeout=10)
+
+
+def closed_within(sock: socket.socket, seconds: float) -> tuple[bool, bytes]:
+    """Whether the server closed `sock` within `seconds`, and what it sent before."""
+    received = b""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            break
+        except ConnectionResetError:
+            return True, received
+        if not chunk:
+            return True, received
+        received += chunk
+    return False, received
+
+
+# -- M3: DNS rebinding ----------------------------------------------------------------------
+
+
+def test_a_request_naming_a_host_the_gateway_does_not_have_is_refused(edge):
+    """A page on evil.example rebound to the gateway's address sends Host: evil.example:PORT
+    and the matching Origin: refused before anything runs, over POST and WebSocket alike."""
+    port = edge.gateway.listen.port
+    evil = {"Host": f"evil.example:{port}", "Origin": f"http://evil.example:{port}"}
+    status, answer, _ = graphql(edge, "{ __typename }", **evil)
+    assert status == 421, answer
+    error = answer["errors"][0]
+    assert error["extensions"]["code"] == "HOST_NOT_ALLOWED"
+    assert "evil.example" in error["message"] and "hosts" in error["message"]
+
+    async def upgrade() -> int:
+        async with aiohttp.ClientSession() as session:
+            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                await session.ws_connect(ws_url(edge), protocols=(PROTOCOL,), headers=evil)
+            return refused.value.status
+
+    assert asyncio.run(upgrade()) == 421
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "{listen}",
+        "localhost:{port}",
+        "LOCALHOST",
+        "[::1]:{port}",
+        "10.1.2.3:{port}",  # an IP address: no DNS name to rebind
+        HOST + ":{port}",
+        HOST + ".",
+        None,  # HTTP/1.0 clients may send none
+    ],
+)
+def test_the_listen_address_localhost_ip_addresses_and_the_topology_hosts_are_served(edge, host):
+    listen = edge.gateway.listen
+    headers = {}
+    if host is not None:
+        headers["Host"] = host.format(listen=listen.target, port=listen.port)
+    body = json.dumps({"query": "{ __typename }"}).encode()
+    if host is None:
+        sock = raw_socket(edge)
+        sock.sendall(
+            b"POST /graphql HTTP/1.0\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        _, received = closed_within(sock, 5)
+        sock.close()
+        assert received.startswith(b"HTTP/1.0 200") or received.startswith(b"HTTP/1.1 200")
+        return
+    status, answer, _ = request(edge, body=body, headers=headers)
+    assert status == 200 and json.loads(answer) == {"data": {"__typename": "Query"}}
+
+
+def test_a_websocket_from_a_page_of_the_gateway_itself_is_served(edge):
+    port = edge.gateway.listen.port
+
+    async def run() -> None:
+        async with aiohttp.ClientSession() as session:
+            for origin in (f"http://{HOST}:{port}", f"http://localhost:{port}"):
+                host = origin.partition("://")[2]
+                async with session.ws_connect(
+                    ws_url(edge), protocols=(PROTOCOL,), headers={"Host": host, "Origin": origin}
+                ) as ws:
+                    await ws.send_json({"type": "connection_init"})
+                    assert (await ws.receive_json(timeout=10)) == {"type": "connection_ack"}
+            # a page on another port of an allowed host is another origin
+            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                await session.ws_connect(
+                    ws_url(edge),
+                    protocols=(PROTOCOL,),
+                    headers={"Host": f"localhost:{port}", "Origin": "http://localhost:1"},
+                )
+            assert refused.value.status == 403
+
+    asyncio.run(run())
