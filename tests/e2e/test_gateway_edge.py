@@ -181,3 +181,66 @@ def test_a_websocket_from_a_page_of_the_gateway_itself_is_served(edge):
             assert refused.value.status == 403
 
     asyncio.run(run())
+
+
+# -- L1: WebSocket slots --------------------------------------------------------------------
+
+
+def test_one_caller_cannot_hold_every_websocket_and_idle_ones_are_closed(edge):
+    async def run() -> None:
+        async with aiohttp.ClientSession() as session:
+            first = await session.ws_connect(ws_url(edge), protocols=(PROTOCOL,))
+            second = await session.ws_connect(ws_url(edge), protocols=(PROTOCOL,))
+            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                await session.ws_connect(ws_url(edge), protocols=(PROTOCOL,))
+            assert refused.value.status == 429  # limits.websockets_per_caller: 2
+            started = time.monotonic()
+            await first.send_json({"type": "connection_init"})
+            assert (await first.receive_json(timeout=10)) == {"type": "connection_ack"}
+            for ws in (first, second):  # acknowledged or not, no operation: closed when idle
+                message = await ws.receive(timeout=IDLE + 5)
+                assert message.type == aiohttp.WSMsgType.CLOSE, message
+                assert message.data == 1000 and "idle" in message.extra.lower(), message
+            assert time.monotonic() - started < IDLE + 3
+            await first.close()
+            await second.close()
+            # the slots are free again
+            async with session.ws_connect(ws_url(edge), protocols=(PROTOCOL,)) as ws:
+                await ws.send_json({"type": "connection_init"})
+                assert (await ws.receive_json(timeout=10)) == {"type": "connection_ack"}
+
+    asyncio.run(run())
+
+
+def test_a_websocket_with_a_subscription_running_is_not_idle(edge):
+    answer = edge.data('mutation { addContact(name: "Idle") { command_id } }')
+    command_id = answer["addContact"]["command_id"]
+    writer = node_pid(edge, "writer")
+
+    async def run() -> None:
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(ws_url(edge), protocols=(PROTOCOL,)) as ws:
+                await ws.send_json({"type": "connection_init"})
+                assert (await ws.receive_json(timeout=10)) == {"type": "connection_ack"}
+                await ws.send_json(
+                    {
+                        "id": "settled",
+                        "type": "subscribe",
+                        "payload": {
+                            "query": f'subscription {{ commandSettled(id: "{command_id}") '
+                            "{ state } }"
+                        },
+                    }
+                )
+                await asyncio.sleep(IDLE * 2.5)  # the writer is stopped: still QUEUED
+                assert not ws.closed
+                os.kill(writer, signal.SIGCONT)
+                message = await ws.receive_json(timeout=20)
+                assert message["type"] == "next", message
+                assert message["payload"]["data"]["commandSettled"]["state"] == "APPLIED"
+
+    os.kill(writer, signal.SIGSTOP)
+    try:
+        asyncio.run(run())
+    finally:
+        os.kill(writer, signal.SIGCONT)

@@ -160,9 +160,10 @@ class GraphQLHttp:
                     "ORIGIN_REFUSED",
                     status=403,
                 )
-            with self.gate.connected():  # Busy before the upgrade: an HTTP answer still fits
+            caller = self._caller(request)
+            with self.gate.connected(caller):  # refused before the upgrade: an HTTP answer fits
                 return await serve_websocket(
-                    request, self.engine, self.gate, REQUEST_ID.get(), self._caller(request)
+                    request, self.engine, self.gate, REQUEST_ID.get(), caller
                 )
         if self.playground is not None:
             return web.Response(text=self.playground, content_type="text/html")

@@ -128,6 +128,7 @@ class RequestGate:
         self.costs = costs  # None: no schema to count against (the cost is not checked)
         self.in_flight = 0
         self.connections = 0  # WebSockets open
+        self.sockets: dict[str, int] = {}  # caller -> its WebSockets open (only those with any)
         self.callers: dict[str, int] = {}  # caller -> its requests in flight (only those with any)
         self._buckets: dict[str, tuple[float, float]] = {}  # caller -> (tokens, when), oldest first
         self._shares: dict[str, _Share] = {}  # caller -> the cost of its operations running
@@ -284,18 +285,31 @@ class RequestGate:
                 self.callers[caller] = left
 
     @contextmanager
-    def connected(self) -> Iterator[None]:
-        """Count one WebSocket open while the block runs; raise Busy if there is no room."""
+    def connected(self, caller: str = "-") -> Iterator[None]:
+        """Count one WebSocket of `caller` open while the block runs; raise TooManyRequests if
+        the caller has limits.websockets_per_caller open already, Busy if the gateway has
+        limits.websockets."""
+        mine = self.sockets.get(caller, 0)
+        if mine >= self.limits.websockets_per_caller:
+            raise TooManyRequests(
+                f"{mine} WebSocket connections from this caller are open already "
+                "(limits.websockets_per_caller); close one first",
+                1.0,
+            )
         if self.connections >= self.limits.websockets:
             raise Busy(
                 f"the gateway has {self.connections} WebSocket connections open "
                 "(limits.websockets); try again shortly"
             )
         self.connections += 1
+        self.sockets[caller] = mine + 1
         try:
             yield
         finally:
             self.connections -= 1
+            left = self.sockets.pop(caller) - 1
+            if left:
+                self.sockets[caller] = left
 
 
 def caller_of(peer: str | None, forwarded_for: str | None, trusted_proxies: tuple[Any, ...]) -> str:

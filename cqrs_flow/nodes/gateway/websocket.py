@@ -3,7 +3,10 @@ served from aiohttp for a tartiflette engine: subscriptions, and queries and mut
 
 One connection: connection_init -> connection_ack, then any number of `subscribe` messages by id,
 each answered with `next` payloads and a `complete`; `complete` from the client stops one;
-ping/pong. Protocol violations close the socket with the protocol's 44xx codes.
+ping/pong. Protocol violations close the socket with the protocol's 44xx codes. A connection
+with no operation running for limits.websocket_idle is closed (1000, "Idle ..."), pings or
+not: an idle socket holds a place of limits.websockets and of the caller's
+limits.websockets_per_caller (http.py counts them) that others may need.
 
 The gateway's limits hold here as for HTTP: a message larger than limits.body_bytes closes the
 socket (1009); an operation over a limit (its cost, the caller's rate) is answered with an
@@ -79,10 +82,12 @@ class _Connection:
         self.request_id = request_id
         self.acknowledged = False
         self.operations: dict[str, asyncio.Task[None]] = {}
-        self.closing: asyncio.Task[bool] | None = None  # the close on an initialisation timeout
+        self.closing: asyncio.Task[bool] | None = None  # a close on a timeout (init or idle)
+        self.idle_timer: asyncio.TimerHandle | None = None
 
     async def run(self) -> None:
         init_timer = asyncio.get_running_loop().call_later(INIT_TIMEOUT, self._init_timeout)
+        self._watch_idle()
         try:
             async for message in self.ws:
                 if message.type != WSMsgType.TEXT:
@@ -90,14 +95,36 @@ class _Connection:
                 await self._handle(message.data)
         finally:
             init_timer.cancel()
+            if self.idle_timer is not None:
+                self.idle_timer.cancel()
             for task in self.operations.values():
                 task.cancel()
             await asyncio.gather(*self.operations.values(), return_exceptions=True)
 
     def _init_timeout(self) -> None:
-        if not self.acknowledged and not self.ws.closed:
+        if not self.acknowledged and not self.ws.closed and self.closing is None:
             self.closing = asyncio.ensure_future(
                 self.ws.close(code=4408, message=b"Connection initialisation timeout")
+            )
+
+    def _watch_idle(self) -> None:
+        """Run the idle clock while no operation runs; stop it while one does."""
+        if self.operations:
+            if self.idle_timer is not None:
+                self.idle_timer.cancel()
+                self.idle_timer = None
+        elif self.idle_timer is None and not self.ws.closed:
+            self.idle_timer = asyncio.get_running_loop().call_later(
+                self.gate.limits.websocket_idle, self._idle_timeout
+            )
+
+    def _idle_timeout(self) -> None:
+        self.idle_timer = None
+        if not self.operations and not self.ws.closed and self.closing is None:
+            idle = self.gate.limits.websocket_idle
+            reason = f"Idle: no operation for {idle:g}s (limits.websocket_idle)"
+            self.closing = asyncio.ensure_future(
+                self.ws.close(code=1000, message=reason.encode()[:120])
             )
 
     async def _handle(self, text: str) -> None:
@@ -123,6 +150,7 @@ class _Connection:
             task = self.operations.pop(str(message.get("id")), None)
             if task is not None:
                 task.cancel()
+            self._watch_idle()
         else:
             await self.ws.close(code=4400, message=f"Unknown message type {kind!r}".encode()[:120])
 
@@ -162,6 +190,7 @@ class _Connection:
         self.operations[operation_id] = asyncio.ensure_future(
             self._operate(operation_id, payload, cost)
         )
+        self._watch_idle()
 
     async def _operate(self, operation_id: str, payload: dict[str, Any], cost: int) -> None:
         query, variables = payload["query"], payload.get("variables")
@@ -207,6 +236,7 @@ class _Connection:
             await self._refuse(operation_id, internal(self.request_id))
         finally:
             self.operations.pop(operation_id, None)
+            self._watch_idle()
 
     async def _refuse(self, operation_id: str, refused: Refused) -> None:
         await self._send(operation_id, "error", [error_entry(refused, self.request_id)])

@@ -205,6 +205,19 @@ def test_one_caller_cannot_take_every_place_in_flight():
     assert gate.in_flight == 0 and gate.callers == {}
 
 
+def test_one_caller_cannot_hold_every_websocket():
+    gate = RequestGate(Limits(websockets=3, websockets_per_caller=2))
+    with gate.connected("10.0.0.1"), gate.connected("10.0.0.1"):
+        with pytest.raises(TooManyRequests, match=r"limits.websockets_per_caller"):
+            with gate.connected("10.0.0.1"):
+                pass
+        with gate.connected("10.0.0.2"):  # another caller still gets in
+            with pytest.raises(Busy, match=r"limits\.websockets\b"):
+                with gate.connected("10.0.0.3"):
+                    pass
+    assert gate.connections == 0 and gate.sockets == {}
+
+
 def test_the_rate_per_caller_is_a_token_bucket():
     gate = RequestGate(Limits(rate=Rate(requests=2, per=1.0)))
     gate.pace("a", now=0.0)
