@@ -5,12 +5,9 @@ answers. Real clients against `cqrs-flow up`, with small limits so that each tes
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import http.client
 import json
 import os
-import re
 import signal
 import socket
 import time
@@ -244,3 +241,60 @@ def test_a_websocket_with_a_subscription_running_is_not_idle(edge):
         asyncio.run(run())
     finally:
         os.kill(writer, signal.SIGCONT)
+
+
+# -- L2: slow and dropped requests -----------------------------------------------------------
+
+
+def test_a_client_sending_its_headers_slowly_is_disconnected(edge):
+    sock = raw_socket(edge)
+    try:
+        sock.sendall(b"POST /graphql HTTP/1.1\r\nHost: localhost\r\n")
+        closed = False
+        deadline = time.monotonic() + READ_TIMEOUT + 4
+        while time.monotonic() < deadline and not closed:
+            try:
+                sock.sendall(b"X-a: b\r\n")  # one header line now and then, never the end
+            except OSError:
+                closed = True
+                break
+            closed, _ = closed_within(sock, 0.3)
+        assert closed, "a connection that never finished its headers was kept open"
+    finally:
+        sock.close()
+
+
+def test_a_body_sent_slowly_is_answered_408(edge):
+    sock = raw_socket(edge)
+    try:
+        sock.sendall(
+            b"POST /graphql HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 100\r\n\r\n" + b'{"query": '
+        )
+        started = time.monotonic()
+        sock.settimeout(READ_TIMEOUT + 4)
+        received = sock.recv(65536)
+        assert time.monotonic() - started < READ_TIMEOUT + 3
+        assert received.startswith(b"HTTP/1.1 408"), received
+        while b"REQUEST_TIMEOUT" not in received and (more := sock.recv(65536)):
+            received += more
+        assert b"limits.read_timeout" in received and b"REQUEST_TIMEOUT" in received
+    finally:
+        sock.close()
+
+
+def test_a_dropped_body_is_one_warning_not_a_traceback(edge):
+    marker = "dropped-body-1"
+    sock = raw_socket(edge)
+    sock.sendall(
+        b"POST /graphql HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+        b"X-Request-Id: " + marker.encode() + b"\r\nContent-Length: 1000\r\n\r\n" + b'{"q'
+    )
+    time.sleep(0.2)
+    sock.close()
+    line = edge.wait_for_line(marker, timeout=10)
+    assert "WARNING" in line and "ERROR" not in line, line
+    time.sleep(0.5)
+    after = edge.output().split(line, 1)[1]
+    assert "Traceback" not in after, after
+    assert edge.data("{ __typename }") == {"__typename": "Query"}

@@ -7,6 +7,11 @@ with a GraphQL error before anything runs (limits.py); failures the client canno
 logged in full and answered only with the request id. Browsers on the origins of cors.origins
 may call it.
 
+A client has limits.read_timeout to send a request's headers (the server's keep-alive timeout,
+set in service.py, which also closes idle connections) and as long again for its body; then
+its connection is closed, or its request answered 408. A client that goes away while sending
+its body is one warning line.
+
 A request must name one of the gateway's hosts in its Host header (else 421): its listen
 address, localhost, any IP address, or a name of the topology's `hosts`. A page whose DNS name
 was rebound to the gateway's address sends its own name, so it cannot read the answers; an IP
@@ -16,6 +21,7 @@ answers on each of its addresses; names need `hosts`).
 
 from __future__ import annotations
 
+import asyncio
 import html
 import ipaddress
 import json
@@ -37,7 +43,7 @@ from cqrs_flow.nodes.gateway.refusals import (
     with_request_id,
 )
 from cqrs_flow.nodes.gateway.websocket import serve_websocket
-from cqrs_flow.topology.model import GatewayNode
+from cqrs_flow.topology.model import GatewayNode, Limits
 
 __all__ = ["REQUEST_ID_HEADER", "GraphQLHttp", "host_name", "own_hosts", "playground_page"]
 
@@ -179,7 +185,7 @@ class GraphQLHttp:
     async def _post(self, request: web.Request) -> web.StreamResponse:
         caller = self._caller(request)
         self.gate.pace(caller)  # before the body is even read
-        query, variables, operation = await _read_request(request, self.node.limits.body_bytes)
+        query, variables, operation = await _read_request(request, self.node.limits, self.log)
         cost = self.gate.check(query, variables, operation)
         # Counted in flight from here: a client sending its body slowly holds a connection,
         # not a place.
@@ -196,17 +202,33 @@ class GraphQLHttp:
 
 
 async def _read_request(
-    request: web.Request, body_bytes: int
+    request: web.Request, limits: Limits, log: logging.Logger
 ) -> tuple[str, dict[str, Any] | None, str | None]:
     """The query, variables and operation name of a POST; Refused saying what is wrong."""
     try:
-        raw = await request.read()
+        raw = await asyncio.wait_for(request.read(), limits.read_timeout)
     except web.HTTPRequestEntityTooLarge:
         raise Refused(
-            f"request body is larger than {body_bytes} bytes (limits.body_bytes)",
+            f"request body is larger than {limits.body_bytes} bytes (limits.body_bytes)",
             "PAYLOAD_TOO_LARGE",
             status=413,
         ) from None
+    except asyncio.TimeoutError:
+        log.warning(
+            "request %s: body not received within %gs (limits.read_timeout)",
+            REQUEST_ID.get(),
+            limits.read_timeout,
+        )
+        raise Refused(
+            f"the request body did not arrive within {limits.read_timeout:g}s "
+            "(limits.read_timeout)",
+            "REQUEST_TIMEOUT",
+            status=408,
+        ) from None
+    except (ConnectionError, web.RequestPayloadError) as exc:
+        # The client went away or broke off its body: nobody to answer, nothing to debug.
+        log.warning("request %s: body cut off (%s)", REQUEST_ID.get(), exc or type(exc).__name__)
+        raise Refused("the request body was cut off", "BAD_REQUEST") from None
     if request.content_type == "application/graphql":
         try:
             return raw.decode("utf-8"), None, None
