@@ -298,3 +298,60 @@ def test_a_dropped_body_is_one_warning_not_a_traceback(edge):
     after = edge.output().split(line, 1)[1]
     assert "Traceback" not in after, after
     assert edge.data("{ __typename }") == {"__typename": "Query"}
+
+
+# -- L7: Python internals in answers ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "query, variables",
+    [
+        ("mutation($n: String!) { addContact(name: $n) { status message } }", {"n": "a\ud800"}),
+        ("query($n: String!) { contact(id: $n) { id } }", {"n": "\udfff"}),
+        ('{ contact(id: "\ud800") { id } }', None),
+    ],
+)
+def test_text_that_is_not_unicode_is_refused_in_plain_words(edge, query, variables):
+    body = json.dumps({"query": query, "variables": variables}).encode()  # \ud800 escaped
+    status, answer, _ = request(edge, body=body)
+    error = json.loads(answer)["errors"][0]
+    assert status == 400, answer
+    assert error["extensions"]["code"] == "INVALID_TEXT"
+    assert "codec" not in error["message"] and "lone surrogate" in error["message"]
+
+
+def test_an_empty_key_is_an_error_about_the_argument(edge):
+    status, answer, _ = graphql(edge, '{ contact(id: "") { id } }')
+    error = answer["errors"][0]
+    assert status == 200 and answer["data"] == {"contact": None}
+    assert error["message"] == "argument 'id' must not be empty", error
+    assert error["extensions"]["code"] == "INVALID_ARGUMENT"
+    answer = edge.data('mutation { deleteContact(id: "") { status message } }')
+    assert answer["deleteContact"] == {
+        "status": "ERROR",
+        "message": "nothing was queued: argument 'id' must not be empty",
+    }
+
+
+@pytest.mark.parametrize(
+    "query, data",
+    [
+        ("{ subscription: __typename }", {"subscription": "Query"}),
+        ("query subscription { __typename }", {"__typename": "Query"}),
+        ("# subscription\n{ __typename }", {"__typename": "Query"}),
+    ],
+)
+def test_over_websocket_what_runs_is_decided_on_the_parsed_query(edge, query, data):
+    async def run() -> list:
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(ws_url(edge), protocols=(PROTOCOL,)) as ws:
+                await ws.send_json({"type": "connection_init"})
+                assert (await ws.receive_json(timeout=10)) == {"type": "connection_ack"}
+                await ws.send_json({"id": "1", "type": "subscribe", "payload": {"query": query}})
+                return [await ws.receive_json(timeout=10), await ws.receive_json(timeout=10)]
+
+    before = len(edge.lines)
+    answer, complete = asyncio.run(run())
+    assert answer == {"id": "1", "type": "next", "payload": {"data": data}}, answer
+    assert complete == {"id": "1", "type": "complete"}
+    assert "Traceback" not in "\n".join(edge.lines[before:])

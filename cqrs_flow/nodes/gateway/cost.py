@@ -49,11 +49,12 @@ _INVALID = _Document({}, introspects=False)  # a text that does not parse or val
 
 
 class _Operation:
-    __slots__ = ("defaults", "terms")
+    __slots__ = ("defaults", "kind", "terms")
 
-    def __init__(self, terms: Terms, defaults: dict[str, Any]) -> None:
+    def __init__(self, terms: Terms, defaults: dict[str, Any], kind: str = "query") -> None:
         self.terms = terms
         self.defaults = defaults  # variable -> its default value in the operation
+        self.kind = kind  # query, mutation or subscription
 
 
 class Costs:
@@ -96,6 +97,16 @@ class Costs:
         else:
             chosen = list(operations.values())  # the engine will refuse it; count the dearest
         return max(self._evaluate(operation, variables or {}) for operation in chosen)
+
+    def operation_type(self, query: str, operation_name: str | None = None) -> str | None:
+        """'query', 'mutation' or 'subscription': what the operation `operation_name` of `query`
+        (its only one, without a name) is, by the parsed document; None when the document does
+        not validate or has no such operation (then the engine answers the error)."""
+        operations = self._compiled(query).operations
+        if operation_name is None and len(operations) == 1:
+            return next(iter(operations.values())).kind
+        operation = operations.get(operation_name) if operation_name is not None else None
+        return operation.kind if operation is not None else None
 
     def introspects(self, query: str) -> bool:
         """Whether `query` selects `__schema` or `__type` anywhere (False if it does not
@@ -201,7 +212,7 @@ def operation_costs(document: Any, schema: Any) -> dict[str | None, _Operation]:
             if type(default).__name__ == "IntValueNode":
                 defaults[variable.variable.name.value] = int(default.value)
         name = definition.name.value if definition.name else None
-        operations[name] = _Operation(terms, defaults)
+        operations[name] = _Operation(terms, defaults, definition.operation_type)
     return operations
 
 

@@ -40,6 +40,7 @@ __all__ = [
     "TooManyRequests",
     "caller_of",
     "check_query",
+    "check_text",
     "check_variables",
 ]
 
@@ -67,6 +68,8 @@ _TOKEN = re.compile(
     re.VERBOSE | re.DOTALL,
 )
 
+# A lone surrogate: JSON may carry one (\ud800), Python keeps it, UTF-8 cannot encode it.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _OPERATION_KEYWORDS = {"query", "mutation", "subscription"}
 
 
@@ -137,6 +140,7 @@ class RequestGate:
         """Raise LimitExceeded if the query or its variables are over a limit (or the query asks
         for introspection when it is off); else its cost. The measure of the text comes first:
         only a text within it is parsed, and the rest is decided on the parsed document."""
+        check_text(query, variables, operation_name)
         check_query(query, self.limits)
         check_variables(variables, self.limits)
         if self.costs is None:
@@ -153,6 +157,13 @@ class RequestGate:
                 "ask for fewer items or fewer aliases"
             )
         return cost
+
+    def operation_type(self, query: str, operation_name: str | None = None) -> str | None:
+        """What the operation to run is (query, mutation or subscription), by the parsed
+        document; None when that is not known (the engine answers what is wrong)."""
+        if self.costs is None:
+            return None
+        return self.costs.operation_type(query, operation_name)
 
     @asynccontextmanager
     async def share(self, caller: str, cost: int) -> AsyncIterator[None]:
@@ -499,6 +510,34 @@ def _check_expanded(
                 f"with its fragments, the query has more than {limits.aliases} aliases "
                 "(limits.aliases)"
             )
+
+
+def check_text(query: str, variables: Any, operation_name: str | None = None) -> None:
+    """Refused (INVALID_TEXT) if the query, a variable (its name too) or the operation name
+    holds a lone surrogate: JSON can carry one, UTF-8 cannot encode it, so nothing behind the
+    gateway could take it."""
+    where = ""
+    if _SURROGATE.search(query):
+        where = "the query"
+    elif operation_name and _SURROGATE.search(operation_name):
+        where = "the operation name"
+    else:
+        pending = [variables]
+        while pending and not where:
+            value = pending.pop()
+            if isinstance(value, str):
+                where = "a variable" if _SURROGATE.search(value) else ""
+            elif isinstance(value, list):
+                pending.extend(value)
+            elif isinstance(value, dict):
+                pending.extend(value.values())
+                pending.extend(value.keys())
+    if where:
+        raise Refused(
+            f"{where} holds a lone surrogate (such as \\ud800 in JSON), which is not Unicode "
+            "text; send text as UTF-8 or valid JSON escapes",
+            "INVALID_TEXT",
+        )
 
 
 def check_variables(variables: Any, limits: Limits) -> None:

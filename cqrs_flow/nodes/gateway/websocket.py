@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -28,24 +27,13 @@ from aiohttp import WSMsgType, web
 from cqrs_flow.nodes.gateway.limits import RequestGate
 from cqrs_flow.nodes.gateway.refusals import Refused, error_entry, internal, with_request_id
 
-__all__ = ["PROTOCOL", "is_subscription", "serve_websocket"]
+__all__ = ["PROTOCOL", "serve_websocket"]
 
 PROTOCOL = "graphql-transport-ws"
 INIT_TIMEOUT = 10.0
 MAX_SUBSCRIPTIONS = 100  # per connection
 
-_OPERATION = re.compile(r"\b(query|mutation|subscription)\b\s*([_A-Za-z][_0-9A-Za-z]*)?")
-_NOISE = re.compile(r'#[^\n]*|"""(?:.|\n)*?"""|"(?:\\.|[^"\\])*"')
-
 log = logging.getLogger("cqrs_flow.gateway")
-
-
-def is_subscription(query: str, operation_name: str | None) -> bool:
-    """Whether the operation to run is a subscription (comments and strings are skipped)."""
-    operations = _OPERATION.findall(_NOISE.sub(" ", query))
-    if operation_name:
-        return any(kind == "subscription" for kind, name in operations if name == operation_name)
-    return len(operations) == 1 and operations[0][0] == "subscription"
 
 
 async def serve_websocket(
@@ -179,11 +167,15 @@ class _Connection:
                 Refused(f"at most {MAX_SUBSCRIPTIONS} operations at once", "LIMIT_EXCEEDED"),
             )
             return
+        # An empty name or variables ("", [], {}) are none.
+        payload = {
+            "query": payload["query"],
+            "variables": payload.get("variables") or None,
+            "operationName": payload.get("operationName") or None,
+        }
         try:
             self.gate.pace(self.caller)
-            cost = self.gate.check(
-                payload["query"], payload.get("variables"), payload.get("operationName")
-            )
+            cost = self.gate.check(payload["query"], payload["variables"], payload["operationName"])
         except Refused as refused:
             await self._refuse(operation_id, refused)
             return
@@ -193,10 +185,12 @@ class _Connection:
         self._watch_idle()
 
     async def _operate(self, operation_id: str, payload: dict[str, Any], cost: int) -> None:
-        query, variables = payload["query"], payload.get("variables")
-        name = payload.get("operationName")
+        query, variables, name = payload["query"], payload["variables"], payload["operationName"]
         try:
-            if is_subscription(query, name):
+            # Decided on the parsed document: `{ subscription: __typename }` is a query. None:
+            # the document does not validate (or names no operation it has).
+            kind = self.gate.operation_type(query, name)
+            if kind == "subscription":
                 async for result in self.engine.subscribe(
                     query, operation_name=name, variables=variables, context=self.context
                 ):
@@ -216,6 +210,11 @@ class _Connection:
                         query, operation_name=name, variables=variables, context=self.context
                     ),
                 )
+                if kind is None and result.get("data") is None and result.get("errors"):
+                    # nothing ran: the protocol's `error`, as for a subscription
+                    errors = with_request_id(result, self.request_id)["errors"]
+                    await self._send(operation_id, "error", errors)
+                    return
                 message = json.dumps(
                     {
                         "id": operation_id,

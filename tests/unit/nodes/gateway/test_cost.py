@@ -17,6 +17,7 @@ from cqrs_flow.nodes.gateway.limits import (
     TooManyRequests,
     caller_of,
 )
+from cqrs_flow.nodes.gateway.refusals import Refused
 from cqrs_flow.topology.model import Limits, Rate
 
 INTROSPECTION = (Path(__file__).parent / "introspection.graphql").read_text()
@@ -47,6 +48,11 @@ def engine_for(sdl: str, name: str):
 @pytest.fixture(scope="module")
 def engine():
     return engine_for(SDL, "nested")
+
+
+@pytest.fixture(scope="module")
+def subscribing():
+    return engine_for(SDL + "type Subscription { ticks: Int }", "subscribing")
 
 
 def costs_of(engine, list_size: int = 100) -> Costs:
@@ -189,6 +195,44 @@ def test_what_is_not_introspection_passes_with_introspection_off(engine, query):
 def test_introspection_off_needs_the_parsed_document():
     with pytest.raises(ValueError):
         RequestGate(Limits(), introspection=False)
+
+
+@pytest.mark.parametrize(
+    "query, name, expected",
+    [
+        ("subscription { ticks }", None, "subscription"),
+        ("{ __typename }", None, "query"),
+        ('mutation { addContact(name: "x") { id } }', None, "mutation"),
+        ("query Q { __typename } subscription S { ticks }", "S", "subscription"),
+        ("query Q { __typename } subscription S { ticks }", "Q", "query"),
+        ("query Q { __typename } subscription S { ticks }", None, None),  # the engine refuses
+        ("query Q { __typename }", "Nope", None),
+        # words are not keywords: an alias, an operation's name, a comment, a string (audit L7)
+        ("{ subscription: __typename }", None, "query"),
+        ("query subscription { __typename }", None, "query"),
+        ('# subscription\n{ contact(id: "subscription { ticks }") { id } }', None, "query"),
+        ("subscription { nope }", None, None),  # does not validate
+    ],
+)
+def test_what_an_operation_is_comes_from_the_parsed_document(subscribing, query, name, expected):
+    gate = RequestGate(Limits(), costs=costs_of(subscribing))
+    assert gate.operation_type(query, name) == expected
+    assert RequestGate(Limits()).operation_type(query, name) is None  # nothing parsed: unknown
+
+
+@pytest.mark.parametrize(
+    "query, variables",
+    [
+        ('{ contact(id: "a\ud800") { id } }', None),
+        ("query($n: String) { contact(id: $n) { id } }", {"n": "\udfff"}),
+        ("query($n: [String]) { __typename }", {"n": ["ok", "b\udc00"]}),
+        ("{ __typename }", {"\ud800": 1}),
+    ],
+)
+def test_text_that_is_not_unicode_is_refused(query, variables):
+    with pytest.raises(Refused, match="lone surrogate") as refused:
+        RequestGate(Limits()).check(query, variables)
+    assert refused.value.code == "INVALID_TEXT" and refused.value.status == 400
 
 
 def test_one_caller_cannot_take_every_place_in_flight():
