@@ -5,9 +5,12 @@ answers. Real clients against `cqrs-flow up`, with small limits so that each tes
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import http.client
 import json
 import os
+import re
 import signal
 import socket
 import time
@@ -355,3 +358,42 @@ def test_over_websocket_what_runs_is_decided_on_the_parsed_query(edge, query, da
     assert answer == {"id": "1", "type": "next", "payload": {"data": data}}, answer
     assert complete == {"id": "1", "type": "complete"}
     assert "Traceback" not in "\n".join(edge.lines[before:])
+
+
+# -- L8: what every answer lets a browser do with it -----------------------------------------
+
+
+def every_kind_of_answer(system: System):
+    return [
+        request(system, "GET", "/"),  # the playground
+        request(system, body=b'{"query": "{ __typename }"}'),
+        request(system, body=b"{not json"),
+        request(system, "GET", "/health"),
+        request(system, "GET", "/no/such/page"),
+        request(system, "GET", "/playground/static/graphiql.min.js"),
+    ]
+
+
+def test_every_answer_forbids_framing_and_sniffing(edge):
+    for status, _, headers in every_kind_of_answer(edge):
+        assert headers["X-Content-Type-Options"] == "nosniff", status
+        assert headers["X-Frame-Options"] == "DENY", status
+        assert "frame-ancestors 'none'" in headers["Content-Security-Policy"], status
+
+
+def test_the_playground_may_run_its_own_scripts_and_no_others(edge):
+    _, page, headers = request(edge, "GET", "/")
+    policy = dict(
+        (part.strip().split(" ", 1) + [""])[:2]
+        for part in headers["Content-Security-Policy"].split(";")
+        if part.strip()
+    )
+    assert policy["default-src"] == "'none'"
+    scripts = re.findall(r"<script>(.*?)</script>", page.decode(), re.DOTALL)
+    assert len(scripts) == 1  # the page's own inline script, allowed by its hash
+    digest = base64.b64encode(hashlib.sha256(scripts[0].encode()).digest()).decode()
+    assert policy["script-src"].split() == ["'self'", f"'sha256-{digest}'"]
+    assert "'self'" in policy["connect-src"] and "'unsafe-eval'" not in policy["script-src"]
+    for src in re.findall(r'<script src="([^"]+)"', page.decode()):
+        assert src.startswith("/playground/static/")
+        assert request(edge, "GET", src)[0] == 200

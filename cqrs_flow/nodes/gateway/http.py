@@ -12,6 +12,11 @@ set in service.py, which also closes idle connections) and as long again for its
 its connection is closed, or its request answered 408. A client that goes away while sending
 its body is one warning line.
 
+Every answer says what a browser may do with it: no framing (X-Frame-Options, CSP
+frame-ancestors), no sniffing of its type, no scripts or anything else loaded from it, except
+on the playground page, whose policy admits its own scripts (/playground/static on the same
+origin, and its inline script by hash).
+
 A request must name one of the gateway's hosts in its Host header (else 421): its listen
 address, localhost, any IP address, or a name of the topology's `hosts`. A page whose DNS name
 was rebound to the gateway's address sends its own name, so it cannot read the answers; an IP
@@ -22,6 +27,8 @@ answers on each of its addresses; names need `hosts`).
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import html
 import ipaddress
 import json
@@ -51,6 +58,14 @@ PLAYGROUND = Path(__file__).resolve().parent / "playground"
 REQUEST_ID_HEADER = "X-Request-Id"
 # A client may name its request (to find it in the log); anything else gets a fresh id.
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+# What a browser may do with an answer that is not the playground: nothing but show it.
+POLICY = "default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+_INLINE_SCRIPT = re.compile(r"<script>(.*?)</script>", re.DOTALL)
 
 
 class GraphQLHttp:
@@ -74,9 +89,11 @@ class GraphQLHttp:
         self.log = log
         self.trusted_proxies = tuple(ipaddress.ip_network(p) for p in node.trusted_proxies)
         self.hosts = own_hosts(node)
+        self.playground_policy = playground_policy(playground) if playground else POLICY
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.node.limits.body_bytes, middlewares=[self._edge])
+        app.on_response_prepare.append(_stamp)
         app.router.add_get("/", self._get)
         app.router.add_post("/", self._post)
         app.router.add_get("/graphql", self._get)
@@ -172,7 +189,11 @@ class GraphQLHttp:
                     request, self.engine, self.gate, REQUEST_ID.get(), caller
                 )
         if self.playground is not None:
-            return web.Response(text=self.playground, content_type="text/html")
+            return web.Response(
+                text=self.playground,
+                content_type="text/html",
+                headers={"Content-Security-Policy": self.playground_policy},
+            )
         raise Refused(
             "send GraphQL requests as POST with a JSON body", "METHOD_NOT_ALLOWED", status=405
         )
@@ -254,6 +275,28 @@ async def _read_request(
     if operation is not None and not isinstance(operation, str):
         raise Refused('"operationName" must be a string')
     return query, variables, operation
+
+
+async def _stamp(request: web.Request, response: web.StreamResponse) -> None:
+    """The headers of every answer the application prepares (aiohttp's 404 and 405, a
+    WebSocket's upgrade included)."""
+    response.headers.update(_HEADERS)
+    response.headers.setdefault("Content-Security-Policy", POLICY)
+
+
+def playground_policy(page: str) -> str:
+    """The Content-Security-Policy of the playground `page`: its scripts from the gateway's own
+    origin and its inline script by hash; styles inline too (GraphiQL adds its own), fonts and
+    images from data: URLs; requests to the gateway only."""
+    hashes = " ".join(
+        f"'sha256-{base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()}'"
+        for script in _INLINE_SCRIPT.findall(page)
+    )
+    return (
+        f"default-src 'none'; script-src 'self' {hashes}; style-src 'self' 'unsafe-inline'; "
+        "img-src 'self' data:; font-src 'self' data:; connect-src 'self'; "
+        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
 
 
 def own_hosts(node: GatewayNode) -> frozenset[str]:
