@@ -397,3 +397,17 @@ def test_the_playground_may_run_its_own_scripts_and_no_others(edge):
     for src in re.findall(r'<script src="([^"]+)"', page.decode()):
         assert src.startswith("/playground/static/")
         assert request(edge, "GET", src)[0] == 200
+
+
+# -- Server: the library and its version are nobody's business ------------------------------
+
+
+def test_no_answer_names_the_servers_library_or_version(edge):
+    for status, _, headers in every_kind_of_answer(edge):
+        assert headers["Server"] == "cqrs-flow", (status, headers["Server"])
+    sock = raw_socket(edge)  # aiohttp's own answer to a request it cannot parse
+    sock.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+    _, received = closed_within(sock, 5)
+    sock.close()
+    assert received.startswith((b"HTTP/1.0 400", b"HTTP/1.1 400")), received
+    assert b"Server: cqrs-flow\r\n" in received and b"aiohttp" not in received, received

@@ -15,7 +15,7 @@ its body is one warning line.
 Every answer says what a browser may do with it: no framing (X-Frame-Options, CSP
 frame-ancestors), no sniffing of its type, no scripts or anything else loaded from it, except
 on the playground page, whose policy admits its own scripts (/playground/static on the same
-origin, and its inline script by hash).
+origin, and its inline script by hash). The Server header names no library or version.
 
 A request must name one of the gateway's hosts in its Host header (else 421): its listen
 address, localhost, any IP address, or a name of the topology's `hosts`. A page whose DNS name
@@ -39,7 +39,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
+from aiohttp import web, web_response
 
 from cqrs_flow.nodes.gateway.limits import RequestGate, caller_of
 from cqrs_flow.nodes.gateway.refusals import (
@@ -58,9 +58,11 @@ PLAYGROUND = Path(__file__).resolve().parent / "playground"
 REQUEST_ID_HEADER = "X-Request-Id"
 # A client may name its request (to find it in the log); anything else gets a fresh id.
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+SERVER = "cqrs-flow"  # the Server header: no library, no version
 # What a browser may do with an answer that is not the playground: nothing but show it.
 POLICY = "default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 _HEADERS = {
+    "Server": SERVER,
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
@@ -92,6 +94,10 @@ class GraphQLHttp:
         self.playground_policy = playground_policy(playground) if playground else POLICY
 
     def app(self) -> web.Application:
+        # aiohttp answers a request it cannot parse itself, past middlewares and signals, with
+        # a Server header naming itself and Python with their versions: its default is the one
+        # place that answer can be changed.
+        web_response.SERVER_SOFTWARE = SERVER
         app = web.Application(client_max_size=self.node.limits.body_bytes, middlewares=[self._edge])
         app.on_response_prepare.append(_stamp)
         app.router.add_get("/", self._get)
