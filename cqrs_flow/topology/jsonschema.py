@@ -202,6 +202,7 @@ _SCALARS: dict[str, Callable[[], Schema]] = {
     },
     "broker_url": lambda: _pattern("_URL", (r"(\d+)", f"({_PORT})")),
     "endpoint": _endpoint,
+    "host_name": lambda: _pattern("_HOST_NAME"),
     "origin": lambda: {"anyOf": [{"const": "*"}, _pattern("_ORIGIN")]},
     # exactly one of env and file
     "secret_source": lambda: {

@@ -287,6 +287,7 @@ def _kind_node(name: str, kind: str | None, raw: dict[str, Any]) -> Node:
             limits=_limits(raw.get("limits") or {}),
             cors_origins=tuple((raw.get("cors") or {}).get("origins") or ()),
             trusted_proxies=tuple(raw.get("trusted_proxies") or ()),
+            hosts=tuple(raw.get("hosts") or ()),
             reader_timeout=raw["reader_timeout"],
             redeliver_after=raw.get("redeliver_after"),
             plugins=_plugins(raw),

@@ -347,6 +347,9 @@ class Limits:
     string_length: int = _default(spec.LIMITS, "string_length")
     in_flight: int = _default(spec.LIMITS, "in_flight")
     websockets: int = _default(spec.LIMITS, "websockets")
+    websockets_per_caller: int = _default(spec.LIMITS, "websockets_per_caller")
+    websocket_idle: float = _default(spec.LIMITS, "websocket_idle")
+    read_timeout: float = _default(spec.LIMITS, "read_timeout")
     cost: int = _default(spec.LIMITS, "cost")
     timeout: float = _default(spec.LIMITS, "timeout")
     response_bytes: int = _default(spec.LIMITS, "response_bytes")
@@ -369,6 +372,7 @@ class GatewayNode(Node):
     limits: Limits = dataclasses.field(default_factory=Limits)
     cors_origins: tuple[str, ...] = ()  # none: browsers on other origins may not call the gateway
     trusted_proxies: tuple[str, ...] = ()  # networks whose X-Forwarded-For names the caller
+    hosts: tuple[str, ...] = ()  # names clients reach it by, besides its listen address
     reader_timeout: float = _default(spec.GATEWAY, "reader_timeout")
     redeliver_after: float | None = None  # None: see Topology.redeliver_after
     plugins: tuple[PluginRef, ...] = ()

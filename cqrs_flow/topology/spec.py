@@ -53,6 +53,9 @@ _ORIGIN = re.compile(
     r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?$|^https?://\[[0-9A-Fa-f:.]+\](:\d{1,5})?$"
 )
 _FULL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_HOST_NAME = re.compile(
+    r"^[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?)*\.?$"
+)
 
 
 def string(value: Any) -> str:
@@ -104,6 +107,15 @@ def origin(value: Any) -> str:
     raise Invalid(
         f"expected an origin such as https://app.example.com or http://localhost:3000 "
         f"(scheme, host and port only; no path), or '*', got {_show(value)}"
+    )
+
+
+def host_name(value: Any) -> str:
+    """A name clients reach a service by: api.example.com, gateway.internal (no port)."""
+    if isinstance(value, str) and len(value) <= 253 and _HOST_NAME.fullmatch(value):
+        return value
+    raise Invalid(
+        f"expected a host name such as api.example.com (no scheme, no port), got {_show(value)}"
     )
 
 
@@ -659,6 +671,23 @@ LIMITS = Section(
             default=200,
             doc="WebSocket connections open at once; more are refused at once (HTTP 503)",
         ),
+        "websockets_per_caller": Field(
+            positive_int,
+            default=20,
+            doc="WebSocket connections one caller (a client address) may have open at once; "
+            "more are refused at once (HTTP 429)",
+        ),
+        "websocket_idle": Field(
+            positive_duration,
+            default=60.0,
+            doc="a WebSocket with no operation running for this long is closed (code 1000)",
+        ),
+        "read_timeout": Field(
+            positive_duration,
+            default=10.0,
+            doc="longest a client may take to send a request's headers, and again its body; "
+            "also how long an idle keep-alive connection stays open",
+        ),
         "cost": Field(
             positive_int,
             default=10_000,
@@ -743,6 +772,12 @@ GATEWAY = Section(
         ),
         "cors": Field(
             CORS, default=None, doc="browser pages on other origins allowed to call the gateway"
+        ),
+        "hosts": Field(
+            one_or_many(host_name),
+            default=(),
+            doc="host names clients reach the gateway by, besides its listen address, "
+            "localhost and IP addresses; requests naming another host are refused (421)",
         ),
         "redeliver_after": Field(
             parse_duration,

@@ -144,11 +144,17 @@ def test_introspection_and_playground_can_be_switched_off(locked, contacts):
         "{ __schema { queryType { name } } }",
         '{ __type(name: "Contact") { name } }',
         "query { ...S } fragment S on Query { __schema { types { name } } }",
+        # behind an alias, in a fragment, or both (audit M1)
+        "{ s: __schema { types { name } } }",
+        '{ t: __type(name: "Contact") { fields { name } } }',
+        "query { ...S } fragment S on Query { s: __schema { queryType { name } } }",
+        '{ ... on Query { t : __type(name: "Contact") { name } } }',
     ):
         _, answer, _ = query(locked, text)
         assert answer["errors"][0]["message"] == "introspection is switched off on this gateway", (
             text
         )
+    assert locked.data("{ t: __typename }") == {"t": "Query"}  # not introspection
     assert contacts.data("{ __schema { queryType { name } } }")  # on by default
     status, answer, _ = post(locked, None, method="GET")
     assert status == 405

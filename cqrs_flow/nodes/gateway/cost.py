@@ -13,7 +13,9 @@ its lists count as one item, so the playground's query costs what it selects.
 
 A query text is compiled once (cached, like tartiflette's parse of it) into terms: a number of
 objects and the list sizes they are multiplied by, some of them variables. A request then only
-multiplies and adds those terms with its own variables.
+multiplies and adds those terms with its own variables. The same compilation tells whether the
+document asks for introspection (`__schema` or `__type`, under an alias or in a fragment too):
+decided on the parsed document, so no spelling of the text gets past it.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from collections.abc import Callable, Mapping
 from functools import lru_cache
 from typing import Any
 
-__all__ = ["Costs", "operation_costs"]
+__all__ = ["Costs", "operation_costs", "selects_introspection"]
 
 # One list size: the whole-number literals given to the field and the variables given to it.
 Size = tuple[tuple[int, ...], tuple[str, ...]]
@@ -32,12 +34,27 @@ Terms = Counter[tuple[Size, ...]]
 _INTROSPECTION = ("__schema", "__type")
 
 
-class _Operation:
-    __slots__ = ("defaults", "terms")
+class _Document:
+    """What the gateway reads from one parsed document: each operation's cost terms, and
+    whether it selects introspection fields anywhere."""
 
-    def __init__(self, terms: Terms, defaults: dict[str, Any]) -> None:
+    __slots__ = ("introspects", "operations")
+
+    def __init__(self, operations: dict[str | None, _Operation], introspects: bool) -> None:
+        self.operations = operations
+        self.introspects = introspects
+
+
+_INVALID = _Document({}, introspects=False)  # a text that does not parse or validate
+
+
+class _Operation:
+    __slots__ = ("defaults", "kind", "terms")
+
+    def __init__(self, terms: Terms, defaults: dict[str, Any], kind: str = "query") -> None:
         self.terms = terms
         self.defaults = defaults  # variable -> its default value in the operation
+        self.kind = kind  # query, mutation or subscription
 
 
 class Costs:
@@ -70,7 +87,7 @@ class Costs:
         variables: Mapping[str, Any] | None = None,
     ) -> int:
         """The cost of the operation `operation_name` of `query` (0 if it does not validate)."""
-        operations = self._compiled(query)
+        operations = self._compiled(query).operations
         if not operations:
             return 0
         if operation_name in operations:
@@ -81,11 +98,26 @@ class Costs:
             chosen = list(operations.values())  # the engine will refuse it; count the dearest
         return max(self._evaluate(operation, variables or {}) for operation in chosen)
 
-    def _compile(self, query: str) -> dict[str | None, _Operation]:
+    def operation_type(self, query: str, operation_name: str | None = None) -> str | None:
+        """'query', 'mutation' or 'subscription': what the operation `operation_name` of `query`
+        (its only one, without a name) is, by the parsed document; None when the document does
+        not validate or has no such operation (then the engine answers the error)."""
+        operations = self._compiled(query).operations
+        if operation_name is None and len(operations) == 1:
+            return next(iter(operations.values())).kind
+        operation = operations.get(operation_name) if operation_name is not None else None
+        return operation.kind if operation is not None else None
+
+    def introspects(self, query: str) -> bool:
+        """Whether `query` selects `__schema` or `__type` anywhere (False if it does not
+        validate: the engine runs none of it then)."""
+        return self._compiled(query).introspects
+
+    def _compile(self, query: str) -> _Document:
         document = self.parse(query)
         if document is None:
-            return {}
-        return operation_costs(document, self.schema)
+            return _INVALID
+        return _Document(operation_costs(document, self.schema), selects_introspection(document))
 
     def _evaluate(self, operation: _Operation, variables: Mapping[str, Any]) -> int:
         sizes: dict[Size, int] = {}
@@ -180,8 +212,25 @@ def operation_costs(document: Any, schema: Any) -> dict[str | None, _Operation]:
             if type(default).__name__ == "IntValueNode":
                 defaults[variable.variable.name.value] = int(default.value)
         name = definition.name.value if definition.name else None
-        operations[name] = _Operation(terms, defaults)
+        operations[name] = _Operation(terms, defaults, definition.operation_type)
     return operations
+
+
+def selects_introspection(document: Any) -> bool:
+    """Whether a parsed document selects `__schema` or `__type` in any operation or fragment,
+    by the field's name (an alias changes only the key of the answer)."""
+    pending = [
+        definition.selection_set
+        for definition in document.definitions
+        if getattr(definition, "selection_set", None) is not None
+    ]
+    while pending:
+        for node in pending.pop().selections:
+            if type(node).__name__ == "FieldNode" and node.name.value in _INTROSPECTION:
+                return True
+            if getattr(node, "selection_set", None) is not None:
+                pending.append(node.selection_set)
+    return False
 
 
 def _list_size(arguments: Any) -> Size:

@@ -6,10 +6,29 @@ of each error, and the log lines about it. Requests over the topology's `limits`
 with a GraphQL error before anything runs (limits.py); failures the client cannot act on are
 logged in full and answered only with the request id. Browsers on the origins of cors.origins
 may call it.
+
+A client has limits.read_timeout to send a request's headers (the server's keep-alive timeout,
+set in service.py, which also closes idle connections) and as long again for its body; then
+its connection is closed, or its request answered 408. A client that goes away while sending
+its body is one warning line.
+
+Every answer says what a browser may do with it: no framing (X-Frame-Options, CSP
+frame-ancestors), no sniffing of its type, no scripts or anything else loaded from it, except
+on the playground page, whose policy admits its own scripts (/playground/static on the same
+origin, and its inline script by hash). The Server header names no library or version.
+
+A request must name one of the gateway's hosts in its Host header (else 421): its listen
+address, localhost, any IP address, or a name of the topology's `hosts`. A page whose DNS name
+was rebound to the gateway's address sends its own name, so it cannot read the answers; an IP
+address names no DNS record to rebind, so every IP address is accepted (a gateway on 0.0.0.0
+answers on each of its addresses; names need `hosts`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import hashlib
 import html
 import ipaddress
 import json
@@ -20,7 +39,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
+from aiohttp import web, web_response
 
 from cqrs_flow.nodes.gateway.limits import RequestGate, caller_of
 from cqrs_flow.nodes.gateway.refusals import (
@@ -31,14 +50,24 @@ from cqrs_flow.nodes.gateway.refusals import (
     with_request_id,
 )
 from cqrs_flow.nodes.gateway.websocket import serve_websocket
-from cqrs_flow.topology.model import GatewayNode
+from cqrs_flow.topology.model import GatewayNode, Limits
 
-__all__ = ["REQUEST_ID_HEADER", "GraphQLHttp", "playground_page"]
+__all__ = ["REQUEST_ID_HEADER", "GraphQLHttp", "host_name", "own_hosts", "playground_page"]
 
 PLAYGROUND = Path(__file__).resolve().parent / "playground"
 REQUEST_ID_HEADER = "X-Request-Id"
 # A client may name its request (to find it in the log); anything else gets a fresh id.
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+SERVER = "cqrs-flow"  # the Server header: no library, no version
+# What a browser may do with an answer that is not the playground: nothing but show it.
+POLICY = "default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+_HEADERS = {
+    "Server": SERVER,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+_INLINE_SCRIPT = re.compile(r"<script>(.*?)</script>", re.DOTALL)
 
 
 class GraphQLHttp:
@@ -61,9 +90,16 @@ class GraphQLHttp:
         self.broker_connected = broker_connected
         self.log = log
         self.trusted_proxies = tuple(ipaddress.ip_network(p) for p in node.trusted_proxies)
+        self.hosts = own_hosts(node)
+        self.playground_policy = playground_policy(playground) if playground else POLICY
 
     def app(self) -> web.Application:
+        # aiohttp answers a request it cannot parse itself, past middlewares and signals, with
+        # a Server header naming itself and Python with their versions: its default is the one
+        # place that answer can be changed.
+        web_response.SERVER_SOFTWARE = SERVER
         app = web.Application(client_max_size=self.node.limits.body_bytes, middlewares=[self._edge])
+        app.on_response_prepare.append(_stamp)
         app.router.add_get("/", self._get)
         app.router.add_post("/", self._post)
         app.router.add_get("/graphql", self._get)
@@ -84,6 +120,15 @@ class GraphQLHttp:
         origin = request.headers.get("Origin")
         allowed = origin is not None and self._origin_allowed(origin)
         try:
+            host = request.headers.get("Host")
+            if host is not None and not self._host_allowed(host):
+                allowed = False
+                raise Refused(
+                    f"this gateway does not answer for the host {host[:100]!r}: it answers for "
+                    "its listen address, localhost, IP addresses and the names of its `hosts`",
+                    "HOST_NOT_ALLOWED",
+                    status=421,
+                )
             if request.method == "OPTIONS" and allowed and request.path in ("/", "/graphql"):
                 response: web.StreamResponse = web.Response(
                     status=204,
@@ -114,6 +159,18 @@ class GraphQLHttp:
     def _origin_allowed(self, origin: str) -> bool:
         return "*" in self.node.cors_origins or origin in self.node.cors_origins
 
+    def _host_allowed(self, host: str) -> bool:
+        """Whether a Host header (or an origin's host[:port]) names one of the gateway's hosts:
+        an IP address, or a name of `self.hosts`."""
+        name = host_name(host)
+        return name in self.hosts or _is_ip_address(name)
+
+    def _own_origin(self, origin: str, host: str) -> bool:
+        """Whether a page on `origin` is one of the gateway's own: on one of its hosts, at the
+        host:port the request was sent to (another port is another site)."""
+        authority = origin.partition("://")[2].lower()
+        return authority == host.lower() and self._host_allowed(authority)
+
     async def _health(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "broker": self.broker_connected()})
 
@@ -123,7 +180,7 @@ class GraphQLHttp:
             origin = request.headers.get("Origin")
             if (
                 origin is not None
-                and not _same_origin(origin, request.host)
+                and not self._own_origin(origin, request.headers.get("Host", ""))
                 and not self._origin_allowed(origin)
             ):
                 raise Refused(
@@ -132,12 +189,17 @@ class GraphQLHttp:
                     "ORIGIN_REFUSED",
                     status=403,
                 )
-            with self.gate.connected():  # Busy before the upgrade: an HTTP answer still fits
+            caller = self._caller(request)
+            with self.gate.connected(caller):  # refused before the upgrade: an HTTP answer fits
                 return await serve_websocket(
-                    request, self.engine, self.gate, REQUEST_ID.get(), self._caller(request)
+                    request, self.engine, self.gate, REQUEST_ID.get(), caller
                 )
         if self.playground is not None:
-            return web.Response(text=self.playground, content_type="text/html")
+            return web.Response(
+                text=self.playground,
+                content_type="text/html",
+                headers={"Content-Security-Policy": self.playground_policy},
+            )
         raise Refused(
             "send GraphQL requests as POST with a JSON body", "METHOD_NOT_ALLOWED", status=405
         )
@@ -150,7 +212,7 @@ class GraphQLHttp:
     async def _post(self, request: web.Request) -> web.StreamResponse:
         caller = self._caller(request)
         self.gate.pace(caller)  # before the body is even read
-        query, variables, operation = await _read_request(request, self.node.limits.body_bytes)
+        query, variables, operation = await _read_request(request, self.node.limits, self.log)
         cost = self.gate.check(query, variables, operation)
         # Counted in flight from here: a client sending its body slowly holds a connection,
         # not a place.
@@ -167,17 +229,33 @@ class GraphQLHttp:
 
 
 async def _read_request(
-    request: web.Request, body_bytes: int
+    request: web.Request, limits: Limits, log: logging.Logger
 ) -> tuple[str, dict[str, Any] | None, str | None]:
     """The query, variables and operation name of a POST; Refused saying what is wrong."""
     try:
-        raw = await request.read()
+        raw = await asyncio.wait_for(request.read(), limits.read_timeout)
     except web.HTTPRequestEntityTooLarge:
         raise Refused(
-            f"request body is larger than {body_bytes} bytes (limits.body_bytes)",
+            f"request body is larger than {limits.body_bytes} bytes (limits.body_bytes)",
             "PAYLOAD_TOO_LARGE",
             status=413,
         ) from None
+    except asyncio.TimeoutError:
+        log.warning(
+            "request %s: body not received within %gs (limits.read_timeout)",
+            REQUEST_ID.get(),
+            limits.read_timeout,
+        )
+        raise Refused(
+            f"the request body did not arrive within {limits.read_timeout:g}s "
+            "(limits.read_timeout)",
+            "REQUEST_TIMEOUT",
+            status=408,
+        ) from None
+    except (ConnectionError, web.RequestPayloadError) as exc:
+        # The client went away or broke off its body: nobody to answer, nothing to debug.
+        log.warning("request %s: body cut off (%s)", REQUEST_ID.get(), exc or type(exc).__name__)
+        raise Refused("the request body was cut off", "BAD_REQUEST") from None
     if request.content_type == "application/graphql":
         try:
             return raw.decode("utf-8"), None, None
@@ -205,9 +283,54 @@ async def _read_request(
     return query, variables, operation
 
 
-def _same_origin(origin: str, host: str) -> bool:
-    """Whether a browser page on `origin` is on the gateway's own host:port."""
-    return origin.partition("://")[2] == host
+async def _stamp(request: web.Request, response: web.StreamResponse) -> None:
+    """The headers of every answer the application prepares (aiohttp's 404 and 405, a
+    WebSocket's upgrade included)."""
+    response.headers.update(_HEADERS)
+    response.headers.setdefault("Content-Security-Policy", POLICY)
+
+
+def playground_policy(page: str) -> str:
+    """The Content-Security-Policy of the playground `page`: its scripts from the gateway's own
+    origin and its inline script by hash; styles inline too (GraphiQL adds its own), fonts and
+    images from data: URLs; requests to the gateway only."""
+    hashes = " ".join(
+        f"'sha256-{base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()}'"
+        for script in _INLINE_SCRIPT.findall(page)
+    )
+    return (
+        f"default-src 'none'; script-src 'self' {hashes}; style-src 'self' 'unsafe-inline'; "
+        "img-src 'self' data:; font-src 'self' data:; connect-src 'self'; "
+        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
+
+
+def own_hosts(node: GatewayNode) -> frozenset[str]:
+    """The host names a gateway answers for besides IP addresses: localhost, the name it
+    listens on (if a name) and the topology's `hosts`."""
+    names = {"localhost", *node.hosts}
+    if node.listen.host and not _is_ip_address(node.listen.host):  # a wildcard is an address
+        names.add(node.listen.host)
+    return frozenset(host_name(name) for name in names)
+
+
+def host_name(host: str) -> str:
+    """The name of a Host header, as compared: 'API.example.com.:8080' -> 'api.example.com',
+    '[::1]:8080' -> '::1'."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    if host.count(":") == 1:
+        host = host.partition(":")[0]
+    return host.rstrip(".")
+
+
+def _is_ip_address(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
 
 
 def playground_page(title: str, default_query: str) -> str:

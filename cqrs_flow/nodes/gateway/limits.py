@@ -8,7 +8,8 @@ built) and refuses anything over the topology's `limits` before tartiflette sees
 
 The pass is lenient: it only counts, and leaves syntax errors to the parser. Its counts never
 fall below what the parser would find (fragments are expanded where they are spread), so
-a query it lets through is within the limits.
+a query it lets through is within the limits. What a query asks for (introspection, its cost)
+is decided afterwards on the document the parser made (cost.py), never on the text.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ __all__ = [
     "TooManyRequests",
     "caller_of",
     "check_query",
+    "check_text",
     "check_variables",
 ]
 
@@ -66,7 +68,8 @@ _TOKEN = re.compile(
     re.VERBOSE | re.DOTALL,
 )
 
-_INTROSPECTION = {"__schema", "__type"}
+# A lone surrogate: JSON may carry one (\ud800), Python keeps it, UTF-8 cannot encode it.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _OPERATION_KEYWORDS = {"query", "mutation", "subscription"}
 
 
@@ -121,22 +124,31 @@ class RequestGate:
     def __init__(
         self, limits: Limits, introspection: bool = True, costs: Costs | None = None
     ) -> None:
+        if not introspection and costs is None:
+            raise ValueError("introspection is refused on the parsed document: give the costs")
         self.limits = limits
         self.introspection = introspection
         self.costs = costs  # None: no schema to count against (the cost is not checked)
         self.in_flight = 0
         self.connections = 0  # WebSockets open
+        self.sockets: dict[str, int] = {}  # caller -> its WebSockets open (only those with any)
         self.callers: dict[str, int] = {}  # caller -> its requests in flight (only those with any)
         self._buckets: dict[str, tuple[float, float]] = {}  # caller -> (tokens, when), oldest first
         self._shares: dict[str, _Share] = {}  # caller -> the cost of its operations running
 
     def check(self, query: str, variables: Any, operation_name: str | None = None) -> int:
-        """Raise LimitExceeded if the query or its variables are over a limit; else its cost.
-        The measure of the text comes first: only a text within it is parsed to count its cost."""
-        check_query(query, self.limits, self.introspection)
+        """Raise LimitExceeded if the query or its variables are over a limit (or the query asks
+        for introspection when it is off); else its cost. The measure of the text comes first:
+        only a text within it is parsed, and the rest is decided on the parsed document."""
+        check_text(query, variables, operation_name)
+        check_query(query, self.limits)
         check_variables(variables, self.limits)
         if self.costs is None:
             return 0
+        if not self.introspection and self.costs.introspects(query):
+            raise LimitExceeded(
+                "introspection is switched off on this gateway", "INTROSPECTION_OFF"
+            )
         cost = self.costs.cost(query, operation_name, variables)
         if cost > self.limits.cost:
             raise LimitExceeded(
@@ -145,6 +157,13 @@ class RequestGate:
                 "ask for fewer items or fewer aliases"
             )
         return cost
+
+    def operation_type(self, query: str, operation_name: str | None = None) -> str | None:
+        """What the operation to run is (query, mutation or subscription), by the parsed
+        document; None when that is not known (the engine answers what is wrong)."""
+        if self.costs is None:
+            return None
+        return self.costs.operation_type(query, operation_name)
 
     @asynccontextmanager
     async def share(self, caller: str, cost: int) -> AsyncIterator[None]:
@@ -277,18 +296,31 @@ class RequestGate:
                 self.callers[caller] = left
 
     @contextmanager
-    def connected(self) -> Iterator[None]:
-        """Count one WebSocket open while the block runs; raise Busy if there is no room."""
+    def connected(self, caller: str = "-") -> Iterator[None]:
+        """Count one WebSocket of `caller` open while the block runs; raise TooManyRequests if
+        the caller has limits.websockets_per_caller open already, Busy if the gateway has
+        limits.websockets."""
+        mine = self.sockets.get(caller, 0)
+        if mine >= self.limits.websockets_per_caller:
+            raise TooManyRequests(
+                f"{mine} WebSocket connections from this caller are open already "
+                "(limits.websockets_per_caller); close one first",
+                1.0,
+            )
         if self.connections >= self.limits.websockets:
             raise Busy(
                 f"the gateway has {self.connections} WebSocket connections open "
                 "(limits.websockets); try again shortly"
             )
         self.connections += 1
+        self.sockets[caller] = mine + 1
         try:
             yield
         finally:
             self.connections -= 1
+            left = self.sockets.pop(caller) - 1
+            if left:
+                self.sockets[caller] = left
 
 
 def caller_of(peer: str | None, forwarded_for: str | None, trusted_proxies: tuple[Any, ...]) -> str:
@@ -324,8 +356,8 @@ class _Definition:
     spreads: list[tuple[str, int]] = field(default_factory=list)  # (fragment, depth of the spread)
 
 
-def check_query(query: str, limits: Limits, introspection: bool = True) -> None:
-    """Raise LimitExceeded if `query` is over a limit (or asks for introspection when it is off)."""
+def check_query(query: str, limits: Limits) -> None:
+    """Raise LimitExceeded if `query` is over a limit."""
     operations: list[_Definition] = []
     fragments: dict[str, _Definition] = {}
     current: _Definition | None = None
@@ -418,10 +450,6 @@ def check_query(query: str, limits: Limits, introspection: bool = True) -> None:
                         raise LimitExceeded(
                             f"the query selects more than {limits.fields} fields (limits.fields)"
                         )
-                    if text in _INTROSPECTION and not introspection:
-                        raise LimitExceeded(
-                            "introspection is switched off on this gateway", "INTROSPECTION_OFF"
-                        )
         elif text == ":" and selecting and current is not None:
             aliases += 1
             current.aliases += 1
@@ -482,6 +510,34 @@ def _check_expanded(
                 f"with its fragments, the query has more than {limits.aliases} aliases "
                 "(limits.aliases)"
             )
+
+
+def check_text(query: str, variables: Any, operation_name: str | None = None) -> None:
+    """Refused (INVALID_TEXT) if the query, a variable (its name too) or the operation name
+    holds a lone surrogate: JSON can carry one, UTF-8 cannot encode it, so nothing behind the
+    gateway could take it."""
+    where = ""
+    if _SURROGATE.search(query):
+        where = "the query"
+    elif operation_name and _SURROGATE.search(operation_name):
+        where = "the operation name"
+    else:
+        pending = [variables]
+        while pending and not where:
+            value = pending.pop()
+            if isinstance(value, str):
+                where = "a variable" if _SURROGATE.search(value) else ""
+            elif isinstance(value, list):
+                pending.extend(value)
+            elif isinstance(value, dict):
+                pending.extend(value.values())
+                pending.extend(value.keys())
+    if where:
+        raise Refused(
+            f"{where} holds a lone surrogate (such as \\ud800 in JSON), which is not Unicode "
+            "text; send text as UTF-8 or valid JSON escapes",
+            "INVALID_TEXT",
+        )
 
 
 def check_variables(variables: Any, limits: Limits) -> None:

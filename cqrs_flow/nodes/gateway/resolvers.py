@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import re
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any, cast
@@ -35,6 +36,9 @@ GENERATORS = {"uuid": lambda: str(uuid.uuid4())}
 # tartiflette keeps the resolvers of a schema by its name for the life of the process, and
 # refuses a second registration: each engine gets a name of its own.
 _ENGINES = itertools.count(1)
+# How the store says a keyed request has an empty key (stores/operations.py): "GetContact needs
+# 'id'". The gateway names the GraphQL argument instead of the RPC and its request field.
+_EMPTY_FIELD = re.compile(r"[A-Za-z_]\w* needs '([A-Za-z_][\w.]*)'")
 _CLIENT_ERRORS = {
     grpc.StatusCode.INVALID_ARGUMENT,
     grpc.StatusCode.FAILED_PRECONDITION,
@@ -122,7 +126,7 @@ class Resolvers:
                 raise Refused(exc.details() or "not found", NOT_FOUND) from None
             if code in _CLIENT_ERRORS:  # meant for the client (a plugin's Rejected, a bad argument)
                 message = exc.details() or code.name.lower().replace("_", " ")
-                raise Refused(message, code.name) from None
+                raise Refused(_in_arguments(message, call), code.name) from None
             request_id = REQUEST_ID.get()
             if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                 self.log.warning(
@@ -243,6 +247,18 @@ def _check_counts(args: dict[str, Any], cap: int) -> None:
             )
 
 
+def _in_arguments(message: str, call: Call) -> str:
+    """A reader's refusal in the client's words: the store's "GetContact needs 'id'" becomes
+    "argument 'id' must not be empty" (the argument that fills the request field)."""
+    empty = _EMPTY_FIELD.fullmatch(message)
+    if empty is None:
+        return message
+    names = [name for name, path in call.arguments.items() if path == empty.group(1)]
+    if names:
+        return f"argument '{names[0]}' must not be empty"
+    return "an argument the query needs is empty"
+
+
 def _build(message_class: Any, arguments: dict[str, str], args: dict[str, Any]) -> Any:
     """A request message with each GraphQL argument set at its mapped field path."""
     message = message_class()
@@ -251,7 +267,16 @@ def _build(message_class: Any, arguments: dict[str, str], args: dict[str, Any]) 
             try:
                 set_path(message, path, args[name])
             except (ValueError, TypeError, KeyError, json_format.ParseError) as exc:
-                raise Refused(
-                    f"argument '{name}' does not fit: {exc}", "INVALID_ARGUMENT"
-                ) from None
+                raise Refused(f"argument '{name}' {_misfit(exc)}", "INVALID_ARGUMENT") from None
     return message
+
+
+def _misfit(exc: Exception) -> str:
+    """Why an argument does not fit its request field, in words for the client (not Python's)."""
+    if isinstance(exc, KeyError):  # an enum value the proto does not have
+        return f"has no value {str(exc.args[0])[:100]!r} here"
+    if isinstance(exc, json_format.ParseError):  # an input object: protobuf says what is wrong
+        return f"does not fit: {str(exc)[:200]}"
+    if isinstance(exc, UnicodeError):
+        return "is not Unicode text"
+    return "does not fit: a value of another type or out of range"

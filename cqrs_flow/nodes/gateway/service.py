@@ -85,8 +85,14 @@ class GatewayService(NodeService):
         http = GraphQLHttp(
             self.node, engine, gate, playground, lambda: delivery.connected, self.log
         )
+        # The keep-alive timeout also bounds how long a client may take to send its headers
+        # (aiohttp closes a connection still waiting for a whole request then).
         runner = web.AppRunner(
-            http.app(), access_log=None, handle_signals=False, shutdown_timeout=2.0
+            http.app(),
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=2.0,
+            keepalive_timeout=self.node.limits.read_timeout,
         )
         await runner.setup()
         stack.push_async_callback(runner.cleanup)

@@ -3,7 +3,10 @@ served from aiohttp for a tartiflette engine: subscriptions, and queries and mut
 
 One connection: connection_init -> connection_ack, then any number of `subscribe` messages by id,
 each answered with `next` payloads and a `complete`; `complete` from the client stops one;
-ping/pong. Protocol violations close the socket with the protocol's 44xx codes.
+ping/pong. Protocol violations close the socket with the protocol's 44xx codes. A connection
+with no operation running for limits.websocket_idle is closed (1000, "Idle ..."), pings or
+not: an idle socket holds a place of limits.websockets and of the caller's
+limits.websockets_per_caller (http.py counts them) that others may need.
 
 The gateway's limits hold here as for HTTP: a message larger than limits.body_bytes closes the
 socket (1009); an operation over a limit (its cost, the caller's rate) is answered with an
@@ -17,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -25,24 +27,13 @@ from aiohttp import WSMsgType, web
 from cqrs_flow.nodes.gateway.limits import RequestGate
 from cqrs_flow.nodes.gateway.refusals import Refused, error_entry, internal, with_request_id
 
-__all__ = ["PROTOCOL", "is_subscription", "serve_websocket"]
+__all__ = ["PROTOCOL", "serve_websocket"]
 
 PROTOCOL = "graphql-transport-ws"
 INIT_TIMEOUT = 10.0
 MAX_SUBSCRIPTIONS = 100  # per connection
 
-_OPERATION = re.compile(r"\b(query|mutation|subscription)\b\s*([_A-Za-z][_0-9A-Za-z]*)?")
-_NOISE = re.compile(r'#[^\n]*|"""(?:.|\n)*?"""|"(?:\\.|[^"\\])*"')
-
 log = logging.getLogger("cqrs_flow.gateway")
-
-
-def is_subscription(query: str, operation_name: str | None) -> bool:
-    """Whether the operation to run is a subscription (comments and strings are skipped)."""
-    operations = _OPERATION.findall(_NOISE.sub(" ", query))
-    if operation_name:
-        return any(kind == "subscription" for kind, name in operations if name == operation_name)
-    return len(operations) == 1 and operations[0][0] == "subscription"
 
 
 async def serve_websocket(
@@ -79,10 +70,12 @@ class _Connection:
         self.request_id = request_id
         self.acknowledged = False
         self.operations: dict[str, asyncio.Task[None]] = {}
-        self.closing: asyncio.Task[bool] | None = None  # the close on an initialisation timeout
+        self.closing: asyncio.Task[bool] | None = None  # a close on a timeout (init or idle)
+        self.idle_timer: asyncio.TimerHandle | None = None
 
     async def run(self) -> None:
         init_timer = asyncio.get_running_loop().call_later(INIT_TIMEOUT, self._init_timeout)
+        self._watch_idle()
         try:
             async for message in self.ws:
                 if message.type != WSMsgType.TEXT:
@@ -90,14 +83,36 @@ class _Connection:
                 await self._handle(message.data)
         finally:
             init_timer.cancel()
+            if self.idle_timer is not None:
+                self.idle_timer.cancel()
             for task in self.operations.values():
                 task.cancel()
             await asyncio.gather(*self.operations.values(), return_exceptions=True)
 
     def _init_timeout(self) -> None:
-        if not self.acknowledged and not self.ws.closed:
+        if not self.acknowledged and not self.ws.closed and self.closing is None:
             self.closing = asyncio.ensure_future(
                 self.ws.close(code=4408, message=b"Connection initialisation timeout")
+            )
+
+    def _watch_idle(self) -> None:
+        """Run the idle clock while no operation runs; stop it while one does."""
+        if self.operations:
+            if self.idle_timer is not None:
+                self.idle_timer.cancel()
+                self.idle_timer = None
+        elif self.idle_timer is None and not self.ws.closed:
+            self.idle_timer = asyncio.get_running_loop().call_later(
+                self.gate.limits.websocket_idle, self._idle_timeout
+            )
+
+    def _idle_timeout(self) -> None:
+        self.idle_timer = None
+        if not self.operations and not self.ws.closed and self.closing is None:
+            idle = self.gate.limits.websocket_idle
+            reason = f"Idle: no operation for {idle:g}s (limits.websocket_idle)"
+            self.closing = asyncio.ensure_future(
+                self.ws.close(code=1000, message=reason.encode()[:120])
             )
 
     async def _handle(self, text: str) -> None:
@@ -123,6 +138,7 @@ class _Connection:
             task = self.operations.pop(str(message.get("id")), None)
             if task is not None:
                 task.cancel()
+            self._watch_idle()
         else:
             await self.ws.close(code=4400, message=f"Unknown message type {kind!r}".encode()[:120])
 
@@ -151,23 +167,30 @@ class _Connection:
                 Refused(f"at most {MAX_SUBSCRIPTIONS} operations at once", "LIMIT_EXCEEDED"),
             )
             return
+        # An empty name or variables ("", [], {}) are none.
+        payload = {
+            "query": payload["query"],
+            "variables": payload.get("variables") or None,
+            "operationName": payload.get("operationName") or None,
+        }
         try:
             self.gate.pace(self.caller)
-            cost = self.gate.check(
-                payload["query"], payload.get("variables"), payload.get("operationName")
-            )
+            cost = self.gate.check(payload["query"], payload["variables"], payload["operationName"])
         except Refused as refused:
             await self._refuse(operation_id, refused)
             return
         self.operations[operation_id] = asyncio.ensure_future(
             self._operate(operation_id, payload, cost)
         )
+        self._watch_idle()
 
     async def _operate(self, operation_id: str, payload: dict[str, Any], cost: int) -> None:
-        query, variables = payload["query"], payload.get("variables")
-        name = payload.get("operationName")
+        query, variables, name = payload["query"], payload["variables"], payload["operationName"]
         try:
-            if is_subscription(query, name):
+            # Decided on the parsed document: `{ subscription: __typename }` is a query. None:
+            # the document does not validate (or names no operation it has).
+            kind = self.gate.operation_type(query, name)
+            if kind == "subscription":
                 async for result in self.engine.subscribe(
                     query, operation_name=name, variables=variables, context=self.context
                 ):
@@ -187,6 +210,11 @@ class _Connection:
                         query, operation_name=name, variables=variables, context=self.context
                     ),
                 )
+                if kind is None and result.get("data") is None and result.get("errors"):
+                    # nothing ran: the protocol's `error`, as for a subscription
+                    errors = with_request_id(result, self.request_id)["errors"]
+                    await self._send(operation_id, "error", errors)
+                    return
                 message = json.dumps(
                     {
                         "id": operation_id,
@@ -207,6 +235,7 @@ class _Connection:
             await self._refuse(operation_id, internal(self.request_id))
         finally:
             self.operations.pop(operation_id, None)
+            self._watch_idle()
 
     async def _refuse(self, operation_id: str, refused: Refused) -> None:
         await self._send(operation_id, "error", [error_entry(refused, self.request_id)])

@@ -101,22 +101,6 @@ def test_settled_waits_for_the_writers_report_and_unknown_ids_settle_at_once():
     assert settled["state"] == "APPLIED" and unknown is None and again == settled
 
 
-@pytest.mark.parametrize(
-    "query, name, expected",
-    [
-        ("subscription { a }", None, True),
-        ("{ a }", None, False),
-        ("query Q { a } subscription S { b }", "S", True),
-        ("query Q { a } subscription S { b }", "Q", False),
-        ('# subscription in a comment\nquery { a(x: "subscription") }', None, False),
-    ],
-)
-def test_is_subscription(query, name, expected):
-    from cqrs_flow.nodes.gateway.websocket import is_subscription
-
-    assert is_subscription(query, name) is expected
-
-
 def test_a_writers_online_message_names_it_and_its_topics_and_is_no_report():
     message = online_message("writer.2", ["CONTACT/ADD", "CONTACT/DELETE"])
     assert writer_online(message) == ("writer.2", ["CONTACT/ADD", "CONTACT/DELETE"])

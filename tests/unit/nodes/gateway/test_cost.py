@@ -17,6 +17,7 @@ from cqrs_flow.nodes.gateway.limits import (
     TooManyRequests,
     caller_of,
 )
+from cqrs_flow.nodes.gateway.refusals import Refused
 from cqrs_flow.topology.model import Limits, Rate
 
 INTROSPECTION = (Path(__file__).parent / "introspection.graphql").read_text()
@@ -47,6 +48,11 @@ def engine_for(sdl: str, name: str):
 @pytest.fixture(scope="module")
 def engine():
     return engine_for(SDL, "nested")
+
+
+@pytest.fixture(scope="module")
+def subscribing():
+    return engine_for(SDL + "type Subscription { ticks: Int }", "subscribing")
 
 
 def costs_of(engine, list_size: int = 100) -> Costs:
@@ -149,6 +155,86 @@ def test_the_default_cost_admits_one_large_list_and_introspection_but_not_the_at
         gate.check("{ " + " ".join(f"a{i}: __typename" for i in range(31)) + " }", None)
 
 
+@pytest.mark.parametrize(
+    "query",
+    [
+        "{ __schema { types { name } } }",
+        '{ __type(name: "Contact") { name } }',
+        "query { ...S } fragment S on Query { __schema { types { name } } }",
+        # an alias names the key of the answer, not the field (audit M1)
+        "{ s: __schema { types { name } } }",
+        '{ t: __type(name: "Contact") { fields { name } } }',
+        '{t:__type(name:"Contact"){name}}',
+        "query { ...S } fragment S on Query { s: __schema { queryType { name } } }",
+        '{ ... on Query { t: __type(name: "Contact") { name } } }',
+        '{ contact(id: "x") { id } ...S } fragment S on Query { x: __schema { __typename } }',
+    ],
+)
+def test_introspection_switched_off_is_refused_however_it_is_spelled(engine, query):
+    costs = costs_of(engine)
+    RequestGate(Limits(), costs=costs).check(query, None)  # on by default
+    with pytest.raises(LimitExceeded, match="introspection is switched off") as refused:
+        RequestGate(Limits(), introspection=False, costs=costs).check(query, None)
+    assert refused.value.code == "INTROSPECTION_OFF"
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "{ __typename }",
+        "{ schema: __typename }",
+        '{ __schema: contact(id: "x") { __type: id } }',  # aliases named like introspection
+        '{ contact(id: "__schema") { id } }',
+        "{ nope { __schema } }",  # does not validate: the engine answers the error
+    ],
+)
+def test_what_is_not_introspection_passes_with_introspection_off(engine, query):
+    RequestGate(Limits(), introspection=False, costs=costs_of(engine)).check(query, None)
+
+
+def test_introspection_off_needs_the_parsed_document():
+    with pytest.raises(ValueError):
+        RequestGate(Limits(), introspection=False)
+
+
+@pytest.mark.parametrize(
+    "query, name, expected",
+    [
+        ("subscription { ticks }", None, "subscription"),
+        ("{ __typename }", None, "query"),
+        ('mutation { addContact(name: "x") { id } }', None, "mutation"),
+        ("query Q { __typename } subscription S { ticks }", "S", "subscription"),
+        ("query Q { __typename } subscription S { ticks }", "Q", "query"),
+        ("query Q { __typename } subscription S { ticks }", None, None),  # the engine refuses
+        ("query Q { __typename }", "Nope", None),
+        # words are not keywords: an alias, an operation's name, a comment, a string (audit L7)
+        ("{ subscription: __typename }", None, "query"),
+        ("query subscription { __typename }", None, "query"),
+        ('# subscription\n{ contact(id: "subscription { ticks }") { id } }', None, "query"),
+        ("subscription { nope }", None, None),  # does not validate
+    ],
+)
+def test_what_an_operation_is_comes_from_the_parsed_document(subscribing, query, name, expected):
+    gate = RequestGate(Limits(), costs=costs_of(subscribing))
+    assert gate.operation_type(query, name) == expected
+    assert RequestGate(Limits()).operation_type(query, name) is None  # nothing parsed: unknown
+
+
+@pytest.mark.parametrize(
+    "query, variables",
+    [
+        ('{ contact(id: "a\ud800") { id } }', None),
+        ("query($n: String) { contact(id: $n) { id } }", {"n": "\udfff"}),
+        ("query($n: [String]) { __typename }", {"n": ["ok", "b\udc00"]}),
+        ("{ __typename }", {"\ud800": 1}),
+    ],
+)
+def test_text_that_is_not_unicode_is_refused(query, variables):
+    with pytest.raises(Refused, match="lone surrogate") as refused:
+        RequestGate(Limits()).check(query, variables)
+    assert refused.value.code == "INVALID_TEXT" and refused.value.status == 400
+
+
 def test_one_caller_cannot_take_every_place_in_flight():
     gate = RequestGate(Limits(in_flight=3, per_caller_in_flight=2))
     with gate.admitted("10.0.0.1"), gate.admitted("10.0.0.1"):
@@ -161,6 +247,19 @@ def test_one_caller_cannot_take_every_place_in_flight():
                 with gate.admitted("10.0.0.3"):
                     pass
     assert gate.in_flight == 0 and gate.callers == {}
+
+
+def test_one_caller_cannot_hold_every_websocket():
+    gate = RequestGate(Limits(websockets=3, websockets_per_caller=2))
+    with gate.connected("10.0.0.1"), gate.connected("10.0.0.1"):
+        with pytest.raises(TooManyRequests, match=r"limits.websockets_per_caller"):
+            with gate.connected("10.0.0.1"):
+                pass
+        with gate.connected("10.0.0.2"):  # another caller still gets in
+            with pytest.raises(Busy, match=r"limits\.websockets\b"):
+                with gate.connected("10.0.0.3"):
+                    pass
+    assert gate.connections == 0 and gate.sockets == {}
 
 
 def test_the_rate_per_caller_is_a_token_bucket():

@@ -9,10 +9,12 @@ import json
 import logging
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from cqrs_flow.nodes.gateway.http import GraphQLHttp
+from cqrs_flow.nodes.gateway.http import GraphQLHttp, own_hosts
 from cqrs_flow.nodes.gateway.limits import RequestGate
+from cqrs_flow.topology.model import Address
 
 
 class FakeEngine:
@@ -148,3 +150,30 @@ def test_an_allowed_origin_gets_cors_headers_and_its_preflight_answered(shipped)
     assert status == 204 and "POST" in options["Access-Control-Allow-Methods"]
     assert posted["Access-Control-Allow-Origin"] == "https://app.example"
     assert posted["Access-Control-Expose-Headers"] == "X-Request-Id"
+
+
+def test_a_host_the_gateway_does_not_have_is_refused_with_421(shipped):
+    node = dataclasses.replace(shipped.nodes["gateway"], hosts=("api.example.com",))
+
+    def status_for(host: str) -> int:
+        return call(node, FakeEngine(), post(b'{"query": "{ a }"}', {"Host": host}))[0]
+
+    for host in ("evil.example", "evil.example:8080", "localhost.evil.example", "api.example"):
+        assert status_for(host) == 421, host
+    for host in ("127.0.0.1:8080", "localhost", "LocalHost.:1", "[::1]:8080", "192.0.2.1"):
+        assert status_for(host) == 200, host
+    for host in ("api.example.com", "API.Example.Com:443", "api.example.com."):
+        assert status_for(host) == 200, host
+
+
+@pytest.mark.parametrize(
+    "listen, expected",
+    [
+        (Address("127.0.0.1", 8080), {"localhost"}),
+        (Address("0.0.0.0", 8080), {"localhost"}),  # IP addresses are always served
+        (Address("gateway.internal", 8080), {"localhost", "gateway.internal"}),
+    ],
+)
+def test_the_hosts_a_gateway_answers_for(shipped, listen, expected):
+    node = dataclasses.replace(shipped.nodes["gateway"], listen=listen, hosts=("Api.Example.",))
+    assert own_hosts(node) == {*expected, "api.example"}

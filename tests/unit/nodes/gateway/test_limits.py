@@ -19,9 +19,9 @@ from cqrs_flow.topology.model import Limits
 INTROSPECTION = (Path(__file__).parent / "introspection.graphql").read_text()
 
 
-def refusal(query: str, introspection: bool = True, **limits) -> str | None:
+def refusal(query: str, **limits) -> str | None:
     try:
-        check_query(query, Limits(**limits), introspection)
+        check_query(query, Limits(**limits))
     except LimitExceeded as exc:
         return str(exc)
     return None
@@ -90,20 +90,6 @@ def test_fragments_spread_many_times_count_every_time():
 
 def test_cyclic_and_unknown_fragments_are_left_to_the_validator():
     assert refusal("{ ...A ...Nope } fragment A on Q { ...B } fragment B on Q { ...A }") is None
-
-
-@pytest.mark.parametrize(
-    "query",
-    [
-        "{ __schema { types { name } } }",
-        '{ __type(name: "Q") { name } }',
-        "query { ...S } fragment S on Query { __schema { types { name } } }",
-    ],
-)
-def test_introspection_can_be_switched_off(query):
-    assert refusal(query) is None
-    assert refusal(query, introspection=False) == "introspection is switched off on this gateway"
-    assert refusal("{ __typename }", introspection=False) is None
 
 
 @pytest.mark.parametrize("size", [10_000, 100_000])

@@ -103,6 +103,42 @@ def test_what_the_reader_cannot_answer_is_an_error_with_a_code(
     assert found["extensions"]["code"] == code and found["path"] == ["contact"]
 
 
+def test_the_stores_words_for_an_empty_key_name_the_argument(shipped, shipped_protos):
+    reader = FakeReader(rpc_error(grpc.StatusCode.INVALID_ARGUMENT, "GetContact needs 'id'"))
+    result, _, _ = run(shipped, shipped_protos, '{ contact(id: "") { id } }', reader)
+    [found] = result["errors"]
+    assert found["message"] == "argument 'id' must not be empty"
+    assert found["extensions"]["code"] == "INVALID_ARGUMENT"
+    result, published, _ = run(
+        shipped, shipped_protos, 'mutation { deleteContact(id: "") { status message } }', reader
+    )
+    assert result["data"]["deleteContact"] == {
+        "status": "ERROR",
+        "message": "nothing was queued: argument 'id' must not be empty",
+    }
+    assert published == []
+
+
+def test_an_argument_that_does_not_fit_is_refused_in_plain_words(shipped, shipped_protos):
+    # an ID given as a string where the proto has an integer: no Python message in the answer
+    from cqrs_flow.nodes.gateway.resolvers import _build
+
+    with pytest.raises(Exception) as refused:
+        _build(
+            shipped_protos.class_of(
+                shipped_protos.service("contacts.ContactReader")
+                .methods_by_name["ListContacts"]
+                .input_type
+            ),
+            {"count": "count"},
+            {"count": "ten"},
+        )
+    assert str(refused.value) == (
+        "argument 'count' does not fit: a value of another type or out of range"
+    )
+    assert "invalid literal" not in str(refused.value)
+
+
 def test_a_list_query_over_limits_list_count_is_refused(shipped, shipped_protos):
     result, _, _ = run(shipped, shipped_protos, "{ listContacts(count: 51) { id } }")
     assert "limits.list_count" in result["errors"][0]["message"]
