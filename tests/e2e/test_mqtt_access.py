@@ -10,7 +10,7 @@ from pathlib import Path
 import psutil
 import pytest
 from gmqtt.mqtt.constants import MQTTv311
-from system import acknowledged
+from system import acknowledged, wait_until
 
 from cqrs_flow.launcher.probes import mqtt_connack_code
 from cqrs_flow.security.mqtt_logins import MqttLogin
@@ -173,3 +173,34 @@ def test_a_publish_over_the_brokers_packet_limit_closes_the_connection_unread(co
     assert broker.memory_info().rss - rss_before < 10 * 1024 * 1024  # 30 MB more before
     gateway = contacts.mqtt_login("gateway")  # the probe's client id was the gateway's above
     assert asyncio.run(mqtt_connack_code(address, gateway)) == ACCEPTED  # the broker goes on
+
+
+def _connack(address, login, client_id: str) -> bytes:
+    """The CONNACK of a raw MQTT 3.1.1 CONNECT with clean_session=0; then a DISCONNECT."""
+    body = (
+        b"\x00\x04MQTT\x04\xc0\x00\x3c"  # user name, password, clean_session=0
+        + _string(client_id)
+        + _string(login.user)
+        + _string(login.password)
+    )
+    with socket.create_connection((address.connect_host, address.port), timeout=10) as sock:
+        sock.sendall(b"\x10" + _remaining_length(len(body)) + body)
+        connack = sock.recv(4)
+        sock.sendall(b"\xe0\x00")
+    return connack
+
+
+def test_a_user_cannot_grow_the_broker_with_new_persistent_sessions(contacts):
+    """A declared client logging in with ever new client ids and clean_session=0 keeps at most
+    10 persistent sessions: each new one replaces the one disconnected longest ago."""
+    address = contacts.topology.nodes["broker"].listen
+    login = contacts.mqtt_login("observer")
+    ids = [f"persistent-{uuid.uuid4().hex[:6]}-{i}" for i in range(12)]
+    for client_id in ids:
+        assert _connack(address, login, client_id) == b"\x20\x02\x00\x00"
+    contacts.wait_for_line(f"deleted the persistent session '{ids[1]}' of 'observer'")
+    assert _connack(address, login, ids[-1]) == b"\x20\x02\x01\x00"  # kept: session present
+    assert _connack(address, login, ids[0]) == b"\x20\x02\x00\x00"  # replaced: none
+    added = contacts.data('mutation { addContact(name: "After Sessions") { status id } }')
+    query = f'{{ contact(id: "{added["addContact"]["id"]}") {{ name }} }}'
+    assert wait_until(lambda: contacts.data(query)["contact"]) == {"name": "After Sessions"}

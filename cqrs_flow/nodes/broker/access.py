@@ -19,7 +19,7 @@ from amqtt.adapters import ReaderAdapter, WriterAdapter
 from amqtt.broker import Broker
 from amqtt.contexts import Action, BaseContext
 from amqtt.errors import AMQTTError, MQTTError, NoDataError
-from amqtt.mqtt.connack import NOT_AUTHORIZED, ConnackPacket
+from amqtt.mqtt.connack import IDENTIFIER_REJECTED, NOT_AUTHORIZED, ConnackPacket
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.session import Session
@@ -193,6 +193,13 @@ class RoutingBroker(Broker):  # type: ignore[misc]  # amqtt ships no type inform
     it goes out. `_client_connected` closes a connection beyond `connections_per_address`, and
     reads each connection through PacketLimit: a packet over `max_packet_bytes` ends it unread.
 
+    amqtt keeps a persistent session (clean_session=0) until the broker stops, so a user
+    logging in with ever new client ids grew the broker without end. A user has at most
+    `sessions_per_user` persistent sessions: a new one replaces the user's session disconnected
+    longest ago, and is refused (CONNACK 2, identifier rejected) when all of them are connected.
+    A node's client id is always the same, so its session (a writer's queue across restarts) is
+    only ever replaced by sessions of its own login.
+
     amqtt acknowledges a QoS 1 publish when it reads it and routes it later, one message at a
     time (checking its topic is one await per message); a client that disconnects meanwhile had
     the rest of its acknowledged messages dropped. (Without the hook it relies on, the broker
@@ -203,6 +210,7 @@ class RoutingBroker(Broker):  # type: ignore[misc]  # amqtt ships no type inform
     # The largest packet (remaining length) taken; a larger one ends its connection unread.
     # BrokerService sets it from the topology (cqrs_flow.transport.mqtt.max_packet_bytes).
     max_packet_bytes = 2 * 1024 * 1024
+    sessions_per_user = 10  # persistent sessions one user may have; see above
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -284,6 +292,24 @@ class RoutingBroker(Broker):  # type: ignore[misc]  # amqtt ships no type inform
 
         if isinstance(reader, PacketLimit):
             reader.login = f"{incoming.username!r} (client id {incoming.client_id!r})"
+        if (
+            not incoming.clean_session
+            and incoming.client_id not in self._sessions
+            and not await self._room_for_session(incoming)
+        ):
+            log.warning(
+                "refused the CONNECT of %r (client id %r, from %s): a new persistent session, "
+                "and its %d persistent sessions are all connected",
+                incoming.username,
+                incoming.client_id,
+                peer,
+                self.sessions_per_user,
+            )
+            try:
+                await ConnackPacket.build(0, IDENTIFIER_REJECTED).to_stream(writer)
+            except OSError:
+                pass  # gone already
+            raise AMQTTError(f"CONNECT from {peer} refused: too many persistent sessions")
         # What amqtt does next, now for a client that is let in (and a will's retain flag, too).
         if incoming.clean_session:
             if incoming.client_id:
@@ -324,6 +350,38 @@ class RoutingBroker(Broker):  # type: ignore[misc]  # amqtt ships no type inform
         if held is not None and held[0].username != incoming.username:
             return "its client id is another user's session"
         return None
+
+    async def _room_for_session(self, incoming: Session) -> bool:
+        """Whether the user of `incoming` may have one more persistent session: yes if it has
+        fewer than `sessions_per_user`, or once those disconnected longest ago are deleted."""
+        user = incoming.username
+        held = [
+            session
+            for session, _ in self._sessions.values()
+            if session.username == user and not session.clean_session
+        ]
+        excess = len(held) - self.sessions_per_user + 1
+        if excess <= 0:
+            return True
+        idle = sorted(
+            (s for s in held if not s.transitions.is_connected()),
+            key=lambda s: s.last_disconnect_time or 0,
+        )
+        if len(idle) < excess:
+            return False
+        for session in idle[:excess]:
+            queued = session.retained_messages.qsize()
+            await self._delete_session(session.client_id)
+            log.warning(
+                "deleted the persistent session %r of %r (disconnected, with %d messages "
+                "queued) to make room for %r: a user has at most %d",
+                session.client_id,
+                user,
+                queued,
+                incoming.client_id,
+                self.sessions_per_user,
+            )
+        return True
 
     async def _may_publish_will(self, session: Session) -> bool:
         """The check a publish gets, for the session's will (a topic name: no wildcard, no $)."""

@@ -48,11 +48,15 @@ class Broker:
     """A RoutingBroker on a free port, with two users and their ACL."""
 
     def __init__(
-        self, connect_timeout: float = 10.0, per_address: int = 100, max_packet: int = 4096
+        self,
+        connect_timeout: float = 10.0,
+        per_address: int = 100,
+        max_packet: int = 4096,
+        sessions_per_user: int = 10,
     ) -> None:
         self.port = free_ports(1)[0]
         self.connect_timeout, self.per_address = connect_timeout, per_address
-        self.max_packet = max_packet
+        self.max_packet, self.sessions_per_user = max_packet, sessions_per_user
 
     async def __aenter__(self) -> Broker:
         with warnings.catch_warnings():
@@ -76,6 +80,7 @@ class Broker:
         self.broker.connect_timeout = self.connect_timeout
         self.broker.connections_per_address = self.per_address
         self.broker.max_packet_bytes = self.max_packet
+        self.broker.sessions_per_user = self.sessions_per_user
         await self.broker.start()
         return self
 
@@ -99,6 +104,14 @@ class Broker:
     @property
     def sessions(self) -> dict:
         return self.broker._sessions
+
+    async def disconnected(self, client_id: str) -> None:
+        """Return once the broker has seen the client of `client_id` go."""
+        for _ in range(500):
+            if not self.sessions[client_id][0].transitions.is_connected():
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"{client_id} still connected")
 
 
 def refused(code: int = NOT_AUTHORISED) -> bytes:
@@ -327,3 +340,46 @@ def test_packets_read_through_the_limit_are_the_bytes_sent():
         return bytes(data)
 
     assert asyncio.run(scenario()) == b"".join(packets)
+
+
+# -- persistent sessions per user ---------------------------------------------------------------
+
+
+def test_a_user_has_at_most_sessions_per_user_persistent_sessions(caplog):
+    """New client ids with clean_session=0 replace the user's sessions disconnected longest ago;
+    other users' sessions stay; with every session connected, a new one is refused."""
+
+    async def scenario():
+        async with Broker(sessions_per_user=2) as broker:
+            gateway = connect_packet("gw-own", "gateway", PASSWORDS["gateway"], clean=False)
+            assert await broker.connack(gateway) == bytes([0x20, 0x02, 0x00, ACCEPTED])
+            for client_id in ("d1", "d2", "d3", "d4"):
+                packet = connect_packet(client_id, "dashboard", PASSWORDS["dashboard"], clean=False)
+                assert await broker.connack(packet) == bytes([0x20, 0x02, 0x00, ACCEPTED])
+                await broker.disconnected(client_id)
+            assert sorted(broker.sessions) == ["d3", "d4", "gw-own"]
+            again = connect_packet("d4", "dashboard", PASSWORDS["dashboard"], clean=False)
+            assert await broker.connack(again) == bytes([0x20, 0x02, 0x01, ACCEPTED])  # kept
+            held = []
+            for client_id in ("d3", "d4"):
+                packet = connect_packet(client_id, "dashboard", PASSWORDS["dashboard"], clean=False)
+                connack, _, writer = await broker.connect(packet)
+                assert connack == bytes([0x20, 0x02, 0x01, ACCEPTED])
+                held.append(writer)
+            packet = connect_packet("d5", "dashboard", PASSWORDS["dashboard"], clean=False)
+            assert await broker.connack(packet) == refused(2)  # identifier rejected
+            clean = connect_packet("d6", "dashboard", PASSWORDS["dashboard"], clean=True)
+            assert await broker.connack(clean) == bytes([0x20, 0x02, 0x00, ACCEPTED])
+            await asyncio.sleep(0.1)
+            assert {"d3", "d4", "gw-own"} <= set(broker.sessions)
+            assert not {"d1", "d2", "d5"} & set(broker.sessions)
+            for writer in held:
+                writer.close()
+
+    with caplog.at_level(logging.WARNING, "cqrs_flow.broker"):
+        asyncio.run(scenario())
+    assert (
+        "deleted the persistent session 'd1' of 'dashboard' (disconnected, with 0 messages "
+        "queued) to make room for 'd3': a user has at most 2" in caplog.text
+    )
+    assert "refused the CONNECT of 'dashboard' (client id 'd5'" in caplog.text
