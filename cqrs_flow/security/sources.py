@@ -4,17 +4,19 @@ A connection URL may carry a password, so a topology names where to read it (an 
 variable, or a file in the project, relative to the topology file, read by
 topology/paths.py) and the node reads it when it starts. The
 value is never logged or printed. One function reads every such source, so that each key that
-needs a secret reads it the same way.
+needs a secret reads it the same way. A file that other users may read is refused, as ssh and
+Mosquitto do: the secret in it is no secret any more.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Mapping
 
 from cqrs_flow.errors import NodeError, ProjectFileError
 from cqrs_flow.topology.model import SecretSource, Topology
-from cqrs_flow.topology.paths import read_project_file
+from cqrs_flow.topology.paths import project_path, read_project_file
 
 __all__ = ["MAX_SECRET_BYTES", "read_source"]
 
@@ -41,11 +43,17 @@ def read_source(
         raise NodeError(f"{key} names no source; write {{env: NAME}} or {{file: path}}")
     try:
         raw = read_project_file(topology, source.file, MAX_SECRET_BYTES, "secret file")
-    except ProjectFileError as exc:
+        mode = stat.S_IMODE(project_path(topology, source.file).stat().st_mode)
+    except (ProjectFileError, OSError) as exc:
         raise NodeError(
             f"cannot read {key} from the file {source.file}: {exc}; create it inside the "
             "project, readable by the node's user only (chmod 600), holding just the value"
         ) from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise NodeError(
+            f"the file {source.file} ({key}) may be read or changed by other users (mode "
+            f"{mode:04o}); make it readable by its owner only: chmod 600 {source.file}"
+        )
     value = raw.decode("utf-8", "replace").strip()
     if not value:
         raise NodeError(f"the file {source.file} ({key}) is empty; put the value in it")

@@ -31,6 +31,7 @@ from cqrs_flow.stores.journal import (
     Records,
     frame,
     open_journal,
+    private_file,
     replay,
     sync_directory,
     wait,
@@ -318,7 +319,7 @@ class DurableStore(MemoryStore):
     ) -> int:
         """In a worker thread: write, sync and rename the snapshot, then drop older journals."""
         temporary, path = self.directory / "snapshot.tmp", self.directory / "snapshot"
-        with open(temporary, "wb") as file:
+        with open(temporary, "wb", opener=private_file) as file:
             file.write(frame({"snapshot": generation, "format": SNAPSHOT_FORMAT}))
             for start in range(0, len(documents), SNAPSHOT_CHUNK):
                 file.write(frame({"docs": documents[start : start + SNAPSHOT_CHUNK]}))

@@ -3,6 +3,11 @@
 Used by the durable store and by a gateway's outbox. A record is a length, a CRC-32 and a JSON
 object; `Journal` returns once a record is on disk, `replay` reads the whole records back after a
 crash and sets a torn tail aside (never acknowledged, since its sync had not returned).
+
+What these directories hold is the system's data (contact details, commands): the directory is
+created 0700 and every file in it 0600 (journals, snapshots, the lock, torn tails), with those
+modes from the start; a directory found open to others is tightened when it is opened, and the
+log says so.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import fcntl
 import json
 import logging
 import os
+import stat
 import struct
 import zlib
 from collections import deque
@@ -30,6 +36,7 @@ __all__ = [
     "frame",
     "lock_directory",
     "open_journal",
+    "private_file",
     "replay",
     "sync_directory",
     "wait",
@@ -38,6 +45,10 @@ __all__ = [
 log = logging.getLogger("cqrs_flow.journal")
 
 HEADER = struct.Struct("<II")  # payload length, CRC-32 of the payload
+
+DIRECTORY_MODE = 0o700  # a data directory: its owner's alone
+FILE_MODE = 0o600  # every file in it
+_OTHERS = stat.S_IRWXG | stat.S_IRWXO
 
 
 class JournalError(StoreError):
@@ -189,9 +200,14 @@ def sync_directory(directory: Path) -> None:
         os.close(fd)
 
 
+def private_file(path: str | os.PathLike[str], flags: int) -> int:
+    """An `opener` for open(): a file it creates is its owner's alone (FILE_MODE) from the start."""
+    return os.open(path, flags | os.O_CLOEXEC, FILE_MODE)
+
+
 def open_journal(path: Path) -> int:
     existed = path.exists()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, FILE_MODE)
     if not existed:
         sync_directory(path.parent)
     return fd
@@ -210,7 +226,8 @@ def replay(path: Path, apply: Callable[[dict[str, Any]], None]) -> int:
             file.seek(records.end)
             torn = file.read()
             aside = path.with_name(f"{path.name}.torn-{records.end}")
-            aside.write_bytes(torn)
+            with open(aside, "wb", opener=private_file) as kept:
+                kept.write(torn)
             file.truncate(records.end)
             file.flush()
             os.fsync(file.fileno())
@@ -226,13 +243,44 @@ def replay(path: Path, apply: Callable[[dict[str, Any]], None]) -> int:
     return count
 
 
+def private_directory(directory: Path) -> None:
+    """Create `directory` (DIRECTORY_MODE; its parents as mkdir -p makes them) if needed. One
+    that others may use, and the files in it that others may read, are made their owner's alone,
+    with a warning: they were made so by an earlier version, or by hand."""
+    directory.mkdir(mode=DIRECTORY_MODE, parents=True, exist_ok=True)
+    tightened = []
+    mode = stat.S_IMODE(directory.stat().st_mode)
+    if mode & _OTHERS:
+        os.chmod(directory, DIRECTORY_MODE)
+        tightened.append(f"the directory (was {mode:04o})")
+    files = 0
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            if entry.is_file(follow_symlinks=False) and entry.stat().st_mode & _OTHERS:
+                os.chmod(entry.path, FILE_MODE)
+                files += 1
+    if files:
+        tightened.append(f"{files} file(s) in it")
+    if tightened:
+        log.warning(
+            "%s: other users could read the data here; made %s readable by its owner only "
+            "(%04o, files %04o)",
+            directory,
+            " and ".join(tightened),
+            DIRECTORY_MODE,
+            FILE_MODE,
+        )
+
+
 def lock_directory(directory: Path, what: str) -> BinaryIO:
-    """Create `directory` if needed and hold its `lock` file (flock) for this process: two
-    processes appending to one journal would interleave their records. Close the file to release.
-    JournalError if the directory cannot be used or another process holds it."""
+    """Create `directory` if needed (its owner's alone, see private_directory) and hold its `lock`
+    file (flock) for this process: two processes appending to one journal would interleave their
+    records. Close the file to release. JournalError if the directory cannot be used or another
+    process holds it."""
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        lock = open(directory / "lock", "a+b")  # noqa: SIM115 (held: the caller closes it)
+        private_directory(directory)
+        # held: the caller closes it
+        lock = open(directory / "lock", "a+b", opener=private_file)  # noqa: SIM115
     except OSError as exc:
         raise JournalError(f"cannot open the data directory {directory}: {exc}") from None
     try:

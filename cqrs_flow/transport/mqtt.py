@@ -13,9 +13,9 @@ from gmqtt.mqtt.handler import MQTTConnectError
 
 from cqrs_flow.errors import NodeError
 from cqrs_flow.security.mqtt_logins import MqttLogin
-from cqrs_flow.topology.model import BrokerNode
+from cqrs_flow.topology.model import BrokerNode, Topology, WriterNode
 
-__all__ = ["client_id", "connect", "new_client"]
+__all__ = ["client_id", "command_bytes", "connect", "max_packet_bytes", "new_client"]
 
 log = logging.getLogger("cqrs_flow.transport.mqtt")
 
@@ -26,6 +26,31 @@ def client_id(system: str, node: str, persistent: bool, tag: str = "") -> str:
     makes it unguessable."""
     base = f"{system}-{node}" + (f"-{tag}" if tag else "")
     return base if persistent else f"{base}-{os.getpid()}"
+
+
+# The largest command on a broker without writers: a writer's default payload_bytes.
+DEFAULT_COMMAND_BYTES = 1024 * 1024
+# Room in a packet beyond the command: its topic (up to 65,535 bytes, named twice in a dead
+# letter), the headers, and a dead letter's other fields.
+PACKET_HEADROOM = 256 * 1024
+
+
+def command_bytes(topology: Topology, broker: str) -> int:
+    """The largest command the writers on `broker` take (their largest `payload_bytes`): a
+    gateway refuses a larger one, which every writer would set aside."""
+    sizes = [
+        node.payload_bytes
+        for node in topology.nodes.values()
+        if isinstance(node, WriterNode) and node.broker == broker
+    ]
+    return max(sizes, default=DEFAULT_COMMAND_BYTES)
+
+
+def max_packet_bytes(topology: Topology, broker: str) -> int:
+    """The largest MQTT packet (remaining length) the embedded broker `broker` takes: the largest
+    message any node sends through it is a dead letter carrying a command in base64 (4/3 of it),
+    plus headroom for the topics and fields."""
+    return -(-command_bytes(topology, broker) // 3) * 4 + PACKET_HEADROOM
 
 
 # A persistent MQTT 5 session must say how long the broker keeps it; this is the longest.

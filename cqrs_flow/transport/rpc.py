@@ -13,12 +13,13 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import grpc
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from google.protobuf.message import DecodeError, Message
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cqrs_flow.errors import NodeError
 from cqrs_flow.protobuf.compiler import ProtoSet
 from cqrs_flow.security.tokens import CallerCheck, Credentials
 from cqrs_flow.topology.model import Address
+from cqrs_flow.transport.health import HealthService
 from cqrs_flow.transport.tls import ChannelSecurity
 
 __all__ = [
@@ -170,8 +171,9 @@ async def start_server(
     check: CallerCheck | None = None,
     credentials: grpc.ServerCredentials | None = None,
 ) -> grpc.aio.Server:
-    """Start a gRPC server on `listen` with the standard health service (the readiness probe);
-    over TLS with `credentials` (cqrs_flow.transport.tls.server_credentials).
+    """Start a gRPC server on `listen` with the standard health service (the readiness probe; it
+    needs no credentials and holds little for a caller, see HealthService); over TLS with
+    `credentials` (cqrs_flow.transport.tls.server_credentials).
 
     `check` is the one the `handlers` were made with; it also answers calls of other methods."""
     server = grpc.aio.server(
@@ -182,8 +184,7 @@ async def start_server(
         ],  # a second server on a taken port must fail, not share it
     )
     server.add_generic_rpc_handlers(tuple(handlers))
-    # grpc_health's stubs lack its `aio` module
-    health_service = health.aio.HealthServicer()  # type: ignore[attr-defined]
+    health_service = HealthService()
     health_pb2_grpc.add_HealthServicer_to_server(health_service, server)
     if check is not None:
         server.add_generic_rpc_handlers((_Unserved(check),))  # last: consulted when no other serves

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -152,3 +154,37 @@ def test_a_command_id_is_applied_once(contacts):
         get_request(contacts, contact.id),
     )
     assert now.contact.name == "Twice?" and now.contact.last_updated == stamp
+
+
+def test_health_watches_without_credentials_are_capped_and_list_answers(contacts):
+    """Watch streams need no token: beyond 100 open at once (HealthService's MAX_WATCHES) on a
+    server, more are refused at once instead of each holding memory until the caller leaves."""
+    target = contacts.topology.nodes["store"].read.listen.target
+    cap = 100
+
+    async def scenario():
+        channels = [grpc.aio.insecure_channel(target) for _ in range(4)]
+        stubs = [health_pb2_grpc.HealthStub(channel) for channel in channels]
+        watches = []
+        try:
+            for i in range(cap):
+                watches.append(stubs[i % 4].Watch(health_pb2.HealthCheckRequest(), timeout=60))
+            first = await asyncio.gather(*(watch.read() for watch in watches))
+            assert {answer.status for answer in first} == {health_pb2.HealthCheckResponse.SERVING}
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stubs[0].Watch(health_pb2.HealthCheckRequest(), timeout=10).read()
+            check = await stubs[1].Check(health_pb2.HealthCheckRequest(), timeout=10)
+            listed = await stubs[2].List(health_pb2.HealthListRequest(), timeout=10)
+            return refused.value.code(), check.status, dict(listed.statuses)
+        finally:
+            for watch in watches:
+                watch.cancel()
+            for channel in channels:
+                await channel.close()
+
+    code, checked, listed = asyncio.run(scenario())
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert checked == health_pb2.HealthCheckResponse.SERVING  # Check is never capped
+    assert listed == {
+        "": health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVING)
+    }

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import uuid
+from pathlib import Path
 
+import psutil
 import pytest
 from gmqtt.mqtt.constants import MQTTv311
-from system import acknowledged
+from system import acknowledged, wait_until
 
 from cqrs_flow.launcher.probes import mqtt_connack_code
 from cqrs_flow.security.mqtt_logins import MqttLogin
@@ -104,3 +107,100 @@ def test_a_publish_outside_the_access_list_reaches_no_one(contacts):
     seen, marker = asyncio.run(scenario())
     assert ("CONTACT/ADD", marker) in seen
     assert not any(b"forged" in payload for _, payload in seen), seen
+
+
+def _string(value: str) -> bytes:
+    return len(value.encode()).to_bytes(2, "big") + value.encode()
+
+
+def _remaining_length(length: int) -> bytes:
+    encoded = bytearray()
+    while True:
+        byte, length = length % 128, length // 128
+        encoded.append(byte | (0x80 if length else 0))
+        if not length:
+            return bytes(encoded)
+
+
+def _broker_process(system) -> psutil.Process:
+    (pid,) = [
+        pid
+        for pid in system.node_pids()
+        if b"broker" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    ]
+    return psutil.Process(pid)
+
+
+def test_a_publish_over_the_brokers_packet_limit_closes_the_connection_unread(contacts):
+    """A raw client logged in sends a 20 MiB PUBLISH: the broker reads its header, closes the
+    connection and logs it once, without reading (and holding) the payload."""
+    address = contacts.topology.nodes["broker"].listen
+    broker = _broker_process(contacts)
+    rss_before = broker.memory_info().rss
+    login = contacts.mqtt_login("observer")
+    client_id = f"big-{uuid.uuid4().hex[:6]}"
+    body = (
+        b"\x00\x04MQTT\x04\xc2\x00\x3c"  # MQTT 3.1.1, user name, password, clean session
+        + _string(client_id)
+        + _string(login.user)
+        + _string(login.password)
+    )
+    size = 20 * 1024 * 1024
+    sent = 0
+    with socket.create_connection((address.connect_host, address.port), timeout=10) as sock:
+        sock.sendall(b"\x10" + _remaining_length(len(body)) + body)
+        assert sock.recv(4) == b"\x20\x02\x00\x00"  # CONNACK: accepted
+        chunk = b"\0" * 65536
+        try:
+            sock.sendall(b"\x30" + _remaining_length(2 + 11 + size) + _string("CONTACT/ADD"))
+            while sent < size:
+                sock.sendall(chunk)
+                sent += len(chunk)
+            closed = sock.recv(1) == b""  # everything went: the broker should have closed
+        except (ConnectionResetError, BrokenPipeError):
+            closed = True
+        except TimeoutError:
+            closed = False
+    assert closed and sent < size, f"the broker took {sent} bytes and kept the connection"
+    line = contacts.wait_for_line(f"closed the connection of 'observer' \\(client id '{client_id}'")
+    assert (
+        f"a PUBLISH packet of {2 + 11 + size} bytes, over the broker's limit of "
+        f"{1_398_104 + 256 * 1024} bytes" in line
+    )
+    assert (
+        sum(client_id in line and "over the broker's limit" in line for line in contacts.lines) == 1
+    )
+    assert broker.memory_info().rss - rss_before < 10 * 1024 * 1024  # 30 MB more before
+    gateway = contacts.mqtt_login("gateway")  # the probe's client id was the gateway's above
+    assert asyncio.run(mqtt_connack_code(address, gateway)) == ACCEPTED  # the broker goes on
+
+
+def _connack(address, login, client_id: str) -> bytes:
+    """The CONNACK of a raw MQTT 3.1.1 CONNECT with clean_session=0; then a DISCONNECT."""
+    body = (
+        b"\x00\x04MQTT\x04\xc0\x00\x3c"  # user name, password, clean_session=0
+        + _string(client_id)
+        + _string(login.user)
+        + _string(login.password)
+    )
+    with socket.create_connection((address.connect_host, address.port), timeout=10) as sock:
+        sock.sendall(b"\x10" + _remaining_length(len(body)) + body)
+        connack = sock.recv(4)
+        sock.sendall(b"\xe0\x00")
+    return connack
+
+
+def test_a_user_cannot_grow_the_broker_with_new_persistent_sessions(contacts):
+    """A declared client logging in with ever new client ids and clean_session=0 keeps at most
+    10 persistent sessions: each new one replaces the one disconnected longest ago."""
+    address = contacts.topology.nodes["broker"].listen
+    login = contacts.mqtt_login("observer")
+    ids = [f"persistent-{uuid.uuid4().hex[:6]}-{i}" for i in range(12)]
+    for client_id in ids:
+        assert _connack(address, login, client_id) == b"\x20\x02\x00\x00"
+    contacts.wait_for_line(f"deleted the persistent session '{ids[1]}' of 'observer'")
+    assert _connack(address, login, ids[-1]) == b"\x20\x02\x01\x00"  # kept: session present
+    assert _connack(address, login, ids[0]) == b"\x20\x02\x00\x00"  # replaced: none
+    added = contacts.data('mutation { addContact(name: "After Sessions") { status id } }')
+    query = f'{{ contact(id: "{added["addContact"]["id"]}") {{ name }} }}'
+    assert wait_until(lambda: contacts.data(query)["contact"]) == {"name": "After Sessions"}

@@ -19,6 +19,7 @@ def test_up_reads_the_secret_from_the_file_the_topology_names(tmp_path):
     file = prepare("contacts_fast.yaml", tmp_path, **{"secret": {"file": "keys/secret"}})
     (tmp_path / "keys").mkdir()
     (tmp_path / "keys" / "secret").write_text(FILE_SECRET + "\n")
+    (tmp_path / "keys" / "secret").chmod(0o600)
     system = System(file, env={"CQRS_FLOW_SECRET": ""}).start()  # no secret in the environment
     try:
         assert FILE_SECRET not in system.output()
@@ -73,5 +74,23 @@ def test_up_refuses_a_short_secret_from_the_environment_as_from_a_file(tmp_path)
         ):
             system.start()
         assert system.stop(None) == 1
+    finally:
+        system.stop()
+
+
+def test_up_refuses_a_secret_file_other_users_may_read(tmp_path):
+    file = prepare("contacts_fast.yaml", tmp_path, **{"secret": {"file": "secret"}})
+    (tmp_path / "secret").write_text(FILE_SECRET + "\n")
+    (tmp_path / "secret").chmod(0o644)
+    system = System(file, env={"CQRS_FLOW_SECRET": ""})
+    try:
+        with pytest.raises(
+            AssertionError,
+            match=r"the file secret \(secret\) may be read or changed by other users "
+            r"\(mode 0644\); make it readable by its owner only: chmod 600 secret",
+        ):
+            system.start()
+        assert system.stop(None) == 1
+        assert FILE_SECRET not in system.output()
     finally:
         system.stop()

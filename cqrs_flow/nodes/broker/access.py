@@ -19,7 +19,7 @@ from amqtt.adapters import ReaderAdapter, WriterAdapter
 from amqtt.broker import Broker
 from amqtt.contexts import Action, BaseContext
 from amqtt.errors import AMQTTError, MQTTError, NoDataError
-from amqtt.mqtt.connack import NOT_AUTHORIZED, ConnackPacket
+from amqtt.mqtt.connack import IDENTIFIER_REJECTED, NOT_AUTHORIZED, ConnackPacket
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.session import Session
@@ -28,7 +28,7 @@ from amqtt.utils import gen_client_id
 from cqrs_flow.security.mqtt_logins import password_digest
 from cqrs_flow.topology.access import MqttAccess
 
-__all__ = ["NodeLogin", "RoutingBroker", "TopicAccess"]
+__all__ = ["NodeLogin", "PacketLimit", "RoutingBroker", "TopicAccess"]
 
 log = logging.getLogger("cqrs_flow.broker")
 
@@ -107,6 +107,78 @@ class TopicAccess(BaseTopicPlugin):  # type: ignore[misc]  # amqtt ships no type
         return allowed
 
 
+class PacketTooLarge(ConnectionResetError):
+    """A packet over the broker's limit: amqtt takes it for a connection reset, and ends it."""
+
+
+class PacketLimit(ReaderAdapter):  # type: ignore[misc]  # amqtt ships no type information
+    """A connection's reader that reads each packet's fixed header itself and ends the connection
+    at a packet whose remaining length is over `limit`, before a byte of its body is read.
+
+    amqtt reads a packet's header, then asks its reader for the whole body at once: a 20 MiB
+    publish was read into memory before anything looked at it. Through this reader amqtt gets the
+    same bytes; the body of a packet too large is never read (the socket's buffer stays at its
+    64 KiB), and the read fails as a closed connection does."""
+
+    def __init__(self, reader: ReaderAdapter, limit: int, peer: str) -> None:
+        self._reader = reader
+        self.limit = limit
+        self.peer = peer
+        self.login = ""  # set once the CONNECT is let in: who sent the packet, for the log
+        self._header = b""  # of the packet being read, not yet handed over
+        self._body = 0  # bytes of its body not yet handed over
+
+    async def read(self, n: int = -1) -> bytes:
+        if n < 0:  # amqtt asks for counted bytes only
+            return bytes(await self._reader.read(n))
+        data = bytearray()
+        while len(data) < n:
+            if not self._header and not self._body:
+                await self._next_header()
+            if self._header:
+                taken = self._header[: n - len(data)]
+                self._header = self._header[len(taken) :]
+                data += taken
+                continue
+            chunk = await self._reader.read(min(n - len(data), self._body))
+            self._body -= len(chunk)
+            data += chunk
+        return bytes(data)
+
+    async def _next_header(self) -> None:
+        header = bytearray(await self._reader.read(1))
+        length, shift = 0, 0
+        while len(header) < 5:  # the type byte and at most 4 bytes of remaining length
+            byte = (await self._reader.read(1))[0]
+            header.append(byte)
+            length += (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                break
+        else:  # not a length MQTT allows: amqtt refuses it as it does without this reader
+            self._header = bytes(header)
+            return
+        if length > self.limit:
+            what = PACKET_TYPES.get(header[0] >> 4, f"type {header[0] >> 4}")
+            log.warning(
+                "closed the connection of %s (from %s): a %s packet of %d bytes, over the "
+                "broker's limit of %d bytes (from the largest payload_bytes of its writers)",
+                self.login or "a client not logged in",
+                self.peer,
+                what,
+                length,
+                self.limit,
+            )
+            raise PacketTooLarge(f"a {what} packet of {length} bytes from {self.peer}")
+        self._header, self._body = bytes(header), length
+
+    def feed_eof(self) -> None:
+        self._reader.feed_eof()
+
+
+PACKET_TYPES = {1: "CONNECT", 3: "PUBLISH", 8: "SUBSCRIBE", 10: "UNSUBSCRIBE"}
+
+
 class RoutingBroker(Broker):  # type: ignore[misc]  # amqtt ships no type information
     """amqtt's broker, which checks a CONNECT in full before it touches any session, checks a will
     as the publish it is, and routes every message a client sent before it disconnects.
@@ -118,7 +190,15 @@ class RoutingBroker(Broker):  # type: ignore[misc]  # amqtt ships no type inform
     refuses it (CONNACK 5, session-present 0, nothing else done) unless the login is good, its
     will's topic is one the login may publish and its client id is no other user's session, and
     only then does amqtt's session lookup. `_handle_disconnect` checks a will's topic again when
-    it goes out. `_client_connected` closes a connection beyond `connections_per_address`.
+    it goes out. `_client_connected` closes a connection beyond `connections_per_address`, and
+    reads each connection through PacketLimit: a packet over `max_packet_bytes` ends it unread.
+
+    amqtt keeps a persistent session (clean_session=0) until the broker stops, so a user
+    logging in with ever new client ids grew the broker without end. A user has at most
+    `sessions_per_user` persistent sessions: a new one replaces the user's session disconnected
+    longest ago, and is refused (CONNACK 2, identifier rejected) when all of them are connected.
+    A node's client id is always the same, so its session (a writer's queue across restarts) is
+    only ever replaced by sessions of its own login.
 
     amqtt acknowledges a QoS 1 publish when it reads it and routes it later, one message at a
     time (checking its topic is one await per message); a client that disconnects meanwhile had
@@ -127,6 +207,10 @@ class RoutingBroker(Broker):  # type: ignore[misc]  # amqtt ships no type inform
 
     connect_timeout = 10.0  # seconds a new connection has to send its CONNECT
     connections_per_address = 100  # open at once from one IP address; more are closed at once
+    # The largest packet (remaining length) taken; a larger one ends its connection unread.
+    # BrokerService sets it from the topology (cqrs_flow.transport.mqtt.max_packet_bytes).
+    max_packet_bytes = 2 * 1024 * 1024
+    sessions_per_user = 10  # persistent sessions one user may have; see above
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -162,7 +246,10 @@ class RoutingBroker(Broker):  # type: ignore[misc]  # amqtt ships no type inform
             return
         self._open[address] = self._open.get(address, 0) + 1
         try:
-            await super()._client_connected(listener_name, reader, writer)
+            limited = PacketLimit(
+                reader, self.max_packet_bytes, f"{address}:{peer[1] if peer else 0}"
+            )
+            await super()._client_connected(listener_name, limited, writer)
         finally:
             await writer.close()  # amqtt leaves the socket of a CONNECT it failed to read open
             self._open[address] -= 1
@@ -203,6 +290,26 @@ class RoutingBroker(Broker):  # type: ignore[misc]  # amqtt ships no type inform
                 pass  # gone already
             raise AMQTTError(f"CONNECT from {peer} refused: {refusal}")
 
+        if isinstance(reader, PacketLimit):
+            reader.login = f"{incoming.username!r} (client id {incoming.client_id!r})"
+        if (
+            not incoming.clean_session
+            and incoming.client_id not in self._sessions
+            and not await self._room_for_session(incoming)
+        ):
+            log.warning(
+                "refused the CONNECT of %r (client id %r, from %s): a new persistent session, "
+                "and its %d persistent sessions are all connected",
+                incoming.username,
+                incoming.client_id,
+                peer,
+                self.sessions_per_user,
+            )
+            try:
+                await ConnackPacket.build(0, IDENTIFIER_REJECTED).to_stream(writer)
+            except OSError:
+                pass  # gone already
+            raise AMQTTError(f"CONNECT from {peer} refused: too many persistent sessions")
         # What amqtt does next, now for a client that is let in (and a will's retain flag, too).
         if incoming.clean_session:
             if incoming.client_id:
@@ -243,6 +350,38 @@ class RoutingBroker(Broker):  # type: ignore[misc]  # amqtt ships no type inform
         if held is not None and held[0].username != incoming.username:
             return "its client id is another user's session"
         return None
+
+    async def _room_for_session(self, incoming: Session) -> bool:
+        """Whether the user of `incoming` may have one more persistent session: yes if it has
+        fewer than `sessions_per_user`, or once those disconnected longest ago are deleted."""
+        user = incoming.username
+        held = [
+            session
+            for session, _ in self._sessions.values()
+            if session.username == user and not session.clean_session
+        ]
+        excess = len(held) - self.sessions_per_user + 1
+        if excess <= 0:
+            return True
+        idle = sorted(
+            (s for s in held if not s.transitions.is_connected()),
+            key=lambda s: s.last_disconnect_time or 0,
+        )
+        if len(idle) < excess:
+            return False
+        for session in idle[:excess]:
+            queued = session.retained_messages.qsize()
+            await self._delete_session(session.client_id)
+            log.warning(
+                "deleted the persistent session %r of %r (disconnected, with %d messages "
+                "queued) to make room for %r: a user has at most %d",
+                session.client_id,
+                user,
+                queued,
+                incoming.client_id,
+                self.sessions_per_user,
+            )
+        return True
 
     async def _may_publish_will(self, session: Session) -> bool:
         """The check a publish gets, for the session's will (a topic name: no wildcard, no $)."""

@@ -9,6 +9,7 @@ from cqrs_flow.nodes.runtime import NodeService
 from cqrs_flow.security.mqtt_logins import users_from_env
 from cqrs_flow.topology.access import mqtt_access
 from cqrs_flow.topology.model import BrokerNode
+from cqrs_flow.transport.mqtt import max_packet_bytes
 from cqrs_flow.transport.tls import broker_listener_tls
 
 __all__ = ["BrokerService"]
@@ -45,6 +46,7 @@ class BrokerService(NodeService):
                     },
                 }
             )
+        broker.max_packet_bytes = max_packet_bytes(self.topology, self.node.name)
         try:
             await broker.start()
         except Exception as exc:  # amqtt wraps socket errors in its own BrokerError
@@ -52,8 +54,10 @@ class BrokerService(NodeService):
             raise NodeError(f"MQTT broker cannot listen on {self.node.listen}: {cause}") from None
         self.resources.push_async_callback(broker.shutdown)
         self.log.info(
-            "MQTT broker listening on %s%s (%d users, no anonymous access)",
+            "MQTT broker listening on %s%s (%d users, no anonymous access, packets of at "
+            "most %d bytes)",
             self.node.listen,
             " over TLS" if self.node.tls else "",
             len(access),
+            broker.max_packet_bytes,
         )

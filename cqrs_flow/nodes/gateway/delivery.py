@@ -1,7 +1,8 @@
 """Commands on their way to the writers: published on MQTT, kept in the outbox until a writer
 reports on them on the status topic (which also fills the command book), published again when
 that takes too long or when what held them may have lost them. A command is refused (Refused)
-rather than accepted when it could not be kept until a writer reports on it."""
+rather than accepted when it could not be kept until a writer reports on it, or when it is larger
+than any writer takes (the embedded broker would close the connection of a packet that large)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from cqrs_flow.nodes.gateway.outbox import Outbox
 from cqrs_flow.nodes.gateway.refusals import Refused
 from cqrs_flow.protobuf.messages import set_path
 from cqrs_flow.stores.journal import JournalError
+from cqrs_flow.transport.mqtt import DEFAULT_COMMAND_BYTES
 
 __all__ = ["Delivery"]
 
@@ -26,10 +28,19 @@ __all__ = ["Delivery"]
 class Delivery:
     """The gateway's side of the command topics and the status topic.
 
-    `mqtt` is the gateway's MQTT client (gmqtt); its handlers are set here, before it connects."""
+    `mqtt` is the gateway's MQTT client (gmqtt); its handlers are set here, before it connects.
+    `command_bytes` is the largest command published (cqrs_flow.transport.mqtt.command_bytes)."""
 
-    def __init__(self, status_topic: str, mqtt: Any, outbox: Outbox, log: logging.Logger) -> None:
+    def __init__(
+        self,
+        status_topic: str,
+        mqtt: Any,
+        outbox: Outbox,
+        log: logging.Logger,
+        command_bytes: int = DEFAULT_COMMAND_BYTES,
+    ) -> None:
         self.status_topic = status_topic
+        self.command_bytes = command_bytes
         self.mqtt = mqtt
         self.outbox = outbox
         self.log = log
@@ -47,13 +58,14 @@ class Delivery:
     async def publish(self, plan: MutationPlan, command: Message, key: str | None) -> str | None:
         """Publish a mutation's command; its command id, None if the plan gives it none (then it
         is not kept in the outbox). Refused, and nothing is published, when the broker is
-        unavailable, the outbox is full or the command cannot be kept in it."""
+        unavailable, the outbox is full, the command cannot be kept in it or is larger than
+        `command_bytes`."""
         if not self.mqtt.is_connected:
             raise Refused(
                 "the broker is unavailable; nothing was queued", "UNAVAILABLE", status=503
             )
         if not plan.command_id_path:
-            self.mqtt.publish(plan.topic, command.SerializeToString(), qos=1)
+            self.mqtt.publish(plan.topic, self._sized(command.SerializeToString()), qos=1)
             return None
         if self.outbox.full:
             raise Refused(
@@ -64,7 +76,7 @@ class Delivery:
             )
         command_id = self.clock.next_id()
         set_path(command, plan.command_id_path, command_id)
-        payload = command.SerializeToString()
+        payload = self._sized(command.SerializeToString())
         try:  # with a data directory: on disk before it is published and answered
             await self.outbox.add(
                 command_id, plan.topic, payload, asyncio.get_running_loop().time()
@@ -77,6 +89,16 @@ class Delivery:
         self.book.queued(command_id, plan.command, key)
         self.mqtt.publish(plan.topic, payload, qos=1)
         return command_id
+
+    def _sized(self, payload: bytes) -> bytes:
+        if len(payload) > self.command_bytes:
+            raise Refused(
+                f"the command is {len(payload)} bytes; the writers take commands of at most "
+                f"{self.command_bytes} bytes (their payload_bytes); nothing was queued",
+                "PAYLOAD_TOO_LARGE",
+                status=413,
+            )
+        return payload
 
     def on_connect(self, client: Any, *_: Any) -> None:
         client.subscribe(self.status_topic, qos=1)
@@ -120,7 +142,17 @@ class Delivery:
             if not self.mqtt.is_connected:
                 continue
             due = self.outbox.due(loop.time())
-            for _, topic, payload in due:
+            for command_id, topic, payload in due:
+                if len(payload) > self.command_bytes:  # accepted when the writers took more
+                    self.outbox.settle([command_id])
+                    self.log.error(
+                        "dropped command %s from the outbox: %d bytes, more than the writers "
+                        "take now (%d)",
+                        command_id,
+                        len(payload),
+                        self.command_bytes,
+                    )
+                    continue
                 self.mqtt.publish(topic, payload, qos=1)
             if due and woken:
                 self.log.info("published %d command(s) again", len(due))

@@ -29,7 +29,7 @@ from cqrs_flow.plugins import GatewayPlugin, PluginContext, start_plugins, stop_
 from cqrs_flow.security.mqtt_logins import login_from_env
 from cqrs_flow.stores.journal import JournalError
 from cqrs_flow.topology.model import BrokerNode, GatewayNode, ReaderNode
-from cqrs_flow.transport.mqtt import connect, new_client
+from cqrs_flow.transport.mqtt import command_bytes, connect, new_client
 from cqrs_flow.transport.rpc import ServiceClient
 from cqrs_flow.transport.tls import channel_security, mqtt_client_context
 
@@ -70,7 +70,13 @@ class GatewayService(NodeService):
             persistent=False,
             login=login_from_env(self.topology, self.node.name),
         )
-        delivery = Delivery(self.topology.status_topic, mqtt, outbox, self.log)
+        delivery = Delivery(
+            self.topology.status_topic,
+            mqtt,
+            outbox,
+            self.log,
+            command_bytes(self.topology, self.node.broker),
+        )
         stack.push_async_callback(_disconnect, mqtt)
         await connect(mqtt, broker, tls=mqtt_client_context(self.topology, broker))
         self._background(stack, delivery.redeliver(), "redeliver")

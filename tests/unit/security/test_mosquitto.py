@@ -143,6 +143,7 @@ def test_a_short_secret_is_refused_from_every_source(edit, parse, make_project, 
     path = make_project(yaml=[("proto:", "secret: {file: keys/secret}\nproto:")])
     (path.parent / "keys").mkdir()
     (path.parent / "keys" / "secret").write_text(short + "\n")
+    (path.parent / "keys" / "secret").chmod(0o600)
     with pytest.raises(NodeError) as from_file:
         read_secret(load_topology(path), {})
     assert str(from_file.value) == SHORT.format("file keys/secret")
@@ -158,6 +159,7 @@ def test_a_secret_file_is_read_relative_to_the_topology(make_project):
         read_secret(topology, {})
     (path.parent / "keys").mkdir()
     (path.parent / "keys" / "secret").write_text(SECRET + "\n")
+    (path.parent / "keys" / "secret").chmod(0o600)
     assert read_secret(topology, {}) == SECRET
     assert read_secret(replace(topology, secret=None), {}) is None
 

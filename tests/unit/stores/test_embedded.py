@@ -520,3 +520,62 @@ def test_the_store_data_key(shipped):
     assert durable_text != text
     topology = parse_topology(durable_text, shipped.source)
     assert topology.nodes["store"].data == Path("state/store")
+
+
+# -- the durable store: who may read the data ---------------------------------------------------
+
+
+def modes(directory: Path) -> dict[str, str]:
+    """The permission bits of `directory` (as ".") and of each file in it, in octal."""
+    found = {".": f"{directory.stat().st_mode & 0o777:o}"}
+    found.update({p.name: f"{p.stat().st_mode & 0o777:o}" for p in directory.iterdir()})
+    return found
+
+
+@pytest.fixture
+def open_umask():
+    """The usual umask (022), under which files are created readable by everyone."""
+    before = os.umask(0o022)
+    yield
+    os.umask(before)
+
+
+def test_the_data_directory_and_its_files_are_the_owners_alone(tmp_path, open_umask):
+    async def scenario():
+        directory = tmp_path / "var" / "data"
+        store = await DurableStore.open(directory, "contacts", compact_min_records=5)
+        await fill(store)
+        if store.files.compaction:
+            await store.files.compaction
+        await store.close()
+        with open(journal_of(directory), "ab") as file:
+            file.write(b"torn")
+        await (await DurableStore.open(directory, "contacts")).close()
+        found = modes(directory)
+        assert {"snapshot", "lock"} <= set(found) and any(".torn-" in n for n in found)
+        assert found == {name: "700" if name == "." else "600" for name in found}
+
+    run(scenario())
+
+
+def test_a_data_directory_others_could_read_is_tightened_when_opened(tmp_path, open_umask, caplog):
+    async def scenario():
+        directory = tmp_path / "data"
+        store = await DurableStore.open(directory, "contacts")
+        await fill(store)
+        before = await store.list(1000)
+        await store.close()
+        os.chmod(directory, 0o755)  # as an earlier version left it
+        for path in directory.iterdir():
+            os.chmod(path, 0o644)
+        with caplog.at_level(logging.WARNING, "cqrs_flow.journal"):
+            store = await DurableStore.open(directory, "contacts")
+        assert await store.list(1000) == before
+        await store.close()
+        assert set(modes(directory).values()) == {"700", "600"}
+        assert (
+            f"{directory}: other users could read the data here; made the directory (was 0755) "
+            "and 2 file(s) in it readable by its owner only (0700, files 0600)" in caplog.text
+        )
+
+    run(scenario())

@@ -400,10 +400,12 @@ def test_a_secret_source_is_read_when_the_node_starts(tmp_path):
     with pytest.raises(NodeError, match="environment variable URL, which is not set or empty"):
         read_source(SecretSource(env="URL"), topology, "k", env={})
     (tmp_path / "url").write_text("mongodb://db:27017/\n")
+    (tmp_path / "url").chmod(0o600)
     assert read_source(SecretSource(file=Path("url")), topology, "k") == "mongodb://db:27017/"
     with pytest.raises(NodeError, match=r"cannot read k from the file missing.*chmod 600"):
         read_source(SecretSource(file="missing"), topology, "k")
     (tmp_path / "empty").write_text("\n")
+    (tmp_path / "empty").chmod(0o600)
     with pytest.raises(NodeError, match="is empty"):
         read_source(SecretSource(file="empty"), topology, "k")
 

@@ -4,6 +4,8 @@ at any session: the login, the will's topic against the login's ACL, whose the c
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 import warnings
 
 import pytest
@@ -45,9 +47,16 @@ def connect_packet(
 class Broker:
     """A RoutingBroker on a free port, with two users and their ACL."""
 
-    def __init__(self, connect_timeout: float = 10.0, per_address: int = 100) -> None:
+    def __init__(
+        self,
+        connect_timeout: float = 10.0,
+        per_address: int = 100,
+        max_packet: int = 4096,
+        sessions_per_user: int = 10,
+    ) -> None:
         self.port = free_ports(1)[0]
         self.connect_timeout, self.per_address = connect_timeout, per_address
+        self.max_packet, self.sessions_per_user = max_packet, sessions_per_user
 
     async def __aenter__(self) -> Broker:
         with warnings.catch_warnings():
@@ -70,6 +79,8 @@ class Broker:
             )
         self.broker.connect_timeout = self.connect_timeout
         self.broker.connections_per_address = self.per_address
+        self.broker.max_packet_bytes = self.max_packet
+        self.broker.sessions_per_user = self.sessions_per_user
         await self.broker.start()
         return self
 
@@ -93,6 +104,14 @@ class Broker:
     @property
     def sessions(self) -> dict:
         return self.broker._sessions
+
+    async def disconnected(self, client_id: str) -> None:
+        """Return once the broker has seen the client of `client_id` go."""
+        for _ in range(500):
+            if not self.sessions[client_id][0].transitions.is_connected():
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"{client_id} still connected")
 
 
 def refused(code: int = NOT_AUTHORISED) -> bytes:
@@ -229,3 +248,138 @@ def test_connections_from_one_address_are_capped():
             kept.close()
 
     asyncio.run(scenario())
+
+
+# -- packets over the limit ---------------------------------------------------------------------
+
+
+def remaining_length(length: int) -> bytes:
+    encoded = bytearray()
+    while True:
+        byte, length = length % 128, length // 128
+        encoded.append(byte | (0x80 if length else 0))
+        if not length:
+            return bytes(encoded)
+
+
+def publish_packet(topic: str, payload: bytes, announced: int | None = None) -> bytes:
+    """A QoS 0 PUBLISH; `announced` overrides the payload's length in the fixed header."""
+    length = 2 + len(topic) + (len(payload) if announced is None else announced)
+    return b"\x30" + remaining_length(length) + _string(topic) + payload
+
+
+def test_a_packet_over_the_limit_closes_its_connection_before_its_body_is_read(caplog):
+    async def scenario():
+        async with Broker(max_packet=4096) as broker:
+            seen: list[tuple[str, bytes]] = []
+
+            async def broadcast(session, topic, data, *args) -> None:
+                seen.append((topic, data))
+
+            broker.broker._broadcast_message = broadcast
+            login = connect_packet("big", "gateway", PASSWORDS["gateway"])
+            connack, reader, writer = await broker.connect(login)
+            assert connack == bytes([0x20, 0x02, 0x00, ACCEPTED])
+            writer.write(publish_packet("CONTACT/ADD", b"x" * (4096 - 13)))  # exactly the limit
+            await writer.drain()
+            for _ in range(100):
+                if seen:
+                    break
+                await asyncio.sleep(0.02)
+            assert seen == [("CONTACT/ADD", b"x" * (4096 - 13))]
+            # 20 MiB announced, a little sent: the broker closes without waiting for the rest
+            writer.write(publish_packet("CONTACT/ADD", b"x" * 1000, announced=20 * 1024 * 1024))
+            await writer.drain()
+            assert await asyncio.wait_for(reader.read(1), 5) == b""
+            writer.close()
+            assert len(seen) == 1
+
+            # A CONNECT over the limit is not even read
+            reader, writer = await asyncio.open_connection("127.0.0.1", broker.port)
+            writer.write(b"\x10" + remaining_length(5000) + b"\x00\x04MQTT")
+            await writer.drain()
+            assert await asyncio.wait_for(reader.read(1), 5) == b""
+            writer.close()
+
+    with caplog.at_level(logging.WARNING, "cqrs_flow.broker"):
+        asyncio.run(scenario())
+    closed = [r.getMessage() for r in caplog.records if "over the broker's limit" in r.message]
+    assert len(closed) == 2  # once per connection
+    assert re.fullmatch(
+        r"closed the connection of 'gateway' \(client id 'big'\) \(from 127\.0\.0\.1:\d+\): a "
+        r"PUBLISH packet of 20971533 bytes, over the broker's limit of 4096 bytes \(from the "
+        r"largest payload_bytes of its writers\)",
+        closed[0],
+    )
+    assert "a client not logged in" in closed[1] and "a CONNECT packet of 5000 bytes" in closed[1]
+
+
+def test_packets_read_through_the_limit_are_the_bytes_sent():
+    """PacketLimit hands amqtt exactly the stream, whatever sizes amqtt reads it in."""
+    from amqtt.adapters import StreamReaderAdapter
+
+    from cqrs_flow.nodes.broker.access import PacketLimit
+
+    packets = [
+        publish_packet("a/b", b"payload"),
+        b"\xc0\x00",  # PINGREQ: no body
+        publish_packet("t", b"y" * 300),  # a two-byte remaining length
+        b"\xe0\x00",
+    ]
+
+    async def scenario():
+        stream = asyncio.StreamReader()
+        stream.feed_data(b"".join(packets))
+        stream.feed_eof()
+        limited = PacketLimit(StreamReaderAdapter(stream), 4096, "peer")
+        data = bytearray()
+        for size in [1, 1, 2, 3, 7, 2, 1, 2, 3, 100, 200, 2]:  # 324 bytes in all
+            data += await limited.read(size)
+        with pytest.raises(asyncio.IncompleteReadError):
+            await limited.read(1)
+        return bytes(data)
+
+    assert asyncio.run(scenario()) == b"".join(packets)
+
+
+# -- persistent sessions per user ---------------------------------------------------------------
+
+
+def test_a_user_has_at_most_sessions_per_user_persistent_sessions(caplog):
+    """New client ids with clean_session=0 replace the user's sessions disconnected longest ago;
+    other users' sessions stay; with every session connected, a new one is refused."""
+
+    async def scenario():
+        async with Broker(sessions_per_user=2) as broker:
+            gateway = connect_packet("gw-own", "gateway", PASSWORDS["gateway"], clean=False)
+            assert await broker.connack(gateway) == bytes([0x20, 0x02, 0x00, ACCEPTED])
+            for client_id in ("d1", "d2", "d3", "d4"):
+                packet = connect_packet(client_id, "dashboard", PASSWORDS["dashboard"], clean=False)
+                assert await broker.connack(packet) == bytes([0x20, 0x02, 0x00, ACCEPTED])
+                await broker.disconnected(client_id)
+            assert sorted(broker.sessions) == ["d3", "d4", "gw-own"]
+            again = connect_packet("d4", "dashboard", PASSWORDS["dashboard"], clean=False)
+            assert await broker.connack(again) == bytes([0x20, 0x02, 0x01, ACCEPTED])  # kept
+            held = []
+            for client_id in ("d3", "d4"):
+                packet = connect_packet(client_id, "dashboard", PASSWORDS["dashboard"], clean=False)
+                connack, _, writer = await broker.connect(packet)
+                assert connack == bytes([0x20, 0x02, 0x01, ACCEPTED])
+                held.append(writer)
+            packet = connect_packet("d5", "dashboard", PASSWORDS["dashboard"], clean=False)
+            assert await broker.connack(packet) == refused(2)  # identifier rejected
+            clean = connect_packet("d6", "dashboard", PASSWORDS["dashboard"], clean=True)
+            assert await broker.connack(clean) == bytes([0x20, 0x02, 0x00, ACCEPTED])
+            await asyncio.sleep(0.1)
+            assert {"d3", "d4", "gw-own"} <= set(broker.sessions)
+            assert not {"d1", "d2", "d5"} & set(broker.sessions)
+            for writer in held:
+                writer.close()
+
+    with caplog.at_level(logging.WARNING, "cqrs_flow.broker"):
+        asyncio.run(scenario())
+    assert (
+        "deleted the persistent session 'd1' of 'dashboard' (disconnected, with 0 messages "
+        "queued) to make room for 'd3': a user has at most 2" in caplog.text
+    )
+    assert "refused the CONNECT of 'dashboard' (client id 'd5'" in caplog.text

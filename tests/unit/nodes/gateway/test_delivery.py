@@ -18,13 +18,15 @@ from cqrs_flow.topology.problems import Problems
 from .fakes import FakeMqtt
 
 
-def publish(shipped, protos, outbox: Outbox, mqtt: FakeMqtt):
+def publish(shipped, protos, outbox: Outbox, mqtt: FakeMqtt, name: str = "Ann", **delivery_args):
     plan = gateway_plan(shipped, shipped.nodes["gateway"], protos, Problems(shipped.located))
     add = plan.mutations["addContact"]
-    delivery = Delivery(shipped.status_topic, mqtt, outbox, logging.getLogger())
+    delivery = Delivery(shipped.status_topic, mqtt, outbox, logging.getLogger(), **delivery_args)
 
     async def run():
-        return await delivery.publish(add, add.request(), "k1")
+        command = add.request()
+        command.contact.name = name
+        return await delivery.publish(add, command, "k1")
 
     return asyncio.run(run()), delivery
 
@@ -57,3 +59,42 @@ def test_a_command_that_cannot_be_kept_is_refused_and_not_published(
         publish(shipped, shipped_protos, outbox, mqtt)
     assert refused.value.code == code and message in refused.value.message
     assert mqtt.published == [] and len(outbox) == 0
+
+
+def test_a_command_larger_than_the_writers_take_is_refused_and_not_published(
+    shipped, shipped_protos
+):
+    """The embedded broker closes the connection of a packet much larger than the writers'
+    payload_bytes: the gateway never sends one."""
+    outbox, mqtt = Outbox(60.0), FakeMqtt(connected=True)
+    with pytest.raises(Refused) as refused:
+        publish(shipped, shipped_protos, outbox, mqtt, "x" * 200, command_bytes=100)
+    assert refused.value.code == "PAYLOAD_TOO_LARGE" and refused.value.status == 413
+    assert refused.value.message.endswith(
+        "bytes; the writers take commands of at most 100 bytes (their payload_bytes); "
+        "nothing was queued"
+    )
+    assert mqtt.published == [] and len(outbox) == 0
+    publish(shipped, shipped_protos, outbox, mqtt, "x" * 10, command_bytes=100)
+    assert len(mqtt.published) == 1 and len(outbox) == 1
+
+
+def test_a_waiting_command_larger_than_the_writers_take_now_is_dropped(caplog):
+    """Accepted when the writers took more (payload_bytes lowered since): published again, it
+    would have the gateway's connection closed by the broker at every attempt."""
+    outbox, mqtt = Outbox(0.0), FakeMqtt(connected=True)
+    delivery = Delivery("status", mqtt, outbox, logging.getLogger("gw"), command_bytes=100)
+
+    async def run():
+        await outbox.add("big", "CONTACT/ADD", b"x" * 101, now=0.0)
+        await outbox.add("small", "CONTACT/ADD", b"x" * 100, now=0.0)
+        delivery.republish.set()
+        task = asyncio.create_task(delivery.redeliver())
+        while not mqtt.published:
+            await asyncio.sleep(0.01)
+        task.cancel()
+
+    with caplog.at_level(logging.ERROR, "gw"):
+        asyncio.run(run())
+    assert mqtt.published == [("CONTACT/ADD", b"x" * 100)] and len(outbox) == 1
+    assert "dropped command big from the outbox: 101 bytes" in caplog.text

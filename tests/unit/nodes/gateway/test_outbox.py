@@ -177,3 +177,23 @@ def test_a_compaction_does_not_stall_the_gateway(tmp_path, monkeypatch):
     gaps, added_during = run(scenario())
     assert max(gaps) < 0.25, f"the event loop stalled for {max(gaps):.2f} s"
     assert added_during > 0
+
+
+def test_the_outbox_files_are_the_owners_alone(tmp_path):
+    umask = os.umask(0o022)
+    try:
+
+        async def scenario():
+            outbox = await Outbox.open(tmp_path / "gw", redeliver_after=30.0)
+            await outbox.add("c1", "T/ADD", b"contact details", now=0.0)
+            await outbox.close()
+
+        run(scenario())
+    finally:
+        os.umask(umask)
+    directory = tmp_path / "gw"
+    assert directory.stat().st_mode & 0o777 == 0o700
+    assert {p.name: p.stat().st_mode & 0o777 for p in directory.iterdir()} == {
+        "lock": 0o600,
+        "outbox.0": 0o600,
+    }
