@@ -18,14 +18,15 @@ from cqrs_flow.topology.diagram import FORMATS
 __all__ = ["main"]
 
 
-def _load_checked(path: str):
-    """The topology and its compiled protos, with every problem between them reported at once."""
+def _load_checked(path: str, import_plugins: bool = True):
+    """The topology and its compiled protos, with every problem between them reported at once.
+    Plugins are imported, which runs their modules' code, only with `import_plugins`."""
     from cqrs_flow.contracts.check import check_contracts
     from cqrs_flow.protobuf.compiler import compile_protos
 
     topology = load_topology(path)
     protos = compile_protos(list(topology.protos), topology.root)
-    problems = check_contracts(topology, protos)
+    problems = check_contracts(topology, protos, import_plugins)
     if problems:
         raise TopologyError(problems, path)
     return topology, protos
@@ -52,14 +53,27 @@ def main() -> None:
 
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False))
-def validate(file: str) -> None:
-    """Check a topology and report every problem, with key path and line."""
+@click.option(
+    "--import-plugins",
+    is_flag=True,
+    help="Also import the plugins the topology names (which runs their modules' code) and check "
+    "them: that each exists and serves its kind of node.",
+)
+def validate(file: str, import_plugins: bool) -> None:
+    """Check a topology and report every problem, with key path and line. Runs no code of the
+    project's own unless --import-plugins is given."""
     try:
-        topology, _ = _load_checked(file)
+        topology, _ = _load_checked(file, import_plugins)
     except CqrsFlowError as exc:
         _fail(exc)
     _warn_exposure(topology, file)
-    click.echo(f"{file}: valid — {_summary(topology)}")
+    plugins = sum(len(getattr(node, "plugins", ())) for node in topology.nodes.values())
+    unchecked = (
+        f" ({plugins} plugin(s) not imported: --import-plugins checks them)"
+        if plugins and not import_plugins
+        else ""
+    )
+    click.echo(f"{file}: valid — {_summary(topology)}{unchecked}")
 
 
 @main.command()

@@ -14,10 +14,15 @@ __all__ = ["reader_plan"]
 
 
 def reader_plan(
-    topology: Topology, reader: ReaderNode, protos: ProtoSet, report: Problems
+    topology: Topology,
+    reader: ReaderNode,
+    protos: ProtoSet,
+    report: Problems,
+    import_plugins: bool = True,
 ) -> dict[str, str | None]:
-    """reader RPC -> the store read RPC it forwards to, or None when a plugin answers it."""
-    plugins = plugin_classes(topology, reader, report)
+    """reader RPC -> the store read RPC it forwards to, or None when a plugin answers it (or,
+    with its plugins not imported, may answer it)."""
+    plugins = plugin_classes(topology, reader, report) if import_plugins else None
     base = ("nodes", reader.name)
     try:
         service = protos.service(reader.service)
@@ -37,13 +42,16 @@ def reader_plan(
     plan: dict[str, str | None] = {}
     for rpc, method in service.methods_by_name.items():
         if rpc not in reader.rpcs and any(
-            issubclass(p, ReaderPlugin) and p.serves(rpc) for p in plugins
+            issubclass(p, ReaderPlugin) and p.serves(rpc) for p in plugins or ()
         ):
             plan[rpc] = None
             continue
         target = reader.rpcs.get(rpc, rpc)
         path = base + ("rpcs", rpc) if rpc in reader.rpcs else base + ("service",)
         store_method = store_service.methods_by_name.get(target)
+        if store_method is None and plugins is None and reader.plugins and rpc not in reader.rpcs:
+            plan[rpc] = None  # a plugin not imported may answer it: checked with its import
+            continue
         if store_method is None:
             report(
                 path,

@@ -70,9 +70,22 @@ def write_auth_files(
     """Write the password file (readable by its owner only) and the ACL file into `directory`."""
     directory.mkdir(parents=True, exist_ok=True)
     passwords, acl = directory / PASSWORD_FILE, directory / ACL_FILE
-    descriptor = os.open(passwords, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as out:
-        os.fchmod(out.fileno(), 0o600)  # also when the file was there before
-        out.write(password_text(topology, broker, secret))
-    acl.write_text(acl_text(topology, broker), encoding="utf-8")
+    _replace(passwords, password_text(topology, broker, secret), 0o600)
+    _replace(acl, acl_text(topology, broker), 0o644)
     return passwords, acl
+
+
+def _replace(path: Path, text: str, mode: int) -> None:
+    """Write `path` anew: a new file beside it (created, never opened through a link), then
+    renamed over it, so whatever stood at `path` (a file, or a link planted to make us write
+    elsewhere) is replaced, never written through or chmod'ed."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    descriptor = os.open(temporary, flags, mode)
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise

@@ -27,7 +27,8 @@ def test_validate_prints_the_start_order(runner, monkeypatch):
     assert result.exit_code == 0, result.output
     assert result.output == (
         "topology.yaml: valid — 5 nodes, 3 commands; "
-        "start order: {broker, store} -> {reader, writer} -> gateway\n"
+        "start order: {broker, store} -> {reader, writer} -> gateway "
+        "(2 plugin(s) not imported: --import-plugins checks them)\n"
     )
 
 
@@ -108,3 +109,24 @@ def test_version(runner):
     result = runner.invoke(main, ["--version"])
     assert result.exit_code == 0
     assert result.output.strip() == f"cqrs-flow, version {__version__}"
+
+
+def test_validate_runs_no_plugin_code_unless_asked(runner, make_project):
+    """A plugin module's import side effects do not run in `validate`; --import-plugins runs
+    them and checks the plugins (here: a class the module does not have)."""
+    path = make_project(
+        yaml=[("plugins: [plugins.contacts.ReverseName]", "plugins: [hostile.Nothing]")]
+    )
+    marker = path.parent / "imported"
+    (path.parent / "hostile.py").write_text(
+        f"from pathlib import Path\nPath({str(marker)!r}).write_text('ran')\n"
+    )
+    result = runner.invoke(main, ["validate", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "plugin(s) not imported: --import-plugins checks them" in result.output
+    assert not marker.exists()
+
+    result = runner.invoke(main, ["validate", "--import-plugins", str(path)])
+    assert result.exit_code == 1
+    assert marker.read_text() == "ran"
+    assert "nodes.reader.plugins[0]" in result.stderr and "Nothing" in result.stderr

@@ -189,3 +189,28 @@ def test_a_secret_file_is_read_relative_to_the_topology(make_project):
 def test_secret_sources_that_are_refused(edit, problems_of, source, message):
     problems = problems_of(edit(("proto:", f"secret: {source}\nproto:")))
     assert [f"{p.path}: {p.message}".startswith(message) for p in problems] == [True], problems
+
+
+def test_mosquitto_auth_replaces_a_planted_link_instead_of_writing_through_it(
+    runner, tmp_path, monkeypatch
+):
+    """A link planted at DIR/passwords (or DIR/acl) must not make the command truncate, write
+    or chmod the file it points at: the link is replaced by the new file."""
+    from ..helpers import SHIPPED
+
+    monkeypatch.setenv(ENV_SECRET, SECRET)
+    auth = tmp_path / "auth"
+    auth.mkdir()
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    victim.chmod(0o644)
+    (auth / "passwords").symlink_to(victim)
+    (auth / "acl").symlink_to(victim)
+    result = runner.invoke(main, ["mosquitto-auth", str(SHIPPED), str(auth)])
+    assert result.exit_code == 0, result.output
+    assert victim.read_text() == "precious\n"
+    assert stat.S_IMODE(victim.stat().st_mode) == 0o644
+    for name in ("passwords", "acl"):
+        assert not (auth / name).is_symlink()
+    assert stat.S_IMODE((auth / "passwords").stat().st_mode) == 0o600
+    assert sorted(p.name for p in auth.iterdir()) == ["acl", "passwords"]  # no temporary left
