@@ -10,6 +10,7 @@ from cqrs_flow.stores.base import (
 )
 from cqrs_flow.stores.durable import DurableStore
 from cqrs_flow.stores.memory import MemoryStore
+from cqrs_flow.stores.sqlite import SqliteStore
 
 __all__ = [
     "DocumentStore",
@@ -18,6 +19,7 @@ __all__ = [
     "InvalidDocument",
     "MemoryStore",
     "NotFound",
+    "SqliteStore",
     "StaleCommand",
     "StoreError",
 ]
