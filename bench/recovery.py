@@ -4,7 +4,7 @@
     python -m bench.recovery --runs 5 --json recovery.json
     python -m bench.recovery --set nodes.gateway.redeliver_after=2s   # any topology key
 
-The shipped contacts topology with a 0.2 s write delay, a durable store and a journaled gateway
+The shipped contacts topology with a 0.2 s write delay, a durable store and a durable gateway
 outbox (`data:` on both), everything else at its default. 300 `addContact` mutations are sent
 one after another over HTTP GraphQL; once the 100th is answered, the writer's process gets
 SIGKILL and `cqrs-flow up` restarts it as its restart policy says, while the other 200 are sent.

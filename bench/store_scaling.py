@@ -5,11 +5,12 @@ and times get, update, delete, insert and list(10) on each, as microseconds per 
 over --reps calls on random keys). Flat operations give about the same figure at every size.
 `dict.get` is a bare lookup of the same random keys in a plain dict of that size: the floor set
 by memory latency (a random key among a million misses the CPU caches; among a thousand it does
-not). The durable store also reports how long a compaction pauses the event loop, the whole
-compaction, and reopening (loading the snapshot).
+not). The durable store (SQLite) also reports a page of 20 after a cursor (keyset on the
+insertion order), a filtered page of 20 (a field matching 1 % of the documents, on an expression
+index the bench creates), reopening, the database's size and the page cache's bound.
 
     python bench/store_scaling.py                         # the in-memory store
-    python bench/store_scaling.py --backend durable       # the journaled store, in a temp dir
+    python bench/store_scaling.py --backend sqlite        # the durable store, in a temp dir
     python bench/store_scaling.py --backend other_module:SomeStore --sizes 1000,100000
 
 Another backend is any class taking the collection name (for a comparison with an older
@@ -18,7 +19,7 @@ version of cqrs_flow/stores/memory.py, copy it aside and name it with --backend)
     python bench/store_scaling.py --commit                # durable writes: group commit vs not
 
 --commit times concurrent inserts into the durable store with 1, 8 and 64 writers in flight, with
-group commit (one fsync for every write waiting) and with one fsync per write.
+group commit (one transaction, one fsync, for every write waiting) and with one per write.
 """
 
 from __future__ import annotations
@@ -42,7 +43,12 @@ TIMESTAMP = "2024-05-06T07:08:09.010Z"
 
 
 def document(i: int) -> dict:
-    return {"id": f"k{i:08d}", "name": f"Contact number {i}", "last_updated": TIMESTAMP}
+    return {
+        "id": f"k{i:08d}",
+        "name": f"Contact number {i}",
+        "city": f"city{i % 100:02d}",
+        "last_updated": TIMESTAMP,
+    }
 
 
 async def open_backend(spec: str, directory: Path):
@@ -50,10 +56,10 @@ async def open_backend(spec: str, directory: Path):
         from cqrs_flow.stores import MemoryStore
 
         return MemoryStore("bench")
-    if spec == "durable":
-        from cqrs_flow.stores.durable import DurableStore
+    if spec in ("sqlite", "durable"):
+        from cqrs_flow.stores import SqliteStore
 
-        return await DurableStore.open(directory / "data", "bench")
+        return await SqliteStore.open(directory / "data", "bench")
     module, _, name = spec.partition(":")
     return getattr(importlib.import_module(module), name)("bench")
 
@@ -71,11 +77,11 @@ async def timed(calls) -> float:
 async def scaling(args) -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
     print(f"backend {args.backend}; microseconds per call, median of {args.reps}")
-    durable = args.backend == "durable"
+    durable = args.backend in ("sqlite", "durable")
     print(
         f"{'documents':>10} {'build s':>8} {'get':>9} {'update':>9} {'delete':>9} {'insert':>9} "
         f"{'list(10)':>9} {'dict.get':>9} {'max RSS MB':>10}"
-        + (f" {'pause ms':>9} {'compact s':>9} {'reopen s':>9}" if durable else "")
+        + (f" {'page>cur':>9} {'filtered':>9} {'reopen s':>9} {'file MiB':>9}" if durable else "")
     )
     rng = random.Random(1)
     for size in sizes:
@@ -109,7 +115,7 @@ async def scaling(args) -> None:
                 f"{insert:>9.1f} {listed:>9.1f} {reference:>9.1f} {rss:>10.0f}"
             )
             if durable:
-                line += await compaction(store, Path(directory))
+                line += await sqlite_columns(store, Path(directory), size, args.reps)
             print(line, flush=True)
             await store.close()
             del store
@@ -120,30 +126,47 @@ async def _lookup(mapping: dict, key: str):
     return mapping.get(key)
 
 
-async def compaction(store, directory: Path) -> str:
-    """Columns for the durable store: event-loop pause and duration of a compaction, reopening."""
-    from cqrs_flow.stores.durable import DurableStore
+async def sqlite_columns(store, directory: Path, size: int, reps: int) -> str:
+    """Columns for the durable store: a page after a cursor and a filtered page (what the
+    several-entities issue will serve, on this schema), reopening, the database's size."""
+    from cqrs_flow.stores import SqliteStore
 
-    loop = asyncio.get_running_loop()
-    pauses: list[float] = []
+    table = store._table
+    await store.database.write(
+        lambda c: c.execute(
+            f"CREATE INDEX IF NOT EXISTS bench_city ON {table}"
+            " (json_extract(doc, '$.city'), seq) WHERE seq IS NOT NULL"
+        )
+    )
+    rng = random.Random(2)
 
-    async def ticker():  # the longest the event loop went without running this
-        while True:
-            before = loop.time()
-            await asyncio.sleep(0.001)
-            pauses.append(loop.time() - before - 0.001)
+    def after(cursor: int):
+        return store.database.read(
+            lambda c: c.execute(
+                f"SELECT doc FROM {table} WHERE seq > ? ORDER BY seq LIMIT 20", (cursor,)
+            ).fetchall()
+        )
 
-    tick = asyncio.ensure_future(ticker())
-    start = time.perf_counter()
-    await store._compact()
-    compacted = time.perf_counter() - start
-    tick.cancel()
+    def filtered(city: str, cursor: int):
+        return store.database.read(
+            lambda c: c.execute(
+                f"SELECT doc FROM {table} WHERE json_extract(doc, '$.city') = ? AND seq > ?"
+                " AND seq IS NOT NULL ORDER BY seq LIMIT 20",
+                (city, cursor),
+            ).fetchall()
+        )
+
+    page = await timed(partial(after, rng.randrange(size)) for _ in range(reps))
+    found = await timed(
+        partial(filtered, f"city{rng.randrange(100):02d}", rng.randrange(size)) for _ in range(reps)
+    )
     await store.close()
     start = time.perf_counter()
-    reopened = await DurableStore.open(directory / "data", "bench")
+    reopened = await SqliteStore.open(directory / "data", "bench")
     reopen = time.perf_counter() - start
     await reopened.close()
-    return f" {max(pauses, default=0) * 1000:>9.0f} {compacted:>9.1f} {reopen:>9.1f}"
+    files = sum(p.stat().st_size for p in (directory / "data").iterdir() if p.is_file())
+    return f" {page:>9.1f} {found:>9.1f} {reopen:>9.2f} {files / 2**20:>9.0f}"
 
 
 async def insert_each(store, queue, latencies: list[float]) -> None:
@@ -155,16 +178,16 @@ async def insert_each(store, queue, latencies: list[float]) -> None:
 
 
 async def commit(args) -> None:
-    from cqrs_flow.stores.durable import DurableStore
+    from cqrs_flow.stores import SqliteStore
 
     print(f"durable inserts, {args.writes} per run, in {args.tmp or tempfile.gettempdir()}")
     print(
-        f"{'in flight':>9} {'group commit':>13} {'writes/s':>9} {'fsyncs':>7} {'ms per write':>13}"
+        f"{'in flight':>9} {'group commit':>13} {'writes/s':>9} {'commits':>7} {'ms per write':>13}"
     )
     for in_flight in (1, 8, 64):
         for group in (True, False):
             with tempfile.TemporaryDirectory(dir=args.tmp) as directory:
-                store = await DurableStore.open(
+                store = await SqliteStore.open(
                     Path(directory) / "data", "bench", group_commit=group
                 )
                 queue = iter(range(args.writes))  # shared: each writer takes the next number
@@ -174,7 +197,7 @@ async def commit(args) -> None:
                     *(insert_each(store, queue, latencies) for _ in range(in_flight))
                 )
                 elapsed = time.perf_counter() - start
-                syncs = store.journal.syncs
+                syncs = store.database.commits
                 await store.close()
             print(
                 f"{in_flight:>9} {'yes' if group else 'no':>13} {args.writes / elapsed:>9,.0f} "
@@ -185,7 +208,7 @@ async def commit(args) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backend", default="memory", help="memory, durable or module:Class")
+    parser.add_argument("--backend", default="memory", help="memory, sqlite or module:Class")
     parser.add_argument("--sizes", default="1000,100000,1000000")
     parser.add_argument("--reps", type=int, default=200)
     parser.add_argument("--commit", action="store_true", help="time durable writes instead")

@@ -1,8 +1,8 @@
 """The store node: a document collection behind two gRPC services, one for writes and one for
 reads, each RPC bound to a store operation of the topology (cqrs_flow.contracts.operations).
 
-Only the nodes wired to a service may call it. The backend is in memory, journaled on disk
-(`data:`) or in MongoDB; commands are applied once and in order per entity, and a command
+Only the nodes wired to a service may call it. The backend is in memory, an SQLite database on
+disk (`data:`) or MongoDB; commands are applied once and in order per entity, and a command
 delivered again gets the answer it got first (cqrs_flow.stores.applied).
 """
 
@@ -22,10 +22,10 @@ from cqrs_flow.security.tokens import CallerCheck
 from cqrs_flow.stores import (
     DocumentStore,
     DuplicateKey,
-    DurableStore,
     InvalidDocument,
     MemoryStore,
     NotFound,
+    SqliteStore,
     StoreError,
 )
 from cqrs_flow.stores.applied import AppliedCommands
@@ -49,8 +49,11 @@ async def open_backend(topology: Topology, node: StoreNode) -> DocumentStore:
                 url, node.mongodb.database, node.collection, last_writer_wins=node.last_writer_wins
             )
         if node.data is not None:
-            return await DurableStore.open(
-                topology.root / node.data, node.collection, last_writer_wins=node.last_writer_wins
+            return await SqliteStore.open(
+                topology.root / node.data,
+                node.collection,
+                last_writer_wins=node.last_writer_wins,
+                timestamp=node.timestamp,
             )
         return MemoryStore(node.collection, node.last_writer_wins)
     except StoreError as exc:
@@ -147,7 +150,7 @@ class StoreService(NodeService):
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             except (
                 StoreError
-            ) as exc:  # the backend cannot serve (journal failed, MongoDB unreachable): try later
+            ) as exc:  # the backend cannot serve (disk full, MongoDB unreachable): try later
                 await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
 
         return handle

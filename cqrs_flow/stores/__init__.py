@@ -8,16 +8,16 @@ from cqrs_flow.stores.base import (
     StaleCommand,
     StoreError,
 )
-from cqrs_flow.stores.durable import DurableStore
 from cqrs_flow.stores.memory import MemoryStore
+from cqrs_flow.stores.sqlite import SqliteStore
 
 __all__ = [
     "DocumentStore",
     "DuplicateKey",
-    "DurableStore",
     "InvalidDocument",
     "MemoryStore",
     "NotFound",
+    "SqliteStore",
     "StaleCommand",
     "StoreError",
 ]

@@ -28,8 +28,8 @@ class MemoryStore(DocumentStore):
     """Documents keyed by a string, in an ordered index and a mongomock collection (`_id` = key).
 
     Everything happens in memory in the calling thread, so the calls below never block on I/O.
-    The synchronous `_insert` ... `_delete_many` carry out each write; the durable store wraps
-    them with its journal.
+    The synchronous `_insert` ... `_delete_many` carry out each write; the migration of a data
+    directory of the format before SQLite replays its journals with them (stores/legacy.py).
 
     `last_writer_wins`: every write made by a command is an assignment of the key's state, and
     the newest command on a key wins whatever order commands arrive in: an update of a missing

@@ -367,7 +367,7 @@ def _check_data_directories(topology: Topology, report: Problems) -> None:
 
 def _check_store_backends(topology: Topology, report: Problems) -> None:
     """`backend: mongodb` comes with its `mongodb` settings, and only with them; `data` is the
-    embedded backend's journal, so the two exclude each other."""
+    embedded backend's database directory, so the two exclude each other."""
     for store in topology.nodes_of(StoreNode):
         raw = _raw(topology, store.name)
         path = ("nodes", store.name)
@@ -381,7 +381,7 @@ def _check_store_backends(topology: Topology, report: Problems) -> None:
             if store.data is not None:
                 report(
                     path + ("data",),
-                    "'data' is the embedded backend's journal directory; with backend: "
+                    "'data' is the embedded backend's database directory; with backend: "
                     "mongodb the documents are kept by MongoDB: remove 'data'",
                 )
         elif "mongodb" in raw:

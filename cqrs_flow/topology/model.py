@@ -367,7 +367,7 @@ class GatewayNode(Node):
     queries: Mapping[str, Query] = dataclasses.field(default_factory=frozen_map)
     mutations: Mapping[str, Mutation] = dataclasses.field(default_factory=frozen_map)
     playground: bool = _default(spec.GATEWAY, "playground")
-    data: Path | None = None  # directory of the outbox journal, relative to the topology file
+    data: Path | None = None  # directory of the outbox's database, relative to the topology file
     introspection: bool = _default(spec.GATEWAY, "introspection")
     limits: Limits = dataclasses.field(default_factory=Limits)
     cors_origins: tuple[str, ...] = ()  # none: browsers on other origins may not call the gateway

@@ -518,8 +518,8 @@ STORE = Section(
         "data": Field(
             string,
             doc="directory (relative to this file) where the store keeps its documents "
-            "on disk: a write-ahead journal, fsync'ed before each write is "
-            "acknowledged, and snapshots; created if missing. Default: none, "
+            "on disk: an SQLite database, each write committed (fsync'ed) before it is "
+            "acknowledged; created if missing, private to its owner. Default: none, "
             "the documents live in memory only and are lost when the store stops",
         ),
         "last_writer_wins": Field(
@@ -535,7 +535,7 @@ STORE = Section(
         "backend": Field(
             one_of("embedded", "mongodb"),
             default="embedded",
-            doc="where the documents are: embedded (in the store's process, journaled in "
+            doc="where the documents are: embedded (in the store's process, on disk in "
             "'data' if given) or mongodb (a MongoDB deployment, see 'mongodb'; several "
             "store processes may share it)",
         ),
@@ -748,11 +748,11 @@ GATEWAY = Section(
         "playground": Field(boolean, default=True, doc="serve the GraphQL IDE on GET /"),
         "data": Field(
             string,
-            doc="directory (relative to this file) where the gateway journals its outbox "
-            "(commands not yet reported applied), fsync'ed before a mutation is "
-            "answered, so they are published again after a crash of the gateway "
-            "and the broker; created if missing. Default: none, the outbox is in "
-            "memory only",
+            doc="directory (relative to this file) where the gateway keeps its outbox "
+            "(commands not yet reported applied) in an SQLite database, committed "
+            "(fsync'ed) before a mutation is answered, so they are published again "
+            "after a crash of the gateway and the broker; created if missing. "
+            "Default: none, the outbox is in memory only",
         ),
         "introspection": Field(
             boolean,

@@ -65,7 +65,7 @@ def test_acknowledged_writes_survive_a_kill_9_of_the_store(tmp_path):
             for line in system.lines
             if (m := re.search(r"store .*data in .*store-data: (\d+) documents", line))
         ]
-        assert loaded[0] == 0 and loaded[1] >= len(before_kill)  # the restart replayed the journal
+        assert loaded[0] == 0 and loaded[1] >= len(before_kill)  # the restart found them
 
         stored = {
             c["id"]
@@ -76,14 +76,14 @@ def test_acknowledged_writes_survive_a_kill_9_of_the_store(tmp_path):
         assert set(before_kill) <= stored, sorted(set(before_kill) - stored)
         assert set(applied(system)) <= stored
         assert stored == set(published)
-        assert (tmp_path / "store-data" / "journal.0").exists()
+        assert (tmp_path / "store-data" / "store.db").exists()
     finally:
         assert system.stop() == 0
 
 
 def test_a_restarted_store_still_applies_each_command_once_and_in_order(tmp_path):
     """The store's memory of recent command ids dies with it; each key's last command id is in
-    the journal, so commands delivered again after the restart change nothing."""
+    the database, so commands delivered again after the restart change nothing."""
     system = System(
         prepare("contacts_fast.yaml", tmp_path, **{"nodes.store.data": "store-data"})
     ).start()

@@ -19,7 +19,7 @@ from cqrs_flow.nodes.gateway.commands import CommandBook
 from cqrs_flow.nodes.gateway.outbox import Outbox
 from cqrs_flow.nodes.gateway.refusals import Refused
 from cqrs_flow.protobuf.messages import set_path
-from cqrs_flow.stores.journal import JournalError
+from cqrs_flow.stores.base import StoreError
 from cqrs_flow.transport.mqtt import DEFAULT_COMMAND_BYTES
 
 __all__ = ["Delivery"]
@@ -81,7 +81,7 @@ class Delivery:
             await self.outbox.add(
                 command_id, plan.topic, payload, asyncio.get_running_loop().time()
             )
-        except JournalError as exc:
+        except StoreError as exc:
             self.log.error("cannot keep command %s in the outbox: %s", command_id, exc)
             raise Refused(
                 "the gateway cannot record commands; nothing was queued", "INTERNAL", status=500

@@ -1,42 +1,50 @@
 """The gateway's outbox: commands it accepted that no writer has reported on yet, published
 again after `redeliver_after`, or at once (`due_now`) when a writer or the broker may have lost
-them. With a data directory it is journaled there (stores/journal.py) and a mutation is answered
-only once its command is on disk. The layout, compaction and why: docs/ARCHITECTURE.md."""
+them. With a data directory they are kept in an SQLite database there too (stores/database.py),
+and a mutation is answered only once its command is committed. Why: docs/ARCHITECTURE.md."""
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
-import re
+import sqlite3
 from collections import OrderedDict
 from collections.abc import Collection
 from pathlib import Path
-from typing import Any
 
-from cqrs_flow.stores.journal import (
-    Journal,
-    JournalError,
-    JournalFiles,
-    frame,
-    open_journal,
-    replay,
-    wait,
+from cqrs_flow.stores.base import StoreError
+from cqrs_flow.stores.database import Database
+from cqrs_flow.stores.legacy import (
+    migrated,
+    note_migration,
+    old_outbox_files,
+    read_old_outbox,
+    set_aside,
 )
 
-__all__ = ["Outbox"]
+__all__ = ["DATABASE", "Outbox"]
 
 log = logging.getLogger("cqrs_flow.outbox")
 
-COMPACT_MIN_RECORDS = 10_000
-_GENERATION = re.compile(r"^outbox\.(\d+)$")
+DATABASE = "outbox.db"
+
+
+def _schema(connection: sqlite3.Connection) -> None:
+    connection.execute(
+        "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)"
+    )
+    connection.execute(
+        "CREATE TABLE IF NOT EXISTS outbox ("
+        " seq INTEGER PRIMARY KEY AUTOINCREMENT,"  # the order commands were accepted in
+        " id TEXT NOT NULL UNIQUE, topic TEXT NOT NULL, payload BLOB NOT NULL)"
+    )
 
 
 class Outbox:
     """Commands published and not yet reported on, in the order they were accepted.
 
     `Outbox(redeliver_after)` is in memory; `await Outbox.open(directory, redeliver_after)`
-    journals to `directory` (and needs a running event loop).
+    keeps them in `directory` too (and needs a running event loop).
     """
 
     def __init__(self, redeliver_after: float, capacity: int = 100_000) -> None:
@@ -45,32 +53,27 @@ class Outbox:
         self._waiting: OrderedDict[str, tuple[str, bytes, float]] = (
             OrderedDict()
         )  # id -> topic, payload, due
-        self.files: JournalFiles | None = None
-        self.journal: Journal | None = None
-        self._generation = 0
-        self._records = 0
+        self.database: Database | None = None
 
     @classmethod
     async def open(
         cls, directory: Path, redeliver_after: float, capacity: int = 100_000, now: float = 0.0
     ) -> Outbox:
-        """The outbox journaled in `directory`, with what it held before: all due at `now`.
-        JournalError if the directory cannot be used."""
+        """The outbox kept in `directory`, with what it held before: all due at `now`.
+        StoreError if the directory cannot be used."""
         outbox = cls(redeliver_after, capacity)
-        outbox.files = files = JournalFiles(directory, "gateway")
+        outbox.database = database = await Database.open(directory, DATABASE, "gateway", _schema)
         try:
-            generations = sorted(
-                int(m.group(1)) for p in directory.iterdir() if (m := _GENERATION.match(p.name))
+            await outbox._migrate(directory)
+            rows = await database.read(
+                lambda c: c.execute("SELECT id, topic, payload FROM outbox ORDER BY seq").fetchall()
             )
-            for generation in generations:
-                outbox._records = replay(
-                    directory / f"outbox.{generation}", lambda r: outbox._replay(r, now)
-                )
-            outbox._generation = generations[-1] if generations else 0
-            outbox.journal = files.start(directory / f"outbox.{outbox._generation}")
-        except OSError as exc:
-            files.release()
-            raise JournalError(f"cannot read the outbox in {directory}: {exc}") from None
+        except BaseException:
+            await database.close()
+            raise
+        outbox._waiting = OrderedDict(
+            (cid, (topic, bytes(payload), now)) for cid, topic, payload in rows
+        )
         if outbox._waiting:
             log.info(
                 "outbox in %s: %d command(s) accepted before a restart and not reported on; "
@@ -80,21 +83,31 @@ class Outbox:
             )
         return outbox
 
-    def _replay(self, record: dict[str, Any], now: float) -> None:
-        if "add" in record:
-            self._waiting[record["add"]] = (
-                record["topic"],
-                base64.b64decode(record["payload"]),
-                now,
+    async def _migrate(self, directory: Path) -> None:
+        """The journals of the format before SQLite (`outbox.<G>`), moved into the database once."""
+        assert self.database is not None
+        old = await asyncio.to_thread(old_outbox_files, directory)
+        if not old:
+            return
+        if not await self.database.read(migrated):
+            waiting = await asyncio.to_thread(read_old_outbox, directory)
+
+            def write(c: sqlite3.Connection) -> None:
+                c.executemany(
+                    "INSERT OR REPLACE INTO outbox (id, topic, payload) VALUES (?, ?, ?)",
+                    [(cid, topic, payload) for cid, (topic, payload) in waiting.items()],
+                )
+                note_migration(c)
+
+            await self.database.write(write)
+            log.warning(
+                "migrated the outbox in %s to SQLite (%s): %d command(s) waiting",
+                directory,
+                DATABASE,
+                len(waiting),
             )
-        elif "settled" in record:
-            for command_id in record["settled"]:
-                self._waiting.pop(command_id, None)
-        elif "pending" in record:
-            self._waiting = OrderedDict(
-                (cid, (topic, base64.b64decode(payload), now))
-                for cid, topic, payload in record["pending"]
-            )
+        aside = await asyncio.to_thread(set_aside, directory, old)
+        log.warning("the outbox's files of the old format are kept in %s: delete them", aside)
 
     def __len__(self) -> int:
         return len(self._waiting)
@@ -104,35 +117,37 @@ class Outbox:
         return len(self._waiting) >= self.capacity
 
     async def add(self, command_id: str, topic: str, payload: bytes, now: float) -> None:
-        """Keep a command until it is settled; with a journal, return once it is on disk
-        (JournalError, and the command is not kept, if it cannot be)."""
+        """Keep a command until it is settled; with a database, return once it is committed
+        (StoreError, and the command is not kept, if it cannot be)."""
         self._waiting[command_id] = (topic, payload, now + self.redeliver_after)
-        if self.journal is None:
+        if self.database is None:
             return
-        try:
-            done = self.journal.append(
-                frame(
-                    {
-                        "add": command_id,
-                        "topic": topic,
-                        "payload": base64.b64encode(payload).decode(),
-                    }
-                )
+
+        def write(c: sqlite3.Connection) -> None:
+            c.execute(
+                "INSERT INTO outbox (id, topic, payload) VALUES (?, ?, ?) ON CONFLICT (id)"
+                " DO UPDATE SET topic = excluded.topic, payload = excluded.payload",
+                (command_id, topic, payload),
             )
-            self._count_record()
-            await wait(done)
-        except JournalError:
+
+        try:
+            await self.database.write(write)
+        except StoreError:
             self._waiting.pop(command_id, None)
             raise
 
     def settle(self, command_ids: list[str]) -> None:
-        """Forget commands a writer reported on."""
+        """Forget commands a writer reported on (in the database without waiting for the commit:
+        one that a crash brings back is published again, and applied once)."""
         known = [cid for cid in command_ids if self._waiting.pop(cid, None) is not None]
-        if known and self.journal is not None:
+        if known and self.database is not None:
+
+            def write(c: sqlite3.Connection) -> None:
+                c.executemany("DELETE FROM outbox WHERE id = ?", [(cid,) for cid in known])
+
             try:
-                self.journal.append(frame({"settled": known}))
-                self._count_record()
-            except JournalError:
+                self.database.submit(write)
+            except StoreError:
                 pass  # the outbox is failing: the node ends with wait_failure
 
     def due(self, now: float) -> list[tuple[str, str, bytes]]:
@@ -160,59 +175,13 @@ class Outbox:
             self._waiting[command_id] = (topic, payload, now)
         return len(found)
 
-    # -- the journal ----------------------------------------------------------------------------
-
-    def _count_record(self) -> None:
-        self._records += 1
-        if self.files is not None and self._records > max(
-            COMPACT_MIN_RECORDS, 4 * len(self._waiting)
-        ):
-            self.files.compact_with(self._compact, "outbox compaction")
-
-    async def _compact(self) -> None:
-        assert self.files is not None and self.journal is not None
-        directory, generation = self.files.directory, self._generation + 1
-        try:  # creating the file syncs the directory, which a slow disk makes long
-            fd = await asyncio.to_thread(open_journal, directory / f"outbox.{generation}")
-        except OSError as exc:
-            log.error(
-                "outbox: cannot start outbox.%d (the current one goes on): %s", generation, exc
-            )
-            return
-        old_complete = self.files.rotate(fd)
-        self._generation = generation
-        pending = [
-            [cid, topic, base64.b64encode(payload).decode()]
-            for cid, (topic, payload, _) in self._waiting.items()
-        ]
-        opened = self.journal.append(frame({"pending": pending}))
-        self._records = 1
-        await old_complete
-        await wait(opened)
-        try:
-            await asyncio.to_thread(_delete_before, directory, generation)
-        except OSError as exc:
-            log.error(
-                "outbox: cannot delete the generations before outbox.%d (replayed at "
-                "start-up, they change nothing): %s",
-                generation,
-                exc,
-            )
-
     async def wait_failure(self) -> None:
-        """Raise JournalError if the journal fails; never returns otherwise."""
-        if self.journal is None:
+        """Raise StoreError if the database fails; never returns otherwise."""
+        if self.database is None:
             await asyncio.Event().wait()
         else:
-            await asyncio.shield(self.journal.task)
+            await self.database.wait_failure()
 
     async def close(self) -> None:
-        if self.files is not None:
-            await self.files.close()
-
-
-def _delete_before(directory: Path, generation: int) -> None:
-    """In a worker thread: delete the outbox generations older than `generation`."""
-    for path in directory.iterdir():
-        if (m := _GENERATION.match(path.name)) and int(m.group(1)) < generation:
-            path.unlink()
+        if self.database is not None:
+            await self.database.close()

@@ -27,7 +27,7 @@ from cqrs_flow.nodes.gateway.resolvers import Resolvers
 from cqrs_flow.nodes.runtime import NodeService
 from cqrs_flow.plugins import GatewayPlugin, PluginContext, start_plugins, stop_plugins
 from cqrs_flow.security.mqtt_logins import login_from_env
-from cqrs_flow.stores.journal import JournalError
+from cqrs_flow.stores.base import StoreError
 from cqrs_flow.topology.model import BrokerNode, GatewayNode, ReaderNode
 from cqrs_flow.transport.mqtt import command_bytes, connect, new_client
 from cqrs_flow.transport.rpc import ServiceClient
@@ -126,7 +126,7 @@ class GatewayService(NodeService):
                 redeliver_after,
                 now=asyncio.get_running_loop().time(),
             )
-        except JournalError as exc:
+        except StoreError as exc:
             raise NodeError(str(exc)) from None
 
     def _background(

@@ -29,7 +29,7 @@ from cqrs_flow.nodes.broker.access import RoutingBroker
 from cqrs_flow.plugins import Plugin
 from cqrs_flow.protobuf.compiler import ProtoSet
 from cqrs_flow.security.tokens import ENV_SECRET
-from cqrs_flow.stores import DurableStore
+from cqrs_flow.stores import SqliteStore
 from cqrs_flow.topology import load_topology
 from cqrs_flow.topology.model import Address, Topology
 from cqrs_flow.topology.relocate import relocate
@@ -223,7 +223,7 @@ def test_a_store_that_fails_to_start_releases_what_it_opened(
     probe.all_released()
 
     async def reopen() -> None:  # the data directory's lock is free again: the backend is closed
-        await (await DurableStore.open(tmp_path / "data", store.collection)).close()
+        await (await SqliteStore.open(tmp_path / "data", store.collection)).close()
 
     asyncio.run(reopen())
 

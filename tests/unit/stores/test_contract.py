@@ -1,8 +1,8 @@
 """One contract for every store backend: the same calls get the same answers.
 
-Runs over the embedded backend (in memory, and journaled on disk), over the MongoDB backend's
-code with mongomock answering its queries (tests/unit/stores/mongo_emulation.py), and over a real
-MongoDB when MONGODB_URL is set (each test in a database of its own, dropped afterwards):
+Runs over the embedded backend (in memory), the durable one (SQLite, on disk), the MongoDB
+backend's code with mongomock answering its queries (tests/unit/stores/mongo_emulation.py), and a
+real MongoDB when MONGODB_URL is set (each test in a database of its own, dropped afterwards):
 
     MONGODB_URL=mongodb://127.0.0.1:27017 pytest tests/unit/stores/test_contract.py
 """
@@ -19,7 +19,7 @@ import mongomock
 import pytest
 
 from cqrs_flow.contracts.ordering import CommandClock
-from cqrs_flow.stores import DuplicateKey, DurableStore, MemoryStore, NotFound
+from cqrs_flow.stores import DuplicateKey, MemoryStore, NotFound, SqliteStore
 from cqrs_flow.stores.base import StaleCommand
 
 MONGODB_URL = os.environ.get("MONGODB_URL")
@@ -118,7 +118,7 @@ def random_operation(rng: random.Random, step: int):
     return op, (rng.randrange(-1, 15),)
 
 
-@pytest.fixture(params=["memory", "durable", "mongodb-emulated", "mongodb"])
+@pytest.fixture(params=["memory", "sqlite", "mongodb-emulated", "mongodb"])
 def make_store(request, tmp_path):
     """An async factory of the backend under test (call it inside the test's event loop)."""
     databases: list[str] = []
@@ -127,12 +127,12 @@ def make_store(request, tmp_path):
         """`options`: constructor flags (last_writer_wins); a backend without one is skipped."""
         if request.param == "memory":
             return MemoryStore("contacts", **supported(MemoryStore, options))
-        if request.param == "durable":
-            return await DurableStore.open(
+        if request.param == "sqlite":
+            databases.append("")  # a directory of its own for each store of the test
+            return await SqliteStore.open(
                 tmp_path / f"data{len(databases)}",
                 "contacts",
-                compact_min_records=20,
-                **supported(DurableStore.open, options),
+                **supported(SqliteStore.open, options),
             )
         from cqrs_flow.stores.mongodb import MongoStore
 
@@ -148,7 +148,7 @@ def make_store(request, tmp_path):
     if request.param == "mongodb" and not MONGODB_URL:
         pytest.skip("MONGODB_URL is not set: no MongoDB server to run the contract against")
     yield make
-    if databases:
+    if databases and request.param.startswith("mongodb"):
 
         async def drop():
             from pymongo import AsyncMongoClient

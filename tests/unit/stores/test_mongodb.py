@@ -383,7 +383,7 @@ def test_data_and_mongodb_exclude_each_other(edit, problems_of):
         MONGO_STORE, ("    backend: mongodb\n", "    backend: mongodb\n    data: state/store\n")
     )
     assert [p.message for p in problems_of(both)] == [
-        "'data' is the embedded backend's journal directory; with backend: mongodb the documents "
+        "'data' is the embedded backend's database directory; with backend: mongodb the documents "
         "are "
         "kept by MongoDB: remove 'data'"
     ]

@@ -12,7 +12,7 @@ from cqrs_flow.contracts.gateway import gateway_plan
 from cqrs_flow.nodes.gateway.delivery import Delivery
 from cqrs_flow.nodes.gateway.outbox import Outbox
 from cqrs_flow.nodes.gateway.refusals import Refused
-from cqrs_flow.stores.journal import JournalError
+from cqrs_flow.stores.base import StoreError
 from cqrs_flow.topology.problems import Problems
 
 from .fakes import FakeMqtt
@@ -40,7 +40,7 @@ def test_a_published_command_waits_in_the_outbox_and_the_book(shipped, shipped_p
 
 class FailingOutbox(Outbox):
     async def add(self, *args, **kwargs) -> None:
-        raise JournalError("disk full")
+        raise StoreError("disk full")
 
 
 @pytest.mark.parametrize(

@@ -1,17 +1,21 @@
-"""The gateway's outbox: in memory, and journaled in a data directory across restarts."""
+"""The gateway's outbox: in memory, and kept in a data directory (SQLite) across restarts."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import os
-import time
+import sqlite3
+import stat
+import zlib
 
 import pytest
 
-from cqrs_flow.nodes.gateway import outbox as outbox_module
 from cqrs_flow.nodes.gateway.outbox import Outbox
-from cqrs_flow.stores import journal
-from cqrs_flow.stores.journal import JournalError
+from cqrs_flow.stores.base import StoreError
+from cqrs_flow.stores.database import Database
+from cqrs_flow.stores.legacy import HEADER
 
 
 def run(coroutine):
@@ -51,38 +55,43 @@ def test_a_reopened_outbox_has_every_unsettled_command_due_at_once(tmp_path):
     run(scenario())
 
 
-def test_compaction_keeps_what_waits_and_drops_old_generations(tmp_path, monkeypatch):
-    monkeypatch.setattr(outbox_module, "COMPACT_MIN_RECORDS", 20)
+def frame(payload: dict) -> bytes:
+    data = json.dumps(payload).encode()
+    return HEADER.pack(len(data), zlib.crc32(data)) + data
+
+
+def test_an_outbox_journal_of_the_format_before_sqlite_is_migrated_once(tmp_path, caplog):
+    directory = tmp_path / "gw"
+    directory.mkdir()
+    (directory / "outbox.3").write_bytes(
+        frame({"pending": [["a", "T", "MQ=="], ["b", "T", "Mg=="]]})
+        + frame({"add": "c", "topic": "U", "payload": "Mw=="})
+        + frame({"settled": ["a"]})
+        + frame({"add": "torn", "topic": "T", "payload": "MQ=="})[:-3]
+    )
 
     async def scenario():
-        directory = tmp_path / "gw"
-        outbox = await Outbox.open(directory, redeliver_after=30.0)
-        for i in range(1000):
-            await outbox.add(f"c{i}", "T", b"x", now=0.0)
-            if i % 10:
-                outbox.settle([f"c{i}"])
-        if outbox.files.compaction:
-            await outbox.files.compaction
-        generation = outbox._generation
-        assert generation > 3
-        assert sorted(p.name for p in directory.iterdir()) == ["lock", f"outbox.{generation}"]
+        with caplog.at_level(logging.WARNING):
+            outbox = await Outbox.open(directory, redeliver_after=30.0)
+        assert outbox.due(0.0) == [("b", "T", b"2"), ("c", "U", b"3")]
+        assert "migrated the outbox" in caplog.text
         await outbox.close()
+        assert (directory / "old-format" / "outbox.3").exists()
+        assert not (directory / "outbox.3").exists()
         outbox = await Outbox.open(directory, redeliver_after=30.0)
-        assert [cid for cid, _, _ in outbox.due(0.0)] == [f"c{i}" for i in range(0, 1000, 10)]
+        assert [cid for cid, _, _ in outbox.due(0.0)] == ["b", "c"]
         await outbox.close()
 
     run(scenario())
 
 
-def test_a_torn_tail_loses_only_the_record_being_written(tmp_path):
+def test_the_outbox_files_are_the_gateways_alone(tmp_path):
     async def scenario():
         outbox = await Outbox.open(tmp_path / "gw", redeliver_after=30.0)
-        await outbox.add("whole", "T", b"1", now=0.0)
-        await outbox.close()
-        with open(tmp_path / "gw" / "outbox.0", "ab") as file:
-            file.write(journal.frame({"add": "torn", "topic": "T", "payload": "MQ=="})[:-3])
-        outbox = await Outbox.open(tmp_path / "gw", redeliver_after=30.0)
-        assert [cid for cid, _, _ in outbox.due(0.0)] == ["whole"]
+        await outbox.add("a", "T", b"1", now=0.0)
+        assert stat.S_IMODE((tmp_path / "gw").stat().st_mode) == 0o700
+        for name in ("outbox.db", "outbox.db-wal", "lock"):
+            assert stat.S_IMODE((tmp_path / "gw" / name).stat().st_mode) == 0o600, name
         await outbox.close()
 
     run(scenario())
@@ -91,7 +100,7 @@ def test_a_torn_tail_loses_only_the_record_being_written(tmp_path):
 def test_one_gateway_process_at_a_time_per_directory(tmp_path):
     async def scenario():
         first = await Outbox.open(tmp_path / "gw", redeliver_after=30.0)
-        with pytest.raises(JournalError, match="in use by another gateway process"):
+        with pytest.raises(StoreError, match="in use by another gateway process"):
             await Outbox.open(tmp_path / "gw", redeliver_after=30.0)
         await first.close()
         await (await Outbox.open(tmp_path / "gw", redeliver_after=30.0)).close()
@@ -99,17 +108,34 @@ def test_one_gateway_process_at_a_time_per_directory(tmp_path):
     run(scenario())
 
 
-def test_a_command_the_disk_refuses_is_not_kept(tmp_path, monkeypatch):
-    def broken(fd, data):
-        raise OSError(28, "No space left on device")
+def test_a_command_a_full_disk_refuses_is_not_kept_and_the_outbox_goes_on(tmp_path):
+    async def scenario():
+        outbox = await Outbox.open(tmp_path / "gw", redeliver_after=30.0)
+        connection = outbox.database._connection
+        pages = connection.execute("PRAGMA page_count").fetchone()[0]
+        connection.execute(f"PRAGMA max_page_count = {pages}")
+        with pytest.raises(StoreError, match="database or disk is full"):
+            await outbox.add("lost", "T", b"x" * 100_000, now=0.0)
+        assert len(outbox) == 0
+        connection.execute("PRAGMA max_page_count = 1073741823")
+        await outbox.add("kept", "T", b"x" * 100_000, now=0.0)
+        assert len(outbox) == 1
+        await outbox.close()
+
+    run(scenario())
+
+
+def test_a_failing_disk_fails_the_outbox(tmp_path, monkeypatch):
+    def broken(database, batch):
+        raise sqlite3.OperationalError("disk I/O error")
 
     async def scenario():
         outbox = await Outbox.open(tmp_path / "gw", redeliver_after=30.0)
-        monkeypatch.setattr(journal, "_write_and_sync", broken)
-        with pytest.raises(JournalError, match="No space left"):
+        monkeypatch.setattr(Database, "_commit", broken)
+        with pytest.raises(StoreError, match="disk I/O error"):
             await outbox.add("lost", "T", b"1", now=0.0)
         assert len(outbox) == 0
-        with pytest.raises(JournalError):
+        with pytest.raises(StoreError):
             await outbox.wait_failure()
         await outbox.close()
 
@@ -132,53 +158,6 @@ def test_commands_made_due_now_are_published_at_once_then_wait_redeliver_after_a
     run(scenario())
 
 
-def test_a_compaction_does_not_stall_the_gateway(tmp_path, monkeypatch):
-    """A slow disk (fsync taking 0.5 s) must not stop the event loop while the outbox moves on
-    to its next generation: a ticker keeps ticking every 10 ms and commands keep being added."""
-    monkeypatch.setattr(outbox_module, "COMPACT_MIN_RECORDS", 20)
-    real_fsync = os.fsync
-
-    def slow_fsync(fd):
-        time.sleep(0.5)
-        real_fsync(fd)
-
-    async def scenario():
-        loop = asyncio.get_running_loop()
-        outbox = await Outbox.open(tmp_path / "gw", redeliver_after=30.0)
-        monkeypatch.setattr(os, "fsync", slow_fsync)  # from here on: the compaction's syncs
-        gaps: list[float] = []
-
-        async def tick():
-            last = loop.time()
-            while True:
-                await asyncio.sleep(0.01)
-                gaps.append(loop.time() - last)
-                last = loop.time()
-
-        count = added_during = 0
-
-        async def command():  # accepted, then reported on by a writer
-            nonlocal count
-            count += 1
-            await outbox.add(f"c{count}", "T", b"x", now=0.0)
-            outbox.settle([f"c{count}"])
-
-        ticker = loop.create_task(tick())
-        while outbox.files.compaction is None:
-            await command()
-        while not outbox.files.compaction.done():
-            await command()
-            added_during += 1
-        await outbox.files.compaction
-        ticker.cancel()
-        await outbox.close()
-        return gaps, added_during
-
-    gaps, added_during = run(scenario())
-    assert max(gaps) < 0.25, f"the event loop stalled for {max(gaps):.2f} s"
-    assert added_during > 0
-
-
 def test_the_outbox_files_are_the_owners_alone(tmp_path):
     umask = os.umask(0o022)
     try:
@@ -193,7 +172,6 @@ def test_the_outbox_files_are_the_owners_alone(tmp_path):
         os.umask(umask)
     directory = tmp_path / "gw"
     assert directory.stat().st_mode & 0o777 == 0o700
-    assert {p.name: p.stat().st_mode & 0o777 for p in directory.iterdir()} == {
-        "lock": 0o600,
-        "outbox.0": 0o600,
-    }
+    modes = {p.name: p.stat().st_mode & 0o777 for p in directory.iterdir()}
+    assert {"lock", "outbox.db"} <= set(modes)
+    assert set(modes.values()) == {0o600}, modes

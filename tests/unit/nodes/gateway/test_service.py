@@ -166,7 +166,7 @@ def port_is_free(port: int) -> bool:
 
 
 async def outbox_is_free(directory: Path) -> bool:
-    """Whether the outbox's journal in `directory` was closed (its lock is free again)."""
+    """Whether the outbox's database in `directory` was closed (its lock is free again)."""
     try:
         outbox = await Outbox.open(directory, 60.0)
     except Exception:

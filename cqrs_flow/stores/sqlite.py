@@ -1,0 +1,359 @@
+"""The durable backend: documents in an SQLite database in the store's data directory.
+
+A store node with `data: <directory>` uses it. Every write a call acknowledges is committed
+(WAL, synchronous=FULL; one commit shared by the writes waiting) and survives a kill -9 of the
+process; a read never shows an uncommitted write. Memory stays small at any size: the data is on
+disk, and SQLite's page cache is bounded. Layout and reasoning: docs/ARCHITECTURE.md, "The durable
+store".
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import logging
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from cqrs_flow.contracts.ordering import supersedes
+from cqrs_flow.stores.base import (
+    Document,
+    DocumentStore,
+    DuplicateKey,
+    InvalidDocument,
+    NotFound,
+    StaleCommand,
+)
+from cqrs_flow.stores.database import Database
+
+__all__ = ["DATABASE", "FORMAT", "SqliteStore"]
+
+log = logging.getLogger("cqrs_flow.store")
+
+DATABASE = "store.db"
+Row = tuple[Any, Any, Any]  # seq, doc, cmd of a key (None for what a tombstone lacks)
+FORMAT = "1"  # of the schema below; `meta` says which one a file has
+
+
+def table_of(collection: str) -> str:
+    """The quoted name of a collection's table."""
+    return '"docs_' + collection.replace('"', '""') + '"'
+
+
+def schema(collection: str) -> Callable[[sqlite3.Connection], None]:
+    """Create what is missing: `meta`, the change log, and the collection's table and index."""
+    table = table_of(collection)
+    index = '"seq_of_' + collection.replace('"', '""') + '"'
+
+    def create(connection: sqlite3.Connection) -> None:
+        connection.execute(
+            "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)"
+        )
+        found = connection.execute("SELECT value FROM meta WHERE name = 'format'").fetchone()
+        if found is None:
+            connection.execute("INSERT INTO meta VALUES ('format', ?)", (FORMAT,))
+        elif found[0] != FORMAT:
+            raise sqlite3.DatabaseError(
+                f"its format is {found[0]!r}; this version of cqrs-flow reads format {FORMAT!r}"
+            )
+        # One row per key, whether it holds a document or only its last command (a tombstone).
+        connection.execute(
+            f"CREATE TABLE IF NOT EXISTS {table} ("
+            " key TEXT PRIMARY KEY NOT NULL,"  # the document's key
+            " seq INTEGER,"  # insertion order of a live document; NULL: a tombstone
+            " doc TEXT,"  # the document, JSON; NULL: a tombstone
+            " cmd TEXT,"  # the last command written to the key, a delete included
+            " ts TEXT"  # the document's timestamp field (the node's `timestamp`), if any
+            ") WITHOUT ROWID"
+        )
+        connection.execute(
+            f"CREATE UNIQUE INDEX IF NOT EXISTS {index} ON {table} (seq) WHERE seq IS NOT NULL"
+        )
+        # The change log: a row per change, in the transaction of the change (when enabled).
+        connection.execute(
+            "CREATE TABLE IF NOT EXISTS changes ("
+            " seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+            " collection TEXT NOT NULL, key TEXT NOT NULL, op TEXT NOT NULL,"
+            " cmd TEXT, doc TEXT, at REAL NOT NULL)"
+        )
+
+    return create
+
+
+def _encode(document: Document) -> str:
+    try:
+        return json.dumps(document, separators=(",", ":"), ensure_ascii=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidDocument(f"cannot store the document: {exc}") from None
+
+
+class SqliteStore(DocumentStore):
+    """Keyed documents in one table of an SQLite database (see the module).
+
+    Open it with `await SqliteStore.open(directory, collection)`; it needs a running event loop.
+    `change_log=True` writes a row to the `changes` table with every change, in its transaction.
+    `timestamp`: the document field copied to the `ts` column.
+    """
+
+    def __init__(
+        self,
+        database: Database,
+        collection: str,
+        last_writer_wins: bool,
+        timestamp: str | None,
+        change_log: bool,
+    ) -> None:
+        self.database = database
+        self.collection = collection
+        self.last_writer_wins = last_writer_wins
+        self.timestamp = timestamp
+        self.change_log = change_log
+        self._table = table_of(collection)
+        self._seq = 0  # the last insertion order given; owned by the writer's thread
+
+    @classmethod
+    async def open(
+        cls,
+        directory: str | Path,
+        collection: str,
+        *,
+        last_writer_wins: bool = False,
+        timestamp: str | None = None,
+        change_log: bool = False,
+        group_commit: bool = True,
+    ) -> SqliteStore:
+        from cqrs_flow.stores.legacy import migrate_if_needed
+
+        started = time.monotonic()
+        directory = Path(directory)
+        database = await Database.open(
+            directory, DATABASE, "store", schema(collection), group_commit=group_commit
+        )
+        store = cls(database, collection, last_writer_wins, timestamp, change_log)
+        try:
+            await migrate_if_needed(store)
+            count = await store.database.read(store._count_and_last_seq)
+        except BaseException:
+            await database.close()
+            raise
+        log.info(
+            "data in %s: %d documents (SQLite, %s) in %.2fs",
+            directory,
+            count,
+            DATABASE,
+            time.monotonic() - started,
+        )
+        return store
+
+    def _count_and_last_seq(self, connection: sqlite3.Connection) -> int:
+        (count, last) = connection.execute(
+            f"SELECT count(*), max(seq) FROM {self._table} WHERE seq IS NOT NULL"
+        ).fetchone()
+        self._seq = max(self._seq, last or 0)
+        return int(count)
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    async def get(self, key: str) -> Document:
+        return await self.database.read(lambda c: self._get(c, key))
+
+    def _get(self, connection: sqlite3.Connection, key: str) -> Document:
+        found = connection.execute(f"SELECT doc FROM {self._table} WHERE key = ?", (key,))
+        row = found.fetchone()
+        if row is None or row[0] is None:
+            raise NotFound(key)
+        document: Document = json.loads(row[0])
+        return document
+
+    async def list(self, count: int) -> builtins.list[Document]:
+        if count <= 0:
+            return []
+        return await self.database.read(lambda c: self._list(c, count))
+
+    def _list(self, connection: sqlite3.Connection, count: int) -> builtins.list[Document]:
+        rows = connection.execute(
+            f"SELECT doc FROM {self._table} WHERE seq IS NOT NULL ORDER BY seq LIMIT ?", (count,)
+        )
+        return [json.loads(doc) for (doc,) in rows]
+
+    async def last_command(self, key: str) -> str | None:
+        """The id of the last command written to the key (a delete included), or None."""
+
+        def read(connection: sqlite3.Connection) -> str | None:
+            row = connection.execute(
+                f"SELECT cmd FROM {self._table} WHERE key = ?", (key,)
+            ).fetchone()
+            return None if row is None else row[0]
+
+        return await self.database.read(read)
+
+    # -- writes: each a function run in the writer's thread, inside a savepoint ----------------
+
+    def _lww(self, command: str | None) -> bool:
+        return self.last_writer_wins and bool(command)
+
+    async def insert(self, key: str, document: Document, command: str | None = None) -> None:
+        text, lww = _encode(document), self._lww(command)
+
+        def work(c: sqlite3.Connection) -> None:
+            row = self._admit(c, key, command)
+            live = row is not None and row[1] is not None
+            if live and not lww:
+                raise DuplicateKey(key)
+            self._write(c, key, document, text, command, keep_place=live, op="insert")
+
+        await self.database.write(work)
+
+    async def update(self, key: str, fields: Document, command: str | None = None) -> Document:
+        _encode(fields)  # refused before anything is queued
+        lww = self._lww(command)
+
+        def work(c: sqlite3.Connection) -> Document:
+            row = self._admit(c, key, command)
+            live = row is not None and row[1] is not None
+            if row is not None and row[1] is not None:
+                updated = {**json.loads(row[1]), **fields}
+            elif lww:  # the update is the document's whole state
+                updated = dict(fields)
+            else:
+                raise NotFound(key)
+            text = _encode(updated)
+            self._write(c, key, updated, text, command, keep_place=live, op="update")
+            document: Document = json.loads(text)  # the caller's own copy
+            return document
+
+        return await self.database.write(work)
+
+    async def delete(self, key: str, command: str | None = None) -> None:
+        lww = self._lww(command)
+
+        def work(c: sqlite3.Connection) -> None:
+            row = self._admit(c, key, command)
+            if row is not None and row[1] is not None:
+                self._remove(c, key, command)
+            elif lww:
+                self._remove(c, key, command)  # nothing there: its tombstone remembers C
+            else:
+                raise NotFound(key)
+
+        await self.database.write(work)
+
+    async def insert_many(self, documents: dict[str, Document], command: str | None = None) -> int:
+        texts = {key: _encode(document) for key, document in documents.items()}
+        lww = self._lww(command)
+
+        def work(c: sqlite3.Connection) -> int:
+            rows = {key: self._row(c, key) for key in documents}
+            last = {key: None if row is None else row[2] for key, row in rows.items()}
+            live = {key: row is not None and row[1] is not None for key, row in rows.items()}
+            wanted = [key for key in documents if not command or supersedes(command, last[key])]
+            taken = [key for key in wanted if live[key]]
+            if taken and not lww:
+                raise DuplicateKey(", ".join(taken))
+            for key in wanted:
+                self._write(
+                    c, key, documents[key], texts[key], command, keep_place=live[key], op="insert"
+                )
+            return len(wanted)
+
+        return await self.database.write(work)
+
+    async def delete_many(self, keys: builtins.list[str], command: str | None = None) -> int:
+        def work(c: sqlite3.Connection) -> int:
+            removed = 0
+            for key in keys:
+                row = self._row(c, key)
+                if command and not supersedes(command, None if row is None else row[2]):
+                    continue
+                if row is not None and row[1] is not None:
+                    self._remove(c, key, command)
+                    removed += 1
+                elif command:
+                    self._remove(c, key, command)  # a tombstone, for a key never stored too
+            return removed
+
+        return await self.database.write(work)
+
+    # -- the steps of a write ------------------------------------------------------------------
+
+    def _row(self, c: sqlite3.Connection, key: str) -> Row | None:
+        """(seq, doc, cmd) of the key, or None when the table has no row for it."""
+        row = c.execute(f"SELECT seq, doc, cmd FROM {self._table} WHERE key = ?", (key,)).fetchone()
+        return None if row is None else (row[0], row[1], row[2])
+
+    def _admit(self, c: sqlite3.Connection, key: str, command: str | None) -> Row | None:
+        """The key's row; StaleCommand if `command` must not apply to it."""
+        row = self._row(c, key)
+        last = None if row is None else row[2]
+        if command and last is not None and not supersedes(command, last):
+            raise StaleCommand(key, last)
+        return row
+
+    def _write(
+        self,
+        c: sqlite3.Connection,
+        key: str,
+        document: Document,
+        text: str,
+        command: str | None,
+        *,
+        keep_place: bool,
+        op: str,
+    ) -> None:
+        """The key's row holds `document` now: in its place, or last (a new insertion order).
+        A write without a command keeps the key's last command."""
+        stamp = document.get(self.timestamp) if self.timestamp else None
+        stamp = stamp if isinstance(stamp, str) else None
+        if keep_place:
+            c.execute(
+                f"UPDATE {self._table} SET doc = ?, ts = ?, cmd = coalesce(?, cmd) WHERE key = ?",
+                (text, stamp, command, key),
+            )
+        else:
+            self._seq += 1
+            c.execute(
+                f"INSERT INTO {self._table} (key, seq, doc, cmd, ts) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET seq = excluded.seq, doc = excluded.doc,"
+                " ts = excluded.ts, cmd = coalesce(excluded.cmd, cmd)",
+                (key, self._seq, text, command, stamp),
+            )
+        self._log(c, key, op, command, text)
+
+    def _remove(self, c: sqlite3.Connection, key: str, command: str | None) -> None:
+        """The key holds no document now; its row stays as a tombstone if it has a command."""
+        if command:
+            c.execute(
+                f"INSERT INTO {self._table} (key, cmd) VALUES (?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET seq = NULL, doc = NULL, ts = NULL,"
+                " cmd = excluded.cmd",
+                (key, command),
+            )
+        else:
+            c.execute(
+                f"UPDATE {self._table} SET seq = NULL, doc = NULL, ts = NULL"
+                " WHERE key = ? AND cmd IS NOT NULL",
+                (key,),
+            )
+            c.execute(f"DELETE FROM {self._table} WHERE key = ? AND cmd IS NULL", (key,))
+        self._log(c, key, "delete", command, None)
+
+    def _log(
+        self, c: sqlite3.Connection, key: str, op: str, command: str | None, text: str | None
+    ) -> None:
+        """The change's row in the change log, in the change's own transaction."""
+        if self.change_log:
+            c.execute(
+                "INSERT INTO changes (collection, key, op, cmd, doc, at) VALUES (?, ?, ?, ?, ?, ?)",
+                (self.collection, key, op, command, text, time.time()),
+            )
+
+    # -- life -----------------------------------------------------------------------------------
+
+    async def wait_failure(self) -> None:
+        await self.database.wait_failure()
+
+    async def close(self) -> None:
+        await self.database.close()
