@@ -10,6 +10,7 @@ them): without them the test is skipped, or fails under CI."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -54,14 +55,21 @@ def _find(candidates: tuple[str, ...]) -> str | None:
 
 
 def _browser_or_skip() -> tuple[str, str]:
-    """Debian's chromium and chromium-driver, which .ci/run installs: missing, the test fails in
-    CI and is skipped elsewhere."""
+    """Debian's chromium and chromium-driver, which .ci/run installs, and selenium (the test
+    extra): missing, the test fails in CI and is skipped elsewhere."""
     chromium, driver = _find(CHROMIUM), _find(CHROMEDRIVER)
+    reason = None
     if chromium is None or driver is None:
-        reason = "chromium or chromedriver is not installed (apt-get install chromium chromium-driver)"
+        reason = (
+            "chromium or chromedriver is not installed: apt-get install chromium chromium-driver"
+        )
+    elif importlib.util.find_spec("selenium") is None:
+        reason = "selenium is not installed: pip install -e '.[test]'"
+    if reason is not None:
         if os.environ.get("CI"):
-            pytest.fail(reason + "; .ci/run installs them")
+            pytest.fail(reason + " (.ci/run installs it)")
         pytest.skip(reason)
+    assert chromium is not None and driver is not None
     return chromium, driver
 
 
@@ -71,7 +79,10 @@ def _browser_or_skip() -> tuple[str, str]:
 
 
 def _script(body: str) -> str:
-    return f"<!DOCTYPE html><html><head><title>loading</title></head><body><script>{body}</script></body></html>"
+    return (
+        "<!DOCTYPE html><html><head><title>loading</title></head>"
+        f"<body><script>{body}</script></body></html>"
+    )
 
 
 def _form(gateway: str, enctype: str, fields: dict[str, str], method: str = "POST") -> str:
@@ -80,7 +91,7 @@ def _form(gateway: str, enctype: str, fields: dict[str, str], method: str = "POS
         for name, value in fields.items()
     )
     return (
-        '<!DOCTYPE html><html><head><title>form</title></head><body>'
+        "<!DOCTYPE html><html><head><title>form</title></head><body>"
         f'<form id="f" method="{method}" action="{escape(gateway)}" enctype="{enctype}">{inputs}'
         '</form><script>document.getElementById("f").submit()</script></body></html>'
     )
@@ -232,7 +243,8 @@ class Browser:
             options.add_argument(flag)
         options.add_argument(f"--user-data-dir={self.profile}")
         options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
-        self.driver = webdriver.Chrome(options=options, service=Service(executable_path=chromedriver))
+        service = Service(executable_path=chromedriver)  # Debian's: nothing is downloaded
+        self.driver = webdriver.Chrome(options=options, service=service)
         self.driver.set_page_load_timeout(20)
 
     def close(self) -> None:
@@ -246,17 +258,22 @@ class Browser:
         self.driver.get(url)
         wait_until(
             lambda: (
-                self.driver.title.startswith("done:")
-                or self.driver.current_url.startswith(gateway)
+                self.driver.title.startswith("done:") or self.driver.current_url.startswith(gateway)
             ),
             timeout=15,
         )
+        # Until every request to the gateway has its answer, or nothing has happened for a
+        # second (a request the browser never sent has none).
         exchanges: dict[str, Exchange] = {}
         deadline = time.monotonic() + 5
+        quiet_since = time.monotonic()
         while time.monotonic() < deadline:
-            for entry in self.driver.get_log("performance"):
+            entries = self.driver.get_log("performance")
+            for entry in entries:
                 _record(json.loads(entry["message"])["message"], gateway, exchanges)
-            if exchanges and all(e.status for e in exchanges.values()):
+            now = time.monotonic()
+            quiet_since = now if entries else quiet_since
+            if exchanges and (all(e.status for e in exchanges.values()) or now - quiet_since > 1):
                 break
             time.sleep(0.1)
         text = self.driver.find_element("tag name", "body").text
@@ -299,7 +316,6 @@ class Visits:
 @pytest.fixture(scope="module")
 def visits(tmp_path_factory) -> Iterator[Visits]:
     chromium, driver = _browser_or_skip()
-    pytest.importorskip("selenium", reason="selenium is in the test extra: pip install -e '.[test]'")
     port = free_ports(1)[0]
     app_origin, attacker_origin = f"http://127.0.0.1:{port}", f"http://localhost:{port}"
     system = System(
@@ -316,8 +332,7 @@ def visits(tmp_path_factory) -> Iterator[Visits]:
             site.pages = {**pages(gateway), "app": app_page(gateway)}
             browser = Browser(chromium, driver)
             outcomes = {
-                name: browser.visit(f"{attacker_origin}/{name}", gateway)
-                for name in pages(gateway)
+                name: browser.visit(f"{attacker_origin}/{name}", gateway) for name in pages(gateway)
             }
             app = browser.visit(f"{app_origin}/app", gateway)
         yield Visits(system, gateway, outcomes, app, app_origin)
