@@ -220,6 +220,12 @@ class Exchange:
     content_type: str
     status: int = 0
     headers: dict[str, str] = field(default_factory=dict)
+    failed: str = ""  # the browser's reason, when the request failed or its answer was blocked
+    complete: bool = False  # the answer's headers as sent are known
+
+    @property
+    def done(self) -> bool:
+        return self.complete or bool(self.failed)
 
 
 @dataclass
@@ -262,10 +268,10 @@ class Browser:
             ),
             timeout=15,
         )
-        # Until every request to the gateway has its answer, or nothing has happened for a
-        # second (a request the browser never sent has none).
+        # Until every request to the gateway has its answer, or nothing has happened for two
+        # seconds (a request the browser never sent has none).
         exchanges: dict[str, Exchange] = {}
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 10
         quiet_since = time.monotonic()
         while time.monotonic() < deadline:
             entries = self.driver.get_log("performance")
@@ -273,7 +279,7 @@ class Browser:
                 _record(json.loads(entry["message"])["message"], gateway, exchanges)
             now = time.monotonic()
             quiet_since = now if entries else quiet_since
-            if exchanges and (all(e.status for e in exchanges.values()) or now - quiet_since > 1):
+            if exchanges and (all(e.done for e in exchanges.values()) or now - quiet_since > 2):
                 break
             time.sleep(0.1)
         text = self.driver.find_element("tag name", "body").text
@@ -282,7 +288,9 @@ class Browser:
 
 def _record(event: dict[str, Any], gateway: str, exchanges: dict[str, Exchange]) -> None:
     """Track the browser's requests to the gateway and their answers. The headers are those on
-    the wire (the ExtraInfo events): a no-cors answer shows none to the page."""
+    the wire (the ExtraInfo events): a no-cors answer shows none to the page. Chromium sometimes
+    reports no wire headers for a request its page cancels once it has the answer (an opaque
+    fetch's body, an image ORB blocks): then only the status is known, or only the failure."""
     method, params = event.get("method"), event.get("params", {})
     if method == "Network.requestWillBeSent" and params["request"]["url"].startswith(gateway):
         request = params["request"]
@@ -292,13 +300,14 @@ def _record(event: dict[str, Any], gateway: str, exchanges: dict[str, Exchange])
         )
     elif params.get("requestId") in exchanges:
         exchange = exchanges[params["requestId"]]
-        if method == "Network.responseReceived":
+        if method == "Network.responseReceived":  # the status, if the next event is missing
             exchange.status = exchange.status or params["response"]["status"]
-            for name, value in params["response"]["headers"].items():
-                exchange.headers.setdefault(name.lower(), value)
+        elif method == "Network.loadingFailed":
+            exchange.failed = f"{params.get('errorText')} {params.get('blockedReason', '')}"
         elif method == "Network.responseReceivedExtraInfo":
             exchange.status = params["statusCode"]
             exchange.headers.update({k.lower(): v for k, v in params["headers"].items()})
+            exchange.complete = True
 
 
 # -- the system, the site and the browser ------------------------------------------------------
@@ -375,9 +384,10 @@ def test_a_cross_site_post_is_refused_415_unread(visits, attack):
     assert posts, (attack, outcome)  # the browser did send it
     for exchange in posts:
         assert not exchange.content_type.startswith("application/json"), exchange
-        assert exchange.status == 415, (attack, exchange)
-        assert exchange.headers["server"] == "cqrs-flow", exchange
+        assert exchange.status == 415, (attack, exchange, outcome.title)
         assert "access-control-allow-origin" not in exchange.headers, exchange
+        if exchange.complete or attack.startswith("form-"):
+            assert exchange.headers["server"] == "cqrs-flow", exchange
     if attack.startswith("form-"):  # the browser shows the answer: the refusal says why
         answer = json.loads(outcome.text)
         assert answer["errors"][0]["extensions"]["code"] == "UNSUPPORTED_MEDIA_TYPE", answer
@@ -390,8 +400,14 @@ def test_a_get_with_a_mutation_is_refused_405(visits, attack):
     gets = [e for e in outcome.exchanges if e.method == "GET"]
     assert gets, (attack, outcome)
     for exchange in gets:
-        assert exchange.status == 405 and exchange.headers["allow"] == "POST", (attack, exchange)
-        assert exchange.headers["server"] == "cqrs-flow", exchange
+        if exchange.status == 0 and exchange.failed.startswith("net::ERR_BLOCKED_BY_ORB"):
+            # Chromium blocks an image's answer that is no image (ORB), at times before its
+            # DevTools report the answer: an answer came, and the store test shows it ran nothing
+            continue
+        assert exchange.status == 405, (attack, exchange)
+        if exchange.complete or attack in ("get-form", "get-link"):
+            assert exchange.headers["allow"] == "POST", exchange
+            assert exchange.headers["server"] == "cqrs-flow", exchange
 
 
 def test_a_json_post_from_an_origin_not_listed_never_leaves_the_browser(visits):
