@@ -7,6 +7,13 @@ with a GraphQL error before anything runs (limits.py); failures the client canno
 logged in full and answered only with the request id. Browsers on the origins of cors.origins
 may call it.
 
+No cross-site request runs an operation. A POST body is read only as `application/json` (UTF-8;
+a charset parameter may say so): anything else, such as the text/plain, form and multipart
+bodies a page of any origin may send without asking first, is answered 415 before its body is
+read. A JSON body from another origin needs a CORS preflight, which only the origins of
+cors.origins pass. GET runs no operation: a GET carrying a `query` parameter (a link or an
+image a page embeds) is answered 405 with `Allow: POST`.
+
 A client has limits.read_timeout to send a request's headers (the server's keep-alive timeout,
 set in service.py, which also closes idle connections) and as long again for its body; then
 its connection is closed, or its request answered 408. A client that goes away while sending
@@ -194,6 +201,14 @@ class GraphQLHttp:
                 return await serve_websocket(
                     request, self.engine, self.gate, REQUEST_ID.get(), caller
                 )
+        if "query" in request.query:
+            raise Refused(
+                "GraphQL operations are not run over GET (a mutation never is): send a POST "
+                "with Content-Type: application/json",
+                "METHOD_NOT_ALLOWED",
+                status=405,
+                allow="POST",
+            )
         if self.playground is not None:
             return web.Response(
                 text=self.playground,
@@ -201,7 +216,10 @@ class GraphQLHttp:
                 headers={"Content-Security-Policy": self.playground_policy},
             )
         raise Refused(
-            "send GraphQL requests as POST with a JSON body", "METHOD_NOT_ALLOWED", status=405
+            "send GraphQL requests as POST with Content-Type: application/json",
+            "METHOD_NOT_ALLOWED",
+            status=405,
+            allow="POST",
         )
 
     def _caller(self, request: web.Request) -> str:
@@ -212,6 +230,7 @@ class GraphQLHttp:
     async def _post(self, request: web.Request) -> web.StreamResponse:
         caller = self._caller(request)
         self.gate.pace(caller)  # before the body is even read
+        _check_json_body(request.headers.get("Content-Type"))
         query, variables, operation = await _read_request(request, self.node.limits, self.log)
         cost = self.gate.check(query, variables, operation)
         # Counted in flight from here: a client sending its body slowly holds a connection,
@@ -226,6 +245,29 @@ class GraphQLHttp:
         body = json.dumps(with_request_id(result, REQUEST_ID.get()))
         self.gate.check_answer(body)
         return web.Response(text=body, content_type="application/json")
+
+
+def _check_json_body(content_type: str | None) -> None:
+    """Refuse (415) a POST whose Content-Type is not application/json in UTF-8: a browser sends
+    a body of any other type (text/plain, a form) from any page without asking first."""
+    media, _, parameters = (content_type or "").partition(";")
+    if media.strip().lower() != "application/json":
+        sent = f"Content-Type {content_type[:100]!r}" if content_type else "no Content-Type"
+        raise Refused(
+            f"the request body must be JSON, sent with Content-Type: application/json ({sent} "
+            'was sent): {"query": "...", "variables": {...}}',
+            "UNSUPPORTED_MEDIA_TYPE",
+            status=415,
+        )
+    for parameter in parameters.split(";"):
+        name, _, value = parameter.partition("=")
+        charset = value.strip().strip('"').lower()
+        if name.strip().lower() == "charset" and charset not in ("utf-8", "utf8"):
+            raise Refused(
+                f"the request body must be UTF-8 (charset {charset[:40]!r} was sent)",
+                "UNSUPPORTED_MEDIA_TYPE",
+                status=415,
+            )
 
 
 async def _read_request(
@@ -256,11 +298,6 @@ async def _read_request(
         # The client went away or broke off its body: nobody to answer, nothing to debug.
         log.warning("request %s: body cut off (%s)", REQUEST_ID.get(), exc or type(exc).__name__)
         raise Refused("the request body was cut off", "BAD_REQUEST") from None
-    if request.content_type == "application/graphql":
-        try:
-            return raw.decode("utf-8"), None, None
-        except UnicodeDecodeError:
-            raise Refused("request body is not UTF-8 text") from None
     try:
         body = json.loads(raw or b"null")
     except (ValueError, UnicodeDecodeError):

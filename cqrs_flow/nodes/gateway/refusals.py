@@ -37,7 +37,8 @@ NOT_FOUND = "NOT_FOUND"  # the code of an entity the reader does not have
 
 class Refused(Exception):
     """A request refused: `message` for the client, `code` for its program, `status` for HTTP,
-    `retry_after` (seconds) when trying again later may work."""
+    `retry_after` (seconds) when trying again later may work, `allow` the methods that do
+    (the Allow header of a 405)."""
 
     code = "BAD_REQUEST"
     status = 400
@@ -49,6 +50,7 @@ class Refused(Exception):
         *,
         status: int | None = None,
         retry_after: float | None = None,
+        allow: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -57,6 +59,7 @@ class Refused(Exception):
         if status is not None:
             self.status = status
         self.retry_after = retry_after
+        self.allow = allow
 
     @property
     def retry_after_header(self) -> str | None:
@@ -96,6 +99,8 @@ def http_answer(refused: Refused, request_id: str) -> web.Response:
     )
     if refused.retry_after_header is not None:
         response.headers["Retry-After"] = refused.retry_after_header
+    if refused.allow is not None:
+        response.headers["Allow"] = refused.allow
     return response
 
 

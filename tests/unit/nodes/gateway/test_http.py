@@ -1,5 +1,6 @@
 """The gateway's HTTP side: request ids, refusals answered by the middleware with their
-status and code, failures answered without internals, CORS, the WebSocket origin check."""
+status and code, failures answered without internals, CORS, the WebSocket origin check, and
+no operation from a body a browser may send cross-site (not JSON) or from a GET."""
 
 from __future__ import annotations
 
@@ -48,8 +49,10 @@ async def answer(response) -> tuple[int, dict[str, Any], Any]:
 
 
 def post(body: bytes, headers: dict[str, str] | None = None):
+    headers = {"Content-Type": "application/json", **(headers or {})}
+
     async def send(client):
-        return await answer(await client.post("/graphql", data=body, headers=headers or {}))
+        return await answer(await client.post("/graphql", data=body, headers=headers))
 
     return send
 
@@ -104,17 +107,127 @@ def test_a_failure_is_answered_500_with_the_request_id_only(shipped):
 def test_get_answers_the_playground_or_asks_for_post(shipped):
     async def get(client):
         response = await client.get("/")
-        return response.status, await response.text()
+        return response.status, await response.text(), response.headers.get("Allow")
 
     node = shipped.nodes["gateway"]
     assert call(node, FakeEngine(), get, playground="<html>page</html>") == (
         200,
         "<html>page</html>",
+        None,
     )
-    status, text = call(node, FakeEngine(), get)
-    assert status == 405 and json.loads(text)["errors"][0]["extensions"]["code"] == (
-        "METHOD_NOT_ALLOWED"
+    status, text, allow = call(node, FakeEngine(), get)
+    assert status == 405 and allow == "POST"
+    assert json.loads(text)["errors"][0]["extensions"]["code"] == "METHOD_NOT_ALLOWED"
+
+
+class Recording(FakeEngine):
+    """A FakeEngine that remembers the operations it ran."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ran: list[str] = []
+
+    async def execute(self, query: str, **kwargs: Any) -> dict[str, Any]:
+        self.ran.append(query)
+        return await super().execute(query, **kwargs)
+
+
+MUTATION = 'mutation { addNote(text: "csrf") { id } }'
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "text/plain",  # what fetch(no-cors), sendBeacon and a text/plain form send
+        "text/plain;charset=UTF-8",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        "application/graphql",  # not a media type of GraphQL over HTTP: JSON only
+        "application/graphql-response+json",  # a type of answers, not of requests
+        "application/jsonp",
+        "application/json, text/plain",
+        "application/json; charset=latin-1",
+        "application/json; charset=utf-16",
+        None,  # aiohttp's test client sends application/octet-stream for bytes
+    ],
+)
+def test_a_post_that_is_not_json_in_utf8_is_refused_415_and_runs_nothing(shipped, content_type):
+    engine = Recording()
+
+    async def send(client):
+        headers = {} if content_type is None else {"Content-Type": content_type}
+        body = json.dumps({"query": MUTATION}).encode()
+        return await answer(await client.post("/graphql", data=body, headers=headers))
+
+    status, result, headers = call(shipped.nodes["gateway"], engine, send)
+    assert status == 415 and engine.ran == [], (status, result)
+    (error,) = result["errors"]
+    assert error["extensions"]["code"] == "UNSUPPORTED_MEDIA_TYPE"
+    assert "application/json" in error["message"] or "UTF-8" in error["message"]
+    assert headers["Server"] == "cqrs-flow"
+
+
+def test_a_post_without_a_content_type_is_refused_415(shipped):
+    async def send(client):
+        # aiohttp's client adds a Content-Type to a body: skip_auto_headers does not apply to it
+        # when data is bytes, so send the request line by hand
+        reader, writer = await asyncio.open_connection(client.host, client.port)
+        body = json.dumps({"query": MUTATION}).encode()
+        writer.write(
+            b"POST /graphql HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        received = await reader.read()
+        writer.close()
+        return received
+
+    engine = Recording()
+    received = call(shipped.nodes["gateway"], engine, send)
+    assert received.startswith(b"HTTP/1.1 415 "), received[:200]
+    assert b"no Content-Type" in received and engine.ran == []
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "application/json",
+        "Application/JSON",
+        "application/json; charset=utf-8",
+        'application/json;charset="UTF-8"',
+    ],
+)
+def test_a_json_post_runs(shipped, content_type):
+    engine = Recording()
+    status, result, _ = call(
+        shipped.nodes["gateway"],
+        engine,
+        post(
+            json.dumps({"query": "{ __typename }"}).encode(),
+            # a GraphQL-over-HTTP client asks for the newer answer type first
+            {
+                "Content-Type": content_type,
+                "Accept": "application/graphql-response+json, application/json",
+            },
+        ),
     )
+    assert status == 200 and engine.ran == ["{ __typename }"], result
+
+
+@pytest.mark.parametrize("playground", [None, "<html>page</html>"])
+@pytest.mark.parametrize(
+    "path", [f"/graphql?query={MUTATION}", f"/?query={MUTATION}", "/graphql?query={ a }"]
+)
+def test_a_get_with_a_query_runs_nothing_and_is_refused_405_allow_post(shipped, playground, path):
+    engine = Recording()
+
+    async def get(client):
+        return await answer(await client.get(path))
+
+    status, result, headers = call(shipped.nodes["gateway"], engine, get, playground=playground)
+    assert status == 405 and headers["Allow"] == "POST" and engine.ran == []
+    assert result["errors"][0]["extensions"]["code"] == "METHOD_NOT_ALLOWED"
+    assert "POST" in result["errors"][0]["message"]
 
 
 def test_a_websocket_from_an_origin_not_listed_is_refused_with_403(shipped):
@@ -143,7 +256,7 @@ def test_an_allowed_origin_gets_cors_headers_and_its_preflight_answered(shipped)
     async def preflight(client):
         origin = {"Origin": "https://app.example"}
         options = await client.options("/graphql", headers=origin)
-        posted = await client.post("/graphql", data=b'{"query": "{ a }"}', headers=origin)
+        posted = await client.post("/graphql", json={"query": "{ a }"}, headers=origin)
         return options.status, dict(options.headers), dict(posted.headers)
 
     status, options, posted = call(node, FakeEngine(), preflight)
