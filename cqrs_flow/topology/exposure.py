@@ -65,4 +65,10 @@ def exposure_warnings(topology: Topology) -> list[Problem]:
                 "the gateway serves GraphQL over plain HTTP to anyone; put a reverse proxy "
                 "with TLS (and authentication, if not every caller may write) in front of it",
             )
+        if "*" in gateway.cors_origins:
+            warnings(
+                ("nodes", gateway.name, "cors", "origins"),
+                "'*' lets a page on any web site call the gateway from its visitors' browsers and "
+                "read the answers; list the origins of your own pages instead",
+            )
     return warnings.problems
