@@ -157,13 +157,14 @@ class System:
         method: str = "POST",
         content_type: str = "application/json",
         gateway: str = "gateway",
+        headers: dict[str, str] | None = None,
     ) -> tuple[int, bytes, dict[str, str]]:
         address = self.topology.nodes[gateway].listen.target
         request = urllib.request.Request(
             f"http://{address}{path}",
             data=body,
             method=method,
-            headers={"Content-Type": content_type},
+            headers={"Content-Type": content_type, **(headers or {})},
         )
         try:
             with urllib.request.urlopen(request, timeout=10) as response:

@@ -365,7 +365,7 @@ def test_over_websocket_what_runs_is_decided_on_the_parsed_query(edge, query, da
 
 def every_kind_of_answer(system: System):
     return [
-        request(system, "GET", "/"),  # the playground
+        request(system, "GET", "/", headers={"Accept": "text/html"}),  # the playground
         request(system, body=b'{"query": "{ __typename }"}'),
         request(system, body=b"{not json"),
         request(system, "GET", "/health"),
@@ -382,7 +382,7 @@ def test_every_answer_forbids_framing_and_sniffing(edge):
 
 
 def test_the_playground_may_run_its_own_scripts_and_no_others(edge):
-    _, page, headers = request(edge, "GET", "/")
+    _, page, headers = request(edge, "GET", "/", headers={"Accept": "text/html"})
     policy = dict(
         (part.strip().split(" ", 1) + [""])[:2]
         for part in headers["Content-Security-Policy"].split(";")

@@ -204,3 +204,35 @@ def test_a_user_cannot_grow_the_broker_with_new_persistent_sessions(contacts):
     added = contacts.data('mutation { addContact(name: "After Sessions") { status id } }')
     query = f'{{ contact(id: "{added["addContact"]["id"]}") {{ name }} }}'
     assert wait_until(lambda: contacts.data(query)["contact"]) == {"name": "After Sessions"}
+
+
+@pytest.mark.parametrize(
+    "protocol, version",
+    [(b"\x00\x04MQTT\x05", "MQTT 5"), (b"\x00\x06MQIsdp\x03", "MQTT 3.1")],
+    ids=["mqtt5", "mqtt31"],
+)
+def test_a_connect_of_mqtt_5_or_3_1_gets_connack_1_at_once(contacts, protocol, version):
+    """An MQTT 5 client (mosquitto_sub -V mqttv5, paho, MQTTX) waited for a CONNACK until its
+    own timeout, an MQTT 3.1 one was dropped unanswered: both are told at once that the protocol
+    version is not accepted (CONNACK 1), with one line in the log and no traceback."""
+    address = contacts.topology.nodes["broker"].listen
+    login = contacts.mqtt_login("observer")
+    client_id = f"old-or-new-{uuid.uuid4().hex[:6]}"
+    properties = b"\x00" if version == "MQTT 5" else b""  # MQTT 5: an empty property list
+    body = (
+        protocol
+        + b"\xc2\x00\x3c"
+        + properties
+        + _string(client_id)
+        + _string(login.user)
+        + _string(login.password)
+    )
+    with socket.create_connection((address.connect_host, address.port), timeout=5) as sock:
+        sock.sendall(b"\x10" + _remaining_length(len(body)) + body)
+        assert sock.recv(4) == b"\x20\x02\x00\x01"  # CONNACK: unacceptable protocol version
+        assert sock.recv(1) == b""  # then closed
+    line = contacts.wait_for_line(f"refused the CONNECT from .*: {version}; ")
+    assert "speaks MQTT 3.1.1 only" in line
+    assert not any("Traceback" in line for line in contacts.lines)
+    gateway = contacts.mqtt_login("gateway")
+    assert asyncio.run(mqtt_connack_code(address, gateway)) == ACCEPTED  # the broker goes on

@@ -19,7 +19,12 @@ from amqtt.adapters import ReaderAdapter, WriterAdapter
 from amqtt.broker import Broker
 from amqtt.contexts import Action, BaseContext
 from amqtt.errors import AMQTTError, MQTTError, NoDataError
-from amqtt.mqtt.connack import IDENTIFIER_REJECTED, NOT_AUTHORIZED, ConnackPacket
+from amqtt.mqtt.connack import (
+    IDENTIFIER_REJECTED,
+    NOT_AUTHORIZED,
+    UNACCEPTABLE_PROTOCOL_VERSION,
+    ConnackPacket,
+)
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.session import Session
@@ -28,7 +33,7 @@ from amqtt.utils import gen_client_id
 from cqrs_flow.security.mqtt_logins import password_digest
 from cqrs_flow.topology.access import MqttAccess
 
-__all__ = ["NodeLogin", "PacketLimit", "RoutingBroker", "TopicAccess"]
+__all__ = ["NodeLogin", "PacketLimit", "RoutingBroker", "TopicAccess", "connect_protocol"]
 
 log = logging.getLogger("cqrs_flow.broker")
 
@@ -107,6 +112,25 @@ class TopicAccess(BaseTopicPlugin):  # type: ignore[misc]  # amqtt ships no type
         return allowed
 
 
+def connect_protocol(packet: bytes) -> tuple[str, int] | None:
+    """The protocol name and level of a CONNECT packet (its fixed header included), such as
+    ('MQTT', 4) for MQTT 3.1.1, ('MQTT', 5), ('MQIsdp', 3) for MQTT 3.1; None if `packet` is
+    not a CONNECT or too short to say."""
+    if not packet or packet[0] >> 4 != 1:
+        return None
+    start = 1
+    while start < len(packet) and packet[start] & 0x80:  # the remaining length's bytes
+        start += 1
+    start += 1
+    if len(packet) < start + 2:
+        return None
+    size = int.from_bytes(packet[start : start + 2], "big")
+    name, level_at = packet[start + 2 : start + 2 + size], start + 2 + size
+    if len(name) < size or len(packet) <= level_at:
+        return None
+    return name.decode("utf-8", "replace"), packet[level_at]
+
+
 class PacketTooLarge(ConnectionResetError):
     """A packet over the broker's limit: amqtt takes it for a connection reset, and ends it."""
 
@@ -127,11 +151,23 @@ class PacketLimit(ReaderAdapter):  # type: ignore[misc]  # amqtt ships no type i
         self.login = ""  # set once the CONNECT is let in: who sent the packet, for the log
         self._header = b""  # of the packet being read, not yet handed over
         self._body = 0  # bytes of its body not yet handed over
+        self._replay = b""  # bytes read ahead (by `first_packet`), handed over first
+
+    async def first_packet(self) -> bytes:
+        """The first packet of the connection, header and body, read ahead: amqtt's reads get
+        the same bytes afterwards."""
+        await self._next_header()
+        header = self._header
+        self._header = b""
+        body = await self.read(self._body) if self._body else b""
+        self._replay = header + body
+        return self._replay
 
     async def read(self, n: int = -1) -> bytes:
         if n < 0:  # amqtt asks for counted bytes only
             return bytes(await self._reader.read(n))
-        data = bytearray()
+        data = bytearray(self._replay[:n])
+        self._replay = self._replay[len(data) :]
         while len(data) < n:
             if not self._header and not self._body:
                 await self._next_header()
@@ -261,6 +297,8 @@ class RoutingBroker(Broker):  # type: ignore[misc]  # amqtt ships no type inform
         self, reader: ReaderAdapter, writer: WriterAdapter, remote_address: str, remote_port: int
     ) -> tuple[BrokerProtocolHandler, Session]:
         peer = f"{remote_address}:{remote_port}"
+        if isinstance(reader, PacketLimit):
+            await self._refuse_other_protocols(reader, writer, peer)
         try:
             handler, incoming = await asyncio.wait_for(
                 BrokerProtocolHandler.init_from_connect(reader, writer, self.plugins_manager),
@@ -350,6 +388,41 @@ class RoutingBroker(Broker):  # type: ignore[misc]  # amqtt ships no type inform
         if held is not None and held[0].username != incoming.username:
             return "its client id is another user's session"
         return None
+
+    async def _refuse_other_protocols(
+        self, reader: PacketLimit, writer: WriterAdapter, peer: str
+    ) -> None:
+        """Answer a CONNECT of a protocol other than MQTT 3.1.1 (MQTT 5, MQTT 3.1) with CONNACK
+        1, unacceptable protocol version, as the MQTT 3.1.1 specification asks [MQTT-3.1.2-2].
+        amqtt would read its body the 3.1.1 way: MQTT 5's properties made it wait for bytes that
+        never came, and MQTT 3.1 was dropped without an answer, so clients retried for ever."""
+        try:
+            packet = await asyncio.wait_for(reader.first_packet(), self.connect_timeout)
+        except asyncio.TimeoutError:
+            log.warning(
+                "closed the connection from %s: no CONNECT within %gs", peer, self.connect_timeout
+            )
+            raise AMQTTError(f"no CONNECT from {peer} within {self.connect_timeout}s") from None
+        except (OSError, IndexError) as exc:  # gone, or cut off in the middle of a header
+            raise AMQTTError(f"no valid CONNECT from {peer}: {exc or type(exc).__name__}") from None
+        protocol = connect_protocol(packet)
+        if protocol is None or protocol == ("MQTT", 4):
+            return  # MQTT 3.1.1, or not a CONNECT at all: amqtt says what is wrong
+        name, level = protocol
+        version = {("MQTT", 5): "MQTT 5", ("MQIsdp", 3): "MQTT 3.1"}.get(
+            protocol, f"protocol {name[:20]!r} level {level}"
+        )
+        log.warning(
+            "refused the CONNECT from %s: %s; this broker speaks MQTT 3.1.1 only "
+            "(CONNACK 1, unacceptable protocol version)",
+            peer,
+            version,
+        )
+        try:
+            await ConnackPacket.build(0, UNACCEPTABLE_PROTOCOL_VERSION).to_stream(writer)
+        except OSError:
+            pass  # gone already
+        raise AMQTTError(f"CONNECT from {peer} refused: {version}")
 
     async def _room_for_session(self, incoming: Session) -> bool:
         """Whether the user of `incoming` may have one more persistent session: yes if it has

@@ -11,8 +11,22 @@ No cross-site request runs an operation. A POST body is read only as `applicatio
 a charset parameter may say so): anything else, such as the text/plain, form and multipart
 bodies a page of any origin may send without asking first, is answered 415 before its body is
 read. A JSON body from another origin needs a CORS preflight, which only the origins of
-cors.origins pass. GET runs no operation: a GET carrying a `query` parameter (a link or an
-image a page embeds) is answered 405 with `Allow: POST`.
+cors.origins pass. GET never runs a mutation: `GET /graphql?query=...` runs a query (as
+GraphQL-over-HTTP clients send one), through the same limits as a POST, and answers a mutation
+(decided on the parsed document, for the operation operationName selects) 405 with
+`Allow: POST`, running nothing. A query changes nothing, and a page of another origin cannot
+read its answer (CORS). The playground page is the answer to a GET without a query that asks
+for `text/html`.
+
+GraphQL over HTTP as clients speak it: an `Accept` preferring
+`application/graphql-response+json` gets that media type, and a request error (a document
+that does not parse or validate, no operation to run) answered 400 without `data`;
+`application/json` is answered as before (200). A subscription is served over WebSocket only:
+over HTTP it is refused (400, SUBSCRIPTION_OVER_HTTP), never answered with null. Automatic
+persisted queries (a hash without the query text) are not kept: the answer is Apollo's
+PersistedQueryNotSupported error (200), on which its clients send the text. A batch (a JSON
+array of operations) is refused (400, BATCHING_NOT_SUPPORTED): the limits count per operation,
+and a batch would multiply them.
 
 A client has limits.read_timeout to send a request's headers (the server's keep-alive timeout,
 set in service.py, which also closes idle connections) and as long again for its body; then
@@ -42,7 +56,7 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +73,17 @@ from cqrs_flow.nodes.gateway.refusals import (
 from cqrs_flow.nodes.gateway.websocket import serve_websocket
 from cqrs_flow.topology.model import GatewayNode, Limits
 
-__all__ = ["REQUEST_ID_HEADER", "GraphQLHttp", "host_name", "own_hosts", "playground_page"]
+__all__ = [
+    "GRAPHQL_RESPONSE",
+    "REQUEST_ID_HEADER",
+    "GraphQLHttp",
+    "answer_type",
+    "get_refusal",
+    "host_name",
+    "own_hosts",
+    "playground_page",
+    "wants_html",
+]
 
 PLAYGROUND = Path(__file__).resolve().parent / "playground"
 REQUEST_ID_HEADER = "X-Request-Id"
@@ -75,6 +99,8 @@ _HEADERS = {
     "Referrer-Policy": "no-referrer",
 }
 _INLINE_SCRIPT = re.compile(r"<script>(.*?)</script>", re.DOTALL)
+GRAPHQL_RESPONSE = "application/graphql-response+json"  # GraphQL over HTTP's own media type
+JSON = "application/json"
 
 
 class GraphQLHttp:
@@ -148,13 +174,15 @@ class GraphQLHttp:
             else:
                 response = await handler(request)
         except Refused as refused:
-            response = http_answer(refused, request_id)
+            response = http_answer(refused, request_id, answer_type(request.headers.get("Accept")))
         except web.HTTPException as exc:  # aiohttp's own answers: 404, 405, ...
             exc.headers[REQUEST_ID_HEADER] = request_id
             raise
         except Exception:
             self.log.exception("request %s: %s %s failed", request_id, request.method, request.path)
-            response = http_answer(internal(request_id), request_id)
+            response = http_answer(
+                internal(request_id), request_id, answer_type(request.headers.get("Accept"))
+            )
         if not response.prepared:  # a WebSocket answer went out already, with its own headers
             response.headers[REQUEST_ID_HEADER] = request_id
             if allowed and origin is not None:
@@ -201,26 +229,21 @@ class GraphQLHttp:
                 return await serve_websocket(
                     request, self.engine, self.gate, REQUEST_ID.get(), caller
                 )
-        if "query" in request.query:
+        if "query" not in request.query and "extensions" not in request.query:
+            if self.playground is not None and wants_html(request.headers.get("Accept")):
+                return web.Response(
+                    text=self.playground,
+                    content_type="text/html",
+                    headers={"Content-Security-Policy": self.playground_policy},
+                )
             raise Refused(
-                "GraphQL operations are not run over GET (a mutation never is): send a POST "
-                "with Content-Type: application/json",
-                "METHOD_NOT_ALLOWED",
-                status=405,
-                allow="POST",
+                'a GET runs a query given as its "query" parameter: /graphql?query={...}'
+                "&variables={...}; or send a POST with Content-Type: application/json"
             )
-        if self.playground is not None:
-            return web.Response(
-                text=self.playground,
-                content_type="text/html",
-                headers={"Content-Security-Policy": self.playground_policy},
-            )
-        raise Refused(
-            "send GraphQL requests as POST with Content-Type: application/json",
-            "METHOD_NOT_ALLOWED",
-            status=405,
-            allow="POST",
-        )
+        caller = self._caller(request)
+        self.gate.pace(caller)
+        query, variables, operation = _operation_of(_get_parameters(request.query))
+        return await self._run(request, caller, query, variables, operation, "GET")
 
     def _caller(self, request: web.Request) -> str:
         """The key per-caller limits count by: the client's address (see caller_of)."""
@@ -231,8 +254,29 @@ class GraphQLHttp:
         caller = self._caller(request)
         self.gate.pace(caller)  # before the body is even read
         _check_json_body(request.headers.get("Content-Type"))
-        query, variables, operation = await _read_request(request, self.node.limits, self.log)
+        body = await _read_body(request, self.node.limits, self.log)
+        query, variables, operation = _operation_of(body)
+        return await self._run(request, caller, query, variables, operation, "POST")
+
+    async def _run(
+        self,
+        request: web.Request,
+        caller: str,
+        query: str,
+        variables: dict[str, Any] | None,
+        operation: str | None,
+        method: str,
+    ) -> web.Response:
+        """Run one operation within the gate's limits and answer it in the media type the
+        client asked for; what may not run over `method` is refused before anything runs."""
         cost = self.gate.check(query, variables, operation)
+        # Decided on the parsed document, for the operation operationName selects: None when
+        # it does not validate or names no operation it has (the engine then runs nothing and
+        # answers what is wrong).
+        kind = self.gate.operation_type(query, operation)
+        refusal = get_refusal(method, kind, decided=self.gate.costs is not None)
+        if refusal is not None:
+            raise refusal
         # Counted in flight from here: a client sending its body slowly holds a connection,
         # not a place.
         result = await self.gate.run(
@@ -242,9 +286,71 @@ class GraphQLHttp:
                 query, operation_name=operation, variables=variables, context={"request": request}
             ),
         )
+        media_type = answer_type(request.headers.get("Accept"))
+        status = 200
+        if media_type == GRAPHQL_RESPONSE and kind is None and result.get("data") is None:
+            # A request error (nothing ran): no `data` at all, and 400 (GraphQL over HTTP).
+            result = {key: value for key, value in result.items() if key != "data"}
+            status = 400
         body = json.dumps(with_request_id(result, REQUEST_ID.get()))
         self.gate.check_answer(body)
-        return web.Response(text=body, content_type="application/json")
+        return web.Response(text=body, status=status, content_type=media_type)
+
+
+def get_refusal(method: str, kind: str | None, decided: bool = True) -> Refused | None:
+    """Why an operation of `kind` (query, mutation, subscription; None: the document does not
+    validate or names no such operation) may not run over HTTP `method`, or None when it may.
+    `decided`: whether `kind` was read from the parsed document (else a GET runs nothing)."""
+    if kind == "subscription":
+        return Refused(
+            "subscriptions are served over WebSocket only (graphql-transport-ws): connect to "
+            "ws://<gateway>/graphql; over HTTP a subscription would have no stream to answer on",
+            "SUBSCRIPTION_OVER_HTTP",
+        )
+    if method == "GET" and (kind == "mutation" or (kind is None and not decided)):
+        return Refused(
+            "a mutation is never run over GET (a link or an image of any web page can send "
+            "one): send it as a POST with Content-Type: application/json",
+            "METHOD_NOT_ALLOWED",
+            status=405,
+            allow="POST",
+        )
+    return None
+
+
+def _media_ranges(accept: str | None) -> dict[str, float]:
+    """The media ranges of an Accept header with their weights (q)."""
+    ranges: dict[str, float] = {}
+    for item in (accept or "").split(","):
+        media, *parameters = item.split(";")
+        weight = 1.0
+        for parameter in parameters:
+            name, _, value = parameter.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    weight = float(value.strip())
+                except ValueError:
+                    weight = 0.0
+        media = media.strip().lower()
+        if media:
+            ranges[media] = max(weight, ranges.get(media, 0.0))
+    return ranges
+
+
+def answer_type(accept: str | None) -> str:
+    """The media type of a GraphQL answer for an Accept header: application/graphql-response+json
+    when the client asks for it at least as much as for application/json, else
+    application/json (as for a client that names neither, or none)."""
+    ranges = _media_ranges(accept)
+    wanted = ranges.get(GRAPHQL_RESPONSE, 0.0)
+    if wanted > 0 and wanted >= ranges.get(JSON, 0.0):
+        return GRAPHQL_RESPONSE
+    return JSON
+
+
+def wants_html(accept: str | None) -> bool:
+    """Whether a client asks for text/html by name (a browser does; GraphQL clients do not)."""
+    return _media_ranges(accept).get("text/html", 0.0) > 0
 
 
 def _check_json_body(content_type: str | None) -> None:
@@ -270,10 +376,8 @@ def _check_json_body(content_type: str | None) -> None:
             )
 
 
-async def _read_request(
-    request: web.Request, limits: Limits, log: logging.Logger
-) -> tuple[str, dict[str, Any] | None, str | None]:
-    """The query, variables and operation name of a POST; Refused saying what is wrong."""
+async def _read_body(request: web.Request, limits: Limits, log: logging.Logger) -> dict[str, Any]:
+    """The JSON object of a POST's body; Refused saying what is wrong."""
     try:
         raw = await asyncio.wait_for(request.read(), limits.read_timeout)
     except web.HTTPRequestEntityTooLarge:
@@ -304,13 +408,46 @@ async def _read_request(
         raise Refused("request body is not valid JSON") from None
     except RecursionError:  # JSON nested thousands deep: nothing a query needs
         raise Refused("request body is JSON nested too deeply") from None
+    if isinstance(body, list):
+        raise Refused(
+            "batched requests (a JSON array of operations) are not supported: send each "
+            "operation in a request of its own (the gateway's limits count per operation, "
+            "and a batch would multiply them)",
+            "BATCHING_NOT_SUPPORTED",
+        )
     if not isinstance(body, dict):
         raise Refused('request body must be a JSON object like {"query": "..."}')
+    return body
+
+
+def _get_parameters(parameters: Mapping[str, str]) -> dict[str, Any]:
+    """The request of a GET's query parameters: `variables` and `extensions` are JSON."""
+    request: dict[str, Any] = {
+        "query": parameters.get("query"),
+        "operationName": parameters.get("operationName") or None,
+    }
+    for name in ("variables", "extensions"):
+        text = parameters.get(name)
+        if text:
+            try:
+                request[name] = json.loads(text)
+            except (ValueError, RecursionError):
+                raise Refused(f'the "{name}" parameter is not valid JSON') from None
+    return request
+
+
+def _operation_of(body: Mapping[str, Any]) -> tuple[str, dict[str, Any] | None, str | None]:
+    """The query, variables and operation name of a request (a POST's body, a GET's
+    parameters); Refused saying what is wrong."""
     query, variables, operation = (
         body.get("query"),
         body.get("variables"),
         body.get("operationName"),
     )
+    extensions = body.get("extensions")
+    if query is None and isinstance(extensions, dict) and "persistedQuery" in extensions:
+        # Apollo's automatic persisted queries: its clients send the text on this error.
+        raise Refused("PersistedQueryNotSupported", "PERSISTED_QUERY_NOT_SUPPORTED", status=200)
     if not isinstance(query, str) or not query.strip():
         raise Refused('request body has no "query" string')
     if variables is not None and not isinstance(variables, dict):

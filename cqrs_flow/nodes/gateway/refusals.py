@@ -92,11 +92,16 @@ def error_entry(refused: Refused, request_id: str) -> dict[str, Any]:
     }
 
 
-def http_answer(refused: Refused, request_id: str) -> web.Response:
-    """The HTTP answer to a refused request: a GraphQL error with the refusal's status."""
-    response = web.json_response(
-        {"data": None, "errors": [error_entry(refused, request_id)]}, status=refused.status
-    )
+def http_answer(
+    refused: Refused, request_id: str, media_type: str = "application/json"
+) -> web.Response:
+    """The HTTP answer to a refused request: a GraphQL error with the refusal's status, as
+    `media_type`. In application/graphql-response+json a request that ran nothing has no
+    `data` at all (GraphQL over HTTP); application/json keeps `"data": null`."""
+    answer: dict[str, Any] = {"errors": [error_entry(refused, request_id)]}
+    if media_type == "application/json":
+        answer = {"data": None, **answer}
+    response = web.json_response(answer, status=refused.status, content_type=media_type)
     if refused.retry_after_header is not None:
         response.headers["Retry-After"] = refused.retry_after_header
     if refused.allow is not None:

@@ -383,3 +383,62 @@ def test_a_user_has_at_most_sessions_per_user_persistent_sessions(caplog):
         "queued) to make room for 'd3': a user has at most 2" in caplog.text
     )
     assert "refused the CONNECT of 'dashboard' (client id 'd5'" in caplog.text
+
+
+def mqtt5_connect(client_id: str, user: str, password: str) -> bytes:
+    """An MQTT 5 CONNECT as mosquitto_sub -V mqttv5 sends it: level 5, an empty property list
+    after the keep-alive, then the payload."""
+    body = (
+        b"\x00\x04MQTT\x05\xc2\x00\x3c\x00" + _string(client_id) + _string(user) + _string(password)
+    )
+    return b"\x10" + bytes([len(body)]) + body
+
+
+def mqtt31_connect(client_id: str, user: str, password: str) -> bytes:
+    """An MQTT 3.1 CONNECT (protocol name MQIsdp, level 3), as mosquitto_sub -V mqttv31 sends."""
+    body = b"\x00\x06MQIsdp\x03\xc2\x00\x3c" + _string(client_id) + _string(user)
+    body += _string(password)
+    return b"\x10" + bytes([len(body)]) + body
+
+
+@pytest.mark.parametrize(
+    "packet, version",
+    [
+        (mqtt5_connect("v5", "gateway", PASSWORDS["gateway"]), "MQTT 5"),
+        (mqtt31_connect("v31", "gateway", PASSWORDS["gateway"]), "MQTT 3.1"),
+        (b"\x10\x0c\x00\x04MQTT\x07\x02\x00\x3c\x00\x00", "protocol 'MQTT' level 7"),
+    ],
+    ids=["mqtt5", "mqtt31", "level7"],
+)
+def test_a_connect_of_another_protocol_version_gets_connack_1_at_once(caplog, packet, version):
+    """MQTT 5 made amqtt wait for bytes that never came (no CONNACK until the client gave up),
+    MQTT 3.1 was dropped unanswered: both get CONNACK 1 (unacceptable protocol version) at once,
+    with one log line, no traceback; the broker goes on."""
+
+    async def scenario():
+        async with Broker() as broker:
+            connack, reader, writer = await broker.connect(packet)
+            assert connack == refused(1)
+            assert await asyncio.wait_for(reader.read(1), 3) == b""  # then closed
+            writer.close()
+            assert broker.sessions == {}
+            good = connect_packet("after", "gateway", PASSWORDS["gateway"])
+            assert await broker.connack(good) == bytes([0x20, 0x02, 0x00, ACCEPTED])
+
+    with caplog.at_level(logging.DEBUG):
+        asyncio.run(scenario())
+    lines = [r for r in caplog.records if "refused the CONNECT from 127.0.0.1" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].levelno == logging.WARNING
+    assert f": {version}; this broker speaks MQTT 3.1.1 only" in lines[0].getMessage()
+    assert not any(r.exc_info for r in caplog.records if r.levelno >= logging.WARNING)
+
+
+def test_connect_protocol_reads_the_name_and_level():
+    from cqrs_flow.nodes.broker.access import connect_protocol
+
+    assert connect_protocol(connect_packet("c", "u", "p")) == ("MQTT", 4)
+    assert connect_protocol(mqtt5_connect("c", "u", "p")) == ("MQTT", 5)
+    assert connect_protocol(mqtt31_connect("c", "u", "p")) == ("MQIsdp", 3)
+    assert connect_protocol(b"\x30\x02\x00\x00") is None  # a PUBLISH
+    assert connect_protocol(b"\x10\x05\x00\x04MQ") is None  # cut short
+    assert connect_protocol(b"") is None

@@ -6,14 +6,25 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import json
 import logging
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from tartiflette import Resolver, create_engine
 
-from cqrs_flow.nodes.gateway.http import GraphQLHttp, own_hosts
+from cqrs_flow.nodes.gateway.cost import Costs
+from cqrs_flow.nodes.gateway.http import (
+    GRAPHQL_RESPONSE,
+    GraphQLHttp,
+    answer_type,
+    get_refusal,
+    own_hosts,
+    wants_html,
+)
 from cqrs_flow.nodes.gateway.limits import RequestGate
 from cqrs_flow.topology.model import Address
 
@@ -46,6 +57,13 @@ def call(node, engine, send, playground: str | None = None):
 
 async def answer(response) -> tuple[int, dict[str, Any], Any]:
     return response.status, await response.json(), response.headers
+
+
+def get(path: str, headers: dict[str, str] | None = None):
+    async def send(client):
+        return await answer(await client.get(path, headers=headers or {}))
+
+    return send
 
 
 def post(body: bytes, headers: dict[str, str] | None = None):
@@ -104,20 +122,25 @@ def test_a_failure_is_answered_500_with_the_request_id_only(shipped):
     assert result["errors"][0]["extensions"]["code"] == "INTERNAL"
 
 
-def test_get_answers_the_playground_or_asks_for_post(shipped):
-    async def get(client):
-        response = await client.get("/")
-        return response.status, await response.text(), response.headers.get("Allow")
+def test_get_answers_the_playground_only_to_a_client_asking_for_html(shipped):
+    def get(accept: str | None):
+        async def send(client):
+            headers = {"Accept": accept} if accept else {}
+            response = await client.get("/", headers=headers)
+            return response.status, await response.text(), response.headers["Content-Type"]
+
+        return send
 
     node = shipped.nodes["gateway"]
-    assert call(node, FakeEngine(), get, playground="<html>page</html>") == (
-        200,
-        "<html>page</html>",
-        None,
-    )
-    status, text, allow = call(node, FakeEngine(), get)
-    assert status == 405 and allow == "POST"
-    assert json.loads(text)["errors"][0]["extensions"]["code"] == "METHOD_NOT_ALLOWED"
+    browser = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+    page = "<html>page</html>"
+    assert call(node, FakeEngine(), get(browser), playground=page)[:2] == (200, page)
+    for accept in (None, "application/json", "application/graphql-response+json"):
+        status, text, _ = call(node, FakeEngine(), get(accept), playground=page)
+        assert status == 400, accept
+        assert '"query" parameter' in json.loads(text)["errors"][0]["message"]
+    status, text, _ = call(node, FakeEngine(), get(browser))  # playground off
+    assert status == 400 and json.loads(text)["errors"][0]["extensions"]["code"] == "BAD_REQUEST"
 
 
 class Recording(FakeEngine):
@@ -216,18 +239,27 @@ def test_a_json_post_runs(shipped, content_type):
 
 @pytest.mark.parametrize("playground", [None, "<html>page</html>"])
 @pytest.mark.parametrize(
-    "path", [f"/graphql?query={MUTATION}", f"/?query={MUTATION}", "/graphql?query={ a }"]
+    "path",
+    [
+        f"/graphql?query={MUTATION}",
+        f"/?query={MUTATION}",
+        '/graphql?query=query Q { hello } mutation M { addNote(text: "x") { id } }&operationName=M',
+    ],
 )
-def test_a_get_with_a_query_runs_nothing_and_is_refused_405_allow_post(shipped, playground, path):
-    engine = Recording()
-
-    async def get(client):
-        return await answer(await client.get(path))
-
-    status, result, headers = call(shipped.nodes["gateway"], engine, get, playground=playground)
-    assert status == 405 and headers["Allow"] == "POST" and engine.ran == []
+def test_a_get_with_a_mutation_runs_nothing_and_is_refused_405_allow_post(
+    shipped, real, playground, path
+):
+    status, result, headers = real.call(get(path), playground=playground)
+    assert status == 405 and headers["Allow"] == "POST" and real.engine.ran == []
     assert result["errors"][0]["extensions"]["code"] == "METHOD_NOT_ALLOWED"
     assert "POST" in result["errors"][0]["message"]
+
+
+def test_a_get_whose_operation_is_not_decided_runs_nothing(shipped):
+    """Without the parsed document (no schema to read it with) a GET runs nothing."""
+    engine = Recording()
+    status, _, headers = call(shipped.nodes["gateway"], engine, get("/graphql?query={ a }"))
+    assert status == 405 and headers["Allow"] == "POST" and engine.ran == []
 
 
 def test_a_websocket_from_an_origin_not_listed_is_refused_with_403(shipped):
@@ -290,3 +322,187 @@ def test_a_host_the_gateway_does_not_have_is_refused_with_421(shipped):
 def test_the_hosts_a_gateway_answers_for(shipped, listen, expected):
     node = dataclasses.replace(shipped.nodes["gateway"], listen=listen, hosts=("Api.Example.",))
     assert own_hosts(node) == {*expected, "api.example"}
+
+
+# -- GraphQL over HTTP as clients speak it, on a real engine whose gate reads the document ----
+
+SDL = """
+type Note { id: String  text: String }
+type Query { hello: String  boom: String  echo(text: String): String }
+type Mutation { addNote(text: String!): Note }
+type Subscription { ticks: Int }
+"""
+SCHEMA = "test-http-over-http"
+
+
+class RealGateway:
+    """A tartiflette engine (recording what it is asked to run) behind a gate with costs."""
+
+    def __init__(self, node, tartiflette) -> None:
+        self.node = node
+        self.tartiflette = tartiflette
+        self.ran: list[str] = []
+        self.engine = self
+
+    async def execute(self, query: str, **kwargs: Any) -> dict[str, Any]:
+        self.ran.append(query)
+        return await self.tartiflette.execute(query, **kwargs)
+
+    def call(self, send, playground: str | None = None):
+        self.ran.clear()
+        gate = RequestGate(self.node.limits, costs=Costs.of(self.tartiflette, 100))
+        http = GraphQLHttp(self.node, self, gate, playground, lambda: True, logging.getLogger())
+
+        async def run():
+            async with TestClient(TestServer(http.app())) as client:
+                return await send(client)
+
+        return asyncio.run(run())
+
+
+@pytest.fixture(scope="module")
+def tartiflette_engine():
+    @Resolver("Query.boom", schema_name=SCHEMA)
+    async def boom(parent, args, ctx, info):
+        raise ValueError("boom")
+
+    @Resolver("Query.echo", schema_name=SCHEMA)
+    async def echo(parent, args, ctx, info):
+        return args.get("text")
+
+    return asyncio.run(create_engine(SDL, schema_name=SCHEMA))
+
+
+@pytest.fixture
+def real(shipped, tartiflette_engine):
+    return RealGateway(shipped.nodes["gateway"], tartiflette_engine)
+
+
+def test_a_get_runs_a_query_as_graphql_over_http_clients_send_it(real):
+    """urql (GET within the URL's limit), Apollo's useGETForQueries, graphql-request's GET."""
+    status, result, headers = real.call(get("/graphql?query={ hello }"))
+    assert (status, result) == (200, {"data": {"hello": None}})
+    assert headers["Content-Type"].startswith("application/json")
+    path = (
+        "/graphql?query=query Echo($t: String) { echo(text: $t) } mutation M { addNote(text: "
+        '"x") { id } }&operationName=Echo&variables={"t": "hi"}'
+    )
+    status, result, _ = real.call(get(path))
+    assert (status, result) == (200, {"data": {"echo": "hi"}})
+    status, result, _ = real.call(get("/graphql?query={ hello }&variables=[1"))
+    assert status == 400 and "not valid JSON" in result["errors"][0]["message"]
+
+
+def test_a_get_query_meets_the_same_limits_as_a_post(shipped, real):
+    deep = "{ hello " + "".join("{ hello " for _ in range(50)) + "}" * 51 + " }"
+    status, result, _ = real.call(get(f"/graphql?query={deep}"))
+    assert status == 400 and result["errors"][0]["extensions"]["code"] == "LIMIT_EXCEEDED"
+    assert real.ran == []
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_a_subscription_over_http_is_refused_and_never_answered_null(real, method):
+    text = "subscription { ticks }"
+    send = (
+        get(f"/graphql?query={text}")
+        if method == "GET"
+        else post(json.dumps({"query": text}).encode())
+    )
+    status, result, _ = real.call(send)
+    assert status == 400 and real.ran == []
+    assert result["errors"][0]["extensions"]["code"] == "SUBSCRIPTION_OVER_HTTP"
+    assert "ws://" in result["errors"][0]["message"]
+
+
+def test_graphql_response_json_gets_its_media_type_and_status_codes(real):
+    accept = {"Accept": "application/graphql-response+json,application/json;q=0.9"}  # Apollo's
+    invalid = json.dumps({"query": "{ nosuch }"}).encode()
+    status, result, headers = real.call(post(invalid, accept))
+    assert status == 400 and headers["Content-Type"].startswith(GRAPHQL_RESPONSE)
+    assert "data" not in result and result["errors"]
+    status, result, _ = real.call(post(b"{not json", accept))  # a refusal too
+    assert status == 400 and "data" not in result
+    field_error = json.dumps({"query": "{ hello boom }"}).encode()
+    status, result, headers = real.call(post(field_error, accept))
+    assert status == 200 and headers["Content-Type"].startswith(GRAPHQL_RESPONSE)
+    assert result["data"] == {"hello": None, "boom": None} and result["errors"]
+    # application/json, as before: 200 with "data": null
+    status, result, headers = real.call(post(invalid))
+    assert status == 200 and result["data"] is None and result["errors"]
+    assert headers["Content-Type"].startswith("application/json")
+
+
+# What Apollo Client's PersistedQueryLink sends first: the hash, no text.
+APOLLO_HELLO = "query Hello {\n  hello\n}"
+APQ = {
+    "operationName": "Hello",
+    "variables": {},
+    "extensions": {
+        "persistedQuery": {
+            "version": 1,
+            "sha256Hash": hashlib.sha256(APOLLO_HELLO.encode()).hexdigest(),
+        }
+    },
+}
+
+
+def test_an_automatic_persisted_query_gets_the_error_apollo_falls_back_on(real):
+    status, result, _ = real.call(post(json.dumps(APQ).encode()))
+    assert status == 200 and real.ran == []
+    (error,) = result["errors"]
+    assert error["message"] == "PersistedQueryNotSupported"
+    assert error["extensions"]["code"] == "PERSISTED_QUERY_NOT_SUPPORTED"
+    extensions = quote(json.dumps(APQ["extensions"]))  # useGETForHashedQueries
+    status, result, _ = real.call(get(f"/graphql?operationName=Hello&extensions={extensions}"))
+    assert status == 200 and result["errors"][0]["message"] == "PersistedQueryNotSupported"
+    # Apollo's retry: the hash and the text; the text runs
+    status, result, _ = real.call(post(json.dumps({**APQ, "query": APOLLO_HELLO}).encode()))
+    assert (status, result) == (200, {"data": {"hello": None}})
+
+
+def test_a_batch_is_refused_with_a_code_batching_clients_understand(real):
+    batch = [{"query": "{ hello }"}, {"query": "{ hello }"}]
+    status, result, _ = real.call(post(json.dumps(batch).encode()))
+    assert status == 400 and real.ran == []
+    assert result["errors"][0]["extensions"]["code"] == "BATCHING_NOT_SUPPORTED"
+    assert "per operation" in result["errors"][0]["message"]
+
+
+@pytest.mark.parametrize(
+    "method, kind, decided, status",
+    [
+        ("GET", "query", True, None),
+        ("GET", None, True, None),  # the engine answers what is wrong, running nothing
+        ("GET", "mutation", True, 405),
+        ("GET", None, False, 405),
+        ("GET", "subscription", True, 400),
+        ("POST", "query", True, None),
+        ("POST", "mutation", True, None),
+        ("POST", None, False, None),
+        ("POST", "subscription", True, 400),
+    ],
+)
+def test_what_may_run_over_which_method(method, kind, decided, status):
+    refusal = get_refusal(method, kind, decided)
+    assert (refusal.status if refusal else None) == status
+
+
+@pytest.mark.parametrize(
+    "accept, expected",
+    [
+        (None, "application/json"),
+        ("*/*", "application/json"),
+        ("application/json", "application/json"),
+        ("application/graphql-response+json", GRAPHQL_RESPONSE),
+        ("application/graphql-response+json, application/json;q=0.9", GRAPHQL_RESPONSE),
+        ("application/json, application/graphql-response+json;q=0.5", "application/json"),
+        ("application/graphql-response+json;q=0", "application/json"),
+    ],
+)
+def test_the_answer_type_follows_accept(accept, expected):
+    assert answer_type(accept) == expected
+
+
+def test_html_only_when_asked_for_by_name():
+    assert wants_html("text/html,application/xhtml+xml,*/*;q=0.8")
+    assert not wants_html(None) and not wants_html("*/*") and not wants_html("text/html;q=0")
