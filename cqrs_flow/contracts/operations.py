@@ -60,23 +60,11 @@ def bind(op: str, method: MethodDescriptor, document: Descriptor, key: str) -> B
         ]
 
     doc_name = document.full_name
-    if op in ("insert", "update"):
+    if op in ("insert", "update", "insert_many"):
+        many = op == "insert_many"
+        what = f"repeated {doc_name} field" if many else f"{doc_name} field"
         return BoundOperation(
-            op,
-            method,
-            document,
-            key,
-            one(documents(request, False), f"{doc_name} field", request),
-            None,
-        )
-    if op == "insert_many":
-        return BoundOperation(
-            op,
-            method,
-            document,
-            key,
-            one(documents(request, True), f"repeated {doc_name} field", request),
-            None,
+            op, method, document, key, one(documents(request, many), what, request), None
         )
     if op in ("delete", "get"):
         field = request.fields_by_name.get(key)
@@ -84,9 +72,7 @@ def bind(op: str, method: MethodDescriptor, document: Descriptor, key: str) -> B
             raise ShapeError(
                 f"{method.name} ({op}) needs a string field '{key}' in {request.full_name}"
             )
-        if op == "delete":
-            return BoundOperation(op, method, document, key, key, None)
-        if response.full_name == doc_name:
+        if op == "delete" or response.full_name == doc_name:  # get: the document itself
             return BoundOperation(op, method, document, key, key, None)
         return BoundOperation(
             op,

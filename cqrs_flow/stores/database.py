@@ -307,11 +307,6 @@ class Database:
                 self._reader_connections.append(connection)
         return work(connection)
 
-    def read_now(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """`work` on the writer's connection, in the calling thread, outside any write: for
-        opening, before anything else runs."""
-        return work(self._connection)
-
     # -- life -----------------------------------------------------------------------------------
 
     async def wait_failure(self) -> None:

@@ -92,10 +92,8 @@ class Costs:
             return 0
         if operation_name in operations:
             chosen = [operations[operation_name]]
-        elif len(operations) == 1:
+        else:  # its only operation; or the engine will refuse it, so count the dearest
             chosen = list(operations.values())
-        else:
-            chosen = list(operations.values())  # the engine will refuse it; count the dearest
         return max(self._evaluate(operation, variables or {}) for operation in chosen)
 
     def operation_type(self, query: str, operation_name: str | None = None) -> str | None:

@@ -71,6 +71,7 @@ _TOKEN = re.compile(
 # A lone surrogate: JSON may carry one (\ud800), Python keeps it, UTF-8 cannot encode it.
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _OPERATION_KEYWORDS = {"query", "mutation", "subscription"}
+_OPENING = {"{": "o", "(": "a", "[": "l"}  # the bracket kinds of check_query's stack
 
 
 class LimitExceeded(Refused):
@@ -416,7 +417,7 @@ def check_query(query: str, limits: Limits) -> None:
                     )
                 current.depth = max(current.depth, selection_depth)
         elif text in ("{", "(", "["):
-            stack.append({"{": "o", "(": "a", "[": "l"}[text])
+            stack.append(_OPENING[text])
             if text == "[":
                 lists.append(0)
         elif text in ("}", ")", "]") and stack:
