@@ -266,10 +266,6 @@ def gateway_plan(
         reader_service = protos.service(reader.service)
     except ProtoError:
         return None  # reported with the reader
-    store = topology.nodes.get(reader.store.node)
-    entity = (
-        store.document.rpartition(".")[2].lower() if isinstance(store, StoreNode) else ""
-    ) or "entity"
 
     def call(
         rpc: str,
@@ -395,7 +391,7 @@ def gateway_plan(
             exists,
             mutation.message,
             mutation.not_found,
-            entity,
+            planned.entity.lower() or "entity",
         )
     return plan
 

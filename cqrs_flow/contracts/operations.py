@@ -7,7 +7,7 @@ is one the store can serve. Carrying an operation out is cqrs_flow.stores.operat
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor
 
@@ -29,14 +29,23 @@ class BoundOperation:
     key: str
     request_field: str  # the document, documents, key, keys or count field of the request
     response_field: str | None  # read ops: the document(s) field; write ops: unused
+    entity: str = ""  # the name of the entity whose documents it is about
 
     @property
     def side(self) -> str:
         return "write" if self.op in WRITE_OPS else "read"
 
 
-def bind(op: str, method: MethodDescriptor, document: Descriptor, key: str) -> BoundOperation:
-    """Match `method`'s messages to `op`; ShapeError says what is missing."""
+def bind(
+    op: str, method: MethodDescriptor, document: Descriptor, key: str, entity: str = ""
+) -> BoundOperation:
+    """Match `method`'s messages to `op` on `entity`'s documents; ShapeError says what is
+    missing."""
+    bound = _bind(op, method, document, key)
+    return replace(bound, entity=entity or document.name)
+
+
+def _bind(op: str, method: MethodDescriptor, document: Descriptor, key: str) -> BoundOperation:
     request, response = method.input_type, method.output_type
     key_field = document.fields_by_name.get(key)
     if key_field is None or key_field.type != FieldDescriptor.TYPE_STRING or is_repeated(key_field):

@@ -9,6 +9,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from cqrs_flow.contracts import one_string
+from cqrs_flow.contracts.store import entity_of_rpc
 from cqrs_flow.errors import ProtoError
 from cqrs_flow.protobuf.compiler import ProtoSet
 from cqrs_flow.protobuf.messages import PathError, find_field, is_repeated, resolve_path
@@ -26,6 +27,7 @@ class CommandPlan:
     request: type[Message]
     key_path: str | None  # where the entity key is in the request; None: no per-entity order
     command_id_path: str | None  # where the command id goes; None: the request has no such field
+    entity: str = ""  # the entity it writes; commands keep their order per entity and key
 
 
 def command_plan(
@@ -62,12 +64,15 @@ def command_plan(
         except PathError as exc:
             report(("commands", name, "key"), str(exc))
             return None
-    else:
-        key_path = find_field(request, store.key)
+    entity = entity_of_rpc(topology, store, op, method)
+    if isinstance(entity, str):
+        return None  # reported with the store
+    if not command.key:
+        key_path = find_field(request, entity.key)
     id_field = request.fields_by_name.get(topology.command_id)  # any other kind: store_plan says
     id_path = topology.command_id if id_field is not None and one_string(id_field) else None
     return CommandPlan(
-        name, command.topic, command.rpc, protos.class_of(request), key_path, id_path
+        name, command.topic, command.rpc, protos.class_of(request), key_path, id_path, entity.name
     )
 
 

@@ -34,30 +34,41 @@ from cqrs_flow.topology.model import StoreNode, TlsServer, Topology
 from cqrs_flow.transport.rpc import Handler, service_handler, start_server
 from cqrs_flow.transport.tls import server_credentials
 
-__all__ = ["StoreService", "open_backend"]
+__all__ = ["StoreService", "open_backends"]
 
 
-async def open_backend(topology: Topology, node: StoreNode) -> DocumentStore:
-    """The node's backend, opened; NodeError (the node exits non-zero, and `up` restarts it by
-    its restart policy) if it cannot be: a MongoDB not reachable, a data directory in use."""
+async def open_backends(topology: Topology, node: StoreNode) -> dict[str, DocumentStore]:
+    """A backend per entity the node holds, opened (entity name -> backend); NodeError (the node
+    exits non-zero, and `up` restarts it by its restart policy) if one cannot be: a MongoDB not
+    reachable, a data directory in use. Closing each is the caller's job."""
+    entities = topology.entities_of(node)
+    opened: dict[str, DocumentStore] = {}
     try:
         if node.backend == "mongodb" and node.mongodb is not None:
             from cqrs_flow.stores.mongodb import MongoStore
 
             url = read_source(node.mongodb.url, topology, f"nodes.{node.name}.mongodb.url")
-            return await MongoStore.open(
-                url, node.mongodb.database, node.collection, last_writer_wins=node.last_writer_wins
-            )
-        if node.data is not None:
-            return await SqliteStore.open(
+            for entity in entities:
+                opened[entity.name] = await MongoStore.open(
+                    url,
+                    node.mongodb.database,
+                    entity.collection,
+                    last_writer_wins=node.last_writer_wins,
+                )
+        elif node.data is not None:
+            stores = await SqliteStore.open_many(
                 topology.root / node.data,
-                node.collection,
+                {e.collection: e.timestamp for e in entities},
                 last_writer_wins=node.last_writer_wins,
-                timestamp=node.timestamp,
             )
-        return MemoryStore(node.collection, node.last_writer_wins)
+            opened = {e.name: store for e, store in zip(entities, stores, strict=True)}
+        else:
+            opened = {e.name: MemoryStore(e.collection, node.last_writer_wins) for e in entities}
     except StoreError as exc:
+        for backend in opened.values():
+            await backend.close()
         raise NodeError(f"store {node.name}: {exc}") from None
+    return opened
 
 
 def _tls_note(tls: TlsServer | None) -> str:
@@ -71,13 +82,12 @@ class StoreService(NodeService):
 
     async def setup(self) -> None:
         plan = self.contract(store_plan)
-        self.backend: DocumentStore = await open_backend(self.topology, self.node)
+        self.backends = await open_backends(self.topology, self.node)
         # Released last: the servers stop accepting calls, those in flight finish, and only then
         # is the data dropped (a durable store has it on disk already).
-        self.resources.push_async_callback(self.backend.close)
-        self.spawn(self.backend.wait_failure(), "store backend")
-        self.document_class = self.protos.message_class(self.node.document)
-        self.entity = self.node.document.rpartition(".")[2].lower()
+        for name, backend in self.backends.items():
+            self.resources.push_async_callback(backend.close)
+            self.spawn(backend.wait_failure(), f"store backend of {name}")
         self.applied = AppliedCommands()
         check = CallerCheck(self.topology.callers_of(self.node.name), self.credentials)
         for side in ("write", "read"):
@@ -96,6 +106,10 @@ class StoreService(NodeService):
     def _handler(self, bound: BoundOperation) -> Handler:
         response_class = self.protos.class_of(bound.method.output_type)
         node = self.node
+        entity = self.topology.entities[bound.entity]
+        backend = self.backends[bound.entity]
+        document_class = self.protos.message_class(entity.document)
+        what = entity.name.lower()
         id_name = self.topology.command_id
         command_ids = bound.side == "write" and id_name in bound.method.input_type.fields_by_name
 
@@ -114,10 +128,10 @@ class StoreService(NodeService):
                 response = await apply_operation(
                     bound,
                     request,
-                    self.backend,
-                    self.document_class,
+                    backend,
+                    document_class,
                     response_class,
-                    node.timestamp,
+                    entity.timestamp,
                     node.list_limit,
                     command=command_id or None,
                 )
@@ -133,18 +147,18 @@ class StoreService(NodeService):
                 self.log.info(
                     "command %s on %s %s: not applied (it %s)",
                     command_id,
-                    self.entity,
+                    what,
                     stale.key,
                     why,
                 )
                 return stale.response
             except NotFound as exc:
                 await context.abort(
-                    grpc.StatusCode.NOT_FOUND, f"no {self.entity} with {node.key} '{exc}'"
+                    grpc.StatusCode.NOT_FOUND, f"no {what} with {entity.key} '{exc}'"
                 )
             except DuplicateKey as exc:
                 await context.abort(
-                    grpc.StatusCode.ALREADY_EXISTS, f"{self.entity} '{exc}' exists already"
+                    grpc.StatusCode.ALREADY_EXISTS, f"{what} '{exc}' exists already"
                 )
             except (InvalidRequest, InvalidDocument) as exc:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))

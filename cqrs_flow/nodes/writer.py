@@ -267,7 +267,8 @@ class WriterService(NodeService):
             else:
                 self._set_aside(topic, payload, plan, command_id, key, reason, "not applied")
 
-        await self.lanes.run(key, due, apply)
+        # One lane per entity and key: commands on different entities never wait on each other.
+        await self.lanes.run(f"{plan.entity}/{key}" if key else "", due, apply)
         return PUBACK_SUCCESS
 
     async def _apply(self, plan: CommandPlan, command: Message, key: str) -> str | None:

@@ -26,7 +26,7 @@ from google.protobuf.message import Message
 from cqrs_flow.errors import ProtoError
 from cqrs_flow.topology.problems import did_you_mean
 
-__all__ = ["ProtoSet", "cache_dir", "compile_protos"]
+__all__ = ["DOCUMENTS_SERVICE", "ProtoSet", "cache_dir", "compile_protos"]
 
 
 def cache_dir() -> Path:
@@ -102,10 +102,17 @@ class ProtoSet:
         return [s.full_name for f in self._files() for s in f.services_by_name.values()]
 
 
+# The protos of cqrs-flow itself (the document service), compiled with every topology's.
+OWN_PROTOS = Path(__file__).parent / "proto"
+DOCUMENTS_PROTO = OWN_PROTOS / "cqrs_flow" / "documents.proto"
+DOCUMENTS_SERVICE = "cqrs_flow.Documents"
+
+
 def compile_protos(files: list[Path], root: Path, cache: Path | None = None) -> ProtoSet:
-    """Compile `files` (relative to `root`) unless the cache has them; return the loaded set."""
-    files = [root / f for f in files]
-    includes = list(dict.fromkeys(f.parent.resolve() for f in files))
+    """Compile `files` (relative to `root`) and cqrs-flow's own protos unless the cache has them;
+    return the loaded set."""
+    files = [root / f for f in files] + [DOCUMENTS_PROTO]
+    includes = list(dict.fromkeys(f.parent.resolve() for f in files[:-1])) + [OWN_PROTOS]
     target = (cache or cache_dir()) / "protos" / f"{_fingerprint(files, includes)}.pb"
     if not target.exists():
         _run_protoc(files, includes, target)

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "BadPosition",
+    "Condition",
     "DocumentStore",
     "DuplicateKey",
+    "Find",
     "InvalidDocument",
     "NotFound",
+    "NotIndexed",
+    "Page",
     "StaleCommand",
     "StoreError",
 ]
@@ -41,6 +48,58 @@ class StaleCommand(StoreError):
     def __init__(self, key: str, last: str) -> None:
         super().__init__(key)
         self.key, self.last = key, last
+
+
+class NotIndexed(StoreError):
+    """A find that filters or orders on a field that is not indexed; the message names the
+    indexed ones (a find is never a full scan in disguise)."""
+
+
+class BadPosition(StoreError):
+    """An `after` or `before` position this collection did not give for this order."""
+
+
+@dataclass(frozen=True)
+class Condition:
+    """`field op values`: op is one of spec.FILTER_OPS (eq, in, gt, gte, lt, lte, prefix); `values`
+    holds one value, or several for `in`. Values compare as the documents hold them (to_document):
+    numbers, strings, booleans, enums by name."""
+
+    field: str
+    op: str
+    values: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Find:
+    """What a find asks: the documents with `keys` (in any order; missing keys left out, paging
+    ignored), or those matching every condition of `where`, in the order of `order_by` (an
+    indexed field, ties broken by insertion order; None: insertion order), paged as a Relay
+    connection: after the position `after` and before `before`, the `first` of them, or the
+    `last`. `total`: count every document `where` matches, too."""
+
+    keys: tuple[str, ...] | None = None
+    where: tuple[Condition, ...] = ()
+    order_by: str | None = None
+    descending: bool = False
+    first: int | None = None
+    after: bytes | None = None
+    last: int | None = None
+    before: bytes | None = None
+    total: bool = False
+
+
+@dataclass
+class Page:
+    """A find's answer: the documents in order, each with its position (for after/before, stable
+    while documents come and go), whether there are more after the last and before the first
+    (within after/before and where), and the total when asked."""
+
+    documents: builtins.list[Document] = field(default_factory=builtins.list)
+    positions: builtins.list[bytes] = field(default_factory=builtins.list)
+    has_next: bool = False
+    has_previous: bool = False
+    total: int | None = None
 
 
 class DocumentStore(ABC):
@@ -83,6 +142,14 @@ class DocumentStore(ABC):
     @abstractmethod
     async def list(self, count: int) -> list[Document]:
         """Up to `count` documents, oldest first."""
+
+    async def find(self, query: Find) -> Page:
+        """The page `query` asks for; NotIndexed, BadPosition as said there."""
+        raise NotImplementedError
+
+    async def find_many(self, queries: builtins.list[Find]) -> builtins.list[Page]:
+        """A page per query, in order (a backend may answer them all from one snapshot)."""
+        return [await self.find(query) for query in queries]
 
     async def wait_failure(self) -> None:
         """Raise the error that leaves the backend unable to serve (its disk failed, say);

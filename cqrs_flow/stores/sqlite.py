@@ -125,28 +125,63 @@ class SqliteStore(DocumentStore):
         change_log: bool = False,
         group_commit: bool = True,
     ) -> SqliteStore:
+        """The store of one collection in `directory` (see open_many)."""
+        (store,) = await cls.open_many(
+            directory,
+            {collection: timestamp},
+            last_writer_wins=last_writer_wins,
+            change_log=change_log,
+            group_commit=group_commit,
+        )
+        return store
+
+    @classmethod
+    async def open_many(
+        cls,
+        directory: str | Path,
+        collections: dict[str, str | None],
+        *,
+        last_writer_wins: bool = False,
+        change_log: bool = False,
+        group_commit: bool = True,
+    ) -> builtins.list[SqliteStore]:
+        """A store per collection (name -> its timestamp field), all in the one database of
+        `directory`: they share its writer, so one transaction may hold writes to several, and
+        closing one closes the database."""
         from cqrs_flow.stores.legacy import migrate_if_needed
 
         started = time.monotonic()
         directory = Path(directory)
+        names = builtins.list(collections)
+
+        def create(connection: sqlite3.Connection) -> None:
+            for name in names:
+                schema(name)(connection)
+
         database = await Database.open(
-            directory, DATABASE, "store", schema(collection), group_commit=group_commit
+            directory, DATABASE, "store", create, group_commit=group_commit
         )
-        store = cls(database, collection, last_writer_wins, timestamp, change_log)
+        stores = [
+            cls(database, name, last_writer_wins, stamp, change_log)
+            for name, stamp in collections.items()
+        ]
         try:
-            await migrate_if_needed(store)
-            count = await store.database.read(store._count_and_last_seq)
+            if len(stores) == 1:  # data directories before SQLite held one collection
+                await migrate_if_needed(stores[0])
+            counts = [await database.read(store._count_and_last_seq) for store in stores]
         except BaseException:
             await database.close()
             raise
         log.info(
-            "data in %s: %d documents (SQLite, %s) in %.2fs",
+            "data in %s: %s (SQLite, %s) in %.2fs",
             directory,
-            count,
+            ", ".join(
+                f"{n} documents in {s.collection}" for n, s in zip(counts, stores, strict=True)
+            ),
             DATABASE,
             time.monotonic() - started,
         )
-        return store
+        return stores
 
     def _count_and_last_seq(self, connection: sqlite3.Connection) -> int:
         (count, last) = connection.execute(

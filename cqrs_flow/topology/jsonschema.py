@@ -86,6 +86,8 @@ def _section(section: spec.Section, path: KeyPath, kind_const: str | None = None
     if required:
         mapping["required"] = required
     mapping["additionalProperties"] = False
+    if section.one_of:  # exactly one of these keys
+        mapping["oneOf"] = [{"required": [key]} for key in section.one_of]
     if section.shorthand is None:
         return mapping
     # A bare value stands for the shorthand key: `listContacts: ListContacts`.
@@ -160,6 +162,11 @@ _SCALARS: dict[str, Callable[[], Schema]] = {
     "full_name": lambda: _pattern("_FULL_NAME"),
     "field_path": lambda: _pattern("_FIELD_PATH"),
     "boolean": lambda: {"type": "boolean"},
+    "store_operation": lambda: {
+        "type": "string",
+        "pattern": rf"^([A-Za-z_][A-Za-z0-9_-]*\.)?({'|'.join(spec.STORE_OPS)})$",
+        "examples": ["insert", "Book.delete"],
+    },
     "positive_int": lambda: {"type": "integer", "minimum": 1},
     "parse_duration": lambda: {
         "anyOf": [

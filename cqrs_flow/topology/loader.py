@@ -13,6 +13,7 @@ from cqrs_flow.topology.model import (
     BrokerNode,
     Command,
     Endpoint,
+    Entity,
     GatewayNode,
     Limits,
     MongoSettings,
@@ -24,6 +25,7 @@ from cqrs_flow.topology.model import (
     Query,
     Rate,
     ReaderNode,
+    Relation,
     SecretSource,
     Service,
     StoreNode,
@@ -87,12 +89,15 @@ def _build(data: dict[str, Any], path: Path, located: LocatedData) -> Topology:
         for name, c in (data.get("commands") or {}).items()
     }
     nodes = {name: _node(name, raw) for name, raw in (data.get("nodes") or {}).items()}
+    entities = {name: _entity(name, raw) for name, raw in (data.get("entities") or {}).items()}
+    _store_entities(nodes, entities, data.get("nodes") or {})
     return Topology(
         name=data["name"],
         source=path,
         protos=tuple(Path(p) for p in data.get("proto") or ()),
         commands=frozen_map(commands),
         nodes=frozen_map(nodes),
+        entities=frozen_map(entities),
         command_id=data["command_id"],
         status=data.get("status_topic"),
         secret=_secret(data.get("secret")),
@@ -102,6 +107,48 @@ def _build(data: dict[str, Any], path: Path, located: LocatedData) -> Topology:
         stop_timeout=data["stop_timeout"],
         located=located,
     )
+
+
+def _entity(name: str, raw: dict[str, Any]) -> Entity:
+    return Entity(
+        name=name,
+        document=raw.get("document") or "",
+        collection=raw.get("collection") or name.lower(),
+        key=raw["key"],
+        timestamp=raw.get("timestamp"),
+        indexes=tuple(raw.get("indexes") or ()),
+        relations=frozen_map(
+            {
+                field: Relation(field, r.get("entity") or "", r.get("key"), r.get("by"))
+                for field, r in (raw.get("relations") or {}).items()
+            }
+        ),
+    )
+
+
+def _store_entities(
+    nodes: dict[str, Node], entities: dict[str, Entity], raw_nodes: dict[str, Any]
+) -> None:
+    """Give each store node its entities: a store that describes its one entity itself
+    (`document:`, the form of one-entity topologies) adds that entity, named after its message."""
+    stores = [n for n in nodes.values() if isinstance(n, StoreNode)]
+    for store in stores:
+        raw = raw_nodes.get(store.name) or {}
+        if store.entities or not raw.get("document"):
+            continue
+        name = raw["document"].rpartition(".")[2] or store.name
+        if name in entities:
+            name = f"{name}_{store.name}"
+        entities[name] = Entity(
+            name=name,
+            document=raw["document"],
+            collection=raw.get("collection") or store.name,
+            key=raw["key"],
+            timestamp=raw.get("timestamp"),
+            indexes=tuple(raw.get("indexes") or ()),
+            where=("nodes", store.name),
+        )
+        nodes[store.name] = replace(store, entities=(name,))
 
 
 def _path(value: str | None) -> Path | None:
@@ -208,10 +255,7 @@ def _kind_node(name: str, kind: str | None, raw: dict[str, Any]) -> Node:
     if kind == "store":
         return StoreNode(
             name=name,
-            document=raw.get("document") or "",
-            collection=raw.get("collection") or name,
-            key=raw["key"],
-            timestamp=raw.get("timestamp"),
+            entities=tuple(raw.get("entities") or ()),
             list_limit=raw["list_limit"],
             data=Path(raw["data"]) if raw.get("data") else None,
             last_writer_wins=raw["last_writer_wins"],
@@ -258,12 +302,14 @@ def _kind_node(name: str, kind: str | None, raw: dict[str, Any]) -> Node:
                 {
                     field: Query(
                         field=field,
-                        rpc=q["rpc"],
+                        rpc=q.get("rpc") or "",
                         arguments=frozen_map(q.get("arguments")),
                         result=q.get("result"),
+                        list=q.get("list"),
+                        get=q.get("get"),
                     )
                     for field, q in (raw.get("queries") or {}).items()
-                    if q.get("rpc")
+                    if q.get("rpc") or q.get("list") or q.get("get")
                 }
             ),
             mutations=frozen_map(

@@ -22,6 +22,7 @@ __all__ = [
     "BrokerNode",
     "Command",
     "Endpoint",
+    "Entity",
     "GatewayNode",
     "MongoSettings",
     "MqttClient",
@@ -31,6 +32,7 @@ __all__ = [
     "PluginRef",
     "Query",
     "ReaderNode",
+    "Relation",
     "SecretSource",
     "Service",
     "StoreNode",
@@ -39,6 +41,7 @@ __all__ = [
     "Topology",
     "WriterNode",
     "frozen_map",
+    "store_operation",
 ]
 
 
@@ -94,6 +97,51 @@ class Command:
 
 
 @dataclass(frozen=True)
+class Relation:
+    """A GraphQL field of an entity that leads to another entity: to one by `key` (a field of
+    this entity's documents holding the other's key), to many by `by` (a field of the other
+    entity's documents holding this one's key). One of the two is set (checks.py says so)."""
+
+    name: str
+    entity: str
+    key: str | None = None
+    by: str | None = None
+
+    @property
+    def many(self) -> bool:
+        return self.by is not None
+
+
+@dataclass(frozen=True)
+class Entity:
+    """A document type of the system: its protobuf message, where its documents are kept, its key
+    and timestamp fields, the fields list queries may filter and order on, and its relations.
+    Its name is its GraphQL type's name."""
+
+    name: str
+    document: str
+    collection: str
+    key: str = _default(spec.ENTITY, "key")
+    timestamp: str | None = None
+    indexes: tuple[str, ...] = ()
+    relations: Mapping[str, Relation] = dataclasses.field(default_factory=frozen_map)
+    # Where it is written: ('entities', name), or ('nodes', store) for a store of one entity
+    # that describes it itself (`document:`); problems are reported there.
+    where: tuple[str, ...] = dataclasses.field(default=(), compare=False)
+
+    @property
+    def path(self) -> tuple[str, ...]:
+        return self.where or ("entities", self.name)
+
+
+def store_operation(value: str) -> tuple[str | None, str]:
+    """'Book.delete' -> ('Book', 'delete'); 'delete' -> (None, 'delete'): the entity an RPC's
+    operation names, if it names one (spec.store_operation checked the form)."""
+    entity, _, op = value.rpartition(".")
+    return entity or None, op
+
+
+@dataclass(frozen=True)
 class TlsServer:
     """TLS of a gRPC endpoint; paths are relative to the topology file."""
 
@@ -124,12 +172,15 @@ class Service:
 
 @dataclass(frozen=True)
 class Query:
-    """A GraphQL query field answered by a reader RPC."""
+    """A GraphQL query field answered by a reader RPC (`rpc`), or by the reader's document
+    service: a connection over an entity's documents (`list`), one document by key (`get`)."""
 
     field: str
-    rpc: str
+    rpc: str = ""
     arguments: Mapping[str, str] = dataclasses.field(default_factory=frozen_map)
     result: str | None = None
+    list: str | None = None
+    get: str | None = None
 
 
 @dataclass(frozen=True)
@@ -257,10 +308,7 @@ class BrokerNode(Node):
 @dataclass(frozen=True)
 class StoreNode(Node):
     kind: str = "store"
-    document: str = ""
-    collection: str = ""
-    key: str = _default(spec.STORE, "key")
-    timestamp: str | None = None
+    entities: tuple[str, ...] = ()  # the names of the entities it holds (Topology.entities)
     list_limit: int = _default(spec.STORE, "list_limit")
     data: Path | None = None  # directory of the durable store, relative to the topology file
     last_writer_wins: bool = _default(spec.STORE, "last_writer_wins")
@@ -343,6 +391,7 @@ class Limits:
     fields: int = _default(spec.LIMITS, "fields")
     aliases: int = _default(spec.LIMITS, "aliases")
     list_count: int | None = None  # None: see Topology.list_count
+    page_size: int = _default(spec.LIMITS, "page_size")
     list_length: int = _default(spec.LIMITS, "list_length")
     string_length: int = _default(spec.LIMITS, "string_length")
     in_flight: int = _default(spec.LIMITS, "in_flight")
@@ -403,6 +452,7 @@ class Topology:
     protos: tuple[Path, ...]
     commands: Mapping[str, Command]
     nodes: Mapping[str, Node]
+    entities: Mapping[str, Entity] = dataclasses.field(default_factory=frozen_map)
     command_id: str = _default(spec.TOPOLOGY, "command_id")
     status: str | None = None  # as written; see status_topic
     secret: SecretSource | None = None
@@ -454,6 +504,19 @@ class Topology:
 
     def writers_of(self, command: str) -> list[WriterNode]:
         return [w for w in self.nodes_of(WriterNode) if command in self.commands_of(w)]
+
+    def entities_of(self, store: StoreNode) -> list[Entity]:
+        """The entities a store holds, in the order it names them (unknown names: reported by
+        checks.py, left out here)."""
+        return [self.entities[name] for name in store.entities if name in self.entities]
+
+    def store_holding(self, entity: str) -> StoreNode | None:
+        """The store node that holds an entity's documents."""
+        return next((s for s in self.nodes_of(StoreNode) if entity in s.entities), None)
+
+    def entity_of_document(self, document: str) -> Entity | None:
+        """The entity whose documents are `document` messages (full protobuf name)."""
+        return next((e for e in self.entities.values() if e.document == document), None)
 
     def store_of(self, endpoint: Endpoint) -> StoreNode:
         node = self.nodes[endpoint.node]

@@ -280,6 +280,7 @@ class Section:
     shorthand: str | None = None
     doc: str = ""
     filled: bool = False  # left out, it stands for its defaults (else: None)
+    one_of: tuple[str, ...] = ()  # keys of which exactly one must be given
 
 
 @dataclass(frozen=True)
@@ -309,6 +310,22 @@ class ByKind:
 WRITE_OPS = ("insert", "update", "delete", "insert_many", "delete_many")
 READ_OPS = ("get", "list")
 STORE_OPS = WRITE_OPS + READ_OPS
+# What a list query may ask of an indexed field (`where: {year: {gte: 1990}}`).
+FILTER_OPS = ("eq", "in", "gt", "gte", "lt", "lte", "prefix")
+
+
+def store_operation(value: Any) -> str:
+    """An RPC's store operation: 'insert', or 'Book.insert' to name the entity it is about (needed
+    when the store holds several entities and the RPC's messages do not say which)."""
+    entity, _, op = value.rpartition(".") if isinstance(value, str) else ("", "", value)
+    if op not in STORE_OPS or (entity and not _NAME.fullmatch(entity)):
+        hint = did_you_mean(op, STORE_OPS) if isinstance(op, str) else ""
+        raise Invalid(
+            f"expected a store operation ({', '.join(STORE_OPS)}), or '<Entity>.<operation>' "
+            f"such as Book.delete, got {_show(value)}{hint}"
+        )
+    return str(value)
+
 
 TLS = Section(
     {
@@ -357,9 +374,10 @@ SERVICE = Section(
         ),
         "listen": Field(parse_address, required=True, doc="host:port the service listens on"),
         "rpcs": Field(
-            MapOf(one_of(*STORE_OPS), key=full_name),
+            MapOf(store_operation, key=full_name),
             required=True,
-            doc="RPC name -> store operation",
+            doc="RPC name -> store operation, or <Entity>.<operation> where the store holds "
+            "several entities and the RPC's messages do not say which (a delete takes only a key)",
         ),
         "tls": Field(TLS, doc="serve over TLS (default: plain-text gRPC, for loopback only)"),
     }
@@ -375,13 +393,23 @@ COMMAND = Section(
 
 QUERY = Section(
     {
-        "rpc": Field(full_name, required=True, doc="reader RPC that answers the query"),
+        "rpc": Field(full_name, doc="reader RPC that answers the query"),
+        "list": Field(
+            name,
+            doc="an entity: the query is a Relay connection over its documents, paged with "
+            "first/after and last/before, filtered with 'where' and ordered with 'orderBy' on "
+            "the entity's indexes (instead of 'rpc')",
+        ),
+        "get": Field(
+            name, doc="an entity: the query returns the document whose key is its argument"
+        ),
         "arguments": Field(
             MapOf(field_path), default={}, doc="GraphQL argument -> request field path"
         ),
         "result": Field(field_path, doc="response field returned as the query's value"),
     },
     shorthand="rpc",
+    one_of=("rpc", "list", "get"),
 )
 
 MUTATION = Section(
@@ -395,7 +423,11 @@ MUTATION = Section(
             default={},
             doc="request field path -> generated value",
         ),
-        "exists": Field(full_name, doc="reader RPC asked first; NOT_FOUND answers ERROR"),
+        "exists": Field(
+            full_name,
+            doc="reader RPC, or an entity, asked first for the mutation's key; NOT_FOUND "
+            "answers ERROR",
+        ),
         "message": Field(string, default="Queued", doc="message of an OK answer"),
         "not_found": Field(
             string,
@@ -504,16 +536,67 @@ MONGODB = Section(
     }
 )
 
+RELATION = Section(
+    {
+        "entity": Field(name, required=True, doc="the related entity"),
+        "key": Field(
+            name,
+            doc="to one: the field of this entity's documents that holds the related "
+            "document's key (book.author from author_id)",
+        ),
+        "by": Field(
+            name,
+            doc="to many: the field of the related entity's documents that holds this "
+            "document's key (author.books by author_id); the GraphQL field is a connection",
+        ),
+    }
+)
+
+ENTITY = Section(
+    {
+        "document": Field(
+            full_name, required=True, doc="protobuf message type of the entity's documents"
+        ),
+        "collection": Field(name, doc="collection (table) name (default: the entity's name)"),
+        "key": Field(name, default="id", doc="document field that is the primary key"),
+        "timestamp": Field(name, doc="document field set to RFC 3339 time on every write"),
+        "indexes": Field(
+            ListOf(name),
+            default=(),
+            doc="document fields list queries may filter and order on; each is an index in "
+            "every backend, created at start",
+        ),
+        "relations": Field(
+            MapOf(RELATION, key=name),
+            default={},
+            doc="GraphQL field -> the entity it leads to: to one by 'key', to many by 'by'",
+        ),
+    }
+)
+
 STORE = Section(
     {
         "kind": Field(string, required=True),
         **RESTART,
-        "document": Field(
-            full_name, required=True, doc="protobuf message type of the stored documents"
+        "entities": Field(
+            ListOf(name),
+            doc="the entities whose documents it holds",
         ),
-        "collection": Field(name, doc="collection name (default: the node name)"),
-        "key": Field(name, default="id", doc="document field that is the primary key"),
-        "timestamp": Field(name, doc="document field set to RFC 3339 time on every write"),
+        "document": Field(
+            full_name,
+            doc="a store of one entity may describe it here instead of under 'entities': "
+            "protobuf message type of the stored documents",
+        ),
+        "collection": Field(name, doc="with 'document': collection name (default: the node name)"),
+        "key": Field(
+            name, default="id", doc="with 'document': document field that is the primary key"
+        ),
+        "timestamp": Field(
+            name, doc="with 'document': document field set to RFC 3339 time on every write"
+        ),
+        "indexes": Field(
+            ListOf(name), default=(), doc="with 'document': the fields list queries filter on"
+        ),
         "list_limit": Field(positive_int, default=1000, doc="most documents one list call returns"),
         "data": Field(
             string,
@@ -542,7 +625,8 @@ STORE = Section(
         "mongodb": Field(MONGODB, doc="the MongoDB backend's settings (with backend: mongodb)"),
         "write": Field(SERVICE, required=True, doc="the write service"),
         "read": Field(SERVICE, required=True, doc="the read service"),
-    }
+    },
+    one_of=("entities", "document"),
 )
 
 READER = Section(
@@ -653,7 +737,14 @@ LIMITS = Section(
         "list_count": Field(
             positive_int,
             doc="largest whole-number argument (such as `count`) of a query that returns a "
-            "list (default: the list_limit of the store the gateway's reader reads)",
+            "list (default: the list_limit of the store the gateway's reader reads); a "
+            "connection's first and last too",
+        ),
+        "page_size": Field(
+            positive_int,
+            default=100,
+            doc="how many documents a connection returns when the query gives neither "
+            "first nor last",
         ),
         "list_length": Field(
             positive_int, default=1000, doc="most items in one list argument or variable"
@@ -819,6 +910,11 @@ TOPOLOGY = Section(
         "commands": Field(
             MapOf(COMMAND, key=name), required=True, doc="command name -> topic and RPC"
         ),
+        "entities": Field(
+            MapOf(ENTITY, key=name),
+            default={},
+            doc="entity (its GraphQL type name) -> its documents, key, indexes and relations",
+        ),
         "nodes": Field(MapOf(ByKind(NODE_KINDS), key=name), required=True),
         "command_id": Field(
             name,
@@ -904,6 +1000,17 @@ class _Checker:
                     path + (key,),
                     f"unknown key{hint or '; expected one of ' + ', '.join(section.fields)}",
                 )
+        given = [key for key in section.one_of if key in value]
+        if section.one_of and len(given) != 1:
+            keys = " or ".join(f"'{k}'" for k in section.one_of)
+            first = section.fields[section.one_of[0]]
+            self.report(
+                path,
+                f"give only one of {keys}"
+                if given
+                else f"missing a required key: '{section.one_of[0]}' ({first.doc}) or "
+                + " or ".join(f"'{k}'" for k in section.one_of[1:]),
+            )
         for key, spec in section.fields.items():
             if key in value:
                 checked = self.value(spec.type, value[key], path + (key,))

@@ -197,7 +197,7 @@ def build(topology: Topology, name: str, protos: ProtoSet) -> runtime.NodeServic
 # -- the store ----------------------------------------------------------------------------------
 
 STORE_STEPS = {
-    "backend": (store_node, "open_backend", 1, False),
+    "backend": (store_node, "open_backends", 1, False),
     "backend watched": (runtime.NodeService, "spawn", 1, True),
     "write server": (store_node, "start_server", 1, False),
     "write server health": (health_aio.HealthServicer, "set", 1, False),
@@ -223,7 +223,8 @@ def test_a_store_that_fails_to_start_releases_what_it_opened(
     probe.all_released()
 
     async def reopen() -> None:  # the data directory's lock is free again: the backend is closed
-        await (await SqliteStore.open(tmp_path / "data", store.collection)).close()
+        collection = topology.entities_of(store)[0].collection
+        await (await SqliteStore.open(tmp_path / "data", collection)).close()
 
     asyncio.run(reopen())
 
@@ -232,20 +233,21 @@ def test_a_store_releases_in_reverse_order(system, shipped_protos, monkeypatch):
     """The servers stop before the backend closes: a call in flight still has its data."""
     service = build(system({"nodes.store.data": "data"}), "store", shipped_protos)
     order: list[str] = []
-    real_open = store_node.open_backend
+    real_open = store_node.open_backends
 
-    async def open_backend(*args: Any) -> Any:
-        backend = await real_open(*args)
-        real_close = backend.close
+    async def open_backends(*args: Any) -> Any:
+        backends = await real_open(*args)
+        for backend in backends.values():
+            real_close = backend.close
 
-        async def close() -> None:
-            order.append("backend")
-            await real_close()
+            async def close(real_close: Any = real_close) -> None:
+                order.append("backend")
+                await real_close()
 
-        backend.close = close
-        return backend
+            backend.close = close
+        return backends
 
-    monkeypatch.setattr(store_node, "open_backend", open_backend)
+    monkeypatch.setattr(store_node, "open_backends", open_backends)
     real_start = store_node.start_server
 
     async def start_server(listen: Address, *args: Any) -> Any:

@@ -14,7 +14,7 @@ import pytest
 
 from cqrs_flow.contracts.ordering import CommandClock, supersedes
 from cqrs_flow.errors import NodeError
-from cqrs_flow.nodes.store import open_backend
+from cqrs_flow.nodes.store import open_backends
 from cqrs_flow.security.sources import read_source
 from cqrs_flow.stores.base import (
     DuplicateKey,
@@ -417,7 +417,7 @@ def test_a_store_node_without_its_mongodb_does_not_start(edit, parse, monkeypatc
     with pytest.raises(
         NodeError, match=re.escape("nodes.store.mongodb.url is read from the environment variable")
     ):
-        run(open_backend(topology, node))
+        run(open_backends(topology, node))
     monkeypatch.setenv(
         "CONTACTS_MONGODB_URL", f"mongodb://127.0.0.1:{free_port()}/?serverSelectionTimeoutMS=200"
     )
@@ -425,7 +425,7 @@ def test_a_store_node_without_its_mongodb_does_not_start(edit, parse, monkeypatc
         NodeError,
         match=re.escape("store store: MongoDB could not be reached at mongodb://127.0.0.1"),
     ):
-        run(open_backend(topology, node))
+        run(open_backends(topology, node))
 
 
 def test_a_collection_with_a_collation_of_its_own_is_refused():

@@ -15,6 +15,7 @@ from cqrs_flow.topology.model import (
     BrokerNode,
     Command,
     Endpoint,
+    Entity,
     GatewayNode,
     Mutation,
     ReaderNode,
@@ -354,7 +355,7 @@ def test_a_directory_is_not_a_schema_file(edit, problems_of):
 
 
 def test_check_wiring_on_a_hand_built_topology_without_problems():
-    store = StoreNode("s", document="x.D")
+    store = StoreNode("s", entities=("D",))
     nodes = {
         "b": BrokerNode("b"),
         "s": store,
@@ -369,7 +370,8 @@ def test_check_wiring_on_a_hand_built_topology_without_problems():
         ),
     }
     commands = frozen_map({"c": Command("c", topic="T/C", rpc="Add")})
-    topology = Topology("t", Path("/nowhere/t.yaml"), (), commands, frozen_map(nodes))
+    entities = frozen_map({"D": Entity("D", document="x.D", collection="d")})
+    topology = Topology("t", Path("/nowhere/t.yaml"), (), commands, frozen_map(nodes), entities)
     assert check_wiring(topology) == []
 
 

@@ -54,12 +54,15 @@ def test_shipped_topology_loads(shipped):
 def test_shipped_store(shipped):
     store = shipped.nodes["store"]
     assert isinstance(store, StoreNode)
-    assert (store.document, store.collection, store.key, store.timestamp) == (
+    assert store.entities == ("Contact",)
+    contact = shipped.entities["Contact"]
+    assert (contact.document, contact.collection, contact.key, contact.timestamp) == (
         "contacts.Contact",
         "contacts",
         "id",
         "last_updated",
     )
+    assert contact.path == ("nodes", "store")  # described by the store itself
     assert store.list_limit == 1000
     assert store.write.name == "contacts.ContactWriteService"
     assert store.write.listen == Address("127.0.0.1", 50051)
@@ -125,7 +128,8 @@ def test_defaults_are_filled_in(edit, parse):
     assert topology.stop_timeout == 5.0
     assert topology.nodes["broker"].listen == Address("127.0.0.1", 1883)
     store = topology.nodes["store"]
-    assert (store.collection, store.key, store.timestamp, store.list_limit) == (
+    contact = topology.entities["Contact"]
+    assert (contact.collection, contact.key, contact.timestamp, store.list_limit) == (
         "store",
         "id",
         None,
@@ -233,7 +237,8 @@ def test_missing_required_keys(edit, problems_of):
     assert store.line == line_of(text, "  store:")
     assert (
         store.message
-        == "missing required key 'document' (protobuf message type of the stored documents)"
+        == "missing a required key: 'entities' (the entities whose documents it holds) or "
+        "'document'"
     )
     reader = only(problems, "nodes.reader")
     assert reader.line == line_of(text, "  reader:")
@@ -286,9 +291,9 @@ def test_missing_top_level_keys(problems_of):
             "AddContact: insrt",
             "nodes.store.write.rpcs.AddContact",
             "insrt",
-            "expected one of insert, update, delete, insert_many, delete_many, get, list, got "
-            "'insrt'; "
-            "did you mean 'insert'?",
+            "expected a store operation (insert, update, delete, insert_many, delete_many, get, "
+            "list), or '<Entity>.<operation>' such as Book.delete, got 'insrt'; did you mean "
+            "'insert'?",
         ),
         (
             "store: store.read",

@@ -19,7 +19,9 @@ def test_a_key_left_out_of_the_file_is_the_model_default(shipped):
     for name, node in shipped.nodes.items():
         defaults = _defaults(node)
         for key in spec.NODE_KINDS[node.kind].fields:
-            if key not in data["nodes"][name] and key in defaults:
+            # a store that describes its one entity itself (`document:`) names it in `entities`
+            derived = key == "entities" and "document" in data["nodes"][name]
+            if key not in data["nodes"][name] and key in defaults and not derived:
                 assert getattr(node, key) == defaults[key], (name, key)
                 checked.append(key)
     for key, value in _defaults(shipped).items():
