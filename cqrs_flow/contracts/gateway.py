@@ -12,6 +12,12 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from cqrs_flow.contracts import proto_type
+from cqrs_flow.contracts.documents import (
+    DocumentPlans,
+    EntityView,
+    document_plans,
+    misfits_of_written_types,
+)
 from cqrs_flow.contracts.sdl import Schema, SchemaField, TypeRef, parse_schema
 from cqrs_flow.contracts.writer import command_plan
 from cqrs_flow.errors import ProjectFileError, ProtoError
@@ -61,13 +67,15 @@ class MutationPlan:
     message: str
     not_found: str
     entity: str
+    exists_entity: EntityView | None = None  # `exists: <Entity>`: looked up by the key
 
 
 @dataclass(frozen=True)
 class GatewayPlan:
-    schema: Schema
+    schema: Schema  # as the engine serves it: the file's, and what documents.extras added
     queries: dict[str, QueryPlan] = field(default_factory=dict)
     mutations: dict[str, MutationPlan] = field(default_factory=dict)
+    documents: DocumentPlans = field(default_factory=DocumentPlans)
 
 
 _FLOATS = (FieldDescriptor.TYPE_FLOAT, FieldDescriptor.TYPE_DOUBLE)
@@ -140,13 +148,20 @@ def _input_misfits(
 
 
 def _result_misfits(
-    type_name: str, message: Descriptor, schema: Schema, seen: frozenset[str] = frozenset()
+    type_name: str,
+    message: Descriptor,
+    schema: Schema,
+    relations: dict[str, set[str]],
+    seen: frozenset[str] = frozenset(),
 ) -> Iterator[str]:
     """Why the GraphQL object type `type_name` cannot show `message` as to_data gives it: the
-    gateway answers with proto field names, enums by value name, messages as nested objects."""
+    gateway answers with proto field names, enums by value name, messages as nested objects.
+    Fields that are relations (`relations`: type -> fields) are answered by the gateway."""
     if type_name in seen:
         return
     for name, ref in schema.fields_of(type_name).items():
+        if name in relations.get(type_name, ()):
+            continue
         field = message.fields_by_name.get(name)
         if field is None:
             yield (
@@ -161,7 +176,9 @@ def _result_misfits(
             if field.message_type is None:
                 yield f"{where} is an object type but {field.full_name} is {proto_type(field)}"
             else:
-                yield from _result_misfits(ref.base, field.message_type, schema, seen | {type_name})
+                yield from _result_misfits(
+                    ref.base, field.message_type, schema, relations, seen | {type_name}
+                )
         elif ref.base in schema.enums:
             if field.enum_type is not None:
                 missing = [
@@ -266,6 +283,15 @@ def gateway_plan(
         reader_service = protos.service(reader.service)
     except ProtoError:
         return None  # reported with the reader
+    documents = document_plans(topology, gateway, schema, protos, report)
+    for misfit in misfits_of_written_types(documents, schema):
+        report(base + ("schema",), f"{gateway.schema}: {misfit}")
+    if documents.extras:
+        try:
+            schema = parse_schema(schema.text + documents.extras)
+        except ValueError as exc:  # a type or field the schema defines in a way not foreseen
+            report(base + ("schema",), f"{gateway.schema} with the types cqrs-flow adds: {exc}")
+            return None
 
     def call(
         rpc: str,
@@ -290,10 +316,21 @@ def gateway_plan(
             return None
         return Call(rpc, protos.class_of(method.input_type), arguments)
 
-    plan = GatewayPlan(schema)
+    for view in documents.entities.values():  # the entity types show documents as they are
+        if view.name in schema.object_fields:
+            descriptor = cast(Descriptor, view.document.DESCRIPTOR)
+            for misfit in _result_misfits(view.name, descriptor, schema, documents.relation_fields):
+                report(
+                    base + ("schema",),
+                    f"type {view.name} shows {descriptor.full_name} documents and does not "
+                    f"fit them: {misfit}",
+                )
+    plan = GatewayPlan(schema, documents=documents)
     queries = _mapped(gateway, "queries", schema.queries, gateway.queries, report)
     for name, sdl_field, query in queries:
         path = base + ("queries", name)
+        if not query.rpc:
+            continue  # a list or get: a document plan
         mapped = call(query.rpc, sdl_field, dict(query.arguments), path + ("rpc",))
         if mapped is None:
             continue
@@ -326,7 +363,9 @@ def gateway_plan(
         else:
             shown = response
         if shown is not None and sdl_field.returns.base in schema.object_fields:
-            misfits = list(_result_misfits(sdl_field.returns.base, shown, schema))
+            misfits = list(
+                _result_misfits(sdl_field.returns.base, shown, schema, documents.relation_fields)
+            )
             for misfit in misfits:
                 report(
                     path + ("result",) if query.result else path,
@@ -371,11 +410,23 @@ def gateway_plan(
                     raise PathError(f"'{target}' must be a string field to hold a generated id")
             except PathError as exc:
                 report(path + ("generate", target), str(exc))
+        exists_entity = documents.entities.get(mutation.exists or "")
+        if mutation.exists in topology.entities and exists_entity is None:
+            report(
+                path + ("exists",),
+                f"the reader of gateway '{gateway.name}' cannot read {mutation.exists}",
+            )
         exists = (
             call(mutation.exists, sdl_field, {}, path + ("exists",), partial=True)
-            if mutation.exists
+            if mutation.exists and mutation.exists not in topology.entities
             else None
         )
+        if exists_entity is not None and planned.key_path is None:
+            report(
+                path + ("exists",),
+                f"exists: {mutation.exists} looks the mutation's key up, but command "
+                f"'{mutation.command}' has no key field",
+            )
         names = {"entity", "id", *sdl_field.arguments}
         _template(mutation.message, names, report, path + ("message",))
         _template(mutation.not_found, names, report, path + ("not_found",))
@@ -392,6 +443,7 @@ def gateway_plan(
             mutation.message,
             mutation.not_found,
             planned.entity.lower() or "entity",
+            exists_entity,
         )
     return plan
 

@@ -39,9 +39,20 @@ class Schema:
         default_factory=dict
     )  # input type -> its fields
     enum_values: dict[str, tuple[str, ...]] = field(default_factory=dict)  # enum -> its value names
+    # object type -> field -> its arguments (argument -> type)
+    object_arguments: dict[str, dict[str, dict[str, TypeRef]]] = field(default_factory=dict)
+    other_types: set[str] = field(default_factory=set)  # scalars, interfaces, unions
 
     def fields_of(self, type_name: str) -> dict[str, TypeRef]:
         return self.object_fields.get(type_name, {})
+
+    def arguments_of(self, type_name: str, field_name: str) -> dict[str, TypeRef]:
+        return self.object_arguments.get(type_name, {}).get(field_name, {})
+
+    @property
+    def type_names(self) -> set[str]:
+        """Every type the schema defines (objects, inputs, enums, scalars, ...)."""
+        return set(self.object_fields) | self.input_types | self.enums | self.other_types
 
     def example_query(self) -> str:
         """A query to show first in the playground: the first list query if there is one."""
@@ -106,6 +117,7 @@ def parse_schema(text: str) -> Schema:
     objects: dict[str, list[Any]] = {}
     inputs: dict[str, list[Any]] = {}
     enums: dict[str, list[Any]] = {}
+    others: set[str] = set()
     for definition in document.definitions:
         kind = type(definition).__name__
         if kind == "SchemaDefinitionNode":
@@ -117,6 +129,8 @@ def parse_schema(text: str) -> Schema:
             inputs.setdefault(definition.name.value, []).extend(definition.fields or [])
         elif kind in ("EnumTypeDefinitionNode", "EnumTypeExtensionNode"):
             enums.setdefault(definition.name.value, []).extend(definition.values or [])
+        elif kind.endswith("TypeDefinitionNode"):  # scalars, interfaces, unions
+            others.add(definition.name.value)
 
     def root_fields(type_name: str) -> dict[str, SchemaField]:
         return {
@@ -149,4 +163,12 @@ def parse_schema(text: str) -> Schema:
             for name, fields in inputs.items()
         },
         enum_values={name: tuple(v.name.value for v in values) for name, values in enums.items()},
+        object_arguments={
+            name: {
+                f.name.value: {a.name.value: _type_ref(a.type) for a in f.arguments or []}
+                for f in fields
+            }
+            for name, fields in objects.items()
+        },
+        other_types=others,
     )

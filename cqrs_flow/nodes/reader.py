@@ -14,6 +14,7 @@ from google.protobuf.message import Message
 from cqrs_flow.contracts.reader import reader_plan
 from cqrs_flow.nodes.runtime import STOP_GRACE, NodeService
 from cqrs_flow.plugins import PluginContext, ReaderPlugin, Rejected, start_plugins, stop_plugins
+from cqrs_flow.protobuf.compiler import DOCUMENTS_SERVICE
 from cqrs_flow.security.tokens import CallerCheck
 from cqrs_flow.topology.model import ReaderNode
 from cqrs_flow.transport.rpc import (
@@ -49,7 +50,7 @@ class ReaderService(NodeService):
         handlers = {}
         for rpc, target in plan.items():
             if target is not None:
-                handlers[rpc] = self._forward(target)
+                handlers[rpc] = self._forward(target, self.store)
             else:
                 plugin = next(p for p in self.plugins if type(p).serves(rpc))
                 handlers[rpc] = self._plugin(plugin, rpc)
@@ -58,8 +59,17 @@ class ReaderService(NodeService):
         generic = service_handler(
             self.protos, self.protos.service(self.node.service), handlers, check, forward=forwarded
         )
+        # The document service (lists, lookups, relations) is passed on to the store's as it is.
+        self.documents = self.store.sibling(self.protos.service(DOCUMENTS_SERVICE))
+        documents = service_handler(
+            self.protos,
+            self.protos.service(DOCUMENTS_SERVICE),
+            {"Find": self._forward("Find", self.documents)},
+            check,
+            forward={"Find"},
+        )
         tls = server_credentials(self.topology, self.node.tls) if self.node.tls else None
-        server = await start_server(self.node.listen, [generic], check, tls)
+        server = await start_server(self.node.listen, [generic, documents], check, tls)
         self.resources.push_async_callback(server.stop, STOP_GRACE)
         self.log.info(
             "%s on %s%s, reading from %s",
@@ -69,7 +79,7 @@ class ReaderService(NodeService):
             store.read.listen,
         )
 
-    def _forward(self, target: str) -> Handler:
+    def _forward(self, target: str, store: ServiceClient) -> Handler:
         """Pass the request on to the store's `target` RPC as bytes (it takes and returns the same
         messages), and its answer back: decoding and encoding them again would only cost time."""
 
@@ -78,10 +88,10 @@ class ReaderService(NodeService):
         ) -> bytes:
             assert isinstance(request, bytes)  # a forwarded RPC gets the request's bytes
             try:
-                return await self.store.forward(target, request)
+                return await store.forward(target, request)
             except grpc.aio.AioRpcError as exc:
                 if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                    self.log.warning("store read service %s: %s", self.store.target, exc.details())
+                    self.log.warning("store read service %s: %s", store.target, exc.details())
                     context.set_trailing_metadata(((UNAVAILABLE_PEER, "store"),))
                     await context.abort(exc.code(), "the store is unavailable; try again")
                 await context.abort(exc.code(), exc.details() or "")

@@ -17,6 +17,7 @@ from cqrs_flow.contracts.operations import BoundOperation
 from cqrs_flow.contracts.store import store_plan
 from cqrs_flow.errors import NodeError
 from cqrs_flow.nodes.runtime import STOP_GRACE, NodeService
+from cqrs_flow.protobuf.compiler import DOCUMENTS_SERVICE
 from cqrs_flow.security.sources import read_source
 from cqrs_flow.security.tokens import CallerCheck
 from cqrs_flow.stores import (
@@ -29,6 +30,8 @@ from cqrs_flow.stores import (
     StoreError,
 )
 from cqrs_flow.stores.applied import AppliedCommands
+from cqrs_flow.stores.base import BadPosition, NotIndexed
+from cqrs_flow.stores.documents import answer_find
 from cqrs_flow.stores.operations import InvalidRequest, Stale, apply_operation, command_id_of
 from cqrs_flow.topology.model import StoreNode, TlsServer, Topology
 from cqrs_flow.transport.rpc import Handler, service_handler, start_server
@@ -93,15 +96,42 @@ class StoreService(NodeService):
         for side in ("write", "read"):
             service = self.node.service(side)
             handlers = {rpc: self._handler(bound) for rpc, bound in plan[service.name].items()}
-            generic = service_handler(
-                self.protos, self.protos.service(service.name), handlers, check
-            )
+            generic = [
+                service_handler(self.protos, self.protos.service(service.name), handlers, check)
+            ]
+            if side == "read":  # the document service: lists, lookups, relations
+                documents = self.protos.service(DOCUMENTS_SERVICE)
+                generic.append(service_handler(self.protos, documents, {"Find": self._find}, check))
             tls = server_credentials(self.topology, service.tls) if service.tls else None
-            server = await start_server(service.listen, [generic], check, tls)
+            server = await start_server(service.listen, generic, check, tls)
             self.resources.push_async_callback(server.stop, STOP_GRACE)
             self.log.info(
                 "%s service %s on %s%s", side, service.name, service.listen, _tls_note(service.tls)
             )
+
+    async def _find(
+        self, request: Message | bytes, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> Message:
+        response_class = self.protos.class_of(
+            self.protos.service(DOCUMENTS_SERVICE).methods_by_name["Find"].output_type
+        )
+        try:
+            response: Message = await answer_find(
+                request,
+                response_class(),
+                self.backends,
+                lambda entity: self.protos.message_class(self.topology.entities[entity].document),
+            )
+            self.log.debug(
+                "find: %d quer%s",
+                len(getattr(request, "queries", ())),
+                "y" if len(getattr(request, "queries", ())) == 1 else "ies",
+            )
+            return response
+        except (InvalidRequest, NotIndexed, BadPosition) as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except StoreError as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
 
     def _handler(self, bound: BoundOperation) -> Handler:
         response_class = self.protos.class_of(bound.method.output_type)

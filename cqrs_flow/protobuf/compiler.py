@@ -24,6 +24,7 @@ from google.protobuf.descriptor import (
 from google.protobuf.message import Message
 
 from cqrs_flow.errors import ProtoError
+from cqrs_flow.topology.model import DOCUMENTS_SERVICE
 from cqrs_flow.topology.problems import did_you_mean
 
 __all__ = ["DOCUMENTS_SERVICE", "ProtoSet", "cache_dir", "compile_protos"]
@@ -105,7 +106,6 @@ class ProtoSet:
 # The protos of cqrs-flow itself (the document service), compiled with every topology's.
 OWN_PROTOS = Path(__file__).parent / "proto"
 DOCUMENTS_PROTO = OWN_PROTOS / "cqrs_flow" / "documents.proto"
-DOCUMENTS_SERVICE = "cqrs_flow.Documents"
 
 
 def compile_protos(files: list[Path], root: Path, cache: Path | None = None) -> ProtoSet:

@@ -442,6 +442,10 @@ class GatewayNode(Node):
 
 AnyNode = TypeVar("AnyNode", bound=Node)
 
+# The document service of every store's read side and every reader (its proto ships with
+# cqrs-flow: cqrs_flow/protobuf/proto/cqrs_flow/documents.proto).
+DOCUMENTS_SERVICE = "cqrs_flow.Documents"
+
 
 @dataclass(frozen=True)
 class Topology:
@@ -536,10 +540,12 @@ class Topology:
                 callers[node.service(side).name] = {
                     n.name for n in wanted if n.store == Endpoint(node.name, side)
                 }
+            callers[DOCUMENTS_SERVICE] = callers[node.read.name]  # served beside the read side
         elif isinstance(node, ReaderNode):
             callers[node.service] = {
                 g.name for g in self.nodes_of(GatewayNode) if g.reader == node.name
             }
+            callers[DOCUMENTS_SERVICE] = callers[node.service]
         return callers
 
     def with_node(self, node: Node) -> Topology:

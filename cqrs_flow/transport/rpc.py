@@ -233,8 +233,19 @@ class ServiceClient:
         self._credentials = credentials
         self._timeout = timeout
         self._channel = channel(target, security=security)
+        self._owns_channel = True
         self._calls: dict[str, grpc.aio.UnaryUnaryMultiCallable[Message, Message]] = {}
         self._forwards: dict[str, grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]] = {}
+
+    def sibling(self, service: ServiceDescriptor) -> ServiceClient:
+        """A client of another service of the same server, on this client's channel (closed
+        with this client, not with the sibling)."""
+        other = ServiceClient.__new__(ServiceClient)
+        other.__dict__.update(self.__dict__)
+        other.service = service
+        other._owns_channel = False
+        other._calls, other._forwards = {}, {}
+        return other
 
     def request_class(self, rpc: str) -> type[Message]:
         return self._protos.class_of(self.service.methods_by_name[rpc].input_type)
@@ -271,4 +282,5 @@ class ServiceClient:
         )
 
     async def close(self) -> None:
-        await self._channel.close(grace=None)
+        if self._owns_channel:
+            await self._channel.close(grace=None)

@@ -27,8 +27,9 @@ from typing import Any
 
 __all__ = ["Costs", "operation_costs", "selects_introspection"]
 
-# One list size: the whole-number literals given to the field and the variables given to it.
-Size = tuple[tuple[int, ...], tuple[str, ...]]
+# One list size: the whole-number literals given to the field, the variables given to it, and
+# what it is when given none (None: the list size of the gateway, list_count).
+Size = tuple[tuple[int, ...], tuple[str, ...], int | None]
 # Objects, by the list sizes they are multiplied by (outermost first).
 Terms = Counter[tuple[Size, ...]]
 _INTROSPECTION = ("__schema", "__type")
@@ -62,15 +63,29 @@ class Costs:
     None when the text does not parse or validate (then the engine answers the errors)."""
 
     def __init__(
-        self, schema: Any, parse: Callable[[str], Any], list_size: int, cache_size: int = 512
+        self,
+        schema: Any,
+        parse: Callable[[str], Any],
+        list_size: int,
+        cache_size: int = 512,
+        connections: frozenset[str] = frozenset(),
+        page_size: int = 100,
     ) -> None:
         self.schema = schema
         self.parse = parse
         self.list_size = list_size
+        self.connections = connections  # the Relay connection types (BookConnection, ...)
+        self.page_size = page_size  # the size of a page that asks for neither first nor last
         self._compiled = lru_cache(maxsize=cache_size)(self._compile)
 
     @classmethod
-    def of(cls, engine: Any, list_size: int) -> Costs:
+    def of(
+        cls,
+        engine: Any,
+        list_size: int,
+        connections: frozenset[str] = frozenset(),
+        page_size: int = 100,
+    ) -> Costs:
         """The costs against a tartiflette engine's schema, parsing with the engine's cache (so
         the execution that follows does not parse the query again)."""
 
@@ -78,7 +93,7 @@ class Costs:
             document, _ = engine._cached_parse_and_validate_query(query, engine._schema)
             return document
 
-        return cls(engine._schema, parse, list_size)
+        return cls(engine._schema, parse, list_size, connections=connections, page_size=page_size)
 
     def cost(
         self,
@@ -115,7 +130,10 @@ class Costs:
         document = self.parse(query)
         if document is None:
             return _INVALID
-        return _Document(operation_costs(document, self.schema), selects_introspection(document))
+        return _Document(
+            operation_costs(document, self.schema, self.connections, self.page_size),
+            selects_introspection(document),
+        )
 
     def _evaluate(self, operation: _Operation, variables: Mapping[str, Any]) -> int:
         sizes: dict[Size, int] = {}
@@ -130,56 +148,68 @@ class Costs:
         return total
 
     def _size(self, size: Size, defaults: Mapping[str, Any], variables: Mapping[str, Any]) -> int:
-        literals, names = size
+        literals, names, default = size
         given = list(literals)
         for name in names:
             value = variables[name] if name in variables else defaults.get(name)
             if isinstance(value, int) and not isinstance(value, bool):
                 given.append(value)
         if not given:
-            return self.list_size
+            return self.list_size if default is None else min(default, self.list_size)
         return max(0, min(max(given), self.list_size))
 
 
-def operation_costs(document: Any, schema: Any) -> dict[str | None, _Operation]:
+def operation_costs(
+    document: Any, schema: Any, connections: frozenset[str] = frozenset(), page_size: int = 100
+) -> dict[str | None, _Operation]:
     """Each operation of a parsed, validated document (by name; None for an anonymous one)
-    compiled into its cost terms."""
+    compiled into its cost terms. A field returning one of the `connections` types costs like a
+    list of its page's size (its `first` or `last`, else `page_size`): the lists it holds
+    (edges, nodes) are that page, the rest of it (pageInfo, totalCount) counts once."""
     fragments = {
         d.name.value: d
         for d in document.definitions
         if type(d).__name__ == "FragmentDefinitionNode"
     }
-    expanded: dict[tuple[str, bool], Terms] = {}
+    expanded: dict[tuple[str, bool, Size | None], Terms] = {}
 
-    def spread(name: str, introspecting: bool, visiting: frozenset[str]) -> Terms:
-        key = (name, introspecting)
+    def spread(
+        name: str, introspecting: bool, visiting: frozenset[str], page: Size | None
+    ) -> Terms:
+        key = (name, introspecting, page)
         if key not in expanded:
             fragment = fragments.get(name)
             if fragment is None or name in visiting:
                 return Counter()  # unknown or cyclic: the validator refused it already
             parent = schema.find_type(fragment.type_condition.name.value)
             expanded[key] = selection(
-                fragment.selection_set, parent, introspecting, visiting | {name}
+                fragment.selection_set, parent, introspecting, visiting | {name}, page
             )
         return expanded[key]
 
     def selection(
-        selection_set: Any, parent: Any, introspecting: bool, visiting: frozenset[str]
+        selection_set: Any,
+        parent: Any,
+        introspecting: bool,
+        visiting: frozenset[str],
+        page: Size | None = None,  # the page size of the connection `parent` is
     ) -> Terms:
         terms: Terms = Counter()
         for node in selection_set.selections:
             kind = type(node).__name__
             if kind == "FragmentSpreadNode":
-                terms.update(spread(node.name.value, introspecting, visiting))
+                terms.update(spread(node.name.value, introspecting, visiting, page))
             elif kind == "InlineFragmentNode":
                 condition = node.type_condition
                 inner = schema.find_type(condition.name.value) if condition else parent
-                terms.update(selection(node.selection_set, inner, introspecting, visiting))
+                terms.update(selection(node.selection_set, inner, introspecting, visiting, page))
             elif node.selection_set is not None:  # an object; a scalar or an enum costs nothing
-                terms.update(field(node, parent, introspecting, visiting))
+                terms.update(field(node, parent, introspecting, visiting, page))
         return terms
 
-    def field(node: Any, parent: Any, introspecting: bool, visiting: frozenset[str]) -> Terms:
+    def field(
+        node: Any, parent: Any, introspecting: bool, visiting: frozenset[str], page: Size | None
+    ) -> Terms:
         name = node.name.value
         introspecting = introspecting or name in _INTROSPECTION
         definition = parent.find_field(name)
@@ -187,11 +217,13 @@ def operation_costs(document: Any, schema: Any) -> dict[str | None, _Operation]:
         while returns.is_wrapping_type:
             is_list = is_list or returns.is_list_type
             returns = returns.wrapped_type
-        inner = selection(node.selection_set, returns, introspecting, visiting)
+        connection = returns.name in connections and not introspecting
+        own_page = _page_size(node.arguments, page_size) if connection else None
+        inner = selection(node.selection_set, returns, introspecting, visiting, own_page)
         inner[()] += 1  # the object itself
         if not is_list or introspecting:
             return inner
-        size = _list_size(node.arguments)
+        size = page if page is not None else _list_size(node.arguments)
         return Counter({(size, *multipliers): fields for multipliers, fields in inner.items()})
 
     operations: dict[str | None, _Operation] = {}
@@ -231,7 +263,12 @@ def selects_introspection(document: Any) -> bool:
     return False
 
 
-def _list_size(arguments: Any) -> Size:
+def _page_size(arguments: Any, default: int) -> Size:
+    """The size of a connection's page: its `first` or `last` (the larger), else `default`."""
+    return _list_size([a for a in arguments or () if a.name.value in ("first", "last")], default)
+
+
+def _list_size(arguments: Any, default: int | None = None) -> Size:
     """The whole-number literals and the variables given to a list field."""
     literals, names = [], []
     for argument in arguments or ():
@@ -241,4 +278,4 @@ def _list_size(arguments: Any) -> Size:
             literals.append(int(value.value))
         elif kind == "VariableNode":
             names.append(value.name.value)
-    return tuple(literals), tuple(names)
+    return tuple(literals), tuple(names), default

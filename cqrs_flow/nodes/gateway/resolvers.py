@@ -20,9 +20,12 @@ import grpc
 from google.protobuf import json_format
 from tartiflette import Resolver, Subscription, TartifletteError, create_engine
 
+from cqrs_flow.contracts.documents import ConnectionPlan, EntityView, LookupPlan
 from cqrs_flow.contracts.gateway import Call, GatewayPlan, MutationPlan, QueryPlan
 from cqrs_flow.nodes.gateway.commands import STATUS_SDL, SUBSCRIPTION_SDL
+from cqrs_flow.nodes.gateway.cursors import Cursors
 from cqrs_flow.nodes.gateway.delivery import Delivery
+from cqrs_flow.nodes.gateway.finder import Finder
 from cqrs_flow.nodes.gateway.limits import LimitExceeded
 from cqrs_flow.nodes.gateway.refusals import NOT_FOUND, REQUEST_ID, Refused, coerced, internal
 from cqrs_flow.plugins import GatewayPlugin, Rejected
@@ -33,6 +36,7 @@ from cqrs_flow.transport.rpc import UNAVAILABLE_PEER, ServiceClient
 __all__ = ["Resolvers"]
 
 GENERATORS = {"uuid": lambda: str(uuid.uuid4())}
+_FINDER = "cqrs_flow.finder"  # where a request's Finder is kept in its context
 # tartiflette keeps the resolvers of a schema by its name for the life of the process, and
 # refuses a second registration: each engine gets a name of its own.
 _ENGINES = itertools.count(1)
@@ -56,12 +60,19 @@ class Resolvers:
         delivery: Delivery,
         list_count: int,
         log: logging.Logger,
+        documents: ServiceClient | None = None,
+        cursors: Cursors | None = None,
+        page_size: int = 100,
     ) -> None:
         self.reader = reader
         self.plugins = plugins
         self.delivery = delivery
         self.list_count = list_count
         self.log = log
+        self.documents = documents
+        self.cursors = cursors
+        self.page_size = page_size
+        self.entities: dict[str, EntityView] = {}
 
     async def engine(self, plan: GatewayPlan, name: str) -> Any:
         """A tartiflette engine for `plan`'s schema, its fields resolved here."""
@@ -87,6 +98,15 @@ class Resolvers:
             Resolver(f"{plan.schema.mutation_type}.{name}", schema_name=schema_name)(
                 self._mutation_resolver(mutation)
             )
+        self.entities = plan.documents.entities
+        for connection in plan.documents.connections:
+            Resolver(f"{connection.owner}.{connection.field}", schema_name=schema_name)(
+                self._connection_resolver(connection)
+            )
+        for lookup in plan.documents.lookups:
+            Resolver(f"{lookup.owner}.{lookup.field}", schema_name=schema_name)(
+                self._lookup_resolver(lookup)
+            )
         # tartiflette annotates error_coercer as a plain function, but takes only a coroutine one.
         coercer = cast(Callable[[Exception, dict[str, Any]], dict[str, Any]], self._coerce_error)
         return await create_engine(sdl, schema_name=schema_name, error_coercer=coercer)
@@ -105,7 +125,7 @@ class Resolvers:
         """Clients see refusals; anything else is logged, not leaked."""
         original = getattr(exception, "original_error", None)
         if original is None or isinstance(original, TartifletteError):
-            return error  # tartiflette's own errors (syntax, validation, coercion)
+            return _indexed_hint(error, self.entities)  # tartiflette's (syntax, validation)
         if not isinstance(original, Refused):
             request_id = REQUEST_ID.get()
             self.log.error(
@@ -121,30 +141,32 @@ class Resolvers:
         try:
             return await self.reader.call(call.rpc, request)
         except grpc.aio.AioRpcError as exc:
-            code = exc.code()
-            if code == grpc.StatusCode.NOT_FOUND:
-                raise Refused(exc.details() or "not found", NOT_FOUND) from None
-            if code in _CLIENT_ERRORS:  # meant for the client (a plugin's Rejected, a bad argument)
-                message = exc.details() or code.name.lower().replace("_", " ")
-                raise Refused(_in_arguments(message, call), code.name) from None
-            request_id = REQUEST_ID.get()
-            if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                self.log.warning(
-                    "request %s: reader %s: %s %s", request_id, call.rpc, code.name, exc.details()
-                )
-                raise Refused(
-                    f"the {_unavailable_peer(exc)} is unavailable; try again",
-                    "UNAVAILABLE",
-                    status=503,
-                ) from None
-            self.log.error(
-                "request %s: reader %s failed: %s %s",
-                request_id,
-                call.rpc,
-                code.name,
-                exc.details(),
+            raise self._refusal(exc, call) from None
+
+    def _refusal(self, exc: grpc.aio.AioRpcError, call: Call | None = None) -> Exception:
+        """What a failed reader call answers the client: Refused with the reader's words where
+        they are meant for the client, else a logged internal error."""
+        code = exc.code()
+        rpc = call.rpc if call is not None else "Find"
+        if code == grpc.StatusCode.NOT_FOUND:
+            return Refused(exc.details() or "not found", NOT_FOUND)
+        if code in _CLIENT_ERRORS:  # meant for the client (a plugin's Rejected, a bad argument)
+            message = exc.details() or code.name.lower().replace("_", " ")
+            return Refused(_in_arguments(message, call) if call else message, code.name)
+        request_id = REQUEST_ID.get()
+        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            self.log.warning(
+                "request %s: reader %s: %s %s", request_id, rpc, code.name, exc.details()
             )
-            raise internal(request_id) from None
+            return Refused(
+                f"the {_unavailable_peer(exc)} is unavailable; try again",
+                "UNAVAILABLE",
+                status=503,
+            )
+        self.log.error(
+            "request %s: reader %s failed: %s %s", request_id, rpc, code.name, exc.details()
+        )
+        return internal(request_id)
 
     def _query_resolver(self, plan: QueryPlan) -> Any:
         converters: dict[
@@ -187,6 +209,10 @@ class Resolvers:
                 words = {**args, "entity": plan.entity, "id": key or ""}
                 if plan.exists is not None:
                     await self._must_exist(plan.exists, args, plan.not_found.format_map(words))
+                elif plan.exists_entity is not None:
+                    found = await self.finder(ctx).lookup(plan.exists_entity.name, key or "")
+                    if found is None:
+                        raise Refused(plan.not_found.format_map(words), NOT_FOUND)
                 await self._before_publish(plan, command, args)
                 command_id = await self.delivery.publish(plan, command, key)
             except Refused as refused:
@@ -197,6 +223,97 @@ class Resolvers:
                 "id": key,
                 "command_id": command_id,
             }
+
+        return resolve
+
+    def finder(self, ctx: Any) -> Finder:
+        """The request's Finder (in its context: one per request, or per WebSocket operation)."""
+        finder = ctx.get(_FINDER) if isinstance(ctx, dict) else None
+        if finder is None:
+            assert self.documents is not None, "a gateway with document plans has the service"
+            finder = Finder(self.documents, self.entities, self._refusal)
+            if isinstance(ctx, dict):
+                ctx[_FINDER] = finder
+        return finder
+
+    def _connection_resolver(self, plan: ConnectionPlan) -> Any:
+        entity = plan.entity.name
+
+        async def resolve(parent: Any, args: dict[str, Any], ctx: Any, info: Any) -> dict[str, Any]:
+            finder = self.finder(ctx)
+            query = finder.new_query(entity)
+            if plan.by is not None:
+                parent_key = parent.get(plan.parent_key) if isinstance(parent, dict) else None
+                if not parent_key:
+                    return _connection([], [], False, False, 0)
+                _condition(query, plan.by, "eq", [parent_key])
+            for field_name, ops in (args.get("where") or {}).items():
+                for op, value in (ops or {}).items():
+                    if value is not None:
+                        _condition(query, field_name, op, value if op == "in" else [value])
+            order = args.get("orderBy") or {}
+            if order.get("field"):
+                query.order_by = order["field"]
+                query.descending = order.get("direction") == "DESC"
+            order_key = f"{query.order_by}:{'desc' if query.descending else 'asc'}"
+            order_key = order_key if query.order_by else ""
+            first, last = args.get("first"), args.get("last")
+            for name, value in (("first", first), ("last", last)):
+                if value is not None and value < 0:
+                    raise Refused(f"argument '{name}' must be 0 or more", "INVALID_ARGUMENT")
+                if value is not None and value > self.list_count:
+                    raise LimitExceeded(
+                        f"argument '{name}' is {value}; a page holds at most "
+                        f"{self.list_count} (limits.list_count)"
+                    )
+            if first is None and last is None:
+                first = self.page_size
+            if first is not None:
+                query.first = first
+            if last is not None:
+                query.last = last
+            assert self.cursors is not None
+            for name in ("after", "before"):
+                if args.get(name) is not None:
+                    position = self.cursors.read(args[name], name, entity, order_key)
+                    setattr(query, name, position)
+            query.total = _selects(info, "totalCount")
+            page = await finder.page(query)
+            nodes = [finder.data(entity, d) for d in page.documents]
+            cursors = [self.cursors.make(entity, order_key, p) for p in page.positions]
+            total = page.total if page.HasField("total") else None
+            return _connection(nodes, cursors, page.has_next, page.has_previous, total)
+
+        return resolve
+
+    def _lookup_resolver(self, plan: LookupPlan) -> Any:
+        entity = plan.entity.name
+
+        async def resolve(
+            parent: Any, args: dict[str, Any], ctx: Any, info: Any
+        ) -> dict[str, Any] | None:
+            if plan.argument is not None:
+                key = args.get(plan.argument)
+                if not key:
+                    raise Refused(
+                        f"argument '{plan.argument}' must not be empty", "INVALID_ARGUMENT"
+                    )
+            else:
+                key = parent.get(plan.key_field) if isinstance(parent, dict) else None
+            found = await self.finder(ctx).lookup(entity, str(key)) if key else None
+            if found is None and plan.required:
+                owner = plan.owner.lower()
+                which = (
+                    parent.get(_key_of(self.entities, plan.owner), "")
+                    if isinstance(parent, dict)
+                    else ""
+                )
+                raise Refused(
+                    f"{owner} {which}: its {plan.field} ({entity} {key or '(none)'}) does not "
+                    f"exist; {plan.owner}.{plan.field} is non-null, so there is no answer to give",
+                    "DANGLING_RELATION",
+                )
+            return found
 
         return resolve
 
@@ -226,6 +343,88 @@ class Resolvers:
                     "INTERNAL",
                     status=500,
                 ) from None
+
+
+def _connection(
+    nodes: list[dict[str, Any]],
+    cursors: list[str],
+    has_next: bool,
+    has_previous: bool,
+    total: int | None,
+) -> dict[str, Any]:
+    """A Relay connection as the gateway answers it."""
+    return {
+        "edges": [{"cursor": c, "node": n} for c, n in zip(cursors, nodes, strict=False)],
+        "nodes": nodes,
+        "pageInfo": {
+            "hasNextPage": has_next,
+            "hasPreviousPage": has_previous,
+            "startCursor": cursors[0] if cursors else None,
+            "endCursor": cursors[-1] if cursors else None,
+        },
+        "totalCount": total,
+    }
+
+
+def _condition(query: Any, field_name: str, op: str, values: list[Any]) -> None:
+    """Add `field_name op values` to a cqrs_flow.Query."""
+    condition = query.where.add()
+    condition.field, condition.op = field_name, op
+    for value in values:
+        item = condition.values.add()
+        if isinstance(value, bool):
+            item.flag = value
+        elif isinstance(value, int):
+            item.integer = value
+        elif isinstance(value, float):
+            item.number = value
+        else:
+            item.text = str(value)
+
+
+def _selects(info: Any, name: str) -> bool:
+    """Whether the field being resolved selects `name` (directly, or in a fragment on it)."""
+    fragments = getattr(info, "fragments", None) or {}
+    pending = [n.selection_set for n in getattr(info, "field_nodes", None) or () if n.selection_set]
+    seen: set[str] = set()
+    while pending:
+        for node in pending.pop().selections:
+            kind = type(node).__name__
+            if kind == "FieldNode" and node.name.value == name:
+                return True
+            if kind == "InlineFragmentNode":
+                pending.append(node.selection_set)
+            elif kind == "FragmentSpreadNode" and node.name.value not in seen:
+                seen.add(node.name.value)
+                fragment = fragments.get(node.name.value)
+                if fragment is not None:
+                    pending.append(fragment.selection_set)
+    return False
+
+
+_NOT_IN_WHERE = re.compile(r"Unknown Input Field < (\w+) > in < (\w+)Where > Input Object")
+_NOT_IN_ORDER = re.compile(r"Value (\w+) is not a valid value for enum (\w+)OrderField")
+
+
+def _indexed_hint(error: dict[str, Any], entities: dict[str, EntityView]) -> dict[str, Any]:
+    """A filter or order on a field that is not indexed: say which fields are."""
+    message = str(error.get("message", ""))
+    found = _NOT_IN_WHERE.search(message) or _NOT_IN_ORDER.search(message)
+    entity = entities.get(found.group(2)) if found else None
+    if found is None or entity is None:
+        return error
+    what = "filter on" if found.re is _NOT_IN_WHERE else "order by"
+    return {
+        **error,
+        "message": f"{message}: a list of {entity.name} can only {what} its indexed fields "
+        f"({', '.join(entity.indexes)}); '{found.group(1)}' is not one of them (the topology's "
+        f"entities.{entity.name}.indexes lists them)",
+    }
+
+
+def _key_of(entities: dict[str, EntityView], type_name: str) -> str:
+    entity = entities.get(type_name)
+    return entity.key if entity is not None else "id"
 
 
 def _unavailable_peer(exc: grpc.aio.AioRpcError) -> str:

@@ -19,6 +19,7 @@ from aiohttp import web
 from cqrs_flow.contracts.gateway import gateway_plan
 from cqrs_flow.errors import NodeError
 from cqrs_flow.nodes.gateway.cost import Costs
+from cqrs_flow.nodes.gateway.cursors import Cursors
 from cqrs_flow.nodes.gateway.delivery import Delivery
 from cqrs_flow.nodes.gateway.http import GraphQLHttp, playground_page
 from cqrs_flow.nodes.gateway.limits import RequestGate
@@ -27,8 +28,9 @@ from cqrs_flow.nodes.gateway.resolvers import Resolvers
 from cqrs_flow.nodes.runtime import NodeService
 from cqrs_flow.plugins import GatewayPlugin, PluginContext, start_plugins, stop_plugins
 from cqrs_flow.security.mqtt_logins import login_from_env
+from cqrs_flow.security.tokens import new_secret
 from cqrs_flow.stores.base import StoreError
-from cqrs_flow.topology.model import BrokerNode, GatewayNode, ReaderNode
+from cqrs_flow.topology.model import DOCUMENTS_SERVICE, BrokerNode, GatewayNode, ReaderNode
 from cqrs_flow.transport.mqtt import command_bytes, connect, new_client
 from cqrs_flow.transport.rpc import ServiceClient
 from cqrs_flow.transport.tls import channel_security, mqtt_client_context
@@ -60,6 +62,7 @@ class GatewayService(NodeService):
             security=channel_security(self.topology, reader_node.tls, self.node.client_tls),
         )
         stack.push_async_callback(reader.close)
+        documents = reader.sibling(self.protos.service(DOCUMENTS_SERVICE))
         outbox = await self._outbox()
         stack.push_async_callback(outbox.close)
         self._background(stack, outbox.wait_failure(), "outbox")
@@ -82,9 +85,20 @@ class GatewayService(NodeService):
         self._background(stack, delivery.redeliver(), "redeliver")
         gateway_plugins = [p for p in plugins if isinstance(p, GatewayPlugin)]
         list_count = self.topology.list_count(self.node)
-        resolvers = Resolvers(reader, gateway_plugins, delivery, list_count, self.log)
+        resolvers = Resolvers(
+            reader,
+            gateway_plugins,
+            delivery,
+            list_count,
+            self.log,
+            documents=documents,
+            cursors=Cursors(self.credentials.token if self.credentials else new_secret()),
+            page_size=self.node.limits.page_size,
+        )
         engine = await resolvers.engine(plan, f"cqrs-flow:{self.topology.name}:{self.node.name}")
-        gate = RequestGate(self.node.limits, self.node.introspection, Costs.of(engine, list_count))
+        connections = frozenset(f"{c.entity.name}Connection" for c in plan.documents.connections)
+        costs = Costs.of(engine, list_count, connections, self.node.limits.page_size)
+        gate = RequestGate(self.node.limits, self.node.introspection, costs)
         playground = None
         if self.node.playground:
             playground = playground_page(self.topology.name, plan.schema.example_query())

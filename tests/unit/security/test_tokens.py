@@ -45,8 +45,12 @@ def test_callers_of(shipped):
     assert shipped.callers_of("store") == {
         "contacts.ContactWriteService": {"writer"},
         "contacts.ContactReadService": {"reader"},
+        "cqrs_flow.Documents": {"reader"},  # the document service is on the read side
     }
-    assert shipped.callers_of("reader") == {"contacts.ContactReader": {"gateway"}}
+    assert shipped.callers_of("reader") == {
+        "contacts.ContactReader": {"gateway"},
+        "cqrs_flow.Documents": {"gateway"},
+    }
     for node in ("broker", "writer", "gateway"):
         assert shipped.callers_of(node) == {}
 
@@ -67,8 +71,12 @@ def test_callers_of_with_more_writers_and_readers(edit, parse):
     assert topology.callers_of("store") == {
         "contacts.ContactWriteService": {"writer", "writer2"},
         "contacts.ContactReadService": {"reader", "reader2"},
+        "cqrs_flow.Documents": {"reader", "reader2"},
     }
-    assert topology.callers_of("reader2") == {"contacts.ContactReader": set()}
+    assert topology.callers_of("reader2") == {
+        "contacts.ContactReader": set(),
+        "cqrs_flow.Documents": set(),
+    }
 
 
 def test_launch_environment_of_the_store_holds_exactly_writer_and_reader(shipped):
