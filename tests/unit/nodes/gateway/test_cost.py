@@ -338,3 +338,48 @@ def test_one_callers_operations_run_within_one_operations_cost_at_a_time():
         assert gate._shares == {}
 
     asyncio.run(main())
+
+
+CONNECTIONS_SDL = """
+type PageInfo { hasNextPage: Boolean!  endCursor: String }
+type Book { title: String  author: Author }
+type Author { name: String  books(first: Int, last: Int, where: String): BookConnection! }
+type BookEdge { cursor: String!  node: Book! }
+type BookConnection { edges: [BookEdge!]!  nodes: [Book!]!  pageInfo: PageInfo!  totalCount: Int }
+type Query { books(first: Int, last: Int): BookConnection!  tags(year: Int): [Book] }
+"""
+
+
+@pytest.fixture(scope="module")
+def paged():
+    return engine_for(CONNECTIONS_SDL, "connections")
+
+
+@pytest.mark.parametrize(
+    "query, variables, expected",
+    [
+        # a connection is 1; its edges and nodes are lists of its page's size (first or last)
+        ("{ books(first: 10) { totalCount } }", None, 1),
+        ("{ books(first: 10) { nodes { title } } }", None, 1 + 10),
+        ("{ books(first: 10) { edges { cursor node { title } } } }", None, 1 + 10 * 2),
+        ("{ books(last: 4) { nodes { title } pageInfo { endCursor } } }", None, 1 + 4 + 1),
+        # neither first nor last: the page size (20 here)
+        ("{ books { nodes { title } } }", None, 1 + 20),
+        ("query($n: Int) { books(first: $n) { nodes { title } } }", {"n": 3}, 1 + 3),
+        # nested: 10 books, each with its author and that author's first 5 books
+        (
+            "{ books(first: 10) { nodes { author { books(first: 5) { nodes { title } } } } } }",
+            None,
+            1 + 10 * (1 + 1 + (1 + 5)),
+        ),
+        # fragments on the connection count where they are spread, at the page's size
+        ("{ books(first: 6) { ...P } } fragment P on BookConnection { nodes { title } }", None, 7),
+        # a page beyond list_size counts as list_size (the gateway refuses it anyway)
+        ("{ books(first: 5000) { nodes { title } } }", None, 1 + 100),
+        # other lists keep their rule: their whole-number argument, or list_size
+        ("{ tags(year: 1990) { title } }", None, 100),
+    ],
+)
+def test_the_cost_of_connections(paged, query, variables, expected):
+    costs = Costs.of(paged, 100, frozenset({"BookConnection"}), page_size=20)
+    assert costs.cost(query, None, variables) == expected

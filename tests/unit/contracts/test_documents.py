@@ -1,0 +1,179 @@
+"""The gateway's document plans: lists, lookups and relations, the SDL added for what a schema
+leaves out, and the misfits of what it writes."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from cqrs_flow.contracts.gateway import gateway_plan
+from cqrs_flow.protobuf.compiler import compile_protos
+from cqrs_flow.topology import load_topology
+from cqrs_flow.topology.problems import Problems
+
+from .support import at
+
+ROOT = Path(__file__).resolve().parents[3]
+LIBRARY = ROOT / "examples" / "library"
+
+
+@pytest.fixture
+def library(tmp_path):
+    """A copy of examples/library to edit: (topology file, schema file)."""
+    copy = tmp_path / "library"
+    shutil.copytree(LIBRARY, copy)
+    return copy / "topology.yaml", copy / "schema" / "library.graphql"
+
+
+def plan_of(path: Path):
+    topology = load_topology(path)
+    protos = compile_protos(list(topology.protos), topology.root)
+    problems = Problems(topology.located)
+    plan = gateway_plan(topology, topology.nodes["gateway"], protos, problems)
+    return plan, problems.problems
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert text.count(old) == 1, old
+    path.write_text(text.replace(old, new))
+
+
+def test_the_library_plans_its_lists_lookups_and_relations(library):
+    plan, problems = plan_of(library[0])
+    assert problems == []
+    connections = {(c.owner, c.field): (c.entity.name, c.by) for c in plan.documents.connections}
+    assert connections == {
+        ("Query", "authors"): ("Author", None),
+        ("Query", "books"): ("Book", None),
+        ("Query", "loans"): ("Loan", None),
+        ("Author", "books"): ("Book", "author_id"),
+        ("Book", "loans"): ("Loan", "book_id"),
+    }
+    lookups = {
+        (lk.owner, lk.field): (lk.entity.name, lk.argument, lk.key_field)
+        for lk in plan.documents.lookups
+    }
+    assert lookups == {
+        ("Query", "author"): ("Author", "id", None),
+        ("Query", "book"): ("Book", "id", None),
+        ("Query", "loan"): ("Loan", "id", None),
+        ("Book", "author"): ("Author", None, "author_id"),
+        ("Loan", "book"): ("Book", None, "book_id"),
+    }
+    book = plan.documents.entities["Book"]
+    assert book.indexes == {
+        "id": "String",
+        "title": "String",
+        "author_id": "String",
+        "year": "Int",
+        "genre": "Genre",  # the GraphQL enum the schema shows the field as
+        "available": "Boolean",
+    }
+    assert plan.mutations["updateBook"].exists_entity is book
+
+
+def test_the_types_a_schema_leaves_out_are_added_once(library):
+    plan, _ = plan_of(library[0])
+    extras = plan.documents.extras
+    for definition in (
+        "type PageInfo {",
+        "enum OrderDirection {",
+        "type BookConnection {\n  edges: [BookEdge!]!\n  nodes: [Book!]!\n  pageInfo: PageInfo!\n"
+        "  totalCount: Int!\n}",
+        "type BookEdge {\n  cursor: String!\n  node: Book!\n}",
+        "enum BookOrderField {\n  id\n  title\n  author_id\n  year\n  genre\n  available\n}",
+        "input BookOrder {\n  field: BookOrderField!\n  direction: OrderDirection = ASC\n}",
+        "input BookWhere {\n  id: StringFilter\n  title: StringFilter\n  author_id: StringFilter\n"
+        "  year: IntFilter\n  genre: GenreFilter\n  available: BooleanFilter\n}",
+        "input StringFilter {\n  eq: String\n  in: [String!]\n  gt: String\n  gte: String\n"
+        "  lt: String\n  lte: String\n  prefix: String\n}",
+        "input IntFilter {\n  eq: Int\n  in: [Int!]\n  gt: Int\n",
+        "input GenreFilter {\n  eq: Genre\n  in: [Genre!]\n}",
+        "input BooleanFilter {\n  eq: Boolean\n}",
+    ):
+        assert extras.count(definition) == 1, definition
+    assert "extend type" not in extras  # the example writes every field itself
+    assert plan.schema.queries["books"].returns.text == "BookConnection!"
+
+
+def test_fields_a_schema_leaves_out_are_added(library):
+    topology, schema = library
+    text = schema.read_text()
+    text = re.sub(r'\n(  ".*"\n)?  books\(first: Int.*\n', "\n", text)  # Author's, Query's
+    text = text.replace('  "null when the book has no author, or its author was removed."\n', "")
+    text = text.replace("  author: Author\n", "").replace("  book(id: String!): Book\n", "")
+    schema.write_text(text)
+    plan, problems = plan_of(topology)
+    assert problems == []
+    extras = plan.documents.extras
+    assert (
+        "extend type Query {\n  books(first: Int, after: String, last: Int, before: String, "
+        "where: BookWhere, orderBy: BookOrder): BookConnection!\n  book(id: String!): Book\n}"
+    ) in extras
+    assert (
+        "extend type Author {\n  books(first: Int, after: String, last: Int, before: String, "
+        in extras
+    )
+    assert "extend type Book {\n  author: Author\n}" in extras
+    assert plan.schema.fields_of("Book")["author"].text == "Author"
+
+
+def test_a_type_the_schema_writes_itself_is_kept_and_checked(library):
+    topology, schema = library
+    edit(
+        schema,
+        "type Query {",
+        "input BookWhere { title: StringFilter  rating: FloatFilter }\n"
+        "input StringFilter { eq: String }\ninput FloatFilter { eq: Float }\n\ntype Query {",
+    )
+    plan, problems = plan_of(topology)
+    assert "input BookWhere" not in plan.documents.extras
+    assert at(problems, "nodes.gateway.schema") == [
+        "schema/library.graphql: input BookWhere has 'rating', which is not indexed; Book's "
+        "indexed fields: id, title, author_id, year, genre, available (add it to the entity's "
+        "indexes)"
+    ]
+
+
+@pytest.mark.parametrize(
+    "old, new, path, message",
+    [
+        (
+            "  author: Author\n",
+            "  author: [Author]\n",
+            "entities.Book.relations.author",
+            "Book.author is [Author] in schema/library.graphql, but the relation leads to one "
+            "Author: make it 'author: Author' (or Author! if every book has one)",
+        ),
+        (
+            "  updated_at: String!\n  loans(first: Int, after: String,",
+            "  updated_at: String!\n  loans(count: Int, after: String,",
+            "entities.Book.relations.loans",
+            "Book.loans: argument 'count' is not a connection argument (first, after, last, "
+            "before, where, orderBy)",
+        ),
+        (
+            "  book(id: String!): Book\n",
+            "  book(id: String!, other: Int): Book\n",
+            "nodes.gateway.queries.book",
+            "Query.book: it takes 2 arguments; it takes one, the key: book(id: String!)",
+        ),
+        (
+            "  loan(id: String!): Loan\n",
+            "  loan(id: String!): [Loan]\n",
+            "nodes.gateway.queries.loan",
+            "Query.loan: it returns [Loan]; one Loan is Loan",
+        ),
+    ],
+)
+def test_a_written_field_that_does_not_fit_is_reported_where_it_is_declared(
+    library, old, new, path, message
+):
+    topology, schema = library
+    edit(schema, old, new)
+    _, problems = plan_of(topology)
+    assert message in at(problems, path), problems
