@@ -6,6 +6,7 @@ that refuse tampering and other lists."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import shutil
 import uuid
@@ -368,3 +369,29 @@ def test_get_and_exists_by_entity(library):
     }
     empty = library.graphql('{ author(id: "") { name } }')
     assert [e["message"] for e in empty["errors"]] == ["argument 'id' must not be empty"]
+
+
+def test_a_graphql_client_pages_through_a_connection_with_variables(library):
+    """What a Relay-style client does: the gql library, one query document, `after` from the
+    last page's endCursor, until hasNextPage is false."""
+    gql = pytest.importorskip("gql")
+    from gql.transport.aiohttp import AIOHTTPTransport
+
+    wanted = [f"client {i:02}" for i in range(23)]
+    add_books(library, [{"title": t} for t in wanted])
+    document = gql.gql(PAGE)
+    url = f"http://{library.gateway.listen.target}/graphql"
+
+    async def walk_with_gql() -> list[str]:
+        seen: list[str] = []
+        async with gql.Client(transport=AIOHTTPTransport(url=url)) as session:
+            variables = {"first": 5, "where": {"title": {"prefix": "client "}}}
+            while True:
+                books = (await session.execute(document, variable_values=variables))["books"]
+                seen += titles(books)
+                assert books["totalCount"] == 23
+                if not books["pageInfo"]["hasNextPage"]:
+                    return seen
+                variables["after"] = books["pageInfo"]["endCursor"]
+
+    assert asyncio.run(walk_with_gql()) == wanted
