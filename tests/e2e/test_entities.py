@@ -395,3 +395,45 @@ def test_a_graphql_client_pages_through_a_connection_with_variables(library):
                 variables["after"] = books["pageInfo"]["endCursor"]
 
     assert asyncio.run(walk_with_gql()) == wanted
+
+
+def test_every_author_and_loan_mutation_and_query(library):
+    author = add_author(library, "Ursula K. Le Guin", 1929)
+    wait_until(lambda: found(library, "author", author))
+    answer = library.data(
+        f'mutation {{ updateAuthor(id: "{author}", name: "Ursula Le Guin", born: 1929)'
+        " { status message id } }"
+    )["updateAuthor"]
+    assert answer == {"status": "OK", "message": f"Queued to update {author}", "id": author}
+    wait_until(
+        lambda: (
+            library.data(f'{{ author(id: "{author}") {{ name }} }}')["author"]["name"]
+            == "Ursula Le Guin"
+        )
+    )
+    (book,) = add_books(library, [{"title": "The Dispossessed", "author_id": author}])
+    loan = library.data(LEND, {"book": book, "member": "grace", "due": "2027-03-01"})["lendBook"]
+    wait_until(lambda: found(library, "loan", loan["id"]))
+    returned = library.data(
+        f'mutation {{ updateLoan(id: "{loan["id"]}", book_id: "{book}", member: "grace",'
+        ' due: "2027-03-01", returned: true) { status } }'
+    )["updateLoan"]
+    assert returned["status"] == "OK"
+    member_loans = (
+        '{ loans(where: {member: {eq: "grace"}}) { nodes { id returned book { title } } } }'
+    )
+    wait_until(lambda: library.data(member_loans)["loans"]["nodes"][0]["returned"])
+    assert library.data(member_loans)["loans"]["nodes"] == [
+        {"id": loan["id"], "returned": True, "book": {"title": "The Dispossessed"}}
+    ]
+    assert library.data(f'{{ loan(id: "{loan["id"]}") {{ member due }} }}')["loan"] == {
+        "member": "grace",
+        "due": "2027-03-01",
+    }
+    removed = library.data(f'mutation {{ removeLoan(id: "{loan["id"]}") {{ status }} }}')
+    assert removed["removeLoan"]["status"] == "OK"
+    wait_until(lambda: not found(library, "loan", loan["id"]))
+    assert library.data(member_loans)["loans"]["nodes"] == []
+    assert library.data(f'{{ book(id: "{book}") {{ loans {{ totalCount }} }} }}') == {
+        "book": {"loans": {"totalCount": 0}}
+    }
