@@ -396,16 +396,17 @@ def _entity(p: Project, name: str) -> Entity:
 
 
 def _in_reference_order(entities: tuple[Entity, ...]) -> list[Entity]:
-    """The entities with each after those it refers to (references between several entities
-    never come round in a circle: parse_entities refuses that)."""
+    """The entities with each after those it refers to, where references allow (between
+    several entities they never come round in a circle: parse_entities refuses that)."""
     ordered: list[Entity] = []
     while len(ordered) < len(entities):
-        for e in entities:
-            if e not in ordered and all(
-                f.refers in (e.name, *(o.name for o in ordered)) for f in e.fields if f.refers
-            ):
-                ordered.append(e)
-                break
+        left = [e for e in entities if e not in ordered]
+        ready = [
+            e
+            for e in left
+            if all(f.refers in (e.name, *(o.name for o in ordered)) for f in e.fields if f.refers)
+        ]
+        ordered.append((ready or left)[0])
     return ordered
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from cqrs_flow.topology.model import GatewayNode, ReaderNode, StoreNode, Topology
 from cqrs_flow.topology.problems import KeyPath, Problems, did_you_mean
 
-__all__ = ["check_entities", "unknown_entity"]
+__all__ = ["check_entities"]
 
 
 def check_entities(topology: Topology, report: Problems) -> None:
@@ -22,7 +22,7 @@ def check_entities(topology: Topology, report: Problems) -> None:
     _check_gateways(topology, report)
 
 
-def unknown_entity(topology: Topology, name: str) -> str:
+def _unknown_entity(topology: Topology, name: str) -> str:
     """The message for a name that is no entity: a did-you-mean, else the entities there are."""
     hint = did_you_mean(name, topology.entities)
     if hint:
@@ -39,7 +39,7 @@ def _check_holders(topology: Topology, report: Problems) -> None:
         for i, name in enumerate(store.entities):
             path = ("nodes", store.name, "entities", i)
             if name not in topology.entities:
-                report(path, unknown_entity(topology, name))
+                report(path, _unknown_entity(topology, name))
             elif store.entities.index(name) != i:
                 report(path, f"'{name}' is listed twice")
             elif holder.setdefault(name, store.name) != store.name:
@@ -105,7 +105,7 @@ def _check_relations(topology: Topology, report: Problems) -> None:
             if not relation.entity:
                 continue  # missing: reported by the spec checker
             if relation.entity not in topology.entities:
-                report(path + ("entity",), unknown_entity(topology, relation.entity))
+                report(path + ("entity",), _unknown_entity(topology, relation.entity))
                 continue
             mine, theirs = holders.get(entity.name), holders.get(relation.entity)
             if mine and theirs and mine != theirs:
@@ -136,7 +136,7 @@ def _check_gateways(topology: Topology, report: Problems) -> None:
         store = _store_read_by(topology, gateway)
         for path, name in named:
             if name not in topology.entities:
-                report(path, unknown_entity(topology, name))
+                report(path, _unknown_entity(topology, name))
             elif store is not None and name not in store.entities:
                 holder = topology.store_holding(name)
                 report(
