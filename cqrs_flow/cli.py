@@ -254,13 +254,16 @@ def mqtt_password(file: str, user: str, broker_name: str | None) -> None:
 def init(directory: Path, entity_spec: tuple[str, ...], port_base: int, name: str | None) -> None:
     """Scaffold a new project in DIR (new or empty) that `cqrs-flow up DIR/topology.yaml` runs.
 
-    Describe its entity with --entity NAME (PascalCase) and its fields as NAME:TYPE, TYPE being
-    String, Int, Float, Boolean or ID, or a list such as [String] (quote it in a shell). The id
-    key and the updated_at timestamp are added. One entity per project: a gateway reads
-    through one reader, and a reader from one store.
+    Describe each entity with --entity NAME (PascalCase) and its fields as NAME:TYPE, TYPE being
+    String, Int, Float, Boolean or ID, or a list such as [String] (quote it in a shell), or
+    another entity: author:Author stores the key of one Author (author_id) and relates the two
+    both ways (Book.author, Author.books). The id key and the updated_at timestamp are added.
 
     \b
-    Example: cqrs-flow init bookshop --entity Book title:String year:Int 'tags:[String]'
+    Examples:
+      cqrs-flow init bookshop --entity Book title:String year:Int 'tags:[String]'
+      cqrs-flow init library --entity Author name:String \\
+          --entity Book title:String author:Author --entity Loan book:Book member:String
     """
     from cqrs_flow import scaffold
 

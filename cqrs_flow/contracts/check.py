@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from cqrs_flow.contracts import plugin_classes
+from cqrs_flow.contracts.entities import check_entities
 from cqrs_flow.contracts.gateway import gateway_plan
 from cqrs_flow.contracts.reader import reader_plan
 from cqrs_flow.contracts.store import store_plan
@@ -22,6 +23,7 @@ def check_contracts(
     imported (their module's code runs) only with `import_plugins`; without, what depends on
     them is not checked: a reader RPC the store does not serve may be one a plugin answers."""
     report = Problems(topology.located)
+    check_entities(topology, protos, report)
     for node in topology.nodes.values():
         if isinstance(node, StoreNode):
             store_plan(topology, node, protos, report)

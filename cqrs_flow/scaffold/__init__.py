@@ -3,13 +3,16 @@ stub and a README) that `cqrs-flow up` runs as it is.
 
 Everything here is a pure function of a parsed description, except `write_project`:
 
-    entities = parse_entities(["--entity", "Book", "title:String", "year:Int"])
-    project = make_project(project_name("bookshop"), entities, port_base=18000)
-    write_project(Path("bookshop"), render(project))
+    entities = parse_entities(["--entity", "Author", "name:String",
+                               "--entity", "Book", "title:String", "author:Author"])
+    project = make_project(project_name("library"), entities, port_base=18000)
+    write_project(Path("library"), render(project))
 
 Wrong input raises ScaffoldError with a message meant for the user (the CLI shows it as a bad
-parameter). One project has exactly one entity: a gateway sends every query to one reader and
-a reader reads from one store, which holds one document type (see `make_project`).
+parameter). A project of one entity is written as the shipped contacts system is (a store
+describing its one document type, list and get RPCs); one of several entities, or with a
+reference (author:Author), has one store holding them all, lists paged, filtered and ordered on
+indexes, and relations both ways (several.py).
 """
 
 from cqrs_flow.scaffold.description import (
@@ -19,6 +22,7 @@ from cqrs_flow.scaffold.description import (
     Entity,
     Field,
     Project,
+    Relation,
     ScaffoldError,
     UnknownOption,
     make_project,
@@ -36,6 +40,7 @@ __all__ = [
     "Entity",
     "Field",
     "Project",
+    "Relation",
     "ScaffoldError",
     "UnknownOption",
     "make_project",

@@ -1,7 +1,8 @@
-"""What `cqrs-flow init` scaffolds from: the entity described on the command line, checked.
+"""What `cqrs-flow init` scaffolds from: the entities described on the command line, checked.
 
-`parse_entities` turns `--entity Book title:String year:Int` into entities, `project_name` and
-`make_project` name the project and pick its ports. Everything here is a pure function; wrong
+`parse_entities` turns `--entity Book title:String author:Author` into entities (a field typed by
+another entity refers to it), `project_name` and `make_project` name the project, work out the
+relations between its entities and pick its ports. Everything here is a pure function; wrong
 input raises ScaffoldError with a message meant for the user.
 """
 
@@ -11,7 +12,7 @@ import keyword
 import re
 import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cqrs_flow.topology.problems import suggest
@@ -26,6 +27,7 @@ __all__ = [
     "Entity",
     "Field",
     "Project",
+    "Relation",
     "ScaffoldError",
     "UnknownOption",
     "make_project",
@@ -64,6 +66,27 @@ _RESERVED_ENTITIES = {
     "CommandStatus",
     "CommandState",
 }
+# Names a project of several entities defines besides those above: its services and the types
+# of its lists. Each entity's own (BookEdge, AddBookRequest, ...) are checked in make_project.
+_SHARED_NAMES = {
+    "WriteService",
+    "ReadService",
+    "Reader",
+    "PageInfo",
+    "OrderDirection",
+    "StringFilter",
+    "IntFilter",
+    "FloatFilter",
+    "BooleanFilter",
+}
+# The GraphQL filter of each field type an index may have (the conventions of the gateway).
+FILTERS = {
+    "String": "StringFilter",
+    "ID": "StringFilter",
+    "Int": "IntFilter",
+    "Float": "FloatFilter",
+    "Boolean": "BooleanFilter",
+}
 
 
 class ScaffoldError(ValueError):
@@ -84,8 +107,17 @@ class UnknownOption(ScaffoldError):
 @dataclass(frozen=True)
 class Field:
     name: str
-    type: str  # a key of TYPES
+    type: str  # a key of TYPES ("String" for a reference: it holds the other entity's key)
     repeated: bool = False
+    refers: str | None = None  # author:Author refers to the entity Author
+
+    @property
+    def stored(self) -> str:
+        """The document field: the name itself, or for a reference the field holding the other
+        entity's key: author -> author_id, mainAuthor -> mainAuthorId."""
+        if self.refers is None:
+            return self.name
+        return f"{self.name}Id" if _has_upper(self.name) else f"{self.name}_{KEY}"
 
     @property
     def proto(self) -> str:
@@ -95,6 +127,26 @@ class Field:
     def graphql(self) -> str:
         """The non-null GraphQL type: every field of a proto3 message always has a value."""
         return f"[{self.type}!]!" if self.repeated else f"{self.type}!"
+
+    @property
+    def indexed(self) -> bool:
+        """Lists filter and order on it: one value per document (a reference's key too)."""
+        return not self.repeated
+
+
+@dataclass(frozen=True)
+class Relation:
+    """A GraphQL field of an entity leading to another: to one by `key` (a field of this
+    entity's documents holding the other's key), to many by `by` (a field of the others')."""
+
+    name: str
+    entity: str
+    key: str | None = None
+    by: str | None = None
+
+    @property
+    def many(self) -> bool:
+        return self.by is not None
 
 
 @dataclass(frozen=True)
@@ -127,34 +179,70 @@ class Entity:
         return self.plural_snake.replace("_", " ")
 
     @property
+    def plural_camel(self) -> str:  # bookReviews
+        return _camel(self.plural)
+
+    @property
     def first_text(self) -> Field | None:
-        """The first single String field: the one the plugin stub checks."""
-        return next((f for f in self.fields if f.type == "String" and not f.repeated), None)
+        """The first single String field (no reference): the one the plugin stub checks."""
+        return next(
+            (f for f in self.fields if f.type == "String" and not f.repeated and not f.refers),
+            None,
+        )
+
+    @property
+    def indexes(self) -> tuple[str, ...]:
+        """The document fields lists filter and order on: every single-valued one."""
+        return tuple(f.stored for f in self.fields if f.indexed)
 
 
 @dataclass(frozen=True)
 class Project:
     name: str  # a lower-case identifier: proto package, plugin module, topology name
-    entity: Entity
+    entities: tuple[Entity, ...]
     port_base: int = DEFAULT_PORT_BASE
+    # entity name -> its relations, to one then to many (see `make_project`)
+    relations: dict[str, tuple[Relation, ...]] = field(default_factory=dict, compare=False)
 
     def port(self, what: str) -> int:
         return self.port_base + PORT_OFFSETS[what]
 
     @property
+    def entity(self) -> Entity:
+        """The first entity: a project of one entity is written about it."""
+        return self.entities[0]
+
+    @property
+    def several(self) -> bool:
+        """Whether the project is written in the form of several entities (a store holding
+        `entities:`, lists as connections), which any reference between entities needs too.
+        A project of one entity without one keeps the form of one entity."""
+        return len(self.entities) > 1 or any(f.refers for f in self.entity.fields)
+
+    @property
     def rules(self) -> str:  # the gateway plugin class
+        if self.several:
+            return "".join(w.capitalize() for w in self.name.split("_")) + "Rules"
         return f"{self.entity.name}Rules"
 
     @property
     def topic(self) -> str:  # BOOKSHOP/BOOK: its commands go on /ADD, /UPDATE and /DELETE under it
-        return f"{self.name.upper()}/{self.entity.snake.upper()}"
+        return self.topic_of(self.entity)
+
+    def topic_of(self, entity: Entity) -> str:
+        return f"{self.name.upper()}/{entity.snake.upper()}"
+
+    def relations_of(self, entity: Entity) -> tuple[Relation, ...]:
+        return self.relations.get(entity.name, ())
 
 
 # -- parsing ----------------------------------------------------------------------------------
 
 
-def parse_field(text: str, entity: str = "") -> Field:
-    """'title:String', 'year:Int', 'tags:[String]' -> Field; ScaffoldError says what is wrong."""
+def parse_field(text: str, entity: str = "", entities: Sequence[str] = ()) -> Field:
+    """'title:String', 'year:Int', 'tags:[String]' -> Field; with `entities` (the names of the
+    project's entities), 'author:Author' is a reference to one. ScaffoldError says what is
+    wrong."""
     where = f" of {entity}" if entity else ""
     name, colon, type_text = text.partition(":")
     name = name.strip()
@@ -178,20 +266,45 @@ def parse_field(text: str, entity: str = "") -> Field:
             f"type {type_text!r} of field {name!r}{where} is not a type or a list of "
             f"one, such as String or [String]; types: {_type_list()}"
         )
+    repeated = bool(match.group(1))
+    if match.group(2) in entities:
+        return _reference(name, match.group(2), repeated, entity)
     by_lower = {t.lower(): t for t in TYPES}
     base = by_lower.get(match.group(2).lower())
     if base is None:
-        close = suggest(match.group(2).lower(), by_lower, cutoff=0.5)
-        hint = f"; did you mean {by_lower[close]}?" if close else ""
+        known = {**by_lower, **{e.lower(): e for e in entities}}
+        close = suggest(match.group(2).lower(), known, cutoff=0.5)
+        hint = f"; did you mean {known[close]}?" if close else ""
+        others = f", or an entity: {', '.join(entities)}" if entities else ""
         raise ScaffoldError(
             f"unknown type {match.group(2)!r} of field {name!r}{where}{hint} "
-            f"(types: {_type_list()}, or a list of one such as [String])"
+            f"(types: {_type_list()}, or a list of one such as [String]{others})"
         )
-    return Field(name, base, repeated=bool(match.group(1)))
+    return Field(name, base, repeated=repeated)
 
 
-def parse_entity(name: str, field_texts: Sequence[str]) -> Entity:
-    """An entity name and its NAME:TYPE fields -> Entity, after every check of names and types."""
+def _reference(name: str, target: str, repeated: bool, entity: str) -> Field:
+    """author:Author: the document holds the key of one Author (author_id)."""
+    if repeated:
+        raise ScaffoldError(
+            f"field {name!r} of {entity} is a list of {target}: a reference leads to one. To "
+            f"relate a {entity} to many {_plural(target)}, give {target} the reference "
+            f"instead ({_camel(entity)}:{entity}): {entity} then gets the list "
+            f"({entity}.{_camel(_plural(target))})"
+        )
+    if re.search(r"(_id|Id)$", name):
+        bare = re.sub(r"(_id|Id)$", "", name) or _camel(target)
+        raise ScaffoldError(
+            f"field {name!r} of {entity} refers to {target}: name it after what it leads to, "
+            f"{bare}:{target}; init adds the field holding the key "
+            f"({Field(bare, 'String', refers=target).stored})"
+        )
+    return Field(name, "String", refers=target)
+
+
+def parse_entity(name: str, field_texts: Sequence[str], entities: Sequence[str] = ()) -> Entity:
+    """An entity name and its NAME:TYPE fields -> Entity, after every check of names and types.
+    `entities` are the names a field's type may refer to (the project's entities)."""
     if not _ENTITY.fullmatch(name or ""):
         raise ScaffoldError(
             f"entity name {name!r} is not PascalCase: an upper-case letter, then "
@@ -209,7 +322,7 @@ def parse_entity(name: str, field_texts: Sequence[str]) -> Entity:
         )
     fields: list[Field] = []
     for text in field_texts:
-        found = parse_field(text, name)
+        found = parse_field(text, name, entities)
         reserved = {
             KEY: f"every entity has the key '{KEY}: String' already "
             "(the store fills it with a UUID)",
@@ -217,21 +330,29 @@ def parse_entity(name: str, field_texts: Sequence[str]) -> Entity:
             entity_snake: f"'{entity_snake}' names the request field that carries a {name}",
             "command_id": "'command_id' is the request field that carries each command's id",
         }
-        if found.name in reserved:
-            raise ScaffoldError(
-                f"field name {found.name!r} of {name} is reserved: {reserved[found.name]}"
-            )
+        for given in dict.fromkeys((found.name, found.stored)):
+            if given in reserved:
+                raise ScaffoldError(
+                    f"field name {given!r} of {name} is reserved: {reserved[given]}"
+                )
         if any(f.name == found.name for f in fields):
             raise ScaffoldError(f"field {found.name!r} of {name} is given twice")
+        for earlier in fields:
+            if {earlier.name, earlier.stored} & {found.name, found.stored}:
+                ref, plain = (earlier, found) if earlier.refers else (found, earlier)
+                raise ScaffoldError(
+                    f"field {plain.name!r} of {name} has the name of the field holding the "
+                    f"key of {ref.name}:{ref.refers} ({ref.stored}); rename one"
+                )
         fields.append(found)
     # protoc refuses two fields with one JSON name (foo_bar and fooBar); so do we, first.
     seen = {_json_name(KEY): KEY, _json_name(TIMESTAMP): TIMESTAMP}
     for f in fields:
-        other = seen.setdefault(_json_name(f.name), f.name)
-        if other != f.name:
+        other = seen.setdefault(_json_name(f.stored), f.stored)
+        if other != f.stored:
             raise ScaffoldError(
-                f"fields {other!r} and {f.name!r} of {name} differ only in '_' and case "
-                f"(both are '{_json_name(f.name)}' in JSON); protobuf refuses that, rename one"
+                f"fields {other!r} and {f.stored!r} of {name} differ only in '_' and case "
+                f"(both are '{_json_name(f.stored)}' in JSON); protobuf refuses that, rename one"
             )
     return Entity(name, tuple(fields))
 
@@ -271,7 +392,51 @@ def parse_entities(tokens: Sequence[str]) -> list[Entity]:
             "describe the entity: --entity NAME FIELD:TYPE..., such as "
             "--entity Book title:String year:Int"
         )
-    return [parse_entity(name, fields) for name, fields in groups]
+    names = [name for name, _ in groups]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            raise ScaffoldError(f"entity {name} is given twice; give each entity once")
+    entities = [parse_entity(name, fields, names) for name, fields in groups]
+    _refuse_cycles(entities)
+    return entities
+
+
+def _refuse_cycles(entities: Sequence[Entity]) -> None:
+    """References between two or more entities that come round in a circle have no order to add
+    their entities in, each with its reference set. One entity referring to itself does (the
+    first has none: an employee without a manager)."""
+    refers = {e.name: [f for f in e.fields if f.refers and f.refers != e.name] for e in entities}
+    done: set[str] = set()
+
+    def visit(name: str, path: list[Field], on_path: list[str]) -> None:
+        if name in on_path:
+            start = on_path.index(name)
+            circle, fields = on_path[start:], path[start:]
+            who = (
+                f"{circle[0]} and {circle[1]} refer to each other"
+                if len(circle) == 2
+                else f"{', '.join(circle[:-1])} and {circle[-1]} refer to one another in a circle"
+            )
+            given = ", ".join(
+                f"{owner}.{f.name}:{f.refers}" for owner, f in zip(circle, fields, strict=True)
+            )
+            first = fields[0]
+            raise ScaffoldError(
+                f"{who} ({given}): none of them could be added with its reference set before "
+                f"the other{'s' if len(circle) > 2 else ''} exist{'' if len(circle) > 2 else 's'}. "
+                f"Drop one of these fields: its relation comes the other way anyway, as a list "
+                f"({first.name}:{first.refers} in {circle[0]} gives "
+                f"{first.refers}.{_camel(_plural(circle[0]))}). An entity may refer to itself "
+                "(Employee manager:Employee)"
+            )
+        if name in done:
+            return
+        for f in refers.get(name, []):
+            visit(f.refers or "", [*path, f], [*on_path, name])
+        done.add(name)
+
+    for entity in entities:
+        visit(entity.name, [], [])
 
 
 def project_name(directory: str | Path, explicit: str | None = None) -> str:
@@ -301,24 +466,82 @@ def project_name(directory: str | Path, explicit: str | None = None) -> str:
 def make_project(
     name: str, entities: Sequence[Entity], port_base: int = DEFAULT_PORT_BASE
 ) -> Project:
-    """The project to render; exactly one entity (the topology model's limit, explained below)."""
+    """The project to render: its entities, the relations between them (see `_relations`) and
+    its ports. Names the entities' files would share are refused here."""
     if not entities:
         raise ScaffoldError("describe the entity: --entity NAME FIELD:TYPE...")
-    if len(entities) > 1:
-        names = ", ".join(e.name for e in entities)
-        raise ScaffoldError(
-            f"init scaffolds one entity per project, not {len(entities)} ({names}): a gateway "
-            "sends every query to one reader, a reader reads from one store, and a store holds one "
-            f"document type, so {entities[1].name} would need a store, reader and gateway (a "
-            "GraphQL endpoint) of its own. Scaffold each entity as a project of its own, with "
-            "different --port-base values, or add such nodes to the topology by hand"
-        )
     if not 1024 <= port_base <= MAX_PORT_BASE:
         raise ScaffoldError(
             f"port base {port_base} is out of range: it must be from 1024 to {MAX_PORT_BASE} "
             f"(the ports used are base + {', '.join(map(str, sorted(PORT_OFFSETS.values())))})"
         )
-    return Project(name, entities[0], port_base)
+    project = Project(name, tuple(entities), port_base)
+    if not project.several:
+        return project
+    _refuse_shared_names(project.entities)
+    return Project(name, project.entities, port_base, _relations(project.entities))
+
+
+def _refuse_shared_names(entities: Sequence[Entity]) -> None:
+    """Two entities must not make the same name anywhere: a type, a message, a query, a
+    command or a collection."""
+    made: dict[str, str] = dict.fromkeys(_SHARED_NAMES, "")
+    for e in entities:
+        names = [
+            e.name,
+            *(f"{e.name}{suffix}" for suffix in ("Edge", "Connection", "OrderField", "Order")),
+            f"{e.name}Where",
+            *(f"{verb}{e.name}Request" for verb in ("Add", "Update", "Remove", "Get")),
+            f"Get{e.name}Response",
+            e.camel,  # a query, and with add_/update_/remove_ the commands
+            e.plural_camel,  # a query
+            e.snake,
+            e.plural_snake,  # a collection
+        ]
+        for made_name in dict.fromkeys(names):
+            other = made.setdefault(made_name, e.name)
+            if other != e.name:
+                raise ScaffoldError(
+                    f"entity {e.name} would make the name {made_name!r}, which "
+                    + (
+                        f"entity {other} makes too; rename one of them"
+                        if other
+                        else "the generated schema or protos have already; choose another name"
+                    )
+                )
+
+
+def _relations(entities: Sequence[Entity]) -> dict[str, tuple[Relation, ...]]:
+    """Each reference author:Author of Book is a relation to one (Book.author, by its key
+    author_id) and, on Author, one to many (Author.books, by author_id). The one to many is
+    named after the plural of the referring entity (books), or after the field too (authorBooks)
+    where that would take a name the entity has, or Book refers to Author more than once."""
+    to_one = {
+        e.name: [Relation(f.name, f.refers, key=f.stored) for f in e.fields if f.refers]
+        for e in entities
+    }
+    taken = {
+        e.name: {KEY, TIMESTAMP, *(n for f in e.fields for n in (f.name, f.stored))}
+        | {r.name for r in to_one[e.name]}
+        for e in entities
+    }
+    to_many: dict[str, list[Relation]] = {e.name: [] for e in entities}
+    for e in entities:
+        references = [f for f in e.fields if f.refers]
+        for f in references:
+            target = f.refers or ""
+            twice = sum(other.refers == target for other in references) > 1
+            name = e.plural_camel
+            if twice or name in taken[target]:
+                name = _camel_field(f.name) + e.plural
+            if name in taken[target]:
+                raise ScaffoldError(
+                    f"{target} would get the list of {e.plural} by {f.stored} as its field "
+                    f"{name!r}, a name it has already; rename field {f.name!r} of {e.name}"
+                )
+            taken[target].add(name)
+            to_many[target].append(Relation(name, e.name, by=f.stored))
+    return {e.name: (*to_one[e.name], *to_many[e.name]) for e in entities}
 
 
 # -- names ------------------------------------------------------------------------------------
@@ -337,6 +560,16 @@ def _snake(pascal: str) -> str:
 def _camel(pascal: str) -> str:
     words = _words(pascal)
     return words[0].lower() + "".join(words[1:])
+
+
+def _camel_field(name: str) -> str:
+    """A field name in camelCase: 'main_author' -> 'mainAuthor', 'mainAuthor' stays."""
+    head, *rest = name.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+def _has_upper(name: str) -> bool:
+    return name != name.lower()
 
 
 def _plural(pascal: str) -> str:

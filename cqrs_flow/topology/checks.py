@@ -1,5 +1,5 @@
 """Wiring checks that need the whole model but not the protos: references, segregation,
-topics, listen addresses, cycles and files.
+topics, listen addresses, cycles, files, and the entities (entities.py).
 
 Each check returns problems; nothing raises until every problem is known.
 """
@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from cqrs_flow.errors import Problem
+from cqrs_flow.topology.entities import check_entities
 from cqrs_flow.topology.graph import find_cycle
 from cqrs_flow.topology.model import (
     Address,
@@ -49,6 +50,7 @@ def check_wiring(topology: Topology) -> list[Problem]:
             "a reader and a gateway to do anything",
         )
     _check_references(topology, report)
+    check_entities(topology, report)
     _check_commands(topology, report)
     _check_listeners(topology, report)
     _check_mqtt_clients(topology, report)

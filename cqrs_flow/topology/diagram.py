@@ -1,9 +1,11 @@
 """A topology as a picture: Mermaid flowchart or Graphviz DOT text, from the model alone.
 
 `drawing(topology)` lays the topology out once, format-neutral: a box per node, each broker as
-a cluster holding the command topics carried on it, and the links between them, each on the
-write side (publish, consume, write) or the read side (query, read) of the system. `mermaid()`
-and `dot()` only spell that out. Everything is sorted, so the same topology gives the same text.
+a cluster holding the command topics carried on it, a box per entity, and the links between
+them, each on the write side (publish, consume, write) or the read side (query, read) of the
+system, or among the data (a store holds an entity; a relation leads from one entity to another,
+to one or to many, by a key field). `mermaid()` and `dot()` only spell that out. Everything is
+sorted, so the same topology gives the same text.
 """
 
 from __future__ import annotations
@@ -14,19 +16,31 @@ from dataclasses import dataclass
 from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from cqrs_flow.topology.model import BrokerNode, GatewayNode, Node, ReaderNode, Topology, WriterNode
+from cqrs_flow.topology.model import (
+    BrokerNode,
+    Entity,
+    GatewayNode,
+    Node,
+    ReaderNode,
+    Relation,
+    StoreNode,
+    Topology,
+    WriterNode,
+)
 
 __all__ = ["FORMATS", "Box", "Cluster", "Drawing", "Link", "dot", "drawing", "mermaid"]
 
-WRITE, READ = "write", "read"
+WRITE, READ, DATA = "write", "read", "data"
 
-# Write side in a warm solid line, read side in a cool dashed one, in both formats.
-_COLOURS = {WRITE: "#c2410c", READ: "#1d4ed8"}
+# Write side in a warm solid line, read side in a cool dashed one, the data (entities and their
+# relations) in a thin grey one, in both formats.
+_COLOURS = {WRITE: "#c2410c", READ: "#1d4ed8", DATA: "#6b7280"}
 
 
 @dataclass(frozen=True)
 class Box:
-    """One drawn thing: a node (`shape` "node") or a command topic (`shape` "topic")."""
+    """One drawn thing: a node (`shape` "node"), a command topic ("topic") or an entity
+    ("entity")."""
 
     id: str
     lines: tuple[str, ...]
@@ -44,12 +58,14 @@ class Cluster:
 
 @dataclass(frozen=True)
 class Link:
-    """An arrow between two boxes, on the write or the read side."""
+    """An arrow between two boxes, on the write or the read side or among the data; `many`: a
+    relation to many."""
 
     source: str
     target: str
     label: str
     side: str
+    many: bool = False
 
 
 @dataclass(frozen=True)
@@ -107,6 +123,25 @@ def drawing(topology: Topology) -> Drawing:
                 reader.store.side,
             )
         )
+    entities = [topology.entities[name] for name in sorted(topology.entities)]
+    for entity in entities:
+        ids.get("e", entity.name)
+    for store in _of(nodes, StoreNode):
+        for name in sorted(store.entities):
+            if name in topology.entities:
+                links.append(Link(ids.get("n", store.name), ids.get("e", name), "holds", DATA))
+    for entity in entities:
+        for relation in sorted(entity.relations.values(), key=lambda r: r.name):
+            if relation.entity in topology.entities:
+                links.append(
+                    Link(
+                        ids.get("e", entity.name),
+                        ids.get("e", relation.entity),
+                        _relation_label(relation),
+                        DATA,
+                        relation.many,
+                    )
+                )
 
     topic_boxes = {
         (broker, topic): Box(
@@ -125,13 +160,14 @@ def drawing(topology: Topology) -> Drawing:
     boxes += [
         box for (broker, _), box in topic_boxes.items() if broker not in brokers
     ]  # drawn loose
+    boxes += [Box(ids.get("e", e.name), _entity_lines(e), "entity") for e in entities]
     return Drawing(topology.name, tuple(clusters), tuple(boxes), tuple(links))
 
 
 # -- Mermaid ----------------------------------------------------------------------------------
 
-_MERMAID_SHAPES = {"node": ('["', '"]'), "topic": ('(["', '"])')}
-_MERMAID_ARROWS = {WRITE: "==>", READ: "-.->"}
+_MERMAID_SHAPES = {"node": ('["', '"]'), "topic": ('(["', '"])'), "entity": ('[("', '")]')}
+_MERMAID_ARROWS = {WRITE: "==>", READ: "-.->", DATA: "-->"}
 
 
 def mermaid(topology: Topology) -> str:
@@ -146,7 +182,7 @@ def mermaid(topology: Topology) -> str:
     for link in picture.links:
         arrow = _MERMAID_ARROWS[link.side]
         out.append(f'  {link.source} {arrow}|"{_mermaid_text(link.label)}"| {link.target}')
-    for side in (WRITE, READ):
+    for side in (WRITE, READ, DATA):
         indexes = [str(i) for i, link in enumerate(picture.links) if link.side == side]
         if indexes:
             out.append(f"  linkStyle {','.join(indexes)} stroke:{_COLOURS[side]}")
@@ -173,8 +209,8 @@ def _mermaid_comment(text: str) -> str:
 
 # -- Graphviz DOT -----------------------------------------------------------------------------
 
-_DOT_SHAPES = {"node": "box", "topic": "ellipse"}
-_DOT_LINE_STYLES = {WRITE: "solid", READ: "dashed"}
+_DOT_SHAPES = {"node": "box", "topic": "ellipse", "entity": "cylinder"}
+_DOT_LINE_STYLES = {WRITE: "solid", READ: "dashed", DATA: "solid"}
 
 
 def dot(topology: Topology) -> str:
@@ -198,7 +234,8 @@ def dot(topology: Topology) -> str:
         out.append(
             f"  {_dot_quote(link.source)} -> {_dot_quote(link.target)} "
             f'[label={_dot_quote(link.label)}, color="{_COLOURS[link.side]}", '
-            f'fontcolor="{_COLOURS[link.side]}", style={_DOT_LINE_STYLES[link.side]}];'
+            f'fontcolor="{_COLOURS[link.side]}", style={_DOT_LINE_STYLES[link.side]}'
+            f"{', arrowhead=crow' if link.many else ''}];"
         )
     out.append("}")
     return "\n".join(out) + "\n"
@@ -265,6 +302,20 @@ def _node_lines(node: Node) -> tuple[str, ...]:
     return (f"{node.name} ({node.kind})",) + tuple(
         f"{what} {address}" for what, address in node.listens
     )
+
+
+def _entity_lines(entity: Entity) -> tuple[str, ...]:
+    """Name, its document and key, then the fields lists filter and order on."""
+    lines = (f"{entity.name} (entity)", f"{entity.document}, key {entity.key}")
+    return lines + ((f"indexes {', '.join(entity.indexes)}",) if entity.indexes else ())
+
+
+def _relation_label(relation: Relation) -> str:
+    """'author: one by author_id' (a field of this entity's documents holds the other's key),
+    'books: many by author_id' (a field of the others' documents holds this one's key)."""
+    if relation.many:
+        return f"{relation.name}: many by {relation.by}"
+    return f"{relation.name}: one by {relation.key or '?'}"
 
 
 def _without_password(url: str) -> str:

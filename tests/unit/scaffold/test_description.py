@@ -8,6 +8,7 @@ import pytest
 from cqrs_flow.scaffold import (
     Entity,
     Field,
+    Relation,
     ScaffoldError,
     UnknownOption,
     make_project,
@@ -166,16 +167,201 @@ def test_an_unknown_option_is_named():
     assert exc.value.option == "--prot-base"
 
 
-def test_a_second_entity_is_refused_with_the_reason():
-    entities = parse_entities(
-        ["--entity", "Book", "title:String", "--entity", "Author", "name:String"]
-    )
+# -- several entities and references ----------------------------------------------------------
+
+LIBRARY = [
+    "--entity",
+    "Author",
+    "name:String",
+    "--entity",
+    "Book",
+    "title:String",
+    "author:Author",
+    "--entity",
+    "Loan",
+    "book:Book",
+    "member:String",
+    "due:String",
+]
+
+
+@pytest.mark.parametrize(
+    "text, expected, stored",
+    [
+        ("author:Author", Field("author", "String", refers="Author"), "author_id"),
+        ("main_author:Author", Field("main_author", "String", refers="Author"), "main_author_id"),
+        ("mainAuthor:Author", Field("mainAuthor", "String", refers="Author"), "mainAuthorId"),
+        ("manager:Book", Field("manager", "String", refers="Book"), "manager_id"),  # itself
+        ("title:String", Field("title", "String"), "title"),
+    ],
+)
+def test_a_field_typed_by_an_entity_refers_to_it(text, expected, stored):
+    field = parse_field(text, "Book", ["Author", "Book"])
+    assert field == expected and field.stored == stored
+    assert field.proto == "string" and field.graphql == "String!"
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (
+            "author:Autor",
+            "unknown type 'Autor' of field 'author' of Book; did you mean Author? (types: "
+            "String, Int, Float, Boolean, ID, or a list of one such as [String], or an entity: "
+            "Author, Book)",
+        ),
+        (
+            "authors:[Author]",
+            "field 'authors' of Book is a list of Author: a reference leads to one. To relate "
+            "a Book to many Authors, give Author the reference instead (book:Book): Book then "
+            "gets the list (Book.authors)",
+        ),
+        (
+            "author_id:Author",
+            "field 'author_id' of Book refers to Author: name it after what it leads to, "
+            "author:Author; init adds the field holding the key (author_id)",
+        ),
+        ("writerId:Author", "name it after what it leads to, writer:Author"),
+    ],
+)
+def test_a_bad_reference_is_refused_with_what_to_write(text, message):
     with pytest.raises(ScaffoldError) as exc:
-        make_project("shop", entities)
-    message = str(exc.value)
-    assert "one entity per project, not 2 (Book, Author)" in message
-    assert "a gateway sends every query to one reader, a reader reads from one store" in message
-    assert "Author would need a store, reader and gateway" in message
+        parse_field(text, "Book", ["Author", "Book"])
+    assert message in str(exc.value)
+
+
+def test_a_reference_s_key_field_may_not_take_another_field_s_name():
+    with pytest.raises(
+        ScaffoldError,
+        match=r"field 'author_id' of Book has the name of the field holding the key of "
+        r"author:Author \(author_id\); rename one",
+    ):
+        parse_entity("Book", ["author:Author", "author_id:String"], ["Author", "Book"])
+    with pytest.raises(ScaffoldError, match=r"'authorId' .* differ only in '_' and case"):
+        parse_entity("Book", ["author:Author", "authorId:String"], ["Author", "Book"])
+
+
+def test_entities_refer_to_each_other_in_any_order():
+    entities = parse_entities(["--entity", "Book", "author:Author", "--entity", "Author", "n:Int"])
+    assert entities[0].fields == (Field("author", "String", refers="Author"),)
+    assert entities[0].indexes == ("author_id",)
+
+
+def test_every_single_valued_field_is_indexed():
+    book = parse_entity(
+        "Book", ["title:String", "tags:[String]", "year:Int", "author:Author"], ["Author"]
+    )
+    assert book.indexes == ("title", "year", "author_id")
+
+
+@pytest.mark.parametrize(
+    "tokens, message",
+    [
+        (
+            ["--entity", "Author", "favourite:Book", "--entity", "Book", "author:Author"],
+            "Author and Book refer to each other (Author.favourite:Book, Book.author:Author): "
+            "none of them could be added with its reference set before the other exists. Drop "
+            "one of these fields: its relation comes the other way anyway, as a list "
+            "(favourite:Book in Author gives Book.authors). An entity may refer to itself "
+            "(Employee manager:Employee)",
+        ),
+        (
+            ["--entity", "Shelf", "room:Room", "--entity", "Room", "floor:Floor"]
+            + ["--entity", "Floor", "shelf:Shelf", "n:Int"],
+            "Shelf, Room and Floor refer to one another in a circle (Shelf.room:Room, "
+            "Room.floor:Floor, Floor.shelf:Shelf): none of them could be added with its "
+            "reference set before the others exist.",
+        ),
+        (
+            ["--entity", "Book", "t:String", "--entity", "Book", "u:String"],
+            "entity Book is given twice",
+        ),
+    ],
+)
+def test_references_that_come_round_in_a_circle_are_refused(tokens, message):
+    with pytest.raises(ScaffoldError) as exc:
+        parse_entities(tokens)
+    assert message in str(exc.value)
+
+
+def test_an_entity_may_refer_to_itself():
+    (employee,) = parse_entities(["--entity", "Employee", "name:String", "manager:Employee"])
+    project = make_project("staff", [employee])
+    assert project.several  # written in the form of several entities, for its relations
+    assert project.relations_of(employee) == (
+        Relation("manager", "Employee", key="manager_id"),
+        Relation("employees", "Employee", by="manager_id"),
+    )
+
+
+def test_references_make_relations_both_ways():
+    project = make_project("library", parse_entities(LIBRARY))
+    author, book, loan = project.entities
+    assert project.several and project.rules == "LibraryRules"
+    assert project.relations_of(author) == (Relation("books", "Book", by="author_id"),)
+    assert project.relations_of(book) == (
+        Relation("author", "Author", key="author_id"),
+        Relation("loans", "Loan", by="book_id"),
+    )
+    assert project.relations_of(loan) == (Relation("book", "Book", key="book_id"),)
+    assert [project.topic_of(e) for e in project.entities] == [
+        "LIBRARY/AUTHOR",
+        "LIBRARY/BOOK",
+        "LIBRARY/LOAN",
+    ]
+
+
+def test_a_list_named_like_a_field_or_twice_takes_the_field_s_name_too():
+    project = make_project(
+        "library",
+        parse_entities(
+            ["--entity", "Book", "author:Author", "editor:Author", "--entity", "Author", "n:Int"]
+            + ["--entity", "Loan", "book:Book", "--entity", "Shelf", "loans:Int", "--entity"]
+            + ["Pick", "shelf:Shelf"]
+        ),
+    )
+    author, shelf = project.entities[1], project.entities[3]
+    assert [r.name for r in project.relations_of(author)] == ["authorBooks", "editorBooks"]
+    assert [r.name for r in project.relations_of(shelf)] == ["picks"]
+    clash = parse_entities(
+        ["--entity", "Book", "shelf:Shelf", "--entity", "Shelf", "books:Int", "shelfBooks:Int"]
+    )
+    with pytest.raises(
+        ScaffoldError,
+        match="Shelf would get the list of Books by shelf_id as its field 'shelfBooks', a name "
+        "it has already; rename field 'shelf' of Book",
+    ):
+        make_project("library", clash)
+
+
+@pytest.mark.parametrize(
+    "tokens, message",
+    [
+        (
+            ["--entity", "Box", "n:Int", "--entity", "Boxes", "m:Int"],
+            "entity Boxes would make the name 'boxes', which entity Box makes too; rename one",
+        ),
+        (
+            ["--entity", "BookEdge", "n:Int", "--entity", "Book", "m:Int"],
+            "entity Book would make the name 'BookEdge', which entity BookEdge makes too",
+        ),
+        (
+            ["--entity", "PageInfo", "n:Int", "--entity", "Book", "m:Int"],
+            "entity PageInfo would make the name 'PageInfo', which the generated schema or protos "
+            "have already; choose another name",
+        ),
+    ],
+)
+def test_entities_making_the_same_names_are_refused(tokens, message):
+    with pytest.raises(ScaffoldError) as exc:
+        make_project("shop", parse_entities(tokens))
+    assert message in str(exc.value)
+
+
+def test_one_entity_without_a_reference_keeps_the_form_of_one_entity():
+    project = make_project("shop", parse_entities(["--entity", "Book", "title:String"]))
+    assert not project.several and project.relations == {}
+    assert project.rules == "BookRules" and project.topic == "SHOP/BOOK"
 
 
 @pytest.mark.parametrize("port_base", [1023, 64653])

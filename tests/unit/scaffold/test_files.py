@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 from cqrs_flow.cli import main
 from cqrs_flow.contracts.check import check_contracts
+from cqrs_flow.contracts.sdl import parse_schema
 from cqrs_flow.plugins import GatewayPlugin, PluginContext, Rejected, load_plugin_class
 from cqrs_flow.protobuf.compiler import compile_protos
 from cqrs_flow.scaffold import (
@@ -198,6 +199,202 @@ def test_the_plugin_stub_trims_and_refuses_a_blank_first_text_field(
     assert "BookRules loaded; required fields: title" in caplog.text
 
 
+# -- several entities -------------------------------------------------------------------------
+
+LIBRARY = [
+    "--entity",
+    "Author",
+    "name:String",
+    "--entity",
+    "Book",
+    "title:String",
+    "author:Author",
+    "year:Int",
+    "--entity",
+    "Loan",
+    "book:Book",
+    "member:String",
+    "due:String",
+]
+# The gateway's side of lists, lookups and `exists: <Entity>` (its contract and resolvers) is
+# built apart from the model; until it is in, validating a project that uses them reports its
+# queries and mutations. The rest must fit already.
+NEEDS_GATEWAY = pytest.mark.xfail(
+    strict=True,
+    reason="the gateway contract does not plan list:/get: queries and exists: <Entity> yet",
+)
+
+
+def library_files(port_base: int = DEFAULT_PORT_BASE) -> dict[str, str]:
+    return render(make_project("library", parse_entities(LIBRARY), port_base))
+
+
+def test_the_topology_of_several_entities():
+    topology = yaml.safe_load(library_files()["topology.yaml"])
+    assert topology["entities"]["Book"] == {
+        "document": "library.Book",
+        "collection": "books",
+        "key": "id",
+        "timestamp": "updated_at",
+        "indexes": ["title", "author_id", "year"],
+        "relations": {
+            "author": {"entity": "Author", "key": "author_id"},
+            "loans": {"entity": "Loan", "by": "book_id"},
+        },
+    }
+    assert topology["entities"]["Author"]["relations"] == {
+        "books": {"entity": "Book", "by": "author_id"}
+    }
+    assert topology["entities"]["Loan"]["indexes"] == ["book_id", "member", "due"]
+    assert topology["commands"]["remove_book"] == {
+        "topic": "LIBRARY/BOOK/REMOVE",
+        "rpc": "RemoveBook",
+    }
+    nodes = topology["nodes"]
+    assert nodes["store"]["entities"] == ["Author", "Book", "Loan"]
+    assert nodes["store"]["write"]["rpcs"]["RemoveBook"] == "Book.delete"
+    assert nodes["store"]["read"]["rpcs"] == {
+        "GetAuthor": "get",
+        "GetBook": "get",
+        "GetLoan": "get",
+    }
+    assert nodes["reader"]["service"] == "library.Reader"
+    assert len(nodes["writer"]["commands"]) == 9
+    gateway = nodes["gateway"]
+    assert gateway["queries"]["books"] == {"list": "Book"}
+    assert gateway["queries"]["book"] == {"get": "Book"}
+    assert gateway["mutations"]["removeLoan"] == {
+        "command": "remove_loan",
+        "exists": "Loan",
+        "message": "Queued to remove",
+        "not_found": "loan {id} not found",
+    }
+    assert gateway["mutations"]["addBook"]["generate"] == {"book.id": "uuid"}
+    assert gateway["plugins"] == [
+        {
+            "use": "plugins.library.LibraryRules",
+            "config": {"required": ["author.name", "book.title", "loan.member"]},
+        }
+    ]
+
+
+def test_a_reference_is_a_string_key_field_in_the_proto():
+    proto = library_files()["proto/library.proto"]
+    assert (
+        "message Book {\n  string id = 1;\n  string title = 2;\n"
+        "  string author_id = 3;  // the id of its Author (Book.author)\n  int32 year = 4;\n"
+        "  string updated_at = 5;" in proto
+    )
+    assert "message RemoveBookRequest { string id = 1; string command_id = 15; }" in proto
+    assert "  rpc GetLoan(GetLoanRequest) returns (GetLoanResponse);" in proto
+
+
+def test_the_schema_spells_out_connections_orders_and_filters():
+    schema = library_files()["schema/library.graphql"]
+    for block in (
+        "type PageInfo {\n  hasNextPage: Boolean!\n  hasPreviousPage: Boolean!\n"
+        "  startCursor: String\n  endCursor: String\n}",
+        "type BookEdge {\n  cursor: String!\n  node: Book!\n}",
+        "type BookConnection {\n  edges: [BookEdge!]!\n  nodes: [Book!]!\n  pageInfo: PageInfo!\n"
+        '  "How many books match where, on every page."\n  totalCount: Int!\n}',
+        "enum OrderDirection {\n  ASC\n  DESC\n}",
+        "enum BookOrderField {\n  id\n  title\n  author_id\n  year\n}",
+        "input BookOrder {\n  field: BookOrderField!\n  direction: OrderDirection = ASC\n}",
+        "input BookWhere {\n  id: StringFilter\n  title: StringFilter\n"
+        "  author_id: StringFilter\n  year: IntFilter\n}",
+        "input StringFilter {\n  eq: String\n  in: [String!]\n  gt: String\n  gte: String\n"
+        "  lt: String\n  lte: String\n  prefix: String\n}",
+        "input IntFilter {\n  eq: Int\n  in: [Int!]\n  gt: Int\n  gte: Int\n  lt: Int\n"
+        "  lte: Int\n}",
+        "input BooleanFilter {\n  eq: Boolean\n}",
+        '  "The author whose id is its author_id."\n  author: Author\n',
+        "  loans(\n    first: Int\n    after: String\n    last: Int\n    before: String\n"
+        "    where: LoanWhere\n    orderBy: LoanOrder\n  ): LoanConnection!\n",
+        "  book(id: String!): Book\n",
+        "  addBook(title: String!, author_id: String!, year: Int!): RequestResponse!\n",
+        "  removeBook(id: String!): RequestResponse!\n",
+    ):
+        assert block in schema, block
+    parsed = parse_schema(schema)
+    assert list(parsed.queries["books"].arguments) == [
+        "first",
+        "after",
+        "last",
+        "before",
+        "where",
+        "orderBy",
+    ]
+    assert parsed.queries["books"].returns.text == "BookConnection!"
+    assert set(parsed.object_fields["Book"]) == {
+        "id",
+        "title",
+        "author_id",
+        "year",
+        "updated_at",
+        "author",
+        "loans",
+    }
+
+
+SEVERAL = pytest.mark.parametrize(
+    "tokens",
+    [LIBRARY, ["--entity", "Employee", "name:String", "manager:Employee", "grade:Int"]],
+    ids=["library", "staff"],
+)
+
+
+@SEVERAL
+def test_a_project_of_several_entities_fits_its_protos(tmp_path, proto_cache, own_plugins, tokens):
+    write_project(tmp_path / "p", render(make_project("p", parse_entities(tokens))))
+    topology = load_topology(tmp_path / "p" / "topology.yaml")
+    problems = check_contracts(topology, compile_protos(list(topology.protos), topology.root))
+    assert [p for p in problems if not p.path.startswith("nodes.gateway")] == []
+
+
+@NEEDS_GATEWAY
+@SEVERAL
+def test_a_project_of_several_entities_validates(tmp_path, proto_cache, own_plugins, tokens):
+    write_project(tmp_path / "p", render(make_project("p", parse_entities(tokens))))
+    topology = load_topology(tmp_path / "p" / "topology.yaml")
+    assert check_contracts(topology, compile_protos(list(topology.protos), topology.root)) == []
+
+
+def test_the_plugin_stub_of_several_entities_guards_each_first_text_field(
+    tmp_path, proto_cache, own_plugins
+):
+    write_project(tmp_path / "library", library_files())
+    topology = load_topology(tmp_path / "library" / "topology.yaml")
+    protos = compile_protos(list(topology.protos), topology.root)
+    gateway = topology.nodes["gateway"]
+    ref = gateway.plugins[0]
+    cls = load_plugin_class(ref, gateway, topology)
+    plugin = cls(
+        PluginContext(topology, gateway, protos, logging.getLogger("test.gateway")), ref.config
+    )
+
+    async def run():
+        await plugin.start()
+        book = protos.message_class("library.AddBookRequest")()
+        book.book.title = "  Dune "
+        await plugin.before_publish("addBook", book, {})
+        assert book.book.title == "Dune"
+        loan = protos.message_class("library.AddLoanRequest")()
+        loan.loan.member = " "
+        with pytest.raises(Rejected, match=r"^member must not be empty$"):
+            await plugin.before_publish("addLoan", loan, {})
+        await plugin.before_publish(
+            "removeBook", protos.message_class("library.RemoveBookRequest")(id="x"), {}
+        )
+
+    asyncio.run(run())
+
+
+def test_init_writes_a_project_of_several_entities(tmp_path):
+    result = CliRunner().invoke(main, ["init", str(tmp_path / "library"), *LIBRARY])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "library" / "topology.yaml").read_text() == library_files()["topology.yaml"]
+
+
 # -- writing ----------------------------------------------------------------------------------
 
 
@@ -258,8 +455,12 @@ def test_init_writes_a_project_that_validates(tmp_path, proto_cache, own_plugins
             "Invalid value for '--entity': unknown type 'Text' of field 'title'",
         ),
         (
-            ["--entity", "Book", "title:String", "--entity", "Author", "name:String"],
-            "init scaffolds one entity per project, not 2 (Book, Author)",
+            ["--entity", "Book", "author:Author", "--entity", "Author", "book:Book"],
+            "Invalid value for '--entity': Book and Author refer to each other",
+        ),
+        (
+            ["--entity", "Book", "title:String", "author:Autor", "--entity", "Author", "n:Int"],
+            "unknown type 'Autor' of field 'author' of Book; did you mean Author?",
         ),
         (
             ["--entity", "Book", "title:String", "--prot-base", "1"],

@@ -1,7 +1,8 @@
-"""The files `cqrs-flow init` writes, byte for byte, for three entities: one with a text and a
-number field (bookshop), one with neither (sensors), and one whose long names make the schema put
-one argument a line and the README wrap (stockroom). The golden files under golden/ are what
-init wrote before its templates became files; a change to a template shows here as a diff.
+"""The files `cqrs-flow init` writes, byte for byte, for three projects of one entity: one with a
+text and a number field (bookshop), one with neither (sensors), and one whose long names make the
+schema put one argument a line and the README wrap (stockroom); and for one of several entities
+that refer to each other (library). The golden files of the first three are what init wrote
+before its templates became files; a change to a template shows here as a diff.
 
 To accept an intended change, run this file: `python tests/unit/scaffold/test_golden.py`
 rewrites golden/ from the templates; review the diff before committing it.
@@ -33,6 +34,11 @@ CASES = {
             "confirmed:Boolean",
             "counts:[Int]",
         ],
+    ),
+    "library": (
+        18000,
+        ["Author", "name:String", "--entity", "Book", "title:String", "author:Author"]
+        + ["year:Int", "--entity", "Loan", "book:Book", "member:String", "due:String"],
     ),
 }
 

@@ -1,4 +1,5 @@
-"""diagram: the topology as a Mermaid flowchart and as Graphviz DOT, and `cqrs-flow graph`."""
+"""diagram: the topology as a Mermaid flowchart and as Graphviz DOT, and `cqrs-flow graph`: nodes,
+topics, entities and their relations."""
 
 from __future__ import annotations
 
@@ -28,14 +29,15 @@ _MERMAID_LINE = re.compile(
             r"  end",
             rf" {{2,4}}{_ID}\[{_LABEL}\]",  # a node
             rf" {{2,4}}{_ID}\(\[{_LABEL}\]\)",  # a topic
-            rf"  {_ID} (==>|-\.->)\|{_LABEL}\| {_ID}",
+            rf"  {_ID}\[\({_LABEL}\)\]",  # an entity
+            rf"  {_ID} (==>|-\.->|-->)\|{_LABEL}\| {_ID}",
             r"  linkStyle \d+(,\d+)* stroke:#[0-9a-f]{6}",
         ]
     )
 )
-_MERMAID_LINK = re.compile(rf'^  ({_ID}) (==>|-\.->)\|"([^"]*)"\| ({_ID})$', re.M)
-_MERMAID_BOX = re.compile(rf'^ +({_ID})(?:\[|\(\[)"([^"]*)"', re.M)
-_MERMAID_ARROWS = {"==>": "write", "-.->": "read"}
+_MERMAID_LINK = re.compile(rf'^  ({_ID}) (==>|-\.->|-->)\|"([^"]*)"\| ({_ID})$', re.M)
+_MERMAID_BOX = re.compile(rf'^ +({_ID})(?:\[|\(\[|\[\()"([^"]*)"', re.M)
+_MERMAID_ARROWS = {"==>": "write", "-.->": "read", "-->": "data"}
 
 
 def mermaid_links(text: str) -> set[tuple[str, str, str, str]]:
@@ -99,12 +101,15 @@ def check_dot(text: str) -> None:
             assert {m.group(1), m.group(2)} <= declared, f"edge between undeclared nodes: {line!r}"
 
 
+_DOT_SIDES = {"#c2410c": "write", "#1d4ed8": "read", "#6b7280": "data"}
+
+
 def dot_links(text: str) -> set[tuple[str, str, str, str]]:
     out = set()
     for line in text.splitlines():
         if m := _DOT_EDGE.match(line):
             label = re.search(r'label="([^"]*)"', m.group(3)).group(1)
-            side = "read" if "style=dashed" in m.group(3) else "write"
+            side = _DOT_SIDES[re.search(r'color="(#\w+)"', m.group(3)).group(1)]
             out.add((m.group(1).strip('"'), label, m.group(2).strip('"'), side))
     return out
 
@@ -121,6 +126,7 @@ SHIPPED_LINKS = {
     ("n_writer", "write", "n_store", "write"),
     ("n_gateway", "query", "n_reader", "read"),
     ("n_reader", "read", "n_store", "read"),
+    ("n_store", "holds", "e_Contact", "data"),
 }
 
 
@@ -136,22 +142,17 @@ def test_dot_of_the_shipped_topology_has_the_same_links(shipped):
     assert dot_links(text) == SHIPPED_LINKS
 
 
-def test_the_read_and_write_sides_look_different(shipped):
+def test_the_read_and_write_sides_and_the_data_look_different(shipped):
     text = mermaid(shipped)
     styles = dict(re.findall(r"^  linkStyle ([\d,]+) (stroke:#\w+)$", text, re.M))
-    assert len(styles) == 2 and len(set(styles.values())) == 2
-    dot_text = dot(shipped)
-    writes = {
-        re.sub(r'label="[^"]*"', "", line.split("[", 1)[1])
-        for line in dot_text.splitlines()
-        if "->" in line and "style=solid" in line
-    }
-    reads = {
-        re.sub(r'label="[^"]*"', "", line.split("[", 1)[1])
-        for line in dot_text.splitlines()
-        if "->" in line and "style=dashed" in line
-    }
-    assert len(writes) == 1 and len(reads) == 1 and writes != reads  # one look per side
+    assert len(styles) == 3 and len(set(styles.values())) == 3
+    looks: dict[str, set[str]] = {}
+    for line in dot(shipped).splitlines():
+        if m := _DOT_EDGE.match(line):
+            side = _DOT_SIDES[re.search(r'color="(#\w+)"', m.group(3)).group(1)]
+            looks.setdefault(side, set()).add(re.sub(r'label="[^"]*"', "", m.group(3)))
+    assert {side: len(found) for side, found in looks.items()} == {"write": 1, "read": 1, "data": 1}
+    assert len(set.union(*looks.values())) == 3  # one look per side, three different ones
 
 
 def test_every_node_shows_its_name_kind_and_listen_addresses(shipped):
@@ -235,6 +236,68 @@ def test_the_examples_draw(path):
     topology: Topology = load_topology(path)
     check_mermaid(mermaid(topology))
     check_dot(dot(topology))
+
+
+# -- entities ---------------------------------------------------------------------------------
+
+LENDING = ROOT / "tests" / "topologies" / "lending.yaml"
+LENDING_DATA = {
+    ("n_store", "holds", "e_Author", "data"),
+    ("n_store", "holds", "e_Book", "data"),
+    ("n_store", "holds", "e_Loan", "data"),
+    ("e_Author", "books: many by author_id", "e_Book", "data"),
+    ("e_Book", "author: one by author_id", "e_Author", "data"),
+    ("e_Book", "loans: many by book_id", "e_Loan", "data"),
+    ("e_Loan", "book: one by book_id", "e_Book", "data"),
+}
+
+
+def test_entities_their_store_and_their_relations_are_drawn():
+    from cqrs_flow.topology import load_topology
+
+    topology = load_topology(LENDING)
+    text, dot_text = mermaid(topology), dot(topology)
+    check_mermaid(text)
+    check_dot(dot_text)
+    assert {link for link in mermaid_links(text) if link[3] == "data"} == LENDING_DATA
+    assert {link for link in dot_links(dot_text) if link[3] == "data"} == LENDING_DATA
+    assert (
+        'e_Book[("Book (entity)<br/>lending.Book, key id<br/>'
+        'indexes title, author_id, year, genre")]' in text
+    )
+    assert (
+        '"e_Loan" [label="Loan (entity)\\nlending.Loan, key id\\nindexes book_id, member", '
+        "shape=cylinder];" in dot_text
+    )
+    many = [line for line in dot_text.splitlines() if "arrowhead=crow" in line]
+    assert [re.search(r'label="([^"]*)"', line).group(1) for line in many] == [
+        "books: many by author_id",
+        "loans: many by book_id",
+    ]  # to many: a crow's foot; to one: a plain arrow
+
+
+def test_an_entity_related_to_itself():
+    from cqrs_flow.topology import parse_topology
+
+    text = LENDING.read_text(encoding="utf-8").replace(
+        "      book: {entity: Book, key: book_id}\n",
+        "      book: {entity: Book, key: book_id}\n      renewed: {entity: Loan, key: member}\n",
+    )
+    topology = parse_topology(text, LENDING)
+    assert ("e_Loan", "renewed: one by member", "e_Loan", "data") in mermaid_links(
+        mermaid(topology)
+    )
+    check_mermaid(mermaid(topology))
+    check_dot(dot(topology))
+
+
+def test_entities_are_drawn_in_name_order_whatever_the_order_of_the_file():
+    from cqrs_flow.topology import load_topology
+
+    topology = load_topology(LENDING)
+    shuffled = replace(topology, entities=frozen_map(dict(reversed(topology.entities.items()))))
+    assert mermaid(shuffled) == mermaid(topology)
+    assert dot(shuffled) == dot(topology)
 
 
 # -- the command and the README ---------------------------------------------------------------

@@ -105,6 +105,23 @@ def test_docs_defaults_and_choices_come_from_the_table():
     assert topology_schema()["properties"]["ready_timeout"]["default"] == "30s"
 
 
+def test_the_entities_and_their_forms_come_from_the_table():
+    schema = topology_schema()
+    entity = schema["properties"]["entities"]["additionalProperties"]
+    assert list(entity["properties"]) == list(spec.ENTITY.fields)
+    assert entity["required"] == ["document"]
+    relation = entity["properties"]["relations"]["additionalProperties"]
+    assert list(relation["properties"]) == ["entity", "key", "by"]
+    assert relation["properties"]["by"]["description"] == spec.RELATION.fields["by"].doc
+    nodes = schema["properties"]["nodes"]["additionalProperties"]["allOf"]
+    store = next(b["then"] for b in nodes if b["if"]["properties"]["kind"]["const"] == "store")
+    assert store["oneOf"] == [{"required": ["entities"]}, {"required": ["document"]}]
+    gateway = next(b["then"] for b in nodes if b["if"]["properties"]["kind"]["const"] == "gateway")
+    query = gateway["properties"]["queries"]["additionalProperties"]["anyOf"][1]
+    assert query["oneOf"] == [{"required": [k]} for k in ("rpc", "list", "get")]
+    assert gateway["properties"]["limits"]["properties"]["page_size"]["default"] == 100
+
+
 # Keywords of draft-07 that mean the same in 2020-12; editors' YAML language server knows draft-07.
 DRAFT_07_KEYWORDS = {
     "$schema",
@@ -324,6 +341,64 @@ AGREEMENT = [
         "nodes.reader.plugins",
         [["plugins.x.Y"], [{"use": "x", "config": {"a": [1, {"b": None}]}}], []],
         [[{"config": {}}], "plugins.x.Y", [{"use": "x", "extra": 1}]],
+    ),
+    # several entities: their section, a store holding them, list/get queries, Entity.op
+    (
+        "entities",
+        [
+            {},
+            None,
+            {"Book": {"document": "lib.Book"}},
+            {
+                "Book": {
+                    "document": "lib.Book",
+                    "collection": "books",
+                    "key": "isbn",
+                    "timestamp": "updated_at",
+                    "indexes": ["title", "author_id"],
+                    "relations": {
+                        "author": {"entity": "Author", "key": "author_id"},
+                        "loans": {"entity": "Loan", "by": "book_id"},
+                        "other": {"entity": "Author", "key": "a", "by": "b"},  # validate says
+                    },
+                }
+            },
+        ],
+        [
+            {"Book": {}},
+            {"Book": {"document": "lib..Book"}},
+            {"Book": {"document": "lib.Book", "indexs": ["title"]}},
+            {"Book": {"document": "lib.Book", "indexes": "title"}},
+            {"Book": {"document": "lib.Book", "indexes": ["a.b"]}},
+            {"Book": {"document": "lib.Book", "relations": {"author": {"key": "author_id"}}}},
+            {"Book": {"document": "lib.Book", "relations": {"a": {"entity": "A", "kye": "k"}}}},
+            {"Book": {"document": "lib.Book", "relations": {"a": "Author"}}},
+            {"Big Book": {"document": "lib.Book"}},
+            ["Book"],
+        ],
+    ),
+    ("nodes.store.entities", [DELETE], [["Contact"], "Contact", []]),
+    (
+        "nodes.gateway.queries.contacts",
+        [{"list": "Contact"}, {"get": "Contact"}],
+        [
+            {"list": "Contact", "rpc": "ListContacts"},
+            {"list": "Contact", "get": "Contact"},
+            {"list": "contacts.Contact"},
+            {"get": ""},
+            {"arguments": {}},
+        ],
+    ),
+    (
+        "nodes.gateway.mutations.updateContact.exists",
+        ["GetContact", "Contact", "contacts.GetContact"],
+        ["", "Get Contact", 3],
+    ),
+    ("nodes.gateway.limits", [{"page_size": 20}, {}], [{"page_size": 0}, {"page_size": "20"}]),
+    (
+        "nodes.store.write.rpcs.DeleteContact",
+        ["delete", "Contact.delete", "Contact.delete_many"],
+        ["Contact.remove", "Con tact.delete", "lib.Contact.delete", "Contact."],
     ),
 ]
 CASES = [

@@ -1,0 +1,1 @@
+"""Plugins of the library system (see library.py)."""
