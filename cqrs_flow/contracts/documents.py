@@ -212,7 +212,10 @@ def document_plans(
         e for e in topology.entities.values() if e.name in schema.object_fields and view(e.name)
     ]
     for entity in shown:
+        fields = plans.entities[entity.name].document.DESCRIPTOR.fields_by_name
         for relation in entity.relations.values():
+            if relation.name in fields:
+                continue  # named like a document field: reported by the entity checks
             path = entity.path + ("relations", relation.name)
             plans.relation_fields.setdefault(entity.name, set()).add(relation.name)
             target = view(relation.entity)
