@@ -742,7 +742,7 @@ LIMITS = Section(
         ),
         "page_size": Field(
             positive_int,
-            default=100,
+            default=20,
             doc="how many documents a connection returns when the query gives neither "
             "first nor last",
         ),

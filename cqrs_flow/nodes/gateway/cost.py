@@ -25,6 +25,8 @@ from collections.abc import Callable, Mapping
 from functools import lru_cache
 from typing import Any
 
+from cqrs_flow.topology.model import Limits
+
 __all__ = ["Costs", "operation_costs", "selects_introspection"]
 
 # One list size: the whole-number literals given to the field, the variables given to it, and
@@ -69,7 +71,7 @@ class Costs:
         list_size: int,
         cache_size: int = 512,
         connections: frozenset[str] = frozenset(),
-        page_size: int = 100,
+        page_size: int = Limits.page_size,
     ) -> None:
         self.schema = schema
         self.parse = parse
@@ -84,7 +86,7 @@ class Costs:
         engine: Any,
         list_size: int,
         connections: frozenset[str] = frozenset(),
-        page_size: int = 100,
+        page_size: int = Limits.page_size,
     ) -> Costs:
         """The costs against a tartiflette engine's schema, parsing with the engine's cache (so
         the execution that follows does not parse the query again)."""
@@ -160,7 +162,10 @@ class Costs:
 
 
 def operation_costs(
-    document: Any, schema: Any, connections: frozenset[str] = frozenset(), page_size: int = 100
+    document: Any,
+    schema: Any,
+    connections: frozenset[str] = frozenset(),
+    page_size: int = Limits.page_size,
 ) -> dict[str | None, _Operation]:
     """Each operation of a parsed, validated document (by name; None for an anonymous one)
     compiled into its cost terms. A field returning one of the `connections` types costs like a

@@ -154,8 +154,8 @@ class RequestGate:
         if cost > self.limits.cost:
             raise LimitExceeded(
                 f"the query costs {cost:,}, more than {self.limits.cost:,} (limits.cost): each "
-                "object counts 1, and a list multiplies each item by its size (its `count`); "
-                "ask for fewer items or fewer aliases"
+                "object counts 1, and a list multiplies each item by its size (its `count`, or "
+                "a page's `first` or `last`); ask for fewer items or fewer aliases"
             )
         return cost
 

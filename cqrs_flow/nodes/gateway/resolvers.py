@@ -31,6 +31,7 @@ from cqrs_flow.nodes.gateway.refusals import NOT_FOUND, REQUEST_ID, Refused, coe
 from cqrs_flow.plugins import GatewayPlugin, Rejected
 from cqrs_flow.protobuf.conversions import data_converter
 from cqrs_flow.protobuf.messages import get_path, set_path
+from cqrs_flow.topology.model import Limits
 from cqrs_flow.transport.rpc import UNAVAILABLE_PEER, ServiceClient
 
 __all__ = ["Resolvers"]
@@ -62,7 +63,7 @@ class Resolvers:
         log: logging.Logger,
         documents: ServiceClient | None = None,
         cursors: Cursors | None = None,
-        page_size: int = 100,
+        page_size: int = Limits.page_size,
     ) -> None:
         self.reader = reader
         self.plugins = plugins

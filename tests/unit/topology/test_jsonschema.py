@@ -119,7 +119,7 @@ def test_the_entities_and_their_forms_come_from_the_table():
     gateway = next(b["then"] for b in nodes if b["if"]["properties"]["kind"]["const"] == "gateway")
     query = gateway["properties"]["queries"]["additionalProperties"]["anyOf"][1]
     assert query["oneOf"] == [{"required": [k]} for k in ("rpc", "list", "get")]
-    assert gateway["properties"]["limits"]["properties"]["page_size"]["default"] == 100
+    assert gateway["properties"]["limits"]["properties"]["page_size"]["default"] == 20
 
 
 # Keywords of draft-07 that mean the same in 2020-12; editors' YAML language server knows draft-07.
