@@ -50,13 +50,13 @@ async def open_backends(topology: Topology, node: StoreNode) -> dict[str, Docume
             from cqrs_flow.stores.mongodb import MongoStore
 
             url = read_source(node.mongodb.url, topology, f"nodes.{node.name}.mongodb.url")
-            for entity in entities:
-                opened[entity.name] = await MongoStore.open(
-                    url,
-                    node.mongodb.database,
-                    entity.collection,
-                    last_writer_wins=node.last_writer_wins,
-                )
+            shared = await MongoStore.open_many(
+                url,
+                node.mongodb.database,
+                {e.collection: indexes_of(e) for e in entities},
+                last_writer_wins=node.last_writer_wins,
+            )
+            opened = {e.name: store for e, store in zip(entities, shared, strict=True)}
         elif node.data is not None:
             stores = await SqliteStore.open_many(
                 topology.root / node.data,
