@@ -173,11 +173,11 @@ class DocumentStore(ABC):
     async def list(self, count: int) -> list[Document]:
         """Up to `count` documents, oldest first."""
 
+    @abstractmethod
     async def find(self, query: Find) -> Page:
         """The page `query` asks for (see Find and Page): NotIndexed for a field that is not
         indexed, BadPosition for a position this collection did not give for this order,
         BadQuery for any other condition or count that means nothing."""
-        raise NotImplementedError
 
     async def find_many(self, queries: builtins.list[Find]) -> builtins.list[Page]:
         """A page per query, in order (a backend may answer them all from one snapshot)."""
