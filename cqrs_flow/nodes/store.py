@@ -32,12 +32,14 @@ from cqrs_flow.stores import (
 from cqrs_flow.stores.applied import AppliedCommands
 from cqrs_flow.stores.base import BadPosition, NotIndexed
 from cqrs_flow.stores.documents import answer_find
+from cqrs_flow.stores.find import Indexes
 from cqrs_flow.stores.operations import InvalidRequest, Stale, apply_operation, command_id_of
-from cqrs_flow.topology.model import StoreNode, TlsServer, Topology
+from cqrs_flow.stores.sqlite import Table
+from cqrs_flow.topology.model import Entity, StoreNode, TlsServer, Topology
 from cqrs_flow.transport.rpc import Handler, service_handler, start_server
 from cqrs_flow.transport.tls import server_credentials
 
-__all__ = ["StoreService", "open_backends"]
+__all__ = ["StoreService", "indexes_of", "open_backends"]
 
 
 async def open_backends(topology: Topology, node: StoreNode) -> dict[str, DocumentStore]:
@@ -51,27 +53,35 @@ async def open_backends(topology: Topology, node: StoreNode) -> dict[str, Docume
             from cqrs_flow.stores.mongodb import MongoStore
 
             url = read_source(node.mongodb.url, topology, f"nodes.{node.name}.mongodb.url")
-            for entity in entities:
-                opened[entity.name] = await MongoStore.open(
-                    url,
-                    node.mongodb.database,
-                    entity.collection,
-                    last_writer_wins=node.last_writer_wins,
-                )
+            shared = await MongoStore.open_many(
+                url,
+                node.mongodb.database,
+                {e.collection: indexes_of(e) for e in entities},
+                last_writer_wins=node.last_writer_wins,
+            )
+            opened = {e.name: store for e, store in zip(entities, shared, strict=True)}
         elif node.data is not None:
             stores = await SqliteStore.open_many(
                 topology.root / node.data,
-                {e.collection: e.timestamp for e in entities},
+                {e.collection: Table(e.timestamp, indexes_of(e)) for e in entities},
                 last_writer_wins=node.last_writer_wins,
             )
             opened = {e.name: store for e, store in zip(entities, stores, strict=True)}
         else:
-            opened = {e.name: MemoryStore(e.collection, node.last_writer_wins) for e in entities}
+            opened = {
+                e.name: MemoryStore(e.collection, node.last_writer_wins, indexes_of(e))
+                for e in entities
+            }
     except StoreError as exc:
         for backend in opened.values():
             await backend.close()
         raise NodeError(f"store {node.name}: {exc}") from None
     return opened
+
+
+def indexes_of(entity: Entity) -> Indexes:
+    """What finds over an entity's documents may use: its key field and its indexed fields."""
+    return Indexes(entity.key, entity.indexes)
 
 
 def _tls_note(tls: TlsServer | None) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 
 __all__ = [
     "BadPosition",
+    "BadQuery",
     "Condition",
     "DocumentStore",
     "DuplicateKey",
@@ -50,12 +51,18 @@ class StaleCommand(StoreError):
         self.key, self.last = key, last
 
 
-class NotIndexed(StoreError):
+class BadQuery(StoreError):
+    """A find the backend cannot carry out as asked (a condition it does not know, a prefix on
+    something else than a string, a negative `first`): the caller's error, whatever the data.
+    NotIndexed and BadPosition are kinds of it."""
+
+
+class NotIndexed(BadQuery):
     """A find that filters or orders on a field that is not indexed; the message names the
     indexed ones (a find is never a full scan in disguise)."""
 
 
-class BadPosition(StoreError):
+class BadPosition(BadQuery):
     """An `after` or `before` position this collection did not give for this order."""
 
 
@@ -63,7 +70,13 @@ class BadPosition(StoreError):
 class Condition:
     """`field op values`: op is one of spec.FILTER_OPS (eq, in, gt, gte, lt, lte, prefix); `values`
     holds one value, or several for `in`. Values compare as the documents hold them (to_document):
-    numbers, strings, booleans, enums by name."""
+    numbers, strings, booleans, enums by name.
+
+    A value compares with values of its own kind only (a number with numbers, a string with
+    strings, a boolean with booleans): `year gt 1990` matches no document whose year is a
+    string, and a document without the field matches no condition on it. Strings compare by
+    code point (the order of their UTF-8 bytes), as SQLite and MongoDB compare them; `prefix`
+    takes a string and matches the strings that start with it."""
 
     field: str
     op: str
@@ -72,11 +85,21 @@ class Condition:
 
 @dataclass(frozen=True)
 class Find:
-    """What a find asks: the documents with `keys` (in any order; missing keys left out, paging
-    ignored), or those matching every condition of `where`, in the order of `order_by` (an
-    indexed field, ties broken by insertion order; None: insertion order), paged as a Relay
-    connection: after the position `after` and before `before`, the `first` of them, or the
-    `last`. `total`: count every document `where` matches, too."""
+    """What a find asks: the documents with `keys` (in the order asked, each once; missing keys
+    left out; paging ignored, positions not given; `where` still applies), or those matching
+    every condition of `where`, in the order of `order_by` (an indexed field or the entity's key,
+    ties broken by insertion order; None: insertion order, oldest first), or the reverse with
+    `descending`, paged as a Relay connection.
+
+    Paging, as the Relay specification reads: the documents strictly after the position `after`
+    and strictly before `before` (positions a page of the same order gave), of which `first`
+    takes the first N and `last` the last N (both: `first`, then `last` of those). Neither: all
+    of them. Pages are keyset pages, never offsets: a position names a place in the order
+    (order value, insertion), so a page after it holds whatever is after that place now,
+    whether or not its own document is still there.
+
+    `total`: also count every document `where` matches (see Page).
+    """
 
     keys: tuple[str, ...] | None = None
     where: tuple[Condition, ...] = ()
@@ -92,8 +115,15 @@ class Find:
 @dataclass
 class Page:
     """A find's answer: the documents in order, each with its position (for after/before, stable
-    while documents come and go), whether there are more after the last and before the first
-    (within after/before and where), and the total when asked."""
+    while documents come and go), and the total when asked.
+
+    `has_next` and `has_previous` are exact, and not limited by after/before: whether a document
+    matching `where` exists after the page's last document (before its first), anywhere in the
+    order. So with `after`, has_previous says whether anything matches before that position
+    (Relay's "hasPreviousPage is true if a document exists before `after`"), and with `before`,
+    has_next whether anything matches from that position on. An empty page sits where its
+    window starts (at `after`), or where it ends (at `before`) when only `last` was given.
+    """
 
     documents: builtins.list[Document] = field(default_factory=builtins.list)
     positions: builtins.list[bytes] = field(default_factory=builtins.list)
@@ -143,9 +173,11 @@ class DocumentStore(ABC):
     async def list(self, count: int) -> list[Document]:
         """Up to `count` documents, oldest first."""
 
+    @abstractmethod
     async def find(self, query: Find) -> Page:
-        """The page `query` asks for; NotIndexed, BadPosition as said there."""
-        raise NotImplementedError
+        """The page `query` asks for (see Find and Page): NotIndexed for a field that is not
+        indexed, BadPosition for a position this collection did not give for this order,
+        BadQuery for any other condition or count that means nothing."""
 
     async def find_many(self, queries: builtins.list[Find]) -> builtins.list[Page]:
         """A page per query, in order (a backend may answer them all from one snapshot)."""

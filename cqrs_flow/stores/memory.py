@@ -1,23 +1,52 @@
 """The embedded backend: documents in memory, in a mongomock collection, nothing to install or run.
 
 Promises O(1) keyed operations and O(count) lists at any collection size (its own index beside
-mongomock, which scans), and that stored documents are never changed in place, so a shallow copy
-of the index is a consistent snapshot. Why and how: docs/ARCHITECTURE.md, "Store backends".
+mongomock, which scans), finds whose pages cost what they hold (sorted indexes of the indexed
+fields, which hold references to the stored values, never copies of documents), and that stored
+documents are never changed in place, so a shallow copy of the index is a consistent snapshot.
+Why and how: docs/ARCHITECTURE.md, "Store backends".
 """
 
 from __future__ import annotations
 
 import builtins
+import heapq
 import logging
 from collections import OrderedDict
-from collections.abc import Iterable
-from itertools import islice
+from collections.abc import Iterable, Iterator
+from itertools import chain, islice
 from typing import Any
 
 import mongomock
+from sortedcontainers import SortedDict, SortedList
 
 from cqrs_flow.contracts.ordering import supersedes
-from cqrs_flow.stores.base import Document, DocumentStore, DuplicateKey, NotFound, StaleCommand
+from cqrs_flow.stores.base import (
+    Document,
+    DocumentStore,
+    DuplicateKey,
+    Find,
+    NotFound,
+    Page,
+    StaleCommand,
+)
+from cqrs_flow.stores.find import (
+    MERGED,
+    SORTED,
+    Count,
+    Fetch,
+    Indexes,
+    Piece,
+    Plan,
+    Request,
+    Row,
+    Scan,
+    matches,
+    pages,
+    plan,
+    run,
+    sort_key,
+)
 
 __all__ = ["MemoryStore"]
 
@@ -37,10 +66,16 @@ class MemoryStore(DocumentStore):
     over a live document replaces it. Several writers applying one entity's commands side by
     side (writer replicas) then converge to the state the commands give in the order they were
     accepted. Writes without a command keep the default rules.
+
+    `indexes`: what finds may filter and order on (the key field, and the indexed fields).
     """
 
-    def __init__(self, collection: str, last_writer_wins: bool = False) -> None:
+    def __init__(
+        self, collection: str, last_writer_wins: bool = False, indexes: Indexes | None = None
+    ) -> None:
+        self.name = collection
         self.last_writer_wins = last_writer_wins
+        self.indexes = indexes or Indexes()
         self.collection: mongomock.Collection[Document] = mongomock.MongoClient().get_database(
             "cqrs_flow"
         )[collection]
@@ -48,6 +83,15 @@ class MemoryStore(DocumentStore):
         self._documents: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._mirror = _mirror_store(self.collection)
         self._commands: dict[str, str] = {}  # key -> id of the last command written to it
+        # The finds' indexes: each live document's insertion order (an update keeps it, an
+        # insert after a delete takes a new one), the keys by it, and per indexed field the
+        # entries (kind, value, seq, key) in order; values are the stored documents' own.
+        self._seq = 0
+        self._seqs: dict[str, int] = {}
+        self._by_seq: SortedDict[int, str] = SortedDict()
+        self._by_field: dict[str, SortedList[Entry]] = {
+            name: SortedList() for name in self.indexes.names
+        }
 
     def __len__(self) -> int:
         return len(self._documents)
@@ -79,6 +123,13 @@ class MemoryStore(DocumentStore):
     async def list(self, count: int) -> list[Document]:
         return self._list(count)
 
+    async def find(self, query: Find) -> Page:
+        return self._find(plan(query, self.indexes, self.name), query)
+
+    async def find_many(self, queries: builtins.list[Find]) -> builtins.list[Page]:
+        plans = [plan(query, self.indexes, self.name) for query in queries]  # all checked first
+        return [self._find(found, query) for found, query in zip(plans, queries, strict=True)]
+
     # -- the operations -----------------------------------------------------------------------
 
     def _get(self, key: str) -> Document:
@@ -89,6 +140,107 @@ class MemoryStore(DocumentStore):
 
     def _list(self, count: int) -> builtins.list[Document]:
         return [_copy_out(d) for d in islice(self._documents.values(), count)] if count > 0 else []
+
+    # -- finds: everything in the calling thread, so every find sees one state -----------------
+
+    def _find(self, found: Plan, query: Find) -> Page:
+        return run(pages(query, found, int), lambda request: self._answer(found, request))
+
+    def _answer(self, found: Plan, request: Request) -> Any:
+        if isinstance(request, Fetch):
+            return [
+                (key, _copy_out(self._documents[key]))
+                for key in request.keys
+                if key in self._documents
+            ]
+        if isinstance(request, Count):
+            return self._count(found)
+        return self._scan(found, request)
+
+    def _scan(self, found: Plan, scan: Scan) -> builtins.list[Row]:
+        window = found.window(scan.lower, scan.upper, scan.reverse)
+        if found.mode == SORTED:
+            places = (
+                (key, seq)
+                for key, seq in self._matches(found)
+                if found.in_window(found.place_of(key, seq, self._documents[key]), window)
+            )
+            order = (  # the window's first documents, in the scan's direction
+                heapq.nlargest if window.backwards else heapq.nsmallest
+            )
+            chosen = order(
+                len(self._seqs) if scan.limit is None else scan.limit,
+                places,
+                key=lambda place: found.place_key(
+                    found.place_of(place[0], place[1], self._documents[place[0]])
+                ),
+            )
+            return [self._row(found, key, seq, scan.documents) for key, seq in chosen]
+        pieces = found.pieces(window)
+        entries: Iterator[tuple[str, int]]
+        if found.mode == MERGED:
+            runs = [self._piece(found.drive, piece, window.backwards) for piece in pieces]
+            entries = heapq.merge(*runs, key=lambda entry: entry[1], reverse=window.backwards)
+        else:
+            drive = found.drive
+            entries = chain.from_iterable(
+                self._piece(drive, piece, window.backwards)
+                for piece in (reversed(pieces) if window.backwards else pieces)
+            )
+        filters = found.filters
+        wanted: Iterator[tuple[str, int]] = (
+            (key, seq)
+            for key, seq in entries
+            if not filters or matches(filters, key, found.key_field, self._documents[key])
+        )
+        if scan.limit is not None:
+            wanted = islice(wanted, scan.limit)
+        return [self._row(found, key, seq, scan.documents) for key, seq in wanted]
+
+    def _row(self, found: Plan, key: str, seq: int, documents: bool) -> Row:
+        stored = self._documents[key]
+        place = found.place_of(key, seq, stored)
+        return Row(key, place, _copy_out(stored) if documents else None)
+
+    def _piece(self, name: str | None, piece: Piece, backwards: bool) -> Iterator[tuple[str, int]]:
+        """(key, seq) of the piece's entries, in the index's order (reversed if `backwards`)."""
+        if piece.values is None:  # the insertion order
+            lo, hi = piece.seq_lo, piece.seq_hi
+            for seq in self._by_seq.irange(
+                None if lo is None else lo[0],
+                None if hi is None else hi[0],
+                (True if lo is None else lo[1], True if hi is None else hi[1]),
+                reverse=backwards,
+            ):
+                yield self._by_seq[seq], seq
+            return
+        assert name is not None, "a piece of values is a piece of a field's index"
+        lo, hi = _entry_bounds(piece)
+        for entry in self._by_field[name].irange(lo, hi, (True, False), reverse=backwards):
+            yield entry[3], entry[2]
+
+    def _matches(self, found: Plan) -> Iterator[tuple[str, int]]:
+        """(key, seq) of every document matching the plan's conditions (its drive's, and the
+        others checked on each document), in the drive's order."""
+        filters = found.filters
+        for interval in found.sets[found.drive or ""]:
+            for key, seq in self._piece(found.drive, Piece(interval), False):
+                if not filters or matches(filters, key, found.key_field, self._documents[key]):
+                    yield key, seq
+
+    def _count(self, found: Plan) -> int:
+        if not found.sets:
+            return len(self._seqs)
+        if found.filters:
+            return sum(1 for _ in self._matches(found))
+        entries = self._by_field[found.drive or ""]
+        total = 0
+        for interval in found.sets[found.drive or ""]:  # by bisection: no entry is read
+            lo, hi = _entry_bounds(Piece(interval))
+            total += (len(entries) if hi is None else entries.bisect_left(hi)) - (
+                0 if lo is None else entries.bisect_left(lo)
+            )
+        return total
 
     # The writes. `lww`: last-writer-wins rules for this write (see the class).
 
@@ -190,20 +342,40 @@ class MemoryStore(DocumentStore):
             stored = self.collection.find_one({"_id": key})
             assert stored is not None, "inserted just above"
             self._documents[key] = stored
+        self._seq += 1
+        self._seqs[key] = self._seq
+        self._by_seq[self._seq] = key
+        self._index(key, self._seq, self._documents[key], add=True)
 
     def _replace(self, key: str, document: dict[str, Any]) -> None:
         if self._mirror is not None:
             self._mirror[key] = document  # an existing key keeps its place, as in the index
         else:
             self.collection.replace_one({"_id": key}, document)
+        seq, old = self._seqs[key], self._documents[key]
         self._documents[key] = document
+        for name, entries in self._by_field.items():  # the entries of the values replaced
+            if name != self.indexes.key and old.get(name) is not document.get(name):
+                entries.remove((*sort_key(old.get(name)), seq, key))
+                entries.add((*sort_key(document.get(name)), seq, key))
 
     def _remove(self, key: str) -> None:
         if self._mirror is not None:
             del self._mirror[key]
         else:
             self.collection.delete_one({"_id": key})
-        del self._documents[key]
+        seq = self._seqs.pop(key)
+        del self._by_seq[seq]
+        self._index(key, seq, self._documents.pop(key), add=False)
+
+    def _index(self, key: str, seq: int, stored: dict[str, Any], add: bool) -> None:
+        """Add (or remove) the document's entry in each field's index."""
+        for name, entries in self._by_field.items():
+            entry = (*sort_key(key if name == self.indexes.key else stored.get(name)), seq, key)
+            if add:
+                entries.add(entry)
+            else:
+                entries.remove(entry)
 
 
 def _mirror_store(collection: mongomock.Collection[Document]) -> Any:
@@ -227,6 +399,35 @@ def _mirror_store(collection: mongomock.Collection[Document]) -> Any:
         getattr(mongomock, "__version__", "?"),
     )
     return None
+
+
+Entry = tuple[Any, ...]  # (kind, value, seq, key): sort_key(value), then insertion order
+_PAST = float("inf")  # above every seq
+
+
+def _entry_bounds(piece: Piece) -> tuple[Entry | None, Entry | None]:
+    """The piece as a field index's range: (from, inclusive; to, exclusive), None: no bound."""
+    values = piece.values
+    assert values is not None
+    lo: Entry | None = None
+    if values.lo is not None:
+        if len(values.lo) == 1:  # a bound between kinds
+            lo = values.lo
+        elif piece.seq_lo is not None:
+            seq, included = piece.seq_lo
+            lo = (*values.lo, seq if included else seq + 1)
+        else:
+            lo = values.lo if values.lo_in else (*values.lo, _PAST)
+    hi: Entry | None = None
+    if values.hi is not None:
+        if len(values.hi) == 1:
+            hi = values.hi
+        elif piece.seq_hi is not None:
+            seq, included = piece.seq_hi
+            hi = (*values.hi, seq + 1 if included else seq)
+        else:
+            hi = (*values.hi, _PAST) if values.hi_in else values.hi
+    return lo, hi
 
 
 _IMMUTABLE = frozenset({str, int, float, bool, bytes, type(None)})

@@ -2,7 +2,9 @@
 
 A store node with `backend: mongodb` uses it (the `mongodb` extra). It answers exactly as the
 embedded backend does; each write is one conditional operation by `_id`, so the command rule holds
-whatever other store processes do. Layout and filters: docs/ARCHITECTURE.md, "Store backends".
+whatever other store processes do. Finds read compound indexes made at open, one `find` per
+request of a page, with no snapshot across them (stores/mongodb_find.py). Layout and filters:
+docs/ARCHITECTURE.md, "Store backends".
 """
 
 from __future__ import annotations
@@ -14,18 +16,23 @@ import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from cqrs_flow.contracts.ordering import CommandClock, is_ordered, supersedes
+from cqrs_flow.stores import mongodb_find
 from cqrs_flow.stores.base import (
     Document,
     DocumentStore,
     DuplicateKey,
+    Find,
     InvalidDocument,
     NotFound,
+    Page,
     StaleCommand,
     StoreError,
 )
+from cqrs_flow.stores.find import Count, Fetch, Indexes, Plan, Request, Row, pages, plan, run_async
 
 __all__ = [
     "KeyState",
@@ -45,9 +52,9 @@ log = logging.getLogger("cqrs_flow.store")
 # match at the end of the string, in Python's re and in MongoDB's PCRE alike (`$` would also match
 # before a final newline in both).
 ORDERED_ID = r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}(?![\s\S])"
-LIVE = {"_seq": {"$exists": True}}
+LIVE = mongodb_find.LIVE
 GONE = {"_seq": {"$exists": False}}  # a tombstone, or no MongoDB document at all
-SEQ_INDEX = "live_by_seq"
+SEQ_INDEX = mongodb_find.SEQ_INDEX
 REPLACED = object()  # what _insert returns for a live document it replaced
 RETRIES = 5  # writes tried again when the key changed under them, before giving up
 SERVER_SELECTION_MS = 5000  # how long an operation waits for a usable server, unless the URL says
@@ -189,11 +196,24 @@ def _first_line(exc: Exception) -> str:
 # -- the backend -------------------------------------------------------------------------------
 
 
+class _SharedClient:
+    """A client the stores of one node share: closed when the last of them is."""
+
+    def __init__(self, client: Any, users: int = 1) -> None:
+        self.client, self.users = client, users
+
+    async def release(self) -> None:
+        self.users -= 1
+        if self.users == 0:
+            await self.client.close()
+
+
 class MongoStore(DocumentStore):
     """Documents in a MongoDB collection (layout and rules: docs/ARCHITECTURE.md, "Store backends").
 
-    Open it with `await MongoStore.open(url, database, collection)`; tests may hand the
-    constructor any object with pymongo's AsyncCollection calls used here.
+    Open it with `await MongoStore.open(url, database, collection)`, or several collections on
+    one client with `open_many`; tests may hand the constructor any object with pymongo's
+    AsyncCollection calls used here. `indexes`: what finds may use.
     """
 
     def __init__(
@@ -203,12 +223,15 @@ class MongoStore(DocumentStore):
         last_writer_wins: bool = False,
         client: Any = None,
         clock: CommandClock | None = None,
+        indexes: Indexes | None = None,
     ) -> None:
         from pymongo import ReturnDocument
 
         self.collection = collection
+        self.name: str = getattr(collection, "name", None) or "documents"
         self.last_writer_wins = last_writer_wins
-        self._client = client
+        self.indexes = indexes or Indexes()
+        self._client = _SharedClient(client) if client is not None else None
         self._clock = clock or CommandClock()
         self._after = ReturnDocument.AFTER
         self._before = ReturnDocument.BEFORE
@@ -221,10 +244,33 @@ class MongoStore(DocumentStore):
         collection: str,
         *,
         last_writer_wins: bool = False,
+        indexes: Indexes | None = None,
         server_selection_ms: int = SERVER_SELECTION_MS,
     ) -> MongoStore:
-        """Connect, check that a server answers, and make the index `list` needs; StoreError
-        (with the URL's password left out) if MongoDB cannot be reached or used."""
+        """The store of one collection (see open_many)."""
+        (store,) = await cls.open_many(
+            url,
+            database,
+            {collection: indexes or Indexes()},
+            last_writer_wins=last_writer_wins,
+            server_selection_ms=server_selection_ms,
+        )
+        return store
+
+    @classmethod
+    async def open_many(
+        cls,
+        url: str,
+        database: str,
+        collections: dict[str, Indexes],
+        *,
+        last_writer_wins: bool = False,
+        server_selection_ms: int = SERVER_SELECTION_MS,
+    ) -> builtins.list[MongoStore]:
+        """A store per collection (name -> its indexes), sharing one client (closed with the last
+        store): connect, check that a server answers, and make the indexes `list` and the finds
+        need; StoreError (with the URL's password left out) if MongoDB cannot be reached or
+        used."""
         try:
             from pymongo import AsyncMongoClient
         except ImportError:
@@ -257,7 +303,12 @@ class MongoStore(DocumentStore):
                 "conditional write could not tell whether it applied; remove w=0 "
                 "(w=majority is the setting to use)"
             )
-        store = cls(client[database][collection], last_writer_wins=last_writer_wins, client=client)
+        shared = _SharedClient(client, users=len(collections))
+        stores = []
+        for name, indexes in collections.items():
+            store = cls(client[database][name], last_writer_wins=last_writer_wins, indexes=indexes)
+            store._client = shared
+            stores.append(store)
         try:
             try:
                 with driver_errors(f"be reached at {where}"):
@@ -267,33 +318,84 @@ class MongoStore(DocumentStore):
                     f"{exc}; check that MongoDB runs there and that the URL is right"
                 ) from None
             with driver_errors(f"list the collections of {database}"):
-                found = [
-                    info
+                found = {
+                    info["name"]: info
                     async for info in await client[database].list_collections(
-                        filter={"name": collection}
+                        filter={"name": {"$in": builtins.list(collections)}}
                     )
-                ]
-            check_collation(found[0] if found else None, f"{database}.{collection}")
-            with driver_errors(f"make the index of {database}.{collection}"):
-                await store.collection.create_index(
-                    [("_seq", 1)], name=SEQ_INDEX, partialFilterExpression=LIVE
-                )
+                }
+            for store in stores:
+                check_collation(found.get(store.name), f"{database}.{store.name}")
+                with driver_errors(f"make the indexes of {database}.{store.name}"):
+                    await store._make_indexes()
         except StoreError:
             await client.close()
             raise
         log.info(
-            "MongoDB at %s: collection %s.%s (write concern %s, read concern %s)",
+            "MongoDB at %s: %s in %s (write concern %s, read concern %s)",
             where,
+            ", ".join(collections),
             database,
-            collection,
             client.write_concern.document or "server default",
             client.read_concern.level or "server default",
         )
-        return store
+        return stores
+
+    async def _make_indexes(self) -> None:
+        """The index `list` reads and those of the finds (made if missing: MongoDB builds them
+        without blocking writes), and drop the indexes of fields no longer indexed."""
+        specs = mongodb_find.index_specs(self.indexes)
+        wanted = {options["name"] for _, options in specs}
+        present = [info["name"] async for info in await self.collection.list_indexes()]
+        for name in present:
+            if mongodb_find.is_field_index(name) and name not in wanted:
+                await self.collection.drop_index(name)
+        for keys, options in specs:
+            await self.collection.create_index(keys, **options)
 
     async def close(self) -> None:
         if self._client is not None:
-            await self._client.close()
+            client, self._client = self._client, None
+            await client.release()
+
+    # -- finds -----------------------------------------------------------------------------------
+
+    async def find(self, query: Find) -> Page:
+        found = plan(query, self.indexes, self.name)
+        with driver_errors("find documents"):
+            return await run_async(pages(query, found, str), partial(self._answer, found))
+
+    async def find_many(self, queries: builtins.list[Find]) -> builtins.list[Page]:
+        """One query after the other (no snapshot across them: see the module)."""
+        plans = [plan(query, self.indexes, self.name) for query in queries]
+        with driver_errors("find documents"):
+            return [
+                await run_async(pages(query, found, str), partial(self._answer, found))
+                for query, found in zip(queries, plans, strict=True)
+            ]
+
+    async def _answer(self, found: Plan, request: Request) -> Any:
+        if isinstance(request, Fetch):
+            documents = {
+                stored["_id"]: stored.get("d", {})
+                async for stored in self.collection.find(
+                    {"_id": {"$in": builtins.list(request.keys)}, **LIVE}, {"d": 1}
+                )
+            }
+            return [(key, documents[key]) for key in request.keys if key in documents]
+        if isinstance(request, Count):
+            return await self.collection.count_documents(
+                **mongodb_find.count_query(found, self.indexes)
+            )
+        query = mongodb_find.scan_query(found, self.indexes, request)
+        if query is None:
+            return []
+        rows = []
+        async for stored in self.collection.find(**query):
+            document = stored.get("d", {}) if request.documents else None
+            place = found.place_of(stored["_id"], stored["_seq"], document)
+            rows.append(Row(stored["_id"], place, document))
+        return rows
 
     # -- reads -----------------------------------------------------------------------------------
 

@@ -15,26 +15,47 @@ import logging
 import sqlite3
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from cqrs_flow.contracts.ordering import supersedes
+from cqrs_flow.stores import sqlite_find
 from cqrs_flow.stores.base import (
     Document,
     DocumentStore,
     DuplicateKey,
+    Find,
     InvalidDocument,
     NotFound,
+    Page,
     StaleCommand,
 )
 from cqrs_flow.stores.database import Database
+from cqrs_flow.stores.find import (
+    MERGED,
+    SORTED,
+    Count,
+    Fetch,
+    Indexes,
+    Piece,
+    Plan,
+    Request,
+    Row,
+    Scan,
+    merge,
+    pages,
+    plan,
+    run,
+)
 
-__all__ = ["DATABASE", "FORMAT", "SqliteStore"]
+__all__ = ["DATABASE", "FORMAT", "SqliteStore", "Table"]
 
 log = logging.getLogger("cqrs_flow.store")
 
 DATABASE = "store.db"
-Row = tuple[Any, Any, Any]  # seq, doc, cmd of a key (None for what a tombstone lacks)
+KeyRow = tuple[Any, Any, Any]  # seq, doc, cmd of a key (None for what a tombstone lacks)
 FORMAT = "1"  # of the schema below; `meta` says which one a file has
 
 
@@ -43,8 +64,20 @@ def table_of(collection: str) -> str:
     return '"docs_' + collection.replace('"', '""') + '"'
 
 
-def schema(collection: str) -> Callable[[sqlite3.Connection], None]:
-    """Create what is missing: `meta`, the change log, and the collection's table and index."""
+@dataclass(frozen=True)
+class Table:
+    """What the store needs to know of a collection: the document field copied to the `ts`
+    column (the node's `timestamp`), and what its finds may use (each an index)."""
+
+    timestamp: str | None = None
+    indexes: Indexes = field(default_factory=Indexes)
+
+
+def schema(
+    collection: str, indexes: Indexes | None = None, built: list[str] | None = None
+) -> Callable[[sqlite3.Connection], None]:
+    """Create what is missing: `meta`, the change log, the collection's table, the count of its
+    documents, and its indexes (those built now are appended to `built`)."""
     table = table_of(collection)
     index = '"seq_of_' + collection.replace('"', '""') + '"'
 
@@ -79,13 +112,19 @@ def schema(collection: str) -> Callable[[sqlite3.Connection], None]:
             " collection TEXT NOT NULL, key TEXT NOT NULL, op TEXT NOT NULL,"
             " cmd TEXT, doc TEXT, at REAL NOT NULL)"
         )
+        sqlite_find.counts_schema(connection, collection)
+        made = sqlite_find.index_schema(connection, collection, indexes or Indexes())
+        if built is not None:
+            built.extend(made)
 
     return create
 
 
 def _encode(document: Document) -> str:
+    """The document as JSON text; InvalidDocument for what JSON cannot hold (NaN and infinities
+    among them: SQLite's JSON functions, which the indexes run on every write, refuse them)."""
     try:
-        return json.dumps(document, separators=(",", ":"), ensure_ascii=False)
+        return json.dumps(document, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise InvalidDocument(f"cannot store the document: {exc}") from None
 
@@ -95,7 +134,7 @@ class SqliteStore(DocumentStore):
 
     Open it with `await SqliteStore.open(directory, collection)`; it needs a running event loop.
     `change_log=True` writes a row to the `changes` table with every change, in its transaction.
-    `timestamp`: the document field copied to the `ts` column.
+    `timestamp`: the document field copied to the `ts` column. `indexes`: what finds may use.
     """
 
     def __init__(
@@ -105,12 +144,14 @@ class SqliteStore(DocumentStore):
         last_writer_wins: bool,
         timestamp: str | None,
         change_log: bool,
+        indexes: Indexes | None = None,
     ) -> None:
         self.database = database
         self.collection = collection
         self.last_writer_wins = last_writer_wins
         self.timestamp = timestamp
         self.change_log = change_log
+        self.indexes = indexes or Indexes()
         self._table = table_of(collection)
         self._seq = 0  # the last insertion order given; owned by the writer's thread
 
@@ -122,13 +163,14 @@ class SqliteStore(DocumentStore):
         *,
         last_writer_wins: bool = False,
         timestamp: str | None = None,
+        indexes: Indexes | None = None,
         change_log: bool = False,
         group_commit: bool = True,
     ) -> SqliteStore:
         """The store of one collection in `directory` (see open_many)."""
         (store,) = await cls.open_many(
             directory,
-            {collection: timestamp},
+            {collection: Table(timestamp, indexes or Indexes())},
             last_writer_wins=last_writer_wins,
             change_log=change_log,
             group_commit=group_commit,
@@ -139,31 +181,32 @@ class SqliteStore(DocumentStore):
     async def open_many(
         cls,
         directory: str | Path,
-        collections: dict[str, str | None],
+        collections: dict[str, Table],
         *,
         last_writer_wins: bool = False,
         change_log: bool = False,
         group_commit: bool = True,
     ) -> builtins.list[SqliteStore]:
-        """A store per collection (name -> its timestamp field), all in the one database of
-        `directory`: they share its writer, so one transaction may hold writes to several, and
-        closing one closes the database."""
+        """A store per collection (name -> its Table: timestamp field and indexes), all in the
+        one database of `directory`: they share its writer, so one transaction may hold writes to
+        several, and closing one closes the database. Indexes missing are built now (a minute or
+        so per index at 10,000,000 documents), in the transaction that brings the schema up."""
         from cqrs_flow.stores.legacy import migrate_if_needed
 
         started = time.monotonic()
         directory = Path(directory)
-        names = builtins.list(collections)
+        built: dict[str, list[str]] = {name: [] for name in collections}
 
         def create(connection: sqlite3.Connection) -> None:
-            for name in names:
-                schema(name)(connection)
+            for name, table in collections.items():
+                schema(name, table.indexes, built[name])(connection)
 
         database = await Database.open(
             directory, DATABASE, "store", create, group_commit=group_commit
         )
         stores = [
-            cls(database, name, last_writer_wins, stamp, change_log)
-            for name, stamp in collections.items()
+            cls(database, name, last_writer_wins, table.timestamp, change_log, table.indexes)
+            for name, table in collections.items()
         ]
         try:
             if len(stores) == 1:  # data directories before SQLite held one collection
@@ -181,11 +224,15 @@ class SqliteStore(DocumentStore):
             DATABASE,
             time.monotonic() - started,
         )
+        for name, fields in built.items():
+            if fields:
+                log.info("built the index of %s in %s", ", ".join(fields), name)
         return stores
 
     def _count_and_last_seq(self, connection: sqlite3.Connection) -> int:
-        (count, last) = connection.execute(
-            f"SELECT count(*), max(seq) FROM {self._table} WHERE seq IS NOT NULL"
+        (last,) = connection.execute(f"SELECT max(seq) FROM {self._table}").fetchone()
+        (count,) = connection.execute(
+            "SELECT live FROM counts WHERE collection = ?", (self.collection,)
         ).fetchone()
         self._seq = max(self._seq, last or 0)
         return int(count)
@@ -213,6 +260,89 @@ class SqliteStore(DocumentStore):
             f"SELECT doc FROM {self._table} WHERE seq IS NOT NULL ORDER BY seq LIMIT ?", (count,)
         )
         return [json.loads(doc) for (doc,) in rows]
+
+    async def find(self, query: Find) -> Page:
+        (page,) = await self.find_many([query])
+        return page
+
+    async def find_many(self, queries: builtins.list[Find]) -> builtins.list[Page]:
+        """Every page from one snapshot of the database (one read transaction), in one thread
+        hop; the queries are checked against the indexes before anything is read."""
+        plans = [plan(query, self.indexes, self.collection) for query in queries]
+        work = builtins.list(zip(queries, plans, strict=True))
+        return await self.database.read(lambda c: self._find_all(c, work))
+
+    def _find_all(
+        self, connection: sqlite3.Connection, work: builtins.list[tuple[Find, Plan]]
+    ) -> builtins.list[Page]:
+        connection.execute("BEGIN")  # one snapshot for every statement of every page
+        try:
+            return [
+                run(pages(query, found, int), partial(self._answer, connection, found))
+                for query, found in work
+            ]
+        finally:
+            connection.execute("COMMIT")
+
+    def _answer(self, c: sqlite3.Connection, found: Plan, request: Request) -> Any:
+        if isinstance(request, Fetch):
+            return self._fetch(c, request.keys)
+        if isinstance(request, Count):
+            text, params = sqlite_find.count_sql(found, self.indexes)
+            return int(c.execute(text, params).fetchone()[0])
+        return self._scan(c, found, request)
+
+    def _fetch(
+        self, c: sqlite3.Connection, keys: tuple[str, ...]
+    ) -> builtins.list[tuple[str, Document]]:
+        documents: dict[str, str] = {}
+        for start in range(0, len(keys), sqlite_find.FETCH_CHUNK):
+            text, params = sqlite_find.fetch_sql(
+                self.collection, keys[start : start + sqlite_find.FETCH_CHUNK]
+            )
+            documents.update(c.execute(text, params).fetchall())
+        return [(key, json.loads(documents[key])) for key in keys if key in documents]
+
+    def _scan(self, c: sqlite3.Connection, found: Plan, scan: Scan) -> builtins.list[Row]:
+        window = found.window(scan.lower, scan.upper, scan.reverse)
+        if found.mode == SORTED:
+            text, params = sqlite_find.sorted_sql(
+                found, self.indexes, window, scan.limit, scan.documents
+            )
+            return self._rows(found, c.execute(text, params))
+        pieces = found.pieces(window)
+        backwards, documents = window.backwards, scan.documents
+        if found.mode == MERGED:  # each value's run in insertion order, merged
+            runs = [self._piece(c, found, p, backwards, scan.limit, documents) for p in pieces]
+            return merge(runs, backwards, scan.limit)
+        rows: builtins.list[Row] = []
+        for piece in reversed(pieces) if backwards else pieces:  # one after the other
+            left = None if scan.limit is None else scan.limit - len(rows)
+            if left == 0:
+                break
+            rows += self._piece(c, found, piece, backwards, left, documents)
+        return rows
+
+    def _piece(
+        self,
+        c: sqlite3.Connection,
+        found: Plan,
+        piece: Piece,
+        backwards: bool,
+        limit: int | None,
+        documents: bool,
+    ) -> builtins.list[Row]:
+        text, params = sqlite_find.piece_sql(
+            found, self.indexes, piece, backwards, limit, documents
+        )
+        return self._rows(found, c.execute(text, params))
+
+    def _rows(self, found: Plan, cursor: sqlite3.Cursor) -> builtins.list[Row]:
+        rows = []
+        for key, seq, text in cursor:
+            document = None if text is None else json.loads(text)
+            rows.append(Row(key, found.place_of(key, seq, document), document))
+        return rows
 
     async def last_command(self, key: str) -> str | None:
         """The id of the last command written to the key (a delete included), or None."""
@@ -314,12 +444,12 @@ class SqliteStore(DocumentStore):
 
     # -- the steps of a write ------------------------------------------------------------------
 
-    def _row(self, c: sqlite3.Connection, key: str) -> Row | None:
+    def _row(self, c: sqlite3.Connection, key: str) -> KeyRow | None:
         """(seq, doc, cmd) of the key, or None when the table has no row for it."""
         row = c.execute(f"SELECT seq, doc, cmd FROM {self._table} WHERE key = ?", (key,)).fetchone()
         return None if row is None else (row[0], row[1], row[2])
 
-    def _admit(self, c: sqlite3.Connection, key: str, command: str | None) -> Row | None:
+    def _admit(self, c: sqlite3.Connection, key: str, command: str | None) -> KeyRow | None:
         """The key's row; StaleCommand if `command` must not apply to it."""
         row = self._row(c, key)
         last = None if row is None else row[2]

@@ -25,7 +25,9 @@ class EmulatedCollection:
         self.collection = (
             shared.collection if shared else mongomock.MongoClient().get_database("cqrs_flow")[name]
         )
+        self.name = self.collection.name
         self.calls: list[str] = []  # the operations made, by name, in order
+        self.finds: list[dict] = []  # the keyword arguments of each find and count
         self.interleave = interleave
 
     async def find_one(self, filter: dict, projection: Any = None) -> dict | None:
@@ -33,9 +35,18 @@ class EmulatedCollection:
         await self._round_trip()
         return self.collection.find_one(filter, projection)
 
-    def find(self, filter: dict, projection: Any = None) -> _Cursor:
+    def find(self, filter: dict, projection: Any = None, **options: Any) -> _Cursor:
+        """pymongo's find; the hint is noted (mongomock has no indexes to read: it scans)."""
         self.calls.append("find")
-        return _Cursor(self.collection.find(filter, projection))
+        self.finds.append({"filter": filter, "projection": projection, **options})
+        options.pop("hint", None)
+        return _Cursor(self.collection.find(filter, projection, **options))
+
+    async def count_documents(self, filter: dict, **options: Any) -> int:
+        self.calls.append("count_documents")
+        self.finds.append({"filter": filter, **options})
+        await self._round_trip()
+        return self.collection.count_documents(filter)
 
     async def find_one_and_update(self, filter: dict, update: dict, **options: Any) -> dict | None:
         self.calls.append("find_one_and_update")
@@ -58,6 +69,12 @@ class EmulatedCollection:
 
     async def create_index(self, keys: Any, **options: Any) -> str:
         return self.collection.create_index(keys, **options)
+
+    async def list_indexes(self) -> _Cursor:
+        return _Cursor(iter(self.collection.list_indexes()))
+
+    async def drop_index(self, name: str) -> None:
+        self.collection.drop_index(name)
 
 
 class _Cursor:

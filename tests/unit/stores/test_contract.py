@@ -3,6 +3,7 @@
 Runs over the embedded backend (in memory), the durable one (SQLite, on disk), the MongoDB
 backend's code with mongomock answering its queries (tests/unit/stores/mongo_emulation.py), and a
 real MongoDB when MONGODB_URL is set (each test in a database of its own, dropped afterwards):
+the `make_store` fixture (conftest.py). Finds have a contract of their own: test_find_contract.py.
 
     MONGODB_URL=mongodb://127.0.0.1:27017 pytest tests/unit/stores/test_contract.py
 """
@@ -10,19 +11,14 @@ real MongoDB when MONGODB_URL is set (each test in a database of its own, droppe
 from __future__ import annotations
 
 import asyncio
-import inspect
-import os
 import random
-import uuid
 
 import mongomock
 import pytest
 
 from cqrs_flow.contracts.ordering import CommandClock
-from cqrs_flow.stores import DuplicateKey, MemoryStore, NotFound, SqliteStore
+from cqrs_flow.stores import DuplicateKey, MemoryStore, NotFound
 from cqrs_flow.stores.base import StaleCommand
-
-MONGODB_URL = os.environ.get("MONGODB_URL")
 
 
 def run(coroutine):
@@ -116,56 +112,6 @@ def random_operation(rng: random.Random, step: int):
     if op == "delete_many":
         return op, ([key() for _ in range(rng.randrange(4))],)
     return op, (rng.randrange(-1, 15),)
-
-
-@pytest.fixture(params=["memory", "sqlite", "mongodb-emulated", "mongodb"])
-def make_store(request, tmp_path):
-    """An async factory of the backend under test (call it inside the test's event loop)."""
-    databases: list[str] = []
-
-    async def make(**options):
-        """`options`: constructor flags (last_writer_wins); a backend without one is skipped."""
-        if request.param == "memory":
-            return MemoryStore("contacts", **supported(MemoryStore, options))
-        if request.param == "sqlite":
-            databases.append("")  # a directory of its own for each store of the test
-            return await SqliteStore.open(
-                tmp_path / f"data{len(databases)}",
-                "contacts",
-                **supported(SqliteStore.open, options),
-            )
-        from cqrs_flow.stores.mongodb import MongoStore
-
-        if request.param == "mongodb-emulated":
-            from .mongo_emulation import EmulatedCollection
-
-            return MongoStore(EmulatedCollection(), **options)
-        databases.append(f"cqrs_flow_test_{uuid.uuid4().hex[:12]}")
-        return await MongoStore.open(MONGODB_URL, databases[-1], "contacts", **options)
-
-    if request.param.startswith("mongodb"):
-        pytest.importorskip("pymongo", reason="the mongodb extra is not installed")
-    if request.param == "mongodb" and not MONGODB_URL:
-        pytest.skip("MONGODB_URL is not set: no MongoDB server to run the contract against")
-    yield make
-    if databases and request.param.startswith("mongodb"):
-
-        async def drop():
-            from pymongo import AsyncMongoClient
-
-            client = AsyncMongoClient(MONGODB_URL)
-            for name in databases:
-                await client.drop_database(name)
-            await client.close()
-
-        run(drop())
-
-
-def supported(constructor, options: dict) -> dict:
-    missing = [name for name in options if name not in inspect.signature(constructor).parameters]
-    if missing:
-        pytest.skip(f"{constructor.__qualname__} has no {', '.join(missing)} flag (yet)")
-    return options
 
 
 # -- the documents ---------------------------------------------------------------------------------

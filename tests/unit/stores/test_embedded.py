@@ -1,5 +1,6 @@
-"""The embedded backend's own properties: the flat in-memory store (no scans), and the `data`
-key that makes a store durable (tests/unit/stores/test_sqlite.py)."""
+"""The embedded backend's own properties: the flat in-memory store (no scans), its finds' indexes
+(references, not copies, kept in step with every write), and the `data` key that makes a store
+durable (tests/unit/stores/test_sqlite.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ from pathlib import Path
 import mongomock
 import pytest
 
+from cqrs_flow.contracts.ordering import CommandClock
 from cqrs_flow.stores import DuplicateKey, MemoryStore
+from cqrs_flow.stores.base import Condition, Find
+from cqrs_flow.stores.find import Indexes
 from cqrs_flow.topology.loader import parse_topology
 
 
@@ -17,8 +21,8 @@ def run(coroutine):
     return asyncio.run(coroutine)
 
 
-def test_keyed_operations_and_list_never_scan_the_collection(monkeypatch):
-    store = MemoryStore("contacts")
+def test_keyed_operations_list_and_find_never_scan_the_collection(monkeypatch):
+    store = MemoryStore("contacts", indexes=Indexes("id", ("name",)))
     assert store._mirror is not None, "this mongomock's internals changed: writes would scan"
 
     def scan(*args, **kwargs):
@@ -36,6 +40,34 @@ def test_keyed_operations_and_list_never_scan_the_collection(monkeypatch):
         assert [d["id"] for d in await store.list(10)] == ["a"]
         with pytest.raises(DuplicateKey):
             await store.insert("a", {"id": "a"})
+        found = await store.find(Find(where=(Condition("name", "prefix", ("B",)),), total=True))
+        assert (found.documents, found.total) == ([{"id": "a", "name": "Bea"}], 1)
+
+    run(scenario())
+
+
+def test_the_finds_indexes_hold_the_stored_values_and_follow_every_write():
+    async def scenario():
+        store = MemoryStore("contacts", True, Indexes("id", ("city", "year")))
+        clock = CommandClock()
+        for i in range(200):
+            await store.insert(f"k{i}", {"id": f"k{i}", "city": f"city {i % 7}", "year": i % 9})
+        for i in range(0, 200, 3):
+            await store.update(f"k{i}", {"city": f"moved {i}"}, clock.next_id())
+        await store.delete_many([f"k{i}" for i in range(0, 200, 4)], clock.next_id())
+        await store.insert("k0", {"id": "k0", "year": 1}, clock.next_id())  # back, no city
+        await store.insert("k1", {"id": "k1", "city": "again"}, clock.next_id())  # replaced
+        await store.insert("k2", {"id": "k2", "city": "city 2", "year": 2}, clock.next_id())
+        live = store._documents
+        for name, entries in store._by_field.items():
+            assert len(entries) == len(live), name  # one entry per live document, no more
+            for _kind, value, seq, key in entries:
+                assert store._seqs[key] == seq
+                if name != "id" and value is not None:
+                    assert value is live[key][name]  # the stored value itself: no copy
+        assert list(store._by_seq.values()) == list(live)  # insertion order, as `list` has it
+        moved = await store.find(Find(where=(Condition("city", "prefix", ("moved",)),), total=True))
+        assert moved.total == sum(1 for d in live.values() if d.get("city", "").startswith("mo"))
 
     run(scenario())
 
