@@ -40,16 +40,18 @@ query($first: Int, $after: String, $last: Int, $before: String, $where: BookWher
 """
 
 
-@pytest.fixture(scope="module")
-def library(tmp_path_factory) -> System:
-    """The library example with free ports and a short write delay; the store logs each call of
-    the document service (DEBUG), which the batching test counts."""
+@pytest.fixture(scope="module", params=["memory", "durable"])
+def library(request, tmp_path_factory) -> System:
+    """The library example with free ports and a short write delay, its store in memory (as
+    shipped) or durable (SQLite, `data:`); the store logs each call of the document service
+    (DEBUG), which the batching test counts."""
+    durable = {"nodes.store.data": "store-data"} if request.param == "durable" else {}
     topology = prepare(
         "library.yaml",
         tmp_path_factory.mktemp("entities"),
         source=EXAMPLE / "topology.yaml",
         stop_timeout="3s",
-        **{"nodes.writer.delay": "100ms"},
+        **{"nodes.writer.delay": "100ms", **durable},
     )
     system = System(topology, env={"CQRS_FLOW_LOG_LEVEL": "DEBUG"}).start()
     yield system
@@ -379,7 +381,6 @@ def test_a_graphql_client_pages_through_a_connection_with_variables(library):
 
     wanted = [f"client {i:02}" for i in range(23)]
     add_books(library, [{"title": t} for t in wanted])
-    document = gql.gql(PAGE)
     url = f"http://{library.gateway.listen.target}/graphql"
 
     async def walk_with_gql() -> list[str]:
@@ -387,7 +388,8 @@ def test_a_graphql_client_pages_through_a_connection_with_variables(library):
         async with gql.Client(transport=AIOHTTPTransport(url=url)) as session:
             variables = {"first": 5, "where": {"title": {"prefix": "client "}}}
             while True:
-                books = (await session.execute(document, variable_values=variables))["books"]
+                request = gql.GraphQLRequest(PAGE, variable_values=variables)
+                books = (await session.execute(request))["books"]
                 seen += titles(books)
                 assert books["totalCount"] == 23
                 if not books["pageInfo"]["hasNextPage"]:
