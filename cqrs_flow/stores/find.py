@@ -14,6 +14,7 @@ import json
 import math
 from collections.abc import Awaitable, Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from itertools import islice
 from typing import Any
 
@@ -314,7 +315,25 @@ class Fetch:
 
 Request = Scan | Count | Fetch
 ORDERED, MERGED, SORTED, NOTHING = "ordered", "merged", "sorted", "nothing"
-_FORMAT = b"\x01"  # of positions
+_FORMAT = b"\x01"  # of positions: this byte, then [collection, order, descending, value, seq]
+_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+_QUOTE = json.encoder.encode_basestring
+
+
+def _scalar_json(value: Any) -> str:
+    """A place's value or seq as JSON, faster than json.dumps (a page encodes one per document)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        text: str = _QUOTE(value)
+        return text
+    if isinstance(value, int):
+        return int.__repr__(value)
+    if math.isinf(value):
+        return "1e999" if value > 0 else "-1e999"  # JSON has no infinity; this reads back as one
+    return float.__repr__(value)
 
 
 @dataclass(frozen=True)
@@ -416,7 +435,8 @@ class Plan:
                 pieces.append(Piece(part))
                 continue
             if part.contains(sort_key(None)):  # null sorts first: a run of its own
-                pieces.append(Piece(Interval.point(sort_key(None))))
+                if self.order != self.key_field:  # (keys are never null)
+                    pieces.append(Piece(Interval.point(sort_key(None))))
                 part = part & Interval(NOT_NULL, True)
                 if part.empty:
                     continue
@@ -427,10 +447,17 @@ class Plan:
 
     # -- positions
 
+    @cached_property
+    def _head(self) -> bytes:
+        """What every position of this plan starts with (a page encodes many)."""
+        return (
+            _FORMAT
+            + _JSON([self.collection, self.order or "", int(self.descending)])[:-1].encode()
+            + b","
+        )
+
     def encode(self, place: Place) -> bytes:
-        data = [self.collection, self.order or "", int(self.descending), place.value, place.seq]
-        text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-        return _FORMAT + text.encode()
+        return self._head + f"{_scalar_json(place.value)},{_scalar_json(place.seq)}]".encode()
 
     def decode(self, position: bytes, seq_type: type) -> Place:
         """The place a position names; BadPosition if it is not one of this collection's, for
@@ -490,7 +517,8 @@ def plan(query: Find, indexes: Indexes, collection: str) -> Plan:
     for condition in query.where:
         indexes.check(condition.field, collection)
         values = condition_values(condition)
-        sets[condition.field] = _intersect(sets.get(condition.field, EVERYTHING), values)
+        earlier = sets.get(condition.field)
+        sets[condition.field] = values if earlier is None else _intersect(earlier, values)
     order = query.order_by or None
     if order is not None:
         indexes.check(order, collection)
@@ -565,7 +593,8 @@ def _by_keys(query: Find, found: Plan) -> Steps:
 def _from_the_start(
     first: int | None, last: int | None, found: Plan, lower: Bound | None, upper: Bound | None
 ) -> Steps:
-    rows: list[Row] = yield Scan(lower, upper, False, None if first is None else first + 1)
+    limit = None if first is None else first + 1
+    rows, at_lower, at_upper = yield from _window(found, lower, upper, False, limit)
     more = first is not None and len(rows) > first
     run = rows if first is None else rows[:first]
     page = run if last is None else run[len(run) - min(last, len(run)) :]
@@ -578,13 +607,13 @@ def _from_the_start(
     else:  # nothing in the window: the page sits where it starts
         before_cut = None if lower is None else Bound(lower.place, True)
         after_cut = lower
-    if len(page) < len(run):
+    if len(page) < len(run) or at_lower:
         has_previous = True
     elif lower is None:
         has_previous = False  # the window starts where the order does
     else:
         has_previous = yield from _any_before(before_cut)
-    if more:
+    if more or at_upper:
         has_next = True
     elif upper is None:
         has_next = False  # the window was read to the end of the order
@@ -594,7 +623,7 @@ def _from_the_start(
 
 
 def _from_the_end(last: int, found: Plan, lower: Bound | None, upper: Bound | None) -> Steps:
-    rows: list[Row] = yield Scan(lower, upper, True, last + 1)
+    rows, at_lower, at_upper = yield from _window(found, lower, upper, True, last + 1)
     more = len(rows) > last
     page = rows[:last][::-1]
     before_cut: Bound | None
@@ -604,14 +633,47 @@ def _from_the_end(last: int, found: Plan, lower: Bound | None, upper: Bound | No
     else:  # the empty page sits where the window ends
         before_cut = upper
         after_cut = None if upper is None else Bound(upper.place, True)
-    if more:
+    if more or at_lower:
         has_previous = True
     elif lower is None:
         has_previous = False
     else:
         has_previous = yield from _any_before(before_cut)
-    has_next = False if upper is None else (yield from _any_after(after_cut))
+    if at_upper:
+        has_next = True
+    elif upper is None:
+        has_next = False  # the window was read to the end of the order
+    else:
+        has_next = yield from _any_after(after_cut)
     return _page(found, page, has_next, has_previous)
+
+
+def _window(
+    found: Plan, lower: Bound | None, upper: Bound | None, reverse: bool, limit: int | None
+) -> Generator[Request, Any, tuple[list[Row], bool, bool]]:
+    """The rows strictly between `lower` and `upper`, in the scan's direction (up to `limit`, or
+    a few more), and whether the documents at `lower` and at `upper` are still there: the scan
+    reads the window's ends too, so that while paging through (the document at `after` is there)
+    a document is known to sit before the page without asking."""
+    ends = (lower is not None) + (upper is not None)
+    near, far = (upper, lower) if reverse else (lower, upper)
+    rows: list[Row] = yield Scan(
+        None if lower is None else Bound(lower.place, True),
+        None if upper is None else Bound(upper.place, True),
+        reverse,
+        None if limit is None else limit + ends,
+    )
+    at_near = bool(rows) and near is not None and _at(found, rows[0], near)
+    if at_near:
+        rows = rows[1:]
+    at_far = bool(rows) and far is not None and _at(found, rows[-1], far)
+    if at_far:
+        rows = rows[:-1]
+    return (rows, at_far, at_near) if reverse else (rows, at_near, at_far)
+
+
+def _at(found: Plan, row: Row, bound: Bound) -> bool:
+    return found.place_key(row.place) == found.place_key(bound.place)
 
 
 def _any_before(cut: Bound | None) -> Generator[Request, Any, bool]:

@@ -178,7 +178,7 @@ class MemoryStore(DocumentStore):
             return [self._row(found, key, seq, scan.documents) for key, seq in chosen]
         pieces = found.pieces(window)
         entries: Iterator[tuple[str, int]]
-        if found.mode == MERGED:
+        if found.mode == MERGED and len(pieces) > 1:
             runs = [self._piece(found.drive, piece, window.backwards) for piece in pieces]
             entries = heapq.merge(*runs, key=lambda entry: entry[1], reverse=window.backwards)
         else:
@@ -188,11 +188,13 @@ class MemoryStore(DocumentStore):
                 for piece in (reversed(pieces) if window.backwards else pieces)
             )
         filters = found.filters
-        wanted: Iterator[tuple[str, int]] = (
-            (key, seq)
-            for key, seq in entries
-            if not filters or matches(filters, key, found.key_field, self._documents[key])
-        )
+        wanted: Iterator[tuple[str, int]] = entries
+        if filters:
+            wanted = (
+                (key, seq)
+                for key, seq in entries
+                if matches(filters, key, found.key_field, self._documents[key])
+            )
         if scan.limit is not None:
             wanted = islice(wanted, scan.limit)
         return [self._row(found, key, seq, scan.documents) for key, seq in wanted]

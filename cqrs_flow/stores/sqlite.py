@@ -39,12 +39,10 @@ from cqrs_flow.stores.find import (
     Count,
     Fetch,
     Indexes,
-    Piece,
     Plan,
     Request,
     Row,
     Scan,
-    merge,
     pages,
     plan,
     run,
@@ -311,31 +309,19 @@ class SqliteStore(DocumentStore):
             )
             return self._rows(found, c.execute(text, params))
         pieces = found.pieces(window)
-        backwards, documents = window.backwards, scan.documents
-        if found.mode == MERGED:  # each value's run in insertion order, merged
-            runs = [self._piece(c, found, p, backwards, scan.limit, documents) for p in pieces]
-            return merge(runs, backwards, scan.limit)
-        rows: builtins.list[Row] = []
-        for piece in reversed(pieces) if backwards else pieces:  # one after the other
-            left = None if scan.limit is None else scan.limit - len(rows)
-            if left == 0:
-                break
-            rows += self._piece(c, found, piece, backwards, left, documents)
-        return rows
-
-    def _piece(
-        self,
-        c: sqlite3.Connection,
-        found: Plan,
-        piece: Piece,
-        backwards: bool,
-        limit: int | None,
-        documents: bool,
-    ) -> builtins.list[Row]:
-        text, params = sqlite_find.piece_sql(
-            found, self.indexes, piece, backwards, limit, documents
+        if not pieces:
+            return []
+        if window.backwards:
+            pieces.reverse()
+        merged = found.mode == MERGED
+        text, params = sqlite_find.pieces_sql(
+            found, self.indexes, pieces, window.backwards, scan.limit, scan.documents, merged
         )
-        return self._rows(found, c.execute(text, params))
+        rows = self._rows(found, c.execute(text, params))
+        if merged:  # each value's run, in insertion order: merged
+            rows.sort(key=lambda row: row.place.seq, reverse=window.backwards)
+            return rows if scan.limit is None else rows[: scan.limit]
+        return rows
 
     def _rows(self, found: Plan, cursor: sqlite3.Cursor) -> builtins.list[Row]:
         rows = []

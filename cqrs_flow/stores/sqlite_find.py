@@ -40,6 +40,7 @@ __all__ = [
     "index_name",
     "index_schema",
     "piece_sql",
+    "pieces_sql",
     "sorted_sql",
 ]
 
@@ -249,6 +250,30 @@ def piece_sql(
     by_value = piece.values is not None and not piece.values.is_point
     order = (f"{drive}{direction}, " if by_value else "") + f"seq{direction}"
     return _select(found, indexes, sql, order, limit, documents)
+
+
+def pieces_sql(
+    found: Plan,
+    indexes: Indexes,
+    pieces: Sequence[Piece],
+    backwards: bool,
+    limit: int | None,
+    documents: bool,
+    merged: bool = False,
+) -> tuple[str, list[Any]]:
+    """One statement reading several pieces, in the order given: each piece's statement (with
+    the whole limit), one after the other (UNION ALL, which SQLite runs arm after arm, stopping
+    at the outer LIMIT once a page is full). One statement rather than one per piece: each
+    costs its own round through the sqlite3 module, more than reading 20 entries of an index.
+    `merged`: runs the caller merges, each read up to the limit (no outer LIMIT)."""
+    statements = [piece_sql(found, indexes, p, backwards, limit, documents) for p in pieces]
+    if len(statements) == 1:
+        return statements[0]
+    text = " UNION ALL ".join(f"SELECT * FROM ({statement})" for statement, _ in statements)
+    params = [param for _, given in statements for param in given]
+    if merged:
+        return text, params
+    return f"{text} LIMIT ?", [*params, _limit(limit)]
 
 
 def sorted_sql(

@@ -160,8 +160,8 @@ def test_positions_go_and_come_back():
 class Script:
     """A backend of sorted places 0..n-1 (seq = value): answers scans by counting."""
 
-    def __init__(self, found, count):
-        self.found, self.count, self.asked = found, count, []
+    def __init__(self, found, count, missing=()):
+        self.found, self.count, self.asked, self.missing = found, count, [], set(missing)
 
     def __call__(self, request):
         self.asked.append(request)
@@ -172,16 +172,16 @@ class Script:
         rows = [
             Row(f"k{i}", Place(None, i), {"id": f"k{i}"} if request.documents else None)
             for i in range(self.count)
-            if self.found.in_window(Place(None, i), window)
+            if self.found.in_window(Place(None, i), window) and i not in self.missing
         ]
         rows = rows[::-1] if window.backwards else rows
         return rows if request.limit is None else rows[: request.limit]
 
 
-def page_of(count, **asked):
+def page_of(count, missing=(), **asked):
     query = Find(**asked)
     found = plan(query, INDEXES, "books")
-    script = Script(found, count)
+    script = Script(found, count, missing)
     page = run(pages(query, found, int), script)
     return page, script.asked
 
@@ -193,16 +193,24 @@ def test_a_first_page_asks_for_one_document_more_and_nothing_else():
     assert asked == [Scan(None, None, False, 21)]
 
 
-def test_a_page_after_a_position_asks_whether_anything_is_before_it():
+def test_a_page_after_a_position_knows_what_is_before_it_from_that_document():
     found = plan(Find(), INDEXES, "books")
-    page, asked = page_of(100, first=20, after=found.encode(Place(None, 89)), total=True)
+    at_89 = found.encode(Place(None, 89))
+    page, asked = page_of(100, first=20, after=at_89, total=True)
     assert [d["id"] for d in page.documents] == [f"k{i}" for i in range(90, 100)]
     assert (page.has_next, page.has_previous, page.total) == (False, True, 100)
-    assert asked == [
-        Scan(Bound(Place(None, 89)), None, False, 21),
-        Scan(None, Bound(Place(None, 90)), True, 1, documents=False),
-        Count(),
-    ]
+    # the window is read from the position on, included: its document is there, so something
+    # is before the page; one request for the page, one for the count
+    assert asked == [Scan(Bound(Place(None, 89), True), None, False, 22), Count()]
+    page, asked = page_of(100, missing={89}, first=20, after=at_89)  # that document is gone
+    assert (len(page.documents), page.has_previous) == (10, True)
+    assert asked[1:] == [Scan(None, Bound(Place(None, 90)), True, 1, documents=False)]
+    page, asked = page_of(100, missing=range(90), first=5, after=at_89)
+    assert (page.has_previous, len(asked)) == (False, 2)  # asked, and nothing is there
+    before_95 = found.encode(Place(None, 95))
+    page, asked = page_of(100, last=2, before=before_95, after=at_89)
+    assert [d["id"] for d in page.documents] == ["k93", "k94"]
+    assert (page.has_next, page.has_previous, len(asked)) == (True, True, 1)
 
 
 def test_an_empty_page_sits_where_its_window_starts_or_ends():
