@@ -572,11 +572,12 @@ Steps = Generator[Request, Any, Page]
 
 def pages(query: Find, found: Plan, seq_type: type) -> Steps:
     """The requests that answer `query` as planned, one by one; returns the Page. Positions are
-    decoded first, so a bad one fails the find before anything is read."""
-    lower = None if query.after is None else Bound(found.decode(query.after, seq_type))
-    upper = None if query.before is None else Bound(found.decode(query.before, seq_type))
+    decoded first, so a bad one fails the find before anything is read (with `keys`, paging is
+    ignored, positions too)."""
     if found.keys is not None:
         return (yield from _by_keys(query, found))
+    lower = None if query.after is None else Bound(found.decode(query.after, seq_type))
+    upper = None if query.before is None else Bound(found.decode(query.before, seq_type))
     if found.mode == NOTHING:
         return Page(total=0 if query.total else None)
     if query.last is not None and query.first is None:
