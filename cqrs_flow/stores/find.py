@@ -9,13 +9,11 @@ Why it is built so: docs/ARCHITECTURE.md, "Finding documents".
 
 from __future__ import annotations
 
-import heapq
 import json
 import math
-from collections.abc import Awaitable, Callable, Generator, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from itertools import islice
 from typing import Any
 
 from cqrs_flow.stores.base import (
@@ -32,9 +30,13 @@ from cqrs_flow.topology.problems import did_you_mean
 
 __all__ = [
     "BOOLEAN",
+    "MERGED",
+    "NOTHING",
     "NOT_NULL",
     "NULL",
     "NUMBER",
+    "ORDERED",
+    "SORTED",
     "STRING",
     "Bound",
     "Count",
@@ -44,8 +46,12 @@ __all__ = [
     "Piece",
     "Place",
     "Plan",
+    "Request",
     "Row",
     "Scan",
+    "Values",
+    "Window",
+    "condition_values",
     "kind",
     "matches",
     "pages",
@@ -339,16 +345,16 @@ def _scalar_json(value: Any) -> str:
 @dataclass(frozen=True)
 class Plan:
     """How a find is answered: the checked conditions by field (`sets`), the order, and the index
-    that drives it (`drive`: a field, or None for the insertion-order index), read one of three
-    ways (`mode`):
+    that drives it (`drive`: a field, or None for the insertion-order index), and how that index
+    is read (`mode`):
 
     - ORDERED: the drive is the order's own index (the order field, or insertion order): its
       pieces are read in order, one after the other, and a page costs what it holds;
     - MERGED: insertion order, driven by a field with a few values (eq, in): each value's entries
       are in insertion order already, and are merged;
     - SORTED: ordered by another field than the one filtered on (or insertion order filtered by
-      a range): the filter's matches are read and sorted, a cost that grows with the matches.
-    - NOTHING: the conditions cannot all hold.
+      a range): the filter's matches are read and sorted, a cost that grows with the matches;
+    - NOTHING: the conditions cannot all hold, and nothing is read.
 
     Conditions on other fields than the drive are checked on each document the drive reads.
     """
@@ -566,11 +572,12 @@ Steps = Generator[Request, Any, Page]
 
 def pages(query: Find, found: Plan, seq_type: type) -> Steps:
     """The requests that answer `query` as planned, one by one; returns the Page. Positions are
-    decoded first, so a bad one fails the find before anything is read."""
-    lower = None if query.after is None else Bound(found.decode(query.after, seq_type))
-    upper = None if query.before is None else Bound(found.decode(query.before, seq_type))
+    decoded first, so a bad one fails the find before anything is read (with `keys`, paging is
+    ignored, positions too)."""
     if found.keys is not None:
         return (yield from _by_keys(query, found))
+    lower = None if query.after is None else Bound(found.decode(query.after, seq_type))
+    upper = None if query.before is None else Bound(found.decode(query.before, seq_type))
     if found.mode == NOTHING:
         return Page(total=0 if query.total else None)
     if query.last is not None and query.first is None:
@@ -717,9 +724,3 @@ async def run_async(steps: Steps, answer: Callable[[Request], Awaitable[Any]]) -
     except StopIteration as done:
         page: Page = done.value
         return page
-
-
-def merge(runs: Iterable[list[Row]], backwards: bool, limit: int | None) -> list[Row]:
-    """Rows of several runs, each in insertion order (descending if `backwards`), as one run."""
-    merged = heapq.merge(*runs, key=lambda row: row.place.seq, reverse=backwards)
-    return list(merged if limit is None else islice(merged, limit))

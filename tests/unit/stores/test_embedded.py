@@ -5,13 +5,15 @@ durable (tests/unit/stores/test_sqlite.py)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from pathlib import Path
 
 import mongomock
 import pytest
 
 from cqrs_flow.contracts.ordering import CommandClock
-from cqrs_flow.stores import DuplicateKey, MemoryStore
+from cqrs_flow.nodes.store import open_backends
+from cqrs_flow.stores import DuplicateKey, MemoryStore, SqliteStore
 from cqrs_flow.stores.base import Condition, Find
 from cqrs_flow.stores.find import Indexes
 from cqrs_flow.topology.loader import parse_topology
@@ -84,3 +86,22 @@ def test_the_store_data_key(shipped):
     assert durable_text != text
     topology = parse_topology(durable_text, shipped.source)
     assert topology.nodes["store"].data == Path("state/store")
+
+
+@pytest.mark.parametrize("durable", [False, True], ids=["memory", "sqlite"])
+def test_a_store_node_gives_each_backend_its_entitys_key_and_indexes(
+    edit, parse, tmp_path, durable
+):
+    text = edit(
+        (
+            "    document: contacts.Contact",
+            "    document: contacts.Contact\n    indexes: [name]" + ("\n    data: state" * durable),
+        )
+    )
+    topology = dataclasses.replace(parse(text), source=tmp_path / "topology.yaml")
+    node = topology.nodes["store"]
+    (entity,) = topology.entities_of(node)
+    backend = run(open_backends(topology, node))[entity.name]
+    assert isinstance(backend, SqliteStore if durable else MemoryStore)
+    assert (backend.indexes.key, backend.indexes.fields) == ("id", ("name",))
+    run(backend.close())

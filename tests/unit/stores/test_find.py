@@ -22,7 +22,6 @@ from cqrs_flow.stores.find import (
     Row,
     Scan,
     condition_values,
-    merge,
     pages,
     plan,
     run,
@@ -224,17 +223,3 @@ def test_an_empty_page_sits_where_its_window_starts_or_ends():
     assert (page.has_next, page.has_previous) == (False, True)
     page, _ = page_of(0, first=5, total=True)
     assert page == Page(total=0)
-
-
-def test_runs_merge_by_insertion_order():
-    def rows(*seqs):
-        return [Row(f"k{s}", Place(None, s), None) for s in seqs]
-
-    assert [r.place.seq for r in merge([rows(1, 4, 9), rows(2, 3, 10)], False, 4)] == [1, 2, 3, 4]
-    assert [r.place.seq for r in merge([rows(9, 4, 1), rows(10, 3)], True, None)] == [
-        10,
-        9,
-        4,
-        3,
-        1,
-    ]

@@ -352,6 +352,8 @@ def test_keys_are_fetched_in_the_order_asked_and_filtered(make_store):
         )
         assert keys_of(page) == ["k1", "k5"]
         assert keys_of(await store.find(Find(keys=()))) == []
+        paged = Find(keys=("k1", "k2"), first=1, after=b"stale", order_by="city")
+        assert keys_of(await store.find(paged)) == ["k1", "k2"]  # paging ignored
         await store.close()
 
     run(scenario())
