@@ -30,7 +30,7 @@ from cqrs_flow.stores import (
     StoreError,
 )
 from cqrs_flow.stores.applied import AppliedCommands
-from cqrs_flow.stores.base import BadPosition, NotIndexed
+from cqrs_flow.stores.base import BadQuery
 from cqrs_flow.stores.documents import answer_find
 from cqrs_flow.stores.find import Indexes
 from cqrs_flow.stores.operations import InvalidRequest, Stale, apply_operation, command_id_of
@@ -131,6 +131,7 @@ class StoreService(NodeService):
                 response_class(),
                 self.backends,
                 lambda entity: self.protos.message_class(self.topology.entities[entity].document),
+                self.node.list_limit,
             )
             self.log.debug(
                 "find: %d quer%s",
@@ -138,7 +139,7 @@ class StoreService(NodeService):
                 "y" if len(getattr(request, "queries", ())) == 1 else "ies",
             )
             return response
-        except (InvalidRequest, NotIndexed, BadPosition) as exc:
+        except (InvalidRequest, BadQuery) as exc:  # the caller's error: a bad condition, ...
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except StoreError as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))

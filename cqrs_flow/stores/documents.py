@@ -32,7 +32,9 @@ def value_of(value: Message) -> Any:
     return getattr(value, kind)
 
 
-def _find(query: Any) -> Find:
+def _find(query: Any, most: int) -> Find:
+    """The Find a cqrs_flow.Query asks for; a page holds at most `most` documents (the store's
+    list_limit), and a query asking neither first nor last gets the first `most`."""
     where = []
     for condition in query.where:
         if condition.op not in FILTER_OPS:
@@ -47,14 +49,18 @@ def _find(query: Any) -> Find:
     for name in ("first", "last"):
         if query.HasField(name) and getattr(query, name) < 0:
             raise InvalidRequest(f"'{name}' must not be negative")
+    first = min(query.first, most) if query.HasField("first") else None
+    last = min(query.last, most) if query.HasField("last") else None
+    if first is None and last is None:
+        first = most
     return Find(
         keys=tuple(query.keys) if query.keys else None,
         where=tuple(where),
         order_by=query.order_by or None,
         descending=query.descending,
-        first=query.first if query.HasField("first") else None,
+        first=first,
         after=query.after if query.HasField("after") else None,
-        last=query.last if query.HasField("last") else None,
+        last=last,
         before=query.before if query.HasField("before") else None,
         total=query.total,
     )
@@ -65,16 +71,18 @@ async def answer_find(
     response: Any,
     backends: Mapping[str, DocumentStore],
     document_class: Callable[[str], type[Message]],
+    most: int,
 ) -> Any:
-    """Fill `response` (a FindResponse) with a page per query of `request` (a FindRequest);
-    InvalidRequest for a query that cannot be asked, what the backends raise otherwise."""
+    """Fill `response` (a FindResponse) with a page per query of `request` (a FindRequest), each
+    of at most `most` documents; InvalidRequest for a query that cannot be asked, what the
+    backends raise otherwise."""
     groups: dict[str, list[tuple[int, Find]]] = {}
     for i, query in enumerate(request.queries):
         if query.entity not in backends:
             raise UnknownEntity(
                 f"this store holds no entity '{query.entity}'; it holds {', '.join(backends)}"
             )
-        groups.setdefault(query.entity, []).append((i, _find(query)))
+        groups.setdefault(query.entity, []).append((i, _find(query, most)))
     pages: dict[int, tuple[str, Page]] = {}
     for entity, finds in groups.items():
         found = await backends[entity].find_many([find for _, find in finds])
