@@ -105,14 +105,18 @@ class ProtoSet:
 
 # The protos of cqrs-flow itself (the document service), compiled with every topology's.
 OWN_PROTOS = Path(__file__).parent / "proto"
-DOCUMENTS_PROTO = OWN_PROTOS / "cqrs_flow" / "documents.proto"
+OWN_PROTO_FILES = (
+    OWN_PROTOS / "cqrs_flow" / "documents.proto",  # lists, lookups, relations
+    OWN_PROTOS / "cqrs_flow" / "changes.proto",  # the change log
+)
 
 
 def compile_protos(files: list[Path], root: Path, cache: Path | None = None) -> ProtoSet:
     """Compile `files` (relative to `root`) and cqrs-flow's own protos unless the cache has them;
     return the loaded set."""
-    files = [root / f for f in files] + [DOCUMENTS_PROTO]
-    includes = list(dict.fromkeys(f.parent.resolve() for f in files[:-1])) + [OWN_PROTOS]
+    files = [root / f for f in files]
+    includes = list(dict.fromkeys(f.parent.resolve() for f in files)) + [OWN_PROTOS]
+    files += OWN_PROTO_FILES
     target = (cache or cache_dir()) / "protos" / f"{_fingerprint(files, includes)}.pb"
     if not target.exists():
         _run_protoc(files, includes, target)
