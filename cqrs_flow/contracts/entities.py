@@ -13,7 +13,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from cqrs_flow.contracts import one_string, proto_type
 from cqrs_flow.errors import ProtoError
 from cqrs_flow.protobuf.compiler import ProtoSet
-from cqrs_flow.protobuf.messages import is_repeated
+from cqrs_flow.protobuf.messages import INTEGER_TYPES, is_repeated
 from cqrs_flow.topology.model import Entity, GatewayNode, ReaderNode, Relation, Topology
 from cqrs_flow.topology.problems import KeyPath, Problems, did_you_mean, suggest
 
@@ -27,16 +27,7 @@ INDEXABLE = frozenset(
         FieldDescriptor.TYPE_ENUM,
         FieldDescriptor.TYPE_DOUBLE,
         FieldDescriptor.TYPE_FLOAT,
-        FieldDescriptor.TYPE_INT32,
-        FieldDescriptor.TYPE_INT64,
-        FieldDescriptor.TYPE_UINT32,
-        FieldDescriptor.TYPE_UINT64,
-        FieldDescriptor.TYPE_SINT32,
-        FieldDescriptor.TYPE_SINT64,
-        FieldDescriptor.TYPE_FIXED32,
-        FieldDescriptor.TYPE_FIXED64,
-        FieldDescriptor.TYPE_SFIXED32,
-        FieldDescriptor.TYPE_SFIXED64,
+        *INTEGER_TYPES,
     }
 )
 

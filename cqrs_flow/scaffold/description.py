@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cqrs_flow.topology.model import Relation
 from cqrs_flow.topology.problems import suggest
 
 __all__ = [
@@ -132,21 +133,6 @@ class Field:
     def indexed(self) -> bool:
         """Lists filter and order on it: one value per document (a reference's key too)."""
         return not self.repeated
-
-
-@dataclass(frozen=True)
-class Relation:
-    """A GraphQL field of an entity leading to another: to one by `key` (a field of this
-    entity's documents holding the other's key), to many by `by` (a field of the others')."""
-
-    name: str
-    entity: str
-    key: str | None = None
-    by: str | None = None
-
-    @property
-    def many(self) -> bool:
-        return self.by is not None
 
 
 @dataclass(frozen=True)
