@@ -62,6 +62,7 @@ class NodeService(ABC):
         self.log = logging.getLogger(f"cqrs_flow.{node.kind}")
         self.resources = AsyncExitStack()  # the releases of what `start` acquired
         self.telemetry = NodeTelemetry(node.name, node.kind, os.environ.get(ENV_REPLICA, ""))
+        self.telemetry.listens = [f"{what} {address}" for what, address in node.listens]
         self.metrics = self.telemetry.metrics
         self._tasks: set[asyncio.Task[Any]] = set()
         self._failure: asyncio.Future[None] | None = None

@@ -103,20 +103,15 @@ def configure_logging(
         logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
-def access(protocol: str, method: str, target: str, **fields: Any) -> None:
-    """One access-log event: `protocol method target` and its fields (status, duration_ms,
-    request_id, ...). Nothing is formatted when the access log is off."""
+def access(protocol: str, named: Mapping[str, Any], **fields: Any) -> None:
+    """One access-log event: `protocol` and the values of `named` make its message ("http POST
+    /graphql", "grpc contacts.ContactReader/GetContact"); JSON lines carry them as fields too,
+    with `fields` (status, duration_ms, request_id, ...). Nothing is formatted when the access
+    log is off."""
     if ACCESS.isEnabledFor(logging.INFO):
-        where = "rpc" if protocol == "grpc" else "path"
         ACCESS.info(
-            "%s %s %s",
-            protocol,
-            method,
-            target,
-            extra={
-                FIELDS: {"protocol": protocol, "method": method, where: target, **fields},
-                NAMED: ("protocol", "method", where),
-            },
+            " ".join((protocol, *map(str, named.values()))),
+            extra={FIELDS: {"protocol": protocol, **named, **fields}, NAMED: ("protocol", *named)},
         )
 
 

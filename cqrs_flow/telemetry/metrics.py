@@ -189,11 +189,6 @@ class Metrics:
             "MQTT clients connected to the embedded broker now",
             registry=r,
         )
-        self.broker_connects = Counter(
-            "cqrs_flow_broker_connects",
-            "MQTT connections the embedded broker accepted",
-            registry=r,
-        )
         self.mqtt_connected = Gauge(
             "cqrs_flow_mqtt_connected",
             "1 while this node is connected to its MQTT broker",

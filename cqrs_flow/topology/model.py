@@ -566,7 +566,9 @@ class Topology:
         """Where process `replica` (1, 2, ...; None for a node of one process) of node `name`
         serves its metrics and health; None when it serves none. A node without its own
         `metrics` counts up from the topology's, one port per process before it in the file."""
-        node = self.nodes[name]
+        node = self.nodes.get(name)
+        if node is None:  # a node made in code, outside the topology
+            return None
         offset = (replica or 1) - 1
         if node.metrics is False:
             return None

@@ -95,5 +95,8 @@ def test_a_metrics_port_taken_by_another_listener_is_a_problem():
     topology = _metrics_system(METRICS_SYSTEM.replace("listen: 50053", "listen: 9466"))
     clashes = [p for p in check_wiring(topology) if "already taken" in p.message]
     assert [(p.path, p.message) for p in clashes] == [
-        ("nodes.last.listen", "port 9466 is already taken by metrics (metrics of writer.2, 127.0.0.1:9466)")
+        (
+            "nodes.last.listen",
+            "port 9466 is already taken by metrics (metrics of writer.2, 127.0.0.1:9466)",
+        )
     ]
