@@ -7,6 +7,7 @@ the writer."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -21,6 +22,16 @@ __all__ = ["ObservedEngine", "observe_http"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 UNMATCHED = "(unmatched)"  # the route label of a request no route serves (a 404)
+# The name of a document's operation when it comes first: `mutation Add($name: String!) {...}`.
+_LEADING_OPERATION = re.compile(
+    r"(?:[\s,]|#[^\n]*\n)*(?:query|mutation|subscription)[\s,]+([_A-Za-z][_0-9A-Za-z]*)"
+)
+
+
+def _named_in(query: str) -> str | None:
+    """The operation's name in the document, when no operationName says it."""
+    match = _LEADING_OPERATION.match(query)
+    return match.group(1) if match else None
 
 
 def observe_http(metrics: Metrics) -> Any:
@@ -77,7 +88,7 @@ class ObservedEngine:
         return getattr(self.engine, name)
 
     async def execute(self, query: str, operation_name: str | None = None, **kwargs: Any) -> Any:
-        name = self.names(operation_name)
+        name = self.names(operation_name or _named_in(query))
         began = time.perf_counter()
         outcome = "error"
         try:
