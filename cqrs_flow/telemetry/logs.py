@@ -3,6 +3,7 @@ prefixes with the node's name) or as JSON objects, one a line.
 
     CQRS_FLOW_LOG_LEVEL   DEBUG, INFO (default), WARNING, ERROR
     CQRS_FLOW_LOG_FORMAT  text (default) or json; `--log-format` of `up` and `node` sets it
+    CQRS_FLOW_ACCESS_LOG  on, or off (default): the access log below
 
 A text line is `LEVEL   message key=value ...`; a JSON line has `time` (RFC 3339, UTC),
 `level`, `node`, `logger`, `message`, the event's fields and, inside a traced operation,
@@ -25,6 +26,7 @@ from typing import Any
 
 __all__ = [
     "ACCESS",
+    "ENV_ACCESS_LOG",
     "ENV_LOG_FORMAT",
     "ENV_LOG_LEVEL",
     "LOG_FORMATS",
@@ -36,6 +38,9 @@ __all__ = [
 
 ENV_LOG_LEVEL = "CQRS_FLOW_LOG_LEVEL"
 ENV_LOG_FORMAT = "CQRS_FLOW_LOG_FORMAT"
+# on: the access log. Off by default: a line per call through `up`'s printer nearly doubled the
+# CPU a query costs the whole system (three lines: gateway, reader, store; docs/OPERATIONS.md).
+ENV_ACCESS_LOG = "CQRS_FLOW_ACCESS_LOG"
 LOG_FORMATS = ("text", "json")
 ACCESS = logging.getLogger("cqrs_flow.access")
 FIELDS = "fields"  # the `extra` key an event's fields travel under
@@ -101,6 +106,8 @@ def configure_logging(
     logging.basicConfig(level=level, handlers=[handler], force=True)
     for name in _QUIET:
         logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
+    access_log = os.environ.get(ENV_ACCESS_LOG, "off").lower() in ("on", "1", "true", "yes")
+    ACCESS.setLevel(logging.NOTSET if access_log else logging.WARNING)
 
 
 def access(protocol: str, named: Mapping[str, Any], **fields: Any) -> None:

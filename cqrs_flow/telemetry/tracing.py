@@ -111,19 +111,27 @@ def traceparent() -> str | None:
     return carrier.get(TRACEPARENT)
 
 
-@contextlib.contextmanager
+_OFF = contextlib.nullcontext()  # what `span` is while tracing is off: nothing to make
+
+
 def span(
     name: str,
     kind: str = "INTERNAL",
     parent: str | None = None,
     attributes: dict[str, Any] | None = None,
-) -> Iterator[Any]:
+) -> contextlib.AbstractContextManager[Any]:
     """A span named `name` around the block (kind: SERVER, CLIENT, PRODUCER, CONSUMER,
     INTERNAL), a child of `parent` (a traceparent) if given, else of the current span; None
     when tracing is off. An exception escaping the block marks the span as failed."""
     if _tracer is None:
-        yield None
-        return
+        return _OFF
+    return _span(name, kind, parent, attributes)
+
+
+@contextlib.contextmanager
+def _span(
+    name: str, kind: str, parent: str | None, attributes: dict[str, Any] | None
+) -> Iterator[Any]:
     from opentelemetry.trace import SpanKind
 
     with _tracer.start_as_current_span(
