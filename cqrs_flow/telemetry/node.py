@@ -43,12 +43,24 @@ class NodeTelemetry:
         self.metrics = metrics or Metrics()
         self.metrics.info.labels(node, kind, replica).set(1)
         self.services: set[str] = set()
+        self._unclaimed: set[str] = set()  # served by handlers whose server has no health yet
         self.readiness: Readiness = _nothing_needed
         self.restarts = 0  # times `up` restarted this node before this process
         self.started = False
         self.stopping = False
         self.listens: list[str] = []  # "what address", for status
         self.facts: dict[str, Callable[[], object]] = {}  # name -> value now, for status
+
+    def serves(self, service: str) -> None:
+        """The node serves gRPC service `service` (on the server it builds next)."""
+        self.services.add(service)
+        self._unclaimed.add(service)
+
+    def claim_services(self) -> frozenset[str]:
+        """The services of the server being started: those served since the last claim (a node
+        builds each server's handlers, then starts it, one server after the other)."""
+        claimed, self._unclaimed = frozenset(self._unclaimed), set()
+        return claimed
 
     def dependencies(self) -> dict[str, bool]:
         try:

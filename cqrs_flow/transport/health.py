@@ -44,6 +44,8 @@ class HealthService(health_aio.HealthServicer):  # type: ignore[misc]  # an Any,
         self.watches = 0  # open now
         self._changed = asyncio.Condition()
         self.node = CURRENT.get()  # the node whose server this is, if any
+        # The services of this server (a store's write and read servers serve different ones).
+        self.services = self.node.claim_services() if self.node is not None else frozenset()
 
     def _status(self, service: str) -> Any:
         statuses: dict[str, Any] = self._server_status  # the servicer's one table of statuses
@@ -52,7 +54,7 @@ class HealthService(health_aio.HealthServicer):  # type: ignore[misc]  # an Any,
             return statuses.get(service, health_pb2.HealthCheckResponse.SERVICE_UNKNOWN)
         if service == LIVENESS:
             return serving
-        if service != "" and service not in self.node.services:
+        if service != "" and service not in self.services:
             return statuses.get(service, health_pb2.HealthCheckResponse.SERVICE_UNKNOWN)
         server = statuses.get("", health_pb2.HealthCheckResponse.NOT_SERVING)
         if server != serving:  # not started yet, or shutting down
@@ -82,7 +84,7 @@ class HealthService(health_aio.HealthServicer):  # type: ignore[misc]  # an Any,
     ) -> health_pb2.HealthListResponse:
         names = set(self._server_status)
         if self.node is not None:
-            names |= {LIVENESS, *self.node.services}
+            names |= {LIVENESS, *self.services}
         return health_pb2.HealthListResponse(
             statuses={
                 name: health_pb2.HealthCheckResponse(status=self._status(name))

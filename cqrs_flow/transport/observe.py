@@ -27,7 +27,7 @@ ServedCall = Callable[[Any, Any], Awaitable[Message | bytes]]
 def observed(service: str, method: str, handler: ServedCall) -> ServedCall:
     """`handler` (of `service`'s `method`) counted, timed, logged and traced."""
     telemetry = current()
-    telemetry.services.add(service)  # its health service answers for it by name
+    telemetry.serves(service)  # its server's health service answers for it by name
     metrics = telemetry.metrics
     requests = metrics.grpc_requests
     seconds = metrics.grpc_seconds.labels(service, method)

@@ -89,6 +89,8 @@ def test_grpc_health_answers_for_every_service_served_by_name(system):
         for service in (*services, "liveness"):
             assert grpc_health(target, service) == SERVING, (target, service)
         assert grpc_health(target, "contacts.NoSuchService") == "NOT_FOUND"
+    # Each server answers for its own services: the write side knows nothing of the read side.
+    assert grpc_health(store.write.listen.target, "contacts.ContactReadService") == "NOT_FOUND"
 
 
 def test_readiness_falls_while_the_store_is_gone_and_liveness_stays(tmp_path):

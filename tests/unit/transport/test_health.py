@@ -96,7 +96,7 @@ def node_health(ready: dict[str, bool]) -> HealthService:
     from cqrs_flow.telemetry import CURRENT, NodeTelemetry
 
     telemetry = NodeTelemetry("reader", "reader")
-    telemetry.services.add("contacts.ContactReader")
+    telemetry.serves("contacts.ContactReader")
     telemetry.readiness = lambda: ready
     telemetry.started = True
     token = CURRENT.set(telemetry)
