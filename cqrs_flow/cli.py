@@ -12,6 +12,7 @@ import click
 
 from cqrs_flow import __version__
 from cqrs_flow.errors import CqrsFlowError, TopologyError
+from cqrs_flow.telemetry.logs import ENV_LOG_FORMAT, ENV_LOG_LEVEL, LOG_FORMATS
 from cqrs_flow.topology import Topology, load_topology, start_batches
 from cqrs_flow.topology.diagram import FORMATS
 
@@ -45,10 +46,31 @@ def _fail(exc: CqrsFlowError) -> None:
     sys.exit(1)
 
 
+_log_format_option = click.option(
+    "--log-format",
+    type=click.Choice(LOG_FORMATS),
+    help=f"text (default: one line per event, prefixed with the node's name) or json (one JSON "
+    f"object per line); also ${ENV_LOG_FORMAT}. The level is ${ENV_LOG_LEVEL} (default INFO).",
+)
+
+
+def _set_log_format(log_format: str | None) -> None:
+    """The nodes read it from their environment, which they inherit."""
+    if log_format is not None:
+        os.environ[ENV_LOG_FORMAT] = log_format
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="cqrs-flow")
 def main() -> None:
-    """Run a CQRS system described by a YAML topology."""
+    """Run a CQRS system described by a YAML topology.
+
+    \b
+    Environment:
+      CQRS_FLOW_LOG_LEVEL   DEBUG, INFO (default), WARNING or ERROR
+      CQRS_FLOW_LOG_FORMAT  text (default) or json, as --log-format
+      CQRS_FLOW_SECRET      the system secret nodes' credentials derive from
+    Operating a running system (metrics, traces, logs, health): docs/OPERATIONS.md."""
 
 
 @main.command()
@@ -85,18 +107,51 @@ def validate(file: str, import_plugins: bool) -> None:
     "waited for where the topology says they listen. Needs CQRS_FLOW_SECRET, the same on every "
     "host.",
 )
-def up(file: str, only: str | None) -> None:
-    """Start every node of the topology, in dependency order; Ctrl-C stops them all."""
-    from cqrs_flow.launcher import Launcher
+@_log_format_option
+def up(file: str, only: str | None, log_format: str | None) -> None:
+    """Start every node of the topology, in dependency order; Ctrl-C stops them all.
 
+    Each node serves Prometheus metrics and its health on its metrics address (the topology's
+    `metrics`; docs/OPERATIONS.md). The log level is CQRS_FLOW_LOG_LEVEL (DEBUG, INFO, WARNING,
+    ERROR; default INFO)."""
+    from cqrs_flow.launcher import Launcher
+    from cqrs_flow.launcher.printer import Printer
+
+    _set_log_format(log_format)
     names = [n.strip() for n in only.split(",") if n.strip()] if only is not None else None
     try:
         topology, _ = _load_checked(file)
-        launcher = Launcher(topology, only=names)  # reads the system secret
+        printer = Printer(json_lines=os.environ.get(ENV_LOG_FORMAT) == "json")
+        launcher = Launcher(topology, printer, only=names)  # reads the system secret
     except CqrsFlowError as exc:
         _fail(exc)
     _warn_exposure(topology, file)
     sys.exit(asyncio.run(launcher.run()))
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per node process.")
+def status(file: str, as_json: bool) -> None:
+    """Show every node of a running system: ready or not (and what it misses), pid, restarts,
+    queue depth, listen addresses, as each node's health endpoint tells. Exits 1 unless every
+    node is ready."""
+    import json
+    from dataclasses import asdict
+
+    from cqrs_flow.launcher.status import format_status, system_status
+
+    try:
+        topology = load_topology(file)
+    except CqrsFlowError as exc:
+        _fail(exc)
+    rows = asyncio.run(system_status(topology))
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps({k: v for k, v in asdict(row).items() if k != "details"}))
+    else:
+        click.echo(format_status(rows))
+    sys.exit(0 if all(r.state in ("ready", "external") for r in rows) else 1)
 
 
 @main.command()
@@ -107,8 +162,11 @@ def up(file: str, only: str | None) -> None:
     type=click.IntRange(min=1),
     help="Which of a writer's replicas this is (1, 2, ...).",
 )
-def node(file: str, name: str, replica: int | None) -> None:
-    """Run one node of the topology in the foreground (what `up` spawns)."""
+@_log_format_option
+def node(file: str, name: str, replica: int | None, log_format: str | None) -> None:
+    """Run one node of the topology in the foreground (what `up` spawns). The log level is
+    CQRS_FLOW_LOG_LEVEL (DEBUG, INFO, WARNING, ERROR; default INFO)."""
+    _set_log_format(log_format)
     from cqrs_flow.contracts.process import ENV_REPLICA
     from cqrs_flow.nodes import run_node
     from cqrs_flow.protobuf.compiler import compile_protos

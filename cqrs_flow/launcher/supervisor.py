@@ -20,7 +20,9 @@ import time
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Protocol
 
+from cqrs_flow.contracts.process import ENV_RESTARTS
 from cqrs_flow.errors import CqrsFlowError, StartError
+from cqrs_flow.launcher.ports import ports_in_use
 from cqrs_flow.launcher.printer import Printer
 from cqrs_flow.launcher.probes import Probe
 from cqrs_flow.launcher.process import NodeProcess, Process
@@ -56,6 +58,8 @@ ProbeFactory = Callable[[Node, Process | None, MqttLogin | None, Topology], Read
 # and time: a clock in seconds, and the sleep every wait of the launcher goes through.
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
+# and the ports: what is in use of those the given nodes will listen on, one line each.
+PortCheck = Callable[[Topology, Collection[str]], list[str]]
 
 
 class _Interrupted(Exception):
@@ -73,6 +77,7 @@ class Launcher:
         only: Collection[str] | None = None,
         sleep: Sleep = asyncio.sleep,
         probe_factory: ProbeFactory = Probe,
+        port_check: PortCheck = ports_in_use,
     ) -> None:
         self.topology = topology
         self.local = set(topology.nodes if only is None else only)  # the nodes this host runs
@@ -93,6 +98,7 @@ class Launcher:
         self.env = dict(os.environ if env is None else env)
         self.process_factory = process_factory
         self.probe_factory = probe_factory
+        self.port_check = port_check
         self.clock = clock
         self.sleep = sleep
         # The secret exists only in this process; each node gets just its own credentials.
@@ -113,6 +119,7 @@ class Launcher:
         self.ready_order: list[str] = []
         self._stop = asyncio.Event()
         self._restarts: dict[str, tuple[int, float]] = {}  # process -> (in a row, last restart)
+        self.restarted: dict[str, int] = {}  # process -> restarts in all (for its metrics)
         self._stop_requested_at = 0.0
 
     async def run(self) -> int:
@@ -133,6 +140,9 @@ class Launcher:
         )
         status = 0
         try:
+            in_use = self.port_check(self.topology, sorted(self.local))
+            if in_use:
+                raise StartError("; ".join(in_use))
             started = self.clock()
             await self._start_all()
             self.printer.system(self._ready_line(self.clock() - started))
@@ -230,6 +240,7 @@ class Launcher:
             **self.env,
             **launch_environment(self.topology, name, self.secret),
             **mqtt_launch_environment(self.topology, name, self.secret),
+            ENV_RESTARTS: str(self.restarted.get(instance, 0)),
         }
         process = self.process_factory(instance, argv, env, self.printer)
         self.processes[instance] = process
@@ -361,6 +372,7 @@ class Launcher:
         if self._stop.is_set():
             return True  # stopping instead: the caller sees the stop request next
         self._restarts[name] = (count + 1, self.clock())
+        self.restarted[name] = self.restarted.get(name, 0) + 1
         try:
             await self._start_process(node_name, name, replica)
         except StartError as exc:  # it has exited: the loop sees it

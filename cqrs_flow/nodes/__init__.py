@@ -7,6 +7,7 @@ import importlib
 import os
 from collections.abc import Mapping
 
+from cqrs_flow.contracts.process import ENV_REPLICA
 from cqrs_flow.errors import NodeError
 from cqrs_flow.nodes.runtime import NodeService, configure_logging, serve
 from cqrs_flow.protobuf.compiler import ProtoSet
@@ -48,7 +49,8 @@ def build_service(
 
 def run_node(topology: Topology, name: str, protos: ProtoSet) -> None:
     """Run node `name` until SIGTERM or SIGINT; raises what made it fail."""
-    configure_logging()
+    replica = os.environ.get(ENV_REPLICA)
+    configure_logging(node=f"{name}.{replica}" if replica else name)
     if (
         ENV_TOKEN not in os.environ
     ):  # run by hand, not by `up`: the secret may be where the topology says

@@ -43,6 +43,7 @@ class ReaderService(NodeService):
             security=channel_security(self.topology, store.read.tls, self.node.client_tls),
         )
         self.resources.push_async_callback(self.store.close)
+        self.telemetry.readiness = lambda: {"store": self.store.reachable()}
         context = PluginContext(self.topology, self.node, self.protos, self.log, store=self.store)
         started = await start_plugins(self.node, context)
         self.resources.push_async_callback(stop_plugins, started, self.log)

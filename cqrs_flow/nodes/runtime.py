@@ -1,5 +1,6 @@
 """What every node process shares: logging, the setup/cleanup pair, signals, readiness and
-background tasks whose errors end the node instead of vanishing.
+background tasks whose errors end the node instead of vanishing; its telemetry (metrics, health,
+traces: cqrs_flow.telemetry), served on the node's metrics address while it runs.
 
 A node releases what it acquired in reverse order, on every path: `start` registers the release
 of each resource on `NodeService.resources` as soon as it holds it, and `stop` (which `serve`
@@ -11,16 +12,18 @@ import asyncio
 import logging
 import os
 import signal
-import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Coroutine
 from contextlib import AsyncExitStack
 from typing import Any, TypeVar
 
-from cqrs_flow.contracts.process import ENV_READY_FD
+from cqrs_flow.contracts.process import ENV_READY_FD, ENV_REPLICA, ENV_RESTARTS
 from cqrs_flow.errors import NodeError, TopologyError
 from cqrs_flow.protobuf.compiler import ProtoSet
 from cqrs_flow.security.tokens import Credentials
+from cqrs_flow.telemetry import CURRENT, NodeTelemetry, tracing
+from cqrs_flow.telemetry.logs import configure_logging as configure_log_output
+from cqrs_flow.telemetry.server import start_metrics_server
 from cqrs_flow.topology.model import Node, Topology
 from cqrs_flow.topology.problems import Problems
 
@@ -33,15 +36,10 @@ Plan = TypeVar("Plan")
 STOP_GRACE = 1.0  # seconds the calls in flight have to finish when a node's server stops
 
 
-def configure_logging(level: str | None = None) -> None:
-    """One line per record on stdout; `up` prefixes each line with the node's name."""
-    level = (level or os.environ.get("CQRS_FLOW_LOG_LEVEL") or "INFO").upper()
-    logging.basicConfig(
-        stream=sys.stdout, level=level, format="%(levelname)-7s %(message)s", force=True
-    )
-    # The libraries are chatty at INFO (every connection, every packet); keep their warnings.
-    for name in ("amqtt", "transitions", "gmqtt", "tartiflette", "aiohttp.access"):
-        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
+def configure_logging(level: str | None = None, node: str = "") -> None:
+    """One line per event on stdout, text or JSON (cqrs_flow.telemetry.logs); `up` prefixes
+    each text line with the node's name."""
+    configure_log_output(level, node=node)
 
 
 class NodeService(ABC):
@@ -63,17 +61,24 @@ class NodeService(ABC):
         self.credentials = credentials
         self.log = logging.getLogger(f"cqrs_flow.{node.kind}")
         self.resources = AsyncExitStack()  # the releases of what `start` acquired
+        self.telemetry = NodeTelemetry(node.name, node.kind, os.environ.get(ENV_REPLICA, ""))
+        self.telemetry.listens = [f"{what} {address}" for what, address in node.listens]
+        self.metrics = self.telemetry.metrics
         self._tasks: set[asyncio.Task[Any]] = set()
         self._failure: asyncio.Future[None] | None = None
 
     async def start(self) -> None:
         """Set the node up; if that fails (or is cancelled) half-way, release at once what it
         acquired, and raise."""
+        token = CURRENT.set(self.telemetry)  # what setup builds reports to this node
         try:
             await self.setup()
         except BaseException:
             await self.stop()
             raise
+        finally:
+            CURRENT.reset(token)
+        self.telemetry.started = True
 
     @abstractmethod
     async def setup(self) -> None:
@@ -83,6 +88,7 @@ class NodeService(ABC):
     async def stop(self) -> None:
         """Cancel the background tasks and wait for them, then release what `start` acquired,
         last acquired first. Safe after a failed or cancelled `start`, and more than once."""
+        self.telemetry.stopping = True
         await self.cancel_tasks()
         await self.resources.aclose()
 
@@ -126,7 +132,33 @@ class NodeService(ABC):
 
 
 async def serve(service: NodeService) -> None:
-    """Start the node, tell the launcher it is ready, run until SIGTERM/SIGINT or a failure."""
+    """Start the node, tell the launcher it is ready, run until SIGTERM/SIGINT or a failure;
+    its metrics and health are served from before it starts until it has stopped."""
+    async with AsyncExitStack() as operations:
+        await _serve_operations(service, operations)
+        await _serve(service)
+
+
+async def _serve_operations(service: NodeService, stack: AsyncExitStack) -> None:
+    """Metrics and health on the node's metrics address; traces when configured."""
+    telemetry = service.telemetry
+    restarts = os.environ.get(ENV_RESTARTS, "0")
+    telemetry.restarts = int(restarts) if restarts.isdigit() else 0
+    telemetry.metrics.restarts.set(telemetry.restarts)
+    telemetry.metrics.add_process()
+    if tracing.configure(service.node.name, service.topology.name):
+        stack.callback(tracing.shutdown)
+        log.info("tracing: spans exported over OTLP")
+    listen = service.topology.metrics_of(service.node.name, int(telemetry.replica or 0) or None)
+    if listen is None:
+        return
+    runner = await start_metrics_server(telemetry, listen)
+    stack.push_async_callback(runner.cleanup)
+    telemetry.listens.append(f"metrics {listen}")
+    log.info("metrics on http://%s/metrics, health on /health/live and /health/ready", listen)
+
+
+async def _serve(service: NodeService) -> None:
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     signals = (signal.SIGTERM, signal.SIGINT)

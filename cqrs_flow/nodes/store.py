@@ -8,6 +8,7 @@ delivered again gets the answer it got first (cqrs_flow.stores.applied).
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import grpc
@@ -35,6 +36,7 @@ from cqrs_flow.stores.documents import answer_find
 from cqrs_flow.stores.find import Indexes
 from cqrs_flow.stores.operations import InvalidRequest, Stale, apply_operation, command_id_of
 from cqrs_flow.stores.sqlite import Table
+from cqrs_flow.telemetry.metrics import OTHER
 from cqrs_flow.topology.model import Entity, StoreNode, TlsServer, Topology
 from cqrs_flow.transport.rpc import Handler, service_handler, start_server
 from cqrs_flow.transport.tls import server_credentials
@@ -125,6 +127,10 @@ class StoreService(NodeService):
         response_class = self.protos.class_of(
             self.protos.service(DOCUMENTS_SERVICE).methods_by_name["Find"].output_type
         )
+        for query in getattr(request, "queries", ()):
+            entity = query.entity if query.entity in self.backends else OTHER
+            self.metrics.find_queries.labels(entity).inc()
+        began, outcome = time.perf_counter(), "ok"
         try:
             response: Message = await answer_find(
                 request,
@@ -140,9 +146,39 @@ class StoreService(NodeService):
             )
             return response
         except (InvalidRequest, BadQuery) as exc:  # the caller's error: a bad condition, ...
+            outcome = "invalid_argument"
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except StoreError as exc:
+            outcome = "unavailable"
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        finally:
+            self.metrics.find_calls.labels(outcome).inc()
+            self.metrics.find_seconds.observe(time.perf_counter() - began)
+
+    def _measured(self, handle: Handler, bound: BoundOperation) -> Handler:
+        """`handle` counted by outcome and timed, per entity, operation and RPC."""
+        entity, op, rpc = bound.entity, bound.op, bound.method.name
+        operations = self.metrics.store_operations
+        ok = operations.labels(entity, op, rpc, "ok")
+        seconds = self.metrics.store_seconds.labels(entity, rpc)
+
+        async def measured(
+            request: Message | bytes, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> Message | bytes:
+            began = time.perf_counter()
+            try:
+                response = await handle(request, context)
+            except BaseException:
+                code = context.code()
+                outcome = code.name.lower() if isinstance(code, grpc.StatusCode) else "unknown"
+                operations.labels(entity, op, rpc, outcome).inc()
+                raise
+            finally:
+                seconds.observe(time.perf_counter() - began)
+            ok.inc()
+            return response
+
+        return measured
 
     def _handler(self, bound: BoundOperation) -> Handler:
         response_class = self.protos.class_of(bound.method.output_type)
@@ -208,4 +244,4 @@ class StoreService(NodeService):
             ) as exc:  # the backend cannot serve (disk full, MongoDB unreachable): try later
                 await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
 
-        return handle
+        return self._measured(handle, bound)

@@ -28,6 +28,8 @@ from cqrs_flow.nodes.runtime import NodeService
 from cqrs_flow.plugins import PluginContext, Rejected, WriterPlugin, start_plugins, stop_plugins
 from cqrs_flow.protobuf.messages import get_path
 from cqrs_flow.security.mqtt_logins import login_from_env
+from cqrs_flow.telemetry import tracing
+from cqrs_flow.telemetry.metrics import OTHER
 from cqrs_flow.topology.access import shared, writer_subscriptions
 from cqrs_flow.topology.model import BrokerNode, WriterNode
 from cqrs_flow.transport.mqtt import connect, new_client
@@ -209,6 +211,7 @@ class WriterService(NodeService):
         )
         self.mqtt.on_connect = self._on_connect
         self.instance = instance
+        self._observe()
         self.mqtt.on_subscribe = self._on_subscribe
         self.mqtt.on_message = self._on_message
         started = await start_plugins(
@@ -228,7 +231,18 @@ class WriterService(NodeService):
             self.node.delay,
         )
 
+    def _observe(self) -> None:
+        """Metrics that read the writer's state when scraped, and its readiness."""
+        self.metrics.queue_depth.set_function(lambda: len(self.lanes))
+        self.metrics.mqtt_connected.set_function(lambda: 1 if self.mqtt.is_connected else 0)
+        self.telemetry.facts["queue_depth"] = lambda: len(self.lanes)
+        self.telemetry.readiness = lambda: {
+            "broker": bool(self.mqtt.is_connected),
+            "store": self.store.reachable(),
+        }
+
     def _on_connect(self, client: gmqtt.Client, flags: int, rc: int, properties: Any) -> None:
+        self.metrics.mqtt_connects.inc()
         # Subscribe on every (re)connect: cheap, and right even if the broker lost the session.
         client.subscribe([gmqtt.Subscription(topic, qos=1) for topic in self.subscriptions])
         if self.statuses:  # reports made while the broker was away go out now
@@ -248,6 +262,9 @@ class WriterService(NodeService):
         self, client: gmqtt.Client, topic: str, payload: bytes, qos: int, properties: Any
     ) -> int:
         """Returns once the command is applied or set aside; then the PUBACK goes out (MQTT 5)."""
+        payload, parent = tracing.unwrap(payload)  # the trace context, on MQTT 3.1.1
+        parent = _user_property(properties, tracing.TRACEPARENT) or parent
+        self.metrics.received.labels(topic if topic in self.plans else OTHER).inc()
         decoded = decode_command(self.plans, topic, payload, self.node.payload_bytes)
         if isinstance(decoded, Refused):
             self._set_aside(topic, payload, decoded.plan, "", "", decoded.reason, decoded.kind)
@@ -261,8 +278,15 @@ class WriterService(NodeService):
         due = asyncio.get_running_loop().time() + self.node.delay
 
         async def apply() -> None:
-            reason = await self._apply(plan, command, key)
+            with tracing.span(
+                f"apply {plan.name}",
+                "CONSUMER",
+                parent=parent,
+                attributes={"cqrs_flow.node": self.instance, "messaging.destination.name": topic},
+            ):
+                reason = await self._apply(plan, command, key)
             if reason is None:
+                self.metrics.applied.labels(topic).inc()
                 self._report(plan, command_id, key, "APPLIED", "")
             else:
                 self._set_aside(topic, payload, plan, command_id, key, reason, "not applied")
@@ -336,6 +360,11 @@ class WriterService(NodeService):
         """Log a command that will not be applied, count it, send it to the dead-letter topic,
         report it."""
         self.set_aside[kind] += 1
+        label = topic if topic in self.plans else OTHER
+        why = (
+            kind if kind != "not applied" else reason.split(" ", 1)[0]
+        )  # refused, rejected, failed
+        self.metrics.refused.labels(label, why.replace(" ", "_")).inc()
         what = " ".join(part for part in (plan.name if plan else "message", key) if part)
         self.log.warning(
             "set aside: %s on %s: %s (%s: %d so far)",
@@ -360,6 +389,7 @@ class WriterService(NodeService):
                 "payload_bytes": len(payload),
             }
             self.mqtt.publish(self.node.dead_letter, json.dumps(letter).encode(), qos=1)
+            self.metrics.dead_lettered.labels(label).inc()
         if plan is not None:
             self._report(plan, command_id, key, "FAILED", reason)
 
@@ -431,3 +461,12 @@ class WriterService(NodeService):
             await self.mqtt.disconnect()
         if self._flush_handle is not None:
             self._flush_handle.cancel()
+
+
+def _user_property(properties: Any, name: str) -> str | None:
+    """The value of MQTT 5 user property `name` of a received message, if it has one."""
+    pairs = properties.get("user_property") if isinstance(properties, dict) else None
+    for pair in pairs or ():
+        if isinstance(pair, (tuple, list)) and len(pair) == 2 and pair[0] == name:
+            return str(pair[1])
+    return None

@@ -41,7 +41,16 @@ __all__ = [
 DEFAULT_PORT_BASE = 18000
 # What listens where, as offsets from --port-base: 18883, 18051-18053 and 18080 by default,
 # so a scaffolded project runs beside the shipped contacts system (1883, 50051-50053, 8080).
-PORT_OFFSETS = {"broker": 883, "write": 51, "read": 52, "reader": 53, "gateway": 80}
+# Where each listener is, from the port base (--port-base); metrics: the first of five ports,
+# one per node process (the topology's `metrics`).
+PORT_OFFSETS = {
+    "broker": 883,
+    "write": 51,
+    "read": 52,
+    "reader": 53,
+    "gateway": 80,
+    "metrics": 90,
+}
 MAX_PORT_BASE = 65535 - max(PORT_OFFSETS.values())
 
 # GraphQL scalar -> proto3 type. GraphQL's Int is a signed 32-bit integer, hence int32.

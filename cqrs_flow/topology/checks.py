@@ -292,8 +292,10 @@ def _check_tls(topology: Topology, report: Problems) -> None:
 def _check_listeners(topology: Topology, report: Problems) -> None:
     seen: list[tuple[Address, KeyPath, str]] = []
     for node in topology.nodes.values():
-        for what, address in node.listens:
-            path = _listen_path(node, what)
+        for what, address, path in [
+            *((what, address, _listen_path(node, what)) for what, address in node.listens),
+            *_metrics_listens(topology, node),
+        ]:
             for other, other_path, other_what in seen:
                 hosts = {_LOOPBACK_NAMES.get(h, h) for h in (other.host, address.host)}
                 if other.port == address.port and (len(hosts) == 1 or hosts & _WILDCARD_HOSTS):
@@ -303,6 +305,17 @@ def _check_listeners(topology: Topology, report: Problems) -> None:
                         f"{'.'.join(map(str, other_path[:2]))} ({other_what}, {other})",
                     )
             seen.append((address, path, what))
+
+
+def _metrics_listens(topology: Topology, node: Node) -> list[tuple[str, Address, KeyPath]]:
+    """Where each process of `node` serves metrics, and the key that says so."""
+    path: KeyPath = ("nodes", node.name, "metrics") if node.metrics else ("metrics",)
+    replicas = [None] if node.processes == 1 else list(range(1, node.processes + 1))
+    return [
+        (f"metrics of {node.name}" + (f".{replica}" if replica else ""), address, path)
+        for replica in replicas
+        if (address := topology.metrics_of(node.name, replica)) is not None
+    ]
 
 
 def _listen_path(node: Node, what: str) -> KeyPath:

@@ -200,6 +200,9 @@ _SCALARS: dict[str, Callable[[], Schema]] = {
             },
         ]
     },
+    "metrics_listen": lambda: {
+        "anyOf": [{"const": False, "description": "no metrics"}, _SCALARS["parse_address"]()]
+    },
     # spec.topic: not empty, no NUL, no wildcards, not starting with '$'.
     "topic": lambda: {"type": "string", "pattern": r"^(?!\$)[^+#\u0000]+$"},
     # topics.filter_problem: '+' a whole level, '#' a whole level and the last one.
@@ -245,6 +248,7 @@ _SCALARS: dict[str, Callable[[], Schema]] = {
 _DEFAULTS: dict[str, Callable[[Any], Any]] = {
     "parse_address": lambda a: f"[{a[0]}]:{a[1]}" if ":" in a[0] else f"{a[0]}:{a[1]}",
     "parse_duration": lambda seconds: f"{seconds:g}s",
+    "metrics_listen": lambda a: a if a is False else _DEFAULTS["parse_address"](a),
     "positive_duration": lambda seconds: f"{seconds:g}s",
 }
 

@@ -105,6 +105,7 @@ def _build(data: dict[str, Any], path: Path, located: LocatedData) -> Topology:
         project=Path(data["root"] or "."),
         ready_timeout=data["ready_timeout"],
         stop_timeout=data["stop_timeout"],
+        metrics=_address(data["metrics"]) if data.get("metrics") else None,
         located=located,
     )
 
@@ -228,7 +229,13 @@ def _node(name: str, raw: dict[str, Any]) -> Node:
     node = _kind_node(name, kind, raw)
     if not node.kind:
         return node
-    return replace(node, restart=raw["restart"], restart_limit=raw["restart_limit"])
+    metrics = raw.get("metrics")
+    return replace(
+        node,
+        restart=raw["restart"],
+        restart_limit=raw["restart_limit"],
+        metrics=Address(*metrics) if isinstance(metrics, tuple) else metrics,
+    )
 
 
 def _kind_node(name: str, kind: str | None, raw: dict[str, Any]) -> Node:

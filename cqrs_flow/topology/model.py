@@ -232,6 +232,14 @@ class Node:
     kind: str = ""
     restart: str = _default(spec.RESTART, "restart")  # never, on-failure or always
     restart_limit: int = _default(spec.RESTART, "restart_limit")
+    # Where it serves metrics and health: None, the topology's place (Topology.metrics_of);
+    # False, nowhere.
+    metrics: Address | bool | None = None
+
+    @property
+    def processes(self) -> int:
+        """How many processes `up` runs of it (a writer's replicas; none for an external one)."""
+        return 0 if self.external else 1
 
     @property
     def dependencies(self) -> tuple[str, ...]:
@@ -366,6 +374,10 @@ class WriterNode(Node):
         return (self.broker, self.store.node)
 
     @property
+    def processes(self) -> int:
+        return self.replicas
+
+    @property
     def share_group(self) -> str | None:
         """The MQTT shared-subscription group it consumes in; None: a subscription of its own."""
         if self.group:
@@ -464,6 +476,8 @@ class Topology:
     project: Path = Path(_default(spec.TOPOLOGY, "root"))  # key `root`; see paths.py
     ready_timeout: float = _default(spec.TOPOLOGY, "ready_timeout")
     stop_timeout: float = _default(spec.TOPOLOGY, "stop_timeout")
+    # The first node process's metrics address (key `metrics`); None: off unless a node says.
+    metrics: Address | None = Address(*_default(spec.TOPOLOGY, "metrics"))
     located: LocatedData | None = dataclasses.field(default=None, compare=False, repr=False)
 
     @property
@@ -547,6 +561,27 @@ class Topology:
             }
             callers[DOCUMENTS_SERVICE] = callers[node.service]
         return callers
+
+    def metrics_of(self, name: str, replica: int | None = None) -> Address | None:
+        """Where process `replica` (1, 2, ...; None for a node of one process) of node `name`
+        serves its metrics and health; None when it serves none. A node without its own
+        `metrics` counts up from the topology's, one port per process before it in the file."""
+        node = self.nodes.get(name)
+        if node is None:  # a node made in code, outside the topology
+            return None
+        offset = (replica or 1) - 1
+        if node.metrics is False:
+            return None
+        if isinstance(node.metrics, Address):
+            return Address(node.metrics.host, node.metrics.port + offset)
+        if self.metrics is None:
+            return None
+        before = 0
+        for other in self.nodes.values():
+            if other.name == name:
+                break
+            before += other.processes
+        return Address(self.metrics.host, self.metrics.port + before + offset)
 
     def with_node(self, node: Node) -> Topology:
         """A copy with `node` added or replaced."""

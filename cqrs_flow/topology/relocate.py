@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-__all__ = ["free_ports", "relocate"]
+__all__ = ["free_port_run", "free_ports", "relocate"]
 
 
 def free_ports(count: int) -> list[int]:
@@ -32,11 +32,29 @@ def free_ports(count: int) -> list[int]:
             s.close()
 
 
+def free_port_run(count: int, tries: int = 50) -> int:
+    """The first of `count` consecutive free ports on 127.0.0.1 (a writer's replicas serve their
+    metrics on consecutive ports)."""
+    for _ in range(tries):
+        first = free_ports(1)[0]
+        sockets = [socket.socket() for _ in range(count)]
+        try:
+            for offset, s in enumerate(sockets):
+                s.bind(("127.0.0.1", first + offset))
+            return first
+        except (OSError, OverflowError):  # taken, or past the last port
+            continue
+        finally:
+            for s in sockets:
+                s.close()
+    raise OSError(f"no {count} consecutive free ports found on 127.0.0.1")
+
+
 def relocate(source: Path, target: Path, overrides: Mapping[str, Any] | None = None) -> Path:
-    """Write a copy of topology `source` to `target` with every listener on a free 127.0.0.1
-    port, and its protos, schemas and plugin modules copied beside it; `overrides` then set keys
-    by dotted path, e.g. {"nodes.writer.delay": "200ms"} (paths they give, such as a store's
-    `data`, are relative to `target`)."""
+    """Write a copy of topology `source` to `target` with every listener (metrics too) on a
+    free 127.0.0.1 port, and its protos, schemas and plugin modules copied beside it;
+    `overrides` then set keys by dotted path, e.g. {"nodes.writer.delay": "200ms"} (paths
+    they give, such as a store's `data`, are relative to `target`)."""
     source = Path(source)
     data = yaml.safe_load(source.read_text())
     here = target.parent
@@ -64,6 +82,9 @@ def relocate(source: Path, target: Path, overrides: Mapping[str, Any] | None = N
     ]
     for holder, port in zip(holders, free_ports(len(holders)), strict=True):
         holder["listen"] = f"127.0.0.1:{port}"
+    for node in data["nodes"].values():  # metrics and health too, unless switched off
+        if node.get("metrics", True) is not False and "url" not in node:
+            node["metrics"] = f"127.0.0.1:{free_port_run(int(node.get('replicas', 1)))}"
     for node in data["nodes"].values():
         if "schema" in node:
             node["schema"] = copied(node["schema"])

@@ -172,6 +172,20 @@ def parse_address(value: Any) -> tuple[str, int]:
     return host, int(port_text)
 
 
+def metrics_listen(value: Any) -> tuple[str, int] | bool:
+    """Where a node serves its metrics and health over HTTP: host:port (or a bare port), or
+    false for nowhere."""
+    if value is False:
+        return False
+    try:
+        return parse_address(value)
+    except Invalid:
+        raise Invalid(
+            f"expected host:port such as 127.0.0.1:9464, or false for no metrics, got "
+            f"{_show(value)}"
+        ) from None
+
+
 def topic(value: Any) -> str:
     if not isinstance(value, str) or not value or "\x00" in value:
         raise Invalid(f"expected an MQTT topic, got {_show(value)}")
@@ -467,6 +481,17 @@ RESTART = {
     ),
 }
 
+# What every kind serves for its operators (docs/OPERATIONS.md).
+OPERATIONS = {
+    "metrics": Field(
+        metrics_listen,
+        doc="host:port this node serves Prometheus metrics (/metrics) and its health "
+        "(/health/live, /health/ready) on over HTTP, or false for none (default: the "
+        "topology's `metrics` address, counted up one port per node process in the order "
+        "the nodes are written; a writer's replicas take one port each from this one)",
+    ),
+}
+
 MQTT_CLIENT = Section(
     {
         "publish": Field(
@@ -494,6 +519,7 @@ BROKER = Section(
     {
         "kind": Field(string, required=True),
         **RESTART,
+        **OPERATIONS,
         "listen": Field(
             parse_address,
             default=("127.0.0.1", 1883),
@@ -578,6 +604,7 @@ STORE = Section(
     {
         "kind": Field(string, required=True),
         **RESTART,
+        **OPERATIONS,
         "entities": Field(
             ListOf(name),
             doc="the entities whose documents it holds",
@@ -633,6 +660,7 @@ READER = Section(
     {
         "kind": Field(string, required=True),
         **RESTART,
+        **OPERATIONS,
         "listen": Field(parse_address, required=True),
         "service": Field(full_name, required=True, doc="gRPC service the reader serves"),
         "store": Field(endpoint, required=True, doc="'<store>.read': where reads go"),
@@ -653,6 +681,7 @@ WRITER = Section(
     {
         "kind": Field(string, required=True),
         **RESTART,
+        **OPERATIONS,
         "broker": Field(name, required=True, doc="broker node the writer subscribes on"),
         "store": Field(endpoint, required=True, doc="'<store>.write': where commands are applied"),
         "commands": Field(
@@ -830,6 +859,7 @@ GATEWAY = Section(
     {
         "kind": Field(string, required=True),
         **RESTART,
+        **OPERATIONS,
         "listen": Field(parse_address, default=("127.0.0.1", 8080)),
         "schema": Field(string, required=True, doc="GraphQL SDL file"),
         "broker": Field(name, required=True, doc="broker node mutations publish on"),
@@ -941,6 +971,14 @@ TOPOLOGY = Section(
         ),
         "ready_timeout": Field(
             parse_duration, default=30.0, doc="how long a node may take to be ready"
+        ),
+        "metrics": Field(
+            metrics_listen,
+            default=("127.0.0.1", 9464),
+            doc="where the first node process serves Prometheus metrics and its health over "
+            "HTTP; each next one (in the order the nodes are written, a writer's replicas "
+            "one each, external brokers none) on the next port. false: no node serves them "
+            "unless its own `metrics` says where",
         ),
         "stop_timeout": Field(
             parse_duration,

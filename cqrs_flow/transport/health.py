@@ -6,6 +6,14 @@ are answered RESOURCE_EXHAUSTED at once), and a stream ends (OK) after WATCH_LIF
 client that still wants to watch calls again. `Check` and `List` answer and hold nothing.
 grpcio-health-checking's servicer leaves `List` unimplemented (its callers got "Unexpected
 NotImplementedError"); here it lists the statuses this server has set.
+
+On a node's server, the health service answers for the node (cqrs_flow.telemetry):
+  - "" and the name of every service the node serves (`contacts.ContactReader`): SERVING while
+    the node is ready, NOT_SERVING while something it depends on is unreachable (a reader's
+    store) or it is stopping: what readiness probes ask;
+  - "liveness": SERVING whenever it answers at all (a node whose event loop is stuck does not
+    answer): what liveness probes ask.
+Any other name is NOT_FOUND (Check) or SERVICE_UNKNOWN (Watch).
 """
 
 from __future__ import annotations
@@ -17,10 +25,13 @@ import grpc
 from grpc_health.v1 import health_pb2
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]  # no stubs
 
+from cqrs_flow.telemetry import CURRENT, LIVENESS
+
 __all__ = ["MAX_WATCHES", "WATCH_LIFETIME", "HealthService"]
 
 MAX_WATCHES = 100  # Watch streams open at once on one server
 WATCH_LIFETIME = 300.0  # seconds a Watch stream lasts
+READINESS_POLL = 1.0  # seconds between looks at a node's readiness for a Watch stream
 
 
 class HealthService(health_aio.HealthServicer):  # type: ignore[misc]  # an Any, without stubs
@@ -32,10 +43,31 @@ class HealthService(health_aio.HealthServicer):  # type: ignore[misc]  # an Any,
         self.lifetime = lifetime
         self.watches = 0  # open now
         self._changed = asyncio.Condition()
+        self.node = CURRENT.get()  # the node whose server this is, if any
+        # The services of this server (a store's write and read servers serve different ones).
+        self.services = self.node.claim_services() if self.node is not None else frozenset()
 
     def _status(self, service: str) -> Any:
         statuses: dict[str, Any] = self._server_status  # the servicer's one table of statuses
-        return statuses.get(service, health_pb2.HealthCheckResponse.SERVICE_UNKNOWN)
+        serving = health_pb2.HealthCheckResponse.SERVING
+        if self.node is None:
+            return statuses.get(service, health_pb2.HealthCheckResponse.SERVICE_UNKNOWN)
+        if service == LIVENESS:
+            return serving
+        if service != "" and service not in self.services:
+            return statuses.get(service, health_pb2.HealthCheckResponse.SERVICE_UNKNOWN)
+        server = statuses.get("", health_pb2.HealthCheckResponse.NOT_SERVING)
+        if server != serving:  # not started yet, or shutting down
+            return server
+        return serving if self.node.is_ready() else health_pb2.HealthCheckResponse.NOT_SERVING
+
+    async def Check(
+        self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> health_pb2.HealthCheckResponse:
+        status = self._status(request.service)
+        if status == health_pb2.HealthCheckResponse.SERVICE_UNKNOWN:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service {request.service!r}")
+        return health_pb2.HealthCheckResponse(status=status)
 
     async def set(self, service: str, status: Any) -> None:
         await super().set(service, status)
@@ -50,11 +82,13 @@ class HealthService(health_aio.HealthServicer):  # type: ignore[misc]  # an Any,
     async def List(
         self, request: health_pb2.HealthListRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> health_pb2.HealthListResponse:
-        statuses: dict[str, Any] = dict(self._server_status)
+        names = set(self._server_status)
+        if self.node is not None:
+            names |= {LIVENESS, *self.services}
         return health_pb2.HealthListResponse(
             statuses={
-                name: health_pb2.HealthCheckResponse(status=status)
-                for name, status in statuses.items()
+                name: health_pb2.HealthCheckResponse(status=self._status(name))
+                for name in sorted(names)
             }
         )
 
@@ -83,9 +117,12 @@ class HealthService(health_aio.HealthServicer):  # type: ignore[misc]  # an Any,
                     left = ends - loop.time()
                     if left <= 0:
                         return
+                    # A node's readiness changes without a `set`: look again now and then.
+                    wait = left if self.node is None else min(left, READINESS_POLL)
                     try:
-                        await asyncio.wait_for(self._changed.wait(), left)
+                        await asyncio.wait_for(self._changed.wait(), wait)
                     except asyncio.TimeoutError:
-                        return
+                        if loop.time() >= ends:
+                            return
         finally:
             self.watches -= 1

@@ -18,8 +18,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from cqrs_flow.errors import NodeError
 from cqrs_flow.protobuf.compiler import ProtoSet
 from cqrs_flow.security.tokens import CallerCheck, Credentials
+from cqrs_flow.telemetry import tracing
 from cqrs_flow.topology.model import Address
 from cqrs_flow.transport.health import HealthService
+from cqrs_flow.transport.observe import observed
 from cqrs_flow.transport.tls import ChannelSecurity
 
 __all__ = [
@@ -101,10 +103,9 @@ def service_handler(
     for name, handler in handlers.items():
         method = service.methods_by_name[name]
         request_class = None if name in forward else protos.class_of(method.input_type)
+        guarded = _guarded(service.full_name, handler, check, request_class)
         methods[name] = grpc.unary_unary_rpc_method_handler(
-            _guarded(
-                service.full_name, handler, check, request_class
-            ),  # gets the bytes as they came
+            observed(service.full_name, name, guarded),  # gets the bytes as they came
             response_serializer=None
             if name in forward
             else protos.class_of(method.output_type).SerializeToString,
@@ -261,7 +262,7 @@ class ServiceClient:
         return await self._calls[rpc](
             request,
             timeout=timeout or self._timeout,
-            metadata=self._credentials.metadata,
+            metadata=tracing.with_traceparent(self._credentials.metadata),
             wait_for_ready=False,
         )
 
@@ -277,8 +278,17 @@ class ServiceClient:
         return await self._forwards[rpc](
             request,
             timeout=timeout or self._timeout,
-            metadata=self._credentials.metadata,
+            metadata=tracing.with_traceparent(self._credentials.metadata),
             wait_for_ready=False,
+        )
+
+    def reachable(self) -> bool:
+        """Whether the server looks reachable: False while the channel fails to connect (for
+        readiness; an idle channel has not failed)."""
+        state = self._channel.get_state(try_to_connect=True)
+        return state not in (
+            grpc.ChannelConnectivity.TRANSIENT_FAILURE,
+            grpc.ChannelConnectivity.SHUTDOWN,
         )
 
     async def close(self) -> None:

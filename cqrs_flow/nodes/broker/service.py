@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 from cqrs_flow.errors import NodeError
 from cqrs_flow.nodes.runtime import NodeService
 from cqrs_flow.security.mqtt_logins import users_from_env
+from cqrs_flow.telemetry.server import listen_error
 from cqrs_flow.topology.access import mqtt_access
 from cqrs_flow.topology.model import BrokerNode
 from cqrs_flow.transport.mqtt import max_packet_bytes
@@ -51,8 +53,12 @@ class BrokerService(NodeService):
             await broker.start()
         except Exception as exc:  # amqtt wraps socket errors in its own BrokerError
             cause = exc.__cause__ or exc
+            if isinstance(cause, OSError):
+                why = listen_error(self.node.name, "mqtt", self.node.listen, cause)
+                raise NodeError(why) from None
             raise NodeError(f"MQTT broker cannot listen on {self.node.listen}: {cause}") from None
         self.resources.push_async_callback(broker.shutdown)
+        self.metrics.broker_clients.set_function(lambda: _connected(broker))
         self.log.info(
             "MQTT broker listening on %s%s (%d users, no anonymous access, packets of at "
             "most %d bytes)",
@@ -61,3 +67,9 @@ class BrokerService(NodeService):
             len(access),
             broker.max_packet_bytes,
         )
+
+
+def _connected(broker: Any) -> int:
+    """MQTT clients connected now (amqtt keeps a session per client id, connected or not)."""
+    sessions = list(getattr(broker, "_sessions", {}).values())
+    return sum(1 for session, _ in sessions if session.transitions.state == "connected")

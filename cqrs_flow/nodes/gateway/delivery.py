@@ -20,6 +20,7 @@ from cqrs_flow.nodes.gateway.outbox import Outbox
 from cqrs_flow.nodes.gateway.refusals import Refused
 from cqrs_flow.protobuf.messages import set_path
 from cqrs_flow.stores.base import StoreError
+from cqrs_flow.telemetry import current, tracing
 from cqrs_flow.transport.mqtt import DEFAULT_COMMAND_BYTES
 
 __all__ = ["Delivery"]
@@ -38,8 +39,11 @@ class Delivery:
         outbox: Outbox,
         log: logging.Logger,
         command_bytes: int = DEFAULT_COMMAND_BYTES,
+        mqtt5: bool = False,
     ) -> None:
         self.status_topic = status_topic
+        self.mqtt5 = mqtt5  # the trace context goes in user properties, else in the payload
+        self.metrics = current().metrics
         self.command_bytes = command_bytes
         self.mqtt = mqtt
         self.outbox = outbox
@@ -56,6 +60,34 @@ class Delivery:
         return bool(self.mqtt.is_connected)
 
     async def publish(self, plan: MutationPlan, command: Message, key: str | None) -> str | None:
+        """Publish a mutation's command (see _publish_command), counted by topic and outcome."""
+        try:
+            command_id = await self._publish_command(plan, command, key)
+        except Refused as refused:
+            self.metrics.refused.labels(plan.topic, refused.code.lower()).inc()
+            raise
+        self.metrics.published.labels(plan.topic).inc()
+        return command_id
+
+    def _send(self, topic: str, payload: bytes) -> None:
+        """Publish on MQTT, with the trace context when tracing is on."""
+        if not tracing.enabled():
+            self.mqtt.publish(topic, payload, qos=1)
+            return
+        with tracing.span(
+            f"publish {topic}", "PRODUCER", attributes={"messaging.destination.name": topic}
+        ):
+            parent = tracing.traceparent()
+            if self.mqtt5 and parent:
+                self.mqtt.publish(
+                    topic, payload, qos=1, user_property=[(tracing.TRACEPARENT, parent)]
+                )
+            else:
+                self.mqtt.publish(topic, tracing.wrap(payload, parent), qos=1)
+
+    async def _publish_command(
+        self, plan: MutationPlan, command: Message, key: str | None
+    ) -> str | None:
         """Publish a mutation's command; its command id, None if the plan gives it none (then it
         is not kept in the outbox). Refused, and nothing is published, when the broker is
         unavailable, the outbox is full, the command cannot be kept in it or is larger than
@@ -65,7 +97,7 @@ class Delivery:
                 "the broker is unavailable; nothing was queued", "UNAVAILABLE", status=503
             )
         if not plan.command_id_path:
-            self.mqtt.publish(plan.topic, self._sized(command.SerializeToString()), qos=1)
+            self._send(plan.topic, self._sized(command.SerializeToString()))
             return None
         if self.outbox.full:
             raise Refused(
@@ -87,7 +119,7 @@ class Delivery:
                 "the gateway cannot record commands; nothing was queued", "INTERNAL", status=500
             ) from None
         self.book.queued(command_id, plan.command, key)
-        self.mqtt.publish(plan.topic, payload, qos=1)
+        self._send(plan.topic, payload)
         return command_id
 
     def _sized(self, payload: bytes) -> bytes:
@@ -101,6 +133,7 @@ class Delivery:
         return payload
 
     def on_connect(self, client: Any, *_: Any) -> None:
+        self.metrics.mqtt_connects.inc()
         client.subscribe(self.status_topic, qos=1)
         self.connects += 1
         if self.connects > 1:  # a broker that restarted has lost the commands it held
@@ -154,6 +187,7 @@ class Delivery:
                     )
                     continue
                 self.mqtt.publish(topic, payload, qos=1)
+                self.metrics.republished.labels(topic).inc()
             if due and woken:
                 self.log.info("published %d command(s) again", len(due))
             elif due:

@@ -23,6 +23,7 @@ from cqrs_flow.nodes.gateway.cursors import Cursors
 from cqrs_flow.nodes.gateway.delivery import Delivery
 from cqrs_flow.nodes.gateway.http import GraphQLHttp, playground_page
 from cqrs_flow.nodes.gateway.limits import RequestGate
+from cqrs_flow.nodes.gateway.observe import ObservedEngine, observe_http
 from cqrs_flow.nodes.gateway.outbox import Outbox
 from cqrs_flow.nodes.gateway.resolvers import Resolvers
 from cqrs_flow.nodes.runtime import NodeService
@@ -30,6 +31,7 @@ from cqrs_flow.plugins import GatewayPlugin, PluginContext, start_plugins, stop_
 from cqrs_flow.security.mqtt_logins import login_from_env
 from cqrs_flow.security.tokens import new_secret
 from cqrs_flow.stores.base import StoreError
+from cqrs_flow.telemetry.server import health_routes, listen_error
 from cqrs_flow.topology.model import DOCUMENTS_SERVICE, BrokerNode, GatewayNode, ReaderNode
 from cqrs_flow.transport.mqtt import command_bytes, connect, new_client
 from cqrs_flow.transport.rpc import ServiceClient
@@ -79,7 +81,9 @@ class GatewayService(NodeService):
             outbox,
             self.log,
             command_bytes(self.topology, self.node.broker),
+            mqtt5=broker.protocol == "5",
         )
+        self._observe(delivery, outbox, reader)
         stack.push_async_callback(_disconnect, mqtt)
         await connect(mqtt, broker, tls=mqtt_client_context(self.topology, broker))
         self._background(stack, delivery.redeliver(), "redeliver")
@@ -102,13 +106,17 @@ class GatewayService(NodeService):
         playground = None
         if self.node.playground:
             playground = playground_page(self.topology.name, plan.schema.example_query())
+        observed = ObservedEngine(engine, self.metrics)
         http = GraphQLHttp(
-            self.node, engine, gate, playground, lambda: delivery.connected, self.log
+            self.node, observed, gate, playground, lambda: delivery.connected, self.log
         )
+        app = http.app()
+        app.middlewares.insert(0, observe_http(self.metrics))  # outside every other
+        health_routes(app, self.telemetry)
         # The keep-alive timeout also bounds how long a client may take to send its headers
         # (aiohttp closes a connection still waiting for a whole request then).
         runner = web.AppRunner(
-            http.app(),
+            app,
             access_log=None,
             handle_signals=False,
             shutdown_timeout=2.0,
@@ -120,15 +128,23 @@ class GatewayService(NodeService):
         try:
             await site.start()
         except OSError as exc:
-            raise NodeError(
-                f"HTTP server cannot listen on {self.node.listen}: {exc.strerror or exc}"
-            ) from None
+            raise NodeError(listen_error(self.node.name, "http", self.node.listen, exc)) from None
         self.log.info(
             "GraphQL on %s (reader %s, broker %s)",
             self.node.url,
             reader_node.listen,
             broker.address,
         )
+
+    def _observe(self, delivery: Delivery, outbox: Outbox, reader: ServiceClient) -> None:
+        """Metrics that read the gateway's state when scraped, and its readiness."""
+        self.metrics.outbox.set_function(lambda: len(outbox))
+        self.metrics.mqtt_connected.set_function(lambda: 1 if delivery.connected else 0)
+        self.telemetry.facts["queue_depth"] = lambda: len(outbox)
+        self.telemetry.readiness = lambda: {
+            "broker": delivery.connected,
+            "reader": reader.reachable(),
+        }
 
     async def _outbox(self) -> Outbox:
         redeliver_after = self.topology.redeliver_after(self.node)

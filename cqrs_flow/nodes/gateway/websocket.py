@@ -26,6 +26,7 @@ from aiohttp import WSMsgType, web
 
 from cqrs_flow.nodes.gateway.limits import RequestGate
 from cqrs_flow.nodes.gateway.refusals import Refused, error_entry, internal, with_request_id
+from cqrs_flow.telemetry import current
 
 __all__ = ["PROTOCOL", "serve_websocket"]
 
@@ -48,7 +49,13 @@ async def serve_websocket(
     if ws.ws_protocol != PROTOCOL:
         await ws.close(code=4406, message=b"Subprotocol not acceptable")
         return ws
-    await _Connection(ws, engine, {"request": request}, gate, request_id, caller).run()
+    metrics = current().metrics
+    metrics.websockets_opened.inc()
+    metrics.websockets.inc()
+    try:
+        await _Connection(ws, engine, {"request": request}, gate, request_id, caller).run()
+    finally:
+        metrics.websockets.dec()
     return ws
 
 

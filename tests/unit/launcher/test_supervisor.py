@@ -109,6 +109,7 @@ class Nodes:
     def process(self, name, argv, env, printer) -> FakeProcess:
         obeys = (signal.SIGKILL,) if name in self.stubborn else (signal.SIGTERM, signal.SIGKILL)
         process = FakeProcess(name, self, obeys)
+        process.env = dict(env)
         self.made[name].append(process)
         return process
 
@@ -137,6 +138,7 @@ class Run:
             clock=self.clock,
             sleep=self.clock.sleep,
             probe_factory=self.nodes.probe,
+            port_check=lambda topology, names: [],
         )
 
     @property
@@ -324,6 +326,40 @@ def test_restarts_are_immediate_then_back_off_from_half_a_second_doubling_to_ten
     )
     assert restarts[1].endswith("restarting it in 0.5s (restart 2 of at most 8)")
     assert restarts[-1].endswith("restarting it in 10s (restart 8 of at most 8)")
+
+
+def test_each_process_learns_how_often_it_was_restarted(topology):
+    from cqrs_flow.contracts.process import ENV_RESTARTS
+
+    run = Run(topology())
+
+    async def scenario(run: Run) -> None:
+        await run.until(run.ready)
+        for _ in range(2):
+            await run.crash("writer")
+        run.launcher._on_signal()
+
+    assert run.go(scenario) == 0
+    assert [p.env[ENV_RESTARTS] for p in run.nodes.made["writer"]] == ["0", "1", "2"]
+    assert [p.env[ENV_RESTARTS] for p in run.nodes.made["store"]] == ["0"]
+
+
+def test_ports_in_use_stop_up_before_it_starts_anything(topology):
+    run = Run(topology())
+    run.launcher.port_check = lambda topology, names: [
+        f"node 'gateway' cannot listen on 127.0.0.1:8080 (http): port 8080 is already in use "
+        f"by pid 7 (nginx) [{', '.join(names)}]"
+    ]
+
+    async def scenario(run: Run) -> None:
+        pass
+
+    assert run.go(scenario) == 1
+    assert run.nodes.made == {}
+    assert run.lines[0] == (
+        "error: node 'gateway' cannot listen on 127.0.0.1:8080 (http): port 8080 is already in "
+        "use by pid 7 (nginx) [broker, gateway, reader, store, writer]"
+    )
 
 
 def test_running_30_seconds_starts_a_new_series_of_restarts(topology):

@@ -164,10 +164,12 @@ def test_check_fills_defaults():
     assert data["proto"] == ("a.proto",)
     assert data["ready_timeout"] == 30.0
     assert data["stop_timeout"] == 5.0
+    assert data["metrics"] == ("127.0.0.1", 9464)
     assert data["nodes"]["b"] == {
         "kind": "broker",
         "restart": "on-failure",
         "restart_limit": 5,
+        "metrics": None,
         "listen": ("127.0.0.1", 1883),
         "url": None,
         "protocol": "3.1.1",
@@ -192,7 +194,20 @@ def test_check_lists_the_keys_when_nothing_is_close():
         Problem(
             4,
             "nodes.b.zzz",
-            "unknown key; expected one of kind, restart, restart_limit, listen, url, protocol, "
-            "tls, clients",
+            "unknown key; expected one of kind, restart, restart_limit, metrics, listen, url, "
+            "protocol, tls, clients",
         )
+    ]
+
+
+def test_metrics_is_an_address_or_false():
+    text = MINIMAL.replace("  b: {kind: broker}", "  b: {kind: broker, metrics: false}")
+    text += "metrics: '[::1]:9500'\n"
+    data, problems = check(parse_yaml(text))
+    assert problems == []
+    assert data["metrics"] == ("::1", 9500)
+    assert data["nodes"]["b"]["metrics"] is False
+    _, problems = check(parse_yaml(text.replace("metrics: false", "metrics: yes please")))
+    assert [p.message for p in problems] == [
+        "expected host:port such as 127.0.0.1:9464, or false for no metrics, got 'yes please'"
     ]

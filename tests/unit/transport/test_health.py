@@ -86,3 +86,70 @@ def test_a_watch_stream_ends_after_its_lifetime():
         return statuses, await call.code(), service.watches
 
     assert serve(service, calls) == ([SERVING], grpc.StatusCode.OK, 0)
+
+
+# -- the health of a node -----------------------------------------------------------------------
+
+
+def node_health(ready: dict[str, bool]) -> HealthService:
+    """A health service made while a node (serving contacts.ContactReader) is set up."""
+    from cqrs_flow.telemetry import CURRENT, NodeTelemetry
+
+    telemetry = NodeTelemetry("reader", "reader")
+    telemetry.serves("contacts.ContactReader")
+    telemetry.readiness = lambda: ready
+    telemetry.started = True
+    token = CURRENT.set(telemetry)
+    try:
+        return HealthService()
+    finally:
+        CURRENT.reset(token)
+
+
+def check_all(stub_services):
+    async def calls(stub):
+        answers = {}
+        for service in stub_services:
+            try:
+                answer = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+                answers[service] = answer.status
+            except grpc.aio.AioRpcError as exc:
+                answers[service] = exc.code().name
+        return answers
+
+    return calls
+
+
+NAMES = ("", "contacts.ContactReader", "liveness", "contacts.Other")
+
+
+def test_a_node_answers_for_each_service_it_serves_by_name_and_for_liveness():
+    answers = serve(node_health({"store": True}), check_all(NAMES))
+    assert answers == {
+        "": SERVING,
+        "contacts.ContactReader": SERVING,
+        "liveness": SERVING,
+        "contacts.Other": "NOT_FOUND",
+    }
+
+
+def test_a_node_whose_dependency_is_gone_is_not_serving_but_alive():
+    answers = serve(node_health({"store": False}), check_all(NAMES))
+    assert answers == {
+        "": NOT_SERVING,
+        "contacts.ContactReader": NOT_SERVING,
+        "liveness": SERVING,
+        "contacts.Other": "NOT_FOUND",
+    }
+
+
+def test_list_names_what_a_node_serves():
+    async def calls(stub):
+        return await stub.List(health_pb2.HealthListRequest(), timeout=5)
+
+    listed = serve(node_health({"store": False}), calls)
+    assert {name: s.status for name, s in listed.statuses.items()} == {
+        "": NOT_SERVING,
+        "contacts.ContactReader": NOT_SERVING,
+        "liveness": SERVING,
+    }

@@ -235,7 +235,9 @@ def test_a_port_in_use_fails_start_with_a_node_error_and_releases_the_rest(
         with socket.socket() as taken:
             taken.bind(("127.0.0.1", port))
             taken.listen()
-            with pytest.raises(NodeError, match="HTTP server cannot listen on"):
+            with pytest.raises(
+                NodeError, match=r"node .gateway. cannot listen on .* is already in use by pid"
+            ):
                 await service.start()
         assert tracked.opened() == list(RELEASED_BY)
         await assert_all_released(tracked, topology, tmp_path)
