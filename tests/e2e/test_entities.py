@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import re
 import shutil
+import time
 import uuid
 from pathlib import Path
 
@@ -72,6 +73,17 @@ def add_books(system: System, books: list[dict]) -> list[str]:
     ids = [b["id"] for b in items]
     wait_until(lambda: all(found(system, "book", i) for i in ids))
     return ids
+
+
+def settled(system: System, quiet: float = 0.5) -> int:
+    """How many lines the system has printed, once it has printed none for `quiet` seconds (the
+    nodes' lines reach the test through `up`, a little after the calls that log them)."""
+    count, since = len(system.lines), time.monotonic()
+    while time.monotonic() - since < quiet:
+        time.sleep(0.05)
+        if len(system.lines) != count:
+            count, since = len(system.lines), time.monotonic()
+    return count
 
 
 def found(system: System, what: str, key: str) -> dict | None:
@@ -172,8 +184,9 @@ def test_a_nested_query_costs_one_store_call_per_level(library):
         nodes { title author { name books(first: 5) { totalCount nodes { title } } } }
       }
     }"""
-    before = len(library.lines)
+    before = settled(library)  # the lines of the calls before this query are all in
     nodes = library.data(query)["books"]["nodes"]
+    settled(library)
     calls = [line for line in library.lines[before:] if re.search(r"store .* find: \d+ quer", line)]
     assert len(calls) == 3, calls
     assert [n["title"] for n in nodes] == [f"nested {i:02}" for i in range(50)]
