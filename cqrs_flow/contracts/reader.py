@@ -7,8 +7,8 @@ from cqrs_flow.contracts import plugin_classes
 from cqrs_flow.errors import ProtoError
 from cqrs_flow.plugins import ReaderPlugin
 from cqrs_flow.protobuf.compiler import ProtoSet
-from cqrs_flow.topology.model import ReaderNode, StoreNode, Topology
-from cqrs_flow.topology.problems import Problems
+from cqrs_flow.topology.model import DOCUMENTS_SERVICE, ReaderNode, StoreNode, Topology
+from cqrs_flow.topology.problems import Problems, did_you_mean
 
 __all__ = ["reader_plan"]
 
@@ -39,6 +39,7 @@ def reader_plan(
     for rpc in reader.rpcs:
         if rpc not in service.methods_by_name:
             report(base + ("rpcs", rpc), f"{reader.service} has no RPC '{rpc}'")
+    _check_client_calls(reader, protos, report)
     plan: dict[str, str | None] = {}
     for rpc, method in service.methods_by_name.items():
         if rpc not in reader.rpcs and any(
@@ -72,3 +73,22 @@ def reader_plan(
             continue
         plan[rpc] = target
     return plan
+
+
+def _check_client_calls(reader: ReaderNode, protos: ProtoSet, report: Problems) -> None:
+    """Each RPC an outside client may call is one of the service's (the services themselves
+    are checked with the wiring)."""
+    for name, client in reader.clients.items():
+        for index, (service_name, rpc) in enumerate(client.grants):
+            if rpc is None or service_name not in (reader.service, DOCUMENTS_SERVICE):
+                continue
+            try:
+                methods = protos.service(service_name).methods_by_name
+            except ProtoError:
+                continue  # reported with the reader's service
+            if rpc not in methods:
+                report(
+                    ("nodes", reader.name, "clients", name, "call", index),
+                    f"{service_name} has no RPC '{rpc}'{did_you_mean(rpc, methods)}; it has "
+                    f"{', '.join(methods)}",
+                )

@@ -15,7 +15,7 @@ from cqrs_flow.contracts.reader import reader_plan
 from cqrs_flow.nodes.runtime import STOP_GRACE, NodeService
 from cqrs_flow.plugins import PluginContext, ReaderPlugin, Rejected, start_plugins, stop_plugins
 from cqrs_flow.protobuf.compiler import DOCUMENTS_SERVICE
-from cqrs_flow.security.tokens import CallerCheck
+from cqrs_flow.security.tokens import CallerCheck, outside_callers
 from cqrs_flow.topology.model import ReaderNode
 from cqrs_flow.transport.rpc import (
     UNAVAILABLE_PEER,
@@ -55,7 +55,8 @@ class ReaderService(NodeService):
             else:
                 plugin = next(p for p in self.plugins if type(p).serves(rpc))
                 handlers[rpc] = self._plugin(plugin, rpc)
-        check = CallerCheck(self.topology.callers_of(self.node.name), self.credentials)
+        outside = outside_callers(self.topology, self.node.name)
+        check = CallerCheck(self.topology.callers_of(self.node.name), self.credentials, outside)
         forwarded = {rpc for rpc, target in plan.items() if target is not None}
         generic = service_handler(
             self.protos, self.protos.service(self.node.service), handlers, check, forward=forwarded
@@ -70,14 +71,18 @@ class ReaderService(NodeService):
             forward={"Find"},
         )
         tls = server_credentials(self.topology, self.node.tls) if self.node.tls else None
-        server = await start_server(self.node.listen, [generic, documents], check, tls)
+        served = (self.node.service, DOCUMENTS_SERVICE)
+        reflection = (self.protos, served) if self.node.serves_reflection else None
+        server = await start_server(self.node.listen, [generic, documents], check, tls, reflection)
         self.resources.push_async_callback(server.stop, STOP_GRACE)
         self.log.info(
-            "%s on %s%s, reading from %s",
+            "%s on %s%s, reading from %s%s%s",
             self.node.service,
             self.node.listen,
             " over TLS" if tls else "",
             store.read.listen,
+            f"; outside clients: {', '.join(outside)}" if outside else "",
+            "; server reflection on" if reflection else "",
         )
 
     def _forward(self, target: str, store: ServiceClient) -> Handler:

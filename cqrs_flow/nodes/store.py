@@ -111,11 +111,14 @@ class StoreService(NodeService):
             generic = [
                 service_handler(self.protos, self.protos.service(service.name), handlers, check)
             ]
+            served = [service.name]
             if side == "read":  # the document service: lists, lookups, relations
                 documents = self.protos.service(DOCUMENTS_SERVICE)
                 generic.append(service_handler(self.protos, documents, {"Find": self._find}, check))
+                served.append(DOCUMENTS_SERVICE)
             tls = server_credentials(self.topology, service.tls) if service.tls else None
-            server = await start_server(service.listen, generic, check, tls)
+            reflection = (self.protos, served) if self.node.serves_reflection else None
+            server = await start_server(service.listen, generic, check, tls, reflection)
             self.resources.push_async_callback(server.stop, STOP_GRACE)
             self.log.info(
                 "%s service %s on %s%s", side, service.name, service.listen, _tls_note(service.tls)

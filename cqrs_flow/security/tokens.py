@@ -15,11 +15,12 @@ import hmac
 import json
 import os
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from cqrs_flow.errors import NodeError
-from cqrs_flow.topology.model import Topology
+from cqrs_flow.security.sources import read_source
+from cqrs_flow.topology.model import GrpcClient, ReaderNode, Topology
 
 __all__ = [
     "ENV_CALLERS",
@@ -27,6 +28,7 @@ __all__ = [
     "ENV_TOKEN",
     "CallerCheck",
     "Credentials",
+    "OutsideCaller",
     "credentials_from_env",
     "derive",
     "derive_token",
@@ -34,6 +36,7 @@ __all__ = [
     "json_map_from_env",
     "launch_environment",
     "new_secret",
+    "outside_callers",
 ]
 
 ENV_SECRET = "CQRS_FLOW_SECRET"
@@ -41,6 +44,9 @@ ENV_TOKEN = "CQRS_FLOW_TOKEN"
 ENV_CALLERS = "CQRS_FLOW_CALLERS"
 METADATA_NODE = "x-cqrs-flow-node"
 METADATA_TOKEN = "x-cqrs-flow-token"
+METADATA_AUTHORIZATION = "authorization"  # an outside client's "Bearer <token>"
+# What gRPC's auth context says of a TLS client certificate the server has checked.
+CERTIFICATE_NAMES = ("x509_common_name", "x509_subject_alternative_name")
 PUBLIC_SERVICES = {"grpc.health.v1.Health"}  # readiness probes need no credentials
 
 
@@ -92,8 +98,44 @@ class Credentials:
 
 
 def _callers(topology: Topology, node: str, secret: str) -> dict[str, str]:
+    """The token hashes of the nodes wired to call `node` (its outside clients have none)."""
     names = set().union(*topology.callers_of(node).values()) if topology.callers_of(node) else set()
-    return {caller: digest(derive_token(secret, caller)) for caller in sorted(names)}
+    return {
+        caller: digest(derive_token(secret, caller))
+        for caller in sorted(names)
+        if caller in topology.nodes
+    }
+
+
+@dataclass(frozen=True)
+class OutsideCaller:
+    """An outside gRPC client a node accepts, and what proves it: the SHA-256 of its bearer
+    token, or the name its TLS client certificate carries."""
+
+    client: GrpcClient
+    token_digest: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.client.name
+
+
+def outside_callers(
+    topology: Topology, node: str, env: Mapping[str, str] = os.environ
+) -> dict[str, OutsideCaller]:
+    """The outside clients `node` declares, their tokens read now (NodeError saying how to
+    provide a missing one) and kept only as their SHA-256."""
+    declared = topology.nodes[node]
+    if not isinstance(declared, ReaderNode):
+        return {}
+    callers = {}
+    for name, client in declared.clients.items():
+        token = None
+        if client.token is not None:
+            key = f"nodes.{node}.clients.{name}.token"
+            token = digest(read_source(client.token, topology, key, env))
+        callers[name] = OutsideCaller(client, token)
+    return callers
 
 
 def launch_environment(topology: Topology, node: str, secret: str) -> dict[str, str]:
@@ -122,40 +164,70 @@ def credentials_from_env(
 
 
 class CallerCheck:
-    """Refuses calls from nodes the topology does not wire to the called service.
+    """Refuses calls from nodes the topology does not wire to the called service, and from
+    outside clients to RPCs their `call` does not list.
 
     The gRPC servers ask it at the start of every call (cqrs_flow.transport.rpc wraps each handler
     with it): a server interceptor would cost a coroutine and a handler lookup per call. A token
     that matched its hash once is remembered, so SHA-256 runs once per caller, not once per call.
     """
 
-    def __init__(self, allowed: Mapping[str, set[str]], credentials: Credentials) -> None:
+    def __init__(
+        self,
+        allowed: Mapping[str, set[str]],
+        credentials: Credentials,
+        outside: Mapping[str, OutsideCaller] | None = None,
+    ) -> None:
         self._allowed = {service: frozenset(callers) for service, callers in allowed.items()}
         self._callers = credentials.callers  # caller node -> sha256(token)
         self._verified: dict[str, bytes] = {}  # caller node -> the token that matched its hash
+        self._outside = dict(outside or {})
+        self._tokens = {c.token_digest: c for c in self._outside.values() if c.token_digest}
+        self._bearers: dict[bytes, OutsideCaller] = {}  # a token that matched -> its client
+        self._certificates = {
+            c.client.certificate: c for c in self._outside.values() if c.client.certificate
+        }
 
     def refusal(
-        self, service: str, metadata: Iterable[tuple[str, str | bytes]] | None
+        self,
+        service: str,
+        metadata: Iterable[tuple[str, str | bytes]] | None,
+        rpc: str = "",
+        peer: Callable[[], Mapping[str, Iterable[bytes]]] | None = None,
     ) -> str | None:
-        """Why a call to `service` with this invocation metadata is refused; None if it may go
-        on."""
+        """Why a call to `rpc` of `service` with this invocation metadata is refused; None if it
+        may go on. `peer` gives the call's auth context (a checked TLS client certificate's
+        names), asked only when an outside client may show one."""
         if service in PUBLIC_SERVICES:
             return None
         caller: str | bytes = ""
         token: str | bytes = ""
+        bearer: str | bytes | None = None
         for key, value in metadata or ():  # the last of repeated keys counts, as in a dict
             if key == METADATA_NODE:
                 caller = value
             elif key == METADATA_TOKEN:
                 token = value
-        if not isinstance(caller, str) or not self._known(caller, token):
-            return (
-                f"caller {caller or '(anonymous)'!r} is not a node of this system "
-                "or its credentials are wrong"
-            )
-        if caller not in self._allowed.get(service, ()):
-            return f"node '{caller}' may not call {service}: the topology does not wire it there"
-        return None
+            elif key == METADATA_AUTHORIZATION:
+                bearer = value
+        if caller or bearer is None:
+            outside = self._certified(peer) if not caller and self._certificates else None
+            if outside is not None:
+                return self._granted(outside, service, rpc)
+            if not isinstance(caller, str) or not self._known(caller, token):
+                return (
+                    f"caller {caller or '(anonymous)'!r} is not a node of this system "
+                    "or its credentials are wrong"
+                )
+            if caller not in self._allowed.get(service, ()):
+                return (
+                    f"node '{caller}' may not call {service}: the topology does not wire it there"
+                )
+            return None
+        outside = self._bearer(bearer)
+        if outside is None:
+            return "the bearer token is not one of an outside client this node accepts"
+        return self._granted(outside, service, rpc)
 
     def _known(self, caller: str, token: str | bytes) -> bool:
         presented = token.encode() if isinstance(token, str) else token
@@ -171,3 +243,46 @@ class CallerCheck:
             return False
         self._verified[caller] = presented  # one entry per node of the system at most
         return True
+
+    def _bearer(self, value: str | bytes) -> OutsideCaller | None:
+        """The outside client whose token `value` ("Bearer <token>") shows, if any."""
+        text = value.decode("latin-1") if isinstance(value, bytes) else value
+        scheme, _, token = text.strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return None
+        presented = token.strip().encode()
+        known = self._bearers.get(presented)
+        if known is not None:
+            return known
+        presented_digest = digest(presented).encode()
+        found = None
+        for token_digest, client in self._tokens.items():  # each compared, in constant time
+            if hmac.compare_digest(token_digest.encode(), presented_digest):
+                found = client
+        if found is not None:
+            self._bearers[presented] = found  # one entry per outside client at most
+        return found
+
+    def _certified(
+        self, peer: Callable[[], Mapping[str, Iterable[bytes]]] | None
+    ) -> OutsideCaller | None:
+        """The outside client named in the call's (checked) TLS client certificate, if any."""
+        if peer is None:
+            return None
+        context = peer() or {}
+        for key in CERTIFICATE_NAMES:
+            for name in context.get(key, ()):
+                text = name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)
+                client = self._certificates.get(text)
+                if client is not None:
+                    return client
+        return None
+
+    @staticmethod
+    def _granted(outside: OutsideCaller, service: str, rpc: str) -> str | None:
+        if outside.client.may_call(service, rpc):
+            return None
+        return (
+            f"client '{outside.name}' may not call {service}/{rpc}: its 'call' in the "
+            "topology does not list it"
+        )

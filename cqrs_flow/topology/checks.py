@@ -6,6 +6,7 @@ Each check returns problems; nothing raises until every problem is known.
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from cqrs_flow.errors import Problem
 from cqrs_flow.topology.entities import check_entities
 from cqrs_flow.topology.graph import find_cycle
 from cqrs_flow.topology.model import (
+    DOCUMENTS_SERVICE,
     Address,
     BrokerNode,
     Endpoint,
@@ -54,6 +56,7 @@ def check_wiring(topology: Topology) -> list[Problem]:
     _check_commands(topology, report)
     _check_listeners(topology, report)
     _check_mqtt_clients(topology, report)
+    _check_grpc_clients(topology, report)
     _check_tls(topology, report)
     _check_files(topology, report)
     _check_data_directories(topology, report)
@@ -220,6 +223,52 @@ def _check_mqtt_clients(topology: Topology, report: Problems) -> None:
                     f"'{name}' is the name of a node, which logs in to the broker as itself; "
                     "give the client a name of its own",
                 )
+
+
+_GRPC_CALL = re.compile(
+    r"^([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)(?:/([A-Za-z_]\w*))?$"
+)
+
+
+def _check_grpc_clients(topology: Topology, report: Problems) -> None:
+    """A reader's outside gRPC clients: named unlike any node (a node's credentials name it),
+    calling services the reader serves (their RPCs are checked against the protos, in
+    contracts/reader.py), with a certificate only where the reader asks callers for one."""
+    for reader in topology.nodes_of(ReaderNode):
+        services = (reader.service, DOCUMENTS_SERVICE)
+        for name, client in reader.clients.items():
+            base = ("nodes", reader.name, "clients", name)
+            if name in topology.nodes:
+                report(
+                    base,
+                    f"'{name}' is the name of a node, which calls gRPC services as itself; "
+                    "give the client a name of its own",
+                )
+            for index, call in enumerate(client.call):
+                path = base + ("call", index)
+                found = _GRPC_CALL.fullmatch(call)
+                if found is None:
+                    report(
+                        path,
+                        f"expected 'package.Service' or 'package.Service/Rpc', got {call!r}",
+                    )
+                elif found.group(1) not in services:
+                    report(
+                        path,
+                        f"{reader.name} serves no service '{found.group(1)}'; it serves "
+                        f"{' and '.join(services)}{did_you_mean(found.group(1), services)}",
+                    )
+            if client.certificate is not None and not (reader.tls and reader.tls.client_auth):
+                report(
+                    base + ("certificate",),
+                    f"a client certificate is asked for only over TLS with client_auth: give "
+                    f"'{reader.name}' a 'tls' with client_auth: true and the 'ca' that signed "
+                    "the client's certificate, or give the client a 'token'",
+                )
+            if client.token is not None and client.token.file is not None:
+                problem = path_problem(topology, client.token.file)
+                if problem:
+                    report(base + ("token", "file"), problem)
 
 
 GrpcCaller = ReaderNode | WriterNode | GatewayNode

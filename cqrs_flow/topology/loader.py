@@ -15,6 +15,7 @@ from cqrs_flow.topology.model import (
     Endpoint,
     Entity,
     GatewayNode,
+    GrpcClient,
     Limits,
     MongoSettings,
     MqttClient,
@@ -270,6 +271,7 @@ def _kind_node(name: str, kind: str | None, raw: dict[str, Any]) -> Node:
             mongodb=_mongodb(raw.get("mongodb")),
             write=_service(raw.get("write")),
             read=_service(raw.get("read")),
+            reflection=raw.get("reflection"),
         )
     if kind == "reader":
         return ReaderNode(
@@ -281,6 +283,18 @@ def _kind_node(name: str, kind: str | None, raw: dict[str, Any]) -> Node:
             plugins=_plugins(raw),
             tls=_tls(raw.get("tls")),
             client_tls=_client_tls(raw),
+            clients=frozen_map(
+                {
+                    client: GrpcClient(
+                        client,
+                        tuple(c.get("call") or ()),
+                        _secret(c.get("token")),
+                        c.get("certificate"),
+                    )
+                    for client, c in (raw.get("clients") or {}).items()
+                }
+            ),
+            reflection=raw.get("reflection"),
         )
     if kind == "writer":
         return WriterNode(

@@ -24,6 +24,7 @@ __all__ = [
     "Endpoint",
     "Entity",
     "GatewayNode",
+    "GrpcClient",
     "MongoSettings",
     "MqttClient",
     "MqttTls",
@@ -217,6 +218,35 @@ class SecretSource:
 
 
 @dataclass(frozen=True)
+class GrpcClient:
+    """A gRPC caller that is not a node of the system (a tool, another system's service): what
+    it may call on the node that declares it, and how it proves who it is: a bearer token read
+    where `token` says, or a TLS client certificate carrying the name `certificate`."""
+
+    name: str
+    call: tuple[str, ...] = ()  # 'package.Service' (each of its RPCs) or 'package.Service/Rpc'
+    token: SecretSource | None = None
+    certificate: str | None = None
+
+    @property
+    def grants(self) -> tuple[tuple[str, str | None], ...]:
+        """(service, RPC) for each entry of `call`; RPC None: each RPC of the service."""
+        return tuple((c.partition("/")[0], c.partition("/")[2] or None) for c in self.call)
+
+    def may_call(self, service: str, rpc: str) -> bool:
+        return any(s == service and r in (None, rpc) for s, r in self.grants)
+
+
+def _reflection(setting: bool | None, listens: tuple[tuple[str, Address], ...]) -> bool:
+    """Whether a gRPC node serves reflection: as set, else only when it listens on loopback."""
+    if setting is not None:
+        return setting
+    from cqrs_flow.topology.exposure import is_loopback
+
+    return all(is_loopback(address.host) for _, address in listens)
+
+
+@dataclass(frozen=True)
 class MongoSettings:
     """A store's MongoDB backend: where its connection URL is read, and the database to use."""
 
@@ -324,9 +354,14 @@ class StoreNode(Node):
     mongodb: MongoSettings | None = None  # with backend "mongodb"
     write: Service = Service("", Address("127.0.0.1", 50051))
     read: Service = Service("", Address("127.0.0.1", 50052))
+    reflection: bool | None = None  # None: see serves_reflection
 
     def service(self, side: str) -> Service:
         return self.write if side == "write" else self.read
+
+    @property
+    def serves_reflection(self) -> bool:
+        return _reflection(self.reflection, self.listens)
 
     @property
     def listens(self) -> tuple[tuple[str, Address], ...]:
@@ -343,10 +378,16 @@ class ReaderNode(Node):
     plugins: tuple[PluginRef, ...] = ()
     tls: TlsServer | None = None
     client_tls: TlsClient | None = None
+    clients: Mapping[str, GrpcClient] = dataclasses.field(default_factory=frozen_map)
+    reflection: bool | None = None  # None: see serves_reflection
 
     @property
     def dependencies(self) -> tuple[str, ...]:
         return (self.store.node,)
+
+    @property
+    def serves_reflection(self) -> bool:
+        return _reflection(self.reflection, self.listens)
 
     @property
     def listens(self) -> tuple[tuple[str, Address], ...]:
@@ -542,7 +583,9 @@ class Topology:
         return node
 
     def callers_of(self, node_name: str) -> dict[str, set[str]]:
-        """proto service name -> names of the nodes the topology wires to call it."""
+        """proto service name -> names of the nodes the topology wires to call it, and of the
+        outside clients a reader declares that may call some of its RPCs (which ones:
+        GrpcClient.may_call)."""
         node = self.nodes[node_name]
         callers: dict[str, set[str]] = {}
         if isinstance(node, StoreNode):
@@ -559,7 +602,11 @@ class Topology:
             callers[node.service] = {
                 g.name for g in self.nodes_of(GatewayNode) if g.reader == node.name
             }
-            callers[DOCUMENTS_SERVICE] = callers[node.service]
+            callers[DOCUMENTS_SERVICE] = set(callers[node.service])
+            for client in node.clients.values():  # outside callers: which RPCs, CallerCheck's
+                for service, _ in client.grants:
+                    if service in callers:
+                        callers[service].add(client.name)
         return callers
 
     def metrics_of(self, name: str, replica: int | None = None) -> Address | None:

@@ -600,6 +600,36 @@ ENTITY = Section(
     }
 )
 
+# A gRPC caller that is not a node of the system: a tool, another system's service.
+GRPC_CLIENT = Section(
+    {
+        "call": Field(
+            one_or_many(string),
+            required=True,
+            doc="what it may call on this node: 'package.Service' for every RPC of a service "
+            "the node serves (its own service, or cqrs_flow.Documents), or "
+            "'package.Service/Rpc' for one RPC",
+        ),
+        "token": Field(
+            secret_source,
+            doc="where its bearer token is read, {env: NAME} or {file: path} (never the token "
+            "itself); it sends the gRPC metadata 'authorization: Bearer <token>'",
+        ),
+        "certificate": Field(
+            string,
+            doc="the name in the TLS client certificate it presents (subject common name or a "
+            "DNS name); needs this node's tls with client_auth",
+        ),
+    },
+    one_of=("token", "certificate"),
+)
+
+REFLECTION = Field(
+    boolean,
+    doc="serve gRPC server reflection (grpcurl list, Postman) to anyone who reaches the port "
+    "(default: on when the node listens on loopback only, off otherwise)",
+)
+
 STORE = Section(
     {
         "kind": Field(string, required=True),
@@ -652,6 +682,7 @@ STORE = Section(
         "mongodb": Field(MONGODB, doc="the MongoDB backend's settings (with backend: mongodb)"),
         "write": Field(SERVICE, required=True, doc="the write service"),
         "read": Field(SERVICE, required=True, doc="the read service"),
+        "reflection": REFLECTION,
     },
     one_of=("entities", "document"),
 )
@@ -674,6 +705,13 @@ READER = Section(
             CLIENT_TLS, doc="certificate this node presents to gRPC services with client_auth"
         ),
         "plugins": PLUGINS,
+        "clients": Field(
+            MapOf(GRPC_CLIENT, key=name),
+            default={},
+            doc="gRPC clients besides the system's nodes (tools, other systems): client name "
+            "-> what it may call and how it proves who it is",
+        ),
+        "reflection": REFLECTION,
     }
 )
 

@@ -11,9 +11,13 @@ from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import grpc
+from google.protobuf import descriptor_pb2, descriptor_pool
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from google.protobuf.message import DecodeError, Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2
+from grpc_reflection.v1alpha.reflection import SERVICE_NAME as REFLECTION_SERVICE
+from grpc_reflection.v1alpha.reflection import enable_server_reflection
 
 from cqrs_flow.errors import NodeError
 from cqrs_flow.protobuf.compiler import ProtoSet
@@ -46,6 +50,7 @@ Handler = Callable[[Any, Context], Awaitable[Message | bytes]]
 
 # Requests and responses beyond this size are refused with RESOURCE_EXHAUSTED.
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+HEALTH_SERVICE = "grpc.health.v1.Health"
 # Trailing metadata of an UNAVAILABLE answer: which node behind the callee is away (e.g. "store").
 UNAVAILABLE_PEER = "x-cqrs-flow-unavailable"
 
@@ -103,7 +108,7 @@ def service_handler(
     for name, handler in handlers.items():
         method = service.methods_by_name[name]
         request_class = None if name in forward else protos.class_of(method.input_type)
-        guarded = _guarded(service.full_name, handler, check, request_class)
+        guarded = _guarded(service.full_name, name, handler, check, request_class)
         methods[name] = grpc.unary_unary_rpc_method_handler(
             observed(service.full_name, name, guarded),  # gets the bytes as they came
             response_serializer=None
@@ -114,7 +119,11 @@ def service_handler(
 
 
 def _guarded(
-    service: str, handler: Handler, check: CallerCheck | None, request_class: type[Message] | None
+    service: str,
+    rpc: str,
+    handler: Handler,
+    check: CallerCheck | None,
+    request_class: type[Message] | None,
 ) -> Handler:
     """`handler` behind the caller check, given the request decoded (as `request_class`; None:
     the bytes as they came). A caller the topology does not wire to the service is refused
@@ -124,10 +133,7 @@ def _guarded(
     type_name = request_class.DESCRIPTOR.full_name if request_class is not None else ""
 
     async def guarded(request: bytes, context: Context) -> Message | bytes:
-        if (
-            check is not None
-            and (refusal := check.refusal(service, context.invocation_metadata())) is not None
-        ):
+        if check is not None and (refusal := _refusal(check, service, rpc, context)) is not None:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, refusal)
         if request_class is None:
             return await handler(request, context)
@@ -143,6 +149,11 @@ def _guarded(
     return guarded
 
 
+def _refusal(check: CallerCheck, service: str, rpc: str, context: Context) -> str | None:
+    """Why the caller check refuses this call, if it does (see CallerCheck.refusal)."""
+    return check.refusal(service, context.invocation_metadata(), rpc, context.auth_context)
+
+
 class _Unserved(_GenericHandler):
     """Calls of methods a server does not serve: refused like a served method would be to a
     caller who may not call it, UNIMPLEMENTED for one who may (so that an unknown caller learns
@@ -152,16 +163,13 @@ class _Unserved(_GenericHandler):
         self._check = check
 
     def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[Any, Any]:
-        service = details.method.lstrip("/").partition("/")[0]
-        refusal = self._check.refusal(service, details.invocation_metadata)
-        code, message = (
-            (grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
-            if refusal is None
-            else (grpc.StatusCode.PERMISSION_DENIED, refusal)
-        )
+        service, _, rpc = details.method.lstrip("/").partition("/")
 
         async def refuse(request: bytes, context: Context) -> None:
-            await context.abort(code, message)
+            refusal = _refusal(self._check, service, rpc, context)
+            if refusal is None:
+                await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, refusal)
 
         return grpc.unary_unary_rpc_method_handler(refuse)
 
@@ -171,12 +179,16 @@ async def start_server(
     handlers: Sequence[grpc.GenericRpcHandler[Any, Any]],
     check: CallerCheck | None = None,
     credentials: grpc.ServerCredentials | None = None,
+    reflection: tuple[ProtoSet, Sequence[str]] | None = None,
 ) -> grpc.aio.Server:
     """Start a gRPC server on `listen` with the standard health service (the readiness probe; it
     needs no credentials and holds little for a caller, see HealthService); over TLS with
     `credentials` (cqrs_flow.transport.tls.server_credentials).
 
-    `check` is the one the `handlers` were made with; it also answers calls of other methods."""
+    `check` is the one the `handlers` were made with; it also answers calls of other methods.
+    With `reflection` (the protos and the names of the services `handlers` serve), the server
+    also serves gRPC server reflection of those services, to any caller: what grpcurl and
+    Postman list and describe."""
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -187,6 +199,10 @@ async def start_server(
     server.add_generic_rpc_handlers(tuple(handlers))
     health_service = HealthService()
     health_pb2_grpc.add_HealthServicer_to_server(health_service, server)
+    if reflection is not None:
+        protos, services = reflection
+        names = (*services, HEALTH_SERVICE, REFLECTION_SERVICE)
+        enable_server_reflection(names, server, pool=_reflection_pool(protos))
     if check is not None:
         server.add_generic_rpc_handlers((_Unserved(check),))  # last: consulted when no other serves
     try:
@@ -203,6 +219,22 @@ async def start_server(
         await server.stop(None)
         raise
     return server
+
+
+def _reflection_pool(protos: ProtoSet) -> descriptor_pool.DescriptorPool:
+    """The protos, and those of the health and reflection services, for reflection to describe
+    every service it lists."""
+    pool = descriptor_pool.DescriptorPool()
+    names = set()
+    for file in descriptor_pb2.FileDescriptorSet.FromString(protos.path.read_bytes()).file:
+        pool.Add(file)
+        names.add(file.name)
+    for module in (health_pb2, reflection_pb2):
+        if module.DESCRIPTOR.name not in names:
+            file = descriptor_pb2.FileDescriptorProto()
+            module.DESCRIPTOR.CopyToProto(file)
+            pool.Add(file)
+    return pool
 
 
 def _bind_error(listen: Address) -> str:

@@ -26,6 +26,8 @@ from cqrs_flow.nodes.gateway.commands import STATUS_SDL, SUBSCRIPTION_SDL
 from cqrs_flow.nodes.gateway.cursors import Cursors
 from cqrs_flow.nodes.gateway.delivery import Delivery
 from cqrs_flow.nodes.gateway.finder import Finder
+from cqrs_flow.nodes.gateway.introspection import MODULE as INTROSPECTION
+from cqrs_flow.nodes.gateway.introspection import serve_user_types
 from cqrs_flow.nodes.gateway.limits import LimitExceeded
 from cqrs_flow.nodes.gateway.refusals import NOT_FOUND, REQUEST_ID, Refused, coerced, internal
 from cqrs_flow.plugins import GatewayPlugin, Rejected
@@ -34,7 +36,7 @@ from cqrs_flow.protobuf.messages import get_path, set_path
 from cqrs_flow.topology.model import Limits
 from cqrs_flow.transport.rpc import UNAVAILABLE_PEER, ServiceClient
 
-__all__ = ["Resolvers"]
+__all__ = ["Resolvers", "served_sdl"]
 
 GENERATORS = {"uuid": lambda: str(uuid.uuid4())}
 _FINDER = "cqrs_flow.finder"  # where a request's Finder is kept in its context
@@ -78,16 +80,13 @@ class Resolvers:
     async def engine(self, plan: GatewayPlan, name: str) -> Any:
         """A tartiflette engine for `plan`'s schema, its fields resolved here."""
         schema_name = f"{name}#{next(_ENGINES)}"
-        sdl = plan.schema.text
+        sdl = served_sdl(plan)
         if "commandStatus" not in plan.schema.queries:
-            sdl += STATUS_SDL.format(query_type=plan.schema.query_type)
             Resolver(f"{plan.schema.query_type}.commandStatus", schema_name=schema_name)(
                 self._command_status
             )
             subscription = plan.schema.subscription_type
             if subscription is not None:
-                keyword = "extend" if subscription in plan.schema.object_fields else ""
-                sdl += SUBSCRIPTION_SDL.format(keyword=keyword, subscription_type=subscription)
                 Subscription(f"{subscription}.commandSettled", schema_name=schema_name)(
                     self._command_settled
                 )
@@ -110,7 +109,11 @@ class Resolvers:
             )
         # tartiflette annotates error_coercer as a plain function, but takes only a coroutine one.
         coercer = cast(Callable[[Exception, dict[str, Any]], dict[str, Any]], self._coerce_error)
-        return await create_engine(sdl, schema_name=schema_name, error_coercer=coercer)
+        engine = await create_engine(
+            sdl, schema_name=schema_name, error_coercer=coercer, modules=[INTROSPECTION]
+        )
+        serve_user_types(engine._schema, sdl)  # the baked schema: tartiflette names it so
+        return engine
 
     async def _command_status(
         self, parent: Any, args: dict[str, Any], ctx: Any, info: Any
@@ -344,6 +347,21 @@ class Resolvers:
                     "INTERNAL",
                     status=500,
                 ) from None
+
+
+def served_sdl(plan: GatewayPlan) -> str:
+    """The SDL of the schema a gateway serves: the user's, with the list, filter and relation
+    types the document plans add (already in `plan.schema.text`), and commandStatus and
+    commandSettled unless the schema defines commandStatus itself. Nothing else: the engine's
+    own additions are hidden (introspection.py)."""
+    sdl = plan.schema.text
+    if "commandStatus" not in plan.schema.queries:
+        sdl += STATUS_SDL.format(query_type=plan.schema.query_type)
+        subscription = plan.schema.subscription_type
+        if subscription is not None:
+            keyword = "extend" if subscription in plan.schema.object_fields else ""
+            sdl += SUBSCRIPTION_SDL.format(keyword=keyword, subscription_type=subscription)
+    return sdl
 
 
 def _connection(

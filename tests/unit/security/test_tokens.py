@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 
@@ -18,7 +19,9 @@ from cqrs_flow.security.tokens import (
     derive_token,
     launch_environment,
     new_secret,
+    outside_callers,
 )
+from cqrs_flow.topology.model import GrpcClient, frozen_map
 
 SECRET = "0123456789abcdef" * 4
 
@@ -331,3 +334,145 @@ def test_refused_tokens_are_not_remembered(shipped, monkeypatch):
             check.refusal("contacts.ContactWriteService", metadata("writer", "forged")) is not None
         )
     assert len(hashed) == 3
+
+
+# -- outside clients of a reader ----------------------------------------------------------------
+
+OUTSIDE = """\
+    clients:
+      crm-sync:
+        call: [contacts.ContactReader/GetContact, cqrs_flow.Documents]
+        token: {env: CRM_SYNC_TOKEN}
+"""
+READER_LINE = "    plugins: [plugins.contacts.ReverseName]   # answers ReverseName\n"
+CRM_TOKEN = "crm-sync-token-0123456789"
+
+
+@pytest.fixture
+def outside(edit, parse):
+    """The shipped topology with two outside clients on its reader: one with a token, one with
+    a certificate (added to the model: in a file it needs the reader's mutual TLS, and files)."""
+    topology = parse(edit((READER_LINE, READER_LINE + OUTSIDE)))
+    reader = topology.nodes["reader"]
+    reports = GrpcClient(
+        "reports", ("contacts.ContactReader/ListContacts",), certificate="reports.example.com"
+    )
+    clients = frozen_map({**reader.clients, "reports": reports})
+    return topology.with_node(dataclasses.replace(reader, clients=clients))
+
+
+def outside_check(topology) -> CallerCheck:
+    env = {ENV_SECRET: SECRET, "CRM_SYNC_TOKEN": CRM_TOKEN}
+    return CallerCheck(
+        topology.callers_of("reader"),
+        credentials_from_env(topology, "reader", env),
+        outside_callers(topology, "reader", env),
+    )
+
+
+def bearer(token: str) -> tuple:
+    return (("authorization", f"Bearer {token}"),)
+
+
+def test_outside_tokens_are_read_at_start_and_kept_as_hashes(outside, tmp_path):
+    callers = outside_callers(outside, "reader", {"CRM_SYNC_TOKEN": f"  {CRM_TOKEN}\n"})
+    assert callers["crm-sync"].token_digest == digest(CRM_TOKEN)
+    assert callers["reports"].token_digest is None
+    assert CRM_TOKEN not in repr(callers)
+    with pytest.raises(
+        NodeError, match=r"nodes\.reader\.clients\.crm-sync\.token .*CRM_SYNC_TOKEN"
+    ):
+        outside_callers(outside, "reader", {})
+    assert outside_callers(outside, "store", {}) == {}
+
+
+def test_outside_clients_get_no_node_token(outside):
+    # Node tokens go to nodes only: an outside client proves itself with its own credential.
+    callers = json.loads(launch_environment(outside, "reader", SECRET)[ENV_CALLERS])
+    assert set(callers) == {"gateway"}
+
+
+def test_a_bearer_token_lets_its_client_call_what_it_lists_and_nothing_else(outside):
+    check = outside_check(outside)
+    crm = bearer(CRM_TOKEN)
+    assert check.refusal("contacts.ContactReader", crm, "GetContact") is None
+    assert check.refusal("cqrs_flow.Documents", crm, "Find") is None
+    assert check.refusal("contacts.ContactReader", crm, "ListContacts") == (
+        "client 'crm-sync' may not call contacts.ContactReader/ListContacts: its 'call' in the "
+        "topology does not list it"
+    )
+    for wrong in (bearer("forged"), bearer(CRM_TOKEN[:-1]), (("authorization", CRM_TOKEN),)):
+        assert check.refusal("contacts.ContactReader", wrong, "GetContact") == (
+            "the bearer token is not one of an outside client this node accepts"
+        )
+    # lower-case scheme and bytes, as some clients send them
+    assert (
+        check.refusal(
+            "contacts.ContactReader",
+            (("authorization", b"bearer " + CRM_TOKEN.encode()),),
+            "GetContact",
+        )
+        is None
+    )
+    # the nodes' way in is unchanged, and an outside client's name is no node's
+    assert (
+        check.refusal(
+            "contacts.ContactReader",
+            metadata("gateway", derive_token(SECRET, "gateway")),
+            "GetContact",
+        )
+        is None
+    )
+    assert check.refusal(
+        "contacts.ContactReader", metadata("crm-sync", CRM_TOKEN), "GetContact"
+    ) == NOT_KNOWN.format(caller="crm-sync")
+
+
+def test_a_matched_bearer_token_is_hashed_once(outside, monkeypatch):
+    import cqrs_flow.security.tokens as auth
+
+    check = outside_check(outside)
+    hashed = []
+    digest_of = auth.digest
+    monkeypatch.setattr(auth, "digest", lambda token: hashed.append(token) or digest_of(token))
+    for _ in range(3):
+        assert check.refusal("contacts.ContactReader", bearer(CRM_TOKEN), "GetContact") is None
+    for _ in range(2):
+        assert check.refusal("contacts.ContactReader", bearer("forged"), "GetContact") is not None
+    assert len(hashed) == 3  # once for the good token, every time for a refused one
+
+
+def test_a_client_certificate_names_its_client(outside):
+    check = outside_check(outside)
+    asked = []
+
+    def peer(names: dict) -> object:
+        def context() -> dict:
+            asked.append(names)
+            return names
+
+        return context
+
+    certified = peer({"x509_common_name": [b"reports.example.com"]})
+    assert check.refusal("contacts.ContactReader", (), "ListContacts", certified) is None
+    san = peer(
+        {"x509_common_name": [b"x"], "x509_subject_alternative_name": [b"reports.example.com"]}
+    )
+    assert check.refusal("contacts.ContactReader", (), "ListContacts", san) is None
+    assert check.refusal("contacts.ContactReader", (), "GetContact", certified) == (
+        "client 'reports' may not call contacts.ContactReader/GetContact: its 'call' in the "
+        "topology does not list it"
+    )
+    stranger = peer({"x509_common_name": [b"node"]})  # a certificate the CA signed for a node
+    assert check.refusal(
+        "contacts.ContactReader", (), "ListContacts", stranger
+    ) == NOT_KNOWN.format(caller="(anonymous)")
+    asked.clear()  # a node's call or a bearer token never asks for the certificate
+    check.refusal("contacts.ContactReader", bearer(CRM_TOKEN), "GetContact", certified)
+    check.refusal(
+        "contacts.ContactReader",
+        metadata("gateway", derive_token(SECRET, "gateway")),
+        "GetContact",
+        certified,
+    )
+    assert asked == []

@@ -5,6 +5,9 @@ and malformed or oversized requests answered with the status that says so (a rea
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import importlib.util
+from pathlib import Path
 
 import grpc
 import pytest
@@ -17,11 +20,25 @@ from cqrs_flow.security.tokens import (
     credentials_from_env,
     derive_token,
 )
-from cqrs_flow.topology.model import Address
+from cqrs_flow.topology.model import Address, SecretSource
 from cqrs_flow.topology.relocate import free_ports
 from cqrs_flow.transport.rpc import MAX_MESSAGE_BYTES, ServiceClient, service_handler, start_server
 
 SECRET = "fedcba9876543210" * 4
+
+
+def _certs():
+    """tests/e2e/certs.py: throwaway certificates made with openssl."""
+    path = Path(__file__).resolve().parents[2] / "e2e" / "certs.py"
+    spec = importlib.util.spec_from_file_location("e2e_certs", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_CERTS = _certs()
+make_ca, needs_openssl = _CERTS.make_ca, _CERTS.needs_openssl
 READ = "contacts.ContactReadService"
 
 
@@ -264,3 +281,182 @@ def test_oversized_request_is_resource_exhausted(shipped_protos):
     with pytest.raises(grpc.aio.AioRpcError) as exc:
         call_raw(shipped_protos, b"\x0a" + b"\x80" * (MAX_MESSAGE_BYTES + 10))
     assert exc.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+# -- outside clients and server reflection ----------------------------------------------------
+
+READER = "contacts.ContactReader"
+CRM_TOKEN = "crm-token-0123456789abcdef"
+
+
+def outside_reader(shipped, clients: dict) -> tuple:
+    """The shipped topology whose reader declares `clients`, and the reader's CallerCheck."""
+    from cqrs_flow.security.tokens import OutsideCaller, digest
+    from cqrs_flow.topology.model import GrpcClient, frozen_map
+
+    reader = shipped.nodes["reader"]
+    declared = {name: GrpcClient(name, *spec) for name, spec in clients.items()}
+    topology = shipped.with_node(dataclasses.replace(reader, clients=frozen_map(declared)))
+    outside = {
+        name: OutsideCaller(client, digest(CRM_TOKEN) if client.token else None)
+        for name, client in declared.items()
+    }
+    credentials = credentials_from_env(topology, "reader", {ENV_SECRET: SECRET})
+    return topology, CallerCheck(topology.callers_of("reader"), credentials, outside)
+
+
+async def serve_reader(protos, check, reflection=True, credentials=None):
+    """The reader's service and the document service, answering every RPC with an empty
+    response (the check decides who gets there), with or without reflection."""
+    handlers = []
+    for name in (READER, "cqrs_flow.Documents"):
+        service = protos.service(name)
+
+        def answer(response_class):
+            async def handler(request, context):
+                return response_class()
+
+            return handler
+
+        handlers.append(
+            service_handler(
+                protos,
+                service,
+                {m.name: answer(protos.class_of(m.output_type)) for m in service.methods},
+                check,
+            )
+        )
+    listen = Address("127.0.0.1", free_ports(1)[0])
+    served = (protos, (READER, "cqrs_flow.Documents")) if reflection else None
+    return listen, await start_server(listen, handlers, check, credentials, served)
+
+
+async def outcome(channel, method: str, metadata=()) -> grpc.StatusCode:
+    try:
+        await channel.unary_unary(method)(b"", metadata=metadata, timeout=5)
+    except grpc.aio.AioRpcError as exc:
+        return exc.code()
+    return grpc.StatusCode.OK
+
+
+def test_an_outside_client_with_a_bearer_token_calls_what_it_may(shipped, shipped_protos):
+    _, check = outside_reader(
+        shipped, {"crm": ((f"{READER}/GetContact", "cqrs_flow.Documents"), SecretSource(env="T"))}
+    )
+    bearer = (("authorization", f"Bearer {CRM_TOKEN}"),)
+
+    async def main():
+        listen, server = await serve_reader(shipped_protos, check)
+        try:
+            async with grpc.aio.insecure_channel(listen.target) as channel:
+                return [
+                    await outcome(channel, f"/{READER}/GetContact", bearer),
+                    await outcome(channel, "/cqrs_flow.Documents/Find", bearer),
+                    await outcome(channel, f"/{READER}/ListContacts", bearer),
+                    await outcome(channel, f"/{READER}/GetContact"),
+                    await outcome(
+                        channel, f"/{READER}/GetContact", (("authorization", "Bearer x"),)
+                    ),
+                    await outcome(channel, f"/{READER}/NoSuchRpc", bearer),
+                ]
+        finally:
+            await server.stop(None)
+
+    assert asyncio.run(main()) == [
+        grpc.StatusCode.OK,
+        grpc.StatusCode.OK,
+        grpc.StatusCode.PERMISSION_DENIED,  # not in its `call`
+        grpc.StatusCode.PERMISSION_DENIED,  # anonymous
+        grpc.StatusCode.PERMISSION_DENIED,  # a token of nobody's
+        grpc.StatusCode.PERMISSION_DENIED,  # nor is an RPC the server does not have
+    ]
+
+
+async def reflected(target: str, request) -> object:
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    async with grpc.aio.insecure_channel(target) as channel:
+        stream = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo()
+        await stream.write(reflection_pb2.ServerReflectionRequest(**request))
+        await stream.done_writing()
+        return await stream.read()
+
+
+def test_reflection_lists_and_describes_the_services_to_anyone(shipped, shipped_protos):
+    from google.protobuf import descriptor_pb2
+
+    _, check = outside_reader(shipped, {})
+
+    async def main():
+        listen, server = await serve_reader(shipped_protos, check)
+        try:
+            listed = await reflected(listen.target, {"list_services": ""})
+            files = {}
+            for symbol in (READER, "cqrs_flow.Documents", "grpc.health.v1.Health"):
+                found = await reflected(listen.target, {"file_containing_symbol": symbol})
+                files[symbol] = found
+            return listed, files
+        finally:
+            await server.stop(None)
+
+    listed, files = asyncio.run(main())
+    assert {s.name for s in listed.list_services_response.service} == {
+        READER,
+        "cqrs_flow.Documents",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+    }
+    for symbol, answer in files.items():
+        assert answer.WhichOneof("message_response") == "file_descriptor_response", symbol
+        described = [
+            descriptor_pb2.FileDescriptorProto.FromString(raw)
+            for raw in answer.file_descriptor_response.file_descriptor_proto
+        ]
+        services = {f"{f.package}.{s.name}" for f in described for s in f.service}
+        assert symbol in services
+
+
+def test_without_reflection_it_is_refused_like_any_other_unknown_service(shipped, shipped_protos):
+    _, check = outside_reader(shipped, {})
+
+    async def main():
+        listen, server = await serve_reader(shipped_protos, check, reflection=False)
+        try:
+            return await reflected(listen.target, {"list_services": ""})
+        finally:
+            await server.stop(None)
+
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        asyncio.run(main())
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+@needs_openssl
+def test_an_outside_client_with_a_certificate_is_known_by_its_name(
+    shipped, shipped_protos, tmp_path
+):
+    make_ca(tmp_path, "ca")
+    # make_ca signs a client certificate named "node"
+    _, check = outside_reader(shipped, {"tool": ((f"{READER}/ListContacts",), None, "node")})
+    read = lambda name: (tmp_path / name).read_bytes()  # noqa: E731
+    server_credentials = grpc.ssl_server_credentials(
+        [(read("server.key"), read("server.pem"))],
+        root_certificates=read("ca.pem"),
+        require_client_auth=True,
+    )
+    channel_credentials = grpc.ssl_channel_credentials(
+        read("ca.pem"), read("node.key"), read("node.pem")
+    )
+
+    async def main():
+        listen, server = await serve_reader(shipped_protos, check, credentials=server_credentials)
+        try:
+            async with grpc.aio.secure_channel(listen.target, channel_credentials) as channel:
+                return [
+                    await outcome(channel, f"/{READER}/ListContacts"),
+                    await outcome(channel, f"/{READER}/GetContact"),
+                ]
+        finally:
+            await server.stop(None)
+
+    assert asyncio.run(main()) == [grpc.StatusCode.OK, grpc.StatusCode.PERMISSION_DENIED]
