@@ -62,6 +62,28 @@ def test_gql_fetches_the_schema_and_checks_queries_against_it(matrix, known):
     assert not {"Date", "DateTime", "Time"} & set(schema.type_map)
 
 
+def test_gql_pages_a_relay_list_checked_against_the_downloaded_schema(matrix, known):
+    import gql
+    from gql.transport.aiohttp import AIOHTTPTransport
+
+    page = gql.gql(
+        'query($after: String) { contacts(first: 1, after: $after, where: {name: {eq: "Known"}})'
+        " { totalCount edges { cursor node { id name } } pageInfo { hasNextPage endCursor } } }"
+    )
+
+    async def run():
+        client = gql.Client(
+            transport=AIOHTTPTransport(url=matrix.gateway.url), fetch_schema_from_transport=True
+        )
+        async with client as session:
+            return (await session.execute(page))["contacts"]
+
+    contacts = asyncio.run(run())
+    assert contacts["totalCount"] == 1
+    assert [edge["node"] for edge in contacts["edges"]] == [known]
+    assert contacts["pageInfo"]["hasNextPage"] is False and contacts["pageInfo"]["endCursor"]
+
+
 def test_gql_over_websocket_is_told_when_a_command_is_applied(matrix):
     import gql
     from gql.transport.websockets import WebsocketsTransport
