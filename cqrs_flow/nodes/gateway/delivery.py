@@ -55,11 +55,13 @@ class Delivery:
     def connected(self) -> bool:
         return bool(self.mqtt.is_connected)
 
-    async def publish(self, plan: MutationPlan, command: Message, key: str | None) -> str | None:
-        """Publish a mutation's command; its command id, None if the plan gives it none (then it
-        is not kept in the outbox). Refused, and nothing is published, when the broker is
-        unavailable, the outbox is full, the command cannot be kept in it or is larger than
-        `command_bytes`."""
+    async def publish(
+        self, plan: MutationPlan, command: Message, key: str | None, subject: str = ""
+    ) -> str | None:
+        """Publish a mutation's command (asked for by the caller `subject`, "" without a token);
+        its command id, None if the plan gives it none (then it is not kept in the outbox).
+        Refused, and nothing is published, when the broker is unavailable, the outbox is full,
+        the command cannot be kept in it or is larger than `command_bytes`."""
         if not self.mqtt.is_connected:
             raise Refused(
                 "the broker is unavailable; nothing was queued", "UNAVAILABLE", status=503
@@ -86,7 +88,7 @@ class Delivery:
             raise Refused(
                 "the gateway cannot record commands; nothing was queued", "INTERNAL", status=500
             ) from None
-        self.book.queued(command_id, plan.command, key)
+        self.book.queued(command_id, plan.command, key, subject)
         self.mqtt.publish(plan.topic, payload, qos=1)
         return command_id
 
