@@ -888,7 +888,7 @@ ROLE_LIMITS = Section(
         "depth": Field(positive_int, doc="deepest nesting of fields (default: limits.depth)"),
         "cost": Field(positive_int, doc="largest cost of one operation (default: limits.cost)"),
     },
-    doc="the gateway's limits for this role, where tighter or looser than its own",
+    doc="tighter limits for this role (the gateway's own limits hold for every caller)",
 )
 
 ROLE = Section(

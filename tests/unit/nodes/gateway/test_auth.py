@@ -441,3 +441,41 @@ def test_while_it_runs_rows_filters_values_and_command_statuses_follow_the_role(
     asyncio.run(run())
     off = GatewayAuth()
     assert off.rows() == {} and off.sees({"subject": "x"}) and not off.enabled
+
+
+def test_the_command_carries_the_callers_subject_set_by_the_gateway_never_by_the_client():
+    """examples/library's AddLoanRequest has a `subject` field (the topology's `subject` key):
+    the gateway fills it with the verified sub, and the command book records it."""
+    from cqrs_flow.contracts.gateway import gateway_plan
+    from cqrs_flow.nodes.gateway.delivery import Delivery
+    from cqrs_flow.nodes.gateway.outbox import Outbox
+    from cqrs_flow.nodes.gateway.resolvers import Resolvers
+    from cqrs_flow.protobuf.compiler import compile_protos
+    from cqrs_flow.topology.problems import Problems
+
+    from .fakes import FakeMqtt
+
+    library = load_topology(ROOT / "examples" / "library" / "topology.yaml")
+    protos = compile_protos(list(library.protos), library.root)
+    plan = gateway_plan(library, library.nodes["gateway"], protos, Problems(library.located))
+    assert plan is not None and plan.mutations["lendBook"].subject_path == "subject"
+    mqtt = FakeMqtt(connected=True)
+
+    async def lend() -> Any:
+        delivery = Delivery(library.status_topic, mqtt, Outbox(60.0), logging.getLogger())
+        resolvers = Resolvers(None, [], delivery, 50, logging.getLogger())  # type: ignore[arg-type]
+        live = await resolvers.engine(plan, "subject-test")
+        CALLER.set(Caller("ada", None, {"sub": "ada"}))
+        result = await live.execute(
+            'mutation { lendBook(book_id: "b1", member: "ada", due: "2027-01-01") '
+            "{ status command_id } }"
+        )
+        return result["data"]["lendBook"], delivery.book
+
+    answer, book = asyncio.run(lend())
+    assert answer["status"] == "OK", answer
+    ((topic, payload),) = mqtt.published
+    assert topic == "library/loans/add"
+    command = protos.message_class("library.AddLoanRequest").FromString(payload)
+    assert (command.subject, command.command_id) == ("ada", answer["command_id"])
+    assert book.get(answer["command_id"])["subject"] == "ada"
