@@ -19,10 +19,25 @@ A plugin subclasses the base class of the node kind it serves:
 
 `start()` and `stop()` run with the node. A plugin that cannot be imported, is of the wrong
 kind, or raises, is reported with its name.
+
+Who is calling: inside a gateway's request (a hook such as before_publish, or anything a
+resolver calls), `caller()` is the request's Caller: the subject (`sub`) and role of its token
+and all its claims, verified by the gateway (topology key `auth`); an anonymous Caller (no
+subject, no claims) for a request without a token; None outside a request. It is a context
+variable set per request, so hooks keep their signatures:
+
+    from cqrs_flow.plugins import GatewayPlugin, Rejected, caller
+
+    class OnlyOwnNotes(GatewayPlugin):
+        async def before_publish(self, mutation, command, arguments):
+            who = caller()
+            if who is None or who.subject is None:
+                raise Rejected("sign in first")
 """
 
 from __future__ import annotations
 
+import contextvars
 import importlib
 import importlib.metadata
 import logging
@@ -42,7 +57,9 @@ if TYPE_CHECKING:
     from cqrs_flow.transport.rpc import ServiceClient
 
 __all__ = [
+    "CALLER",
     "ENTRY_POINT_GROUP",
+    "Caller",
     "GatewayPlugin",
     "Plugin",
     "PluginContext",
@@ -50,11 +67,46 @@ __all__ = [
     "ReaderPlugin",
     "Rejected",
     "WriterPlugin",
+    "caller",
     "load_plugin_class",
     "start_plugins",
 ]
 
 ENTRY_POINT_GROUP = "cqrs_flow.plugins"
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who sent the request being served: the `sub` of its token (None without a token), its
+    role under the gateway's rules (None when the gateway has no roles), every claim of the
+    token, and when the token expires (seconds since the epoch; None without a token)."""
+
+    subject: str | None = None
+    role: str | None = None
+    claims: Mapping[str, Any] = field(default_factory=dict)
+    expires: float | None = None
+
+    @property
+    def anonymous(self) -> bool:
+        return self.subject is None
+
+    def claim(self, path: str) -> Any:
+        """The claim at a dotted `path` (`org.id`), None if the token has none."""
+        value: Any = self.claims
+        for part in path.split("."):
+            if not isinstance(value, Mapping) or part not in value:
+                return None
+            value = value[part]
+        return value
+
+
+# The caller of the request being served; the gateway sets it per request (tasks inherit it).
+CALLER: contextvars.ContextVar[Caller | None] = contextvars.ContextVar("caller", default=None)
+
+
+def caller() -> Caller | None:
+    """The caller of the request being served (see the module); None outside a request."""
+    return CALLER.get()
 
 
 class PluginError(CqrsFlowError):

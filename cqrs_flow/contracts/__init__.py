@@ -34,15 +34,17 @@ def one_string(field: FieldDescriptor) -> bool:
     return field.type == FieldDescriptor.TYPE_STRING and not is_repeated(field)
 
 
-def command_id_misfit(request: Descriptor, name: str) -> str | None:
-    """Why the field `name` of `request` cannot hold a command id; None if it can or is absent."""
+def command_id_misfit(request: Descriptor, name: str, key: str = "command_id") -> str | None:
+    """Why the field `name` of `request` cannot hold a command id (with `key` "subject": the
+    caller's subject); None if it can or is absent."""
     field = request.fields_by_name.get(name)
     if field is None or one_string(field):
         return None
     what = "repeated" if is_repeated(field) else f"of type {proto_type(field)}"
+    holds = "the command id" if key == "command_id" else "the caller's subject"
     return (
-        f"{request.full_name}.{name} is {what}, but it holds the command id: make it a "
-        "string field, or name another field with the top-level key command_id"
+        f"{request.full_name}.{name} is {what}, but it holds {holds}: make it a "
+        f"string field, or name another field with the top-level key {key}"
     )
 
 

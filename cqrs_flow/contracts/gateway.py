@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import string
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TypeVar, cast
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from cqrs_flow.contracts import proto_type
+from cqrs_flow.contracts.auth import AuthPlan, auth_plan
 from cqrs_flow.contracts.documents import (
     DocumentPlans,
     EntityView,
@@ -68,6 +69,7 @@ class MutationPlan:
     not_found: str
     entity: str
     exists_entity: EntityView | None = None  # `exists: <Entity>`: looked up by the key
+    subject_path: str | None = None  # where the gateway puts the caller's subject
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,7 @@ class GatewayPlan:
     queries: dict[str, QueryPlan] = field(default_factory=dict)
     mutations: dict[str, MutationPlan] = field(default_factory=dict)
     documents: DocumentPlans = field(default_factory=DocumentPlans)
+    auth: AuthPlan | None = None  # the end-user rules; None: the gateway has no `auth`
 
 
 _FLOATS = (FieldDescriptor.TYPE_FLOAT, FieldDescriptor.TYPE_DOUBLE)
@@ -444,8 +447,10 @@ def gateway_plan(
             mutation.not_found,
             planned.entity.lower() or "entity",
             exists_entity,
+            planned.subject_path,
         )
-    return plan
+    writes = {name: mutation.entity for name, mutation in plan.mutations.items()}
+    return replace(plan, auth=auth_plan(topology, gateway, schema, documents, report, writes))
 
 
 _Mapping = TypeVar("_Mapping", Query, Mutation)

@@ -115,9 +115,13 @@ def store_plan(
                 report(rpc_path, str(exc))
                 continue
             if side == "write":  # the store reads each write's command id (nodes/store.py)
-                misfit = command_id_misfit(bound[rpc].method.input_type, topology.command_id)
-                if misfit is not None:
-                    report(rpc_path, misfit)
+                request = bound[rpc].method.input_type
+                for misfit in (
+                    command_id_misfit(request, topology.command_id),
+                    command_id_misfit(request, topology.subject, "subject"),
+                ):
+                    if misfit is not None:
+                        report(rpc_path, misfit)
         unmapped = sorted(set(descriptor.methods_by_name) - set(service.rpcs))
         if unmapped:
             report(

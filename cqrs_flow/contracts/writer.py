@@ -28,6 +28,7 @@ class CommandPlan:
     key_path: str | None  # where the entity key is in the request; None: no per-entity order
     command_id_path: str | None  # where the command id goes; None: the request has no such field
     entity: str = ""  # the entity it writes; commands keep their order per entity and key
+    subject_path: str | None = None  # where the caller's subject goes; None: no such field
 
 
 def command_plan(
@@ -71,8 +72,17 @@ def command_plan(
         key_path = find_field(request, entity.key)
     id_field = request.fields_by_name.get(topology.command_id)  # any other kind: store_plan says
     id_path = topology.command_id if id_field is not None and one_string(id_field) else None
+    subject_field = request.fields_by_name.get(topology.subject)
+    subject_path = topology.subject if subject_field and one_string(subject_field) else None
     return CommandPlan(
-        name, command.topic, command.rpc, protos.class_of(request), key_path, id_path, entity.name
+        name,
+        command.topic,
+        command.rpc,
+        protos.class_of(request),
+        key_path,
+        id_path,
+        entity.name,
+        subject_path,
     )
 
 

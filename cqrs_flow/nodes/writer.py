@@ -287,7 +287,8 @@ class WriterService(NodeService):
                 reason = await self._apply(plan, command, key)
             if reason is None:
                 self.metrics.applied.labels(topic).inc()
-                self._report(plan, command_id, key, "APPLIED", "")
+                subject = str(get_path(command, plan.subject_path)) if plan.subject_path else ""
+                self._report(plan, command_id, key, "APPLIED", "", subject)
             else:
                 self._set_aside(topic, payload, plan, command_id, key, reason, "not applied")
 
@@ -394,16 +395,25 @@ class WriterService(NodeService):
             self._report(plan, command_id, key, "FAILED", reason)
 
     def _report(
-        self, plan: CommandPlan, command_id: str, key: str, state: str, reason: str
+        self,
+        plan: CommandPlan,
+        command_id: str,
+        key: str,
+        state: str,
+        reason: str,
+        subject: str = "",
     ) -> None:
-        """Tell the gateways what became of a command (they answer commandStatus with it).
+        """Tell the gateways what became of a command (they answer commandStatus with it), and
+        who asked for it (`subject`, from the command's subject field) when the command says.
         Reports go out in batches, every STATUS_INTERVAL or STATUS_BATCH reports: one broker
         message per command on top of the command itself halved what the embedded broker carried."""
         if not command_id:
             return
-        self.statuses.append(
-            {"id": command_id, "state": state, "command": plan.name, "key": key, "reason": reason}
-        )
+        report = {"id": command_id, "state": state, "command": plan.name, "key": key}
+        report["reason"] = reason
+        if subject:
+            report["subject"] = subject
+        self.statuses.append(report)
         if len(self.statuses) >= STATUS_BATCH and self.mqtt.is_connected:
             self._flush_statuses()
         else:

@@ -59,11 +59,18 @@ def exposure_warnings(topology: Topology) -> list[Problem]:
             )
     for gateway in topology.nodes_of(GatewayNode):
         if not is_loopback(gateway.listen.host):
+            unauthenticated = (
+                "; and it runs WITHOUT authentication: every caller may run every query and "
+                "mutation on every document; add an 'auth' section (end-user tokens and rules "
+                "per role, docs/SECURITY.md)"
+                if gateway.auth is None
+                else ""
+            )
             warn(
                 ("nodes", gateway.name, "listen"),
                 gateway.listen,
                 "the gateway serves GraphQL over plain HTTP to anyone; put a reverse proxy "
-                "with TLS (and authentication, if not every caller may write) in front of it",
+                f"with TLS in front of it{unauthenticated}",
             )
         if "*" in gateway.cors_origins:
             warnings(

@@ -214,6 +214,33 @@ _SCALARS: dict[str, Callable[[], Schema]] = {
     "endpoint": _endpoint,
     "host_name": lambda: _pattern("_HOST_NAME"),
     "origin": lambda: {"anyOf": [{"const": "*"}, _pattern("_ORIGIN")]},
+    "claim": lambda: _pattern("_CLAIM"),
+    "operation_names": lambda: {
+        "anyOf": [
+            {"type": "string", "pattern": r"^(\*|[_A-Za-z]\w*)$"},
+            {"type": "array", "items": {"type": "string", "pattern": r"^(\*|[_A-Za-z]\w*)$"}},
+        ],
+        "examples": [["books", "book"], "*"],
+    },
+    # exactly one of file and url
+    "jwks_source": lambda: {
+        "anyOf": [
+            {
+                "type": "object",
+                "required": ["file"],
+                "additionalProperties": False,
+                "properties": {"file": {"type": "string", "minLength": 1}},
+                "examples": [{"file": "keys/jwks.json"}],
+            },
+            {
+                "type": "object",
+                "required": ["url"],
+                "additionalProperties": False,
+                "properties": {"url": _pattern("_JWKS_URL")},
+                "examples": [{"url": "https://auth.example.com/.well-known/jwks.json"}],
+            },
+        ]
+    },
     # exactly one of env and file
     "secret_source": lambda: {
         "anyOf": [

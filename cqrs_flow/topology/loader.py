@@ -10,6 +10,7 @@ from cqrs_flow.errors import Problem, TopologyError
 from cqrs_flow.topology import spec
 from cqrs_flow.topology.model import (
     Address,
+    Auth,
     BrokerNode,
     Command,
     Endpoint,
@@ -27,6 +28,9 @@ from cqrs_flow.topology.model import (
     Rate,
     ReaderNode,
     Relation,
+    Role,
+    RoleEntity,
+    RoleLimits,
     SecretSource,
     Service,
     StoreNode,
@@ -100,6 +104,7 @@ def _build(data: dict[str, Any], path: Path, located: LocatedData) -> Topology:
         nodes=frozen_map(nodes),
         entities=frozen_map(entities),
         command_id=data["command_id"],
+        subject=data["subject"],
         status=data.get("status_topic"),
         secret=_secret(data.get("secret")),
         plugin_path=tuple(Path(p) for p in data["plugin_path"] or ()),
@@ -214,6 +219,50 @@ def _endpoint(value: tuple[str, str] | None) -> Endpoint:
 def _limits(raw: dict[str, Any]) -> Limits:
     rate = raw.get("rate")
     return Limits(**{**raw, "rate": Rate(**rate) if rate and rate.get("requests") else None})
+
+
+def _auth(raw: dict[str, Any] | None) -> Auth | None:
+    if not raw:
+        return None
+    jwks = raw.get("jwks") or {}
+    return Auth(
+        issuer=raw.get("issuer") or "",
+        audience=tuple(raw.get("audience") or ()),
+        jwks_file=_path(jwks.get("file")),
+        jwks_url=jwks.get("url"),
+        secret=_secret(raw.get("secret")),
+        algorithms=tuple(raw["algorithms"] or ()),
+        leeway=raw["leeway"],
+        role_claim=raw["role_claim"],
+        default_role=raw.get("default_role"),
+        anonymous=raw.get("anonymous"),
+        roles=frozen_map({name: _role(name, r) for name, r in (raw.get("roles") or {}).items()}),
+        jwks_max_age=raw["jwks_max_age"],
+        jwks_min_interval=raw["jwks_min_interval"],
+    )
+
+
+def _role(name: str, raw: dict[str, Any]) -> Role:
+    limits = raw.get("limits") or {}
+    return Role(
+        name=name,
+        queries=tuple(raw["queries"] or ()),
+        mutations=tuple(raw["mutations"] or ()),
+        subscriptions=tuple(raw["subscriptions"] or ()),
+        entities=frozen_map(
+            {
+                entity: RoleEntity(
+                    tuple(e["fields"]) if e.get("fields") is not None else None,
+                    frozen_map(e.get("rows")),
+                )
+                for entity, e in (raw.get("entities") or {}).items()
+            }
+        ),
+        values=frozen_map(
+            {mutation: frozen_map(v) for mutation, v in (raw.get("values") or {}).items()}
+        ),
+        limits=RoleLimits(limits.get("depth"), limits.get("cost")),
+    )
 
 
 def _plugins(raw: dict[str, Any]) -> tuple[PluginRef, ...]:
@@ -355,6 +404,7 @@ def _kind_node(name: str, kind: str | None, raw: dict[str, Any]) -> Node:
             cors_origins=tuple((raw.get("cors") or {}).get("origins") or ()),
             trusted_proxies=tuple(raw.get("trusted_proxies") or ()),
             hosts=tuple(raw.get("hosts") or ()),
+            auth=_auth(raw.get("auth")),
             reader_timeout=raw["reader_timeout"],
             redeliver_after=raw.get("redeliver_after"),
             plugins=_plugins(raw),

@@ -19,6 +19,7 @@ from cqrs_flow.topology.yamlsource import LocatedData
 
 __all__ = [
     "Address",
+    "Auth",
     "BrokerNode",
     "Command",
     "Endpoint",
@@ -34,6 +35,9 @@ __all__ = [
     "Query",
     "ReaderNode",
     "Relation",
+    "Role",
+    "RoleEntity",
+    "RoleLimits",
     "SecretSource",
     "Service",
     "StoreNode",
@@ -460,6 +464,59 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class RoleEntity:
+    """What a role sees of an entity: the fields of its GraphQL type it may select (None: all),
+    and its row rule: document field -> claim the field must equal."""
+
+    fields: tuple[str, ...] | None = None
+    rows: Mapping[str, str] = dataclasses.field(default_factory=frozen_map)
+
+
+@dataclass(frozen=True)
+class RoleLimits:
+    """A role's own depth and cost limits (None: the gateway's)."""
+
+    depth: int | None = None
+    cost: int | None = None
+
+
+@dataclass(frozen=True)
+class Role:
+    """What callers of one role may do (topology key `auth.roles.<name>`): the root fields they
+    may run ('*': all), what they see of each entity, the claims mutation arguments must equal
+    (mutation -> argument -> claim), their limits."""
+
+    name: str
+    queries: tuple[str, ...] = ()
+    mutations: tuple[str, ...] = ()
+    subscriptions: tuple[str, ...] = ()
+    entities: Mapping[str, RoleEntity] = dataclasses.field(default_factory=frozen_map)
+    values: Mapping[str, Mapping[str, str]] = dataclasses.field(default_factory=frozen_map)
+    limits: RoleLimits = RoleLimits()
+
+
+@dataclass(frozen=True)
+class Auth:
+    """A gateway's end-user authentication (JWT) and authorization (topology key `auth`): where
+    the keys are (a JWKS file or URL, or a secret for HS256), what a token must say, and the
+    roles."""
+
+    issuer: str
+    audience: tuple[str, ...]
+    jwks_file: Path | None = None
+    jwks_url: str | None = None
+    secret: SecretSource | None = None
+    algorithms: tuple[str, ...] = _default(spec.AUTH, "algorithms")
+    leeway: float = _default(spec.AUTH, "leeway")
+    role_claim: str = _default(spec.AUTH, "role_claim")
+    default_role: str | None = None
+    anonymous: str | None = None  # None: every request needs a token
+    roles: Mapping[str, Role] = dataclasses.field(default_factory=frozen_map)
+    jwks_max_age: float = _default(spec.AUTH, "jwks_max_age")
+    jwks_min_interval: float = _default(spec.AUTH, "jwks_min_interval")
+
+
+@dataclass(frozen=True)
 class GatewayNode(Node):
     kind: str = "gateway"
     listen: Address = Address(*_default(spec.GATEWAY, "listen"))
@@ -475,6 +532,7 @@ class GatewayNode(Node):
     cors_origins: tuple[str, ...] = ()  # none: browsers on other origins may not call the gateway
     trusted_proxies: tuple[str, ...] = ()  # networks whose X-Forwarded-For names the caller
     hosts: tuple[str, ...] = ()  # names clients reach it by, besides its listen address
+    auth: Auth | None = None  # None: no end-user tokens, every caller may do everything
     reader_timeout: float = _default(spec.GATEWAY, "reader_timeout")
     redeliver_after: float | None = None  # None: see Topology.redeliver_after
     plugins: tuple[PluginRef, ...] = ()
@@ -511,6 +569,7 @@ class Topology:
     nodes: Mapping[str, Node]
     entities: Mapping[str, Entity] = dataclasses.field(default_factory=frozen_map)
     command_id: str = _default(spec.TOPOLOGY, "command_id")
+    subject: str = _default(spec.TOPOLOGY, "subject")  # the request field of the caller's sub
     status: str | None = None  # as written; see status_topic
     secret: SecretSource | None = None
     plugin_path: tuple[Path, ...] = tuple(map(Path, _default(spec.TOPOLOGY, "plugin_path")))

@@ -52,9 +52,9 @@ def free_port_run(count: int, tries: int = 50) -> int:
 
 def relocate(source: Path, target: Path, overrides: Mapping[str, Any] | None = None) -> Path:
     """Write a copy of topology `source` to `target` with every listener (metrics too) on a
-    free 127.0.0.1 port, and its protos, schemas and plugin modules copied beside it;
-    `overrides` then set keys by dotted path, e.g. {"nodes.writer.delay": "200ms"} (paths
-    they give, such as a store's `data`, are relative to `target`)."""
+    free 127.0.0.1 port, and its protos, schemas, JWKS files and plugin modules copied beside
+    it; `overrides` then set keys by dotted path, e.g. {"nodes.writer.delay": "200ms"} (paths
+    they give, such as a store's `data`, are relative to `target`; None takes a key out)."""
     source = Path(source)
     data = yaml.safe_load(source.read_text())
     here = target.parent
@@ -88,12 +88,18 @@ def relocate(source: Path, target: Path, overrides: Mapping[str, Any] | None = N
     for node in data["nodes"].values():
         if "schema" in node:
             node["schema"] = copied(node["schema"])
+        jwks = (node.get("auth") or {}).get("jwks") or {}
+        if "file" in jwks:
+            jwks["file"] = copied(jwks["file"])
     for path, value in (overrides or {}).items():
         place = data
         *parents, last = path.split(".")
         for part in parents:
             place = place[part]
-        place[last] = value
+        if value is None:
+            place.pop(last, None)  # None takes the key out (e.g. a gateway's auth)
+        else:
+            place[last] = value
     for module in _plugin_modules(data):
         _copy_module(module, plugin_path, here)
     target.write_text(yaml.safe_dump(data, sort_keys=False))

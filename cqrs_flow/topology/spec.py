@@ -881,6 +881,174 @@ LIMITS = Section(
     filled=True,
 )
 
+# End-user tokens (JWT): what the gateway accepts, and what each role may do.
+JWT_ALGORITHMS = ("RS256", "ES256", "EdDSA", "HS256")
+_CLAIM = re.compile(r"^[A-Za-z_][A-Za-z0-9_:-]*(\.[A-Za-z_][A-Za-z0-9_:-]*)*$")
+_JWKS_URL = re.compile(
+    r"^(https://[^\s/?#]+|http://(127\.0\.0\.1|localhost|\[::1\])(:\d+)?)(/[^\s#]*)?$"
+)
+
+
+def claim(value: Any) -> str:
+    """A claim of an end-user token, by name or dotted path: sub, role, org.id."""
+    if isinstance(value, str) and _CLAIM.fullmatch(value):
+        return value
+    raise Invalid(f"expected the name of a token claim such as sub or org.id, got {_show(value)}")
+
+
+def operation_names(value: Any) -> tuple[str, ...]:
+    """GraphQL root fields a role may run: a list of names, one name, or '*' for all."""
+    values = value if isinstance(value, list) else [value]
+    for item in values:
+        if not isinstance(item, str) or not (item == "*" or re.fullmatch(r"[_A-Za-z]\w*", item)):
+            raise Invalid(
+                f"expected GraphQL field names such as [books, book], or '*' for all, "
+                f"got {_show(item)}"
+            )
+    return tuple(values)
+
+
+def jwks_source(value: Any) -> dict[str, str]:
+    """{file: path} or {url: https://...}: where the gateway reads the public keys (a JWKS)."""
+    if not isinstance(value, dict) or len(value) != 1 or next(iter(value)) not in ("file", "url"):
+        keys = ", ".join(map(str, value)) if isinstance(value, dict) else _show(value)
+        hint = (
+            did_you_mean(next(iter(value)), ("file", "url"))
+            if isinstance(value, dict) and value
+            else ""
+        )
+        raise Invalid(
+            f"expected {{file: path}} (a JWKS file in the project) or {{url: https://...}} "
+            f"(the issuer's JWKS), got {keys}{hint}"
+        )
+    ((kind, where),) = value.items()
+    if kind == "url" and not (isinstance(where, str) and _JWKS_URL.fullmatch(where)):
+        raise Invalid(
+            f"url: expected an https:// URL (http:// only on this machine: 127.0.0.1, "
+            f"localhost, [::1]), got {_show(where)}"
+        )
+    if kind == "file" and not (isinstance(where, str) and where):
+        raise Invalid(f"file: expected a path relative to the topology file, got {_show(where)}")
+    return {kind: where}
+
+
+ROLE_ENTITY = Section(
+    {
+        "fields": Field(
+            one_or_many(string),
+            doc="the fields of the entity's GraphQL type the role may select (its relations "
+            "too); any other is refused (FORBIDDEN). Default: all",
+        ),
+        "rows": Field(
+            MapOf(claim, key=string),
+            default={},
+            doc="document field -> claim: the role sees only the documents whose field equals "
+            "the token's claim (e.g. {member: sub}), in every list, lookup, relation and "
+            "exists check, applied in the store's query; the field must be indexed",
+        ),
+    },
+    doc="what a role sees of an entity",
+)
+
+ROLE_LIMITS = Section(
+    {
+        "depth": Field(positive_int, doc="deepest nesting of fields (default: limits.depth)"),
+        "cost": Field(positive_int, doc="largest cost of one operation (default: limits.cost)"),
+    },
+    doc="tighter limits for this role (the gateway's own limits hold for every caller)",
+)
+
+ROLE = Section(
+    {
+        "queries": Field(
+            operation_names, default=(), doc="Query fields the role may run ('*': all)"
+        ),
+        "mutations": Field(
+            operation_names, default=(), doc="Mutation fields the role may run ('*': all)"
+        ),
+        "subscriptions": Field(
+            operation_names, default=(), doc="Subscription fields the role may run ('*': all)"
+        ),
+        "entities": Field(
+            MapOf(ROLE_ENTITY, key=name),
+            default={},
+            doc="entity -> the fields the role may see and the documents (rows) it sees",
+        ),
+        "values": Field(
+            MapOf(MapOf(claim, key=string), key=string),
+            default={},
+            doc="mutation -> {argument: claim}: the argument must equal the token's claim "
+            "(e.g. lendBook: {member: sub}), else FORBIDDEN",
+        ),
+        "limits": Field(ROLE_LIMITS, doc="depth and cost limits of this role"),
+    },
+    doc="what callers of one role may do",
+)
+
+AUTH = Section(
+    {
+        "jwks": Field(
+            jwks_source,
+            doc="the public keys tokens are signed with: {file: path} (a JWKS file in the "
+            "project) or {url: https://...} (the issuer's JWKS, cached)",
+        ),
+        "secret": Field(
+            secret_source,
+            doc="HS256 only: where the shared secret is read, {env: NAME} or {file: path} "
+            "(at least 32 bytes); never the secret itself",
+        ),
+        "algorithms": Field(
+            one_or_many(one_of(*JWT_ALGORITHMS)),
+            default=("RS256", "ES256", "EdDSA"),
+            doc="the signature algorithms accepted; any other (and 'none') is refused",
+        ),
+        "issuer": Field(string, required=True, doc="the `iss` every token must have"),
+        "audience": Field(
+            one_or_many(string),
+            required=True,
+            doc="the `aud` a token must name (one of these)",
+        ),
+        "leeway": Field(
+            parse_duration,
+            default=30.0,
+            doc="clock skew allowed when checking `exp` and `nbf`",
+        ),
+        "role_claim": Field(
+            claim,
+            default="role",
+            doc="the claim that names the caller's role (a string, or a list: the first "
+            "that is a role here)",
+        ),
+        "default_role": Field(
+            name,
+            doc="the role of a token whose role claim names no role here (default: none, "
+            "such a token is refused, FORBIDDEN)",
+        ),
+        "anonymous": Field(
+            name,
+            doc="the role of a request without a token (default: none, every request needs "
+            "a token, UNAUTHENTICATED)",
+        ),
+        "roles": Field(
+            MapOf(ROLE, key=name),
+            default={},
+            doc="role -> what its callers may do (none: every valid token may do everything)",
+        ),
+        "jwks_max_age": Field(
+            positive_duration,
+            default=600.0,
+            doc="keys read from a JWKS URL are fetched again when older than this",
+        ),
+        "jwks_min_interval": Field(
+            positive_duration,
+            default=30.0,
+            doc="a token naming a key id not in the JWKS makes the gateway fetch the URL "
+            "again, at most once per this long",
+        ),
+    },
+    doc="end-user authentication (JWT) and authorization rules per role",
+)
+
 CORS = Section(
     {
         "origins": Field(
@@ -931,6 +1099,11 @@ GATEWAY = Section(
         ),
         "cors": Field(
             CORS, default=None, doc="browser pages on other origins allowed to call the gateway"
+        ),
+        "auth": Field(
+            AUTH,
+            doc="end-user tokens (JWT) and what each role may do (default: none, every "
+            "caller may run every operation)",
         ),
         "hosts": Field(
             one_or_many(host_name),
@@ -989,6 +1162,13 @@ TOPOLOGY = Section(
             default="command_id",
             doc="request field the gateway puts each command's id in, where the request "
             "message has such a field (the store then applies each id once)",
+        ),
+        "subject": Field(
+            name,
+            default="subject",
+            doc="request field the gateway puts the caller's subject in (the `sub` of its "
+            "token; empty without one), where the request message has such a field, so "
+            "that writer, store and command status know who asked",
         ),
         "status_topic": Field(
             topic,

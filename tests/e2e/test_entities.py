@@ -52,7 +52,7 @@ def library(request, tmp_path_factory) -> System:
         tmp_path_factory.mktemp("entities"),
         source=EXAMPLE / "topology.yaml",
         stop_timeout="3s",
-        **{"nodes.writer.delay": "100ms", **durable},
+        **{"nodes.writer.delay": "100ms", "nodes.gateway.auth": None, **durable},
     )
     system = System(topology, env={"CQRS_FLOW_LOG_LEVEL": "DEBUG"}).start()
     yield system
@@ -222,7 +222,7 @@ def test_a_dangling_non_null_relation_is_a_clear_error_not_a_500(tmp_path):
             tmp_path,
             source=copy / "topology.yaml",
             stop_timeout="3s",
-            **{"nodes.writer.delay": "50ms"},
+            **{"nodes.writer.delay": "50ms", "nodes.gateway.auth": None},
         )
     ).start()
     try:

@@ -46,7 +46,8 @@ def library(tmp_path_factory) -> System:
         tmp_path_factory.mktemp("library"),
         source=EXAMPLE / "topology.yaml",
         stop_timeout="3s",
-        **{"nodes.writer.delay": f"{int(DELAY * 1000)}ms"},
+        # its rules (auth) are tests/e2e/test_library_auth.py's: here every caller may write
+        **{"nodes.writer.delay": f"{int(DELAY * 1000)}ms", "nodes.gateway.auth": None},
     )
     system = System(topology).start()
     yield system

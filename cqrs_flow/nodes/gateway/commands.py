@@ -24,6 +24,8 @@ type CommandStatus {{
   key: String
   "Why it failed."
   reason: String
+  "Who asked for it: the subject (sub) of the caller's token; null without one."
+  subject: String
 }}
 
 extend type {query_type} {{
@@ -65,9 +67,16 @@ class CommandBook:
             if not waiters:
                 self._waiters.pop(command_id, None)
 
-    def queued(self, command_id: str, command: str, key: str | None) -> None:
+    def queued(self, command_id: str, command: str, key: str | None, subject: str = "") -> None:
         self._put(
-            {"id": command_id, "state": "QUEUED", "command": command, "key": key, "reason": None}
+            {
+                "id": command_id,
+                "state": "QUEUED",
+                "command": command,
+                "key": key,
+                "reason": None,
+                "subject": subject or None,
+            }
         )
 
     def heard(self, payload: bytes) -> list[str] | None:
@@ -86,12 +95,15 @@ class CommandBook:
         ):
             return None
         for report in reports:
+            queued = self._entries.get(report["id"]) or {}
             entry = {
                 "id": report["id"],
                 "state": report["state"],
                 "command": report.get("command"),
                 "key": report.get("key") or None,
                 "reason": report.get("reason") or None,
+                # who asked: as the writer read it from the command, else as this gateway knew it
+                "subject": report.get("subject") or queued.get("subject") or None,
             }
             self._put(entry)
             for waiter in self._waiters.pop(entry["id"], []):

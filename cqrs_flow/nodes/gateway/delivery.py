@@ -59,10 +59,12 @@ class Delivery:
     def connected(self) -> bool:
         return bool(self.mqtt.is_connected)
 
-    async def publish(self, plan: MutationPlan, command: Message, key: str | None) -> str | None:
+    async def publish(
+        self, plan: MutationPlan, command: Message, key: str | None, subject: str = ""
+    ) -> str | None:
         """Publish a mutation's command (see _publish_command), counted by topic and outcome."""
         try:
-            command_id = await self._publish_command(plan, command, key)
+            command_id = await self._publish_command(plan, command, key, subject)
         except Refused as refused:
             self.metrics.refused.labels(plan.topic, refused.code.lower()).inc()
             raise
@@ -86,12 +88,12 @@ class Delivery:
                 self.mqtt.publish(topic, tracing.wrap(payload, parent), qos=1)
 
     async def _publish_command(
-        self, plan: MutationPlan, command: Message, key: str | None
+        self, plan: MutationPlan, command: Message, key: str | None, subject: str
     ) -> str | None:
-        """Publish a mutation's command; its command id, None if the plan gives it none (then it
-        is not kept in the outbox). Refused, and nothing is published, when the broker is
-        unavailable, the outbox is full, the command cannot be kept in it or is larger than
-        `command_bytes`."""
+        """Publish a mutation's command (asked for by the caller `subject`, "" without a token);
+        its command id, None if the plan gives it none (then it is not kept in the outbox).
+        Refused, and nothing is published, when the broker is unavailable, the outbox is full,
+        the command cannot be kept in it or is larger than `command_bytes`."""
         if not self.mqtt.is_connected:
             raise Refused(
                 "the broker is unavailable; nothing was queued", "UNAVAILABLE", status=503
@@ -118,7 +120,7 @@ class Delivery:
             raise Refused(
                 "the gateway cannot record commands; nothing was queued", "INTERNAL", status=500
             ) from None
-        self.book.queued(command_id, plan.command, key)
+        self.book.queued(command_id, plan.command, key, subject)
         self._send(plan.topic, payload)
         return command_id
 

@@ -6,12 +6,16 @@ cqrs_flow.Documents/Find call to the reader. Every lookup of an entity in the ba
 query with all their keys. Resolving a relation for N parents thus costs one call per relation
 level of the query, not N: the resolvers of one level run side by side (tartiflette gathers
 them) and all ask before the batch goes.
+
+`rows` are the caller's row rules (auth.py): entity -> (field, value) conditions added to every
+query about that entity the Finder sends (pages, lookups, relations, exists), so the store
+answers only the documents the caller may see, and pages and counts stay right.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 import grpc
@@ -21,7 +25,7 @@ from cqrs_flow.contracts.documents import EntityView
 from cqrs_flow.protobuf.conversions import data_converter
 from cqrs_flow.transport.rpc import ServiceClient
 
-__all__ = ["Finder"]
+__all__ = ["Finder", "add_condition"]
 
 # Turns of the event loop with nothing new asked after which the batch goes: the resolvers of
 # one level start over a few turns (each list item is a task of its own).
@@ -36,8 +40,10 @@ class Finder:
         documents: ServiceClient,
         entities: dict[str, EntityView],
         refusal: Callable[[grpc.aio.AioRpcError], Exception],
+        rows: Mapping[str, Sequence[tuple[str, Any]]] | None = None,
     ) -> None:
         self._documents = documents
+        self._rows = rows or {}
         self._entities = entities
         self._refusal = refusal
         self._request_class: Any = documents.request_class("Find")  # made from the protos
@@ -101,6 +107,9 @@ class Finder:
             query = request.queries.add()
             query.entity = entity
             query.keys.extend(waiting)
+        for query in request.queries:
+            for field_name, value in self._rows.get(query.entity, ()):
+                add_condition(query, field_name, "eq", [value])
         futures = [f for _, f in pages]
         try:
             self.calls += 1
@@ -132,3 +141,19 @@ class Finder:
             for key, future in waiting.items():
                 if not future.done():
                     future.set_result(found.get(key))
+
+
+def add_condition(query: Any, field_name: str, op: str, values: list[Any]) -> None:
+    """Add `field_name op values` to a cqrs_flow.Query."""
+    condition = query.where.add()
+    condition.field, condition.op = field_name, op
+    for value in values:
+        item = condition.values.add()
+        if isinstance(value, bool):
+            item.flag = value
+        elif isinstance(value, int):
+            item.integer = value
+        elif isinstance(value, float):
+            item.number = value
+        else:
+            item.text = str(value)

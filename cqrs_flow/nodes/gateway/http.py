@@ -62,6 +62,7 @@ from typing import Any
 
 from aiohttp import web, web_response
 
+from cqrs_flow.nodes.gateway.auth import UNAUTHENTICATED, GatewayAuth, bearer
 from cqrs_flow.nodes.gateway.limits import RequestGate, caller_of
 from cqrs_flow.nodes.gateway.refusals import (
     REQUEST_ID,
@@ -115,8 +116,10 @@ class GraphQLHttp:
         playground: str | None,
         broker_connected: Callable[[], bool],
         log: logging.Logger,
+        auth: GatewayAuth | None = None,
     ) -> None:
         self.node = node
+        self.auth = auth or GatewayAuth()  # who calls (auth.py); none: anonymous, no rules
         self.engine = engine
         self.gate = gate
         self.playground = playground
@@ -167,7 +170,9 @@ class GraphQLHttp:
                     status=204,
                     headers={
                         "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
-                        "Access-Control-Allow-Headers": f"Content-Type, {REQUEST_ID_HEADER}",
+                        "Access-Control-Allow-Headers": (
+                            f"Authorization, Content-Type, {REQUEST_ID_HEADER}"
+                        ),
                         "Access-Control-Max-Age": "600",
                     },
                 )
@@ -175,6 +180,8 @@ class GraphQLHttp:
                 response = await handler(request)
         except Refused as refused:
             response = http_answer(refused, request_id, answer_type(request.headers.get("Accept")))
+            if refused.code == UNAUTHENTICATED:
+                response.headers["WWW-Authenticate"] = 'Bearer realm="graphql"'
         except web.HTTPException as exc:  # aiohttp's own answers: 404, 405, ...
             exc.headers[REQUEST_ID_HEADER] = request_id
             raise
@@ -224,10 +231,10 @@ class GraphQLHttp:
                     "ORIGIN_REFUSED",
                     status=403,
                 )
-            caller = self._caller(request)
+            caller = self._address(request)  # the token comes in connection_init
             with self.gate.connected(caller):  # refused before the upgrade: an HTTP answer fits
                 return await serve_websocket(
-                    request, self.engine, self.gate, REQUEST_ID.get(), caller
+                    request, self.engine, self.gate, REQUEST_ID.get(), caller, self.auth
                 )
         if "query" not in request.query and "extensions" not in request.query:
             if self.playground is not None and wants_html(request.headers.get("Accept")):
@@ -240,18 +247,23 @@ class GraphQLHttp:
                 'a GET runs a query given as its "query" parameter: /graphql?query={...}'
                 "&variables={...}; or send a POST with Content-Type: application/json"
             )
-        caller = self._caller(request)
+        caller = await self._caller(request)
         self.gate.pace(caller)
         query, variables, operation = _operation_of(_get_parameters(request.query))
         return await self._run(request, caller, query, variables, operation, "GET")
 
-    def _caller(self, request: web.Request) -> str:
-        """The key per-caller limits count by: the client's address (see caller_of)."""
+    def _address(self, request: web.Request) -> str:
+        """The client's address (see caller_of)."""
         forwarded = request.headers.get("X-Forwarded-For")
         return caller_of(request.remote, forwarded, self.trusted_proxies)
 
+    async def _caller(self, request: web.Request) -> str:
+        """Who calls (its token verified, auth.py), and the key per-caller limits count by."""
+        token = bearer(request.headers.get("Authorization")) if self.auth.enabled else None
+        return await self.auth.identify(token, self._address(request), self.gate)
+
     async def _post(self, request: web.Request) -> web.StreamResponse:
-        caller = self._caller(request)
+        caller = await self._caller(request)
         self.gate.pace(caller)  # before the body is even read
         _check_json_body(request.headers.get("Content-Type"))
         body = await _read_body(request, self.node.limits, self.log)
@@ -277,6 +289,7 @@ class GraphQLHttp:
         refusal = get_refusal(method, kind, decided=self.gate.costs is not None)
         if refusal is not None:
             raise refusal
+        self.auth.authorize(self.gate, query, operation, variables)  # the caller's role
         # Counted in flight from here: a client sending its body slowly holds a connection,
         # not a place.
         result = await self.gate.run(

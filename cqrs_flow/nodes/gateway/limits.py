@@ -38,6 +38,7 @@ __all__ = [
     "OperationTimeout",
     "RequestGate",
     "TooManyRequests",
+    "caller_key",
     "caller_of",
     "check_query",
     "check_text",
@@ -119,8 +120,8 @@ class _Share:
 class RequestGate:
     """One gateway's limits, applied to every request whether it came over HTTP or WebSocket.
 
-    Per-caller limits count by an opaque caller key: today the client's address (`caller_of`),
-    an authenticated user's id once the gateway has one."""
+    Per-caller limits count by an opaque caller key (`caller_key`): the subject of the
+    caller's token, or the client's address (`caller_of`) without one."""
 
     def __init__(
         self, limits: Limits, introspection: bool = True, costs: Costs | None = None
@@ -322,6 +323,12 @@ class RequestGate:
             left = self.sockets.pop(caller) - 1
             if left:
                 self.sockets[caller] = left
+
+
+def caller_key(address: str, subject: str | None = None) -> str:
+    """The key per-caller limits count a request by: the subject of its token when it has one
+    (a user is one caller wherever they connect from), else the client's address."""
+    return f"sub:{subject}" if subject else address
 
 
 def caller_of(peer: str | None, forwarded_for: str | None, trusted_proxies: tuple[Any, ...]) -> str:

@@ -22,10 +22,12 @@ from tartiflette import Resolver, Subscription, TartifletteError, create_engine
 
 from cqrs_flow.contracts.documents import ConnectionPlan, EntityView, LookupPlan
 from cqrs_flow.contracts.gateway import Call, GatewayPlan, MutationPlan, QueryPlan
+from cqrs_flow.nodes.gateway.auth import GatewayAuth
 from cqrs_flow.nodes.gateway.commands import STATUS_SDL, SUBSCRIPTION_SDL
 from cqrs_flow.nodes.gateway.cursors import Cursors
 from cqrs_flow.nodes.gateway.delivery import Delivery
 from cqrs_flow.nodes.gateway.finder import Finder
+from cqrs_flow.nodes.gateway.finder import add_condition as _condition
 from cqrs_flow.nodes.gateway.introspection import MODULE as INTROSPECTION
 from cqrs_flow.nodes.gateway.introspection import serve_user_types
 from cqrs_flow.nodes.gateway.limits import LimitExceeded
@@ -66,7 +68,9 @@ class Resolvers:
         documents: ServiceClient | None = None,
         cursors: Cursors | None = None,
         page_size: int = Limits.page_size,
+        auth: GatewayAuth | None = None,
     ) -> None:
+        self.auth = auth or GatewayAuth()  # the caller's rules (auth.py); none: no rules
         self.reader = reader
         self.plugins = plugins
         self.delivery = delivery
@@ -118,11 +122,15 @@ class Resolvers:
     async def _command_status(
         self, parent: Any, args: dict[str, Any], ctx: Any, info: Any
     ) -> dict[str, Any] | None:
-        return self.delivery.book.get(args["id"])
+        entry = self.delivery.book.get(args["id"])
+        return entry if self.auth.sees(entry) else None  # a caller's own commands only
 
     async def _command_settled(
         self, parent: Any, args: dict[str, Any], ctx: Any, info: Any
     ) -> AsyncIterator[dict[str, Any]]:
+        if not self.auth.sees(self.delivery.book.get(args["id"])):
+            yield {"commandSettled": None}
+            return
         yield {"commandSettled": await self.delivery.book.settled(args["id"])}
 
     async def _coerce_error(self, exception: Exception, error: dict[str, Any]) -> dict[str, Any]:
@@ -204,8 +212,11 @@ class Resolvers:
     def _mutation_resolver(self, plan: MutationPlan) -> Any:
         async def resolve(parent: Any, args: dict[str, Any], ctx: Any, info: Any) -> dict[str, Any]:
             key: str | None = None
+            self.auth.check_values(plan.field, args)  # FORBIDDEN: a GraphQL error, not ERROR
             try:
                 command = _build(plan.request, plan.arguments, args)
+                if plan.subject_path:  # who asked, as the gateway verified it; never the client's
+                    set_path(command, plan.subject_path, self.auth.subject())
                 for path, generator in plan.generate.items():
                     if not get_path(command, path):
                         set_path(command, path, GENERATORS[generator]())
@@ -218,7 +229,7 @@ class Resolvers:
                     if found is None:
                         raise Refused(plan.not_found.format_map(words), NOT_FOUND)
                 await self._before_publish(plan, command, args)
-                command_id = await self.delivery.publish(plan, command, key)
+                command_id = await self.delivery.publish(plan, command, key, self.auth.subject())
             except Refused as refused:
                 return {"status": "ERROR", "message": refused.message, "id": key}
             return {
@@ -235,7 +246,7 @@ class Resolvers:
         finder = ctx.get(_FINDER) if isinstance(ctx, dict) else None
         if finder is None:
             assert self.documents is not None, "a gateway with document plans has the service"
-            finder = Finder(self.documents, self.entities, self._refusal)
+            finder = Finder(self.documents, self.entities, self._refusal, self.auth.rows())
             if isinstance(ctx, dict):
                 ctx[_FINDER] = finder
         return finder
@@ -256,6 +267,7 @@ class Resolvers:
                     if value is not None:
                         _condition(query, field_name, op, value if op == "in" else [value])
             order = args.get("orderBy") or {}
+            self.auth.check_filter(entity, [*(args.get("where") or {}), order.get("field") or ""])
             if order.get("field"):
                 query.order_by = order["field"]
                 query.descending = order.get("direction") == "DESC"
@@ -383,22 +395,6 @@ def _connection(
         },
         "totalCount": total,
     }
-
-
-def _condition(query: Any, field_name: str, op: str, values: list[Any]) -> None:
-    """Add `field_name op values` to a cqrs_flow.Query."""
-    condition = query.where.add()
-    condition.field, condition.op = field_name, op
-    for value in values:
-        item = condition.values.add()
-        if isinstance(value, bool):
-            item.flag = value
-        elif isinstance(value, int):
-            item.integer = value
-        elif isinstance(value, float):
-            item.number = value
-        else:
-            item.text = str(value)
 
 
 def _selects(info: Any, name: str) -> bool:

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from cqrs_flow.contracts.gateway import gateway_plan
 from cqrs_flow.errors import NodeError
+from cqrs_flow.nodes.gateway.auth import GatewayAuth, Keys, Tokens
 from cqrs_flow.nodes.gateway.cost import Costs
 from cqrs_flow.nodes.gateway.cursors import Cursors
 from cqrs_flow.nodes.gateway.delivery import Delivery
@@ -48,6 +49,11 @@ class GatewayService(NodeService):
 
     async def _open(self, stack: contextlib.AsyncExitStack) -> None:
         plan = self.contract(gateway_plan)
+        auth = GatewayAuth()
+        if plan.auth is not None:  # end-user tokens: keys read (and fetched) before serving
+            keys = Keys.of(plan.auth.auth, self.topology, f"nodes.{self.node.name}.auth")
+            await keys.start()
+            auth = GatewayAuth(plan.auth, Tokens(plan.auth.auth, keys))
         reader_node = self.topology.nodes[self.node.reader]
         broker = self.topology.nodes[self.node.broker]
         assert isinstance(reader_node, ReaderNode) and isinstance(broker, BrokerNode)
@@ -98,6 +104,7 @@ class GatewayService(NodeService):
             documents=documents,
             cursors=Cursors(self.credentials.token if self.credentials else new_secret()),
             page_size=self.node.limits.page_size,
+            auth=auth,
         )
         engine = await resolvers.engine(plan, f"cqrs-flow:{self.topology.name}:{self.node.name}")
         connections = frozenset(f"{c.entity.name}Connection" for c in plan.documents.connections)
@@ -108,7 +115,7 @@ class GatewayService(NodeService):
             playground = playground_page(self.topology.name, plan.schema.example_query())
         observed = ObservedEngine(engine, self.metrics)
         http = GraphQLHttp(
-            self.node, observed, gate, playground, lambda: delivery.connected, self.log
+            self.node, observed, gate, playground, lambda: delivery.connected, self.log, auth
         )
         app = http.app()
         app.middlewares.insert(0, observe_http(self.metrics))  # outside every other
@@ -130,10 +137,11 @@ class GatewayService(NodeService):
         except OSError as exc:
             raise NodeError(listen_error(self.node.name, "http", self.node.listen, exc)) from None
         self.log.info(
-            "GraphQL on %s (reader %s, broker %s)",
+            "GraphQL on %s (reader %s, broker %s; %s)",
             self.node.url,
             reader_node.listen,
             broker.address,
+            _auth_summary(plan.auth.auth if plan.auth else None),
         )
 
     def _observe(self, delivery: Delivery, outbox: Outbox, reader: ServiceClient) -> None:
@@ -165,6 +173,15 @@ class GatewayService(NodeService):
         """Run `work` in the background (spawn) until what comes after it on `stack` is released."""
         task = self.spawn(work, name)
         stack.push_async_callback(_cancel, task)
+
+
+def _auth_summary(auth: Any) -> str:
+    """What the start-up line says of end-user tokens."""
+    if auth is None:
+        return "no end-user tokens: every caller may run every operation"
+    keys = auth.jwks_url or (f"JWKS {auth.jwks_file}" if auth.jwks_file else "an HS256 secret")
+    anonymous = f"anonymous role {auth.anonymous}" if auth.anonymous else "a token required"
+    return f"tokens of {auth.issuer} checked against {keys}, {anonymous}"
 
 
 async def _cancel(task: asyncio.Task[Any]) -> None:

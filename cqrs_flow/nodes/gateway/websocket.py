@@ -13,6 +13,12 @@ socket (1009); an operation over a limit (its cost, the caller's rate) is answer
 `error` message; queries and mutations count towards limits.in_flight and the caller's
 limits.per_caller_in_flight, run within limits.timeout, and an answer larger than
 limits.response_bytes is replaced by an error.
+
+Who calls: connection_init's payload carries the token (`{"Authorization": "Bearer <JWT>"}`;
+the upgrade's Authorization header serves a client that cannot send a payload). A token that is
+refused (or none, where the gateway needs one) closes the socket with 4403; a valid one makes
+the connection's caller (auth.py) for every operation on it, and the socket is closed (4403)
+when the token expires.
 """
 
 from __future__ import annotations
@@ -20,12 +26,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from cqrs_flow.nodes.gateway.auth import GatewayAuth, bearer, token_of_init
 from cqrs_flow.nodes.gateway.limits import RequestGate
 from cqrs_flow.nodes.gateway.refusals import Refused, error_entry, internal, with_request_id
+from cqrs_flow.plugins import CALLER
 from cqrs_flow.telemetry import current
 
 __all__ = ["PROTOCOL", "serve_websocket"]
@@ -38,7 +47,12 @@ log = logging.getLogger("cqrs_flow.gateway")
 
 
 async def serve_websocket(
-    request: web.Request, engine: Any, gate: RequestGate, request_id: str, caller: str
+    request: web.Request,
+    engine: Any,
+    gate: RequestGate,
+    request_id: str,
+    caller: str,
+    auth: GatewayAuth | None = None,
 ) -> web.WebSocketResponse:
     """Answer one WebSocket: operations of `caller` run on `engine` within `gate`'s limits."""
     ws = web.WebSocketResponse(
@@ -53,7 +67,9 @@ async def serve_websocket(
     metrics.websockets_opened.inc()
     metrics.websockets.inc()
     try:
-        await _Connection(ws, engine, {"request": request}, gate, request_id, caller).run()
+        connection = _Connection(ws, engine, {"request": request}, gate, request_id, caller)
+        connection.auth = auth or GatewayAuth()
+        await connection.run()
     finally:
         metrics.websockets.dec()
     return ws
@@ -79,6 +95,8 @@ class _Connection:
         self.operations: dict[str, asyncio.Task[None]] = {}
         self.closing: asyncio.Task[bool] | None = None  # a close on a timeout (init or idle)
         self.idle_timer: asyncio.TimerHandle | None = None
+        self.auth = GatewayAuth()
+        self.expiry: asyncio.TimerHandle | None = None  # closes the socket when the token expires
 
     async def run(self) -> None:
         init_timer = asyncio.get_running_loop().call_later(INIT_TIMEOUT, self._init_timeout)
@@ -90,8 +108,9 @@ class _Connection:
                 await self._handle(message.data)
         finally:
             init_timer.cancel()
-            if self.idle_timer is not None:
-                self.idle_timer.cancel()
+            for timer in (self.idle_timer, self.expiry):
+                if timer is not None:
+                    timer.cancel()
             for task in self.operations.values():
                 task.cancel()
             await asyncio.gather(*self.operations.values(), return_exceptions=True)
@@ -133,6 +152,8 @@ class _Connection:
             if self.acknowledged:
                 await self.ws.close(code=4429, message=b"Too many initialisation requests")
                 return
+            if not await self._identify(message.get("payload")):
+                return
             self.acknowledged = True
             await self.ws.send_json({"type": "connection_ack"})
         elif kind == "ping":
@@ -148,6 +169,29 @@ class _Connection:
             self._watch_idle()
         else:
             await self.ws.close(code=4400, message=f"Unknown message type {kind!r}".encode()[:120])
+
+    async def _identify(self, payload: Any) -> bool:
+        """Make the connection's caller from connection_init's token (auth.py); close the
+        socket (4403) and say False if it is refused. Runs in the connection's task, so the
+        operations it starts inherit the caller."""
+        try:
+            header = self.context["request"].headers.get("Authorization")
+            token = token_of_init(payload) or (bearer(header) if self.auth.enabled else None)
+            self.caller = await self.auth.identify(token, self.caller, self.gate)
+        except Refused as refused:
+            await self.ws.close(code=4403, message=f"Forbidden: {refused.message}".encode()[:120])
+            return False
+        who = CALLER.get()
+        if who is not None and who.expires is not None and self.auth.plan is not None:
+            left = who.expires + self.auth.plan.auth.leeway - time.time()
+            self.expiry = asyncio.get_running_loop().call_later(max(left, 0), self._expired)
+        return True
+
+    def _expired(self) -> None:
+        if not self.ws.closed and self.closing is None:
+            self.closing = asyncio.ensure_future(
+                self.ws.close(code=4403, message=b"Forbidden: the token has expired")
+            )
 
     async def _subscribe(self, message: dict[str, Any]) -> None:
         if not self.acknowledged:
@@ -183,6 +227,9 @@ class _Connection:
         try:
             self.gate.pace(self.caller)
             cost = self.gate.check(payload["query"], payload["variables"], payload["operationName"])
+            self.auth.authorize(
+                self.gate, payload["query"], payload["operationName"], payload["variables"]
+            )
         except Refused as refused:
             await self._refuse(operation_id, refused)
             return

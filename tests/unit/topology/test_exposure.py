@@ -32,3 +32,22 @@ def test_listed_origins_are_not_warned_about(make_project):
         yaml=[(GATEWAY_LISTEN, GATEWAY_LISTEN + "    cors: {origins: [https://app.example]}\n")]
     )
     assert exposure_warnings(load_topology(path)) == []
+
+
+def test_a_gateway_beyond_loopback_without_authentication_is_warned_about(make_project):
+    path = make_project(yaml=[(GATEWAY_LISTEN, "    listen: 0.0.0.0:8080\n")])
+    (warning,) = exposure_warnings(load_topology(path))
+    assert warning.path == "nodes.gateway.listen"
+    assert "WITHOUT authentication: every caller may run every query" in warning.message
+
+
+def test_a_gateway_beyond_loopback_with_authentication_is_warned_about_plain_http_only(
+    make_project,
+):
+    auth = (
+        "    auth: {jwks: {url: 'https://auth.example/jwks.json'}, issuer: https://auth.example,"
+        " audience: contacts}\n"
+    )
+    path = make_project(yaml=[(GATEWAY_LISTEN, "    listen: 0.0.0.0:8080\n" + auth)])
+    (warning,) = exposure_warnings(load_topology(path))
+    assert "plain HTTP" in warning.message and "authentication" not in warning.message

@@ -23,9 +23,20 @@ def test_queued_then_applied():
         "command": "add_contact",
         "key": "k1",
         "reason": None,
+        "subject": None,
     }
     assert book.heard(report(id="c1", state="APPLIED", command="add_contact", key="k1", reason=""))
     assert book.get("c1")["state"] == "APPLIED"
+
+
+def test_who_asked_is_kept_from_the_queued_entry_or_taken_from_the_writers_report():
+    book = CommandBook()
+    book.queued("c1", "add_loan", "k1", "ada")
+    assert book.get("c1")["subject"] == "ada"
+    assert book.heard(report(id="c1", state="APPLIED", command="add_loan", key="k1", reason=""))
+    assert book.get("c1")["subject"] == "ada"  # the report did not say: as the gateway knew it
+    assert book.heard(report(id="c2", state="APPLIED", command="add_loan", subject="grace"))
+    assert book.get("c2")["subject"] == "grace"  # queued by another gateway
 
 
 def test_a_failure_keeps_its_reason_and_a_report_from_another_gateway_is_kept_too():

@@ -116,3 +116,31 @@ def test_a_failed_call_fails_every_waiter_with_the_refusal(protos):
 
     errors = asyncio.run(scenario())
     assert [str(e) for e in errors] == ["store away", "store away"]
+
+
+def test_the_callers_row_rules_go_into_every_query_about_their_entity(protos):
+    """auth.py's rows: pages and lookups of the entity carry the conditions; others do not."""
+    documents = FakeDocuments(protos, {"b1": {"id": "b1", "title": "T1"}})
+    view = EntityView("Book", protos.message_class("library.Book"), "id", {"id": "String"})
+    finder = Finder(
+        documents,  # type: ignore[arg-type]
+        {"Book": view, "Loan": view},
+        lambda exc: RuntimeError(exc.details()),
+        rows={"Book": [("shelf_owner", "ada"), ("year", 1990)]},
+    )
+
+    async def scenario() -> None:
+        await asyncio.gather(
+            finder.lookup("Book", "b1"),
+            finder.page(finder.new_query("Book")),
+            finder.page(finder.new_query("Loan")),
+        )
+
+    asyncio.run(scenario())
+    (request,) = documents.requests
+    conditions = {
+        (q.entity, bool(q.keys)): [(c.field, c.op, c.values[0].WhichOneof("kind")) for c in q.where]
+        for q in request.queries
+    }
+    rule = [("shelf_owner", "eq", "text"), ("year", "eq", "integer")]
+    assert conditions == {("Book", True): rule, ("Book", False): rule, ("Loan", False): []}
