@@ -95,11 +95,17 @@ def two_stores(tmp_path, database: str):
     second = copy.deepcopy(data["nodes"]["store"])
     second["collection"] = "store"  # the first store's collection (default: the node's name)
     taken = {int(str(node["listen"]).rsplit(":", 1)[-1]) for node in _listeners(data)}
-    write_port, read_port = free_ports(2)
-    while {write_port, read_port} & taken:  # a port the copy chose, free again since: choose anew
-        write_port, read_port = free_ports(2)
+    taken |= {
+        int(str(node["metrics"]).rsplit(":", 1)[-1])
+        for node in data["nodes"].values()
+        if node.get("metrics")
+    }
+    write_port, read_port, metrics_port = free_ports(3)
+    while {write_port, read_port, metrics_port} & taken:  # a port the copy chose: choose anew
+        write_port, read_port, metrics_port = free_ports(3)
     second["write"]["listen"] = f"127.0.0.1:{write_port}"
     second["read"]["listen"] = f"127.0.0.1:{read_port}"
+    second["metrics"] = f"127.0.0.1:{metrics_port}"
     data["nodes"]["store2"] = second
     data["nodes"]["reader"]["store"] = "store2.read"
     file.write_text(yaml.safe_dump(data, sort_keys=False))
