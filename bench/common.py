@@ -246,7 +246,7 @@ class StoreClient:
             for rpc, op in service.rpcs.items():
                 self._rpcs.setdefault(op, (side, rpc))
         self._stubs: dict[str, Any] = {}
-        self.contact = self.protos.message_class(store.document)
+        self.contact = self.protos.message_class(topology.entities_of(store)[0].document)
 
     def request(self, op: str, **fields: Any):
         side, rpc = self._rpcs[op]
