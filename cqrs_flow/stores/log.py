@@ -49,8 +49,8 @@ OPS = ("insert", "update", "delete")
 class Change:
     """One change, as the log keeps it. `op` says what happened to the key: insert (it had no
     document), update (it had one and has another), delete (it had one and has none).
-    `document` is the document after the change (None for a delete), `previous` the document a
-    delete removed (None otherwise); `at` is when it was made (seconds since the epoch)."""
+    `document` is the document after the change (None for a delete), `previous` the one before
+    (None for an insert); `at` is when it was made (seconds since the epoch)."""
 
     position: int
     collection: str

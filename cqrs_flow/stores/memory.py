@@ -267,8 +267,9 @@ class MemoryStore(DocumentStore):
         if key in self._documents:
             if not lww:
                 raise DuplicateKey(key)
+            previous = self._documents[key]
             self._replace(key, {**_copy(document), "_id": key})
-            self._logged("update", key, command)
+            self._logged("update", key, command, previous)
         else:
             self._put_new(key, document)
             self._logged("insert", key, command)
@@ -287,7 +288,7 @@ class MemoryStore(DocumentStore):
                 "_id": key,
             }  # a new dict: stored ones never change
             self._replace(key, updated)
-            self._logged("update", key, command)
+            self._logged("update", key, command, stored)
         elif lww:  # the update is the document's whole state
             self._put_new(key, fields)
             updated = self._documents[key]
@@ -319,8 +320,9 @@ class MemoryStore(DocumentStore):
             raise DuplicateKey(", ".join(taken))
         for key, document in documents.items():
             if key in self._documents:
+                previous = self._documents[key]
                 self._replace(key, {**_copy(document), "_id": key})
-                self._logged("update", key, command)
+                self._logged("update", key, command, previous)
             else:
                 self._put_new(key, document)
                 self._logged("insert", key, command)
@@ -347,8 +349,9 @@ class MemoryStore(DocumentStore):
             if key in self._documents:
                 self._logged("delete", key, None, self._remove(key))
         elif key in self._documents:
+            previous = self._documents[key]
             self._replace(key, {**_copy(document), "_id": key})
-            self._logged("update", key, None)
+            self._logged("update", key, None, previous)
         else:
             self._put_new(key, document)
             self._logged("insert", key, None)

@@ -416,7 +416,7 @@ class SqliteStore(DocumentStore):
             live = row is not None and row[1] is not None
             if live and not lww:
                 raise DuplicateKey(key)
-            self._write(c, key, document, text, command, keep_place=live)
+            self._write(c, key, document, text, command, keep_place=live, previous=row and row[1])
 
         await self.database.write(work)
 
@@ -434,7 +434,7 @@ class SqliteStore(DocumentStore):
             else:
                 raise NotFound(key)
             text = _encode(updated)
-            self._write(c, key, updated, text, command, keep_place=live)
+            self._write(c, key, updated, text, command, keep_place=live, previous=row and row[1])
             document: Document = json.loads(text)  # the caller's own copy
             return document
 
@@ -467,7 +467,17 @@ class SqliteStore(DocumentStore):
             if taken and not lww:
                 raise DuplicateKey(", ".join(taken))
             for key in wanted:
-                self._write(c, key, documents[key], texts[key], command, keep_place=live[key])
+                row = rows[key]
+                previous = row[1] if row is not None else None
+                self._write(
+                    c,
+                    key,
+                    documents[key],
+                    texts[key],
+                    command,
+                    keep_place=live[key],
+                    previous=previous,
+                )
             return len(wanted)
 
         return await self.database.write(work)
@@ -512,10 +522,11 @@ class SqliteStore(DocumentStore):
         command: str | None,
         *,
         keep_place: bool,
+        previous: str | None = None,
     ) -> None:
-        """The key's row holds `document` now: in its place (it held one: an update), or last
-        (a new insertion order: an insert). A write without a command keeps the key's last
-        command. The change goes to the log."""
+        """The key's row holds `document` now: in its place (it held one, `previous`: an update),
+        or last (a new insertion order: an insert). A write without a command keeps the key's
+        last command. The change goes to the log."""
         stamp = document.get(self.timestamp) if self.timestamp else None
         stamp = stamp if isinstance(stamp, str) else None
         if keep_place:
@@ -531,7 +542,14 @@ class SqliteStore(DocumentStore):
                 " ts = excluded.ts, cmd = coalesce(excluded.cmd, cmd)",
                 (key, self._seq, text, command, stamp),
             )
-        self._log(c, key, "update" if keep_place else "insert", command, text, None)
+        self._log(
+            c,
+            key,
+            "update" if keep_place else "insert",
+            command,
+            text,
+            previous if keep_place else None,
+        )
 
     def _remove(
         self, c: sqlite3.Connection, key: str, command: str | None, previous: str | None
@@ -580,7 +598,9 @@ class SqliteStore(DocumentStore):
                 assert row is not None
                 self._remove(c, key, None, row[1])
             return
-        self._write(c, key, document, _encode(document), None, keep_place=live)
+        self._write(
+            c, key, document, _encode(document), None, keep_place=live, previous=row and row[1]
+        )
 
     # -- life -----------------------------------------------------------------------------------
 

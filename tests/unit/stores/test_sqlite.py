@@ -339,7 +339,7 @@ def test_the_change_log_has_a_row_for_each_change_made_and_none_for_a_refused_on
         connection.close()
         assert rows == [  # b had no document: its tombstone is no change
             ("contacts", "a", "insert", "c1", 1, 0),
-            ("contacts", "a", "update", "c2", 1, 0),
+            ("contacts", "a", "update", "c2", 1, 1),
             ("contacts", "a", "delete", "c3", 0, 1),
         ]
         assert stamp == (None,)  # deleted: the tombstone keeps only its command
