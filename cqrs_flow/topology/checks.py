@@ -19,6 +19,7 @@ from cqrs_flow.topology.model import (
     Endpoint,
     GatewayNode,
     Node,
+    ProjectionNode,
     ReaderNode,
     StoreNode,
     TlsServer,
@@ -59,6 +60,7 @@ def check_wiring(topology: Topology) -> list[Problem]:
     _check_data_directories(topology, report)
     _check_writer_groups(topology, report)
     _check_store_backends(topology, report)
+    _check_projections(topology, report)
     cycle = find_cycle(topology)
     if cycle:
         report(("nodes", cycle[0]), "dependency cycle: " + " -> ".join(cycle))
@@ -66,7 +68,7 @@ def check_wiring(topology: Topology) -> list[Problem]:
 
 
 def _check_references(topology: Topology, report: Problems) -> None:
-    def ref(node: str, key: str, target: str, kind: type, what: str) -> None:
+    def ref(node: str, key: str, target: str, kind: type | tuple[type, ...], what: str) -> None:
         path = ("nodes", node, key)
         if not target:
             return  # missing or malformed, reported by the spec checker
@@ -96,6 +98,9 @@ def _check_references(topology: Topology, report: Problems) -> None:
         elif isinstance(node, GatewayNode):
             ref(node.name, "broker", node.broker, BrokerNode, "a broker node")
             ref(node.name, "reader", node.reader, ReaderNode, "a reader node")
+        elif isinstance(node, ProjectionNode):
+            ref(node.name, "follows", node.follows, (ReaderNode, StoreNode), "a reader or a store")
+            store_ref(node.name, node.store, "write", "projection")
         elif isinstance(node, BrokerNode) and node.url and "listen" in _raw(topology, node.name):
             report(
                 ("nodes", node.name, "listen"),
@@ -222,7 +227,7 @@ def _check_mqtt_clients(topology: Topology, report: Problems) -> None:
                 )
 
 
-GrpcCaller = ReaderNode | WriterNode | GatewayNode
+GrpcCaller = ReaderNode | WriterNode | GatewayNode | ProjectionNode
 GrpcEndpoint = tuple[KeyPath, Address, TlsServer | None, list[GrpcCaller]]
 
 
@@ -234,9 +239,11 @@ def grpc_endpoints(topology: Topology) -> list[GrpcEndpoint]:
         writers: list[GrpcCaller] = [
             n for n in topology.nodes_of(WriterNode) if n.store == Endpoint(store.name, "write")
         ]
+        writers += topology.projections_into(store)
         readers: list[GrpcCaller] = [
             n for n in topology.nodes_of(ReaderNode) if n.store == Endpoint(store.name, "read")
         ]
+        readers += [p for p in topology.nodes_of(ProjectionNode) if p.follows == store.name]
         for side, callers in (("write", writers), ("read", readers)):
             service = store.service(side)
             endpoints.append((("nodes", store.name, side), service.listen, service.tls, callers))
@@ -244,6 +251,7 @@ def grpc_endpoints(topology: Topology) -> list[GrpcEndpoint]:
         gateways: list[GrpcCaller] = [
             g for g in topology.nodes_of(GatewayNode) if g.reader == reader.name
         ]
+        gateways += [p for p in topology.nodes_of(ProjectionNode) if p.follows == reader.name]
         endpoints.append((("nodes", reader.name), reader.listen, reader.tls, gateways))
     return endpoints
 
@@ -426,3 +434,40 @@ def _check_writer_groups(topology: Topology, report: Problems) -> None:
                 f"group '{group}' is shared with writers on broker '{other}': a group lives on one "
                 "broker",
             )
+
+
+def _check_projections(topology: Topology, report: Problems) -> None:
+    """A projection follows a store's read side by name (`<store>.read`, as readers write it),
+    and writes an entity its store holds, which no other projection writes."""
+    writers: dict[str, str] = {}
+    for projection in topology.nodes_of(ProjectionNode):
+        path = ("nodes", projection.name)
+        written = _raw(topology, projection.name).get("follows")
+        followed = topology.nodes.get(projection.follows)
+        if isinstance(followed, StoreNode) and written == followed.name:
+            report(
+                path + ("follows",),
+                f"a projection follows a store's read side: write '{followed.name}.read'",
+            )
+        entity = projection.entity
+        store = topology.nodes.get(projection.store.node)
+        if not entity or not isinstance(store, StoreNode):
+            continue  # missing, or a wrong store: reported already
+        if entity not in topology.entities:
+            report(
+                path + ("entity",),
+                f"no entity named '{entity}'{did_you_mean(entity, topology.entities)}",
+            )
+        elif entity not in store.entities:
+            report(
+                path + ("entity",),
+                f"entity '{entity}' is not held by store '{store.name}', where the projection "
+                f"writes: add it to nodes.{store.name}.entities",
+            )
+        elif entity in writers:
+            report(
+                path + ("entity",),
+                f"entity '{entity}' is the read model of projection '{writers[entity]}' "
+                "already; a read model has one projection",
+            )
+        writers.setdefault(entity, projection.name)
