@@ -12,7 +12,7 @@ from cqrs_flow.stores.memory_log import MemoryLog
 from cqrs_flow.stores.sqlite import SqliteStore, Table
 from cqrs_flow.stores.sqlite_log import SqliteLog
 
-LOGGED = ["memory", "sqlite"]
+LOGGED = ["memory", "sqlite", "mongodb-emulated"]
 
 
 async def open_logged(
@@ -34,4 +34,22 @@ async def open_logged(
             last_writer_wins=last_writer_wins,
         )
         return stores, SqliteLog(stores, retention)
+    if kind == "mongodb-emulated":
+        from cqrs_flow.stores.mongodb import MongoStore
+        from cqrs_flow.stores.mongodb_log import MongoLog
+
+        from .mongo_emulation import EmulatedClient, EmulatedCollection
+
+        first = EmulatedCollection(collections[0])
+        mongo = [
+            MongoStore(
+                first if i == 0 else first.database[name],
+                last_writer_wins=last_writer_wins,
+                indexes=indexes,
+            )
+            for i, name in enumerate(collections)
+        ]
+        return mongo, MongoLog(
+            mongo, retention, database=first.database, client=EmulatedClient(first.database)
+        )
     raise ValueError(kind)
