@@ -88,7 +88,10 @@ def _plugin_modules(data: dict[str, Any]) -> set[str]:
     uses = [
         plugin.get("use") if isinstance(plugin, dict) else plugin
         for node in data["nodes"].values()
-        for plugin in node.get("plugins") or ()
+        for plugin in [
+            *(node.get("plugins") or ()),
+            *([node["plugin"]] if "plugin" in node else []),
+        ]
     ]
     return {use.split(".")[0] for use in uses if isinstance(use, str) and "." in use}
 
