@@ -20,6 +20,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,7 +45,16 @@ from cqrs_flow.topology.model import ProjectionNode, ReaderNode, StoreNode, Topo
 from cqrs_flow.transport.rpc import ServiceClient
 from cqrs_flow.transport.tls import channel_security
 
-__all__ = ["HandlerFailed", "ProjectionService", "Runner", "Switched", "clients", "replay"]
+__all__ = [
+    "HandlerFailed",
+    "ProjectionService",
+    "Runner",
+    "Switched",
+    "changes_client",
+    "clients",
+    "replay",
+    "target_client",
+]
 
 CACHE_MOST = 200_000  # read model documents kept in memory between batches
 RETRY_MOST = 5.0  # longest wait between two tries of a store or a source that is away
@@ -84,41 +94,53 @@ class Clients:
     changes: ServiceClient
     target: ServiceClient
 
-    async def close(self) -> None:
-        await self.changes.close()
-        await self.target.close()
 
-
-def clients(
+def changes_client(
     topology: Topology, node: ProjectionNode, protos: ProtoSet, credentials: Credentials
-) -> Clients:
-    """Clients of the followed node's Changes service and of the store's Projections service."""
+) -> ServiceClient:
+    """A client of the followed node's change log (a reader's, or a store's read side)."""
     followed = topology.nodes[node.follows]
     if isinstance(followed, ReaderNode):
         address, tls = followed.listen, followed.tls
     else:
         assert isinstance(followed, StoreNode), "checked when the topology loaded"
         address, tls = followed.read.listen, followed.read.tls
-    changes = ServiceClient(
+    return ServiceClient(
         protos,
         protos.service(CHANGES_SERVICE),
         address.target,
         credentials,
         security=channel_security(topology, tls, node.client_tls),
     )
+
+
+def target_client(
+    topology: Topology, node: ProjectionNode, protos: ProtoSet, credentials: Credentials
+) -> ServiceClient:
+    """A client of the Projections service of the store that holds the read model."""
     store = topology.store_of(node.store)
-    try:
-        target = ServiceClient(
-            protos,
-            protos.service(PROJECTIONS_SERVICE),
-            store.write.listen.target,
-            credentials,
-            timeout=30.0,
-            security=channel_security(topology, store.write.tls, node.client_tls),
-        )
-    except BaseException:
-        asyncio.get_running_loop().create_task(changes.close())
-        raise
+    return ServiceClient(
+        protos,
+        protos.service(PROJECTIONS_SERVICE),
+        store.write.listen.target,
+        credentials,
+        timeout=30.0,
+        security=channel_security(topology, store.write.tls, node.client_tls),
+    )
+
+
+async def clients(
+    topology: Topology,
+    node: ProjectionNode,
+    protos: ProtoSet,
+    credentials: Credentials,
+    resources: AsyncExitStack,
+) -> Clients:
+    """Both clients, each closed by `resources` (registered as soon as it is made)."""
+    changes = changes_client(topology, node, protos, credentials)
+    resources.push_async_callback(changes.close)
+    target = target_client(topology, node, protos, credentials)
+    resources.push_async_callback(target.close)
     return Clients(changes, target)
 
 
@@ -367,8 +389,9 @@ class ProjectionService(NodeService):
 
     async def setup(self) -> None:
         plan = self.contract(projection_plan)
-        self.links = clients(self.topology, self.node, self.protos, self.credentials)
-        self.resources.push_async_callback(self.links.close)
+        self.links = await clients(
+            self.topology, self.node, self.protos, self.credentials, self.resources
+        )
         context = PluginContext(self.topology, self.node, self.protos, self.log)
         started = await start_plugins(self.node, context)
         self.resources.push_async_callback(stop_plugins, started, self.log)
@@ -445,29 +468,41 @@ async def replay(
     """Rebuild a projection's read model from position 0 into a new generation, the live one
     answering queries meanwhile, and switch to it once caught up (the running projection then
     goes on from there). Runs in the calling process with the projection's credentials."""
-    links = clients(topology, node, protos, credentials)
-    context = PluginContext(topology, node, protos, log)
-    started = await start_plugins(node, context)
-    try:
-        plugin = started[0]
-        assert isinstance(plugin, ProjectionPlugin), "the loader checks the kind"
-        runner = Runner(topology, node, plan, plugin, links, protos, log)
-        began = time.monotonic()
-        state: Any = await runner._call("Begin", _request(links.target, "Begin"))
-        runner.reset(state.generation, fresh=True)
-        say(
-            f"replaying {node.name} into generation {state.generation} of {plan.entity.name}; "
-            "the live one answers queries meanwhile"
-        )
-        position = 0
-        while True:  # to the end of the log, again until what came meanwhile is little
-            info: Any = await links.changes.call("Info", _request(links.changes, "Info"))
-            before, position = position, await runner.run(position, wait=False)
-            say(f"  at position {position:,} of {info.last:,} ({runner.handled:,} changes)")
-            if position == before or info.last - position <= node.batch:
-                break  # the live projection goes on from there
-        await runner._call("Switch", _request(links.target, "Switch", generation=state.generation))
-        return Replayed(state.generation, position, runner.handled, time.monotonic() - began)
-    finally:
-        await stop_plugins(started, log)
-        await links.close()
+    async with AsyncExitStack() as resources:
+        links = await clients(topology, node, protos, credentials, resources)
+        context = PluginContext(topology, node, protos, log)
+        started = await start_plugins(node, context)
+        resources.push_async_callback(stop_plugins, started, log)
+        return await _replay(topology, node, protos, say, plan, log, links, started)
+
+
+async def _replay(
+    topology: Topology,
+    node: ProjectionNode,
+    protos: ProtoSet,
+    say: Callable[[str], None],
+    plan: ProjectionPlan,
+    log: logging.Logger,
+    links: Clients,
+    started: list[Any],
+) -> Replayed:
+    """The replay itself, with its links and the projection's plugin started."""
+    plugin = started[0]
+    assert isinstance(plugin, ProjectionPlugin), "the loader checks the kind"
+    runner = Runner(topology, node, plan, plugin, links, protos, log)
+    began = time.monotonic()
+    state: Any = await runner._call("Begin", _request(links.target, "Begin"))
+    runner.reset(state.generation, fresh=True)
+    say(
+        f"replaying {node.name} into generation {state.generation} of {plan.entity.name}; "
+        "the live one answers queries meanwhile"
+    )
+    position = 0
+    while True:  # to the end of the log, again until what came meanwhile is little
+        info: Any = await links.changes.call("Info", _request(links.changes, "Info"))
+        before, position = position, await runner.run(position, wait=False)
+        say(f"  at position {position:,} of {info.last:,} ({runner.handled:,} changes)")
+        if position == before or info.last - position <= node.batch:
+            break  # the live projection goes on from there
+    await runner._call("Switch", _request(links.target, "Switch", generation=state.generation))
+    return Replayed(state.generation, position, runner.handled, time.monotonic() - began)

@@ -163,7 +163,8 @@ class ReadModels:
         answer.applied = await self.log.apply(
             projection, request.generation, request.position, store, writes, aside
         )
-        return _state(answer.state, await self.log.state(projection), request.generation)
+        _state(answer.state, await self.log.state(projection), request.generation)
+        return answer
 
     def _decode(self, model: ReadModel, data: bytes, stamp: Document) -> Document:
         try:
