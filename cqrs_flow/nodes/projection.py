@@ -57,6 +57,7 @@ __all__ = [
 ]
 
 CACHE_MOST = 200_000  # read model documents kept in memory between batches
+PASSES = 10  # most passes over a batch whose handlers ask for documents not read yet
 RETRY_MOST = 5.0  # longest wait between two tries of a store or a source that is away
 _TRANSIENT = {
     grpc.StatusCode.UNAVAILABLE,
@@ -147,13 +148,17 @@ async def clients(
 class _Batch(ReadModel):
     """The read model as the handlers see it: the store's documents (read once, then kept),
     with the writes of the batch on top, and those of the change being handled on top of
-    those (dropped if its handler raises)."""
+    those (dropped if its handler raises).
 
-    def __init__(self, fetch: Callable[[str], Any]) -> None:
-        self._fetch = fetch
+    A document not known yet is not read at once: `get` notes its key in `missing` and answers
+    None, and the batch is handled again once every key missing is read, in one call (see
+    Runner._write): a call per batch instead of a call per change."""
+
+    def __init__(self) -> None:
         self.known: dict[str, dict[str, Any] | None] = {}  # as the store holds them
         self.complete = False  # `known` is the whole read model (a replay's new generation)
         self.pending: dict[str, dict[str, Any] | None] = {}  # the batch's writes
+        self.missing: set[str] = set()  # keys asked for that `known` lacks
         self._event: dict[str, dict[str, Any] | None] = {}  # the change's writes
 
     async def get(self, key: str) -> dict[str, Any] | None:
@@ -161,11 +166,9 @@ class _Batch(ReadModel):
             if key in layer:
                 found = layer[key]
                 return None if found is None else _copy(found)
-        if self.complete:
-            return None
-        found = await self._fetch(key)
-        self.known[key] = found
-        return None if found is None else _copy(found)
+        if not self.complete:
+            self.missing.add(key)
+        return None
 
     def put(self, key: str, document: dict[str, Any]) -> None:
         if not isinstance(document, dict):
@@ -180,6 +183,13 @@ class _Batch(ReadModel):
         self._event.clear()
 
     def drop_event(self) -> None:
+        self._event.clear()
+
+    def again(self, found: dict[str, dict[str, Any] | None]) -> None:
+        """The batch is handled again, with the documents that were missing."""
+        self.known.update(found)
+        self.pending.clear()
+        self.missing.clear()
         self._event.clear()
 
     def written(self) -> None:
@@ -221,7 +231,7 @@ class Runner:
         self.follows = list(plan.follows or ())
         self._decoders: dict[str, tuple[type[Message], Callable[[Message], dict[str, Any]]]] = {}
         self._target = protos.message_class(plan.entity.document)
-        self.model = _Batch(self._fetch)
+        self.model = _Batch()
         self.generation = 0
         self.handled = 0  # changes handled since the runner was made
 
@@ -229,15 +239,17 @@ class Runner:
         """Forget what is known of the read model: it is `generation` now (`fresh`: new and
         empty, so nothing needs reading from the store)."""
         self.generation = generation
-        self.model = _Batch(self._fetch)
+        self.model = _Batch()
         self.model.complete = fresh
 
-    async def _fetch(self, key: str) -> dict[str, Any] | None:
-        request = _request(self.links.target, "Read", generation=self.generation, keys=[key])
+    async def _fetch(self, keys: set[str]) -> dict[str, dict[str, Any] | None]:
+        """The read model's documents under `keys` (None for those it lacks), in one call."""
+        request = _request(self.links.target, "Read", generation=self.generation, keys=sorted(keys))
         answer: Any = await self._call("Read", request)
-        for found in answer.documents:
-            return self._decode(self.plan.entity.name, found.document)
-        return None
+        found: dict[str, dict[str, Any] | None] = dict.fromkeys(keys)
+        for document in answer.documents:
+            found[document.key] = self._decode(self.plan.entity.name, document.document)
+        return found
 
     def _decode(self, entity: str, data: bytes) -> dict[str, Any]:
         decoder = self._decoders.get(entity)
@@ -313,10 +325,13 @@ class Runner:
                     if item is done or isinstance(item, grpc.aio.AioRpcError):
                         break
                     batch.append(item)
-                    if len(batch) >= self.node.batch or queue.empty():
+                    # Following live, what has come is written at once (each batch is a
+                    # commit the next change waits for); catching up to the end of the log
+                    # (a replay), batches are filled: fewer, larger commits.
+                    if len(batch) >= self.node.batch or (wait and queue.empty()):
                         item = None
                         break
-                    item = queue.get_nowait()
+                    item = await queue.get() if queue.empty() else queue.get_nowait()
                 if batch:
                     position = await self._write(batch, position)
                 if item is done:
@@ -331,21 +346,37 @@ class Runner:
             await asyncio.gather(receiving, return_exceptions=True)
 
     async def _write(self, batch: list[Any], position: int) -> int:
-        """Handle a batch of changes and write it; the position it brings the read model to."""
-        aside = []
+        """Handle a batch of changes and write it; the position it brings the read model to.
+
+        The batch is handled again for as long as its handlers ask for documents not read yet
+        (each time, all of those in one call): handlers act on `model` only, so running them
+        again over the same changes is safe, and what counts is the pass that read nothing
+        new."""
+        events = [self.event(change) for change in batch]
+        for _ in range(PASSES):
+            handled = await self._handle(events, position)
+            if handled is not None:
+                return handled
+            self.model.again(await self._fetch(self.model.missing))
+        raise RuntimeError(f"the handlers of {self.node.name} kept asking for new documents")
+
+    async def _handle(self, events: list[Event], position: int) -> int | None:
+        """One pass over the batch: its position, written; None if a document was missing."""
+        aside, failures = [], []
         handled = position
-        for change in batch:
-            event = self.event(change)
+        for event in events:
             try:
                 await self.plugin.handle(event, self.model)
             except Exception as exc:  # the handler's: whatever it raises
                 self.model.drop_event()
+                if self.model.missing:  # perhaps for want of a document: not a verdict yet
+                    return None
                 failure = HandlerFailed(self.node.name, self._handler_of(event), event, exc)
                 if self.node.on_error != "set_aside":
                     if handled > position:  # what the changes before it did is kept
                         await self._apply(handled, [])
                     raise failure from exc
-                self.log.warning("%s (set aside)", failure)
+                failures.append(failure)
                 aside.append(
                     _request(self.links.target, "Apply").set_aside.add(
                         position=event.position,
@@ -359,8 +390,12 @@ class Runner:
             else:
                 self.model.keep_event()
             handled = event.position
-            self.handled += 1
+        if self.model.missing:
+            return None
         await self._apply(handled, aside)
+        for failure in failures:
+            self.log.warning("%s (set aside)", failure)
+        self.handled += len(events)
         return handled
 
     def _handler_of(self, event: Event) -> str:

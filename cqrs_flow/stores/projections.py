@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import builtins
 import logging
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
 from google.protobuf.message import Message
 
-from cqrs_flow.protobuf.conversions import from_document
-from cqrs_flow.protobuf.messages import to_document
-from cqrs_flow.stores.base import Document, DocumentStore, NotFound
+from cqrs_flow.protobuf.conversions import data_converter, from_document
+from cqrs_flow.protobuf.messages import descriptor_of
+from cqrs_flow.stores.base import Document, DocumentStore, Find
 from cqrs_flow.stores.changes import Collections
 from cqrs_flow.stores.find import Indexes
 from cqrs_flow.stores.log import (
@@ -70,6 +70,7 @@ class ReadModels:
         self.collections = collections
         self._building: dict[str, tuple[int, DocumentStore]] = {}  # a replay's generation
         self.opened: builtins.list[DocumentStore] = []  # backends opened here: closed by the node
+        self._converters: dict[str, Callable[[Message], Document]] = {}  # entity -> made once
 
     async def open(self) -> None:
         """Point each read model at its live generation (the first one unless a replay switched)."""
@@ -130,13 +131,11 @@ class ReadModels:
         """Fill a ReadResponse with the documents found under `keys`, in their order."""
         model = self._model(projection)
         store = self._store(projection, generation, (await self.log.state(projection)).live)
-        for key in keys:
-            try:
-                document = await store.get(key)
-            except NotFound:
-                continue
+        found = (await store.find(Find(keys=tuple(dict.fromkeys(keys))))).documents  # one read
+        for document in found:
             answer.documents.add(
-                key=key, document=from_document(document, model.document_class).SerializeToString()
+                key=document[model.indexes.key],
+                document=from_document(document, model.document_class).SerializeToString(),
             )
         return answer
 
@@ -172,7 +171,12 @@ class ReadModels:
         except Exception:  # DecodeError, and whatever a malformed message makes protobuf raise
             name = model.document_class.DESCRIPTOR.full_name
             raise InvalidRequest(f"a write of {model.entity} is not a valid {name}") from None
-        return {**to_document(message), **stamp}
+        convert = self._converters.get(model.entity)
+        if convert is None:
+            convert = self._converters[model.entity] = data_converter(
+                descriptor_of(model.document_class)
+            )
+        return {**convert(message), **stamp}
 
     async def begin(self, projection: str, answer: Any) -> Any:
         """A replay starts: a new, empty generation beside the live one."""

@@ -31,8 +31,6 @@ class Library:
     """A relocated copy of the library example and its nodes, started by the test."""
 
     def __init__(self, directory: Path, overrides: dict[str, Any] | None = None) -> None:
-        # in-process there is no reader: the projection follows the store's read side
-        overrides = {"nodes.loans.follows": "store.read", **(overrides or {})}
         self.topology: Topology = load_topology(
             relocate(LIBRARY, directory / "topology.yaml", overrides)
         )

@@ -90,10 +90,11 @@ def test_callers_of_with_more_writers_and_readers(edit, parse):
 
 def test_a_projection_calls_the_log_it_follows_and_the_write_side_it_writes_to():
     library = load_topology(ROOT / "examples" / "library" / "topology.yaml")
-    assert library.callers_of("reader")["cqrs_flow.Changes"] == {"gateway", "loans"}
+    assert library.callers_of("store")["cqrs_flow.Changes"] == {"reader", "loans"}
+    assert library.callers_of("reader")["cqrs_flow.Changes"] == {"gateway"}
     assert library.callers_of("store")["cqrs_flow.Projections"] == {"loans"}
     assert "loans" not in library.callers_of("store")["library.LibraryWriteService"]
-    assert "loans" not in library.callers_of("reader")["cqrs_flow.Documents"]
+    assert "loans" not in library.callers_of("store")["cqrs_flow.Documents"]
     assert library.callers_of("loans") == {}
 
 

@@ -521,7 +521,7 @@ def test_the_library_with_its_projection_loads():
     topology = load_topology(LIBRARY)
     loans = topology.nodes["loans"]
     assert (loans.follows, str(loans.store), loans.entity) == (
-        "reader",
+        "store",
         "store.write",
         "MemberLoans",
     )
@@ -530,12 +530,12 @@ def test_the_library_with_its_projection_loads():
         500,
         "projections.LoansPerMember",
     )
-    assert loans.dependencies == ("reader", "store")
+    assert loans.dependencies == ("store",)
     assert topology.projections_into(topology.nodes["store"]) == [loans]
 
 
 def test_a_projection_following_a_store_names_its_read_side():
-    problems = library_problems(("    follows: reader\n", "    follows: store\n"))
+    problems = library_problems(("    follows: store.read ", "    follows: store "))
     assert at(problems, "nodes.loans.follows") == [
         "a projection follows a store's read side: write 'store.read'"
     ]
@@ -543,7 +543,7 @@ def test_a_projection_following_a_store_names_its_read_side():
 
 def test_a_projection_follows_a_reader_or_a_store_and_writes_a_write_side():
     problems = library_problems(
-        ("    follows: reader\n", "    follows: writer\n"),
+        ("    follows: store.read ", "    follows: writer "),
         (
             "    store: store.write\n    entity: MemberLoans",
             "    store: store.read\n    entity: MemberLoans",
@@ -586,7 +586,7 @@ def test_the_keys_of_a_projection_are_checked_with_a_suggestion():
     )
     assert at(problems, "nodes.loans.on_eror") == ["unknown key; did you mean 'on_error'?"]
     assert at(problems, "nodes.loans.batch") == ["expected a whole number of at least 1, got 0"]
-    problems = library_problems(("    follows: reader\n", "    follows: reader.write\n"))
+    problems = library_problems(("    follows: store.read ", "    follows: reader.write "))
     assert at(problems, "nodes.loans.follows")[0].startswith(
         "expected a reader node's name or '<store node>.read', got 'reader.write'"
     )

@@ -337,9 +337,9 @@ def test_a_projection_follows_on_the_read_side_and_writes_its_read_model():
     text = mermaid(library)
     check_mermaid(text)
     links = mermaid_links(text)
-    assert ("n_loans", "follow", "n_reader", "read") in links
+    assert ("n_loans", "follow", "n_store", "read") in links
     assert ("n_loans", "write MemberLoans", "n_store", "write") in links
     assert ("n_store", "holds", "e_MemberLoans", "data") in links
     assert '"loans (projection)<br/>projections.LoansPerMember"' in text
     check_dot(dot(library))
-    assert ("n_loans", "follow", "n_reader", "read") in dot_links(dot(library))
+    assert ("n_loans", "follow", "n_store", "read") in dot_links(dot(library))
