@@ -42,7 +42,11 @@ PLUGINS = Path(__file__).resolve().parent / "projection_plugins.py"
 
 
 def library(
-    directory: Path, follows: str, projections: tuple[str, ...], data: bool = True
+    directory: Path,
+    follows: str,
+    projections: tuple[str, ...],
+    data: bool = True,
+    batch: int | None = None,
 ) -> System:
     """The library example (durable with `data`) with the bench's projections (`tally`,
     `copies`) instead of its own, so that the store serves only what is measured."""
@@ -80,6 +84,7 @@ def library(
             "store": "store.write",
             "entity": entity,
             "plugin": plugin,
+            **({"batch": batch} if batch else {}),
         }
     (source / "topology.yaml").write_text(yaml.safe_dump(topology, sort_keys=False))
     return System(prepare(source / "topology.yaml", directory / "run"))
@@ -285,6 +290,7 @@ def main() -> None:
         "--follows", default="store.read", help="store.read (as the example) or reader"
     )
     parser.add_argument("--memory", action="store_true", help="a store without data: (in memory)")
+    parser.add_argument("--batch", type=int, help="the projections' batch (default: the spec's)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as directory:
         if args.figure == "lag":
@@ -311,7 +317,7 @@ def main() -> None:
             f"{floor:,.0f} documents/s"
         )
         system = library(
-            Path(directory) / "replay", args.follows, ("copies",), not args.memory
+            Path(directory) / "replay", args.follows, ("copies",), not args.memory, args.batch
         ).start()
         try:
             asyncio.run(fill(system, args.books))

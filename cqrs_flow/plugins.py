@@ -218,8 +218,12 @@ class ProjectionPlugin(Plugin):
     `on_<Entity>(self, event, model)` every kind the more precise ones leave. The projection
     follows the changes of the entities it has handlers for, and nothing else.
 
-    A handler that raises stops the projection at that change (or sets it aside, with
-    `on_error: set_aside`); what it wrote to `model` before raising is dropped."""
+    A handler acts on `model` only, and gives the same writes for the same changes and model:
+    the projection may run it more than once over the same changes before their writes are
+    stored (it reads the documents a batch's handlers ask for together, then handles the batch
+    again), and a replay runs it over every change again. A handler that raises stops the
+    projection at that change (or sets it aside, with `on_error: set_aside`); what it wrote to
+    `model` before raising is dropped."""
 
     kind = "projection"
 

@@ -302,14 +302,15 @@ class Runner:
         request = _request(
             self.links.changes, "Follow", after=after, entities=self.follows, wait=wait
         )
-        call = self.links.changes.stream("Follow", request)
+        call = self.links.changes.stream("FollowBatches", request)
         queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=self.node.batch * 4)
         done = object()
 
         async def receive() -> None:
             try:
-                async for change in call:
-                    await queue.put(change)
+                async for batch in call:
+                    for change in batch.changes:
+                        await queue.put(change)
             except grpc.aio.AioRpcError as exc:
                 await queue.put(exc)
                 return

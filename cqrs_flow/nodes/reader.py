@@ -73,7 +73,8 @@ class ReaderService(NodeService):
         # The change log too: Follow streamed through as it comes, Info forwarded.
         self.changes = self.store.sibling(self.protos.service(CHANGES_SERVICE))
         passed: dict[str, Handler | StreamHandler] = {
-            "Follow": self._follow,
+            "Follow": self._follow("Follow"),
+            "FollowBatches": self._follow("FollowBatches"),
             "Info": self._forward("Info", self.changes),
         }
         changes = service_handler(
@@ -81,7 +82,7 @@ class ReaderService(NodeService):
             self.protos.service(CHANGES_SERVICE),
             passed,
             check,
-            forward={"Follow", "Info"},
+            forward=set(passed),
         )
         tls = server_credentials(self.topology, self.node.tls) if self.node.tls else None
         server = await start_server(self.node.listen, [generic, documents, changes], check, tls)
@@ -113,25 +114,32 @@ class ReaderService(NodeService):
 
         return forward
 
-    async def _follow(
-        self, request: bytes, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> AsyncIterator[bytes]:
-        """The store's change log, each change passed on as it comes, for as long as both ends
-        stay (a follower that goes away cancels the store's stream)."""
-        call = self.changes.stream("Follow", request)
-        try:
-            async for change in call:
-                yield change
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.CANCELLED and context.cancelled():
-                return
-            if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                self.log.warning("store read service %s: %s", self.changes.target, exc.details())
-                context.set_trailing_metadata(((UNAVAILABLE_PEER, "store"),))
-                await context.abort(exc.code(), "the store is unavailable; try again")
-            await context.abort(exc.code(), exc.details() or "")
-        finally:
-            call.cancel()
+    def _follow(self, rpc: str) -> StreamHandler:
+        """The store's change log (`rpc`: Follow or FollowBatches), each message passed on as it
+        comes, for as long as both ends stay (a follower that goes away cancels the store's
+        stream)."""
+
+        async def follow(
+            request: bytes, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[bytes]:
+            call = self.changes.stream(rpc, request)
+            try:
+                async for message in call:
+                    yield message
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.CANCELLED and context.cancelled():
+                    return
+                if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                    self.log.warning(
+                        "store read service %s: %s", self.changes.target, exc.details()
+                    )
+                    context.set_trailing_metadata(((UNAVAILABLE_PEER, "store"),))
+                    await context.abort(exc.code(), "the store is unavailable; try again")
+                await context.abort(exc.code(), exc.details() or "")
+            finally:
+                call.cancel()
+
+        return follow
 
     def _plugin(self, plugin: ReaderPlugin, rpc: str) -> Handler:
         method = getattr(plugin, rpc)

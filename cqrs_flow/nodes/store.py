@@ -37,7 +37,7 @@ from cqrs_flow.stores import (
 )
 from cqrs_flow.stores.applied import AppliedCommands
 from cqrs_flow.stores.base import BadQuery
-from cqrs_flow.stores.changes import Collections, follow
+from cqrs_flow.stores.changes import Collections, follow, follow_batches
 from cqrs_flow.stores.documents import answer_find
 from cqrs_flow.stores.find import Indexes
 from cqrs_flow.stores.log import Ahead, ChangeLog, Retention, Superseded, Trimmed
@@ -168,7 +168,8 @@ class StoreService(NodeService):
                 generic.append(service_handler(self.protos, documents, {"Find": self._find}, check))
                 changes = self.protos.service(CHANGES_SERVICE)
                 answers: dict[str, Handler | StreamHandler] = {
-                    "Follow": self._follow,
+                    "Follow": self._follow(batched=False),
+                    "FollowBatches": self._follow(batched=True),
                     "Info": self._info,
                 }
                 generic.append(service_handler(self.protos, changes, answers, check))
@@ -218,25 +219,42 @@ class StoreService(NodeService):
     def _document_class(self, entity: str) -> type[Message]:
         return self.protos.message_class(self.topology.entities[entity].document)
 
-    async def _follow(
-        self, request: Any, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> AsyncIterator[Message]:
+    def _follow(self, batched: bool) -> StreamHandler:
         """Every change after request.after (of request.entities), and with request.wait the
-        new ones as they are made, until the caller goes away."""
-        change_class = self.protos.class_of(
-            self.protos.service(CHANGES_SERVICE).methods_by_name["Follow"].output_type
-        )
-        try:
-            async for change in follow(
-                self.log_, request, self.collections, self._document_class, change_class
-            ):
-                yield change
-        except InvalidRequest as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        except (Trimmed, Ahead) as exc:
-            await context.abort(grpc.StatusCode.OUT_OF_RANGE, str(exc))
-        except StoreError as exc:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        new ones as they are made, until the caller goes away: one by one (Follow), or in
+        batches (FollowBatches)."""
+        methods = self.protos.service(CHANGES_SERVICE).methods_by_name
+        change_class = self.protos.class_of(methods["Follow"].output_type)
+        batch_class = self.protos.class_of(methods["FollowBatches"].output_type)
+
+        async def answer(
+            request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Message]:
+            stream = (
+                follow_batches(
+                    self.log_,
+                    request,
+                    self.collections,
+                    self._document_class,
+                    change_class,
+                    batch_class,
+                )
+                if batched
+                else follow(
+                    self.log_, request, self.collections, self._document_class, change_class
+                )
+            )
+            try:
+                async for message in stream:
+                    yield message
+            except InvalidRequest as exc:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            except (Trimmed, Ahead) as exc:
+                await context.abort(grpc.StatusCode.OUT_OF_RANGE, str(exc))
+            except StoreError as exc:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+
+        return answer
 
     async def _info(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
         answer_class = self.protos.class_of(

@@ -20,7 +20,7 @@ from cqrs_flow.protobuf.conversions import from_document
 from cqrs_flow.stores.log import Change, ChangeLog
 from cqrs_flow.stores.operations import InvalidRequest
 
-__all__ = ["FOLLOW_BATCH", "Collections", "follow", "rfc3339"]
+__all__ = ["FOLLOW_BATCH", "Collections", "follow", "follow_batches", "rfc3339"]
 
 FOLLOW_BATCH = 500  # changes read from the log at once
 WAIT = 5.0  # longest a caught-up follower waits before looking at the log again
@@ -84,16 +84,50 @@ async def follow(
     entities (none: all), in order; with `request.wait`, then each new one as it is made, for
     as long as the caller stays. Raises InvalidRequest for an unknown entity, and what the log
     raises (Trimmed, Ahead: the position is not in the log; StoreError)."""
+    async for changes, _ in _batches(log, request, collections, document_class, message_class):
+        for change in changes:
+            yield change
+
+
+async def follow_batches(
+    log: ChangeLog,
+    request: Any,
+    collections: Collections,
+    document_class: Callable[[str], type[Message]],
+    message_class: Any,
+    batch_class: Any,
+) -> AsyncIterator[Message]:
+    """What `follow` sends, as ChangeBatch messages: a batch per read of the log that found
+    changes of the entities asked for."""
+    async for changes, through in _batches(
+        log, request, collections, document_class, message_class
+    ):
+        if changes:
+            batch = batch_class(through=through)
+            batch.changes.extend(changes)
+            yield batch
+
+
+async def _batches(
+    log: ChangeLog,
+    request: Any,
+    collections: Collections,
+    document_class: Callable[[str], type[Message]],
+    message_class: Any,
+) -> AsyncIterator[tuple[builtins.list[Any], int]]:
+    """(the Change messages of one read of the log, the last position it looked at)."""
     entities = builtins.list(request.entities)
     collections.of(entities)  # an unknown entity is refused before anything is sent
     after = request.after
     while True:
         # asked each time: a replay's switch moves an entity to another collection
         batch = await log.read(after, FOLLOW_BATCH, collections.of(entities))
+        changes = []
         for change in batch.changes:
             entity = collections.entity_of.get(change.collection)
             if entity is not None:  # else: a generation a replay builds, or a dropped one
-                yield encode(change, entity, document_class(entity), message_class)
+                changes.append(encode(change, entity, document_class(entity), message_class))
+        yield changes, batch.through
         if batch.through == after:  # caught up
             if not request.wait:
                 return

@@ -49,6 +49,27 @@ def test_follow_streams_every_change_from_a_position_and_info_sums_them_up(libra
     library.run(lambda _: scenario())
 
 
+def test_follow_batches_sends_the_same_changes_several_at_a_time(library):
+    async def scenario():
+        await library.start_store()
+        writer = library.client("write", "write", "writer")
+        changes = library.client("changes", "read", "reader")
+        await library.lend(writer, *(library.loan(f"l{i}") for i in range(7)))
+        request = changes.request_class("FollowBatches")(after=2, entities=["Loan"])
+        batches = [b async for b in changes.stream("FollowBatches", request)]
+        assert [[c.key for c in b.changes] for b in batches] == [["l2", "l3", "l4", "l5", "l6"]]
+        assert batches[0].through == 7
+        one_by_one = await follow(changes, after=2, entities=["Loan"])
+        assert list(batches[0].changes) == one_by_one
+        assert [b async for b in changes.stream(
+            "FollowBatches", changes.request_class("FollowBatches")(after=0, entities=["Book"])
+        )] == []  # fmt: skip
+        for client in (writer, changes):
+            await client.close()
+
+    library.run(lambda _: scenario())
+
+
 def test_a_follower_that_waits_gets_each_change_as_it_is_made(library):
     async def scenario():
         await library.start_store()
@@ -200,6 +221,43 @@ def test_a_replay_builds_a_generation_beside_the_live_one_and_switches(library):
         )]  # fmt: skip
         assert followed == ["new"]  # changes of the live generation only
         for client in (projections, documents, changes):
+            await client.close()
+
+    library.run(lambda _: scenario())
+
+
+def test_a_reader_passes_the_change_log_on_to_its_callers(library):
+    from cqrs_flow.nodes.reader import ReaderService
+    from cqrs_flow.protobuf.compiler import CHANGES_SERVICE
+    from cqrs_flow.security.tokens import ENV_SECRET, credentials_from_env
+    from cqrs_flow.transport.rpc import ServiceClient
+
+    from .library import SECRET
+
+    async def scenario():
+        await library.start_store()
+        node = library.topology.nodes["reader"]
+        credentials = credentials_from_env(library.topology, "reader", {ENV_SECRET: SECRET})
+        reader = ReaderService(library.topology, node, library.protos, credentials)
+        await reader.start()
+        library.services.append(reader)
+        writer = library.client("write", "write", "writer")
+        await library.lend(writer, library.loan("l1"), library.loan("l2"))
+        changes = ServiceClient(
+            library.protos,
+            library.protos.service(CHANGES_SERVICE),
+            node.listen.target,
+            library.credentials("gateway"),
+        )
+        assert [c.key for c in await follow(changes, after=0)] == ["l1", "l2"]
+        request = changes.request_class("FollowBatches")(after=1)
+        assert [len(b.changes) async for b in changes.stream("FollowBatches", request)] == [1]
+        info = await changes.call("Info", changes.request_class("Info")())
+        assert (info.first, info.last) == (1, 2)
+        with pytest.raises(grpc.aio.AioRpcError) as ahead:
+            await follow(changes, after=9)
+        assert ahead.value.code() == grpc.StatusCode.OUT_OF_RANGE  # the store's answer, passed on
+        for client in (writer, changes):
             await client.close()
 
     library.run(lambda _: scenario())
