@@ -42,7 +42,7 @@ from cqrs_flow.protobuf.conversions import data_converter, from_document
 from cqrs_flow.protobuf.messages import descriptor_of
 from cqrs_flow.security.tokens import Credentials
 from cqrs_flow.topology.model import ProjectionNode, ReaderNode, StoreNode, Topology
-from cqrs_flow.transport.rpc import ServiceClient
+from cqrs_flow.transport.rpc import MAX_MESSAGE_BYTES, ServiceClient
 from cqrs_flow.transport.tls import channel_security
 
 __all__ = [
@@ -57,6 +57,8 @@ __all__ = [
 ]
 
 CACHE_MOST = 200_000  # read model documents kept in memory between batches
+READ_MOST = 100  # documents asked for in one Read call
+APPLY_BYTES = MAX_MESSAGE_BYTES * 9 // 10  # a larger Apply is split (gRPC refuses > 4 MiB)
 PASSES = 10  # most passes over a batch whose handlers ask for documents not read yet
 RETRY_MOST = 5.0  # longest wait between two tries of a store or a source that is away
 _TRANSIENT = {
@@ -86,6 +88,10 @@ class Switched(Exception):
 
 class OutOfRange(Exception):
     """The log no longer holds (or never held) the position the read model stands at."""
+
+
+class _TooLarge(Exception):
+    """The writes of a batch take more than one call carries."""
 
 
 @dataclass
@@ -243,12 +249,15 @@ class Runner:
         self.model.complete = fresh
 
     async def _fetch(self, keys: set[str]) -> dict[str, dict[str, Any] | None]:
-        """The read model's documents under `keys` (None for those it lacks), in one call."""
-        request = _request(self.links.target, "Read", generation=self.generation, keys=sorted(keys))
-        answer: Any = await self._call("Read", request)
+        """The read model's documents under `keys` (None for those it lacks), READ_MOST a call."""
         found: dict[str, dict[str, Any] | None] = dict.fromkeys(keys)
-        for document in answer.documents:
-            found[document.key] = self._decode(self.plan.entity.name, document.document)
+        ordered = sorted(keys)
+        for start in range(0, len(ordered), READ_MOST):
+            chunk = ordered[start : start + READ_MOST]
+            request = _request(self.links.target, "Read", generation=self.generation, keys=chunk)
+            answer: Any = await self._call("Read", request)
+            for document in answer.documents:
+                found[document.key] = self._decode(self.plan.entity.name, document.document)
         return found
 
     def _decode(self, entity: str, data: bytes) -> dict[str, Any]:
@@ -354,11 +363,21 @@ class Runner:
         again over the same changes is safe, and what counts is the pass that read nothing
         new."""
         events = [self.event(change) for change in batch]
-        for _ in range(PASSES):
-            handled = await self._handle(events, position)
-            if handled is not None:
-                return handled
-            self.model.again(await self._fetch(self.model.missing))
+        try:
+            for _ in range(PASSES):
+                handled = await self._handle(events, position)
+                if handled is not None:
+                    return handled
+                self.model.again(await self._fetch(self.model.missing))
+        except _TooLarge as exc:
+            if len(batch) == 1:
+                raise RuntimeError(
+                    f"projection {self.node.name}: the writes of {events[0]} take {exc} bytes, "
+                    f"more than one call to the store carries ({MAX_MESSAGE_BYTES:,})"
+                ) from None
+            self.model.again({})  # in two halves, each with its own position
+            middle = len(batch) // 2
+            return await self._write(batch[middle:], await self._write(batch[:middle], position))
         raise RuntimeError(f"the handlers of {self.node.name} kept asking for new documents")
 
     async def _handle(self, events: list[Event], position: int) -> int | None:
@@ -416,6 +435,8 @@ class Runner:
                 write.document = from_document(document, self._target).SerializeToString()
         for item in aside:
             request.set_aside.add().CopyFrom(item)
+        if request.ByteSize() > APPLY_BYTES:
+            raise _TooLarge(request.ByteSize())
         await self._call("Apply", request)
         self.model.written()
 

@@ -23,6 +23,7 @@ from cqrs_flow.stores.operations import InvalidRequest
 __all__ = ["FOLLOW_BATCH", "Collections", "follow", "follow_batches", "rfc3339"]
 
 FOLLOW_BATCH = 500  # changes read from the log at once
+BATCH_BYTES = 1024 * 1024  # a ChangeBatch is cut before it grows past this (gRPC takes 4 MiB)
 WAIT = 5.0  # longest a caught-up follower waits before looking at the log again
 
 
@@ -98,13 +99,20 @@ async def follow_batches(
     batch_class: Any,
 ) -> AsyncIterator[Message]:
     """What `follow` sends, as ChangeBatch messages: a batch per read of the log that found
-    changes of the entities asked for."""
+    changes of the entities asked for, cut into several where its documents are large."""
     async for changes, through in _batches(
         log, request, collections, document_class, message_class
     ):
-        if changes:
-            batch = batch_class(through=through)
-            batch.changes.extend(changes)
+        batch, size = batch_class(), 0
+        for change in changes:
+            if size and size + change.ByteSize() > BATCH_BYTES:
+                batch.through = batch.changes[-1].position
+                yield batch
+                batch, size = batch_class(), 0
+            batch.changes.append(change)
+            size += change.ByteSize()
+        if batch.changes:
+            batch.through = through
             yield batch
 
 

@@ -180,3 +180,24 @@ def test_a_projection_that_fails_to_start_releases_what_it_opened(
         probe.all_released()
 
     library.run(scenario)
+
+
+def test_a_batch_too_large_for_one_call_is_written_in_parts(tmp_path, proto_cache, monkeypatch):
+    import cqrs_flow.nodes.projection as projection_node
+
+    monkeypatch.setattr(projection_node, "APPLY_BYTES", 300)  # a few documents a call
+    monkeypatch.setattr(projection_node, "READ_MOST", 2)
+    library = Library(tmp_path)
+
+    async def scenario(library):
+        await library.start_store()
+        writer = library.client("write", "write", "writer")
+        loans = [library.loan(f"l{i}", member=f"m{i % 3}") for i in range(12)]
+        await library.lend(writer, *loans)
+        await library.start_projection()  # all twelve in one batch: too large, so in parts
+        expected = {f"m{k}": [f"l{i}" for i in range(12) if i % 3 == k] for k in range(3)}
+        assert await until(lambda: _equal(members(library), expected))
+        assert (await state(library)).position == 12
+        await writer.close()
+
+    library.run(scenario)

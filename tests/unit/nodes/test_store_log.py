@@ -70,6 +70,27 @@ def test_follow_batches_sends_the_same_changes_several_at_a_time(library):
     library.run(lambda _: scenario())
 
 
+def test_a_batch_of_large_documents_is_cut_in_several(library, monkeypatch):
+    import cqrs_flow.stores.changes as changes_module
+
+    monkeypatch.setattr(changes_module, "BATCH_BYTES", 200)
+
+    async def scenario():
+        await library.start_store()
+        writer = library.client("write", "write", "writer")
+        changes = library.client("changes", "read", "reader")
+        await library.lend(writer, *(library.loan(f"l{i}") for i in range(6)))
+        request = changes.request_class("FollowBatches")(after=0)
+        batches = [b async for b in changes.stream("FollowBatches", request)]
+        assert len(batches) > 1
+        assert [c.key for b in batches for c in b.changes] == [f"l{i}" for i in range(6)]
+        assert [b.through for b in batches] == [b.changes[-1].position for b in batches]
+        for client in (writer, changes):
+            await client.close()
+
+    library.run(lambda _: scenario())
+
+
 def test_a_follower_that_waits_gets_each_change_as_it_is_made(library):
     async def scenario():
         await library.start_store()
