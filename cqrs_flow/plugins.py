@@ -232,7 +232,7 @@ class ProjectionPlugin(Plugin):
     ) -> None:
         """A node makes it with its context; a test may make it with neither (`Plugin()`), or
         with a config only."""
-        super().__init__(context, config or {})  # type: ignore[arg-type]
+        super().__init__(context, config or {})  # type: ignore[arg-type]  # None: in a test
         self._handlers = self.handlers()
 
     @classmethod

@@ -264,10 +264,15 @@ class StoreService(NodeService):
             info = await self.log_.info()
         except StoreError as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
-        answer: Any = answer_class()
-        answer.first, answer.last = info.first, info.last
-        answer.changes, answer.bytes = info.changes, info.bytes
-        return answer  # type: ignore[no-any-return]
+        answer: Message = answer_class()
+        for name, value in (
+            ("first", info.first),
+            ("last", info.last),
+            ("changes", info.changes),
+            ("bytes", info.bytes),
+        ):
+            setattr(answer, name, value)
+        return answer
 
     def _projection_handlers(self) -> dict[str, Handler | StreamHandler]:
         """The Projections service: each call on the read model of its caller (a projection the
