@@ -210,6 +210,55 @@ def schema() -> None:
     click.echo(schema_text(), nl=False)
 
 
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("name", metavar="NODE")
+def replay(file: str, name: str) -> None:
+    """Rebuild the read model of projection NODE from the start of the change log, into a fresh
+    collection, while the one it has keeps answering queries; switch to the new one once it has
+    caught up (the running projection goes on from there). Needs the system secret `up` uses."""
+    import logging
+
+    from cqrs_flow.contracts.projection import projection_plan
+    from cqrs_flow.nodes.projection import replay as run_replay
+    from cqrs_flow.security.tokens import Credentials, derive_token
+    from cqrs_flow.topology.model import ProjectionNode
+    from cqrs_flow.topology.problems import Problems
+
+    try:
+        topology, protos = _load_checked(file)
+        node = topology.nodes.get(name)
+        if not isinstance(node, ProjectionNode):
+            projections = ", ".join(n.name for n in topology.nodes_of(ProjectionNode))
+            raise CqrsFlowError(
+                f"'{name}' is not a projection node; projections: {projections or 'none'}"
+            )
+        plan = projection_plan(topology, node, protos, Problems(topology.located))
+        assert plan is not None, "_load_checked checked the projection's contract"
+        token = derive_token(_secret_for(topology, "node credentials"), name)
+        done = asyncio.run(
+            run_replay(
+                topology,
+                node,
+                protos,
+                Credentials(name, token),
+                click.echo,
+                plan,
+                logging.getLogger("cqrs_flow.replay"),
+            )
+        )
+    except CqrsFlowError as exc:
+        _fail(exc)
+    except Exception as exc:  # a handler that raised, a store that went away: say which
+        _fail(CqrsFlowError(f"replay of {name} failed: {type(exc).__name__}: {exc}"))
+    rate = done.changes / done.seconds if done.seconds else 0.0
+    click.echo(
+        f"replayed {done.changes:,} changes into generation {done.generation} in "
+        f"{done.seconds:.1f}s ({rate:,.0f} changes/s); it is live now, at position "
+        f"{done.position:,}"
+    )
+
+
 def _secret_for(topology: Topology, what: str) -> str:
     from cqrs_flow.security.secret import read_secret
     from cqrs_flow.security.tokens import ENV_SECRET

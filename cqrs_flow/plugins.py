@@ -16,6 +16,10 @@ A plugin subclasses the base class of the node kind it serves:
   publish nothing, or change `command` in place to enrich it.
 - WriterPlugin: `async def before_apply(self, command_name, command)` runs before a command is
   applied; raise Rejected to set it aside, or change it in place.
+- ProjectionPlugin: builds a read model from the change log, one handler per entity and kind of
+  change, `async def on_<Entity>_<op>(self, event, model)` (op: insert, update or delete; or
+  `on_<Entity>` for every kind), reading and writing the read model through `model`. Plain
+  Python: a test calls `handle` with a MemoryReadModel, no process needed.
 
 `start()` and `stop()` run with the node. A plugin that cannot be imported, is of the wrong
 kind, or raises, is reported with its name.
@@ -38,10 +42,12 @@ variable set per request, so hooks keep their signatures:
 from __future__ import annotations
 
 import contextvars
+import copy
 import importlib
 import importlib.metadata
 import logging
 import sys
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -49,7 +55,15 @@ from typing import TYPE_CHECKING, Any
 from google.protobuf.message import Message
 
 from cqrs_flow.errors import CqrsFlowError
-from cqrs_flow.topology.model import GatewayNode, Node, PluginRef, ReaderNode, Topology, WriterNode
+from cqrs_flow.topology.model import (
+    GatewayNode,
+    Node,
+    PluginRef,
+    ProjectionNode,
+    ReaderNode,
+    Topology,
+    WriterNode,
+)
 from cqrs_flow.topology.paths import project_path
 
 if TYPE_CHECKING:
@@ -58,12 +72,17 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CALLER",
+    "CHANGE_OPS",
     "ENTRY_POINT_GROUP",
     "Caller",
+    "Event",
     "GatewayPlugin",
+    "MemoryReadModel",
     "Plugin",
     "PluginContext",
     "PluginError",
+    "ProjectionPlugin",
+    "ReadModel",
     "ReaderPlugin",
     "Rejected",
     "WriterPlugin",
@@ -179,10 +198,129 @@ class WriterPlugin(Plugin):
         """Check or enrich a command before it is applied; raise Rejected to set it aside."""
 
 
+# -- projections ----------------------------------------------------------------------------------
+
+CHANGE_OPS = ("insert", "update", "delete")
+
+
+@dataclass(frozen=True)
+class Event:
+    """A change of the log, as a projection's handler gets it. `op` says what happened to the
+    key: insert (it had no document), update (it had one and has another), delete (it has none
+    now). `document` is the document after the change (None for a delete), `previous` the one
+    before (None for an insert), each as the store keeps it: the message's fields by their
+    proto names, enums by name. `at` is when the store made it (RFC 3339)."""
+
+    position: int
+    entity: str
+    key: str
+    op: str
+    document: dict[str, Any] | None = None
+    previous: dict[str, Any] | None = None
+    command_id: str = ""
+    at: str = ""
+    subject: str = ""
+
+    def __str__(self) -> str:
+        command = f", command {self.command_id}" if self.command_id else ""
+        return f"change {self.position} ({self.op} of {self.entity} '{self.key}'{command})"
+
+
+class ReadModel(ABC):
+    """What a handler reads and writes: the read model's documents by key (fields by proto
+    names, as in Event). Writes are kept until the projection writes them to the store, with the
+    position of the change they come from; `get` sees them at once."""
+
+    @abstractmethod
+    async def get(self, key: str) -> dict[str, Any] | None:
+        """The key's document (a copy: change it and `put` it back), or None."""
+
+    @abstractmethod
+    def put(self, key: str, document: dict[str, Any]) -> None:
+        """The key's document is `document` now (all of it: a field left out is its default)."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """The key has no document now (nothing happens if it had none)."""
+
+
+class MemoryReadModel(ReadModel):
+    """A read model in a dict: for tests of a projection's handlers, and what the projection
+    node keeps the writes of a batch in."""
+
+    def __init__(self, documents: Mapping[str, dict[str, Any]] | None = None) -> None:
+        self.documents: dict[str, dict[str, Any]] = {
+            k: copy.deepcopy(v) for k, v in (documents or {}).items()
+        }
+
+    async def get(self, key: str) -> dict[str, Any] | None:
+        found = self.documents.get(key)
+        return None if found is None else copy.deepcopy(found)
+
+    def put(self, key: str, document: dict[str, Any]) -> None:
+        self.documents[key] = copy.deepcopy(document)
+
+    def delete(self, key: str) -> None:
+        self.documents.pop(key, None)
+
+
+class ProjectionPlugin(Plugin):
+    """Builds a read model from the change log: `async def on_<Entity>_<op>(self, event, model)`
+    handles one kind of change of one entity (op: insert, update or delete), and
+    `on_<Entity>(self, event, model)` every kind the more precise ones leave. The projection
+    follows the changes of the entities it has handlers for, and nothing else.
+
+    A handler acts on `model` only, and gives the same writes for the same changes and model:
+    the projection may run it more than once over the same changes before their writes are
+    stored (it reads the documents a batch's handlers ask for together, then handles the batch
+    again), and a replay runs it over every change again. A handler that raises stops the
+    projection at that change (or sets it aside, with `on_error: set_aside`); what it wrote to
+    `model` before raising is dropped."""
+
+    kind = "projection"
+
+    def __init__(
+        self, context: PluginContext | None = None, config: Mapping[str, Any] | None = None
+    ) -> None:
+        """A node makes it with its context; a test may make it with neither (`Plugin()`), or
+        with a config only."""
+        super().__init__(context, config or {})  # type: ignore[arg-type]  # None: in a test
+        self._handlers = self.handlers()
+
+    @classmethod
+    def handlers(cls) -> dict[tuple[str, str | None], str]:
+        """(entity, op or None for every op) -> the handler's method name."""
+        found: dict[tuple[str, str | None], str] = {}
+        for name in dir(cls):
+            if not name.startswith("on_") or not callable(getattr(cls, name, None)):
+                continue
+            entity, _, op = name[3:].rpartition("_")
+            if entity and op in CHANGE_OPS:
+                found[(entity, op)] = name
+            else:
+                found[(name[3:], None)] = name
+        return found
+
+    @classmethod
+    def entities(cls) -> list[str]:
+        """The entities it handles changes of, sorted."""
+        return sorted({entity for entity, _ in cls.handlers()})
+
+    async def handle(self, event: Event, model: ReadModel) -> bool:
+        """Run the handler of the event's entity and op; whether there was one."""
+        handlers = self._handlers
+        name = handlers.get((event.entity, event.op)) or handlers.get((event.entity, None))
+        if name is None:
+            return False
+        await getattr(self, name)(event, model)
+        return True
+
+
 _BASES: dict[type[Node], type[Plugin]] = {
     ReaderNode: ReaderPlugin,
     GatewayNode: GatewayPlugin,
     WriterNode: WriterPlugin,
+    ProjectionNode: ProjectionPlugin,
 }
 
 
@@ -197,7 +335,7 @@ def load_plugin_class(ref: PluginRef, node: Node, topology: Topology) -> type[Pl
     if not isinstance(target, type) or not issubclass(target, Plugin):
         raise PluginError(
             f"plugin '{ref.use}' is not a cqrs_flow plugin class "
-            "(subclass ReaderPlugin, GatewayPlugin or WriterPlugin)"
+            "(subclass ReaderPlugin, GatewayPlugin, WriterPlugin or ProjectionPlugin)"
         )
     if base is None or not issubclass(target, base):
         wanted = base.__name__ if base else "no plugin"

@@ -5,12 +5,20 @@ from __future__ import annotations
 from cqrs_flow.contracts import plugin_classes
 from cqrs_flow.contracts.entities import check_entities
 from cqrs_flow.contracts.gateway import gateway_plan
+from cqrs_flow.contracts.projection import projection_plan
 from cqrs_flow.contracts.reader import reader_plan
 from cqrs_flow.contracts.store import store_plan
 from cqrs_flow.contracts.writer import writer_plan
 from cqrs_flow.errors import Problem
 from cqrs_flow.protobuf.compiler import ProtoSet
-from cqrs_flow.topology.model import GatewayNode, ReaderNode, StoreNode, Topology, WriterNode
+from cqrs_flow.topology.model import (
+    GatewayNode,
+    ProjectionNode,
+    ReaderNode,
+    StoreNode,
+    Topology,
+    WriterNode,
+)
 from cqrs_flow.topology.problems import Problems
 
 __all__ = ["check_contracts"]
@@ -37,4 +45,6 @@ def check_contracts(
             gateway_plan(topology, node, protos, report)
             if import_plugins:
                 plugin_classes(topology, node, report)
+        elif isinstance(node, ProjectionNode):
+            projection_plan(topology, node, protos, report, import_plugins=import_plugins)
     return report.problems

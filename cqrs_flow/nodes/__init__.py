@@ -26,6 +26,7 @@ _KINDS = {
     "reader": ("cqrs_flow.nodes.reader", "ReaderService"),
     "writer": ("cqrs_flow.nodes.writer", "WriterService"),
     "gateway": ("cqrs_flow.nodes.gateway.service", "GatewayService"),
+    "projection": ("cqrs_flow.nodes.projection", "ProjectionService"),
 }
 
 

@@ -6,6 +6,7 @@ service (its credentials are refused by the write service).
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -14,13 +15,14 @@ from google.protobuf.message import Message
 from cqrs_flow.contracts.reader import reader_plan
 from cqrs_flow.nodes.runtime import STOP_GRACE, NodeService
 from cqrs_flow.plugins import PluginContext, ReaderPlugin, Rejected, start_plugins, stop_plugins
-from cqrs_flow.protobuf.compiler import DOCUMENTS_SERVICE
+from cqrs_flow.protobuf.compiler import CHANGES_SERVICE, DOCUMENTS_SERVICE
 from cqrs_flow.security.tokens import CallerCheck, outside_callers
 from cqrs_flow.topology.model import ReaderNode
 from cqrs_flow.transport.rpc import (
     UNAVAILABLE_PEER,
     Handler,
     ServiceClient,
+    StreamHandler,
     service_handler,
     start_server,
 )
@@ -70,10 +72,26 @@ class ReaderService(NodeService):
             check,
             forward={"Find"},
         )
+        # The change log too: Follow streamed through as it comes, Info forwarded.
+        self.changes = self.store.sibling(self.protos.service(CHANGES_SERVICE))
+        passed: dict[str, Handler | StreamHandler] = {
+            "Follow": self._follow("Follow"),
+            "FollowBatches": self._follow("FollowBatches"),
+            "Info": self._forward("Info", self.changes),
+        }
+        changes = service_handler(
+            self.protos,
+            self.protos.service(CHANGES_SERVICE),
+            passed,
+            check,
+            forward=set(passed),
+        )
         tls = server_credentials(self.topology, self.node.tls) if self.node.tls else None
-        served = (self.node.service, DOCUMENTS_SERVICE)
+        served = (self.node.service, DOCUMENTS_SERVICE, CHANGES_SERVICE)
         reflection = (self.protos, served) if self.node.serves_reflection else None
-        server = await start_server(self.node.listen, [generic, documents], check, tls, reflection)
+        server = await start_server(
+            self.node.listen, [generic, documents, changes], check, tls, reflection
+        )
         self.resources.push_async_callback(server.stop, STOP_GRACE)
         self.log.info(
             "%s on %s%s, reading from %s%s%s",
@@ -103,6 +121,33 @@ class ReaderService(NodeService):
                 await context.abort(exc.code(), exc.details() or "")
 
         return forward
+
+    def _follow(self, rpc: str) -> StreamHandler:
+        """The store's change log (`rpc`: Follow or FollowBatches), each message passed on as it
+        comes, for as long as both ends stay (a follower that goes away cancels the store's
+        stream)."""
+
+        async def follow(
+            request: bytes, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[bytes]:
+            call = self.changes.stream(rpc, request)
+            try:
+                async for message in call:
+                    yield message
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.CANCELLED and context.cancelled():
+                    return
+                if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                    self.log.warning(
+                        "store read service %s: %s", self.changes.target, exc.details()
+                    )
+                    context.set_trailing_metadata(((UNAVAILABLE_PEER, "store"),))
+                    await context.abort(exc.code(), "the store is unavailable; try again")
+                await context.abort(exc.code(), exc.details() or "")
+            finally:
+                call.cancel()
+
+        return follow
 
     def _plugin(self, plugin: ReaderPlugin, rpc: str) -> Handler:
         method = getattr(plugin, rpc)

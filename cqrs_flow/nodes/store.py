@@ -4,11 +4,17 @@ reads, each RPC bound to a store operation of the topology (cqrs_flow.contracts.
 Only the nodes wired to a service may call it. The backend is in memory, an SQLite database on
 disk (`data:`) or MongoDB; commands are applied once and in order per entity, and a command
 delivered again gets the answer it got first (cqrs_flow.stores.applied).
+
+Beside its read service it serves the document service and the change log (cqrs_flow.Changes:
+every change it applied, from a position, live); beside its write service, the service
+projections write their read models with (cqrs_flow.Projections).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -18,9 +24,9 @@ from cqrs_flow.contracts.operations import BoundOperation
 from cqrs_flow.contracts.store import store_plan
 from cqrs_flow.errors import NodeError
 from cqrs_flow.nodes.runtime import STOP_GRACE, NodeService
-from cqrs_flow.protobuf.compiler import DOCUMENTS_SERVICE
+from cqrs_flow.protobuf.compiler import CHANGES_SERVICE, DOCUMENTS_SERVICE, PROJECTIONS_SERVICE
 from cqrs_flow.security.sources import read_source
-from cqrs_flow.security.tokens import CallerCheck
+from cqrs_flow.security.tokens import METADATA_NODE, CallerCheck
 from cqrs_flow.stores import (
     DocumentStore,
     DuplicateKey,
@@ -32,16 +38,21 @@ from cqrs_flow.stores import (
 )
 from cqrs_flow.stores.applied import AppliedCommands
 from cqrs_flow.stores.base import BadQuery
+from cqrs_flow.stores.changes import Collections, follow, follow_batches
 from cqrs_flow.stores.documents import answer_find
 from cqrs_flow.stores.find import Indexes
+from cqrs_flow.stores.log import Ahead, ChangeLog, Retention, Superseded, Trimmed
 from cqrs_flow.stores.operations import InvalidRequest, Stale, apply_operation, command_id_of
+from cqrs_flow.stores.projections import ReadModel, ReadModels
 from cqrs_flow.stores.sqlite import Table
 from cqrs_flow.telemetry.metrics import OTHER
 from cqrs_flow.topology.model import Entity, StoreNode, TlsServer, Topology
-from cqrs_flow.transport.rpc import Handler, service_handler, start_server
+from cqrs_flow.transport.rpc import Handler, StreamHandler, service_handler, start_server
 from cqrs_flow.transport.tls import server_credentials
 
-__all__ = ["StoreService", "indexes_of", "open_backends"]
+__all__ = ["StoreService", "indexes_of", "open_backends", "open_log"]
+
+TRIM_EVERY = 1.0  # seconds between two trims of the change log to its retention
 
 
 async def open_backends(topology: Topology, node: StoreNode) -> dict[str, DocumentStore]:
@@ -81,6 +92,29 @@ async def open_backends(topology: Topology, node: StoreNode) -> dict[str, Docume
     return opened
 
 
+def open_log(node: StoreNode, backends: dict[str, DocumentStore]) -> ChangeLog:
+    """The change log the node's backends append to (they share one: positions increase across
+    all its entities)."""
+    retention = Retention(node.retention.changes, node.retention.age)
+    stores = list(backends.values())
+    if node.backend == "mongodb":
+        from cqrs_flow.stores.mongodb import MongoStore
+        from cqrs_flow.stores.mongodb_log import MongoLog
+
+        return MongoLog([s for s in stores if isinstance(s, MongoStore)], retention)
+    if node.data is not None:
+        from cqrs_flow.stores.sqlite_log import SqliteLog
+
+        return SqliteLog([s for s in stores if isinstance(s, SqliteStore)], retention)
+    from cqrs_flow.stores.memory_log import MemoryLog
+
+    log = MemoryLog(retention, node.last_writer_wins)
+    for store in stores:
+        assert isinstance(store, MemoryStore)
+        store.log = log
+    return log
+
+
 def indexes_of(entity: Entity) -> Indexes:
     """What finds over an entity's documents may use: its key field and its indexed fields."""
     return Indexes(entity.key, entity.indexes)
@@ -103,6 +137,26 @@ class StoreService(NodeService):
         for name, backend in self.backends.items():
             self.resources.push_async_callback(backend.close)
             self.spawn(backend.wait_failure(), f"store backend of {name}")
+        self.log_ = open_log(self.node, self.backends)
+        self.resources.push_async_callback(self.log_.close)
+        entities = self.topology.entities_of(self.node)
+        self.collections = Collections({e.collection: e.name for e in entities})
+        self.read_models = ReadModels(
+            self.log_,
+            {
+                p.name: self._read_model(self.topology.entities[p.entity])
+                for p in self.topology.projections_into(self.node)
+                if p.entity in self.backends
+            },
+            self.backends,
+            self.collections,
+        )
+        self.resources.push_async_callback(self._close_opened)
+        await self.read_models.open()
+        info = await self.log_.info()
+        self.log.info("change log: %s; retention: %s", info, self.node.retention)
+        if not self.node.retention.keeps_everything:
+            self.spawn(self._trim(), "change log retention")
         self.applied = AppliedCommands()
         check = CallerCheck(self.topology.callers_of(self.node.name), self.credentials)
         for side in ("write", "read"):
@@ -112,10 +166,28 @@ class StoreService(NodeService):
                 service_handler(self.protos, self.protos.service(service.name), handlers, check)
             ]
             served = [service.name]
-            if side == "read":  # the document service: lists, lookups, relations
+            if side == "read":  # the document service: lists, lookups, relations; the log
                 documents = self.protos.service(DOCUMENTS_SERVICE)
                 generic.append(service_handler(self.protos, documents, {"Find": self._find}, check))
                 served.append(DOCUMENTS_SERVICE)
+                changes = self.protos.service(CHANGES_SERVICE)
+                answers: dict[str, Handler | StreamHandler] = {
+                    "Follow": self._follow(batched=False),
+                    "FollowBatches": self._follow(batched=True),
+                    "Info": self._info,
+                }
+                generic.append(service_handler(self.protos, changes, answers, check))
+                served.append(CHANGES_SERVICE)
+            else:  # the read models of projections
+                generic.append(
+                    service_handler(
+                        self.protos,
+                        self.protos.service(PROJECTIONS_SERVICE),
+                        self._projection_handlers(),
+                        check,
+                    )
+                )
+                served.append(PROJECTIONS_SERVICE)
             tls = server_credentials(self.topology, service.tls) if service.tls else None
             reflection = (self.protos, served) if self.node.serves_reflection else None
             server = await start_server(service.listen, generic, check, tls, reflection)
@@ -123,6 +195,138 @@ class StoreService(NodeService):
             self.log.info(
                 "%s service %s on %s%s", side, service.name, service.listen, _tls_note(service.tls)
             )
+
+    def _read_model(self, entity: Entity) -> ReadModel:
+        return ReadModel(
+            entity.name,
+            entity.collection,
+            indexes_of(entity),
+            entity.timestamp,
+            self.protos.message_class(entity.document),
+        )
+
+    async def _close_opened(self) -> None:
+        """Close the backends opened while running (read models' generations)."""
+        for backend in self.read_models.opened:
+            await backend.close()
+
+    async def _trim(self) -> None:
+        """Keep the change log to its retention, a trim a second (each drops a bounded number
+        of changes, so a long log left to trim does not hold the writes up)."""
+        while True:
+            await asyncio.sleep(TRIM_EVERY)
+            try:
+                dropped = await self.log_.trim()
+            except StoreError as exc:  # a full disk, MongoDB away: try again later
+                self.log.warning("change log: trimming to its retention failed: %s", exc)
+                continue
+            if dropped:
+                self.log.debug("change log: %d changes dropped (retention)", dropped)
+
+    def _document_class(self, entity: str) -> type[Message]:
+        return self.protos.message_class(self.topology.entities[entity].document)
+
+    def _follow(self, batched: bool) -> StreamHandler:
+        """Every change after request.after (of request.entities), and with request.wait the
+        new ones as they are made, until the caller goes away: one by one (Follow), or in
+        batches (FollowBatches)."""
+        methods = self.protos.service(CHANGES_SERVICE).methods_by_name
+        change_class = self.protos.class_of(methods["Follow"].output_type)
+        batch_class = self.protos.class_of(methods["FollowBatches"].output_type)
+
+        async def answer(
+            request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Message]:
+            stream = (
+                follow_batches(
+                    self.log_,
+                    request,
+                    self.collections,
+                    self._document_class,
+                    change_class,
+                    batch_class,
+                )
+                if batched
+                else follow(
+                    self.log_, request, self.collections, self._document_class, change_class
+                )
+            )
+            try:
+                async for message in stream:
+                    yield message
+            except InvalidRequest as exc:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            except (Trimmed, Ahead) as exc:
+                await context.abort(grpc.StatusCode.OUT_OF_RANGE, str(exc))
+            except StoreError as exc:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+
+        return answer
+
+    async def _info(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
+        answer_class = self.protos.class_of(
+            self.protos.service(CHANGES_SERVICE).methods_by_name["Info"].output_type
+        )
+        try:
+            info = await self.log_.info()
+        except StoreError as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        answer: Message = answer_class()
+        for name, value in (
+            ("first", info.first),
+            ("last", info.last),
+            ("changes", info.changes),
+            ("bytes", info.bytes),
+        ):
+            setattr(answer, name, value)
+        return answer
+
+    def _projection_handlers(self) -> dict[str, Handler | StreamHandler]:
+        """The Projections service: each call on the read model of its caller (a projection the
+        topology wires to this store's write side, which CallerCheck made sure of)."""
+        service = self.protos.service(PROJECTIONS_SERVICE)
+        models = self.read_models
+
+        def answer(rpc: str) -> Any:
+            return self.protos.class_of(service.methods_by_name[rpc].output_type)()
+
+        async def call(rpc: str, context: grpc.aio.ServicerContext[Any, Any], work: Any) -> Any:
+            try:
+                return await work
+            except Superseded as exc:
+                await context.abort(grpc.StatusCode.ABORTED, str(exc))
+            except (InvalidRequest, InvalidDocument) as exc:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            except StoreError as exc:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+
+        def caller(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+            metadata = dict(context.invocation_metadata() or ())
+            return str(metadata.get(METADATA_NODE, ""))
+
+        async def state(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            generation = request.generation if request.HasField("generation") else None
+            work = models.state(caller(context), generation, answer("State"))
+            return await call("State", context, work)
+
+        async def read(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            work = models.read(
+                caller(context), request.generation, list(request.keys), answer("Read")
+            )
+            return await call("Read", context, work)
+
+        async def apply(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            work = models.apply(caller(context), request, answer("Apply"))
+            return await call("Apply", context, work)
+
+        async def begin(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            return await call("Begin", context, models.begin(caller(context), answer("Begin")))
+
+        async def switch(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            work = models.switch(caller(context), request.generation, answer("Switch"))
+            return await call("Switch", context, work)
+
+        return {"State": state, "Read": read, "Apply": apply, "Begin": begin, "Switch": switch}
 
     async def _find(
         self, request: Message | bytes, context: grpc.aio.ServicerContext[Any, Any]
@@ -187,7 +391,7 @@ class StoreService(NodeService):
         response_class = self.protos.class_of(bound.method.output_type)
         node = self.node
         entity = self.topology.entities[bound.entity]
-        backend = self.backends[bound.entity]
+        backends = self.backends  # looked up at each call: a read model's moves with a replay
         document_class = self.protos.message_class(entity.document)
         what = entity.name.lower()
         id_name = self.topology.command_id
@@ -208,7 +412,7 @@ class StoreService(NodeService):
                 response = await apply_operation(
                     bound,
                     request,
-                    backend,
+                    backends[bound.entity],
                     document_class,
                     response_class,
                     entity.timestamp,

@@ -24,10 +24,17 @@ from google.protobuf.descriptor import (
 from google.protobuf.message import Message
 
 from cqrs_flow.errors import ProtoError
-from cqrs_flow.topology.model import DOCUMENTS_SERVICE
+from cqrs_flow.topology.model import CHANGES_SERVICE, DOCUMENTS_SERVICE, PROJECTIONS_SERVICE
 from cqrs_flow.topology.problems import did_you_mean
 
-__all__ = ["DOCUMENTS_SERVICE", "ProtoSet", "cache_dir", "compile_protos"]
+__all__ = [
+    "CHANGES_SERVICE",
+    "DOCUMENTS_SERVICE",
+    "PROJECTIONS_SERVICE",
+    "ProtoSet",
+    "cache_dir",
+    "compile_protos",
+]
 
 
 def cache_dir() -> Path:
@@ -108,6 +115,7 @@ OWN_PROTOS = Path(__file__).parent / "proto"
 OWN_PROTO_FILES = (
     OWN_PROTOS / "cqrs_flow" / "documents.proto",  # lists, lookups, relations
     OWN_PROTOS / "cqrs_flow" / "changes.proto",  # the change log
+    OWN_PROTOS / "cqrs_flow" / "projections.proto",  # read models written by projections
 )
 
 

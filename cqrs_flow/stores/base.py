@@ -183,6 +183,13 @@ class DocumentStore(ABC):
         """A page per query, in order (a backend may answer them all from one snapshot)."""
         return [await self.find(query) for query in queries]
 
+    async def find_at(self, queries: builtins.list[Find]) -> tuple[builtins.list[Page], int]:
+        """find_many, and the change log's position the pages were read at: they show every
+        change up to it (0: the backend keeps no log). A backend that cannot read both from one
+        snapshot reads the position first, so that the pages may show changes after it, but
+        never miss one before: a follower going on from it sees some changes twice, none never."""
+        return await self.find_many(queries), 0
+
     async def wait_failure(self) -> None:
         """Raise the error that leaves the backend unable to serve (its disk failed, say);
         never returns otherwise. The store node runs it in the background and ends with it."""

@@ -171,6 +171,7 @@ class Database:
         self._wake = asyncio.Event()
         self._error: DatabaseError | None = None
         self.commits = 0
+        self.on_commit: list[Callable[[], None]] = []  # called after each commit (in the loop)
         self.task = asyncio.get_running_loop().create_task(self._run(), name=f"{path.name} writer")
 
     @classmethod
@@ -231,6 +232,8 @@ class Database:
                 self._failed(batch, exc)
                 continue
             self.commits += 1
+            for listener in self.on_commit:
+                listener()
             for write, (ok, value) in zip(batch, outcomes, strict=True):
                 if write.done.cancelled():
                     continue

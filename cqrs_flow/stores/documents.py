@@ -74,8 +74,12 @@ async def answer_find(
     most: int,
 ) -> Any:
     """Fill `response` (a FindResponse) with a page per query of `request` (a FindRequest), each
-    of at most `most` documents; InvalidRequest for a query that cannot be asked, what the
-    backends raise otherwise."""
+    of at most `most` documents, and the change log position they were read at; InvalidRequest
+    for a query that cannot be asked, what the backends raise otherwise.
+
+    The queries of one entity are answered from one snapshot, with its position; those of
+    several entities from one snapshot each, and the position is then the smallest of theirs:
+    a follower going on from it may see a change the pages already show, but misses none."""
     groups: dict[str, list[tuple[int, Find]]] = {}
     for i, query in enumerate(request.queries):
         if query.entity not in backends:
@@ -84,10 +88,13 @@ async def answer_find(
             )
         groups.setdefault(query.entity, []).append((i, _find(query, most)))
     pages: dict[int, tuple[str, Page]] = {}
+    positions = []
     for entity, finds in groups.items():
-        found = await backends[entity].find_many([find for _, find in finds])
+        found, position = await backends[entity].find_at([find for _, find in finds])
+        positions.append(position)
         for (i, _), page in zip(finds, found, strict=True):
             pages[i] = (entity, page)
+    response.log_position = min(positions, default=0)
     for i in range(len(request.queries)):
         entity, page = pages[i]
         cls = document_class(entity)

@@ -190,12 +190,11 @@ async def migrate_if_needed(store: SqliteStore) -> None:
         def write(c: sqlite3.Connection) -> None:
             for key, document in documents:  # in their order: the insertion order goes on
                 text = json.dumps(document, separators=(",", ":"), ensure_ascii=False)
-                store._write(
-                    c, key, document, text, commands.get(key), keep_place=False, op="insert"
-                )
+                # each an insert in the change log too, as if made now
+                store._write(c, key, document, text, commands.get(key), keep_place=False)
             for key, command in commands.items():
                 if key not in memory._documents:
-                    store._remove(c, key, command)  # a tombstone
+                    store._remove(c, key, command, None)  # a tombstone (no change to log)
             note_migration(c)
 
         await database.write(write)

@@ -15,7 +15,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from itertools import chain, islice
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mongomock
 from sortedcontainers import SortedDict, SortedList
@@ -48,7 +48,10 @@ from cqrs_flow.stores.find import (
     sort_key,
 )
 
-__all__ = ["MemoryStore"]
+if TYPE_CHECKING:
+    from cqrs_flow.stores.memory_log import MemoryLog
+
+__all__ = ["MemoryStore", "copy_out"]
 
 log = logging.getLogger("cqrs_flow.store")
 
@@ -68,14 +71,21 @@ class MemoryStore(DocumentStore):
     accepted. Writes without a command keep the default rules.
 
     `indexes`: what finds may filter and order on (the key field, and the indexed fields).
+    `log`: the change log every change is appended to, in the same step (the store node's; the
+    stores of one node share it).
     """
 
     def __init__(
-        self, collection: str, last_writer_wins: bool = False, indexes: Indexes | None = None
+        self,
+        collection: str,
+        last_writer_wins: bool = False,
+        indexes: Indexes | None = None,
+        log: MemoryLog | None = None,
     ) -> None:
         self.name = collection
         self.last_writer_wins = last_writer_wins
         self.indexes = indexes or Indexes()
+        self.log = log
         self.collection: mongomock.Collection[Document] = mongomock.MongoClient().get_database(
             "cqrs_flow"
         )[collection]
@@ -130,16 +140,20 @@ class MemoryStore(DocumentStore):
         plans = [plan(query, self.indexes, self.name) for query in queries]  # all checked first
         return [self._find(found, query) for found, query in zip(plans, queries, strict=True)]
 
+    async def find_at(self, queries: builtins.list[Find]) -> tuple[builtins.list[Page], int]:
+        # everything in one step of the event loop: the pages and the position agree exactly
+        return await self.find_many(queries), self.log.last_position if self.log else 0
+
     # -- the operations -----------------------------------------------------------------------
 
     def _get(self, key: str) -> Document:
         stored = self._documents.get(key)
         if stored is None:
             raise NotFound(key)
-        return _copy_out(stored)
+        return copy_out(stored)
 
     def _list(self, count: int) -> builtins.list[Document]:
-        return [_copy_out(d) for d in islice(self._documents.values(), count)] if count > 0 else []
+        return [copy_out(d) for d in islice(self._documents.values(), count)] if count > 0 else []
 
     # -- finds: everything in the calling thread, so every find sees one state -----------------
 
@@ -149,7 +163,7 @@ class MemoryStore(DocumentStore):
     def _answer(self, found: Plan, request: Request) -> Any:
         if isinstance(request, Fetch):
             return [
-                (key, _copy_out(self._documents[key]))
+                (key, copy_out(self._documents[key]))
                 for key in request.keys
                 if key in self._documents
             ]
@@ -202,7 +216,7 @@ class MemoryStore(DocumentStore):
     def _row(self, found: Plan, key: str, seq: int, documents: bool) -> Row:
         stored = self._documents[key]
         place = found.place_of(key, seq, stored)
-        return Row(key, place, _copy_out(stored) if documents else None)
+        return Row(key, place, copy_out(stored) if documents else None)
 
     def _piece(self, name: str | None, piece: Piece, backwards: bool) -> Iterator[tuple[str, int]]:
         """(key, seq) of the piece's entries, in the index's order (reversed if `backwards`)."""
@@ -253,9 +267,12 @@ class MemoryStore(DocumentStore):
         if key in self._documents:
             if not lww:
                 raise DuplicateKey(key)
+            previous = self._documents[key]
             self._replace(key, {**_copy(document), "_id": key})
+            self._logged("update", key, command, previous)
         else:
             self._put_new(key, document)
+            self._logged("insert", key, command)
         if command:
             self._commands[key] = command
 
@@ -271,19 +288,21 @@ class MemoryStore(DocumentStore):
                 "_id": key,
             }  # a new dict: stored ones never change
             self._replace(key, updated)
+            self._logged("update", key, command, stored)
         elif lww:  # the update is the document's whole state
             self._put_new(key, fields)
             updated = self._documents[key]
+            self._logged("insert", key, command)
         else:
             raise NotFound(key)
         if command:
             self._commands[key] = command
-        return _copy_out(updated)
+        return copy_out(updated)
 
     def _delete(self, key: str, command: str | None = None, lww: bool = False) -> None:
         self._admit(key, command)
         if key in self._documents:
-            self._remove(key)
+            self._logged("delete", key, command, self._remove(key))
         elif not lww:
             raise NotFound(key)
         if command:
@@ -301,9 +320,12 @@ class MemoryStore(DocumentStore):
             raise DuplicateKey(", ".join(taken))
         for key, document in documents.items():
             if key in self._documents:
+                previous = self._documents[key]
                 self._replace(key, {**_copy(document), "_id": key})
+                self._logged("update", key, command, previous)
             else:
                 self._put_new(key, document)
+                self._logged("insert", key, command)
             if command:
                 self._commands[key] = command
         return len(documents)
@@ -315,14 +337,42 @@ class MemoryStore(DocumentStore):
             if command and not supersedes(command, self._commands.get(key)):
                 continue
             if key in self._documents:
-                self._remove(key)
+                self._logged("delete", key, command, self._remove(key))
                 removed.append(key)
             if command:
                 self._commands[key] = command
         return removed
 
+    def _put(self, key: str, document: Document | None) -> None:
+        """A read model's write (no command): the key's document is `document`, or none."""
+        if document is None:
+            if key in self._documents:
+                self._logged("delete", key, None, self._remove(key))
+        elif key in self._documents:
+            previous = self._documents[key]
+            self._replace(key, {**_copy(document), "_id": key})
+            self._logged("update", key, None, previous)
+        else:
+            self._put_new(key, document)
+            self._logged("insert", key, None)
+
     def _lww(self, command: str | None) -> bool:
         return self.last_writer_wins and bool(command)
+
+    def _logged(
+        self, op: str, key: str, command: str | None, previous: dict[str, Any] | None = None
+    ) -> None:
+        """The change just made, appended to the log: the stored document itself (documents
+        are never changed in place, so the log may hold it as it is)."""
+        if self.log is not None:
+            self.log.append(
+                self.name,
+                key,
+                op,
+                command,
+                None if op == "delete" else self._documents[key],
+                previous,
+            )
 
     def _admit(self, key: str, command: str | None) -> None:
         last = self._commands.get(key)
@@ -361,14 +411,17 @@ class MemoryStore(DocumentStore):
                 entries.remove((*sort_key(old.get(name)), seq, key))
                 entries.add((*sort_key(document.get(name)), seq, key))
 
-    def _remove(self, key: str) -> None:
+    def _remove(self, key: str) -> dict[str, Any]:
+        """Remove the key's document; the stored document removed."""
         if self._mirror is not None:
             del self._mirror[key]
         else:
             self.collection.delete_one({"_id": key})
         seq = self._seqs.pop(key)
         del self._by_seq[seq]
-        self._index(key, seq, self._documents.pop(key), add=False)
+        stored = self._documents.pop(key)
+        self._index(key, seq, stored, add=False)
+        return stored
 
     def _index(self, key: str, seq: int, stored: dict[str, Any], add: bool) -> None:
         """Add (or remove) the document's entry in each field's index."""
@@ -444,7 +497,7 @@ def _copy(value: Any) -> Any:
     return value
 
 
-def _copy_out(stored: dict[str, Any]) -> Document:
+def copy_out(stored: dict[str, Any]) -> Document:
     """What a caller gets: a copy without mongomock's `_id`."""
     return {
         k: v if v.__class__ in _IMMUTABLE else _copy(v) for k, v in stored.items() if k != "_id"

@@ -235,6 +235,10 @@ class MongoStore(DocumentStore):
         self._clock = clock or CommandClock()
         self._after = ReturnDocument.AFTER
         self._before = ReturnDocument.BEFORE
+        # The node's change log (stores/mongodb_log.MongoLog sets it): with one, every write is
+        # a transaction with its change (the functions of mongodb_log), without, the single
+        # conditional operations below.
+        self.log: Any = None
 
     @classmethod
     async def open(
@@ -365,6 +369,12 @@ class MongoStore(DocumentStore):
         with driver_errors("find documents"):
             return await run_async(pages(query, found, str), partial(self._answer, found))
 
+    async def find_at(self, queries: builtins.list[Find]) -> tuple[builtins.list[Page], int]:
+        """The log's position read first, then the pages: no snapshot holds both, so the pages
+        may show changes after the position, never miss one before it."""
+        position = await self.log.last() if self.log is not None else 0
+        return await self.find_many(queries), position
+
     async def find_many(self, queries: builtins.list[Find]) -> builtins.list[Page]:
         """One query after the other (no snapshot across them: see the module)."""
         plans = [plan(query, self.indexes, self.name) for query in queries]
@@ -421,6 +431,10 @@ class MongoStore(DocumentStore):
 
     async def insert(self, key: str, document: Document, command: str | None = None) -> None:
         with driver_errors(f"insert {key!r}"):
+            if self.log is not None:
+                from cqrs_flow.stores import mongodb_log
+
+                return await mongodb_log.insert(self, key, document, command)
             await self._insert(key, document, command, self._clock.next_id())
 
     async def _insert(self, key: str, document: Document, command: str | None, seq: str) -> Any:
@@ -457,6 +471,10 @@ class MongoStore(DocumentStore):
         if not command and not any(name != "_id" for name in fields):
             return await self.get(key)  # nothing to set (MongoDB refuses an empty $set)
         with driver_errors(f"update {key!r}"):
+            if self.log is not None:
+                from cqrs_flow.stores import mongodb_log
+
+                return await mongodb_log.update(self, key, fields, command)
             for _ in range(RETRIES):
                 where, update = update_op(key, fields, command)
                 found = await self.collection.find_one_and_update(
@@ -474,6 +492,10 @@ class MongoStore(DocumentStore):
 
     async def delete(self, key: str, command: str | None = None) -> None:
         with driver_errors(f"delete {key!r}"):
+            if self.log is not None:
+                from cqrs_flow.stores import mongodb_log
+
+                return await mongodb_log.delete(self, key, command)
             if not await self._delete(key, command) and not (self.last_writer_wins and command):
                 raise NotFound(key)
 
@@ -533,6 +555,10 @@ class MongoStore(DocumentStore):
         if not documents:
             return 0
         with driver_errors(f"insert {len(documents)} documents"):
+            if self.log is not None:
+                from cqrs_flow.stores import mongodb_log
+
+                return await mongodb_log.insert_many(self, documents, command)
             states = {
                 found["_id"]: KeyState.of(found)
                 async for found in self.collection.find(
@@ -613,5 +639,9 @@ class MongoStore(DocumentStore):
             raise self._busy(key)
 
         with driver_errors(f"delete {len(keys)} documents"):
+            if self.log is not None:
+                from cqrs_flow.stores import mongodb_log
+
+                return await mongodb_log.delete_many(self, keys, command)
             removed = await asyncio.gather(*(one(key) for key in dict.fromkeys(keys)))
         return sum(removed)

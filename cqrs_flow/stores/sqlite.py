@@ -2,9 +2,10 @@
 
 A store node with `data: <directory>` uses it. Every write a call acknowledges is committed
 (WAL, synchronous=FULL; one commit shared by the writes waiting) and survives a kill -9 of the
-process; a read never shows an uncommitted write. Memory stays small at any size: the data is on
-disk, and SQLite's page cache is bounded. Layout and reasoning: docs/ARCHITECTURE.md, "The durable
-store".
+process; a read never shows an uncommitted write. Every change is appended to the change log
+(the `changes` table) in the change's own transaction (stores/sqlite_log.py reads it). Memory
+stays small at any size: the data is on disk, and SQLite's page cache is bounded. Layout and
+reasoning: docs/ARCHITECTURE.md, "The durable store".
 """
 
 from __future__ import annotations
@@ -48,13 +49,16 @@ from cqrs_flow.stores.find import (
     run,
 )
 
-__all__ = ["DATABASE", "FORMAT", "SqliteStore", "Table"]
+__all__ = ["DATABASE", "FORMAT", "SqliteStore", "Table", "last_position"]
 
 log = logging.getLogger("cqrs_flow.store")
 
 DATABASE = "store.db"
 KeyRow = tuple[Any, Any, Any]  # seq, doc, cmd of a key (None for what a tombstone lacks)
-FORMAT = "1"  # of the schema below; `meta` says which one a file has
+FORMAT = "2"  # of the schema below; `meta` says which one a file has
+# Format 1 had no `prev` column and wrote no change log; it is brought to 2 when opened, the
+# documents it holds becoming the log's first changes (so that a projection sees them).
+UPGRADABLE = {"1"}
 
 
 def table_of(collection: str) -> str:
@@ -74,8 +78,9 @@ class Table:
 def schema(
     collection: str, indexes: Indexes | None = None, built: list[str] | None = None
 ) -> Callable[[sqlite3.Connection], None]:
-    """Create what is missing: `meta`, the change log, the collection's table, the count of its
-    documents, and its indexes (those built now are appended to `built`)."""
+    """Create what is missing: `meta`, the change log and projections' bookkeeping, the
+    collection's table, the count of its documents, and its indexes (those built now are appended
+    to `built`). A database of format 1 is brought to 2 (see `upgrade`)."""
     table = table_of(collection)
     index = '"seq_of_' + collection.replace('"', '""') + '"'
 
@@ -86,10 +91,13 @@ def schema(
         found = connection.execute("SELECT value FROM meta WHERE name = 'format'").fetchone()
         if found is None:
             connection.execute("INSERT INTO meta VALUES ('format', ?)", (FORMAT,))
+        elif found[0] in UPGRADABLE:
+            upgrade(connection)
         elif found[0] != FORMAT:
             raise sqlite3.DatabaseError(
                 f"its format is {found[0]!r}; this version of cqrs-flow reads format {FORMAT!r}"
             )
+        log_schema(connection)
         # One row per key, whether it holds a document or only its last command (a tombstone).
         connection.execute(
             f"CREATE TABLE IF NOT EXISTS {table} ("
@@ -103,19 +111,67 @@ def schema(
         connection.execute(
             f"CREATE UNIQUE INDEX IF NOT EXISTS {index} ON {table} (seq) WHERE seq IS NOT NULL"
         )
-        # The change log: a row per change, in the transaction of the change (when enabled).
-        connection.execute(
-            "CREATE TABLE IF NOT EXISTS changes ("
-            " seq INTEGER PRIMARY KEY AUTOINCREMENT,"
-            " collection TEXT NOT NULL, key TEXT NOT NULL, op TEXT NOT NULL,"
-            " cmd TEXT, doc TEXT, at REAL NOT NULL)"
-        )
         sqlite_find.counts_schema(connection, collection)
         made = sqlite_find.index_schema(connection, collection, indexes or Indexes())
         if built is not None:
             built.extend(made)
 
     return create
+
+
+def log_schema(connection: sqlite3.Connection) -> None:
+    """The change log (a row per change, in the transaction of the change; `seq` is its
+    position, AUTOINCREMENT: never given twice, even once trimmed) and the bookkeeping of the
+    projections whose read models the database holds."""
+    connection.execute(
+        "CREATE TABLE IF NOT EXISTS changes ("
+        " seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+        " collection TEXT NOT NULL, key TEXT NOT NULL, op TEXT NOT NULL,"
+        " cmd TEXT, doc TEXT, at REAL NOT NULL, prev TEXT)"
+    )
+    # A projection's position in each generation of its read model (`live`: the one queries
+    # read), written in the transaction of the read model's writes.
+    connection.execute(
+        "CREATE TABLE IF NOT EXISTS projections ("
+        " name TEXT NOT NULL, generation INTEGER NOT NULL, position INTEGER NOT NULL,"
+        " live INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (name, generation)) WITHOUT ROWID"
+    )
+    connection.execute(
+        "CREATE TABLE IF NOT EXISTS set_aside ("
+        " projection TEXT NOT NULL, position INTEGER NOT NULL, collection TEXT NOT NULL,"
+        " key TEXT NOT NULL, op TEXT NOT NULL, cmd TEXT, error TEXT NOT NULL, at REAL NOT NULL)"
+    )
+
+
+def upgrade(connection: sqlite3.Connection) -> None:
+    """Format 1 -> 2: the log gets its `prev` column, and every live document of every collection
+    becomes an insert in it (format 1 logged nothing: without them a projection following the
+    log from its start would miss the documents stored before). Once, in the transaction that
+    brings the schema up."""
+    columns = [row[1] for row in connection.execute("PRAGMA table_info(changes)")]
+    if columns and "prev" not in columns:
+        connection.execute("ALTER TABLE changes ADD COLUMN prev TEXT")
+    log_schema(connection)
+    now = time.time()
+    tables = connection.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'docs\\_%' ESCAPE '\\'"
+        " ORDER BY name"
+    ).fetchall()
+    for (name,) in tables:
+        connection.execute(
+            "INSERT INTO changes (collection, key, op, cmd, doc, at)"
+            f" SELECT ?, key, 'insert', cmd, doc, ? FROM {table_of(name[len('docs_') :])}"
+            " WHERE seq IS NOT NULL ORDER BY seq",
+            (name[len("docs_") :], now),
+        )
+    connection.execute("UPDATE meta SET value = ? WHERE name = 'format'", (FORMAT,))
+    log.info("brought the database to format %s: its documents are the log's first changes", FORMAT)
+
+
+def last_position(connection: sqlite3.Connection) -> int:
+    """The newest position the log gave (0: none), trimmed or not."""
+    row = connection.execute("SELECT seq FROM sqlite_sequence WHERE name = 'changes'").fetchone()
+    return int(row[0]) if row else 0
 
 
 def _encode(document: Document) -> str:
@@ -131,8 +187,8 @@ class SqliteStore(DocumentStore):
     """Keyed documents in one table of an SQLite database (see the module).
 
     Open it with `await SqliteStore.open(directory, collection)`; it needs a running event loop.
-    `change_log=True` writes a row to the `changes` table with every change, in its transaction.
-    `timestamp`: the document field copied to the `ts` column. `indexes`: what finds may use.
+    Every change writes a row to the `changes` table, in its transaction. `timestamp`: the
+    document field copied to the `ts` column. `indexes`: what finds may use.
     """
 
     def __init__(
@@ -141,14 +197,12 @@ class SqliteStore(DocumentStore):
         collection: str,
         last_writer_wins: bool,
         timestamp: str | None,
-        change_log: bool,
         indexes: Indexes | None = None,
     ) -> None:
         self.database = database
         self.collection = collection
         self.last_writer_wins = last_writer_wins
         self.timestamp = timestamp
-        self.change_log = change_log
         self.indexes = indexes or Indexes()
         self._table = table_of(collection)
         self._seq = 0  # the last insertion order given; owned by the writer's thread
@@ -162,7 +216,6 @@ class SqliteStore(DocumentStore):
         last_writer_wins: bool = False,
         timestamp: str | None = None,
         indexes: Indexes | None = None,
-        change_log: bool = False,
         group_commit: bool = True,
     ) -> SqliteStore:
         """The store of one collection in `directory` (see open_many)."""
@@ -170,7 +223,6 @@ class SqliteStore(DocumentStore):
             directory,
             {collection: Table(timestamp, indexes or Indexes())},
             last_writer_wins=last_writer_wins,
-            change_log=change_log,
             group_commit=group_commit,
         )
         return store
@@ -182,7 +234,6 @@ class SqliteStore(DocumentStore):
         collections: dict[str, Table],
         *,
         last_writer_wins: bool = False,
-        change_log: bool = False,
         group_commit: bool = True,
     ) -> builtins.list[SqliteStore]:
         """A store per collection (name -> its Table: timestamp field and indexes), all in the
@@ -203,7 +254,7 @@ class SqliteStore(DocumentStore):
             directory, DATABASE, "store", create, group_commit=group_commit
         )
         stores = [
-            cls(database, name, last_writer_wins, table.timestamp, change_log, table.indexes)
+            cls(database, name, last_writer_wins, table.timestamp, table.indexes)
             for name, table in collections.items()
         ]
         try:
@@ -270,15 +321,26 @@ class SqliteStore(DocumentStore):
         work = builtins.list(zip(queries, plans, strict=True))
         return await self.database.read(lambda c: self._find_all(c, work))
 
+    async def find_at(self, queries: builtins.list[Find]) -> tuple[builtins.list[Page], int]:
+        """find_many, and the log's last position in the same snapshot: the pages show every
+        change up to it and none after."""
+        plans = [plan(query, self.indexes, self.collection) for query in queries]
+        work = builtins.list(zip(queries, plans, strict=True))
+        return await self.database.read(lambda c: self._find_all(c, work, position=True))
+
     def _find_all(
-        self, connection: sqlite3.Connection, work: builtins.list[tuple[Find, Plan]]
-    ) -> builtins.list[Page]:
+        self,
+        connection: sqlite3.Connection,
+        work: builtins.list[tuple[Find, Plan]],
+        position: bool = False,
+    ) -> Any:
         connection.execute("BEGIN")  # one snapshot for every statement of every page
         try:
-            return [
+            found = [
                 run(pages(query, found, int), partial(self._answer, connection, found))
                 for query, found in work
             ]
+            return (found, last_position(connection)) if position else found
         finally:
             connection.execute("COMMIT")
 
@@ -354,7 +416,7 @@ class SqliteStore(DocumentStore):
             live = row is not None and row[1] is not None
             if live and not lww:
                 raise DuplicateKey(key)
-            self._write(c, key, document, text, command, keep_place=live, op="insert")
+            self._write(c, key, document, text, command, keep_place=live, previous=row and row[1])
 
         await self.database.write(work)
 
@@ -372,7 +434,7 @@ class SqliteStore(DocumentStore):
             else:
                 raise NotFound(key)
             text = _encode(updated)
-            self._write(c, key, updated, text, command, keep_place=live, op="update")
+            self._write(c, key, updated, text, command, keep_place=live, previous=row and row[1])
             document: Document = json.loads(text)  # the caller's own copy
             return document
 
@@ -384,9 +446,9 @@ class SqliteStore(DocumentStore):
         def work(c: sqlite3.Connection) -> None:
             row = self._admit(c, key, command)
             if row is not None and row[1] is not None:
-                self._remove(c, key, command)
+                self._remove(c, key, command, row[1])
             elif lww:
-                self._remove(c, key, command)  # nothing there: its tombstone remembers C
+                self._remove(c, key, command, None)  # nothing there: its tombstone remembers C
             else:
                 raise NotFound(key)
 
@@ -405,8 +467,16 @@ class SqliteStore(DocumentStore):
             if taken and not lww:
                 raise DuplicateKey(", ".join(taken))
             for key in wanted:
+                row = rows[key]
+                previous = row[1] if row is not None else None
                 self._write(
-                    c, key, documents[key], texts[key], command, keep_place=live[key], op="insert"
+                    c,
+                    key,
+                    documents[key],
+                    texts[key],
+                    command,
+                    keep_place=live[key],
+                    previous=previous,
                 )
             return len(wanted)
 
@@ -420,10 +490,10 @@ class SqliteStore(DocumentStore):
                 if command and not supersedes(command, None if row is None else row[2]):
                     continue
                 if row is not None and row[1] is not None:
-                    self._remove(c, key, command)
+                    self._remove(c, key, command, row[1])
                     removed += 1
                 elif command:
-                    self._remove(c, key, command)  # a tombstone, for a key never stored too
+                    self._remove(c, key, command, None)  # a tombstone, for a key never stored too
             return removed
 
         return await self.database.write(work)
@@ -452,10 +522,11 @@ class SqliteStore(DocumentStore):
         command: str | None,
         *,
         keep_place: bool,
-        op: str,
+        previous: str | None = None,
     ) -> None:
-        """The key's row holds `document` now: in its place, or last (a new insertion order).
-        A write without a command keeps the key's last command."""
+        """The key's row holds `document` now: in its place (it held one, `previous`: an update),
+        or last (a new insertion order: an insert). A write without a command keeps the key's
+        last command. The change goes to the log."""
         stamp = document.get(self.timestamp) if self.timestamp else None
         stamp = stamp if isinstance(stamp, str) else None
         if keep_place:
@@ -471,10 +542,20 @@ class SqliteStore(DocumentStore):
                 " ts = excluded.ts, cmd = coalesce(excluded.cmd, cmd)",
                 (key, self._seq, text, command, stamp),
             )
-        self._log(c, key, op, command, text)
+        self._log(
+            c,
+            key,
+            "update" if keep_place else "insert",
+            command,
+            text,
+            previous if keep_place else None,
+        )
 
-    def _remove(self, c: sqlite3.Connection, key: str, command: str | None) -> None:
-        """The key holds no document now; its row stays as a tombstone if it has a command."""
+    def _remove(
+        self, c: sqlite3.Connection, key: str, command: str | None, previous: str | None
+    ) -> None:
+        """The key holds no document now; its row stays as a tombstone if it has a command. The
+        change goes to the log if there was a document (`previous`, its text) to remove."""
         if command:
             c.execute(
                 f"INSERT INTO {self._table} (key, cmd) VALUES (?, ?)"
@@ -489,17 +570,37 @@ class SqliteStore(DocumentStore):
                 (key,),
             )
             c.execute(f"DELETE FROM {self._table} WHERE key = ? AND cmd IS NULL", (key,))
-        self._log(c, key, "delete", command, None)
+        if previous is not None:
+            self._log(c, key, "delete", command, None, previous)
 
     def _log(
-        self, c: sqlite3.Connection, key: str, op: str, command: str | None, text: str | None
+        self,
+        c: sqlite3.Connection,
+        key: str,
+        op: str,
+        command: str | None,
+        text: str | None,
+        previous: str | None,
     ) -> None:
         """The change's row in the change log, in the change's own transaction."""
-        if self.change_log:
-            c.execute(
-                "INSERT INTO changes (collection, key, op, cmd, doc, at) VALUES (?, ?, ?, ?, ?, ?)",
-                (self.collection, key, op, command, text, time.time()),
-            )
+        c.execute(
+            "INSERT INTO changes (collection, key, op, cmd, doc, prev, at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (self.collection, key, op, command, text, previous, time.time()),
+        )
+
+    def _put(self, c: sqlite3.Connection, key: str, document: Document | None) -> None:
+        """A read model's write (no command): the key's document is `document`, or none."""
+        row = self._row(c, key)
+        live = row is not None and row[1] is not None
+        if document is None:
+            if live:
+                assert row is not None
+                self._remove(c, key, None, row[1])
+            return
+        self._write(
+            c, key, document, _encode(document), None, keep_place=live, previous=row and row[1]
+        )
 
     # -- life -----------------------------------------------------------------------------------
 

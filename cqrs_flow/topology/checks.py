@@ -15,12 +15,14 @@ from cqrs_flow.errors import Problem
 from cqrs_flow.topology.entities import check_entities
 from cqrs_flow.topology.graph import find_cycle
 from cqrs_flow.topology.model import (
+    CHANGES_SERVICE,
     DOCUMENTS_SERVICE,
     Address,
     BrokerNode,
     Endpoint,
     GatewayNode,
     Node,
+    ProjectionNode,
     ReaderNode,
     StoreNode,
     TlsServer,
@@ -62,6 +64,7 @@ def check_wiring(topology: Topology) -> list[Problem]:
     _check_data_directories(topology, report)
     _check_writer_groups(topology, report)
     _check_store_backends(topology, report)
+    _check_projections(topology, report)
     cycle = find_cycle(topology)
     if cycle:
         report(("nodes", cycle[0]), "dependency cycle: " + " -> ".join(cycle))
@@ -69,7 +72,7 @@ def check_wiring(topology: Topology) -> list[Problem]:
 
 
 def _check_references(topology: Topology, report: Problems) -> None:
-    def ref(node: str, key: str, target: str, kind: type, what: str) -> None:
+    def ref(node: str, key: str, target: str, kind: type | tuple[type, ...], what: str) -> None:
         path = ("nodes", node, key)
         if not target:
             return  # missing or malformed, reported by the spec checker
@@ -99,6 +102,9 @@ def _check_references(topology: Topology, report: Problems) -> None:
         elif isinstance(node, GatewayNode):
             ref(node.name, "broker", node.broker, BrokerNode, "a broker node")
             ref(node.name, "reader", node.reader, ReaderNode, "a reader node")
+        elif isinstance(node, ProjectionNode):
+            ref(node.name, "follows", node.follows, (ReaderNode, StoreNode), "a reader or a store")
+            store_ref(node.name, node.store, "write", "projection")
         elif isinstance(node, BrokerNode) and node.url and "listen" in _raw(topology, node.name):
             report(
                 ("nodes", node.name, "listen"),
@@ -235,7 +241,7 @@ def _check_grpc_clients(topology: Topology, report: Problems) -> None:
     calling services the reader serves (their RPCs are checked against the protos, in
     contracts/reader.py), with a certificate only where the reader asks callers for one."""
     for reader in topology.nodes_of(ReaderNode):
-        services = (reader.service, DOCUMENTS_SERVICE)
+        services = (reader.service, DOCUMENTS_SERVICE, CHANGES_SERVICE)
         for name, client in reader.clients.items():
             base = ("nodes", reader.name, "clients", name)
             if name in topology.nodes:
@@ -256,7 +262,8 @@ def _check_grpc_clients(topology: Topology, report: Problems) -> None:
                     report(
                         path,
                         f"{reader.name} serves no service '{found.group(1)}'; it serves "
-                        f"{' and '.join(services)}{did_you_mean(found.group(1), services)}",
+                        f"{', '.join(services[:-1])} and {services[-1]}"
+                        f"{did_you_mean(found.group(1), services)}",
                     )
             if client.certificate is not None and not (reader.tls and reader.tls.client_auth):
                 report(
@@ -271,7 +278,7 @@ def _check_grpc_clients(topology: Topology, report: Problems) -> None:
                     report(base + ("token", "file"), problem)
 
 
-GrpcCaller = ReaderNode | WriterNode | GatewayNode
+GrpcCaller = ReaderNode | WriterNode | GatewayNode | ProjectionNode
 GrpcEndpoint = tuple[KeyPath, Address, TlsServer | None, list[GrpcCaller]]
 
 
@@ -283,9 +290,11 @@ def grpc_endpoints(topology: Topology) -> list[GrpcEndpoint]:
         writers: list[GrpcCaller] = [
             n for n in topology.nodes_of(WriterNode) if n.store == Endpoint(store.name, "write")
         ]
+        writers += topology.projections_into(store)
         readers: list[GrpcCaller] = [
             n for n in topology.nodes_of(ReaderNode) if n.store == Endpoint(store.name, "read")
         ]
+        readers += [p for p in topology.nodes_of(ProjectionNode) if p.follows == store.name]
         for side, callers in (("write", writers), ("read", readers)):
             service = store.service(side)
             endpoints.append((("nodes", store.name, side), service.listen, service.tls, callers))
@@ -293,6 +302,7 @@ def grpc_endpoints(topology: Topology) -> list[GrpcEndpoint]:
         gateways: list[GrpcCaller] = [
             g for g in topology.nodes_of(GatewayNode) if g.reader == reader.name
         ]
+        gateways += [p for p in topology.nodes_of(ProjectionNode) if p.follows == reader.name]
         endpoints.append((("nodes", reader.name), reader.listen, reader.tls, gateways))
     return endpoints
 
@@ -488,3 +498,40 @@ def _check_writer_groups(topology: Topology, report: Problems) -> None:
                 f"group '{group}' is shared with writers on broker '{other}': a group lives on one "
                 "broker",
             )
+
+
+def _check_projections(topology: Topology, report: Problems) -> None:
+    """A projection follows a store's read side by name (`<store>.read`, as readers write it),
+    and writes an entity its store holds, which no other projection writes."""
+    writers: dict[str, str] = {}
+    for projection in topology.nodes_of(ProjectionNode):
+        path = ("nodes", projection.name)
+        written = _raw(topology, projection.name).get("follows")
+        followed = topology.nodes.get(projection.follows)
+        if isinstance(followed, StoreNode) and written == followed.name:
+            report(
+                path + ("follows",),
+                f"a projection follows a store's read side: write '{followed.name}.read'",
+            )
+        entity = projection.entity
+        store = topology.nodes.get(projection.store.node)
+        if not entity or not isinstance(store, StoreNode):
+            continue  # missing, or a wrong store: reported already
+        if entity not in topology.entities:
+            report(
+                path + ("entity",),
+                f"no entity named '{entity}'{did_you_mean(entity, topology.entities)}",
+            )
+        elif entity not in store.entities:
+            report(
+                path + ("entity",),
+                f"entity '{entity}' is not held by store '{store.name}', where the projection "
+                f"writes: add it to nodes.{store.name}.entities",
+            )
+        elif entity in writers:
+            report(
+                path + ("entity",),
+                f"entity '{entity}' is the read model of projection '{writers[entity]}' "
+                "already; a read model has one projection",
+            )
+        writers.setdefault(entity, projection.name)

@@ -21,6 +21,7 @@ from cqrs_flow.topology.model import (
     Entity,
     GatewayNode,
     Node,
+    ProjectionNode,
     ReaderNode,
     Relation,
     StoreNode,
@@ -123,6 +124,20 @@ def drawing(topology: Topology) -> Drawing:
                 reader.store.side,
             )
         )
+    for projection in _of(nodes, ProjectionNode):  # reads a change log, writes its read model
+        if projection.follows in topology.nodes:
+            links.append(
+                Link(
+                    ids.get("n", projection.name), ids.get("n", projection.follows), "follow", READ
+                )
+            )
+        if projection.store.node in topology.nodes:
+            label = f"write {projection.entity}" if projection.entity else "write"
+            links.append(
+                Link(
+                    ids.get("n", projection.name), ids.get("n", projection.store.node), label, WRITE
+                )
+            )
     entities = [topology.entities[name] for name in sorted(topology.entities)]
     for entity in entities:
         ids.get("e", entity.name)
@@ -299,6 +314,8 @@ def _node_lines(node: Node) -> tuple[str, ...]:
     url = getattr(node, "url", None) if isinstance(node, BrokerNode) else None
     if url:
         return f"{node.name} ({node.kind}, external)", _without_password(str(url))
+    if isinstance(node, ProjectionNode) and node.plugin.use:
+        return f"{node.name} ({node.kind})", node.plugin.use
     return (f"{node.name} ({node.kind})",) + tuple(
         f"{what} {address}" for what, address in node.listens
     )

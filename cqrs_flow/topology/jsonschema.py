@@ -153,6 +153,15 @@ def _endpoint() -> Schema:
     return {"type": "string", "pattern": rf"^{node}\.(read|write)$"}
 
 
+def _follows() -> Schema:
+    node = spec._NAME.pattern.removeprefix("^").removesuffix("$")
+    return {
+        "type": "string",
+        "pattern": rf"^{node}(\.read)?$",
+        "examples": ["reader", "store.read"],
+    }
+
+
 # spec.py function name -> its JSON Schema. By name, so that this table does not break when a
 # type is renamed or removed in spec.py; `_scalar` checks the function really is spec's.
 _SCALARS: dict[str, Callable[[], Schema]] = {
@@ -177,7 +186,7 @@ _SCALARS: dict[str, Callable[[], Schema]] = {
     "positive_duration": lambda: {
         "anyOf": [
             {"type": "number", "minimum": 0},  # more than 0: spec checks that
-            {**_pattern("_DURATION"), "examples": ["10s", "500ms", "1m"]},
+            {**_pattern("_DURATION"), "examples": ["10s", "500ms", "1m", "7d"]},
         ]
     },
     "ip_network": lambda: {
@@ -212,6 +221,7 @@ _SCALARS: dict[str, Callable[[], Schema]] = {
     },
     "broker_url": lambda: _pattern("_URL", (r"(\d+)", f"({_PORT})")),
     "endpoint": _endpoint,
+    "follows": _follows,
     "host_name": lambda: _pattern("_HOST_NAME"),
     "origin": lambda: {"anyOf": [{"const": "*"}, _pattern("_ORIGIN")]},
     "claim": lambda: _pattern("_CLAIM"),

@@ -24,10 +24,12 @@ from cqrs_flow.topology.model import (
     Mutation,
     Node,
     PluginRef,
+    ProjectionNode,
     Query,
     Rate,
     ReaderNode,
     Relation,
+    Retention,
     Role,
     RoleEntity,
     RoleLimits,
@@ -318,6 +320,7 @@ def _kind_node(name: str, kind: str | None, raw: dict[str, Any]) -> Node:
             last_writer_wins=raw["last_writer_wins"],
             backend=raw["backend"],
             mongodb=_mongodb(raw.get("mongodb")),
+            retention=Retention(**(raw.get("retention") or {})),
             write=_service(raw.get("write")),
             read=_service(raw.get("read")),
             reflection=raw.get("reflection"),
@@ -408,6 +411,18 @@ def _kind_node(name: str, kind: str | None, raw: dict[str, Any]) -> Node:
             reader_timeout=raw["reader_timeout"],
             redeliver_after=raw.get("redeliver_after"),
             plugins=_plugins(raw),
+            client_tls=_client_tls(raw),
+        )
+    if kind == "projection":
+        plugin = raw.get("plugin") or {}
+        return ProjectionNode(
+            name=name,
+            follows=raw.get("follows") or "",
+            store=_endpoint(raw.get("store")),
+            entity=raw.get("entity") or "",
+            plugin=PluginRef(plugin.get("use") or "", frozen_map(plugin.get("config"))),
+            on_error=raw["on_error"],
+            batch=raw["batch"],
             client_tls=_client_tls(raw),
         )
     return Node(name=name)  # an unknown kind, already reported by the checker

@@ -32,9 +32,11 @@ __all__ = [
     "Mutation",
     "Node",
     "PluginRef",
+    "ProjectionNode",
     "Query",
     "ReaderNode",
     "Relation",
+    "Retention",
     "Role",
     "RoleEntity",
     "RoleLimits",
@@ -348,6 +350,28 @@ class BrokerNode(Node):
 
 
 @dataclass(frozen=True)
+class Retention:
+    """How much of a store's change log is kept (topology key `retention`): the newest
+    `changes` at least, and those younger than `age` seconds; None: no limit of that kind. Both
+    None (the default): everything is kept."""
+
+    changes: int | None = None
+    age: float | None = None
+
+    @property
+    def keeps_everything(self) -> bool:
+        return self.changes is None and self.age is None
+
+    def __str__(self) -> str:
+        if self.keeps_everything:
+            return "keep everything"
+        kept = [f"the last {self.changes:,} changes"] if self.changes is not None else []
+        if self.age is not None:
+            kept.append(f"changes younger than {self.age:g} s")
+        return "keep " + " and ".join(kept)
+
+
+@dataclass(frozen=True)
 class StoreNode(Node):
     kind: str = "store"
     entities: tuple[str, ...] = ()  # the names of the entities it holds (Topology.entities)
@@ -356,6 +380,7 @@ class StoreNode(Node):
     last_writer_wins: bool = _default(spec.STORE, "last_writer_wins")
     backend: str = _default(spec.STORE, "backend")  # or "mongodb"
     mongodb: MongoSettings | None = None  # with backend "mongodb"
+    retention: Retention = Retention()  # of its change log
     write: Service = Service("", Address("127.0.0.1", 50051))
     read: Service = Service("", Address("127.0.0.1", 50052))
     reflection: bool | None = None  # None: see serves_reflection
@@ -551,11 +576,39 @@ class GatewayNode(Node):
         return f"http://{self.listen.target}/graphql"
 
 
+@dataclass(frozen=True)
+class ProjectionNode(Node):
+    """Follows a change log (a reader's, or a store's read side) and writes a read model, an
+    entity of `store`, with its plugin's handlers; listens on nothing."""
+
+    kind: str = "projection"
+    follows: str = "reader"  # a reader node, or a store node (written `<store>.read`)
+    store: Endpoint = Endpoint("store", "write")  # where the read model is written
+    entity: str = ""  # the read model's entity, held by that store
+    plugin: PluginRef = PluginRef("")
+    on_error: str = _default(spec.PROJECTION, "on_error")  # stop or set_aside
+    batch: int = _default(spec.PROJECTION, "batch")
+    client_tls: TlsClient | None = None
+
+    @property
+    def plugins(self) -> tuple[PluginRef, ...]:
+        """Its plugin, in the form every node's plugins take."""
+        return (self.plugin,) if self.plugin.use else ()
+
+    @property
+    def dependencies(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys((self.follows, self.store.node)))
+
+
 AnyNode = TypeVar("AnyNode", bound=Node)
 
 # The document service of every store's read side and every reader (its proto ships with
 # cqrs-flow: cqrs_flow/protobuf/proto/cqrs_flow/documents.proto).
 DOCUMENTS_SERVICE = "cqrs_flow.Documents"
+# The change log, beside the document service (changes.proto), and the service projections
+# write their read models with, on a store's write side (projections.proto).
+CHANGES_SERVICE = "cqrs_flow.Changes"
+PROJECTIONS_SERVICE = "cqrs_flow.Projections"
 
 
 @dataclass(frozen=True)
@@ -657,16 +710,31 @@ class Topology:
                     n.name for n in wanted if n.store == Endpoint(node.name, side)
                 }
             callers[DOCUMENTS_SERVICE] = callers[node.read.name]  # served beside the read side
+            callers[CHANGES_SERVICE] = callers[node.read.name] | self._followers(node.name)
+            callers[PROJECTIONS_SERVICE] = {  # served beside the write side
+                p.name
+                for p in self.nodes_of(ProjectionNode)
+                if p.store == Endpoint(node.name, "write")
+            }
         elif isinstance(node, ReaderNode):
             callers[node.service] = {
                 g.name for g in self.nodes_of(GatewayNode) if g.reader == node.name
             }
             callers[DOCUMENTS_SERVICE] = set(callers[node.service])
+            callers[CHANGES_SERVICE] = set(callers[node.service]) | self._followers(node.name)
             for client in node.clients.values():  # outside callers: which RPCs, CallerCheck's
                 for service, _ in client.grants:
                     if service in callers:
                         callers[service].add(client.name)
         return callers
+
+    def _followers(self, node_name: str) -> set[str]:
+        """The projections that follow the change log of a reader or a store."""
+        return {p.name for p in self.nodes_of(ProjectionNode) if p.follows == node_name}
+
+    def projections_into(self, store: StoreNode) -> list[ProjectionNode]:
+        """The projections whose read models a store holds."""
+        return [p for p in self.nodes_of(ProjectionNode) if p.store.node == store.name]
 
     def metrics_of(self, name: str, replica: int | None = None) -> Address | None:
         """Where process `replica` (1, 2, ...; None for a node of one process) of node `name`

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import shutil
 import socket
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +32,14 @@ def free_ports(count: int) -> list[int]:
             s.close()
 
 
-def free_port_run(count: int, tries: int = 50) -> int:
+def free_port_run(count: int, tries: int = 50, taken: Collection[int] = ()) -> int:
     """The first of `count` consecutive free ports on 127.0.0.1 (a writer's replicas serve their
-    metrics on consecutive ports)."""
+    metrics on consecutive ports), none of them in `taken` (ports chosen already, free until
+    their node binds them)."""
     for _ in range(tries):
         first = free_ports(1)[0]
+        if any(port in taken for port in range(first, first + count)):
+            continue
         sockets = [socket.socket() for _ in range(count)]
         try:
             for offset, s in enumerate(sockets):
@@ -80,11 +83,16 @@ def relocate(source: Path, target: Path, overrides: Mapping[str, Any] | None = N
         for holder in (node, node.get("write") or {}, node.get("read") or {})
         if "listen" in holder
     ]
-    for holder, port in zip(holders, free_ports(len(holders)), strict=True):
+    chosen = free_ports(len(holders))
+    for holder, port in zip(holders, chosen, strict=True):
         holder["listen"] = f"127.0.0.1:{port}"
+    taken = set(chosen)
     for node in data["nodes"].values():  # metrics and health too, unless switched off
         if node.get("metrics", True) is not False and "url" not in node:
-            node["metrics"] = f"127.0.0.1:{free_port_run(int(node.get('replicas', 1)))}"
+            count = int(node.get("replicas", 1))
+            first = free_port_run(count, taken=taken)
+            taken.update(range(first, first + count))
+            node["metrics"] = f"127.0.0.1:{first}"
     for node in data["nodes"].values():
         if "schema" in node:
             node["schema"] = copied(node["schema"])
@@ -115,7 +123,10 @@ def _plugin_modules(data: dict[str, Any]) -> set[str]:
     uses = [
         plugin.get("use") if isinstance(plugin, dict) else plugin
         for node in data["nodes"].values()
-        for plugin in node.get("plugins") or ()
+        for plugin in [
+            *(node.get("plugins") or ()),
+            *([node["plugin"]] if "plugin" in node else []),
+        ]
     ]
     return {use.split(".")[0] for use in uses if isinstance(use, str) and "." in use}
 

@@ -47,7 +47,7 @@ class Field:
 # -- scalar types ---------------------------------------------------------------------------
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*$")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _FIELD_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _ORIGIN = re.compile(
     r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?$|^https?://\[[0-9A-Fa-f:.]+\](:\d{1,5})?$"
@@ -120,14 +120,14 @@ def host_name(value: Any) -> str:
 
 
 def parse_duration(value: Any) -> float:
-    """3, 3s, 2.5s, 500ms, 1m -> seconds."""
+    """3, 3s, 2.5s, 500ms, 1m, 2h, 7d -> seconds."""
     if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < math.inf:
         return float(value)
     match = _DURATION.fullmatch(value) if isinstance(value, str) else None
     if not match:
         raise Invalid(f"expected a duration such as 3s, 500ms or 0, got {_show(value)}")
     number, unit = float(match.group(1)), match.group(2) or "s"
-    return number * {"ms": 0.001, "s": 1.0, "m": 60.0}[unit]
+    return number * {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}[unit]
 
 
 def positive_duration(value: Any) -> float:
@@ -260,6 +260,19 @@ def endpoint(value: Any) -> tuple[str, str]:
         if _NAME.fullmatch(node) and side in ("read", "write"):
             return node, side
     raise Invalid(f"expected '<store node>.read' or '<store node>.write', got {_show(value)}")
+
+
+def follows(value: Any) -> str:
+    """What a projection follows: 'reader' (a reader node) or 'store.read' (a store's read side)
+    -> the node's name."""
+    if isinstance(value, str) and _NAME.fullmatch(value):
+        return value
+    if isinstance(value, str) and value.endswith(".read") and _NAME.fullmatch(value[:-5]):
+        return value[:-5]
+    raise Invalid(
+        f"expected a reader node's name or '<store node>.read', got {_show(value)}"
+        + ("; a projection follows a store's read side" if str(value).endswith(".write") else "")
+    )
 
 
 def one_of(*choices: str) -> Callable[[Any], str]:
@@ -630,6 +643,20 @@ REFLECTION = Field(
     "(default: on when the node listens on loopback only, off otherwise)",
 )
 
+RETENTION = Section(
+    {
+        "changes": Field(
+            positive_int, doc="keep at least the last this many changes (default: no limit)"
+        ),
+        "age": Field(
+            positive_duration,
+            doc="keep the changes younger than this, such as 7d or 12h (default: no limit)",
+        ),
+    },
+    doc="how much of the change log is kept; with both, a change goes once either would drop "
+    "it. A follower asking for a position no longer kept is refused (OUT_OF_RANGE)",
+)
+
 STORE = Section(
     {
         "kind": Field(string, required=True),
@@ -680,6 +707,10 @@ STORE = Section(
             "store processes may share it)",
         ),
         "mongodb": Field(MONGODB, doc="the MongoDB backend's settings (with backend: mongodb)"),
+        "retention": Field(
+            RETENTION,
+            doc="how much of the change log the store keeps (default: every change)",
+        ),
         "write": Field(SERVICE, required=True, doc="the write service"),
         "read": Field(SERVICE, required=True, doc="the read service"),
         "reflection": REFLECTION,
@@ -763,6 +794,50 @@ WRITER = Section(
             "to one of them (default: the writer's replicas form a group of their own)",
         ),
         "plugins": PLUGINS,
+    }
+)
+
+PROJECTION = Section(
+    {
+        "kind": Field(string, required=True),
+        **RESTART,
+        **OPERATIONS,
+        "follows": Field(
+            follows,
+            required=True,
+            doc="whose change log it follows: a reader node, or a store's read side "
+            "('<store>.read')",
+        ),
+        "store": Field(
+            endpoint,
+            required=True,
+            doc="'<store>.write': the store that holds the read model, written through its "
+            "write side together with the position reached",
+        ),
+        "entity": Field(
+            name, required=True, doc="the read model: an entity of that store (its documents)"
+        ),
+        "plugin": Field(
+            PLUGIN,
+            required=True,
+            doc="the projection's handlers: a ProjectionPlugin class (dotted path or entry "
+            "point name), with its config",
+        ),
+        "on_error": Field(
+            one_of("stop", "set_aside"),
+            default="stop",
+            doc="when a handler raises: stop at that change, naming it (stop), or set it "
+            "aside with the error in the store and go on (set_aside)",
+        ),
+        "batch": Field(
+            positive_int,
+            default=500,
+            doc="most changes whose writes go to the store in one atomic step (while it "
+            "catches up; a live projection writes what it has at once)",
+        ),
+        "client_tls": Field(
+            CLIENT_TLS, doc="certificate this node presents to gRPC services with client_auth"
+        ),
     }
 )
 
@@ -1134,6 +1209,7 @@ NODE_KINDS = {
     "reader": READER,
     "writer": WRITER,
     "gateway": GATEWAY,
+    "projection": PROJECTION,
 }
 
 TOPOLOGY = Section(

@@ -7,8 +7,8 @@ No generated stubs: message classes come from the compiled descriptor set
 from __future__ import annotations
 
 import socket
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeAlias
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool
@@ -32,6 +32,7 @@ __all__ = [
     "UNAVAILABLE_PEER",
     "Handler",
     "ServiceClient",
+    "StreamHandler",
     "channel",
     "method_path",
     "service_handler",
@@ -47,6 +48,8 @@ else:
 # A handler takes and returns messages, or bytes for the RPCs a node only forwards. The request
 # is Any: its class is made at run time from the descriptors, so a handler names it as it likes.
 Handler = Callable[[Any, Context], Awaitable[Message | bytes]]
+# A server-streaming RPC's handler is an async generator of its responses (messages, or bytes).
+StreamHandler = Callable[[Any, Context], AsyncIterator[Message | bytes]]
 
 # Requests and responses beyond this size are refused with RESOURCE_EXHAUSTED.
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
@@ -94,11 +97,12 @@ def method_path(method: MethodDescriptor) -> str:
 def service_handler(
     protos: ProtoSet,
     service: ServiceDescriptor,
-    handlers: Mapping[str, Handler],
+    handlers: Mapping[str, Handler | StreamHandler],
     check: CallerCheck | None = None,
     forward: Collection[str] = (),
 ) -> grpc.GenericRpcHandler[Any, Any]:
-    """A generic handler serving `handlers` (RPC name -> async fn) as `service`.
+    """A generic handler serving `handlers` (RPC name -> async fn) as `service`; an RPC that
+    streams its responses (`returns (stream ...)`) is served by an async generator.
 
     With a `check`, every call is refused (PERMISSION_DENIED) unless it comes from a node wired to
     the service, before its request is even decoded. The RPCs in `forward` get the request as it
@@ -108,14 +112,62 @@ def service_handler(
     for name, handler in handlers.items():
         method = service.methods_by_name[name]
         request_class = None if name in forward else protos.class_of(method.input_type)
-        guarded = _guarded(service.full_name, name, handler, check, request_class)
+        serializer = (
+            None if name in forward else protos.class_of(method.output_type).SerializeToString
+        )
+        if method.server_streaming:
+            streamed = cast(StreamHandler, handler)
+            methods[name] = grpc.unary_stream_rpc_method_handler(
+                _guarded_stream(service.full_name, name, streamed, check, request_class),
+                response_serializer=serializer,
+            )
+            continue
+        guarded = _guarded(service.full_name, name, cast(Handler, handler), check, request_class)
         methods[name] = grpc.unary_unary_rpc_method_handler(
             observed(service.full_name, name, guarded),  # gets the bytes as they came
-            response_serializer=None
-            if name in forward
-            else protos.class_of(method.output_type).SerializeToString,
+            response_serializer=serializer,
         )
     return grpc.method_handlers_generic_handler(service.full_name, methods)
+
+
+async def _decoded(
+    service: str,
+    rpc: str,
+    check: CallerCheck | None,
+    request_class: type[Message] | None,
+    request: bytes,
+    context: Context,
+) -> Any:
+    """The request of a call that may go on (see _guarded), decoded; aborts the call otherwise."""
+    if check is not None and (refusal := _refusal(check, service, rpc, context)) is not None:
+        await context.abort(grpc.StatusCode.PERMISSION_DENIED, refusal)
+    if request_class is None:
+        return request
+    try:
+        return request_class.FromString(request)
+    except (DecodeError, RecursionError, ValueError):
+        await context.abort(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"the request is not a valid {request_class.DESCRIPTOR.full_name} "
+            f"({len(request)} bytes)",
+        )
+
+
+def _guarded_stream(
+    service: str,
+    rpc: str,
+    handler: StreamHandler,
+    check: CallerCheck | None,
+    request_class: type[Message] | None,
+) -> StreamHandler:
+    """A streaming `handler` behind the caller check, as _guarded does for the others."""
+
+    async def guarded(request: bytes, context: Context) -> AsyncIterator[Message | bytes]:
+        decoded = await _decoded(service, rpc, check, request_class, request, context)
+        async for response in handler(decoded, context):
+            yield response
+
+    return guarded
 
 
 def _guarded(
@@ -130,21 +182,11 @@ def _guarded(
     (PERMISSION_DENIED) before its request is even decoded; bytes that are no valid message are
     INVALID_ARGUMENT. Decoding happens here rather than in a gRPC deserializer, which gRPC would
     answer with UNKNOWN and details naming the Python exception when it raises."""
-    type_name = request_class.DESCRIPTOR.full_name if request_class is not None else ""
 
     async def guarded(request: bytes, context: Context) -> Message | bytes:
-        if check is not None and (refusal := _refusal(check, service, rpc, context)) is not None:
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, refusal)
-        if request_class is None:
-            return await handler(request, context)
-        try:
-            decoded = request_class.FromString(request)
-        except (DecodeError, RecursionError, ValueError):
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"the request is not a valid {type_name} ({len(request)} bytes)",
-            )
-        return await handler(decoded, context)
+        return await handler(
+            await _decoded(service, rpc, check, request_class, request, context), context
+        )
 
     return guarded
 
@@ -269,6 +311,7 @@ class ServiceClient:
         self._owns_channel = True
         self._calls: dict[str, grpc.aio.UnaryUnaryMultiCallable[Message, Message]] = {}
         self._forwards: dict[str, grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]] = {}
+        self._streams: dict[str, grpc.aio.UnaryStreamMultiCallable[Any, Any]] = {}
 
     def sibling(self, service: ServiceDescriptor) -> ServiceClient:
         """A client of another service of the same server, on this client's channel (closed
@@ -277,7 +320,7 @@ class ServiceClient:
         other.__dict__.update(self.__dict__)
         other.service = service
         other._owns_channel = False
-        other._calls, other._forwards = {}, {}
+        other._calls, other._forwards, other._streams = {}, {}, {}
         return other
 
     def request_class(self, rpc: str) -> type[Message]:
@@ -321,6 +364,28 @@ class ServiceClient:
         return state not in (
             grpc.ChannelConnectivity.TRANSIENT_FAILURE,
             grpc.ChannelConnectivity.SHUTDOWN,
+        )
+
+    def stream(
+        self, rpc: str, request: Message | bytes, timeout: float | None = None
+    ) -> grpc.aio.UnaryStreamCall[Any, Any]:
+        """Call a server-streaming `rpc`: iterate the call (`async for response in call`) for its
+        responses, decoded, or as they come (bytes) for a request given as bytes (a node passing
+        the stream on). No deadline unless `timeout` (a follower may wait for ever); cancel the
+        call to end it early."""
+        raw = isinstance(request, bytes)
+        name = f"{rpc} as bytes" if raw else rpc
+        if name not in self._streams:
+            method = self.service.methods_by_name[rpc]
+            self._streams[name] = self._channel.unary_stream(
+                method_path(method),
+                request_serializer=None if raw else (lambda m: m.SerializeToString()),
+                response_deserializer=None
+                if raw
+                else self._protos.class_of(method.output_type).FromString,
+            )
+        return self._streams[name](
+            request, timeout=timeout, metadata=self._credentials.metadata, wait_for_ready=False
         )
 
     async def close(self) -> None:

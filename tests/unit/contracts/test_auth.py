@@ -79,7 +79,7 @@ def test_unknown_names_are_reported_at_their_key_path_and_line_with_a_did_you_me
     assert "did you mean 'visitor'?" in anonymous.message
     assert at(problems, f"{ROLES}.member.queries[1]") == [
         "no query named 'laon' on this gateway (queries: author, authors, book, books, loan, "
-        "loans); did you mean 'loan'?"
+        "loans, member, memberLoans); did you mean 'loan'?"
     ]
     assert "did you mean 'updateLoan'?" in at(problems, f"{ROLES}.member.mutations[1]")[0]
     assert (

@@ -50,6 +50,7 @@ def test_the_library_plans_its_lists_lookups_and_relations(library):
         ("Query", "authors"): ("Author", None),
         ("Query", "books"): ("Book", None),
         ("Query", "loans"): ("Loan", None),
+        ("Query", "memberLoans"): ("MemberLoans", None),  # the loans projection's read model
         ("Author", "books"): ("Book", "author_id"),
         ("Book", "loans"): ("Loan", "book_id"),
     }
@@ -61,6 +62,7 @@ def test_the_library_plans_its_lists_lookups_and_relations(library):
         ("Query", "author"): ("Author", "id", None),
         ("Query", "book"): ("Book", "id", None),
         ("Query", "loan"): ("Loan", "id", None),
+        ("Query", "member"): ("MemberLoans", "member", None),
         ("Book", "author"): ("Author", None, "author_id"),
         ("Loan", "book"): ("Book", None, "book_id"),
     }

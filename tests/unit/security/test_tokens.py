@@ -21,7 +21,10 @@ from cqrs_flow.security.tokens import (
     new_secret,
     outside_callers,
 )
+from cqrs_flow.topology import load_topology
 from cqrs_flow.topology.model import GrpcClient, frozen_map
+
+from ..helpers import ROOT
 
 SECRET = "0123456789abcdef" * 4
 
@@ -49,10 +52,13 @@ def test_callers_of(shipped):
         "contacts.ContactWriteService": {"writer"},
         "contacts.ContactReadService": {"reader"},
         "cqrs_flow.Documents": {"reader"},  # the document service is on the read side
+        "cqrs_flow.Changes": {"reader"},  # and the change log
+        "cqrs_flow.Projections": set(),  # on the write side: no projection writes here
     }
     assert shipped.callers_of("reader") == {
         "contacts.ContactReader": {"gateway"},
         "cqrs_flow.Documents": {"gateway"},
+        "cqrs_flow.Changes": {"gateway"},
     }
     for node in ("broker", "writer", "gateway"):
         assert shipped.callers_of(node) == {}
@@ -75,11 +81,24 @@ def test_callers_of_with_more_writers_and_readers(edit, parse):
         "contacts.ContactWriteService": {"writer", "writer2"},
         "contacts.ContactReadService": {"reader", "reader2"},
         "cqrs_flow.Documents": {"reader", "reader2"},
+        "cqrs_flow.Changes": {"reader", "reader2"},
+        "cqrs_flow.Projections": set(),
     }
     assert topology.callers_of("reader2") == {
         "contacts.ContactReader": set(),
         "cqrs_flow.Documents": set(),
+        "cqrs_flow.Changes": set(),
     }
+
+
+def test_a_projection_calls_the_log_it_follows_and_the_write_side_it_writes_to():
+    library = load_topology(ROOT / "examples" / "library" / "topology.yaml")
+    assert library.callers_of("store")["cqrs_flow.Changes"] == {"reader", "loans"}
+    assert library.callers_of("reader")["cqrs_flow.Changes"] == {"gateway"}
+    assert library.callers_of("store")["cqrs_flow.Projections"] == {"loans"}
+    assert "loans" not in library.callers_of("store")["library.LibraryWriteService"]
+    assert "loans" not in library.callers_of("store")["cqrs_flow.Documents"]
+    assert library.callers_of("loans") == {}
 
 
 def test_launch_environment_of_the_store_holds_exactly_writer_and_reader(shipped):

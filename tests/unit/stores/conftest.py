@@ -12,7 +12,9 @@ import pytest
 from cqrs_flow.stores import MemoryStore, SqliteStore
 
 MONGODB_URL = os.environ.get("MONGODB_URL")
-BACKENDS = ["memory", "sqlite", "mongodb-emulated", "mongodb"]
+# mongodb-logged: the emulated one with a change log, whose writes are transactions of their own
+# (stores/mongodb_log.py): a store node's always have one.
+BACKENDS = ["memory", "sqlite", "mongodb-emulated", "mongodb-logged", "mongodb"]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -39,6 +41,16 @@ def make_store(request, tmp_path):
             from .mongo_emulation import EmulatedCollection
 
             return MongoStore(EmulatedCollection(collection), **options)
+        if request.param == "mongodb-logged":
+            from cqrs_flow.stores.log import KEEP_EVERYTHING
+            from cqrs_flow.stores.mongodb_log import MongoLog
+
+            from .mongo_emulation import EmulatedClient, EmulatedCollection
+
+            emulated = EmulatedCollection(collection)
+            store = MongoStore(emulated, **options)
+            MongoLog([store], KEEP_EVERYTHING, emulated.database, EmulatedClient(emulated.database))
+            return store
         databases.append(f"cqrs_flow_test_{uuid.uuid4().hex[:12]}")
         return await MongoStore.open(MONGODB_URL, databases[-1], collection, **options)
 

@@ -498,3 +498,118 @@ def test_data_directories_may_not_lead_out_of_the_project(edit, problems_of):
     )
     assert "leads out of the project" in at(problems, "nodes.store.data")[0]
     assert "leads out of the project" in at(problems, "nodes.gateway.data")[0]
+
+
+# -- projections -------------------------------------------------------------------------------
+
+LIBRARY = Path(__file__).resolve().parents[3] / "examples" / "library" / "topology.yaml"
+
+
+def library_problems(*edits: tuple[str, str]) -> list[Problem]:
+    from cqrs_flow.topology import parse_topology
+
+    text = LIBRARY.read_text()
+    for old, new in edits:
+        assert old in text, old
+        text = text.replace(old, new, 1)
+    with pytest.raises(TopologyError) as exc:
+        parse_topology(text, LIBRARY)
+    return exc.value.problems
+
+
+def test_the_library_with_its_projection_loads():
+    topology = load_topology(LIBRARY)
+    loans = topology.nodes["loans"]
+    assert (loans.follows, str(loans.store), loans.entity) == (
+        "store",
+        "store.write",
+        "MemberLoans",
+    )
+    assert (loans.on_error, loans.batch, loans.plugin.use) == (
+        "stop",
+        500,
+        "projections.LoansPerMember",
+    )
+    assert loans.dependencies == ("store",)
+    assert topology.projections_into(topology.nodes["store"]) == [loans]
+
+
+def test_a_projection_following_a_store_names_its_read_side():
+    problems = library_problems(("    follows: store.read ", "    follows: store "))
+    assert at(problems, "nodes.loans.follows") == [
+        "a projection follows a store's read side: write 'store.read'"
+    ]
+
+
+def test_a_projection_follows_a_reader_or_a_store_and_writes_a_write_side():
+    problems = library_problems(
+        ("    follows: store.read ", "    follows: writer "),
+        (
+            "    store: store.write\n    entity: MemberLoans",
+            "    store: store.read\n    entity: MemberLoans",
+        ),
+    )
+    assert at(problems, "nodes.loans.follows") == [
+        "'writer' is a writer node; expected a reader or a store"
+    ]
+    assert "read/write segregation" in at(problems, "nodes.loans.store")[0]
+
+
+def test_a_projections_read_model_is_an_entity_of_its_store_and_its_alone():
+    problems = library_problems(("    entity: MemberLoans\n", "    entity: MemberLoan\n"))
+    assert at(problems, "nodes.loans.entity") == [
+        "no entity named 'MemberLoan'; did you mean 'MemberLoans'?"
+    ]
+    problems = library_problems(
+        ("    entities: [Author, Book, Loan, MemberLoans]", "    entities: [Author, Book, Loan]")
+    )
+    assert (
+        "is not held by store 'store', where the projection writes"
+        in (at(problems, "nodes.loans.entity")[0])
+    )
+    second = (
+        "  writer:\n    kind: writer",
+        "  again:\n    kind: projection\n    follows: store.read\n    store: store.write\n"
+        "    entity: MemberLoans\n    plugin: projections.LoansPerMember\n"
+        "  writer:\n    kind: writer",
+    )
+    problems = library_problems(second)
+    assert at(problems, "nodes.again.entity") == [
+        "entity 'MemberLoans' is the read model of projection 'loans' already; a read model has "
+        "one projection"
+    ]
+
+
+def test_the_keys_of_a_projection_are_checked_with_a_suggestion():
+    problems = library_problems(
+        ("    entity: MemberLoans\n", "    entity: MemberLoans\n    on_eror: stop\n    batch: 0\n")
+    )
+    assert at(problems, "nodes.loans.on_eror") == ["unknown key; did you mean 'on_error'?"]
+    assert at(problems, "nodes.loans.batch") == ["expected a whole number of at least 1, got 0"]
+    problems = library_problems(("    follows: store.read ", "    follows: reader.write "))
+    assert at(problems, "nodes.loans.follows")[0].startswith(
+        "expected a reader node's name or '<store node>.read', got 'reader.write'"
+    )
+
+
+def test_a_stores_retention_is_checked_and_loaded():
+    problems = library_problems(
+        ("    entities: [Author, Book, Loan, MemberLoans]\n",
+         "    entities: [Author, Book, Loan, MemberLoans]\n    retention: {changes: 0, age: 1w,"
+         " size: 3}\n"),
+    )  # fmt: skip
+    assert at(problems, "nodes.store.retention.changes") == [
+        "expected a whole number of at least 1, got 0"
+    ]
+    assert at(problems, "nodes.store.retention.age")[0].startswith("expected a duration")
+    assert at(problems, "nodes.store.retention.size") == [
+        "unknown key; expected one of changes, age"
+    ]
+    from cqrs_flow.topology import parse_topology
+
+    held = "    entities: [Author, Book, Loan, MemberLoans]\n"
+    text = LIBRARY.read_text().replace(held, held + "    retention: {changes: 1000, age: 7d}\n")
+    store = parse_topology(text, LIBRARY).nodes["store"]
+    assert (store.retention.changes, store.retention.age) == (1000, 7 * 86400.0)
+    assert str(store.retention) == "keep the last 1,000 changes and changes younger than 604800 s"
+    assert str(load_topology(LIBRARY).nodes["store"].retention) == "keep everything"

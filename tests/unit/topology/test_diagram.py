@@ -328,3 +328,18 @@ def test_the_readme_shows_the_shipped_topology(shipped):
         "README.md's diagram is not the shipped topology's; paste the output of "
         "`cqrs-flow graph topology.yaml` into its ```mermaid block"
     )
+
+
+def test_a_projection_follows_on_the_read_side_and_writes_its_read_model():
+    from cqrs_flow.topology import load_topology
+
+    library = load_topology(ROOT / "examples" / "library" / "topology.yaml")
+    text = mermaid(library)
+    check_mermaid(text)
+    links = mermaid_links(text)
+    assert ("n_loans", "follow", "n_store", "read") in links
+    assert ("n_loans", "write MemberLoans", "n_store", "write") in links
+    assert ("n_store", "holds", "e_MemberLoans", "data") in links
+    assert '"loans (projection)<br/>projections.LoansPerMember"' in text
+    check_dot(dot(library))
+    assert ("n_loans", "follow", "n_store", "read") in dot_links(dot(library))

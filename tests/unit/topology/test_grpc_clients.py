@@ -51,6 +51,7 @@ def test_clients_and_reflection_load(edit, parse):
     assert topology.callers_of("reader") == {
         "contacts.ContactReader": {"gateway", "crm-sync", "reports"},
         "cqrs_flow.Documents": {"gateway", "crm-sync"},
+        "cqrs_flow.Changes": {"gateway"},  # the change log: live subscriptions
     }
 
 
@@ -87,8 +88,8 @@ def test_a_store_serves_reflection_on_loopback_and_can_be_told_not_to(edit, pars
         (  # a misspelt service: did you mean
             "call: contacts.ContactReadr\n        token: {env: T}",
             "nodes.reader.clients.tool.call[0]",
-            "reader serves no service 'contacts.ContactReadr'; it serves contacts.ContactReader "
-            "and cqrs_flow.Documents; did you mean 'contacts.ContactReader'?",
+            "reader serves no service 'contacts.ContactReadr'; it serves contacts.ContactReader, "
+            "cqrs_flow.Documents and cqrs_flow.Changes; did you mean 'contacts.ContactReader'?",
         ),
         (  # the store's service is not the reader's to grant
             "call: [contacts.ContactReader, contacts.ContactWriteService/AddContact]\n"

@@ -340,7 +340,7 @@ def test_unknown_node_kind_suggests_the_right_one(edit, problems_of):
     assert kind.line == line_of(text, "kind: writter")
     assert kind.message == (
         "unknown kind 'writter'; did you mean 'writer'?; "
-        "expected one of broker, store, reader, writer, gateway"
+        "expected one of broker, store, reader, writer, gateway, projection"
     )
 
 
