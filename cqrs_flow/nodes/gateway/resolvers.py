@@ -1,6 +1,8 @@
 """The gateway's GraphQL engine: the schema with a resolver on each planned field.
 
-Queries call the reader over gRPC and answer with what it returns (a missing entity is null).
+Queries call the reader over gRPC and answer with what it returns (a missing entity is null);
+lists, lookups and relations its document service (finder.py), live subscriptions its change
+log (live.py).
 Mutations build their command from the arguments, let the plugins check it, and hand it to
 the delivery, which publishes it; commandStatus and commandSettled read the command book.
 A refused mutation answers ERROR with the refusal's message; any other refusal is a GraphQL
@@ -25,8 +27,10 @@ from cqrs_flow.contracts.gateway import Call, GatewayPlan, MutationPlan, QueryPl
 from cqrs_flow.nodes.gateway.commands import STATUS_SDL, SUBSCRIPTION_SDL
 from cqrs_flow.nodes.gateway.cursors import Cursors
 from cqrs_flow.nodes.gateway.delivery import Delivery
+from cqrs_flow.nodes.gateway.feed import ChangeFeed
 from cqrs_flow.nodes.gateway.finder import Finder
 from cqrs_flow.nodes.gateway.limits import LimitExceeded
+from cqrs_flow.nodes.gateway.live import Live
 from cqrs_flow.nodes.gateway.refusals import NOT_FOUND, REQUEST_ID, Refused, coerced, internal
 from cqrs_flow.plugins import GatewayPlugin, Rejected
 from cqrs_flow.protobuf.conversions import data_converter
@@ -64,6 +68,7 @@ class Resolvers:
         documents: ServiceClient | None = None,
         cursors: Cursors | None = None,
         page_size: int = Limits.page_size,
+        feed: ChangeFeed | None = None,
     ) -> None:
         self.reader = reader
         self.plugins = plugins
@@ -73,6 +78,7 @@ class Resolvers:
         self.documents = documents
         self.cursors = cursors
         self.page_size = page_size
+        self.feed = feed  # the change log's follow, for live subscriptions
         self.entities: dict[str, EntityView] = {}
 
     async def engine(self, plan: GatewayPlan, name: str) -> Any:
@@ -108,6 +114,12 @@ class Resolvers:
             Resolver(f"{lookup.owner}.{lookup.field}", schema_name=schema_name)(
                 self._lookup_resolver(lookup)
             )
+        if self.feed is not None and self.documents is not None:
+            live = Live(self.documents, self.feed, self._refusal, self.page_size, self.list_count)
+            for live_plan in plan.documents.subscriptions:
+                Subscription(f"{live_plan.owner}.{live_plan.field}", schema_name=schema_name)(
+                    live.source(live_plan)
+                )
         # tartiflette annotates error_coercer as a plain function, but takes only a coroutine one.
         coercer = cast(Callable[[Exception, dict[str, Any]], dict[str, Any]], self._coerce_error)
         return await create_engine(sdl, schema_name=schema_name, error_coercer=coercer)
