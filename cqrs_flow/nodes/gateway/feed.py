@@ -76,7 +76,9 @@ log = logging.getLogger("cqrs_flow.gateway")
 @dataclass(frozen=True, slots=True)
 class LiveChange:
     """One change of the log as the gateway passes it on: `op` INSERT, UPDATE or DELETE, and the
-    document after it as data (proto field names, as queries answer), None after a delete."""
+    document after it as data (proto field names, as queries answer), None after a delete; the
+    document before it (`previous`) where `before_known`: an insert's is None, and a log that
+    records them gives an update's and a delete's."""
 
     position: int
     entity: str
@@ -85,6 +87,8 @@ class LiveChange:
     document: dict[str, Any] | None
     command_id: str
     at: str
+    previous: dict[str, Any] | None = None
+    before_known: bool = False
 
 
 # What a subscriber makes of a change: True (it shows the document), False (it drops the key:
@@ -441,36 +445,52 @@ class ChangeFeed:
         if view is None:
             return None
         op = _OPS.get(message.op, "UPDATE" if message.document else "DELETE")
-        document = None
-        if op != "DELETE":
-            convert = self._converters.get(view.name)
-            if convert is None:
-                descriptor = cast(Descriptor, view.document.DESCRIPTOR)
-                convert = self._converters[view.name] = data_converter(descriptor)
-            try:
-                document = convert(view.document.FromString(message.document))
-            except DecodeError:
-                log.error(
-                    "change %d of %s %s: its document is not a %s; left out",
-                    message.position,
-                    view.name,
-                    message.key,
-                    view.document.DESCRIPTOR.full_name,
-                )
-                return None
+        # What the document was before: a log that records it (Change.previous, field 9) says so
+        # for updates and deletes; an insert had none.
+        previous_bytes = getattr(message, "previous", b"")
+        try:
+            document = self._data(view, message.document) if op != "DELETE" else None
+            previous = self._data(view, previous_bytes) if previous_bytes else None
+        except DecodeError:
+            log.error(
+                "change %d of %s %s: a document that is not a %s; left out",
+                message.position,
+                view.name,
+                message.key,
+                view.document.DESCRIPTOR.full_name,
+            )
+            return None
         return LiveChange(
-            message.position, view.name, message.key, op, document, message.command_id, message.at
+            message.position,
+            view.name,
+            message.key,
+            op,
+            document,
+            message.command_id,
+            message.at,
+            previous,
+            op == "INSERT" or bool(previous_bytes),
         )
+
+    def _data(self, view: EntityView, document: bytes) -> dict[str, Any]:
+        convert = self._converters.get(view.name)
+        if convert is None:
+            descriptor = cast(Descriptor, view.document.DESCRIPTOR)
+            convert = self._converters[view.name] = data_converter(descriptor)
+        return convert(view.document.FromString(document))
 
 
 def failure_of(exc: grpc.aio.AioRpcError) -> tuple[str, str, bool]:
     """What a failed call of the change log tells a subscriber: (message, code, whether it may
     resume after the last position it had)."""
     code = exc.code()
-    if code == grpc.StatusCode.UNIMPLEMENTED:
+    # A reader that does not serve the service at all refuses it as one the topology does not
+    # wire (PERMISSION_DENIED), like any service it does not serve to this caller.
+    if code in (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.PERMISSION_DENIED):
+        log.error("the reader does not serve cqrs_flow.Changes: %s %s", code.name, exc.details())
         return (
-            "the store behind this gateway keeps no change log (its reader does not serve "
-            "cqrs_flow.Changes), so live subscriptions cannot be served",
+            "the store behind this gateway keeps no change log it may follow (its reader does "
+            "not serve cqrs_flow.Changes to it), so live subscriptions cannot be served",
             NO_CHANGE_LOG,
             False,
         )

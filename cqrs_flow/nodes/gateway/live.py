@@ -9,11 +9,13 @@ none before. A client that comes back gives `after`, the position of the last me
 and gets every change after it without a first message.
 
 A filtered list tells a change when the document matches the filter after it (`matches: true`),
-and, with `matches: false`, when a document it has shown is deleted or no longer matches. Which
-documents it has shown is kept while there are at most KNOWN_KEYS of them; beyond that, and for
-a subscription that resumed (whose client's documents the gateway cannot know), every change
-of the entity that does not match is told with `matches: false`, so that nothing a client holds
-can stay behind. A client drops the key of such a message, whether it had it or not.
+and, with `matches: false`, when a document that matched before it no longer does (deleted, or
+changed out of the filter). The log says what a document was before each update and delete
+(Change.previous), which decides. From a log that does not say, the gateway keeps which
+documents it has shown, while there are at most KNOWN_KEYS of them; beyond that, and for a
+subscription that resumed (whose client's documents it cannot know), every change of the
+entity that does not match is told with `matches: false`, so that nothing a client holds can
+stay behind. A client drops the key of such a message, whether it had it or not.
 """
 
 from __future__ import annotations
@@ -228,18 +230,34 @@ def _conditions(where: dict[str, Any] | None) -> list[Condition]:
 def _list_select(
     sets: dict[str, Values], key_field: str, known: set[str] | None
 ) -> Callable[[LiveChange], bool | None]:
-    """What a filtered list makes of a change (see the module): True when the document matches,
-    False when a document it may have shown was deleted or does not match any more."""
-    state = {"known": known}
+    """What a filtered list makes of a change (see the module): True when the document matches
+    after it; False when it matched before it and does not any more (deleted, or changed out of
+    the filter). Where the log says what a document was before a change, that decides; where it
+    does not, the documents shown (`known`; None: they cannot be known) do."""
+    state: dict[str, set[str] | None] = {"known": known}
+    exact = False  # the log says what each document was before its change
 
     def select(change: LiveChange) -> bool | None:
-        shown = state["known"]
+        nonlocal exact
         if change.document is not None and matches(sets, change.key, key_field, change.document):
-            if shown is not None:
+            shown = state["known"]
+            if shown is not None and not exact:
                 shown.add(change.key)
                 if len(shown) > KNOWN_KEYS:
                     state["known"] = None
             return True
+        if change.before_known:
+            if change.op != "INSERT":
+                exact, state["known"] = True, None  # no need to remember what was shown
+            before = change.previous
+            return (
+                False
+                if before is not None and matches(sets, change.key, key_field, before)
+                else None
+            )
+        if exact:  # a change without its document before, from a log that gave them so far
+            return False
+        shown = state["known"]
         if shown is None:
             return False
         if change.key in shown:

@@ -397,21 +397,19 @@ def test_a_client_resumes_after_the_last_position_it_saw(library):
 
 
 def test_a_resumed_list_tells_every_change_that_does_not_match(library):
-    """The gateway cannot know which documents the client holds: each change that leaves a
-    document out of the filter is told, whether the client had it or not."""
+    """The gateway cannot know which documents the client holds (and this log does not say what
+    a document was before a change): each change that leaves a document out of the filter is
+    told, whether the client had it or not; an insert that does not match never was in it."""
 
     async def scenario(gateway: Gateway, log: FakeLog) -> None:
         log.write("Book", "s", book(library, "s", genre="SCIENCE"))
         log.write("Book", "s", book(library, "s", genre="HISTORY"))
         log.write("Book", "f", book(library, "f", genre="FICTION"))
+        log.write("Book", "f", book(library, "f", "renamed", genre="FICTION"))
         stream = gateway.subscribe(LIST, where={"genre": {"eq": "SCIENCE"}}, after="1")
         left, other = await stream.take(2)
-        assert (left["key"], left["matches"], other["key"], other["matches"]) == (
-            "s",
-            False,
-            "f",
-            False,
-        )
+        assert (left["key"], left["position"], left["matches"]) == ("s", "2", False)
+        assert (other["key"], other["position"], other["matches"]) == ("f", "4", False)
 
     run(library, scenario)
 
@@ -565,3 +563,34 @@ def test_the_gql_client_follows_a_book_over_graphql_transport_ws(library):
         ("UPDATE", "2", 1987),
     ]
     assert errors[0]["extensions"]["code"] == "INVALID_ARGUMENT"
+
+
+def test_where_the_log_gives_the_document_before_a_change_a_list_tells_exactly_what_left(
+    library,
+):
+    """A log that records what each document was before an update or delete (Change.previous)
+    lets a list tell a change out of its filter whether or not it showed the document (a
+    resumed subscription included), and nothing about documents that never matched."""
+    from cqrs_flow.contracts.documents import SubscriptionPlan
+    from cqrs_flow.nodes.gateway.feed import LiveChange
+    from cqrs_flow.nodes.gateway.live import _list_select, plan_of
+    from cqrs_flow.stores.base import Condition
+
+    (books,) = [p for p in library.plan.documents.subscriptions if p.many]
+    assert isinstance(books, SubscriptionPlan)
+    planned = plan_of(books, [Condition("genre", "eq", ("SCIENCE",))])
+    science, fiction = {"id": "b", "genre": "SCIENCE"}, {"id": "b", "genre": "FICTION"}
+
+    def change(op: str, document: Any, previous: Any, known: bool = True) -> LiveChange:
+        return LiveChange(1, "Book", "b", op, document, "", "", previous, known)
+
+    select = _list_select(planned.sets, planned.key_field, None)  # resumed: nothing shown known
+    assert select(change("INSERT", fiction, None)) is None
+    assert select(change("UPDATE", fiction, fiction)) is None  # never matched: not told
+    assert select(change("UPDATE", science, fiction)) is True
+    assert select(change("UPDATE", fiction, science)) is False  # left the filter
+    assert select(change("DELETE", None, science)) is False
+    assert select(change("DELETE", None, fiction)) is None
+    # Without it, a resumed list tells every change that does not match.
+    fallback = _list_select(planned.sets, planned.key_field, None)
+    assert fallback(change("UPDATE", fiction, None, known=False)) is False
