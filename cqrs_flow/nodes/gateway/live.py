@@ -20,6 +20,7 @@ stay behind. A client drops the key of such a message, whether it had it or not.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from typing import Any, cast
 
@@ -39,6 +40,7 @@ from cqrs_flow.transport.rpc import ServiceClient
 __all__ = ["KNOWN_KEYS", "Live"]
 
 KNOWN_KEYS = 10_000  # documents a list subscription remembers showing (see the module)
+MESSAGES = 1024  # values of recent change messages, shared by the subscribers they go to
 
 Source = Callable[[Any, dict[str, Any], Any, Any], AsyncIterator[dict[str, Any]]]
 
@@ -61,6 +63,7 @@ class Live:
         self.page_size = page_size
         self.list_count = list_count
         self._converters: dict[str, Callable[[Any], dict[str, Any]]] = {}
+        self._messages: OrderedDict[tuple[str, int, bool], dict[str, Any]] = OrderedDict()
 
     def source(self, plan: SubscriptionPlan) -> Source:
         return self._list(plan) if plan.many else self._one(plan)
@@ -89,7 +92,7 @@ class Live:
 
             subscriber = Subscriber(entity, key, select, after, self.feed.limits.live_queue)
             async for change, shown in self.feed.follow(subscriber):
-                yield {plan.field: _message(change, shown)}
+                yield self._message(plan.field, change, shown)
 
         return changed
 
@@ -117,9 +120,20 @@ class Live:
             select = _list_select(planned.sets, planned.key_field, known)
             subscriber = Subscriber(entity, None, select, after, self.feed.limits.live_queue)
             async for change, shown in self.feed.follow(subscriber):
-                yield {plan.field: _message(change, shown)}
+                yield self._message(plan.field, change, shown)
 
         return changes
+
+    def _message(self, field: str, change: LiveChange, shown: bool) -> dict[str, Any]:
+        """The value of a change's message, the same object for every subscriber it goes to (so
+        that the message is executed once for all that ask the same: fanout.py)."""
+        key = (field, change.position, shown)
+        value = self._messages.get(key)
+        if value is None:
+            value = self._messages[key] = {field: _message(change, shown)}
+            while len(self._messages) > MESSAGES:
+                self._messages.popitem(last=False)
+        return value
 
     async def _after(self, args: dict[str, Any]) -> int | None:
         """The position a client resumes after (checked against the log), or None."""

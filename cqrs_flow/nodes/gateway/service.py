@@ -22,6 +22,7 @@ from cqrs_flow.errors import NodeError
 from cqrs_flow.nodes.gateway.cost import Costs
 from cqrs_flow.nodes.gateway.cursors import Cursors
 from cqrs_flow.nodes.gateway.delivery import Delivery
+from cqrs_flow.nodes.gateway.fanout import SharedEngine
 from cqrs_flow.nodes.gateway.feed import ChangeFeed, ChangesClient
 from cqrs_flow.nodes.gateway.http import GraphQLHttp, playground_page
 from cqrs_flow.nodes.gateway.limits import RequestGate
@@ -119,7 +120,7 @@ class GatewayService(NodeService):
         if self.node.playground:
             playground = playground_page(self.topology.name, plan.schema.example_query())
         http = GraphQLHttp(
-            self.node, engine, gate, playground, lambda: delivery.connected, self.log
+            self.node, SharedEngine(engine), gate, playground, lambda: delivery.connected, self.log
         )
         # The keep-alive timeout also bounds how long a client may take to send its headers
         # (aiohttp closes a connection still waiting for a whole request then).
