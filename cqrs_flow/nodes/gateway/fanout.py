@@ -2,7 +2,7 @@
 
 tartiflette runs a subscription's whole selection again for each message of each subscriber:
 with 100 clients following one book, each change cost 100 executions of the same selection on
-the same value, which made fan-out the gateway's bottleneck (about 1.5 ms a message). Live
+the same value, which made fan-out the gateway's bottleneck (about 1.6 ms a message). Live
 subscriptions hand every subscriber of a change the very same message value (live.py), so a
 message's result depends only on the operation (its parsed document, operation name and
 variables) and that value: `SharedEngine.subscribe` executes it once per such pair, and every
