@@ -267,14 +267,7 @@ class ChangeFeed:
     async def follow(self, subscriber: Subscriber) -> AsyncIterator[tuple[LiveChange, bool]]:
         """Every change `subscriber` selects after its position, in order, with whether it
         shows the document; without end, unless it fails (Refused, with where to resume)."""
-        if self._served >= self.limits.live_subscriptions:
-            raise Refused(
-                f"the gateway serves {self._served} live subscriptions, its most "
-                "(limits.live_subscriptions); try again later",
-                "BUSY",
-                status=503,
-                retry_after=1.0,
-            )
+        self.admit()
         self._served += 1
         joined = False
         try:
@@ -295,6 +288,17 @@ class ChangeFeed:
             self._served -= 1
             if self._served == 0 and self.running:
                 self._stop_later()
+
+    def admit(self) -> None:
+        """Refused (BUSY) when the gateway serves as many live subscriptions as it may."""
+        if self._served >= self.limits.live_subscriptions:
+            raise Refused(
+                f"the gateway serves {self._served} live subscriptions, its most "
+                "(limits.live_subscriptions); try again later",
+                "BUSY",
+                status=503,
+                retry_after=1.0,
+            )
 
     async def close(self) -> None:
         """Stop following; subscriptions still there end with an error."""

@@ -75,6 +75,7 @@ class Live:
         async def changed(
             parent: Any, args: dict[str, Any], ctx: Any, info: Any
         ) -> AsyncIterator[dict[str, Any]]:
+            self.feed.admit()  # before the state is read for it
             key = args.get(argument)
             if not key:
                 raise Refused(f"argument '{argument}' must not be empty", "INVALID_ARGUMENT")
@@ -102,6 +103,7 @@ class Live:
         async def changes(
             parent: Any, args: dict[str, Any], ctx: Any, info: Any
         ) -> AsyncIterator[dict[str, Any]]:
+            self.feed.admit()
             conditions = _conditions(args.get("where"))
             try:
                 planned = plan_of(plan, conditions)
