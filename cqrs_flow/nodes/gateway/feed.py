@@ -242,7 +242,6 @@ class ChangeFeed:
         self.limits = limits
         self.head = 0  # the position the feed has brought everything to
         self.floor = 0  # the recent changes are every change after this position
-        self.follows = 0  # Follow streams the feed has opened (not counting catching up)
         self._entities = entities
         self._followed = tuple(followed)
         self._recent: deque[LiveChange] = deque()
@@ -340,8 +339,16 @@ class ChangeFeed:
         self._recent.clear()
 
     async def _run(self) -> None:
-        """Follow the log from `head`, live, for as long as the feed runs; again after a lost
-        stream (see the module)."""
+        """Follow the log for as long as the feed runs; a failure of its own (a bug) ends the
+        subscriptions with an internal error instead of leaving them waiting."""
+        try:
+            await self._follow()
+        except Exception:
+            log.exception("the change feed failed")
+            self._fail_all("the gateway's change feed failed (details are in its log)", "INTERNAL")
+
+    async def _follow(self) -> None:
+        """Follow the log from `head`, live; again after a lost stream (see the module)."""
         loop = asyncio.get_running_loop()
         delay, lost_since, again = _BACKOFF[0], None, False
         while True:
@@ -356,7 +363,6 @@ class ChangeFeed:
                     )
                     return
                 again = True
-                self.follows += 1
                 async for message in self.changes.follow(self.head, self._followed, wait=True):
                     delay, lost_since = _BACKOFF[0], None
                     change = self._decode(message)
