@@ -1,19 +1,21 @@
-"""The gateway's contract with the document service: lists (Relay connections), lookups by key
-and relations between entities, as GraphQL fields.
+"""The gateway's contract with the document service: lists (Relay connections), lookups by key,
+relations between entities and live subscriptions to their changes, as GraphQL fields.
 
 A gateway answers `list: <Entity>` and `get: <Entity>` queries, and every relation of an entity
 whose GraphQL type its schema shows, through the reader's document service
 (cqrs_flow/protobuf/proto/cqrs_flow/documents.proto). The types and fields that needs and the
 schema leaves out are written here (`extras`): PageInfo, `<Entity>Connection`, `<Entity>Edge`,
 `<Entity>Where` with a filter input per indexed field, `<Entity>Order`; the list and get query
-fields; the relation fields. What the schema does write is checked against them, so a
-hand-written schema may show as much or as little as it wants. docs/BEHAVIOUR.md, "Lists,
-filters and relations", says how a client uses them.
+fields; the relation fields; for `subscriptions:`, `ChangeOp`, `<Entity>Change` and the
+subscription fields (the Subscription type itself when the schema has none). What the schema
+does write is checked against them, so a hand-written schema may show as much or as little as
+it wants. docs/BEHAVIOUR.md, "Lists, filters and relations" and "Live subscriptions", says how a
+client uses them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
@@ -28,10 +30,12 @@ from cqrs_flow.topology.problems import KeyPath, Problems
 
 __all__ = [
     "CONNECTION_ARGUMENTS",
+    "LIVE_LIST_ARGUMENTS",
     "ConnectionPlan",
     "DocumentPlans",
     "EntityView",
     "LookupPlan",
+    "SubscriptionPlan",
     "document_plans",
     "filter_ops",
     "misfits_of_written_types",
@@ -46,6 +50,11 @@ CONNECTION_ARGUMENTS = {
     "where": "{}Where",
     "orderBy": "{}Order",
 }
+# The arguments of a `changes:` subscription field (`{}`: the entity's name); a `changed:` one
+# takes the key and `after`.
+LIVE_LIST_ARGUMENTS = {"where": "{}Where", "first": "Int", "after": "String"}
+# The gateway's own subscription (commands.py): no `subscriptions:` entry may take its name.
+_COMMAND_SETTLED = "commandSettled"
 # What a filter input of each kind offers; `{}` is the kind's GraphQL type.
 _FILTER_OPS = {
     "String": ("eq", "in", "gt", "gte", "lt", "lte", "prefix"),
@@ -65,6 +74,50 @@ type PageInfo {
 }
 """
 _ORDER_DIRECTION = "\nenum OrderDirection {\n  ASC\n  DESC\n}\n"
+# One line: the engine keeps a block string's first and last line breaks in the description.
+_CHANGE_OP = (
+    "\n\"What a live subscription's message tells: CURRENT is how things stood when it started "
+    "(its first message); INSERT, UPDATE and DELETE are what the store did, in the order it did "
+    'them."\nenum ChangeOp {\n  CURRENT\n  INSERT\n  UPDATE\n  DELETE\n}\n'
+)
+# The fields of `<Entity>Change` (`{}`: the entity's name), and what each holds.
+CHANGE_FIELDS = {
+    "op": (
+        "ChangeOp!",
+        "CURRENT for the first message (how things stood), then what the store did.",
+    ),
+    "position": (
+        "String!",
+        "The change log's position this message brings the subscription to (a whole number): "
+        "subscribe again with after set to it to go on from there.",
+    ),
+    "key": (
+        "String",
+        "The key of the document that changed (in the first message of one document: its key; "
+        "of a list: null).",
+    ),
+    "document": (
+        "{}",
+        "The document after the change; null when it was deleted or no longer matches the "
+        "filter (and in the first message, when there is no such document).",
+    ),
+    "matches": (
+        "Boolean!",
+        "Whether the document, after the change, is one the subscription shows; false: drop "
+        "the key (deleted, or out of the filter).",
+    ),
+    "documents": (
+        "[{}!]",
+        "In the first message of a list: the documents the filter matched, oldest first (at "
+        "most first); null in the others.",
+    ),
+    "has_more": (
+        "Boolean",
+        "In the first message of a list: whether more documents matched than it holds.",
+    ),
+    "command_id": ("String", "The command that made the change, if one did."),
+    "at": ("String", "When the store made the change (RFC 3339); null in the first message."),
+}
 
 
 @dataclass(frozen=True)
@@ -110,6 +163,24 @@ class LookupPlan:
     required: bool = False
 
 
+@dataclass(frozen=True)
+class SubscriptionPlan:
+    """A live subscription field (owner: the subscription type) following an entity's changes:
+    one document, by the key its `argument` gives (`changed:`), or the documents a filter
+    matches (`changes:`, argument None). `arguments`: the optional ones the field has (where,
+    first, after)."""
+
+    owner: str
+    field: str
+    entity: EntityView
+    argument: str | None
+    arguments: frozenset[str]
+
+    @property
+    def many(self) -> bool:
+        return self.argument is None
+
+
 @dataclass
 class DocumentPlans:
     """What a gateway answers from the document service, and the SDL its schema needed added."""
@@ -118,6 +189,7 @@ class DocumentPlans:
     entities: dict[str, EntityView] = field(default_factory=dict)
     connections: list[ConnectionPlan] = field(default_factory=list)
     lookups: list[LookupPlan] = field(default_factory=list)
+    subscriptions: list[SubscriptionPlan] = field(default_factory=list)
     # GraphQL fields on an entity's type that are relations, not document fields: type -> fields
     relation_fields: dict[str, set[str]] = field(default_factory=dict)
 
@@ -207,6 +279,8 @@ def document_plans(
             if lookup is not None:
                 plans.lookups.append(lookup)
 
+    _subscriptions(gateway, schema, extras, view, plans, report)
+
     # Relations of every entity the schema shows (as written, or as a list or get added above).
     shown = [
         e for e in topology.entities.values() if e.name in schema.object_fields and view(e.name)
@@ -279,6 +353,125 @@ def document_plans(
                 )
     plans.extras = extras.text()
     return plans
+
+
+def _subscriptions(
+    gateway: GatewayNode,
+    schema: Schema,
+    extras: _Extras,
+    view: Callable[[str], EntityView | None],
+    plans: DocumentPlans,
+    report: Problems,
+) -> None:
+    """Plan the gateway's `subscriptions:`, adding what the schema leaves out; a subscription
+    field the schema writes without a mapping, reported."""
+    base: KeyPath = ("nodes", gateway.name, "subscriptions")
+    owner = schema.subscription_type
+    written = schema.fields_of(owner) if owner is not None else {}
+    for name in written:
+        if name not in gateway.subscriptions and name != _COMMAND_SETTLED:
+            report(
+                base,
+                f"{owner}.{name} in {gateway.schema} has no mapping; add "
+                f"'{name}: {{changed: <Entity>}}' (one document) or "
+                f"'{name}: {{changes: <Entity>}}' (a filtered list) under subscriptions",
+            )
+    for name, subscription in gateway.subscriptions.items():
+        path = base + (name,)
+        target = view(subscription.entity)
+        if target is None or not _shown(schema, target, report, path, gateway):
+            continue
+        if owner is None:
+            report(
+                path,
+                f"the schema definition of {gateway.schema} names no subscription type; add "
+                "'subscription: Subscription' to it",
+            )
+            return
+        if name == _COMMAND_SETTLED:
+            report(
+                path,
+                f"{name} is the gateway's own subscription (a command's outcome); "
+                "give this one another name",
+            )
+            continue
+        extras.change_types(target, many=bool(subscription.changes))
+        plan = _subscription_field(
+            schema,
+            extras,
+            owner,
+            name,
+            target,
+            bool(subscription.changes),
+            report,
+            path,
+            written.get(name),
+        )
+        if plan is not None:
+            plans.subscriptions.append(plan)
+
+
+def _subscription_field(
+    schema: Schema,
+    extras: _Extras,
+    owner: str,
+    name: str,
+    target: EntityView,
+    many: bool,
+    report: Problems,
+    path: KeyPath,
+    returns: TypeRef | None,
+) -> SubscriptionPlan | None:
+    """The subscription field `owner.name` as the schema writes it (checked), or added to it."""
+    change = f"{target.name}Change"
+    optional = {
+        arg: kind.format(target.name)
+        for arg, kind in LIVE_LIST_ARGUMENTS.items()
+        if many or arg == "after"
+    }
+    if returns is None:
+        declared = ", ".join(f"{arg}: {kind}" for arg, kind in optional.items())
+        if not many:
+            declared = f"{target.key}: String!, {declared}"
+        extras.field(owner, f"{name}({declared}): {change}!")
+        return SubscriptionPlan(
+            owner, name, target, None if many else target.key, frozenset(optional)
+        )
+    arguments = schema.arguments_of(owner, name)
+    problems = []
+    if returns.base != change or returns.is_list:
+        problems.append(f"it returns {returns.text}; a subscription's messages are {change}!")
+    key_argument = None
+    for arg, ref in arguments.items():
+        wanted = optional.get(arg)
+        if wanted is not None:
+            if ref.base != wanted or ref.is_list or ref.text.endswith("!"):
+                problems.append(f"argument '{arg}' is {ref.text}; it must be {wanted}")
+        elif not many and key_argument is None:
+            key_argument = arg
+            if ref.base not in ("String", "ID") or ref.is_list:
+                problems.append(f"argument '{arg}' is {ref.text}; a key is String!")
+        else:
+            problems.append(
+                f"argument '{arg}' is not one a subscription to "
+                + (
+                    f"{target.name} documents takes ({', '.join(optional)})"
+                    if many
+                    else f"one {target.name} takes (the key, and after)"
+                )
+            )
+    if not many and key_argument is None:
+        problems.append(
+            f"it takes no key; one {target.name} is followed by its key: "
+            f"{name}({target.key}: String!, after: String)"
+        )
+    for problem in problems:
+        report(path, f"{owner}.{name}: {problem}")
+    if problems:
+        return None
+    return SubscriptionPlan(
+        owner, name, target, key_argument, frozenset(a for a in arguments if a in optional)
+    )
 
 
 def _shown(
@@ -386,12 +579,14 @@ class _Extras:
         parts = list(self.types.values())
         for owner, lines in self.fields.items():
             body = "\n".join(f"  {line}" for line in lines)
-            parts.append(f"\nextend type {owner} {{\n{body}\n}}\n")
+            # The subscription type is the one owner a schema may leave out altogether.
+            keyword = "extend type" if owner in self.schema.object_fields else "type"
+            parts.append(f"\n{keyword} {owner} {{\n{body}\n}}\n")
         if not parts:
             return ""
         return (
-            "\n# Added by cqrs-flow: lists, filters and relations (see docs/BEHAVIOUR.md)\n"
-            + "".join(parts)
+            "\n# Added by cqrs-flow: lists, filters, relations and live subscriptions (see "
+            "docs/BEHAVIOUR.md)\n" + "".join(parts)
         )
 
     def field(self, owner: str, line: str) -> None:
@@ -421,6 +616,26 @@ class _Extras:
             f"\ninput {name}Order {{\n  field: {name}OrderField!\n"
             "  direction: OrderDirection = ASC\n}\n",
         )
+        self.where_types(entity)
+
+    def change_types(self, entity: EntityView, many: bool) -> None:
+        """ChangeOp and `<Entity>Change`; for a filtered list, `<Entity>Where` and its inputs."""
+        self.type("ChangeOp", _CHANGE_OP)
+        lines = "".join(
+            f'  "{doc}"\n  {field}: {kind.format(entity.name)}\n'
+            for field, (kind, doc) in CHANGE_FIELDS.items()
+        )
+        self.type(
+            f"{entity.name}Change",
+            f'\n"A message of a live subscription to {entity.name} documents."\n'
+            f"type {entity.name}Change {{\n{lines}}}\n",
+        )
+        if many:
+            self.where_types(entity)
+
+    def where_types(self, entity: EntityView) -> None:
+        """`<Entity>Where` and the filter inputs of its indexed fields."""
+        name, fields = entity.name, list(entity.indexes)
         where = "".join(f"  {f}: {entity.filter_input(f)}\n" for f in fields)
         self.type(f"{name}Where", f"\ninput {name}Where {{\n{where}}}\n")
         for kind in entity.indexes.values():
@@ -436,6 +651,24 @@ def filter_ops(kind: str) -> tuple[str, ...]:
 
 def misfits_of_written_types(plans: DocumentPlans, schema: Schema) -> Iterator[str]:
     """Why a type the schema writes itself cannot stand for the one cqrs-flow would add."""
+    if plans.subscriptions and "ChangeOp" in schema.enums:
+        wanted = ("CURRENT", "INSERT", "UPDATE", "DELETE")
+        missing = [v for v in wanted if v not in schema.enum_values.get("ChangeOp", ())]
+        if missing:
+            yield f"enum ChangeOp lacks {', '.join(missing)}; it is {' '.join(wanted)}"
+    for entity in {p.entity.name: p.entity for p in plans.subscriptions}.values():
+        for name, ref in schema.fields_of(f"{entity.name}Change").items():
+            known = CHANGE_FIELDS.get(name)
+            if known is None:
+                yield (
+                    f"type {entity.name}Change has '{name}', which the gateway does not "
+                    f"answer; its fields: {', '.join(CHANGE_FIELDS)}"
+                )
+            elif ref.base != known[0].format(entity.name).strip("[]!"):
+                yield (
+                    f"{entity.name}Change.{name} is {ref.text}; it is "
+                    f"{known[0].format(entity.name)}"
+                )
     for entity in plans.entities.values():
         where = schema.input_fields.get(f"{entity.name}Where")
         for name in where or {}:

@@ -1,5 +1,6 @@
 """Wiring checks of the entities, on the whole model without the protos: which store holds each
-entity, the relations between them, and the entities a gateway's queries and mutations name.
+entity, the relations between them, and the entities a gateway's queries, subscriptions and
+mutations name.
 
 What needs the protos (an index on a field the document lacks, a relation's key field that is
 not a string) is checked in cqrs_flow/contracts/entities.py. Each check reports problems at
@@ -118,14 +119,20 @@ def _check_relations(topology: Topology, report: Problems) -> None:
 
 
 def _check_gateways(topology: Topology, report: Problems) -> None:
-    """The entities a gateway's queries (`list:`, `get:`) and mutations (`exists:`) name exist
-    and are held by the store its reader reads."""
+    """The entities a gateway's queries (`list:`, `get:`), subscriptions (`changed:`,
+    `changes:`) and mutations (`exists:`) name exist and are held by the store its reader
+    reads."""
     for gateway in topology.nodes_of(GatewayNode):
         named: list[tuple[KeyPath, str]] = []
         for field, query in gateway.queries.items():
             for key, name in (("list", query.list), ("get", query.get)):
                 if name:
                     named.append((("nodes", gateway.name, "queries", field, key), name))
+        for field, subscription in gateway.subscriptions.items():
+            key = "changed" if subscription.changed else "changes"
+            named.append(
+                (("nodes", gateway.name, "subscriptions", field, key), subscription.entity)
+            )
         for field, mutation in gateway.mutations.items():
             # `exists` names an entity or a reader RPC; which RPCs there are is known with the
             # protos (cqrs_flow/contracts/entities.py), so only entities are checked here.
@@ -136,6 +143,8 @@ def _check_gateways(topology: Topology, report: Problems) -> None:
         store = _store_read_by(topology, gateway)
         for path, name in named:
             if name not in topology.entities:
+                if store is not None and not store.entities:
+                    continue  # a store that describes no entity is reported itself
                 report(path, _unknown_entity(topology, name))
             elif store is not None and name not in store.entities:
                 holder = topology.store_holding(name)

@@ -36,6 +36,7 @@ from cqrs_flow.topology.model import (
     SecretSource,
     Service,
     StoreNode,
+    Subscription,
     TlsClient,
     TlsServer,
     Topology,
@@ -398,6 +399,13 @@ def _kind_node(name: str, kind: str | None, raw: dict[str, Any]) -> Node:
                     )
                     for field, m in (raw.get("mutations") or {}).items()
                     if m.get("command")
+                }
+            ),
+            subscriptions=frozen_map(
+                {
+                    field: Subscription(field, changed=s.get("changed"), changes=s.get("changes"))
+                    for field, s in (raw.get("subscriptions") or {}).items()
+                    if s.get("changed") or s.get("changes")
                 }
             ),
             playground=raw["playground"],

@@ -43,6 +43,7 @@ __all__ = [
     "SecretSource",
     "Service",
     "StoreNode",
+    "Subscription",
     "TlsClient",
     "TlsServer",
     "Topology",
@@ -188,6 +189,20 @@ class Query:
     result: str | None = None
     list: str | None = None
     get: str | None = None
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """A GraphQL subscription field following an entity's changes in the store's change log: one
+    document by key (`changed`), or the documents a filter matches (`changes`)."""
+
+    field: str
+    changed: str | None = None
+    changes: str | None = None
+
+    @property
+    def entity(self) -> str:
+        return self.changed or self.changes or ""
 
 
 @dataclass(frozen=True)
@@ -477,6 +492,8 @@ class Limits:
     list_length: int = _default(spec.LIMITS, "list_length")
     string_length: int = _default(spec.LIMITS, "string_length")
     in_flight: int = _default(spec.LIMITS, "in_flight")
+    live_subscriptions: int = _default(spec.LIMITS, "live_subscriptions")
+    live_queue: int = _default(spec.LIMITS, "live_queue")
     websockets: int = _default(spec.LIMITS, "websockets")
     websockets_per_caller: int = _default(spec.LIMITS, "websockets_per_caller")
     websocket_idle: float = _default(spec.LIMITS, "websocket_idle")
@@ -550,6 +567,7 @@ class GatewayNode(Node):
     reader: str = "reader"
     queries: Mapping[str, Query] = dataclasses.field(default_factory=frozen_map)
     mutations: Mapping[str, Mutation] = dataclasses.field(default_factory=frozen_map)
+    subscriptions: Mapping[str, Subscription] = dataclasses.field(default_factory=frozen_map)
     playground: bool = _default(spec.GATEWAY, "playground")
     data: Path | None = None  # directory of the outbox's database, relative to the topology file
     introspection: bool = _default(spec.GATEWAY, "introspection")

@@ -439,6 +439,23 @@ QUERY = Section(
     one_of=("rpc", "list", "get"),
 )
 
+SUBSCRIPTION = Section(
+    {
+        "changed": Field(
+            name,
+            doc="an entity: the subscription follows one document, by the key its argument "
+            "gives: first the document as it is, then each change of it, in order",
+        ),
+        "changes": Field(
+            name,
+            doc="an entity: the subscription follows the documents a filter ('where', on the "
+            "entity's indexes) matches: first those there are, then each change that concerns "
+            "them, in order",
+        ),
+    },
+    one_of=("changed", "changes"),
+)
+
 MUTATION = Section(
     {
         "command": Field(name, required=True, doc="command published by the mutation"),
@@ -910,6 +927,18 @@ LIMITS = Section(
             doc="WebSocket connections one caller (a client address) may have open at once; "
             "more are refused at once (HTTP 429)",
         ),
+        "live_subscriptions": Field(
+            positive_int,
+            default=1000,
+            doc="live subscriptions (to entity changes) the gateway serves at once; more are "
+            "refused at once (BUSY)",
+        ),
+        "live_queue": Field(
+            positive_int,
+            default=1000,
+            doc="changes a live subscriber may fall behind by; one further behind is closed "
+            "with an error (SLOW_CONSUMER) naming the position to resume after",
+        ),
         "websocket_idle": Field(
             positive_duration,
             default=60.0,
@@ -1147,6 +1176,12 @@ GATEWAY = Section(
         "reader": Field(name, required=True, doc="reader node queries go to"),
         "queries": Field(MapOf(QUERY), default={}, doc="Query field -> reader RPC"),
         "mutations": Field(MapOf(MUTATION), default={}, doc="Mutation field -> command"),
+        "subscriptions": Field(
+            MapOf(SUBSCRIPTION),
+            default={},
+            doc="Subscription field -> the entity whose changes it follows (live, from the "
+            "store's change log)",
+        ),
         "playground": Field(boolean, default=True, doc="serve the GraphQL IDE on GET /"),
         "data": Field(
             string,

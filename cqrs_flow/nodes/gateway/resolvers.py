@@ -1,6 +1,8 @@
 """The gateway's GraphQL engine: the schema with a resolver on each planned field.
 
-Queries call the reader over gRPC and answer with what it returns (a missing entity is null).
+Queries call the reader over gRPC and answer with what it returns (a missing entity is null);
+lists, lookups and relations its document service (finder.py), live subscriptions its change
+log (live.py).
 Mutations build their command from the arguments, let the plugins check it, and hand it to
 the delivery, which publishes it; commandStatus and commandSettled read the command book.
 A refused mutation answers ERROR with the refusal's message; any other refusal is a GraphQL
@@ -26,11 +28,13 @@ from cqrs_flow.nodes.gateway.auth import GatewayAuth
 from cqrs_flow.nodes.gateway.commands import STATUS_SDL, SUBSCRIPTION_SDL
 from cqrs_flow.nodes.gateway.cursors import Cursors
 from cqrs_flow.nodes.gateway.delivery import Delivery
+from cqrs_flow.nodes.gateway.feed import ChangeFeed
 from cqrs_flow.nodes.gateway.finder import Finder
 from cqrs_flow.nodes.gateway.finder import add_condition as _condition
 from cqrs_flow.nodes.gateway.introspection import MODULE as INTROSPECTION
 from cqrs_flow.nodes.gateway.introspection import serve_user_types
 from cqrs_flow.nodes.gateway.limits import LimitExceeded
+from cqrs_flow.nodes.gateway.live import Live
 from cqrs_flow.nodes.gateway.refusals import NOT_FOUND, REQUEST_ID, Refused, coerced, internal
 from cqrs_flow.plugins import GatewayPlugin, Rejected
 from cqrs_flow.protobuf.conversions import data_converter
@@ -69,6 +73,7 @@ class Resolvers:
         cursors: Cursors | None = None,
         page_size: int = Limits.page_size,
         auth: GatewayAuth | None = None,
+        feed: ChangeFeed | None = None,
     ) -> None:
         self.auth = auth or GatewayAuth()  # the caller's rules (auth.py); none: no rules
         self.reader = reader
@@ -79,6 +84,7 @@ class Resolvers:
         self.documents = documents
         self.cursors = cursors
         self.page_size = page_size
+        self.feed = feed  # the change log's follow, for live subscriptions
         self.entities: dict[str, EntityView] = {}
 
     async def engine(self, plan: GatewayPlan, name: str) -> Any:
@@ -111,6 +117,12 @@ class Resolvers:
             Resolver(f"{lookup.owner}.{lookup.field}", schema_name=schema_name)(
                 self._lookup_resolver(lookup)
             )
+        if self.feed is not None and self.documents is not None:
+            live = Live(self.documents, self.feed, self._refusal, self.page_size, self.list_count)
+            for live_plan in plan.documents.subscriptions:
+                Subscription(f"{live_plan.owner}.{live_plan.field}", schema_name=schema_name)(
+                    live.source(live_plan)
+                )
         # tartiflette annotates error_coercer as a plain function, but takes only a coroutine one.
         coercer = cast(Callable[[Exception, dict[str, Any]], dict[str, Any]], self._coerce_error)
         engine = await create_engine(

@@ -1,10 +1,11 @@
 """The gateway node: GraphQL over HTTP (http.py) answered by the engine of resolvers.py;
 mutations become commands published on MQTT (delivery.py), queries go to the reader over gRPC.
 
-`start` opens what the node needs in order (plugins, reader channel, outbox, MQTT client, HTTP
-listener), registering each release on the node's `resources` as it goes: `stop`, and a `start`
-that fails half-way, release what was opened, in reverse order (HTTP first, so no request
-arrives with its backends gone).
+`start` opens what the node needs in order (plugins, reader channel, the change log's channel
+and feed when it serves live subscriptions, outbox, MQTT client, HTTP listener), registering
+each release on the node's `resources` as it goes: `stop`, and a `start` that fails half-way,
+release what was opened, in reverse order (HTTP first, so no request arrives with its backends
+gone).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from cqrs_flow.nodes.gateway.auth import GatewayAuth, Keys, Tokens
 from cqrs_flow.nodes.gateway.cost import Costs
 from cqrs_flow.nodes.gateway.cursors import Cursors
 from cqrs_flow.nodes.gateway.delivery import Delivery
+from cqrs_flow.nodes.gateway.fanout import SharedEngine
+from cqrs_flow.nodes.gateway.feed import ChangeFeed, ChangesClient
 from cqrs_flow.nodes.gateway.http import GraphQLHttp, playground_page
 from cqrs_flow.nodes.gateway.limits import RequestGate
 from cqrs_flow.nodes.gateway.observe import ObservedEngine, observe_http
@@ -71,6 +74,19 @@ class GatewayService(NodeService):
         )
         stack.push_async_callback(reader.close)
         documents = reader.sibling(self.protos.service(DOCUMENTS_SERVICE))
+        feed = None
+        if plan.documents.subscriptions:  # live subscriptions: one follow of the change log
+            changes = ChangesClient(
+                self.protos,
+                reader_node.listen.target,
+                self.credentials,
+                timeout=self.node.reader_timeout,
+                security=channel_security(self.topology, reader_node.tls, self.node.client_tls),
+            )
+            stack.push_async_callback(changes.close)
+            followed = sorted({s.entity.name for s in plan.documents.subscriptions})
+            feed = ChangeFeed(changes, plan.documents.entities, followed, self.node.limits)
+            stack.push_async_callback(feed.close)
         outbox = await self._outbox()
         stack.push_async_callback(outbox.close)
         self._background(stack, outbox.wait_failure(), "outbox")
@@ -105,6 +121,7 @@ class GatewayService(NodeService):
             cursors=Cursors(self.credentials.token if self.credentials else new_secret()),
             page_size=self.node.limits.page_size,
             auth=auth,
+            feed=feed,
         )
         engine = await resolvers.engine(plan, f"cqrs-flow:{self.topology.name}:{self.node.name}")
         connections = frozenset(f"{c.entity.name}Connection" for c in plan.documents.connections)
@@ -113,7 +130,7 @@ class GatewayService(NodeService):
         playground = None
         if self.node.playground:
             playground = playground_page(self.topology.name, plan.schema.example_query())
-        observed = ObservedEngine(engine, self.metrics)
+        observed = ObservedEngine(SharedEngine(engine), self.metrics)
         http = GraphQLHttp(
             self.node, observed, gate, playground, lambda: delivery.connected, self.log, auth
         )

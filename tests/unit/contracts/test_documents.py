@@ -179,3 +179,104 @@ def test_a_written_field_that_does_not_fit_is_reported_where_it_is_declared(
     edit(schema, old, new)
     _, problems = plan_of(topology)
     assert message in at(problems, path), problems
+
+
+# -- live subscriptions -----------------------------------------------------------------------
+
+
+def test_the_library_plans_its_live_subscriptions_and_adds_what_they_need(library):
+    plan, problems = plan_of(library[0])
+    assert problems == []
+    planned = {
+        (s.owner, s.field): (s.entity.name, s.argument, sorted(s.arguments))
+        for s in plan.documents.subscriptions
+    }
+    assert planned == {
+        ("Subscription", "bookChanged"): ("Book", "id", ["after"]),
+        ("Subscription", "booksChanged"): ("Book", None, ["after", "first", "where"]),
+    }
+    extras = plan.documents.extras
+    # The schema has no Subscription type: it is added whole, with both fields.
+    assert (
+        "\ntype Subscription {\n  bookChanged(id: String!, after: String): BookChange!\n"
+        "  booksChanged(where: BookWhere, first: Int, after: String): BookChange!\n}"
+    ) in extras
+    assert extras.count("enum ChangeOp {\n  CURRENT\n  INSERT\n  UPDATE\n  DELETE\n}") == 1
+    change = plan.schema.fields_of("BookChange")
+    assert {name: ref.text for name, ref in change.items()} == {
+        "op": "ChangeOp!",
+        "position": "String!",
+        "key": "String",
+        "document": "Book",
+        "matches": "Boolean!",
+        "documents": "[Book!]",
+        "has_more": "Boolean",
+        "command_id": "String",
+        "at": "String",
+    }
+
+
+def test_subscription_fields_a_schema_writes_are_kept_and_checked(library):
+    topology, schema = library
+    edit(
+        schema,
+        "type Query {",
+        "type Subscription {\n  bookChanged(key: ID!): BookChange!\n"
+        "  booksChanged(where: BookWhere, first: Int!, order: BookOrder): [BookChange]\n"
+        "  somethingElse: String\n}\n\ntype Query {",
+    )
+    plan, problems = plan_of(topology)
+    assert [(s.field, s.argument) for s in plan.documents.subscriptions] == [("bookChanged", "key")]
+    assert "type Subscription" not in plan.documents.extras
+    assert at(problems, "nodes.gateway.subscriptions.booksChanged") == [
+        "Subscription.booksChanged: it returns [BookChange]; a subscription's messages are "
+        "BookChange!",
+        "Subscription.booksChanged: argument 'first' is Int!; it must be Int",
+        "Subscription.booksChanged: argument 'order' is not one a subscription to Book "
+        "documents takes (where, first, after)",
+    ]
+    assert at(problems, "nodes.gateway.subscriptions") == [
+        "Subscription.somethingElse in schema/library.graphql has no mapping; add "
+        "'somethingElse: {changed: <Entity>}' (one document) or 'somethingElse: {changes: "
+        "<Entity>}' (a filtered list) under subscriptions"
+    ]
+
+
+def test_a_subscription_needs_a_subscription_type_and_a_name_of_its_own(library):
+    topology, schema = library
+    edit(schema, "type Query {", "schema { query: Query mutation: Mutation }\n\ntype Query {")
+    _, problems = plan_of(topology)
+    assert at(problems, "nodes.gateway.subscriptions.bookChanged") == [
+        "the schema definition of schema/library.graphql names no subscription type; add "
+        "'subscription: Subscription' to it"
+    ]
+    topology.write_text(
+        topology.read_text().replace(
+            "bookChanged: {changed: Book}", "commandSettled: {changed: Book}"
+        )
+    )
+    schema.write_text(schema.read_text().replace("schema { query: Query mutation: Mutation }", ""))
+    _, problems = plan_of(topology)
+    assert at(problems, "nodes.gateway.subscriptions.commandSettled") == [
+        "commandSettled is the gateway's own subscription (a command's outcome); give this one "
+        "another name"
+    ]
+
+
+def test_a_change_type_the_schema_writes_must_be_the_one_the_gateway_answers(library):
+    topology, schema = library
+    edit(
+        schema,
+        "type Query {",
+        "enum ChangeOp { INSERT UPDATE DELETE }\n"
+        "type BookChange { op: ChangeOp!  position: Int!  document: Book  before: Book }\n\n"
+        "type Query {",
+    )
+    _, problems = plan_of(topology)
+    assert at(problems, "nodes.gateway.schema") == [
+        "schema/library.graphql: enum ChangeOp lacks CURRENT; it is CURRENT INSERT UPDATE DELETE",
+        "schema/library.graphql: BookChange.position is Int!; it is String!",
+        "schema/library.graphql: type BookChange has 'before', which the gateway does not "
+        "answer; its fields: op, position, key, document, matches, documents, has_more, "
+        "command_id, at",
+    ]

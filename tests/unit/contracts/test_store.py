@@ -85,7 +85,12 @@ def test_operation_that_does_not_fit_the_rpc(contracts, make_project):
 
 
 def test_document_type_that_does_not_exist(contracts, make_project):
-    path = make_project(yaml=[("document: contacts.Contact", "document: contacts.Contakt")])
+    path = make_project(
+        yaml=[
+            ("document: contacts.Contact", "document: contacts.Contakt"),
+            ("{changed: Contact}", "{changed: Contakt}"),  # the entity is named after it
+        ]
+    )
     assert contracts(path) == [
         Problem(
             line_of(text_of(path), "document:"),

@@ -172,6 +172,50 @@ def test_list_and_get_queries_and_exists_name_entities(lending_text):
     ]
 
 
+def test_subscriptions_name_entities_the_reader_reaches(lending_text):
+    text = apply_edits(
+        lending_text,
+        [
+            ("[Author, Book, Loan]", "[Author, Book]"),
+            ("  reader:\n", ARCHIVE),
+            ("loans: {list: Loan}", "loan_count: {list: Book}"),
+            (
+                "    mutations:\n",
+                "    subscriptions:\n      bookChanged: {changed: Bok}\n"
+                "      loansChanged: {changes: Loan}\n    mutations:\n",
+            ),
+        ],
+    )
+    found = problems(text)
+    assert at(found, "nodes.gateway.subscriptions.bookChanged.changed") == [
+        (line_of(text, "{changed: Bok}"), "no entity named 'Bok'; did you mean 'Book'?")
+    ]
+    assert [m for _, m in at(found, "nodes.gateway.subscriptions.loansChanged.changes")] == [
+        "gateway 'gateway' cannot reach Loan: its reader 'reader' reads store 'store', which "
+        "holds Author, Book, and Loan is in store 'archive'"
+    ]
+
+
+def test_a_subscription_follows_one_document_or_a_list(lending_text):
+    text = apply_edits(
+        lending_text,
+        [
+            (
+                "    mutations:\n",
+                "    subscriptions:\n      a: {changed: Book, changes: Book}\n"
+                "      b: {chnged: Book}\n    mutations:\n",
+            ),
+        ],
+    )
+    found = problems(text)
+    assert at(found, "nodes.gateway.subscriptions.a") == [
+        (line_of(text, "a: {changed"), "give only one of 'changed' or 'changes'")
+    ]
+    assert [m for _, m in at(found, "nodes.gateway.subscriptions.b.chnged")] == [
+        "unknown key; did you mean 'changed'?"
+    ]
+
+
 def test_exists_naming_an_entity_the_reader_cannot_reach(lending_text):
     text = apply_edits(
         lending_text,

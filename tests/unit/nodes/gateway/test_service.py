@@ -27,6 +27,7 @@ from .fakes import FakeMqtt
 RELEASED_BY = {
     "plugins started": "plugins stopped",
     "reader opened": "reader closed",
+    "change log opened": "change log closed",
     "outbox opened": "outbox closed",
     "mqtt connected": "mqtt disconnected",
     "http opened": "http closed",
@@ -35,6 +36,7 @@ RELEASED_BY = {
 STEPS = {
     "plugins": "plugins started",
     "reader": "reader opened",
+    "changes": "change log opened",  # the shipped gateway has a live subscription
     "outbox": "outbox opened",
     "connect": "mqtt connected",
     "engine": None,
@@ -88,6 +90,16 @@ class Started:
                 events.append("reader closed")
                 await super().close()
 
+        class Changes(gateway_service.ChangesClient):
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                step("changes")
+                super().__init__(*args, **kwargs)
+                events.append("change log opened")
+
+            async def close(self) -> None:
+                events.append("change log closed")
+                await super().close()
+
         class TrackedOutbox(Outbox):
             @classmethod
             async def open(cls, *args: Any, **kwargs: Any) -> Outbox:
@@ -131,6 +143,7 @@ class Started:
 
         monkeypatch.setattr(gateway_service, "start_plugins", start_plugins)
         monkeypatch.setattr(gateway_service, "ServiceClient", Reader)
+        monkeypatch.setattr(gateway_service, "ChangesClient", Changes)
         monkeypatch.setattr(gateway_service, "Outbox", TrackedOutbox)
         monkeypatch.setattr(gateway_service, "new_client", lambda *a, **k: FakeMqtt(events))
         monkeypatch.setattr(gateway_service, "connect", connect)
