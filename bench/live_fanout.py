@@ -145,6 +145,7 @@ def main() -> None:
             Path(tmp),
             {
                 "nodes.store.data": "library-data",
+                "nodes.gateway.auth": None,  # every caller a librarian: no tokens to mint
                 # every client is on this machine: one caller, as many connections as clients
                 "nodes.gateway.limits": {"websockets": limits, "websockets_per_caller": limits},
             },

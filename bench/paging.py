@@ -126,7 +126,7 @@ def main() -> None:
         topology = prepare(
             REPO / "examples" / "library" / "topology.yaml",
             work,
-            {"nodes.store.data": "library-data"},
+            {"nodes.store.data": "library-data", "nodes.gateway.auth": None},
         )
         with System(topology) as system:
             url = system.topology.nodes["gateway"].url  # type: ignore[attr-defined]

@@ -51,7 +51,12 @@ def library(tmp_path_factory) -> System:
         tmp_path_factory.mktemp("live"),
         source=EXAMPLE / "topology.yaml",
         stop_timeout="3s",
-        **{"nodes.writer.delay": "50ms", "nodes.store.data": "store-data"},
+        # without its end-user auth, as if every caller were a librarian (test_library_auth.py)
+        **{
+            "nodes.writer.delay": "50ms",
+            "nodes.store.data": "store-data",
+            "nodes.gateway.auth": None,
+        },
     )
     system = System(topology).start()
     try:
