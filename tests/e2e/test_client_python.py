@@ -166,6 +166,7 @@ def test_reflection_lets_a_client_discover_and_call_the_reader(matrix, known):
         assert set(database.get_services()) == {
             "contacts.ContactReader",
             DOCUMENTS_SERVICE,
+            "cqrs_flow.Changes",
             "grpc.health.v1.Health",
             "grpc.reflection.v1alpha.ServerReflection",
         }

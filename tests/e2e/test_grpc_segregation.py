@@ -188,5 +188,11 @@ def test_health_watches_without_credentials_are_capped_and_list_answers(contacts
     serving = health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVING)
     assert listed == {  # the server, the services it serves by name, and liveness
         name: serving
-        for name in ("", "contacts.ContactReadService", "cqrs_flow.Documents", "liveness")
+        for name in (
+            "",
+            "contacts.ContactReadService",
+            "cqrs_flow.Documents",
+            "cqrs_flow.Changes",
+            "liveness",
+        )
     }
