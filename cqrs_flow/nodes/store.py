@@ -13,6 +13,7 @@ projections write their read models with (cqrs_flow.Projections).
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -328,29 +329,29 @@ class StoreService(NodeService):
 
         return {"State": state, "Read": read, "Apply": apply, "Begin": begin, "Switch": switch}
 
+    @functools.cached_property
+    def _find_response(self) -> type[Message]:
+        """The class of the document service's answer (looked up once, not per call)."""
+        find = self.protos.service(DOCUMENTS_SERVICE).methods_by_name["Find"]
+        return self.protos.class_of(find.output_type)
+
     async def _find(
         self, request: Message | bytes, context: grpc.aio.ServicerContext[Any, Any]
     ) -> Message:
-        response_class = self.protos.class_of(
-            self.protos.service(DOCUMENTS_SERVICE).methods_by_name["Find"].output_type
-        )
-        for query in getattr(request, "queries", ()):
+        queries = getattr(request, "queries", ())
+        for query in queries:
             entity = query.entity if query.entity in self.backends else OTHER
             self.metrics.find_queries.labels(entity).inc()
         began, outcome = time.perf_counter(), "ok"
         try:
             response: Message = await answer_find(
                 request,
-                response_class(),
+                self._find_response(),
                 self.backends,
-                lambda entity: self.protos.message_class(self.topology.entities[entity].document),
+                self._document_class,
                 self.node.list_limit,
             )
-            self.log.debug(
-                "find: %d quer%s",
-                len(getattr(request, "queries", ())),
-                "y" if len(getattr(request, "queries", ())) == 1 else "ies",
-            )
+            self.log.debug("find: %d quer%s", len(queries), "y" if len(queries) == 1 else "ies")
             return response
         except (InvalidRequest, BadQuery) as exc:  # the caller's error: a bad condition, ...
             outcome = "invalid_argument"

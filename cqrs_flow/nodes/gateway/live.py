@@ -29,6 +29,7 @@ from google.protobuf.descriptor import Descriptor
 
 from cqrs_flow.contracts.documents import SubscriptionPlan
 from cqrs_flow.nodes.gateway.feed import ChangeFeed, LiveChange, Subscriber, failure_of
+from cqrs_flow.nodes.gateway.finder import add_condition
 from cqrs_flow.nodes.gateway.limits import LimitExceeded
 from cqrs_flow.nodes.gateway.refusals import Refused
 from cqrs_flow.protobuf.conversions import data_converter
@@ -196,18 +197,7 @@ class Live:
         query.entity = entity
         query.keys.extend(keys or ())
         for condition in where or ():
-            added = query.where.add()
-            added.field, added.op = condition.field, condition.op
-            for value in condition.values:
-                item = added.values.add()
-                if isinstance(value, bool):
-                    item.flag = value
-                elif isinstance(value, int):
-                    item.integer = value
-                elif isinstance(value, float):
-                    item.number = value
-                else:
-                    item.text = str(value)
+            add_condition(query, condition.field, condition.op, list(condition.values))
         if first is not None:
             query.first = first
         try:

@@ -29,8 +29,7 @@ from cqrs_flow.nodes.gateway.commands import STATUS_SDL, SUBSCRIPTION_SDL
 from cqrs_flow.nodes.gateway.cursors import Cursors
 from cqrs_flow.nodes.gateway.delivery import Delivery
 from cqrs_flow.nodes.gateway.feed import ChangeFeed
-from cqrs_flow.nodes.gateway.finder import Finder
-from cqrs_flow.nodes.gateway.finder import add_condition as _condition
+from cqrs_flow.nodes.gateway.finder import Finder, add_condition
 from cqrs_flow.nodes.gateway.introspection import MODULE as INTROSPECTION
 from cqrs_flow.nodes.gateway.introspection import serve_user_types
 from cqrs_flow.nodes.gateway.limits import LimitExceeded
@@ -273,11 +272,11 @@ class Resolvers:
                 parent_key = parent.get(plan.parent_key) if isinstance(parent, dict) else None
                 if not parent_key:
                     return _connection([], [], False, False, 0)
-                _condition(query, plan.by, "eq", [parent_key])
+                add_condition(query, plan.by, "eq", [parent_key])
             for field_name, ops in (args.get("where") or {}).items():
                 for op, value in (ops or {}).items():
                     if value is not None:
-                        _condition(query, field_name, op, value if op == "in" else [value])
+                        add_condition(query, field_name, op, value if op == "in" else [value])
             order = args.get("orderBy") or {}
             self.auth.check_filter(entity, [*(args.get("where") or {}), order.get("field") or ""])
             if order.get("field"):
