@@ -29,6 +29,7 @@ from cqrs_flow.stores import (
     SqliteStore,
     StoreError,
 )
+from cqrs_flow.stores.applied import DIRECTORY as APPLIED_DIRECTORY
 from cqrs_flow.stores.applied import AppliedCommands
 from cqrs_flow.stores.base import BadQuery
 from cqrs_flow.stores.documents import answer_find
@@ -101,7 +102,8 @@ class StoreService(NodeService):
         for name, backend in self.backends.items():
             self.resources.push_async_callback(backend.close)
             self.spawn(backend.wait_failure(), f"store backend of {name}")
-        self.applied = AppliedCommands()
+        self.applied = await self._applied()
+        self.resources.push_async_callback(self.applied.close)
         check = CallerCheck(self.topology.callers_of(self.node.name), self.credentials)
         for side in ("write", "read"):
             service = self.node.service(side)
@@ -118,6 +120,17 @@ class StoreService(NodeService):
             self.log.info(
                 "%s service %s on %s%s", side, service.name, service.listen, _tls_note(service.tls)
             )
+
+    async def _applied(self) -> AppliedCommands:
+        """The applied commands' answers: in the data directory (`applied/`) if there is one."""
+        retention = self.node.applied_retention
+        if self.node.data is None or self.node.backend != "embedded":
+            return AppliedCommands(retention)
+        directory = self.topology.root / self.node.data / APPLIED_DIRECTORY
+        try:
+            return await AppliedCommands.open(directory, retention)
+        except StoreError as exc:
+            raise NodeError(f"store {self.node.name}: {exc}") from None
 
     async def _find(
         self, request: Message | bytes, context: grpc.aio.ServicerContext[Any, Any]
@@ -162,7 +175,7 @@ class StoreService(NodeService):
                 command_id = command_id_of(request, id_name) if command_ids else ""
             except InvalidRequest as exc:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-            if command_id and (done := self.applied.get(command_id)) is not None:
+            if command_id and (done := await self.applied.get(command_id)) is not None:
                 self.log.info("command %s was applied before; not applying it again", command_id)
                 return response_class.FromString(done)
             try:

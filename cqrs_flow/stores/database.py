@@ -29,6 +29,7 @@ from cqrs_flow.stores.base import InvalidDocument, StoreError
 __all__ = [
     "Database",
     "DatabaseError",
+    "DiskFull",
     "create_private_file",
     "lock_directory",
     "sync_directory",
@@ -45,6 +46,11 @@ _SQLITE_TOOBIG = 18
 
 class DatabaseError(StoreError):
     """Writing the database failed: the writes of that transaction were not made."""
+
+
+class DiskFull(DatabaseError):
+    """The disk (or the file system) is full: nothing of that transaction was written, and writes
+    succeed again once there is room."""
 
 
 def sync_directory(directory: Path) -> None:
@@ -245,8 +251,9 @@ class Database:
         database as it was (SQLite rolled back), so later writes may succeed once there is room;
         any other error (I/O, a damaged file) fails the database for good, and the owner's
         `wait_failure` raises so that the process is restarted and SQLite recovers the file."""
-        error = DatabaseError(f"cannot write {self.path}: {exc}")
-        if error_code(exc) == _SQLITE_FULL:
+        full = error_code(exc) == _SQLITE_FULL
+        error = (DiskFull if full else DatabaseError)(f"cannot write {self.path}: {exc}")
+        if full:
             log.error("%s; the writes of that transaction were refused", error)
         else:
             self._error = error

@@ -33,6 +33,7 @@ __all__ = [
     "Query",
     "ReaderNode",
     "Relation",
+    "Retention",
     "SecretSource",
     "Service",
     "StoreNode",
@@ -306,6 +307,15 @@ class BrokerNode(Node):
 
 
 @dataclass(frozen=True)
+class Retention:
+    """How long and how many records of past commands a node keeps (topology `*_retention`)."""
+
+    time: float = _default(spec.RETENTION, "time")
+    count: int = _default(spec.RETENTION, "count")
+    memory_count: int = _default(spec.RETENTION, "memory_count")
+
+
+@dataclass(frozen=True)
 class StoreNode(Node):
     kind: str = "store"
     entities: tuple[str, ...] = ()  # the names of the entities it holds (Topology.entities)
@@ -314,6 +324,7 @@ class StoreNode(Node):
     last_writer_wins: bool = _default(spec.STORE, "last_writer_wins")
     backend: str = _default(spec.STORE, "backend")  # or "mongodb"
     mongodb: MongoSettings | None = None  # with backend "mongodb"
+    applied_retention: Retention = dataclasses.field(default_factory=Retention)
     write: Service = Service("", Address("127.0.0.1", 50051))
     read: Service = Service("", Address("127.0.0.1", 50052))
 
@@ -418,6 +429,8 @@ class GatewayNode(Node):
     playground: bool = _default(spec.GATEWAY, "playground")
     data: Path | None = None  # directory of the outbox's database, relative to the topology file
     introspection: bool = _default(spec.GATEWAY, "introspection")
+    outbox_size: int = _default(spec.GATEWAY, "outbox_size")
+    status_retention: Retention = dataclasses.field(default_factory=Retention)
     limits: Limits = dataclasses.field(default_factory=Limits)
     cors_origins: tuple[str, ...] = ()  # none: browsers on other origins may not call the gateway
     trusted_proxies: tuple[str, ...] = ()  # networks whose X-Forwarded-For names the caller

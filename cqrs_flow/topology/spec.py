@@ -47,7 +47,7 @@ class Field:
 # -- scalar types ---------------------------------------------------------------------------
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*$")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _FIELD_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _ORIGIN = re.compile(
     r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?$|^https?://\[[0-9A-Fa-f:.]+\](:\d{1,5})?$"
@@ -120,14 +120,14 @@ def host_name(value: Any) -> str:
 
 
 def parse_duration(value: Any) -> float:
-    """3, 3s, 2.5s, 500ms, 1m -> seconds."""
+    """3, 3s, 2.5s, 500ms, 1m, 2h, 1d -> seconds."""
     if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < math.inf:
         return float(value)
     match = _DURATION.fullmatch(value) if isinstance(value, str) else None
     if not match:
         raise Invalid(f"expected a duration such as 3s, 500ms or 0, got {_show(value)}")
     number, unit = float(match.group(1)), match.group(2) or "s"
-    return number * {"ms": 0.001, "s": 1.0, "m": 60.0}[unit]
+    return number * {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}[unit]
 
 
 def positive_duration(value: Any) -> float:
@@ -574,6 +574,30 @@ ENTITY = Section(
     }
 )
 
+# How long, and how many of, the records a node keeps about past commands (a gateway's command
+# statuses, a store's ids of applied commands): on disk with the node's `data`, else in memory.
+# The defaults hold a day of 10 commands a second in about 200 MB of disk, and bound memory.
+RETENTION = Section(
+    {
+        "time": Field(
+            positive_duration, default=86_400.0, doc="how long a record is kept (default: 1d)"
+        ),
+        "count": Field(
+            positive_int,
+            default=1_000_000,
+            doc="most records kept on disk (with `data`); the oldest go first",
+        ),
+        "memory_count": Field(
+            positive_int,
+            default=100_000,
+            doc="most records kept in memory: all of them without `data`, the most "
+            "recent ones (a cache) with it",
+        ),
+    },
+    doc="how long and how many records of past commands are kept",
+    filled=True,
+)
+
 STORE = Section(
     {
         "kind": Field(string, required=True),
@@ -623,6 +647,12 @@ STORE = Section(
             "store processes may share it)",
         ),
         "mongodb": Field(MONGODB, doc="the MongoDB backend's settings (with backend: mongodb)"),
+        "applied_retention": Field(
+            RETENTION,
+            default=None,
+            doc="the ids of applied commands and their answers, kept so that a command "
+            "delivered again gets the same answer (in 'data' when set)",
+        ),
         "write": Field(SERVICE, required=True, doc="the write service"),
         "read": Field(SERVICE, required=True, doc="the read service"),
     },
@@ -844,6 +874,17 @@ GATEWAY = Section(
             "(fsync'ed) before a mutation is answered, so they are published again "
             "after a crash of the gateway and the broker; created if missing. "
             "Default: none, the outbox is in memory only",
+        ),
+        "outbox_size": Field(
+            positive_int,
+            default=100_000,
+            doc="most commands waiting in the outbox for a writer's report; beyond it "
+            "mutations are refused ('the outbox is full')",
+        ),
+        "status_retention": Field(
+            RETENTION,
+            default=None,
+            doc="command statuses (commandStatus), kept in 'data' when set",
         ),
         "introspection": Field(
             boolean,

@@ -115,7 +115,7 @@ class Resolvers:
     async def _command_status(
         self, parent: Any, args: dict[str, Any], ctx: Any, info: Any
     ) -> dict[str, Any] | None:
-        return self.delivery.book.get(args["id"])
+        return await self.delivery.book.lookup(args["id"])
 
     async def _command_settled(
         self, parent: Any, args: dict[str, Any], ctx: Any, info: Any

@@ -34,6 +34,8 @@ from cqrs_flow.topology.yamlsource import parse_yaml
         (0, 0.0),
         ("0", 0.0),
         (" 3 s ", 3.0),
+        ("2h", 7200.0),
+        ("1d", 86400.0),
     ],
 )
 def test_parse_duration(value, seconds):
@@ -41,7 +43,7 @@ def test_parse_duration(value, seconds):
     assert isinstance(parse_duration(value), float)
 
 
-@pytest.mark.parametrize("value", [-1, "-1s", "1h", "3 seconds", "soon", "", True, None, [3]])
+@pytest.mark.parametrize("value", [-1, "-1s", "1w", "3 seconds", "soon", "", True, None, [3]])
 def test_parse_duration_rejects(value):
     with pytest.raises(Invalid, match="expected a duration such as 3s, 500ms or 0"):
         parse_duration(value)
