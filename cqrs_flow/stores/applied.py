@@ -28,7 +28,11 @@ class AppliedCommands:
         retention = retention or Retention()
         self.database = database
         self._records = Retained(
-            retention.time, retention.count, retention.memory_count, database, _TABLE
+            retention.time,
+            retention.count,
+            retention.in_memory(database is not None),
+            database,
+            _TABLE,
         )
 
     @classmethod

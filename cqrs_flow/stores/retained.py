@@ -6,7 +6,8 @@ everything it ever saw.
 In memory, at most `memory_count` records. With a database (stores/database.py), every record
 is also written to a table of it (without waiting for the commit: these records help, they are
 not what makes a command apply once), at most `count` of them, and the most recent
-`memory_count` stay in memory as well; a record not in memory is read from the table.
+`memory_count` (there: the retention's `cache`) stay in memory as well; a record not in memory
+is read from the table.
 """
 
 from __future__ import annotations

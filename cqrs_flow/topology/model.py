@@ -313,6 +313,11 @@ class Retention:
     time: float = _default(spec.RETENTION, "time")
     count: int = _default(spec.RETENTION, "count")
     memory_count: int = _default(spec.RETENTION, "memory_count")
+    cache: int = _default(spec.RETENTION, "cache")
+
+    def in_memory(self, on_disk: bool) -> int:
+        """How many records are kept in memory: a cache of the most recent with a disk."""
+        return self.cache if on_disk else self.memory_count
 
 
 @dataclass(frozen=True)

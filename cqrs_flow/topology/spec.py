@@ -576,7 +576,7 @@ ENTITY = Section(
 
 # How long, and how many of, the records a node keeps about past commands (a gateway's command
 # statuses, a store's ids of applied commands): on disk with the node's `data`, else in memory.
-# The defaults hold a day of 10 commands a second in about 200 MB of disk, and bound memory.
+# The defaults hold a day of 10 commands a second on disk, and bound memory either way.
 RETENTION = Section(
     {
         "time": Field(
@@ -590,8 +590,12 @@ RETENTION = Section(
         "memory_count": Field(
             positive_int,
             default=100_000,
-            doc="most records kept in memory: all of them without `data`, the most "
-            "recent ones (a cache) with it",
+            doc="without `data`: most records kept (in memory); the oldest go first",
+        ),
+        "cache": Field(
+            positive_int,
+            default=10_000,
+            doc="with `data`: the most recent records also kept in memory",
         ),
     },
     doc="how long and how many records of past commands are kept",

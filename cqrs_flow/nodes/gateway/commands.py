@@ -54,7 +54,11 @@ class CommandBook:
     def __init__(self, retention: Retention | None = None, database: Database | None = None):
         retention = retention or Retention()
         self._records = Retained(
-            retention.time, retention.count, retention.memory_count, database, TABLE
+            retention.time,
+            retention.count,
+            retention.in_memory(database is not None),
+            database,
+            TABLE,
         )
         self._waiters: dict[str, list[asyncio.Future[dict[str, Any]]]] = {}
 
