@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cqrs_flow.stores.database import Database
+from cqrs_flow.stores.database import SMALL_CACHE_KIB, Database
 from cqrs_flow.stores.retained import Retained, schema
 from cqrs_flow.topology.model import Retention
 
@@ -38,7 +38,9 @@ class AppliedCommands:
     @classmethod
     async def open(cls, directory: Path, retention: Retention | None = None) -> AppliedCommands:
         """Kept in `directory` (created, private, locked); StoreError if it cannot be used."""
-        database = await Database.open(directory, "applied.db", "store", schema(_TABLE))
+        database = await Database.open(
+            directory, "applied.db", "store", schema(_TABLE), readers=1, cache_kib=SMALL_CACHE_KIB
+        )
         return cls(retention, database)
 
     async def get(self, command_id: str) -> bytes | None:

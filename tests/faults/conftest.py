@@ -1,7 +1,8 @@
 """The fault-injection suite (docs/RELIABILITY.md): `pytest -m faults` runs it alone.
 
 Its helpers (checker.py, workload.py, nemesis.py, cluster.py) are imported by name, as the
-end-to-end tests' are; the end-to-end helpers (system.py, hosts.py) are on the path too."""
+end-to-end tests' are; the end-to-end helpers (system.py, hosts.py) and bench/ are on the path
+too."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "e2e"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent.parent))  # bench/
 
 
 def pytest_collection_modifyitems(items):

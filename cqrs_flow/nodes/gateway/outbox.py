@@ -14,7 +14,7 @@ from pathlib import Path
 
 from cqrs_flow.nodes.gateway.commands import TABLE as STATUS_TABLE
 from cqrs_flow.stores.base import StoreError
-from cqrs_flow.stores.database import Database
+from cqrs_flow.stores.database import SMALL_CACHE_KIB, Database
 from cqrs_flow.stores.legacy import (
     migrated,
     note_migration,
@@ -66,7 +66,9 @@ class Outbox:
         """The outbox kept in `directory`, with what it held before: all due at `now`.
         StoreError if the directory cannot be used."""
         outbox = cls(redeliver_after, capacity)
-        outbox.database = database = await Database.open(directory, DATABASE, "gateway", _schema)
+        outbox.database = database = await Database.open(
+            directory, DATABASE, "gateway", _schema, cache_kib=SMALL_CACHE_KIB
+        )
         try:
             await outbox._migrate(directory)
             rows = await database.read(
