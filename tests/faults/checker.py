@@ -104,6 +104,7 @@ class History:
 class Violation:
     kind: str  # lost, twice, order, error, stranger
     text: str
+    op: Op | None = field(default=None, compare=False)  # the mutation it is about
 
 
 @dataclass
@@ -167,13 +168,15 @@ def _check_life(
     for key in {op.key for op in life if op.key}:
         value = documents.get(entity, {}).get(key)
         if value is not None and value not in writes:
-            found(Violation("stranger", f"{entity} {key} holds {value!r}, not of {add.show()}"))
+            found(
+                Violation("stranger", f"{entity} {key} holds {value!r}, not of {add.show()}", add)
+            )
     if len(holders) > 1:
         shown = ", ".join(f"{e} {k} = {v!r}" for e, k, v in holders)
-        found(Violation("twice", f"one life in {len(holders)} documents: {shown}"))
+        found(Violation("twice", f"one life in {len(holders)} documents: {shown}", add))
     final = writes[holders[0][2]] if holders else None
     if final is not None and add.key and holders[0][1] != add.key:
-        found(Violation("stranger", f"{final.show()} is under key {holders[0][1]}"))
+        found(Violation("stranger", f"{final.show()} is under key {holders[0][1]}", final))
     # The step the store stands at: the one whose value it holds, else the last delete that may
     # have been applied (-1: nothing of this life).
     if final is not None:
@@ -183,20 +186,23 @@ def _check_life(
         stands = deletes[-1] if deletes else -1
     standing = next((op for op in life if op.step == stands), None)
     if standing is not None and standing.outcome == ERROR:
-        found(Violation("error", f"{standing.show()}: answered ERROR, and applied"))
+        found(Violation("error", f"{standing.show()}: answered ERROR, and applied", standing))
     last_ok = max((op.step for op in life if _answered_by(op, until) == OK), default=None)
     if last_ok is not None and stands < last_ok:
         newer = next(op for op in life if op.step == last_ok)
         if final is None:
-            found(Violation("lost", f"{newer.show()}: not in the store"))
+            found(Violation("lost", f"{newer.show()}: not in the store", newer))
         elif newer.kind == DELETE:
-            found(Violation("twice", f"{newer.show()} undone: the store holds {final.show()}"))
+            found(
+                Violation("twice", f"{newer.show()} undone: the store holds {final.show()}", newer)
+            )
         else:
             found(
                 Violation(
                     "order",
                     f"{newer.show()} is not the store's value (lost, or an older write applied "
                     f"after it): it holds {final.show()}",
+                    newer,
                 )
             )
     for op in life:  # what became of the mutations without an answer, where the store says

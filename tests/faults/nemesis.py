@@ -1,8 +1,9 @@
 """The nemesis: faults on a seeded random schedule, one at a time, against a Cluster under a
 workload, and the record of what each cost.
 
-`schedule(seed, cluster, count)` draws `count` faults from every (fault, node) pair the machine
-allows, in an order the seed decides: the same seed gives the same schedule. `run` starts the
+`schedule(seed, faults, count, hold)` draws `count` faults among those the machine allows (every
+kind in each round, or every (fault, node) pair when there are enough), in an order the seed
+decides: the same seed gives the same schedule. `run` starts the
 workload's lanes, waits for a warm-up, then for each fault: applies it, holds it for its
 duration, undoes it, and measures how long until every mutation answered OK so far is in the
 store (the recovery); then the lanes stop, and the whole history is checked against the store.
@@ -55,6 +56,7 @@ class Outcome:
     recovered: float | None = None  # seconds from healed until every OK mutation is in
     accepted_by_then: int = 0
     during: dict[str, int] = field(default_factory=dict)  # mutations sent while it lasted
+    violations: dict[str, int] = field(default_factory=dict)  # of those, found by the check
     refusals: dict[str, int] = field(default_factory=dict)  # their ERROR messages, counted
     note: str = ""
 
@@ -95,13 +97,19 @@ def available(cluster: Cluster) -> tuple[dict[str, tuple[str, ...]], dict[str, s
 def schedule(
     seed: int, faults: dict[str, tuple[str, ...]], count: int, hold: tuple[float, float]
 ) -> list[Fault]:
-    """`count` faults: every (fault, node) pair once in a seeded order, then again, ..."""
+    """`count` faults in rounds, each in an order the seed decides: fewer than there are (fault,
+    node) pairs, each round has every fault once, on a node drawn for it; else each round has
+    every pair once."""
     rng = random.Random(seed)
     pairs = [(kind, node) for kind, nodes in sorted(faults.items()) for node in nodes]
     drawn: list[Fault] = []
     while len(drawn) < count:
-        rng.shuffle(pairs)
-        for kind, node in pairs[: count - len(drawn)]:
+        if count < len(pairs):
+            round_ = [(kind, rng.choice(faults[kind])) for kind in sorted(faults)]
+        else:
+            round_ = list(pairs)
+        rng.shuffle(round_)
+        for kind, node in round_[: count - len(drawn)]:
             drawn.append(Fault(kind, node, round(rng.uniform(*hold), 1)))
     return drawn
 
@@ -231,6 +239,14 @@ async def run(
     if result is not None:
         report.check = result.summary()
         report.violations = [f"{v.kind}: {v.text}" for v in result.violations[:50]]
+        for violation in result.violations:  # to the fault it happened during, if any
+            for outcome in report.outcomes:
+                start = began + outcome.started
+                end = began + outcome.healed + (outcome.recovered or 0.0)
+                if violation.op is not None and start <= violation.op.sent <= end:
+                    outcome.violations[violation.kind] = (
+                        outcome.violations.get(violation.kind, 0) + 1
+                    )
     accepted = [op.command_id for op in history.ops if op.outcome == OK and op.command_id]
     states = await statuses(cluster.url, accepted)
     report.statuses = {

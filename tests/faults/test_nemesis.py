@@ -30,7 +30,7 @@ pytestmark = pytest.mark.faults
 
 PROFILE = os.environ.get("CQRS_FLOW_FAULTS", "short")
 PROFILES = {  # faults per system, how long each is held (s)
-    "short": {"count": 6, "hold": (1.0, 2.5)},
+    "short": {"count": 6, "hold": (1.0, 2.5)},  # each kind of fault once
     "long": {"count": 40, "hold": (1.0, 6.0)},
 }
 SEED = int(
@@ -55,6 +55,7 @@ SYSTEMS = {
 
 @pytest.mark.parametrize("system", list(SYSTEMS))
 def test_no_fault_loses_or_doubles_an_accepted_command(system, tmp_path):
+    seed = SEED + list(SYSTEMS).index(system)  # a schedule of its own for each system
     if os.geteuid() != 0 and not os.environ.get("CI"):
         pytest.skip("the faults need root (network namespaces, tmpfs mounts)")
     source, workload, overrides = SYSTEMS[system]
@@ -62,7 +63,7 @@ def test_no_fault_loses_or_doubles_an_accepted_command(system, tmp_path):
     cluster = Cluster(source, tmp_path, overrides).start()
     try:
         report = asyncio.run(
-            run(cluster, workload, system, SEED, profile["count"], hold=profile["hold"])
+            run(cluster, workload, system, seed, profile["count"], hold=profile["hold"])
         )
     except BaseException:
         print(cluster.output()[-20_000:])
@@ -72,8 +73,11 @@ def test_no_fault_loses_or_doubles_an_accepted_command(system, tmp_path):
     if os.environ.get("CQRS_FLOW_FAULTS_REPORT"):
         folder = Path(os.environ["CQRS_FLOW_FAULTS_REPORT"])
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / f"{system}-{PROFILE}-{SEED}.json").write_text(report.json())
-    replay = f"replay: CQRS_FLOW_FAULTS={PROFILE} CQRS_FLOW_FAULTS_SEED={SEED} pytest -m faults"
+        (folder / f"{system}-{PROFILE}-{seed}.json").write_text(report.json())
+    replay = (
+        f"replay: CQRS_FLOW_FAULTS={PROFILE} CQRS_FLOW_FAULTS_SEED={SEED} "
+        f"pytest -m faults -k {system} (its seed: {seed})"
+    )
     assert report.counts["ok"] > 0, replay
     assert not report.violations, (replay, report.violations)
     assert set(report.statuses) == {"APPLIED"}, (replay, report.statuses)

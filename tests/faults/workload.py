@@ -4,9 +4,10 @@ and the reads that give the checker a store's documents.
 `Workload` (one per system) says how to add, update and delete a document of each entity over
 GraphQL, which field holds the value each write gives it, and how to read them all. `run_lanes`
 runs `lanes` clients side by side until told to stop: each goes through lives of one document
-(add, wait until it can be read, up to `updates` updates, then a delete one time in two), one
-mutation at a time; a request without an answer within `answer_timeout` is recorded LOST, and
-the lane starts a new life if it does not know the document's key.
+(add, wait until it can be read, up to `updates` updates, then a delete one time in two; a life
+whose document cannot be read within 2 s ends with its add), one mutation at a time; a request
+without an answer within `answer_timeout` is recorded LOST, and the lane starts a new life if
+it does not know the document's key.
 """
 
 from __future__ import annotations
@@ -142,8 +143,9 @@ async def _mutate(
 async def _visible(
     http: aiohttp.ClientSession, url: str, entity: Entity, key: str, stop: asyncio.Event
 ) -> bool:
-    """Wait (up to 15 s) until the document can be read: updates are checked against it."""
-    for _ in range(150):
+    """Wait (up to 2 s) until the document can be read: updates are checked against it. A lane
+    whose reads fail (the reader or the store is away) goes on adding documents meanwhile."""
+    for _ in range(20):
         if stop.is_set():
             return False
         try:
@@ -182,8 +184,8 @@ async def _lane(
                 timeout,
             )
             life += 1
-            if add.outcome != OK or not add.key:
-                await asyncio.sleep(pause)
+            if add.outcome != OK or not add.key:  # a gateway that is down: not too fast
+                await asyncio.sleep(max(pause, 0.2))
                 continue
             if not await _visible(http, url, entity, add.key, stop):
                 continue
