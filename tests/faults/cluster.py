@@ -15,6 +15,9 @@ Faults (each undone by the matching `heal_*`):
 - slow_link(node): the host's link carries 128 kbit/s each way (tc tbf): its traffic queues.
 - lossy_link(node): the host's link drops what exceeds a queue of a few packets (tc tbf).
 - fill_disk(node): the node's file system is filled to the last byte.
+- slow_fsync(node): every fsync of the node's process waits 300 ms (slow_fsync.c, preloaded
+  into the processes of the nodes with a disk; needs a C compiler, `fsync` says why not). On one
+  host it slows both nodes with a disk.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ __all__ = ["Cluster", "disks_unavailable"]
 
 DISK_NODES = ("store", "gateway")  # the nodes whose data directory is on a disk of its own
 NETWORK = "10.78.0"  # not the multi-host test's network, so both may run at once
+SLOW_FSYNC_SOURCE = Path(__file__).resolve().parent / "slow_fsync.c"
 
 
 def disks_unavailable() -> str | None:
@@ -58,6 +62,21 @@ def disks_unavailable() -> str | None:
         return None
     finally:
         probe.rmdir()
+
+
+def build_slow_fsync(directory: Path) -> tuple[Path | None, str | None]:
+    """slow_fsync.c compiled into `directory`; (None, why) where it cannot be."""
+    if shutil.which("gcc") is None:
+        return None, "no C compiler (gcc) to build the slow-fsync library"
+    library = directory / "slow_fsync.so"
+    made = subprocess.run(
+        ["gcc", "-shared", "-fPIC", "-O2", "-o", str(library), str(SLOW_FSYNC_SOURCE), "-ldl"],
+        capture_output=True,
+        text=True,
+    )
+    if made.returncode != 0:
+        return None, f"cannot build the slow-fsync library: {made.stderr.strip()[:200]}"
+    return library, None
 
 
 def _tc(namespace: str, *args: str) -> None:
@@ -81,6 +100,7 @@ class Cluster:
         self.kinds = {name: node["kind"] for name, node in data["nodes"].items()}
         self.network = Hosts.unavailable()
         self.disks = disks_unavailable()
+        self.slow_library, self.fsync = build_slow_fsync(directory)
         self.hosts: Hosts | None = None
         self.mounts: dict[str, Path] = {}
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
@@ -133,15 +153,20 @@ class Cluster:
                     )
                     self.mounts[name] = disk
         env = {**os.environ, "CQRS_FLOW_SECRET": SECRET}
+        slow = {}
+        if self.slow_library is not None:
+            slow = {"LD_PRELOAD": str(self.slow_library)}
         if self.hosts is not None:
             self.hosts.__enter__()
             for name in self.names:
                 self.logs[name] = self.directory / f"{name}.log"
+                flag = {"CQRS_FLOW_SLOW_FSYNC": str(self._slow_flag(name))}
+                own = {**env, **slow, **flag} if self.kinds[name] in DISK_NODES and slow else env
                 with open(self.logs[name], "w") as log:
                     self.processes[name] = self.hosts.run(
                         name,
                         [*cli(), "up", str(self.file), "--only", name],
-                        env=env,
+                        env=own,
                         stdout=log,
                         stderr=subprocess.STDOUT,
                     )
@@ -152,9 +177,10 @@ class Cluster:
         else:
             self.logs["all"] = self.directory / "up.log"
             with open(self.logs["all"], "w") as log:
+                flag = {"CQRS_FLOW_SLOW_FSYNC": str(self._slow_flag("all"))}
                 self.processes["all"] = subprocess.Popen(
                     [*cli(), "up", str(self.file)],
-                    env=env,
+                    env={**env, **slow, **flag},
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
@@ -187,6 +213,7 @@ class Cluster:
             self.hosts.__exit__(None, None, None)
         for name, disk in self.mounts.items():
             self.free_disk(name)
+            self.heal_fsync(name)
             subprocess.run(["umount", "-l", str(disk)], capture_output=True)
         self.mounts.clear()
 
@@ -304,6 +331,17 @@ class Cluster:
                         raise
                     chunk = chunk[: len(chunk) // 2]
         return written
+
+    def _slow_flag(self, node: str) -> Path:
+        """The file whose presence slows the fsyncs of `node` (of every node on one host)."""
+        return self.directory / f"slow-fsync-{node if self.hosts is not None else 'all'}"
+
+    def slow_fsync(self, node: str) -> None:
+        assert self.slow_library is not None, self.fsync
+        self._slow_flag(node).touch()
+
+    def heal_fsync(self, node: str) -> None:
+        self._slow_flag(node).unlink(missing_ok=True)
 
     def free_disk(self, node: str) -> None:
         with contextlib.suppress(FileNotFoundError):

@@ -32,13 +32,13 @@ FAULTS = {
     "slow_link": ("broker", "store", "reader", "writer", "gateway"),
     "lossy_link": ("broker", "store", "reader", "writer", "gateway"),
     "disk_full": ("store", "gateway"),
+    "slow_fsync": ("store", "gateway"),
 }
 NETWORK_FAULTS = ("partition", "slow_link", "lossy_link")
 NOT_HERE = {
     "reorder": "tc netem is not in this kernel (no sch_netem): packets cannot be reordered or "
     "delayed by a fixed time; slow_link (tbf) delays by queueing instead",
-    "slow_fsync": "no device-mapper delay target nor a FUSE file system here to slow fsync",
-}
+}  # (what the machine cannot do at all; faults it can but this run cannot are added to it)
 
 
 @dataclass(frozen=True)
@@ -90,6 +90,9 @@ def available(cluster: Cluster) -> tuple[dict[str, tuple[str, ...]], dict[str, s
         if kind == "disk_full" and cluster.disks is not None:
             skipped[kind] = cluster.disks
             continue
+        if kind == "slow_fsync" and cluster.fsync is not None:
+            skipped[kind] = cluster.fsync
+            continue
         faults[kind] = tuple(n for n in cluster.names if cluster.kinds[n] in kinds)
     return faults, skipped
 
@@ -122,6 +125,7 @@ async def _apply(cluster: Cluster, fault: Fault) -> None:
         "slow_link": cluster.slow_link,
         "lossy_link": cluster.lossy_link,
         "disk_full": cluster.fill_disk,
+        "slow_fsync": cluster.slow_fsync,
     }[fault.kind]
     await asyncio.to_thread(act, fault.node)
 
@@ -133,6 +137,8 @@ async def _heal(cluster: Cluster, fault: Fault) -> None:
         await asyncio.to_thread(cluster.heal_link, fault.node)
     elif fault.kind == "disk_full":
         await asyncio.to_thread(cluster.free_disk, fault.node)
+    elif fault.kind == "slow_fsync":
+        await asyncio.to_thread(cluster.heal_fsync, fault.node)
 
 
 async def _settled(

@@ -110,8 +110,9 @@ def test_the_same_seed_draws_the_same_schedule_and_a_short_one_has_every_fault()
     from nemesis import FAULTS, schedule
 
     faults = {kind: tuple(nodes) for kind, nodes in FAULTS.items()}
-    first = schedule(7, faults, 6, (1.0, 2.0))
-    assert first == schedule(7, faults, 6, (1.0, 2.0)) != schedule(8, faults, 6, (1.0, 2.0))
+    kinds, pairs = len(FAULTS), {(k, n) for k, ns in FAULTS.items() for n in ns}
+    first = schedule(7, faults, kinds, (1.0, 2.0))
+    assert first == schedule(7, faults, kinds, (1.0, 2.0)) != schedule(8, faults, kinds, (1.0, 2.0))
     assert sorted(f.kind for f in first) == sorted(FAULTS)
-    every = schedule(7, faults, 27, (1.0, 2.0))
-    assert {(f.kind, f.node) for f in every} == {(k, n) for k, ns in FAULTS.items() for n in ns}
+    every = schedule(7, faults, len(pairs), (1.0, 2.0))
+    assert {(f.kind, f.node) for f in every} == pairs

@@ -30,8 +30,8 @@ pytestmark = pytest.mark.faults
 
 PROFILE = os.environ.get("CQRS_FLOW_FAULTS", "short")
 PROFILES = {  # faults per system, how long each is held (s)
-    "short": {"count": 6, "hold": (1.0, 2.5)},  # each kind of fault once
-    "long": {"count": 40, "hold": (1.0, 6.0)},
+    "short": {"count": 7, "hold": (1.0, 2.5)},  # each kind of fault once
+    "long": {"count": 58, "hold": (1.0, 6.0)},  # every (fault, node) pair twice
 }
 SEED = int(
     os.environ.get("CQRS_FLOW_FAULTS_SEED")
