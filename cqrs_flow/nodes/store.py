@@ -175,7 +175,7 @@ class StoreService(NodeService):
                 command_id = command_id_of(request, id_name) if command_ids else ""
             except InvalidRequest as exc:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-            if command_id and (done := await self.applied.get(command_id)) is not None:
+            if command_id and (done := self.applied.cached(command_id)) is not None:
                 self.log.info("command %s was applied before; not applying it again", command_id)
                 return response_class.FromString(done)
             try:
@@ -205,7 +205,8 @@ class StoreService(NodeService):
                     stale.key,
                     why,
                 )
-                return stale.response
+                done = await self.applied.get(command_id)  # on disk: what it was answered
+                return stale.response if done is None else response_class.FromString(done)
             except NotFound as exc:
                 await context.abort(
                     grpc.StatusCode.NOT_FOUND, f"no {what} with {entity.key} '{exc}'"

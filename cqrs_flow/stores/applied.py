@@ -43,6 +43,12 @@ class AppliedCommands:
         )
         return cls(retention, database)
 
+    def cached(self, command_id: str) -> bytes | None:
+        """The answer if it is in memory: a store asks this before applying a command, and the
+        disk (`get`) only once its backend says the command is not new (Stale), so that a new
+        command costs no read."""
+        return self._records.cached(command_id)
+
     async def get(self, command_id: str) -> bytes | None:
         return await self._records.get(command_id)
 
