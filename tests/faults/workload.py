@@ -149,7 +149,7 @@ async def _visible(
         if stop.is_set():
             return False
         try:
-            answer = await _post(http, url, entity.get, {"id": key}, 5.0)
+            answer = await _post(http, url, entity.get, {"id": key}, 1.0)
             if (answer.get("data") or {}).get("d"):
                 return True
         except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError, ValueError):
