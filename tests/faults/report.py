@@ -4,9 +4,10 @@
     python tests/faults/report.py reports
 
 One row per fault and node kind, over every run in the folder: how many times it was injected,
-the mutations sent from its start until all was applied again (accepted, refused, without an
-answer) and, of those, lost (or out of order) and applied twice, and the longest time from the
-fault's end until every mutation accepted so far was in the store.
+the mutations sent from its start until all was applied again (accepted, and of those applied
+as the final check found them; refused; without an answer), of those lost (or out of order) and
+applied twice, and the longest time from the fault's end until every mutation accepted so far
+was in the store.
 """
 
 from __future__ import annotations
@@ -47,16 +48,17 @@ def table(folder: Path) -> str:
             else:
                 row["slowest"] = max(row["slowest"], outcome["recovered"])
     lines = [
-        "| fault | node | times | accepted | refused | no answer | lost | twice "
+        "| fault | node | times | accepted | applied | refused | no answer | lost | twice "
         "| seconds until all applied (most) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for (kind, node), row in sorted(rows.items()):
         slowest = f"{row['slowest']:.2f}" + (
             f" ({row['missed']} not in 30 s)" if row["missed"] else ""
         )
         lines.append(
-            f"| {kind} | {node} | {row['times']} | {row['ok']} | {row['error']} | "
+            f"| {kind} | {node} | {row['times']} | {row['ok']} | {row['ok'] - row['lost']} | "
+            f"{row['error']} | "
             f"{row['no_answer']} | {row['lost']} | {row['twice']} | {slowest} |"
         )
     lines.append("")
