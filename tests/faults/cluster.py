@@ -12,8 +12,11 @@ Faults (each undone by the matching `heal_*`):
 - kill(node): SIGKILL of the node's process; its `up` restarts it.
 - pause(node) / resume(node): SIGSTOP / SIGCONT, a node that stops answering without dying.
 - partition(node): the node's host is cut from the network (its link to the bridge is down).
-- slow_link(node): the host's link carries 128 kbit/s each way (tc tbf): its traffic queues.
-- lossy_link(node): the host's link drops what exceeds a queue of a few packets (tc tbf).
+- slow_link(node): with tc netem, 100 ms more each way (± 50 ms); without it (`netem` says why),
+  the host's link carries 128 kbit/s each way (tc tbf): its traffic queues.
+- lossy_link(node): with netem, 20 % of the packets each way are dropped; without it, what
+  exceeds a queue of a few packets (tbf).
+- reorder_link(node): with netem only: a quarter of the packets each way overtake others.
 - fill_disk(node): the node's file system is filled to the last byte.
 - slow_fsync(node): every fsync of the node's process waits 300 ms (slow_fsync.c, preloaded
   into the processes of the nodes with a disk; needs a C compiler, `fsync` says why not). On one
@@ -79,6 +82,28 @@ def build_slow_fsync(directory: Path) -> tuple[Path | None, str | None]:
     return library, None
 
 
+def netem_unavailable() -> str | None:
+    """Why `tc netem` cannot be used here (its kernel module is missing, say), or None."""
+    probe = f"cqf-netem-{uuid.uuid4().hex[:6]}"
+    if subprocess.run(["ip", "netns", "add", probe], capture_output=True).returncode != 0:
+        return "cannot make a network namespace to try tc netem in"
+    try:
+        subprocess.run(["ip", "-n", probe, "link", "set", "lo", "up"], capture_output=True)
+        tried = subprocess.run(
+            ["ip", "netns", "exec", probe, "tc", "qdisc", "add", "dev", "lo", "root", "netem"],
+            capture_output=True,
+            text=True,
+        )
+        if tried.returncode != 0:
+            return (
+                f"tc netem is not available here ({tried.stderr.strip() or 'tc failed'}): "
+                "packets cannot be delayed by a fixed time or reordered"
+            )
+        return None
+    finally:
+        subprocess.run(["ip", "netns", "del", probe], capture_output=True)
+
+
 def _tc(namespace: str, *args: str) -> None:
     subprocess.run(["ip", "netns", "exec", namespace, "tc", *args], check=True, capture_output=True)
 
@@ -99,6 +124,7 @@ class Cluster:
         self.names = list(data["nodes"])
         self.kinds = {name: node["kind"] for name, node in data["nodes"].items()}
         self.network = Hosts.unavailable()
+        self.netem = netem_unavailable() if self.network is None else self.network
         self.disks = disks_unavailable()
         self.slow_library, self.fsync = build_slow_fsync(directory)
         self.hosts: Hosts | None = None
@@ -286,13 +312,25 @@ class Cluster:
                 capture_output=True,
             )
             return
-        shape = (
-            ["rate", "128kbit", "burst", "4kb", "latency", "2s"]
-            if fault == "slow"
-            else ["rate", "10mbit", "burst", "3kb", "limit", "3kb"]
-        )
-        _tc(namespace, "qdisc", "replace", "dev", inside, "root", "tbf", *shape)
-        _tc(self.hosts.lan, "qdisc", "replace", "dev", bridge, "root", "tbf", *shape)
+        if self.netem is None:
+            kind, shape = (
+                "netem",
+                {
+                    "slow": ["delay", "100ms", "50ms"],
+                    "lossy": ["loss", "20%"],
+                    "reorder": ["delay", "20ms", "reorder", "25%", "50%"],
+                }[fault],
+            )
+        else:
+            assert fault != "reorder", self.netem
+            kind = "tbf"
+            shape = (
+                ["rate", "128kbit", "burst", "4kb", "latency", "2s"]
+                if fault == "slow"
+                else ["rate", "10mbit", "burst", "3kb", "limit", "3kb"]
+            )
+        _tc(namespace, "qdisc", "replace", "dev", inside, "root", kind, *shape)
+        _tc(self.hosts.lan, "qdisc", "replace", "dev", bridge, "root", kind, *shape)
 
     def partition(self, node: str) -> None:
         self._link(node, "partition")
@@ -302,6 +340,9 @@ class Cluster:
 
     def lossy_link(self, node: str) -> None:
         self._link(node, "lossy")
+
+    def reorder_link(self, node: str) -> None:
+        self._link(node, "reorder")
 
     def heal_link(self, node: str) -> None:
         assert self.hosts is not None

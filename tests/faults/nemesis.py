@@ -22,7 +22,7 @@ from checker import OK, Check, History, check
 from cluster import Cluster
 from workload import Workload, read_documents, run_lanes, statuses
 
-__all__ = ["FAULTS", "Fault", "Report", "run", "schedule"]
+__all__ = ["FAULTS", "NETWORK_FAULTS", "Fault", "Report", "run", "schedule"]
 
 # fault -> the node kinds it applies to
 FAULTS = {
@@ -31,14 +31,11 @@ FAULTS = {
     "partition": ("broker", "store", "reader", "writer", "gateway"),
     "slow_link": ("broker", "store", "reader", "writer", "gateway"),
     "lossy_link": ("broker", "store", "reader", "writer", "gateway"),
+    "reorder_link": ("broker", "store", "reader", "writer", "gateway"),
     "disk_full": ("store", "gateway"),
     "slow_fsync": ("store", "gateway"),
 }
-NETWORK_FAULTS = ("partition", "slow_link", "lossy_link")
-NOT_HERE = {
-    "reorder": "tc netem is not in this kernel (no sch_netem): packets cannot be reordered or "
-    "delayed by a fixed time; slow_link (tbf) delays by queueing instead",
-}  # (what the machine cannot do at all; faults it can but this run cannot are added to it)
+NETWORK_FAULTS = ("partition", "slow_link", "lossy_link", "reorder_link")
 
 
 @dataclass(frozen=True)
@@ -81,12 +78,17 @@ class Report:
 
 def available(cluster: Cluster) -> tuple[dict[str, tuple[str, ...]], dict[str, str]]:
     """The faults this machine allows on this cluster (fault -> nodes), and why not the others."""
-    skipped = dict(NOT_HERE)
+    skipped: dict[str, str] = {}
     faults: dict[str, tuple[str, ...]] = {}
     for kind, kinds in FAULTS.items():
         if kind in NETWORK_FAULTS and cluster.network is not None:
             skipped[kind] = cluster.network
             continue
+        if kind == "reorder_link" and cluster.netem is not None:
+            skipped[kind] = cluster.netem
+            continue
+        if kind == "slow_link" and cluster.netem is not None:
+            skipped["netem"] = f"{cluster.netem}; slow_link and lossy_link use tc tbf instead"
         if kind == "disk_full" and cluster.disks is not None:
             skipped[kind] = cluster.disks
             continue
@@ -124,6 +126,7 @@ async def _apply(cluster: Cluster, fault: Fault) -> None:
         "partition": cluster.partition,
         "slow_link": cluster.slow_link,
         "lossy_link": cluster.lossy_link,
+        "reorder_link": cluster.reorder_link,
         "disk_full": cluster.fill_disk,
         "slow_fsync": cluster.slow_fsync,
     }[fault.kind]
