@@ -37,6 +37,7 @@ from cqrs_flow.stores import (
     SqliteStore,
     StoreError,
 )
+from cqrs_flow.stores.applied import DIRECTORY as APPLIED_DIRECTORY
 from cqrs_flow.stores.applied import AppliedCommands
 from cqrs_flow.stores.base import BadQuery
 from cqrs_flow.stores.changes import Collections, follow, follow_batches
@@ -158,7 +159,8 @@ class StoreService(NodeService):
         self.log.info("change log: %s; retention: %s", info, self.node.retention)
         if not self.node.retention.keeps_everything:
             self.spawn(self._trim(), "change log retention")
-        self.applied = AppliedCommands()
+        self.applied = await self._applied()
+        self.resources.push_async_callback(self.applied.close)
         check = CallerCheck(self.topology.callers_of(self.node.name), self.credentials)
         for side in ("write", "read"):
             service = self.node.service(side)
@@ -335,6 +337,17 @@ class StoreService(NodeService):
         find = self.protos.service(DOCUMENTS_SERVICE).methods_by_name["Find"]
         return self.protos.class_of(find.output_type)
 
+    async def _applied(self) -> AppliedCommands:
+        """The applied commands' answers: in the data directory (`applied/`) if there is one."""
+        retention = self.node.applied_retention
+        if self.node.data is None or self.node.backend != "embedded":
+            return AppliedCommands(retention)
+        directory = self.topology.root / self.node.data / APPLIED_DIRECTORY
+        try:
+            return await AppliedCommands.open(directory, retention)
+        except StoreError as exc:
+            raise NodeError(f"store {self.node.name}: {exc}") from None
+
     async def _find(
         self, request: Message | bytes, context: grpc.aio.ServicerContext[Any, Any]
     ) -> Message:
@@ -406,7 +419,7 @@ class StoreService(NodeService):
                 command_id = command_id_of(request, id_name) if command_ids else ""
             except InvalidRequest as exc:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-            if command_id and (done := self.applied.get(command_id)) is not None:
+            if command_id and (done := self.applied.cached(command_id)) is not None:
                 self.log.info("command %s was applied before; not applying it again", command_id)
                 return response_class.FromString(done)
             try:
@@ -436,7 +449,8 @@ class StoreService(NodeService):
                     stale.key,
                     why,
                 )
-                return stale.response
+                done = await self.applied.get(command_id)  # on disk: what it was answered
+                return stale.response if done is None else response_class.FromString(done)
             except NotFound as exc:
                 await context.abort(
                     grpc.StatusCode.NOT_FOUND, f"no {what} with {entity.key} '{exc}'"

@@ -66,6 +66,10 @@ GROUP_SESSION_EXPIRY = 5
 STATUS_BATCH = 200  # status reports per message at most
 STATUS_INTERVAL = 0.02  # seconds a report may wait for others to share its message
 STATUS_RETRY = 0.5  # seconds between tries to publish reports while the broker is away
+# The longest wait between two tries of a command while the store is unavailable: short, so that
+# a store that is back (restarted, reachable again) gets the commands waiting within about a
+# second, not after a wait that grew while it was away (docs/RELIABILITY.md).
+RETRY_AT_MOST = 1.0
 
 
 @dataclass(frozen=True)
@@ -346,7 +350,7 @@ class WriterService(NodeService):
                 if failures >= self.node.attempts:
                     return f"failed {failures} times: {type(exc).__name__}: {exc}"
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+            delay = min(delay * 2, RETRY_AT_MOST)
 
     def _set_aside(
         self,

@@ -29,6 +29,7 @@ from cqrs_flow.stores.base import InvalidDocument, StoreError
 __all__ = [
     "Database",
     "DatabaseError",
+    "DiskFull",
     "create_private_file",
     "lock_directory",
     "sync_directory",
@@ -39,12 +40,18 @@ log = logging.getLogger("cqrs_flow.store")
 T = TypeVar("T")
 
 CACHE_KIB = 16 * 1024  # page cache of each connection: what bounds the process's memory
+SMALL_CACHE_KIB = 1024  # for a database of records that are mostly written, rarely read
 _SQLITE_FULL = 13
 _SQLITE_TOOBIG = 18
 
 
 class DatabaseError(StoreError):
     """Writing the database failed: the writes of that transaction were not made."""
+
+
+class DiskFull(DatabaseError):
+    """The disk (or the file system) is full: nothing of that transaction was written, and writes
+    succeed again once there is room."""
 
 
 def sync_directory(directory: Path) -> None:
@@ -101,7 +108,7 @@ def lock_directory(directory: Path, what: str) -> BinaryIO:
     return lock
 
 
-def connect(path: Path, *, writer: bool) -> sqlite3.Connection:
+def connect(path: Path, *, writer: bool, cache_kib: int = CACHE_KIB) -> sqlite3.Connection:
     """A connection to the database at `path` (which exists), set up as every one here is:
     autocommit (transactions are begun explicitly), WAL, synchronous=FULL, a bounded cache."""
     connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -112,7 +119,7 @@ def connect(path: Path, *, writer: bool) -> sqlite3.Connection:
             connection.close()
             raise DatabaseError(f"{path}: SQLite cannot use WAL mode here (it says {mode!r})")
     connection.execute("PRAGMA synchronous = FULL")
-    connection.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
+    connection.execute(f"PRAGMA cache_size = -{int(cache_kib)}")
     if not writer:
         connection.execute("PRAGMA query_only = ON")
     return connection
@@ -157,11 +164,13 @@ class Database:
         connection: sqlite3.Connection,
         group_commit: bool,
         readers: int,
+        cache_kib: int = CACHE_KIB,
     ) -> None:
         self.directory, self.path = directory, path
         self._lock: BinaryIO | None = lock
         self._connection = connection
         self._group = group_commit
+        self._cache_kib = cache_kib
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-write")
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="sqlite-read")
         self._local = threading.local()
@@ -184,17 +193,19 @@ class Database:
         *,
         group_commit: bool = True,
         readers: int = 2,
+        cache_kib: int = CACHE_KIB,
     ) -> Database:
         """Lock the directory, create the database (0600) if needed and bring its schema up with
-        `schema(connection)` (in a transaction). DatabaseError if any of it fails."""
+        `schema(connection)` (in a transaction). DatabaseError if any of it fails. `cache_kib`
+        is each connection's page cache (SMALL_CACHE_KIB for records mostly written)."""
         lock = await asyncio.to_thread(lock_directory, directory, what)
         path = directory / name
         try:
-            connection = await asyncio.to_thread(_open_file, path, schema)
+            connection = await asyncio.to_thread(_open_file, path, schema, cache_kib)
         except BaseException:
             lock.close()
             raise
-        return cls(directory, path, lock, connection, group_commit, readers)
+        return cls(directory, path, lock, connection, group_commit, readers, cache_kib)
 
     # -- writes ---------------------------------------------------------------------------------
 
@@ -248,8 +259,9 @@ class Database:
         database as it was (SQLite rolled back), so later writes may succeed once there is room;
         any other error (I/O, a damaged file) fails the database for good, and the owner's
         `wait_failure` raises so that the process is restarted and SQLite recovers the file."""
-        error = DatabaseError(f"cannot write {self.path}: {exc}")
-        if error_code(exc) == _SQLITE_FULL:
+        full = error_code(exc) == _SQLITE_FULL
+        error = (DiskFull if full else DatabaseError)(f"cannot write {self.path}: {exc}")
+        if full:
             log.error("%s; the writes of that transaction were refused", error)
         else:
             self._error = error
@@ -305,7 +317,9 @@ class Database:
     def _read(self, work: Callable[[sqlite3.Connection], T]) -> T:
         connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
         if connection is None:
-            connection = self._local.connection = connect(self.path, writer=False)
+            connection = self._local.connection = connect(
+                self.path, writer=False, cache_kib=self._cache_kib
+            )
             with self._guard:
                 self._reader_connections.append(connection)
         return work(connection)
@@ -342,11 +356,13 @@ class Database:
         self._connection.close()  # the last one: SQLite checkpoints and removes the WAL
 
 
-def _open_file(path: Path, schema: Callable[[sqlite3.Connection], None]) -> sqlite3.Connection:
+def _open_file(
+    path: Path, schema: Callable[[sqlite3.Connection], None], cache_kib: int = CACHE_KIB
+) -> sqlite3.Connection:
     try:
         if create_private_file(path):
             sync_directory(path.parent)
-        connection = connect(path, writer=True)
+        connection = connect(path, writer=True, cache_kib=cache_kib)
     except (OSError, sqlite3.Error) as exc:
         raise DatabaseError(f"cannot open {path}: {exc}") from None
     try:

@@ -35,6 +35,7 @@ __all__ = [
     "ProjectionNode",
     "Query",
     "ReaderNode",
+    "RecordRetention",
     "Relation",
     "Retention",
     "Role",
@@ -387,6 +388,20 @@ class Retention:
 
 
 @dataclass(frozen=True)
+class RecordRetention:
+    """How long and how many records of past commands a node keeps (topology `*_retention`)."""
+
+    time: float = _default(spec.RECORD_RETENTION, "time")
+    count: int = _default(spec.RECORD_RETENTION, "count")
+    memory_count: int = _default(spec.RECORD_RETENTION, "memory_count")
+    cache: int = _default(spec.RECORD_RETENTION, "cache")
+
+    def in_memory(self, on_disk: bool) -> int:
+        """How many records are kept in memory: a cache of the most recent with a disk."""
+        return self.cache if on_disk else self.memory_count
+
+
+@dataclass(frozen=True)
 class StoreNode(Node):
     kind: str = "store"
     entities: tuple[str, ...] = ()  # the names of the entities it holds (Topology.entities)
@@ -396,6 +411,7 @@ class StoreNode(Node):
     backend: str = _default(spec.STORE, "backend")  # or "mongodb"
     mongodb: MongoSettings | None = None  # with backend "mongodb"
     retention: Retention = Retention()  # of its change log
+    applied_retention: RecordRetention = dataclasses.field(default_factory=RecordRetention)
     write: Service = Service("", Address("127.0.0.1", 50051))
     read: Service = Service("", Address("127.0.0.1", 50052))
     reflection: bool | None = None  # None: see serves_reflection
@@ -571,6 +587,8 @@ class GatewayNode(Node):
     playground: bool = _default(spec.GATEWAY, "playground")
     data: Path | None = None  # directory of the outbox's database, relative to the topology file
     introspection: bool = _default(spec.GATEWAY, "introspection")
+    outbox_size: int = _default(spec.GATEWAY, "outbox_size")
+    status_retention: RecordRetention = dataclasses.field(default_factory=RecordRetention)
     limits: Limits = dataclasses.field(default_factory=Limits)
     cors_origins: tuple[str, ...] = ()  # none: browsers on other origins may not call the gateway
     trusted_proxies: tuple[str, ...] = ()  # networks whose X-Forwarded-For names the caller

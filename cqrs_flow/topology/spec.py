@@ -120,7 +120,7 @@ def host_name(value: Any) -> str:
 
 
 def parse_duration(value: Any) -> float:
-    """3, 3s, 2.5s, 500ms, 1m, 2h, 7d -> seconds."""
+    """3, 3s, 2.5s, 500ms, 1m, 2h, 1d, 7d -> seconds."""
     if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < math.inf:
         return float(value)
     match = _DURATION.fullmatch(value) if isinstance(value, str) else None
@@ -674,6 +674,34 @@ RETENTION = Section(
     "it. A follower asking for a position no longer kept is refused (OUT_OF_RANGE)",
 )
 
+# How long, and how many of, the records a node keeps about past commands (a gateway's command
+# statuses, a store's ids of applied commands): on disk with the node's `data`, else in memory.
+# The defaults hold a day of 10 commands a second on disk, and bound memory either way.
+RECORD_RETENTION = Section(
+    {
+        "time": Field(
+            positive_duration, default=86_400.0, doc="how long a record is kept (default: 1d)"
+        ),
+        "count": Field(
+            positive_int,
+            default=1_000_000,
+            doc="most records kept on disk (with `data`); the oldest go first",
+        ),
+        "memory_count": Field(
+            positive_int,
+            default=100_000,
+            doc="without `data`: most records kept (in memory); the oldest go first",
+        ),
+        "cache": Field(
+            positive_int,
+            default=10_000,
+            doc="with `data`: the most recent records also kept in memory",
+        ),
+    },
+    doc="how long and how many records of past commands are kept",
+    filled=True,
+)
+
 STORE = Section(
     {
         "kind": Field(string, required=True),
@@ -727,6 +755,12 @@ STORE = Section(
         "retention": Field(
             RETENTION,
             doc="how much of the change log the store keeps (default: every change)",
+        ),
+        "applied_retention": Field(
+            RECORD_RETENTION,
+            default=None,
+            doc="the ids of applied commands and their answers, kept so that a command "
+            "delivered again gets the same answer (in 'data' when set)",
         ),
         "write": Field(SERVICE, required=True, doc="the write service"),
         "read": Field(SERVICE, required=True, doc="the read service"),
@@ -1190,6 +1224,17 @@ GATEWAY = Section(
             "(fsync'ed) before a mutation is answered, so they are published again "
             "after a crash of the gateway and the broker; created if missing. "
             "Default: none, the outbox is in memory only",
+        ),
+        "outbox_size": Field(
+            positive_int,
+            default=100_000,
+            doc="most commands waiting in the outbox for a writer's report; beyond it "
+            "mutations are refused ('the outbox is full')",
+        ),
+        "status_retention": Field(
+            RECORD_RETENTION,
+            default=None,
+            doc="command statuses (commandStatus), kept in 'data' when set",
         ),
         "introspection": Field(
             boolean,

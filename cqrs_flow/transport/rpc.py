@@ -58,11 +58,22 @@ HEALTH_SERVICE = "grpc.health.v1.Health"
 UNAVAILABLE_PEER = "x-cqrs-flow-unavailable"
 
 # gRPC backs off up to 2 minutes between reconnects by default; a node whose peer restarts
-# should find it again within a couple of seconds.
+# should find it again within a couple of seconds. And a connection cut off (a partition) is
+# given up after 2 s without an answer to a ping while calls wait on it, instead of waiting for
+# TCP to send again after a pause that doubles each time (seconds once the link is back): its
+# calls fail UNAVAILABLE, are tried again, and the channel reconnects (docs/RELIABILITY.md).
 RECONNECT_OPTIONS = (
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 2000),
+    ("grpc.keepalive_time_ms", 1000),
+    ("grpc.keepalive_timeout_ms", 1000),
+    ("grpc.http2.max_pings_without_data", 0),
+)
+# What a server lets such a client do: ping every second while a call waits, without a limit.
+KEEPALIVE_SERVER_OPTIONS = (
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 500),
+    ("grpc.http2.max_ping_strikes", 0),
 )
 
 
@@ -235,8 +246,9 @@ async def start_server(
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.so_reuseport", 0),
-        ],  # a second server on a taken port must fail, not share it
+            ("grpc.so_reuseport", 0),  # a second server on a taken port must fail, not share it
+            *KEEPALIVE_SERVER_OPTIONS,
+        ],
     )
     server.add_generic_rpc_handlers(tuple(handlers))
     health_service = HealthService()

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 __all__ = ["Hosts"]
 
-CLIENT_ADDRESS = "10.77.0.254"
+CLIENT_ADDRESS = "10.77.0.254"  # with the default network
 
 
 def _ip(*args: str) -> None:
@@ -28,11 +28,14 @@ def _ip(*args: str) -> None:
 
 
 class Hosts:
-    def __init__(self, names: Sequence[str]) -> None:
+    def __init__(self, names: Sequence[str], network: str = "10.77.0") -> None:
+        """`network`: the first three numbers of the hosts' /24 (another one for a test that may
+        run beside one using the default)."""
         tag = uuid.uuid4().hex[:6]  # two test runs side by side must not share names
         self.names = list(names)
         self.namespace = {name: f"cqf-{tag}-{name}" for name in names}
-        self.address = {name: f"10.77.0.{i + 1}" for i, name in enumerate(names)}
+        self.address = {name: f"{network}.{i + 1}" for i, name in enumerate(names)}
+        self.client_address = f"{network}.254"
         self._lan = f"cqf-{tag}-lan"
         self._client_link = f"cqf{tag}"
         self._made: list[str] = []
@@ -101,8 +104,18 @@ class Hosts:
             self._lan,
         )
         _ip("-n", self._lan, "link", "set", "client", "master", "br0", "up")
-        _ip("addr", "add", f"{CLIENT_ADDRESS}/24", "dev", self._client_link)
+        _ip("addr", "add", f"{self.client_address}/24", "dev", self._client_link)
         _ip("link", "set", self._client_link, "up")
+
+    def link(self, host: str) -> tuple[str, str]:
+        """The host's side of its link to the bridge (in the host's namespace) and the bridge's
+        side (in the network's namespace, `lan`), for faults on that link."""
+        i = self.names.index(host)
+        return f"cqfh{i}", f"p{i}"
+
+    @property
+    def lan(self) -> str:
+        return self._lan
 
     def run(self, host: str, argv: Sequence[str], **popen) -> subprocess.Popen:
         """Start `argv` on `host`; it is killed (with its process group) on leaving."""

@@ -82,8 +82,8 @@ def test_acknowledged_writes_survive_a_kill_9_of_the_store(tmp_path):
 
 
 def test_a_restarted_store_still_applies_each_command_once_and_in_order(tmp_path):
-    """The store's memory of recent command ids dies with it; each key's last command id is in
-    the database, so commands delivered again after the restart change nothing."""
+    """Each key's last command id is in the database (and the answers to recent commands in
+    <data>/applied/), so commands delivered again after the restart change nothing."""
     system = System(
         prepare("contacts_fast.yaml", tmp_path, **{"nodes.store.data": "store-data"})
     ).start()

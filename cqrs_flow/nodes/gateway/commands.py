@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections import OrderedDict
 from typing import Any
 
-__all__ = ["STATUS_SDL", "SUBSCRIPTION_SDL", "CommandBook"]
+from cqrs_flow.stores.database import Database
+from cqrs_flow.stores.retained import Retained
+from cqrs_flow.topology.model import RecordRetention
+
+__all__ = ["STATUS_SDL", "SUBSCRIPTION_SDL", "TABLE", "CommandBook"]
+
+TABLE = "statuses"  # the command book's table in the outbox's database
 
 # Added to every gateway's schema (unless it defines commandStatus itself).
 STATUS_SDL = """
@@ -44,16 +49,28 @@ SUBSCRIPTION_SDL = """
 
 
 class CommandBook:
-    """The last `capacity` commands this gateway queued or heard about, by id."""
+    """The commands this gateway queued or heard about, by id, kept as `retention` says: in
+    memory, or with the outbox's database also in a table of it (`statuses`), so that a restarted
+    gateway still answers commandStatus for what it accepted before."""
 
-    def __init__(self, capacity: int = 100_000) -> None:
-        self._entries: OrderedDict[str, dict[str, Any]] = OrderedDict()
-        self._capacity = capacity
+    def __init__(self, retention: RecordRetention | None = None, database: Database | None = None):
+        retention = retention or RecordRetention()
+        self._records = Retained(
+            retention.time,
+            retention.count,
+            retention.in_memory(database is not None),
+            database,
+            TABLE,
+        )
         self._waiters: dict[str, list[asyncio.Future[dict[str, Any]]]] = {}
+
+    def __len__(self) -> int:
+        """The entries in memory."""
+        return len(self._records)
 
     async def settled(self, command_id: str) -> dict[str, Any] | None:
         """The command's entry once it is APPLIED or FAILED; None at once if it is unknown."""
-        entry = self._entries.get(command_id)
+        entry = await self.lookup(command_id)
         if entry is None or entry["state"] != "QUEUED":
             return entry
         waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
@@ -95,7 +112,7 @@ class CommandBook:
         ):
             return None
         for report in reports:
-            queued = self._entries.get(report["id"]) or {}
+            queued = self.get(report["id"]) or {}
             entry = {
                 "id": report["id"],
                 "state": report["state"],
@@ -112,10 +129,19 @@ class CommandBook:
         return [r["id"] for r in reports]
 
     def get(self, command_id: str) -> dict[str, Any] | None:
-        return self._entries.get(command_id)
+        """The entry if it is in memory (the most recent ones are)."""
+        found = self._records.cached(command_id)
+        return None if found is None else _entry(found)
+
+    async def lookup(self, command_id: str) -> dict[str, Any] | None:
+        """The entry, from memory or the database; None if unknown (or no longer kept)."""
+        found = await self._records.get(command_id)
+        return None if found is None else _entry(found)
 
     def _put(self, entry: dict[str, Any]) -> None:
-        self._entries[entry["id"]] = entry
-        self._entries.move_to_end(entry["id"])
-        while len(self._entries) > self._capacity:
-            self._entries.popitem(last=False)
+        self._records.put(entry["id"], json.dumps(entry, separators=(",", ":")).encode())
+
+
+def _entry(value: bytes) -> dict[str, Any] | None:
+    entry = json.loads(value)
+    return entry if isinstance(entry, dict) else None

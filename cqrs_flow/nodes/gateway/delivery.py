@@ -20,6 +20,7 @@ from cqrs_flow.nodes.gateway.outbox import Outbox
 from cqrs_flow.nodes.gateway.refusals import Refused
 from cqrs_flow.protobuf.messages import set_path
 from cqrs_flow.stores.base import StoreError
+from cqrs_flow.stores.database import DiskFull
 from cqrs_flow.telemetry import current, tracing
 from cqrs_flow.transport.mqtt import DEFAULT_COMMAND_BYTES
 
@@ -40,6 +41,7 @@ class Delivery:
         log: logging.Logger,
         command_bytes: int = DEFAULT_COMMAND_BYTES,
         mqtt5: bool = False,
+        book: CommandBook | None = None,
     ) -> None:
         self.status_topic = status_topic
         self.mqtt5 = mqtt5  # the trace context goes in user properties, else in the payload
@@ -48,7 +50,7 @@ class Delivery:
         self.mqtt = mqtt
         self.outbox = outbox
         self.log = log
-        self.book = CommandBook()
+        self.book = book if book is not None else CommandBook()
         self.clock = CommandClock()  # command ids in the order this gateway accepts commands
         self.republish = asyncio.Event()  # set: publish what is due now, not at the next tick
         self.connects = 0
@@ -92,19 +94,24 @@ class Delivery:
     ) -> str | None:
         """Publish a mutation's command (asked for by the caller `subject`, "" without a token);
         its command id, None if the plan gives it none (then it is not kept in the outbox).
-        Refused, and nothing is published, when the broker is unavailable, the outbox is full,
-        the command cannot be kept in it or is larger than `command_bytes`."""
-        if not self.mqtt.is_connected:
+        While the broker is away, a gateway whose outbox is on disk accepts the command into it
+        and publishes it once the broker is back. Refused, and nothing is published, when the
+        broker is away and the outbox is in memory, the outbox is full, the command cannot be
+        kept in it or is larger than `command_bytes`."""
+        if not self.mqtt.is_connected and not (plan.command_id_path and self.outbox.durable):
             raise Refused(
-                "the broker is unavailable; nothing was queued", "UNAVAILABLE", status=503
+                "the broker is away; nothing was queued, try again later"
+                + ("" if self.outbox.durable else " (a gateway with `data:` queues meanwhile)"),
+                "UNAVAILABLE",
+                status=503,
             )
         if not plan.command_id_path:
             self._send(plan.topic, self._sized(command.SerializeToString()))
             return None
         if self.outbox.full:
             raise Refused(
-                f"{len(self.outbox)} commands are waiting for a writer; nothing was queued, "
-                "try again later",
+                f"the outbox is full: {len(self.outbox)} commands are waiting for a writer "
+                "(outbox_size); nothing was queued, try again later",
                 "BUSY",
                 status=503,
             )
@@ -115,13 +122,22 @@ class Delivery:
             await self.outbox.add(
                 command_id, plan.topic, payload, asyncio.get_running_loop().time()
             )
+        except DiskFull as exc:
+            self.log.error("cannot keep command %s in the outbox: %s", command_id, exc)
+            raise Refused(
+                "the gateway's disk is full: it cannot record commands; nothing was queued, "
+                "try again later",
+                "UNAVAILABLE",
+                status=503,
+            ) from None
         except StoreError as exc:
             self.log.error("cannot keep command %s in the outbox: %s", command_id, exc)
             raise Refused(
                 "the gateway cannot record commands; nothing was queued", "INTERNAL", status=500
             ) from None
         self.book.queued(command_id, plan.command, key, subject)
-        self._send(plan.topic, payload)
+        if self.mqtt.is_connected:  # else published when the broker is back (on_connect)
+            self._send(plan.topic, payload)
         return command_id
 
     def _sized(self, payload: bytes) -> bytes:

@@ -12,8 +12,9 @@ from collections import OrderedDict
 from collections.abc import Collection
 from pathlib import Path
 
+from cqrs_flow.nodes.gateway.commands import TABLE as STATUS_TABLE
 from cqrs_flow.stores.base import StoreError
-from cqrs_flow.stores.database import Database
+from cqrs_flow.stores.database import SMALL_CACHE_KIB, Database
 from cqrs_flow.stores.legacy import (
     migrated,
     note_migration,
@@ -21,6 +22,7 @@ from cqrs_flow.stores.legacy import (
     read_old_outbox,
     set_aside,
 )
+from cqrs_flow.stores.retained import schema as retained_schema
 
 __all__ = ["DATABASE", "Outbox"]
 
@@ -38,13 +40,15 @@ def _schema(connection: sqlite3.Connection) -> None:
         " seq INTEGER PRIMARY KEY AUTOINCREMENT,"  # the order commands were accepted in
         " id TEXT NOT NULL UNIQUE, topic TEXT NOT NULL, payload BLOB NOT NULL)"
     )
+    retained_schema(STATUS_TABLE)(connection)  # the command book's (commands.py)
 
 
 class Outbox:
     """Commands published and not yet reported on, in the order they were accepted.
 
     `Outbox(redeliver_after)` is in memory; `await Outbox.open(directory, redeliver_after)`
-    keeps them in `directory` too (and needs a running event loop).
+    keeps them in `directory` too (and needs a running event loop). It holds at most `capacity`
+    commands (the gateway's `outbox_size`): `full` says when to refuse more.
     """
 
     def __init__(self, redeliver_after: float, capacity: int = 100_000) -> None:
@@ -62,7 +66,9 @@ class Outbox:
         """The outbox kept in `directory`, with what it held before: all due at `now`.
         StoreError if the directory cannot be used."""
         outbox = cls(redeliver_after, capacity)
-        outbox.database = database = await Database.open(directory, DATABASE, "gateway", _schema)
+        outbox.database = database = await Database.open(
+            directory, DATABASE, "gateway", _schema, cache_kib=SMALL_CACHE_KIB
+        )
         try:
             await outbox._migrate(directory)
             rows = await database.read(
@@ -111,6 +117,11 @@ class Outbox:
 
     def __len__(self) -> int:
         return len(self._waiting)
+
+    @property
+    def durable(self) -> bool:
+        """Whether commands are kept on disk (then the broker may be away when one is added)."""
+        return self.database is not None
 
     @property
     def full(self) -> bool:

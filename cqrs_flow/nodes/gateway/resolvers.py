@@ -133,13 +133,13 @@ class Resolvers:
     async def _command_status(
         self, parent: Any, args: dict[str, Any], ctx: Any, info: Any
     ) -> dict[str, Any] | None:
-        entry = self.delivery.book.get(args["id"])
+        entry = await self.delivery.book.lookup(args["id"])
         return entry if self.auth.sees(entry) else None  # a caller's own commands only
 
     async def _command_settled(
         self, parent: Any, args: dict[str, Any], ctx: Any, info: Any
     ) -> AsyncIterator[dict[str, Any]]:
-        if not self.auth.sees(self.delivery.book.get(args["id"])):
+        if not self.auth.sees(await self.delivery.book.lookup(args["id"])):
             yield {"commandSettled": None}
             return
         yield {"commandSettled": await self.delivery.book.settled(args["id"])}

@@ -20,6 +20,7 @@ from aiohttp import web
 from cqrs_flow.contracts.gateway import gateway_plan
 from cqrs_flow.errors import NodeError
 from cqrs_flow.nodes.gateway.auth import GatewayAuth, Keys, Tokens
+from cqrs_flow.nodes.gateway.commands import CommandBook
 from cqrs_flow.nodes.gateway.cost import Costs
 from cqrs_flow.nodes.gateway.cursors import Cursors
 from cqrs_flow.nodes.gateway.delivery import Delivery
@@ -104,6 +105,7 @@ class GatewayService(NodeService):
             self.log,
             command_bytes(self.topology, self.node.broker),
             mqtt5=broker.protocol == "5",
+            book=CommandBook(self.node.status_retention, outbox.database),
         )
         self._observe(delivery, outbox, reader)
         stack.push_async_callback(_disconnect, mqtt)
@@ -174,11 +176,12 @@ class GatewayService(NodeService):
     async def _outbox(self) -> Outbox:
         redeliver_after = self.topology.redeliver_after(self.node)
         if self.node.data is None:
-            return Outbox(redeliver_after)
+            return Outbox(redeliver_after, self.node.outbox_size)
         try:
             return await Outbox.open(
                 self.topology.root / self.node.data,
                 redeliver_after,
+                self.node.outbox_size,
                 now=asyncio.get_running_loop().time(),
             )
         except StoreError as exc:

@@ -36,6 +36,7 @@ from cqrs_flow.topology.yamlsource import parse_yaml
         (" 3 s ", 3.0),
         ("2h", 7200.0),  # retention ages
         ("7d", 604800.0),
+        ("1d", 86400.0),
     ],
 )
 def test_parse_duration(value, seconds):

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
 
 from cqrs_flow.contracts.status import online_message, writer_online
 from cqrs_flow.nodes.gateway.commands import CommandBook
+from cqrs_flow.nodes.gateway.outbox import Outbox
+from cqrs_flow.topology.model import RecordRetention
 
 
 def report(**fields) -> bytes:
@@ -66,10 +69,48 @@ def test_what_is_not_a_report_is_ignored(payload):
 
 
 def test_the_oldest_entries_go_first():
-    book = CommandBook(capacity=2)
+    book = CommandBook(RecordRetention(memory_count=2))
     for i in range(3):
         book.queued(f"c{i}", "add_contact", None)
     assert book.get("c0") is None and book.get("c1") and book.get("c2")
+    assert len(book) == 2
+
+
+def test_with_a_database_the_book_outlives_the_gateway_and_keeps_its_count(tmp_path):
+    """On disk: commandStatus answers after a restart, and no more than `count` are kept."""
+
+    async def run():
+        outbox = await Outbox.open(tmp_path, 60.0)
+        book = CommandBook(RecordRetention(count=3, memory_count=1), outbox.database)
+        for i in range(5):
+            book.queued(f"c{i}", "add_contact", f"k{i}")
+        book.heard(report(id="c4", state="APPLIED", command="add_contact", key="k4"))
+        await outbox.database.settled()
+        await outbox.close()
+        outbox = await Outbox.open(tmp_path, 60.0)
+        book = CommandBook(RecordRetention(count=3, memory_count=1), outbox.database)
+        found = {i: await book.lookup(f"c{i}") for i in range(5)}
+        rows = await outbox.database.read(
+            lambda c: c.execute("SELECT count(*) FROM statuses").fetchone()[0]
+        )
+        await outbox.close()
+        return found, rows
+
+    found, rows = asyncio.run(run())
+    queued = {"id": "c3", "state": "QUEUED", "command": "add_contact", "key": "k3", "subject": None}
+    assert found[4]["state"] == "APPLIED" and found[3] == {**queued, "reason": None}
+    assert rows <= 5 and found[2] is not None  # pruned every PRUNE_EVERY writes, not each one
+
+
+def test_statuses_older_than_the_retention_time_are_forgotten():
+    book = CommandBook(RecordRetention(time=60.0))
+    now = [1000.0]
+    book._records.clock = lambda: now[0]
+    book.queued("old", "add_contact", None)
+    now[0] += 61
+    book.queued("new", "add_contact", None)
+    assert book.get("old") is None and book.get("new") is not None
+    assert asyncio.run(book.lookup("old")) is None
 
 
 def test_status_and_dead_letter_topics_must_not_be_command_topics_or_caught_by_filters(

@@ -13,6 +13,7 @@ from cqrs_flow.nodes.gateway.delivery import Delivery
 from cqrs_flow.nodes.gateway.outbox import Outbox
 from cqrs_flow.nodes.gateway.refusals import Refused
 from cqrs_flow.stores.base import StoreError
+from cqrs_flow.stores.database import DiskFull
 from cqrs_flow.topology.problems import Problems
 
 from .fakes import FakeMqtt
@@ -40,15 +41,27 @@ def test_a_published_command_waits_in_the_outbox_and_the_book(shipped, shipped_p
 
 class FailingOutbox(Outbox):
     async def add(self, *args, **kwargs) -> None:
-        raise StoreError("disk full")
+        raise StoreError("I/O error")
+
+
+class DiskFullOutbox(Outbox):
+    async def add(self, *args, **kwargs) -> None:
+        raise DiskFull("database or disk is full")
 
 
 @pytest.mark.parametrize(
     "outbox, connected, code, message",
     [
-        (Outbox(60.0), False, "UNAVAILABLE", "the broker is unavailable; nothing was queued"),
-        (Outbox(60.0, capacity=0), True, "BUSY", "0 commands are waiting for a writer"),
+        (
+            Outbox(60.0),
+            False,
+            "UNAVAILABLE",
+            "the broker is away; nothing was queued, try again later (a gateway with `data:` "
+            "queues meanwhile)",
+        ),
+        (Outbox(60.0, capacity=0), True, "BUSY", "the outbox is full: 0 commands are waiting"),
         (FailingOutbox(60.0), True, "INTERNAL", "the gateway cannot record commands"),
+        (DiskFullOutbox(60.0), True, "UNAVAILABLE", "the gateway's disk is full"),
     ],
 )
 def test_a_command_that_cannot_be_kept_is_refused_and_not_published(
@@ -98,3 +111,38 @@ def test_a_waiting_command_larger_than_the_writers_take_now_is_dropped(caplog):
         asyncio.run(run())
     assert mqtt.published == [("CONTACT/ADD", b"x" * 100)] and len(outbox) == 1
     assert "dropped command big from the outbox: 101 bytes" in caplog.text
+
+
+def test_a_durable_outbox_accepts_while_the_broker_is_away_and_publishes_once_it_is_back(
+    shipped, shipped_protos, tmp_path
+):
+    """A broker outage costs no refusal when the outbox is on disk: the command is committed
+    there, answered, and published when the gateway has connected again."""
+
+    async def run():
+        outbox = await Outbox.open(tmp_path / "outbox", 60.0)
+        mqtt = FakeMqtt(connected=False)
+        plan = gateway_plan(
+            shipped, shipped.nodes["gateway"], shipped_protos, Problems(shipped.located)
+        )
+        add = plan.mutations["addContact"]
+        delivery = Delivery(shipped.status_topic, mqtt, outbox, logging.getLogger())
+        delivery.connects = 1  # it had connected before the broker went away
+        command = add.request()
+        command.contact.name = "Away"
+        command_id = await delivery.publish(add, command, "k1")
+        assert mqtt.published == [] and len(outbox) == 1
+        assert delivery.book.get(command_id)["state"] == "QUEUED"
+        mqtt.is_connected = True
+        delivery.on_connect(mqtt)
+        redeliver = asyncio.ensure_future(delivery.redeliver())
+        for _ in range(100):
+            if any(topic == "CONTACT/ADD" for topic, _ in mqtt.published):
+                break
+            await asyncio.sleep(0.01)
+        redeliver.cancel()
+        await outbox.close()
+        return mqtt.published
+
+    published = asyncio.run(run())
+    assert [topic for topic, _ in published] == ["CONTACT/ADD"]

@@ -197,7 +197,8 @@ UPDATE = 'mutation { updateContact(id: "x", name: "y") { status message id } }'
             None,
             (),
             False,
-            "the broker is unavailable; nothing was queued",
+            "the broker is away; nothing was queued, try again later (a gateway with `data:` "
+            "queues meanwhile)",
         ),
     ],
 )
