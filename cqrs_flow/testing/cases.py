@@ -160,7 +160,10 @@ def _kind(raw: Any, at: KeyPath, kinds: tuple[str, ...], what: str, problems: Pr
     if not isinstance(raw, dict):
         problems(at, f"a {what} is a mapping with one of: {', '.join(kinds)}")
         return ""
-    named = [k for k in raw if k in kinds]
+    named = [k for k in kinds if k in raw]
+    options = {**STEPS, **CHECKS}
+    if len(named) > 1 and all(other in options[named[0]] for other in named[1:]):
+        named = named[:1]  # a query's `refused`: an option of the query, not a check of its own
     if len(named) != 1:
         unknown = [k for k in raw if k not in kinds]
         hint = did_you_mean(unknown[0], kinds) if unknown and not named else ""

@@ -168,7 +168,7 @@ class _Driver:
         if step.kind == "mutation":
             answer = await self._graphql(value, options.get("variables"), options.get("as"))
             for name, path in options.get("capture", {}).items():
-                self.captured[name] = _at(answer.get("data"), path, step.where)
+                self.captured[name] = _at(answer, path, step.where)
             return answer
         if step.kind == "publish":
             return await self._publish(value, options, step.where)
@@ -457,16 +457,18 @@ def _total(counter: Any) -> float:
     )
 
 
-def _at(data: Any, path: str, where: str) -> Any:
-    """The value at dotted `path` (list items by number) of `data`."""
-    value = data
+def _at(data: dict[str, Any], path: str, where: str) -> Any:
+    """The value at dotted `path` (list items by number) of an answer's data."""
+    value = data.get("data")
     for part in path.split("."):
         if isinstance(value, list) and part.isdigit() and int(part) < len(value):
             value = value[int(part)]
         elif isinstance(value, dict) and part in value:
             value = value[part]
         else:
-            raise CaseFailed(f"{where}: nothing to capture at '{path}' in the answer {data}")
+            raise CaseFailed(
+                f"{where}: nothing to capture at '{path}' in the answer\n{diff(path, data)}"
+            )
     return value
 
 
