@@ -183,6 +183,42 @@ def node(file: str, name: str, replica: int | None, log_format: str | None) -> N
         pass
 
 
+@main.command("test")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("cases", nargs=-1, type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option(
+    "-k",
+    "keywords",
+    multiple=True,
+    metavar="TEXT",
+    help="Run only the cases whose name contains TEXT (any case); 'not TEXT' leaves them out. "
+    "Several -k: a case named by any of them.",
+)
+@click.option(
+    "--junit-xml",
+    "junit",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the results as JUnit XML to this file (for CI).",
+)
+def test_command(
+    file: str, cases: tuple[Path, ...], keywords: tuple[str, ...], junit: Path | None
+) -> None:
+    """Run given/when/then cases against the topology's real nodes, started in this process on
+    free ports, each case on a fresh system, with the write delay on a virtual clock.
+
+    CASES are case files (docs/TESTING.md); by default FILE's <stem>.cases.yaml and
+    <stem>.*.cases.yaml beside it. Exits 0 when every case passed, 1 otherwise."""
+    from cqrs_flow.testing import case_files, run_session
+
+    try:
+        _load_checked(file)
+        files = list(cases) or case_files(Path(file))
+        status = run_session(Path(file), files, keywords, junit, click.echo)
+    except CqrsFlowError as exc:
+        _fail(exc)
+    sys.exit(status)
+
+
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option(

@@ -36,7 +36,7 @@ from cqrs_flow.transport.mqtt import connect, new_client
 from cqrs_flow.transport.rpc import ServiceClient
 from cqrs_flow.transport.tls import channel_security, mqtt_client_context
 
-__all__ = ["Command", "EntityLanes", "Refused", "WriterService", "decode_command"]
+__all__ = ["Clock", "Command", "EntityLanes", "Refused", "WriterService", "decode_command"]
 
 # Store answers worth waiting out: the store is restarting or overloaded.
 RETRYABLE = {
@@ -70,6 +70,16 @@ STATUS_RETRY = 0.5  # seconds between tries to publish reports while the broker 
 # a store that is back (restarted, reachable again) gets the commands waiting within about a
 # second, not after a wait that grew while it was away (docs/RELIABILITY.md).
 RETRY_AT_MOST = 1.0
+
+
+@dataclass(frozen=True)
+class Clock:
+    """What the write delay is measured and waited out with: `now` (seconds) and `sleep`. A
+    writer uses the event loop's unless it is given another before it starts (`cqrs-flow test`
+    gives a virtual one, so that a 3 s delay costs no real time)."""
+
+    now: Callable[[], float]
+    sleep: Callable[[float], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -125,14 +135,20 @@ class EntityLanes:
     """Runs work per key in arrival order; different keys run concurrently.
 
     `run(key, due, work)` waits for the previous work on the same key, then until `due`
-    (a loop time), then does `work`. The due time is fixed on arrival, so queueing behind a
-    predecessor does not add its delay again. An empty key has no order to keep.
+    (a time of `clock`, the loop's by default, waited out with `sleep`), then does `work`. The
+    due time is fixed on arrival, so queueing behind a predecessor does not add its delay
+    again. An empty key has no order to keep.
     """
 
-    def __init__(self, clock: Callable[[], float] | None = None) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self._tails: dict[str, asyncio.Future[None]] = {}
         self._pending: set[asyncio.Future[None]] = set()  # one per run not finished yet
         self._clock = clock
+        self._sleep = sleep
 
     def __len__(self) -> int:
         """Runs not finished yet."""
@@ -162,7 +178,7 @@ class EntityLanes:
         try:
             if previous is not None:
                 await asyncio.wait([previous])
-            await asyncio.sleep(max(0.0, due - clock()))
+            await self._sleep(max(0.0, due - clock()))
             await work()
         finally:
 
@@ -180,6 +196,7 @@ class EntityLanes:
 class WriterService(NodeService):
     node: WriterNode
     _flush_handle: asyncio.TimerHandle | None = None  # the next flush of the reports, if armed
+    clock: Clock | None = None  # the write delay's clock; None: the event loop's
 
     async def setup(self) -> None:
         self.plans = self.contract(writer_plan)
@@ -195,7 +212,7 @@ class WriterService(NodeService):
         self.subscriptions = [
             shared(self.node, f) for f in writer_subscriptions(self.topology, self.node)
         ]
-        self.lanes = EntityLanes()
+        self.lanes = EntityLanes(self.clock.now, self.clock.sleep) if self.clock else EntityLanes()
         self.set_aside: Counter[str] = Counter()  # messages set aside, by kind of reason
         self.statuses: list[dict[str, str]] = []
         self.in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
@@ -279,7 +296,8 @@ class WriterService(NodeService):
             decoded.key,
             decoded.command_id,
         )
-        due = asyncio.get_running_loop().time() + self.node.delay
+        now = self.clock.now() if self.clock else asyncio.get_running_loop().time()
+        due = now + self.node.delay
 
         async def apply() -> None:
             with tracing.span(

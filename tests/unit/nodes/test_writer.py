@@ -184,3 +184,26 @@ def test_drain_waits_for_runs_in_progress_and_reports_the_unfinished():
 
     left, done, pending_after = asyncio.run(scenario())
     assert left == 1 and done == ["quick"] and pending_after == 0
+
+
+def test_the_delay_is_waited_out_with_the_sleep_given():
+    """The clock seam: lanes wait `due - clock()` with the sleep they are given, not the loop's
+    (cqrs-flow test gives a virtual one), and still keep each key's order."""
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    async def main():
+        lanes, log = EntityLanes(clock=lambda: 100.0, sleep=sleep), []
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        first = asyncio.ensure_future(lanes.run("k", 103.0, worker(log, "a")))
+        second = asyncio.ensure_future(lanes.run("k", 103.5, worker(log, "b")))
+        await asyncio.gather(first, second)
+        return log, loop.time() - started
+
+    log, elapsed = asyncio.run(main())
+    assert slept == [3.0, 3.5]  # a 3 s delay, asked of the given sleep
+    assert log == [("start", "a"), ("end", "a"), ("start", "b"), ("end", "b")]
+    assert elapsed < 1.0  # no real waiting
