@@ -125,6 +125,8 @@ def _why(
         return "its metrics address changed"
     if _commands(old, name) != _commands(new, name):
         return "the commands it handles changed"
+    if _derived(old, name) != _derived(new, name):
+        return "its writers' delays or its store's list limit changed"
     if _entities(old, name) != _entities(new, name):
         return "the entities it handles changed"
     return None
@@ -188,14 +190,22 @@ def _metrics(topology: Topology, name: str) -> list[object]:
 
 
 def _commands(topology: Topology, name: str) -> object:
-    """The commands a writer applies, or a gateway publishes (and how long it waits for the
-    writers' reports, which their delays set)."""
+    """The commands a writer applies, or a gateway publishes."""
     node = topology.nodes[name]
     if isinstance(node, WriterNode):
         return {c: topology.commands[c] for c in topology.commands_of(node)}
     if isinstance(node, GatewayNode):
-        published = {m.command: topology.commands.get(m.command) for m in node.mutations.values()}
-        return (published, topology.redeliver_after(node), topology.list_count(node))
+        return {m.command: topology.commands.get(m.command) for m in node.mutations.values()}
+    return None
+
+
+def _derived(topology: Topology, name: str) -> object:
+    """What other nodes' settings decide for a gateway unless it sets it itself: how long it
+    waits for its writers' reports (their delays), the largest list it asks for (its store's
+    limit)."""
+    node = topology.nodes[name]
+    if isinstance(node, GatewayNode):
+        return (topology.redeliver_after(node), topology.list_count(node))
     return None
 
 

@@ -51,6 +51,14 @@ def test_a_node_whose_own_settings_changed_restarts_alone(edit, nodes):
     assert restarted(topology(), topology(edit)) == nodes
 
 
+def test_a_gateway_restarts_for_its_writers_delay_unless_it_sets_its_own_wait():
+    slower = ("    delay: 3s", "    delay: 1s")
+    affected = affected_nodes(topology(), topology(slower))
+    assert affected.restarted["gateway"] == "its writers' delays or its store's list limit changed"
+    own = ("    reader: reader\n", "    reader: reader\n    redeliver_after: 20s\n")
+    assert restarted(topology(own), topology(own, slower)) == ["writer"]
+
+
 def test_a_moved_dependency_restarts_the_nodes_that_call_it():
     new = topology(("      listen: 127.0.0.1:50052", "      listen: 127.0.0.1:50062"))
     affected = affected_nodes(topology(), new)
