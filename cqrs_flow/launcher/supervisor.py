@@ -454,15 +454,17 @@ class Launcher:
         self.printer.system(f"topology changed ({why}): {'; '.join(parts)}")
         for name, reason in affected.restarted.items():
             self.printer.system(f"  {name}: {reason}")
-        # A restart under way of a node about to be stopped is this reload's to finish.
+        # What a reload could not start before is started again, from a clean slate: a restart
+        # under way of a node about to be stopped is this reload's to finish.
+        stopping = affected.to_stop | self._unstarted
         for task, process in list(restarts.items()):
-            if self._node_of[process][0] in affected.to_stop:
+            if self._node_of[process][0] in stopping:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
                 restarts.pop(task)
-        await self._stop_all(affected.to_stop)
+        await self._stop_all(stopping)
         for process, (node, _) in list(self._node_of.items()):
-            if node in affected.to_stop:
+            if node in stopping:
                 del self.processes[process], self._node_of[process]
         self._adopt(step)
         await self._start_again(affected.to_start | self._unstarted)
@@ -510,6 +512,11 @@ class Launcher:
                 for p, (node, _) in self._node_of.items()
             )
         }
+        # Not restarted by its policy: the topology made it fail, the next reload starts it.
+        await self._stop_all(self._unstarted)
+        for process, (node, _) in list(self._node_of.items()):
+            if node in self._unstarted:
+                del self.processes[process], self._node_of[process]
         if self._unstarted:
             self.printer.system(
                 f"error: {', '.join(sorted(self._unstarted))} not running after the reload; "

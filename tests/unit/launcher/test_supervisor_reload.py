@@ -151,6 +151,37 @@ def test_added_and_removed_nodes_are_started_and_stopped(shipped):
     assert len(run.nodes.made["reader"]) == 1 and len(run.nodes.made["writer"]) == 1
 
 
+def test_a_node_that_cannot_start_again_is_said_and_started_at_the_next_reload(shipped):
+    run, versions = reloading(shipped())
+
+    async def scenario(run: Run) -> None:
+        await run.until(run.ready)
+        run.nodes.exit_at_start["reader"] = 2  # its new settings make it fail
+        versions.then(shipped(("    plugins: [plugins.contacts.ReverseName]", "    plugins: []")))
+        run.launcher.request_reload("topology.yaml")
+        await settle(run, lambda: any("not running after the reload" in x for x in run.lines))
+        assert run.nodes.latest("gateway").returncode is None  # untouched: not affected
+        del run.nodes.exit_at_start["reader"]  # fixed
+        run.launcher.request_reload("SIGHUP")
+        await settle(run, lambda: any(line.startswith("reloaded:") for line in run.lines))
+        run.launcher._on_signal()
+
+    assert run.go(scenario) == 0
+    assert any(
+        line.startswith("error: node 'reader' (reader) exited with status 2 before it was ready")
+        for line in run.lines
+    )
+    assert (
+        "error: reader not running after the reload; fix the topology and save it again (or "
+        "send SIGHUP)" in run.lines
+    )
+    assert "topology changed (SIGHUP): starting reader again" in run.lines
+    # not restarted by its policy in between: started by the reloads only
+    assert len(run.nodes.made["reader"]) == 3
+    assert run.nodes.latest("reader").signals == ["SIGTERM", "SIGKILL"]  # at the final stop
+    assert run.launcher.ready_order == NODES
+
+
 def test_sighup_reloads_instead_of_ending_up(shipped):
     run, versions = reloading(shipped())
 
