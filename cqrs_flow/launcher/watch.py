@@ -80,10 +80,11 @@ class FileWatcher:
         self.watch(files)
 
     def watch(self, files: Iterable[Path]) -> None:
-        """Watch these files from now on."""
-        files = frozenset(p.resolve() for p in files)
-        if files != self.files:
-            self.files = files
+        """Watch these files from now on (the watch starts again only if their directories
+        change: a new watch takes a moment to be in place)."""
+        directories = self.directories
+        self.files = frozenset(p.resolve() for p in files)
+        if self.directories != directories:
             self._changed.set()
 
     @property
