@@ -178,23 +178,24 @@ def test_sighup_reloads_and_sigterm_still_stops_in_order(tmp_path):
 
 
 def test_commands_held_in_the_writers_delay_are_applied_once_across_a_reload(tmp_path):
-    """Mutations held in the writer's 2 s delay when its delay is edited, and others sent all
+    """Mutations held in the writer's 4 s delay when its delay is edited, and others sent all
     through the reload (those the restarting gateway refused were not accepted): every
     accepted one is applied, once."""
-    file = prepare("contacts_fast.yaml", tmp_path, **{"nodes.writer.delay": "2s"})
+    file = prepare("contacts_fast.yaml", tmp_path, **{"nodes.writer.delay": "4s"})
     system = System(file, args=["--watch"]).start()
     try:
         with Sender(system) as sender:
-            wait_until(lambda: len(sender.accepted) >= 10)
+            wait_until(lambda: len(sender.accepted) >= 8)
             assert system.data(LIST)["listContacts"] == []  # all still in the writer's delay
-            edit(system, "    delay: 2s", "    delay: 1s")  # the writer's spec, mid-delay
+            edit(system, "    delay: 4s", "    delay: 1s")  # the writer's spec, mid-delay
             system.wait_for_line(r"restarting writer, gateway$")
             held = system.wait_for_line(r"writer +\| .*finishing \d+ command\(s\) before stopping")
-            assert int(re.search(r"finishing (\d+)", held)[1]) >= 10
+            assert int(re.search(r"finishing (\d+)", held)[1]) >= 8
             wait_until(lambda: reloads(system) == 1, timeout=15)
             count = len(sender.accepted)
             wait_until(lambda: len(sender.accepted) >= count + 10)  # and some after the reload
         sender.applied_once()
-        assert not [line for line in system.lines if "killing it" in line]  # stopped in time
+        # it applied what it held and exited within its grace, not killed
+        assert not [line for line in system.lines if "writer did not stop" in line]
     finally:
         assert system.stop() == 0
