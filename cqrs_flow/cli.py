@@ -107,22 +107,37 @@ def validate(file: str, import_plugins: bool) -> None:
     "waited for where the topology says they listen. Needs CQRS_FLOW_SECRET, the same on every "
     "host.",
 )
+@click.option(
+    "--watch",
+    is_flag=True,
+    help="Reload when the topology, its GraphQL schema, a .proto file or a plugin module changes: "
+    "restart only the nodes the change affects (stopped in reverse dependency order, a writer "
+    "applying the commands it holds; started in dependency order). A change that does not "
+    "validate is reported and the running system is left as it was.",
+)
 @_log_format_option
-def up(file: str, only: str | None, log_format: str | None) -> None:
-    """Start every node of the topology, in dependency order; Ctrl-C stops them all.
+def up(file: str, only: str | None, watch: bool, log_format: str | None) -> None:
+    """Start every node of the topology, in dependency order; Ctrl-C (or SIGTERM) stops them
+    all, in reverse order.
+
+    SIGHUP reloads the topology once, as --watch does on a change (kill -HUP PID).
 
     Each node serves Prometheus metrics and its health on its metrics address (the topology's
-    `metrics`; docs/OPERATIONS.md). The log level is CQRS_FLOW_LOG_LEVEL (DEBUG, INFO, WARNING,
-    ERROR; default INFO)."""
+    `metrics`; docs/OPERATIONS.md, which also tells about reloading). The log level is
+    CQRS_FLOW_LOG_LEVEL (DEBUG, INFO, WARNING, ERROR; default INFO)."""
     from cqrs_flow.launcher import Launcher
     from cqrs_flow.launcher.printer import Printer
+    from cqrs_flow.launcher.reload import Reloader
 
     _set_log_format(log_format)
     names = [n.strip() for n in only.split(",") if n.strip()] if only is not None else None
     try:
-        topology, _ = _load_checked(file)
+        topology, protos = _load_checked(file)
         printer = Printer(json_lines=os.environ.get(ENV_LOG_FORMAT) == "json")
-        launcher = Launcher(topology, printer, only=names)  # reads the system secret
+        reloader = Reloader(lambda: _load_checked(file), topology, protos)
+        launcher = Launcher(  # reads the system secret
+            topology, printer, only=names, reloader=reloader, watch=watch
+        )
     except CqrsFlowError as exc:
         _fail(exc)
     _warn_exposure(topology, file)

@@ -8,6 +8,11 @@ that run, latest first: SIGTERM, then SIGKILL after the grace period.
 With `only` (`up --only`), this host runs just those nodes: the nodes they depend on run on
 other hosts, and are waited for by probing them where the topology says they listen; nodes
 nobody here depends on are left alone.
+
+A reload (SIGHUP, or a change `up --watch` saw; reload.py says which nodes it affects) stops the
+affected nodes in reverse dependency order, each as at the end (SIGTERM: a writer applies the
+commands it holds), and starts them again, and added ones, in dependency order with the same
+probes; a topology that does not validate is reported and changes nothing.
 """
 
 from __future__ import annotations
@@ -18,19 +23,22 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping
+from pathlib import Path
 from typing import Protocol
 
 from cqrs_flow.contracts.process import ENV_RESTARTS
-from cqrs_flow.errors import CqrsFlowError, StartError
+from cqrs_flow.errors import CqrsFlowError, StartError, TopologyError
 from cqrs_flow.launcher.ports import ports_in_use
 from cqrs_flow.launcher.printer import Printer
 from cqrs_flow.launcher.probes import Probe
 from cqrs_flow.launcher.process import NodeProcess, Process
+from cqrs_flow.launcher.reload import Reload, Reloader
+from cqrs_flow.launcher.watch import Debouncer, FileWatcher
 from cqrs_flow.security.mqtt_logins import MqttLogin, derive_mqtt_password, mqtt_launch_environment
 from cqrs_flow.security.secret import read_secret, secret_variables
 from cqrs_flow.security.tokens import ENV_SECRET, launch_environment, new_secret
 from cqrs_flow.topology.access import mqtt_access
-from cqrs_flow.topology.graph import needed_by, sorter
+from cqrs_flow.topology.graph import needed_by, sorter, start_order
 from cqrs_flow.topology.model import BrokerNode, GatewayNode, Node, Topology, WriterNode
 from cqrs_flow.topology.problems import suggest
 
@@ -78,8 +86,11 @@ class Launcher:
         sleep: Sleep = asyncio.sleep,
         probe_factory: ProbeFactory = Probe,
         port_check: PortCheck = ports_in_use,
+        reloader: Reloader | None = None,
+        watch: bool = False,
     ) -> None:
         self.topology = topology
+        self.only = None if only is None else set(only)
         self.local = set(topology.nodes if only is None else only)  # the nodes this host runs
         unknown = self.local - set(topology.nodes)
         if unknown:
@@ -121,24 +132,28 @@ class Launcher:
         self._restarts: dict[str, tuple[int, float]] = {}  # process -> (in a row, last restart)
         self.restarted: dict[str, int] = {}  # process -> restarts in all (for its metrics)
         self._stop_requested_at = 0.0
+        # Reloading: the running version and loading the next (None: SIGHUP is only reported),
+        # the requests not served yet (why each was asked), and the nodes a reload could not
+        # start (each later reload tries them again).
+        self.reloader = reloader
+        self.watch = watch
+        self._reloads: asyncio.Queue[str] = asyncio.Queue()
+        self._unstarted: set[str] = set()
+        self._watcher: FileWatcher | None = None
+
+    def request_reload(self, why: str) -> None:
+        """Load the topology again once the launcher is free to (SIGHUP, a watched file)."""
+        self._reloads.put_nowait(why)
 
     async def run(self) -> int:
         """Start everything, run until told to stop or a node exits; the exit status for `up`."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._on_signal)
-        self.printer.set_names(
-            [
-                "cqrs-flow",
-                *(
-                    instance
-                    for n in self.topology.nodes
-                    if n in self.local | self.remote
-                    for instance, _ in self._instances(n)
-                ),
-            ]
-        )
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload, "SIGHUP")
+        self._set_names()
         status = 0
+        watching = self._start_watching()
         try:
             in_use = self.port_check(self.topology, sorted(self.local))
             if in_use:
@@ -153,10 +168,52 @@ class Launcher:
             self.printer.system(f"error: {exc}")
             status = 1
         finally:
+            for task in watching:
+                task.cancel()
+            await asyncio.gather(*watching, return_exceptions=True)
             await self._stop_all()
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
         return status
+
+    def _set_names(self) -> None:
+        self.printer.set_names(
+            [
+                "cqrs-flow",
+                *(
+                    instance
+                    for n in self.topology.nodes
+                    if n in self.local | self.remote
+                    for instance, _ in self._instances(n)
+                ),
+            ]
+        )
+
+    def _start_watching(self) -> list[asyncio.Task[None]]:
+        """With --watch: watch the files the topology uses, one reload per burst of changes."""
+        if not self.watch or self.reloader is None:
+            return []
+        debouncer = Debouncer()
+        self._watcher = FileWatcher(self.reloader.watched, debouncer)
+
+        async def reload_on_change() -> None:
+            while True:
+                changed = await debouncer.next()
+                self.request_reload(", ".join(sorted(self._shown(p) for p in changed)))
+
+        self.printer.system(
+            f"watching {len(self._watcher.files)} files of {self.topology.source.name} for changes"
+        )
+        return [
+            asyncio.ensure_future(self._watcher.run()),
+            asyncio.ensure_future(reload_on_change()),
+        ]
+
+    def _shown(self, path: Path) -> str:
+        try:
+            return str(path.relative_to(self.topology.root.resolve()))
+        except ValueError:
+            return str(path)
 
     def _on_signal(self) -> None:
         """The first Ctrl-C stops gracefully; another one a second or more later (an impatient
@@ -174,15 +231,18 @@ class Launcher:
 
     # -- start ---------------------------------------------------------------------------------
 
-    async def _start_all(self) -> None:
+    async def _start_all(self, names: Collection[str] | None = None) -> None:
+        """Start the nodes (`names`, or all) in dependency order, each once those it depends on
+        are ready; the others are taken as running."""
         graph = sorter(self.topology)
+        wanted = self.local | self.remote if names is None else set(names)
         starting: dict[asyncio.Task[None], str] = {}
         stop_wait = asyncio.ensure_future(self._stop.wait())
         try:
             while graph.is_active():
                 batch = sorted(graph.get_ready())
-                for name in [n for n in batch if n not in self.local | self.remote]:
-                    graph.done(name)  # runs elsewhere, and nothing here needs it
+                for name in [n for n in batch if n not in wanted]:
+                    graph.done(name)  # runs elsewhere, runs already, or nothing here needs it
                     batch.remove(name)
                 if not batch and not starting:
                     continue  # what was skipped may have made others ready
@@ -310,6 +370,7 @@ class Launcher:
         """Run until Ctrl-C/SIGTERM (status 0), restarting nodes that exit as their `restart`
         policy says; a node that exits and may not be restarted stops the system (status 1)."""
         stop_wait = asyncio.ensure_future(self._stop.wait())
+        reload_wait = asyncio.ensure_future(self._reloads.get())
         # Each restart runs on its own: nodes that died together (a host's worth, say) come back
         # together, and one that waits for a peer to be ready does not hold up the peer's restart.
         restarts: dict[asyncio.Task[bool], str] = {}
@@ -321,13 +382,21 @@ class Launcher:
                     if name not in restarts.values()
                 }
                 done, _ = await asyncio.wait(
-                    [*waits, *restarts, stop_wait], return_when=asyncio.FIRST_COMPLETED
+                    [*waits, *restarts, stop_wait, reload_wait],
+                    return_when=asyncio.FIRST_COMPLETED,
                 )
                 for task in waits:
                     task.cancel()
                 if stop_wait in done:
                     self.printer.system("stopping")
                     return 0
+                if reload_wait in done:
+                    why = [reload_wait.result()]
+                    while not self._reloads.empty():  # asked again meanwhile: one reload serves all
+                        why.append(self._reloads.get_nowait())
+                    await self._reload(", ".join(dict.fromkeys(why)), restarts)
+                    reload_wait = asyncio.ensure_future(self._reloads.get())
+                    continue
                 for task in [t for t in restarts if t in done]:
                     restarts.pop(task)
                     if not task.result():  # the node may not be restarted
@@ -337,9 +406,132 @@ class Launcher:
                     restarts[asyncio.ensure_future(self._restart(name))] = name
         finally:
             stop_wait.cancel()
+            reload_wait.cancel()
             for task in restarts:
                 task.cancel()
             await asyncio.gather(*restarts, return_exceptions=True)
+
+    # -- reload --------------------------------------------------------------------------------
+
+    async def _reload(self, why: str, restarts: dict[asyncio.Task[bool], str]) -> None:
+        """Load the topology again; if it validates, restart the nodes the change affects (and
+        start added ones, stop removed ones); if not, say why and change nothing."""
+        if self.reloader is None:
+            self.printer.system(f"{why}: this launcher cannot reload its topology; ignored")
+            return
+        source = self.topology.source.name
+        try:
+            step = await asyncio.to_thread(self.reloader.next)
+        except TopologyError as exc:
+            for problem in exc.problems:
+                self.printer.system(f"error: {problem.format(source)}")
+            count = len(exc.problems)
+            self.printer.system(
+                f"error: {source}: {count} problem{'s' if count != 1 else ''} — not reloaded, "
+                "still running the previous version"
+            )
+            return
+        except Exception as exc:  # a proto that does not compile, a file that cannot be read
+            message = str(exc) if isinstance(exc, CqrsFlowError) else f"{type(exc).__name__}: {exc}"
+            self.printer.system(
+                f"error: {message} — not reloaded, still running the previous version"
+            )
+            return
+        affected = step.affected
+        if not affected and not self._unstarted:
+            self._adopt(step)
+            self.printer.system(f"{source} reloaded ({why}): no node affected")
+            return
+        parts = []
+        if affected.restarted:
+            parts.append(f"restarting {', '.join(self._in_order(set(affected.restarted)))}")
+        if affected.added:
+            parts.append(f"adding {', '.join(affected.added)}")
+        if affected.removed:
+            parts.append(f"removing {', '.join(affected.removed)}")
+        if self._unstarted:
+            parts.append(f"starting {', '.join(sorted(self._unstarted))} again")
+        self.printer.system(f"topology changed ({why}): {'; '.join(parts)}")
+        for name, reason in affected.restarted.items():
+            self.printer.system(f"  {name}: {reason}")
+        # What a reload could not start before is started again, from a clean slate: a restart
+        # under way of a node about to be stopped is this reload's to finish.
+        stopping = affected.to_stop | self._unstarted
+        for task, process in list(restarts.items()):
+            if self._node_of[process][0] in stopping:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                restarts.pop(task)
+        await self._stop_all(stopping)
+        for process, (node, _) in list(self._node_of.items()):
+            if node in stopping:
+                del self.processes[process], self._node_of[process]
+        self._adopt(step)
+        await self._start_again(affected.to_start | self._unstarted)
+        running = {node for node, _ in self._node_of.values()}
+        self.ready_order = [n for n in start_order(self.topology) if n in running]
+
+    def _adopt(self, step: Reload) -> None:
+        """`step` is the running version from now on."""
+        assert self.reloader is not None
+        self.reloader.accept(step)
+        self.topology = step.topology
+        self.local = set(self.topology.nodes) if self.only is None else self.only
+        self.local &= set(self.topology.nodes)
+        self.remote = needed_by(self.topology, self.local) - self.local
+        self._unstarted &= self.local
+        if self._watcher is not None:
+            self._watcher.watch(self.reloader.watched)
+        self._set_names()
+
+    async def _start_again(self, names: set[str]) -> None:
+        """Start `names` (of the nodes run here) in dependency order with their probes; what
+        cannot start is said, and tried again at the next reload."""
+        names &= self.local
+        self._unstarted = set(names)
+        in_use = self.port_check(self.topology, sorted(names))
+        if in_use:
+            for line in in_use:
+                self.printer.system(f"error: {line}")
+            self.printer.system(
+                f"error: {', '.join(sorted(names))} not started; free the ports and reload"
+            )
+            return
+        started = self.clock()
+        try:
+            await self._start_all(names)
+        except StartError as exc:
+            self.printer.system(f"error: {exc}")
+        except _Interrupted:
+            return  # stopping: the supervisor sees it next
+        self._unstarted = {
+            n
+            for n in names
+            if not any(
+                node == n and self.processes[p].returncode is None
+                for p, (node, _) in self._node_of.items()
+            )
+        }
+        # Not restarted by its policy: the topology made it fail, the next reload starts it.
+        await self._stop_all(self._unstarted)
+        for process, (node, _) in list(self._node_of.items()):
+            if node in self._unstarted:
+                del self.processes[process], self._node_of[process]
+        if self._unstarted:
+            self.printer.system(
+                f"error: {', '.join(sorted(self._unstarted))} not running after the reload; "
+                "fix the topology and save it again (or send SIGHUP)"
+            )
+        else:
+            self.printer.system(
+                f"reloaded: {', '.join(self._in_order(names))} ready in "
+                f"{self.clock() - started:.1f}s"
+            )
+
+    def _in_order(self, names: set[str]) -> list[str]:
+        """`names` in the topology's start order (unknown ones last)."""
+        order = {n: i for i, n in enumerate(start_order(self.topology))}
+        return sorted(names, key=lambda n: (order.get(n, len(order)), n))
 
     async def _restart(self, name: str) -> bool:
         """Restart process `name` (a node, or one replica), which exited, if its policy allows;
@@ -385,19 +577,21 @@ class Launcher:
         extra = node.delay + 2.0 if isinstance(node, WriterNode) else 0.0
         return max(self.topology.stop_timeout, extra)
 
-    async def _stop_all(self) -> None:
-        """Stop nodes in reverse start order (a node's replicas together), each given the grace
-        period before SIGKILL. External and remote nodes are not ours to stop."""
+    async def _stop_all(self, nodes: Collection[str] | None = None) -> None:
+        """Stop nodes (`nodes`, or all) in reverse start order (a node's replicas together),
+        each given the grace period before SIGKILL. External and remote nodes are not ours to
+        stop."""
         order = {node: i for i, node in enumerate(reversed(self.ready_order))}
         groups: dict[int, list[str]] = {}
         for name, (node, _) in self._node_of.items():  # nodes not ready yet go first
-            groups.setdefault(order.get(node, -1), []).append(name)
+            if nodes is None or node in nodes:
+                groups.setdefault(order.get(node, -1), []).append(name)
         for _, names in sorted(groups.items()):
             running = [n for n in names if self.processes[n].returncode is None]
             if running:
                 self.printer.system(f"stopping {', '.join(running)}")
             await asyncio.gather(*(self._stop_process(n) for n in names))
-        if self.processes:
+        if self.processes and nodes is None:
             self.printer.system("all nodes stopped")
 
     async def _stop_process(self, name: str) -> None:
