@@ -408,7 +408,9 @@ class GatewayAuth:
         variables: Mapping[str, Any] | None,
     ) -> None:
         """Refuse (FORBIDDEN) an operation whose root fields or selected fields the caller's
-        role may not run or see, and (LIMIT_EXCEEDED) one over the role's depth or cost."""
+        role may not run or see, and (LIMIT_EXCEEDED) one over the role's depth or cost. An
+        operation of introspection alone is held to the gateway's limits only: a client's
+        schema fetch nests deeper than a role's data queries need to."""
         role = self.role()
         if role is None or gate.costs is None:
             return
@@ -421,6 +423,8 @@ class GatewayAuth:
         for owner, name in sorted(operation.fields):
             if name in role.hidden.get(owner, ()):
                 raise forbidden(f"the role '{role.name}' may not see {owner}.{name}")
+        if all(root in _META_FIELDS for root in operation.roots):
+            return  # introspection alone: the schema, within the gateway's own limits
         where = f"auth.roles.{role.name}.limits"
         if role.depth is not None and role.depth < gate.limits.depth:
             try:
