@@ -180,6 +180,13 @@ def test_queries_a_visitor_may_run_and_may_not(library):
     status, answer, _ = ask(library, LOANS)
     assert status == 403 and code(answer) == "FORBIDDEN", answer
     assert "may not run the query loans" in answer["errors"][0]["message"]
+    request_id = answer["errors"][0]["extensions"]["request_id"]
+    wait_until(  # one warning line, with the request id and the reason
+        lambda: (
+            f"request {request_id}: forbidden: the role 'visitor' may not run the query loans"
+            in library.output()
+        )
+    )
 
 
 def test_fields_a_visitor_may_see_and_may_not(library, loans):

@@ -77,6 +77,9 @@ def unauthenticated(message: str) -> Refused:
 
 
 def forbidden(message: str) -> Refused:
+    """A rule's refusal, logged as it is made (one warning line: the request id and what the
+    role may not do; never the token)."""
+    log.warning("request %s: forbidden: %s", REQUEST_ID.get(), message)
     return Refused(message, FORBIDDEN, status=403)
 
 
@@ -340,9 +343,10 @@ class GatewayAuth:
         try:
             who = await self._caller(token)
         except Refused as refused:
-            log.warning(
-                "request %s: %s: %s", REQUEST_ID.get(), refused.code.lower(), refused.message
-            )
+            if refused.code != FORBIDDEN:  # forbidden() logged its own
+                log.warning(
+                    "request %s: %s: %s", REQUEST_ID.get(), refused.code.lower(), refused.message
+                )
             if gate is not None:
                 gate.pace(address)
             raise
