@@ -117,6 +117,11 @@ CHANGE_FIELDS = {
     ),
     "command_id": ("String", "The command that made the change, if one did."),
     "at": ("String", "When the store made the change (RFC 3339); null in the first message."),
+    "subject": (
+        "String",
+        "Who asked for the change (the sub of their token), shown to that caller only; null "
+        "to others, for a change no known caller asked for, and in the first message.",
+    ),
 }
 
 

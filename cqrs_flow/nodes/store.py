@@ -43,7 +43,7 @@ from cqrs_flow.stores.base import BadQuery
 from cqrs_flow.stores.changes import Collections, follow, follow_batches
 from cqrs_flow.stores.documents import answer_find
 from cqrs_flow.stores.find import Indexes
-from cqrs_flow.stores.log import Ahead, ChangeLog, Retention, Superseded, Trimmed
+from cqrs_flow.stores.log import Ahead, ChangeLog, Retention, Superseded, Trimmed, asked_by
 from cqrs_flow.stores.operations import InvalidRequest, Stale, apply_operation, command_id_of
 from cqrs_flow.stores.projections import ReadModel, ReadModels
 from cqrs_flow.stores.sqlite import Table
@@ -401,6 +401,21 @@ class StoreService(NodeService):
 
         return measured
 
+    def _asked(self, handle: Handler) -> Handler:
+        """`handle` with its writes recorded as asked for by the subject its request carries
+        (the field the topology's `subject` names, filled by the gateway with the end user's
+        `sub`): the change log keeps it with each change."""
+        name = self.topology.subject
+
+        async def asked(
+            request: Message | bytes, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> Message | bytes:
+            subject = getattr(request, name, "")
+            with asked_by(subject if isinstance(subject, str) else None):
+                return await handle(request, context)
+
+        return asked
+
     def _handler(self, bound: BoundOperation) -> Handler:
         response_class = self.protos.class_of(bound.method.output_type)
         node = self.node
@@ -466,4 +481,9 @@ class StoreService(NodeService):
             ) as exc:  # the backend cannot serve (disk full, MongoDB unreachable): try later
                 await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
 
+        if (
+            bound.side == "write"
+            and self.topology.subject in bound.method.input_type.fields_by_name
+        ):
+            return self._measured(self._asked(handle), bound)
         return self._measured(handle, bound)

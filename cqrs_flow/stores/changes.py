@@ -66,6 +66,7 @@ def encode(change: Change, entity: str, document_class: type[Message], message_c
         op=change.op,
         command_id=change.command or "",
         at=rfc3339(change.at),
+        subject=change.subject or "",
     )
     if change.document is not None:
         message.document = from_document(change.document, document_class).SerializeToString()

@@ -12,6 +12,7 @@ committed transactions. Why and how: docs/ARCHITECTURE.md, "The durable store".
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import fcntl
 import logging
 import os
@@ -139,11 +140,15 @@ def error_code(exc: sqlite3.Error) -> int | None:
 
 
 class _Write(Generic[T]):
-    __slots__ = ("done", "work")
+    """A queued write, with the context of the task that asked for it (its context variables:
+    who asked for it, stores/log.asked_by), which it runs in, in the writer's thread."""
+
+    __slots__ = ("context", "done", "work")
 
     def __init__(self, work: Callable[[sqlite3.Connection], T], done: asyncio.Future[T]) -> None:
         self.work = work
         self.done = done
+        self.context = contextvars.copy_context()
 
 
 class Database:
@@ -283,7 +288,7 @@ class Database:
             for write in batch:
                 connection.execute("SAVEPOINT w")
                 try:
-                    outcomes.append((True, write.work(connection)))
+                    outcomes.append((True, write.context.run(write.work, connection)))
                 except Exception as exc:
                     if isinstance(exc, sqlite3.Error):
                         if error_code(exc) != _SQLITE_TOOBIG:

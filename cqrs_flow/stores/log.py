@@ -18,7 +18,9 @@ from __future__ import annotations
 import asyncio
 import builtins
 from abc import ABC, abstractmethod
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 from cqrs_flow.stores.base import Document, DocumentStore, StoreError
@@ -37,12 +39,36 @@ __all__ = [
     "Superseded",
     "Trimmed",
     "Write",
+    "asked_by",
     "check_position",
+    "current_subject",
     "generation_collection",
     "within",
 ]
 
 OPS = ("insert", "update", "delete")
+
+# Who asked for the writes being made: the subject (`sub`) of the end user's token, which the
+# gateway put in the command and the store node read from its request (None: no one known).
+_SUBJECT: ContextVar[str | None] = ContextVar("cqrs_flow_write_subject", default=None)
+
+
+@contextmanager
+def asked_by(subject: str | None) -> Iterator[None]:
+    """The writes made in the block were asked for by `subject` ("" or None: no one known): each
+    backend records it with every change it logs. A context variable, so that it reaches the
+    change log row in the write's own atomic step without every write method carrying it (the
+    SQLite database runs each write in the context of its caller, stores/database.py)."""
+    token = _SUBJECT.set(subject or None)
+    try:
+        yield
+    finally:
+        _SUBJECT.reset(token)
+
+
+def current_subject() -> str | None:
+    """Who asked for the write being made (see `asked_by`); None when no one is known."""
+    return _SUBJECT.get()
 
 
 @dataclass(frozen=True)
@@ -50,7 +76,8 @@ class Change:
     """One change, as the log keeps it. `op` says what happened to the key: insert (it had no
     document), update (it had one and has another), delete (it had one and has none).
     `document` is the document after the change (None for a delete), `previous` the one before
-    (None for an insert); `at` is when it was made (seconds since the epoch)."""
+    (None for an insert); `at` is when it was made (seconds since the epoch); `subject` who
+    asked for it (the end user's `sub`, see `asked_by`), None when no one is known."""
 
     position: int
     collection: str
@@ -60,6 +87,7 @@ class Change:
     document: Document | None
     previous: Document | None
     at: float
+    subject: str | None = None
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from cqrs_flow.stores.log import (
     Superseded,
     Write,
     check_position,
+    current_subject,
     within,
 )
 from cqrs_flow.stores.memory import MemoryStore, copy_out
@@ -55,11 +56,20 @@ class MemoryLog(ChangeLog):
         document: dict[str, Any] | None,
         previous: dict[str, Any] | None,
     ) -> None:
-        """A change a store just made (its stored documents, which are never changed in place)."""
+        """A change a store just made (its stored documents, which are never changed in place),
+        with who asked for it (log.asked_by)."""
         self.last_position += 1
         self._changes.append(
             Change(
-                self.last_position, collection, key, op, command, document, previous, time.time()
+                self.last_position,
+                collection,
+                key,
+                op,
+                command,
+                document,
+                previous,
+                time.time(),
+                current_subject(),
             )
         )
         limit = self.retention.changes
@@ -85,6 +95,7 @@ class MemoryLog(ChangeLog):
             len(c.collection)
             + len(c.key)
             + len(c.command or "")
+            + len(c.subject or "")
             + 24
             + _size(c.document)
             + _size(c.previous)
@@ -112,6 +123,7 @@ class MemoryLog(ChangeLog):
                 None if c.document is None else copy_out(c.document),
                 None if c.previous is None else copy_out(c.previous),
                 c.at,
+                c.subject,
             )
             for c in rows
             if collections is None or c.collection in collections

@@ -11,7 +11,7 @@ to a position never finds an older one appear later. Another store process writi
 collections takes part in the same rule. Why this and not change streams: docs/ARCHITECTURE.md,
 "The change log".
 
-    cqrs_changes       {_id: <position>, c: <collection>, k: <key>, op, cmd, d, p, at}
+    cqrs_changes       {_id: <position>, c: <collection>, k: <key>, op, cmd, d, p, at, s}
     cqrs_counters      {_id: "changes", n: <the last position given>}
     cqrs_projections   {_id: <projection>, live: <generation>, positions: {"<g>": <position>},
                         set_aside: <count>}
@@ -39,6 +39,7 @@ from cqrs_flow.stores.log import (
     Superseded,
     Write,
     check_position,
+    current_subject,
 )
 from cqrs_flow.stores.mongodb import KeyState, MongoStore, driver_errors, verdict
 
@@ -116,6 +117,7 @@ class MongoLog(ChangeLog):
                 "d": document,
                 "p": previous,
                 "at": time.time(),
+                "s": current_subject(),  # who asked for it (log.asked_by)
             },
             session=session,
         )
@@ -166,6 +168,7 @@ class MongoLog(ChangeLog):
                 row.get("d"),
                 row.get("p"),
                 row["at"],
+                row.get("s"),
             )
             for row in rows
             if collections is None or row["c"] in collections

@@ -48,6 +48,7 @@ from cqrs_flow.stores.find import (
     plan,
     run,
 )
+from cqrs_flow.stores.log import current_subject
 
 __all__ = ["DATABASE", "FORMAT", "SqliteStore", "Table", "last_position"]
 
@@ -127,8 +128,14 @@ def log_schema(connection: sqlite3.Connection) -> None:
         "CREATE TABLE IF NOT EXISTS changes ("
         " seq INTEGER PRIMARY KEY AUTOINCREMENT,"
         " collection TEXT NOT NULL, key TEXT NOT NULL, op TEXT NOT NULL,"
-        " cmd TEXT, doc TEXT, at REAL NOT NULL, prev TEXT)"
+        " cmd TEXT, doc TEXT, at REAL NOT NULL, prev TEXT, subject TEXT)"
     )
+    # Who asked for each change (stores/log.asked_by): a nullable column, added to the log of a
+    # database made before it had one (its changes say no one); cqrs-flow versions that do not
+    # know it read the file as before.
+    columns = [row[1] for row in connection.execute("PRAGMA table_info(changes)")]
+    if "subject" not in columns:
+        connection.execute("ALTER TABLE changes ADD COLUMN subject TEXT")
     # A projection's position in each generation of its read model (`live`: the one queries
     # read), written in the transaction of the read model's writes.
     connection.execute(
@@ -582,11 +589,12 @@ class SqliteStore(DocumentStore):
         text: str | None,
         previous: str | None,
     ) -> None:
-        """The change's row in the change log, in the change's own transaction."""
+        """The change's row in the change log, in the change's own transaction, with who asked
+        for it (this runs in the context of the write's caller: stores/database.py)."""
         c.execute(
-            "INSERT INTO changes (collection, key, op, cmd, doc, prev, at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (self.collection, key, op, command, text, previous, time.time()),
+            "INSERT INTO changes (collection, key, op, cmd, doc, prev, at, subject)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (self.collection, key, op, command, text, previous, time.time(), current_subject()),
         )
 
     def _put(self, c: sqlite3.Connection, key: str, document: Document | None) -> None:

@@ -59,7 +59,7 @@ class SqliteLog(ChangeLog):
             try:
                 check_position(after, _info(c, size=False))
                 return c.execute(
-                    "SELECT seq, collection, key, op, cmd, doc, prev, at FROM changes"
+                    "SELECT seq, collection, key, op, cmd, doc, prev, at, subject FROM changes"
                     " WHERE seq > ? ORDER BY seq LIMIT ?",
                     (after, limit),
                 ).fetchall()
@@ -68,8 +68,8 @@ class SqliteLog(ChangeLog):
 
         rows = await self.database.read(work)
         changes = [
-            Change(seq, collection, key, op, cmd, _loads(doc), _loads(prev), at)
-            for seq, collection, key, op, cmd, doc, prev, at in rows
+            Change(seq, collection, key, op, cmd, _loads(doc), _loads(prev), at, subject)
+            for seq, collection, key, op, cmd, doc, prev, at, subject in rows
             if collections is None or collection in collections
         ]
         return Batch(changes, rows[-1][0] if rows else after)
@@ -212,6 +212,7 @@ def _info(c: sqlite3.Connection, size: bool = True) -> LogInfo:
     sampled, size = c.execute(
         "SELECT count(*), coalesce(sum(length(collection) + length(key) + length(op)"
         " + coalesce(length(cmd), 0) + coalesce(length(doc), 0) + coalesce(length(prev), 0)"
+        " + coalesce(length(subject), 0)"
         " + 24), 0) FROM (SELECT * FROM changes ORDER BY seq DESC LIMIT ?)",
         (SAMPLE,),
     ).fetchone()

@@ -49,7 +49,11 @@ def library(tmp_path_factory) -> System:
         directory,
         source=EXAMPLE / "topology.yaml",
         stop_timeout="3s",
-        **{"nodes.writer.delay": "50ms", "nodes.gateway.auth.leeway": "0s"},
+        **{
+            "nodes.writer.delay": "50ms",
+            "nodes.gateway.auth.leeway": "0s",
+            "nodes.gateway.limits": {"websockets_per_caller": 2},
+        },
     )
     public = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(KEY.public_key()))
     jwks = {"keys": [{**public, "kid": "test-key", "alg": "ES256"}]}
@@ -176,6 +180,13 @@ def test_queries_a_visitor_may_run_and_may_not(library):
     status, answer, _ = ask(library, LOANS)
     assert status == 403 and code(answer) == "FORBIDDEN", answer
     assert "may not run the query loans" in answer["errors"][0]["message"]
+    request_id = answer["errors"][0]["extensions"]["request_id"]
+    wait_until(  # one warning line, with the request id and the reason
+        lambda: (
+            f"request {request_id}: forbidden: the role 'visitor' may not run the query loans"
+            in library.output()
+        )
+    )
 
 
 def test_fields_a_visitor_may_see_and_may_not(library, loans):
@@ -343,3 +354,246 @@ def test_a_websocket_is_closed_when_its_token_expires(library):
     closed = asyncio.run(socket(library, short, [{"query": LOANS}], close_after=10))
     assert closed[:2] == ("closed", 4403) and "expired" in closed[2], closed
     assert time.monotonic() - started < 8
+
+
+# -- who asked, in the change log -----------------------------------------------------------------
+
+
+def generated_changes_client(directory: Path):
+    """The Changes service's stub generated from changes.proto by grpcio-tools (as an outside
+    client would make it), and its messages."""
+    import importlib
+    import shutil
+    import sys
+
+    from grpc_tools import protoc
+
+    source = ROOT / "cqrs_flow" / "protobuf" / "proto" / "cqrs_flow" / "changes.proto"
+    shutil.copy(source, directory / "library_changes.proto")
+    status = protoc.main(
+        [
+            "protoc",
+            f"-I{directory}",
+            f"--python_out={directory}",
+            f"--grpc_python_out={directory}",
+            str(directory / "library_changes.proto"),
+        ]
+    )
+    assert status == 0
+    sys.path.insert(0, str(directory))
+    try:
+        return (
+            importlib.import_module("library_changes_pb2"),
+            importlib.import_module("library_changes_pb2_grpc"),
+        )
+    finally:
+        sys.path.remove(str(directory))
+
+
+def test_the_change_log_says_which_caller_asked_for_each_change(library, loans, tmp_path):
+    """Followed from the reader's Changes service with a client generated from changes.proto:
+    a member's lend carries their subject, a librarian's theirs, a book (whose requests carry no
+    subject) none."""
+    import grpc
+
+    messages, stubs = generated_changes_client(tmp_path)
+    book, lent = loans
+    reader = library.topology.nodes["reader"].listen.target
+    metadata = (("x-cqrs-flow-node", "gateway"), ("x-cqrs-flow-token", library.token("gateway")))
+
+    def follow():
+        with grpc.insecure_channel(reader) as channel:
+            changes = stubs.ChangesStub(channel)
+            request = messages.FollowRequest(after=0, wait=False)
+            return list(changes.Follow(request, metadata=metadata, timeout=10))
+
+    found = follow()
+    by_key = {(c.entity, c.key, c.op): c for c in found}
+    assert by_key[("Loan", lent["ada"]["id"], "insert")].subject == "ada"
+    assert by_key[("Loan", lent["bob"]["id"], "insert")].subject == "lee"  # the librarian lent it
+    assert by_key[("Book", book, "insert")].subject == ""
+    assert by_key[("Loan", lent["ada"]["id"], "insert")].command_id == lent["ada"]["command_id"]
+
+
+# -- live subscriptions under the rules ------------------------------------------------------------
+
+
+def test_a_refused_subscription_is_an_error_and_the_connection_goes_on(library):
+    visitor = asyncio.run(
+        socket(
+            library,
+            None,
+            [
+                {"query": "subscription { booksChanged { op position } }"},  # a librarian's
+                {"query": "{ books { totalCount } }"},
+            ],
+        )
+    )
+    refused, answered = visitor
+    assert [m["type"] for m in refused] == ["error"], refused
+    assert refused[0]["payload"][0]["extensions"]["code"] == "FORBIDDEN"
+    assert "may not run the subscription booksChanged" in refused[0]["payload"][0]["message"]
+    assert [m["type"] for m in answered] == ["next", "complete"], answered
+    assert "errors" not in answered[0]["payload"]
+    expired = token("ada", exp=int(time.time()) - 5)
+    assert asyncio.run(socket(library, expired, [])) == ("closed", 4403)
+
+
+async def live(system: System, bearer: str, query: str, variables: dict | None = None):
+    """An open subscription: (the socket, its session, the first message's payload)."""
+    url = f"http://{system.gateway.listen.target}/graphql"
+    http = aiohttp.ClientSession()
+    ws = await http.ws_connect(url, protocols=(PROTOCOL,))
+    await ws.send_json(
+        {"type": "connection_init", "payload": {"Authorization": f"Bearer {bearer}"}}
+    )
+    assert (await ws.receive_json(timeout=10)) == {"type": "connection_ack"}
+    payload = {"query": query, "variables": variables or {}}
+    await ws.send_json({"id": "1", "type": "subscribe", "payload": payload})
+    first = await ws.receive_json(timeout=10)
+    assert first["type"] == "next", first
+    return ws, http, first["payload"]["data"]
+
+
+async def next_change(ws, wait: float = 10.0) -> dict | None:
+    """The next message's change, or None when none comes within `wait` seconds."""
+    try:
+        message = await ws.receive_json(timeout=wait)
+    except asyncio.TimeoutError:
+        return None
+    assert message["type"] == "next", message
+    return next(iter(message["payload"]["data"].values()))
+
+
+LOANS_LIVE = (
+    "subscription { loansChanged "
+    "{ op key position subject documents { member } document { member } } }"
+)
+
+
+def test_a_members_live_subscription_tells_only_the_changes_their_row_rule_allows(library, loans):
+    book, lent = loans
+
+    async def scenario():
+        ws, http, first = await live(library, token("ada"), LOANS_LIVE)
+        try:
+            assert {d["member"] for d in first["loansChanged"]["documents"]} == {"ada"}
+            # the librarian lends to bob, then ada to herself: only ada's comes
+            lee = token("lee", "librarian")
+            for member, bearer in (("bob", lee), ("ada", token("ada"))):
+                _, answer, _ = await asyncio.to_thread(
+                    ask, library, LEND, {"book": book, "member": member}, bearer
+                )
+                assert answer["data"]["lendBook"]["status"] == "OK", answer
+                if member == "ada":
+                    mine = answer["data"]["lendBook"]["id"]
+            change = await next_change(ws)
+            assert change is not None and change["key"] == mine, change
+            assert (change["op"], change["document"]) == ("INSERT", {"member": "ada"})
+            assert change["subject"] == "ada"  # hers: she sees who asked
+            assert await next_change(ws, wait=1.5) is None  # bob's loan was never told
+        finally:
+            await ws.close()
+            await http.close()
+
+        # one document she may not see: null, and its changes untold
+        query = "subscription($id: String!) { loanChanged(id: $id) { op key document { member } } }"
+        ws, http, first = await live(library, token("ada"), query, {"id": lent["bob"]["id"]})
+        try:
+            assert first["loanChanged"]["document"] is None
+            update = (
+                "mutation($id: String!, $book: String!) { updateLoan(id: $id, book_id: $book, "
+                'member: "bob", due: "2031-01-01", returned: false) { status } }'
+            )
+            _, answer, _ = await asyncio.to_thread(
+                ask, library, update, {"id": lent["bob"]["id"], "book": book}, lee
+            )
+            assert answer["data"]["updateLoan"]["status"] == "OK", answer
+            assert await next_change(ws, wait=3) is None
+        finally:
+            await ws.close()
+            await http.close()
+
+    asyncio.run(scenario())
+
+
+# -- introspection per role -----------------------------------------------------------------------
+
+
+def schema_of(system: System, bearer: str | None):
+    """The schema a gql client fetches (and checks) from the gateway as the caller of `bearer`."""
+    import gql
+    from gql.transport.aiohttp import AIOHTTPTransport
+
+    url = f"http://{system.gateway.listen.target}/graphql"
+    headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
+
+    async def fetch():
+        client = gql.Client(
+            transport=AIOHTTPTransport(url=url, headers=headers), fetch_schema_from_transport=True
+        )
+        async with client:
+            return client.schema
+
+    return asyncio.run(fetch())
+
+
+def test_introspection_shows_each_role_what_it_may_use_only(library):
+    visitor = schema_of(library, None)
+    assert set(visitor.query_type.fields) == {"authors", "author", "books", "book", "commandStatus"}
+    assert visitor.mutation_type is None  # no mutation to discover
+    assert set(visitor.subscription_type.fields) == {"commandSettled"}
+    assert "loans" not in visitor.type_map["Book"].fields  # a field of Book it may not see
+    assert not {"Loan", "LoanConnection", "LoanWhere", "MemberLoans"} & set(visitor.type_map)
+
+    member = schema_of(library, token("ada"))
+    assert set(member.mutation_type.fields) == {"lendBook", "updateLoan"}
+    assert {"loans", "loan"} <= set(member.query_type.fields)
+    assert "memberLoans" not in member.query_type.fields
+    assert set(member.subscription_type.fields) == {"commandSettled", "loanChanged", "loansChanged"}
+    assert "Loan" in member.type_map
+
+    librarian = schema_of(library, token("lee", "librarian"))
+    assert {"addAuthor", "removeBooks", "lendBook"} <= set(librarian.mutation_type.fields)
+    assert "loans" in librarian.type_map["Book"].fields
+
+    # __type answers null for a type outside the caller's view, and hides fields there too
+    look = '{ loan: __type(name: "Loan") { name } book: __type(name: "Book") { fields { name } } }'
+    answer = ask(library, look)[1]["data"]
+    assert answer["loan"] is None
+    assert "loans" not in {f["name"] for f in answer["book"]["fields"]}
+    assert ask(library, look, bearer=token("ada"))[1]["data"]["loan"] == {"name": "Loan"}
+
+
+# -- WebSocket places per subject -----------------------------------------------------------------
+
+
+def test_websocket_places_count_by_subject_once_connection_init_said_who(library):
+    """limits.websockets_per_caller is 2 here: ada cannot open a third, whatever address she
+    comes from; bob, from the same address, still can."""
+    url = f"http://{library.gateway.listen.target}/graphql"
+
+    async def open_as(http, bearer):
+        ws = await http.ws_connect(url, protocols=(PROTOCOL,))
+        await ws.send_json(
+            {"type": "connection_init", "payload": {"Authorization": f"Bearer {bearer}"}}
+        )
+        message = await ws.receive(timeout=10)
+        if message.type != aiohttp.WSMsgType.TEXT:
+            return ws, ("closed", ws.close_code)
+        return ws, json.loads(message.data)["type"]
+
+    async def scenario():
+        async with aiohttp.ClientSession() as http:
+            opened = [await open_as(http, token("ada")) for _ in range(3)]
+            assert [o[1] for o in opened[:2]] == ["connection_ack", "connection_ack"]
+            assert opened[2][1] == ("closed", 1013), opened[2][1]
+            bob = await open_as(http, token("bob"))
+            assert bob[1] == "connection_ack"
+            for ws, _ in [*opened, bob]:
+                await ws.close()
+            again = await open_as(http, token("ada"))  # her places are free again
+            assert again[1] == "connection_ack"
+            await again[0].close()
+
+    asyncio.run(scenario())

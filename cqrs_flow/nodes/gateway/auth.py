@@ -77,6 +77,9 @@ def unauthenticated(message: str) -> Refused:
 
 
 def forbidden(message: str) -> Refused:
+    """A rule's refusal, logged as it is made (one warning line: the request id and what the
+    role may not do; never the token)."""
+    log.warning("request %s: forbidden: %s", REQUEST_ID.get(), message)
     return Refused(message, FORBIDDEN, status=403)
 
 
@@ -340,9 +343,10 @@ class GatewayAuth:
         try:
             who = await self._caller(token)
         except Refused as refused:
-            log.warning(
-                "request %s: %s: %s", REQUEST_ID.get(), refused.code.lower(), refused.message
-            )
+            if refused.code != FORBIDDEN:  # forbidden() logged its own
+                log.warning(
+                    "request %s: %s: %s", REQUEST_ID.get(), refused.code.lower(), refused.message
+                )
             if gate is not None:
                 gate.pace(address)
             raise
@@ -408,7 +412,9 @@ class GatewayAuth:
         variables: Mapping[str, Any] | None,
     ) -> None:
         """Refuse (FORBIDDEN) an operation whose root fields or selected fields the caller's
-        role may not run or see, and (LIMIT_EXCEEDED) one over the role's depth or cost."""
+        role may not run or see, and (LIMIT_EXCEEDED) one over the role's depth or cost. An
+        operation of introspection alone is held to the gateway's limits only: a client's
+        schema fetch nests deeper than a role's data queries need to."""
         role = self.role()
         if role is None or gate.costs is None:
             return
@@ -421,6 +427,8 @@ class GatewayAuth:
         for owner, name in sorted(operation.fields):
             if name in role.hidden.get(owner, ()):
                 raise forbidden(f"the role '{role.name}' may not see {owner}.{name}")
+        if all(root in _META_FIELDS for root in operation.roots):
+            return  # introspection alone: the schema, within the gateway's own limits
         where = f"auth.roles.{role.name}.limits"
         if role.depth is not None and role.depth < gate.limits.depth:
             try:

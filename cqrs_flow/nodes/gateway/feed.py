@@ -78,7 +78,8 @@ class LiveChange:
     """One change of the log as the gateway passes it on: `op` INSERT, UPDATE or DELETE, and the
     document after it as data (proto field names, as queries answer), None after a delete; the
     document before it (`previous`) where `before_known`: an insert's is None, and a log that
-    records them gives an update's and a delete's."""
+    records them gives an update's and a delete's. `subject`: who asked for it ("" when no one
+    is known)."""
 
     position: int
     entity: str
@@ -89,6 +90,7 @@ class LiveChange:
     at: str
     previous: dict[str, Any] | None = None
     before_known: bool = False
+    subject: str = ""
 
 
 # What a subscriber makes of a change: True (it shows the document), False (it drops the key:
@@ -480,6 +482,7 @@ class ChangeFeed:
             message.at,
             previous,
             op == "INSERT" or bool(previous_bytes),
+            message.subject,
         )
 
     def _data(self, view: EntityView, document: bytes) -> dict[str, Any]:

@@ -232,9 +232,10 @@ class GraphQLHttp:
                     status=403,
                 )
             caller = self._address(request)  # the token comes in connection_init
-            with self.gate.connected(caller):  # refused before the upgrade: an HTTP answer fits
+            # refused before the upgrade: an HTTP answer fits
+            with self.gate.connected(caller) as place:
                 return await serve_websocket(
-                    request, self.engine, self.gate, REQUEST_ID.get(), caller, self.auth
+                    request, self.engine, self.gate, REQUEST_ID.get(), place, self.auth
                 )
         if "query" not in request.query and "extensions" not in request.query:
             if self.playground is not None and wants_html(request.headers.get("Accept")):

@@ -17,21 +17,38 @@ tartiflette also puts three scalars (Date, DateTime, Time) and a directive (@non
 in every schema. A client downloading the schema would find types the user never wrote (code
 generators with strict scalars stop at them, a schema diff reports them): `serve_user_types`
 leaves them out of what the schema shows unless the SDL uses them.
+
+Per role. On a gateway with end-user rules (auth.py), introspection shows each caller the schema
+of their role only (`RoleViews`): the root fields it may run, the fields of each entity it may
+see, and the types reachable from those alone (the inputs of a mutation it may not run, the
+types of an entity it cannot reach, are absent); `__type` answers null for any other type. So a
+visitor cannot discover a librarian's mutations, and a client generating code from the schema it
+is served gets what it may use. Each role's view is built once, when the gateway starts.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from tartiflette import Directive, Resolver
 from tartiflette.types.non_null import GraphQLNonNull
 
+from cqrs_flow.contracts.auth import RolePlan
 from cqrs_flow.errors import NodeError
 
-__all__ = ["ENGINE_ADDITIONS", "MODULE", "serve_user_types"]
+__all__ = [
+    "ENGINE_ADDITIONS",
+    "MODULE",
+    "RoleViews",
+    "SchemaView",
+    "serve_role_views",
+    "serve_user_types",
+]
 
 MODULE = __name__  # what the engine is given in `modules`
 
@@ -98,26 +115,196 @@ def _directive_argument(element: Any, directive: str, argument: str) -> tuple[bo
     return False, None
 
 
+# -- the view of one role ------------------------------------------------------------------------
+
+
+def _named(graphql_type: Any) -> Any:
+    """The named type under a type's list and non-null wrappers."""
+    while getattr(graphql_type, "is_wrapping_type", False):
+        graphql_type = graphql_type.wrapped_type
+    return graphql_type
+
+
+class SchemaView:
+    """What one role sees of a baked schema: the root fields it may run, the entity fields it
+    may see (and the filter inputs and order values of those only), the types reachable from
+    them (with every introspection type and what they use)."""
+
+    def __init__(self, schema: Any, role: RolePlan) -> None:
+        self.role = role
+        self.hidden: dict[str, frozenset[str]] = {}
+        roots = {
+            "query": schema.query_operation_name,
+            "mutation": schema.mutation_operation_name,
+            "subscription": schema.subscription_operation_name,
+        }
+        for kind, name in roots.items():
+            root = schema.type_definitions.get(name)
+            if root is not None:
+                self.hidden[name] = frozenset(
+                    f.name for f in root.fields if not role.may_run(kind, f.name)
+                )
+        for entity, fields in role.hidden.items():
+            self.hidden[entity] = self.hidden.get(entity, frozenset()) | fields
+            self.hidden[f"{entity}Where"] = fields  # filters and orders on them: FORBIDDEN
+            self.hidden[f"{entity}OrderField"] = fields
+        shown_roots = [
+            schema.type_definitions[name]
+            for name in roots.values()
+            if name in schema.type_definitions and self._fields(schema.type_definitions[name])
+        ]
+        self.names = self._reachable(schema, shown_roots)
+        self.types = [t for t in schema.types if t.name in self.names]
+        self.query_type = schema.queryType
+        self.mutation_type = schema.mutationType if schema.mutationType in shown_roots else None
+        self.subscription_type = (
+            schema.subscriptionType if schema.subscriptionType in shown_roots else None
+        )
+
+    def _fields(self, definition: Any) -> list[Any]:
+        hidden = self.hidden.get(definition.name, frozenset())
+        return [f for f in definition.fields if f.name not in hidden]
+
+    def fields(self, definition: Any) -> list[Any]:
+        """The fields of an object or interface type the role sees."""
+        return self._fields(definition)
+
+    def input_fields(self, definition: Any) -> list[Any]:
+        hidden = self.hidden.get(definition.name, frozenset())
+        return [f for f in definition.inputFields if f.name not in hidden]
+
+    def enum_values(self, definition: Any) -> list[Any]:
+        hidden = self.hidden.get(definition.name, frozenset())
+        return [v for v in definition.enumValues if v.name not in hidden]
+
+    def shows(self, definition: Any) -> bool:
+        return definition is not None and _named(definition).name in self.names
+
+    def _reachable(self, schema: Any, roots: list[Any]) -> frozenset[str]:
+        """The names of the types reachable from `roots` through what the role sees, and from
+        the introspection types."""
+        seen: set[str] = set()
+        pending = [*roots, *(t for t in schema.types if t.name.startswith("__"))]
+        while pending:
+            definition = _named(pending.pop())
+            if definition is None or definition.name in seen:
+                continue
+            seen.add(definition.name)
+            pending.extend(self._uses(definition))
+        return frozenset(seen)
+
+    def _uses(self, definition: Any) -> Iterator[Any]:
+        kind = getattr(definition, "kind", None)
+        if kind in ("OBJECT", "INTERFACE"):
+            for field in self._fields(definition):
+                if field.name.startswith("__"):
+                    continue
+                yield field.graphql_type
+                yield from (argument.graphql_type for argument in field.args)
+            yield from getattr(definition, "interfaces", None) or ()
+        if kind in ("INTERFACE", "UNION"):
+            yield from getattr(definition, "possibleTypes", None) or ()
+        if kind == "INPUT_OBJECT":
+            yield from (field.graphql_type for field in self.input_fields(definition))
+
+
+class RoleViews:
+    """A gateway's views of its schema, one per role, built once (see the module); `role`
+    says whose request is being served (None: no rules, the whole schema)."""
+
+    def __init__(
+        self, schema: Any, roles: dict[str, RolePlan], role: Callable[[], RolePlan | None]
+    ) -> None:
+        self.views = {name: SchemaView(schema, plan) for name, plan in roles.items()}
+        self.role = role
+
+    def current(self) -> SchemaView | None:
+        """The view of the caller being served; None: the whole schema."""
+        role = self.role()
+        return None if role is None else self.views.get(role.name)
+
+
+def serve_role_views(schema: Any, views: RoleViews) -> None:
+    """Make the baked `schema`'s introspection answer each caller their role's view: the
+    __Schema and __Type resolvers read it (`_view`), and `__type(name:)` answers null for a
+    type the view does not show."""
+    schema.cqrs_flow_views = views
+    field = schema.find_type(schema.query_operation_name).find_field("__type")
+    baked = field.resolver  # partial(resolve_field, field_definition=, resolver=, ...)
+    inner = baked.keywords["resolver"]
+
+    async def type_of(parent: Any, args: Any, ctx: Any, info: Any, **options: Any) -> Any:
+        found = await inner(parent, args, ctx, info, **options)
+        view = views.current()
+        return found if view is None or view.shows(found) else None
+
+    field.resolver = partial(baked.func, *baked.args, **{**baked.keywords, "resolver": type_of})
+
+
+def _view(info: Any) -> SchemaView | None:
+    """The view of the caller being served, on a schema with role views; else None."""
+    views = getattr(info.schema, "cqrs_flow_views", None)
+    return views.current() if isinstance(views, RoleViews) else None
+
+
+async def _schema_types(parent: Any, args: dict[str, Any], ctx: Any, info: Any) -> Any:
+    view = _view(info)
+    return parent.types if view is None else view.types
+
+
+async def _schema_query_type(parent: Any, args: dict[str, Any], ctx: Any, info: Any) -> Any:
+    return parent.queryType
+
+
+async def _schema_mutation_type(parent: Any, args: dict[str, Any], ctx: Any, info: Any) -> Any:
+    view = _view(info)
+    return parent.mutationType if view is None else view.mutation_type
+
+
+async def _schema_subscription_type(parent: Any, args: dict[str, Any], ctx: Any, info: Any) -> Any:
+    view = _view(info)
+    return parent.subscriptionType if view is None else view.subscription_type
+
+
+async def _type_interfaces(parent: Any, args: dict[str, Any], ctx: Any, info: Any) -> Any:
+    if getattr(parent, "kind", None) != "OBJECT":
+        return None
+    view = _view(info)
+    return [t for t in parent.interfaces if view is None or view.shows(t)]
+
+
+async def _type_possible_types(parent: Any, args: dict[str, Any], ctx: Any, info: Any) -> Any:
+    if getattr(parent, "kind", None) not in ("INTERFACE", "UNION"):
+        return None
+    view = _view(info)
+    return [t for t in parent.possibleTypes if view is None or view.shows(t)]
+
+
 async def _type_fields(parent: Any, args: dict[str, Any], ctx: Any, info: Any) -> Any:
     if getattr(parent, "kind", None) not in ("OBJECT", "INTERFACE"):
         return None
+    view = _view(info)
+    fields = parent.fields if view is None else view.fields(parent)
     if args.get("includeDeprecated"):
-        return parent.fields
-    return [f for f in parent.fields if not f.isDeprecated]
+        return fields
+    return [f for f in fields if not f.isDeprecated]
 
 
 async def _type_enum_values(parent: Any, args: dict[str, Any], ctx: Any, info: Any) -> Any:
     if getattr(parent, "kind", None) != "ENUM":
         return None
+    view = _view(info)
+    values = parent.enumValues if view is None else view.enum_values(parent)
     if args.get("includeDeprecated"):
-        return parent.enumValues
-    return [v for v in parent.enumValues if not v.isDeprecated]
+        return values
+    return [v for v in values if not v.isDeprecated]
 
 
 async def _type_input_fields(parent: Any, args: dict[str, Any], ctx: Any, info: Any) -> Any:
     if getattr(parent, "kind", None) != "INPUT_OBJECT":
         return None
-    return _input_values(parent.inputFields, args)
+    view = _view(info)
+    return _input_values(parent.inputFields if view is None else view.input_fields(parent), args)
 
 
 async def _specified_by_url(parent: Any, args: dict[str, Any], ctx: Any, info: Any) -> Any:
@@ -187,6 +374,12 @@ def bake(schema_name: str, config: dict[str, Any] | None = None) -> str:
     for each module it is given, before its built-ins), and return SDL."""
     resolvers = {
         "__Schema.description": _none,  # tartiflette reads no description of a schema
+        "__Schema.types": _schema_types,
+        "__Schema.queryType": _schema_query_type,
+        "__Schema.mutationType": _schema_mutation_type,
+        "__Schema.subscriptionType": _schema_subscription_type,
+        "__Type.interfaces": _type_interfaces,
+        "__Type.possibleTypes": _type_possible_types,
         "__Type.fields": _type_fields,
         "__Type.enumValues": _type_enum_values,
         "__Type.inputFields": _type_input_fields,

@@ -37,6 +37,7 @@ __all__ = [
     "LimitExceeded",
     "OperationTimeout",
     "RequestGate",
+    "SocketPlace",
     "TooManyRequests",
     "caller_key",
     "caller_of",
@@ -298,10 +299,26 @@ class RequestGate:
                 self.callers[caller] = left
 
     @contextmanager
-    def connected(self, caller: str = "-") -> Iterator[None]:
-        """Count one WebSocket of `caller` open while the block runs; raise TooManyRequests if
-        the caller has limits.websockets_per_caller open already, Busy if the gateway has
-        limits.websockets."""
+    def connected(self, caller: str = "-") -> Iterator[SocketPlace]:
+        """Count one WebSocket of `caller` open while the block runs (its place, which `move`
+        counts under another caller); raise TooManyRequests if the caller has
+        limits.websockets_per_caller open already, Busy if the gateway has limits.websockets."""
+        self._check_sockets(caller)
+        if self.connections >= self.limits.websockets:
+            raise Busy(
+                f"the gateway has {self.connections} WebSocket connections open "
+                "(limits.websockets); try again shortly"
+            )
+        self.connections += 1
+        self.sockets[caller] = self.sockets.get(caller, 0) + 1
+        place = SocketPlace(self, caller)
+        try:
+            yield place
+        finally:
+            self.connections -= 1
+            self._release_socket(place.caller)
+
+    def _check_sockets(self, caller: str) -> None:
         mine = self.sockets.get(caller, 0)
         if mine >= self.limits.websockets_per_caller:
             raise TooManyRequests(
@@ -309,20 +326,32 @@ class RequestGate:
                 "(limits.websockets_per_caller); close one first",
                 1.0,
             )
-        if self.connections >= self.limits.websockets:
-            raise Busy(
-                f"the gateway has {self.connections} WebSocket connections open "
-                "(limits.websockets); try again shortly"
-            )
-        self.connections += 1
-        self.sockets[caller] = mine + 1
-        try:
-            yield
-        finally:
-            self.connections -= 1
-            left = self.sockets.pop(caller) - 1
-            if left:
-                self.sockets[caller] = left
+
+    def _release_socket(self, caller: str) -> None:
+        left = self.sockets.pop(caller) - 1
+        if left:
+            self.sockets[caller] = left
+
+
+class SocketPlace:
+    """An open WebSocket's place among its caller's (RequestGate.connected). It is counted under
+    the client's address when the socket opens, and under the caller's subject once
+    connection_init has said who calls (`move`): a user is one caller wherever they connect
+    from, and users behind one address (a proxy, an office) do not take each other's places."""
+
+    def __init__(self, gate: RequestGate, caller: str) -> None:
+        self.gate = gate
+        self.caller = caller
+
+    def move(self, caller: str) -> None:
+        """Count the socket under `caller` from now on; TooManyRequests (the socket keeps its
+        place where it was) if that caller has limits.websockets_per_caller open already."""
+        if caller == self.caller:
+            return
+        self.gate._check_sockets(caller)
+        self.gate._release_socket(self.caller)
+        self.gate.sockets[caller] = self.gate.sockets.get(caller, 0) + 1
+        self.caller = caller
 
 
 def caller_key(address: str, subject: str | None = None) -> str:

@@ -16,6 +16,12 @@ documents it has shown, while there are at most KNOWN_KEYS of them; beyond that,
 subscription that resumed (whose client's documents it cannot know), every change of the
 entity that does not match is told with `matches: false`, so that nothing a client holds can
 stay behind. A client drops the key of such a message, whether it had it or not.
+
+The caller's row rules (auth.py) hold here as for queries: the first message is read with them
+as conditions of the store's query, and a change is told only about a document the caller may
+see after it (the document) or saw before it (`matches: false`: it no longer may); a change of a
+document the caller may see neither before nor after is not told at all. A change's `subject`
+(who asked for it) is shown to that caller only, as commandStatus is.
 """
 
 from __future__ import annotations
@@ -28,10 +34,12 @@ import grpc
 from google.protobuf.descriptor import Descriptor
 
 from cqrs_flow.contracts.documents import SubscriptionPlan
+from cqrs_flow.nodes.gateway.auth import GatewayAuth
 from cqrs_flow.nodes.gateway.feed import ChangeFeed, LiveChange, Subscriber, failure_of
 from cqrs_flow.nodes.gateway.finder import add_condition
 from cqrs_flow.nodes.gateway.limits import LimitExceeded
 from cqrs_flow.nodes.gateway.refusals import Refused
+from cqrs_flow.plugins import CALLER
 from cqrs_flow.protobuf.conversions import data_converter
 from cqrs_flow.stores.base import BadQuery, Condition, Find
 from cqrs_flow.stores.find import Indexes, Values, matches
@@ -57,14 +65,16 @@ class Live:
         refusal: Callable[[grpc.aio.AioRpcError], Exception],
         page_size: int,
         list_count: int,
+        auth: GatewayAuth | None = None,
     ) -> None:
         self.documents = documents
+        self.auth = auth or GatewayAuth()  # the caller's rules; none: no rules
         self.feed = feed
         self.refusal = refusal
         self.page_size = page_size
         self.list_count = list_count
         self._converters: dict[str, Callable[[Any], dict[str, Any]]] = {}
-        self._messages: OrderedDict[tuple[str, int, bool], dict[str, Any]] = OrderedDict()
+        self._messages: OrderedDict[tuple[str, int, bool, bool], dict[str, Any]] = OrderedDict()
 
     def source(self, plan: SubscriptionPlan) -> Source:
         return self._list(plan) if plan.many else self._one(plan)
@@ -81,20 +91,20 @@ class Live:
             if not key:
                 raise Refused(f"argument '{argument}' must not be empty", "INVALID_ARGUMENT")
             key = str(key)
+            rows, me = self._rows(entity), _subject()
             after = await self._after(args)
+            shown: bool | None = None  # whether the caller was shown the document: not known
             if after is None:
-                response = await self._find(entity, keys=[key])
+                response = await self._find(entity, keys=[key], where=rows)
                 page = response.pages[0]
                 document = self._data(plan, page.documents[0]) if page.documents else None
-                after = response.log_position
+                after, shown = response.log_position, document is not None
                 yield {plan.field: _current(after, key=key, document=document)}
-
-            def select(change: LiveChange) -> bool | None:
-                return change.document is not None if change.key == key else None
-
+            row_sets = plan_of(plan, rows).sets if rows else None
+            select = _one_select(key, row_sets, plan.entity.key, shown)
             subscriber = Subscriber(entity, key, select, after, self.feed.limits.live_queue)
-            async for change, shown in self.feed.follow(subscriber):
-                yield self._message(plan.field, change, shown)
+            async for change, shown_now in self.feed.follow(subscriber):
+                yield self._message(plan.field, change, shown_now, me)
 
         return changed
 
@@ -106,6 +116,9 @@ class Live:
         ) -> AsyncIterator[dict[str, Any]]:
             self.feed.admit()
             conditions = _conditions(args.get("where"))
+            self.auth.check_filter(entity, [c.field for c in conditions])
+            rows, me = self._rows(entity), _subject()
+            conditions += rows
             try:
                 planned = plan_of(plan, conditions)
             except BadQuery as exc:
@@ -120,20 +133,28 @@ class Live:
                 after = response.log_position
                 known = {str(d.get(plan.entity.key, "")) for d in documents}
                 yield {plan.field: _current(after, documents=documents, has_more=page.has_next)}
-            select = _list_select(planned.sets, planned.key_field, known)
+            select = _list_select(planned.sets, planned.key_field, known, strict=bool(rows))
             subscriber = Subscriber(entity, None, select, after, self.feed.limits.live_queue)
             async for change, shown in self.feed.follow(subscriber):
-                yield self._message(plan.field, change, shown)
+                yield self._message(plan.field, change, shown, me)
 
         return changes
 
-    def _message(self, field: str, change: LiveChange, shown: bool) -> dict[str, Any]:
+    def _rows(self, entity: str) -> list[Condition]:
+        """The conditions of the caller's row rules on `entity` (none without rules)."""
+        return [Condition(f, "eq", (v,)) for f, v in self.auth.rows().get(entity, ())]
+
+    def _message(
+        self, field: str, change: LiveChange, shown: bool, me: str | None
+    ) -> dict[str, Any]:
         """The value of a change's message, the same object for every subscriber it goes to (so
-        that the message is executed once for all that ask the same: fanout.py)."""
-        key = (field, change.position, shown)
+        that the message is executed once for all that ask the same: fanout.py); the one whose
+        change it is (`me`, the caller's subject) sees who asked for it."""
+        mine = bool(change.subject) and change.subject == me
+        key = (field, change.position, shown, mine)
         value = self._messages.get(key)
         if value is None:
-            value = self._messages[key] = {field: _message(change, shown)}
+            value = self._messages[key] = {field: _message(change, shown, mine)}
             while len(self._messages) > MESSAGES:
                 self._messages.popitem(last=False)
         return value
@@ -233,13 +254,48 @@ def _conditions(where: dict[str, Any] | None) -> list[Condition]:
     return found
 
 
+def _subject() -> str | None:
+    """The subject of the caller subscribing (None without a token)."""
+    who = CALLER.get()
+    return who.subject if who is not None else None
+
+
+def _one_select(
+    key: str, rows: dict[str, Values] | None, key_field: str, shown: bool | None
+) -> Callable[[LiveChange], bool | None]:
+    """What a subscription to one document makes of a change: True when it shows the document
+    after it, False when the document is gone (deleted, or out of the caller's row rules, `rows`
+    as the store matches them; None: no rules). `shown`: whether the first message showed the
+    document (None: not known, a subscription that resumed)."""
+    if rows is None:
+        return lambda change: change.document is not None if change.key == key else None
+    state = {"shown": shown}
+
+    def visible(document: dict[str, Any] | None) -> bool:
+        return document is not None and matches(rows, key, key_field, document)
+
+    def select(change: LiveChange) -> bool | None:
+        if change.key != key:
+            return None
+        if visible(change.document):
+            state["shown"] = True
+            return True
+        was = visible(change.previous) if change.before_known else state["shown"]
+        state["shown"] = False
+        return False if was else None  # never a word of a document the caller may not see
+
+    return select
+
+
 def _list_select(
-    sets: dict[str, Values], key_field: str, known: set[str] | None
+    sets: dict[str, Values], key_field: str, known: set[str] | None, strict: bool = False
 ) -> Callable[[LiveChange], bool | None]:
     """What a filtered list makes of a change (see the module): True when the document matches
     after it; False when it matched before it and does not any more (deleted, or changed out of
     the filter). Where the log says what a document was before a change, that decides; where it
-    does not, the documents shown (`known`; None: they cannot be known) do."""
+    does not, the documents shown (`known`; None: they cannot be known) do. `strict` (the filter
+    holds the caller's row rules): a change is never told when neither decides, since the
+    document may be one the caller may not see."""
     state: dict[str, set[str] | None] = {"known": known}
     exact = False  # the log says what each document was before its change
 
@@ -262,10 +318,10 @@ def _list_select(
                 else None
             )
         if exact:  # a change without its document before, from a log that gave them so far
-            return False
+            return None if strict else False
         shown = state["known"]
         if shown is None:
-            return False
+            return None if strict else False
         if change.key in shown:
             shown.discard(change.key)
             return False
@@ -292,11 +348,13 @@ def _current(
         "has_more": has_more,
         "command_id": None,
         "at": None,
+        "subject": None,
     }
 
 
-def _message(change: LiveChange, shown: bool) -> dict[str, Any]:
-    """The message of a change: the document when the subscription shows it, else null."""
+def _message(change: LiveChange, shown: bool, mine: bool = False) -> dict[str, Any]:
+    """The message of a change: the document when the subscription shows it, else null; who
+    asked for it when that is the subscriber (`mine`)."""
     return {
         "op": change.op,
         "position": str(change.position),
@@ -307,4 +365,5 @@ def _message(change: LiveChange, shown: bool) -> dict[str, Any]:
         "has_more": None,
         "command_id": change.command_id or None,
         "at": change.at or None,
+        "subject": change.subject if mine else None,
     }

@@ -117,7 +117,14 @@ class Resolvers:
                 self._lookup_resolver(lookup)
             )
         if self.feed is not None and self.documents is not None:
-            live = Live(self.documents, self.feed, self._refusal, self.page_size, self.list_count)
+            live = Live(
+                self.documents,
+                self.feed,
+                self._refusal,
+                self.page_size,
+                self.list_count,
+                self.auth,
+            )
             for live_plan in plan.documents.subscriptions:
                 Subscription(f"{live_plan.owner}.{live_plan.field}", schema_name=schema_name)(
                     live.source(live_plan)

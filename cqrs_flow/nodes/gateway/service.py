@@ -27,6 +27,7 @@ from cqrs_flow.nodes.gateway.delivery import Delivery
 from cqrs_flow.nodes.gateway.fanout import SharedEngine
 from cqrs_flow.nodes.gateway.feed import ChangeFeed, ChangesClient
 from cqrs_flow.nodes.gateway.http import GraphQLHttp, playground_page
+from cqrs_flow.nodes.gateway.introspection import RoleViews, serve_role_views
 from cqrs_flow.nodes.gateway.limits import RequestGate
 from cqrs_flow.nodes.gateway.observe import ObservedEngine, observe_http
 from cqrs_flow.nodes.gateway.outbox import Outbox
@@ -126,6 +127,9 @@ class GatewayService(NodeService):
             feed=feed,
         )
         engine = await resolvers.engine(plan, f"cqrs-flow:{self.topology.name}:{self.node.name}")
+        if plan.auth is not None and plan.auth.roles:  # introspection: each role its own schema
+            schema = engine._schema  # the baked schema: tartiflette names it so
+            serve_role_views(schema, RoleViews(schema, plan.auth.roles, auth.role))
         connections = frozenset(f"{c.entity.name}Connection" for c in plan.documents.connections)
         costs = Costs.of(engine, list_count, connections, self.node.limits.page_size)
         gate = RequestGate(self.node.limits, self.node.introspection, costs)

@@ -18,7 +18,9 @@ Who calls: connection_init's payload carries the token (`{"Authorization": "Bear
 the upgrade's Authorization header serves a client that cannot send a payload). A token that is
 refused (or none, where the gateway needs one) closes the socket with 4403; a valid one makes
 the connection's caller (auth.py) for every operation on it, and the socket is closed (4403)
-when the token expires.
+when the token expires. The socket counts towards limits.websockets_per_caller under the
+client's address until then, and under the caller's subject from connection_init on: a caller
+with as many open already gets the socket closed with 1013 (try again later).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from cqrs_flow.nodes.gateway.auth import GatewayAuth, bearer, token_of_init
-from cqrs_flow.nodes.gateway.limits import RequestGate
+from cqrs_flow.nodes.gateway.limits import RequestGate, SocketPlace, TooManyRequests
 from cqrs_flow.nodes.gateway.refusals import Refused, error_entry, internal, with_request_id
 from cqrs_flow.plugins import CALLER
 from cqrs_flow.telemetry import current
@@ -51,10 +53,11 @@ async def serve_websocket(
     engine: Any,
     gate: RequestGate,
     request_id: str,
-    caller: str,
+    place: SocketPlace,
     auth: GatewayAuth | None = None,
 ) -> web.WebSocketResponse:
-    """Answer one WebSocket: operations of `caller` run on `engine` within `gate`'s limits."""
+    """Answer one WebSocket, which holds `place` among its caller's: operations run on
+    `engine` within `gate`'s limits."""
     ws = web.WebSocketResponse(
         protocols=(PROTOCOL,), heartbeat=30.0, max_msg_size=gate.limits.body_bytes
     )
@@ -67,7 +70,7 @@ async def serve_websocket(
     metrics.websockets_opened.inc()
     metrics.websockets.inc()
     try:
-        connection = _Connection(ws, engine, {"request": request}, gate, request_id, caller)
+        connection = _Connection(ws, engine, {"request": request}, gate, request_id, place)
         connection.auth = auth or GatewayAuth()
         await connection.run()
     finally:
@@ -83,10 +86,11 @@ class _Connection:
         context: dict[str, Any],
         gate: RequestGate,
         request_id: str,
-        caller: str,
+        place: SocketPlace,
     ) -> None:
         self.ws = ws
-        self.caller = caller
+        self.place = place
+        self.caller = place.caller  # the key per-caller limits count its operations by
         self.engine = engine
         self.context = context
         self.gate = gate
@@ -180,6 +184,13 @@ class _Connection:
             self.caller = await self.auth.identify(token, self.caller, self.gate)
         except Refused as refused:
             await self.ws.close(code=4403, message=f"Forbidden: {refused.message}".encode()[:120])
+            return False
+        try:
+            self.place.move(self.caller)  # counted under who calls from now on
+        except TooManyRequests as refused:
+            log.warning("request %s: websocket refused: %s", self.request_id, refused.message)
+            reason = "Too many connections of this caller (limits.websockets_per_caller)"
+            await self.ws.close(code=1013, message=reason.encode())
             return False
         who = CALLER.get()
         if who is not None and who.expires is not None and self.auth.plan is not None:

@@ -194,12 +194,16 @@ def test_the_library_plans_its_live_subscriptions_and_adds_what_they_need(librar
     assert planned == {
         ("Subscription", "bookChanged"): ("Book", "id", ["after"]),
         ("Subscription", "booksChanged"): ("Book", None, ["after", "first", "where"]),
+        ("Subscription", "loanChanged"): ("Loan", "id", ["after"]),
+        ("Subscription", "loansChanged"): ("Loan", None, ["after", "first", "where"]),
     }
     extras = plan.documents.extras
-    # The schema has no Subscription type: it is added whole, with both fields.
+    # The schema has no Subscription type: it is added whole, with every field.
     assert (
         "\ntype Subscription {\n  bookChanged(id: String!, after: String): BookChange!\n"
-        "  booksChanged(where: BookWhere, first: Int, after: String): BookChange!\n}"
+        "  booksChanged(where: BookWhere, first: Int, after: String): BookChange!\n"
+        "  loanChanged(id: String!, after: String): LoanChange!\n"
+        "  loansChanged(where: LoanWhere, first: Int, after: String): LoanChange!\n}"
     ) in extras
     assert extras.count("enum ChangeOp {\n  CURRENT\n  INSERT\n  UPDATE\n  DELETE\n}") == 1
     change = plan.schema.fields_of("BookChange")
@@ -213,6 +217,7 @@ def test_the_library_plans_its_live_subscriptions_and_adds_what_they_need(librar
         "has_more": "Boolean",
         "command_id": "String",
         "at": "String",
+        "subject": "String",
     }
 
 
@@ -226,8 +231,12 @@ def test_subscription_fields_a_schema_writes_are_kept_and_checked(library):
         "  somethingElse: String\n}\n\ntype Query {",
     )
     plan, problems = plan_of(topology)
-    assert [(s.field, s.argument) for s in plan.documents.subscriptions] == [("bookChanged", "key")]
-    assert "type Subscription" not in plan.documents.extras
+    books = [s for s in plan.documents.subscriptions if s.entity.name == "Book"]
+    assert [(s.field, s.argument) for s in books] == [("bookChanged", "key")]
+    # the schema's own fields are kept; the fields it does not write are added beside them
+    assert "\ntype Subscription" not in plan.documents.extras
+    assert "bookChanged" not in plan.documents.extras
+    assert "extend type Subscription {\n  loanChanged(" in plan.documents.extras
     assert at(problems, "nodes.gateway.subscriptions.booksChanged") == [
         "Subscription.booksChanged: it returns [BookChange]; a subscription's messages are "
         "BookChange!",
@@ -278,5 +287,5 @@ def test_a_change_type_the_schema_writes_must_be_the_one_the_gateway_answers(lib
         "schema/library.graphql: BookChange.position is Int!; it is String!",
         "schema/library.graphql: type BookChange has 'before', which the gateway does not "
         "answer; its fields: op, position, key, document, matches, documents, has_more, "
-        "command_id, at",
+        "command_id, at, subject",
     ]

@@ -49,6 +49,39 @@ def test_follow_streams_every_change_from_a_position_and_info_sums_them_up(libra
     library.run(lambda _: scenario())
 
 
+@pytest.mark.parametrize("data", [None, "data"], ids=["memory", "sqlite"])
+def test_a_change_says_who_asked_for_it_as_the_request_names_them(tmp_path, proto_cache, data):
+    """The subject the gateway put in the command (the request field the topology's `subject`
+    names) is in the change log, with every change the request made; a request without one (a
+    book here: its requests have no such field) says no one."""
+    library = Library(tmp_path, {"nodes.store.data": data} if data else None)
+
+    async def scenario():
+        await library.start_store()
+        writer = library.client("write", "write", "writer")
+        changes = library.client("changes", "read", "reader")
+        add = writer.request_class("AddLoan")
+        await writer.call("AddLoan", add(loan=library.loan("l1"), subject="ada"))
+        await writer.call("AddLoan", add(loan=library.loan("l2", member="bob")))
+        update = writer.request_class("UpdateLoan")
+        await writer.call(
+            "UpdateLoan", update(loan=library.loan("l1", returned=True), subject="lee")
+        )
+        book = library.protos.message_class("library.Book")(id="b1", title="Dune")
+        await writer.call("AddBook", writer.request_class("AddBook")(book=book))
+        found = await follow(changes, after=0)
+        assert [(c.entity, c.key, c.op, c.subject) for c in found] == [
+            ("Loan", "l1", "insert", "ada"),
+            ("Loan", "l2", "insert", ""),
+            ("Loan", "l1", "update", "lee"),
+            ("Book", "b1", "insert", ""),
+        ]
+        for client in (writer, changes):
+            await client.close()
+
+    library.run(lambda _: scenario())
+
+
 def test_follow_batches_sends_the_same_changes_several_at_a_time(library):
     async def scenario():
         await library.start_store()

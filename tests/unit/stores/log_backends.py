@@ -53,3 +53,17 @@ async def open_logged(
             mongo, retention, database=first.database, client=EmulatedClient(first.database)
         )
     raise ValueError(kind)
+
+
+async def open_mongodb(
+    url: str, database: str, collections: tuple[str, ...]
+) -> tuple[list, ChangeLog]:
+    """Stores on a real MongoDB server (at `url`, in `database`) and their log, as a store node
+    opens them."""
+    from cqrs_flow.stores.mongodb import MongoStore
+    from cqrs_flow.stores.mongodb_log import MongoLog
+
+    stores = await MongoStore.open_many(
+        url, database, {name: Indexes("id") for name in collections}
+    )
+    return stores, MongoLog(stores, KEEP_EVERYTHING)

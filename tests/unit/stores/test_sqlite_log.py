@@ -8,7 +8,7 @@ import sqlite3
 import pytest
 
 from cqrs_flow.stores.base import InvalidDocument
-from cqrs_flow.stores.log import KEEP_EVERYTHING, Retention, Write
+from cqrs_flow.stores.log import KEEP_EVERYTHING, Retention, Write, asked_by
 from cqrs_flow.stores.sqlite import SqliteStore, Table
 from cqrs_flow.stores.sqlite_log import SqliteLog
 
@@ -89,6 +89,37 @@ def test_a_database_of_format_1_gets_its_documents_as_the_first_changes(tmp_path
                 connection.execute("SELECT value FROM meta WHERE name = 'format'").fetchone()[0]
                 == "2"
             )
+        connection.close()
+
+    run(scenario())
+
+
+def test_a_log_made_before_it_recorded_subjects_is_read_and_gets_them_from_then_on(tmp_path):
+    """A database whose log has no `subject` column (as cqrs-flow made them before) opens
+    as it is: the column is added, its changes say no one, new ones say who asked."""
+
+    async def scenario():
+        (loans,), _ = await opened(tmp_path, "loans")
+        with asked_by("ada"):
+            await loans.insert("l1", {"id": "l1"}, "c1")
+        await loans.close()
+        with sqlite3.connect(tmp_path / "store.db") as connection:  # as the log was before
+            connection.execute("ALTER TABLE changes DROP COLUMN subject")
+        connection.close()
+        (loans,), log = await opened(tmp_path, "loans")
+        with asked_by("bob"):
+            await loans.insert("l2", {"id": "l2"}, "c2")
+        changes = (await log.read(0, 10, None)).changes
+        assert [(c.key, c.command, c.subject) for c in changes] == [
+            ("l1", "c1", None),
+            ("l2", "c2", "bob"),
+        ]
+        await loans.close()
+        with sqlite3.connect(tmp_path / "store.db") as connection:
+            assert (
+                connection.execute("SELECT value FROM meta WHERE name = 'format'").fetchone()[0]
+                == "2"
+            )  # the same format: a column older versions do not read
         connection.close()
 
     run(scenario())

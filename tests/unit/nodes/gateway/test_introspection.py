@@ -310,3 +310,71 @@ def test_the_default_limits_admit_the_introspection_clients_send(tmp_path):
     for query in (EVERY_OPTION, every, graphql.print_ast(get_introspection_query_ast())):
         gate.check(query, None)
         assert "errors" not in execute(engine, query)
+
+
+# -- per role -------------------------------------------------------------------------------------
+
+ROLES_SDL = """
+type Book { id: String! title: String secret: String loans: [Loan!] }
+type Loan { id: String! member: String }
+input BookWhere { title: String secret: String }
+input LendInput { book: String! member: String! }
+type Query { books(where: BookWhere): [Book] loans: [Loan] }
+type Mutation { lend(loan: LendInput): String drop(id: String!): String }
+"""
+
+
+def test_introspection_shows_each_role_its_own_schema_built_once():
+    from cqrs_flow.contracts.auth import RolePlan
+    from cqrs_flow.nodes.gateway.introspection import RoleViews, serve_role_views
+    from cqrs_flow.plugins import CALLER, Caller
+
+    engine = engine_of(ROLES_SDL)
+    roles = {
+        "reader": RolePlan(
+            "reader",
+            frozenset({"books"}),
+            frozenset(),
+            None,
+            hidden={"Book": frozenset({"secret", "loans"})},
+        ),
+        "lender": RolePlan("lender", frozenset({"books", "loans"}), frozenset({"lend"}), None),
+    }
+    views = RoleViews(engine._schema, roles, lambda: roles.get(CALLER.get().role or ""))
+    serve_role_views(engine._schema, views)
+    built = dict(views.views)
+    query = graphql.get_introspection_query()
+
+    def schema_as(role: str | None) -> graphql.GraphQLSchema:
+        async def fetch() -> Any:
+            CALLER.set(Caller(subject="x", role=role))
+            return await engine.execute(query)
+
+        answer = asyncio.run(fetch())
+        assert "errors" not in answer, answer
+        return graphql.build_client_schema(answer["data"])  # a valid schema, as a client builds
+
+    reader = schema_as("reader")
+    graphql.assert_valid_schema(reader)
+    assert set(reader.query_type.fields) == {"books"}
+    assert reader.mutation_type is None  # no mutation to discover
+    assert set(reader.type_map["Book"].fields) == {"id", "title"}
+    assert set(reader.type_map["BookWhere"].fields) == {"title"}  # no filter on a hidden field
+    assert not {"Loan", "LendInput"} & set(reader.type_map)
+
+    lender = schema_as("lender")
+    assert set(lender.mutation_type.fields) == {"lend"}
+    assert {"Loan", "LendInput"} <= set(lender.type_map)
+    assert "drop" not in lender.mutation_type.fields
+
+    everyone = schema_as(None)  # no rules: the whole schema
+    assert set(everyone.mutation_type.fields) == {"lend", "drop"}
+    assert set(everyone.type_map["Book"].fields) == {"id", "title", "secret", "loans"}
+
+    async def look(role: str) -> Any:
+        CALLER.set(Caller(subject="x", role=role))
+        return await engine.execute('{ loan: __type(name: "Loan") { name } }')
+
+    assert asyncio.run(look("reader"))["data"] == {"loan": None}
+    assert asyncio.run(look("lender"))["data"] == {"loan": {"name": "Loan"}}
+    assert views.views == built and all(views.views[n] is built[n] for n in built)  # not rebuilt

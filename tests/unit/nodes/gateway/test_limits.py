@@ -10,6 +10,8 @@ from cqrs_flow.nodes.gateway.limits import (
     Busy,
     LimitExceeded,
     RequestGate,
+    TooManyRequests,
+    caller_key,
     check_query,
     check_variables,
 )
@@ -134,3 +136,24 @@ def test_the_gate_refuses_beyond_in_flight_at_once_and_frees_its_places():
         with gate.admitted():
             raise RuntimeError("a failed request frees its place too")
     assert gate.in_flight == 0
+
+
+def test_a_websocket_counts_under_its_subject_once_it_says_who_calls():
+    """A socket is counted under the client's address until connection_init, then under the
+    caller's subject: one subject cannot hold more than websockets_per_caller from any number of
+    addresses, while another subject from the same address still gets in."""
+    gate = RequestGate(Limits(websockets=10, websockets_per_caller=2))
+    ada, bob, address = caller_key("", "ada"), caller_key("", "bob"), "10.0.0.1"
+    with gate.connected(address) as first, gate.connected("10.0.0.2") as second:
+        first.move(ada)
+        second.move(ada)  # ada's second socket, from another address
+        assert gate.sockets == {ada: 2}
+        with gate.connected(address) as third:
+            with pytest.raises(TooManyRequests, match=r"limits.websockets_per_caller"):
+                third.move(ada)
+            assert gate.sockets == {ada: 2, address: 1}  # it keeps its place where it was
+        with gate.connected(address) as other, gate.connected(address) as anonymous:
+            other.move(bob)  # another subject from the same address
+            anonymous.move(address)  # no token: the address stays its key
+            assert gate.sockets == {ada: 2, bob: 1, address: 1}
+    assert gate.connections == 0 and gate.sockets == {}
