@@ -448,8 +448,8 @@ def init(
 
 
 def _ask_required(entity: Entity) -> Entity:
-    """Ask which fields of `entity` are required; asks again after an
-    answer that names no field of it."""
+    """Ask which fields of `entity` are required (a prompt; `all` when the user just presses
+    Enter); asked again after an answer naming a field the entity does not have."""
     from cqrs_flow import scaffold
 
     def answer(text: str) -> Entity:
