@@ -33,7 +33,7 @@ def start_mosquitto(directory: Path, binary: str) -> tuple[subprocess.Popen, int
     port = free_ports(1)[0]
     config = (MOSQUITTO_EXAMPLE / "mosquitto.conf").read_text()
     config = config.replace("listener 1885 127.0.0.1", f"listener {port} 127.0.0.1")
-    config = config.replace("/tmp/cqrs-flow-mosquitto/", f"{directory}/")
+    config = config.replace(" mosquitto/", f" {directory}/")  # its relative paths, here
     # The hand-wired floors measured on the same broker have no logins: no password file or ACL
     # here (the nodes' logins are then accepted as they are).
     config = "\n".join(

@@ -7,6 +7,7 @@ import asyncio
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -15,6 +16,10 @@ from cqrs_flow.errors import CqrsFlowError, TopologyError
 from cqrs_flow.telemetry.logs import ENV_LOG_FORMAT, ENV_LOG_LEVEL, LOG_FORMATS
 from cqrs_flow.topology import Topology, load_topology, start_batches
 from cqrs_flow.topology.diagram import FORMATS
+from cqrs_flow.topology.problems import suggest
+
+if TYPE_CHECKING:
+    from cqrs_flow.scaffold import Entity
 
 __all__ = ["main"]
 
@@ -409,7 +414,28 @@ def mqtt_password(file: str, user: str, broker_name: str | None) -> None:
     "name",
     help="Project name (proto package, plugin module, topics); default: DIR's name.",
 )
-def init(directory: Path, entity_spec: tuple[str, ...], port_base: int, name: str | None) -> None:
+@click.option(
+    "--optional",
+    "optional",
+    multiple=True,
+    metavar="FIELD[,FIELD]",
+    help="Fields that may be left out (null when not given), as FIELD or ENTITY.FIELD; every "
+    "other field is required. Given, init asks nothing.",
+)
+@click.option(
+    "--ask/--no-ask",
+    default=None,
+    help="Ask which fields of each entity are required (default: when run in a terminal "
+    "without --optional; otherwise every field not named by --optional is required).",
+)
+def init(
+    directory: Path,
+    entity_spec: tuple[str, ...],
+    port_base: int,
+    name: str | None,
+    optional: tuple[str, ...],
+    ask: bool | None,
+) -> None:
     """Scaffold a new project in DIR (new or empty) that `cqrs-flow up DIR/topology.yaml` runs.
 
     Describe each entity with --entity NAME (PascalCase) and its fields as NAME:TYPE, TYPE being
@@ -417,9 +443,14 @@ def init(directory: Path, entity_spec: tuple[str, ...], port_base: int, name: st
     another entity: author:Author stores the key of one Author (author_id) and relates the two
     both ways (Book.author, Author.books). The id key and the updated_at timestamp are added.
 
+    In a terminal, init asks which fields of each entity are required; a required field is
+    non-null in the GraphQL schema and the mutations demand it, an optional one may be left out
+    and reads as null. In scripts, name the optional ones with --optional.
+
     \b
     Examples:
       cqrs-flow init bookshop --entity Book title:String year:Int 'tags:[String]'
+      cqrs-flow init crm --entity Contact name:String nickname:String --optional nickname
       cqrs-flow init library --entity Author name:String \\
           --entity Book title:String author:Author --entity Loan book:Book member:String
     """
@@ -432,13 +463,23 @@ def init(directory: Path, entity_spec: tuple[str, ...], port_base: int, name: st
     except scaffold.ScaffoldError as exc:
         raise click.BadParameter(str(exc), param_hint="'--name'" if name else "'DIR'") from None
     try:
-        project = scaffold.make_project(
-            project_name, scaffold.parse_entities(entity_spec), port_base
-        )
+        entities = scaffold.parse_entities(entity_spec)
     except scaffold.UnknownOption as exc:
-        raise click.NoSuchOption(
-            exc.option, possibilities=["--entity", "--port-base", "--name"]
-        ) from None
+        options = ["--entity", "--port-base", "--name", "--optional", "--ask", "--no-ask"]
+        close = suggest(exc.option, options)
+        raise click.NoSuchOption(exc.option, possibilities=[close] if close else []) from None
+    except scaffold.ScaffoldError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--entity'") from None
+    try:
+        entities = scaffold.make_optional(entities, optional)
+    except scaffold.ScaffoldError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--optional'") from None
+    if ask is None:  # a person at a terminal is asked; a script says --optional, or nothing
+        ask = not optional and sys.stdin.isatty()
+    if ask:
+        entities = [_ask_required(entity) for entity in entities]
+    try:
+        project = scaffold.make_project(project_name, entities, port_base)
     except scaffold.ScaffoldError as exc:
         raise click.BadParameter(str(exc), param_hint="'--entity'") from None
     try:
@@ -455,6 +496,26 @@ def init(directory: Path, entity_spec: tuple[str, ...], port_base: int, name: st
         f"GraphQL: http://127.0.0.1:{project.port('gateway')}/graphql (see "
         f"{directory / 'README.md'})"
     )
+
+
+def _ask_required(entity: Entity) -> Entity:
+    """Ask which fields of `entity` are required (a prompt; `all` when the user just presses
+    Enter); asked again after an answer naming a field the entity does not have."""
+    from cqrs_flow import scaffold
+
+    def answer(text: str) -> Entity:
+        try:
+            return scaffold.parse_required(entity, text)
+        except scaffold.ScaffoldError as exc:
+            raise click.UsageError(str(exc)) from None
+
+    fields = ", ".join(f.name for f in entity.fields)
+    asked: Entity = click.prompt(
+        f"Required fields of {entity.name} ({fields}): all, none, or their names",
+        default="all",
+        value_proc=answer,
+    )
+    return asked
 
 
 def _summary(topology: Topology) -> str:

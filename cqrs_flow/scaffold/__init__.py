@@ -5,6 +5,7 @@ Everything here is a pure function of a parsed description, except `write_projec
 
     entities = parse_entities(["--entity", "Author", "name:String",
                                "--entity", "Book", "title:String", "author:Author"])
+    entities = make_optional(entities, ["Book.year"])  # or parse_required(entity, answer)
     project = make_project(project_name("library"), entities, port_base=18000)
     write_project(Path("library"), render(project))
 
@@ -25,10 +26,12 @@ from cqrs_flow.scaffold.description import (
     Relation,
     ScaffoldError,
     UnknownOption,
+    make_optional,
     make_project,
     parse_entities,
     parse_entity,
     parse_field,
+    parse_required,
     project_name,
 )
 from cqrs_flow.scaffold.files import render, write_project
@@ -43,10 +46,12 @@ __all__ = [
     "Relation",
     "ScaffoldError",
     "UnknownOption",
+    "make_optional",
     "make_project",
     "parse_entities",
     "parse_entity",
     "parse_field",
+    "parse_required",
     "project_name",
     "render",
     "write_project",

@@ -11,8 +11,8 @@ from __future__ import annotations
 import keyword
 import re
 import unicodedata
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from cqrs_flow.topology.model import Relation
@@ -31,10 +31,12 @@ __all__ = [
     "Relation",
     "ScaffoldError",
     "UnknownOption",
+    "make_optional",
     "make_project",
     "parse_entities",
     "parse_entity",
     "parse_field",
+    "parse_required",
     "project_name",
 ]
 
@@ -120,6 +122,7 @@ class Field:
     type: str  # a key of TYPES ("String" for a reference: it holds the other entity's key)
     repeated: bool = False
     refers: str | None = None  # author:Author refers to the entity Author
+    required: bool = True  # init asks (or --optional says) which fields may be left out
 
     @property
     def stored(self) -> str:
@@ -131,12 +134,27 @@ class Field:
 
     @property
     def proto(self) -> str:
-        return ("repeated " if self.repeated else "") + TYPES[self.type]
+        """A required field is a plain proto3 field (it always has a value); an optional one is
+        `optional`, so that a document without it is told from one with the type's default."""
+        if self.repeated:
+            return f"repeated {TYPES[self.type]}"
+        return ("" if self.required else "optional ") + TYPES[self.type]
 
     @property
     def graphql(self) -> str:
-        """The non-null GraphQL type: every field of a proto3 message always has a value."""
-        return f"[{self.type}!]!" if self.repeated else f"{self.type}!"
+        """The field's GraphQL type in its entity's type: non-null when required; an optional
+        field is null when it was not given. A list is never null (empty when none was given)."""
+        if self.repeated:
+            return f"[{self.type}!]!"
+        return f"{self.type}!" if self.required else self.type
+
+    @property
+    def argument(self) -> str:
+        """The type of its argument in the add and update mutations: an optional field's may be
+        left out."""
+        if self.required:
+            return self.graphql
+        return f"[{self.type}!]" if self.repeated else self.type
 
     @property
     def indexed(self) -> bool:
@@ -179,11 +197,21 @@ class Entity:
 
     @property
     def first_text(self) -> Field | None:
-        """The first single String field (no reference): the one the plugin stub checks."""
+        """The first required single String field (no reference): the one the plugin stub
+        checks is not blank (an optional one may be left out, so may be empty)."""
         return next(
-            (f for f in self.fields if f.type == "String" and not f.repeated and not f.refers),
+            (
+                f
+                for f in self.fields
+                if f.type == "String" and not f.repeated and not f.refers and f.required
+            ),
             None,
         )
+
+    @property
+    def optional(self) -> tuple[str, ...]:
+        """The names of the fields that may be left out."""
+        return tuple(f.name for f in self.fields if not f.required)
 
     @property
     def indexes(self) -> tuple[str, ...]:
@@ -432,6 +460,78 @@ def _refuse_cycles(entities: Sequence[Entity]) -> None:
 
     for entity in entities:
         visit(entity.name, [], [])
+
+
+def make_optional(entities: Sequence[Entity], names: Iterable[str]) -> list[Entity]:
+    """The entities with the fields `names` optional (`--optional`): each name is FIELD, the
+    field of that name in every entity that has one, or ENTITY.FIELD; names may also come
+    comma-separated ('nickname,email'). Every other field stays required."""
+    wanted = [n.strip() for text in names for n in text.split(",") if n.strip()]
+    by_name = {e.name: e for e in entities}
+    optional: dict[str, set[str]] = {e.name: set() for e in entities}
+    for name in wanted:
+        entity_name, dot, field_name = name.rpartition(".")
+        if dot:
+            if entity_name not in by_name:
+                close = suggest(entity_name, by_name, cutoff=0.5)
+                hint = f"; did you mean {close}.{field_name}?" if close else ""
+                raise ScaffoldError(
+                    f"--optional {name}: there is no entity {entity_name!r}{hint} "
+                    f"(entities: {', '.join(by_name)})"
+                )
+            owners = [by_name[entity_name]]
+        else:
+            owners = [e for e in entities if any(f.name == field_name for f in e.fields)]
+            if not owners:
+                known = sorted({f.name for e in entities for f in e.fields})
+                close = suggest(field_name, known, cutoff=0.5)
+                hint = f"; did you mean {close}?" if close else ""
+                raise ScaffoldError(
+                    f"--optional {name}: no entity has a field {field_name!r}{hint} "
+                    f"(fields: {', '.join(known)})"
+                )
+        for owner in owners:
+            _field_of(owner, field_name, f"--optional {name}")
+            optional[owner.name].add(field_name)
+    return [_with_optional(e, optional[e.name]) for e in entities]
+
+
+def parse_required(entity: Entity, answer: str) -> Entity:
+    """The entity with only the fields `answer` names required, the answer to init's question
+    "which fields are required": 'all' (or nothing), 'none', or names separated by commas or
+    spaces."""
+    text = answer.strip()
+    if text.lower() in ("", "all"):
+        return _with_optional(entity, set())
+    names = {f.name for f in entity.fields}
+    if text.lower() == "none":
+        return _with_optional(entity, names)
+    required = {n for n in re.split(r"[\s,]+", text) if n}
+    for name in required:
+        _field_of(entity, name)
+    return _with_optional(entity, names - required)
+
+
+def _field_of(entity: Entity, name: str, given: str = "") -> Field:
+    """The field `name` of `entity`; ScaffoldError with a did-you-mean otherwise (after
+    `given`, what the user wrote, when that is not the name alone)."""
+    found = next((f for f in entity.fields if f.name == name), None)
+    if found is None:
+        fields = [f.name for f in entity.fields]
+        close = suggest(name, fields, cutoff=0.5)
+        hint = f"; did you mean {close}?" if close else ""
+        where = f"{given}: " if given else ""
+        raise ScaffoldError(
+            f"{where}{entity.name} has no field {name!r}{hint} (its fields: {', '.join(fields)})"
+        )
+    return found
+
+
+def _with_optional(entity: Entity, optional: set[str]) -> Entity:
+    return Entity(
+        entity.name,
+        tuple(replace(f, required=f.name not in optional) for f in entity.fields),
+    )
 
 
 def project_name(directory: str | Path, explicit: str | None = None) -> str:

@@ -60,7 +60,7 @@ def render_proto(p: Project) -> str:
 
 def render_schema(p: Project) -> str:
     e = p.entity
-    arguments = [f"{f.name}: {f.graphql}" for f in e.fields]
+    arguments = [f"{f.name}: {f.argument}" for f in e.fields]
     return fill(
         "schema/project.graphql.tmpl",
         p,

@@ -235,7 +235,7 @@ def _connection_arguments(e: Entity) -> list[str]:
 
 
 def _schema_mutations(p: Project, e: Entity) -> str:
-    arguments = [f"{f.stored}: {f.graphql}" for f in e.fields]
+    arguments = [f"{f.stored}: {f.argument}" for f in e.fields]
     return fill(
         "entities/schema-mutations.tmpl",
         p,

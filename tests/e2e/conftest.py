@@ -38,7 +38,7 @@ def mosquitto(tmp_path_factory) -> Address:
             *cli(),
             "mosquitto-auth",
             str(EXAMPLES / "contacts-mosquitto" / "topology.yaml"),
-            str(directory),
+            str(directory / "mosquitto"),
         ],
         env={**os.environ, "CQRS_FLOW_SECRET": SECRET},
         check=True,
@@ -48,7 +48,6 @@ def mosquitto(tmp_path_factory) -> Address:
     port = free_ports(1)[0]
     config = (EXAMPLES / "contacts-mosquitto" / "mosquitto.conf").read_text()
     config = config.replace("listener 1885 127.0.0.1", f"listener {port} 127.0.0.1")
-    config = config.replace("/tmp/cqrs-flow-mosquitto/", f"{directory}/")
     if os.geteuid() == 0:
         config += (
             "user root\n"  # as root, Mosquitto would switch to its own user and lose the directory
@@ -56,7 +55,10 @@ def mosquitto(tmp_path_factory) -> Address:
     (directory / "mosquitto.conf").write_text(config)
     with open(directory / "mosquitto.log", "w") as log:  # the child keeps its own descriptor
         process = subprocess.Popen(
-            [binary, "-c", str(directory / "mosquitto.conf")], stdout=log, stderr=subprocess.STDOUT
+            [binary, "-c", "mosquitto.conf"],
+            cwd=directory,  # its paths are relative: mosquitto/passwords, ... (the README's way)
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     address = Address("127.0.0.1", port)
     import asyncio

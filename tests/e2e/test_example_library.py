@@ -395,7 +395,7 @@ def test_update_and_remove_of_an_unknown_id_answer_error(library):
         assert answer == {
             "status": "ERROR",
             "message": "book no-such-book not found",
-            "id": "no-such-book",
+            "id": None,
         }
 
 

@@ -157,7 +157,7 @@ def test_update_and_remove_ask_whether_the_entity_exists(library):
         assert answer == {
             "status": "ERROR",
             "message": f"{entity} no-such-id not found",
-            "id": "no-such-id",
+            "id": None,
         }
 
 

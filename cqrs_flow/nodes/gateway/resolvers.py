@@ -5,8 +5,9 @@ lists, lookups and relations its document service (finder.py), live subscription
 log (live.py).
 Mutations build their command from the arguments, let the plugins check it, and hand it to
 the delivery, which publishes it; commandStatus and commandSettled read the command book.
-A refused mutation answers ERROR with the refusal's message; any other refusal is a GraphQL
-error (refusals.coerced).
+A refused mutation answers ERROR with the refusal's message and code (where the schema's result
+type has a `code` field), and null for `id` and `command_id`: nothing was queued, so nothing
+may look created; any other refusal is a GraphQL error (refusals.coerced).
 """
 
 from __future__ import annotations
@@ -248,8 +249,14 @@ class Resolvers:
                         raise Refused(plan.not_found.format_map(words), NOT_FOUND)
                 await self._before_publish(plan, command, args)
                 command_id = await self.delivery.publish(plan, command, key, self.auth.subject())
-            except Refused as refused:
-                return {"status": "ERROR", "message": refused.message, "id": key}
+            except Refused as refused:  # nothing was queued: no id that looks created
+                return {
+                    "status": "ERROR",
+                    "message": refused.message,
+                    "code": refused.code,
+                    "id": None,
+                    "command_id": None,
+                }
             return {
                 "status": "OK",
                 "message": plan.message.format_map(words),

@@ -1,7 +1,8 @@
 """The files `cqrs-flow init` writes, byte for byte, for three projects of one entity: one with a
 text and a number field (bookshop), one with neither (sensors), and one whose long names make the
-schema put one argument a line and the README wrap (stockroom); and for one of several entities
-that refer to each other (library). The golden files of the first three are what init wrote
+schema put one argument a line and the README wrap (stockroom); one whose fields are partly
+optional (crm: `--optional nickname,age`); and for one of several entities that refer to each
+other (library). The golden files of the first three are what init wrote
 before its templates became files; a change to a template shows here as a diff.
 
 To accept an intended change, run this file: `python tests/unit/scaffold/test_golden.py`
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from cqrs_flow.scaffold import make_project, parse_entities, render
+from cqrs_flow.scaffold import make_optional, make_project, parse_entities, render
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -25,6 +26,10 @@ CASES = {
         ["Book", "title:String", "year:Int", "rating:Float", "available:Boolean", "tags:[String]"],
     ),
     "sensors": (18000, ["Sensor", "online:Boolean", "labels:[String]"]),
+    "crm": (
+        18000,
+        ["Contact", "name:String", "nickname:String", "age:Int", "tags:[String]"],
+    ),
     "stockroom": (
         24000,
         [
@@ -43,9 +48,13 @@ CASES = {
 }
 
 
+OPTIONAL = {"crm": ["nickname,age"]}  # project -> --optional
+
+
 def rendered(name: str) -> dict[str, str]:
     port_base, tokens = CASES[name]
-    return render(make_project(name, parse_entities(["--entity", *tokens]), port_base))
+    entities = make_optional(parse_entities(["--entity", *tokens]), OPTIONAL.get(name, []))
+    return render(make_project(name, entities, port_base))
 
 
 def golden(name: str) -> dict[str, str]:

@@ -158,11 +158,12 @@ def test_an_accepted_mutation_is_published_and_booked(shipped, shipped_protos):
     assert entry["state"] == "QUEUED" and entry["key"] == answer["id"]
 
 
-UPDATE = 'mutation { updateContact(id: "x", name: "y") { status message id } }'
+UPDATE = 'mutation { updateContact(id: "x", name: "y") { status message id command_id code } }'
+ADD = 'mutation { addContact(name: "Ada") { status message id command_id code } }'
 
 
 @pytest.mark.parametrize(
-    "query, reader, plugins, connected, message",
+    "query, reader, plugins, connected, message, code",
     [
         (
             UPDATE,
@@ -170,6 +171,7 @@ UPDATE = 'mutation { updateContact(id: "x", name: "y") { status message id } }'
             (),
             True,
             "contact x not found",
+            "NOT_FOUND",
         ),
         (
             UPDATE,
@@ -177,35 +179,42 @@ UPDATE = 'mutation { updateContact(id: "x", name: "y") { status message id } }'
             (),
             True,
             "nothing was queued: the store is unavailable; try again",
+            "UNAVAILABLE",
         ),
         (
-            'mutation { addContact(name: "Ada") { status message id } }',
+            ADD,
             None,
             [Plugin("rules", Rejected("name is taken"))],
             True,
             "name is taken",
+            "REJECTED",
         ),
         (
-            'mutation { addContact(name: "Ada") { status message id } }',
+            ADD,
             None,
             [Plugin("faulty", RuntimeError("internal detail"))],
             True,
             "plugin 'faulty' failed; nothing was queued (request -)",
+            "INTERNAL",
         ),
         (
-            'mutation { addContact(name: "Ada") { status message id } }',
+            ADD,
             None,
             (),
             False,
             "the broker is away; nothing was queued, try again later (a gateway with `data:` "
             "queues meanwhile)",
+            "UNAVAILABLE",
         ),
     ],
 )
 def test_a_refused_mutation_answers_error_and_publishes_nothing(
-    shipped, shipped_protos, query, reader, plugins, connected, message
+    shipped, shipped_protos, query, reader, plugins, connected, message, code
 ):
     result, published, _ = run(shipped, shipped_protos, query, reader, plugins, connected)
     answer = next(iter(result["data"].values()))
     assert answer["status"] == "ERROR" and answer["message"] == message
     assert published == [] and "errors" not in result
+    # nothing was queued: no id that looks created (an add's generated one included), no command
+    assert answer["id"] is None and answer["command_id"] is None
+    assert answer["code"] == code

@@ -1,0 +1,1 @@
+"""Plugins of the crm system (see crm.py)."""
