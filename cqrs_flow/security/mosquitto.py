@@ -67,11 +67,13 @@ def acl_text(topology: Topology, broker: BrokerNode) -> str:
 def write_auth_files(
     topology: Topology, broker: BrokerNode, secret: str, directory: Path
 ) -> tuple[Path, Path]:
-    """Write the password file (readable by its owner only) and the ACL file into `directory`."""
+    """Write the password file and the ACL file into `directory`, both readable by their owner
+    only (Mosquitto 2.0.16 and later warn about, and later versions refuse, files others can
+    read)."""
     directory.mkdir(parents=True, exist_ok=True)
     passwords, acl = directory / PASSWORD_FILE, directory / ACL_FILE
     _replace(passwords, password_text(topology, broker, secret), 0o600)
-    _replace(acl, acl_text(topology, broker), 0o644)
+    _replace(acl, acl_text(topology, broker), 0o600)
     return passwords, acl
 
 

@@ -72,6 +72,7 @@ def test_mosquitto_auth_writes_both_files(runner, tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     passwords = tmp_path / "auth" / "passwords"
     assert stat.S_IMODE(passwords.stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "auth" / "acl").stat().st_mode) == 0o600
     assert (
         "allow_anonymous false" in result.output and f"password_file {passwords}" in result.output
     )
