@@ -25,15 +25,8 @@ class AppliedCommands:
     then answered with its key only."""
 
     def __init__(self, retention: RecordRetention | None = None, database: Database | None = None):
-        retention = retention or RecordRetention()
         self.database = database
-        self._records = Retained(
-            retention.time,
-            retention.count,
-            retention.in_memory(database is not None),
-            database,
-            _TABLE,
-        )
+        self._records = Retained.kept_as(retention, database, _TABLE)
 
     @classmethod
     async def open(

@@ -21,6 +21,7 @@ from typing import Any
 
 from cqrs_flow.stores.base import StoreError
 from cqrs_flow.stores.database import Database
+from cqrs_flow.topology.model import RecordRetention
 
 __all__ = ["Retained"]
 
@@ -59,6 +60,16 @@ class Retained:
         self._memory: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
         self._written = 0
         self._pruned_at = clock()
+
+    @classmethod
+    def kept_as(
+        cls, retention: RecordRetention | None, database: Database | None, table: str
+    ) -> Retained:
+        """Records kept as the topology's `retention` says (its defaults with None): in memory
+        only, or in `table` of `database` with a cache of the most recent in memory."""
+        retention = retention or RecordRetention()
+        in_memory = retention.in_memory(database is not None)
+        return cls(retention.time, retention.count, in_memory, database, table)
 
     def __len__(self) -> int:
         """The records in memory."""

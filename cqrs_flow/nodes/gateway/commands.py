@@ -54,14 +54,7 @@ class CommandBook:
     gateway still answers commandStatus for what it accepted before."""
 
     def __init__(self, retention: RecordRetention | None = None, database: Database | None = None):
-        retention = retention or RecordRetention()
-        self._records = Retained(
-            retention.time,
-            retention.count,
-            retention.in_memory(database is not None),
-            database,
-            TABLE,
-        )
+        self._records = Retained.kept_as(retention, database, TABLE)
         self._waiters: dict[str, list[asyncio.Future[dict[str, Any]]]] = {}
 
     def __len__(self) -> int:
