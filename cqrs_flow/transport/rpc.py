@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 import grpc
@@ -29,6 +30,9 @@ from cqrs_flow.transport.observe import observed
 from cqrs_flow.transport.tls import ChannelSecurity
 
 __all__ = [
+    "CALL_METADATA",
+    "READ_AFTER_COMMAND",
+    "READ_AFTER_POSITION",
     "UNAVAILABLE_PEER",
     "Handler",
     "ServiceClient",
@@ -56,6 +60,14 @@ MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 HEALTH_SERVICE = "grpc.health.v1.Health"
 # Trailing metadata of an UNAVAILABLE answer: which node behind the callee is away (e.g. "store").
 UNAVAILABLE_PEER = "x-cqrs-flow-unavailable"
+
+# Read-your-writes (a reader with a read model): a read carrying one of these in its metadata
+# reflects that command (its id), or the change log up to that position (docs/BEHAVIOUR.md).
+READ_AFTER_COMMAND = "x-cqrs-flow-after-command"
+READ_AFTER_POSITION = "x-cqrs-flow-after-position"
+# Metadata every call a ServiceClient makes in this context carries besides its credentials
+# (a gateway request that names the command its reads must reflect).
+CALL_METADATA: ContextVar[tuple[tuple[str, str], ...]] = ContextVar("call_metadata", default=())
 
 # gRPC backs off up to 2 minutes between reconnects by default; a node whose peer restarts
 # should find it again within a couple of seconds.
@@ -337,7 +349,7 @@ class ServiceClient:
         return await self._calls[rpc](
             request,
             timeout=timeout or self._timeout,
-            metadata=tracing.with_traceparent(self._credentials.metadata),
+            metadata=self._metadata(),
             wait_for_ready=False,
         )
 
@@ -353,9 +365,15 @@ class ServiceClient:
         return await self._forwards[rpc](
             request,
             timeout=timeout or self._timeout,
-            metadata=tracing.with_traceparent(self._credentials.metadata),
+            metadata=self._metadata(),
             wait_for_ready=False,
         )
+
+    def _metadata(self) -> Sequence[tuple[str, str]]:
+        """The caller's credentials, the trace's context, and CALL_METADATA's."""
+        metadata = tracing.with_traceparent(self._credentials.metadata)
+        extra = CALL_METADATA.get()
+        return (*metadata, *extra) if extra else metadata
 
     def reachable(self) -> bool:
         """Whether the server looks reachable: False while the channel fails to connect (for
