@@ -26,6 +26,7 @@ from cqrs_flow.security.tokens import CallerCheck, Credentials
 from cqrs_flow.telemetry import tracing
 from cqrs_flow.topology.model import Address
 from cqrs_flow.transport.health import HealthService
+from cqrs_flow.transport.local import local_server
 from cqrs_flow.transport.observe import observed
 from cqrs_flow.transport.tls import ChannelSecurity
 
@@ -339,6 +340,16 @@ class ServiceClient:
         return self._protos.class_of(self.service.methods_by_name[rpc].input_type)
 
     async def call(self, rpc: str, request: Message, timeout: float | None = None) -> Message:
+        if (server := local_server(self.target)) is not None:  # in this very process
+            method = self.service.methods_by_name[rpc]
+            answer = await server.unary(
+                method_path(method),
+                request.SerializeToString(),
+                self._metadata(),
+                timeout or self._timeout,
+            )
+            response: Message = self._protos.class_of(method.output_type).FromString(answer)
+            return response
         if rpc not in self._calls:
             method = self.service.methods_by_name[rpc]
             self._calls[rpc] = self._channel.unary_unary(
@@ -356,6 +367,9 @@ class ServiceClient:
     async def forward(self, rpc: str, request: bytes, timeout: float | None = None) -> bytes:
         """Call `rpc` with a request already encoded and return the response as it comes: for a
         node that passes messages on without reading them."""
+        if (server := local_server(self.target)) is not None:  # in this very process
+            path = method_path(self.service.methods_by_name[rpc])
+            return await server.unary(path, request, self._metadata(), timeout or self._timeout)
         if rpc not in self._forwards:
             self._forwards[rpc] = self._channel.unary_unary(
                 method_path(self.service.methods_by_name[rpc]),
@@ -377,7 +391,9 @@ class ServiceClient:
 
     def reachable(self) -> bool:
         """Whether the server looks reachable: False while the channel fails to connect (for
-        readiness; an idle channel has not failed)."""
+        readiness; an idle channel has not failed). One in this process is."""
+        if local_server(self.target) is not None:
+            return True
         state = self._channel.get_state(try_to_connect=True)
         return state not in (
             grpc.ChannelConnectivity.TRANSIENT_FAILURE,

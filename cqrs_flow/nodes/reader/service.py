@@ -25,6 +25,7 @@ from cqrs_flow.protobuf.compiler import CHANGES_SERVICE, DOCUMENTS_SERVICE, Prot
 from cqrs_flow.security.tokens import CallerCheck, outside_callers
 from cqrs_flow.topology.model import ReaderNode, StoreNode, Topology
 from cqrs_flow.topology.problems import Problems
+from cqrs_flow.transport.local import serve_locally, stop_serving_locally
 from cqrs_flow.transport.rpc import (
     UNAVAILABLE_PEER,
     Handler,
@@ -114,9 +115,16 @@ class ReaderService(NodeService):
         served = (self.node.service, DOCUMENTS_SERVICE, CHANGES_SERVICE)
         reflection = (self.protos, served) if self.node.serves_reflection else None
         server = await start_server(
-            self.node.listen, [generic, documents, changes], check, tls, reflection
+            self.node.listen,
+            [generic, documents, changes],
+            check,
+            tls,
+            reflection,
         )
         self.resources.push_async_callback(server.stop, STOP_GRACE)
+        if self.node.process:  # in its gateway's process: the gateway calls it there, directly
+            serve_locally(self.node.listen.target, [generic, documents, changes])
+            self.resources.callback(stop_serving_locally, self.node.listen.target)
         self.log.info(
             "%s on %s%s, reading from %s%s%s%s",
             self.node.service,
