@@ -9,7 +9,9 @@
   (ReadModel.fresh), else by the store.
 - A store that cannot be reached (UNAVAILABLE, DEADLINE_EXCEEDED) while the model could answer:
   with `serve_stale` the model answers, however stale, and the answer's trailing metadata says
-  how stale (READ_STALENESS); else UNAVAILABLE, as a reader without a model answers.
+  how stale (READ_STALENESS); else UNAVAILABLE, as a reader without a model answers. When the
+  last look at the store's head failed already, a stale model answers at once instead of
+  waiting for the store to fail again (a store that hangs would cost each read its timeout).
 - A page after a position the model did not give (one of the store's, or of a model built
   before) is asked of the store: positions are the answerer's own.
 """
@@ -118,8 +120,13 @@ class ModelAnswers:
     def handler(self, read: ModelRead, forward: Handler, what: str = "") -> Handler:
         """Answer with `read` when the model may, else with `forward` (made with `stale`)."""
         model, store = self._answered["model"], self._answered["store"]
+        stale = self.stale(read, what)
 
         async def answer(request: bytes, context: Context) -> Message | bytes:
+            if stale is not None and not self.model.reachable:
+                answered = await stale(request, context)  # the store does not answer: at once
+                if answered is not None:
+                    return answered
             if await self.use_model(context):
                 try:
                     answered = await read(request)
