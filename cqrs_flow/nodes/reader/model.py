@@ -65,6 +65,8 @@ class Rebootstrap(Exception):
 class _Head:
     sent_at: float  # when the Info call was sent
     last: int  # the log's head it answered
+    applied: int = 0  # the model's position when it was sent
+    generation: int = 0  # the model's generation when it was sent
 
 
 class ReadModel:
@@ -144,10 +146,11 @@ class ReadModel:
 
     async def head_now(self) -> int:
         """The log's head, asked of the store now (a read-your-writes read that needs it)."""
-        sent_at = self.clock()
+        asked = self._asking()
         info: Any = await self.changes.call("Info", self.changes.request_class("Info")())
+        asked.last = int(info.last)
         try:
-            self._saw_head(_Head(sent_at, int(info.last)))
+            self._saw_head(asked)
         except Rebootstrap as exc:
             self._restart(str(exc))
         return int(info.last)
@@ -218,7 +221,7 @@ class ReadModel:
         self.generation = generation
         self.bootstraps += 1
         self.on_bootstrap()
-        self.applied = start or 0
+        self.applied = self.head = start or 0
         self._heads.clear()
         self.fresh_at = None
         self.ready = True
@@ -290,13 +293,22 @@ class ReadModel:
         event, self._advanced = self._advanced, asyncio.Event()
         event.set()
 
+    def _asking(self) -> _Head:
+        """A look at the head about to be sent (its `last` is filled in with the answer)."""
+        return _Head(self.clock(), 0, self.applied, self.generation)
+
     def _saw_head(self, head: _Head) -> None:
-        if head.last < self.applied and self.ready:
+        """The store's answer to a look at its head. The model may have applied changes newer
+        than the answer meanwhile (the follow is faster than Info): only a head below what the
+        model had when the question was sent says the log went back."""
+        if head.generation != self.generation:
+            return  # asked about a model read again since
+        if head.last < head.applied and self.ready:
             # the log restarted behind the model (a store without data restarted)
             raise Rebootstrap(
-                f"the store's log ends at {head.last:,}, before the model's {self.applied:,}"
+                f"the store's log ends at {head.last:,}, before the model's {head.applied:,}"
             )
-        self.head = max(self.head, head.last) if head.last >= self.applied else head.last
+        self.head = max(self.head, head.last)
         self._heads.append(head)
         self._advance()
 
@@ -307,7 +319,7 @@ class ReadModel:
             await asyncio.sleep(self.probe)
             if not self.ready:
                 continue
-            sent_at = self.clock()
+            asked = self._asking()
             try:
                 info: Any = await self.changes.call("Info", info_class(), timeout=self.probe * 4)
             except grpc.aio.AioRpcError:
@@ -315,8 +327,9 @@ class ReadModel:
                 continue
             self.reachable = True
             behind = bool(self._heads)  # a head asked for before is not reached yet
+            asked.last = int(info.last)
             try:
-                self._saw_head(_Head(sent_at, int(info.last)))
+                self._saw_head(asked)
             except Rebootstrap as exc:
                 self._restart(str(exc))
                 continue

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from cqrs_flow.nodes.reader.model import ReadModel
+from cqrs_flow.nodes.reader.model import ReadModel, Rebootstrap
 
 from ..library import Library
 
@@ -154,3 +154,17 @@ def test_a_store_restarted_with_a_new_log_is_read_again_and_stale_meanwhile(libr
             await client.close()
 
     library.run(lambda _: scenario())
+
+
+def test_a_head_answered_after_the_model_moved_past_it_is_no_restart_of_the_log():
+    model = ReadModel("reader", [], lambda e: None, None, None, page=10, probe=1.0)  # type: ignore[arg-type]
+    model.ready, model.applied = True, 10
+    asked = model._asking()  # sent while the model is at 10
+    model.apply([change(11, "a"), change(12, "b")], 12)  # the follow is faster than Info
+    asked.last = 11
+    model._saw_head(asked)  # no Rebootstrap: the log held 11 when it answered
+    assert model.fresh(1.0) and model.lag() == 0
+    behind = model._asking()
+    behind.last = 5  # below what the model had when it asked: the log went back
+    with pytest.raises(Rebootstrap):
+        model._saw_head(behind)
