@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 from bench.common import (
     SHIPPED,
@@ -73,6 +75,15 @@ def caught_up(system: System, timeout: float = 120.0) -> None:
     raise RuntimeError("the reader's read model did not catch up with the store")
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user and system) process `pid` has used so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def topology_runs(ctx, name: str, overrides: dict, contacts: int, duration: float) -> dict:
     file = prepare(SHIPPED, ctx.tmp / f"fig8-{len(name)}", overrides)
     runs: dict = {}
@@ -87,14 +98,23 @@ async def topology_runs(ctx, name: str, overrides: dict, contacts: int, duration
             caught_up(system)
         rng = random.Random(8)
         url = system.topology.nodes["gateway"].url
+        pids = system.node_pids()
         for clients in CONCURRENCY:
             gql = GraphQL(url, clients)
             try:
                 send = posting(gql, CONTACT, load.ids, rng)
-                result = await measured(send, clients, duration, min(0.5, duration / 4), contact_ok)
+                await measured(send, clients, 0.0, min(0.5, duration / 4), contact_ok)
+                before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+                result = await measured(send, clients, duration, 0.0, contact_ok)
+                spent = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
             finally:
                 await gql.close()
             runs[clients] = summary(result)
+            runs[clients]["cpu_ms_per_query"] = {
+                name: round(seconds * 1000 / max(result.ok, 1), 3)
+                for name, seconds in spent.items()
+                if name in ("gateway", "reader", "store")
+            }
             say(
                 f"    {clients:2} clients: p50 {ms(result.p(50))}, p99 {ms(result.p(99))}, "
                 f"{result.rate:,.0f} q/s"
@@ -135,6 +155,9 @@ def run(ctx) -> Figure:
             floor = fig.data["grpc_floor"][clients]["qps"]
             ratio = mine["qps"] / floor if floor else 0.0
             note = f"p99/p50 = {mine['p99_ms'] / mine['p50_ms']:.1f}" if mine["p50_ms"] else ""
+            cpu = mine.get("cpu_ms_per_query") or {}
+            if cpu:
+                note += "; CPU ms/query " + ", ".join(f"{n} {v:.2f}" for n, v in cpu.items())
             execution = fig.data["tartiflette_floor"][clients]["qps"]
             note += f"; raw tartiflette alone {fmt(execution)} q/s"
             if mine["failed"]:
