@@ -41,7 +41,6 @@ __all__ = ["READ_SOURCE", "READ_STALENESS", "FromStore", "ModelAnswers", "ModelR
 READ_SOURCE = "x-cqrs-flow-read-source"
 READ_STALENESS = "x-cqrs-flow-staleness"
 
-_AWAY = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 Context = Any  # grpc.aio.ServicerContext
 
 
