@@ -37,6 +37,7 @@ FIGURES = {
     5: "bench.fig5_startup",
     6: "bench.fig6_mosquitto",
     7: "bench.fig7_replicas",
+    8: "bench.readmodel",
 }
 
 
@@ -151,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--only", help="figures to run, e.g. 1,3 (default: all of 1-7)")
+    parser.add_argument("--only", help="figures to run, e.g. 1,3 (default: all of 1-8)")
     parser.add_argument(
         "--quick", action="store_true", help="small counts: a smoke run of about 90 s"
     )
@@ -166,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     only = parse_list(args.only, "only") if args.only else list(FIGURES)
     unknown = [n for n in only if n not in FIGURES]
     if unknown:
-        parser.error(f"no figure {unknown[0]}; figures are 1-7")
+        parser.error(f"no figure {unknown[0]}; figures are 1-8")
 
     given = sys.argv[1:] if argv is None else argv
     command = " ".join(["python -m bench", *(shlex.quote(a) for a in given)])

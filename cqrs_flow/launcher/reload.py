@@ -92,6 +92,10 @@ def affected_nodes(
         why = _why(old, new, name, changed, protos, shared)
         if why:
             restarted[name] = why
+    for name in list(restarted):  # nodes sharing a process (a reader in its gateway's) go together
+        for other in _process_mates(old, name) | _process_mates(new, name):
+            if other in old.nodes and other in new.nodes:
+                restarted.setdefault(other, f"shares a process with {name}")
     return Affected(
         added=tuple(n for n in new.nodes if n not in old.nodes),
         removed=tuple(n for n in old.nodes if n not in new.nodes),
@@ -424,3 +428,11 @@ class Reloader:
     def accept(self, reload: Reload) -> None:
         """`reload` is the version that runs now."""
         self.topology, self.protos, self.digests = reload.topology, reload.protos, reload.digests
+
+
+def _process_mates(topology: Topology, name: str) -> set[str]:
+    """The other nodes run in the same process as `name` in `topology`."""
+    if name not in topology.nodes:
+        return set()
+    host = topology.host_of(name)
+    return ({host} | set(topology.guests_of(host))) - {name}

@@ -21,7 +21,7 @@ TIMEOUT = 2.0  # seconds a node has to answer
 
 @dataclass(frozen=True)
 class NodeStatus:
-    process: str  # the node's name, or <node>.<replica>
+    process: str  # the node's name, or <node>.<replica>, or "<node> (in <host>'s process)"
     kind: str
     state: str  # ready, not ready (<what it misses>), up, down, external
     pid: int | None = None
@@ -59,6 +59,8 @@ async def _process_status(
 ) -> NodeStatus:
     node = topology.nodes[name]
     process = name if replica is None else f"{name}.{replica}"
+    if (host := topology.host_of(name)) != name:
+        process = f"{name} (in {host}'s process)"  # a reader placed in its gateway's process
     listens = tuple(f"{what} {address}" for what, address in node.listens)
     metrics = topology.metrics_of(name, replica)
     if metrics is None:

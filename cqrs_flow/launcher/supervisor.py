@@ -36,9 +36,14 @@ from cqrs_flow.launcher.reload import Reload, Reloader
 from cqrs_flow.launcher.watch import Debouncer, FileWatcher
 from cqrs_flow.security.mqtt_logins import MqttLogin, derive_mqtt_password, mqtt_launch_environment
 from cqrs_flow.security.secret import read_secret, secret_variables
-from cqrs_flow.security.tokens import ENV_SECRET, launch_environment, new_secret
+from cqrs_flow.security.tokens import (
+    ENV_SECRET,
+    guests_environment,
+    launch_environment,
+    new_secret,
+)
 from cqrs_flow.topology.access import mqtt_access
-from cqrs_flow.topology.graph import needed_by, sorter, start_order
+from cqrs_flow.topology.graph import launch_sorter, needed_by, start_order
 from cqrs_flow.topology.model import BrokerNode, GatewayNode, Node, Topology, WriterNode
 from cqrs_flow.topology.problems import suggest
 
@@ -104,6 +109,9 @@ class Launcher:
                 + (f" ({'; '.join(hints)})" if hints else "")
                 + f"; its nodes: {', '.join(topology.nodes)}"
             )
+        # a reader placed in its gateway's process runs wherever that process runs
+        self.local |= {topology.host_of(n) for n in self.local}
+        self.local |= {g for n in list(self.local) for g in topology.guests_of(n)}
         self.remote = needed_by(topology, self.local) - self.local  # waited for, run elsewhere
         self.printer = printer or Printer()
         self.env = dict(os.environ if env is None else env)
@@ -234,7 +242,7 @@ class Launcher:
     async def _start_all(self, names: Collection[str] | None = None) -> None:
         """Start the nodes (`names`, or all) in dependency order, each once those it depends on
         are ready; the others are taken as running."""
-        graph = sorter(self.topology)
+        graph = launch_sorter(self.topology)
         wanted = self.local | self.remote if names is None else set(names)
         starting: dict[asyncio.Task[None], str] = {}
         stop_wait = asyncio.ensure_future(self._stop.wait())
@@ -246,7 +254,7 @@ class Launcher:
                     batch.remove(name)
                 if not batch and not starting:
                     continue  # what was skipped may have made others ready
-                here = [n for n in batch if n in self.local]
+                here = [self._placed(n) for n in batch if n in self.local]
                 if here:
                     self.printer.system(f"starting {', '.join(here)}")
                 for name in batch:
@@ -268,11 +276,19 @@ class Launcher:
             await asyncio.gather(*starting, return_exceptions=True)
 
     def _instances(self, name: str) -> list[tuple[str, int | None]]:
-        """The processes of a node run here: (process name, replica number or None)."""
+        """The processes of a node run here: (process name, replica number or None); a node
+        run in another's process has none of its own."""
         node = self.topology.nodes[name]
+        if self.topology.host_of(name) != name:
+            return []
         if isinstance(node, WriterNode) and node.replicas > 1:
             return [(f"{name}.{i}", i) for i in range(1, node.replicas + 1)]
         return [(name, None)]
+
+    def _placed(self, name: str) -> str:
+        """The node's name, and whose process it runs in if not its own."""
+        host = self.topology.host_of(name)
+        return name if host == name else f"{name} (in {host}'s process)"
 
     async def _start_node(self, name: str) -> None:
         node = self.topology.nodes[name]
@@ -283,6 +299,12 @@ class Launcher:
             where = ", ".join(str(address) for _, address in node.listens)
             self.printer.system(f"waiting for {name} ({node.kind}, on another host: {where})")
             await self._wait_ready(name, node, None)
+        elif (host := self.topology.host_of(name)) != name:
+            # a guest: its host's process runs it (and the host, which waits for it)
+            await self._start_process(host, host, None, ready=name)
+        elif name in self.processes and self.topology.guests_of(name):
+            # started with its guest: wait for the host itself too
+            await self._wait_ready(name, node, self.processes[name])
         else:
             await asyncio.gather(
                 *(
@@ -291,8 +313,11 @@ class Launcher:
                 )
             )
 
-    async def _start_process(self, name: str, instance: str, replica: int | None) -> None:
-        """Spawn one process of node `name` (`instance` names it) and wait until it is ready."""
+    async def _start_process(
+        self, name: str, instance: str, replica: int | None, ready: str | None = None
+    ) -> None:
+        """Spawn one process of node `name` (`instance` names it) and wait until it is ready
+        (`ready`: until that node of the process is: a guest of `name`)."""
         argv = [sys.executable, "-m", "cqrs_flow", "node", str(self.topology.source), name]
         if replica is not None:
             argv += ["--replica", str(replica)]
@@ -300,13 +325,17 @@ class Launcher:
             **self.env,
             **launch_environment(self.topology, name, self.secret),
             **mqtt_launch_environment(self.topology, name, self.secret),
+            **guests_environment(self.topology, name, self.secret),
             ENV_RESTARTS: str(self.restarted.get(instance, 0)),
         }
         process = self.process_factory(instance, argv, env, self.printer)
         self.processes[instance] = process
         self._node_of[instance] = (name, replica)
         await process.start()
-        await self._wait_ready(instance, self.topology.nodes[name], process)
+        for guest in self.topology.guests_of(name) if ready is None else [ready]:
+            await self._wait_ready(guest, self.topology.nodes[guest], process)
+        if ready is None:
+            await self._wait_ready(instance, self.topology.nodes[name], process)
 
     async def _wait_ready(self, instance: str, node: Node, process: Process | None) -> None:
         """Probe until the node answers (StartError if it exits or ready_timeout passes first)."""

@@ -59,4 +59,6 @@ def run_node(topology: Topology, name: str, protos: ProtoSet) -> None:
         if secret:
             os.environ[ENV_SECRET] = secret
     service = build_service(topology, name, protos)
-    asyncio.run(serve(service))
+    # the nodes placed in this one's process (a reader in its gateway's), started before it
+    guests = [build_service(topology, guest, protos) for guest in topology.guests_of(name)]
+    asyncio.run(serve(service, guests))

@@ -13,7 +13,7 @@ import logging
 import os
 import signal
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from contextlib import AsyncExitStack
 from typing import Any, TypeVar
 
@@ -131,22 +131,30 @@ class NodeService(ABC):
         return self._failure
 
 
-async def serve(service: NodeService) -> None:
+async def serve(service: NodeService, guests: Sequence[NodeService] = ()) -> None:
     """Start the node, tell the launcher it is ready, run until SIGTERM/SIGINT or a failure;
-    its metrics and health are served from before it starts until it has stopped."""
+    its metrics and health are served from before it starts until it has stopped.
+
+    `guests`: nodes run in this process too (a reader placed in its gateway's process), each
+    with its own telemetry; they start first, in order, and stop after it, and a failure of
+    any ends them all."""
     async with AsyncExitStack() as operations:
+        for guest in guests:
+            await _serve_operations(guest, operations, traces=False)
         await _serve_operations(service, operations)
-        await _serve(service)
+        await _serve(service, tuple(guests))
 
 
-async def _serve_operations(service: NodeService, stack: AsyncExitStack) -> None:
+async def _serve_operations(
+    service: NodeService, stack: AsyncExitStack, traces: bool = True
+) -> None:
     """Metrics and health on the node's metrics address; traces when configured."""
     telemetry = service.telemetry
     restarts = os.environ.get(ENV_RESTARTS, "0")
     telemetry.restarts = int(restarts) if restarts.isdigit() else 0
     telemetry.metrics.restarts.set(telemetry.restarts)
     telemetry.metrics.add_process()
-    if tracing.configure(service.node.name, service.topology.name):
+    if traces and tracing.configure(service.node.name, service.topology.name):
         stack.callback(tracing.shutdown)
         log.info("tracing: spans exported over OTLP")
     listen = service.topology.metrics_of(service.node.name, int(telemetry.replica or 0) or None)
@@ -158,18 +166,19 @@ async def _serve_operations(service: NodeService, stack: AsyncExitStack) -> None
     log.info("metrics on http://%s/metrics, health on /health/live and /health/ready", listen)
 
 
-async def _serve(service: NodeService) -> None:
+async def _serve(service: NodeService, guests: tuple[NodeService, ...] = ()) -> None:
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     signals = (signal.SIGTERM, signal.SIGINT)
     for sig in signals:
         loop.add_signal_handler(sig, stopping.set)
-    failure = service.failure
+    services = (*guests, service)
+    failures = [s.failure for s in services]
     stop_wait: asyncio.Task[Any] = loop.create_task(stopping.wait())
     try:
         # A node may wait long in start (for a broker that is gone, say): SIGTERM must end that
         # wait too, or a node whose launcher died would outlive it.
-        starting = loop.create_task(service.start())
+        starting = loop.create_task(_start_in_order(services))
         await asyncio.wait([starting, stop_wait], return_when=asyncio.FIRST_COMPLETED)
         if not starting.done():
             starting.cancel()
@@ -177,17 +186,25 @@ async def _serve(service: NodeService) -> None:
             return
         starting.result()
         _notify_ready()
-        log.info("%s '%s' ready", service.node.kind, service.node.name)
-        await asyncio.wait([stop_wait, failure], return_when=asyncio.FIRST_COMPLETED)
+        for each in services:
+            log.info("%s '%s' ready", each.node.kind, each.node.name)
+        await asyncio.wait([stop_wait, *failures], return_when=asyncio.FIRST_COMPLETED)
     finally:
         stop_wait.cancel()
         for sig in signals:
             loop.remove_signal_handler(sig)
-        log.info("%s '%s' stopping", service.node.kind, service.node.name)
-        await service.stop()
-    error = failure.exception() if failure.done() else None
+        for each in reversed(services):
+            log.info("%s '%s' stopping", each.node.kind, each.node.name)
+            await each.stop()
+    error = next((f.exception() for f in failures if f.done()), None)
     if error is not None:
         raise error
+
+
+async def _start_in_order(services: Sequence[NodeService]) -> None:
+    """Start each service after the one before it (a guest before the node that calls it)."""
+    for service in services:
+        await service.start()
 
 
 def _notify_ready() -> None:

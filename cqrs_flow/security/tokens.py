@@ -24,6 +24,7 @@ from cqrs_flow.topology.model import GrpcClient, ReaderNode, Topology
 
 __all__ = [
     "ENV_CALLERS",
+    "ENV_GUESTS",
     "ENV_SECRET",
     "ENV_TOKEN",
     "CallerCheck",
@@ -33,6 +34,7 @@ __all__ = [
     "derive",
     "derive_token",
     "digest",
+    "guests_environment",
     "json_map_from_env",
     "launch_environment",
     "new_secret",
@@ -42,6 +44,7 @@ __all__ = [
 ENV_SECRET = "CQRS_FLOW_SECRET"
 ENV_TOKEN = "CQRS_FLOW_TOKEN"
 ENV_CALLERS = "CQRS_FLOW_CALLERS"
+ENV_GUESTS = "CQRS_FLOW_GUESTS"  # the credentials of the nodes run in another node's process
 METADATA_NODE = "x-cqrs-flow-node"
 METADATA_TOKEN = "x-cqrs-flow-token"
 METADATA_AUTHORIZATION = "authorization"  # an outside client's "Bearer <token>"
@@ -146,10 +149,35 @@ def launch_environment(topology: Topology, node: str, secret: str) -> dict[str, 
     }
 
 
+def guests_environment(topology: Topology, host: str, secret: str) -> dict[str, str]:
+    """What `up` adds to the environment of a process that runs other nodes beside `host` (a
+    reader in its gateway's process): each guest's own token and its callers' token hashes."""
+    guests = topology.guests_of(host)
+    if not guests:
+        return {}
+    return {
+        ENV_GUESTS: json.dumps(
+            {
+                guest: {
+                    "token": derive_token(secret, guest),
+                    "callers": _callers(topology, guest, secret),
+                }
+                for guest in guests
+            }
+        )
+    }
+
+
 def credentials_from_env(
     topology: Topology, node: str, env: Mapping[str, str] = os.environ
 ) -> Credentials:
-    """The node's credentials, from what `up` handed it or from CQRS_FLOW_SECRET."""
+    """The node's credentials, from what `up` handed it (its process's, or, for a node run in
+    another's process, those of ENV_GUESTS) or from CQRS_FLOW_SECRET."""
+    if env.get(ENV_GUESTS):
+        guests = json.loads(env[ENV_GUESTS])
+        if isinstance(guests, dict) and isinstance(guests.get(node), dict):
+            guest = guests[node]
+            return Credentials(node, str(guest["token"]), dict(guest["callers"]))
     if env.get(ENV_TOKEN):
         return Credentials(
             node, env[ENV_TOKEN], json_map_from_env(env, ENV_CALLERS, "node name -> token hash")

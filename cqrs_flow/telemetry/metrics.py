@@ -191,6 +191,32 @@ class Metrics:
             "cqrs_flow_websocket_connections_opened", "WebSocket connections accepted", registry=r
         )
         # -- MQTT -----------------------------------------------------------------------------
+        self.model_lag = Gauge(
+            "cqrs_flow_reader_model_lag_changes",
+            "Changes a reader's read model is behind its store's change log, as the last look "
+            "at the log's head saw",
+            registry=r,
+        )
+        self.model_staleness = Gauge(
+            "cqrs_flow_reader_model_staleness_seconds",
+            "Seconds since a reader's read model was last known caught up with its store "
+            "(answers come from the store beyond the read_model.staleness bound)",
+            registry=r,
+        )
+        self.model_answers = Counter(
+            "cqrs_flow_reader_model_answers",
+            "Reads a reader with a read model answered, by where the answer came from: model, "
+            "store (the second hop: the model was stale or could not tell), stale (the model "
+            "beyond its bound, the store being unreachable)",
+            ["source"],
+            registry=r,
+        )
+        self.model_bootstraps = Counter(
+            "cqrs_flow_reader_model_bootstraps",
+            "Times a reader read its model's documents from the store (at start, and when the "
+            "log could not be followed on)",
+            registry=r,
+        )
         self.broker_clients = Gauge(
             "cqrs_flow_broker_connections",
             "MQTT clients connected to the embedded broker now",

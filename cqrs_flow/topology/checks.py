@@ -65,6 +65,7 @@ def check_wiring(topology: Topology) -> list[Problem]:
     _check_writer_groups(topology, report)
     _check_store_backends(topology, report)
     _check_projections(topology, report)
+    _check_readers(topology, report)
     cycle = find_cycle(topology)
     if cycle:
         report(("nodes", cycle[0]), "dependency cycle: " + " -> ".join(cycle))
@@ -535,3 +536,38 @@ def _check_projections(topology: Topology, report: Problems) -> None:
                 "already; a read model has one projection",
             )
         writers.setdefault(entity, projection.name)
+
+
+def _check_readers(topology: Topology, report: Problems) -> None:
+    """A reader's read model keeps entities its store holds; a reader placed in a gateway's
+    process (`process`) is that gateway's reader (so a gateway hosts one reader at most)."""
+    for reader in topology.nodes_of(ReaderNode):
+        path = ("nodes", reader.name)
+        store = topology.nodes.get(reader.store.node)
+        if reader.read_model is not None and isinstance(store, StoreNode):
+            for index, entity in enumerate(reader.read_model.entities):
+                if entity not in store.entities:
+                    report(
+                        path + ("read_model", "entities", index),
+                        f"store '{store.name}' holds no entity '{entity}'"
+                        + (
+                            did_you_mean(entity, store.entities)
+                            or f"; it holds {', '.join(store.entities) or 'none'}"
+                        ),
+                    )
+        if reader.process is None:
+            continue
+        host = topology.nodes.get(reader.process)
+        gateways = [g.name for g in topology.nodes_of(GatewayNode)]
+        if not isinstance(host, GatewayNode):
+            report(
+                path + ("process",),
+                f"no gateway named '{reader.process}'{did_you_mean(reader.process, gateways)}; "
+                "a reader shares a process only with a gateway that reads from it",
+            )
+        elif host.reader != reader.name:
+            report(
+                path + ("process",),
+                f"gateway '{host.name}' reads from '{host.reader}', not from this reader: a "
+                "reader shares a process only with a gateway that reads from it",
+            )

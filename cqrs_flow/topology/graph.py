@@ -6,7 +6,7 @@ from graphlib import CycleError, TopologicalSorter
 
 from cqrs_flow.topology.model import Topology
 
-__all__ = ["find_cycle", "needed_by", "sorter", "start_batches", "start_order"]
+__all__ = ["find_cycle", "launch_sorter", "needed_by", "sorter", "start_batches", "start_order"]
 
 
 def sorter(topology: Topology) -> TopologicalSorter[str]:
@@ -17,6 +17,23 @@ def sorter(topology: Topology) -> TopologicalSorter[str]:
             for name, node in topology.nodes.items()
         }
     )
+    graph.prepare()
+    return graph
+
+
+def launch_sorter(topology: Topology) -> TopologicalSorter[str]:
+    """`sorter` for starting processes: a node run in another's process (a reader in its
+    gateway's, `host_of`) waits also for what its host needs, since the process that runs it
+    starts the host as well; the host still waits for it."""
+    needs: dict[str, set[str]] = {
+        name: {d for d in node.dependencies if d in topology.nodes}
+        for name, node in topology.nodes.items()
+    }
+    for name in topology.nodes:
+        host = topology.host_of(name)
+        if host != name:
+            needs[name] |= needs[host] - {name}
+    graph = TopologicalSorter(needs)
     graph.prepare()
     return graph
 

@@ -28,6 +28,7 @@ from cqrs_flow.topology.model import (
     Query,
     Rate,
     ReaderNode,
+    ReadModelSettings,
     RecordRetention,
     Relation,
     Retention,
@@ -350,6 +351,8 @@ def _kind_node(name: str, kind: str | None, raw: dict[str, Any]) -> Node:
                 }
             ),
             reflection=raw.get("reflection"),
+            read_model=_read_model(raw.get("read_model")),
+            process=raw.get("process"),
         )
     if kind == "writer":
         return WriterNode(
@@ -438,3 +441,15 @@ def _kind_node(name: str, kind: str | None, raw: dict[str, Any]) -> Node:
             client_tls=_client_tls(raw),
         )
     return Node(name=name)  # an unknown kind, already reported by the checker
+
+
+def _read_model(raw: dict[str, Any] | None) -> ReadModelSettings | None:
+    """A reader's `read_model`, None when it has none or it is switched off."""
+    if not raw or not raw.get("enabled"):
+        return None
+    return ReadModelSettings(
+        entities=tuple(raw.get("entities") or ()),
+        staleness=raw["staleness"],
+        wait=raw["wait"],
+        serve_stale=raw["serve_stale"],
+    )

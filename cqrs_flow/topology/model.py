@@ -34,6 +34,7 @@ __all__ = [
     "PluginRef",
     "ProjectionNode",
     "Query",
+    "ReadModelSettings",
     "ReaderNode",
     "RecordRetention",
     "Relation",
@@ -429,6 +430,18 @@ class StoreNode(Node):
 
 
 @dataclass(frozen=True)
+class ReadModelSettings:
+    """A reader's own read model (topology key `read_model`): the entities it keeps (empty:
+    every entity of its store), the staleness bound and read-your-writes wait in seconds, and
+    whether it answers from the model while the store cannot be reached."""
+
+    entities: tuple[str, ...] = ()
+    staleness: float = _default(spec.READ_MODEL, "staleness")
+    wait: float = _default(spec.READ_MODEL, "wait")
+    serve_stale: bool = _default(spec.READ_MODEL, "serve_stale")
+
+
+@dataclass(frozen=True)
 class ReaderNode(Node):
     kind: str = "reader"
     listen: Address = Address("127.0.0.1", 50053)
@@ -440,6 +453,8 @@ class ReaderNode(Node):
     client_tls: TlsClient | None = None
     clients: Mapping[str, GrpcClient] = dataclasses.field(default_factory=frozen_map)
     reflection: bool | None = None  # None: see serves_reflection
+    read_model: ReadModelSettings | None = None  # None: every read forwarded to the store
+    process: str | None = None  # the gateway whose process it runs in (None: its own)
 
     @property
     def dependencies(self) -> tuple[str, ...]:
@@ -711,6 +726,28 @@ class Topology:
 
     def writers_of(self, command: str) -> list[WriterNode]:
         return [w for w in self.nodes_of(WriterNode) if command in self.commands_of(w)]
+
+    def host_of(self, name: str) -> str:
+        """The node whose process runs node `name`: itself, or the gateway a reader names with
+        `process` (the two then share a process and call each other without the network)."""
+        node = self.nodes.get(name)
+        if isinstance(node, ReaderNode) and node.process and node.process in self.nodes:
+            return node.process
+        return name
+
+    def guests_of(self, name: str) -> list[str]:
+        """The nodes run in node `name`'s process besides itself, in the order written."""
+        return [n for n in self.nodes if n != name and self.host_of(n) == name]
+
+    def model_entities(self, reader: ReaderNode) -> list[Entity]:
+        """The entities a reader keeps in its read model: those its `read_model` names, else
+        every entity of its store; none without a read model."""
+        if reader.read_model is None:
+            return []
+        store = self.nodes.get(reader.store.node)
+        held = self.entities_of(store) if isinstance(store, StoreNode) else []
+        wanted = reader.read_model.entities
+        return [e for e in held if e.name in wanted] if wanted else held
 
     def entities_of(self, store: StoreNode) -> list[Entity]:
         """The entities a store holds, in the order it names them (unknown names: reported by

@@ -769,6 +769,42 @@ STORE = Section(
     one_of=("entities", "document"),
 )
 
+READ_MODEL = Section(
+    {
+        "enabled": Field(
+            boolean, default=True, doc="keep the read model (false: forward every read)"
+        ),
+        "entities": Field(
+            one_or_many(name),
+            default=(),
+            doc="the entities it keeps (default: every entity of the reader's store)",
+        ),
+        "staleness": Field(
+            positive_duration,
+            default=1.0,
+            doc="the most an answer from the read model may lag behind the store: a model that "
+            "has not been seen caught up with the store's log for this long answers no more, "
+            "the store does (the second hop)",
+        ),
+        "wait": Field(
+            parse_duration,
+            default=0.5,
+            doc="read-your-writes: how long a read that names a command or a log position "
+            "waits for the model to reach it before the store answers it instead",
+        ),
+        "serve_stale": Field(
+            boolean,
+            default=True,
+            doc="while the store cannot be reached, answer from the model however stale it "
+            "is (false: UNAVAILABLE, as a reader without a model)",
+        ),
+    },
+    shorthand="enabled",
+    doc="answer reads from a model of the store's documents kept in the reader's memory, "
+    "followed from the store's change log (docs/BEHAVIOUR.md, 'The reader's read model'); "
+    "`read_model: true` keeps every entity of its store",
+)
+
 READER = Section(
     {
         "kind": Field(string, required=True),
@@ -794,6 +830,13 @@ READER = Section(
             "-> what it may call and how it proves who it is",
         ),
         "reflection": REFLECTION,
+        "read_model": Field(READ_MODEL, doc="answer reads from the reader's own read model"),
+        "process": Field(
+            name,
+            doc="the gateway (the one whose `reader` this is) in whose process this reader "
+            "runs: the gateway then calls it without the network (default: a process of its "
+            "own)",
+        ),
     }
 )
 

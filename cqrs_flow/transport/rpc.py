@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 import grpc
@@ -25,10 +26,14 @@ from cqrs_flow.security.tokens import CallerCheck, Credentials
 from cqrs_flow.telemetry import tracing
 from cqrs_flow.topology.model import Address
 from cqrs_flow.transport.health import HealthService
+from cqrs_flow.transport.local import local_server
 from cqrs_flow.transport.observe import observed
 from cqrs_flow.transport.tls import ChannelSecurity
 
 __all__ = [
+    "CALL_METADATA",
+    "READ_AFTER_COMMAND",
+    "READ_AFTER_POSITION",
     "UNAVAILABLE_PEER",
     "Handler",
     "ServiceClient",
@@ -56,6 +61,14 @@ MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 HEALTH_SERVICE = "grpc.health.v1.Health"
 # Trailing metadata of an UNAVAILABLE answer: which node behind the callee is away (e.g. "store").
 UNAVAILABLE_PEER = "x-cqrs-flow-unavailable"
+
+# Read-your-writes (a reader with a read model): a read carrying one of these in its metadata
+# reflects that command (its id), or the change log up to that position (docs/BEHAVIOUR.md).
+READ_AFTER_COMMAND = "x-cqrs-flow-after-command"
+READ_AFTER_POSITION = "x-cqrs-flow-after-position"
+# Metadata every call a ServiceClient makes in this context carries besides its credentials
+# (a gateway request that names the command its reads must reflect).
+CALL_METADATA: ContextVar[tuple[tuple[str, str], ...]] = ContextVar("call_metadata", default=())
 
 # gRPC backs off up to 2 minutes between reconnects by default; a node whose peer restarts
 # should find it again within a couple of seconds. And a connection cut off (a partition) is
@@ -339,6 +352,16 @@ class ServiceClient:
         return self._protos.class_of(self.service.methods_by_name[rpc].input_type)
 
     async def call(self, rpc: str, request: Message, timeout: float | None = None) -> Message:
+        if (server := local_server(self.target)) is not None:  # in this very process
+            method = self.service.methods_by_name[rpc]
+            answer = await server.unary(
+                method_path(method),
+                request.SerializeToString(),
+                self._metadata(),
+                timeout or self._timeout,
+            )
+            response: Message = self._protos.class_of(method.output_type).FromString(answer)
+            return response
         if rpc not in self._calls:
             method = self.service.methods_by_name[rpc]
             self._calls[rpc] = self._channel.unary_unary(
@@ -349,13 +372,16 @@ class ServiceClient:
         return await self._calls[rpc](
             request,
             timeout=timeout or self._timeout,
-            metadata=tracing.with_traceparent(self._credentials.metadata),
+            metadata=self._metadata(),
             wait_for_ready=False,
         )
 
     async def forward(self, rpc: str, request: bytes, timeout: float | None = None) -> bytes:
         """Call `rpc` with a request already encoded and return the response as it comes: for a
         node that passes messages on without reading them."""
+        if (server := local_server(self.target)) is not None:  # in this very process
+            path = method_path(self.service.methods_by_name[rpc])
+            return await server.unary(path, request, self._metadata(), timeout or self._timeout)
         if rpc not in self._forwards:
             self._forwards[rpc] = self._channel.unary_unary(
                 method_path(self.service.methods_by_name[rpc]),
@@ -365,13 +391,21 @@ class ServiceClient:
         return await self._forwards[rpc](
             request,
             timeout=timeout or self._timeout,
-            metadata=tracing.with_traceparent(self._credentials.metadata),
+            metadata=self._metadata(),
             wait_for_ready=False,
         )
 
+    def _metadata(self) -> Sequence[tuple[str, str]]:
+        """The caller's credentials, the trace's context, and CALL_METADATA's."""
+        metadata = tracing.with_traceparent(self._credentials.metadata)
+        extra = CALL_METADATA.get()
+        return (*metadata, *extra) if extra else metadata
+
     def reachable(self) -> bool:
         """Whether the server looks reachable: False while the channel fails to connect (for
-        readiness; an idle channel has not failed)."""
+        readiness; an idle channel has not failed). One in this process is."""
+        if local_server(self.target) is not None:
+            return True
         state = self._channel.get_state(try_to_connect=True)
         return state not in (
             grpc.ChannelConnectivity.TRANSIENT_FAILURE,

@@ -63,6 +63,7 @@ from typing import Any
 from aiohttp import web, web_response
 
 from cqrs_flow.nodes.gateway.auth import UNAUTHENTICATED, GatewayAuth, bearer
+from cqrs_flow.nodes.gateway.consistency import AFTER_COMMAND, AFTER_POSITION
 from cqrs_flow.nodes.gateway.limits import RequestGate, caller_of
 from cqrs_flow.nodes.gateway.refusals import (
     REQUEST_ID,
@@ -171,7 +172,8 @@ class GraphQLHttp:
                     headers={
                         "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
                         "Access-Control-Allow-Headers": (
-                            f"Authorization, Content-Type, {REQUEST_ID_HEADER}"
+                            f"Authorization, Content-Type, {REQUEST_ID_HEADER}, "
+                            f"{AFTER_COMMAND}, {AFTER_POSITION}"
                         ),
                         "Access-Control-Max-Age": "600",
                     },

@@ -21,6 +21,7 @@ from cqrs_flow.contracts.gateway import gateway_plan
 from cqrs_flow.errors import NodeError
 from cqrs_flow.nodes.gateway.auth import GatewayAuth, Keys, Tokens
 from cqrs_flow.nodes.gateway.commands import CommandBook
+from cqrs_flow.nodes.gateway.consistency import read_your_writes
 from cqrs_flow.nodes.gateway.cost import Costs
 from cqrs_flow.nodes.gateway.cursors import Cursors
 from cqrs_flow.nodes.gateway.delivery import Delivery
@@ -142,6 +143,7 @@ class GatewayService(NodeService):
         )
         app = http.app()
         app.middlewares.insert(0, observe_http(self.metrics))  # outside every other
+        app.middlewares.append(read_your_writes(delivery.book, self.node.reader_timeout))
         health_routes(app, self.telemetry)
         # The keep-alive timeout also bounds how long a client may take to send its headers
         # (aiohttp closes a connection still waiting for a whole request then).

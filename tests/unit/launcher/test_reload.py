@@ -51,6 +51,20 @@ def test_a_node_whose_own_settings_changed_restarts_alone(edit, nodes):
     assert restarted(topology(), topology(edit)) == nodes
 
 
+def test_a_reader_in_its_gateways_process_restarts_with_it_and_it_with_the_reader():
+    guest = ("    store: store.read\n", "    store: store.read\n    process: gateway\n")
+    assert restarted(topology(guest), topology(guest, ("127.0.0.1:8080", "127.0.0.1:8081"))) == [
+        "gateway",
+        "reader",
+    ]
+    plugins = ("    plugins: [plugins.contacts.ReverseName]", "    plugins: []")
+    affected = affected_nodes(topology(guest), topology(guest, plugins))
+    assert affected.restarted["gateway"] == "shares a process with reader"
+    # moved into the gateway's process, or out of it: both go
+    assert restarted(topology(), topology(guest)) == ["gateway", "reader"]
+    assert restarted(topology(guest), topology()) == ["gateway", "reader"]
+
+
 def test_a_gateway_restarts_for_its_writers_delay_unless_it_sets_its_own_wait():
     slower = ("    delay: 3s", "    delay: 1s")
     affected = affected_nodes(topology(), topology(slower))

@@ -414,3 +414,37 @@ def test_a_stop_during_the_back_off_cancels_the_restart(topology):
     assert run.go(scenario) == 0
     assert len(run.nodes.made["gateway"]) == 2  # not restarted a second time
     assert run.clock.slept == []  # the stop came before the back-off was over
+
+
+# -- a reader in its gateway's process ------------------------------------------------------
+
+
+def test_a_reader_placed_in_its_gateways_process_starts_with_it(topology):
+    run = Run(topology(reader={"process": "gateway"}))
+    assert run.go(until_ready_then_interrupt) == 0
+    # the reader's turn comes once the store and what the gateway needs (the broker) are
+    # ready; one process, the gateway's, runs both
+    assert "starting reader (in gateway's process), writer" in run.lines
+    assert run.nodes.events("start") == ["broker", "store", "gateway", "writer"]
+    assert "reader" not in run.nodes.made
+    assert run.launcher.ready_order.index("reader") < run.launcher.ready_order.index("gateway")
+    env = run.nodes.latest("gateway").env
+    from cqrs_flow.security.tokens import ENV_GUESTS, ENV_TOKEN, credentials_from_env
+
+    assert ENV_GUESTS in env
+    credentials = credentials_from_env(run.launcher.topology, "reader", env)
+    assert credentials.node == "reader" and credentials.token != env[ENV_TOKEN]
+    assert set(credentials.callers) == {"gateway"}
+    # stopping stops the one process
+    assert run.nodes.events("SIGTERM") == ["gateway", "writer", "store", "broker"]
+
+
+def test_up_only_for_a_gateway_runs_the_reader_it_hosts(topology):
+    from cqrs_flow.launcher import Launcher
+
+    launcher = Launcher(
+        topology(reader={"process": "gateway"}),
+        only=["gateway"],
+        env={"CQRS_FLOW_SECRET": "0123456789abcdef" * 4},
+    )
+    assert launcher.local == {"gateway", "reader"}

@@ -20,7 +20,7 @@ import gmqtt
 import pytest
 from grpc_health.v1.health import aio as health_aio
 
-import cqrs_flow.nodes.reader as reader_node
+import cqrs_flow.nodes.reader.service as reader_node
 import cqrs_flow.nodes.store as store_node
 import cqrs_flow.nodes.writer as writer_node
 from cqrs_flow.errors import NodeError

@@ -613,3 +613,48 @@ def test_a_stores_retention_is_checked_and_loaded():
     assert (store.retention.changes, store.retention.age) == (1000, 7 * 86400.0)
     assert str(store.retention) == "keep the last 1,000 changes and changes younger than 604800 s"
     assert str(load_topology(LIBRARY).nodes["store"].retention) == "keep everything"
+
+
+# -- a reader's read model and its process -------------------------------------------------------
+
+READER_STORE = "    store: store.read\n    plugins: [plugins.contacts.ReverseName]"
+
+
+def test_a_read_model_is_on_with_true_and_takes_its_defaults_from_the_table(edit, parse):
+    from cqrs_flow.topology import spec
+
+    reader = parse(edit((READER_STORE, READER_STORE + "\n    read_model: true"))).nodes["reader"]
+    assert isinstance(reader, ReaderNode) and reader.read_model is not None
+    assert reader.read_model.entities == ()
+    assert reader.read_model.staleness == spec.READ_MODEL.fields["staleness"].default
+    off = parse(edit((READER_STORE, READER_STORE + "\n    read_model: false"))).nodes["reader"]
+    assert isinstance(off, ReaderNode) and off.read_model is None
+    assert parse(edit()).nodes["reader"].read_model is None  # type: ignore[union-attr]
+
+
+def test_a_read_model_keeps_entities_of_its_store_only(edit, problems_of):
+    text = edit((READER_STORE, READER_STORE + "\n    read_model: {entities: [Contct]}"))
+    assert at(problems_of(text), "nodes.reader.read_model.entities[0]") == [
+        "store 'store' holds no entity 'Contct'; did you mean 'Contact'?"
+    ]
+
+
+def test_a_read_model_with_a_bad_key_is_named_with_its_line(edit, problems_of):
+    text = edit((READER_STORE, READER_STORE + "\n    read_model: {stalenes: 2s}"))
+    [problem] = problems_of(text)
+    assert problem.path == "nodes.reader.read_model.stalenes"
+    assert problem.line == line_of(text, "read_model:")
+    assert "did you mean 'staleness'" in problem.message
+
+
+def test_a_reader_shares_a_process_only_with_the_gateway_reading_from_it(edit, parse, problems_of):
+    placed = parse(edit((READER_STORE, READER_STORE + "\n    process: gateway")))
+    assert placed.host_of("reader") == "gateway" and placed.guests_of("gateway") == ["reader"]
+    assert placed.host_of("gateway") == "gateway"
+    text = edit((READER_STORE, READER_STORE + "\n    process: gatway"))
+    assert at(problems_of(text), "nodes.reader.process") == [
+        "no gateway named 'gatway'; did you mean 'gateway'?; a reader shares a process only "
+        "with a gateway that reads from it"
+    ]
+    text = edit((READER_STORE, READER_STORE + "\n    process: store"))
+    assert len(at(problems_of(text), "nodes.reader.process")) == 1

@@ -1,7 +1,9 @@
-"""The reader: the read API the gateway calls, forwarding to the store's read service.
+"""The reader: the read API the gateway calls, forwarding to the store's read service, or
+answering from its own read model (`read_model:`, model.py and answers.py).
 
 It is the place where read-side business logic plugs in; it can only reach the store's read
-service (its credentials are refused by the write service).
+service (its credentials are refused by the write service), and its read model is kept in its
+own memory: it never writes to the store.
 """
 
 from __future__ import annotations
@@ -12,12 +14,18 @@ from typing import Any
 import grpc
 from google.protobuf.message import Message
 
+from cqrs_flow.contracts.operations import BoundOperation
 from cqrs_flow.contracts.reader import reader_plan
+from cqrs_flow.contracts.store import store_plan
+from cqrs_flow.nodes.reader.answers import ModelAnswers, Stale
+from cqrs_flow.nodes.reader.model import ReadModel
 from cqrs_flow.nodes.runtime import STOP_GRACE, NodeService
 from cqrs_flow.plugins import PluginContext, ReaderPlugin, Rejected, start_plugins, stop_plugins
-from cqrs_flow.protobuf.compiler import CHANGES_SERVICE, DOCUMENTS_SERVICE
+from cqrs_flow.protobuf.compiler import CHANGES_SERVICE, DOCUMENTS_SERVICE, ProtoSet
 from cqrs_flow.security.tokens import CallerCheck, outside_callers
-from cqrs_flow.topology.model import ReaderNode
+from cqrs_flow.topology.model import ReaderNode, StoreNode, Topology
+from cqrs_flow.topology.problems import Problems
+from cqrs_flow.transport.local import serve_locally, stop_serving_locally
 from cqrs_flow.transport.rpc import (
     UNAVAILABLE_PEER,
     Handler,
@@ -46,13 +54,26 @@ class ReaderService(NodeService):
         )
         self.resources.push_async_callback(self.store.close)
         self.telemetry.readiness = lambda: {"store": self.store.reachable()}
+        self.documents = self.store.sibling(self.protos.service(DOCUMENTS_SERVICE))
+        self.changes = self.store.sibling(self.protos.service(CHANGES_SERVICE))
+        self.answers: ModelAnswers | None = None
+        if self.node.read_model is not None:
+            self.answers = self._read_model(store)
         context = PluginContext(self.topology, self.node, self.protos, self.log, store=self.store)
         started = await start_plugins(self.node, context)
         self.resources.push_async_callback(stop_plugins, started, self.log)
         self.plugins = [p for p in started if isinstance(p, ReaderPlugin)]  # all: the loader checks
         handlers = {}
+        bound = self.contract(_store_reads) if self.answers is not None else {}
         for rpc, target in plan.items():
-            if target is not None:
+            if target is not None and self.answers is not None and target in bound:
+                entity = self.topology.entities[bound[target].entity]
+                what = f"no {entity.name.lower()} with {entity.key}"
+                read = self.answers.operation(bound[target])
+                stale = self.answers.stale(read, what)
+                forward = self._forward(target, self.store, stale)
+                handlers[rpc] = self.answers.handler(read, forward, what)
+            elif target is not None:
                 handlers[rpc] = self._forward(target, self.store)
             else:
                 plugin = next(p for p in self.plugins if type(p).serves(rpc))
@@ -63,17 +84,21 @@ class ReaderService(NodeService):
         generic = service_handler(
             self.protos, self.protos.service(self.node.service), handlers, check, forward=forwarded
         )
-        # The document service (lists, lookups, relations) is passed on to the store's as it is.
-        self.documents = self.store.sibling(self.protos.service(DOCUMENTS_SERVICE))
+        # The document service (lists, lookups, relations) is passed on to the store's as it is
+        # (or answered from the read model).
+        find = self._forward("Find", self.documents)
+        if self.answers is not None:
+            stale = self.answers.stale(self.answers.find)
+            find = self._forward("Find", self.documents, stale)
+            find = self.answers.handler(self.answers.find, find)
         documents = service_handler(
             self.protos,
             self.protos.service(DOCUMENTS_SERVICE),
-            {"Find": self._forward("Find", self.documents)},
+            {"Find": find},
             check,
             forward={"Find"},
         )
         # The change log too: Follow streamed through as it comes, Info forwarded.
-        self.changes = self.store.sibling(self.protos.service(CHANGES_SERVICE))
         passed: dict[str, Handler | StreamHandler] = {
             "Follow": self._follow("Follow"),
             "FollowBatches": self._follow("FollowBatches"),
@@ -90,22 +115,62 @@ class ReaderService(NodeService):
         served = (self.node.service, DOCUMENTS_SERVICE, CHANGES_SERVICE)
         reflection = (self.protos, served) if self.node.serves_reflection else None
         server = await start_server(
-            self.node.listen, [generic, documents, changes], check, tls, reflection
+            self.node.listen,
+            [generic, documents, changes],
+            check,
+            tls,
+            reflection,
         )
         self.resources.push_async_callback(server.stop, STOP_GRACE)
+        if self.node.process:  # in its gateway's process: the gateway calls it there, directly
+            serve_locally(self.node.listen.target, [generic, documents, changes])
+            self.resources.callback(stop_serving_locally, self.node.listen.target)
         self.log.info(
-            "%s on %s%s, reading from %s%s%s",
+            "%s on %s%s, reading from %s%s%s%s",
             self.node.service,
             self.node.listen,
             " over TLS" if tls else "",
             store.read.listen,
             f"; outside clients: {', '.join(outside)}" if outside else "",
             "; server reflection on" if reflection else "",
+            f"; read model of {', '.join(self.answers.model.entities)}" if self.answers else "",
         )
 
-    def _forward(self, target: str, store: ServiceClient) -> Handler:
+    def _read_model(self, store: StoreNode) -> ModelAnswers:
+        """The read model, followed in the background, and what answers from it; readiness and
+        metrics say how far behind it is."""
+        settings = self.node.read_model
+        assert settings is not None
+        model = ReadModel(
+            self.node.name,
+            self.topology.model_entities(self.node),
+            self._document_class,
+            self.changes,
+            self.documents,
+            page=store.list_limit,
+            probe=min(settings.staleness / 4, 0.25),
+        )
+        self.spawn(model.run(), "read model")
+        answers = ModelAnswers(
+            model, settings, self.protos, self._document_class, store.list_limit, self.metrics
+        )
+        self.telemetry.readiness = lambda: {
+            "store": self.store.reachable(),
+            "read_model": model.fresh(settings.staleness),
+        }
+        self.metrics.model_lag.set_function(model.lag)
+        self.metrics.model_staleness.set_function(lambda: model.staleness() or 0.0)
+        model.on_bootstrap = self.metrics.model_bootstraps.inc
+        self.telemetry.facts["read_model"] = answers.facts
+        return answers
+
+    def _document_class(self, entity: str) -> type[Message]:
+        return self.protos.message_class(self.topology.entities[entity].document)
+
+    def _forward(self, target: str, store: ServiceClient, stale: Stale | None = None) -> Handler:
         """Pass the request on to the store's `target` RPC as bytes (it takes and returns the same
-        messages), and its answer back: decoding and encoding them again would only cost time."""
+        messages), and its answer back: decoding and encoding them again would only cost time.
+        A store that cannot be reached: `stale`'s answer (the read model's), if it has one."""
 
         async def forward(
             request: Message | bytes, context: grpc.aio.ServicerContext[Any, Any]
@@ -115,6 +180,8 @@ class ReaderService(NodeService):
                 return await store.forward(target, request)
             except grpc.aio.AioRpcError as exc:
                 if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                    if stale is not None and (answer := await stale(request, context)) is not None:
+                        return answer
                     self.log.warning("store read service %s: %s", store.target, exc.details())
                     context.set_trailing_metadata(((UNAVAILABLE_PEER, "store"),))
                     await context.abort(exc.code(), "the store is unavailable; try again")
@@ -171,3 +238,15 @@ class ReaderService(NodeService):
                 )
 
         return answer
+
+
+def _store_reads(
+    topology: Topology, reader: ReaderNode, protos: ProtoSet, report: Problems
+) -> dict[str, BoundOperation]:
+    """The reads of the reader's store's read service the read model can answer: store RPC ->
+    its bound operation (a get or a list of an entity the model keeps)."""
+    store = topology.nodes[reader.store.node]
+    assert isinstance(store, StoreNode)
+    kept = {e.name for e in topology.model_entities(reader)}
+    reads = store_plan(topology, store, protos, report).get(store.read.name, {})
+    return {rpc: b for rpc, b in reads.items() if b.op in ("get", "list") and b.entity in kept}
