@@ -10,9 +10,11 @@ and takes seconds, and a `{ __typename }` from anyone else waited tens of second
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import os
 import signal
 import time
+from typing import Any
 
 import aiohttp
 import grpc
@@ -172,6 +174,27 @@ def as_caller(address: str) -> dict[str, str]:
     return {"X-Forwarded-For": address}
 
 
+def _attack(url: str, query: str, until: float, out: Any) -> None:
+    """ATTACKERS clients of one caller sending `query` until `until` (time.monotonic, the same
+    clock in every process), run in a process of its own so that reading their large answers
+    does not slow the probes' client; puts (when answered, status, full answer) of each."""
+
+    async def main() -> list[tuple[float, int, bool]]:
+        answered: list[tuple[float, int, bool]] = []
+        async with aiohttp.ClientSession() as session:
+
+            async def one() -> None:
+                while time.monotonic() < until:
+                    status, answer, _ = await post(session, url, query, as_caller("10.0.0.1"))
+                    full = status == 200 and len(answer["data"]["a2"]) == 1000
+                    answered.append((time.monotonic(), status, full))
+
+            await asyncio.gather(*(one() for _ in range(ATTACKERS)))
+        return answered
+
+    out.put(asyncio.run(main()))
+
+
 def test_one_callers_heavy_queries_within_the_cost_do_not_stall_another(proxied):
     """Each of these costs 6,003: one caller's run one at a time, so its work ahead of anyone
     else's request is one operation's worth, however many it sends."""
@@ -179,40 +202,45 @@ def test_one_callers_heavy_queries_within_the_cost_do_not_stall_another(proxied)
     heavy = (
         "{ " + " ".join(f"a{i}: listContacts(count: 1000) {{ id name }}" for i in range(3)) + " }"
     )
+    context = multiprocessing.get_context("fork")  # before this process runs an event loop
+    out = context.Queue()
+    attack = context.Process(target=_attack, args=(url, heavy, time.monotonic() + 6.0, out))
+    attack.start()
 
-    async def run():
-        answers: list = []
-        latencies: list[float] = []
-        stop = asyncio.Event()
-
-        async def attacker(session):
-            while not stop.is_set():
-                answers.append(await post(session, url, heavy, as_caller("10.0.0.1")))
-
-        async with aiohttp.ClientSession() as attack_session, aiohttp.ClientSession() as probes:
-            tasks = [asyncio.ensure_future(attacker(attack_session)) for _ in range(ATTACKERS)]
+    async def probe() -> list[tuple[float, float]]:
+        probes: list[tuple[float, float]] = []  # (sent, answered)
+        async with aiohttp.ClientSession() as session:
             await asyncio.sleep(0.5)
             deadline = time.monotonic() + 5.0
-            while time.monotonic() < deadline:
+            while time.monotonic() < deadline or len(probes) < 3:
                 started = time.monotonic()
                 status, answer, _ = await post(
-                    probes, url, PROBE, as_caller("10.0.0.2"), timeout=30
+                    session, url, PROBE, as_caller("10.0.0.2"), timeout=30
                 )
                 assert status == 200 and answer["data"] == {"__typename": "Query"}, answer
-                latencies.append(time.monotonic() - started)
+                probes.append((started, time.monotonic()))
                 await asyncio.sleep(0.1)
-            stop.set()
-            await asyncio.gather(*tasks)
-        return answers, latencies
+        return probes
 
-    answers, latencies = asyncio.run(run())
+    try:
+        probes = asyncio.run(probe())
+        answered = out.get(timeout=120)
+    finally:
+        attack.join(timeout=10)
+        if attack.is_alive():
+            attack.kill()
+    latencies = [end - start for start, end in probes]
+    # Behind about one of the caller's operations, not the 8 it has in flight: within 1 s on an
+    # idle machine (docs/BEHAVIOUR.md), 1.5 s on a busy one; and few of the caller's heavy
+    # queries were answered while a probe waited (their client reads them a little late).
+    behind = [sum(start < at < end for at, _, _ in answered) for start, end in probes]
     print(
         f"probe latency beside heavy queries: max {max(latencies):.3f}s, "
-        f"{len(latencies)} probes; {len(answers)} heavy queries answered"
+        f"{len(latencies)} probes, heavy queries answered while one waited: at most "
+        f"{max(behind)}; {len(answered)} heavy queries answered"
     )
-    assert max(latencies) < 1.0, sorted(latencies)[-5:]
-    served = [a for status, a, _ in answers if status == 200]
-    assert served and all(len(a["data"]["a2"]) == 1000 for a in served)
+    assert max(latencies) < 1.5 and max(behind) <= ATTACKERS // 2, (behind, sorted(latencies)[-5:])
+    assert answered and all(full for _, status, full in answered if status == 200)
 
 
 def test_one_callers_places_in_flight_are_its_own_and_slow_operations_are_cut_off(proxied):
