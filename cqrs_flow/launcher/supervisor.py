@@ -1,9 +1,12 @@
 """`cqrs-flow up`: start every node of a topology in dependency order, then stop them in reverse.
 
-A node is spawned once all the nodes it depends on are ready (by probe, never by sleeping);
-nodes whose dependencies are met start together. A node that exits is restarted as its
-`restart` policy says; Ctrl-C or SIGTERM, or a node that may not be restarted, stops the nodes
-that run, latest first: SIGTERM, then SIGKILL after the grace period.
+A node starts once all the nodes it depends on are ready (by probe, never by sleeping); nodes
+whose dependencies are met start together. Every process is spawned at once, held: it imports
+its libraries and builds its plan while the nodes before it start, and sets up (connects,
+listens) when the launcher lets it go on, so that start-up pays one import, not one per stage.
+A node that exits is restarted as its `restart` policy says; Ctrl-C or SIGTERM, or a node that
+may not be restarted, stops the nodes that run, latest first: SIGTERM, then SIGKILL after the
+grace period.
 
 With `only` (`up --only`), this host runs just those nodes: the nodes they depend on run on
 other hosts, and are waited for by probing them where the topology says they listen; nodes
@@ -20,7 +23,7 @@ import time
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Protocol
 
-from cqrs_flow.contracts.process import ENV_RESTARTS
+from cqrs_flow.contracts.process import ENV_GO_FD, ENV_RESTARTS, HELD
 from cqrs_flow.errors import CqrsFlowError, StartError
 from cqrs_flow.launcher.ports import ports_in_use
 from cqrs_flow.launcher.printer import Printer
@@ -117,6 +120,7 @@ class Launcher:
         self.processes: dict[str, Process] = {}
         self._node_of: dict[str, tuple[str, int | None]] = {}  # process name -> node, replica
         self.ready_order: list[str] = []
+        self._held: set[str] = set()  # processes spawned ahead of their turn, not let go yet
         self._stop = asyncio.Event()
         self._restarts: dict[str, tuple[int, float]] = {}  # process -> (in a row, last restart)
         self.restarted: dict[str, int] = {}  # process -> restarts in all (for its metrics)
@@ -179,6 +183,7 @@ class Launcher:
         starting: dict[asyncio.Task[None], str] = {}
         stop_wait = asyncio.ensure_future(self._stop.wait())
         try:
+            await self._spawn_held()
             while graph.is_active():
                 batch = sorted(graph.get_ready())
                 for name in [n for n in batch if n not in self.local | self.remote]:
@@ -207,6 +212,16 @@ class Launcher:
                 task.cancel()
             await asyncio.gather(*starting, return_exceptions=True)
 
+    async def _spawn_held(self) -> None:
+        """Spawn the process of every node run here, held (see the module's docstring)."""
+        for name in self.topology.nodes:
+            node = self.topology.nodes[name]
+            if name not in self.local or (isinstance(node, BrokerNode) and node.external):
+                continue
+            for instance, replica in self._instances(name):
+                await self._spawn(name, instance, replica, held=True)
+                self._held.add(instance)
+
     def _instances(self, name: str) -> list[tuple[str, int | None]]:
         """The processes of a node run here: (process name, replica number or None)."""
         node = self.topology.nodes[name]
@@ -232,7 +247,20 @@ class Launcher:
             )
 
     async def _start_process(self, name: str, instance: str, replica: int | None) -> None:
-        """Spawn one process of node `name` (`instance` names it) and wait until it is ready."""
+        """Let go of the held process of node `name` (`instance` names it), or spawn one, and
+        wait until it is ready."""
+        if instance in self._held:
+            self._held.discard(instance)
+            process = self.processes[instance]
+            process.release()
+        else:
+            process = await self._spawn(name, instance, replica)
+        await self._wait_ready(instance, self.topology.nodes[name], process)
+
+    async def _spawn(
+        self, name: str, instance: str, replica: int | None, held: bool = False
+    ) -> Process:
+        """Spawn one process of node `name`; `held`, it waits for `release` before it sets up."""
         argv = [sys.executable, "-m", "cqrs_flow", "node", str(self.topology.source), name]
         if replica is not None:
             argv += ["--replica", str(replica)]
@@ -242,11 +270,13 @@ class Launcher:
             **mqtt_launch_environment(self.topology, name, self.secret),
             ENV_RESTARTS: str(self.restarted.get(instance, 0)),
         }
+        if held:
+            env[ENV_GO_FD] = HELD
         process = self.process_factory(instance, argv, env, self.printer)
         self.processes[instance] = process
         self._node_of[instance] = (name, replica)
         await process.start()
-        await self._wait_ready(instance, self.topology.nodes[name], process)
+        return process
 
     async def _wait_ready(self, instance: str, node: Node, process: Process | None) -> None:
         """Probe until the node answers (StartError if it exits or ready_timeout passes first)."""
