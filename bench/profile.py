@@ -2,6 +2,7 @@
 
     python -m bench.profile                       # contact(id), 16 clients, 10 s
     python -m bench.profile --query list --clients 64 --seconds 10 --out docs/perf
+    python -m bench.profile --query add           # addContact mutations: the write path
 
 Runs `cqrs-flow up` of the shipped topology under py-spy (`--subprocesses`: the launcher and
 every node it starts), loads 2,000 contacts, drives the gateway with the query for the given
@@ -29,7 +30,19 @@ from bench.common import REPO, SHIPPED, StoreClient, System, load_contacts, prep
 from bench.fig3_query import CONTACT, LIST, contact_ok, list_ok
 from bench.loadgen import GraphQL, closed_loop
 
-QUERIES = {"contact": (CONTACT, contact_ok), "list": (LIST, list_ok)}
+MUTATION = "mutation Add($name: String!) { addContact(name: $name) { status id } }"
+
+
+def mutation_ok(answer) -> str | None:
+    status = ((answer or {}).get("data") or {}).get("addContact", {}) or {}
+    return None if status.get("status") == "OK" else f"not OK: {str(answer)[:160]}"
+
+
+QUERIES = {
+    "contact": (CONTACT, contact_ok),
+    "list": (LIST, list_ok),
+    "add": (MUTATION, mutation_ok),
+}
 _NODE = re.compile(r"cqrs_flow node \S+ (\S+)")
 
 
@@ -48,10 +61,16 @@ async def drive(system: System, query: str, clients: int, seconds: float) -> flo
         await store.close()
     text, check = QUERIES[query]
     rng = random.Random(7)
+
+    def variables(query: str, i: int) -> dict | None:
+        if query == "contact":
+            return {"id": rng.choice(load.ids)}
+        return {"name": f"Ada {i}"} if query == "add" else None
+
     gql = GraphQL(system.topology.nodes["gateway"].url, clients)
     try:
         result = await closed_loop(
-            lambda i: gql.post(text, {"id": rng.choice(load.ids)} if query == "contact" else None),
+            lambda i: gql.post(text, variables(query, i)),
             clients,
             duration=seconds,
             check=check,
@@ -131,7 +150,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     name = f"{args.query}-{args.clients}"
     with tempfile.TemporaryDirectory(prefix="cqrs-flow-profile-") as tmp:
-        file = prepare(SHIPPED, Path(tmp) / "profile")
+        file = prepare(SHIPPED, Path(tmp) / "profile", {"nodes.writer.delay": "0s"})
         results = {}
         for kind, suffix in (("raw", "collapsed.txt"), ("flamegraph", "svg")):
             target = out / f"{name}.{suffix}"
