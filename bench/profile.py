@@ -43,7 +43,11 @@ QUERIES = {
     "list": (LIST, list_ok),
     "add": (MUTATION, mutation_ok),
 }
-_NODE = re.compile(r"cqrs_flow node \S+ (\S+)")
+_NODE = re.compile(r"cqrs_flow node \S+ (\w[\w.-]*)")
+_NAMES = {"broker", "store", "reader", "writer", "gateway"}
+# Frames of ours that only hold the node's process up, not its work.
+_STARTING = re.compile(r"importlib\._bootstrap|load_topology|\.setup \(|_start_on_go|insert_many")
+_OUTER = re.compile(r"cqrs_flow/(cli|__main__|nodes/__init__|nodes/runtime)\.py")
 
 
 def py_spy() -> str:
@@ -96,29 +100,73 @@ def stop_up(system: System) -> None:
         system.stop()
 
 
+# py-spy's process frame: `process 123:"<its command line>"`, quoted as &quot; in a flame graph,
+# whose labels may also be cut short ("..") before their closing quote.
+_PROCESS = re.compile(r'process \d+:(?:&quot;|")([^"<&]*)(?:&quot;|")?')
+
+
+def tidy(path: Path, tmp: str) -> None:
+    """Name each process by its node and leave out where things were on this machine (the
+    interpreter's folder, the checkout, the temporary topology) from a file py-spy wrote."""
+
+    def named(match: re.Match[str]) -> str:
+        command = match.group(1)
+        found = _NODE.search(command)
+        if found is not None:
+            return f"process {found.group(1)}"
+        return "process launcher" if " up " in command else "process"
+
+    text = _PROCESS.sub(named, path.read_text())
+    for prefix in (str(Path(sys.executable).parent), tmp, str(REPO)):
+        text = text.replace(prefix + "/", "")
+    path.write_text(text)
+
+
 def process_of(frames: list[str]) -> tuple[str, list[str]]:
     """The node (or "launcher") a collapsed stack was sampled in, and its frames below the
     process frames py-spy puts first (the launcher's, then the node's)."""
     processes = [f for f in frames if f.startswith("process ")]
     rest = frames[len(processes) :]
-    found = _NODE.search(processes[-1]) if processes else None
-    return (found.group(1).strip('"') if found else "launcher"), rest
+    if not processes:
+        return "launcher", rest
+    last = processes[-1]
+    found = _NODE.search(last)
+    name = found.group(1).strip('"') if found else last.removeprefix("process ")
+    return (name if name in _NAMES or found else "launcher"), rest
+
+
+def _library(frame: str) -> str:
+    """The package (or module) a frame `function (path/file.py:line)` is in."""
+    where = frame.rpartition(" (")[2]
+    return where.split("/", 1)[0].split(":", 1)[0].removesuffix(".py") if where else frame
+
+
+def _attributed(frames: list[str]) -> str:
+    """Who a sample is charged to: the deepest frame of cqrs_flow's on the stack with the
+    library it was in below it, or the library running when no frame of ours is there."""
+    ours = [i for i, f in enumerate(frames) if "cqrs_flow/" in f and not _OUTER.search(f)]
+    if not ours:
+        return f"{_library(frames[-1])} (no cqrs_flow frame)"
+    below = frames[ours[-1] + 1 :]
+    return f"cqrs_flow -> {_library(below[0])}" if below else "cqrs_flow itself"
 
 
 def summary(collapsed: Path, top: int = 12) -> str:
     per_process: dict[str, Counter[str]] = {}
     inclusive: dict[str, Counter[str]] = {}
+    charged: dict[str, Counter[str]] = {}
     totals: Counter[str] = Counter()
     for line in collapsed.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
             continue
         process, frames = process_of(stack.split(";"))
-        if any("importlib._bootstrap" in f for f in frames):
-            continue  # start-up: imports are another figure's (5)
+        if any(_STARTING.search(f) for f in frames):
+            continue  # start-up (imports, the topology, set-up) and the contacts loaded
         totals[process] += int(count)
         if frames:
             per_process.setdefault(process, Counter())[frames[-1]] += int(count)
+            charged.setdefault(process, Counter())[_attributed(frames)] += int(count)
         seen = set()
         for frame in frames:
             if frame not in seen:
@@ -128,6 +176,9 @@ def summary(collapsed: Path, top: int = 12) -> str:
     out = []
     for process, samples in totals.most_common():
         out.append(f"== {process}: {samples} samples, {samples / everything:.0%} of all")
+        out.append("  by who runs (see _attributed):")
+        for who, n in charged.get(process, Counter()).most_common(top):
+            out.append(f"    {n / samples:6.1%}  {who}")
         out.append("  own time (the frame running when sampled):")
         for frame, n in per_process.get(process, Counter()).most_common(top):
             out.append(f"    {n / samples:6.1%}  {frame}")
@@ -161,6 +212,7 @@ def main() -> None:
                 results[kind] = asyncio.run(drive(system, args.query, args.clients, args.seconds))
             finally:
                 stop_up(system)
+            tidy(target, tmp)
             say(f"{kind}: {results[kind]:,.0f} q/s under the profiler; wrote {target}")
         text = summary(out / f"{name}.collapsed.txt")
         header = (
