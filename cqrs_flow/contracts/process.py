@@ -11,8 +11,8 @@ ENV_REPLICA = "CQRS_FLOW_REPLICA"
 # How many times `up` restarted this process of the node before (for its metrics and status).
 ENV_RESTARTS = "CQRS_FLOW_RESTARTS"
 # A pipe's read end a node spawned ahead of its turn waits on: it imports its libraries and
-# builds its plan while the nodes it depends on start, then waits for one line ("go") before it
-# connects or listens. The launcher asks a process factory for such a pipe by setting the
-# variable to HELD; the factory replaces it with the descriptor's number.
+# loads the topology and its protos while the nodes it depends on start, then waits for one
+# line ("go") before it connects or listens. The launcher asks a process factory for such a
+# pipe by setting the variable to HELD; the factory replaces it with the descriptor's number.
 ENV_GO_FD = "CQRS_FLOW_GO_FD"
 HELD = "held"

@@ -45,7 +45,8 @@ class Process(Protocol):
 
     async def start(self) -> None:
         """Spawn it. Asked to (its environment's ENV_GO_FD is HELD), it is spawned held: it
-        imports and plans, then waits for `release` before it connects or listens."""
+        imports its libraries and loads the topology, then waits for `release` before it
+        connects or listens."""
 
     def release(self) -> None:
         """Let a held process go on (nothing for one that was not held, or released before)."""

@@ -2,7 +2,7 @@
 
 A node starts once all the nodes it depends on are ready (by probe, never by sleeping); nodes
 whose dependencies are met start together. Every process is spawned at once, held: it imports
-its libraries and builds its plan while the nodes before it start, and sets up (connects,
+its libraries and loads the topology while the nodes before it start, and sets up (connects,
 listens) when the launcher lets it go on, so that start-up pays one import, not one per stage.
 A node that exits is restarted as its `restart` policy says; Ctrl-C or SIGTERM, or a node that
 may not be restarted, stops the nodes that run, latest first: SIGTERM, then SIGKILL after the

@@ -191,8 +191,9 @@ async def _serve(service: NodeService) -> None:
 
 
 async def _start_on_go(service: NodeService) -> None:
-    """Start the node; one `up` spawned ahead of its turn (its imports and plan done while the
-    nodes it depends on start) first waits for the launcher's "go" on the pipe it was given."""
+    """Start the node; one `up` spawned ahead of its turn (its imports and its topology loaded
+    while the nodes it depends on start) first waits for the launcher's "go" on the pipe it
+    was given."""
     fd = os.environ.pop(ENV_GO_FD, None)
     if fd is not None:
         loop = asyncio.get_running_loop()
