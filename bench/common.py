@@ -80,10 +80,16 @@ class System:
     """`cqrs-flow up FILE` as a child process; its output is read by a thread that counts the
     writers' "applied" lines and remembers when the last one arrived."""
 
-    def __init__(self, topology_file: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        topology_file: Path,
+        env: dict[str, str] | None = None,
+        wrapper: list[str] | None = None,
+    ) -> None:
         from cqrs_flow.topology import load_topology
 
         self.file = topology_file
+        self.wrapper = wrapper or []  # a command `up` runs under (a profiler)
         self.topology = load_topology(topology_file)
         self.env = {**os.environ, "CQRS_FLOW_SECRET": SECRET, **(env or {})}
         self.process: subprocess.Popen | None = None
@@ -100,7 +106,7 @@ class System:
     def start(self, timeout: float = 60.0) -> System:
         self.spawned_at = time.monotonic()
         self.process = subprocess.Popen(
-            [*cli(), "up", str(self.file)],
+            [*self.wrapper, *cli(), "up", str(self.file)],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

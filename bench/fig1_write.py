@@ -10,7 +10,9 @@ Floors, measured in the same run on the same machine:
     (bench/handwired.py);
   * the raw broker: one gmqtt publisher and one gmqtt subscriber, QoS 1, publish -> subscribe.
 
-Figure 6 runs the same measurement with Mosquitto as the broker (see `measure`).
+Targets: writes committed/s >= 0.6x hand-wired, and mutations answered/s by the gateway >= 0.6x
+the hand-wired gateway's. Figure 6 runs the same measurement with Mosquitto as the broker (see
+`measure`).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from bench.loadgen import GraphQL, LoadResult, closed_loop
 
 MUTATION = "mutation Add($name: String!) { addContact(name: $name) { status id } }"
 WARMUP = 20
-TARGET_RATIO = 0.5
+TARGET_RATIO = 0.6  # of hand-wired, for writes committed and for mutations answered
 
 
 def mutation_ok(answer) -> str | None:
@@ -319,13 +321,14 @@ async def measure(
         passed=ratio >= TARGET_RATIO and lost == 0,
         note=note,
     )
+    answered = framework["send_rate"] / handwired["send_rate"] if handwired["send_rate"] else 0.0
     fig.row(
-        f"  mutations answered/s by the gateway ({broker_name})",
+        f"mutations answered/s by the gateway ({broker_name})",
         fmt(framework["send_rate"]),
         floor=f"{fmt(handwired['send_rate'])} hand-wired",
-        ratio=f"{framework['send_rate'] / handwired['send_rate']:.2f}"
-        if handwired["send_rate"]
-        else "",
+        ratio=f"{answered:.2f}",
+        target=f">= {TARGET_RATIO}",
+        passed=answered >= TARGET_RATIO and not framework["send_failed"],
     )
     fig.row(
         f"  raw broker QoS 1 publish->subscribe msg/s ({broker_name})",

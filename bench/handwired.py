@@ -10,8 +10,13 @@ Each role runs as its own process, like the framework's nodes (so both get the s
     python -m bench.handwired writer  --broker P --store P [--mqtt 5]  --pb2 DIR
     python -m bench.handwired gateway --port P --broker P [--mqtt 5]   --pb2 DIR
     python -m bench.handwired echo    --port P                          --pb2 DIR
+    python -m bench.handwired relay   --port P --store P
+    python -m bench.handwired graphql --port P --store P                --pb2 DIR
 
-(`echo` is the raw gRPC floor of figure 3.)
+(Figure 3's floors: `echo` is one raw gRPC hop; `graphql -> relay -> echo` is the route of a
+query done raw: an aiohttp handler running one tartiflette execution whose resolver makes a
+grpc.aio call to `relay`, a grpc.aio server that passes the bytes on to `echo` with a grpc.aio
+call of its own, as a reader does to its store. No checks, credentials, limits or telemetry.)
 
 DIR holds contacts_pb2.py, generated from proto/contacts.proto by `compile_pb2`. The gateway
 takes the name from the request's GraphQL variables without parsing the query: the floor has
@@ -191,6 +196,90 @@ async def echo(args) -> None:
     await server.stop(0.5)
 
 
+async def relay(args) -> None:
+    """A grpc.aio server passing figure 3's echo calls on to `--store` as bytes, both ways."""
+    import grpc
+
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{args.store}")
+    onward = {path: channel.unary_unary(path) for path in (ECHO_GET, ECHO_LIST)}
+
+    def passing(path: str):
+        async def handle(request: bytes, context) -> bytes:
+            return await onward[path](request, timeout=10)
+
+        return grpc.unary_unary_rpc_method_handler(handle)
+
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                "bench.Echo", {"Get": passing(ECHO_GET), "List": passing(ECHO_LIST)}
+            ),
+        )
+    )
+    server.add_insecure_port(f"127.0.0.1:{args.port}")
+    await server.start()
+    await _serve_until_stopped()
+    await server.stop(0.5)
+    await channel.close()
+
+
+GRAPHQL_SDL = """
+type Contact { id: String  name: String!  last_updated: String }
+type Query { contact(id: String!): Contact  listContacts(count: Int!): [Contact] }
+"""
+
+
+async def graphql(args) -> None:
+    """POST /graphql: one tartiflette execution whose resolvers call `--store` (a relay)."""
+    import json
+
+    import contacts_pb2 as pb
+    import grpc
+    from aiohttp import web
+    from tartiflette import Resolver, create_engine
+
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{args.store}")
+    get = channel.unary_unary(
+        ECHO_GET,
+        request_serializer=pb.GetContactRequest.SerializeToString,
+        response_deserializer=pb.GetContactResponse.FromString,
+    )
+    ten = channel.unary_unary(
+        ECHO_LIST,
+        request_serializer=pb.ListContactsRequest.SerializeToString,
+        response_deserializer=pb.ListContactsResponse.FromString,
+    )
+
+    def data(contact) -> dict:
+        return {"id": contact.id, "name": contact.name, "last_updated": contact.last_updated}
+
+    @Resolver("Query.contact", schema_name="handwired")
+    async def one(parent, args_, ctx, info):
+        return data((await get(pb.GetContactRequest(id=args_["id"]), timeout=10)).contact)
+
+    @Resolver("Query.listContacts", schema_name="handwired")
+    async def many(parent, args_, ctx, info):
+        answer = await ten(pb.ListContactsRequest(count=args_["count"]), timeout=10)
+        return [data(c) for c in answer.contacts]
+
+    engine = await create_engine(GRAPHQL_SDL, schema_name="handwired")
+
+    async def post(request: web.Request) -> web.Response:
+        body = await request.json()
+        result = await engine.execute(body["query"], variables=body.get("variables"))
+        return web.Response(text=json.dumps(result), content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/graphql", post)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", args.port).start()
+    await _serve_until_stopped()
+    await runner.cleanup()
+    await channel.close()
+
+
 def _unary(handler, request, response):
     """A unary method handler taking `request` messages and answering `response` ones."""
     import grpc
@@ -211,7 +300,15 @@ async def _serve_until_stopped() -> None:
     await stop.wait()
 
 
-ROLES = {"broker": broker, "store": store, "writer": writer, "gateway": gateway, "echo": echo}
+ROLES = {
+    "broker": broker,
+    "store": store,
+    "writer": writer,
+    "gateway": gateway,
+    "echo": echo,
+    "relay": relay,
+    "graphql": graphql,
+}
 
 
 def main() -> None:

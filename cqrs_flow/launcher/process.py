@@ -1,5 +1,6 @@
 """A node as an OS process: its own process group, output merged and forwarded line by line,
-and a readiness pipe the node writes "ready" to.
+a readiness pipe the node writes "ready" to, and, for a node spawned ahead of its turn, a "go"
+pipe it waits on before it sets up.
 
 `Process` is what the launcher needs of one; `NodeProcess` is the real thing. Signals go to the
 whole process group, so whatever the node started goes with it; when to send which signal is
@@ -17,7 +18,7 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
-from cqrs_flow.contracts.process import ENV_READY_FD
+from cqrs_flow.contracts.process import ENV_GO_FD, ENV_READY_FD, HELD
 from cqrs_flow.launcher.printer import Printer
 
 __all__ = ["NodeProcess", "Process"]
@@ -42,7 +43,13 @@ class Process(Protocol):
     def output(self) -> Sequence[str]:
         """Its last lines of output, for error reports."""
 
-    async def start(self) -> None: ...
+    async def start(self) -> None:
+        """Spawn it. Asked to (its environment's ENV_GO_FD is HELD), it is spawned held: it
+        imports its libraries and loads the topology, then waits for `release` before it
+        connects or listens."""
+
+    def release(self) -> None:
+        """Let a held process go on (nothing for one that was not held, or released before)."""
 
     async def exited(self) -> int:
         """Its exit status, as soon as it has exited (what it started may still hold its output)."""
@@ -74,6 +81,7 @@ class NodeProcess:
         self.output: deque[str] = deque(maxlen=30)  # the last lines, for error reports
         self._process: asyncio.subprocess.Process | None = None
         self._readers: list[asyncio.Task[None]] = []
+        self._go: int | None = None  # the write end of a held process's go pipe
 
     @property
     def pid(self) -> int | None:
@@ -86,6 +94,13 @@ class NodeProcess:
     async def start(self) -> None:
         read_fd, write_fd = os.pipe()
         env = {**self.env, ENV_READY_FD: str(write_fd), "PYTHONUNBUFFERED": "1"}
+        passed = [write_fd]
+        if env.get(ENV_GO_FD) == HELD:
+            go_read, self._go = os.pipe()
+            env[ENV_GO_FD] = str(go_read)
+            passed.append(go_read)
+        else:
+            env.pop(ENV_GO_FD, None)
         try:
             self._process = await asyncio.create_subprocess_exec(
                 *self.argv,
@@ -94,16 +109,34 @@ class NodeProcess:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,  # its own process group: we signal the whole group
-                pass_fds=(write_fd,),
+                pass_fds=tuple(passed),
                 preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
             )
+        except BaseException:
+            self._close_go()
+            raise
         finally:
-            os.close(write_fd)
+            for fd in passed:
+                os.close(fd)
         loop = asyncio.get_running_loop()
         self._readers = [
             loop.create_task(self._pump_output()),
             loop.create_task(self._watch_ready(read_fd)),
         ]
+
+    def release(self) -> None:
+        if self._go is None:
+            return
+        try:
+            os.write(self._go, b"go\n")
+        except OSError:  # it has exited: the launcher sees that when it waits for it
+            pass
+        self._close_go()
+
+    def _close_go(self) -> None:
+        if self._go is not None:
+            os.close(self._go)
+            self._go = None
 
     async def _pump_output(self) -> None:
         assert self._process is not None and self._process.stdout is not None
@@ -136,6 +169,7 @@ class NodeProcess:
 
     async def wait(self) -> int:
         code = await self.exited()
+        self._close_go()
         await asyncio.gather(*self._readers, return_exceptions=True)  # drain the last output
         return code
 

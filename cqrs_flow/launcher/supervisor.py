@@ -1,9 +1,12 @@
 """`cqrs-flow up`: start every node of a topology in dependency order, then stop them in reverse.
 
-A node is spawned once all the nodes it depends on are ready (by probe, never by sleeping);
-nodes whose dependencies are met start together. A node that exits is restarted as its
-`restart` policy says; Ctrl-C or SIGTERM, or a node that may not be restarted, stops the nodes
-that run, latest first: SIGTERM, then SIGKILL after the grace period.
+A node starts once all the nodes it depends on are ready (by probe, never by sleeping); nodes
+whose dependencies are met start together. Every process is spawned at once, held: it imports
+its libraries and loads the topology while the nodes before it start, and sets up (connects,
+listens) when the launcher lets it go on, so that start-up pays one import, not one per stage.
+A node that exits is restarted as its `restart` policy says; Ctrl-C or SIGTERM, or a node that
+may not be restarted, stops the nodes that run, latest first: SIGTERM, then SIGKILL after the
+grace period.
 
 With `only` (`up --only`), this host runs just those nodes: the nodes they depend on run on
 other hosts, and are waited for by probing them where the topology says they listen; nodes
@@ -26,7 +29,7 @@ from collections.abc import Awaitable, Callable, Collection, Mapping
 from pathlib import Path
 from typing import Protocol
 
-from cqrs_flow.contracts.process import ENV_RESTARTS
+from cqrs_flow.contracts.process import ENV_GO_FD, ENV_RESTARTS, HELD
 from cqrs_flow.errors import CqrsFlowError, StartError, TopologyError
 from cqrs_flow.launcher.ports import ports_in_use
 from cqrs_flow.launcher.printer import Printer
@@ -136,6 +139,7 @@ class Launcher:
         self.processes: dict[str, Process] = {}
         self._node_of: dict[str, tuple[str, int | None]] = {}  # process name -> node, replica
         self.ready_order: list[str] = []
+        self._held: set[str] = set()  # processes spawned ahead of their turn, not let go yet
         self._stop = asyncio.Event()
         self._restarts: dict[str, tuple[int, float]] = {}  # process -> (in a row, last restart)
         self.restarted: dict[str, int] = {}  # process -> restarts in all (for its metrics)
@@ -247,6 +251,7 @@ class Launcher:
         starting: dict[asyncio.Task[None], str] = {}
         stop_wait = asyncio.ensure_future(self._stop.wait())
         try:
+            await self._spawn_held(wanted)
             while graph.is_active():
                 batch = sorted(graph.get_ready())
                 for name in [n for n in batch if n not in wanted]:
@@ -274,6 +279,20 @@ class Launcher:
             for task in starting:
                 task.cancel()
             await asyncio.gather(*starting, return_exceptions=True)
+
+    async def _spawn_held(self, wanted: Collection[str]) -> None:
+        """Spawn the process of every node of `wanted` run here and not running yet, held (see
+        the module's docstring)."""
+        for name in self.topology.nodes:
+            node = self.topology.nodes[name]
+            if name not in wanted or name not in self.local:
+                continue
+            if isinstance(node, BrokerNode) and node.external:
+                continue
+            for instance, replica in self._instances(name):
+                if instance not in self.processes:
+                    await self._spawn(name, instance, replica, held=True)
+                    self._held.add(instance)
 
     def _instances(self, name: str) -> list[tuple[str, int | None]]:
         """The processes of a node run here: (process name, replica number or None); a node
@@ -316,8 +335,23 @@ class Launcher:
     async def _start_process(
         self, name: str, instance: str, replica: int | None, ready: str | None = None
     ) -> None:
-        """Spawn one process of node `name` (`instance` names it) and wait until it is ready
-        (`ready`: until that node of the process is: a guest of `name`)."""
+        """Let go of the held process of node `name` (`instance` names it), or spawn one, and
+        wait until it is ready (`ready`: until that node of the process is: a guest of `name`)."""
+        if instance in self._held:
+            self._held.discard(instance)
+            process = self.processes[instance]
+            process.release()
+        else:
+            process = await self._spawn(name, instance, replica)
+        for guest in self.topology.guests_of(name) if ready is None else [ready]:
+            await self._wait_ready(guest, self.topology.nodes[guest], process)
+        if ready is None:
+            await self._wait_ready(instance, self.topology.nodes[name], process)
+
+    async def _spawn(
+        self, name: str, instance: str, replica: int | None, held: bool = False
+    ) -> Process:
+        """Spawn one process of node `name`; `held`, it waits for `release` before it sets up."""
         argv = [sys.executable, "-m", "cqrs_flow", "node", str(self.topology.source), name]
         if replica is not None:
             argv += ["--replica", str(replica)]
@@ -328,14 +362,13 @@ class Launcher:
             **guests_environment(self.topology, name, self.secret),
             ENV_RESTARTS: str(self.restarted.get(instance, 0)),
         }
+        if held:
+            env[ENV_GO_FD] = HELD
         process = self.process_factory(instance, argv, env, self.printer)
         self.processes[instance] = process
         self._node_of[instance] = (name, replica)
         await process.start()
-        for guest in self.topology.guests_of(name) if ready is None else [ready]:
-            await self._wait_ready(guest, self.topology.nodes[guest], process)
-        if ready is None:
-            await self._wait_ready(instance, self.topology.nodes[name], process)
+        return process
 
     async def _wait_ready(self, instance: str, node: Node, process: Process | None) -> None:
         """Probe until the node answers (StartError if it exits or ready_timeout passes first)."""
@@ -495,6 +528,7 @@ class Launcher:
         for process, (node, _) in list(self._node_of.items()):
             if node in stopping:
                 del self.processes[process], self._node_of[process]
+                self._held.discard(process)
         self._adopt(step)
         await self._start_again(affected.to_start | self._unstarted)
         running = {node for node, _ in self._node_of.values()}
@@ -546,6 +580,7 @@ class Launcher:
         for process, (node, _) in list(self._node_of.items()):
             if node in self._unstarted:
                 del self.processes[process], self._node_of[process]
+                self._held.discard(process)
         if self._unstarted:
             self.printer.system(
                 f"error: {', '.join(sorted(self._unstarted))} not running after the reload; "

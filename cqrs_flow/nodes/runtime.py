@@ -17,7 +17,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from contextlib import AsyncExitStack
 from typing import Any, TypeVar
 
-from cqrs_flow.contracts.process import ENV_READY_FD, ENV_REPLICA, ENV_RESTARTS
+from cqrs_flow.contracts.process import ENV_GO_FD, ENV_READY_FD, ENV_REPLICA, ENV_RESTARTS
 from cqrs_flow.errors import NodeError, TopologyError
 from cqrs_flow.protobuf.compiler import ProtoSet
 from cqrs_flow.security.tokens import Credentials
@@ -178,7 +178,7 @@ async def _serve(service: NodeService, guests: tuple[NodeService, ...] = ()) -> 
     try:
         # A node may wait long in start (for a broker that is gone, say): SIGTERM must end that
         # wait too, or a node whose launcher died would outlive it.
-        starting = loop.create_task(_start_in_order(services))
+        starting = loop.create_task(_start_on_go(services))
         await asyncio.wait([starting, stop_wait], return_when=asyncio.FIRST_COMPLETED)
         if not starting.done():
             starting.cancel()
@@ -201,8 +201,26 @@ async def _serve(service: NodeService, guests: tuple[NodeService, ...] = ()) -> 
         raise error
 
 
-async def _start_in_order(services: Sequence[NodeService]) -> None:
-    """Start each service after the one before it (a guest before the node that calls it)."""
+async def _start_on_go(services: Sequence[NodeService]) -> None:
+    """Start the node's services, each after the one before it (a guest before the node that
+    calls it); one `up` spawned ahead of its turn (its imports and its topology loaded while the
+    nodes it depends on start) first waits for the launcher's "go" on the pipe it was given."""
+    fd = os.environ.pop(ENV_GO_FD, None)
+    if fd is not None:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        try:
+            pipe = os.fdopen(int(fd), "rb", 0)
+        except (OSError, ValueError) as exc:
+            raise NodeError(f"cannot wait for the launcher on fd {fd}: {exc}") from None
+        transport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), pipe
+        )
+        try:
+            if not (await reader.readline()).startswith(b"go"):
+                raise NodeError("the launcher went away before this node's turn to start")
+        finally:
+            transport.close()
     for service in services:
         await service.start()
 

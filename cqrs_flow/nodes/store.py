@@ -47,7 +47,7 @@ from cqrs_flow.stores.log import Ahead, ChangeLog, Retention, Superseded, Trimme
 from cqrs_flow.stores.operations import InvalidRequest, Stale, apply_operation, command_id_of
 from cqrs_flow.stores.projections import ReadModel, ReadModels
 from cqrs_flow.stores.sqlite import Table
-from cqrs_flow.telemetry.metrics import OTHER
+from cqrs_flow.telemetry.metrics import OTHER, Children
 from cqrs_flow.topology.model import Entity, StoreNode, TlsServer, Topology
 from cqrs_flow.transport.rpc import Handler, StreamHandler, service_handler, start_server
 from cqrs_flow.transport.tls import server_credentials
@@ -133,6 +133,8 @@ class StoreService(NodeService):
 
     async def setup(self) -> None:
         plan = self.contract(store_plan)
+        self._find_queries = Children(self.metrics.find_queries)  # per call: looked up once
+        self._find_calls = Children(self.metrics.find_calls)
         self.backends = await open_backends(self.topology, self.node)
         # Released last: the servers stop accepting calls, those in flight finish, and only then
         # is the data dropped (a durable store has it on disk already).
@@ -354,7 +356,7 @@ class StoreService(NodeService):
         queries = getattr(request, "queries", ())
         for query in queries:
             entity = query.entity if query.entity in self.backends else OTHER
-            self.metrics.find_queries.labels(entity).inc()
+            self._find_queries(entity).inc()
         began, outcome = time.perf_counter(), "ok"
         try:
             response: Message = await answer_find(
@@ -373,7 +375,7 @@ class StoreService(NodeService):
             outcome = "unavailable"
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         finally:
-            self.metrics.find_calls.labels(outcome).inc()
+            self._find_calls(outcome).inc()
             self.metrics.find_seconds.observe(time.perf_counter() - began)
 
     def _measured(self, handle: Handler, bound: BoundOperation) -> Handler:

@@ -29,7 +29,7 @@ from cqrs_flow.plugins import PluginContext, Rejected, WriterPlugin, start_plugi
 from cqrs_flow.protobuf.messages import get_path
 from cqrs_flow.security.mqtt_logins import login_from_env
 from cqrs_flow.telemetry import tracing
-from cqrs_flow.telemetry.metrics import OTHER
+from cqrs_flow.telemetry.metrics import OTHER, Children
 from cqrs_flow.topology.access import shared, writer_subscriptions
 from cqrs_flow.topology.model import BrokerNode, WriterNode
 from cqrs_flow.transport.mqtt import connect, new_client
@@ -217,6 +217,8 @@ class WriterService(NodeService):
         self.statuses: list[dict[str, str]] = []
         self.in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
         self.subscribed = asyncio.Event()
+        self._received = Children(self.metrics.received)  # per command: looked up once
+        self._applied = Children(self.metrics.applied)
         broker = self.topology.nodes[self.node.broker]
         assert isinstance(broker, BrokerNode)
         # Each replica has a session of its own (its client id), all log in as the writer.
@@ -285,7 +287,7 @@ class WriterService(NodeService):
         """Returns once the command is applied or set aside; then the PUBACK goes out (MQTT 5)."""
         payload, parent = tracing.unwrap(payload)  # the trace context, on MQTT 3.1.1
         parent = _user_property(properties, tracing.TRACEPARENT) or parent
-        self.metrics.received.labels(topic if topic in self.plans else OTHER).inc()
+        self._received(topic if topic in self.plans else OTHER).inc()
         decoded = decode_command(self.plans, topic, payload, self.node.payload_bytes)
         if isinstance(decoded, Refused):
             self._set_aside(topic, payload, decoded.plan, "", "", decoded.reason, decoded.kind)
@@ -300,15 +302,21 @@ class WriterService(NodeService):
         due = now + self.node.delay
 
         async def apply() -> None:
-            with tracing.span(
-                f"apply {plan.name}",
-                "CONSUMER",
-                parent=parent,
-                attributes={"cqrs_flow.node": self.instance, "messaging.destination.name": topic},
-            ):
+            if tracing.enabled():
+                with tracing.span(
+                    f"apply {plan.name}",
+                    "CONSUMER",
+                    parent=parent,
+                    attributes={
+                        "cqrs_flow.node": self.instance,
+                        "messaging.destination.name": topic,
+                    },
+                ):
+                    reason = await self._apply(plan, command, key)
+            else:
                 reason = await self._apply(plan, command, key)
             if reason is None:
-                self.metrics.applied.labels(topic).inc()
+                self._applied(topic).inc()
                 subject = str(get_path(command, plan.subject_path)) if plan.subject_path else ""
                 self._report(plan, command_id, key, "APPLIED", "", subject)
             else:

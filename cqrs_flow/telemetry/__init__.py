@@ -6,7 +6,15 @@ docs/OPERATIONS.md is the operator's side of all this.
 
 from __future__ import annotations
 
-from cqrs_flow.telemetry.metrics import Metrics, OperationNames
+from cqrs_flow.telemetry.metrics import Children, Metrics, OperationNames
 from cqrs_flow.telemetry.node import CURRENT, LIVENESS, NodeTelemetry, current
 
-__all__ = ["CURRENT", "LIVENESS", "Metrics", "NodeTelemetry", "OperationNames", "current"]
+__all__ = [
+    "CURRENT",
+    "LIVENESS",
+    "Children",
+    "Metrics",
+    "NodeTelemetry",
+    "OperationNames",
+    "current",
+]

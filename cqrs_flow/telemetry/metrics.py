@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable
-from typing import cast
+from typing import Any, cast
 
 from prometheus_client import (
     CollectorRegistry,
@@ -26,7 +26,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-__all__ = ["LATENCY_BUCKETS", "OTHER", "Metrics", "OperationNames"]
+__all__ = ["LATENCY_BUCKETS", "OTHER", "Children", "Metrics", "OperationNames"]
 
 # A `_created` series per counter doubles what a scrape carries, and Prometheus does not need it.
 # (prometheus_client leaves this one function without annotations; it takes and returns nothing.)
@@ -35,6 +35,26 @@ cast(Callable[[], None], disable_created_metrics)()
 # Seconds: from a fast in-process call to a query that hits a limit's timeout.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 OTHER = "(other)"  # the label value of anything not named by the topology
+
+
+class Children:
+    """A labelled metric's children, each looked up in prometheus_client once: its `labels()`
+    builds a key and takes a lock on every call, which a request or a command need not pay
+    (the hot paths hold one of these per metric: `requests = Children(metrics.http_requests)`,
+    then `requests("GET", "/graphql", "200").inc()`). Holds what the metric holds anyway: one
+    child per set of label values."""
+
+    __slots__ = ("_children", "_metric")
+
+    def __init__(self, metric: Counter | Histogram | Gauge) -> None:
+        self._metric = metric
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, *values: str) -> Any:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._metric.labels(*values)
+        return child
 
 
 class Metrics:

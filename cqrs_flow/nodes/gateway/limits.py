@@ -20,7 +20,7 @@ import logging
 import re
 import sys
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
@@ -53,6 +53,11 @@ log = logging.getLogger("cqrs_flow.gateway")
 # Callers whose rate is remembered at most; beyond, the longest idle are forgotten (a forgotten
 # caller starts again with a full bucket).
 MAX_CALLERS = 100_000
+# Query texts that passed check_query, kept so that a client sending the same text again (as
+# clients do, with other variables) is not measured again: up to MEASURED texts of at most
+# MEASURED_CHARS characters each, the least recently seen forgotten first.
+MEASURED = 1024
+MEASURED_CHARS = 4096
 
 # Strings match to their end even when unterminated (the parser reports that): a pattern that
 # could fail after a long scan would scan again from every later quote, quadratic in the length.
@@ -138,13 +143,21 @@ class RequestGate:
         self.callers: dict[str, int] = {}  # caller -> its requests in flight (only those with any)
         self._buckets: dict[str, tuple[float, float]] = {}  # caller -> (tokens, when), oldest first
         self._shares: dict[str, _Share] = {}  # caller -> the cost of its operations running
+        self._measured: OrderedDict[str, None] = OrderedDict()  # texts within the limits
 
     def check(self, query: str, variables: Any, operation_name: str | None = None) -> int:
         """Raise LimitExceeded if the query or its variables are over a limit (or the query asks
         for introspection when it is off); else its cost. The measure of the text comes first:
         only a text within it is parsed, and the rest is decided on the parsed document."""
         check_text(query, variables, operation_name)
-        check_query(query, self.limits)
+        if query in self._measured:
+            self._measured.move_to_end(query)
+        else:
+            check_query(query, self.limits)
+            if len(query) <= MEASURED_CHARS:
+                self._measured[query] = None
+                if len(self._measured) > MEASURED:
+                    self._measured.popitem(last=False)
         check_variables(variables, self.limits)
         if self.costs is None:
             return 0

@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from cqrs_flow.nodes.gateway.http import REQUEST_ID_HEADER
-from cqrs_flow.telemetry import Metrics, OperationNames, tracing
+from cqrs_flow.telemetry import Children, Metrics, OperationNames, tracing
 from cqrs_flow.telemetry.logs import access
 
 __all__ = ["ObservedEngine", "observe_http"]
@@ -36,6 +36,7 @@ def _named_in(query: str) -> str | None:
 
 def observe_http(metrics: Metrics) -> Any:
     """The middleware; put it first in the application's list."""
+    requests, seconds = Children(metrics.http_requests), Children(metrics.http_seconds)
 
     @web.middleware
     async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -61,8 +62,8 @@ def observe_http(metrics: Metrics) -> Any:
             raise
         finally:
             elapsed = time.perf_counter() - began
-            metrics.http_requests.labels(request.method, route, str(status)).inc()
-            metrics.http_seconds.labels(request.method, route).observe(elapsed)
+            requests(request.method, route, str(status)).inc()
+            seconds(request.method, route).observe(elapsed)
             request_id = response.headers.get(REQUEST_ID_HEADER) if response is not None else None
             access(
                 "http",
@@ -83,6 +84,8 @@ class ObservedEngine:
         self.engine = engine
         self.metrics = metrics
         self.names = OperationNames()
+        self.operations = Children(metrics.graphql_operations)
+        self.seconds = Children(metrics.graphql_seconds)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.engine, name)
@@ -92,10 +95,15 @@ class ObservedEngine:
         began = time.perf_counter()
         outcome = "error"
         try:
-            with tracing.span(f"graphql {name}", attributes={"graphql.operation.name": name}):
+            if tracing.enabled():
+                with tracing.span(f"graphql {name}", attributes={"graphql.operation.name": name}):
+                    result = await self.engine.execute(
+                        query, operation_name=operation_name, **kwargs
+                    )
+            else:
                 result = await self.engine.execute(query, operation_name=operation_name, **kwargs)
             outcome = "error" if isinstance(result, dict) and result.get("errors") else "ok"
             return result
         finally:
-            self.metrics.graphql_operations.labels(name, outcome).inc()
-            self.metrics.graphql_seconds.labels(name).observe(time.perf_counter() - began)
+            self.operations(name, outcome).inc()
+            self.seconds(name).observe(time.perf_counter() - began)

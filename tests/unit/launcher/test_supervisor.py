@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
+from cqrs_flow.contracts.process import ENV_GO_FD, HELD
 from cqrs_flow.launcher import Launcher, Printer
 from cqrs_flow.topology import Topology
 
@@ -41,8 +42,9 @@ class Clock:
 
 
 class FakeProcess:
-    """A node's process: ready as soon as it starts (unless told otherwise), exits on
-    `exit(code)` or on a signal it obeys, and records (time, signal name, its name)."""
+    """A node's process: ready as soon as it starts, or, spawned held, once released (unless
+    told otherwise); exits on `exit(code)` or on a signal it obeys, and records (time, "start",
+    "go" or a signal name, its name)."""
 
     def __init__(self, name: str, nodes: Nodes, obeys=(signal.SIGTERM, signal.SIGKILL)):
         self.name = name
@@ -53,6 +55,7 @@ class FakeProcess:
         self.ready_signal = asyncio.Event()
         self.output = [f"{name} says goodbye"]
         self.signals: list[str] = []
+        self.held = False
         self._exited = asyncio.Event()
 
     async def start(self) -> None:
@@ -61,7 +64,15 @@ class FakeProcess:
         code = self.nodes.exit_at_start.get(self.name)
         if code is not None:
             self.exit(code)
-        elif self.name not in self.nodes.never_ready:
+        elif self.name not in self.nodes.never_ready and not self.held:
+            self.ready_signal.set()
+
+    def release(self) -> None:
+        if not self.held:
+            return
+        self.held = False
+        self.nodes.log.append((self.nodes.clock(), "go", self.name))
+        if self.returncode is None and self.name not in self.nodes.never_ready:
             self.ready_signal.set()
 
     async def exited(self) -> int:
@@ -110,6 +121,7 @@ class Nodes:
         obeys = (signal.SIGKILL,) if name in self.stubborn else (signal.SIGTERM, signal.SIGKILL)
         process = FakeProcess(name, self, obeys)
         process.env = dict(env)
+        process.held = env.get(ENV_GO_FD) == HELD
         self.made[name].append(process)
         return process
 
@@ -216,7 +228,11 @@ def test_nodes_start_in_batches_once_their_dependencies_are_ready(topology):
     assert [line for line in run.lines if line.startswith("starting ")] == [
         "starting " + ", ".join(batch) for batch in batches
     ]
-    assert run.nodes.events("start") == [name for batch in batches for name in batch]
+    # Every process is spawned at once, held, and let go batch by batch.
+    assert run.nodes.events("start") == ["broker", "store", "reader", "writer", "gateway"]
+    assert run.nodes.events("go") == [name for batch in batches for name in batch]
+    first_go = next(i for i, (_, event, _) in enumerate(run.nodes.log) if event == "go")
+    assert all(event == "start" for _, event, _ in run.nodes.log[:first_go])
     assert run.launcher.ready_order == ["broker", "store", "reader", "writer", "gateway"]
     assert run.clock.slept == []  # every node was ready at its first probe
 
@@ -229,8 +245,8 @@ def test_a_node_failing_at_start_up_stops_the_others_and_up_exits_1(topology):
         "error: node 'reader' (reader) exited with status 3 before it was ready: "
         "reader says goodbye" in run.lines
     )
-    assert "gateway" not in run.nodes.made  # its dependency never became ready
-    for name in ("broker", "store", "writer"):
+    assert "gateway" not in run.nodes.events("go")  # its dependency never became ready
+    for name in ("broker", "store", "writer", "gateway"):
         assert run.nodes.latest(name).signals == ["SIGTERM", "SIGKILL"]
     assert run.nodes.latest("reader").signals == ["SIGKILL"]  # exited: only what it left behind
     assert run.lines[-1] == "all nodes stopped"
@@ -254,13 +270,15 @@ def test_nodes_stop_in_reverse_order_of_readiness_sigterm_then_sigkill(topology)
     run = Run(topology(stop_timeout="7s"))
     run.nodes.stubborn.add("reader")
     assert run.go(until_ready_then_interrupt) == 0
-    signals = [(event, name) for _, event, name in run.nodes.log if event != "start"]
+    signals = [(event, name) for _, event, name in run.nodes.log if event.startswith("SIG")]
     assert signals == [
         (sig, name)
         for name in ["gateway", "writer", "reader", "store", "broker"]
         for sig in ("SIGTERM", "SIGKILL")  # SIGKILL also for what a node left behind
     ]
-    term, kill = [t for t, event, name in run.nodes.log if name == "reader" and event != "start"]
+    term, kill = [
+        t for t, event, name in run.nodes.log if name == "reader" and event.startswith("SIG")
+    ]
     assert kill - term == 7.0  # stop_timeout
     assert run.clock.slept == [7.0]  # only the stubborn one made the launcher wait
     assert "reader did not stop within 7s; killing it" in run.lines
@@ -425,7 +443,8 @@ def test_a_reader_placed_in_its_gateways_process_starts_with_it(topology):
     # the reader's turn comes once the store and what the gateway needs (the broker) are
     # ready; one process, the gateway's, runs both
     assert "starting reader (in gateway's process), writer" in run.lines
-    assert run.nodes.events("start") == ["broker", "store", "gateway", "writer"]
+    assert sorted(run.nodes.events("start")) == ["broker", "gateway", "store", "writer"]
+    assert run.nodes.events("go") == ["broker", "store", "gateway", "writer"]  # reader's turn
     assert "reader" not in run.nodes.made
     assert run.launcher.ready_order.index("reader") < run.launcher.ready_order.index("gateway")
     env = run.nodes.latest("gateway").env

@@ -111,3 +111,52 @@ def test_a_failed_background_task_ends_the_node_with_its_error(shipped):
     with pytest.raises(ValueError, match="background work failed"):
         asyncio.run(asyncio.wait_for(serve(service), 5))
     assert service.events == ["released third", "released second", "released first"]
+
+
+class Starts(NodeService):
+    """A node whose setup only notes when it ran."""
+
+    def __init__(self, shipped) -> None:
+        super().__init__(shipped, Node(name="held"), None, None)
+        self.set_up_at: float | None = None
+
+    async def setup(self) -> None:
+        self.set_up_at = asyncio.get_running_loop().time()
+
+
+def test_a_held_node_sets_up_only_once_the_launcher_says_go(shipped, monkeypatch):
+    from cqrs_flow.contracts.process import ENV_GO_FD
+    from cqrs_flow.nodes.runtime import _start_on_go
+
+    read_fd, write_fd = os.pipe()
+    monkeypatch.setenv(ENV_GO_FD, str(read_fd))
+    service = Starts(shipped)
+
+    async def run() -> float:
+        loop = asyncio.get_running_loop()
+        starting = loop.create_task(_start_on_go([service]))
+        await asyncio.sleep(0.2)
+        assert service.set_up_at is None  # held: imported and waiting
+        went = loop.time()
+        os.write(write_fd, b"go\n")
+        await asyncio.wait_for(starting, 5)
+        await service.stop()
+        return went
+
+    went = asyncio.run(run())
+    os.close(write_fd)
+    assert service.set_up_at is not None and service.set_up_at >= went
+
+
+def test_a_held_node_whose_launcher_is_gone_does_not_start(shipped, monkeypatch):
+    from cqrs_flow.contracts.process import ENV_GO_FD
+    from cqrs_flow.errors import NodeError
+    from cqrs_flow.nodes.runtime import _start_on_go
+
+    read_fd, write_fd = os.pipe()
+    os.close(write_fd)  # the launcher died before the node's turn
+    monkeypatch.setenv(ENV_GO_FD, str(read_fd))
+    service = Starts(shipped)
+    with pytest.raises(NodeError, match="launcher went away"):
+        asyncio.run(_start_on_go([service]))
+    assert service.set_up_at is None

@@ -157,3 +157,37 @@ def test_a_websocket_counts_under_its_subject_once_it_says_who_calls():
             anonymous.move(address)  # no token: the address stays its key
             assert gate.sockets == {ada: 2, bob: 1, address: 1}
     assert gate.connections == 0 and gate.sockets == {}
+
+
+def test_the_gate_measures_a_text_once_and_still_refuses_one_over_the_limits(monkeypatch):
+    from cqrs_flow.nodes.gateway import limits as module
+
+    measured: list[str] = []
+    real = module.check_query
+
+    def counting(query, limits):
+        measured.append(query)
+        real(query, limits)
+
+    monkeypatch.setattr(module, "check_query", counting)
+    gate = RequestGate(Limits(depth=3))
+    for _ in range(3):
+        gate.check("{ a { b } }", None)
+    assert measured == ["{ a { b } }"]  # the same text again is not measured again
+    deep = "{ a { b { c { d { e } } } } }"
+    for _ in range(2):
+        with pytest.raises(LimitExceeded):
+            gate.check(deep, None)
+    assert measured.count(deep) == 2  # a text over the limits is never remembered
+    with pytest.raises(LimitExceeded):
+        gate.check("{ a { b } }", {"s": "x" * 20_000})  # its variables are checked every time
+
+
+def test_the_gate_forgets_the_least_recently_seen_text(monkeypatch):
+    from cqrs_flow.nodes.gateway import limits as module
+
+    monkeypatch.setattr(module, "MEASURED", 2)
+    gate = RequestGate(Limits())
+    for text in ("{ a }", "{ b }", "{ a }", "{ c }"):
+        gate.check(text, None)
+    assert list(gate._measured) == ["{ a }", "{ c }"]
