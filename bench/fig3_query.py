@@ -18,10 +18,7 @@ Floors, measured in the same run at the same concurrency, from the same load gen
   once. In the notes, with 1 / (2/one-hop + 1/execution): the two hops and the execution
   without HTTP, as earlier revisions judged.
 
-**The read-model figure** (`READ_MODEL`): contact(id) with the reader answering from its own
-read model, or the reader and gateway in one process, against the one-hop floor (target >=
-0.5x at every concurrency). It runs when READ_MODEL names the topology keys that turn one on;
-until then its row says it was not run.
+The read model and the one-process switch have a figure of their own: bench/readmodel.py (8).
 """
 
 from __future__ import annotations
@@ -52,11 +49,6 @@ LIST = "query Ten { listContacts(count: 10) { id name last_updated } }"
 CONCURRENCY = (1, 16, 64)
 P99_OVER_P50 = 5.0
 TARGET_RATIO = 0.8  # of the route done raw
-READ_MODEL_RATIO = 0.5  # of one raw gRPC hop
-# The topology keys (dotted paths, as bench.common.prepare takes them) that let the reader
-# answer contact(id) without the second hop: its own read model, or reader and gateway in one
-# process. None: this revision has neither, and the read-model row says so.
-READ_MODEL: dict[str, Any] | None = None
 
 
 def contact_ok(answer) -> str | None:
@@ -216,20 +208,6 @@ async def route_floor(port: int, ids: list[str], duration: float) -> dict:
     return await gateway_runs(f"http://127.0.0.1:{port}/graphql", ids, duration)
 
 
-async def read_model_runs(ctx, contacts: int, duration: float) -> dict | None:
-    """contact(id) through a gateway whose reader answers without the second hop (READ_MODEL);
-    None when this revision has no such switch."""
-    if READ_MODEL is None:
-        return None
-    system, load = await loaded_system(ctx, "fig3-read-model", contacts, READ_MODEL)
-    try:
-        say(f"  with the read model ({READ_MODEL}), {duration:g}s per point:")
-        url = system.topology.nodes["gateway"].url
-        return (await gateway_runs(url, load.ids, duration, ("contact",)))["contact"]
-    finally:
-        system.stop()
-
-
 async def measure(ctx, fig: Figure, contacts: int, duration: float) -> None:
     file = prepare(SHIPPED, ctx.tmp / "fig3")
     with System(file) as system:
@@ -274,7 +252,6 @@ async def measure(ctx, fig: Figure, contacts: int, duration: float) -> None:
         for role in reversed(roles):
             role.stop()
     fig.data["tartiflette_floor"] = await tartiflette_floor(duration)
-    fig.data["read_model"] = await read_model_runs(ctx, contacts, duration)
 
 
 def run(ctx) -> Figure:
@@ -319,29 +296,4 @@ def run(ctx) -> Figure:
                 passed=passed,
                 note=note,
             )
-    read_model = fig.data["read_model"]
-    for clients in CONCURRENCY:
-        g = fig.data["grpc_floor"]["contact"][clients]
-        target = f">= {READ_MODEL_RATIO}x floor q/s"
-        metric = f"contact(id) with the read model, {clients} client{'s' if clients > 1 else ''}"
-        if read_model is None:
-            fig.row(
-                metric,
-                "not run",
-                floor=f"one gRPC hop {fmt(g['qps'])} q/s",
-                target=target,
-                note="this revision has no read-model switch (bench/fig3_query.py READ_MODEL)",
-            )
-            continue
-        mine = read_model[clients]
-        ratio = mine["qps"] / g["qps"] if g["qps"] else 0.0
-        fig.row(
-            metric,
-            f"p50 {ms(mine['p50_ms'] / 1000)}, p99 {ms(mine['p99_ms'] / 1000)}, "
-            f"{fmt(mine['qps'])} q/s",
-            floor=f"one gRPC hop {fmt(g['qps'])} q/s",
-            ratio=f"{ratio:.2f}",
-            target=target,
-            passed=ratio >= READ_MODEL_RATIO and mine["failed"] == 0,
-        )
     return fig
