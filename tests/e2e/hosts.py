@@ -4,9 +4,10 @@ network.
 `Hosts(["a", "b"])` makes a namespace per host, each with its own address on 10.77.0.0/24 and
 only loopback besides, joined by a bridge in a namespace of its own; the test process joins the
 same network through one more veth pair (address 10.77.0.254), so it can talk to every host the
-way a client on the network would. Leaving the `with` block kills what was started in the
-hosts and removes every namespace and interface it made. Needs root and iproute2 (`ip`);
-`Hosts.unavailable()` says why not, for a skip.
+way a client on the network would. A network another run on this machine uses already (its /24
+routed in this namespace) is not taken: the next free one is. Leaving the `with` block kills
+what was started in the hosts and removes every namespace and interface it made. Needs root
+and iproute2 (`ip`); `Hosts.unavailable()` says why not, for a skip.
 """
 
 from __future__ import annotations
@@ -27,6 +28,20 @@ def _ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
 
 
+def _free_network(wanted: str) -> str:
+    """`wanted` (the first three numbers of a /24) if no route of this namespace covers it yet,
+    else the first free one after it: two runs side by side (two checkouts, a test beside a
+    benchmark) would otherwise route one network through two links."""
+    routes = subprocess.run(["ip", "-4", "route"], capture_output=True, text=True).stdout
+    used = {line.split("/")[0].rsplit(".", 1)[0] for line in routes.splitlines() if "/" in line}
+    first, second, third = (int(n) for n in wanted.split("."))
+    for other in [second, *range(second + 1, 255), *range(1, second)]:
+        candidate = f"{first}.{other}.{third}"
+        if candidate not in used:
+            return candidate
+    raise RuntimeError(f"no free /24 near {wanted} for the test hosts")
+
+
 class Hosts:
     def __init__(self, names: Sequence[str], network: str = "10.77.0") -> None:
         """`network`: the first three numbers of the hosts' /24 (another one for a test that may
@@ -34,6 +49,7 @@ class Hosts:
         tag = uuid.uuid4().hex[:6]  # two test runs side by side must not share names
         self.names = list(names)
         self.namespace = {name: f"cqf-{tag}-{name}" for name in names}
+        network = _free_network(network)
         self.address = {name: f"{network}.{i + 1}" for i, name in enumerate(names)}
         self.client_address = f"{network}.254"
         self._lan = f"cqf-{tag}-lan"
