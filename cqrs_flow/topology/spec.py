@@ -577,6 +577,29 @@ BROKER = Section(
             "it may publish and subscribe to; its password is derived from the system "
             "secret (`cqrs-flow mqtt-password`). Nodes log in as their own name",
         ),
+        # How fast the nodes' MQTT links notice a dead connection and come back: within a few
+        # seconds of the end of a partition (docs/RELIABILITY.md has the measurements).
+        "keep_alive": Field(
+            positive_duration,
+            default=3.0,
+            doc="the MQTT keep-alive of the nodes' connections to this broker (whole seconds, "
+            "rounded up): a node with nothing to send pings the broker, and gives a connection "
+            "it has heard nothing on for twice this up and connects anew; the embedded broker "
+            "drops a client it has heard nothing from for one and a half times this",
+        ),
+        "connect_timeout": Field(
+            positive_duration,
+            default=1.0,
+            doc="how long a node waits for a TCP (and TLS) connection to this broker before "
+            "trying again: a broker cut off does not hold a node's reconnection for the "
+            "seconds the system would wait",
+        ),
+        "reconnect_delay": Field(
+            positive_duration,
+            default=0.5,
+            doc="the wait between two tries of a node to connect to this broker (it does not "
+            "grow: a broker back is reached within this and connect_timeout)",
+        ),
     }
 )
 
