@@ -78,10 +78,10 @@ def table(folder: Path) -> str:
         )
     lines.append("")
     lines.append(
-        "| system | seed | changes | missing | twice | out of order | refused | stranger "
-        "| replay differs | no answer: logged / not | projections: violations |"
+        "| system | seed | changes | missing | superseded | twice | out of order | refused "
+        "| stranger | replay differs | no answer: logged / not | projections: violations |"
     )
-    lines.append("|---|---|---|---|---|---|---|---|---|---|---|")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in runs:
         g = r.get("log") or {}
         if not g:
@@ -89,7 +89,7 @@ def table(folder: Path) -> str:
         models = ", ".join(f"{n} {v}" for n, v in (r.get("projections") or {}).items()) or "-"
         lines.append(
             f"| {r['system']} | {r['seed']} | {g['changes']} | {g['log_missing']} | "
-            f"{g['log_twice']} | {g['log_order']} | {g['log_refused']} | {g['log_stranger']} | "
+            f"{g.get('superseded', 0)} | {g['log_twice']} | {g['log_order']} | {g['log_refused']} | {g['log_stranger']} | "
             f"{g['replay']} | {g['no_answer_logged']} / {g['no_answer_not_logged']} | {models} |"
         )
     return "\n".join(lines)

@@ -150,9 +150,20 @@ def test_a_log_with_each_accepted_write_once_in_order_passes():
 
 
 def test_an_accepted_write_missing_from_the_log_is_missing():
-    log = [c for c in WRITTEN if c.position != 2]  # v1 never logged
+    ops = life(1, ("add", "v0", OK), ("update", "v1", OK), ("update", "v2", OK))
+    log = logged(("insert", "v0"), ("update", "v1"))  # v2, the last, never logged
+    result = check_log(ops, log, documents_of(log), FIELDS)
+    assert log_kinds(result) == ["log_missing"] and "'v2'" in result.violations[0].text
+    log = logged(("update", "v1"), ("update", "v2"), first=2)  # nor the add, before them
+    assert log_kinds(check_log(ops, log, documents_of(log), FIELDS)) == ["log_missing"]
+
+
+def test_an_accepted_write_a_later_one_superseded_is_counted_not_missing():
+    """The store skips a write delivered after a newer one of its document was applied (their
+    command ids say which is newer): not applied, yet not lost, its effect overwritten."""
+    log = [c for c in WRITTEN if c.position != 2]  # v1 came after v2 and was skipped
     result = check_log(ADD_UPDATE_DELETE, log, documents_of(log), FIELDS)
-    assert log_kinds(result) == ["log_missing"] and "'v1'" in result.violations[0].text
+    assert result.violations == [] and result.superseded == 1
 
 
 def test_an_update_applied_twice_is_seen_though_a_later_write_overwrote_it():
