@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-import math
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -216,22 +215,6 @@ class PacketLimit(ReaderAdapter):  # type: ignore[misc]  # amqtt ships no type i
 PACKET_TYPES = {1: "CONNECT", 3: "PUBLISH", 8: "SUBSCRIBE", 10: "UNSUBSCRIBE"}
 
 
-class KeepAliveHandler(BrokerProtocolHandler):  # type: ignore[misc]  # amqtt: no type information
-    """amqtt's handler of one client connection, but a client it has heard nothing from for one
-    and a half times its keep-alive is dropped, as MQTT asks [MQTT-3.1.2-24]: amqtt only notes
-    it, and goes on sending a client cut off (a writer among shared subscribers: its share of
-    the commands) what it cannot receive. Its session stays; the client reconnects to it."""
-
-    def handle_read_timeout(self) -> None:
-        session = self.session
-        log.info(
-            "dropped MQTT client %r: nothing heard from it for %ss",
-            getattr(session, "client_id", None),
-            getattr(session, "keep_alive", "?"),
-        )
-        self._dropping = asyncio.ensure_future(self.handle_connection_closed())
-
-
 class RoutingBroker(Broker):  # type: ignore[misc]  # amqtt ships no type information
     """amqtt's broker, which checks a CONNECT in full before it touches any session, checks a will
     as the publish it is, and routes every message a client sent before it disconnects.
@@ -318,7 +301,7 @@ class RoutingBroker(Broker):  # type: ignore[misc]  # amqtt ships no type inform
             await self._refuse_other_protocols(reader, writer, peer)
         try:
             handler, incoming = await asyncio.wait_for(
-                KeepAliveHandler.init_from_connect(reader, writer, self.plugins_manager),
+                BrokerProtocolHandler.init_from_connect(reader, writer, self.plugins_manager),
                 self.connect_timeout,
             )
         except asyncio.TimeoutError:
@@ -388,12 +371,9 @@ class RoutingBroker(Broker):  # type: ignore[misc]  # amqtt ships no type inform
             session.parent = 1
         else:
             session, incoming.parent = incoming, 0
-        # What the handler waits for a packet before it drops the client (KeepAliveHandler).
         delay = self.config.get("timeout-disconnect-delay", 0)
-        if session.keep_alive > 0:
-            session.keep_alive = math.ceil(session.keep_alive * 1.5)
-            if isinstance(delay, int):
-                session.keep_alive += delay
+        if session.keep_alive > 0 and isinstance(delay, int):
+            session.keep_alive += delay
         return handler, session
 
     async def _refusal(self, incoming: Session) -> str | None:
