@@ -584,8 +584,7 @@ BROKER = Section(
             default=3.0,
             doc="the MQTT keep-alive of the nodes' connections to this broker (whole seconds, "
             "rounded up): a node with nothing to send pings the broker, and gives a connection "
-            "it has heard nothing on for twice this up and connects anew; the embedded broker "
-            "drops a client it has heard nothing from for one and a half times this",
+            "it has heard nothing on for twice this up and connects anew",
         ),
         "connect_timeout": Field(
             positive_duration,
