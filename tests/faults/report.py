@@ -89,7 +89,8 @@ def table(folder: Path) -> str:
         models = ", ".join(f"{n} {v}" for n, v in (r.get("projections") or {}).items()) or "-"
         lines.append(
             f"| {r['system']} | {r['seed']} | {g['changes']} | {g['log_missing']} | "
-            f"{g.get('superseded', 0)} | {g['log_twice']} | {g['log_order']} | {g['log_refused']} | {g['log_stranger']} | "
+            f"{g.get('superseded', 0)} | {g['log_twice']} | {g['log_order']} | "
+            f"{g['log_refused']} | {g['log_stranger']} | "
             f"{g['replay']} | {g['no_answer_logged']} / {g['no_answer_not_logged']} | {models} |"
         )
     return "\n".join(lines)
