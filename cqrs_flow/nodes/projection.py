@@ -60,7 +60,8 @@ CACHE_MOST = 200_000  # read model documents kept in memory between batches
 READ_MOST = 100  # documents asked for in one Read call
 APPLY_BYTES = MAX_MESSAGE_BYTES * 9 // 10  # a larger Apply is split (gRPC refuses > 4 MiB)
 PASSES = 10  # most passes over a batch whose handlers ask for documents not read yet
-RETRY_MOST = 5.0  # longest wait between two tries of a store or a source that is away
+RETRY_MOST = 1.0  # longest wait between two tries of a store or a source that is away: one
+# back is used within a second (docs/RELIABILITY.md: recovery within 5 s of any fault)
 _TRANSIENT = {
     grpc.StatusCode.UNAVAILABLE,
     grpc.StatusCode.DEADLINE_EXCEEDED,

@@ -300,6 +300,9 @@ def _kind_node(name: str, kind: str | None, raw: dict[str, Any]) -> Node:
             listen=_address(raw.get("listen")) or Address("127.0.0.1", 0),
             url=raw.get("url"),
             protocol=raw["protocol"],
+            keep_alive=raw["keep_alive"],
+            connect_timeout=raw["connect_timeout"],
+            reconnect_delay=raw["reconnect_delay"],
             clients=frozen_map(
                 {
                     user: MqttClient(user, tuple(c["publish"] or ()), tuple(c["subscribe"] or ()))

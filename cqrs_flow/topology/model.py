@@ -335,6 +335,9 @@ class BrokerNode(Node):
     protocol: str = _default(spec.BROKER, "protocol")
     clients: Mapping[str, MqttClient] = dataclasses.field(default_factory=frozen_map)
     tls: MqttTls | None = None
+    keep_alive: float = _default(spec.BROKER, "keep_alive")
+    connect_timeout: float = _default(spec.BROKER, "connect_timeout")
+    reconnect_delay: float = _default(spec.BROKER, "reconnect_delay")
 
     @property
     def secure(self) -> bool:

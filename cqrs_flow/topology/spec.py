@@ -577,6 +577,30 @@ BROKER = Section(
             "it may publish and subscribe to; its password is derived from the system "
             "secret (`cqrs-flow mqtt-password`). Nodes log in as their own name",
         ),
+        # How fast the nodes' MQTT links notice a dead connection and come back. A keep-alive of
+        # 3 s brings a link back within 1 to 2.5 s of a 9 s partition, but the reconnections it
+        # makes on lesser faults can wait on the embedded broker's take-over of the old
+        # connection for 10 s and more: 30 s until that is fixed (docs/RELIABILITY.md).
+        "keep_alive": Field(
+            positive_duration,
+            default=30.0,
+            doc="the MQTT keep-alive of the nodes' connections to this broker (whole seconds, "
+            "rounded up): a node with nothing to send pings the broker, and gives a connection "
+            "it has heard nothing on for twice this up and connects anew",
+        ),
+        "connect_timeout": Field(
+            positive_duration,
+            default=1.0,
+            doc="how long a node waits for a TCP (and TLS) connection to this broker before "
+            "trying again: a broker cut off does not hold a node's reconnection for the "
+            "seconds the system would wait",
+        ),
+        "reconnect_delay": Field(
+            positive_duration,
+            default=0.5,
+            doc="the wait between two tries of a node to connect to this broker (it does not "
+            "grow: a broker back is reached within this and connect_timeout)",
+        ),
     }
 )
 

@@ -1,11 +1,20 @@
-"""MQTT clients (gmqtt) for gateways and writers: connect with retry, reconnect forever."""
+"""MQTT clients (gmqtt) for gateways and writers: connect with retry, reconnect forever.
+
+A link cut off (a partition, a host gone) is noticed within the broker's `keep_alive` (pings
+when idle; a connection silent for twice that is given up) and connected anew, every
+`reconnect_delay`, each try bounded by `connect_timeout`: a TCP connect to a host that cannot
+be reached would otherwise wait out the kernel's SYN retries (1, 3, 7, 15 s...), and a link
+that comes back would be used only at the next of them (docs/RELIABILITY.md)."""
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import math
 import os
 import ssl
+from typing import Any
 
 import gmqtt
 from gmqtt.mqtt.constants import MQTTv50, MQTTv311
@@ -15,7 +24,15 @@ from cqrs_flow.errors import NodeError
 from cqrs_flow.security.mqtt_logins import MqttLogin
 from cqrs_flow.topology.model import BrokerNode, Topology, WriterNode
 
-__all__ = ["client_id", "command_bytes", "connect", "max_packet_bytes", "new_client"]
+__all__ = [
+    "BoundedClient",
+    "client_id",
+    "command_bytes",
+    "connect",
+    "keep_alive",
+    "max_packet_bytes",
+    "new_client",
+]
 
 log = logging.getLogger("cqrs_flow.transport.mqtt")
 
@@ -57,6 +74,29 @@ def max_packet_bytes(topology: Topology, broker: str) -> int:
 SESSION_FOREVER = 0xFFFFFFFF
 
 
+def keep_alive(broker: BrokerNode) -> int:
+    """The keep-alive a client announces, in the whole seconds MQTT counts (1 to 65535)."""
+    return min(max(math.ceil(broker.keep_alive), 1), 0xFFFF)
+
+
+class BoundedClient(gmqtt.Client):  # type: ignore[misc]  # gmqtt is untyped
+    """A gmqtt client whose every TCP (and TLS) connect, the first and each reconnect, gives up
+    after `connect_timeout` seconds with an OSError: gmqtt then tries again after its
+    reconnect_delay, rather than waiting on a connect to a host cut off."""
+
+    connect_timeout: float = 1.0
+
+    async def _create_connection(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await asyncio.wait_for(
+                super()._create_connection(*args, **kwargs), self.connect_timeout
+            )
+        except asyncio.TimeoutError:
+            raise OSError(
+                errno.ETIMEDOUT, f"no connection within {self.connect_timeout:g}s"
+            ) from None
+
+
 def new_client(
     system: str,
     node: str,
@@ -79,7 +119,7 @@ def new_client(
     tag = login.tag if login is not None and not broker.external else ""
     if broker.protocol == "5":
         extra = {"session_expiry_interval": session_expiry or SESSION_FOREVER} if persistent else {}
-        client = gmqtt.Client(
+        client = BoundedClient(
             client_id(system, node, persistent, tag),
             clean_session=not persistent,
             optimistic_acknowledgement=not persistent,
@@ -87,7 +127,8 @@ def new_client(
         )
     else:
         clean = not persistent or session_expiry is not None
-        client = gmqtt.Client(client_id(system, node, persistent, tag), clean_session=clean)
+        client = BoundedClient(client_id(system, node, persistent, tag), clean_session=clean)
+    client.connect_timeout = broker.connect_timeout
     if login is not None:
         client.set_auth_credentials(login.user, login.password)
     return client
@@ -100,16 +141,22 @@ async def connect(
     attempts: int | None = None,
     tls: ssl.SSLContext | None = None,
 ) -> None:
-    """Connect (over TLS with `tls`), retrying with backoff while the broker is not there yet."""
+    """Connect (over TLS with `tls`), retrying while the broker is not there yet (after 0.1 s,
+    then waits doubling up to the broker's reconnect_delay); gmqtt then reconnects for ever,
+    every reconnect_delay."""
     address = broker.address
     version = MQTTv50 if broker.protocol == "5" else MQTTv311
-    client.set_config({"reconnect_retries": -1, "reconnect_delay": 1})  # then reconnect forever
+    client.set_config({"reconnect_retries": -1, "reconnect_delay": broker.reconnect_delay})
     delay, attempt = 0.1, 0
     while True:
         attempt += 1
         try:
             await client.connect(
-                address.connect_host, address.port, version=version, keepalive=30, ssl=tls or False
+                address.connect_host,
+                address.port,
+                version=version,
+                keepalive=keep_alive(broker),
+                ssl=tls or False,
             )
             return
         except MQTTConnectError as exc:  # a refusal: retrying with the same login cannot help
@@ -124,4 +171,4 @@ async def connect(
             if attempt == 1 or attempt % 10 == 0:
                 log.warning("MQTT broker %s not reachable (%s); retrying", address.target, exc)
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
+            delay = min(delay * 2, broker.reconnect_delay)

@@ -6,7 +6,10 @@ kind in each round, or every (fault, node) pair when there are enough), in an or
 decides: the same seed gives the same schedule. `run` starts the
 workload's lanes, waits for a warm-up, then for each fault: applies it, holds it for its
 duration, undoes it, and measures how long until every mutation answered OK so far is in the
-store (the recovery); then the lanes stop, and the whole history is checked against the store.
+store and every projection has caught up with the change log (the recovery); then the lanes
+stop, and the whole history is checked against the store's documents, against its change log
+(each accepted write in it once, in order, replaying to the store's documents), and each
+projection's read model against the documents it is built from.
 """
 
 from __future__ import annotations
@@ -18,20 +21,22 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from checker import OK, Check, History, check
+from checker import OK, Check, History, LogCheck, Violation, check, check_log
 from cluster import Cluster
+from storeview import UNREACHABLE, StoreView
 from workload import Workload, read_documents, run_lanes, statuses
 
 __all__ = ["FAULTS", "NETWORK_FAULTS", "Fault", "Report", "run", "schedule"]
 
 # fault -> the node kinds it applies to
+EVERY_KIND = ("broker", "store", "reader", "writer", "gateway", "projection")
 FAULTS = {
-    "kill": ("broker", "store", "reader", "writer", "gateway"),
-    "pause": ("broker", "store", "reader", "writer", "gateway"),
-    "partition": ("broker", "store", "reader", "writer", "gateway"),
-    "slow_link": ("broker", "store", "reader", "writer", "gateway"),
-    "lossy_link": ("broker", "store", "reader", "writer", "gateway"),
-    "reorder_link": ("broker", "store", "reader", "writer", "gateway"),
+    "kill": EVERY_KIND,
+    "pause": EVERY_KIND,
+    "partition": EVERY_KIND,
+    "slow_link": EVERY_KIND,
+    "lossy_link": EVERY_KIND,
+    "reorder_link": EVERY_KIND,
     "disk_full": ("store", "gateway"),
     "slow_fsync": ("store", "gateway"),
 }
@@ -50,7 +55,9 @@ class Outcome:
     fault: Fault
     started: float = 0.0
     healed: float = 0.0
-    recovered: float | None = None  # seconds from healed until every OK mutation is in
+    recovered: float | None = None  # seconds from healed until every OK mutation is in and
+    # every projection has caught up with the log as it was then
+    applied: float | None = None  # seconds from healed until every OK mutation was in
     accepted_by_then: int = 0
     during: dict[str, int] = field(default_factory=dict)  # mutations sent while it lasted
     violations: dict[str, int] = field(default_factory=dict)  # of those, found by the check
@@ -68,6 +75,8 @@ class Report:
     outcomes: list[Outcome] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
     check: dict[str, int] = field(default_factory=dict)
+    log: dict[str, int] = field(default_factory=dict)  # the change log's check (LogCheck)
+    projections: dict[str, int] = field(default_factory=dict)  # node -> violations of its model
     violations: list[str] = field(default_factory=list)
     statuses: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
@@ -76,11 +85,16 @@ class Report:
         return json.dumps(asdict(self), indent=1, default=str)
 
 
-def available(cluster: Cluster) -> tuple[dict[str, tuple[str, ...]], dict[str, str]]:
-    """The faults this machine allows on this cluster (fault -> nodes), and why not the others."""
+def available(
+    cluster: Cluster, only: tuple[str, ...] | None = None
+) -> tuple[dict[str, tuple[str, ...]], dict[str, str]]:
+    """The faults this machine allows on this cluster (fault -> nodes), of those in `only` if
+    given, and why not the others."""
     skipped: dict[str, str] = {}
     faults: dict[str, tuple[str, ...]] = {}
     for kind, kinds in FAULTS.items():
+        if only is not None and kind not in only:
+            continue
         if kind in NETWORK_FAULTS and cluster.network is not None:
             skipped[kind] = cluster.network
             continue
@@ -155,10 +169,63 @@ async def _settled(
         documents = await read_documents(cluster.url, workload)
         if documents is not None:
             last = check(history, documents, until=until)
-            if not last.of("lost") and not last.of("order"):
+            # a delete accepted but not applied yet shows as a document back ("twice")
+            if not any(last.of(kind) for kind in ("lost", "order", "twice")):
                 return time.monotonic() - began, last
         await asyncio.sleep(0.2)
     return None, last
+
+
+async def _caught_up(view: StoreView, workload: Workload, limit: float) -> tuple[float | None, str]:
+    """Seconds from now until every projection's read model stands at the last change of the
+    entities it follows as the log has it now (None if not within `limit`), and why not."""
+    began = time.monotonic()
+    targets: dict[str, int] = {}
+    why = ""
+    while time.monotonic() - began < limit:
+        try:
+            for node, projected in workload.projections.items():
+                if node not in targets:
+                    targets[node] = await view.last_of(projected.follows)
+            behind = {}
+            for node in targets:
+                position = await view.projection_position(view.projection(node))
+                if position < targets[node]:
+                    behind[node] = (position, targets[node])
+            if not behind:
+                return time.monotonic() - began, ""
+            why = "; ".join(f"{n} at {p} of {t}" for n, (p, t) in behind.items())
+        except UNREACHABLE as exc:
+            why = f"the store: {exc}"[:200]
+        await asyncio.sleep(0.2)
+    return None, f"projection not caught up: {why}"
+
+
+async def _store_checks(
+    view: StoreView, workload: Workload, history: History, limit: float
+) -> tuple[LogCheck | None, dict[str, list[Violation]]]:
+    """The change log against the history and the store, and each projection's read model
+    against the store, read again until they hold or `limit` seconds have passed (a projection
+    may still be writing)."""
+    began = time.monotonic()
+    found: tuple[LogCheck | None, dict[str, list[Violation]]] = (None, {})
+    while time.monotonic() - began < limit:
+        try:
+            log = await view.log()
+            store = await view.documents(list(view.store.entities))
+        except UNREACHABLE:
+            await asyncio.sleep(0.5)
+            continue
+        logged = check_log(history, log, store, workload.fields)
+        models = {
+            node: projected.check(store[projected.follows[0]], store[projected.model])
+            for node, projected in workload.projections.items()
+        }
+        found = (logged, models)
+        if not logged.violations and not any(models.values()):
+            break
+        await asyncio.sleep(0.5)
+    return found
 
 
 def _count_during(outcome: Outcome, history: History, began: float) -> None:
@@ -188,15 +255,17 @@ async def run(
     warm_up: float = 3.0,
     recovery_limit: float = 30.0,
     lanes: int = 6,
+    only: tuple[str, ...] | None = None,
     say: Any = print,
 ) -> Report:
-    faults, skipped = available(cluster)
+    faults, skipped = available(cluster, only)
     drawn = schedule(seed, faults, count, hold)
     layout = "a host per node" if cluster.network is None else "one host (127.0.0.1)"
     report = Report(system, seed, layout, skipped, drawn)
     say(f"nemesis on {system}, seed {seed}, {layout}: {len(drawn)} faults")
     for kind, why in skipped.items():
         say(f"  not here: {kind}: {why}")
+    view = StoreView(cluster.file)
     history = History()
     stop = asyncio.Event()
     began = time.monotonic()
@@ -222,15 +291,28 @@ async def run(
             )
             if outcome.recovered is None and last is not None:
                 outcome.note = "; ".join(v.text for v in last.violations[:3])
+            outcome.applied = outcome.recovered
+            if workload.projections and outcome.recovered is not None:
+                caught_up, why = await _caught_up(view, workload, recovery_limit)
+                if caught_up is None:
+                    outcome.recovered, outcome.note = None, why
+                else:
+                    outcome.recovered = time.monotonic() - healed
             report.outcomes.append(outcome)
             shown = (
                 f"NOT within {recovery_limit:g}s"
                 if outcome.recovered is None
                 else f"{outcome.recovered:.2f}s"
             )
+            projected = (
+                f" (in the store {outcome.applied:.2f}s)"
+                if workload.projections and outcome.applied is not None
+                else ""
+            )
             say(
-                f"  {fault.kind:10} {fault.node:8} held {fault.seconds:.1f}s: "
-                f"all accepted applied {shown} after it ended"
+                f"  {fault.kind:10} {fault.node:10} held {fault.seconds:.1f}s: all accepted "
+                f"applied{' and projected' if workload.projections else ''} {shown} after it "
+                f"ended{projected}"
             )
             await asyncio.sleep(0.5)
     finally:
@@ -256,6 +338,23 @@ async def run(
                     outcome.violations[violation.kind] = (
                         outcome.violations.get(violation.kind, 0) + 1
                     )
+    logged, models = await _store_checks(view, workload, history, recovery_limit)
+    found: list[Violation] = [] if logged is None else list(logged.violations)
+    if logged is None:
+        report.violations.append("log: the store's change log could not be read")
+    else:
+        report.log = logged.summary()
+    for node, wrong in models.items():
+        report.projections[node] = len(wrong)
+        found += wrong
+        report.violations += [f"{node}: {v.text}" for v in wrong[:20]]
+    report.violations += [f"{v.kind}: {v.text}" for v in found if v.kind != "projection"][:50]
+    for violation in found:
+        for outcome in report.outcomes:
+            start = began + outcome.started
+            end = began + outcome.healed + (outcome.recovered or 0.0)
+            if violation.op is not None and start <= violation.op.sent <= end:
+                outcome.violations[violation.kind] = outcome.violations.get(violation.kind, 0) + 1
     accepted = [op.command_id for op in history.ops if op.outcome == OK and op.command_id]
     states = await statuses(cluster.url, accepted)
     report.statuses = {
@@ -264,6 +363,7 @@ async def run(
     }
     report.seconds = round(time.monotonic() - began, 1)
     say(f"  history: {report.counts}; check: {report.check}; statuses: {report.statuses}")
+    say(f"  change log: {report.log}; projections (violations): {report.projections}")
     for line in report.violations[:10]:
         say(f"  VIOLATION {line}")
     return report

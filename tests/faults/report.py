@@ -3,11 +3,12 @@
     CQRS_FLOW_FAULTS_REPORT=reports pytest -m faults
     python tests/faults/report.py reports
 
-One row per fault and node kind, over every run in the folder: how many times it was injected,
+One row per fault and node, over every run in the folder: how many times it was injected,
 the mutations sent from its start until all was applied again (accepted, and of those applied
-as the final check found them; refused; without an answer), of those lost (or out of order) and
-applied twice, and the longest time from the fault's end until every mutation accepted so far
-was in the store.
+as the final check found them; refused; without an answer), of those lost (or out of order, or
+missing from the change log) and applied twice (in the store or in the log), and the longest
+time from the fault's end until every mutation accepted so far was in the store (and every
+projection had caught up). Then a row per run, and a row per run of the change log's check.
 """
 
 from __future__ import annotations
@@ -41,8 +42,8 @@ def table(folder: Path) -> str:
             for what in ("ok", "error", "no_answer"):
                 row[what] += outcome["during"].get(what, 0)
             found = outcome.get("violations", {})
-            row["lost"] += found.get("lost", 0) + found.get("order", 0)
-            row["twice"] += found.get("twice", 0)
+            row["lost"] += sum(found.get(k, 0) for k in ("lost", "order", "log_missing"))
+            row["twice"] += found.get("twice", 0) + found.get("log_twice", 0)
             if outcome["recovered"] is None:
                 row["missed"] += 1
             else:
@@ -63,7 +64,7 @@ def table(folder: Path) -> str:
         )
     lines.append("")
     lines.append(
-        "| system | profile seed | faults | sent | accepted | refused | no answer "
+        "| system | seed | faults | sent | accepted | refused | no answer "
         "| lost | twice | order | error applied | statuses | seconds |"
     )
     lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -74,6 +75,23 @@ def table(folder: Path) -> str:
             f"{c['error']} | {c['no_answer']} | {k['lost']} | {k['twice']} | {k['order']} | "
             f"{k['error']} | {', '.join(f'{s} {n}' for s, n in r['statuses'].items())} | "
             f"{r['seconds']} |"
+        )
+    lines.append("")
+    lines.append(
+        "| system | seed | changes | missing | superseded | twice | out of order | refused "
+        "| stranger | replay differs | no answer: logged / not | projections: violations |"
+    )
+    lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in runs:
+        g = r.get("log") or {}
+        if not g:
+            continue
+        models = ", ".join(f"{n} {v}" for n, v in (r.get("projections") or {}).items()) or "-"
+        lines.append(
+            f"| {r['system']} | {r['seed']} | {g['changes']} | {g['log_missing']} | "
+            f"{g.get('superseded', 0)} | {g['log_twice']} | {g['log_order']} | "
+            f"{g['log_refused']} | {g['log_stranger']} | "
+            f"{g['replay']} | {g['no_answer_logged']} / {g['no_answer_not_logged']} | {models} |"
         )
     return "\n".join(lines)
 

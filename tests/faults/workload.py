@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import random
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
-from checker import ERROR, LOST, OK, History, Op
+from checker import ERROR, LOST, OK, History, Op, Violation, check_loans
 
 __all__ = ["CONTACTS", "LIBRARY", "Workload", "read_documents", "run_lanes", "statuses"]
 
@@ -36,9 +37,25 @@ class Entity:
 
 
 @dataclass(frozen=True)
+class Projected:
+    """A projection node of the system: the entities whose changes it follows, its read model's
+    entity, and the check that the read model is what the store's documents imply."""
+
+    follows: tuple[str, ...]
+    model: str
+    check: Callable[[Mapping[str, Any], Mapping[str, Any]], list[Violation]]
+
+
+@dataclass(frozen=True)
 class Workload:
     entities: tuple[Entity, ...]
     list_all: dict[str, str]  # entity -> a query of every document (paged with $after if asked)
+    projections: Mapping[str, Projected] = field(default_factory=dict)  # node -> what it does
+
+    @property
+    def fields(self) -> dict[str, str]:
+        """entity -> the field each write gives a value of its own."""
+        return {entity.name: entity.field for entity in self.entities}
 
 
 CONTACTS = Workload(
@@ -97,6 +114,8 @@ LIBRARY = Workload(
         "Book": _paged("books", "title"),
         "Loan": _paged("loans", "member"),
     },
+    # the `loans` projection: MemberLoans from the changes of loans
+    {"loans": Projected(("Loan",), "MemberLoans", check_loans)},
 )
 
 

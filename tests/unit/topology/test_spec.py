@@ -178,6 +178,9 @@ def test_check_fills_defaults():
         "protocol": "3.1.1",
         "tls": None,
         "clients": {},
+        "keep_alive": 30.0,
+        "connect_timeout": 1.0,
+        "reconnect_delay": 0.5,
     }
     assert data["nodes"]["w"]["delay"] == 0.0
     assert data["nodes"]["w"]["commands"] == ("c",)
@@ -198,7 +201,7 @@ def test_check_lists_the_keys_when_nothing_is_close():
             4,
             "nodes.b.zzz",
             "unknown key; expected one of kind, restart, restart_limit, metrics, listen, url, "
-            "protocol, tls, clients",
+            "protocol, tls, clients, keep_alive, connect_timeout, reconnect_delay",
         )
     ]
 
