@@ -1,6 +1,6 @@
 """`python -m bench`: the performance figures of cqrs-flow, measured on real processes.
 
-    python -m bench                  all seven figures (about 10 minutes on 2 cores)
+    python -m bench                  all eight figures (about 7 minutes on 2 cores)
     python -m bench --quick          small counts, every figure (about 90 s): a smoke run
     python -m bench --only 1,3       some figures
     python -m bench --only 4 --sizes 1000,100000
