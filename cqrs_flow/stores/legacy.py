@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING, Any
 
 from cqrs_flow.stores.base import DuplicateKey, NotFound, StaleCommand, StoreError
 from cqrs_flow.stores.database import sync_directory
-from cqrs_flow.stores.memory import MemoryStore
 
 if TYPE_CHECKING:
+    from cqrs_flow.stores.memory import MemoryStore
     from cqrs_flow.stores.sqlite import SqliteStore
 
 __all__ = [
@@ -108,6 +108,8 @@ def old_store_files(directory: Path) -> list[Path]:
 def read_old_store(directory: Path, collection: str) -> MemoryStore:
     """The documents and last commands of a snapshot-and-journals directory, replayed in memory.
     StoreError if part of the data is missing or damaged."""
+    from cqrs_flow.stores.memory import MemoryStore  # only to migrate: not at every start
+
     store = MemoryStore(collection)
     generation = _load_snapshot(directory / "snapshot", store)
     journals = sorted(int(m.group(1)) for p in directory.iterdir() if (m := _JOURNAL.match(p.name)))

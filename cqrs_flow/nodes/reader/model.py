@@ -37,7 +37,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf.message import Message
@@ -45,9 +45,11 @@ from google.protobuf.message import Message
 from cqrs_flow.protobuf.conversions import data_converter
 from cqrs_flow.protobuf.messages import descriptor_of
 from cqrs_flow.stores.find import Indexes
-from cqrs_flow.stores.memory import MemoryStore
 from cqrs_flow.topology.model import Entity
 from cqrs_flow.transport.rpc import ServiceClient
+
+if TYPE_CHECKING:
+    from cqrs_flow.stores.memory import MemoryStore
 
 __all__ = ["ReadModel", "Rebootstrap"]
 
@@ -190,6 +192,9 @@ class ReadModel:
     async def bootstrap(self) -> int:
         """Read every document of the entities into a new generation of the model, and make it
         the model's; the position to follow from (see the module's docstring)."""
+        # imported here: a reader without a read model does not pay for mongomock at start-up
+        from cqrs_flow.stores.memory import MemoryStore
+
         generation = self.generation + 1
         backends = {
             name: MemoryStore(
