@@ -29,6 +29,7 @@ from pathlib import Path
 from bench.common import REPO, SHIPPED, StoreClient, System, load_contacts, prepare, say
 from bench.fig3_query import CONTACT, LIST, contact_ok, list_ok
 from bench.loadgen import GraphQL, closed_loop
+from bench.readmodel import caught_up
 
 MUTATION = "mutation Add($name: String!) { addContact(name: $name) { status id } }"
 
@@ -42,6 +43,12 @@ QUERIES = {
     "contact": (CONTACT, contact_ok),
     "list": (LIST, list_ok),
     "add": (MUTATION, mutation_ok),
+}
+# Where the reader answers from (figure 8's topologies).
+LAYOUTS: dict[str, dict] = {
+    "two-hops": {},
+    "read-model": {"nodes.reader.read_model": True},
+    "one-process": {"nodes.reader.read_model": True, "nodes.reader.process": "gateway"},
 }
 _NODE = re.compile(r"cqrs_flow node \S+ (\w[\w.-]*)")
 _NAMES = {"broker", "store", "reader", "writer", "gateway"}
@@ -57,12 +64,16 @@ def py_spy() -> str:
     return found
 
 
-async def drive(system: System, query: str, clients: int, seconds: float) -> float:
+async def drive(
+    system: System, query: str, clients: int, seconds: float, read_model: bool = False
+) -> float:
     store = StoreClient(system)
     try:
         load = await load_contacts(store, 2000, budget=60)
     finally:
         await store.close()
+    if read_model:
+        caught_up(system)
     text, check = QUERIES[query]
     rng = random.Random(7)
 
@@ -196,12 +207,19 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     parser.add_argument("--out", default=str(REPO / "docs" / "perf"))
+    parser.add_argument(
+        "--layout",
+        choices=sorted(LAYOUTS),
+        default="two-hops",
+        help="the shipped topology, or with the reader's read model (in the gateway's process)",
+    )
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    name = f"{args.query}-{args.clients}"
+    name = f"{args.query}-{args.clients}" + ("" if args.layout == "two-hops" else f"-{args.layout}")
     with tempfile.TemporaryDirectory(prefix="cqrs-flow-profile-") as tmp:
-        file = prepare(SHIPPED, Path(tmp) / "profile", {"nodes.writer.delay": "0s"})
+        overrides = {"nodes.writer.delay": "0s", **LAYOUTS[args.layout]}
+        file = prepare(SHIPPED, Path(tmp) / "profile", overrides)
         results = {}
         for kind, suffix in (("raw", "collapsed.txt"), ("flamegraph", "svg")):
             target = out / f"{name}.{suffix}"
@@ -209,15 +227,20 @@ def main() -> None:
             wrapper += ["-f", kind, "-o", str(target), "--"]
             system = System(file, wrapper=wrapper).start()
             try:
-                results[kind] = asyncio.run(drive(system, args.query, args.clients, args.seconds))
+                results[kind] = asyncio.run(
+                    drive(
+                        system, args.query, args.clients, args.seconds, bool(LAYOUTS[args.layout])
+                    )
+                )
             finally:
                 stop_up(system)
             tidy(target, tmp)
             say(f"{kind}: {results[kind]:,.0f} q/s under the profiler; wrote {target}")
         text = summary(out / f"{name}.collapsed.txt")
+        layout = "" if args.layout == "two-hops" else f" --layout {args.layout}"
         header = (
             f"python -m bench.profile --query {args.query} --clients {args.clients} "
-            f"--seconds {args.seconds:g}: {results['raw']:,.0f} q/s under the profiler\n\n"
+            f"--seconds {args.seconds:g}{layout}: {results['raw']:,.0f} q/s under the profiler\n\n"
         )
         (out / f"{name}.txt").write_text(header + text + "\n")
         say(header + text)

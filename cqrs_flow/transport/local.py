@@ -13,10 +13,12 @@ network. Server-streaming RPCs (the change log) still go over the network.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import grpc
+
+from cqrs_flow.transport.deadline import within
 
 __all__ = ["LocalServer", "local_server", "serve_locally", "stop_serving_locally"]
 
@@ -102,7 +104,7 @@ class LocalServer:
             context._code, context._details = grpc.StatusCode.UNIMPLEMENTED, "Method not found!"
             raise context.error()
         try:
-            response = await _within(method.unary_unary(request, context), timeout)
+            response = await within(method.unary_unary(request, context), timeout)
         except grpc.aio.AbortError:
             raise context.error() from None
         except asyncio.TimeoutError:
@@ -116,18 +118,6 @@ class LocalServer:
             return data
         assert isinstance(response, bytes)
         return response
-
-
-async def _within(call: Coroutine[Any, Any, Any], timeout: float) -> Any:
-    """`call`'s result, TimeoutError after `timeout` seconds: with asyncio.timeout where Python
-    has it (3.11), which costs a third of wait_for's new task per call."""
-    if _timeout is None:
-        return await asyncio.wait_for(call, timeout)
-    async with _timeout(timeout):
-        return await call
-
-
-_timeout = getattr(asyncio, "timeout", None)
 
 
 def serve_locally(target: str, handlers: Sequence[Any]) -> None:

@@ -54,8 +54,8 @@ import html
 import ipaddress
 import json
 import logging
+import random
 import re
-import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -74,6 +74,7 @@ from cqrs_flow.nodes.gateway.refusals import (
 )
 from cqrs_flow.nodes.gateway.websocket import serve_websocket
 from cqrs_flow.topology.model import GatewayNode, Limits
+from cqrs_flow.transport.deadline import within
 
 __all__ = [
     "GRAPHQL_RESPONSE",
@@ -92,6 +93,8 @@ REQUEST_ID_HEADER = "X-Request-Id"
 # A client may name its request (to find it in the log); anything else gets a fresh id.
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 SERVER = "cqrs-flow"  # the Server header: no library, no version
+GOOD_HOSTS = 64  # Host headers remembered as good, at most (the header is the client's to say)
+ANSWER_TYPES = 64  # Accept headers remembered with their answer's media type, at most
 # What a browser may do with an answer that is not the playground: nothing but show it.
 POLICY = "default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 _HEADERS = {
@@ -128,6 +131,7 @@ class GraphQLHttp:
         self.log = log
         self.trusted_proxies = tuple(ipaddress.ip_network(p) for p in node.trusted_proxies)
         self.hosts = own_hosts(node)
+        self._good_hosts: set[str] = set()  # Host headers found good (_host_allowed)
         self.playground_policy = playground_policy(playground) if playground else POLICY
 
     def app(self) -> web.Application:
@@ -152,7 +156,7 @@ class GraphQLHttp:
         HTTP does); never let a failure out as a trace."""
         request_id = request.headers.get(REQUEST_ID_HEADER, "")
         if not _CLIENT_REQUEST_ID.fullmatch(request_id):
-            request_id = uuid.uuid4().hex[:16]
+            request_id = f"{random.getrandbits(64):016x}"  # 16 hex digits, as unique as uuid4's
         REQUEST_ID.set(request_id)  # the handler runs in this task: it reads it from there
         origin = request.headers.get("Origin")
         allowed = origin is not None and self._origin_allowed(origin)
@@ -205,9 +209,15 @@ class GraphQLHttp:
 
     def _host_allowed(self, host: str) -> bool:
         """Whether a Host header (or an origin's host[:port]) names one of the gateway's hosts:
-        an IP address, or a name of `self.hosts`."""
+        an IP address, or a name of `self.hosts`. The headers found good are remembered (a few:
+        clients send the same one each time), so most requests skip the parsing."""
+        if host in self._good_hosts:
+            return True
         name = host_name(host)
-        return name in self.hosts or _is_ip_address(name)
+        allowed = name in self.hosts or _is_ip_address(name)
+        if allowed and len(self._good_hosts) < GOOD_HOSTS:
+            self._good_hosts.add(host)
+        return allowed
 
     def _own_origin(self, origin: str, host: str) -> bool:
         """Whether a page on `origin` is one of the gateway's own: on one of its hosts, at the
@@ -357,11 +367,18 @@ def answer_type(accept: str | None) -> str:
     """The media type of a GraphQL answer for an Accept header: application/graphql-response+json
     when the client asks for it at least as much as for application/json, else
     application/json (as for a client that names neither, or none)."""
+    known = _answer_types.get(accept)
+    if known is not None:
+        return known
     ranges = _media_ranges(accept)
     wanted = ranges.get(GRAPHQL_RESPONSE, 0.0)
-    if wanted > 0 and wanted >= ranges.get(JSON, 0.0):
-        return GRAPHQL_RESPONSE
-    return JSON
+    chosen = GRAPHQL_RESPONSE if wanted > 0 and wanted >= ranges.get(JSON, 0.0) else JSON
+    if len(_answer_types) < ANSWER_TYPES:  # a client sends the same header each time
+        _answer_types[accept] = chosen
+    return chosen
+
+
+_answer_types: dict[str | None, str] = {}
 
 
 def wants_html(accept: str | None) -> bool:
@@ -395,7 +412,10 @@ def _check_json_body(content_type: str | None) -> None:
 async def _read_body(request: web.Request, limits: Limits, log: logging.Logger) -> dict[str, Any]:
     """The JSON object of a POST's body; Refused saying what is wrong."""
     try:
-        raw = await asyncio.wait_for(request.read(), limits.read_timeout)
+        if request.content.is_eof():  # the whole body came with the headers: nothing to wait for
+            raw = await request.read()
+        else:
+            raw = await within(request.read(), limits.read_timeout)
     except web.HTTPRequestEntityTooLarge:
         raise Refused(
             f"request body is larger than {limits.body_bytes} bytes (limits.body_bytes)",

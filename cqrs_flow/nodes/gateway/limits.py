@@ -18,7 +18,6 @@ import asyncio
 import ipaddress
 import logging
 import re
-import sys
 import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -28,6 +27,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from cqrs_flow.nodes.gateway.refusals import REQUEST_ID, Refused
 from cqrs_flow.topology.model import Limits
+from cqrs_flow.transport.deadline import within
 
 if TYPE_CHECKING:
     from cqrs_flow.nodes.gateway.cost import Costs
@@ -187,27 +187,39 @@ class RequestGate:
         than limits.cost together (or it is the caller's only one); until then it waits behind
         the caller's earlier ones, first come first served. The gateway runs on one thread:
         this keeps one caller's work ahead of everyone else's request to one operation's worth."""
+        share, turn = self._take(caller, cost)
+        if turn is not None:
+            await self._wait_turn(caller, share, cost, turn)
+        try:
+            yield
+        finally:
+            self._release(caller, share, cost)
+
+    def _take(self, caller: str, cost: int) -> tuple[_Share, asyncio.Future[None] | None]:
+        """`caller`'s share, with `cost` counted in when it fits now; else also the turn it
+        waits for, queued (await it with _wait_turn)."""
         share = self._shares.get(caller)
         if share is None:
             share = self._shares[caller] = _Share()
         if share.running and (share.waiting or share.running + cost > self.limits.cost):
             turn = asyncio.get_running_loop().create_future()
             share.waiting.append((turn, cost))
-            try:
-                await turn  # the one that hands over the turn counts this cost in
-            except asyncio.CancelledError:
-                if turn.done() and not turn.cancelled():
-                    self._release(caller, share, cost)  # the turn came as it was cancelled
-                else:
-                    share.waiting.remove((turn, cost))
-                    self._release(caller, share, 0)
-                raise
-        else:
-            share.running += cost
+            return share, turn
+        share.running += cost
+        return share, None
+
+    async def _wait_turn(
+        self, caller: str, share: _Share, cost: int, turn: asyncio.Future[None]
+    ) -> None:
         try:
-            yield
-        finally:
-            self._release(caller, share, cost)
+            await turn  # the one that hands over the turn counts this cost in
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():
+                self._release(caller, share, cost)  # the turn came as it was cancelled
+            else:
+                share.waiting.remove((turn, cost))
+                self._release(caller, share, 0)
+            raise
 
     def _release(self, caller: str, share: _Share, cost: int) -> None:
         share.running -= cost
@@ -223,19 +235,12 @@ class RequestGate:
     async def run(self, caller: str, cost: int, operation: Callable[[], Awaitable[T]]) -> T:
         """Run `operation` (a query or mutation of `caller` costing `cost`) admitted (counted in
         flight) and in the caller's share, within limits.timeout, its wait for a turn included;
-        OperationTimeout when it takes longer."""
+        OperationTimeout when it takes longer. (The share is taken without a context manager of
+        its own: this runs once per request, and a caller's first operation waits for nothing.)"""
         timeout = self.limits.timeout
-
-        async def in_share() -> T:
-            async with self.share(caller, cost):
-                return await operation()
-
         with self.admitted(caller):
             try:
-                if sys.version_info >= (3, 11):  # in this task: no extra step through the loop
-                    async with asyncio.timeout(timeout):
-                        return await in_share()
-                return await asyncio.wait_for(in_share(), timeout)  # in a task of its own
+                return await within(self._in_share(caller, cost, operation), timeout)
             except asyncio.TimeoutError:
                 log.warning(
                     "request %s: cut off after %gs (limits.timeout)", REQUEST_ID.get(), timeout
@@ -243,6 +248,15 @@ class RequestGate:
                 raise OperationTimeout(
                     f"the operation took longer than {timeout:g}s and was cut off (limits.timeout)"
                 ) from None
+
+    async def _in_share(self, caller: str, cost: int, operation: Callable[[], Awaitable[T]]) -> T:
+        share, turn = self._take(caller, cost)
+        if turn is not None:
+            await self._wait_turn(caller, share, cost, turn)
+        try:
+            return await operation()
+        finally:
+            self._release(caller, share, cost)
 
     def check_answer(self, text: str) -> None:
         """Raise LimitExceeded if an answer (JSON: ASCII) is over limits.response_bytes."""

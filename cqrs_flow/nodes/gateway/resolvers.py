@@ -132,8 +132,17 @@ class Resolvers:
                 )
         # tartiflette annotates error_coercer as a plain function, but takes only a coroutine one.
         coercer = cast(Callable[[Exception, dict[str, Any]], dict[str, Any]], self._coerce_error)
+        # The fields of an object one after the other, each awaited in the execution's task,
+        # except those with a resolver of ours (Resolver's default keeps them concurrent: they
+        # may call the reader, and a list's relations batch their reads in one turn of the
+        # loop, finder.py). tartiflette's default made a task of every field of every object:
+        # a tenth of the gateway's CPU for contact(id) (docs/PERFORMANCE.md).
         engine = await create_engine(
-            sdl, schema_name=schema_name, error_coercer=coercer, modules=[INTROSPECTION]
+            sdl,
+            schema_name=schema_name,
+            error_coercer=coercer,
+            modules=[INTROSPECTION],
+            coerce_parent_concurrently=False,
         )
         serve_user_types(engine._schema, sdl)  # the baked schema: tartiflette names it so
         return engine
