@@ -17,7 +17,7 @@ import grpc
 from google.protobuf.message import Message
 
 from cqrs_flow.telemetry import current, tracing
-from cqrs_flow.telemetry.logs import access
+from cqrs_flow.telemetry.logs import access, access_on
 
 __all__ = ["observed"]
 
@@ -58,7 +58,8 @@ def observed(service: str, method: str, handler: ServedCall) -> ServedCall:
             elapsed = time.perf_counter() - began
             (ok if code == "OK" else requests.labels(service, method, code)).inc()
             seconds.observe(elapsed)
-            access("grpc", {"rpc": rpc}, status=code, duration_ms=round(elapsed * 1000, 3))
+            if access_on():
+                access("grpc", {"rpc": rpc}, status=code, duration_ms=round(elapsed * 1000, 3))
 
     return handle
 

@@ -149,8 +149,9 @@ class RequestGate:
         """Raise LimitExceeded if the query or its variables are over a limit (or the query asks
         for introspection when it is off); else its cost. The measure of the text comes first:
         only a text within it is parsed, and the rest is decided on the parsed document."""
-        check_text(query, variables, operation_name)
-        if query in self._measured:
+        known = query in self._measured  # measured, and checked for text, before
+        check_text(query, variables, operation_name, query_checked=known)
+        if known:
             self._measured.move_to_end(query)
         else:
             check_query(query, self.limits)
@@ -576,12 +577,14 @@ def _check_expanded(
             )
 
 
-def check_text(query: str, variables: Any, operation_name: str | None = None) -> None:
+def check_text(
+    query: str, variables: Any, operation_name: str | None = None, query_checked: bool = False
+) -> None:
     """Refused (INVALID_TEXT) if the query, a variable (its name too) or the operation name
     holds a lone surrogate: JSON can carry one, UTF-8 cannot encode it, so nothing behind the
-    gateway could take it."""
+    gateway could take it. `query_checked`: the query passed this check before."""
     where = ""
-    if _SURROGATE.search(query):
+    if not query_checked and _SURROGATE.search(query):
         where = "the query"
     elif operation_name and _SURROGATE.search(operation_name):
         where = "the operation name"

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from cqrs_flow.nodes.gateway.http import REQUEST_ID_HEADER
 from cqrs_flow.telemetry import Children, Metrics, OperationNames, tracing
-from cqrs_flow.telemetry.logs import access
+from cqrs_flow.telemetry.logs import access, access_on
 
 __all__ = ["ObservedEngine", "observe_http"]
 
@@ -64,14 +64,15 @@ def observe_http(metrics: Metrics) -> Any:
             elapsed = time.perf_counter() - began
             requests(request.method, route, str(status)).inc()
             seconds(request.method, route).observe(elapsed)
-            request_id = response.headers.get(REQUEST_ID_HEADER) if response is not None else None
-            access(
-                "http",
-                {"method": request.method, "path": request.path},
-                status=status,
-                duration_ms=round(elapsed * 1000, 3),
-                request_id=request_id,
-            )
+            if access_on():
+                request_id = None if response is None else response.headers.get(REQUEST_ID_HEADER)
+                access(
+                    "http",
+                    {"method": request.method, "path": request.path},
+                    status=status,
+                    duration_ms=round(elapsed * 1000, 3),
+                    request_id=request_id,
+                )
 
     return observe
 
