@@ -19,7 +19,7 @@ from aiohttp import web
 
 from cqrs_flow.contracts.gateway import gateway_plan
 from cqrs_flow.errors import NodeError
-from cqrs_flow.nodes.gateway.auth import GatewayAuth, Keys, Tokens
+from cqrs_flow.nodes.gateway.auth import GatewayAuth
 from cqrs_flow.nodes.gateway.commands import CommandBook
 from cqrs_flow.nodes.gateway.consistency import read_your_writes
 from cqrs_flow.nodes.gateway.cost import Costs
@@ -57,6 +57,8 @@ class GatewayService(NodeService):
         plan = self.contract(gateway_plan)
         auth = GatewayAuth()
         if plan.auth is not None:  # end-user tokens: keys read (and fetched) before serving
+            from cqrs_flow.nodes.gateway.tokens import Keys, Tokens  # PyJWT: only with `auth`
+
             keys = Keys.of(plan.auth.auth, self.topology, f"nodes.{self.node.name}.auth")
             await keys.start()
             auth = GatewayAuth(plan.auth, Tokens(plan.auth.auth, keys))

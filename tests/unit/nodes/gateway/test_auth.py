@@ -21,11 +21,12 @@ from tartiflette import Resolver, create_engine
 
 from cqrs_flow.contracts.auth import AuthPlan, RolePlan
 from cqrs_flow.errors import NodeError
-from cqrs_flow.nodes.gateway.auth import GatewayAuth, Keys, Tokens, bearer, token_of_init
+from cqrs_flow.nodes.gateway.auth import GatewayAuth, bearer, token_of_init
 from cqrs_flow.nodes.gateway.cost import Costs
 from cqrs_flow.nodes.gateway.http import GraphQLHttp
 from cqrs_flow.nodes.gateway.limits import RequestGate
 from cqrs_flow.nodes.gateway.refusals import Refused
+from cqrs_flow.nodes.gateway.tokens import Keys, Tokens
 from cqrs_flow.plugins import CALLER, Caller, caller
 from cqrs_flow.topology import load_topology
 from cqrs_flow.topology.model import Auth, Limits, Rate, SecretSource
