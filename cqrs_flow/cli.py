@@ -27,15 +27,21 @@ __all__ = ["main"]
 def _load_checked(path: str, import_plugins: bool = True):
     """The topology and its compiled protos, with every problem between them reported at once.
     Plugins are imported, which runs their modules' code, only with `import_plugins`."""
+    topology = load_topology(path)
+    return topology, _checked(topology, path, import_plugins)
+
+
+def _checked(topology: Topology, path: str, import_plugins: bool = True):
+    """The compiled protos of a loaded topology; TopologyError with every problem between the
+    topology and its protos, schema and plugins (the contract checks), reported at once."""
     from cqrs_flow.contracts.check import check_contracts
     from cqrs_flow.protobuf.compiler import compile_protos
 
-    topology = load_topology(path)
     protos = compile_protos(list(topology.protos), topology.root)
     problems = check_contracts(topology, protos, import_plugins)
     if problems:
         raise TopologyError(problems, path)
-    return topology, protos
+    return protos
 
 
 def _warn_exposure(topology: Topology, file: str) -> None:
@@ -137,16 +143,24 @@ def up(file: str, only: str | None, watch: bool, log_format: str | None) -> None
     _set_log_format(log_format)
     names = [n.strip() for n in only.split(",") if n.strip()] if only is not None else None
     try:
-        topology, protos = _load_checked(file)
+        topology = load_topology(file)  # its own problems: nothing is spawned
         printer = Printer(json_lines=os.environ.get(ENV_LOG_FORMAT) == "json")
-        reloader = Reloader(lambda: _load_checked(file), topology, protos)
-        launcher = Launcher(  # reads the system secret
-            topology, printer, only=names, reloader=reloader, watch=watch
-        )
+        launcher = Launcher(topology, printer, only=names, watch=watch)  # reads the secret
     except CqrsFlowError as exc:
         _fail(exc)
+
+    def preflight() -> None:
+        """The contract checks, run by the launcher while the held processes import."""
+        protos = _checked(topology, file)
+        launcher.reloader = Reloader(lambda: _load_checked(file), topology, protos)
+
+    launcher.preflight = preflight
     _warn_exposure(topology, file)
-    sys.exit(asyncio.run(launcher.run()))
+    try:
+        status = asyncio.run(launcher.run())
+    except CqrsFlowError as exc:  # a contract problem found by the preflight checks
+        _fail(exc)
+    sys.exit(status)
 
 
 @main.command()

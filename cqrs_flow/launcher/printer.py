@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TextIO
 
 __all__ = ["Printer"]
@@ -34,13 +34,20 @@ class Printer:
         self.json_lines = json_lines
         self.width = 9
         self._colours: dict[str, str] = {}
+        self._muted: set[str] = set()
 
     def set_names(self, names: list[str]) -> None:
         self.width = max([self.width, *map(len, names)])
         for i, name in enumerate(names):
             self._colours[name] = _COLOURS[i % len(_COLOURS)]
 
+    def mute(self, names: Iterable[str]) -> None:
+        """Print nothing more from these processes (held ones stopped unheard: see Launcher)."""
+        self._muted.update(names)
+
     def line(self, name: str, text: str, level: str = "INFO") -> None:
+        if name in self._muted:
+            return
         if self.json_lines:
             self.stream.write(self._json(name, text, level) + "\n")
             self.stream.flush()

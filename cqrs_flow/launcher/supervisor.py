@@ -96,8 +96,11 @@ class Launcher:
         port_check: PortCheck = ports_in_use,
         reloader: Reloader | None = None,
         watch: bool = False,
+        preflight: Callable[[], None] | None = None,
     ) -> None:
         self.topology = topology
+        # Checks of the topology run once its processes are spawned, held (see run).
+        self.preflight = preflight
         self.only = None if only is None else set(only)
         self.local = set(topology.nodes if only is None else only)  # the nodes this host runs
         unknown = self.local - set(topology.nodes)
@@ -165,12 +168,11 @@ class Launcher:
         loop.add_signal_handler(signal.SIGHUP, self.request_reload, "SIGHUP")
         self._set_names()
         status = 0
-        watching = self._start_watching()
+        watching: list[asyncio.Task[None]] = []
         try:
-            in_use = self.port_check(self.topology, sorted(self.local))
-            if in_use:
-                raise StartError("; ".join(in_use))
             started = self.clock()
+            await self._preflight()
+            watching = self._start_watching()
             await self._start_all()
             self.printer.system(self._ready_line(self.clock() - started))
             status = await self._supervise()
@@ -242,6 +244,34 @@ class Launcher:
                 process.send_signal(signal.SIGKILL)
 
     # -- start ---------------------------------------------------------------------------------
+
+    async def _preflight(self) -> None:
+        """Check what must hold before anything starts: the ports free (StartError), then, with
+        a `preflight` (the topology against its protos, schema and plugins: a third of a
+        second of CPU), that too, with every process already spawned, held, so that the
+        checks overlap the processes' imports instead of coming before them. Nothing has
+        connected or listened yet but their metrics: if a check fails, the held processes are
+        killed unheard (their own report of the same problem is not printed) and the error
+        goes up, as if nothing had been spawned."""
+        in_use = self.port_check(self.topology, sorted(self.local))
+        if in_use:
+            raise StartError("; ".join(in_use))
+        check, self.preflight = self.preflight, None
+        if check is None:
+            return
+        await self._spawn_held(self.local | self.remote)
+        try:
+            check()
+        except BaseException:
+            held = sorted(self._held)
+            self.printer.mute(held)
+            for name in held:
+                self.processes[name].send_signal(signal.SIGKILL)
+            await asyncio.gather(*(self.processes[name].wait() for name in held))
+            for name in held:
+                del self.processes[name], self._node_of[name]
+            self._held.clear()
+            raise
 
     async def _start_all(self, names: Collection[str] | None = None) -> None:
         """Start the nodes (`names`, or all) in dependency order, each once those it depends on

@@ -191,6 +191,24 @@ def test_broken_topology_starts_nothing(tmp_path):
     assert "starting" not in proc.stdout
 
 
+def test_a_topology_its_protos_refuse_starts_nothing_though_its_nodes_were_spawned(tmp_path):
+    """The contract checks run while the nodes' processes, spawned held, import (start-up):
+    when they fail, those processes are killed before any connects or listens, unheard."""
+    broken = prepare("broken.yaml", tmp_path, source=TOPOLOGIES / "contacts_fast.yaml")
+    text = broken.read_text()
+    assert " contact: GetContact\n" in text
+    text = text.replace(" contact: GetContact\n", " contact: GetContactz\n")
+    broken.write_text(text)
+    proc = subprocess.run([*cli(), "up", str(broken)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    line = next(n for n, t in enumerate(text.splitlines(), 1) if "GetContactz" in t)
+    assert f"broken.yaml:{line}: nodes.gateway.queries.contact" in proc.stderr
+    assert "has no RPC 'GetContactz'" in proc.stderr
+    assert proc.stdout == ""  # no "starting", no node's own report, no "stopping"
+    left = subprocess.run(["pgrep", "-f", str(broken)], capture_output=True, text=True)
+    assert left.stdout == ""
+
+
 def test_validate_rejects_wrong_side_wiring():
     proc = subprocess.run(
         [*cli(), "validate", str(TOPOLOGIES / "writer_reads_store.yaml")],

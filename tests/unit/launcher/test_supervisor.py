@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from cqrs_flow.contracts.process import ENV_GO_FD, HELD
+from cqrs_flow.errors import CqrsFlowError
 from cqrs_flow.launcher import Launcher, Printer
 from cqrs_flow.topology import Topology
 
@@ -378,6 +379,45 @@ def test_ports_in_use_stop_up_before_it_starts_anything(topology):
         "error: node 'gateway' cannot listen on 127.0.0.1:8080 (http): port 8080 is already in "
         "use by pid 7 (nginx) [broker, gateway, reader, store, writer]"
     )
+
+
+def test_the_preflight_checks_run_once_every_process_is_spawned_held(topology):
+    run = Run(topology())
+    seen: list[dict[str, bool]] = []
+    run.launcher.preflight = lambda: seen.append(
+        {name: made[-1].held for name, made in run.nodes.made.items()}
+    )
+
+    assert run.go(until_ready_then_interrupt) == 0
+    # every node's process existed, none let go yet, when the checks ran; and they ran once
+    assert seen == [{name: True for name in ("broker", "store", "reader", "writer", "gateway")}]
+    assert all(len(made) == 1 for made in run.nodes.made.values())
+
+
+def test_a_failed_preflight_kills_the_held_processes_unheard_and_raises(topology):
+    run = Run(topology())
+    problem = CqrsFlowError("nodes.gateway.schema: line 3: no such field")
+
+    def check() -> None:
+        # each node reports the problem on its own too: read from its pipe after the check
+        loop = asyncio.get_running_loop()
+        for made in run.nodes.made.values():
+            loop.call_soon(run.launcher.printer.line, made[-1].name, "error: the same problem")
+        raise problem
+
+    run.launcher.preflight = check
+
+    async def scenario(run: Run) -> None:
+        pass
+
+    with pytest.raises(CqrsFlowError) as raised:
+        run.go(scenario)
+    assert raised.value is problem
+    assert run.nodes.events("go") == []  # none was let go
+    assert sorted(run.nodes.events("SIGKILL")) == ["broker", "gateway", "reader", "store", "writer"]
+    assert all(made[-1].returncode is not None for made in run.nodes.made.values())
+    assert run.launcher.processes == {}
+    assert run.lines == []  # neither "stopping ..." nor the nodes' own lines
 
 
 def test_running_30_seconds_starts_a_new_series_of_restarts(topology):
