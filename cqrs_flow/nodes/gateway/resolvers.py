@@ -16,7 +16,7 @@ import itertools
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, cast
 
 import grpc
@@ -136,13 +136,15 @@ class Resolvers:
         # except those with a resolver of ours (Resolver's default keeps them concurrent: they
         # may call the reader, and a list's relations batch their reads in one turn of the
         # loop, finder.py). tartiflette's default made a task of every field of every object:
-        # a tenth of the gateway's CPU for contact(id) (docs/PERFORMANCE.md).
+        # a tenth of the gateway's CPU for contact(id) (docs/PERFORMANCE.md). A field's
+        # arguments likewise: coercing them does no I/O, and tartiflette gathered them in tasks.
         engine = await create_engine(
             sdl,
             schema_name=schema_name,
             error_coercer=coercer,
             modules=[INTROSPECTION],
             coerce_parent_concurrently=False,
+            custom_default_arguments_coercer=_arguments_in_turn,
         )
         serve_user_types(engine._schema, sdl)  # the baked schema: tartiflette names it so
         return engine
@@ -528,3 +530,15 @@ def _misfit(exc: Exception) -> str:
     if isinstance(exc, UnicodeError):
         return "is not Unicode text"
     return "does not fit: a value of another type or out of range"
+
+
+async def _arguments_in_turn(*coercions: Coroutine[Any, Any, Any]) -> list[Any]:
+    """A field's arguments coerced one after the other in the execution's task (tartiflette's
+    `custom_default_arguments_coercer`): each result, or the exception it raised, in order."""
+    results: list[Any] = []
+    for coercion in coercions:
+        try:
+            results.append(await coercion)
+        except Exception as exc:  # tartiflette reports each argument's error itself
+            results.append(exc)
+    return results
