@@ -27,12 +27,14 @@ from cqrs_flow.contracts.status import online_message
 from cqrs_flow.contracts.writer import CommandPlan, writer_plan
 from cqrs_flow.nodes.runtime import NodeService
 from cqrs_flow.plugins import PluginContext, Rejected, WriterPlugin, start_plugins, stop_plugins
+from cqrs_flow.protobuf.compiler import COMMANDS_SERVICE
 from cqrs_flow.protobuf.messages import get_path
 from cqrs_flow.security.mqtt_logins import login_from_env
 from cqrs_flow.telemetry import tracing
 from cqrs_flow.telemetry.metrics import OTHER, Children
 from cqrs_flow.topology.access import shared, writer_subscriptions
 from cqrs_flow.topology.model import BrokerNode, WriterNode
+from cqrs_flow.transport.batches import CallBatcher
 from cqrs_flow.transport.mqtt import connect, new_client
 from cqrs_flow.transport.rpc import ServiceClient
 from cqrs_flow.transport.tls import channel_security, mqtt_client_context
@@ -276,6 +278,12 @@ class WriterService(NodeService):
             security=channel_security(self.topology, store.write.tls, self.node.client_tls),
         )
         self.resources.push_async_callback(self.store.close)
+        # Commands go to the store several to a call (one round trip for what arrived while the
+        # last call was out); each is still applied, checked and answered on its own.
+        self.batches = CallBatcher(
+            self.store, self.store.sibling(self.protos.service(COMMANDS_SERVICE))
+        )
+        self.resources.push_async_callback(self.batches.close)
         self.subscriptions = [
             shared(self.node, f) for f in writer_subscriptions(self.topology, self.node)
         ]
@@ -404,7 +412,10 @@ class WriterService(NodeService):
                 for plugin in self.plugins:
                     await plugin.before_apply(plan.name, command)
                 async with self.in_flight:
-                    await self.store.call(plan.rpc, command)
+                    if tracing.enabled():  # a call of its own: the store's span is its child
+                        await self.store.call(plan.rpc, command)
+                    else:
+                        await self.batches.call(plan.rpc, command)
                 self.log.debug("applied %s %s", plan.name, key)
                 self.summary.applied(plan.name)
                 return None
