@@ -28,6 +28,7 @@ import asyncio
 import os
 import random
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -190,20 +191,13 @@ def handwired_committed(store_port: int) -> Waiter:
     return wait
 
 
-async def add_async(args, tmp: Path) -> None:
+async def add_async(args, tmp: Path, mosquitto: subprocess.Popen | None, port: int) -> None:
     pb2 = compile_pb2(tmp / "pb2")
-    mosquitto = None
     roles: list[Role] = []
     try:
-        if args.broker == "mosquitto":
-            from bench.fig6_mosquitto import mosquitto_binary, start_mosquitto
-
-            binary = mosquitto_binary()
-            if binary is None:
-                raise RuntimeError("mosquitto is not installed (apt-get install mosquitto)")
-            mosquitto, broker_port = start_mosquitto(tmp / "mosquitto", binary)
-            source, mqtt = MOSQUITTO_EXAMPLE / "topology.yaml", "5"
-            overrides: dict[str, object] = {"nodes.broker.url": f"mqtt://127.0.0.1:{broker_port}"}
+        if mosquitto is not None:  # started by main(), outside the event loop
+            broker_port, source, mqtt = port, MOSQUITTO_EXAMPLE / "topology.yaml", "5"
+            overrides: dict[str, object] = {"nodes.broker.url": f"mqtt://127.0.0.1:{port}"}
         else:
             broker_port = free_ports(1)[0]
             roles.append(Role("broker", "--port", str(broker_port)).wait_ready())
@@ -258,17 +252,9 @@ async def add_async(args, tmp: Path) -> None:
     finally:
         for role in reversed(roles):
             role.stop()
-        if mosquitto is not None:
-            from bench.fig6_mosquitto import stop_mosquitto
-
-            stop_mosquitto(mosquitto)
 
 
 async def main_async(args) -> None:
-    if args.query == "add":
-        with tempfile.TemporaryDirectory(prefix="cqrs-flow-cpu-") as tmp:
-            await add_async(args, Path(tmp))
-        return
     with tempfile.TemporaryDirectory(prefix="cqrs-flow-cpu-") as tmp:
         file = prepare(SHIPPED, Path(tmp) / "cpu")
         pb2 = compile_pb2(Path(tmp) / "pb2")
@@ -333,7 +319,23 @@ def main() -> None:
     adding = args.query == "add"
     args.clients = args.clients or (32 if adding else 16)
     args.requests = args.requests or (4000 if adding else 3000)
-    asyncio.run(main_async(args))
+    if not adding:
+        asyncio.run(main_async(args))
+        return
+    with tempfile.TemporaryDirectory(prefix="cqrs-flow-cpu-") as tmp:
+        mosquitto, port = None, 0
+        if args.broker == "mosquitto":
+            from bench.fig6_mosquitto import mosquitto_binary, start_mosquitto, stop_mosquitto
+
+            binary = mosquitto_binary()
+            if binary is None:
+                raise SystemExit("mosquitto is not installed (apt-get install mosquitto)")
+            mosquitto, port = start_mosquitto(Path(tmp) / "mosquitto", binary)
+        try:
+            asyncio.run(add_async(args, Path(tmp), mosquitto, port))
+        finally:
+            if mosquitto is not None:
+                stop_mosquitto(mosquitto)
 
 
 if __name__ == "__main__":
