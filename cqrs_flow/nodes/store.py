@@ -213,9 +213,9 @@ class StoreService(NodeService):
         self, service: str, handlers: dict[str, Handler], check: CallerCheck
     ) -> Any:
         """cqrs_flow.Commands: a writer's commands, several in one call, each applied by the
-        handler of its own RPC of the write service `service` (`handlers`), in the order given:
-        the command-id check, the backend's transaction and change log entry of each command
-        are its own, as they are for a call of its own (cqrs_flow.transport.batches)."""
+        handler of its own RPC of the write service `service` (`handlers`), side by side as
+        calls of their own would be: the command-id check, the backend's transaction and change
+        log entry of each command are its own (cqrs_flow.transport.batches)."""
         methods = self.protos.service(service).methods_by_name
         commands = self.protos.service(COMMANDS_SERVICE)
         apply = batch_handler(

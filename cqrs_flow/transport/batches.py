@@ -4,9 +4,10 @@ A writer applies each command with a call to its store's write service; under lo
 round trip of each call (its HTTP/2 stream, metadata, the caller check, a task on each side)
 cost the writer and the store more than applying the command. `CallBatcher` (the caller's side)
 gathers the calls made while one is in flight into one `Apply`, and `batch_handler` (the
-server's side) runs each call of a batch through the handler its own call would have had, in the
-order given, one after the other, and answers one status per call. What a call does is unchanged
-(its checks, its transaction, the codes it ends with); only the round trip is shared.
+server's side) runs each call of a batch through the handler its own call would have had, side
+by side as that many calls would run, and answers one status per call. What a call does is
+unchanged (its checks, its transaction, the codes it ends with); only the round trip is shared.
+The caller puts no two calls whose order matters in one batch.
 """
 
 from __future__ import annotations
@@ -63,37 +64,44 @@ def batch_handler(
     log: logging.Logger,
 ) -> Handler:
     """The `Apply` of cqrs_flow.Commands over `handlers` (RPC name -> the handler of its own
-    call, given the request decoded as `request_classes` says). The caller check is the
+    call, given the request decoded as `request_classes` says). The calls of a batch run side by
+    side, as that many calls of their own would: the caller sends no two calls in one batch
+    whose order matters (a writer, no two commands on one key). The caller check is the
     service's (the server checks it before this runs); a call to an RPC not in `handlers` or
     whose request does not decode ends alone, with the code its own call would get."""
 
+    async def one(call: Any, result: Any, context: Any) -> None:
+        handle = handlers.get(call.rpc)
+        if handle is None:
+            result.code = grpc.StatusCode.UNIMPLEMENTED.value[0]
+            result.details = f"no RPC {call.rpc[:100]!r} here"
+            return
+        request_class = request_classes[call.rpc]
+        try:
+            message = request_class.FromString(call.request)
+        except (DecodeError, RecursionError, ValueError):
+            result.code = grpc.StatusCode.INVALID_ARGUMENT.value[0]
+            result.details = (
+                f"the request is not a valid {request_class.DESCRIPTOR.full_name} "
+                f"({len(call.request)} bytes)"
+            )
+            return
+        try:
+            await handle(message, _OneCall(context))  # type: ignore[arg-type]
+        except _Aborted as aborted:
+            result.code, result.details = aborted.code.value[0], aborted.details
+        except Exception as exc:  # what gRPC answers UNKNOWN for a call of its own
+            log.exception("%s in a batch failed", call.rpc)
+            result.code = grpc.StatusCode.UNKNOWN.value[0]
+            result.details = f"{type(exc).__name__}: {exc}"[:300]
+
     async def apply(request: Any, context: Any) -> Message:
         answer: Any = results_class()
-        for call in request.calls:
-            result = answer.results.add()
-            handle = handlers.get(call.rpc)
-            if handle is None:
-                result.code = grpc.StatusCode.UNIMPLEMENTED.value[0]
-                result.details = f"no RPC {call.rpc[:100]!r} here"
-                continue
-            request_class = request_classes[call.rpc]
-            try:
-                message = request_class.FromString(call.request)
-            except (DecodeError, RecursionError, ValueError):
-                result.code = grpc.StatusCode.INVALID_ARGUMENT.value[0]
-                result.details = (
-                    f"the request is not a valid {request_class.DESCRIPTOR.full_name} "
-                    f"({len(call.request)} bytes)"
-                )
-                continue
-            try:
-                await handle(message, _OneCall(context))  # type: ignore[arg-type]
-            except _Aborted as aborted:
-                result.code, result.details = aborted.code.value[0], aborted.details
-            except Exception as exc:  # what gRPC answers UNKNOWN for a call of its own
-                log.exception("%s in a batch failed", call.rpc)
-                result.code = grpc.StatusCode.UNKNOWN.value[0]
-                result.details = f"{type(exc).__name__}: {exc}"[:300]
+        calls = [(call, answer.results.add()) for call in request.calls]
+        if len(calls) == 1:
+            await one(*calls[0], context)
+        else:
+            await asyncio.gather(*(one(call, result, context) for call, result in calls))
         return answer  # type: ignore[no-any-return]
 
     return apply

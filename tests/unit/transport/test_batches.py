@@ -150,3 +150,63 @@ def test_a_cancelled_call_is_left_out_of_a_batch_not_sent_yet():
 
     assert asyncio.run(main()) == ["OK", "OK"]
     assert commands.batches == [["a"], ["c"]]
+
+
+def test_the_server_runs_a_batchs_calls_side_by_side_and_answers_each():
+    import logging
+
+    from cqrs_flow.transport.batches import batch_handler
+
+    started: list[str] = []
+
+    async def slow(request, context):
+        started.append(request.name)
+        await asyncio.sleep(0.05)
+        if request.name == "missing":
+            await context.abort(grpc.StatusCode.NOT_FOUND, "no such thing")
+        return request
+
+    class Request:
+        @staticmethod
+        def FromString(data: bytes) -> Message:  # protobuf's name
+            if data == b"\xff":
+                raise ValueError("not a message")
+            return Message(data.decode())
+
+        DESCRIPTOR = SimpleNamespace(full_name="test.Request")
+
+    class Results:
+        def __init__(self) -> None:
+            self.results: list[SimpleNamespace] = []
+
+    class ResultList(list):  # type: ignore[type-arg]
+        def add(self) -> SimpleNamespace:
+            self.append(SimpleNamespace(code=0, details=""))
+            return self[-1]
+
+    def results():
+        answer = Results()
+        answer.results = ResultList()
+        return answer
+
+    handler = batch_handler({"Slow": slow}, {"Slow": Request}, results, logging.getLogger("test"))
+    calls = Calls()
+    for rpc, data in [("Slow", b"a"), ("Slow", b"missing"), ("Nothing", b""), ("Slow", b"\xff")]:
+        calls.add(rpc, data)
+
+    async def main():
+        began = asyncio.get_running_loop().time()
+        answer = await handler(SimpleNamespace(calls=calls), None)
+        return answer, asyncio.get_running_loop().time() - began
+
+    answer, seconds = asyncio.run(main())
+    assert [(r.code, r.details) for r in answer.results] == [
+        (0, ""),
+        (grpc.StatusCode.NOT_FOUND.value[0], "no such thing"),
+        (grpc.StatusCode.UNIMPLEMENTED.value[0], "no RPC 'Nothing' here"),
+        (
+            grpc.StatusCode.INVALID_ARGUMENT.value[0],
+            "the request is not a valid test.Request (1 bytes)",
+        ),
+    ]
+    assert started == ["a", "missing"] and seconds < 0.09  # side by side: one wait, not two
