@@ -26,6 +26,10 @@ __all__ = ["MAX_CALLS", "CallBatcher", "batch_handler"]
 
 MAX_CALLS = 64  # calls in one batch at most
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
+# What a server without cqrs_flow.Commands answers an Apply: UNIMPLEMENTED, or, where its caller
+# check does not know the service yet (an older version), PERMISSION_DENIED. Either way each call
+# goes on its own, and gets what its own call gets (the same refusal, if that is what it is).
+_NOT_OFFERED = (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.PERMISSION_DENIED)
 
 
 class _Aborted(Exception):
@@ -116,8 +120,8 @@ class CallBatcher:
     are out waits for one to come back, with every call made meanwhile: under load, batches
     grow (up to MAX_CALLS); one call at a time goes alone, without waiting for company. A
     failure of the whole batch (the server unavailable, a deadline) is each call's failure. A
-    server that does not serve cqrs_flow.Commands (an older version) gets each call on its own
-    from then on."""
+    server that does not serve cqrs_flow.Commands, or does not let this caller call it (an
+    older version: UNIMPLEMENTED, PERMISSION_DENIED), gets each call on its own from then on."""
 
     def __init__(self, service: ServiceClient, commands: ServiceClient, in_flight: int = 2) -> None:
         self._service = service
@@ -163,7 +167,7 @@ class CallBatcher:
             self.batches += 1
             answer: Any = await self._commands.call("Apply", request)
         except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.UNIMPLEMENTED and not self.alone:
+            if exc.code() in _NOT_OFFERED and not self.alone:
                 self.alone = True
                 await asyncio.gather(*(self._alone(*call) for call in batch))
                 return

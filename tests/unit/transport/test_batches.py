@@ -120,8 +120,15 @@ def test_a_failed_batch_fails_each_of_its_calls(code):
     assert asyncio.run(main()) == [f"{code.name} gone"] * 2
 
 
-def test_a_server_without_the_batch_service_gets_each_call_alone_from_then_on():
-    commands, service = FakeCommands(fail=grpc.StatusCode.UNIMPLEMENTED), FakeService()
+@pytest.mark.parametrize(
+    "code",
+    [
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.PERMISSION_DENIED,
+    ],  # its check: no such service
+)
+def test_a_server_without_the_batch_service_gets_each_call_alone_from_then_on(code):
+    commands, service = FakeCommands(fail=code), FakeService()
 
     async def main():
         batcher = CallBatcher(service, commands)  # type: ignore[arg-type]
