@@ -72,13 +72,17 @@ def cli() -> list[str]:
 # -- a running system ------------------------------------------------------------------------
 
 _READY = re.compile(r"all (\d+) nodes ready in ([\d.]+)s")
-_APPLIED = re.compile(r"\|\s*INFO\s+applied ")
+# A writer's count of the commands it applied, once a second (cqrs_flow/nodes/writer.py
+# AppliedSummary): how many, and how long ago the last of them was applied.
+_APPLIED = re.compile(
+    r"\|\s*INFO\s+applied (\d+) command\(s\) in the last .*, the last ([\d.]+)s ago"
+)
 _TROUBLE = re.compile(r"\|\s*(WARNING|ERROR|CRITICAL)\b")
 
 
 class System:
-    """`cqrs-flow up FILE` as a child process; its output is read by a thread that counts the
-    writers' "applied" lines and remembers when the last one arrived."""
+    """`cqrs-flow up FILE` as a child process; its output is read by a thread that adds up the
+    commands the writers' "applied" lines count and remembers when the last one was applied."""
 
     def __init__(
         self,
@@ -129,9 +133,10 @@ class System:
         for line in self.process.stdout:
             now = time.monotonic()
             line = line.rstrip("\n")
-            if _APPLIED.search(line):
-                self.applied += 1
-                self.last_applied_at = now
+            applied = _APPLIED.search(line)
+            if applied:
+                self.applied += int(applied.group(1))
+                self.last_applied_at = max(self.last_applied_at, now - float(applied.group(2)))
                 continue
             self.lines.append(line)
             if _TROUBLE.search(line) and len(self.trouble) < 50:

@@ -52,6 +52,8 @@ LAYOUTS: dict[str, dict] = {
 }
 _NODE = re.compile(r"cqrs_flow node \S+ (\w[\w.-]*)")
 _NAMES = {"broker", "store", "reader", "writer", "gateway"}
+_KIND = re.compile(r"cqrs_flow/nodes/(broker|store|reader|writer|gateway)\b")
+_PID = re.compile(r"process (\d+):")
 # Frames of ours that only hold the node's process up, not its work.
 _STARTING = re.compile(r"importlib\._bootstrap|load_topology|\.setup \(|_start_on_go|insert_many")
 _OUTER = re.compile(r"cqrs_flow/(cli|__main__|nodes/__init__|nodes/runtime)\.py")
@@ -120,14 +122,26 @@ def tidy(path: Path, tmp: str) -> None:
     """Name each process by its node and leave out where things were on this machine (the
     interpreter's folder, the checkout, the temporary topology) from a file py-spy wrote."""
 
+    raw = path.read_text()
+    # A node py-spy found before its command line could be read (nodes are spawned at once,
+    # held) is named by the node code on its stacks, where the stacks are lines (collapsed).
+    kinds: dict[str, set[str]] = {}
+    for line in raw.splitlines():
+        pids = _PID.findall(line)
+        if pids:
+            kinds.setdefault(pids[-1], set()).update(_KIND.findall(line))
+
     def named(match: re.Match[str]) -> str:
         command = match.group(1)
         found = _NODE.search(command)
         if found is not None:
             return f"process {found.group(1)}"
-        return "process launcher" if " up " in command else "process"
+        if " up " in command:
+            return "process launcher"
+        kind = kinds.get(match.group(0).split(":", 1)[0].removeprefix("process "), set())
+        return f"process {next(iter(kind))}" if len(kind) == 1 else "process"
 
-    text = _PROCESS.sub(named, path.read_text())
+    text = _PROCESS.sub(named, raw)
     for prefix in (str(Path(sys.executable).parent), tmp, str(REPO)):
         text = text.replace(prefix + "/", "")
     path.write_text(text)

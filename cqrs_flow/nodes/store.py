@@ -25,7 +25,12 @@ from cqrs_flow.contracts.operations import BoundOperation
 from cqrs_flow.contracts.store import store_plan
 from cqrs_flow.errors import NodeError
 from cqrs_flow.nodes.runtime import STOP_GRACE, NodeService
-from cqrs_flow.protobuf.compiler import CHANGES_SERVICE, DOCUMENTS_SERVICE, PROJECTIONS_SERVICE
+from cqrs_flow.protobuf.compiler import (
+    CHANGES_SERVICE,
+    COMMANDS_SERVICE,
+    DOCUMENTS_SERVICE,
+    PROJECTIONS_SERVICE,
+)
 from cqrs_flow.security.sources import read_source
 from cqrs_flow.security.tokens import METADATA_NODE, CallerCheck
 from cqrs_flow.stores import (
@@ -49,6 +54,7 @@ from cqrs_flow.stores.projections import ReadModel, ReadModels
 from cqrs_flow.stores.sqlite import Table
 from cqrs_flow.telemetry.metrics import OTHER, Children
 from cqrs_flow.topology.model import Entity, StoreNode, TlsServer, Topology
+from cqrs_flow.transport.batches import batch_handler
 from cqrs_flow.transport.rpc import Handler, StreamHandler, service_handler, start_server
 from cqrs_flow.transport.tls import server_credentials
 
@@ -183,7 +189,7 @@ class StoreService(NodeService):
                 }
                 generic.append(service_handler(self.protos, changes, answers, check))
                 served.append(CHANGES_SERVICE)
-            else:  # the read models of projections
+            else:  # the read models of projections; the writers' commands, several a call
                 generic.append(
                     service_handler(
                         self.protos,
@@ -193,6 +199,8 @@ class StoreService(NodeService):
                     )
                 )
                 served.append(PROJECTIONS_SERVICE)
+                generic.append(self._commands_handler(service.name, handlers, check))
+                served.append(COMMANDS_SERVICE)
             tls = server_credentials(self.topology, service.tls) if service.tls else None
             reflection = (self.protos, served) if self.node.serves_reflection else None
             server = await start_server(service.listen, generic, check, tls, reflection)
@@ -200,6 +208,23 @@ class StoreService(NodeService):
             self.log.info(
                 "%s service %s on %s%s", side, service.name, service.listen, _tls_note(service.tls)
             )
+
+    def _commands_handler(
+        self, service: str, handlers: dict[str, Handler], check: CallerCheck
+    ) -> Any:
+        """cqrs_flow.Commands: a writer's commands, several in one call, each applied by the
+        handler of its own RPC of the write service `service` (`handlers`), side by side as
+        calls of their own would be: the command-id check, the backend's transaction and change
+        log entry of each command are its own (cqrs_flow.transport.batches)."""
+        methods = self.protos.service(service).methods_by_name
+        commands = self.protos.service(COMMANDS_SERVICE)
+        apply = batch_handler(
+            handlers,
+            {rpc: self.protos.class_of(methods[rpc].input_type) for rpc in handlers},
+            self.protos.class_of(commands.methods_by_name["Apply"].output_type),
+            self.log,
+        )
+        return service_handler(self.protos, commands, {"Apply": apply}, check)
 
     def _read_model(self, entity: Entity) -> ReadModel:
         return ReadModel(

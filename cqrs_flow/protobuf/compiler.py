@@ -24,11 +24,17 @@ from google.protobuf.descriptor import (
 from google.protobuf.message import Message
 
 from cqrs_flow.errors import ProtoError
-from cqrs_flow.topology.model import CHANGES_SERVICE, DOCUMENTS_SERVICE, PROJECTIONS_SERVICE
+from cqrs_flow.topology.model import (
+    CHANGES_SERVICE,
+    COMMANDS_SERVICE,
+    DOCUMENTS_SERVICE,
+    PROJECTIONS_SERVICE,
+)
 from cqrs_flow.topology.problems import did_you_mean
 
 __all__ = [
     "CHANGES_SERVICE",
+    "COMMANDS_SERVICE",
     "DOCUMENTS_SERVICE",
     "PROJECTIONS_SERVICE",
     "ProtoSet",
@@ -116,6 +122,7 @@ OWN_PROTO_FILES = (
     OWN_PROTOS / "cqrs_flow" / "documents.proto",  # lists, lookups, relations
     OWN_PROTOS / "cqrs_flow" / "changes.proto",  # the change log
     OWN_PROTOS / "cqrs_flow" / "projections.proto",  # read models written by projections
+    OWN_PROTOS / "cqrs_flow" / "commands.proto",  # several commands in one call of a writer
 )
 
 

@@ -663,6 +663,8 @@ DOCUMENTS_SERVICE = "cqrs_flow.Documents"
 # write their read models with, on a store's write side (projections.proto).
 CHANGES_SERVICE = "cqrs_flow.Changes"
 PROJECTIONS_SERVICE = "cqrs_flow.Projections"
+# Several commands in one call of a writer, beside a store's write side (commands.proto).
+COMMANDS_SERVICE = "cqrs_flow.Commands"
 
 
 @dataclass(frozen=True)
@@ -787,6 +789,7 @@ class Topology:
                 }
             callers[DOCUMENTS_SERVICE] = callers[node.read.name]  # served beside the read side
             callers[CHANGES_SERVICE] = callers[node.read.name] | self._followers(node.name)
+            callers[COMMANDS_SERVICE] = callers[node.write.name]  # beside the write side
             callers[PROJECTIONS_SERVICE] = {  # served beside the write side
                 p.name
                 for p in self.nodes_of(ProjectionNode)

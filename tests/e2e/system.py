@@ -30,6 +30,9 @@ from cqrs_flow.topology.relocate import free_ports, relocate  # noqa: F401 (free
 TOPOLOGIES = Path(__file__).resolve().parent.parent / "topologies"
 EXAMPLES = TOPOLOGIES.parent.parent / "examples"
 SECRET = "e2e-test-secret-0123456789abcdef"
+# Writers log each command they apply at DEBUG (at INFO, one line a second counts them): a
+# test that follows single commands in the log runs `up` with this environment.
+EACH_COMMAND = {"CQRS_FLOW_LOG_LEVEL": "DEBUG"}
 
 
 def mosquitto_binary() -> str:

@@ -9,7 +9,7 @@ import signal
 import uuid
 
 from gmqtt.mqtt.constants import MQTTv311
-from system import System, acknowledged, prepare, wait_until
+from system import EACH_COMMAND, System, acknowledged, prepare, wait_until
 from test_up_lifecycle import node_pid
 
 from cqrs_flow.contracts.ordering import CommandClock
@@ -30,7 +30,8 @@ def applied(system: System) -> list[str]:
 def test_acknowledged_writes_survive_a_kill_9_of_the_store(tmp_path):
     # `data` is relative to the topology file, which prepare() writes into tmp_path.
     system = System(
-        prepare("contacts_fast.yaml", tmp_path, **{"nodes.store.data": "store-data"})
+        prepare("contacts_fast.yaml", tmp_path, **{"nodes.store.data": "store-data"}),
+        env=EACH_COMMAND,
     ).start()
     request_class = system.protos.message_class("contacts.AddContactRequest")
     published: list[str] = []

@@ -55,7 +55,7 @@ def test_json_lines_and_an_access_log_without_request_data(tmp_path):
     assert gets and "token" not in json.dumps(gets)  # the path without its query string
     calls = {e["rpc"] for e in access if e["protocol"] == "grpc"}
     assert {
-        "contacts.ContactWriteService/AddContact",
+        "cqrs_flow.Commands/Apply",  # the writer's commands, several to a call
         "contacts.ContactReader/GetContact",
         "contacts.ContactReadService/GetContact",
     } <= calls

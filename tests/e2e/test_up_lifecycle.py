@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from system import SECRET, TOPOLOGIES, System, cli, prepare, wait_until
+from system import EACH_COMMAND, SECRET, TOPOLOGIES, System, cli, prepare, wait_until
 
 from cqrs_flow.launcher.probes import mqtt_connack
 from cqrs_flow.topology import Address
@@ -57,7 +57,9 @@ def test_signal_stops_every_node_in_reverse_order_and_exits_0(tmp_path, sig):
 
 
 def test_stopping_applies_the_commands_the_writer_holds(tmp_path):
-    system = System(prepare("contacts_fast.yaml", tmp_path, **{"nodes.writer.delay": "2s"})).start()
+    system = System(
+        prepare("contacts_fast.yaml", tmp_path, **{"nodes.writer.delay": "2s"}), env=EACH_COMMAND
+    ).start()
     ids = [
         system.data(f'mutation {{ addContact(name: "late {i}") {{ id }} }}')["addContact"]["id"]
         for i in range(3)
@@ -70,6 +72,7 @@ def test_stopping_applies_the_commands_the_writer_holds(tmp_path):
     assert "finishing 3 command(s) before stopping" in held
     for contact_id in ids:
         assert f"applied add_contact {contact_id}" in held
+    assert "applied 3 command(s) in the last" in held  # the count, told before the writer stops
 
 
 def test_start_order_follows_dependencies(tmp_path):

@@ -11,7 +11,7 @@ import uuid
 from collections import Counter
 
 from gmqtt.mqtt.constants import MQTTv311
-from system import EXAMPLES, System, acknowledged, prepare, wait_until
+from system import EACH_COMMAND, EXAMPLES, System, acknowledged, prepare, wait_until
 
 from cqrs_flow.contracts.ordering import CommandClock
 
@@ -77,7 +77,7 @@ def test_replicas_share_the_commands_and_converge_whatever_the_order(mosquitto, 
             "nodes.store.list_limit": 5000,
         },
     )
-    system = System(file).start()
+    system = System(file, env=EACH_COMMAND).start()
     prefix = f"r{uuid.uuid4().hex[:6]}"
     commands = history(random.Random(7), prefix)
     delivered = list(commands)

@@ -13,6 +13,8 @@ from cqrs_flow.topology.model import RecordRetention
 __all__ = ["STATUS_SDL", "SUBSCRIPTION_SDL", "TABLE", "CommandBook"]
 
 TABLE = "statuses"  # the command book's table in the outbox's database
+# One encoder for every entry: json.dumps with separators makes a new one per call.
+_encode = json.JSONEncoder(separators=(",", ":")).encode
 
 # Added to every gateway's schema (unless it defines commandStatus itself).
 STATUS_SDL = """
@@ -56,6 +58,9 @@ class CommandBook:
     def __init__(self, retention: RecordRetention | None = None, database: Database | None = None):
         self._records = Retained.kept_as(retention, database, TABLE)
         self._waiters: dict[str, list[asyncio.Future[dict[str, Any]]]] = {}
+        # Whether an entry with a subject was ever put: until then, a report without a subject
+        # has none to take from the queued entry, and that entry is not read (and decoded).
+        self._subjects = False
 
     def __len__(self) -> int:
         """The entries in memory."""
@@ -105,15 +110,17 @@ class CommandBook:
         ):
             return None
         for report in reports:
-            queued = self.get(report["id"]) or {}
+            # who asked: as the writer read it from the command, else as this gateway knew it
+            subject = report.get("subject")
+            if not subject and self._subjects:
+                subject = (self.get(report["id"]) or {}).get("subject")
             entry = {
                 "id": report["id"],
                 "state": report["state"],
                 "command": report.get("command"),
                 "key": report.get("key") or None,
                 "reason": report.get("reason") or None,
-                # who asked: as the writer read it from the command, else as this gateway knew it
-                "subject": report.get("subject") or queued.get("subject") or None,
+                "subject": subject or None,
             }
             self._put(entry)
             for waiter in self._waiters.pop(entry["id"], []):
@@ -132,7 +139,9 @@ class CommandBook:
         return None if found is None else _entry(found)
 
     def _put(self, entry: dict[str, Any]) -> None:
-        self._records.put(entry["id"], json.dumps(entry, separators=(",", ":")).encode())
+        if entry["subject"]:
+            self._subjects = True
+        self._records.put(entry["id"], _encode(entry).encode())
 
 
 def _entry(value: bytes) -> dict[str, Any] | None:

@@ -54,6 +54,7 @@ def test_callers_of(shipped):
         "cqrs_flow.Documents": {"reader"},  # the document service is on the read side
         "cqrs_flow.Changes": {"reader"},  # and the change log
         "cqrs_flow.Projections": set(),  # on the write side: no projection writes here
+        "cqrs_flow.Commands": {"writer"},  # beside it: the writer's commands, several a call
     }
     assert shipped.callers_of("reader") == {
         "contacts.ContactReader": {"gateway"},
@@ -83,6 +84,7 @@ def test_callers_of_with_more_writers_and_readers(edit, parse):
         "cqrs_flow.Documents": {"reader", "reader2"},
         "cqrs_flow.Changes": {"reader", "reader2"},
         "cqrs_flow.Projections": set(),
+        "cqrs_flow.Commands": {"writer", "writer2"},
     }
     assert topology.callers_of("reader2") == {
         "contacts.ContactReader": set(),
