@@ -215,6 +215,9 @@ class SessionBroker(Broker):  # type: ignore[misc]  # amqtt ships no type inform
         await handler.mqtt_connack_authorize(True)
         self._sessions[client_session.client_id] = (client_session, handler)
         if taken_from is not None:
+            peer = writer.get_peer_info()
+            if peer is not None:  # amqtt keeps the first connection's address in the session
+                client_session.remote_address, client_session.remote_port = peer
             log.info(
                 "client %r connected again from %s:%s: its session taken over from the "
                 "connection it had, which is closed (%d messages in flight, %d queued)",
