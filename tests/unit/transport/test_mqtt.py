@@ -24,8 +24,8 @@ def test_the_keep_alive_is_whole_seconds_of_the_brokers_setting(edit, parse):
 
     shipped = parse(edit())
     broker = shipped.nodes["broker"]
-    assert (broker.keep_alive, broker.connect_timeout, broker.reconnect_delay) == (30.0, 1.0, 0.5)
-    assert keep_alive(broker) == 30
+    assert (broker.keep_alive, broker.connect_timeout, broker.reconnect_delay) == (3.0, 1.0, 0.5)
+    assert keep_alive(broker) == 3
     changed = parse(
         edit(
             (
