@@ -157,9 +157,10 @@ def _settled(task: asyncio.Future[Any]) -> None:
 
 class SessionBroker(Broker):  # type: ignore[misc]  # amqtt ships no type information
     """amqtt's broker with the session lifecycle above: `_handle_client_session` (amqtt's,
-    with the take-over in `_take_over`), `_displace` and `_handle_disconnect`, which leaves a
-    session a newer connection has taken over alone. Its connections' handlers are
-    SessionHandlers (`_initialize_client_session` must make them so: RoutingBroker does)."""
+    with a take-over that ends the old connection through `_displace` instead of waiting on it)
+    and `_handle_disconnect`, which leaves a session a newer connection has taken over alone.
+    Its connections' handlers are SessionHandlers (`_initialize_client_session` must make them
+    so: RoutingBroker does)."""
 
     def _current(self, session: Session, handler: BrokerProtocolHandler) -> bool:
         """Whether `handler` still serves `session` (no newer connection took it over)."""
