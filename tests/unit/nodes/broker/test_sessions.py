@@ -255,3 +255,32 @@ def test_a_message_without_its_puback_stays_in_the_session_for_the_next_connecti
                 client.close()
 
     asyncio.run(scenario())
+
+
+def test_a_connection_taken_over_sends_no_will_and_one_that_drops_does():
+    """The will is for a client gone: one that came back on a new connection is not gone. The
+    new connection dropping afterwards (no DISCONNECT) still sends it."""
+
+    async def scenario():
+        async with Broker() as broker:
+            reader = await broker.open()
+            assert await reader.connect("writer-1", "writer") == ACCEPTED
+            await reader.subscribe(TOPIC)
+            will = connect_packet(
+                "gateway-1", "gateway", PASSWORDS["gateway"], clean=False, will=(TOPIC, b"gone")
+            )
+            old = await broker.open()
+            await old.send(will)
+            assert await old.reader.readexactly(4) == ACCEPTED
+            new = await broker.open()
+            await new.send(will)
+            assert await new.reader.readexactly(4) == PRESENT
+            with pytest.raises(asyncio.TimeoutError):
+                await reader.packet(timeout=0.5)
+            new.writer.transport.abort()  # gone without a DISCONNECT
+            [(payload, _)] = await reader.received(1)
+            assert payload == b"gone"
+            for client in (reader, old):
+                client.close()
+
+    asyncio.run(scenario())
