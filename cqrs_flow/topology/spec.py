@@ -583,10 +583,11 @@ BROKER = Section(
         # connection for 10 s and more: 30 s until that is fixed (docs/RELIABILITY.md).
         "keep_alive": Field(
             positive_duration,
-            default=30.0,
+            default=3.0,
             doc="the MQTT keep-alive of the nodes' connections to this broker (whole seconds, "
             "rounded up): a node with nothing to send pings the broker, and gives a connection "
-            "it has heard nothing on for twice this up and connects anew",
+            "it has heard nothing on for twice this up and connects anew (so a link cut off is "
+            "replaced within seconds of coming back; see docs/RELIABILITY.md)",
         ),
         "connect_timeout": Field(
             positive_duration,

@@ -82,9 +82,22 @@ def keep_alive(broker: BrokerNode) -> int:
 class BoundedClient(gmqtt.Client):  # type: ignore[misc]  # gmqtt is untyped
     """A gmqtt client whose every TCP (and TLS) connect, the first and each reconnect, gives up
     after `connect_timeout` seconds with an OSError: gmqtt then tries again after its
-    reconnect_delay, rather than waiting on a connect to a host cut off."""
+    reconnect_delay, rather than waiting on a connect to a host cut off. A reconnect cancelled
+    (the node stopping) is not logged as a failure."""
 
     connect_timeout: float = 1.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        handler = getattr(self, "_package_handler", None)
+        if handler is not None:  # gmqtt 0.8: where reconnects are started on a lost connection
+            handler._handle_exception_in_future = _outcome_logger(
+                handler._handle_exception_in_future
+            )
+
+    def _handle_exception_in_future(self, future: Any, msg: str | None = None) -> None:
+        if not future.cancelled():
+            super()._handle_exception_in_future(future, msg)
 
     async def _create_connection(self, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -95,6 +108,18 @@ class BoundedClient(gmqtt.Client):  # type: ignore[misc]  # gmqtt is untyped
             raise OSError(
                 errno.ETIMEDOUT, f"no connection within {self.connect_timeout:g}s"
             ) from None
+
+
+def _outcome_logger(log_outcome: Any) -> Any:
+    """gmqtt's done-callback of the reconnects it starts, which asks a cancelled one for its
+    exception: a node stopping while a reconnect waited logged a CancelledError traceback. A
+    cancelled reconnect has nothing to say."""
+
+    def logged(future: Any, msg: str | None = None) -> None:
+        if not future.cancelled():
+            log_outcome(future, msg)
+
+    return logged
 
 
 def new_client(

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from amqtt.adapters import ReaderAdapter, WriterAdapter
-from amqtt.broker import Broker
 from amqtt.contexts import Action, BaseContext
 from amqtt.errors import AMQTTError, MQTTError, NoDataError
 from amqtt.mqtt.connack import (
@@ -30,6 +29,7 @@ from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.session import Session
 from amqtt.utils import gen_client_id
 
+from cqrs_flow.nodes.broker.sessions import SessionBroker, SessionHandler
 from cqrs_flow.security.mqtt_logins import password_digest
 from cqrs_flow.topology.access import MqttAccess
 
@@ -215,7 +215,7 @@ class PacketLimit(ReaderAdapter):  # type: ignore[misc]  # amqtt ships no type i
 PACKET_TYPES = {1: "CONNECT", 3: "PUBLISH", 8: "SUBSCRIBE", 10: "UNSUBSCRIBE"}
 
 
-class RoutingBroker(Broker):  # type: ignore[misc]  # amqtt ships no type information
+class RoutingBroker(SessionBroker):
     """amqtt's broker, which checks a CONNECT in full before it touches any session, checks a will
     as the publish it is, and routes every message a client sent before it disconnects.
 
@@ -239,7 +239,10 @@ class RoutingBroker(Broker):  # type: ignore[misc]  # amqtt ships no type inform
     amqtt acknowledges a QoS 1 publish when it reads it and routes it later, one message at a
     time (checking its topic is one await per message); a client that disconnects meanwhile had
     the rest of its acknowledged messages dropped. (Without the hook it relies on, the broker
-    behaves as amqtt does.)"""
+    behaves as amqtt does.)
+
+    A client that connects again takes its session over at once from the connection it had,
+    which is aborted (SessionBroker, cqrs_flow.nodes.broker.sessions)."""
 
     connect_timeout = 10.0  # seconds a new connection has to send its CONNECT
     connections_per_address = 100  # open at once from one IP address; more are closed at once
@@ -301,7 +304,7 @@ class RoutingBroker(Broker):  # type: ignore[misc]  # amqtt ships no type inform
             await self._refuse_other_protocols(reader, writer, peer)
         try:
             handler, incoming = await asyncio.wait_for(
-                BrokerProtocolHandler.init_from_connect(reader, writer, self.plugins_manager),
+                SessionHandler.init_from_connect(reader, writer, self.plugins_manager),
                 self.connect_timeout,
             )
         except asyncio.TimeoutError:
@@ -351,6 +354,9 @@ class RoutingBroker(Broker):  # type: ignore[misc]  # amqtt ships no type inform
         # What amqtt does next, now for a client that is let in (and a will's retain flag, too).
         if incoming.clean_session:
             if incoming.client_id:
+                held = self._sessions.get(incoming.client_id)
+                if held is not None and held[0].transitions.is_connected():
+                    await self._displace(held[1], None)  # its session goes: end it at once
                 await self._delete_session(incoming.client_id)
             else:
                 incoming.client_id = gen_client_id()
@@ -470,6 +476,9 @@ class RoutingBroker(Broker):  # type: ignore[misc]  # amqtt ships no type inform
         handler: BrokerProtocolHandler,
         disconnect_waiter: asyncio.Future[Any] | None,
     ) -> None:
+        if not self._current(client_session, handler):  # taken over: the session goes on
+            await super()._handle_disconnect(client_session, handler, disconnect_waiter)
+            return
         queue = getattr(client_session, "delivered_message_queue", None)
         route = getattr(self, "_handle_message_delivery", None)
         while queue is not None and route is not None and not queue.empty():

@@ -178,7 +178,7 @@ def test_check_fills_defaults():
         "protocol": "3.1.1",
         "tls": None,
         "clients": {},
-        "keep_alive": 30.0,
+        "keep_alive": 3.0,
         "connect_timeout": 1.0,
         "reconnect_delay": 0.5,
     }

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import logging
+
 from cqrs_flow.transport.mqtt import PACKET_HEADROOM, command_bytes, max_packet_bytes
 
 
@@ -20,8 +24,8 @@ def test_the_keep_alive_is_whole_seconds_of_the_brokers_setting(edit, parse):
 
     shipped = parse(edit())
     broker = shipped.nodes["broker"]
-    assert (broker.keep_alive, broker.connect_timeout, broker.reconnect_delay) == (30.0, 1.0, 0.5)
-    assert keep_alive(broker) == 30
+    assert (broker.keep_alive, broker.connect_timeout, broker.reconnect_delay) == (3.0, 1.0, 0.5)
+    assert keep_alive(broker) == 3
     changed = parse(
         edit(
             (
@@ -62,3 +66,46 @@ def test_a_connect_that_hangs_gives_up_after_connect_timeout_with_an_os_error(mo
         return time.monotonic() - began
 
     assert asyncio.run(scenario()) < 1.0
+
+
+def test_a_cancelled_reconnect_is_not_logged_as_a_failure(caplog):
+    """A node stopping while gmqtt waited to reconnect: the reconnect is cancelled, and gmqtt's
+    done-callback asked it for its exception, which logged a CancelledError traceback."""
+    from cqrs_flow.transport.mqtt import BoundedClient
+
+    async def scenario():
+        client = BoundedClient("node-1")
+        handler = client._package_handler
+        loop = asyncio.get_running_loop()
+
+        async def reconnect() -> None:
+            await asyncio.sleep(10)
+
+        waiting = loop.create_task(reconnect())
+        waiting.add_done_callback(
+            functools.partial(handler._handle_exception_in_future, msg="reconnect failed")
+        )
+        failed = loop.create_future()
+        failed.add_done_callback(
+            functools.partial(handler._handle_exception_in_future, msg="reconnect failed")
+        )
+        failed.set_exception(OSError("no route to host"))
+        await asyncio.sleep(0)
+        waiting.cancel()
+        await asyncio.gather(waiting, return_exceptions=True)
+        await asyncio.sleep(0)
+        client._handle_exception_in_future(waiting)  # the client's own callback too
+
+    errors = []
+    loop_handler = lambda loop, context: errors.append(context)  # noqa: E731
+    with caplog.at_level(logging.WARNING):
+        runner = asyncio.new_event_loop()
+        runner.set_exception_handler(loop_handler)
+        try:
+            runner.run_until_complete(scenario())
+        finally:
+            runner.close()
+    assert errors == []
+    assert [r.getMessage() for r in caplog.records] == [
+        "[MqttPackageHandler] reconnect failed: no route to host"
+    ]
