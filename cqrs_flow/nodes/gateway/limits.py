@@ -20,8 +20,8 @@ import logging
 import re
 import time
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -182,46 +182,6 @@ class RequestGate:
             return None
         return self.costs.operation_type(query, operation_name)
 
-    @asynccontextmanager
-    async def share(self, caller: str, cost: int) -> AsyncIterator[None]:
-        """Run the block when `caller`'s operations running already and this one cost no more
-        than limits.cost together (or it is the caller's only one); until then it waits behind
-        the caller's earlier ones, first come first served. The gateway runs on one thread:
-        this keeps one caller's work ahead of everyone else's request to one operation's worth."""
-        share, turn = self._take(caller, cost)
-        if turn is not None:
-            await self._wait_turn(caller, share, cost, turn)
-        try:
-            yield
-        finally:
-            self._release(caller, share, cost)
-
-    def _take(self, caller: str, cost: int) -> tuple[_Share, asyncio.Future[None] | None]:
-        """`caller`'s share, with `cost` counted in when it fits now; else also the turn it
-        waits for, queued (await it with _wait_turn)."""
-        share = self._shares.get(caller)
-        if share is None:
-            share = self._shares[caller] = _Share()
-        if share.running and (share.waiting or share.running + cost > self.limits.cost):
-            turn = asyncio.get_running_loop().create_future()
-            share.waiting.append((turn, cost))
-            return share, turn
-        share.running += cost
-        return share, None
-
-    async def _wait_turn(
-        self, caller: str, share: _Share, cost: int, turn: asyncio.Future[None]
-    ) -> None:
-        try:
-            await turn  # the one that hands over the turn counts this cost in
-        except asyncio.CancelledError:
-            if turn.done() and not turn.cancelled():
-                self._release(caller, share, cost)  # the turn came as it was cancelled
-            else:
-                share.waiting.remove((turn, cost))
-                self._release(caller, share, 0)
-            raise
-
     def _release(self, caller: str, share: _Share, cost: int) -> None:
         share.running -= cost
         while share.waiting and (
@@ -236,12 +196,11 @@ class RequestGate:
     async def run(self, caller: str, cost: int, operation: Callable[[], Awaitable[T]]) -> T:
         """Run `operation` (a query or mutation of `caller` costing `cost`) admitted (counted in
         flight) and in the caller's share, within limits.timeout, its wait for a turn included;
-        OperationTimeout when it takes longer. (The share is taken without a context manager of
-        its own: this runs once per request, and a caller's first operation waits for nothing.)"""
+        OperationTimeout when it takes longer."""
         timeout = self.limits.timeout
         with self.admitted(caller):
             try:
-                return await within(self._in_share(caller, cost, operation), timeout)
+                return await within(self.in_share(caller, cost, operation), timeout)
             except asyncio.TimeoutError:
                 log.warning(
                     "request %s: cut off after %gs (limits.timeout)", REQUEST_ID.get(), timeout
@@ -250,10 +209,28 @@ class RequestGate:
                     f"the operation took longer than {timeout:g}s and was cut off (limits.timeout)"
                 ) from None
 
-    async def _in_share(self, caller: str, cost: int, operation: Callable[[], Awaitable[T]]) -> T:
-        share, turn = self._take(caller, cost)
-        if turn is not None:
-            await self._wait_turn(caller, share, cost, turn)
+    async def in_share(self, caller: str, cost: int, operation: Callable[[], Awaitable[T]]) -> T:
+        """Run `operation` when `caller`'s operations running already and this one cost no more
+        than limits.cost together (or it is the caller's only one); until then it waits behind
+        the caller's earlier ones, first come first served. The gateway runs on one thread:
+        this keeps one caller's work ahead of everyone else's request to one operation's worth."""
+        share = self._shares.get(caller)
+        if share is None:
+            share = self._shares[caller] = _Share()
+        if share.running and (share.waiting or share.running + cost > self.limits.cost):
+            turn = asyncio.get_running_loop().create_future()
+            share.waiting.append((turn, cost))
+            try:
+                await turn  # the one that hands over the turn counts this cost in
+            except asyncio.CancelledError:
+                if turn.done() and not turn.cancelled():
+                    self._release(caller, share, cost)  # the turn came as it was cancelled
+                else:
+                    share.waiting.remove((turn, cost))
+                    self._release(caller, share, 0)
+                raise
+        else:
+            share.running += cost
         try:
             return await operation()
         finally:

@@ -310,10 +310,12 @@ def test_one_callers_operations_run_within_one_operations_cost_at_a_time():
     order: list[str] = []
 
     async def run(caller: str, name: str, cost: int, hold: asyncio.Event):
-        async with gate.share(caller, cost):
+        async def operation() -> None:
             order.append(f"{name} starts")
             await hold.wait()
             order.append(f"{name} ends")
+
+        await gate.in_share(caller, cost, operation)
 
     async def main():
         first, second, third, other = (asyncio.Event() for _ in range(4))
