@@ -57,6 +57,7 @@ import logging
 import random
 import re
 from collections.abc import Callable, Mapping
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -93,8 +94,9 @@ REQUEST_ID_HEADER = "X-Request-Id"
 # A client may name its request (to find it in the log); anything else gets a fresh id.
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 SERVER = "cqrs-flow"  # the Server header: no library, no version
-GOOD_HOSTS = 64  # Host headers remembered as good, at most (the header is the client's to say)
-ANSWER_TYPES = 64  # Accept headers remembered with their answer's media type, at most
+# Host and Accept headers remembered with what they mean, at most (a client sends the same ones
+# every time; the headers are the client's to say, so the memory is bounded).
+HEADERS_REMEMBERED = 64
 # What a browser may do with an answer that is not the playground: nothing but show it.
 POLICY = "default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 _HEADERS = {
@@ -131,7 +133,6 @@ class GraphQLHttp:
         self.log = log
         self.trusted_proxies = tuple(ipaddress.ip_network(p) for p in node.trusted_proxies)
         self.hosts = own_hosts(node)
-        self._good_hosts: set[str] = set()  # Host headers found good (_host_allowed)
         self.playground_policy = playground_policy(playground) if playground else POLICY
 
     def app(self) -> web.Application:
@@ -209,15 +210,8 @@ class GraphQLHttp:
 
     def _host_allowed(self, host: str) -> bool:
         """Whether a Host header (or an origin's host[:port]) names one of the gateway's hosts:
-        an IP address, or a name of `self.hosts`. The headers found good are remembered (a few:
-        clients send the same one each time), so most requests skip the parsing."""
-        if host in self._good_hosts:
-            return True
-        name = host_name(host)
-        allowed = name in self.hosts or _is_ip_address(name)
-        if allowed and len(self._good_hosts) < GOOD_HOSTS:
-            self._good_hosts.add(host)
-        return allowed
+        an IP address, or a name of `self.hosts`."""
+        return _names_a_host(host, self.hosts)
 
     def _own_origin(self, origin: str, host: str) -> bool:
         """Whether a page on `origin` is one of the gateway's own: on one of its hosts, at the
@@ -363,22 +357,16 @@ def _media_ranges(accept: str | None) -> dict[str, float]:
     return ranges
 
 
+@lru_cache(maxsize=HEADERS_REMEMBERED)
 def answer_type(accept: str | None) -> str:
     """The media type of a GraphQL answer for an Accept header: application/graphql-response+json
     when the client asks for it at least as much as for application/json, else
     application/json (as for a client that names neither, or none)."""
-    known = _answer_types.get(accept)
-    if known is not None:
-        return known
     ranges = _media_ranges(accept)
     wanted = ranges.get(GRAPHQL_RESPONSE, 0.0)
-    chosen = GRAPHQL_RESPONSE if wanted > 0 and wanted >= ranges.get(JSON, 0.0) else JSON
-    if len(_answer_types) < ANSWER_TYPES:  # a client sends the same header each time
-        _answer_types[accept] = chosen
-    return chosen
-
-
-_answer_types: dict[str | None, str] = {}
+    if wanted > 0 and wanted >= ranges.get(JSON, 0.0):
+        return GRAPHQL_RESPONSE
+    return JSON
 
 
 def wants_html(accept: str | None) -> bool:
@@ -533,6 +521,13 @@ def host_name(host: str) -> str:
     if host.count(":") == 1:
         host = host.partition(":")[0]
     return host.rstrip(".")
+
+
+@lru_cache(maxsize=HEADERS_REMEMBERED)
+def _names_a_host(host: str, hosts: frozenset[str]) -> bool:
+    """Whether a Host header names one of `hosts` or is an IP address (see _host_allowed)."""
+    name = host_name(host)
+    return name in hosts or _is_ip_address(name)
 
 
 def _is_ip_address(name: str) -> bool:
