@@ -41,7 +41,7 @@ from bench.common import (
     prepare,
     say,
 )
-from bench.handwired import ECHO_GET, ECHO_LIST, GRAPHQL_SDL, Role, compile_pb2
+from bench.handwired import GRAPHQL_SDL, Role, compile_pb2, echo_stubs
 from bench.loadgen import GraphQL, LoadResult, closed_loop, graphql_errors
 
 CONTACT = "query One($id: String!) { contact(id: $id) { id name last_updated } }"
@@ -135,16 +135,7 @@ async def grpc_floor(port: int, duration: float) -> dict:
 
     runs: dict = {"contact": {}, "list": {}}
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        get = channel.unary_unary(
-            ECHO_GET,
-            request_serializer=pb.GetContactRequest.SerializeToString,
-            response_deserializer=pb.GetContactResponse.FromString,
-        )
-        ten = channel.unary_unary(
-            ECHO_LIST,
-            request_serializer=pb.ListContactsRequest.SerializeToString,
-            response_deserializer=pb.ListContactsResponse.FromString,
-        )
+        get, ten = echo_stubs(channel, pb)
         for clients in CONCURRENCY:
             for name, call, request in (
                 ("contact", get, pb.GetContactRequest(id="x" * 36)),

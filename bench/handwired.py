@@ -34,6 +34,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 TOPIC = "CONTACT/ADD"
 COUNT_METHOD = "/bench.Handwired/Count"
@@ -151,13 +152,7 @@ async def gateway(args) -> None:
         client.publish(TOPIC, command.SerializeToString(), qos=1)
         return web.json_response({"data": {"addContact": {"status": "OK", "id": key}}})
 
-    app = web.Application()
-    app.router.add_post("/graphql", post)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", args.port).start()
-    await _serve_until_stopped()
-    await runner.cleanup()
+    await _serve_graphql(post, args.port)
     await client.disconnect()
 
 
@@ -240,16 +235,7 @@ async def graphql(args) -> None:
     from tartiflette import Resolver, create_engine
 
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{args.store}")
-    get = channel.unary_unary(
-        ECHO_GET,
-        request_serializer=pb.GetContactRequest.SerializeToString,
-        response_deserializer=pb.GetContactResponse.FromString,
-    )
-    ten = channel.unary_unary(
-        ECHO_LIST,
-        request_serializer=pb.ListContactsRequest.SerializeToString,
-        response_deserializer=pb.ListContactsResponse.FromString,
-    )
+    get, ten = echo_stubs(channel, pb)
 
     def data(contact) -> dict:
         return {"id": contact.id, "name": contact.name, "last_updated": contact.last_updated}
@@ -270,13 +256,7 @@ async def graphql(args) -> None:
         result = await engine.execute(body["query"], variables=body.get("variables"))
         return web.Response(text=json.dumps(result), content_type="application/json")
 
-    app = web.Application()
-    app.router.add_post("/graphql", post)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", args.port).start()
-    await _serve_until_stopped()
-    await runner.cleanup()
+    await _serve_graphql(post, args.port)
     await channel.close()
 
 
@@ -289,6 +269,35 @@ def _unary(handler, request, response):
         request_deserializer=request.FromString,
         response_serializer=response.SerializeToString,
     )
+
+
+def echo_stubs(channel: Any, pb: Any) -> tuple[Any, Any]:
+    """The echo server's GetContact and ListContacts on a grpc.aio `channel` (`pb`: the compiled
+    contacts_pb2): what the relay, the raw GraphQL handler and figure 3's one-hop floor call."""
+    get = channel.unary_unary(
+        ECHO_GET,
+        request_serializer=pb.GetContactRequest.SerializeToString,
+        response_deserializer=pb.GetContactResponse.FromString,
+    )
+    ten = channel.unary_unary(
+        ECHO_LIST,
+        request_serializer=pb.ListContactsRequest.SerializeToString,
+        response_deserializer=pb.ListContactsResponse.FromString,
+    )
+    return get, ten
+
+
+async def _serve_graphql(post: Any, port: int) -> None:
+    """Answer POST /graphql on 127.0.0.1:`port` with `post` until SIGTERM or SIGINT."""
+    from aiohttp import web
+
+    app = web.Application()
+    app.router.add_post("/graphql", post)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    await _serve_until_stopped()
+    await runner.cleanup()
 
 
 async def _serve_until_stopped() -> None:
