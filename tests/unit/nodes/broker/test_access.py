@@ -45,7 +45,7 @@ def connect_packet(
 
 
 class Broker:
-    """A RoutingBroker on a free port, with two users and their ACL."""
+    """A RoutingBroker on a free port, with two users and their ACL (these tests', unless given)."""
 
     def __init__(
         self,
@@ -53,10 +53,14 @@ class Broker:
         per_address: int = 100,
         max_packet: int = 4096,
         sessions_per_user: int = 10,
+        passwords: dict[str, str] = PASSWORDS,
+        publish: dict[str, list[str]] = PUBLISH,
+        subscribe: dict[str, list[str]] = SUBSCRIBE,
     ) -> None:
         self.port = free_ports(1)[0]
         self.connect_timeout, self.per_address = connect_timeout, per_address
         self.max_packet, self.sessions_per_user = max_packet, sessions_per_user
+        self.passwords, self.publish, self.subscribe = passwords, publish, subscribe
 
     async def __aenter__(self) -> Broker:
         with warnings.catch_warnings():
@@ -68,11 +72,11 @@ class Broker:
                     "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}"}},
                     "plugins": {
                         "cqrs_flow.nodes.broker.access.NodeLogin": {
-                            "users": {u: password_digest(p) for u, p in PASSWORDS.items()}
+                            "users": {u: password_digest(p) for u, p in self.passwords.items()}
                         },
                         "cqrs_flow.nodes.broker.access.TopicAccess": {
-                            "publish": PUBLISH,
-                            "subscribe": SUBSCRIBE,
+                            "publish": self.publish,
+                            "subscribe": self.subscribe,
                         },
                     },
                 }

@@ -10,14 +10,12 @@ import asyncio
 import contextlib
 import socket
 import time
-import warnings
 
 import pytest
 
 from cqrs_flow.nodes.broker import sessions
-from cqrs_flow.security.mqtt_logins import password_digest
-from cqrs_flow.topology.relocate import free_ports
 
+from . import test_access as access_tests
 from .test_access import connect_packet, remaining_length
 
 PASSWORDS = {"gateway": "gateway-password", "writer": "writer-password"}
@@ -27,34 +25,16 @@ PAYLOAD = 32 * 1024  # bytes a message
 COUNT = 250  # messages: 8 MB, more than the sockets of a connection that is not read hold
 
 
-class Broker:
+class Broker(access_tests.Broker):
     """A RoutingBroker on a free port: the gateway publishes on TOPIC, the writer reads it."""
 
-    async def __aenter__(self) -> Broker:
-        self.port = free_ports(1)[0]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            from cqrs_flow.nodes.broker.access import RoutingBroker
-
-            self.broker = RoutingBroker(
-                {
-                    "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}"}},
-                    "plugins": {
-                        "cqrs_flow.nodes.broker.access.NodeLogin": {
-                            "users": {u: password_digest(p) for u, p in PASSWORDS.items()}
-                        },
-                        "cqrs_flow.nodes.broker.access.TopicAccess": {
-                            "publish": {"gateway": [TOPIC], "writer": []},
-                            "subscribe": {"gateway": [], "writer": [TOPIC]},
-                        },
-                    },
-                }
-            )
-        await self.broker.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.broker.shutdown()
+    def __init__(self) -> None:
+        super().__init__(
+            max_packet=2 * 1024 * 1024,  # the broker's default: PAYLOAD-sized messages pass
+            passwords=PASSWORDS,
+            publish={"gateway": [TOPIC], "writer": []},
+            subscribe={"gateway": [], "writer": [TOPIC]},
+        )
 
     async def open(self, small_buffer: bool = False) -> Client:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
