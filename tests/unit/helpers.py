@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,3 +27,11 @@ def line_of(text: str, needle: str, occurrence: int = 1) -> int:
     hits = [i for i, line in enumerate(text.splitlines(), 1) if needle in line]
     assert len(hits) >= occurrence, f"{needle!r} is not in the text {occurrence} time(s)"
     return hits[occurrence - 1]
+
+
+async def until(condition: Callable[[], object], timeout: float = 5.0) -> None:
+    """Let the loop run until `condition()` is true; AssertionError after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"not reached within {timeout:g}s"
+        await asyncio.sleep(0.01)

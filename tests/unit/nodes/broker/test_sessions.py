@@ -15,6 +15,7 @@ import pytest
 
 from cqrs_flow.nodes.broker import sessions
 
+from ...helpers import until
 from . import test_access as access_tests
 from .test_access import connect_packet, remaining_length
 
@@ -117,13 +118,6 @@ async def publish_all(gateway: Client, numbers: range) -> None:
     for _ in numbers:  # every PUBACK: the broker has them all
         kind, _, _ = await gateway.packet()
         assert kind == 4
-
-
-async def until(condition, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "not within the time given"
-        await asyncio.sleep(0.01)
 
 
 def test_a_client_connecting_again_takes_over_a_hanging_connection_at_once():

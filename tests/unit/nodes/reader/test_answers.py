@@ -3,8 +3,6 @@ or the store, over gRPC against a real store node in-process."""
 
 from __future__ import annotations
 
-import asyncio
-
 import grpc
 import pytest
 
@@ -14,6 +12,7 @@ from cqrs_flow.protobuf.compiler import DOCUMENTS_SERVICE
 from cqrs_flow.security.tokens import ENV_SECRET, credentials_from_env
 from cqrs_flow.transport.rpc import CALL_METADATA, READ_AFTER_COMMAND, ServiceClient
 
+from ...helpers import until
 from ..library import SECRET, Library
 
 
@@ -58,14 +57,6 @@ async def source_of(client: ServiceClient, rpc: str, request) -> tuple[object, s
 
 def library_class(client: ServiceClient, descriptor):
     return client._protos.class_of(descriptor)
-
-
-async def until(condition, seconds: float = 5.0) -> None:
-    for _ in range(int(seconds / 0.01)):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("not reached in time")
 
 
 def add_book(writer: ServiceClient, library: Library, id: str, title: str, command: str = ""):

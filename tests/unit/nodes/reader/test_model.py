@@ -10,6 +10,7 @@ import pytest
 
 from cqrs_flow.nodes.reader.model import ReadModel, Rebootstrap
 
+from ...helpers import until
 from ..library import Library
 
 
@@ -32,14 +33,6 @@ def model_of(library: Library, page: int = 3, probe: float = 0.05) -> ReadModel:
         page=page,
         probe=probe,
     )
-
-
-async def until(condition, seconds: float = 5.0) -> None:
-    for _ in range(int(seconds / 0.01)):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("not reached in time")
 
 
 async def loans_in_store(library: Library) -> dict[str, tuple[str, bool]]:
