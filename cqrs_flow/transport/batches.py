@@ -140,21 +140,22 @@ class CallBatcher:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((rpc, request, future))
         if not self._waiting:
-            self._waiting = True
-            sender = asyncio.ensure_future(self._send())
-            self._senders.add(sender)
-            sender.add_done_callback(self._senders.discard)
+            self._start_sender()
         await future
+
+    def _start_sender(self) -> None:
+        """A sender for what is pending, which waits for a slot (one waits at a time)."""
+        self._waiting = True
+        sender = asyncio.ensure_future(self._send())
+        self._senders.add(sender)
+        sender.add_done_callback(self._senders.discard)
 
     async def _send(self) -> None:
         async with self._slots:
             batch, self._pending = self._pending[:MAX_CALLS], self._pending[MAX_CALLS:]
             self._waiting = False
             if self._pending:  # more than one batch takes: the next sender waits its turn
-                self._waiting = True
-                sender = asyncio.ensure_future(self._send())
-                self._senders.add(sender)
-                sender.add_done_callback(self._senders.discard)
+                self._start_sender()
             live = [(rpc, request, f) for rpc, request, f in batch if not f.done()]
             if live:
                 await self._apply(live)
