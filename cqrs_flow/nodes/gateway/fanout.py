@@ -25,6 +25,8 @@ from typing import Any
 
 from tartiflette.execution.execute import create_source_event_stream, execute
 
+from cqrs_flow.nodes.gateway.execution import Operations
+
 __all__ = ["SharedEngine"]
 
 RESULTS = 1024  # results kept for subscribers still to come to them
@@ -32,16 +34,17 @@ RESULTS = 1024  # results kept for subscribers still to come to them
 
 class SharedEngine:
     """A tartiflette engine whose subscriptions share the execution of equal messages; queries
-    and mutations go to the engine as they are."""
+    and mutations run as `Operations` runs them (execution.py)."""
 
     def __init__(self, engine: Any, results: int = RESULTS) -> None:
         self.engine = engine
+        self.operations = Operations(engine)
         self.executions = 0  # messages executed (not counting those shared)
         self._results: OrderedDict[tuple[Any, ...], tuple[Any, asyncio.Task[Any]]] = OrderedDict()
         self._size = results
 
     async def execute(self, query: str, **kwargs: Any) -> Any:
-        return await self.engine.execute(query, **kwargs)
+        return await self.operations.execute(query, **kwargs)
 
     async def subscribe(
         self,
