@@ -19,9 +19,10 @@ gateway it is the order in which it accepted the commands.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
+
+from cqrs_flow.contracts.ids import random_int
 
 __all__ = ["CommandClock", "is_ordered", "supersedes"]
 
@@ -34,7 +35,7 @@ class CommandClock:
     def __init__(
         self,
         now_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
-        random_bits: Callable[[], int] = lambda: int.from_bytes(os.urandom(8), "big"),
+        random_bits: Callable[[], int] = lambda: random_int(8),
     ) -> None:
         self._now_ms = now_ms
         self._random = random_bits

@@ -3,7 +3,6 @@ request message in, backend call, response message out."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
+from cqrs_flow.contracts.ids import uuid4
 from cqrs_flow.contracts.operations import BoundOperation
 from cqrs_flow.protobuf.conversions import from_document
 from cqrs_flow.protobuf.messages import INTEGER_TYPES, to_document, to_update
@@ -86,7 +86,7 @@ async def _run(
     value = getattr(request, bound.request_field)
     if bound.op in ("insert", "update"):
         document = to_document(value) if bound.op == "insert" else to_update(value)
-        key = document.get(bound.key) or (str(uuid.uuid4()) if bound.op == "insert" else "")
+        key = document.get(bound.key) or (uuid4() if bound.op == "insert" else "")
         if not key:
             raise InvalidRequest(f"{bound.method.name} needs '{bound.request_field}.{bound.key}'")
         document[bound.key] = key
@@ -107,7 +107,7 @@ async def _run(
         documents: dict[str, Document] = {}
         for item in value:
             document = to_document(item)
-            document[bound.key] = document.get(bound.key) or str(uuid.uuid4())
+            document[bound.key] = document.get(bound.key) or uuid4()
             document.update(stamp)
             if document[bound.key] in documents:
                 raise DuplicateKey(document[bound.key])  # twice in one request: store neither

@@ -21,7 +21,7 @@ from cqrs_flow.nodes.gateway.refusals import Refused
 from cqrs_flow.protobuf.messages import set_path
 from cqrs_flow.stores.base import StoreError
 from cqrs_flow.stores.database import DiskFull
-from cqrs_flow.telemetry import current, tracing
+from cqrs_flow.telemetry import Children, current, tracing
 from cqrs_flow.transport.mqtt import DEFAULT_COMMAND_BYTES
 
 __all__ = ["Delivery"]
@@ -46,6 +46,7 @@ class Delivery:
         self.status_topic = status_topic
         self.mqtt5 = mqtt5  # the trace context goes in user properties, else in the payload
         self.metrics = current().metrics
+        self._published = Children(self.metrics.published)  # per command: looked up once
         self.command_bytes = command_bytes
         self.mqtt = mqtt
         self.outbox = outbox
@@ -70,7 +71,7 @@ class Delivery:
         except Refused as refused:
             self.metrics.refused.labels(plan.topic, refused.code.lower()).inc()
             raise
-        self.metrics.published.labels(plan.topic).inc()
+        self._published(plan.topic).inc()
         return command_id
 
     def _send(self, topic: str, payload: bytes) -> None:

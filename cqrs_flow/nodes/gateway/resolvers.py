@@ -15,7 +15,6 @@ from __future__ import annotations
 import itertools
 import logging
 import re
-import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, cast
 
@@ -25,6 +24,7 @@ from tartiflette import Resolver, Subscription, TartifletteError, create_engine
 
 from cqrs_flow.contracts.documents import ConnectionPlan, EntityView, LookupPlan
 from cqrs_flow.contracts.gateway import Call, GatewayPlan, MutationPlan, QueryPlan
+from cqrs_flow.contracts.ids import uuid4
 from cqrs_flow.nodes.gateway.auth import GatewayAuth
 from cqrs_flow.nodes.gateway.commands import STATUS_SDL, SUBSCRIPTION_SDL
 from cqrs_flow.nodes.gateway.cursors import Cursors
@@ -44,7 +44,7 @@ from cqrs_flow.transport.rpc import UNAVAILABLE_PEER, ServiceClient
 
 __all__ = ["Resolvers", "served_sdl"]
 
-GENERATORS = {"uuid": lambda: str(uuid.uuid4())}
+GENERATORS = {"uuid": uuid4}
 _FINDER = "cqrs_flow.finder"  # where a request's Finder is kept in its context
 # tartiflette keeps the resolvers of a schema by its name for the life of the process, and
 # refuses a second registration: each engine gets a name of its own.
