@@ -35,6 +35,7 @@ from cqrs_flow.telemetry.metrics import OTHER, Children
 from cqrs_flow.topology.access import shared, writer_subscriptions
 from cqrs_flow.topology.model import BrokerNode, WriterNode
 from cqrs_flow.transport.batches import CallBatcher
+from cqrs_flow.transport.command_batches import is_batch, unpack
 from cqrs_flow.transport.mqtt import connect, new_client
 from cqrs_flow.transport.rpc import ServiceClient
 from cqrs_flow.transport.tls import channel_security, mqtt_client_context
@@ -361,14 +362,31 @@ class WriterService(NodeService):
     async def _on_message(
         self, client: gmqtt.Client, topic: str, payload: bytes, qos: int, properties: Any
     ) -> int:
-        """Returns once the command is applied or set aside; then the PUBACK goes out (MQTT 5)."""
+        """Returns once the message's command is applied or set aside, or each of a batch's
+        (transport/command_batches.py); then the PUBACK goes out (MQTT 5)."""
         payload, parent = tracing.unwrap(payload)  # the trace context, on MQTT 3.1.1
         parent = _user_property(properties, tracing.TRACEPARENT) or parent
+        if not is_batch(payload) or len(payload) > self.node.payload_bytes:
+            await self._take(topic, payload, parent)  # an oversized batch is refused whole
+            return PUBACK_SUCCESS
+        try:
+            commands = unpack(payload)
+        except ValueError as exc:
+            self._received(topic if topic in self.plans else OTHER).inc()
+            reason = f"not a valid batch of commands ({len(payload)} bytes): {exc}"
+            self._set_aside(topic, payload, self.plans.get(topic), "", "", reason, "undecodable")
+            return PUBACK_SUCCESS
+        # In order: each enters its entity's lane before the next is looked at.
+        await asyncio.gather(*(self._take(topic, command, parent) for command in commands))
+        return PUBACK_SUCCESS
+
+    async def _take(self, topic: str, payload: bytes, parent: str | None) -> None:
+        """One command: decoded and applied in its entity's lane after the delay, or set aside."""
         self._received(topic if topic in self.plans else OTHER).inc()
         decoded = decode_command(self.plans, topic, payload, self.node.payload_bytes)
         if isinstance(decoded, Refused):
             self._set_aside(topic, payload, decoded.plan, "", "", decoded.reason, decoded.kind)
-            return PUBACK_SUCCESS
+            return
         plan, command, key, command_id = (
             decoded.plan,
             decoded.message,
@@ -401,7 +419,6 @@ class WriterService(NodeService):
 
         # One lane per entity and key: commands on different entities never wait on each other.
         await self.lanes.run(f"{plan.entity}/{key}" if key else "", due, apply)
-        return PUBACK_SUCCESS
 
     async def _apply(self, plan: CommandPlan, command: Message, key: str) -> str | None:
         """Apply one command; None when applied, else why it was not. An unavailable store is

@@ -47,6 +47,9 @@ def client_id(system: str, node: str, persistent: bool, tag: str = "") -> str:
 
 # The largest command on a broker without writers: a writer's default payload_bytes.
 DEFAULT_COMMAND_BYTES = 1024 * 1024
+# The largest message of several commands: a burst of a gateway's commands in a few messages,
+# none of which keeps a writer on one message for long.
+BATCH_BYTES = 64 * 1024
 # Room in a packet beyond the command: its topic (up to 65,535 bytes, named twice in a dead
 # letter), the headers, and a dead letter's other fields.
 PACKET_HEADROOM = 256 * 1024
@@ -61,6 +64,18 @@ def command_bytes(topology: Topology, broker: str) -> int:
         if isinstance(node, WriterNode) and node.broker == broker
     ]
     return max(sizes, default=DEFAULT_COMMAND_BYTES)
+
+
+def batch_bytes(topology: Topology, broker: str) -> int:
+    """The largest message of several commands a gateway publishes through `broker`
+    (transport/command_batches.py): what the writers on it with the smallest `payload_bytes`
+    take, and at most BATCH_BYTES. A larger command goes alone."""
+    sizes = [
+        node.payload_bytes
+        for node in topology.nodes.values()
+        if isinstance(node, WriterNode) and node.broker == broker
+    ]
+    return min([BATCH_BYTES, *sizes])
 
 
 def max_packet_bytes(topology: Topology, broker: str) -> int:

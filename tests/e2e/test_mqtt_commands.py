@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import aiohttp
 import gmqtt
 from gmqtt.mqtt.constants import MQTTv311
 from system import acknowledged, wait_until
 
 from cqrs_flow.contracts.ordering import CommandClock
+from cqrs_flow.transport.command_batches import is_batch, pack, unpack
 
 
 async def _connect(system, name: str) -> gmqtt.Client:
@@ -114,3 +116,75 @@ def test_commands_on_one_entity_take_effect_in_the_order_of_their_ids(contacts):
         }
 
     assert wait_until(lambda: states() == {"APPLIED"})
+
+
+def test_a_burst_of_mutations_goes_to_the_writer_several_commands_to_a_message(contacts):
+    """Commands accepted in one turn of the gateway's loop are published as one message
+    (transport/command_batches.py); each reaches the writer once and is applied."""
+    request_class = contacts.protos.message_class("contacts.AddContactRequest")
+    count = 50
+
+    async def scenario():
+        received: list[bytes] = []
+        subscribed = asyncio.Event()
+        client = await _connect(contacts, "burst")
+        client.on_message = lambda c, topic, payload, qos, props: received.append(payload) or 0
+        client.on_subscribe = lambda *args: subscribed.set()
+        client.subscribe("CONTACT/ADD", qos=1)
+        await asyncio.wait_for(subscribed.wait(), 5)
+        url = f"http://{contacts.gateway.listen.target}/graphql"
+        query = "mutation Add($name: String!) { addContact(name: $name) { status id } }"
+        async with aiohttp.ClientSession() as http:
+
+            async def add(i: int) -> dict:
+                variables = {"name": f"Burst {i}"}
+                async with http.post(url, json={"query": query, "variables": variables}) as r:
+                    return (await r.json())["data"]["addContact"]
+
+            answers = await asyncio.gather(*(add(i) for i in range(count)))
+        for _ in range(100):
+            if sum(len(unpack(p)) if is_batch(p) else 1 for p in received) >= count:
+                break
+            await asyncio.sleep(0.05)
+        await client.disconnect()
+        return answers, received
+
+    answers, received = asyncio.run(scenario())
+    assert all(a["status"] == "OK" for a in answers)
+    commands = [
+        request_class.FromString(c) for p in received for c in (unpack(p) if is_batch(p) else [p])
+    ]
+    assert sorted(c.contact.id for c in commands) == sorted(a["id"] for a in answers)  # each once
+    assert len(received) < count  # some went several to a message
+    for answer in answers:
+        query = f'{{ contact(id: "{answer["id"]}") {{ id }} }}'
+        assert wait_until(lambda q=query: contacts.data(q)["contact"]) == {"id": answer["id"]}
+
+
+def test_a_batch_a_client_publishes_is_applied_command_by_command(contacts):
+    """A bad command in a batch is set aside alone; the others are applied."""
+    request_class = contacts.protos.message_class("contacts.AddContactRequest")
+    good = []
+    for name in ("Batched first", "Batched second"):
+        request = request_class()
+        request.contact.id, request.contact.name = f"batched-{uuid.uuid4()}", name
+        good.append(request)
+    batch = pack([good[0].SerializeToString(), b"\x0a\xff", good[1].SerializeToString()])
+
+    async def publish():
+        client = await _connect(contacts, "batcher")
+        client.publish("CONTACT/ADD", batch, qos=1)
+        await acknowledged(client)
+        await client.disconnect()
+
+    asyncio.run(publish())
+    for request in good:
+        query = f'{{ contact(id: "{request.contact.id}") {{ name }} }}'
+        assert wait_until(lambda q=query: contacts.data(q)["contact"]) == {
+            "name": request.contact.name
+        }
+    contacts.wait_for_line(
+        r"writer .*set aside: add_contact on CONTACT/ADD: not a valid contacts.AddContactRequest "
+        r"\(2 bytes\)"
+    )
+    assert contacts.process.poll() is None

@@ -22,7 +22,8 @@ from cqrs_flow.protobuf.messages import set_path
 from cqrs_flow.stores.base import StoreError
 from cqrs_flow.stores.database import DiskFull
 from cqrs_flow.telemetry import Children, current, tracing
-from cqrs_flow.transport.mqtt import DEFAULT_COMMAND_BYTES
+from cqrs_flow.transport.command_batches import messages
+from cqrs_flow.transport.mqtt import BATCH_BYTES, DEFAULT_COMMAND_BYTES
 
 __all__ = ["Delivery"]
 
@@ -31,7 +32,8 @@ class Delivery:
     """The gateway's side of the command topics and the status topic.
 
     `mqtt` is the gateway's MQTT client (gmqtt); its handlers are set here, before it connects.
-    `command_bytes` is the largest command published (cqrs_flow.transport.mqtt.command_bytes)."""
+    `command_bytes` is the largest command published (cqrs_flow.transport.mqtt.command_bytes),
+    `batch_bytes` the largest message of several (batch_bytes there)."""
 
     def __init__(
         self,
@@ -42,18 +44,23 @@ class Delivery:
         command_bytes: int = DEFAULT_COMMAND_BYTES,
         mqtt5: bool = False,
         book: CommandBook | None = None,
+        batch_bytes: int = BATCH_BYTES,
     ) -> None:
         self.status_topic = status_topic
         self.mqtt5 = mqtt5  # the trace context goes in user properties, else in the payload
         self.metrics = current().metrics
         self._published = Children(self.metrics.published)  # per command: looked up once
         self.command_bytes = command_bytes
+        self.batch_bytes = batch_bytes
         self.mqtt = mqtt
         self.outbox = outbox
         self.log = log
         self.book = book if book is not None else CommandBook()
         self.clock = CommandClock()  # command ids in the order this gateway accepts commands
         self.republish = asyncio.Event()  # set: publish what is due now, not at the next tick
+        # Commands accepted in this turn of the loop, by topic, in order: published at the end
+        # of the turn, several to a message (transport/command_batches.py).
+        self._turn: dict[str, list[bytes]] = {}
         self.connects = 0
         mqtt.on_connect = self.on_connect
         mqtt.on_message = self.on_status
@@ -137,9 +144,26 @@ class Delivery:
                 "the gateway cannot record commands; nothing was queued", "INTERNAL", status=500
             ) from None
         self.book.queued(command_id, plan.command, key, subject)
-        if self.mqtt.is_connected:  # else published when the broker is back (on_connect)
+        if not self.mqtt.is_connected:  # published when the broker is back (on_connect)
+            return command_id
+        if tracing.enabled():  # each command its own message, with its own trace context
             self._send(plan.topic, payload)
+            return command_id
+        if not self._turn:
+            asyncio.get_running_loop().call_soon(self._publish_turn)
+        self._turn.setdefault(plan.topic, []).append(payload)
         return command_id
+
+    def _publish_turn(self) -> None:
+        """Publish the commands accepted in the turn that ended, each topic's several to a
+        message (at most MAX_COMMANDS and `batch_bytes` a message), a lone one as it is. All
+        of them are in the outbox: with the broker gone meanwhile, they go when it is back."""
+        turn, self._turn = self._turn, {}
+        if not self.mqtt.is_connected:
+            return
+        for topic, payloads in turn.items():
+            for message in messages(payloads, self.batch_bytes):
+                self.mqtt.publish(topic, message, qos=1)
 
     def _sized(self, payload: bytes) -> bytes:
         if len(payload) > self.command_bytes:

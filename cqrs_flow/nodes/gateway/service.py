@@ -40,7 +40,7 @@ from cqrs_flow.security.tokens import new_secret
 from cqrs_flow.stores.base import StoreError
 from cqrs_flow.telemetry.server import health_routes, listen_error
 from cqrs_flow.topology.model import DOCUMENTS_SERVICE, BrokerNode, GatewayNode, ReaderNode
-from cqrs_flow.transport.mqtt import command_bytes, connect, new_client
+from cqrs_flow.transport.mqtt import batch_bytes, command_bytes, connect, new_client
 from cqrs_flow.transport.rpc import ServiceClient
 from cqrs_flow.transport.tls import channel_security, mqtt_client_context
 
@@ -109,6 +109,7 @@ class GatewayService(NodeService):
             self.log,
             command_bytes(self.topology, self.node.broker),
             mqtt5=broker.protocol == "5",
+            batch_bytes=batch_bytes(self.topology, self.node.broker),
             book=CommandBook(self.node.status_retention, outbox.database),
         )
         self._observe(delivery, outbox, reader)

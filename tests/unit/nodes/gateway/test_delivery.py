@@ -15,6 +15,7 @@ from cqrs_flow.nodes.gateway.refusals import Refused
 from cqrs_flow.stores.base import StoreError
 from cqrs_flow.stores.database import DiskFull
 from cqrs_flow.topology.problems import Problems
+from cqrs_flow.transport.command_batches import is_batch, unpack
 
 from .fakes import FakeMqtt
 
@@ -146,3 +147,98 @@ def test_a_durable_outbox_accepts_while_the_broker_is_away_and_publishes_once_it
 
     published = asyncio.run(run())
     assert [topic for topic, _ in published] == ["CONTACT/ADD"]
+
+
+def _gateway(shipped, shipped_protos, mqtt: FakeMqtt, **delivery_args):
+    plan = gateway_plan(
+        shipped, shipped.nodes["gateway"], shipped_protos, Problems(shipped.located)
+    )
+    delivery = Delivery(
+        shipped.status_topic, mqtt, Outbox(60.0), logging.getLogger(), **delivery_args
+    )
+    return plan.mutations["addContact"], delivery
+
+
+def _command(add, name: str):
+    command = add.request()
+    command.contact.name = name
+    return command
+
+
+def test_commands_accepted_in_one_turn_go_in_one_message_in_order(shipped, shipped_protos):
+    mqtt = FakeMqtt(connected=True)
+    add, delivery = _gateway(shipped, shipped_protos, mqtt)
+
+    async def run():
+        names = [f"n{i}" for i in range(5)]
+        ids = await asyncio.gather(
+            *(delivery.publish(add, _command(add, n), f"k{i}") for i, n in enumerate(names))
+        )
+        return ids
+
+    ids = asyncio.run(run())
+    assert len(mqtt.published) == 1
+    topic, payload = mqtt.published[0]
+    assert topic == "CONTACT/ADD" and is_batch(payload)
+    commands = [add.request.FromString(c) for c in unpack(payload)]
+    assert [(c.contact.name, c.command_id) for c in commands] == [
+        (f"n{i}", ids[i]) for i in range(5)
+    ]
+
+
+def test_a_lone_command_is_its_own_message_as_before(shipped, shipped_protos):
+    mqtt = FakeMqtt(connected=True)
+    add, delivery = _gateway(shipped, shipped_protos, mqtt)
+
+    async def run():
+        first = await delivery.publish(add, _command(add, "one"), "k1")
+        await asyncio.sleep(0)
+        second = await delivery.publish(add, _command(add, "two"), "k2")  # a later turn
+        await asyncio.sleep(0)
+        return first, second
+
+    ids = asyncio.run(run())
+    assert [add.request.FromString(p).command_id for _, p in mqtt.published] == list(ids)
+
+
+def test_a_batch_is_no_larger_than_the_writers_take(shipped, shipped_protos):
+    mqtt = FakeMqtt(connected=True)
+    add, delivery = _gateway(shipped, shipped_protos, mqtt, batch_bytes=300)
+
+    async def run():
+        await asyncio.gather(
+            *(delivery.publish(add, _command(add, "x" * 50), f"k{i}") for i in range(10))
+        )
+        await asyncio.sleep(0)
+
+    asyncio.run(run())
+    assert 3 <= len(mqtt.published) <= 5 and all(len(p) <= 300 for _, p in mqtt.published)
+    assert sum(len(unpack(p)) if is_batch(p) else 1 for _, p in mqtt.published) == 10
+
+
+def test_commands_of_a_turn_the_broker_went_away_in_are_published_when_it_is_back(
+    shipped, shipped_protos
+):
+    mqtt = FakeMqtt(connected=True)
+    add, delivery = _gateway(shipped, shipped_protos, mqtt)
+
+    async def run():
+        delivery.connects = 1
+        accepted = [
+            asyncio.ensure_future(delivery.publish(add, _command(add, f"n{i}"), f"k{i}"))
+            for i in range(3)
+        ]
+        # the broker goes away after the three are accepted, before the end of their turn
+        asyncio.get_running_loop().call_soon(setattr, mqtt, "is_connected", False)
+        ids = await asyncio.gather(*accepted)
+        assert mqtt.published == [] and len(delivery.outbox) == 3
+        mqtt.is_connected = True
+        delivery.on_connect(mqtt)
+        redeliver = asyncio.ensure_future(delivery.redeliver())
+        while len(mqtt.published) < 3:
+            await asyncio.sleep(0.01)
+        redeliver.cancel()
+        return ids
+
+    ids = asyncio.run(run())
+    assert sorted(add.request.FromString(p).command_id for _, p in mqtt.published) == sorted(ids)
