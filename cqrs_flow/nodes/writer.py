@@ -36,7 +36,7 @@ from cqrs_flow.topology.access import shared, writer_subscriptions
 from cqrs_flow.topology.model import BrokerNode, WriterNode
 from cqrs_flow.transport.batches import CallBatcher
 from cqrs_flow.transport.command_batches import is_batch, unpack
-from cqrs_flow.transport.mqtt import connect, new_client
+from cqrs_flow.transport.mqtt import connect, discard_session, new_client
 from cqrs_flow.transport.rpc import ServiceClient
 from cqrs_flow.transport.tls import channel_security, mqtt_client_context
 
@@ -321,7 +321,20 @@ class WriterService(NodeService):
         self.resources.push_async_callback(stop_plugins, started, self.log)
         self.plugins = [p for p in started if isinstance(p, WriterPlugin)]  # all: the loader checks
         self.resources.push_async_callback(self._leave_broker)
-        await connect(self.mqtt, broker, tls=mqtt_client_context(self.topology, broker))
+        tls = mqtt_client_context(self.topology, broker)
+        if replica:
+            # The session this writer had before it had replicas (its own client id, a plain
+            # subscription, kept for ever so that a restarted writer misses nothing) would have
+            # the broker queue every command for it until a client of that id came back and
+            # applied them all again: each replica ends it first (once there is none, a no-op).
+            await discard_session(
+                self.topology.name,
+                self.node.name,
+                broker,
+                login=login_from_env(self.topology, self.node.name),
+                tls=tls,
+            )
+        await connect(self.mqtt, broker, tls=tls)
         self.resources.push_async_callback(self._finish_commands)  # commands may arrive now
         await self.subscribed.wait()
         self.log.info(

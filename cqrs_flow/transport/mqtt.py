@@ -29,6 +29,7 @@ __all__ = [
     "client_id",
     "command_bytes",
     "connect",
+    "discard_session",
     "keep_alive",
     "max_packet_bytes",
     "new_client",
@@ -172,6 +173,26 @@ def new_client(
     if login is not None:
         client.set_auth_credentials(login.user, login.password)
     return client
+
+
+async def discard_session(
+    system: str,
+    node: str,
+    broker: BrokerNode,
+    *,
+    login: MqttLogin | None = None,
+    tls: ssl.SSLContext | None = None,
+) -> None:
+    """End the persistent session the broker keeps for `node`'s client id, if it keeps one: a
+    connection with that id and a clean session, closed at once (the broker drops the session
+    and what it queued for it). Raises as `connect` does if the broker cannot be reached."""
+    tag = login.tag if login is not None and not broker.external else ""
+    client = BoundedClient(client_id(system, node, True, tag), clean_session=True)
+    client.connect_timeout = broker.connect_timeout
+    if login is not None:
+        client.set_auth_credentials(login.user, login.password)
+    await connect(client, broker, tls=tls)
+    await client.disconnect()
 
 
 async def connect(

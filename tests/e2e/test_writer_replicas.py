@@ -10,7 +10,8 @@ import re
 import uuid
 from collections import Counter
 
-from gmqtt.mqtt.constants import MQTTv311
+import gmqtt
+from gmqtt.mqtt.constants import MQTTv50, MQTTv311
 from system import EACH_COMMAND, EXAMPLES, System, acknowledged, prepare, wait_until
 
 from cqrs_flow.contracts.ordering import CommandClock
@@ -138,3 +139,48 @@ def test_replicas_share_the_commands_and_converge_whatever_the_order(mosquitto, 
         )
     finally:
         assert system.stop() == 0
+
+
+def test_replicas_end_the_session_their_single_writer_left_on_the_broker(mosquitto, tmp_path):
+    """The writer's session from before it had replicas (its own client id, a plain subscription
+    the broker keeps for ever) would have every command queued for it, to be applied again by
+    whatever connected with that id next: the replicas end it when they start."""
+    overrides = {"nodes.broker.url": f"mqtt://{mosquitto.target}", "nodes.writer.delay": "50ms"}
+    single = System(prepare("topology.yaml", tmp_path / "single", source=EXAMPLE, **overrides))
+    single.start()
+    assert single.stop() == 0  # its session stays on the broker
+    system = System(
+        prepare(
+            "topology.yaml",
+            tmp_path / "replicas",
+            source=EXAMPLE,
+            **overrides,
+            **{"nodes.writer.replicas": 2, "nodes.store.last_writer_wins": True},
+        ),
+        env=EACH_COMMAND,
+    ).start()
+    try:
+        answer = system.data('mutation { addContact(name: "While replicas ran") { status id } }')
+        assert answer["addContact"]["status"] == "OK"
+        key = answer["addContact"]["id"]
+        assert wait_until(lambda: system.data(f'{{ contact(id: "{key}") {{ id }} }}')["contact"])
+    finally:
+        assert system.stop() == 0
+
+    async def what_the_broker_kept() -> tuple[int, list[str]]:
+        login = system.mqtt_login("writer")
+        client = gmqtt.Client(
+            f"{system.topology.name}-writer", clean_session=False, session_expiry_interval=0
+        )
+        client.set_auth_credentials(login.user, login.password)
+        connected: list[int] = []
+        topics: list[str] = []
+        client.on_connect = lambda c, flags, rc, properties: connected.append(flags)
+        client.on_message = lambda c, topic, payload, qos, properties: topics.append(topic) or 0
+        await client.connect(mosquitto.host, mosquitto.port, version=MQTTv50)
+        await asyncio.sleep(1.0)  # what a kept session holds comes at once
+        await client.disconnect()
+        return connected[0], topics
+
+    session_present, delivered = asyncio.run(what_the_broker_kept())
+    assert (session_present, delivered) == (0, [])
