@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import random
 import re
+import time
 import uuid
 from collections import Counter
 
@@ -15,6 +16,7 @@ from gmqtt.mqtt.constants import MQTTv50, MQTTv311
 from system import EACH_COMMAND, EXAMPLES, System, acknowledged, prepare, wait_until
 
 from cqrs_flow.contracts.ordering import CommandClock
+from cqrs_flow.nodes.writer import GROUP_SESSION_EXPIRY
 
 EXAMPLE = EXAMPLES / "contacts-mosquitto" / "topology.yaml"
 ENTITIES = 60
@@ -145,6 +147,9 @@ def test_replicas_end_the_session_their_single_writer_left_on_the_broker(mosquit
     """The writer's session from before it had replicas (its own client id, a plain subscription
     the broker keeps for ever) would have every command queued for it, to be applied again by
     whatever connected with that id next: the replicas end it when they start."""
+    # The other test's replicas are members of the same share group: the broker keeps their
+    # sessions GROUP_SESSION_EXPIRY seconds after they went, handing them a share meanwhile.
+    time.sleep(GROUP_SESSION_EXPIRY + 1)
     overrides = {"nodes.broker.url": f"mqtt://{mosquitto.target}", "nodes.writer.delay": "50ms"}
     single = System(prepare("topology.yaml", tmp_path / "single", source=EXAMPLE, **overrides))
     single.start()
