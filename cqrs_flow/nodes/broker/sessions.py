@@ -36,6 +36,7 @@ from typing import Any
 
 from amqtt.adapters import ReaderAdapter, WriterAdapter
 from amqtt.broker import Broker
+from amqtt.contexts import Action
 from amqtt.errors import BrokerError, MQTTError, ProtocolHandlerError
 from amqtt.events import BrokerEvents, MQTTEvents
 from amqtt.mqtt.constants import QOS_0, QOS_1, QOS_2
@@ -401,6 +402,100 @@ class SessionBroker(Broker):  # type: ignore[misc]  # amqtt ships no type inform
         for topic in self._subscriptions:
             await self._publish_retained_messages_for_subscription((topic, QOS_0), client_session)
         await self._client_message_loop(client_session, handler)
+
+    async def _client_message_loop(
+        self, client_session: Session, handler: BrokerProtocolHandler
+    ) -> None:
+        """amqtt's loop over what a connection asks of the broker, which routes every message
+        its queue holds when it wakes: amqtt routed one a wake-up, with a task and an
+        `asyncio.wait` on four futures for each message."""
+        disconnect_waiter = asyncio.ensure_future(handler.wait_disconnect())
+        subscribe_waiter = asyncio.ensure_future(handler.get_next_pending_subscription())
+        unsubscribe_waiter = asyncio.ensure_future(handler.get_next_pending_unsubscription())
+        wait_deliver = asyncio.ensure_future(handler.mqtt_deliver_next_message())
+        queue = client_session.delivered_message_queue
+        loop = asyncio.get_running_loop()
+        connected = True
+        while connected:
+            try:
+                done, _ = await asyncio.wait(
+                    [disconnect_waiter, subscribe_waiter, unsubscribe_waiter, wait_deliver],
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                if disconnect_waiter in done:
+                    await self._handle_disconnect(client_session, handler, disconnect_waiter)
+                    connected = False
+                if subscribe_waiter in done:
+                    await self._handle_subscription(client_session, handler, subscribe_waiter)
+                    subscribe_waiter = asyncio.ensure_future(
+                        handler.get_next_pending_subscription()
+                    )
+                if unsubscribe_waiter in done:
+                    await self._handle_unsubscription(client_session, handler, unsubscribe_waiter)
+                    unsubscribe_waiter = asyncio.ensure_future(
+                        handler.get_next_pending_unsubscription()
+                    )
+                if wait_deliver in done:
+                    if not await self._handle_message_delivery(
+                        client_session, handler, wait_deliver
+                    ):
+                        break
+                    routed = True
+                    while routed and connected and not queue.empty():
+                        delivered = loop.create_future()
+                        delivered.set_result(queue.get_nowait())
+                        routed = await self._handle_message_delivery(
+                            client_session, handler, delivered
+                        )
+                    if not routed:
+                        break
+                    wait_deliver = asyncio.ensure_future(handler.mqtt_deliver_next_message())
+            except asyncio.CancelledError:
+                break
+        waiters = [disconnect_waiter, subscribe_waiter, unsubscribe_waiter, wait_deliver]
+        for waiter in waiters:
+            waiter.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)
+
+    async def _run_broadcast(self, running_tasks: collections.deque[asyncio.Task[Any]]) -> None:
+        """amqtt's broadcast of a message to its subscribers, for every message queued when the
+        broadcast loop wakes: amqtt's loop made a task and an `asyncio.wait` for each message.
+        The same steps as amqtt's for each subscriber (the RECEIVE check, a message kept for a
+        persistent session not connected, a task to publish it to a connected one), without
+        the debug lines amqtt formats whether they are logged or not."""
+        queue = self._broadcast_queue
+        broadcast = await queue.get()
+        while True:
+            await self._broadcast_one(broadcast, running_tasks)
+            if queue.empty():
+                return
+            broadcast = queue.get_nowait()
+
+    async def _broadcast_one(
+        self, broadcast: dict[str, Any], running_tasks: collections.deque[asyncio.Task[Any]]
+    ) -> None:
+        topic = broadcast["topic"]
+        for a_filter, subscriptions in self._subscriptions.items():
+            if not self._matches(topic, a_filter):
+                continue
+            for target, subscribed_qos in subscriptions:
+                qos = broadcast.get("qos", subscribed_qos)
+                if not await self._topic_filtering(target, topic=topic, action=Action.RECEIVE):
+                    log.info("%s may not receive messages on %r", target.client_id, topic)
+                    continue
+                connected = target.transitions.state == "connected"
+                if (
+                    not connected
+                    and not target.clean_session
+                    and qos in (QOS_1, QOS_2)
+                    and not target.is_anonymous
+                ):
+                    await self._retain_broadcast_message(broadcast, qos, target)
+                    continue
+                handler = self._get_handler(target) if connected else None
+                if handler is not None:
+                    publish = handler.mqtt_publish(topic, broadcast["data"], qos, retain=False)
+                    running_tasks.append(asyncio.ensure_future(publish))
 
     async def _handle_disconnect(
         self,
