@@ -227,3 +227,30 @@ def test_the_keep_alive_timer_fires_only_after_a_silence():
         handler._read_timer.cancel()
 
     asyncio.run(scenario())
+
+
+def test_a_refused_publish_is_dropped_and_a_wildcard_topic_is_discarded(caplog):
+    """The routing of a published message keeps amqtt's checks: a topic outside the login's ACL
+    is acknowledged and dropped, a PUBLISH to a wildcard is discarded unacknowledged (as
+    amqtt's decoding does); the connection goes on either way."""
+
+    async def scenario():
+        async with Broker() as broker:
+            writer = await broker.open()
+            assert (await writer.connect("writer-1", "writer"))[3] == 0
+            await writer.subscribe(TOPIC)
+            gateway = await broker.open()
+            assert (await gateway.connect("gateway-1", "gateway", clean=True))[3] == 0
+            await gateway.send(qos1_publish("OTHER", 1, b"m0001"))
+            await gateway.send(qos1_publish("CONTACT/+", 2, b"m0002"))
+            await gateway.send(qos1_publish(TOPIC, 3, b"m0003"))
+            got = await writer.received(1)
+            assert got[0][0][:5] == b"m0003"  # the others never came
+            acks = [await gateway.packet() for _ in range(2)]
+            assert acks == [(4, 0, bytes([0, n])) for n in (1, 3)]
+            gateway.close()
+            writer.close()
+
+    with caplog.at_level(logging.INFO, "cqrs_flow.broker"):
+        asyncio.run(scenario())
+    assert "refused: 'gateway' may not publish to 'OTHER'" in caplog.text
