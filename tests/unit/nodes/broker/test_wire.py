@@ -17,6 +17,7 @@ from amqtt.mqtt.publish import PublishPacket
 from cqrs_flow.nodes.broker.access import PacketLimit, PacketTooLarge
 from cqrs_flow.nodes.broker.wire import CoalescingWriter, decode
 
+from ...helpers import until
 from .test_access import publish_packet, remaining_length
 from .test_sessions import TOPIC, Broker
 
@@ -176,8 +177,9 @@ def test_an_aborted_writer_drops_what_it_holds_and_a_large_write_goes_at_once():
 
 
 def test_a_burst_is_acknowledged_and_delivered_in_order_with_fewer_sends(caplog):
-    """200 QoS 1 publishes in one write: 200 PUBACKs in order, 200 deliveries in order, and the
-    PUBACKs come in far fewer reads than packets (one send a loop turn)."""
+    """200 QoS 1 publishes in one write: 200 PUBACKs in order, in far fewer reads than packets
+    (one send a loop turn), 200 deliveries in order, each kept in the session until its PUBACK
+    and then no longer."""
 
     async def scenario():
         async with Broker() as broker:
@@ -196,8 +198,13 @@ def test_a_burst_is_acknowledged_and_delivered_in_order_with_fewer_sends(caplog)
                 reads += 1
             assert acks == b"".join(b"\x40\x02" + n.to_bytes(2, "big") for n in range(1, 201))
             assert reads < 50
-            got = await writer.received(200)
+            got = await writer.received(200, ack=False)
             assert [payload[:5] for payload, _ in got] == [b"m%04d" % n for n in range(1, 201)]
+            assert len(broker.session.inflight_out) == 200  # kept until acknowledged
+            for packet_id in list(broker.session.inflight_out):
+                await writer.send(b"\x40\x02" + packet_id.to_bytes(2, "big"))
+            handler = broker.broker._sessions["writer-1"][1]
+            await until(lambda: not broker.session.inflight_out and not handler._puback_waiters)
             gateway.close()
             writer.close()
 
