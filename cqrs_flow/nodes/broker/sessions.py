@@ -239,14 +239,10 @@ class SessionHandler(BrokerProtocolHandler):  # type: ignore[misc]  # amqtt ship
         packet = app_message.build_publish_packet(dup=app_message.publish_packet is not None)
         await self._send_packet(packet)
         app_message.publish_packet = packet
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[PubackPacket] = loop.create_future()
+        waiter: asyncio.Future[PubackPacket] = asyncio.get_running_loop().create_future()
         self._puback_waiters[packet_id] = waiter
-        # A timer that fails the waiter, rather than asyncio.wait_for's second future and
-        # callbacks for each message.
-        timer = loop.call_later(PUBACK_WAIT, _time_out, waiter)
         try:
-            app_message.puback_packet = await waiter
+            app_message.puback_packet = await asyncio.wait_for(waiter, PUBACK_WAIT)
         except asyncio.TimeoutError:
             log.debug(
                 "no PUBACK of message %d from %r within %gs: sent again on its next connection",
@@ -260,7 +256,6 @@ class SessionHandler(BrokerProtocolHandler):  # type: ignore[misc]  # amqtt ship
                 return  # the connection ended (stop() cancels the waiters): kept for the next
             raise
         finally:
-            timer.cancel()
             if self._puback_waiters.get(packet_id) is waiter:
                 del self._puback_waiters[packet_id]
         if session.inflight_out.get(packet_id) is app_message:
@@ -306,11 +301,6 @@ HANDLERS = {
     PINGRESP: "handle_pingresp",
     DISCONNECT: "handle_disconnect",
 }  # packet type -> amqtt's handler method
-
-
-def _time_out(waiter: asyncio.Future[Any]) -> None:
-    if not waiter.done():
-        waiter.set_exception(asyncio.TimeoutError())
 
 
 def _listened(plugins: Any, event: str) -> bool:
@@ -466,51 +456,6 @@ class SessionBroker(Broker):  # type: ignore[misc]  # amqtt ships no type inform
         for waiter in waiters:
             waiter.cancel()
         await asyncio.gather(*waiters, return_exceptions=True)
-
-    async def _handle_message_delivery(
-        self,
-        client_session: Session,
-        handler: BrokerProtocolHandler,
-        wait_deliver: asyncio.Future[Any],
-    ) -> bool:
-        """amqtt's routing of a message a client published (the topic's checks, the publish
-        check, the broadcast, a retained message kept), with its plugin events fired only when
-        a plugin listens to them and no debug line formatted per message. False ends the
-        connection, as in amqtt."""
-        app_message = wait_deliver.result()
-        plugins = self.plugins_manager
-        if _listened(plugins, BrokerEvents.MESSAGE_RECEIVED):
-            await plugins.fire_event(
-                BrokerEvents.MESSAGE_RECEIVED,
-                client_id=client_session.client_id,
-                message=app_message,
-            )
-        if app_message is None:
-            return True
-        topic = app_message.topic
-        client_id = client_session.client_id
-        if not topic:
-            log.warning("[MQTT-4.7.3-1] %s sent a PUBLISH without a topic: closing", client_id)
-            return False
-        if "#" in topic or "+" in topic:
-            log.warning("[MQTT-3.3.2-2] %s published to a wildcard: closing", client_id)
-            return False
-        if topic.startswith("$"):
-            log.warning(
-                "[MQTT-4.7.2-1] %s published to a topic starting with $: closing", client_id
-            )
-            return False
-        if not await self._topic_filtering(client_session, topic=topic, action=Action.PUBLISH):
-            log.info("%s may not publish to %r: message dropped", client_id, topic)
-            return True
-        if _listened(plugins, BrokerEvents.MESSAGE_BROADCAST):
-            await plugins.fire_event(
-                BrokerEvents.MESSAGE_BROADCAST, client_id=client_id, message=app_message
-            )
-        await self._broadcast_message(client_session, topic, app_message.data)
-        if app_message.publish_packet and app_message.publish_packet.retain_flag:
-            await self.retain_message(client_session, topic, app_message.data, app_message.qos)
-        return True
 
     async def _run_broadcast(self, running_tasks: collections.deque[asyncio.Task[Any]]) -> None:
         """amqtt's broadcast of a message to its subscribers, for every message queued when the
