@@ -15,7 +15,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
-from amqtt.adapters import ReaderAdapter, StreamReaderAdapter, StreamWriterAdapter, WriterAdapter
+from amqtt.adapters import ReaderAdapter, StreamReaderAdapter, WriterAdapter
 from amqtt.contexts import Action, BaseContext
 from amqtt.errors import AMQTTError, MQTTError, NoDataError
 from amqtt.mqtt.connack import (
@@ -30,7 +30,6 @@ from amqtt.session import Session
 from amqtt.utils import gen_client_id
 
 from cqrs_flow.nodes.broker.sessions import SessionBroker, SessionHandler
-from cqrs_flow.nodes.broker.wire import CoalescingWriter
 from cqrs_flow.security.mqtt_logins import password_digest
 from cqrs_flow.topology.access import MqttAccess
 
@@ -341,8 +340,6 @@ class RoutingBroker(SessionBroker):
             await writer.close()
             return
         self._open[address] = self._open.get(address, 0) + 1
-        if type(writer) is StreamWriterAdapter:  # TCP, plain or TLS: one send a loop turn
-            writer = CoalescingWriter(writer._writer)
         try:
             limited = PacketLimit(
                 reader, self.max_packet_bytes, f"{address}:{peer[1] if peer else 0}"
