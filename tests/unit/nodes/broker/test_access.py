@@ -446,3 +446,44 @@ def test_connect_protocol_reads_the_name_and_level():
     assert connect_protocol(b"\x30\x02\x00\x00") is None  # a PUBLISH
     assert connect_protocol(b"\x10\x05\x00\x04MQ") is None  # cut short
     assert connect_protocol(b"") is None
+
+
+def test_the_topic_acl_is_decided_without_a_task_and_each_refusal_is_logged(caplog):
+    """RoutingBroker asks TopicAccess directly (amqtt's plugin manager made a task per check),
+    remembers its decisions, and still logs every refused publish."""
+    from amqtt.contexts import Action
+    from amqtt.session import Session
+
+    async def scenario():
+        async with Broker() as broker:
+            manager = broker.broker.plugins_manager
+
+            async def no_task(**kwargs):
+                raise AssertionError("the plugin manager was asked")
+
+            manager.map_plugin_topic = no_task
+            session = Session()
+            session.username = "gateway"
+            check = broker.broker._topic_filtering
+            results = [
+                await check(session, topic="CONTACT/ADD", action=Action.PUBLISH),
+                await check(session, topic="CONTACT/ADD", action=Action.PUBLISH),
+                await check(session, topic="OTHER", action=Action.PUBLISH),
+                await check(session, topic="OTHER", action=Action.PUBLISH),
+                await check(session, topic="contacts/status", action=Action.SUBSCRIBE),
+                await check(session, topic="CONTACT/ADD", action=Action.SUBSCRIBE),
+                await check(session, topic="anything", action=Action.RECEIVE),
+            ]
+            session.username = "nobody"
+            results.append(await check(session, topic="CONTACT/ADD", action=Action.PUBLISH))
+            return results
+
+    with caplog.at_level(logging.WARNING, "cqrs_flow.broker"):
+        assert asyncio.run(scenario()) == [True, True, False, False, True, False, True, False]
+    refusals = [r.getMessage() for r in caplog.records if r.getMessage().startswith("refused:")]
+    assert refusals == [
+        "refused: 'gateway' may not publish to 'OTHER' (not in its access list from the topology)",
+    ] * 2 + [
+        "refused: 'gateway' may not subscribe to 'CONTACT/ADD' (not in its access list from the "
+        "topology)"
+    ]
