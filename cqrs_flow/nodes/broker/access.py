@@ -15,7 +15,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
-from amqtt.adapters import ReaderAdapter, StreamReaderAdapter, WriterAdapter
+from amqtt.adapters import ReaderAdapter, WriterAdapter
 from amqtt.contexts import Action, BaseContext
 from amqtt.errors import AMQTTError, MQTTError, NoDataError
 from amqtt.mqtt.connack import (
@@ -38,7 +38,6 @@ __all__ = ["NodeLogin", "PacketLimit", "RoutingBroker", "TopicAccess", "connect_
 log = logging.getLogger("cqrs_flow.broker")
 
 NOT_LOGGED_IN = "not logged in"
-DECISIONS_KEPT = 4096  # ACL decisions remembered by TopicAccess (cleared when full)
 _listener: ContextVar[str] = ContextVar("cqrs_flow_broker_listener")  # of the connection at hand
 
 
@@ -84,9 +83,6 @@ class TopicAccess(BaseTopicPlugin):  # type: ignore[misc]  # amqtt ships no type
             )
             for user in users
         }
-        # (user, topic, action) -> allowed: the ACL is the topology's, fixed while the broker
-        # runs (the plugin's config is read once, at start), so a decision never goes stale.
-        self._decided: dict[tuple[str, str, Action | None], bool] = {}
 
     async def topic_filtering(
         self,
@@ -95,39 +91,25 @@ class TopicAccess(BaseTopicPlugin):  # type: ignore[misc]  # amqtt ships no type
         topic: str | None = None,
         action: Action | None = None,
     ) -> bool:
-        return self.allows(session, topic, action)
-
-    def allows(self, session: Session | None, topic: str | None, action: Action | None) -> bool:
-        """`topic_filtering` without the await: RoutingBroker calls it directly for each message
-        (amqtt's plugin manager made a task per check). A refusal is logged each time."""
         if action == Action.RECEIVE:
             return True  # the subscription was checked when it was made
-        user = (session.username or "") if session else ""
-        if user not in self._access or topic is None:
+        access = self._access.get(session.username or "") if session else None
+        if access is None or topic is None:
             return False
-        key = (user, topic, action)
-        allowed = self._decided.get(key)
-        if allowed is None:
-            allowed = self._decide(user, topic, action)
-            if len(self._decided) >= DECISIONS_KEPT:
-                self._decided.clear()  # topics come from clients: the memory stays bounded
-            self._decided[key] = allowed
+        if action == Action.PUBLISH:
+            allowed = access.may_publish(topic)
+        elif action == Action.SUBSCRIBE:
+            allowed = access.may_subscribe(topic)
+        else:
+            allowed = False
         if not allowed:
             log.warning(
                 "refused: %r may not %s %r (not in its access list from the topology)",
-                user,
+                access.user,
                 "publish to" if action == Action.PUBLISH else "subscribe to",
                 topic,
             )
         return allowed
-
-    def _decide(self, user: str, topic: str, action: Action | None) -> bool:
-        access = self._access[user]
-        if action == Action.PUBLISH:
-            return access.may_publish(topic)
-        if action == Action.SUBSCRIBE:
-            return access.may_subscribe(topic)
-        return False
 
 
 def connect_protocol(packet: bytes) -> tuple[str, int] | None:
@@ -170,8 +152,6 @@ class PacketLimit(ReaderAdapter):  # type: ignore[misc]  # amqtt ships no type i
         self._header = b""  # of the packet being read, not yet handed over
         self._body = 0  # bytes of its body not yet handed over
         self._replay = b""  # bytes read ahead (by `first_packet`), handed over first
-        # The asyncio stream under amqtt's adapter, read directly by `read_packet`.
-        self._stream = reader._reader if isinstance(reader, StreamReaderAdapter) else None
 
     async def first_packet(self) -> bytes:
         """The first packet of the connection, header and body, read ahead: amqtt's reads get
@@ -201,38 +181,6 @@ class PacketLimit(ReaderAdapter):  # type: ignore[misc]  # amqtt ships no type i
             data += chunk
         return bytes(data)
 
-    async def read_packet(self) -> tuple[int, bytes]:
-        """The next packet whole: its first byte (type and flags) and its body, a packet over the
-        limit refused as `read` refuses it. Two reads of the stream for most packets (amqtt's
-        reads through `read` take one per field). Raises IncompleteReadError at the end of the
-        stream, MQTTError at a remaining length MQTT does not allow (the stream cannot be
-        framed past it)."""
-        stream = self._stream
-        if stream is None or self._replay or self._header or self._body:
-            return await self._read_packet_through_read()
-        head = await stream.readexactly(2)
-        length, shift, byte = 0, 0, head[1]
-        while True:
-            length += (byte & 0x7F) << shift
-            if not byte & 0x80:
-                break
-            shift += 7
-            if shift > 21:
-                raise MQTTError("a remaining length of more than 4 bytes")
-            byte = (await stream.readexactly(1))[0]
-        if length > self.limit:
-            self._refuse(head[0], length)
-        return head[0], await stream.readexactly(length) if length else b""
-
-    async def _read_packet_through_read(self) -> tuple[int, bytes]:
-        head = await self.read(2)
-        while head[-1] & 0x80:
-            if len(head) >= 5:
-                raise MQTTError("a remaining length of more than 4 bytes")
-            head += await self.read(1)
-        length = sum((byte & 0x7F) << (7 * i) for i, byte in enumerate(head[1:]))
-        return head[0], await self.read(length) if length else b""
-
     async def _next_header(self) -> None:
         header = bytearray(await self._reader.read(1))
         length, shift = 0, 0
@@ -247,21 +195,18 @@ class PacketLimit(ReaderAdapter):  # type: ignore[misc]  # amqtt ships no type i
             self._header = bytes(header)
             return
         if length > self.limit:
-            self._refuse(header[0], length)
+            what = PACKET_TYPES.get(header[0] >> 4, f"type {header[0] >> 4}")
+            log.warning(
+                "closed the connection of %s (from %s): a %s packet of %d bytes, over the "
+                "broker's limit of %d bytes (from the largest payload_bytes of its writers)",
+                self.login or "a client not logged in",
+                self.peer,
+                what,
+                length,
+                self.limit,
+            )
+            raise PacketTooLarge(f"a {what} packet of {length} bytes from {self.peer}")
         self._header, self._body = bytes(header), length
-
-    def _refuse(self, first: int, length: int) -> None:
-        what = PACKET_TYPES.get(first >> 4, f"type {first >> 4}")
-        log.warning(
-            "closed the connection of %s (from %s): a %s packet of %d bytes, over the "
-            "broker's limit of %d bytes (from the largest payload_bytes of its writers)",
-            self.login or "a client not logged in",
-            self.peer,
-            what,
-            length,
-            self.limit,
-        )
-        raise PacketTooLarge(f"a {what} packet of {length} bytes from {self.peer}")
 
     def feed_eof(self) -> None:
         self._reader.feed_eof()
@@ -310,7 +255,6 @@ class RoutingBroker(SessionBroker):
         super().__init__(*args, **kwargs)
         self._open: dict[str, int] = {}  # IP address -> connections open from it
         self._capped: set[str] = set()  # addresses told they have too many open
-        self._topic_access: TopicAccess | bool | None = None  # the ACL plugin; False: not alone
 
     async def start(self) -> None:
         """amqtt's start, which leaves the listeners it opened open when a later step of it
@@ -517,23 +461,6 @@ class RoutingBroker(SessionBroker):
                 self.sessions_per_user,
             )
         return True
-
-    async def _topic_filtering(self, session: Session, topic: str, action: Action) -> bool:
-        """amqtt's check of a publish (and of each delivery) against the topic plugins, which
-        made a task per plugin per message and gathered them: with TopicAccess the only topic
-        plugin, as BrokerService configures it, its decision is taken here without a task."""
-        if self._topic_access is None:
-            plugins = getattr(self.plugins_manager, "_topic_plugins", None)
-            only = plugins[0] if isinstance(plugins, list) and len(plugins) == 1 else None
-            self._topic_access = only if isinstance(only, TopicAccess) else False
-        if not isinstance(self._topic_access, TopicAccess) or not self._filtering():
-            allowed: bool = await super()._topic_filtering(session, topic, action)
-            return allowed
-        return self._topic_access.allows(session, topic, action)
-
-    def _filtering(self) -> bool:
-        enabled: bool = self.plugins_manager.is_topic_filtering_enabled()
-        return enabled
 
     async def _may_publish_will(self, session: Session) -> bool:
         """The check a publish gets, for the session's will (a topic name: no wildcard, no $)."""

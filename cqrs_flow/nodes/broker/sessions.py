@@ -29,41 +29,18 @@ for at most `CLOSE_WAIT` seconds.
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
-from collections.abc import Callable, Coroutine
 from typing import Any
 
 from amqtt.adapters import ReaderAdapter, WriterAdapter
 from amqtt.broker import Broker
-from amqtt.contexts import Action
-from amqtt.errors import BrokerError, MQTTError, ProtocolHandlerError
-from amqtt.events import BrokerEvents, MQTTEvents
-from amqtt.mqtt.constants import QOS_0, QOS_1, QOS_2
+from amqtt.errors import BrokerError
+from amqtt.events import BrokerEvents
+from amqtt.mqtt.constants import QOS_0, QOS_1
 from amqtt.mqtt.disconnect import DisconnectPacket
-from amqtt.mqtt.packet import (
-    CONNACK,
-    CONNECT,
-    DISCONNECT,
-    PINGREQ,
-    PINGRESP,
-    PUBACK,
-    PUBCOMP,
-    PUBLISH,
-    PUBREC,
-    PUBREL,
-    RESERVED_0,
-    RESERVED_15,
-    SUBACK,
-    SUBSCRIBE,
-    UNSUBACK,
-    UNSUBSCRIBE,
-)
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.mqtt.puback import PubackPacket
 from amqtt.session import OUTGOING, ApplicationMessage, OutgoingApplicationMessage, Session
-
-from cqrs_flow.nodes.broker.wire import decode
 
 __all__ = ["CLOSE_WAIT", "PUBACK_WAIT", "SessionBroker", "SessionHandler", "abort"]
 
@@ -107,119 +84,6 @@ class SessionHandler(BrokerProtocolHandler):  # type: ignore[misc]  # amqtt ship
             topic, data, qos, retain, ack_timeout
         )
         return message
-
-    async def start(self) -> None:
-        """amqtt's start, without the timer amqtt re-arms at every packet sent to call
-        `handle_write_timeout`, which does nothing in the broker."""
-        await super().start()
-        timer: asyncio.TimerHandle | None = getattr(self, "_keepalive_task", None)
-        if timer is not None:
-            timer.cancel()
-            self._keepalive_task = None
-
-    async def _reader_loop(self) -> None:
-        """amqtt's reader loop, without a task per read and per packet for the traffic itself.
-
-        amqtt wraps each read of a packet in `asyncio.wait_for` (a task per read) for the
-        keep-alive, and hands each packet to a task of its own. Here a packet is read whole
-        (PacketLimit.read_packet: two reads of the stream, which do not wait when a burst is
-        buffered), a PUBLISH of QoS 0 or 1 and a PUBACK are handled in the loop itself, in the
-        order they came (their handling waits only for the connection's writes to drain), and
-        the other packets get a task each as in amqtt. The keep-alive is one timer, re-armed
-        when it fires if a packet came meanwhile; when none did it calls
-        `handle_read_timeout` as amqtt does (in the broker, nothing). A remaining length MQTT
-        does not allow ends the connection: amqtt went on reading, out of step with the stream.
-        A reader without `read_packet` gets amqtt's loop."""
-        read_packet = getattr(self.reader, "read_packet", None)
-        if read_packet is None or self.session is None or self._reader_ready is None:
-            await super()._reader_loop()
-            return
-        loop = asyncio.get_running_loop()
-        tasks: collections.deque[asyncio.Task[None]] = collections.deque()
-        keep_alive = self.session.keep_alive if self.session.keep_alive > 0 else None
-        self._last_read = loop.time()
-        if keep_alive is not None:
-            self._read_timer = loop.call_later(keep_alive, self._check_read, keep_alive)
-        self._reader_ready.set()
-        try:
-            while True:
-                try:
-                    first, body = await read_packet()
-                except (asyncio.IncompleteReadError, ConnectionError):
-                    break  # the end of the stream (or a packet over the limit)
-                self._last_read = loop.time()
-                try:
-                    packet = await decode(first, body)
-                    if first >> 4 == PUBLISH and (first >> 1) & 0x03 != QOS_2:
-                        await self.handle_publish(packet)
-                    elif first >> 4 == PUBACK:
-                        await self.handle_puback(packet)
-                    elif first >> 4 in (RESERVED_0, RESERVED_15):
-                        log.warning(
-                            "closed the connection of %r: a packet of a reserved type",
-                            self.session.client_id,
-                        )
-                        break
-                    else:
-                        handle = self._handler_of(first >> 4)
-                        if handle is None:
-                            continue
-                        while tasks and tasks[0].done():
-                            tasks.popleft()
-                        tasks.append(asyncio.create_task(handle(packet)))
-                except MQTTError as exc:
-                    log.debug("discarded a packet from %r: %s", self.session.client_id, exc)
-        except MQTTError as exc:
-            log.warning("closed the connection of %r: %s", self.session.client_id, exc)
-        except asyncio.CancelledError:
-            pass  # stop() ends the loop
-        except ProtocolHandlerError as exc:  # a write the cancellation cut short
-            if not isinstance(exc.__cause__, asyncio.CancelledError):
-                log.warning("reading from %r failed: %r", self.session.client_id, exc)
-        except Exception as exc:  # amqtt's loop ends at any error, too
-            log.warning("reading from %r failed: %r", self.session.client_id, exc)
-        if self._read_timer is not None:
-            self._read_timer.cancel()
-        while tasks:
-            tasks.popleft().cancel()
-        await self.handle_connection_closed()
-        self._reader_stopped.set()
-        await self.stop()
-
-    _last_read = 0.0  # loop time of the last packet read
-    _read_timer: asyncio.TimerHandle | None = None
-
-    def _check_read(self, keep_alive: float) -> None:
-        """The keep-alive timer: fires again `keep_alive` after the last packet read."""
-        loop = asyncio.get_running_loop()
-        due = self._last_read + keep_alive
-        if due <= loop.time():
-            self.handle_read_timeout()
-            due = loop.time() + keep_alive
-        self._read_timer = loop.call_at(due, self._check_read, keep_alive)
-
-    def _handler_of(self, kind: int) -> Callable[[Any], Coroutine[Any, Any, None]] | None:
-        """amqtt's handler of a packet type (None for a type the broker does not take)."""
-        name = HANDLERS.get(kind)
-        return getattr(self, name) if name else None
-
-    async def _send_packet(self, packet: Any) -> None:
-        """amqtt's send of a packet, without its lock (a write is one call, not interleaved),
-        its timestamp and its write-timer re-armed (see `start`); the PACKET_SENT event is
-        fired only when a plugin listens to it."""
-        try:
-            writer = self.writer
-            if writer is not None:
-                writer.write(packet.to_bytes())
-                await writer.drain()
-            if _listened(self.plugins_manager, MQTTEvents.PACKET_SENT):
-                await self.plugins_manager.fire_event(
-                    MQTTEvents.PACKET_SENT, packet=packet, session=self.session
-                )
-        except (ConnectionResetError, BrokenPipeError):
-            await self.handle_connection_closed()
-        except asyncio.CancelledError as exc:
-            raise ProtocolHandlerError("Packet handling was cancelled") from exc
 
     async def _handle_qos1_message_flow(self, app_message: ApplicationMessage) -> None:
         """amqtt's flow for an outgoing QoS 1 message, but for what happens without a PUBACK:
@@ -283,30 +147,6 @@ class SessionHandler(BrokerProtocolHandler):  # type: ignore[misc]  # amqtt ship
         if not done:
             abort(self.writer)
         await stopping
-
-
-HANDLERS = {
-    CONNECT: "handle_connect",
-    CONNACK: "handle_connack",
-    PUBLISH: "handle_publish",
-    PUBACK: "handle_puback",
-    PUBREC: "handle_pubrec",
-    PUBREL: "handle_pubrel",
-    PUBCOMP: "handle_pubcomp",
-    SUBSCRIBE: "handle_subscribe",
-    SUBACK: "handle_suback",
-    UNSUBSCRIBE: "handle_unsubscribe",
-    UNSUBACK: "handle_unsuback",
-    PINGREQ: "handle_pingreq",
-    PINGRESP: "handle_pingresp",
-    DISCONNECT: "handle_disconnect",
-}  # packet type -> amqtt's handler method
-
-
-def _listened(plugins: Any, event: str) -> bool:
-    """Whether a plugin listens to `event` (amqtt's fire_event returns at once otherwise)."""
-    callbacks = getattr(plugins, "_event_plugin_callbacks", None)
-    return callbacks is None or bool(callbacks.get(event))
 
 
 def _settled(task: asyncio.Future[Any]) -> None:
@@ -402,100 +242,6 @@ class SessionBroker(Broker):  # type: ignore[misc]  # amqtt ships no type inform
         for topic in self._subscriptions:
             await self._publish_retained_messages_for_subscription((topic, QOS_0), client_session)
         await self._client_message_loop(client_session, handler)
-
-    async def _client_message_loop(
-        self, client_session: Session, handler: BrokerProtocolHandler
-    ) -> None:
-        """amqtt's loop over what a connection asks of the broker, which routes every message
-        its queue holds when it wakes: amqtt routed one a wake-up, with a task and an
-        `asyncio.wait` on four futures for each message."""
-        disconnect_waiter = asyncio.ensure_future(handler.wait_disconnect())
-        subscribe_waiter = asyncio.ensure_future(handler.get_next_pending_subscription())
-        unsubscribe_waiter = asyncio.ensure_future(handler.get_next_pending_unsubscription())
-        wait_deliver = asyncio.ensure_future(handler.mqtt_deliver_next_message())
-        queue = client_session.delivered_message_queue
-        loop = asyncio.get_running_loop()
-        connected = True
-        while connected:
-            try:
-                done, _ = await asyncio.wait(
-                    [disconnect_waiter, subscribe_waiter, unsubscribe_waiter, wait_deliver],
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-                if disconnect_waiter in done:
-                    await self._handle_disconnect(client_session, handler, disconnect_waiter)
-                    connected = False
-                if subscribe_waiter in done:
-                    await self._handle_subscription(client_session, handler, subscribe_waiter)
-                    subscribe_waiter = asyncio.ensure_future(
-                        handler.get_next_pending_subscription()
-                    )
-                if unsubscribe_waiter in done:
-                    await self._handle_unsubscription(client_session, handler, unsubscribe_waiter)
-                    unsubscribe_waiter = asyncio.ensure_future(
-                        handler.get_next_pending_unsubscription()
-                    )
-                if wait_deliver in done:
-                    if not await self._handle_message_delivery(
-                        client_session, handler, wait_deliver
-                    ):
-                        break
-                    routed = True
-                    while routed and connected and not queue.empty():
-                        delivered = loop.create_future()
-                        delivered.set_result(queue.get_nowait())
-                        routed = await self._handle_message_delivery(
-                            client_session, handler, delivered
-                        )
-                    if not routed:
-                        break
-                    wait_deliver = asyncio.ensure_future(handler.mqtt_deliver_next_message())
-            except asyncio.CancelledError:
-                break
-        waiters = [disconnect_waiter, subscribe_waiter, unsubscribe_waiter, wait_deliver]
-        for waiter in waiters:
-            waiter.cancel()
-        await asyncio.gather(*waiters, return_exceptions=True)
-
-    async def _run_broadcast(self, running_tasks: collections.deque[asyncio.Task[Any]]) -> None:
-        """amqtt's broadcast of a message to its subscribers, for every message queued when the
-        broadcast loop wakes: amqtt's loop made a task and an `asyncio.wait` for each message.
-        The same steps as amqtt's for each subscriber (the RECEIVE check, a message kept for a
-        persistent session not connected, a task to publish it to a connected one), without
-        the debug lines amqtt formats whether they are logged or not."""
-        queue = self._broadcast_queue
-        broadcast = await queue.get()
-        while True:
-            await self._broadcast_one(broadcast, running_tasks)
-            if queue.empty():
-                return
-            broadcast = queue.get_nowait()
-
-    async def _broadcast_one(
-        self, broadcast: dict[str, Any], running_tasks: collections.deque[asyncio.Task[Any]]
-    ) -> None:
-        topic = broadcast["topic"]
-        for a_filter, subscriptions in self._subscriptions.items():
-            if not self._matches(topic, a_filter):
-                continue
-            for target, subscribed_qos in subscriptions:
-                qos = broadcast.get("qos", subscribed_qos)
-                if not await self._topic_filtering(target, topic=topic, action=Action.RECEIVE):
-                    log.info("%s may not receive messages on %r", target.client_id, topic)
-                    continue
-                connected = target.transitions.state == "connected"
-                if (
-                    not connected
-                    and not target.clean_session
-                    and qos in (QOS_1, QOS_2)
-                    and not target.is_anonymous
-                ):
-                    await self._retain_broadcast_message(broadcast, qos, target)
-                    continue
-                handler = self._get_handler(target) if connected else None
-                if handler is not None:
-                    publish = handler.mqtt_publish(topic, broadcast["data"], qos, retain=False)
-                    running_tasks.append(asyncio.ensure_future(publish))
 
     async def _handle_disconnect(
         self,
