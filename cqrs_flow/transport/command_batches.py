@@ -2,8 +2,9 @@
 
 Every MQTT message costs the broker, the gateway and the writer a fixed amount of work (a
 packet in, an acknowledgement, a packet out per subscriber, a task or two in each); under load
-that was most of what the embedded broker did. A gateway that publishes several commands on one
-topic in the same turn of its event loop sends them as one message, a batch; a writer takes each
+that was most of what the embedded broker did. A gateway that accepts several commands on one
+topic one after the other in the same turn of its event loop publishes them as one message, a
+batch (in the order it accepted them, across topics too); a writer takes each
 command of a batch as it takes a command of its own message (checked, set aside or applied in its
 entity's lane) and acknowledges the message once every command of it is done.
 

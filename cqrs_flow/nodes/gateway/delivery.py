@@ -7,6 +7,7 @@ than any writer takes (the embedded broker would close the connection of a packe
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from typing import Any
 
@@ -58,9 +59,9 @@ class Delivery:
         self.book = book if book is not None else CommandBook()
         self.clock = CommandClock()  # command ids in the order this gateway accepts commands
         self.republish = asyncio.Event()  # set: publish what is due now, not at the next tick
-        # Commands accepted in this turn of the loop, by topic, in order: published at the end
-        # of the turn, several to a message (transport/command_batches.py).
-        self._turn: dict[str, list[bytes]] = {}
+        # Commands accepted in this turn of the loop, in order, with their topics: published at
+        # the end of the turn, several to a message (transport/command_batches.py).
+        self._turn: list[tuple[str, bytes]] = []
         self.connects = 0
         mqtt.on_connect = self.on_connect
         mqtt.on_message = self.on_status
@@ -151,18 +152,20 @@ class Delivery:
             return command_id
         if not self._turn:
             asyncio.get_running_loop().call_soon(self._publish_turn)
-        self._turn.setdefault(plan.topic, []).append(payload)
+        self._turn.append((plan.topic, payload))
         return command_id
 
     def _publish_turn(self) -> None:
-        """Publish the commands accepted in the turn that ended, each topic's several to a
-        message (at most MAX_COMMANDS and `batch_bytes` a message), a lone one as it is. All
-        of them are in the outbox: with the broker gone meanwhile, they go when it is back."""
-        turn, self._turn = self._turn, {}
+        """Publish the commands accepted in the turn that ended, in the order they were accepted:
+        each run of commands on one topic as few messages as hold it (at most MAX_COMMANDS and
+        `batch_bytes` a message), a lone one as it is. Runs, not topics: an add and then an
+        update of one entity, on two topics, must reach the writer in that order. All of them
+        are in the outbox: with the broker gone meanwhile, they go when it is back."""
+        turn, self._turn = self._turn, []
         if not self.mqtt.is_connected:
             return
-        for topic, payloads in turn.items():
-            for message in messages(payloads, self.batch_bytes):
+        for topic, run in itertools.groupby(turn, key=lambda entry: entry[0]):
+            for message in messages([payload for _, payload in run], self.batch_bytes):
                 self.mqtt.publish(topic, message, qos=1)
 
     def _sized(self, payload: bytes) -> bytes:

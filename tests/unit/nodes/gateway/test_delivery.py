@@ -242,3 +242,31 @@ def test_commands_of_a_turn_the_broker_went_away_in_are_published_when_it_is_bac
 
     ids = asyncio.run(run())
     assert sorted(add.request.FromString(p).command_id for _, p in mqtt.published) == sorted(ids)
+
+
+def test_commands_on_several_topics_keep_the_order_they_were_accepted_in(shipped, shipped_protos):
+    """An update accepted before an add of the same entity in one turn, on two topics: batching by
+    topic would send the add's batch first; runs of one topic keep the order."""
+    mqtt = FakeMqtt(connected=True)
+    plan = gateway_plan(
+        shipped, shipped.nodes["gateway"], shipped_protos, Problems(shipped.located)
+    )
+    add, update = plan.mutations["addContact"], plan.mutations["updateContact"]
+    delivery = Delivery(shipped.status_topic, mqtt, Outbox(60.0), logging.getLogger())
+    steps = [(update, "x"), (add, "k"), (update, "k"), (add, "j"), (add, "i")]
+
+    async def run():
+        for mutation, key in steps:  # one turn: nothing here yields to the loop
+            command = mutation.request()
+            command.contact.id, command.contact.name = key, key
+            await delivery.publish(mutation, command, key)
+        await asyncio.sleep(0)
+
+    asyncio.run(run())
+    sent = []
+    for topic, payload in mqtt.published:
+        request = add.request if topic == add.topic else update.request
+        commands = unpack(payload) if is_batch(payload) else [payload]
+        sent += [(topic, request.FromString(c).contact.id) for c in commands]
+    assert sent == [(m.topic, key) for m, key in steps]
+    assert [len(unpack(p)) if is_batch(p) else 1 for _, p in mqtt.published] == [1, 1, 1, 2]
