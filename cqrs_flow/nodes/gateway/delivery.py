@@ -114,8 +114,11 @@ class Delivery:
                 "UNAVAILABLE",
                 status=503,
             )
-        if not plan.command_id_path:
-            self._send(plan.topic, self._sized(command.SerializeToString()))
+        if not plan.command_id_path:  # not kept in the outbox: published now
+            payload = self._sized(command.SerializeToString())
+            if self._turn:  # after the commands accepted before it in this turn
+                self._publish_turn()
+            self._send(plan.topic, payload)
             return None
         if self.outbox.full:
             raise Refused(

@@ -4,6 +4,7 @@ otherwise it is refused and nothing is published."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 
 import pytest
@@ -270,3 +271,19 @@ def test_commands_on_several_topics_keep_the_order_they_were_accepted_in(shipped
         sent += [(topic, request.FromString(c).contact.id) for c in commands]
     assert sent == [(m.topic, key) for m, key in steps]
     assert [len(unpack(p)) if is_batch(p) else 1 for _, p in mqtt.published] == [1, 1, 1, 2]
+
+
+def test_a_command_without_an_id_goes_after_those_accepted_before_it(shipped, shipped_protos):
+    """A command the outbox does not keep (no command id) is published at once: the turn's
+    commands accepted before it go first."""
+    mqtt = FakeMqtt(connected=True)
+    add, delivery = _gateway(shipped, shipped_protos, mqtt)
+    unkept = dataclasses.replace(add, command_id_path=None)
+
+    async def run():
+        await delivery.publish(add, _command(add, "kept"), "k1")
+        assert await delivery.publish(unkept, _command(add, "unkept"), "k2") is None
+        await asyncio.sleep(0)
+
+    asyncio.run(run())
+    assert [add.request.FromString(p).contact.name for _, p in mqtt.published] == ["kept", "unkept"]
