@@ -302,12 +302,13 @@ class WriterService(NodeService):
         # Each replica has a session of its own (its client id), all log in as the writer.
         replica = os.environ.get(ENV_REPLICA)
         instance = f"{self.node.name}.{replica}" if replica else self.node.name
+        login = login_from_env(self.topology, self.node.name)
         self.mqtt = new_client(
             self.topology.name,
             instance,
             broker,
             persistent=True,
-            login=login_from_env(self.topology, self.node.name),
+            login=login,
             session_expiry=GROUP_SESSION_EXPIRY if self.node.share_group else None,
         )
         self.mqtt.on_connect = self._on_connect
@@ -331,7 +332,7 @@ class WriterService(NodeService):
                 self.topology.name,
                 self.node.name,
                 broker,
-                login=login_from_env(self.topology, self.node.name),
+                login=login,
                 tls=tls,
             )
         await connect(self.mqtt, broker, tls=tls)
@@ -385,7 +386,7 @@ class WriterService(NodeService):
         try:
             commands = unpack(payload)
         except ValueError as exc:
-            self._received(topic if topic in self.plans else OTHER).inc()
+            self._received(self._label(topic)).inc()
             reason = f"not a valid batch of commands ({len(payload)} bytes): {exc}"
             self._set_aside(topic, payload, self.plans.get(topic), "", "", reason, "undecodable")
             return PUBACK_SUCCESS
@@ -393,9 +394,14 @@ class WriterService(NodeService):
         await asyncio.gather(*(self._take(topic, command, parent) for command in commands))
         return PUBACK_SUCCESS
 
+    def _label(self, topic: str) -> str:
+        """A topic as the metrics name it: one of the commands', else OTHER (a wildcard
+        subscription takes topics no command uses, which must not each make a series)."""
+        return topic if topic in self.plans else OTHER
+
     async def _take(self, topic: str, payload: bytes, parent: str | None) -> None:
         """One command: decoded and applied in its entity's lane after the delay, or set aside."""
-        self._received(topic if topic in self.plans else OTHER).inc()
+        self._received(self._label(topic)).inc()
         decoded = decode_command(self.plans, topic, payload, self.node.payload_bytes)
         if isinstance(decoded, Refused):
             self._set_aside(topic, payload, decoded.plan, "", "", decoded.reason, decoded.kind)
@@ -503,7 +509,7 @@ class WriterService(NodeService):
         """Log a command that will not be applied, count it, send it to the dead-letter topic,
         report it."""
         self.set_aside[kind] += 1
-        label = topic if topic in self.plans else OTHER
+        label = self._label(topic)
         why = (
             kind if kind != "not applied" else reason.split(" ", 1)[0]
         )  # refused, rejected, failed

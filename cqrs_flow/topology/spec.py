@@ -577,10 +577,9 @@ BROKER = Section(
             "it may publish and subscribe to; its password is derived from the system "
             "secret (`cqrs-flow mqtt-password`). Nodes log in as their own name",
         ),
-        # How fast the nodes' MQTT links notice a dead connection and come back. A keep-alive of
-        # 3 s brings a link back within 1 to 2.5 s of a 9 s partition, but the reconnections it
-        # makes on lesser faults can wait on the embedded broker's take-over of the old
-        # connection for 10 s and more: 30 s until that is fixed (docs/RELIABILITY.md).
+        # How fast the nodes' MQTT links notice a dead connection and come back: 3 s brings a
+        # link back within 1 to 2.5 s of a 9 s partition, the embedded broker taking the session
+        # over from the old connection at once (nodes/broker/sessions.py, docs/RELIABILITY.md).
         "keep_alive": Field(
             positive_duration,
             default=3.0,

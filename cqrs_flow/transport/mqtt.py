@@ -56,27 +56,26 @@ BATCH_BYTES = 64 * 1024
 PACKET_HEADROOM = 256 * 1024
 
 
-def command_bytes(topology: Topology, broker: str) -> int:
-    """The largest command the writers on `broker` take (their largest `payload_bytes`): a
-    gateway refuses a larger one, which every writer would set aside."""
-    sizes = [
+def _payload_bytes(topology: Topology, broker: str) -> list[int]:
+    """The `payload_bytes` of each writer on `broker`."""
+    return [
         node.payload_bytes
         for node in topology.nodes.values()
         if isinstance(node, WriterNode) and node.broker == broker
     ]
-    return max(sizes, default=DEFAULT_COMMAND_BYTES)
+
+
+def command_bytes(topology: Topology, broker: str) -> int:
+    """The largest command the writers on `broker` take (their largest `payload_bytes`): a
+    gateway refuses a larger one, which every writer would set aside."""
+    return max(_payload_bytes(topology, broker), default=DEFAULT_COMMAND_BYTES)
 
 
 def batch_bytes(topology: Topology, broker: str) -> int:
     """The largest message of several commands a gateway publishes through `broker`
     (transport/command_batches.py): what the writers on it with the smallest `payload_bytes`
     take, and at most BATCH_BYTES. A larger command goes alone."""
-    sizes = [
-        node.payload_bytes
-        for node in topology.nodes.values()
-        if isinstance(node, WriterNode) and node.broker == broker
-    ]
-    return min([BATCH_BYTES, *sizes])
+    return min([BATCH_BYTES, *_payload_bytes(topology, broker)])
 
 
 def max_packet_bytes(topology: Topology, broker: str) -> int:
@@ -155,24 +154,19 @@ def new_client(
     is gone. A member of a shared subscription needs it: while the broker keeps a dead member's
     session, it goes on handing that session its share of the messages. MQTT 3.1.1 has no
     expiry, so such a client gets a clean session there."""
-    # Only on the embedded broker: an external one keeps a writer's session across runs that may
-    # use another secret.
-    tag = login.tag if login is not None and not broker.external else ""
+    identity = client_id(system, node, persistent, _tag(broker, login))
     if broker.protocol == "5":
         extra = {"session_expiry_interval": session_expiry or SESSION_FOREVER} if persistent else {}
-        client = BoundedClient(
-            client_id(system, node, persistent, tag),
+        return _client(
+            identity,
+            broker,
+            login,
             clean_session=not persistent,
             optimistic_acknowledgement=not persistent,
             **extra,
         )
-    else:
-        clean = not persistent or session_expiry is not None
-        client = BoundedClient(client_id(system, node, persistent, tag), clean_session=clean)
-    client.connect_timeout = broker.connect_timeout
-    if login is not None:
-        client.set_auth_credentials(login.user, login.password)
-    return client
+    clean = not persistent or session_expiry is not None
+    return _client(identity, broker, login, clean_session=clean)
 
 
 async def discard_session(
@@ -186,13 +180,28 @@ async def discard_session(
     """End the persistent session the broker keeps for `node`'s client id, if it keeps one: a
     connection with that id and a clean session, closed at once (the broker drops the session
     and what it queued for it). Raises as `connect` does if the broker cannot be reached."""
-    tag = login.tag if login is not None and not broker.external else ""
-    client = BoundedClient(client_id(system, node, True, tag), clean_session=True)
+    identity = client_id(system, node, True, _tag(broker, login))
+    client = _client(identity, broker, login, clean_session=True)
+    await connect(client, broker, tls=tls)
+    await client.disconnect()
+
+
+def _tag(broker: BrokerNode, login: MqttLogin | None) -> str:
+    """The login's tag in client ids, only on the embedded broker: an external one keeps a
+    writer's session across runs that may use another secret."""
+    return login.tag if login is not None and not broker.external else ""
+
+
+def _client(
+    identity: str, broker: BrokerNode, login: MqttLogin | None, **options: Any
+) -> BoundedClient:
+    """A client with id `identity` and gmqtt's `options`, bounded by the broker's
+    connect_timeout, logging in with `login`."""
+    client = BoundedClient(identity, **options)
     client.connect_timeout = broker.connect_timeout
     if login is not None:
         client.set_auth_credentials(login.user, login.password)
-    await connect(client, broker, tls=tls)
-    await client.disconnect()
+    return client
 
 
 async def connect(
