@@ -8,8 +8,10 @@ so the copy carries its project with it.
 
 from __future__ import annotations
 
+import random
 import shutil
 import socket
+from collections import deque
 from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
@@ -19,13 +21,52 @@ import yaml
 __all__ = ["free_port_run", "free_ports", "relocate"]
 
 
+# Ports are chosen below the kernel's ephemeral range, from FIRST_PORT up: a port the kernel
+# hands out for bind(0) is one it also gives any process's outgoing connection as its local
+# port, and one of those could take it before the node it was chosen for binds it.
+FIRST_PORT = 10_000
+_EPHEMERAL = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_random = random.Random()
+# Ports this process handed out lately, not handed out again: one chosen a moment ago is free
+# until its node binds it.
+_given: deque[int] = deque(maxlen=4096)
+
+
+def _ephemeral_start() -> int:
+    """The first port of the kernel's ephemeral range (Linux; elsewhere IANA's, 49152)."""
+    try:
+        return int(_EPHEMERAL.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 49152
+
+
+def _bound() -> socket.socket:
+    """A socket bound to a free loopback port below the ephemeral range (bind(0) if none of a
+    hundred tries is free, or the range leaves no room below it)."""
+    s = socket.socket()
+    stop = _ephemeral_start()
+    for _ in range(100 if stop > FIRST_PORT else 0):
+        port = _random.randrange(FIRST_PORT, stop)
+        if port in _given:
+            continue
+        try:
+            s.bind(("127.0.0.1", port))
+            break
+        except OSError:
+            continue
+    else:
+        s.bind(("127.0.0.1", 0))
+    _given.append(s.getsockname()[1])
+    return s
+
+
 def free_ports(count: int) -> list[int]:
     """`count` distinct free ports on 127.0.0.1 (held open together while choosing, so none
-    comes back twice)."""
-    sockets = [socket.socket() for _ in range(count)]
+    comes back twice), below the ephemeral range (see FIRST_PORT)."""
+    sockets: list[socket.socket] = []
     try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
+        for _ in range(count):
+            sockets.append(_bound())
         return [s.getsockname()[1] for s in sockets]
     finally:
         for s in sockets:
@@ -44,6 +85,7 @@ def free_port_run(count: int, tries: int = 50, taken: Collection[int] = ()) -> i
         try:
             for offset, s in enumerate(sockets):
                 s.bind(("127.0.0.1", first + offset))
+            _given.extend(range(first + 1, first + count))
             return first
         except (OSError, OverflowError):  # taken, or past the last port
             continue

@@ -31,3 +31,15 @@ def test_a_copy_next_to_its_source_reuses_the_files(tmp_path):
     first = relocate(SHIPPED, tmp_path / "first.yaml")
     second = relocate(first, tmp_path / "second.yaml")  # the same directory: nothing to copy
     assert load_topology(second).protos == load_topology(first).protos
+
+
+def test_free_ports_are_below_the_ephemeral_range_and_distinct():
+    """A port of the ephemeral range may be given to some process's outgoing connection before
+    the node it was chosen for binds it."""
+    from cqrs_flow.topology.relocate import FIRST_PORT, _ephemeral_start, free_port_run, free_ports
+
+    ports = free_ports(50)
+    assert len(set(ports)) == 50
+    assert all(FIRST_PORT <= port < _ephemeral_start() for port in ports)
+    first = free_port_run(3)
+    assert first >= FIRST_PORT and first + 2 < _ephemeral_start()
